@@ -1,0 +1,209 @@
+//! Identifiers: newtypes, never bare integers, and the Snowflake message id.
+
+use crate::Time;
+use std::fmt;
+
+/// A user account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UserId(pub u32);
+
+/// Which of a user's devices (0 = phone, 1 = web, ...).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeviceSlot(pub u8);
+
+/// One device of one user: the unit that holds a connection and receives messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeviceId {
+    pub user: UserId,
+    pub slot: DeviceSlot,
+}
+
+impl DeviceId {
+    /// The user's phone, the device every user has.
+    pub const fn phone(user: UserId) -> DeviceId {
+        DeviceId {
+            user,
+            slot: DeviceSlot(0),
+        }
+    }
+}
+
+/// A chat server (one stateful WebSocket terminator).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServerId(pub u16);
+
+/// A conversation: the Cassandra partition key of the messages table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConversationId(pub u64);
+
+impl ConversationId {
+    /// The 1:1 conversation between two users; the same whichever of them sends.
+    pub fn direct(a: UserId, b: UserId) -> ConversationId {
+        let (lo, hi) = if a <= b { (a.0, b.0) } else { (b.0, a.0) };
+        ConversationId((u64::from(lo) << 32) | u64::from(hi))
+    }
+
+    /// A well-mixed 64-bit hash of the id, for partitioning (Kafka, Cassandra tokens).
+    pub fn hash64(self) -> u64 {
+        mix64(self.0)
+    }
+}
+
+impl UserId {
+    /// A well-mixed 64-bit hash of the id, for sharding (Redis cluster slots).
+    pub fn hash64(self) -> u64 {
+        mix64(u64::from(self.0))
+    }
+}
+
+/// SplitMix64's finaliser: a cheap, well-distributed and stable hash of an integer key.
+pub(crate) fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A client-chosen id for a send, so a retried send is recognised (retry-safe sends).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientMsgId {
+    pub sender: UserId,
+    pub seq: u32,
+}
+
+impl ClientMsgId {
+    /// The id packed into one integer, for compact keys.
+    pub fn key(self) -> u64 {
+        (u64::from(self.sender.0) << 32) | u64::from(self.seq)
+    }
+}
+
+/// A Snowflake message id: 41 bits of milliseconds, 10 bits of worker, 12 bits of sequence.
+///
+/// Ids from one worker are strictly increasing; ids from different workers order by time
+/// first, so sorting by id sorts by send time to within a millisecond.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId(pub u64);
+
+const WORKER_BITS: u32 = 10;
+const SEQUENCE_BITS: u32 = 12;
+/// The most workers a Snowflake id can name (1,024: the card's 1,000 chat servers fit).
+pub const WORKERS_MAX: u16 = 1 << WORKER_BITS;
+const SEQUENCE_MAX: u16 = (1 << SEQUENCE_BITS) - 1;
+
+impl MessageId {
+    /// The millisecond timestamp embedded in the id.
+    pub fn timestamp_ms(self) -> u64 {
+        self.0 >> (WORKER_BITS + SEQUENCE_BITS)
+    }
+
+    /// The worker (chat server) that minted the id.
+    pub fn worker(self) -> u16 {
+        ((self.0 >> SEQUENCE_BITS) & u64::from(WORKERS_MAX - 1)) as u16
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A Snowflake generator for one worker. Time is an input: `next` takes `now`.
+#[derive(Clone, Debug)]
+pub struct Snowflake {
+    worker: u16,
+    last_ms: u64,
+    sequence: u16,
+}
+
+impl Snowflake {
+    /// A generator for `worker` (must be below 1,024).
+    pub fn new(worker: u16) -> Snowflake {
+        assert!(
+            worker < WORKERS_MAX,
+            "snowflake worker {worker} out of range"
+        );
+        Snowflake {
+            worker,
+            last_ms: 0,
+            sequence: 0,
+        }
+    }
+
+    /// The next id at `now`. When 4,096 ids were minted in one millisecond, or when `now`
+    /// goes backwards, the generator borrows from the next millisecond instead of waiting,
+    /// so ids stay strictly increasing.
+    pub fn next(&mut self, now: Time) -> MessageId {
+        let now_ms = now.as_ms();
+        if now_ms > self.last_ms {
+            self.last_ms = now_ms;
+            self.sequence = 0;
+        } else if self.sequence == SEQUENCE_MAX {
+            self.last_ms += 1;
+            self.sequence = 0;
+        } else {
+            self.sequence += 1;
+        }
+        MessageId(
+            (self.last_ms << (WORKER_BITS + SEQUENCE_BITS))
+                | (u64::from(self.worker) << SEQUENCE_BITS)
+                | u64::from(self.sequence),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snowflake_embeds_time_and_worker() {
+        let mut g = Snowflake::new(47);
+        let id = g.next(Time::from_ms(1_234));
+        assert_eq!(id.timestamp_ms(), 1_234);
+        assert_eq!(id.worker(), 47);
+    }
+
+    #[test]
+    fn snowflake_is_strictly_increasing_within_and_across_milliseconds() {
+        let mut g = Snowflake::new(3);
+        let mut last = MessageId(0);
+        for i in 0..10_000u64 {
+            let id = g.next(Time::from_ms(5 + i / 5_000));
+            assert!(id > last, "{id:?} after {last:?}");
+            last = id;
+        }
+    }
+
+    #[test]
+    fn snowflake_survives_a_clock_going_backwards() {
+        let mut g = Snowflake::new(1);
+        let a = g.next(Time::from_ms(100));
+        let b = g.next(Time::from_ms(90));
+        assert!(b > a);
+    }
+
+    #[test]
+    fn ids_from_different_workers_order_by_time() {
+        let a = Snowflake::new(900).next(Time::from_ms(10));
+        let b = Snowflake::new(1).next(Time::from_ms(11));
+        assert!(a < b);
+    }
+
+    #[test]
+    fn direct_conversation_is_symmetric() {
+        let (a, b) = (UserId(7), UserId(9));
+        assert_eq!(ConversationId::direct(a, b), ConversationId::direct(b, a));
+        assert_ne!(
+            ConversationId::direct(a, b),
+            ConversationId::direct(a, UserId(8))
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "out of range")]
+    fn snowflake_rejects_a_worker_beyond_ten_bits() {
+        let _ = Snowflake::new(1_024);
+    }
+}

@@ -1,0 +1,65 @@
+//! wasim-model: the messaging system's real logic, sans-IO.
+//!
+//! Every stateful component here is a plain state machine that a real server could run
+//! unchanged: inputs arrive with the current time as an argument, effects leave as data
+//! (`Output` values pushed into a caller-owned buffer). Nothing here reads a clock, draws
+//! randomness or performs I/O; the simulator in `wasim-sim` drives these types.
+
+mod chat_server;
+mod client;
+mod ids;
+mod message;
+mod receipts;
+mod router;
+mod session;
+mod time;
+
+pub use chat_server::{ChatServer, ChatServerConfig, ChatServerInput, ChatServerOutput};
+pub use client::{ClientDevice, DeviceEvent, OutgoingSend, SentMessages};
+pub use ids::{
+    ClientMsgId, ConversationId, DeviceId, DeviceSlot, MessageId, ServerId, Snowflake, UserId,
+};
+pub use message::ChatMessage;
+pub use receipts::{ReceiptEvent, ReceiptState, SenderView, Transition};
+pub use router::{CommitTracker, Router, RouterInput, RouterOutput};
+pub use session::{RouteDecision, SessionEntry, SessionStore, DEVICES_PER_USER_MAX};
+pub use time::Time;
+
+/// Consistency level of a replicated write (Cassandra's terms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// One replica's acknowledgement is enough.
+    One,
+    /// A majority of the replicas: `replication_factor / 2 + 1`.
+    Quorum,
+    /// Every replica.
+    All,
+}
+
+impl Consistency {
+    /// How many replica acknowledgements this level needs for the given replication factor.
+    pub fn acks_required(self, replication_factor: u8) -> u8 {
+        assert!(
+            replication_factor > 0,
+            "replication factor must be positive"
+        );
+        match self {
+            Consistency::One => 1,
+            Consistency::Quorum => replication_factor / 2 + 1,
+            Consistency::All => replication_factor,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_of_three_is_two() {
+        assert_eq!(Consistency::Quorum.acks_required(3), 2);
+        assert_eq!(Consistency::Quorum.acks_required(5), 3);
+        assert_eq!(Consistency::One.acks_required(3), 1);
+        assert_eq!(Consistency::All.acks_required(3), 3);
+    }
+}

@@ -1,0 +1,338 @@
+//! The router: a Kafka consumer that looks each message's recipient up in the session
+//! store and forwards it to the owning chat server, or leaves an inbox pointer.
+//! Offsets are committed only once a record's routing is done (at-least-once).
+
+use crate::{
+    ChatMessage, ConversationId, MessageId, RouteDecision, ServerId, SessionEntry, Time, UserId,
+};
+use slotmap::{DefaultKey, Key, KeyData, SlotMap};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Inputs to a router.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RouterInput {
+    /// A record of an assigned partition, delivered by the broker.
+    Record {
+        partition: u32,
+        offset: u64,
+        msg: ChatMessage,
+    },
+    /// The session store answered a lookup.
+    SessionReply {
+        req: u64,
+        entry: Option<SessionEntry>,
+    },
+}
+
+/// Effects a router asks for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RouterOutput {
+    /// `GET session:{user}`.
+    SessionGet { req: u64, user: UserId },
+    /// Forward the message to the chat server holding the recipient.
+    Forward { server: ServerId, msg: ChatMessage },
+    /// `ZADD inbox:{user} id id`.
+    InboxAdd {
+        user: UserId,
+        id: MessageId,
+        conversation: ConversationId,
+    },
+    /// Commit the partition's offset: every record below it is routed.
+    Commit { partition: u32, offset: u64 },
+}
+
+/// Tracks which offsets of one partition are done and how far the commit may advance.
+/// Records are routed concurrently, so they finish out of order; the committed offset is
+/// the first offset not yet done.
+#[derive(Clone, Debug, Default)]
+pub struct CommitTracker {
+    /// Every offset below this is done.
+    committable: u64,
+    /// Done flags of offsets from `committable` on.
+    window: VecDeque<bool>,
+    /// The last offset reported by `poll_commit`.
+    reported: u64,
+}
+
+/// The most records a partition may have in flight at a router. The broker stops pushing
+/// beyond this, so the window is bounded.
+pub const ROUTER_IN_FLIGHT_PER_PARTITION_MAX: u64 = 65_536;
+
+impl CommitTracker {
+    /// A tracker resuming at the committed offset `from`.
+    pub fn starting_at(from: u64) -> CommitTracker {
+        CommitTracker {
+            committable: from,
+            window: VecDeque::new(),
+            reported: from,
+        }
+    }
+
+    /// Mark `offset` done. Offsets below the commit point are redeliveries: ignored.
+    pub fn complete(&mut self, offset: u64) {
+        if offset < self.committable {
+            return;
+        }
+        let i = (offset - self.committable) as usize;
+        assert!(
+            (i as u64) < ROUTER_IN_FLIGHT_PER_PARTITION_MAX,
+            "commit window overflow"
+        );
+        if self.window.len() <= i {
+            self.window.resize(i + 1, false);
+        }
+        self.window[i] = true;
+        while self.window.front() == Some(&true) {
+            self.window.pop_front();
+            self.committable += 1;
+        }
+    }
+
+    /// The offset to commit, if it moved since the last call.
+    pub fn poll_commit(&mut self) -> Option<u64> {
+        (self.committable > self.reported).then(|| {
+            self.reported = self.committable;
+            self.committable
+        })
+    }
+}
+
+#[derive(Debug)]
+struct PendingRoute {
+    partition: u32,
+    offset: u64,
+    msg: ChatMessage,
+}
+
+/// One router instance (a member of the `routers` consumer group).
+#[derive(Debug)]
+pub struct Router {
+    lookups: SlotMap<DefaultKey, PendingRoute>,
+    /// Indexed by partition number; `None` for partitions assigned elsewhere.
+    trackers: Vec<Option<CommitTracker>>,
+    commit_interval: Duration,
+    next_commit_at: Time,
+}
+
+impl Router {
+    /// A router owning `partitions` (of `partition_count`), resuming each at its committed
+    /// offset, committing every `commit_interval`.
+    pub fn new(
+        partition_count: u32,
+        partitions: &[(u32, u64)],
+        commit_interval: Duration,
+    ) -> Router {
+        let mut trackers = vec![None; partition_count as usize];
+        for &(p, committed) in partitions {
+            trackers[p as usize] = Some(CommitTracker::starting_at(committed));
+        }
+        Router {
+            lookups: SlotMap::new(),
+            trackers,
+            commit_interval,
+            next_commit_at: Time::ZERO,
+        }
+    }
+
+    /// Routes waiting on the session store.
+    pub fn in_flight(&self) -> usize {
+        self.lookups.len()
+    }
+
+    /// Handle one input, appending effects to `out`.
+    pub fn handle(&mut self, input: RouterInput, out: &mut Vec<RouterOutput>) {
+        match input {
+            RouterInput::Record {
+                partition,
+                offset,
+                msg,
+            } => {
+                let req = self
+                    .lookups
+                    .insert(PendingRoute {
+                        partition,
+                        offset,
+                        msg,
+                    })
+                    .data()
+                    .as_ffi();
+                out.push(RouterOutput::SessionGet { req, user: msg.to });
+            }
+            RouterInput::SessionReply { req, entry } => {
+                let Some(r) = self.lookups.remove(KeyData::from_ffi(req).into()) else {
+                    return;
+                };
+                match RouteDecision::for_session(entry.as_ref()) {
+                    RouteDecision::Forward(server) => {
+                        out.push(RouterOutput::Forward { server, msg: r.msg })
+                    }
+                    RouteDecision::Inbox => out.push(RouterOutput::InboxAdd {
+                        user: r.msg.to,
+                        id: r.msg.id,
+                        conversation: r.msg.conversation,
+                    }),
+                }
+                if let Some(Some(t)) = self.trackers.get_mut(r.partition as usize) {
+                    t.complete(r.offset);
+                }
+            }
+        }
+    }
+
+    /// Commit progress every commit interval. Call once per tick.
+    pub fn handle_timeout(&mut self, now: Time, out: &mut Vec<RouterOutput>) {
+        if now < self.next_commit_at {
+            return;
+        }
+        self.next_commit_at = now + self.commit_interval;
+        for (p, t) in self.trackers.iter_mut().enumerate() {
+            if let Some(offset) = t.as_mut().and_then(CommitTracker::poll_commit) {
+                out.push(RouterOutput::Commit {
+                    partition: p as u32,
+                    offset,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(to: u32) -> ChatMessage {
+        ChatMessage {
+            id: MessageId(u64::from(to)),
+            conversation: ConversationId::direct(UserId(0), UserId(to)),
+            from: UserId(0),
+            to: UserId(to),
+            client_seq: 0,
+            sent_at: Time::ZERO,
+        }
+    }
+
+    fn online_at(server: u16) -> Option<SessionEntry> {
+        let mut e = SessionEntry::default();
+        e.servers[0] = Some(ServerId(server));
+        Some(e)
+    }
+
+    fn lookup(r: &mut Router, partition: u32, offset: u64, to: u32) -> u64 {
+        let mut out = Vec::new();
+        r.handle(
+            RouterInput::Record {
+                partition,
+                offset,
+                msg: msg(to),
+            },
+            &mut out,
+        );
+        match out[..] {
+            [RouterOutput::SessionGet { req, user }] if user == UserId(to) => req,
+            _ => panic!("{out:?}"),
+        }
+    }
+
+    #[test]
+    fn online_recipient_is_forwarded_to_its_server() {
+        let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
+        let req = lookup(&mut r, 0, 0, 5);
+        let mut out = Vec::new();
+        r.handle(
+            RouterInput::SessionReply {
+                req,
+                entry: online_at(9),
+            },
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            vec![RouterOutput::Forward {
+                server: ServerId(9),
+                msg: msg(5)
+            }]
+        );
+        assert_eq!(r.in_flight(), 0);
+    }
+
+    #[test]
+    fn offline_recipient_gets_an_inbox_pointer() {
+        let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
+        let req = lookup(&mut r, 0, 0, 5);
+        let mut out = Vec::new();
+        r.handle(RouterInput::SessionReply { req, entry: None }, &mut out);
+        assert!(matches!(
+            out[0],
+            RouterOutput::InboxAdd {
+                user: UserId(5),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn commit_advances_only_over_contiguous_done_offsets() {
+        let mut r = Router::new(2, &[(1, 10)], Duration::from_millis(100));
+        let a = lookup(&mut r, 1, 10, 1);
+        let b = lookup(&mut r, 1, 11, 2);
+        let mut out = Vec::new();
+        r.handle(
+            RouterInput::SessionReply {
+                req: b,
+                entry: None,
+            },
+            &mut out,
+        );
+        out.clear();
+        r.handle_timeout(Time::ZERO, &mut out);
+        assert!(
+            out.is_empty(),
+            "offset 10 is not done yet, nothing to commit"
+        );
+        r.handle(
+            RouterInput::SessionReply {
+                req: a,
+                entry: None,
+            },
+            &mut out,
+        );
+        out.clear();
+        r.handle_timeout(Time::from_ms(50), &mut out);
+        assert!(out.is_empty(), "commits wait for the commit interval");
+        r.handle_timeout(Time::from_ms(100), &mut out);
+        assert_eq!(
+            out,
+            vec![RouterOutput::Commit {
+                partition: 1,
+                offset: 12
+            }]
+        );
+        out.clear();
+        r.handle_timeout(Time::from_ms(200), &mut out);
+        assert!(out.is_empty(), "an unchanged offset is not committed again");
+    }
+
+    #[test]
+    fn redelivered_records_below_the_commit_point_are_harmless() {
+        let mut t = CommitTracker::starting_at(5);
+        t.complete(3);
+        assert_eq!(t.poll_commit(), None);
+        t.complete(5);
+        assert_eq!(t.poll_commit(), Some(6));
+    }
+
+    #[test]
+    fn stale_reply_is_ignored() {
+        let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
+        let mut out = Vec::new();
+        r.handle(
+            RouterInput::SessionReply {
+                req: 77,
+                entry: None,
+            },
+            &mut out,
+        );
+        assert!(out.is_empty());
+    }
+}
