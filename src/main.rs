@@ -1,1 +1,9 @@
-fn main() {}
+//! The wasim command line: parse, validate, dispatch. No simulation logic lives here.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::main()
+}

@@ -6,8 +6,8 @@
 //! the device is no longer here. It relays delivered receipts back to the sender's server.
 
 use crate::{
-    ChatMessage, Consistency, ConversationId, DeviceId, MessageId, ServerId, SessionEntry,
-    Snowflake, Time, UserId, DEVICES_PER_USER_MAX,
+    ChatMessage, Consistency, ConversationId, DeviceId, MessageId, ServerId, SessionEntry, Snowflake, Time, UserId,
+    DEVICES_PER_USER_MAX,
 };
 use rustc_hash::FxHashMap;
 use slotmap::{DefaultKey, Key, KeyData, SlotMap};
@@ -52,12 +52,7 @@ pub enum ChatServerInput {
     /// A device's WebSocket closed.
     Disconnect { device: DeviceId },
     /// A connected device sends a message.
-    ClientSend {
-        device: DeviceId,
-        to: UserId,
-        client_seq: u32,
-        sent_at: Time,
-    },
+    ClientSend { device: DeviceId, to: UserId, client_seq: u32, sent_at: Time },
     /// A Cassandra replica acknowledged a write.
     WriteAck { req: u64 },
     /// Kafka acknowledged a publish.
@@ -65,16 +60,9 @@ pub enum ChatServerInput {
     /// The router forwards a message for a device connected here.
     Forward { msg: ChatMessage },
     /// A device connected here acknowledged receipt of a message.
-    DeliveredAck {
-        device: DeviceId,
-        msg: ChatMessage,
-        acked_at: Time,
-    },
+    DeliveredAck { device: DeviceId, msg: ChatMessage, acked_at: Time },
     /// The session store answered a lookup.
-    SessionReply {
-        req: u64,
-        entry: Option<SessionEntry>,
-    },
+    SessionReply { req: u64, entry: Option<SessionEntry> },
     /// Another server relays a delivered receipt for a sender connected here.
     ReceiptRelay { msg: ChatMessage, acked_at: Time },
 }
@@ -87,11 +75,7 @@ pub enum ChatServerOutput {
     /// Tell the device to try another server: this one is full.
     ConnectRefused { device: DeviceId },
     /// `SET session:{user}` for this device -> this server, with the session TTL.
-    SessionSet {
-        device: DeviceId,
-        server: ServerId,
-        ttl: Duration,
-    },
+    SessionSet { device: DeviceId, server: ServerId, ttl: Duration },
     /// Clear this device's session field if it still points here.
     SessionClear { device: DeviceId, server: ServerId },
     /// Write the message row to every replica of its partition.
@@ -103,25 +87,13 @@ pub enum ChatServerOutput {
     /// Push the message to a device connected here.
     Push { device: DeviceId, msg: ChatMessage },
     /// `ZADD inbox:{user} id id`: the recipient is not here any more.
-    InboxAdd {
-        user: UserId,
-        id: MessageId,
-        conversation: ConversationId,
-    },
+    InboxAdd { user: UserId, id: MessageId, conversation: ConversationId },
     /// `GET session:{user}`.
     SessionGet { req: u64, user: UserId },
     /// Relay a delivered receipt to the server holding the sender.
-    RelayReceipt {
-        server: ServerId,
-        msg: ChatMessage,
-        acked_at: Time,
-    },
+    RelayReceipt { server: ServerId, msg: ChatMessage, acked_at: Time },
     /// ✓✓ to the sender's device.
-    Receipt {
-        device: DeviceId,
-        msg: ChatMessage,
-        acked_at: Time,
-    },
+    Receipt { device: DeviceId, msg: ChatMessage, acked_at: Time },
 }
 
 #[derive(Debug)]
@@ -159,10 +131,7 @@ pub struct ChatServer {
     receipts: SlotMap<DefaultKey, PendingReceipt>,
 }
 
-const _: () = assert!(
-    DEVICES_PER_USER_MAX <= 8,
-    "device slots are a bit mask in a u8"
-);
+const _: () = assert!(DEVICES_PER_USER_MAX <= 8, "device slots are a bit mask in a u8");
 
 fn key_to_req(k: DefaultKey) -> u64 {
     k.data().as_ffi()
@@ -176,9 +145,7 @@ impl ChatServer {
     /// A freshly started server with no connections.
     pub fn new(config: ChatServerConfig) -> ChatServer {
         ChatServer {
-            acks_required: config
-                .write_consistency
-                .acks_required(config.replication_factor),
+            acks_required: config.write_consistency.acks_required(config.replication_factor),
             snowflake: Snowflake::new(config.id.0),
             config,
             connections: FxHashMap::default(),
@@ -202,9 +169,7 @@ impl ChatServer {
 
     /// Whether `device` is connected here.
     pub fn is_connected(&self, device: DeviceId) -> bool {
-        self.connections
-            .get(&device.user)
-            .is_some_and(|m| m & (1 << device.slot.0) != 0)
+        self.connections.get(&device.user).is_some_and(|m| m & (1 << device.slot.0) != 0)
     }
 
     /// Operations waiting on another tier: quorum writes, publishes, receipt lookups.
@@ -217,12 +182,7 @@ impl ChatServer {
         match input {
             ChatServerInput::Connect { device } => self.on_connect(device, out),
             ChatServerInput::Disconnect { device } => self.on_disconnect(device, out),
-            ChatServerInput::ClientSend {
-                device,
-                to,
-                client_seq,
-                sent_at,
-            } => {
+            ChatServerInput::ClientSend { device, to, client_seq, sent_at } => {
                 let msg = ChatMessage {
                     id: self.snowflake.next(now),
                     conversation: ConversationId::direct(device.user, to),
@@ -231,11 +191,7 @@ impl ChatServer {
                     client_seq,
                     sent_at,
                 };
-                let req = key_to_req(self.writes.insert(PendingWrite {
-                    msg,
-                    device,
-                    acks: 0,
-                }));
+                let req = key_to_req(self.writes.insert(PendingWrite { msg, device, acks: 0 }));
                 out.push(ChatServerOutput::Persist { req, msg });
             }
             ChatServerInput::WriteAck { req } => self.on_write_ack(now, req, out),
@@ -250,29 +206,18 @@ impl ChatServer {
                 } else {
                     // Routed to a stale server (the device moved or left): keep the
                     // message reachable through the inbox instead of dropping it.
-                    out.push(ChatServerOutput::InboxAdd {
-                        user: msg.to,
-                        id: msg.id,
-                        conversation: msg.conversation,
-                    });
+                    out.push(ChatServerOutput::InboxAdd { user: msg.to, id: msg.id, conversation: msg.conversation });
                 }
             }
             ChatServerInput::DeliveredAck { msg, acked_at, .. } => {
                 let req = key_to_req(self.receipts.insert(PendingReceipt { msg, acked_at }));
-                out.push(ChatServerOutput::SessionGet {
-                    req,
-                    user: msg.from,
-                });
+                out.push(ChatServerOutput::SessionGet { req, user: msg.from });
             }
             ChatServerInput::SessionReply { req, entry } => self.on_session_reply(req, entry, out),
             ChatServerInput::ReceiptRelay { msg, acked_at } => {
                 let device = DeviceId::phone(msg.from);
                 if self.is_connected(device) {
-                    out.push(ChatServerOutput::Receipt {
-                        device,
-                        msg,
-                        acked_at,
-                    });
+                    out.push(ChatServerOutput::Receipt { device, msg, acked_at });
                 }
                 // A sender who left meanwhile sees the receipt on reconnect (stored
                 // receipts arrive with the offline lifecycle).
@@ -290,10 +235,7 @@ impl ChatServer {
             if let Some(p) = self.publishes.get_mut(key) {
                 p.deadline = now + self.config.publish_timeout;
                 self.publish_deadlines.push_back((p.deadline, key));
-                out.push(ChatServerOutput::Publish {
-                    req: key_to_req(key),
-                    msg: p.msg,
-                });
+                out.push(ChatServerOutput::Publish { req: key_to_req(key), msg: p.msg });
             }
         }
     }
@@ -310,11 +252,7 @@ impl ChatServer {
         *self.connections.entry(device.user).or_default() |= 1 << device.slot.0;
         self.connection_count += 1;
         out.push(ChatServerOutput::ConnectAccepted { device });
-        out.push(ChatServerOutput::SessionSet {
-            device,
-            server: self.config.id,
-            ttl: self.config.session_ttl,
-        });
+        out.push(ChatServerOutput::SessionSet { device, server: self.config.id, ttl: self.config.session_ttl });
     }
 
     fn on_disconnect(&mut self, device: DeviceId, out: &mut Vec<ChatServerOutput>) {
@@ -329,10 +267,7 @@ impl ChatServer {
             self.connections.remove(&device.user);
         }
         self.connection_count -= 1;
-        out.push(ChatServerOutput::SessionClear {
-            device,
-            server: self.config.id,
-        });
+        out.push(ChatServerOutput::SessionClear { device, server: self.config.id });
     }
 
     fn on_write_ack(&mut self, now: Time, req: u64, out: &mut Vec<ChatServerOutput>) {
@@ -346,29 +281,15 @@ impl ChatServer {
         }
         let w = self.writes.remove(key).expect("entry checked above");
         if self.is_connected(w.device) {
-            out.push(ChatServerOutput::SentAck {
-                device: w.device,
-                msg: w.msg,
-            });
+            out.push(ChatServerOutput::SentAck { device: w.device, msg: w.msg });
         }
         let deadline = now + self.config.publish_timeout;
-        let key = self.publishes.insert(PendingPublish {
-            msg: w.msg,
-            deadline,
-        });
+        let key = self.publishes.insert(PendingPublish { msg: w.msg, deadline });
         self.publish_deadlines.push_back((deadline, key));
-        out.push(ChatServerOutput::Publish {
-            req: key_to_req(key),
-            msg: w.msg,
-        });
+        out.push(ChatServerOutput::Publish { req: key_to_req(key), msg: w.msg });
     }
 
-    fn on_session_reply(
-        &mut self,
-        req: u64,
-        entry: Option<SessionEntry>,
-        out: &mut Vec<ChatServerOutput>,
-    ) {
+    fn on_session_reply(&mut self, req: u64, entry: Option<SessionEntry>, out: &mut Vec<ChatServerOutput>) {
         let Some(r) = self.receipts.remove(req_to_key(req)) else {
             return;
         };
@@ -377,11 +298,7 @@ impl ChatServer {
             Some(server) if server == self.config.id => {
                 self.handle_local_receipt(r, out);
             }
-            Some(server) => out.push(ChatServerOutput::RelayReceipt {
-                server,
-                msg: r.msg,
-                acked_at: r.acked_at,
-            }),
+            Some(server) => out.push(ChatServerOutput::RelayReceipt { server, msg: r.msg, acked_at: r.acked_at }),
             // The sender is offline: the receipt waits for the offline lifecycle.
             None => {}
         }
@@ -390,11 +307,7 @@ impl ChatServer {
     fn handle_local_receipt(&mut self, r: PendingReceipt, out: &mut Vec<ChatServerOutput>) {
         let device = DeviceId::phone(r.msg.from);
         if self.is_connected(device) {
-            out.push(ChatServerOutput::Receipt {
-                device,
-                msg: r.msg,
-                acked_at: r.acked_at,
-            });
+            out.push(ChatServerOutput::Receipt { device, msg: r.msg, acked_at: r.acked_at });
         }
     }
 }
@@ -425,12 +338,7 @@ mod tests {
     /// Send from Alice and return the Persist request.
     fn send(s: &mut ChatServer, now: Time) -> (u64, ChatMessage) {
         let mut out = Vec::new();
-        let input = ChatServerInput::ClientSend {
-            device: alice(),
-            to: UserId(2),
-            client_seq: 7,
-            sent_at: now,
-        };
+        let input = ChatServerInput::ClientSend { device: alice(), to: UserId(2), client_seq: 7, sent_at: now };
         s.handle(now, input, &mut out);
         match out.as_slice() {
             [ChatServerOutput::Persist { req, msg }] => (*req, *msg),
@@ -442,24 +350,11 @@ mod tests {
     fn connect_accepts_and_sets_the_session() {
         let mut s = server(3);
         let out = connect(&mut s, alice());
-        assert_eq!(
-            out[0],
-            ChatServerOutput::ConnectAccepted { device: alice() }
-        );
-        assert!(matches!(
-            out[1],
-            ChatServerOutput::SessionSet {
-                server: ServerId(3),
-                ..
-            }
-        ));
+        assert_eq!(out[0], ChatServerOutput::ConnectAccepted { device: alice() });
+        assert!(matches!(out[1], ChatServerOutput::SessionSet { server: ServerId(3), .. }));
         assert!(s.is_connected(alice()));
         assert_eq!(s.connection_count(), 1);
-        assert_eq!(
-            connect(&mut s, alice()).len(),
-            1,
-            "a repeated connect only re-accepts"
-        );
+        assert_eq!(connect(&mut s, alice()).len(), 1, "a repeated connect only re-accepts");
         assert_eq!(s.connection_count(), 1);
     }
 
@@ -469,42 +364,22 @@ mod tests {
         config.connections_max = 1;
         let mut s = ChatServer::new(config);
         connect(&mut s, alice());
-        assert_eq!(
-            connect(&mut s, bob()),
-            vec![ChatServerOutput::ConnectRefused { device: bob() }]
-        );
+        assert_eq!(connect(&mut s, bob()), vec![ChatServerOutput::ConnectRefused { device: bob() }]);
     }
 
     #[test]
     fn disconnect_clears_only_this_device() {
         let mut s = server(0);
         connect(&mut s, alice());
-        let web = DeviceId {
-            user: UserId(1),
-            slot: DeviceSlot(1),
-        };
+        let web = DeviceId { user: UserId(1), slot: DeviceSlot(1) };
         connect(&mut s, web);
         let mut out = Vec::new();
-        s.handle(
-            Time::ZERO,
-            ChatServerInput::Disconnect { device: alice() },
-            &mut out,
-        );
-        assert_eq!(
-            out,
-            vec![ChatServerOutput::SessionClear {
-                device: alice(),
-                server: ServerId(0)
-            }]
-        );
+        s.handle(Time::ZERO, ChatServerInput::Disconnect { device: alice() }, &mut out);
+        assert_eq!(out, vec![ChatServerOutput::SessionClear { device: alice(), server: ServerId(0) }]);
         assert!(!s.is_connected(alice()));
         assert!(s.is_connected(web));
         out.clear();
-        s.handle(
-            Time::ZERO,
-            ChatServerInput::Disconnect { device: alice() },
-            &mut out,
-        );
+        s.handle(Time::ZERO, ChatServerInput::Disconnect { device: alice() }, &mut out);
         assert!(out.is_empty(), "a second disconnect is a no-op");
         assert_eq!(s.connection_count(), 1);
     }
@@ -516,14 +391,8 @@ mod tests {
         let (_, msg) = send(&mut s, Time::from_ms(5));
         assert_eq!(msg.id.worker(), 47);
         assert_eq!(msg.id.timestamp_ms(), 5);
-        assert_eq!(
-            msg.conversation,
-            ConversationId::direct(UserId(1), UserId(2))
-        );
-        assert_eq!(
-            (msg.from, msg.to, msg.client_seq),
-            (UserId(1), UserId(2), 7)
-        );
+        assert_eq!(msg.conversation, ConversationId::direct(UserId(1), UserId(2)));
+        assert_eq!((msg.from, msg.to, msg.client_seq), (UserId(1), UserId(2), 7));
     }
 
     #[test]
@@ -535,13 +404,7 @@ mod tests {
         s.handle(Time::ZERO, ChatServerInput::WriteAck { req }, &mut out);
         assert!(out.is_empty(), "one of three replicas is not a quorum");
         s.handle(Time::ZERO, ChatServerInput::WriteAck { req }, &mut out);
-        assert_eq!(
-            out[0],
-            ChatServerOutput::SentAck {
-                device: alice(),
-                msg
-            }
-        );
+        assert_eq!(out[0], ChatServerOutput::SentAck { device: alice(), msg });
         assert!(matches!(out[1], ChatServerOutput::Publish { msg: m, .. } if m == msg));
         out.clear();
         s.handle(Time::ZERO, ChatServerInput::WriteAck { req }, &mut out);
@@ -556,19 +419,13 @@ mod tests {
         let mut out = Vec::new();
         s.handle(Time::ZERO, ChatServerInput::WriteAck { req }, &mut out);
         s.handle(Time::ZERO, ChatServerInput::WriteAck { req }, &mut out);
-        let ChatServerOutput::Publish { req: preq, .. } = out[1] else {
-            panic!()
-        };
+        let ChatServerOutput::Publish { req: preq, .. } = out[1] else { panic!() };
         out.clear();
         s.handle_timeout(Time::from_ms(999), &mut out);
         assert!(out.is_empty());
         s.handle_timeout(Time::from_secs(1), &mut out);
         assert!(matches!(out[0], ChatServerOutput::Publish { req, .. } if req == preq));
-        s.handle(
-            Time::from_secs(1),
-            ChatServerInput::ProduceAck { req: preq },
-            &mut out,
-        );
+        s.handle(Time::from_secs(1), ChatServerInput::ProduceAck { req: preq }, &mut out);
         out.clear();
         s.handle_timeout(Time::from_secs(5), &mut out);
         assert!(out.is_empty());
@@ -591,37 +448,16 @@ mod tests {
         let mut s = server(0);
         connect(&mut s, bob());
         let mut out = Vec::new();
-        s.handle(
-            Time::ZERO,
-            ChatServerInput::Forward { msg: a_message() },
-            &mut out,
-        );
-        assert_eq!(
-            out,
-            vec![ChatServerOutput::Push {
-                device: bob(),
-                msg: a_message()
-            }]
-        );
+        s.handle(Time::ZERO, ChatServerInput::Forward { msg: a_message() }, &mut out);
+        assert_eq!(out, vec![ChatServerOutput::Push { device: bob(), msg: a_message() }]);
     }
 
     #[test]
     fn forward_to_a_stale_server_leaves_an_inbox_pointer() {
         let mut s = server(0);
         let mut out = Vec::new();
-        s.handle(
-            Time::ZERO,
-            ChatServerInput::Forward { msg: a_message() },
-            &mut out,
-        );
-        assert!(matches!(
-            out[0],
-            ChatServerOutput::InboxAdd {
-                user: UserId(2),
-                id: MessageId(99),
-                ..
-            }
-        ));
+        s.handle(Time::ZERO, ChatServerInput::Forward { msg: a_message() }, &mut out);
+        assert!(matches!(out[0], ChatServerOutput::InboxAdd { user: UserId(2), id: MessageId(99), .. }));
     }
 
     #[test]
@@ -629,34 +465,17 @@ mod tests {
         let mut s = server(0);
         connect(&mut s, bob());
         let mut out = Vec::new();
-        let ack = ChatServerInput::DeliveredAck {
-            device: bob(),
-            msg: a_message(),
-            acked_at: Time::from_ms(3),
-        };
+        let ack = ChatServerInput::DeliveredAck { device: bob(), msg: a_message(), acked_at: Time::from_ms(3) };
         s.handle(Time::from_ms(3), ack, &mut out);
-        let ChatServerOutput::SessionGet { req, user } = out[0] else {
-            panic!("{out:?}")
-        };
+        let ChatServerOutput::SessionGet { req, user } = out[0] else { panic!("{out:?}") };
         assert_eq!(user, UserId(1));
         out.clear();
         let mut entry = SessionEntry::default();
         entry.servers[0] = Some(ServerId(8));
-        s.handle(
-            Time::from_ms(4),
-            ChatServerInput::SessionReply {
-                req,
-                entry: Some(entry),
-            },
-            &mut out,
-        );
+        s.handle(Time::from_ms(4), ChatServerInput::SessionReply { req, entry: Some(entry) }, &mut out);
         assert_eq!(
             out,
-            vec![ChatServerOutput::RelayReceipt {
-                server: ServerId(8),
-                msg: a_message(),
-                acked_at: Time::from_ms(3)
-            }]
+            vec![ChatServerOutput::RelayReceipt { server: ServerId(8), msg: a_message(), acked_at: Time::from_ms(3) }]
         );
     }
 
@@ -666,26 +485,13 @@ mod tests {
         connect(&mut s, alice());
         connect(&mut s, bob());
         let mut out = Vec::new();
-        let ack = ChatServerInput::DeliveredAck {
-            device: bob(),
-            msg: a_message(),
-            acked_at: Time::ZERO,
-        };
+        let ack = ChatServerInput::DeliveredAck { device: bob(), msg: a_message(), acked_at: Time::ZERO };
         s.handle(Time::ZERO, ack, &mut out);
-        let ChatServerOutput::SessionGet { req, .. } = out[0] else {
-            panic!()
-        };
+        let ChatServerOutput::SessionGet { req, .. } = out[0] else { panic!() };
         out.clear();
         let mut entry = SessionEntry::default();
         entry.servers[0] = Some(ServerId(0));
-        s.handle(
-            Time::ZERO,
-            ChatServerInput::SessionReply {
-                req,
-                entry: Some(entry),
-            },
-            &mut out,
-        );
+        s.handle(Time::ZERO, ChatServerInput::SessionReply { req, entry: Some(entry) }, &mut out);
         assert!(matches!(out[0], ChatServerOutput::Receipt { device, .. } if device == alice()));
     }
 
@@ -693,10 +499,7 @@ mod tests {
     fn relayed_receipt_reaches_a_connected_sender_only() {
         let mut s = server(0);
         let mut out = Vec::new();
-        let relay = ChatServerInput::ReceiptRelay {
-            msg: a_message(),
-            acked_at: Time::ZERO,
-        };
+        let relay = ChatServerInput::ReceiptRelay { msg: a_message(), acked_at: Time::ZERO };
         s.handle(Time::ZERO, relay, &mut out);
         assert!(out.is_empty());
         connect(&mut s, alice());
@@ -708,19 +511,8 @@ mod tests {
     fn stale_session_reply_is_ignored() {
         let mut s = server(0);
         let mut out = Vec::new();
-        s.handle(
-            Time::ZERO,
-            ChatServerInput::SessionReply {
-                req: 12345,
-                entry: None,
-            },
-            &mut out,
-        );
-        s.handle(
-            Time::ZERO,
-            ChatServerInput::WriteAck { req: 12345 },
-            &mut out,
-        );
+        s.handle(Time::ZERO, ChatServerInput::SessionReply { req: 12345, entry: None }, &mut out);
+        s.handle(Time::ZERO, ChatServerInput::WriteAck { req: 12345 }, &mut out);
         assert!(out.is_empty());
     }
 }

@@ -53,12 +53,7 @@ impl ClientDevice {
         let server = self.server?;
         let client_seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
-        Some(OutgoingSend {
-            server,
-            client_seq,
-            to,
-            sent_at: now,
-        })
+        Some(OutgoingSend { server, client_seq, to, sent_at: now })
     }
 
     /// A message was pushed to this device.
@@ -126,12 +121,7 @@ mod tests {
         let a = d.send(UserId(2), Time::from_ms(1)).unwrap();
         let b = d.send(UserId(3), Time::from_ms(2)).unwrap();
         assert_eq!((a.server, a.client_seq, b.client_seq), (ServerId(4), 0, 1));
-        assert_eq!(
-            d.on_push(),
-            DeviceEvent::AckDelivered {
-                server: ServerId(4)
-            }
-        );
+        assert_eq!(d.on_push(), DeviceEvent::AckDelivered { server: ServerId(4) });
         d.on_disconnected();
         assert_eq!(d.server(), None);
     }
@@ -139,14 +129,8 @@ mod tests {
     #[test]
     fn sent_messages_forget_once_both_ticks_arrive_in_any_order() {
         let mut s = SentMessages::default();
-        let a = ClientMsgId {
-            sender: UserId(1),
-            seq: 0,
-        };
-        let b = ClientMsgId {
-            sender: UserId(1),
-            seq: 1,
-        };
+        let a = ClientMsgId { sender: UserId(1), seq: 0 };
+        let b = ClientMsgId { sender: UserId(1), seq: 1 };
         assert!(s.on_server_ack(a));
         assert!(s.on_receipt(b, ReceiptEvent::DeliveredAck));
         assert_eq!(s.in_flight(), 2);

@@ -21,10 +21,7 @@ pub struct DeviceId {
 impl DeviceId {
     /// The user's phone, the device every user has.
     pub const fn phone(user: UserId) -> DeviceId {
-        DeviceId {
-            user,
-            slot: DeviceSlot(0),
-        }
+        DeviceId { user, slot: DeviceSlot(0) }
     }
 }
 
@@ -120,15 +117,8 @@ pub struct Snowflake {
 impl Snowflake {
     /// A generator for `worker` (must be below 1,024).
     pub fn new(worker: u16) -> Snowflake {
-        assert!(
-            worker < WORKERS_MAX,
-            "snowflake worker {worker} out of range"
-        );
-        Snowflake {
-            worker,
-            last_ms: 0,
-            sequence: 0,
-        }
+        assert!(worker < WORKERS_MAX, "snowflake worker {worker} out of range");
+        Snowflake { worker, last_ms: 0, sequence: 0 }
     }
 
     /// The next id at `now`. When 4,096 ids were minted in one millisecond, or when `now`
@@ -195,10 +185,7 @@ mod tests {
     fn direct_conversation_is_symmetric() {
         let (a, b) = (UserId(7), UserId(9));
         assert_eq!(ConversationId::direct(a, b), ConversationId::direct(b, a));
-        assert_ne!(
-            ConversationId::direct(a, b),
-            ConversationId::direct(a, UserId(8))
-        );
+        assert_ne!(ConversationId::direct(a, b), ConversationId::direct(a, UserId(8)));
     }
 
     #[test]

@@ -16,12 +16,10 @@ mod time;
 
 pub use chat_server::{ChatServer, ChatServerConfig, ChatServerInput, ChatServerOutput};
 pub use client::{ClientDevice, DeviceEvent, OutgoingSend, SentMessages};
-pub use ids::{
-    ClientMsgId, ConversationId, DeviceId, DeviceSlot, MessageId, ServerId, Snowflake, UserId,
-};
+pub use ids::{ClientMsgId, ConversationId, DeviceId, DeviceSlot, MessageId, ServerId, Snowflake, UserId};
 pub use message::ChatMessage;
 pub use receipts::{ReceiptEvent, ReceiptState, SenderView, Transition};
-pub use router::{CommitTracker, Router, RouterInput, RouterOutput};
+pub use router::{CommitTracker, Router, RouterInput, RouterOutput, ROUTER_IN_FLIGHT_PER_PARTITION_MAX};
 pub use session::{RouteDecision, SessionEntry, SessionStore, DEVICES_PER_USER_MAX};
 pub use time::Time;
 
@@ -39,10 +37,7 @@ pub enum Consistency {
 impl Consistency {
     /// How many replica acknowledgements this level needs for the given replication factor.
     pub fn acks_required(self, replication_factor: u8) -> u8 {
-        assert!(
-            replication_factor > 0,
-            "replication factor must be positive"
-        );
+        assert!(replication_factor > 0, "replication factor must be positive");
         match self {
             Consistency::One => 1,
             Consistency::Quorum => replication_factor / 2 + 1,

@@ -21,9 +21,6 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// The sender's client id of this message.
     pub fn client_id(&self) -> ClientMsgId {
-        ClientMsgId {
-            sender: self.from,
-            seq: self.client_seq,
-        }
+        ClientMsgId { sender: self.from, seq: self.client_seq }
     }
 }

@@ -101,14 +101,8 @@ mod tests {
     #[test]
     fn sent_to_delivered_to_read() {
         let mut s = ReceiptState::Sent;
-        assert_eq!(
-            s.apply(ReceiptEvent::DeliveredAck),
-            Transition::Advanced(ReceiptState::Delivered)
-        );
-        assert_eq!(
-            s.apply(ReceiptEvent::ReadAck),
-            Transition::Advanced(ReceiptState::Read)
-        );
+        assert_eq!(s.apply(ReceiptEvent::DeliveredAck), Transition::Advanced(ReceiptState::Delivered));
+        assert_eq!(s.apply(ReceiptEvent::ReadAck), Transition::Advanced(ReceiptState::Read));
     }
 
     #[test]
@@ -122,10 +116,7 @@ mod tests {
     #[test]
     fn late_delivered_after_read_does_not_go_back() {
         let mut s = ReceiptState::Sent;
-        assert_eq!(
-            s.apply(ReceiptEvent::ReadAck),
-            Transition::Advanced(ReceiptState::Read)
-        );
+        assert_eq!(s.apply(ReceiptEvent::ReadAck), Transition::Advanced(ReceiptState::Read));
         assert_eq!(s.apply(ReceiptEvent::DeliveredAck), Transition::Unchanged);
         assert_eq!(s, ReceiptState::Read);
     }

@@ -2,9 +2,7 @@
 //! store and forwards it to the owning chat server, or leaves an inbox pointer.
 //! Offsets are committed only once a record's routing is done (at-least-once).
 
-use crate::{
-    ChatMessage, ConversationId, MessageId, RouteDecision, ServerId, SessionEntry, Time, UserId,
-};
+use crate::{ChatMessage, ConversationId, MessageId, RouteDecision, ServerId, SessionEntry, Time, UserId};
 use slotmap::{DefaultKey, Key, KeyData, SlotMap};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -13,16 +11,9 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RouterInput {
     /// A record of an assigned partition, delivered by the broker.
-    Record {
-        partition: u32,
-        offset: u64,
-        msg: ChatMessage,
-    },
+    Record { partition: u32, offset: u64, msg: ChatMessage },
     /// The session store answered a lookup.
-    SessionReply {
-        req: u64,
-        entry: Option<SessionEntry>,
-    },
+    SessionReply { req: u64, entry: Option<SessionEntry> },
 }
 
 /// Effects a router asks for.
@@ -33,11 +24,7 @@ pub enum RouterOutput {
     /// Forward the message to the chat server holding the recipient.
     Forward { server: ServerId, msg: ChatMessage },
     /// `ZADD inbox:{user} id id`.
-    InboxAdd {
-        user: UserId,
-        id: MessageId,
-        conversation: ConversationId,
-    },
+    InboxAdd { user: UserId, id: MessageId, conversation: ConversationId },
     /// Commit the partition's offset: every record below it is routed.
     Commit { partition: u32, offset: u64 },
 }
@@ -62,11 +49,7 @@ pub const ROUTER_IN_FLIGHT_PER_PARTITION_MAX: u64 = 65_536;
 impl CommitTracker {
     /// A tracker resuming at the committed offset `from`.
     pub fn starting_at(from: u64) -> CommitTracker {
-        CommitTracker {
-            committable: from,
-            window: VecDeque::new(),
-            reported: from,
-        }
+        CommitTracker { committable: from, window: VecDeque::new(), reported: from }
     }
 
     /// Mark `offset` done. Offsets below the commit point are redeliveries: ignored.
@@ -75,10 +58,7 @@ impl CommitTracker {
             return;
         }
         let i = (offset - self.committable) as usize;
-        assert!(
-            (i as u64) < ROUTER_IN_FLIGHT_PER_PARTITION_MAX,
-            "commit window overflow"
-        );
+        assert!((i as u64) < ROUTER_IN_FLIGHT_PER_PARTITION_MAX, "commit window overflow");
         if self.window.len() <= i {
             self.window.resize(i + 1, false);
         }
@@ -118,21 +98,12 @@ pub struct Router {
 impl Router {
     /// A router owning `partitions` (of `partition_count`), resuming each at its committed
     /// offset, committing every `commit_interval`.
-    pub fn new(
-        partition_count: u32,
-        partitions: &[(u32, u64)],
-        commit_interval: Duration,
-    ) -> Router {
+    pub fn new(partition_count: u32, partitions: &[(u32, u64)], commit_interval: Duration) -> Router {
         let mut trackers = vec![None; partition_count as usize];
         for &(p, committed) in partitions {
             trackers[p as usize] = Some(CommitTracker::starting_at(committed));
         }
-        Router {
-            lookups: SlotMap::new(),
-            trackers,
-            commit_interval,
-            next_commit_at: Time::ZERO,
-        }
+        Router { lookups: SlotMap::new(), trackers, commit_interval, next_commit_at: Time::ZERO }
     }
 
     /// Routes waiting on the session store.
@@ -143,20 +114,8 @@ impl Router {
     /// Handle one input, appending effects to `out`.
     pub fn handle(&mut self, input: RouterInput, out: &mut Vec<RouterOutput>) {
         match input {
-            RouterInput::Record {
-                partition,
-                offset,
-                msg,
-            } => {
-                let req = self
-                    .lookups
-                    .insert(PendingRoute {
-                        partition,
-                        offset,
-                        msg,
-                    })
-                    .data()
-                    .as_ffi();
+            RouterInput::Record { partition, offset, msg } => {
+                let req = self.lookups.insert(PendingRoute { partition, offset, msg }).data().as_ffi();
                 out.push(RouterOutput::SessionGet { req, user: msg.to });
             }
             RouterInput::SessionReply { req, entry } => {
@@ -164,9 +123,7 @@ impl Router {
                     return;
                 };
                 match RouteDecision::for_session(entry.as_ref()) {
-                    RouteDecision::Forward(server) => {
-                        out.push(RouterOutput::Forward { server, msg: r.msg })
-                    }
+                    RouteDecision::Forward(server) => out.push(RouterOutput::Forward { server, msg: r.msg }),
                     RouteDecision::Inbox => out.push(RouterOutput::InboxAdd {
                         user: r.msg.to,
                         id: r.msg.id,
@@ -188,10 +145,7 @@ impl Router {
         self.next_commit_at = now + self.commit_interval;
         for (p, t) in self.trackers.iter_mut().enumerate() {
             if let Some(offset) = t.as_mut().and_then(CommitTracker::poll_commit) {
-                out.push(RouterOutput::Commit {
-                    partition: p as u32,
-                    offset,
-                });
+                out.push(RouterOutput::Commit { partition: p as u32, offset });
             }
         }
     }
@@ -220,14 +174,7 @@ mod tests {
 
     fn lookup(r: &mut Router, partition: u32, offset: u64, to: u32) -> u64 {
         let mut out = Vec::new();
-        r.handle(
-            RouterInput::Record {
-                partition,
-                offset,
-                msg: msg(to),
-            },
-            &mut out,
-        );
+        r.handle(RouterInput::Record { partition, offset, msg: msg(to) }, &mut out);
         match out[..] {
             [RouterOutput::SessionGet { req, user }] if user == UserId(to) => req,
             _ => panic!("{out:?}"),
@@ -239,20 +186,8 @@ mod tests {
         let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
         let req = lookup(&mut r, 0, 0, 5);
         let mut out = Vec::new();
-        r.handle(
-            RouterInput::SessionReply {
-                req,
-                entry: online_at(9),
-            },
-            &mut out,
-        );
-        assert_eq!(
-            out,
-            vec![RouterOutput::Forward {
-                server: ServerId(9),
-                msg: msg(5)
-            }]
-        );
+        r.handle(RouterInput::SessionReply { req, entry: online_at(9) }, &mut out);
+        assert_eq!(out, vec![RouterOutput::Forward { server: ServerId(9), msg: msg(5) }]);
         assert_eq!(r.in_flight(), 0);
     }
 
@@ -262,13 +197,7 @@ mod tests {
         let req = lookup(&mut r, 0, 0, 5);
         let mut out = Vec::new();
         r.handle(RouterInput::SessionReply { req, entry: None }, &mut out);
-        assert!(matches!(
-            out[0],
-            RouterOutput::InboxAdd {
-                user: UserId(5),
-                ..
-            }
-        ));
+        assert!(matches!(out[0], RouterOutput::InboxAdd { user: UserId(5), .. }));
     }
 
     #[test]
@@ -277,37 +206,16 @@ mod tests {
         let a = lookup(&mut r, 1, 10, 1);
         let b = lookup(&mut r, 1, 11, 2);
         let mut out = Vec::new();
-        r.handle(
-            RouterInput::SessionReply {
-                req: b,
-                entry: None,
-            },
-            &mut out,
-        );
+        r.handle(RouterInput::SessionReply { req: b, entry: None }, &mut out);
         out.clear();
         r.handle_timeout(Time::ZERO, &mut out);
-        assert!(
-            out.is_empty(),
-            "offset 10 is not done yet, nothing to commit"
-        );
-        r.handle(
-            RouterInput::SessionReply {
-                req: a,
-                entry: None,
-            },
-            &mut out,
-        );
+        assert!(out.is_empty(), "offset 10 is not done yet, nothing to commit");
+        r.handle(RouterInput::SessionReply { req: a, entry: None }, &mut out);
         out.clear();
         r.handle_timeout(Time::from_ms(50), &mut out);
         assert!(out.is_empty(), "commits wait for the commit interval");
         r.handle_timeout(Time::from_ms(100), &mut out);
-        assert_eq!(
-            out,
-            vec![RouterOutput::Commit {
-                partition: 1,
-                offset: 12
-            }]
-        );
+        assert_eq!(out, vec![RouterOutput::Commit { partition: 1, offset: 12 }]);
         out.clear();
         r.handle_timeout(Time::from_ms(200), &mut out);
         assert!(out.is_empty(), "an unchanged offset is not committed again");
@@ -326,13 +234,7 @@ mod tests {
     fn stale_reply_is_ignored() {
         let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
         let mut out = Vec::new();
-        r.handle(
-            RouterInput::SessionReply {
-                req: 77,
-                entry: None,
-            },
-            &mut out,
-        );
+        r.handle(RouterInput::SessionReply { req: 77, entry: None }, &mut out);
         assert!(out.is_empty());
     }
 }

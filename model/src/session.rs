@@ -43,11 +43,40 @@ impl RouteDecision {
     }
 }
 
+/// A stored session value packed into 8 bytes (12 with its key), so a shard holding
+/// millions of users stays small and cache-friendly. Expiry is kept in whole
+/// milliseconds, Redis's own TTL resolution.
+#[derive(Clone, Copy, Debug, Default)]
+struct Packed {
+    servers: [u16; DEVICES_PER_USER_MAX],
+    expires_ms: u32,
+}
+
+/// Marks an empty device field; server ids stay below 1,024 (Snowflake worker bits).
+const NO_SERVER: u16 = u16::MAX;
+
+impl Packed {
+    fn unpack(self) -> SessionEntry {
+        SessionEntry {
+            servers: self.servers.map(|s| (s != NO_SERVER).then_some(ServerId(s))),
+            expires_at: Time::from_ms(u64::from(self.expires_ms)),
+        }
+    }
+
+    fn empty() -> Packed {
+        Packed { servers: [NO_SERVER; DEVICES_PER_USER_MAX], expires_ms: 0 }
+    }
+
+    fn any_online(&self) -> bool {
+        self.servers.iter().any(|&s| s != NO_SERVER)
+    }
+}
+
 /// Session keys with Redis semantics: `SET session:{user} … EX ttl`, `GET`, `DEL`, with
 /// expiry judged lazily against the caller's clock (as Redis does on access).
 #[derive(Debug, Default)]
 pub struct SessionStore {
-    entries: FxHashMap<UserId, SessionEntry>,
+    entries: FxHashMap<UserId, Packed>,
 }
 
 impl SessionStore {
@@ -57,20 +86,15 @@ impl SessionStore {
     }
 
     /// Record that `slot` of `user` is connected to `server`, refreshing the key's TTL.
-    pub fn set(
-        &mut self,
-        user: UserId,
-        slot: DeviceSlot,
-        server: ServerId,
-        now: Time,
-        ttl: Duration,
-    ) {
-        let entry = self.entries.entry(user).or_default();
-        if entry.expires_at <= now {
-            *entry = SessionEntry::default();
+    pub fn set(&mut self, user: UserId, slot: DeviceSlot, server: ServerId, now: Time, ttl: Duration) {
+        assert!(server.0 != NO_SERVER, "server id {} is reserved", server.0);
+        let entry = self.entries.entry(user).or_insert_with(Packed::empty);
+        if u64::from(entry.expires_ms) <= now.as_ms() {
+            *entry = Packed::empty();
         }
-        entry.servers[usize::from(slot.0)] = Some(server);
-        entry.expires_at = now + ttl;
+        entry.servers[usize::from(slot.0)] = server.0;
+        // Expiry in ms saturates after 49 days, far beyond any run plus a day's TTL.
+        entry.expires_ms = u32::try_from((now + ttl).as_ms()).unwrap_or(u32::MAX);
     }
 
     /// Clear `slot` of `user`, but only if it still points at `server`: a late disconnect
@@ -78,8 +102,8 @@ impl SessionStore {
     pub fn clear(&mut self, user: UserId, slot: DeviceSlot, server: ServerId) {
         if let Some(entry) = self.entries.get_mut(&user) {
             let s = &mut entry.servers[usize::from(slot.0)];
-            if *s == Some(server) {
-                *s = None;
+            if *s == server.0 {
+                *s = NO_SERVER;
             }
             if !entry.any_online() {
                 self.entries.remove(&user);
@@ -89,10 +113,7 @@ impl SessionStore {
 
     /// The live session of `user` at `now`, if any.
     pub fn get(&self, user: UserId, now: Time) -> Option<SessionEntry> {
-        self.entries
-            .get(&user)
-            .filter(|e| e.expires_at > now)
-            .copied()
+        self.entries.get(&user).filter(|e| u64::from(e.expires_ms) > now.as_ms()).map(|e| e.unpack())
     }
 
     /// How many keys are stored (expired ones included until touched).
@@ -117,31 +138,19 @@ mod tests {
         let mut s = SessionStore::new();
         s.set(UserId(1), DeviceSlot(0), ServerId(3), Time::ZERO, DAY);
         let e = s.get(UserId(1), Time::from_secs(10));
-        assert_eq!(
-            RouteDecision::for_session(e.as_ref()),
-            RouteDecision::Forward(ServerId(3))
-        );
+        assert_eq!(RouteDecision::for_session(e.as_ref()), RouteDecision::Forward(ServerId(3)));
     }
 
     #[test]
     fn unknown_user_goes_to_the_inbox() {
         let s = SessionStore::new();
-        assert_eq!(
-            RouteDecision::for_session(s.get(UserId(9), Time::ZERO).as_ref()),
-            RouteDecision::Inbox
-        );
+        assert_eq!(RouteDecision::for_session(s.get(UserId(9), Time::ZERO).as_ref()), RouteDecision::Inbox);
     }
 
     #[test]
     fn key_expires_after_its_ttl() {
         let mut s = SessionStore::new();
-        s.set(
-            UserId(1),
-            DeviceSlot(0),
-            ServerId(3),
-            Time::ZERO,
-            Duration::from_secs(5),
-        );
+        s.set(UserId(1), DeviceSlot(0), ServerId(3), Time::ZERO, Duration::from_secs(5));
         assert!(s.get(UserId(1), Time::from_ms(4_999)).is_some());
         assert!(s.get(UserId(1), Time::from_secs(5)).is_none());
     }
@@ -150,19 +159,10 @@ mod tests {
     fn reconnect_elsewhere_moves_the_route_and_a_stale_clear_is_ignored() {
         let mut s = SessionStore::new();
         s.set(UserId(1), DeviceSlot(0), ServerId(3), Time::ZERO, DAY);
-        s.set(
-            UserId(1),
-            DeviceSlot(0),
-            ServerId(4),
-            Time::from_secs(1),
-            DAY,
-        );
+        s.set(UserId(1), DeviceSlot(0), ServerId(4), Time::from_secs(1), DAY);
         s.clear(UserId(1), DeviceSlot(0), ServerId(3));
         let e = s.get(UserId(1), Time::from_secs(2));
-        assert_eq!(
-            RouteDecision::for_session(e.as_ref()),
-            RouteDecision::Forward(ServerId(4))
-        );
+        assert_eq!(RouteDecision::for_session(e.as_ref()), RouteDecision::Forward(ServerId(4)));
         s.clear(UserId(1), DeviceSlot(0), ServerId(4));
         assert!(s.get(UserId(1), Time::from_secs(2)).is_none());
         assert!(s.is_empty());
@@ -171,20 +171,8 @@ mod tests {
     #[test]
     fn a_set_after_expiry_starts_a_fresh_entry() {
         let mut s = SessionStore::new();
-        s.set(
-            UserId(1),
-            DeviceSlot(1),
-            ServerId(2),
-            Time::ZERO,
-            Duration::from_secs(1),
-        );
-        s.set(
-            UserId(1),
-            DeviceSlot(0),
-            ServerId(5),
-            Time::from_secs(2),
-            DAY,
-        );
+        s.set(UserId(1), DeviceSlot(1), ServerId(2), Time::ZERO, Duration::from_secs(1));
+        s.set(UserId(1), DeviceSlot(0), ServerId(5), Time::from_secs(2), DAY);
         let e = s.get(UserId(1), Time::from_secs(2)).unwrap();
         assert_eq!(e.servers, [Some(ServerId(5)), None]);
     }

@@ -1,1 +1,10 @@
+//! wasim-reports: pure rendering of a simulation's outcome: the summary (table and JSON),
+//! the per-second time series (CSV) and HdrHistogram percentile files (.hgrm).
 
+mod files;
+mod summary;
+mod table;
+
+pub use files::{write_report, ReportFiles};
+pub use summary::{LatencySummary, SloVerdict, Summary, Verdict};
+pub use table::{render_settings, render_summary, render_timing, Timing};

@@ -1,1 +1,25 @@
+//! wasim-sim: the simulated world on madsim.
+//!
+//! One madsim node per simulated process (chat servers, client-population shards, Redis
+//! shards, Cassandra nodes, Kafka brokers, routers). Inside each, one task runs a tick
+//! loop over data: users, connections and in-flight messages are vectors and maps, not
+//! tasks. Processes exchange messages through wasim's own network (`net`), which carries
+//! exact arrival times in per-tick buckets. The system's logic is `wasim-model`'s; the
+//! serve loops in `nodes` only translate between the network and the models.
 
+mod dist;
+mod infra;
+mod limits;
+mod metrics;
+mod msg;
+mod net;
+mod node;
+mod nodes;
+mod run;
+mod scenario;
+mod topology;
+
+pub use metrics::{Counters, Latencies, SecondCounters, LATENCY_US_MAX};
+pub use run::{run, simulate, Outcome, RunOptions, TierStats};
+pub use scenario::{DistConfig, Fleet, Network, Scenario, ScenarioError, ServiceTimes, Slo, Users, Workers, Workload};
+pub use topology::NodeKind;

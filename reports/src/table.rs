@@ -1,0 +1,195 @@
+//! Text rendering for a terminal: the derived settings before a run, the summary after.
+
+use crate::summary::{LatencySummary, Summary};
+use serde::Serialize;
+use std::fmt::Write;
+use wasim_sim::Scenario;
+
+/// Wall-clock figures of a run. Kept apart from the summary, which must be identical
+/// for the same scenario and seed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Timing {
+    pub simulated_s: f64,
+    pub wall_s: f64,
+    pub simulated_per_wall_s: f64,
+    pub events: u64,
+    pub events_per_wall_s: f64,
+    /// Peak resident memory of the process, when the platform tells.
+    pub peak_rss_bytes: Option<u64>,
+    pub bytes_per_user: Option<f64>,
+}
+
+/// The seed and the settings derived from the scenario, printed before the run starts.
+pub fn render_settings(s: &Scenario, seed: u64, file: &str) -> String {
+    let f = &s.fleet;
+    let rate = s.workload.messages_per_s as f64;
+    let mut o = String::new();
+    let _ = writeln!(o, "wasim {} · scenario {} ({file})", env!("CARGO_PKG_VERSION"), s.name);
+    if !s.description.is_empty() {
+        let _ = writeln!(o, "  {}", s.description);
+    }
+    let _ = writeln!(
+        o,
+        "seed {seed} · tick {} µs · warm-up {} s + measured {} s + drain {} s = {} s simulated",
+        s.tick_us,
+        s.warmup_s,
+        s.duration_s,
+        s.drain_s,
+        s.total_s()
+    );
+    let _ = writeln!(
+        o,
+        "users {} ({} per chat server, ramp {} s) · offered load {} msg/s (Poisson, {} contacts each)",
+        s.users.concurrent,
+        s.users.concurrent / u64::from(f.chat_servers),
+        s.users.connect_ramp_s,
+        s.workload.messages_per_s,
+        s.users.contacts_per_user
+    );
+    let _ = writeln!(
+        o,
+        "fleet: {} chat servers · {} client shards · {} Redis session shards · {} Cassandra nodes (RF {}, quorum {}) · {} Kafka brokers / {} partitions · {} routers",
+        f.chat_servers,
+        f.client_shards,
+        f.redis_session_shards,
+        f.cassandra_nodes,
+        f.cassandra_replication_factor,
+        f.cassandra_replication_factor / 2 + 1,
+        f.kafka_brokers,
+        f.kafka_partitions,
+        f.routers
+    );
+    let _ = writeln!(
+        o,
+        "predicted load per process (offered rate x visits / processes; utilisation = that x mean service / workers):"
+    );
+    let w = &s.workers;
+    let st = &s.service_us;
+    // Visits per message: chat server A handles send + quorum of write ACKs (all RF
+    // arrive) + produce ACK + delivered ACK's session reply, C handles forward + delivered ACK.
+    let rows = [
+        (
+            "chat_server",
+            rate * (4.0 + f64::from(f.cassandra_replication_factor) + 1.0),
+            f.chat_servers,
+            st.chat_server.mean(),
+            w.chat_server,
+        ),
+        ("redis_session", rate * 2.0, f.redis_session_shards, st.redis.mean(), w.redis),
+        (
+            "cassandra",
+            rate * f64::from(f.cassandra_replication_factor),
+            f.cassandra_nodes,
+            st.cassandra_write.mean(),
+            w.cassandra,
+        ),
+        ("kafka", rate * 1.0, f.kafka_brokers, st.kafka.mean(), w.kafka),
+        ("router", rate * 2.0, f.routers, st.router.mean(), w.router),
+    ];
+    for (name, ops, nodes, mean_us, workers) in rows {
+        let per = ops / f64::from(nodes);
+        let _ = writeln!(
+            o,
+            "  {name:<14} {per:>12.0} ops/s per process · utilisation {:>6.1}%",
+            per * mean_us / 1e6 / f64::from(workers) * 100.0
+        );
+    }
+    o
+}
+
+fn fmt_ms(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+fn latency_row(o: &mut String, label: &str, l: &LatencySummary) {
+    let mark = |p: &str, v: f64| if l.thin.contains(&p) { format!("{}*", fmt_ms(v)) } else { fmt_ms(v) };
+    let _ = writeln!(
+        o,
+        "  {label:<18} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10}",
+        fmt_ms(l.p50_ms),
+        fmt_ms(l.p90_ms),
+        mark("p99", l.p99_ms),
+        mark("p99.9", l.p999_ms),
+        fmt_ms(l.max_ms),
+        l.count
+    );
+}
+
+/// The summary table: SLO verdicts first, then latencies, throughput and tiers.
+pub fn render_summary(s: &Summary) -> String {
+    let mut o = String::new();
+    let header =
+        format!("  {:<18} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10}", "", "p50", "p90", "p99", "p99.9", "max", "samples");
+    let _ = writeln!(o, "\nSLOs (ms){}", &header[9..]);
+    for slo in &s.slos {
+        let l = s.latencies.iter().find(|l| l.name == slo.metric).expect("SLO metric is summarised");
+        latency_row(&mut o, slo.name, l);
+        let _ = writeln!(
+            o,
+            "    objective {} -> {}{}",
+            slo.objective,
+            slo.verdict,
+            if slo.note.is_empty() { String::new() } else { format!(" ({})", slo.note) }
+        );
+    }
+    let _ = writeln!(o, "\nOther latencies (ms){}", &header[20..]);
+    for l in s.latencies.iter().filter(|l| !s.slos.iter().any(|v| v.metric == l.name)) {
+        latency_row(&mut o, l.name, l);
+    }
+    if s.latencies.iter().any(|l| !l.thin.is_empty()) {
+        let _ = writeln!(o, "  * too few samples for this percentile to be meaningful");
+    }
+    let t = &s.throughput;
+    let _ = writeln!(
+        o,
+        "\nThroughput (measured window): offered {} msg/s · sent {:.0} · ✓ {:.0} · delivered {:.0} msg/s · acked but not delivered: {}",
+        t.offered_msg_per_s, t.sent_msg_per_s, t.acked_msg_per_s, t.delivered_msg_per_s, s.acked_not_delivered
+    );
+    let _ = writeln!(
+        o,
+        "\nTiers (measured window)\n  {:<14} {:>6} {:>8} {:>12} {:>12} {:>9} {:>9}  end-of-run gauge",
+        "tier", "nodes", "workers", "ops/s", "ops/s/node", "util", "util max"
+    );
+    for tier in &s.tiers {
+        let _ = writeln!(
+            o,
+            "  {:<14} {:>6} {:>8} {:>12.0} {:>12.0} {:>8.1}% {:>8.1}%  {} {}",
+            tier.tier,
+            tier.nodes,
+            tier.workers_per_node,
+            tier.ops_per_s,
+            tier.ops_per_s_per_node,
+            tier.utilisation_mean * 100.0,
+            tier.utilisation_max * 100.0,
+            tier.gauge_end,
+            tier.gauge
+        );
+    }
+    let _ = writeln!(o, "\nVerdict: {} · replay: {}", s.verdict, s.replay);
+    o
+}
+
+/// The run's speed.
+pub fn render_timing(t: &Timing) -> String {
+    let mut o = format!(
+        "Run: {:.0} simulated s in {:.2} wall s = {:.1} simulated s per wall s · {} events = {:.2}M events per wall s",
+        t.simulated_s,
+        t.wall_s,
+        t.simulated_per_wall_s,
+        t.events,
+        t.events_per_wall_s / 1e6
+    );
+    if let (Some(rss), Some(per_user)) = (t.peak_rss_bytes, t.bytes_per_user) {
+        let _ = write!(
+            o,
+            " · peak memory {:.1} MiB ({per_user:.0} bytes per simulated user)",
+            rss as f64 / (1 << 20) as f64
+        );
+    }
+    o.push('\n');
+    o
+}

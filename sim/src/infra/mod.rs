@@ -1,0 +1,13 @@
+//! Synchronous models of the infrastructure tiers: Redis, Cassandra, Kafka, and the FIFO
+//! service queue they share. Each is a plain struct testable without a runtime; the node
+//! serve loops in `nodes/` only decode a message and call it.
+
+mod cassandra;
+mod fifo;
+mod kafka;
+mod redis;
+
+pub use cassandra::{replicas, CassandraNode, StoredRow};
+pub use fifo::Fifo;
+pub use kafka::{Broker, ROUTER_IN_FLIGHT_MAX};
+pub use redis::{RedisShard, INBOX_LEN_MAX};

@@ -1,0 +1,39 @@
+//! The serve loops: each decodes network messages, calls its model, and puts the model's
+//! effects on the network. No system logic lives here.
+
+mod cassandra;
+mod chat;
+mod client;
+mod kafka;
+mod redis;
+mod router;
+
+use crate::msg::NodeIdx;
+use crate::node::{kind_of, run_process, Shared};
+use crate::topology::NodeKind;
+use std::sync::Arc;
+
+/// Start process `me`: build its state from the scenario and run its tick loop.
+pub(crate) async fn start(shared: Arc<Shared>, me: NodeIdx) {
+    let (kind, i) = kind_of(&shared, me);
+    match kind {
+        NodeKind::ChatServer => run_process(shared.clone(), me, chat::ChatNode::new(&shared, i)).await,
+        NodeKind::ClientShard => run_process(shared.clone(), me, client::ClientShard::new(&shared, i)).await,
+        NodeKind::Redis => run_process(shared.clone(), me, redis::RedisNode::new(&shared)).await,
+        NodeKind::Cassandra => run_process(shared.clone(), me, cassandra::CassandraProcess::new(&shared)).await,
+        NodeKind::Kafka => run_process(shared.clone(), me, kafka::KafkaNode::new(&shared, me)).await,
+        NodeKind::Router => run_process(shared.clone(), me, router::RouterNode::new(&shared, me)).await,
+    }
+}
+
+/// A queue of `workers` with the scenario's service time, accounting the measuring window.
+pub(crate) fn queue(
+    shared: &Shared,
+    workers: u32,
+    service: &crate::scenario::DistConfig,
+) -> (crate::infra::Fifo, crate::dist::Sampler) {
+    (
+        crate::infra::Fifo::new(workers, (shared.measure_from(), shared.measure_until())),
+        crate::dist::Sampler::new(service, 1.0),
+    )
+}

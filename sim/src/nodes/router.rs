@@ -1,0 +1,81 @@
+//! Serve loop of a router (Kafka consumer).
+
+use crate::dist::Sampler;
+use crate::infra::Fifo;
+use crate::metrics::NodeReport;
+use crate::msg::{Envelope, Msg, NodeIdx};
+use crate::node::{Ctx, Process, Shared};
+use crate::topology::Topology;
+use std::sync::Arc;
+use std::time::Duration;
+use wasim_model::{Router, RouterInput as In, RouterOutput as Out, Time};
+
+/// How often a router commits its progress (Kafka's auto-commit default is 5 s; routers
+/// commit explicitly and often, so a restart replays little).
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+pub(crate) struct RouterNode {
+    router: Router,
+    topo: Arc<Topology>,
+    fifo: Fifo,
+    service: Sampler,
+    outs: Vec<Out>,
+}
+
+impl RouterNode {
+    pub fn new(shared: &Shared, me: NodeIdx) -> RouterNode {
+        let s = &shared.scenario;
+        let topo = shared.topo.clone();
+        let owned: Vec<(u32, u64)> =
+            topo.partitions_where(|p| topo.router(p), me).into_iter().map(|p| (p, 0)).collect();
+        let (fifo, service) = super::queue(shared, s.workers.router, &s.service_us.router);
+        RouterNode {
+            router: Router::new(topo.partitions, &owned, COMMIT_INTERVAL),
+            topo,
+            fifo,
+            service,
+            outs: Vec::new(),
+        }
+    }
+
+    fn emit(&mut self, t: Time, ctx: &mut Ctx) {
+        let topo = &*self.topo;
+        for out in self.outs.drain(..) {
+            match out {
+                Out::SessionGet { req, user } => ctx.send(topo.redis(user), t, Msg::SessionGet { req, user }),
+                Out::Forward { server, msg } => ctx.send(topo.chat(server), t, Msg::Forward { msg }),
+                Out::InboxAdd { user, id, conversation } => {
+                    ctx.send(topo.redis(user), t, Msg::InboxAdd { user, id, conversation })
+                }
+                Out::Commit { partition, offset } => {
+                    ctx.send(topo.broker(partition), t, Msg::Commit { partition, offset })
+                }
+            }
+        }
+    }
+}
+
+impl Process for RouterNode {
+    fn on_message(&mut self, env: Envelope, ctx: &mut Ctx) {
+        let input = match env.msg {
+            Msg::Record { partition, offset, msg } => In::Record { partition, offset, msg },
+            Msg::SessionValue { req, entry } => In::SessionReply { req, entry },
+            other => unreachable!("router got {other:?}"),
+        };
+        let done = self.fifo.serve(env.at, self.service.sample(&mut ctx.rng));
+        self.router.handle(input, &mut self.outs);
+        self.emit(done, ctx);
+    }
+
+    fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
+        self.router.handle_timeout(now, &mut self.outs);
+        self.emit(now, ctx);
+    }
+
+    fn finish(&mut self, report: &mut NodeReport) {
+        report.workers = self.fifo.workers();
+        report.busy_us = self.fifo.busy_us();
+        report.served = self.fifo.served();
+        report.gauge_end = self.router.in_flight() as u64;
+    }
+}

@@ -1,0 +1,150 @@
+//! Building the simulated world on madsim, running it, and gathering what it measured.
+
+use crate::metrics::{Counters, Latencies, NodeReport, SecondCounters};
+use crate::msg::NodeIdx;
+use crate::net::Network;
+use crate::node::Shared;
+use crate::scenario::Scenario;
+use crate::topology::{NodeKind, Topology};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How a run is started.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Overrides the scenario's seed.
+    pub seed: Option<u64>,
+    /// Receives the simulated milliseconds reached, for a progress display that reads the
+    /// real clock on another thread.
+    pub progress_ms: Option<Arc<AtomicU64>>,
+}
+
+/// One tier's load, summed over its processes, over the measuring window.
+#[derive(Clone, Debug)]
+pub struct TierStats {
+    pub kind: NodeKind,
+    pub nodes: u32,
+    pub workers_per_node: u32,
+    /// Requests served in the window, all processes.
+    pub served: u64,
+    /// Mean utilisation of the tier's workers in the window (0..1, can exceed 1 when the
+    /// queue grows without bound).
+    pub utilisation: f64,
+    /// Utilisation of the busiest process.
+    pub utilisation_max: f64,
+    /// The tier's end-of-run gauge, summed (connections, keys, rows, lag, in-flight).
+    pub gauge_end: u64,
+}
+
+/// Everything a run measured.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub scenario: Scenario,
+    pub seed: u64,
+    pub node_count: usize,
+    pub latencies: Latencies,
+    pub counters: Counters,
+    /// Indexed by simulated second.
+    pub per_second: Vec<SecondCounters>,
+    pub tiers: Vec<TierStats>,
+    /// Messages dropped because their destination process was down.
+    pub network_dropped: u64,
+}
+
+impl Outcome {
+    /// Simulated seconds run (warm-up + duration + drain).
+    pub fn simulated_s(&self) -> u64 {
+        self.scenario.total_s()
+    }
+}
+
+/// Run a scenario on a fresh madsim runtime seeded with the run seed.
+pub fn run(scenario: &Scenario, options: &RunOptions) -> Outcome {
+    let seed = options.seed.unwrap_or(scenario.seed);
+    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+    rt.block_on(simulate(scenario.clone(), seed, options.progress_ms.clone()))
+}
+
+/// Run a scenario inside the current madsim runtime (for `Runtime::check_determinism`).
+pub async fn simulate(scenario: Scenario, seed: u64, progress_ms: Option<Arc<AtomicU64>>) -> Outcome {
+    let topo = Arc::new(Topology::new(&scenario));
+    let nodes = topo.node_count();
+    let tick_us = scenario.tick_us;
+    let end_tick = scenario.total_s() * 1_000_000 / tick_us;
+    let progress_ms = progress_ms.unwrap_or_default();
+    let shared = Arc::new(Shared {
+        net: Mutex::new(Network::new(nodes, tick_us)),
+        topo: topo.clone(),
+        scenario: scenario.clone(),
+        seed,
+        clock: Default::default(),
+        tick_us,
+        end_tick,
+        reports: Mutex::new(vec![None; nodes]),
+        progress_ms: progress_ms.clone(),
+    });
+    let handle = madsim::runtime::Handle::current();
+    for i in 0..nodes {
+        let me = NodeIdx(i as u16);
+        let (kind, k) = topo.locate(me);
+        let s = shared.clone();
+        handle
+            .create_node()
+            .name(format!("{}-{k}", kind.name()))
+            .init(move || crate::nodes::start(s.clone(), me))
+            .build();
+    }
+    // The supervisor drives the logical clock: one madsim sleep per tick, after which
+    // every process has finished the previous tick.
+    let tick = Duration::from_micros(tick_us);
+    while shared.clock.now() < end_tick {
+        madsim::time::sleep(tick).await;
+        let t = shared.clock.advance();
+        shared.progress_ms.store(t * tick_us / 1_000, Ordering::Relaxed);
+    }
+    madsim::time::sleep(tick).await;
+    collect(&shared, scenario, seed)
+}
+
+fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> Outcome {
+    let reports: Vec<NodeReport> = std::mem::take(&mut *shared.reports.lock().expect("reports lock"))
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.unwrap_or_else(|| panic!("process {i} filed no report")))
+        .collect();
+    let mut latencies = Latencies::default();
+    let mut counters = Counters::default();
+    let mut per_second = vec![SecondCounters::default(); scenario.total_s() as usize + 1];
+    for r in &reports {
+        counters.add(&r.counters);
+        if let Some(l) = &r.latencies {
+            latencies.add(l);
+        }
+        for (acc, s) in per_second.iter_mut().zip(&r.per_second) {
+            acc.add(s);
+        }
+    }
+    let window_us = scenario.duration_s as f64 * 1e6;
+    let tiers = NodeKind::ALL
+        .iter()
+        .filter(|&&k| k != NodeKind::ClientShard)
+        .map(|&kind| {
+            let of_kind: Vec<&NodeReport> = reports.iter().filter(|r| r.kind == kind).collect();
+            let util = |r: &NodeReport| r.busy_us as f64 / (window_us * f64::from(r.workers.max(1)));
+            let workers: u64 = of_kind.iter().map(|r| u64::from(r.workers)).sum();
+            TierStats {
+                kind,
+                nodes: of_kind.len() as u32,
+                workers_per_node: of_kind.first().map_or(0, |r| r.workers),
+                served: of_kind.iter().map(|r| r.served).sum(),
+                utilisation: of_kind.iter().map(|r| r.busy_us as f64).sum::<f64>()
+                    / (window_us * workers.max(1) as f64),
+                utilisation_max: of_kind.iter().map(|r| util(r)).fold(0.0, f64::max),
+                gauge_end: of_kind.iter().map(|r| r.gauge_end).sum(),
+            }
+        })
+        .collect();
+    let network_dropped = shared.net.lock().expect("network lock").dropped();
+    Outcome { scenario, seed, node_count: reports.len(), latencies, counters, per_second, tiers, network_dropped }
+}

@@ -1,0 +1,189 @@
+//! Where every simulated process sits on the network, and the placement functions
+//! (sharding, partitioning, replica sets) that map keys to processes.
+
+use crate::infra::replicas;
+use crate::msg::NodeIdx;
+use crate::scenario::Scenario;
+use wasim_model::{ConversationId, ServerId, UserId};
+
+/// The kinds of simulated process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NodeKind {
+    ChatServer,
+    ClientShard,
+    Redis,
+    Cassandra,
+    Kafka,
+    Router,
+}
+
+impl NodeKind {
+    /// All kinds, in network order.
+    pub const ALL: [NodeKind; 6] = [
+        NodeKind::ChatServer,
+        NodeKind::ClientShard,
+        NodeKind::Redis,
+        NodeKind::Cassandra,
+        NodeKind::Kafka,
+        NodeKind::Router,
+    ];
+
+    /// The tier's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeKind::ChatServer => "chat_server",
+            NodeKind::ClientShard => "client_shard",
+            NodeKind::Redis => "redis_session",
+            NodeKind::Cassandra => "cassandra",
+            NodeKind::Kafka => "kafka",
+            NodeKind::Router => "router",
+        }
+    }
+}
+
+/// Which link class a hop uses, for its latency distribution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Phone <-> chat server, over the internet.
+    ClientServer = 0,
+    /// Between servers in one datacenter.
+    InDatacenter = 1,
+}
+
+/// The layout: processes of each kind occupy one contiguous range of node indices.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    /// First index and count of each kind, in `NodeKind::ALL` order.
+    ranges: [(u16, u16); 6],
+    pub users: u64,
+    pub replication_factor: u32,
+    pub partitions: u32,
+}
+
+impl Topology {
+    /// The layout of a validated scenario.
+    pub fn new(s: &Scenario) -> Topology {
+        let f = &s.fleet;
+        let counts =
+            [f.chat_servers, f.client_shards, f.redis_session_shards, f.cassandra_nodes, f.kafka_brokers, f.routers];
+        let mut ranges = [(0u16, 0u16); 6];
+        let mut next = 0u16;
+        for (r, &c) in ranges.iter_mut().zip(&counts) {
+            *r = (next, c as u16);
+            next += c as u16;
+        }
+        Topology {
+            ranges,
+            users: s.users.concurrent,
+            replication_factor: f.cassandra_replication_factor,
+            partitions: f.kafka_partitions,
+        }
+    }
+
+    /// Number of processes.
+    pub fn node_count(&self) -> usize {
+        let (first, count) = self.ranges[5];
+        usize::from(first + count)
+    }
+
+    /// Processes of one kind.
+    pub fn count(&self, kind: NodeKind) -> u32 {
+        u32::from(self.ranges[kind as usize].1)
+    }
+
+    /// The `i`th process of a kind.
+    pub fn node(&self, kind: NodeKind, i: u32) -> NodeIdx {
+        let (first, count) = self.ranges[kind as usize];
+        debug_assert!(i < u32::from(count), "{kind:?} {i} out of range");
+        NodeIdx(first + i as u16)
+    }
+
+    /// The kind and the index within its kind of a process.
+    pub fn locate(&self, n: NodeIdx) -> (NodeKind, u32) {
+        for kind in NodeKind::ALL {
+            let (first, count) = self.ranges[kind as usize];
+            if n.0 >= first && n.0 < first + count {
+                return (kind, u32::from(n.0 - first));
+            }
+        }
+        panic!("node {n:?} is not in the topology")
+    }
+
+    /// The link class between two processes.
+    pub fn link(&self, a: NodeIdx, b: NodeIdx) -> Link {
+        let clients = self.ranges[NodeKind::ClientShard as usize];
+        let is_client = |n: NodeIdx| n.0 >= clients.0 && n.0 < clients.0 + clients.1;
+        if is_client(a) || is_client(b) {
+            Link::ClientServer
+        } else {
+            Link::InDatacenter
+        }
+    }
+
+    /// The chat server process of a server id.
+    pub fn chat(&self, s: ServerId) -> NodeIdx {
+        self.node(NodeKind::ChatServer, u32::from(s.0))
+    }
+
+    /// The population shard that holds a user's devices.
+    pub fn client_shard(&self, u: UserId) -> NodeIdx {
+        self.node(NodeKind::ClientShard, u.0 % self.count(NodeKind::ClientShard))
+    }
+
+    /// The session-store shard of a user (hash slot).
+    pub fn redis(&self, u: UserId) -> NodeIdx {
+        let n = self.count(NodeKind::Redis);
+        self.node(NodeKind::Redis, (u.hash64() % u64::from(n)) as u32)
+    }
+
+    /// The replicas of a conversation's partition.
+    pub fn replicas(&self, c: ConversationId) -> impl Iterator<Item = NodeIdx> + '_ {
+        replicas(c, self.count(NodeKind::Cassandra), self.replication_factor).map(|i| self.node(NodeKind::Cassandra, i))
+    }
+
+    /// The Kafka partition of a conversation (keyed by conversation: per-chat order).
+    pub fn partition(&self, c: ConversationId) -> u32 {
+        // A different mix than the Cassandra token, so the two placements are independent.
+        ((c.hash64().rotate_left(17)) % u64::from(self.partitions)) as u32
+    }
+
+    /// The broker leading a partition.
+    pub fn broker(&self, partition: u32) -> NodeIdx {
+        self.node(NodeKind::Kafka, partition % self.count(NodeKind::Kafka))
+    }
+
+    /// The router consuming a partition (static range assignment).
+    pub fn router(&self, partition: u32) -> NodeIdx {
+        self.node(NodeKind::Router, partition % self.count(NodeKind::Router))
+    }
+
+    /// The partitions led by broker `b` / consumed by router `r`.
+    pub fn partitions_where(&self, owner: impl Fn(u32) -> NodeIdx, me: NodeIdx) -> Vec<u32> {
+        (0..self.partitions).filter(|&p| owner(p) == me).collect()
+    }
+
+    /// The chat server a load balancer sends a user's device to first.
+    pub fn home_server(&self, u: UserId) -> ServerId {
+        ServerId((u.hash64() % u64::from(self.count(NodeKind::ChatServer))) as u16)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_contiguous_and_locate_inverts_node() {
+        let s = Scenario::parse("", std::path::Path::new("x"), "x").unwrap();
+        let t = Topology::new(&s);
+        assert_eq!(t.node_count(), 2 + 1 + 1 + 3 + 1 + 1);
+        for kind in NodeKind::ALL {
+            for i in 0..t.count(kind) {
+                assert_eq!(t.locate(t.node(kind, i)), (kind, i));
+            }
+        }
+        let client = t.node(NodeKind::ClientShard, 0);
+        assert_eq!(t.link(client, t.node(NodeKind::ChatServer, 1)), Link::ClientServer);
+        assert_eq!(t.link(t.node(NodeKind::Router, 0), t.node(NodeKind::Redis, 0)), Link::InDatacenter);
+    }
+}

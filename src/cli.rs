@@ -1,0 +1,176 @@
+//! Subcommands and their plumbing: reading files, the progress bar, the real clock.
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasim_reports::{render_settings, render_summary, render_timing, write_report, Summary, Timing, Verdict};
+use wasim_sim::{RunOptions, Scenario};
+
+/// Deterministic simulation and capacity planning for a WhatsApp-scale messaging backend.
+#[derive(Parser, Debug)]
+#[command(name = "wasim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a scenario file and report SLO verdicts, percentiles and per-tier load.
+    ///
+    /// Exit status: 0 when every SLO holds, 1 when one fails, 2 on bad input.
+    Scenario {
+        /// The scenario TOML file.
+        file: PathBuf,
+        /// Run seed (default: the scenario's `seed`).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Report folder (default: wasim-out/<scenario name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the summary as JSON on stdout instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Exit status for bad input or usage, as clap uses for usage errors.
+const EXIT_BAD_INPUT: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Scenario { file, seed, out, json } => scenario(&file, seed, out, json),
+    }
+}
+
+fn bad_input(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_BAD_INPUT)
+}
+
+fn scenario(file: &Path, seed: Option<u64>, out: Option<PathBuf>, json: bool) -> ExitCode {
+    let scenario = match Scenario::load(file) {
+        Ok(s) => s,
+        Err(e) => return bad_input(e),
+    };
+    if let Err(message) = check_memory(&scenario) {
+        return bad_input(format!("{}: {message}", file.display()));
+    }
+    let seed = seed.unwrap_or(scenario.seed);
+    let file_label = file.display().to_string();
+    let settings = render_settings(&scenario, seed, &file_label);
+    if json {
+        eprint!("{settings}");
+    } else {
+        print!("{settings}");
+    }
+
+    let progress = Arc::new(AtomicU64::new(0));
+    let bar = spawn_progress(progress.clone(), scenario.total_s() * 1_000);
+    let started = Instant::now();
+    let outcome = wasim_sim::run(&scenario, &RunOptions { seed: Some(seed), progress_ms: Some(progress) });
+    let wall_s = started.elapsed().as_secs_f64();
+    bar.finish();
+
+    let summary = Summary::new(&outcome, &file_label);
+    let peak_rss_bytes = peak_rss_bytes();
+    let simulated_s = outcome.simulated_s() as f64;
+    let events = outcome.counters.events;
+    let timing = Timing {
+        simulated_s,
+        wall_s,
+        simulated_per_wall_s: simulated_s / wall_s,
+        events,
+        events_per_wall_s: events as f64 / wall_s,
+        peak_rss_bytes,
+        bytes_per_user: peak_rss_bytes.map(|b| b as f64 / scenario.users.concurrent as f64),
+    };
+    let dir = out.unwrap_or_else(|| Path::new("wasim-out").join(&scenario.name));
+    if let Err(e) = write_report(&dir, &outcome, &summary, &timing) {
+        eprintln!("error: cannot write the report to {}: {e}", dir.display());
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary).expect("summary serialises"));
+    } else {
+        print!("{}", render_summary(&summary));
+        print!("{}", render_timing(&timing));
+        println!("Report: {}", dir.display());
+    }
+    match summary.verdict {
+        Verdict::Pass => ExitCode::SUCCESS,
+        Verdict::Fail => ExitCode::from(1),
+    }
+}
+
+/// Refuse a scenario whose estimated memory exceeds what the machine has available.
+fn check_memory(s: &Scenario) -> Result<(), String> {
+    let needed = s.estimated_memory_bytes();
+    let Some(available) = mem_available_bytes() else { return Ok(()) };
+    if needed > available {
+        return Err(format!(
+            "too large for this machine: estimated {:.1} GiB of memory, {:.1} GiB available (reduce users.concurrent, workload.messages_per_s or duration_s)",
+            needed as f64 / (1u64 << 30) as f64,
+            available as f64 / (1u64 << 30) as f64
+        ));
+    }
+    Ok(())
+}
+
+fn read_kib(path: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1_024)
+}
+
+fn mem_available_bytes() -> Option<u64> {
+    read_kib("/proc/meminfo", "MemAvailable:")
+}
+
+fn peak_rss_bytes() -> Option<u64> {
+    read_kib("/proc/self/status", "VmHWM:")
+}
+
+/// A progress bar on another thread, which reads the real clock; the simulation thread
+/// only publishes the simulated milliseconds it reached.
+fn spawn_progress(progress: Arc<AtomicU64>, total_ms: u64) -> ProgressGuard {
+    let bar = ProgressBar::new(total_ms);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} simulated {pos}/{len} ms [{bar:30}] {percent}% · {elapsed} wall · eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let (b, d) = (bar.clone(), done.clone());
+    let thread = std::thread::spawn(move || {
+        while !d.load(Ordering::Relaxed) {
+            b.set_position(progress.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    ProgressGuard { bar, done, thread: Some(thread) }
+}
+
+struct ProgressGuard {
+    bar: ProgressBar,
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressGuard {
+    fn finish(mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.bar.finish_and_clear();
+    }
+}
