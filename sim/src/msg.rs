@@ -19,10 +19,11 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// The order in which a node handles one tick's arrivals: by exact time, then sender.
+    /// The order in which a node handles one tick's arrivals: by exact time, then sender,
+    /// then the sender's sequence; packed into one integer for a cheap sort.
     #[inline]
-    pub fn order_key(&self) -> (Time, NodeIdx, u32) {
-        (self.at, self.from, self.seq)
+    pub fn order_key(&self) -> u128 {
+        (u128::from(self.at.as_us()) << 48) | (u128::from(self.from.0) << 32) | u128::from(self.seq)
     }
 }
 

@@ -153,15 +153,20 @@ impl Ctx {
 pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, mut process: P) {
     let mut ctx = Ctx::new(&shared, me);
     let mut batch: Vec<Envelope> = Vec::new();
+    let mut order: Vec<(u128, u32)> = Vec::new();
     let mut tick = shared.clock.now();
     loop {
         tick = shared.clock.after(tick).await;
         shared.net.lock().expect("network lock").take(me, tick, &mut batch);
-        batch.sort_unstable_by_key(Envelope::order_key);
+        // Sort small (key, index) pairs rather than the envelopes themselves.
+        order.clear();
+        order.extend(batch.iter().enumerate().map(|(i, e)| (e.order_key(), i as u32)));
+        order.sort_unstable();
         ctx.counters.events += batch.len() as u64;
-        for env in batch.drain(..) {
-            process.on_message(env, &mut ctx);
+        for &(_, i) in &order {
+            process.on_message(batch[i as usize], &mut ctx);
         }
+        batch.clear();
         process.on_tick(Time(tick * shared.tick_us), &mut ctx);
         if !ctx.out.is_empty() {
             shared.net.lock().expect("network lock").deliver(tick, &mut ctx.out);
