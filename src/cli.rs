@@ -36,6 +36,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure speed and memory: run a scenario (release build) and print simulated
+    /// seconds per wall second, events per wall second and peak memory.
+    Bench {
+        /// The scenario to measure.
+        #[arg(default_value = "scenarios/cell-1pct.toml")]
+        file: PathBuf,
+        /// Runs to make; the median run is reported.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+        runs: u32,
+    },
 }
 
 /// Exit status for bad input or usage, as clap uses for usage errors.
@@ -45,39 +55,25 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Scenario { file, seed, out, json } => scenario(&file, seed, out, json),
+        Command::Bench { file, runs } => bench(&file, runs),
     }
 }
 
-fn bad_input(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(EXIT_BAD_INPUT)
+/// Load a scenario and check it fits the machine; the error is ready to print.
+fn load(file: &Path) -> Result<Scenario, String> {
+    let scenario = Scenario::load(file).map_err(|e| e.to_string())?;
+    check_memory(&scenario).map_err(|message| format!("{}: {message}", file.display()))?;
+    Ok(scenario)
 }
 
-fn scenario(file: &Path, seed: Option<u64>, out: Option<PathBuf>, json: bool) -> ExitCode {
-    let scenario = match Scenario::load(file) {
-        Ok(s) => s,
-        Err(e) => return bad_input(e),
-    };
-    if let Err(message) = check_memory(&scenario) {
-        return bad_input(format!("{}: {message}", file.display()));
-    }
-    let seed = seed.unwrap_or(scenario.seed);
-    let file_label = file.display().to_string();
-    let settings = render_settings(&scenario, seed, &file_label);
-    if json {
-        eprint!("{settings}");
-    } else {
-        print!("{settings}");
-    }
-
+/// Run the simulation with a progress bar, timing it on the real clock.
+fn timed_run(scenario: &Scenario, seed: u64) -> (wasim_sim::Outcome, Timing) {
     let progress = Arc::new(AtomicU64::new(0));
     let bar = spawn_progress(progress.clone(), scenario.total_s() * 1_000);
     let started = Instant::now();
-    let outcome = wasim_sim::run(&scenario, &RunOptions { seed: Some(seed), progress_ms: Some(progress) });
+    let outcome = wasim_sim::run(scenario, &RunOptions { seed: Some(seed), progress_ms: Some(progress) });
     let wall_s = started.elapsed().as_secs_f64();
     bar.finish();
-
-    let summary = Summary::new(&outcome, &file_label);
     let peak_rss_bytes = peak_rss_bytes();
     let simulated_s = outcome.simulated_s() as f64;
     let events = outcome.counters.events;
@@ -90,6 +86,51 @@ fn scenario(file: &Path, seed: Option<u64>, out: Option<PathBuf>, json: bool) ->
         peak_rss_bytes,
         bytes_per_user: peak_rss_bytes.map(|b| b as f64 / scenario.users.concurrent as f64),
     };
+    (outcome, timing)
+}
+
+fn bench(file: &Path, runs: u32) -> ExitCode {
+    let scenario = match load(file) {
+        Ok(s) => s,
+        Err(e) => return bad_input(e),
+    };
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; benchmark with `cargo run --release -- bench`");
+    }
+    println!("bench {} ({}): {runs} run(s), seed {}", scenario.name, file.display(), scenario.seed);
+    let mut timings: Vec<Timing> = (1..=runs)
+        .map(|i| {
+            let (_, t) = timed_run(&scenario, scenario.seed);
+            println!("  run {i}: {}", render_timing(&t).trim_end());
+            t
+        })
+        .collect();
+    timings.sort_by(|a, b| a.simulated_per_wall_s.total_cmp(&b.simulated_per_wall_s));
+    print!("median: {}", render_timing(&timings[timings.len() / 2]));
+    ExitCode::SUCCESS
+}
+
+fn bad_input(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_BAD_INPUT)
+}
+
+fn scenario(file: &Path, seed: Option<u64>, out: Option<PathBuf>, json: bool) -> ExitCode {
+    let scenario = match load(file) {
+        Ok(s) => s,
+        Err(e) => return bad_input(e),
+    };
+    let seed = seed.unwrap_or(scenario.seed);
+    let file_label = file.display().to_string();
+    let settings = render_settings(&scenario, seed, &file_label);
+    if json {
+        eprint!("{settings}");
+    } else {
+        print!("{settings}");
+    }
+
+    let (outcome, timing) = timed_run(&scenario, seed);
+    let summary = Summary::new(&outcome, &file_label);
     let dir = out.unwrap_or_else(|| Path::new("wasim-out").join(&scenario.name));
     if let Err(e) = write_report(&dir, &outcome, &summary, &timing) {
         eprintln!("error: cannot write the report to {}: {e}", dir.display());

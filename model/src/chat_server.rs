@@ -87,7 +87,7 @@ pub enum ChatServerOutput {
     /// Push the message to a device connected here.
     Push { device: DeviceId, msg: ChatMessage },
     /// `ZADD inbox:{user} id id`: the recipient is not here any more.
-    InboxAdd { user: UserId, id: MessageId, conversation: ConversationId },
+    InboxAdd { user: UserId, id: MessageId },
     /// `GET session:{user}`.
     SessionGet { req: u64, user: UserId },
     /// Relay a delivered receipt to the server holding the sender.
@@ -211,7 +211,7 @@ impl ChatServer {
                 } else {
                     // Routed to a stale server (the device moved or left): keep the
                     // message reachable through the inbox instead of dropping it.
-                    out.push(ChatServerOutput::InboxAdd { user: msg.to, id: msg.id, conversation: msg.conversation });
+                    out.push(ChatServerOutput::InboxAdd { user: msg.to, id: msg.id });
                 }
             }
             ChatServerInput::DeliveredAck { msg, acked_at, .. } => {

@@ -2,7 +2,7 @@
 //! store and forwards it to the owning chat server, or leaves an inbox pointer.
 //! Offsets are committed only once a record's routing is done (at-least-once).
 
-use crate::{ChatMessage, ConversationId, MessageId, RouteDecision, ServerId, SessionEntry, Time, UserId};
+use crate::{ChatMessage, MessageId, RouteDecision, ServerId, SessionEntry, Time, UserId};
 use slotmap::{DefaultKey, Key, KeyData, SlotMap};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -24,7 +24,7 @@ pub enum RouterOutput {
     /// Forward the message to the chat server holding the recipient.
     Forward { server: ServerId, msg: ChatMessage },
     /// `ZADD inbox:{user} id id`.
-    InboxAdd { user: UserId, id: MessageId, conversation: ConversationId },
+    InboxAdd { user: UserId, id: MessageId },
     /// Commit the partition's offset: every record below it is routed.
     Commit { partition: u32, offset: u64 },
 }
@@ -124,11 +124,7 @@ impl Router {
                 };
                 match RouteDecision::for_session(entry.as_ref()) {
                     RouteDecision::Forward(server) => out.push(RouterOutput::Forward { server, msg: r.msg }),
-                    RouteDecision::Inbox => out.push(RouterOutput::InboxAdd {
-                        user: r.msg.to,
-                        id: r.msg.id,
-                        conversation: r.msg.conversation,
-                    }),
+                    RouteDecision::Inbox => out.push(RouterOutput::InboxAdd { user: r.msg.to, id: r.msg.id }),
                 }
                 if let Some(Some(t)) = self.trackers.get_mut(r.partition as usize) {
                     t.complete(r.offset);
@@ -154,6 +150,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ConversationId;
 
     fn msg(to: u32) -> ChatMessage {
         ChatMessage {

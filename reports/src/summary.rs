@@ -148,7 +148,6 @@ pub struct Summary {
     pub counters: Counters,
     /// Acknowledged (✓) in the window but not delivered by the end of the drain.
     pub acked_not_delivered: u64,
-    pub network_dropped: u64,
     pub tiers: Vec<TierSummary>,
     pub scenario: Scenario,
 }
@@ -218,7 +217,6 @@ impl Summary {
             latencies,
             counters: *c,
             acked_not_delivered: c.sent_acks_measured.saturating_sub(c.deliveries_measured),
-            network_dropped: o.network_dropped,
             tiers: o.tiers.iter().map(|t| TierSummary::new(t, window_s)).collect(),
             scenario: s.clone(),
         }

@@ -1,6 +1,5 @@
 //! What each process measures, and how the reports of all processes combine.
 
-use crate::msg::NodeIdx;
 use crate::topology::NodeKind;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -102,7 +101,6 @@ counters! {
 /// What one process reports at the end of a run.
 #[derive(Clone, Debug)]
 pub struct NodeReport {
-    pub node: NodeIdx,
     pub kind: NodeKind,
     pub counters: Counters,
     /// Indexed by simulated second.

@@ -1,7 +1,7 @@
 //! What travels on wasim's network between simulated processes.
 
 use std::time::Duration;
-use wasim_model::{ChatMessage, ConversationId, DeviceId, MessageId, ServerId, SessionEntry, Time, UserId};
+use wasim_model::{ChatMessage, DeviceId, MessageId, ServerId, SessionEntry, Time, UserId};
 
 /// Index of a simulated process on wasim's network.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -48,7 +48,7 @@ pub enum Msg {
     SessionClear { device: DeviceId, server: ServerId },
     SessionGet { req: u64, user: UserId },
     SessionValue { req: u64, entry: Option<SessionEntry> },
-    InboxAdd { user: UserId, id: MessageId, conversation: ConversationId },
+    InboxAdd { user: UserId, id: MessageId },
     // chat server <-> Kafka
     Produce { req: u64, msg: ChatMessage },
     ProduceAck { req: u64 },

@@ -27,22 +27,13 @@ pub struct Network {
     /// empty, so memory follows the messages in flight, not the wheel's size.
     pool: Vec<Vec<Envelope>>,
     tick_us: u64,
-    /// Messages sent to a process that was down, dropped.
-    dropped: u64,
-    alive: Vec<bool>,
 }
 
 impl Network {
     /// A network for `nodes` processes with the given tick.
     pub fn new(nodes: usize, tick_us: u64) -> Network {
         let inbox = || Inbox { slots: (0..WHEEL_TICKS).map(|_| Vec::new()).collect(), far: Vec::new() };
-        Network {
-            inboxes: (0..nodes).map(|_| inbox()).collect(),
-            pool: Vec::new(),
-            tick_us,
-            dropped: 0,
-            alive: vec![true; nodes],
-        }
+        Network { inboxes: (0..nodes).map(|_| inbox()).collect(), pool: Vec::new(), tick_us }
     }
 
     /// Hand `node` the arrivals of `tick` in `out`, which must be empty; its old buffer
@@ -70,10 +61,6 @@ impl Network {
     pub fn deliver(&mut self, sender_tick: u64, out: &mut Vec<(NodeIdx, Envelope)>) {
         for (to, env) in out.drain(..) {
             let to = usize::from(to.0);
-            if !self.alive[to] {
-                self.dropped += 1;
-                continue;
-            }
             let tick = env.at.as_us().div_ceil(self.tick_us).max(sender_tick + 1);
             let inbox = &mut self.inboxes[to];
             if tick - sender_tick < WHEEL_TICKS {
@@ -88,26 +75,6 @@ impl Network {
                 inbox.far.push((tick, env));
             }
         }
-    }
-
-    /// Mark a process up or down. A process going down loses everything queued for it.
-    pub fn set_alive(&mut self, node: NodeIdx, alive: bool) {
-        let i = usize::from(node.0);
-        self.alive[i] = alive;
-        if !alive {
-            let inbox = &mut self.inboxes[i];
-            for slot in &mut inbox.slots {
-                self.dropped += slot.len() as u64;
-                slot.clear();
-            }
-            self.dropped += inbox.far.len() as u64;
-            inbox.far.clear();
-        }
-    }
-
-    /// Messages dropped because their destination was down.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
     }
 }
 
@@ -143,17 +110,5 @@ mod tests {
         net.deliver(0, &mut vec![(NodeIdx(1), env(at))]);
         assert!(arrivals(&mut net, 10).is_empty(), "not delivered when the wheel slot comes round early");
         assert_eq!(arrivals(&mut net, WHEEL_TICKS + 10), vec![at]);
-    }
-
-    #[test]
-    fn a_down_process_receives_nothing() {
-        let mut net = Network::new(2, 1_000);
-        net.deliver(0, &mut vec![(NodeIdx(1), env(2_000))]);
-        net.set_alive(NodeIdx(1), false);
-        net.deliver(0, &mut vec![(NodeIdx(1), env(3_000))]);
-        net.set_alive(NodeIdx(1), true);
-        assert!(arrivals(&mut net, 2).is_empty());
-        assert!(arrivals(&mut net, 3).is_empty());
-        assert_eq!(net.dropped(), 2);
     }
 }

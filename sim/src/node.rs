@@ -177,7 +177,6 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, mu
     }
     let (kind, _) = shared.topo.locate(me);
     let mut report = NodeReport {
-        node: me,
         kind,
         counters: ctx.counters,
         per_second: std::mem::take(&mut ctx.per_second),

@@ -48,8 +48,6 @@ pub struct Outcome {
     /// Indexed by simulated second.
     pub per_second: Vec<SecondCounters>,
     pub tiers: Vec<TierStats>,
-    /// Messages dropped because their destination process was down.
-    pub network_dropped: u64,
 }
 
 impl Outcome {
@@ -145,6 +143,5 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> Outcome {
             }
         })
         .collect();
-    let network_dropped = shared.net.lock().expect("network lock").dropped();
-    Outcome { scenario, seed, node_count: reports.len(), latencies, counters, per_second, tiers, network_dropped }
+    Outcome { scenario, seed, node_count: reports.len(), latencies, counters, per_second, tiers }
 }

@@ -36,11 +36,6 @@ impl CassandraNode {
     pub fn row_count(&self) -> usize {
         self.rows.len()
     }
-
-    /// The stored rows.
-    pub fn rows(&self) -> &[StoredRow] {
-        &self.rows
-    }
 }
 
 #[cfg(test)]

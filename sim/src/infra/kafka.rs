@@ -2,8 +2,8 @@
 //! log with the routers' committed offset and a push cursor.
 //!
 //! Delivery is at-least-once: records are pushed to the partition's consumer from the
-//! cursor, the consumer commits once it has routed them, and a consumer that restarts is
-//! rewound to the committed offset, so records routed but not yet committed come again.
+//! cursor and the consumer commits only once it has routed them; records are trimmed only
+//! after their commit, so a consumer that restarts can be fed again from the commit.
 
 use std::collections::VecDeque;
 use wasim_model::ChatMessage;
@@ -33,7 +33,6 @@ impl PartitionLog {
 pub struct Broker {
     /// Indexed by partition number; `None` for partitions led elsewhere.
     partitions: Vec<Option<PartitionLog>>,
-    appended: u64,
 }
 
 impl Broker {
@@ -43,7 +42,7 @@ impl Broker {
         for p in led {
             partitions[p as usize] = Some(PartitionLog::default());
         }
-        Broker { partitions, appended: 0 }
+        Broker { partitions }
     }
 
     fn log(&mut self, partition: u32) -> &mut PartitionLog {
@@ -52,7 +51,6 @@ impl Broker {
 
     /// Append a record; returns its offset.
     pub fn append(&mut self, partition: u32, msg: ChatMessage) -> u64 {
-        self.appended += 1;
         let log = self.log(partition);
         log.records.push_back(msg);
         log.end() - 1
@@ -81,22 +79,6 @@ impl Broker {
             log.records.pop_front();
             log.base += 1;
         }
-    }
-
-    /// The consumer restarted: push again from the committed offset.
-    pub fn rewind(&mut self, partition: u32) {
-        let log = self.log(partition);
-        log.cursor = log.committed;
-    }
-
-    /// The committed offset of a partition.
-    pub fn committed(&mut self, partition: u32) -> u64 {
-        self.log(partition).committed
-    }
-
-    /// Records appended since start.
-    pub fn appended(&self) -> u64 {
-        self.appended
     }
 
     /// Records appended but not yet committed, over all led partitions (consumer lag).
@@ -136,22 +118,7 @@ mod tests {
         b.commit(1, 1);
         assert_eq!(b.lag(), 1);
         b.commit(1, 0);
-        assert_eq!(b.committed(1), 1, "commits never go back");
-    }
-
-    #[test]
-    fn rewind_redelivers_uncommitted_records() {
-        let mut b = Broker::new(1, [0]);
-        for i in 0..3 {
-            b.append(0, m(i));
-        }
-        let mut out = Vec::new();
-        b.take_pushes(0, &mut out);
-        b.commit(0, 1);
-        b.rewind(0);
-        out.clear();
-        b.take_pushes(0, &mut out);
-        assert_eq!(out.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(b.lag(), 1, "commits never go back");
     }
 
     #[test]

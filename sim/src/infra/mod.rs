@@ -7,7 +7,7 @@ mod fifo;
 mod kafka;
 mod redis;
 
-pub use cassandra::{replicas, CassandraNode, StoredRow};
+pub use cassandra::{replicas, CassandraNode};
 pub use fifo::Fifo;
-pub use kafka::{Broker, ROUTER_IN_FLIGHT_MAX};
-pub use redis::{RedisShard, INBOX_LEN_MAX};
+pub use kafka::Broker;
+pub use redis::RedisShard;

@@ -47,6 +47,7 @@ impl RedisShard {
     }
 
     /// `ZRANGEBYSCORE inbox:{user} (cursor +inf`: ids after the cursor, ascending.
+    #[cfg(test)]
     pub fn inbox_since(&self, user: UserId, cursor: MessageId) -> &[MessageId] {
         let Some(inbox) = self.inboxes.get(&user) else { return &[] };
         let from = inbox.partition_point(|&id| id <= cursor);
@@ -56,11 +57,6 @@ impl RedisShard {
     /// Session keys held (live or not yet touched since expiry).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
-    }
-
-    /// Inbox pointers held.
-    pub fn inbox_pointer_count(&self) -> usize {
-        self.inboxes.values().map(Vec::len).sum()
     }
 }
 
@@ -77,7 +73,6 @@ mod tests {
         }
         assert_eq!(r.inbox_since(u, MessageId(0)), &[MessageId(3), MessageId(5), MessageId(9)]);
         assert_eq!(r.inbox_since(u, MessageId(5)), &[MessageId(9)]);
-        assert_eq!(r.inbox_pointer_count(), 3);
         assert!(r.inbox_since(UserId(5), MessageId(0)).is_empty());
     }
 

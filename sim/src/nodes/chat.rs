@@ -56,9 +56,7 @@ impl ChatNode {
                     ctx.send(topo.broker(topo.partition(msg.conversation)), t, Msg::Produce { req, msg })
                 }
                 Out::Push { device, msg } => ctx.send(topo.client_shard(device.user), t, Msg::Push { device, msg }),
-                Out::InboxAdd { user, id, conversation } => {
-                    ctx.send(topo.redis(user), t, Msg::InboxAdd { user, id, conversation })
-                }
+                Out::InboxAdd { user, id } => ctx.send(topo.redis(user), t, Msg::InboxAdd { user, id }),
                 Out::SessionGet { req, user } => ctx.send(topo.redis(user), t, Msg::SessionGet { req, user }),
                 Out::RelayReceipt { server, msg, acked_at } => {
                     ctx.send(topo.chat(server), t, Msg::ReceiptRelay { msg, acked_at })

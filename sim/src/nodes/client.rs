@@ -116,7 +116,8 @@ impl Process for ClientShard {
                     self.connect(i, next, env.at, ctx);
                 }
             }
-            Msg::SentAck { msg, .. } => {
+            Msg::SentAck { device, msg } => {
+                debug_assert_eq!(device.user, msg.from, "✓ goes to the sender");
                 if self.measured(msg.sent_at) {
                     record_us(&mut self.latencies.sent_ack, env.at.as_us() - msg.sent_at.as_us());
                     ctx.counters.sent_acks_measured += 1;
@@ -125,7 +126,8 @@ impl Process for ClientShard {
                 self.sent.on_server_ack(msg.client_id());
             }
             Msg::Push { device, msg } => self.on_push(&env, device, msg, ctx),
-            Msg::Receipt { msg, acked_at, .. } => {
+            Msg::Receipt { device, msg, acked_at } => {
+                debug_assert_eq!(device.user, msg.from, "✓✓ goes to the sender");
                 if self.measured(msg.sent_at) {
                     record_us(&mut self.latencies.receipt, env.at.as_us() - acked_at.as_us());
                     ctx.counters.receipts_measured += 1;

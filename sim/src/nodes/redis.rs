@@ -32,7 +32,7 @@ impl Process for RedisNode {
                 let entry = self.shard.session_get(user, done);
                 ctx.send(env.from, done, Msg::SessionValue { req, entry });
             }
-            Msg::InboxAdd { user, id, .. } => {
+            Msg::InboxAdd { user, id } => {
                 ctx.counters.inbox_adds += 1;
                 self.shard.inbox_add(user, id);
             }

@@ -44,9 +44,7 @@ impl RouterNode {
             match out {
                 Out::SessionGet { req, user } => ctx.send(topo.redis(user), t, Msg::SessionGet { req, user }),
                 Out::Forward { server, msg } => ctx.send(topo.chat(server), t, Msg::Forward { msg }),
-                Out::InboxAdd { user, id, conversation } => {
-                    ctx.send(topo.redis(user), t, Msg::InboxAdd { user, id, conversation })
-                }
+                Out::InboxAdd { user, id } => ctx.send(topo.redis(user), t, Msg::InboxAdd { user, id }),
                 Out::Commit { partition, offset } => {
                     ctx.send(topo.broker(partition), t, Msg::Commit { partition, offset })
                 }

@@ -1,0 +1,73 @@
+//! Bad input gets a message naming the file, line and field, and exit code 2; never a panic.
+
+mod common;
+use common::{scenario_file, stderr, wasim};
+
+/// Run a scenario file with `text` and return (exit code, stderr, path shown).
+fn run_bad(text: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario_file(dir.path(), "bad.toml", text);
+    let out = wasim(&["scenario", path.to_str().unwrap(), "--out", dir.path().join("out").to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "bad input must not panic: {err}");
+    (out.status.code(), err, path.display().to_string())
+}
+
+#[test]
+fn malformed_toml_names_the_line() {
+    let (code, err, path) = run_bad("name = \"x\"\nduration_s = 10\n[fleet\nchat_servers = 2\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains(&format!("{path}:3")), "{err}");
+}
+
+#[test]
+fn unknown_key_names_line_and_field() {
+    let (code, err, path) = run_bad("duration_s = 10\n\n[users]\nconcurrent = 100\nconcurent_users = 5\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains(&format!("{path}:5: field `users.concurent_users`")), "{err}");
+    assert!(err.contains("unknown field"), "{err}");
+}
+
+#[test]
+fn zero_size_names_line_and_field() {
+    let (code, err, path) = run_bad("[fleet]\nchat_servers = 2\ncassandra_nodes = 0\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains(&format!("{path}:3: field `fleet.cassandra_nodes`: must be greater than zero")), "{err}");
+}
+
+#[test]
+fn negative_size_names_line_and_field() {
+    let (code, err, path) = run_bad("[workload]\nmessages_per_s = -100\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains(&format!("{path}:2: field `workload.messages_per_s`")), "{err}");
+}
+
+#[test]
+fn missing_file_is_named() {
+    let out = wasim(&["scenario", "no/such/scenario.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("no/such/scenario.toml") && err.contains("cannot read"), "{err}");
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn inconsistent_fleet_names_the_field() {
+    let (code, err, _) = run_bad("[fleet]\ncassandra_nodes = 2\ncassandra_replication_factor = 3\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("field `fleet.cassandra_replication_factor`"), "{err}");
+}
+
+#[test]
+fn a_scenario_too_large_for_the_machine_is_refused_with_its_estimate() {
+    let (code, err, _) = run_bad("[fleet]\nchat_servers = 1000\nconnections_per_server_max = 1_000_000\n[users]\nconcurrent = 1_000_000_000\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("too large for this machine") && err.contains("GiB"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(wasim(&[]).status.code(), Some(2));
+    assert_eq!(wasim(&["scenario"]).status.code(), Some(2));
+    assert_eq!(wasim(&["scenario", "x.toml", "--seed", "minus-one"]).status.code(), Some(2));
+}
