@@ -138,6 +138,7 @@ fn scenario(file: &Path, seed: Option<u64>, out: Option<PathBuf>, json: bool) ->
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&summary).expect("summary serialises"));
+        eprint!("{}", render_timing(&timing));
     } else {
         print!("{}", render_summary(&summary));
         print!("{}", render_timing(&timing));

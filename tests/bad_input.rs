@@ -60,7 +60,9 @@ fn inconsistent_fleet_names_the_field() {
 
 #[test]
 fn a_scenario_too_large_for_the_machine_is_refused_with_its_estimate() {
-    let (code, err, _) = run_bad("[fleet]\nchat_servers = 1000\nconnections_per_server_max = 1_000_000\n[users]\nconcurrent = 1_000_000_000\n");
+    let (code, err, _) = run_bad(
+        "[fleet]\nchat_servers = 1000\nconnections_per_server_max = 1_000_000\n[users]\nconcurrent = 1_000_000_000\n",
+    );
     assert_eq!(code, Some(2));
     assert!(err.contains("too large for this machine") && err.contains("GiB"), "{err}");
 }

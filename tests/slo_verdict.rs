@@ -20,7 +20,8 @@ fn the_baseline_passes_and_reports_its_figures() {
     let out = wasim(&["scenario", baseline.to_str().unwrap(), "--out", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let text = stdout(&out);
-    for expected in ["seed 1", "delivery latency", "PASS", "simulated s per wall s", "events per wall s", "Throughput"] {
+    for expected in ["seed 1", "delivery latency", "PASS", "simulated s per wall s", "events per wall s", "Throughput"]
+    {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
     let summary: serde_json::Value =
@@ -35,7 +36,15 @@ fn the_baseline_passes_and_reports_its_figures() {
 fn json_flag_prints_the_summary_on_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let path = scenario_file(dir.path(), "small.toml", SMALL);
-    let out = wasim(&["scenario", path.to_str().unwrap(), "--json", "--seed", "9", "--out", dir.path().join("o").to_str().unwrap()]);
+    let out = wasim(&[
+        "scenario",
+        path.to_str().unwrap(),
+        "--json",
+        "--seed",
+        "9",
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("stdout is JSON");
     assert_eq!(v["seed"], 9);

@@ -63,17 +63,12 @@ fn hgrm(h: &Histogram<u64>) -> String {
     if h.is_empty() {
         return o;
     }
+    let mut total = 0;
     for v in h.iter_quantiles(5) {
+        total += v.count_since_last_iteration();
         let q = v.quantile_iterated_to();
         let inv = if q < 1.0 { format!("{:.2}", 1.0 / (1.0 - q)) } else { String::from("inf") };
-        let _ = writeln!(
-            o,
-            "{:>12.3} {:>14.12} {:>10} {:>14}",
-            v.value_iterated_to() as f64 / 1_000.0,
-            q,
-            v.count_since_last_iteration(),
-            inv
-        );
+        let _ = writeln!(o, "{:>12.3} {:>14.12} {:>10} {:>14}", v.value_iterated_to() as f64 / 1_000.0, q, total, inv);
     }
     let _ = writeln!(
         o,
@@ -84,4 +79,32 @@ fn hgrm(h: &Histogram<u64>) -> String {
         h.len()
     );
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hgrm_counts_are_cumulative_and_end_at_the_total() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        for us in [1_000, 2_000, 2_000, 50_000] {
+            h.record(us).unwrap();
+        }
+        let text = hgrm(&h);
+        let counts: Vec<u64> = text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.trim_start().starts_with("Value"))
+            .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
+            .collect();
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+        assert_eq!(counts.last(), Some(&4));
+        assert!(text.contains("Total count    =            4"), "{text}");
+    }
+
+    #[test]
+    fn empty_histogram_gives_only_the_header() {
+        let h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        assert_eq!(hgrm(&h).lines().count(), 2);
+    }
 }

@@ -39,7 +39,7 @@ pub struct LatencySummary {
 
 impl LatencySummary {
     fn new(name: &'static str, definition: &'static str, h: &Histogram<u64>) -> LatencySummary {
-        let ms = |us: u64| (us as f64 / 1_000.0 * 1_000.0).round() / 1_000.0;
+        let ms = |us: u64| us as f64 / 1_000.0;
         let count = h.len();
         let q = |p: f64| if count == 0 { 0.0 } else { ms(h.value_at_quantile(p)) };
         let mut thin = Vec::new();
