@@ -1,15 +1,20 @@
-//! The chat server: owns WebSocket connections and runs the send path.
+//! The chat server: owns WebSocket connections and runs the send path, offline catch-up,
+//! receipts and presence relaying.
 //!
-//! On a send it mints a Snowflake id, persists the message with a quorum write, ACKs ✓ to
-//! the sender once the quorum answers, then publishes to Kafka for routing. On a forward
-//! from the router it pushes to the recipient's device, or leaves an inbox pointer when
-//! the device is no longer here. It relays delivered receipts back to the sender's server.
+//! Send: mint a Snowflake id, persist with a quorum write, ✓ to the sender once the
+//! quorum answers, publish to Kafka. Forward from the router: push to the device and keep
+//! it until the device ACKs; a device that is gone, or a connection that closes with
+//! pushes unacknowledged, hands its messages back to the session store's route-or-inbox
+//! operation, so nothing acknowledged is dropped. Connect: set the session, then fetch the
+//! inbox since the device's cursor, read the rows with a quorum read and push them in id
+//! order. Receipts (delivered, read) go to the sender's server, or are stored for a sender
+//! who is offline and handed over when the sender reconnects.
 
 use crate::{
-    ChatMessage, Consistency, ConversationId, DeviceId, MessageId, ServerId, SessionEntry, Snowflake, Time, UserId,
-    DEVICES_PER_USER_MAX,
+    ChatMessage, Consistency, ConversationId, DeviceId, DeviceSlot, MessageId, PresenceInput, PresenceUpdate, Receipt,
+    ReceiptState, ServerId, Snowflake, Time, UserId, DEVICES_PER_USER_MAX,
 };
-use rustc_hash::FxHashSet;
+use rustc_hash::FxHashMap;
 use slotmap::{DefaultKey, Key, KeyData, SlotMap};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -22,12 +27,14 @@ pub struct ChatServerConfig {
     pub connections_max: u32,
     /// Replicas of each message row (default 3).
     pub replication_factor: u8,
-    /// Acknowledgements awaited before ✓ (default quorum).
-    pub write_consistency: Consistency,
+    /// Acknowledgements awaited before ✓, and replies awaited by a read (default quorum).
+    pub consistency: Consistency,
     /// TTL of `session:{user}` set on connect (default 86,400 s).
     pub session_ttl: Duration,
     /// How long to wait for Kafka's produce ACK before publishing again (default 1 s).
     pub publish_timeout: Duration,
+    /// A connection silent this long is closed (default 45 s, the presence TTL).
+    pub connection_timeout: Duration,
 }
 
 impl ChatServerConfig {
@@ -37,9 +44,10 @@ impl ChatServerConfig {
             id,
             connections_max: 100_000,
             replication_factor: 3,
-            write_consistency: Consistency::Quorum,
+            consistency: Consistency::Quorum,
             session_ttl: Duration::from_secs(86_400),
             publish_timeout: Duration::from_secs(1),
+            connection_timeout: Duration::from_secs(45),
         }
     }
 }
@@ -47,53 +55,84 @@ impl ChatServerConfig {
 /// Everything that can happen to a chat server.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ChatServerInput {
-    /// A device opens a WebSocket.
-    Connect { device: DeviceId },
-    /// A device's WebSocket closed.
+    /// A device opens a WebSocket, with the id of the last message it has.
+    Connect { device: DeviceId, cursor: MessageId, hide_last_seen: bool },
+    /// A device closes its WebSocket cleanly.
     Disconnect { device: DeviceId },
+    /// A device's heartbeat (every 30 s).
+    Heartbeat { device: DeviceId },
     /// A connected device sends a message.
     ClientSend { device: DeviceId, to: UserId, client_seq: u32, sent_at: Time },
     /// A Cassandra replica acknowledged a write.
     WriteAck { req: u64 },
     /// Kafka acknowledged a publish.
     ProduceAck { req: u64 },
-    /// The router forwards a message for a device connected here.
-    Forward { msg: ChatMessage },
-    /// A device connected here acknowledged receipt of a message.
-    DeliveredAck { device: DeviceId, msg: ChatMessage, acked_at: Time },
-    /// The session store answered a lookup.
-    SessionReply { req: u64, entry: Option<SessionEntry> },
-    /// Another server relays a delivered receipt for a sender connected here.
-    ReceiptRelay { msg: ChatMessage, acked_at: Time },
+    /// The session store applied this device's session.
+    SessionSetAck { device: DeviceId },
+    /// One entry of an inbox fetch (entries arrive in id order).
+    InboxEntry { req: u64, id: MessageId, conversation: ConversationId },
+    /// A receipt stored for this (then offline) sender, handed over with the fetch.
+    StoredReceipt { req: u64, receipt: Receipt },
+    /// The end of an inbox fetch.
+    InboxEnd { req: u64 },
+    /// One replica's answer to a read.
+    ReadReply { req: u64, row: Option<ChatMessage> },
+    /// A message for `slot` of its recipient, connected here (from the router or another
+    /// chat server).
+    Forward { msg: ChatMessage, slot: DeviceSlot },
+    /// A device acknowledged receipt of a message (✓✓ for the sender).
+    DeliveredAck { device: DeviceId, msg: ChatMessage, at: Time },
+    /// A device's user opened the chat and read a message (blue ✓✓ for the sender).
+    ReadAck { device: DeviceId, msg: ChatMessage, at: Time },
+    /// The session store routed a receipt: to the sender's server, or stored it (`None`).
+    ReceiptRouted { req: u64, server: Option<ServerId> },
+    /// Another server relays a receipt for a sender connected here.
+    ReceiptRelay { receipt: Receipt },
+    /// A connected device opened the chat with `target`: it watches `target`'s presence.
+    Subscribe { device: DeviceId, target: UserId },
+    /// The presence store notifies a watcher connected here.
+    PresenceNotify { watcher: DeviceId, update: PresenceUpdate },
 }
 
 /// The effects a chat server asks its environment to perform.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ChatServerOutput {
-    /// Tell the device its connection is accepted.
     ConnectAccepted { device: DeviceId },
-    /// Tell the device to try another server: this one is full.
     ConnectRefused { device: DeviceId },
-    /// `SET session:{user}` for this device -> this server, with the session TTL.
+    /// `SET session:{user}` for this device -> this server; answered by `SessionSetAck`.
     SessionSet { device: DeviceId, server: ServerId, ttl: Duration },
-    /// Clear this device's session field if it still points here.
+    /// Mark this device offline if its session still points here.
     SessionClear { device: DeviceId, server: ServerId },
+    /// A presence command for the user's presence shard.
+    Presence(PresenceInput),
+    /// `ZRANGEBYSCORE inbox:{user} (cursor +inf` plus the receipts stored for the user.
+    FetchInbox { req: u64, device: DeviceId, cursor: MessageId },
+    /// Read a message row (a quorum of replicas answer).
+    Read { req: u64, id: MessageId, conversation: ConversationId },
     /// Write the message row to every replica of its partition.
     Persist { req: u64, msg: ChatMessage },
     /// ✓ to the sender's device.
     SentAck { device: DeviceId, msg: ChatMessage },
     /// Publish to the `messages` topic, keyed by conversation.
     Publish { req: u64, msg: ChatMessage },
-    /// Push the message to a device connected here.
+    /// Push a message to a device connected here.
     Push { device: DeviceId, msg: ChatMessage },
-    /// `ZADD inbox:{user} id id`: the recipient is not here any more.
-    InboxAdd { user: UserId, id: MessageId },
-    /// `GET session:{user}`.
-    SessionGet { req: u64, user: UserId },
-    /// Relay a delivered receipt to the server holding the sender.
-    RelayReceipt { server: ServerId, msg: ChatMessage, acked_at: Time },
-    /// ✓✓ to the sender's device.
-    Receipt { device: DeviceId, msg: ChatMessage, acked_at: Time },
+    /// Tell a device its inbox fetch is complete (it may show live messages now).
+    FetchDone { device: DeviceId },
+    /// Confirm a device's delivered ACK, so it stops re-sending it.
+    AckConfirmed { device: DeviceId, id: MessageId },
+    /// Route-or-inbox in the session store, treating `exclude` as gone.
+    Reroute { msg: ChatMessage, exclude: ServerId },
+    /// Find the sender's server for a receipt, or store the receipt for later.
+    RouteReceipt { req: u64, receipt: Receipt, exclude: Option<ServerId> },
+    /// Relay a receipt to the server holding the sender.
+    RelayReceipt { server: ServerId, receipt: Receipt },
+    /// ✓✓ (grey or blue) to the sender's device.
+    Receipt { device: DeviceId, receipt: Receipt },
+    /// Subscribe this server's watcher to `target`'s presence channel.
+    Subscribe { watcher: DeviceId, server: ServerId, target: UserId },
+    /// Tell a watcher of a presence change.
+    PresenceUpdate { device: DeviceId, update: PresenceUpdate },
 }
 
 #[derive(Debug)]
@@ -106,29 +145,58 @@ struct PendingWrite {
 #[derive(Debug)]
 struct PendingPublish {
     msg: ChatMessage,
-    deadline: Time,
 }
 
 #[derive(Debug)]
-struct PendingReceipt {
-    msg: ChatMessage,
-    acked_at: Time,
+struct FetchJob {
+    device: DeviceId,
+    /// Rows read so far, by position in the inbox order.
+    rows: Vec<Option<ChatMessage>>,
+    reads_pending: usize,
+    receipts: Vec<Receipt>,
+    ended: bool,
 }
+
+#[derive(Debug)]
+struct PendingRead {
+    job: DefaultKey,
+    index: usize,
+    replies: u8,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Connection {
+    last_heard_ms: u32,
+}
+
+/// The most pushes one connection may have unacknowledged. A device that stops ACKing is
+/// closed by the heartbeat timeout well before this matters; the limit bounds memory.
+pub const UNACKED_PER_CONNECTION_MAX: usize = 4_096;
+/// The most inbox entries one fetch pushes; the rest come with the next fetch.
+pub const FETCH_ENTRIES_MAX: usize = 10_000;
 
 /// One chat server's state.
 #[derive(Debug)]
 pub struct ChatServer {
     config: ChatServerConfig,
-    acks_required: u8,
+    quorum: u8,
     snowflake: Snowflake,
-    /// Connected devices, each packed into one `u32` (see `conn_key`): a set of 4-byte
-    /// keys keeps a 100K-connection table at about 600 KB, so lookups mostly hit cache.
-    connections: FxHashSet<u32>,
+    /// Connected devices by `conn_key`.
+    connections: FxHashMap<u32, Connection>,
+    /// Buckets of connections to check for silence, by whole second.
+    silence_checks: VecDeque<Vec<u32>>,
+    silence_checks_from_s: u64,
+    /// Pushes not yet acknowledged by the device, per connection.
+    unacked: FxHashMap<u32, Vec<ChatMessage>>,
+    /// Connections whose session write is in flight, with their cursor.
+    connecting: FxHashMap<u32, MessageId>,
     writes: SlotMap<DefaultKey, PendingWrite>,
     publishes: SlotMap<DefaultKey, PendingPublish>,
     /// Publish deadlines in the order they were set (a deadline is always now + timeout).
     publish_deadlines: VecDeque<(Time, DefaultKey)>,
-    receipts: SlotMap<DefaultKey, PendingReceipt>,
+    receipts: SlotMap<DefaultKey, Receipt>,
+    fetches: SlotMap<DefaultKey, FetchJob>,
+    reads: SlotMap<DefaultKey, PendingRead>,
 }
 
 const _: () = assert!(DEVICES_PER_USER_MAX <= 2, "a device slot takes one bit of the connection key");
@@ -139,6 +207,10 @@ fn conn_key(device: DeviceId) -> u32 {
     (device.user.0 << 1) | u32::from(device.slot.0)
 }
 
+fn device_of(key: u32) -> DeviceId {
+    DeviceId { user: UserId(key >> 1), slot: DeviceSlot((key & 1) as u8) }
+}
+
 fn key_to_req(k: DefaultKey) -> u64 {
     k.data().as_ffi()
 }
@@ -147,24 +219,39 @@ fn req_to_key(req: u64) -> DefaultKey {
     KeyData::from_ffi(req).into()
 }
 
+fn ms32(t: Time) -> u32 {
+    u32::try_from(t.as_ms()).unwrap_or(u32::MAX)
+}
+
 impl ChatServer {
     /// A freshly started server with no connections.
     pub fn new(config: ChatServerConfig) -> ChatServer {
         ChatServer {
-            acks_required: config.write_consistency.acks_required(config.replication_factor),
+            quorum: config.consistency.acks_required(config.replication_factor),
             snowflake: Snowflake::new(config.id.0),
             config,
-            connections: FxHashSet::default(),
+            connections: FxHashMap::default(),
+            silence_checks: VecDeque::new(),
+            silence_checks_from_s: 0,
+            unacked: FxHashMap::default(),
+            connecting: FxHashMap::default(),
             writes: SlotMap::new(),
             publishes: SlotMap::new(),
             publish_deadlines: VecDeque::new(),
             receipts: SlotMap::new(),
+            fetches: SlotMap::new(),
+            reads: SlotMap::new(),
         }
     }
 
     /// This server's id.
     pub fn id(&self) -> ServerId {
         self.config.id
+    }
+
+    /// Replies a read waits for.
+    pub fn read_quorum(&self) -> u8 {
+        self.quorum
     }
 
     /// Devices connected now.
@@ -174,20 +261,39 @@ impl ChatServer {
 
     /// Whether `device` is connected here.
     pub fn is_connected(&self, device: DeviceId) -> bool {
-        self.connections.contains(&conn_key(device))
+        self.connections.contains_key(&conn_key(device))
     }
 
-    /// Operations waiting on another tier: quorum writes, publishes, receipt lookups.
+    /// Operations waiting on another tier or a device.
     pub fn pending(&self) -> usize {
-        self.writes.len() + self.publishes.len() + self.receipts.len()
+        self.writes.len()
+            + self.publishes.len()
+            + self.receipts.len()
+            + self.fetches.len()
+            + self.unacked.values().map(Vec::len).sum::<usize>()
     }
 
     /// Handle one input at `now`, appending effects to `out`.
     pub fn handle(&mut self, now: Time, input: ChatServerInput, out: &mut Vec<ChatServerOutput>) {
+        use ChatServerInput as In;
+        use ChatServerOutput as Out;
         match input {
-            ChatServerInput::Connect { device } => self.on_connect(device, out),
-            ChatServerInput::Disconnect { device } => self.on_disconnect(device, out),
-            ChatServerInput::ClientSend { device, to, client_seq, sent_at } => {
+            In::Connect { device, cursor, hide_last_seen } => self.on_connect(now, device, cursor, hide_last_seen, out),
+            In::Disconnect { device } => {
+                if self.close(device, out) {
+                    out.push(Out::Presence(PresenceInput::Offline { device }));
+                }
+            }
+            In::Heartbeat { device } => {
+                if let Some(c) = self.connections.get_mut(&conn_key(device)) {
+                    c.last_heard_ms = ms32(now);
+                    out.push(Out::Presence(PresenceInput::Heartbeat { device }));
+                }
+            }
+            In::ClientSend { device, to, client_seq, sent_at } => {
+                if !self.is_connected(device) {
+                    return; // a frame from a connection this server closed: the client retries
+                }
                 let msg = ChatMessage {
                     id: self.snowflake.next(now),
                     conversation: ConversationId::direct(device.user, to),
@@ -197,73 +303,163 @@ impl ChatServer {
                     sent_at,
                 };
                 let req = key_to_req(self.writes.insert(PendingWrite { msg, device, acks: 0 }));
-                out.push(ChatServerOutput::Persist { req, msg });
+                out.push(Out::Persist { req, msg });
             }
-            ChatServerInput::WriteAck { req } => self.on_write_ack(now, req, out),
-            ChatServerInput::ProduceAck { req } => {
+            In::WriteAck { req } => self.on_write_ack(now, req, out),
+            In::ProduceAck { req } => {
                 // A late or duplicate ACK finds nothing: the entry was already removed.
                 self.publishes.remove(req_to_key(req));
             }
-            ChatServerInput::Forward { msg } => {
-                let device = crate::DeviceId::phone(msg.to);
-                if self.is_connected(device) {
-                    out.push(ChatServerOutput::Push { device, msg });
-                } else {
-                    // Routed to a stale server (the device moved or left): keep the
-                    // message reachable through the inbox instead of dropping it.
-                    out.push(ChatServerOutput::InboxAdd { user: msg.to, id: msg.id });
+            In::SessionSetAck { device } => {
+                if let Some(cursor) = self.connecting.remove(&conn_key(device)) {
+                    let job = FetchJob { device, rows: Vec::new(), reads_pending: 0, receipts: Vec::new(), ended: false };
+                    let req = key_to_req(self.fetches.insert(job));
+                    out.push(Out::FetchInbox { req, device, cursor });
                 }
             }
-            ChatServerInput::DeliveredAck { msg, acked_at, .. } => {
-                let req = key_to_req(self.receipts.insert(PendingReceipt { msg, acked_at }));
-                out.push(ChatServerOutput::SessionGet { req, user: msg.from });
-            }
-            ChatServerInput::SessionReply { req, entry } => self.on_session_reply(req, entry, out),
-            ChatServerInput::ReceiptRelay { msg, acked_at } => {
-                let device = DeviceId::phone(msg.from);
-                if self.is_connected(device) {
-                    out.push(ChatServerOutput::Receipt { device, msg, acked_at });
+            In::InboxEntry { req, id, conversation } => self.on_inbox_entry(req, id, conversation, out),
+            In::StoredReceipt { req, receipt } => {
+                if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
+                    job.receipts.push(receipt);
                 }
-                // A sender who left meanwhile sees the receipt on reconnect (stored
-                // receipts arrive with the offline lifecycle).
+            }
+            In::InboxEnd { req } => {
+                if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
+                    job.ended = true;
+                    self.try_finish_fetch(req_to_key(req), out);
+                }
+            }
+            In::ReadReply { req, row } => self.on_read_reply(req, row, out),
+            In::Forward { msg, slot } => {
+                let device = DeviceId { user: msg.to, slot };
+                self.push(device, msg, out);
+            }
+            In::DeliveredAck { device, msg, at } => {
+                if let Some(pending) = self.unacked.get_mut(&conn_key(device)) {
+                    pending.retain(|m| m.id != msg.id);
+                }
+                out.push(Out::AckConfirmed { device, id: msg.id });
+                self.route_receipt(Receipt { msg, state: ReceiptState::Delivered, by: device, at }, None, out);
+            }
+            In::ReadAck { device, msg, at } => {
+                self.route_receipt(Receipt { msg, state: ReceiptState::Read, by: device, at }, None, out);
+            }
+            In::ReceiptRouted { req, server } => {
+                let Some(receipt) = self.receipts.remove(req_to_key(req)) else { return };
+                match server {
+                    Some(s) if s == self.config.id => self.deliver_receipt(receipt, out),
+                    Some(s) => out.push(Out::RelayReceipt { server: s, receipt }),
+                    None => {} // stored for the offline sender
+                }
+            }
+            In::ReceiptRelay { receipt } => self.deliver_receipt(receipt, out),
+            In::Subscribe { device, target } => {
+                if self.is_connected(device) {
+                    out.push(Out::Subscribe { watcher: device, server: self.config.id, target });
+                }
+            }
+            In::PresenceNotify { watcher, update } => {
+                if self.is_connected(watcher) {
+                    out.push(Out::PresenceUpdate { device: watcher, update });
+                }
             }
         }
     }
 
-    /// Re-publish what Kafka has not acknowledged in time. Call once per tick.
+    /// Timers: re-publish what Kafka has not acknowledged, close silent connections.
+    /// Call once per tick.
     pub fn handle_timeout(&mut self, now: Time, out: &mut Vec<ChatServerOutput>) {
         while let Some(&(deadline, key)) = self.publish_deadlines.front() {
             if deadline > now {
                 break;
             }
             self.publish_deadlines.pop_front();
-            if let Some(p) = self.publishes.get_mut(key) {
-                p.deadline = now + self.config.publish_timeout;
-                self.publish_deadlines.push_back((p.deadline, key));
-                out.push(ChatServerOutput::Publish { req: key_to_req(key), msg: p.msg });
+            if let Some(p) = self.publishes.get(key) {
+                let msg = p.msg;
+                self.publish_deadlines.push_back((now + self.config.publish_timeout, key));
+                out.push(ChatServerOutput::Publish { req: key_to_req(key), msg });
+            }
+        }
+        let now_s = now.as_ms() / 1_000;
+        while self.silence_checks_from_s <= now_s {
+            let Some(bucket) = self.silence_checks.pop_front() else {
+                self.silence_checks_from_s = now_s + 1;
+                break;
+            };
+            self.silence_checks_from_s += 1;
+            for key in bucket {
+                let Some(c) = self.connections.get(&key) else { continue };
+                let silent_since = Time::from_ms(u64::from(c.last_heard_ms));
+                if silent_since + self.config.connection_timeout <= now {
+                    // No DEL of presence: the key expires on its own (silent loss).
+                    self.close(device_of(key), out);
+                } else {
+                    self.check_silence_at(key, silent_since + self.config.connection_timeout);
+                }
             }
         }
     }
 
-    fn on_connect(&mut self, device: DeviceId, out: &mut Vec<ChatServerOutput>) {
-        if self.is_connected(device) {
-            out.push(ChatServerOutput::ConnectAccepted { device });
-            return;
+    fn check_silence_at(&mut self, key: u32, at: Time) {
+        let s = at.as_ms().div_ceil(1_000).max(self.silence_checks_from_s);
+        let i = (s - self.silence_checks_from_s) as usize;
+        if self.silence_checks.len() <= i {
+            self.silence_checks.resize_with(i + 1, Vec::new);
         }
-        if self.connection_count() >= self.config.connections_max {
-            out.push(ChatServerOutput::ConnectRefused { device });
-            return;
-        }
-        self.connections.insert(conn_key(device));
-        out.push(ChatServerOutput::ConnectAccepted { device });
-        out.push(ChatServerOutput::SessionSet { device, server: self.config.id, ttl: self.config.session_ttl });
+        self.silence_checks[i].push(key);
     }
 
-    fn on_disconnect(&mut self, device: DeviceId, out: &mut Vec<ChatServerOutput>) {
-        if !self.connections.remove(&conn_key(device)) {
+    fn on_connect(&mut self, now: Time, device: DeviceId, cursor: MessageId, hidden: bool, out: &mut Vec<ChatServerOutput>) {
+        use ChatServerOutput as Out;
+        let key = conn_key(device);
+        if self.connections.contains_key(&key) {
+            // The device reconnects before this server noticed the old connection die:
+            // what was pushed on the old one may be lost, so it goes back through the
+            // inbox before the new session is set (and so before the fetch reads it).
+            self.reroute_unacked(key, out);
+        } else if self.connection_count() >= self.config.connections_max {
+            out.push(Out::ConnectRefused { device });
+            return;
+        } else {
+            self.check_silence_at(key, now + self.config.connection_timeout);
+        }
+        self.connections.insert(key, Connection { last_heard_ms: ms32(now) });
+        self.connecting.insert(key, cursor);
+        out.push(Out::ConnectAccepted { device });
+        out.push(Out::SessionSet { device, server: self.config.id, ttl: self.config.session_ttl });
+        out.push(Out::Presence(PresenceInput::Online { device, hide_last_seen: hidden }));
+    }
+
+    /// Close a connection; returns whether it was open.
+    fn close(&mut self, device: DeviceId, out: &mut Vec<ChatServerOutput>) -> bool {
+        let key = conn_key(device);
+        if self.connections.remove(&key).is_none() {
+            return false;
+        }
+        self.connecting.remove(&key);
+        out.push(ChatServerOutput::SessionClear { device, server: self.config.id });
+        self.reroute_unacked(key, out);
+        true
+    }
+
+    fn reroute_unacked(&mut self, key: u32, out: &mut Vec<ChatServerOutput>) {
+        for msg in self.unacked.remove(&key).unwrap_or_default() {
+            out.push(ChatServerOutput::Reroute { msg, exclude: self.config.id });
+        }
+    }
+
+    fn push(&mut self, device: DeviceId, msg: ChatMessage, out: &mut Vec<ChatServerOutput>) {
+        if !self.is_connected(device) {
+            // Routed to a stale server: the device moved or left. Route again without
+            // this server, which leaves an inbox pointer if the device is offline.
+            out.push(ChatServerOutput::Reroute { msg, exclude: self.config.id });
             return;
         }
-        out.push(ChatServerOutput::SessionClear { device, server: self.config.id });
+        let pending = self.unacked.entry(conn_key(device)).or_default();
+        if pending.len() < UNACKED_PER_CONNECTION_MAX {
+            pending.push(msg);
+        }
+        out.push(ChatServerOutput::Push { device, msg });
     }
 
     fn on_write_ack(&mut self, now: Time, req: u64, out: &mut Vec<ChatServerOutput>) {
@@ -272,243 +468,84 @@ impl ChatServer {
             return; // a replica answering after the quorum did: nothing left to do
         };
         w.acks += 1;
-        if w.acks < self.acks_required {
+        if w.acks < self.quorum {
             return;
         }
         let w = self.writes.remove(key).expect("entry checked above");
         if self.is_connected(w.device) {
             out.push(ChatServerOutput::SentAck { device: w.device, msg: w.msg });
         }
-        let deadline = now + self.config.publish_timeout;
-        let key = self.publishes.insert(PendingPublish { msg: w.msg, deadline });
-        self.publish_deadlines.push_back((deadline, key));
+        let key = self.publishes.insert(PendingPublish { msg: w.msg });
+        self.publish_deadlines.push_back((now + self.config.publish_timeout, key));
         out.push(ChatServerOutput::Publish { req: key_to_req(key), msg: w.msg });
     }
 
-    fn on_session_reply(&mut self, req: u64, entry: Option<SessionEntry>, out: &mut Vec<ChatServerOutput>) {
-        let Some(r) = self.receipts.remove(req_to_key(req)) else {
+    fn on_inbox_entry(&mut self, req: u64, id: MessageId, conversation: ConversationId, out: &mut Vec<ChatServerOutput>) {
+        let job_key = req_to_key(req);
+        let Some(job) = self.fetches.get_mut(job_key) else { return };
+        if job.rows.len() >= FETCH_ENTRIES_MAX {
             return;
-        };
-        let sender_server = entry.and_then(|e| e.servers[0]);
-        match sender_server {
-            Some(server) if server == self.config.id => {
-                self.handle_local_receipt(r, out);
-            }
-            Some(server) => out.push(ChatServerOutput::RelayReceipt { server, msg: r.msg, acked_at: r.acked_at }),
-            // The sender is offline: the receipt waits for the offline lifecycle.
-            None => {}
+        }
+        let index = job.rows.len();
+        job.rows.push(None);
+        job.reads_pending += 1;
+        let read = key_to_req(self.reads.insert(PendingRead { job: job_key, index, replies: 0 }));
+        out.push(ChatServerOutput::Read { req: read, id, conversation });
+    }
+
+    fn on_read_reply(&mut self, req: u64, row: Option<ChatMessage>, out: &mut Vec<ChatServerOutput>) {
+        let key = req_to_key(req);
+        let Some(read) = self.reads.get_mut(key) else { return };
+        read.replies += 1;
+        let (job_key, index, done) = (read.job, read.index, read.replies >= self.quorum);
+        if done {
+            self.reads.remove(key);
+        }
+        let Some(job) = self.fetches.get_mut(job_key) else { return };
+        if row.is_some() {
+            job.rows[index] = row;
+        }
+        if done {
+            job.reads_pending -= 1;
+            self.try_finish_fetch(job_key, out);
         }
     }
 
-    fn handle_local_receipt(&mut self, r: PendingReceipt, out: &mut Vec<ChatServerOutput>) {
-        let device = DeviceId::phone(r.msg.from);
+    /// Push a finished fetch in id order, then its stored receipts.
+    fn try_finish_fetch(&mut self, key: DefaultKey, out: &mut Vec<ChatServerOutput>) {
+        let job = &self.fetches[key];
+        if !job.ended || job.reads_pending > 0 {
+            return;
+        }
+        let job = self.fetches.remove(key).expect("checked above");
+        if !self.is_connected(job.device) {
+            return; // gone again: the inbox still holds everything for the next fetch
+        }
+        for msg in job.rows.into_iter().flatten() {
+            self.push(job.device, msg, out);
+        }
+        out.push(ChatServerOutput::FetchDone { device: job.device });
+        for receipt in job.receipts {
+            out.push(ChatServerOutput::Receipt { device: job.device, receipt });
+        }
+    }
+
+    fn route_receipt(&mut self, receipt: Receipt, exclude: Option<ServerId>, out: &mut Vec<ChatServerOutput>) {
+        let req = key_to_req(self.receipts.insert(receipt));
+        out.push(ChatServerOutput::RouteReceipt { req, receipt, exclude });
+    }
+
+    /// A receipt for a sender this server should hold: show it, or route it again (it is
+    /// stored if the sender is offline) when the sender is no longer here.
+    fn deliver_receipt(&mut self, receipt: Receipt, out: &mut Vec<ChatServerOutput>) {
+        let device = DeviceId::phone(receipt.msg.from);
         if self.is_connected(device) {
-            out.push(ChatServerOutput::Receipt { device, msg: r.msg, acked_at: r.acked_at });
+            out.push(ChatServerOutput::Receipt { device, receipt });
+        } else {
+            self.route_receipt(receipt, Some(self.config.id), out);
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::DeviceSlot;
-
-    fn server(id: u16) -> ChatServer {
-        ChatServer::new(ChatServerConfig::new(ServerId(id)))
-    }
-
-    fn alice() -> DeviceId {
-        DeviceId::phone(UserId(1))
-    }
-
-    fn bob() -> DeviceId {
-        DeviceId::phone(UserId(2))
-    }
-
-    fn connect(s: &mut ChatServer, d: DeviceId) -> Vec<ChatServerOutput> {
-        let mut out = Vec::new();
-        s.handle(Time::ZERO, ChatServerInput::Connect { device: d }, &mut out);
-        out
-    }
-
-    /// Send from Alice and return the Persist request.
-    fn send(s: &mut ChatServer, now: Time) -> (u64, ChatMessage) {
-        let mut out = Vec::new();
-        let input = ChatServerInput::ClientSend { device: alice(), to: UserId(2), client_seq: 7, sent_at: now };
-        s.handle(now, input, &mut out);
-        match out.as_slice() {
-            [ChatServerOutput::Persist { req, msg }] => (*req, *msg),
-            other => panic!("expected one Persist, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn connect_accepts_and_sets_the_session() {
-        let mut s = server(3);
-        let out = connect(&mut s, alice());
-        assert_eq!(out[0], ChatServerOutput::ConnectAccepted { device: alice() });
-        assert!(matches!(out[1], ChatServerOutput::SessionSet { server: ServerId(3), .. }));
-        assert!(s.is_connected(alice()));
-        assert_eq!(s.connection_count(), 1);
-        assert_eq!(connect(&mut s, alice()).len(), 1, "a repeated connect only re-accepts");
-        assert_eq!(s.connection_count(), 1);
-    }
-
-    #[test]
-    fn a_full_server_refuses() {
-        let mut config = ChatServerConfig::new(ServerId(0));
-        config.connections_max = 1;
-        let mut s = ChatServer::new(config);
-        connect(&mut s, alice());
-        assert_eq!(connect(&mut s, bob()), vec![ChatServerOutput::ConnectRefused { device: bob() }]);
-    }
-
-    #[test]
-    fn disconnect_clears_only_this_device() {
-        let mut s = server(0);
-        connect(&mut s, alice());
-        let web = DeviceId { user: UserId(1), slot: DeviceSlot(1) };
-        connect(&mut s, web);
-        let mut out = Vec::new();
-        s.handle(Time::ZERO, ChatServerInput::Disconnect { device: alice() }, &mut out);
-        assert_eq!(out, vec![ChatServerOutput::SessionClear { device: alice(), server: ServerId(0) }]);
-        assert!(!s.is_connected(alice()));
-        assert!(s.is_connected(web));
-        out.clear();
-        s.handle(Time::ZERO, ChatServerInput::Disconnect { device: alice() }, &mut out);
-        assert!(out.is_empty(), "a second disconnect is a no-op");
-        assert_eq!(s.connection_count(), 1);
-    }
-
-    #[test]
-    fn send_persists_with_a_snowflake_id_of_this_server() {
-        let mut s = server(47);
-        connect(&mut s, alice());
-        let (_, msg) = send(&mut s, Time::from_ms(5));
-        assert_eq!(msg.id.worker(), 47);
-        assert_eq!(msg.id.timestamp_ms(), 5);
-        assert_eq!(msg.conversation, ConversationId::direct(UserId(1), UserId(2)));
-        assert_eq!((msg.from, msg.to, msg.client_seq), (UserId(1), UserId(2), 7));
-    }
-
-    #[test]
-    fn ack_and_publish_wait_for_a_quorum_of_replicas() {
-        let mut s = server(0);
-        connect(&mut s, alice());
-        let (req, msg) = send(&mut s, Time::ZERO);
-        let mut out = Vec::new();
-        s.handle(Time::ZERO, ChatServerInput::WriteAck { req }, &mut out);
-        assert!(out.is_empty(), "one of three replicas is not a quorum");
-        s.handle(Time::ZERO, ChatServerInput::WriteAck { req }, &mut out);
-        assert_eq!(out[0], ChatServerOutput::SentAck { device: alice(), msg });
-        assert!(matches!(out[1], ChatServerOutput::Publish { msg: m, .. } if m == msg));
-        out.clear();
-        s.handle(Time::ZERO, ChatServerInput::WriteAck { req }, &mut out);
-        assert!(out.is_empty(), "the third replica's ACK changes nothing");
-    }
-
-    #[test]
-    fn unacknowledged_publish_is_retried_until_acked() {
-        let mut s = server(0);
-        connect(&mut s, alice());
-        let (req, _) = send(&mut s, Time::ZERO);
-        let mut out = Vec::new();
-        s.handle(Time::ZERO, ChatServerInput::WriteAck { req }, &mut out);
-        s.handle(Time::ZERO, ChatServerInput::WriteAck { req }, &mut out);
-        let ChatServerOutput::Publish { req: preq, .. } = out[1] else { panic!() };
-        out.clear();
-        s.handle_timeout(Time::from_ms(999), &mut out);
-        assert!(out.is_empty());
-        s.handle_timeout(Time::from_secs(1), &mut out);
-        assert!(matches!(out[0], ChatServerOutput::Publish { req, .. } if req == preq));
-        s.handle(Time::from_secs(1), ChatServerInput::ProduceAck { req: preq }, &mut out);
-        out.clear();
-        s.handle_timeout(Time::from_secs(5), &mut out);
-        assert!(out.is_empty());
-        assert_eq!(s.pending(), 0);
-    }
-
-    fn a_message() -> ChatMessage {
-        ChatMessage {
-            id: MessageId(99),
-            conversation: ConversationId::direct(UserId(1), UserId(2)),
-            from: UserId(1),
-            to: UserId(2),
-            client_seq: 0,
-            sent_at: Time::ZERO,
-        }
-    }
-
-    #[test]
-    fn forward_pushes_to_a_connected_device() {
-        let mut s = server(0);
-        connect(&mut s, bob());
-        let mut out = Vec::new();
-        s.handle(Time::ZERO, ChatServerInput::Forward { msg: a_message() }, &mut out);
-        assert_eq!(out, vec![ChatServerOutput::Push { device: bob(), msg: a_message() }]);
-    }
-
-    #[test]
-    fn forward_to_a_stale_server_leaves_an_inbox_pointer() {
-        let mut s = server(0);
-        let mut out = Vec::new();
-        s.handle(Time::ZERO, ChatServerInput::Forward { msg: a_message() }, &mut out);
-        assert!(matches!(out[0], ChatServerOutput::InboxAdd { user: UserId(2), id: MessageId(99), .. }));
-    }
-
-    #[test]
-    fn delivered_ack_looks_up_the_sender_and_relays_the_receipt() {
-        let mut s = server(0);
-        connect(&mut s, bob());
-        let mut out = Vec::new();
-        let ack = ChatServerInput::DeliveredAck { device: bob(), msg: a_message(), acked_at: Time::from_ms(3) };
-        s.handle(Time::from_ms(3), ack, &mut out);
-        let ChatServerOutput::SessionGet { req, user } = out[0] else { panic!("{out:?}") };
-        assert_eq!(user, UserId(1));
-        out.clear();
-        let mut entry = SessionEntry::default();
-        entry.servers[0] = Some(ServerId(8));
-        s.handle(Time::from_ms(4), ChatServerInput::SessionReply { req, entry: Some(entry) }, &mut out);
-        assert_eq!(
-            out,
-            vec![ChatServerOutput::RelayReceipt { server: ServerId(8), msg: a_message(), acked_at: Time::from_ms(3) }]
-        );
-    }
-
-    #[test]
-    fn receipt_for_a_sender_on_the_same_server_goes_straight_to_the_device() {
-        let mut s = server(0);
-        connect(&mut s, alice());
-        connect(&mut s, bob());
-        let mut out = Vec::new();
-        let ack = ChatServerInput::DeliveredAck { device: bob(), msg: a_message(), acked_at: Time::ZERO };
-        s.handle(Time::ZERO, ack, &mut out);
-        let ChatServerOutput::SessionGet { req, .. } = out[0] else { panic!() };
-        out.clear();
-        let mut entry = SessionEntry::default();
-        entry.servers[0] = Some(ServerId(0));
-        s.handle(Time::ZERO, ChatServerInput::SessionReply { req, entry: Some(entry) }, &mut out);
-        assert!(matches!(out[0], ChatServerOutput::Receipt { device, .. } if device == alice()));
-    }
-
-    #[test]
-    fn relayed_receipt_reaches_a_connected_sender_only() {
-        let mut s = server(0);
-        let mut out = Vec::new();
-        let relay = ChatServerInput::ReceiptRelay { msg: a_message(), acked_at: Time::ZERO };
-        s.handle(Time::ZERO, relay, &mut out);
-        assert!(out.is_empty());
-        connect(&mut s, alice());
-        s.handle(Time::ZERO, relay, &mut out);
-        assert!(matches!(out[0], ChatServerOutput::Receipt { device, .. } if device == alice()));
-    }
-
-    #[test]
-    fn stale_session_reply_is_ignored() {
-        let mut s = server(0);
-        let mut out = Vec::new();
-        s.handle(Time::ZERO, ChatServerInput::SessionReply { req: 12345, entry: None }, &mut out);
-        s.handle(Time::ZERO, ChatServerInput::WriteAck { req: 12345 }, &mut out);
-        assert!(out.is_empty());
-    }
-}
+mod tests;

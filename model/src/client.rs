@@ -1,15 +1,34 @@
-//! The client device: sends with a retry-safe client id, acknowledges what it receives,
-//! and keeps the ticks of its own messages.
+//! The client device: connects with a cursor, catches up on its inbox before showing live
+//! messages, shows each message once and in id order per conversation, acknowledges
+//! deliveries until the server confirms them, and keeps the ticks of its own messages.
 
-use crate::{ClientMsgId, ReceiptEvent, SenderView, ServerId, Time, UserId};
+use crate::{ChatMessage, ClientMsgId, ConversationId, DeviceId, MessageId, ReceiptEvent, SenderView, ServerId, Time, UserId};
 use rustc_hash::FxHashMap;
 
-/// One device's connection state and send counter: 8 bytes, so that a population shard
-/// can hold millions of them in a flat vector.
+/// Where a device is in its connection's life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceState {
+    /// No connection (not yet connected, or the network is gone).
+    #[default]
+    Offline,
+    /// Connection requested, not yet accepted.
+    Connecting,
+    /// Accepted; the inbox fetch is in progress: arrivals are held until it ends, so
+    /// that older fetched messages are shown before newer live ones.
+    CatchingUp,
+    /// Shows arrivals as they come.
+    Live,
+}
+
+/// One device's connection state, cursor and send counter: 24 bytes, so that a
+/// population shard can hold millions of them in a flat vector.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClientDevice {
     server: Option<ServerId>,
     next_seq: u32,
+    /// The newest message id this device has shown: the inbox is fetched from here.
+    cursor: MessageId,
+    state: DeviceState,
 }
 
 /// A send the device puts on its WebSocket.
@@ -21,13 +40,14 @@ pub struct OutgoingSend {
     pub sent_at: Time,
 }
 
-/// What a device does when something arrives.
+/// What a device does with a pushed message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceEvent {
-    /// Show the message and acknowledge it (✓✓ for the sender) over this connection.
-    AckDelivered { server: ServerId },
-    /// A push arrived while the device believes it is disconnected: drop it; the message
-    /// is fetched again after the next connect.
+    /// Acknowledge it over this connection, and show it now.
+    Show { server: ServerId },
+    /// Acknowledge it, but hold it until the catch-up ends.
+    Hold { server: ServerId },
+    /// The device believes it has no connection: drop it (it comes again via the inbox).
     Ignore,
 }
 
@@ -37,14 +57,39 @@ impl ClientDevice {
         self.server
     }
 
-    /// The server accepted the connection.
-    pub fn on_connected(&mut self, server: ServerId) {
-        self.server = Some(server);
+    /// The connection state.
+    pub fn state(&self) -> DeviceState {
+        self.state
     }
 
-    /// The connection dropped.
+    /// The newest message shown.
+    pub fn cursor(&self) -> MessageId {
+        self.cursor
+    }
+
+    /// Start connecting; returns the cursor to send with the connect.
+    pub fn connect(&mut self) -> MessageId {
+        self.state = DeviceState::Connecting;
+        self.cursor
+    }
+
+    /// The server accepted the connection: catch up first.
+    pub fn on_connected(&mut self, server: ServerId) {
+        self.server = Some(server);
+        self.state = DeviceState::CatchingUp;
+    }
+
+    /// The inbox fetch ended: from now on arrivals are shown at once.
+    pub fn on_fetch_done(&mut self) {
+        if self.state == DeviceState::CatchingUp {
+            self.state = DeviceState::Live;
+        }
+    }
+
+    /// The connection is gone.
     pub fn on_disconnected(&mut self) {
         self.server = None;
+        self.state = DeviceState::Offline;
     }
 
     /// Send a message to `to` at `now`, if connected. Each send takes a fresh client
@@ -58,15 +103,103 @@ impl ClientDevice {
 
     /// A message was pushed to this device.
     pub fn on_push(&self) -> DeviceEvent {
-        match self.server {
-            Some(server) => DeviceEvent::AckDelivered { server },
-            None => DeviceEvent::Ignore,
+        match (self.server, self.state) {
+            (Some(server), DeviceState::Live) => DeviceEvent::Show { server },
+            (Some(server), _) => DeviceEvent::Hold { server },
+            (None, _) => DeviceEvent::Ignore,
         }
+    }
+
+    /// A message was shown: the cursor moves forward, never back.
+    pub fn on_shown(&mut self, id: MessageId) {
+        self.cursor = self.cursor.max(id);
+    }
+}
+
+/// What a set of devices has shown: per (device, conversation), the newest id shown.
+/// Delivery is at-least-once and arrives in id order per conversation, so a message at or
+/// below that id was shown already: showing it again would duplicate it.
+#[derive(Debug, Default)]
+pub struct Displayed {
+    newest: FxHashMap<(u32, ConversationId), MessageId>,
+}
+
+/// A device packed into one integer key.
+pub fn device_key(d: DeviceId) -> u32 {
+    (d.user.0 << 1) | u32::from(d.slot.0)
+}
+
+impl Displayed {
+    /// Show `msg` on `device` unless it was shown already; returns whether it was shown.
+    pub fn show(&mut self, device: DeviceId, msg: &ChatMessage) -> bool {
+        let newest = self.newest.entry((device_key(device), msg.conversation)).or_default();
+        if msg.id <= *newest {
+            return false;
+        }
+        *newest = msg.id;
+        true
+    }
+
+    /// Conversations tracked.
+    pub fn len(&self) -> usize {
+        self.newest.len()
+    }
+
+    /// Whether nothing was shown yet.
+    pub fn is_empty(&self) -> bool {
+        self.newest.is_empty()
+    }
+}
+
+/// Delivered ACKs a device sent and the server has not confirmed: re-sent with the next
+/// heartbeat and after a reconnect, until confirmed (the card's answer to a lost ACK).
+#[derive(Debug, Default)]
+pub struct UnconfirmedAcks {
+    acks: FxHashMap<u32, Vec<(ChatMessage, Time)>>,
+}
+
+/// The most unconfirmed ACKs a device keeps; older ones are dropped (their messages were
+/// shown; only the sender's ✓✓ would be missing).
+pub const UNCONFIRMED_ACKS_MAX: usize = 1_024;
+
+impl UnconfirmedAcks {
+    /// The device sent a delivered ACK for `msg` (acknowledged at `at`).
+    pub fn sent(&mut self, device: DeviceId, msg: ChatMessage, at: Time) {
+        let acks = self.acks.entry(device_key(device)).or_default();
+        if acks.len() < UNCONFIRMED_ACKS_MAX && !acks.iter().any(|(m, _)| m.id == msg.id) {
+            acks.push((msg, at));
+        }
+    }
+
+    /// The server confirmed the ACK of `id`.
+    pub fn confirmed(&mut self, device: DeviceId, id: MessageId) {
+        let key = device_key(device);
+        if let Some(acks) = self.acks.get_mut(&key) {
+            acks.retain(|(m, _)| m.id != id);
+            if acks.is_empty() {
+                self.acks.remove(&key);
+            }
+        }
+    }
+
+    /// The ACKs to send again (with a heartbeat or after a reconnect).
+    pub fn pending(&self, device: DeviceId) -> &[(ChatMessage, Time)] {
+        self.acks.get(&device_key(device)).map_or(&[], Vec::as_slice)
+    }
+
+    /// ACKs not yet confirmed, all devices.
+    pub fn len(&self) -> usize {
+        self.acks.values().map(Vec::len).sum()
+    }
+
+    /// Whether every ACK was confirmed.
+    pub fn is_empty(&self) -> bool {
+        self.acks.is_empty()
     }
 }
 
 /// The ticks of messages in flight from a set of devices, keyed by client id. An entry
-/// lives from the send until both the ✓ and the ✓✓ have arrived, in either order.
+/// lives from the send until the ✓ and the read receipt have arrived, in any order.
 #[derive(Debug, Default)]
 pub struct SentMessages {
     views: FxHashMap<u64, SenderView>,
@@ -89,15 +222,21 @@ impl SentMessages {
         changed
     }
 
+    /// What the sender's device shows for `id` now (`None`: in flight or settled and
+    /// forgotten).
+    pub fn shown(&self, id: ClientMsgId) -> Option<crate::ReceiptState> {
+        self.views.get(&id.key()).and_then(SenderView::shown)
+    }
+
     /// Messages still waiting for a tick.
     pub fn in_flight(&self) -> usize {
         self.views.len()
     }
 
     fn forget_if_settled(&mut self, id: ClientMsgId) {
-        // Delivered is as far as a 1:1 receipt goes until read receipts exist; once both
-        // ticks are in, nothing can move this view again.
-        if self.views[&id.key()].settled_at(crate::ReceiptState::Delivered) {
+        // Read is the last state; once the ✓ and the read receipt are in, nothing can
+        // move this view again.
+        if self.views[&id.key()].settled_at(crate::ReceiptState::Read) {
             self.views.remove(&id.key());
         }
     }
@@ -106,12 +245,46 @@ impl SentMessages {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ReceiptState;
+
+    fn msg(id: u64, conversation: u64) -> ChatMessage {
+        ChatMessage {
+            id: MessageId(id),
+            conversation: ConversationId(conversation),
+            from: UserId(1),
+            to: UserId(2),
+            client_seq: 0,
+            sent_at: Time::ZERO,
+        }
+    }
 
     #[test]
-    fn a_disconnected_device_cannot_send() {
+    fn a_disconnected_device_cannot_send_and_ignores_pushes() {
         let mut d = ClientDevice::default();
         assert_eq!(d.send(UserId(2), Time::ZERO), None);
         assert_eq!(d.on_push(), DeviceEvent::Ignore);
+    }
+
+    #[test]
+    fn a_device_holds_arrivals_while_catching_up_then_shows_them() {
+        let mut d = ClientDevice::default();
+        assert_eq!(d.connect(), MessageId(0));
+        assert_eq!(d.state(), DeviceState::Connecting);
+        d.on_connected(ServerId(4));
+        assert_eq!(d.on_push(), DeviceEvent::Hold { server: ServerId(4) });
+        d.on_fetch_done();
+        assert_eq!(d.on_push(), DeviceEvent::Show { server: ServerId(4) });
+        d.on_disconnected();
+        assert_eq!((d.server(), d.state()), (None, DeviceState::Offline));
+    }
+
+    #[test]
+    fn the_cursor_only_moves_forward_and_survives_a_disconnect() {
+        let mut d = ClientDevice::default();
+        d.on_shown(MessageId(9));
+        d.on_shown(MessageId(4));
+        d.on_disconnected();
+        assert_eq!(d.connect(), MessageId(9));
     }
 
     #[test]
@@ -121,21 +294,42 @@ mod tests {
         let a = d.send(UserId(2), Time::from_ms(1)).unwrap();
         let b = d.send(UserId(3), Time::from_ms(2)).unwrap();
         assert_eq!((a.server, a.client_seq, b.client_seq), (ServerId(4), 0, 1));
-        assert_eq!(d.on_push(), DeviceEvent::AckDelivered { server: ServerId(4) });
-        d.on_disconnected();
-        assert_eq!(d.server(), None);
     }
 
     #[test]
-    fn sent_messages_forget_once_both_ticks_arrive_in_any_order() {
+    fn each_message_is_shown_once_per_device() {
+        let mut shown = Displayed::default();
+        let (phone, web) = (DeviceId::phone(UserId(2)), DeviceId { user: UserId(2), slot: crate::DeviceSlot(1) });
+        assert!(shown.show(phone, &msg(5, 1)));
+        assert!(!shown.show(phone, &msg(5, 1)), "a redelivery is not shown twice");
+        assert!(shown.show(web, &msg(5, 1)), "each device shows it once");
+        assert!(shown.show(phone, &msg(3, 2)), "conversations are independent");
+        assert!(shown.show(phone, &msg(7, 1)));
+        assert_eq!(shown.len(), 3);
+    }
+
+    #[test]
+    fn unconfirmed_acks_stay_until_confirmed() {
+        let mut u = UnconfirmedAcks::default();
+        let d = DeviceId::phone(UserId(2));
+        u.sent(d, msg(5, 1), Time::ZERO);
+        u.sent(d, msg(5, 1), Time::ZERO);
+        u.sent(d, msg(6, 1), Time::ZERO);
+        assert_eq!(u.pending(d).len(), 2, "one entry per message");
+        u.confirmed(d, MessageId(5));
+        assert_eq!(u.pending(d)[0].0.id, MessageId(6));
+        u.confirmed(d, MessageId(6));
+        assert!(u.is_empty());
+    }
+
+    #[test]
+    fn sent_messages_forget_once_read_and_acked_in_any_order() {
         let mut s = SentMessages::default();
         let a = ClientMsgId { sender: UserId(1), seq: 0 };
-        let b = ClientMsgId { sender: UserId(1), seq: 1 };
-        assert!(s.on_server_ack(a));
-        assert!(s.on_receipt(b, ReceiptEvent::DeliveredAck));
-        assert_eq!(s.in_flight(), 2);
         assert!(s.on_receipt(a, ReceiptEvent::DeliveredAck));
-        assert!(!s.on_server_ack(b), "a late ✓ after ✓✓ changes nothing");
+        assert_eq!(s.shown(a), Some(ReceiptState::Delivered));
+        assert!(!s.on_server_ack(a), "a late ✓ after ✓✓ changes nothing");
+        assert!(s.on_receipt(a, ReceiptEvent::ReadAck));
         assert_eq!(s.in_flight(), 0);
     }
 }

@@ -9,18 +9,25 @@ mod chat_server;
 mod client;
 mod ids;
 mod message;
+mod presence;
 mod receipts;
 mod router;
 mod session;
 mod time;
 
 pub use chat_server::{ChatServer, ChatServerConfig, ChatServerInput, ChatServerOutput};
-pub use client::{ClientDevice, DeviceEvent, OutgoingSend, SentMessages};
+pub use client::{
+    device_key, ClientDevice, DeviceEvent, DeviceState, Displayed, OutgoingSend, SentMessages, UnconfirmedAcks,
+    UNCONFIRMED_ACKS_MAX,
+};
 pub use ids::{ClientMsgId, ConversationId, DeviceId, DeviceSlot, MessageId, ServerId, Snowflake, UserId};
 pub use message::ChatMessage;
-pub use receipts::{ReceiptEvent, ReceiptState, SenderView, Transition};
+pub use presence::{
+    PresenceCause, PresenceInput, PresenceNotify, PresenceStatus, PresenceStore, PresenceUpdate, WATCHERS_PER_USER_MAX,
+};
+pub use receipts::{Receipt, ReceiptEvent, ReceiptState, SenderView, Transition};
 pub use router::{CommitTracker, Router, RouterInput, RouterOutput, ROUTER_IN_FLIGHT_PER_PARTITION_MAX};
-pub use session::{RouteDecision, SessionEntry, SessionStore, DEVICES_PER_USER_MAX};
+pub use session::{DeviceSession, Route, SessionEntry, SessionStore, DEVICES_PER_USER_MAX};
 pub use time::Time;
 
 /// Consistency level of a replicated write (Cassandra's terms).

@@ -152,3 +152,23 @@ mod tests {
         assert!(!v.on_server_ack());
     }
 }
+
+/// A receipt travelling back to the sender: which message, which state, which of the
+/// recipient's devices, and when that device acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub msg: crate::ChatMessage,
+    pub state: ReceiptState,
+    pub by: crate::DeviceId,
+    pub at: crate::Time,
+}
+
+impl Receipt {
+    /// The event this receipt applies to the sender's view.
+    pub fn event(&self) -> ReceiptEvent {
+        match self.state {
+            ReceiptState::Read => ReceiptEvent::ReadAck,
+            _ => ReceiptEvent::DeliveredAck,
+        }
+    }
+}

@@ -1,8 +1,9 @@
-//! The router: a Kafka consumer that looks each message's recipient up in the session
-//! store and forwards it to the owning chat server, or leaves an inbox pointer.
+//! The router: a Kafka consumer that asks the session store to route each message (one
+//! atomic route-or-inbox operation: the servers of the recipient's connected devices, and
+//! an inbox pointer if any device is offline) and forwards it to those chat servers.
 //! Offsets are committed only once a record's routing is done (at-least-once).
 
-use crate::{ChatMessage, MessageId, RouteDecision, ServerId, SessionEntry, Time, UserId};
+use crate::{ChatMessage, DeviceSlot, Route, ServerId, Time};
 use slotmap::{DefaultKey, Key, KeyData, SlotMap};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -12,19 +13,17 @@ use std::time::Duration;
 pub enum RouterInput {
     /// A record of an assigned partition, delivered by the broker.
     Record { partition: u32, offset: u64, msg: ChatMessage },
-    /// The session store answered a lookup.
-    SessionReply { req: u64, entry: Option<SessionEntry> },
+    /// The session store routed a message (and wrote the inbox pointer if needed).
+    Routed { req: u64, route: Route },
 }
 
 /// Effects a router asks for.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RouterOutput {
-    /// `GET session:{user}`.
-    SessionGet { req: u64, user: UserId },
-    /// Forward the message to the chat server holding the recipient.
-    Forward { server: ServerId, msg: ChatMessage },
-    /// `ZADD inbox:{user} id id`.
-    InboxAdd { user: UserId, id: MessageId },
+    /// Route-or-inbox for the message's recipient in the session store.
+    RouteMessage { req: u64, msg: ChatMessage },
+    /// Forward the message to the chat server holding one of the recipient's devices.
+    Forward { server: ServerId, slot: DeviceSlot, msg: ChatMessage },
     /// Commit the partition's offset: every record below it is routed.
     Commit { partition: u32, offset: u64 },
 }
@@ -116,16 +115,13 @@ impl Router {
         match input {
             RouterInput::Record { partition, offset, msg } => {
                 let req = self.lookups.insert(PendingRoute { partition, offset, msg }).data().as_ffi();
-                out.push(RouterOutput::SessionGet { req, user: msg.to });
+                out.push(RouterOutput::RouteMessage { req, msg });
             }
-            RouterInput::SessionReply { req, entry } => {
+            RouterInput::Routed { req, route } => {
                 let Some(r) = self.lookups.remove(KeyData::from_ffi(req).into()) else {
                     return;
                 };
-                match RouteDecision::for_session(entry.as_ref()) {
-                    RouteDecision::Forward(server) => out.push(RouterOutput::Forward { server, msg: r.msg }),
-                    RouteDecision::Inbox => out.push(RouterOutput::InboxAdd { user: r.msg.to, id: r.msg.id }),
-                }
+                out.extend(route.forwards().map(|(slot, server)| RouterOutput::Forward { server, slot, msg: r.msg }));
                 if let Some(Some(t)) = self.trackers.get_mut(r.partition as usize) {
                     t.complete(r.offset);
                 }
@@ -150,7 +146,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ConversationId;
+    use crate::{ConversationId, MessageId, UserId};
 
     fn msg(to: u32) -> ChatMessage {
         ChatMessage {
@@ -163,38 +159,41 @@ mod tests {
         }
     }
 
-    fn online_at(server: u16) -> Option<SessionEntry> {
-        let mut e = SessionEntry::default();
-        e.servers[0] = Some(ServerId(server));
-        Some(e)
-    }
+    const INBOX_ONLY: Route = Route { forward: [None, None], inbox: true };
 
     fn lookup(r: &mut Router, partition: u32, offset: u64, to: u32) -> u64 {
         let mut out = Vec::new();
         r.handle(RouterInput::Record { partition, offset, msg: msg(to) }, &mut out);
         match out[..] {
-            [RouterOutput::SessionGet { req, user }] if user == UserId(to) => req,
+            [RouterOutput::RouteMessage { req, msg: m }] if m == msg(to) => req,
             _ => panic!("{out:?}"),
         }
     }
 
     #[test]
-    fn online_recipient_is_forwarded_to_its_server() {
+    fn every_connected_device_gets_a_forward() {
         let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
         let req = lookup(&mut r, 0, 0, 5);
         let mut out = Vec::new();
-        r.handle(RouterInput::SessionReply { req, entry: online_at(9) }, &mut out);
-        assert_eq!(out, vec![RouterOutput::Forward { server: ServerId(9), msg: msg(5) }]);
+        let route = Route { forward: [Some(ServerId(9)), Some(ServerId(2))], inbox: false };
+        r.handle(RouterInput::Routed { req, route }, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                RouterOutput::Forward { server: ServerId(9), slot: DeviceSlot(0), msg: msg(5) },
+                RouterOutput::Forward { server: ServerId(2), slot: DeviceSlot(1), msg: msg(5) },
+            ]
+        );
         assert_eq!(r.in_flight(), 0);
     }
 
     #[test]
-    fn offline_recipient_gets_an_inbox_pointer() {
+    fn an_offline_recipient_needs_no_forward() {
         let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
         let req = lookup(&mut r, 0, 0, 5);
         let mut out = Vec::new();
-        r.handle(RouterInput::SessionReply { req, entry: None }, &mut out);
-        assert!(matches!(out[0], RouterOutput::InboxAdd { user: UserId(5), .. }));
+        r.handle(RouterInput::Routed { req, route: INBOX_ONLY }, &mut out);
+        assert!(out.is_empty(), "the session store already wrote the inbox pointer");
     }
 
     #[test]
@@ -203,11 +202,11 @@ mod tests {
         let a = lookup(&mut r, 1, 10, 1);
         let b = lookup(&mut r, 1, 11, 2);
         let mut out = Vec::new();
-        r.handle(RouterInput::SessionReply { req: b, entry: None }, &mut out);
+        r.handle(RouterInput::Routed { req: b, route: INBOX_ONLY }, &mut out);
         out.clear();
         r.handle_timeout(Time::ZERO, &mut out);
         assert!(out.is_empty(), "offset 10 is not done yet, nothing to commit");
-        r.handle(RouterInput::SessionReply { req: a, entry: None }, &mut out);
+        r.handle(RouterInput::Routed { req: a, route: INBOX_ONLY }, &mut out);
         out.clear();
         r.handle_timeout(Time::from_ms(50), &mut out);
         assert!(out.is_empty(), "commits wait for the commit interval");
@@ -231,7 +230,7 @@ mod tests {
     fn stale_reply_is_ignored() {
         let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
         let mut out = Vec::new();
-        r.handle(RouterInput::SessionReply { req: 77, entry: None }, &mut out);
+        r.handle(RouterInput::Routed { req: 77, route: INBOX_ONLY }, &mut out);
         assert!(out.is_empty());
     }
 }

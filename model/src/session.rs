@@ -1,112 +1,142 @@
 //! The session store's semantics (`session:{user}` -> chat server per device, with a TTL)
-//! and the router's decision that follows from it.
+//! and the routing decision that follows from it.
 
 use crate::{DeviceSlot, ServerId, Time, UserId};
 use rustc_hash::FxHashMap;
 use std::time::Duration;
 
-/// The most devices one user can have connected at once (phone + web for now). Bounds the
-/// session value so that it stays a fixed-size record.
+/// The most devices one user can have (phone + web). Bounds the session value so that it
+/// stays a fixed-size record.
 pub const DEVICES_PER_USER_MAX: usize = 2;
 
-/// The value of `session:{user}`: which chat server holds each of the user's devices.
+/// What the session store knows of one device slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceSession {
+    /// The user has no such device.
+    #[default]
+    None,
+    /// The device exists but is not connected: messages for it wait in the inbox.
+    Offline,
+    /// Connected to this chat server.
+    Online(ServerId),
+}
+
+/// The value of `session:{user}`: the state of each of the user's devices.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionEntry {
-    pub servers: [Option<ServerId>; DEVICES_PER_USER_MAX],
+    pub devices: [DeviceSession; DEVICES_PER_USER_MAX],
     /// The key's expiry on the store's clock (`EX 86400` on every connect).
     pub expires_at: Time,
 }
 
 impl SessionEntry {
-    /// Whether any device of the user is connected somewhere.
-    pub fn any_online(&self) -> bool {
-        self.servers.iter().any(Option::is_some)
+    /// The server holding a device, if it is connected.
+    pub fn server_of(&self, slot: DeviceSlot) -> Option<ServerId> {
+        match self.devices[usize::from(slot.0)] {
+            DeviceSession::Online(s) => Some(s),
+            _ => None,
+        }
     }
 }
 
-/// The router's decision for one recipient.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RouteDecision {
-    /// Forward to the chat server that owns the recipient's device connection.
-    Forward(ServerId),
-    /// Nobody is connected: store an inbox pointer for the next reconnect.
-    Inbox,
+/// Where a message for one user goes: to each connected device's server, and to the
+/// user's inbox when any of the user's devices is offline (it fetches on reconnect).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    pub forward: [Option<ServerId>; DEVICES_PER_USER_MAX],
+    pub inbox: bool,
 }
 
-impl RouteDecision {
-    /// Route a message to the recipient's primary device given its session (if any).
-    pub fn for_session(entry: Option<&SessionEntry>) -> RouteDecision {
-        match entry.and_then(|e| e.servers.iter().flatten().next().copied()) {
-            Some(server) => RouteDecision::Forward(server),
-            None => RouteDecision::Inbox,
+impl Route {
+    /// Route for a user given the session (if any). Devices on `exclude` count as offline:
+    /// a server that lost a device must not be routed back to itself. Every user has a
+    /// phone, so a user without a session gets an inbox pointer.
+    pub fn for_session(entry: Option<&SessionEntry>, exclude: Option<ServerId>) -> Route {
+        let mut route = Route::default();
+        let Some(e) = entry else {
+            route.inbox = true;
+            return route;
+        };
+        for (i, d) in e.devices.iter().enumerate() {
+            match *d {
+                DeviceSession::Online(s) if Some(s) != exclude => route.forward[i] = Some(s),
+                DeviceSession::Online(_) | DeviceSession::Offline => route.inbox = true,
+                DeviceSession::None if i == 0 => route.inbox = true,
+                DeviceSession::None => {}
+            }
         }
+        route
+    }
+
+    /// The servers to forward to, with the device slot on each.
+    pub fn forwards(&self) -> impl Iterator<Item = (DeviceSlot, ServerId)> + '_ {
+        self.forward.iter().enumerate().filter_map(|(i, s)| s.map(|s| (DeviceSlot(i as u8), s)))
     }
 }
 
 /// A stored session value packed into 8 bytes (12 with its key), so a shard holding
 /// millions of users stays small and cache-friendly. Expiry is kept in whole
 /// milliseconds, Redis's own TTL resolution.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct Packed {
-    servers: [u16; DEVICES_PER_USER_MAX],
+    devices: [u16; DEVICES_PER_USER_MAX],
     expires_ms: u32,
 }
 
-/// Marks an empty device field; server ids stay below 1,024 (Snowflake worker bits).
-const NO_SERVER: u16 = u16::MAX;
+/// Device field codes; server ids stay below 1,024 (Snowflake worker bits).
+const NO_DEVICE: u16 = u16::MAX;
+const OFFLINE: u16 = u16::MAX - 1;
 
 impl Packed {
     fn unpack(self) -> SessionEntry {
         SessionEntry {
-            servers: self.servers.map(|s| (s != NO_SERVER).then_some(ServerId(s))),
+            devices: self.devices.map(|d| match d {
+                NO_DEVICE => DeviceSession::None,
+                OFFLINE => DeviceSession::Offline,
+                s => DeviceSession::Online(ServerId(s)),
+            }),
             expires_at: Time::from_ms(u64::from(self.expires_ms)),
         }
     }
 
     fn empty() -> Packed {
-        Packed { servers: [NO_SERVER; DEVICES_PER_USER_MAX], expires_ms: 0 }
-    }
-
-    fn any_online(&self) -> bool {
-        self.servers.iter().any(|&s| s != NO_SERVER)
+        Packed { devices: [NO_DEVICE; DEVICES_PER_USER_MAX], expires_ms: 0 }
     }
 }
 
-/// Session keys with Redis semantics: `SET session:{user} … EX ttl`, `GET`, `DEL`, with
-/// expiry judged lazily against the caller's clock (as Redis does on access).
+/// Session keys with Redis semantics: `SET session:{user} … EX ttl`, `GET`, with expiry
+/// judged lazily against the caller's clock (as Redis does on access). A device that
+/// disconnects stays known as offline, so its messages go to the inbox.
 #[derive(Debug, Default)]
 pub struct SessionStore {
     entries: FxHashMap<UserId, Packed>,
 }
 
 impl SessionStore {
-    /// An empty store.
-    pub fn new() -> SessionStore {
-        SessionStore::default()
+    /// An empty store sized for about `users` keys.
+    pub fn with_capacity(users: usize) -> SessionStore {
+        SessionStore { entries: FxHashMap::with_capacity_and_hasher(users, Default::default()) }
     }
 
     /// Record that `slot` of `user` is connected to `server`, refreshing the key's TTL.
     pub fn set(&mut self, user: UserId, slot: DeviceSlot, server: ServerId, now: Time, ttl: Duration) {
-        assert!(server.0 != NO_SERVER, "server id {} is reserved", server.0);
+        assert!(server.0 < OFFLINE, "server id {} is reserved", server.0);
         let entry = self.entries.entry(user).or_insert_with(Packed::empty);
         if u64::from(entry.expires_ms) <= now.as_ms() {
             *entry = Packed::empty();
         }
-        entry.servers[usize::from(slot.0)] = server.0;
+        entry.devices[usize::from(slot.0)] = server.0;
         // Expiry in ms saturates after 49 days, far beyond any run plus a day's TTL.
         entry.expires_ms = u32::try_from((now + ttl).as_ms()).unwrap_or(u32::MAX);
     }
 
-    /// Clear `slot` of `user`, but only if it still points at `server`: a late disconnect
-    /// from an old server must not erase a newer connection elsewhere.
+    /// Mark `slot` of `user` offline, but only if it still points at `server`: a late
+    /// disconnect from an old server must not erase a newer connection elsewhere.
     pub fn clear(&mut self, user: UserId, slot: DeviceSlot, server: ServerId) {
         if let Some(entry) = self.entries.get_mut(&user) {
-            let s = &mut entry.servers[usize::from(slot.0)];
-            if *s == server.0 {
-                *s = NO_SERVER;
-            }
-            if !entry.any_online() {
-                self.entries.remove(&user);
+            let d = &mut entry.devices[usize::from(slot.0)];
+            if *d == server.0 {
+                *d = OFFLINE;
             }
         }
     }
@@ -132,48 +162,74 @@ mod tests {
     use super::*;
 
     const DAY: Duration = Duration::from_secs(86_400);
+    const PHONE: DeviceSlot = DeviceSlot(0);
+    const WEB: DeviceSlot = DeviceSlot(1);
 
     #[test]
     fn set_then_get_routes_to_the_server() {
-        let mut s = SessionStore::new();
-        s.set(UserId(1), DeviceSlot(0), ServerId(3), Time::ZERO, DAY);
+        let mut s = SessionStore::default();
+        s.set(UserId(1), PHONE, ServerId(3), Time::ZERO, DAY);
         let e = s.get(UserId(1), Time::from_secs(10));
-        assert_eq!(RouteDecision::for_session(e.as_ref()), RouteDecision::Forward(ServerId(3)));
+        let r = Route::for_session(e.as_ref(), None);
+        assert_eq!(r.forward, [Some(ServerId(3)), None]);
+        assert!(!r.inbox, "no other device of the user needs the inbox");
     }
 
     #[test]
     fn unknown_user_goes_to_the_inbox() {
-        let s = SessionStore::new();
-        assert_eq!(RouteDecision::for_session(s.get(UserId(9), Time::ZERO).as_ref()), RouteDecision::Inbox);
+        let s = SessionStore::default();
+        let r = Route::for_session(s.get(UserId(9), Time::ZERO).as_ref(), None);
+        assert_eq!(r, Route { forward: [None, None], inbox: true });
     }
 
     #[test]
     fn key_expires_after_its_ttl() {
-        let mut s = SessionStore::new();
-        s.set(UserId(1), DeviceSlot(0), ServerId(3), Time::ZERO, Duration::from_secs(5));
+        let mut s = SessionStore::default();
+        s.set(UserId(1), PHONE, ServerId(3), Time::ZERO, Duration::from_secs(5));
         assert!(s.get(UserId(1), Time::from_ms(4_999)).is_some());
         assert!(s.get(UserId(1), Time::from_secs(5)).is_none());
     }
 
     #[test]
     fn reconnect_elsewhere_moves_the_route_and_a_stale_clear_is_ignored() {
-        let mut s = SessionStore::new();
-        s.set(UserId(1), DeviceSlot(0), ServerId(3), Time::ZERO, DAY);
-        s.set(UserId(1), DeviceSlot(0), ServerId(4), Time::from_secs(1), DAY);
-        s.clear(UserId(1), DeviceSlot(0), ServerId(3));
-        let e = s.get(UserId(1), Time::from_secs(2));
-        assert_eq!(RouteDecision::for_session(e.as_ref()), RouteDecision::Forward(ServerId(4)));
-        s.clear(UserId(1), DeviceSlot(0), ServerId(4));
-        assert!(s.get(UserId(1), Time::from_secs(2)).is_none());
-        assert!(s.is_empty());
+        let mut s = SessionStore::default();
+        s.set(UserId(1), PHONE, ServerId(3), Time::ZERO, DAY);
+        s.set(UserId(1), PHONE, ServerId(4), Time::from_secs(1), DAY);
+        s.clear(UserId(1), PHONE, ServerId(3));
+        let e = s.get(UserId(1), Time::from_secs(2)).unwrap();
+        assert_eq!(e.server_of(PHONE), Some(ServerId(4)));
+        s.clear(UserId(1), PHONE, ServerId(4));
+        let e = s.get(UserId(1), Time::from_secs(2)).unwrap();
+        assert_eq!(e.devices[0], DeviceSession::Offline);
+        assert_eq!(Route::for_session(Some(&e), None), Route { forward: [None, None], inbox: true });
+    }
+
+    #[test]
+    fn a_message_reaches_every_device_and_the_inbox_covers_the_offline_one() {
+        let mut s = SessionStore::default();
+        s.set(UserId(1), PHONE, ServerId(3), Time::ZERO, DAY);
+        s.set(UserId(1), WEB, ServerId(5), Time::ZERO, DAY);
+        let both = Route::for_session(s.get(UserId(1), Time::ZERO).as_ref(), None);
+        assert_eq!(both, Route { forward: [Some(ServerId(3)), Some(ServerId(5))], inbox: false });
+        s.clear(UserId(1), WEB, ServerId(5));
+        let phone_only = Route::for_session(s.get(UserId(1), Time::ZERO).as_ref(), None);
+        assert_eq!(phone_only, Route { forward: [Some(ServerId(3)), None], inbox: true });
+    }
+
+    #[test]
+    fn an_excluded_server_is_treated_as_offline() {
+        let mut s = SessionStore::default();
+        s.set(UserId(1), PHONE, ServerId(3), Time::ZERO, DAY);
+        let r = Route::for_session(s.get(UserId(1), Time::ZERO).as_ref(), Some(ServerId(3)));
+        assert_eq!(r, Route { forward: [None, None], inbox: true });
     }
 
     #[test]
     fn a_set_after_expiry_starts_a_fresh_entry() {
-        let mut s = SessionStore::new();
-        s.set(UserId(1), DeviceSlot(1), ServerId(2), Time::ZERO, Duration::from_secs(1));
-        s.set(UserId(1), DeviceSlot(0), ServerId(5), Time::from_secs(2), DAY);
+        let mut s = SessionStore::default();
+        s.set(UserId(1), WEB, ServerId(2), Time::ZERO, Duration::from_secs(1));
+        s.set(UserId(1), PHONE, ServerId(5), Time::from_secs(2), DAY);
         let e = s.get(UserId(1), Time::from_secs(2)).unwrap();
-        assert_eq!(e.servers, [Some(ServerId(5)), None]);
+        assert_eq!(e.devices, [DeviceSession::Online(ServerId(5)), DeviceSession::None]);
     }
 }

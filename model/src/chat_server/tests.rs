@@ -1,0 +1,284 @@
+use super::*;
+use crate::{PresenceCause, PresenceStatus};
+
+type Out = ChatServerOutput;
+type In = ChatServerInput;
+
+fn server(id: u16) -> ChatServer {
+    ChatServer::new(ChatServerConfig::new(ServerId(id)))
+}
+
+fn alice() -> DeviceId {
+    DeviceId::phone(UserId(1))
+}
+
+fn bob() -> DeviceId {
+    DeviceId::phone(UserId(2))
+}
+
+fn run(s: &mut ChatServer, now: Time, input: In) -> Vec<Out> {
+    let mut out = Vec::new();
+    s.handle(now, input, &mut out);
+    out
+}
+
+fn connect(s: &mut ChatServer, d: DeviceId) -> Vec<Out> {
+    run(s, Time::ZERO, In::Connect { device: d, cursor: MessageId(0), hide_last_seen: false })
+}
+
+fn message(id: u64) -> ChatMessage {
+    ChatMessage {
+        id: MessageId(id),
+        conversation: ConversationId::direct(UserId(1), UserId(2)),
+        from: UserId(1),
+        to: UserId(2),
+        client_seq: 0,
+        sent_at: Time::ZERO,
+    }
+}
+
+/// Send from Alice and return the Persist request.
+fn send(s: &mut ChatServer, now: Time) -> (u64, ChatMessage) {
+    let out = run(s, now, In::ClientSend { device: alice(), to: UserId(2), client_seq: 7, sent_at: now });
+    match out.as_slice() {
+        [Out::Persist { req, msg }] => (*req, *msg),
+        other => panic!("expected one Persist, got {other:?}"),
+    }
+}
+
+#[test]
+fn connect_accepts_sets_the_session_and_announces_presence() {
+    let mut s = server(3);
+    let out = connect(&mut s, alice());
+    assert_eq!(out[0], Out::ConnectAccepted { device: alice() });
+    assert!(matches!(out[1], Out::SessionSet { server: ServerId(3), .. }));
+    assert_eq!(out[2], Out::Presence(PresenceInput::Online { device: alice(), hide_last_seen: false }));
+    assert!(s.is_connected(alice()));
+    assert_eq!(s.connection_count(), 1);
+}
+
+#[test]
+fn the_inbox_is_fetched_only_after_the_session_is_set() {
+    let mut s = server(0);
+    let out = run(&mut s, Time::ZERO, In::Connect { device: bob(), cursor: MessageId(40), hide_last_seen: false });
+    assert!(!out.iter().any(|o| matches!(o, Out::FetchInbox { .. })));
+    let out = run(&mut s, Time::ZERO, In::SessionSetAck { device: bob() });
+    assert!(matches!(out[..], [Out::FetchInbox { device, cursor: MessageId(40), .. }] if device == bob()));
+    assert!(run(&mut s, Time::ZERO, In::SessionSetAck { device: bob() }).is_empty(), "one fetch per connect");
+}
+
+#[test]
+fn a_full_server_refuses() {
+    let mut config = ChatServerConfig::new(ServerId(0));
+    config.connections_max = 1;
+    let mut s = ChatServer::new(config);
+    connect(&mut s, alice());
+    assert_eq!(connect(&mut s, bob()), vec![Out::ConnectRefused { device: bob() }]);
+}
+
+#[test]
+fn clean_disconnect_clears_the_session_and_tells_presence() {
+    let mut s = server(0);
+    connect(&mut s, alice());
+    let out = run(&mut s, Time::ZERO, In::Disconnect { device: alice() });
+    assert_eq!(out[0], Out::SessionClear { device: alice(), server: ServerId(0) });
+    assert_eq!(out[1], Out::Presence(PresenceInput::Offline { device: alice() }));
+    assert!(run(&mut s, Time::ZERO, In::Disconnect { device: alice() }).is_empty(), "a second one is a no-op");
+}
+
+#[test]
+fn heartbeats_refresh_presence_and_silence_closes_without_presence_offline() {
+    let mut s = server(0);
+    connect(&mut s, alice());
+    let out = run(&mut s, Time::from_secs(30), In::Heartbeat { device: alice() });
+    assert_eq!(out, vec![Out::Presence(PresenceInput::Heartbeat { device: alice() })]);
+    let mut out = Vec::new();
+    s.handle_timeout(Time::from_secs(74), &mut out);
+    assert!(s.is_connected(alice()), "heard at 30 s: timeout at 75 s");
+    s.handle_timeout(Time::from_secs(75), &mut out);
+    assert!(!s.is_connected(alice()));
+    assert_eq!(out, vec![Out::SessionClear { device: alice(), server: ServerId(0) }], "no presence DEL");
+}
+
+#[test]
+fn send_persists_with_a_snowflake_id_of_this_server() {
+    let mut s = server(47);
+    connect(&mut s, alice());
+    let (_, msg) = send(&mut s, Time::from_ms(5));
+    assert_eq!((msg.id.worker(), msg.id.timestamp_ms()), (47, 5));
+    assert_eq!(msg.conversation, ConversationId::direct(UserId(1), UserId(2)));
+    assert_eq!((msg.from, msg.to, msg.client_seq), (UserId(1), UserId(2), 7));
+}
+
+#[test]
+fn a_send_on_a_closed_connection_is_ignored() {
+    let mut s = server(0);
+    let out = run(&mut s, Time::ZERO, In::ClientSend { device: alice(), to: UserId(2), client_seq: 0, sent_at: Time::ZERO });
+    assert!(out.is_empty());
+}
+
+#[test]
+fn ack_and_publish_wait_for_a_quorum_of_replicas() {
+    let mut s = server(0);
+    connect(&mut s, alice());
+    let (req, msg) = send(&mut s, Time::ZERO);
+    assert!(run(&mut s, Time::ZERO, In::WriteAck { req }).is_empty(), "one of three is not a quorum");
+    let out = run(&mut s, Time::ZERO, In::WriteAck { req });
+    assert_eq!(out[0], Out::SentAck { device: alice(), msg });
+    assert!(matches!(out[1], Out::Publish { msg: m, .. } if m == msg));
+    assert!(run(&mut s, Time::ZERO, In::WriteAck { req }).is_empty(), "the third ACK changes nothing");
+}
+
+#[test]
+fn unacknowledged_publish_is_retried_until_acked() {
+    let mut s = server(0);
+    connect(&mut s, alice());
+    let (req, _) = send(&mut s, Time::ZERO);
+    run(&mut s, Time::ZERO, In::WriteAck { req });
+    let out = run(&mut s, Time::ZERO, In::WriteAck { req });
+    let Out::Publish { req: preq, .. } = out[1] else { panic!() };
+    let mut out = Vec::new();
+    s.handle_timeout(Time::from_ms(999), &mut out);
+    assert!(out.is_empty());
+    s.handle_timeout(Time::from_secs(1), &mut out);
+    assert!(matches!(out[0], Out::Publish { req, .. } if req == preq));
+    run(&mut s, Time::from_secs(1), In::ProduceAck { req: preq });
+    out.clear();
+    s.handle_timeout(Time::from_secs(5), &mut out);
+    assert!(!out.iter().any(|o| matches!(o, Out::Publish { .. })));
+}
+
+#[test]
+fn forward_pushes_and_keeps_the_message_until_the_device_acks() {
+    let mut s = server(0);
+    connect(&mut s, bob());
+    let out = run(&mut s, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
+    assert_eq!(out, vec![Out::Push { device: bob(), msg: message(9) }]);
+    assert_eq!(s.pending(), 1);
+    let out = run(&mut s, Time::ZERO, In::DeliveredAck { device: bob(), msg: message(9), at: Time::from_ms(3) });
+    assert_eq!(out[0], Out::AckConfirmed { device: bob(), id: MessageId(9) });
+    let Out::RouteReceipt { receipt, exclude: None, .. } = out[1] else { panic!("{out:?}") };
+    assert_eq!((receipt.state, receipt.by, receipt.at), (ReceiptState::Delivered, bob(), Time::from_ms(3)));
+    assert_eq!(s.pending(), 1, "only the receipt's routing is pending now");
+}
+
+#[test]
+fn a_connection_lost_with_unacked_pushes_hands_them_back() {
+    let mut s = server(5);
+    connect(&mut s, bob());
+    run(&mut s, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
+    let out = run(&mut s, Time::ZERO, In::Disconnect { device: bob() });
+    assert!(out.contains(&Out::Reroute { msg: message(9), exclude: ServerId(5) }), "{out:?}");
+}
+
+#[test]
+fn a_reconnect_reroutes_unacked_pushes_before_setting_the_session() {
+    let mut s = server(5);
+    connect(&mut s, bob());
+    run(&mut s, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
+    let out = connect(&mut s, bob());
+    let reroute = out.iter().position(|o| matches!(o, Out::Reroute { .. })).expect("rerouted");
+    let set = out.iter().position(|o| matches!(o, Out::SessionSet { .. })).expect("session set");
+    assert!(reroute < set, "{out:?}");
+}
+
+#[test]
+fn forward_to_a_stale_server_is_rerouted_without_it() {
+    let mut s = server(4);
+    let out = run(&mut s, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
+    assert_eq!(out, vec![Out::Reroute { msg: message(9), exclude: ServerId(4) }]);
+}
+
+fn routed_receipt(s: &mut ChatServer, server: Option<ServerId>) -> Vec<Out> {
+    let out = run(s, Time::ZERO, In::ReadAck { device: bob(), msg: message(9), at: Time::from_ms(7) });
+    let Out::RouteReceipt { req, receipt, .. } = out[0] else { panic!("{out:?}") };
+    assert_eq!(receipt.state, ReceiptState::Read);
+    run(s, Time::ZERO, In::ReceiptRouted { req, server })
+}
+
+#[test]
+fn receipts_go_to_the_senders_server_or_stay_stored() {
+    let mut s = server(0);
+    connect(&mut s, bob());
+    let out = routed_receipt(&mut s, Some(ServerId(8)));
+    assert!(matches!(out[..], [Out::RelayReceipt { server: ServerId(8), .. }]), "{out:?}");
+    assert!(routed_receipt(&mut s, None).is_empty(), "stored for the offline sender");
+    connect(&mut s, alice());
+    let out = routed_receipt(&mut s, Some(ServerId(0)));
+    assert!(matches!(out[..], [Out::Receipt { device, .. }] if device == alice()), "{out:?}");
+}
+
+#[test]
+fn a_relayed_receipt_for_a_sender_who_left_is_routed_again() {
+    let mut s = server(2);
+    let receipt = Receipt { msg: message(9), state: ReceiptState::Delivered, by: bob(), at: Time::ZERO };
+    let out = run(&mut s, Time::ZERO, In::ReceiptRelay { receipt });
+    assert!(matches!(out[..], [Out::RouteReceipt { exclude: Some(ServerId(2)), .. }]), "{out:?}");
+    connect(&mut s, alice());
+    let out = run(&mut s, Time::ZERO, In::ReceiptRelay { receipt });
+    assert_eq!(out, vec![Out::Receipt { device: alice(), receipt }]);
+}
+
+#[test]
+fn a_fetch_reads_every_entry_and_pushes_in_id_order_then_stored_receipts() {
+    let mut s = server(0);
+    connect(&mut s, bob());
+    let out = run(&mut s, Time::ZERO, In::SessionSetAck { device: bob() });
+    let Out::FetchInbox { req, .. } = out[0] else { panic!() };
+    let mut reads = Vec::new();
+    for id in [3, 5] {
+        let conversation = message(id).conversation;
+        let out = run(&mut s, Time::ZERO, In::InboxEntry { req, id: MessageId(id), conversation });
+        let Out::Read { req: r, id: MessageId(i), .. } = out[0] else { panic!("{out:?}") };
+        assert_eq!(i, id);
+        reads.push(r);
+    }
+    let stored = Receipt { msg: message(1), state: ReceiptState::Read, by: alice(), at: Time::ZERO };
+    run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: stored });
+    assert!(run(&mut s, Time::ZERO, In::InboxEnd { req }).is_empty(), "reads still pending");
+    // Replies arrive out of order; one replica of the first read lacks the row.
+    run(&mut s, Time::ZERO, In::ReadReply { req: reads[1], row: Some(message(5)) });
+    run(&mut s, Time::ZERO, In::ReadReply { req: reads[0], row: None });
+    assert!(run(&mut s, Time::ZERO, In::ReadReply { req: reads[1], row: Some(message(5)) }).is_empty());
+    let out = run(&mut s, Time::ZERO, In::ReadReply { req: reads[0], row: Some(message(3)) });
+    assert_eq!(
+        out,
+        vec![
+            Out::Push { device: bob(), msg: message(3) },
+            Out::Push { device: bob(), msg: message(5) },
+            Out::FetchDone { device: bob() },
+            Out::Receipt { device: bob(), receipt: stored },
+        ]
+    );
+}
+
+#[test]
+fn subscriptions_and_presence_updates_go_through_the_watchers_server() {
+    let mut s = server(6);
+    assert!(run(&mut s, Time::ZERO, In::Subscribe { device: bob(), target: UserId(1) }).is_empty(), "not connected");
+    connect(&mut s, bob());
+    let out = run(&mut s, Time::ZERO, In::Subscribe { device: bob(), target: UserId(1) });
+    assert_eq!(out, vec![Out::Subscribe { watcher: bob(), server: ServerId(6), target: UserId(1) }]);
+    let update = PresenceUpdate {
+        target: UserId(1),
+        status: PresenceStatus::Online,
+        cause: PresenceCause::Connected,
+        changed_at: Time::ZERO,
+    };
+    let out = run(&mut s, Time::ZERO, In::PresenceNotify { watcher: bob(), update });
+    assert_eq!(out, vec![Out::PresenceUpdate { device: bob(), update }]);
+}
+
+#[test]
+fn stale_replies_are_ignored() {
+    let mut s = server(0);
+    for input in [
+        In::WriteAck { req: 12345 },
+        In::ReceiptRouted { req: 12345, server: None },
+        In::ReadReply { req: 12345, row: None },
+        In::InboxEnd { req: 12345 },
+        In::SessionSetAck { device: alice() },
+    ] {
+        assert!(run(&mut s, Time::ZERO, input).is_empty(), "{input:?}");
+    }
+}

@@ -1,0 +1,368 @@
+//! Presence: `SETEX presence:{user} 45 online` refreshed by 30 s heartbeats, last-seen,
+//! users who hide last-seen, and subscriber-based notifications: only watchers with the
+//! chat open (subscribed) hear of a change. One `PresenceStore` is one Redis shard's data
+//! plus the shard's keyspace-expiry handling, done in bulk per tick.
+
+use crate::{DeviceId, ServerId, Time, UserId, DEVICES_PER_USER_MAX};
+use rustc_hash::FxHashMap;
+use std::time::Duration;
+
+/// What a watcher is told about a user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PresenceStatus {
+    Online,
+    /// Offline since the last-seen time, or without one when the user hides it.
+    Offline { last_seen: Option<Time> },
+}
+
+/// Why a notification was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PresenceCause {
+    /// The answer to a subscription: not a change.
+    Subscribed,
+    /// A device connected (status change).
+    Connected,
+    /// The last device disconnected cleanly (status change).
+    Disconnected,
+    /// The key expired: heartbeats stopped without a disconnect (silent loss).
+    Expired,
+}
+
+/// One notification for one watcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceUpdate {
+    pub target: UserId,
+    pub status: PresenceStatus,
+    pub cause: PresenceCause,
+    /// When the store saw the change.
+    pub changed_at: Time,
+}
+
+/// Inputs to a presence shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PresenceInput {
+    /// A device connected: `SETEX presence:{user} ttl online`.
+    Online { device: DeviceId, hide_last_seen: bool },
+    /// A heartbeat: `EXPIRE presence:{user} ttl`, last-seen = now.
+    Heartbeat { device: DeviceId },
+    /// A clean disconnect: last-seen = now, subscribers told, but no `DEL`: the key lives
+    /// until its TTL, as the card specifies.
+    Offline { device: DeviceId },
+    /// A watcher opened the chat with `target`.
+    Subscribe { watcher: DeviceId, server: ServerId, target: UserId },
+}
+
+/// A notification to deliver to a watcher through its chat server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceNotify {
+    pub watcher: DeviceId,
+    pub server: ServerId,
+    pub update: PresenceUpdate,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Record {
+    /// `presence:{user}` lives while `now < expires_ms`; 0 = no key.
+    expires_ms: u32,
+    last_seen_ms: u32,
+    /// Devices connected (cleared by a clean disconnect).
+    devices: u8,
+    /// What subscribers were last told.
+    announced_online: bool,
+    hidden: bool,
+}
+
+/// Expiry checks are bucketed by this; an expiry is noticed at most this late.
+const EXPIRY_BUCKET_MS: u64 = 100;
+
+/// One presence shard.
+#[derive(Debug)]
+pub struct PresenceStore {
+    ttl: Duration,
+    records: FxHashMap<UserId, Record>,
+    subscribers: FxHashMap<UserId, Vec<(DeviceId, ServerId)>>,
+    /// A ring of expiry buckets: each user with a key sits in the bucket of its expiry
+    /// (or earlier: a refreshed key is moved on when its old bucket comes due).
+    wheel: Vec<Vec<UserId>>,
+    /// The next bucket number to process.
+    next_bucket: u64,
+    /// Key lifetimes of watched users, `(user, set, expired)`, for the presence checker.
+    lifetimes: Vec<(UserId, Time, Time)>,
+    opened: FxHashMap<UserId, Time>,
+}
+
+/// The most watchers one user's channel holds; more would make one status change a
+/// fan-out storm (the card's point: notify open chats, not all 300 contacts).
+pub const WATCHERS_PER_USER_MAX: usize = 256;
+
+fn ms(t: Time) -> u32 {
+    u32::try_from(t.as_ms()).unwrap_or(u32::MAX)
+}
+
+impl PresenceStore {
+    /// An empty shard with the key TTL (card: 45 s).
+    pub fn new(ttl: Duration) -> PresenceStore {
+        let buckets = (ttl.as_millis() as u64).div_ceil(EXPIRY_BUCKET_MS) as usize + 2;
+        PresenceStore {
+            ttl,
+            records: FxHashMap::default(),
+            subscribers: FxHashMap::default(),
+            wheel: vec![Vec::new(); buckets],
+            next_bucket: 0,
+            lifetimes: Vec::new(),
+            opened: FxHashMap::default(),
+        }
+    }
+
+    /// `GET presence:{user}`: whether the key lives at `now`.
+    pub fn is_online(&self, user: UserId, now: Time) -> bool {
+        self.records.get(&user).is_some_and(|r| u64::from(r.expires_ms) > now.as_ms())
+    }
+
+    /// Handle one input at `now`.
+    pub fn handle(&mut self, now: Time, input: PresenceInput, out: &mut Vec<PresenceNotify>) {
+        match input {
+            PresenceInput::Online { device, hide_last_seen } => {
+                let was_live = self.is_online(device.user, now);
+                let expires = ms(now + self.ttl);
+                let r = self.records.entry(device.user).or_default();
+                r.hidden = hide_last_seen;
+                r.devices |= 1 << device.slot.0;
+                r.expires_ms = expires;
+                r.last_seen_ms = ms(now);
+                if !was_live {
+                    self.schedule(device.user, expires);
+                    if self.subscribers.contains_key(&device.user) {
+                        self.opened.insert(device.user, now);
+                    }
+                }
+                if !self.records[&device.user].announced_online {
+                    self.records.get_mut(&device.user).expect("just set").announced_online = true;
+                    self.notify(device.user, PresenceStatus::Online, PresenceCause::Connected, now, out);
+                }
+            }
+            PresenceInput::Heartbeat { device } => {
+                if !self.is_online(device.user, now) {
+                    // A heartbeat after expiry comes from a connection the server still
+                    // holds: the key is set again, as SETEX would.
+                    let hidden = self.records.get(&device.user).is_some_and(|r| r.hidden);
+                    self.handle(now, PresenceInput::Online { device, hide_last_seen: hidden }, out);
+                    return;
+                }
+                let r = self.records.get_mut(&device.user).expect("live key has a record");
+                r.expires_ms = ms(now + self.ttl);
+                r.last_seen_ms = ms(now);
+            }
+            PresenceInput::Offline { device } => {
+                let Some(r) = self.records.get_mut(&device.user) else { return };
+                r.devices &= !(1 << device.slot.0);
+                r.last_seen_ms = ms(now);
+                if r.devices == 0 && r.announced_online {
+                    r.announced_online = false;
+                    let status = self.offline_status(device.user);
+                    self.notify(device.user, status, PresenceCause::Disconnected, now, out);
+                }
+            }
+            PresenceInput::Subscribe { watcher, server, target } => {
+                let subs = self.subscribers.entry(target).or_default();
+                subs.retain(|&(w, _)| w != watcher);
+                if subs.len() < WATCHERS_PER_USER_MAX {
+                    subs.push((watcher, server));
+                }
+                let status = match self.records.get(&target) {
+                    Some(r) if r.announced_online && self.is_online(target, now) => PresenceStatus::Online,
+                    _ => self.offline_status(target),
+                };
+                if self.is_online(target, now) {
+                    self.opened.entry(target).or_insert(now);
+                }
+                let update = PresenceUpdate { target, status, cause: PresenceCause::Subscribed, changed_at: now };
+                out.push(PresenceNotify { watcher, server, update });
+            }
+        }
+    }
+
+    /// Expire keys whose TTL passed, in bulk; call once per tick.
+    pub fn handle_timeout(&mut self, now: Time, out: &mut Vec<PresenceNotify>) {
+        let due = now.as_ms() / EXPIRY_BUCKET_MS;
+        while self.next_bucket <= due {
+            let slot = (self.next_bucket % self.wheel.len() as u64) as usize;
+            let users = std::mem::take(&mut self.wheel[slot]);
+            for user in users {
+                let Some(r) = self.records.get(&user).copied() else { continue };
+                if r.expires_ms == 0 {
+                    continue;
+                }
+                if u64::from(r.expires_ms) > now.as_ms() {
+                    self.schedule(user, r.expires_ms);
+                    continue;
+                }
+                let expired_at = Time::from_ms(u64::from(r.expires_ms));
+                let rec = self.records.get_mut(&user).expect("record read above");
+                rec.expires_ms = 0;
+                rec.devices = 0;
+                if let Some(set) = self.opened.remove(&user) {
+                    self.lifetimes.push((user, set, expired_at));
+                }
+                if rec.announced_online {
+                    rec.announced_online = false;
+                    let status = self.offline_status(user);
+                    self.notify(user, status, PresenceCause::Expired, expired_at, out);
+                }
+            }
+            self.next_bucket += 1;
+        }
+    }
+
+    /// Lifetimes of keys of watched users, closed and still open at `now`.
+    pub fn key_lifetimes(&self, now: Time) -> Vec<(UserId, Time, Time)> {
+        let mut all = self.lifetimes.clone();
+        all.extend(self.opened.iter().map(|(&u, &set)| (u, set, now)));
+        all.sort_unstable_by_key(|&(u, s, _)| (u, s));
+        all
+    }
+
+    /// Keys held (live or expired and not yet reused).
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether no user was ever seen.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    fn schedule(&mut self, user: UserId, expires_ms: u32) {
+        let bucket = u64::from(expires_ms).div_ceil(EXPIRY_BUCKET_MS).max(self.next_bucket);
+        let slot = (bucket % self.wheel.len() as u64) as usize;
+        self.wheel[slot].push(user);
+    }
+
+    fn offline_status(&self, user: UserId) -> PresenceStatus {
+        match self.records.get(&user) {
+            Some(r) if r.hidden => PresenceStatus::Offline { last_seen: None },
+            Some(r) if r.last_seen_ms > 0 => {
+                PresenceStatus::Offline { last_seen: Some(Time::from_ms(u64::from(r.last_seen_ms))) }
+            }
+            _ => PresenceStatus::Offline { last_seen: None },
+        }
+    }
+
+    fn notify(&self, target: UserId, status: PresenceStatus, cause: PresenceCause, at: Time, out: &mut Vec<PresenceNotify>) {
+        let Some(subs) = self.subscribers.get(&target) else { return };
+        let update = PresenceUpdate { target, status, cause, changed_at: at };
+        out.extend(subs.iter().map(|&(watcher, server)| PresenceNotify { watcher, server, update }));
+    }
+}
+
+const _: () = assert!(DEVICES_PER_USER_MAX <= 8, "device bits fit a u8");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(45);
+
+    fn alice() -> DeviceId {
+        DeviceId::phone(UserId(1))
+    }
+
+    fn bob() -> DeviceId {
+        DeviceId::phone(UserId(2))
+    }
+
+    fn subscribed(p: &mut PresenceStore, now: Time) -> Vec<PresenceNotify> {
+        let mut out = Vec::new();
+        p.handle(now, PresenceInput::Subscribe { watcher: bob(), server: ServerId(4), target: UserId(1) }, &mut out);
+        out
+    }
+
+    #[test]
+    fn heartbeats_keep_the_key_alive_and_it_expires_after_the_ttl() {
+        let mut p = PresenceStore::new(TTL);
+        let mut out = Vec::new();
+        p.handle(Time::ZERO, PresenceInput::Online { device: alice(), hide_last_seen: false }, &mut out);
+        p.handle(Time::from_secs(30), PresenceInput::Heartbeat { device: alice() }, &mut out);
+        p.handle_timeout(Time::from_secs(60), &mut out);
+        assert!(p.is_online(UserId(1), Time::from_secs(60)), "refreshed at 30 s: lives until 75 s");
+        p.handle_timeout(Time::from_secs(75), &mut out);
+        assert!(!p.is_online(UserId(1), Time::from_secs(75)));
+    }
+
+    #[test]
+    fn only_subscribers_are_notified_of_a_change() {
+        let mut p = PresenceStore::new(TTL);
+        let initial = subscribed(&mut p, Time::ZERO);
+        assert_eq!(initial[0].update.cause, PresenceCause::Subscribed);
+        assert_eq!(initial[0].update.status, PresenceStatus::Offline { last_seen: None });
+        let mut out = Vec::new();
+        p.handle(Time::from_secs(1), PresenceInput::Online { device: alice(), hide_last_seen: false }, &mut out);
+        assert_eq!(out.len(), 1, "one watcher, one notification");
+        assert_eq!((out[0].watcher, out[0].server), (bob(), ServerId(4)));
+        assert_eq!(out[0].update.status, PresenceStatus::Online);
+        assert_eq!(out[0].update.cause, PresenceCause::Connected);
+        out.clear();
+        let carol = DeviceId::phone(UserId(3));
+        p.handle(Time::from_secs(1), PresenceInput::Online { device: carol, hide_last_seen: false }, &mut out);
+        assert!(out.is_empty(), "nobody watches carol");
+    }
+
+    #[test]
+    fn clean_disconnect_notifies_with_last_seen_but_keeps_the_key() {
+        let mut p = PresenceStore::new(TTL);
+        subscribed(&mut p, Time::ZERO);
+        let mut out = Vec::new();
+        p.handle(Time::ZERO, PresenceInput::Online { device: alice(), hide_last_seen: false }, &mut out);
+        out.clear();
+        p.handle(Time::from_secs(5), PresenceInput::Offline { device: alice() }, &mut out);
+        let expected = PresenceStatus::Offline { last_seen: Some(Time::from_secs(5)) };
+        assert_eq!(out[0].update.status, expected);
+        assert_eq!(out[0].update.cause, PresenceCause::Disconnected);
+        assert!(p.is_online(UserId(1), Time::from_secs(40)), "no DEL: the key lives until its TTL");
+        out.clear();
+        p.handle_timeout(Time::from_secs(200), &mut out);
+        assert!(out.is_empty(), "expiry after an announced disconnect says nothing new");
+    }
+
+    #[test]
+    fn silent_loss_is_announced_when_the_key_expires() {
+        let mut p = PresenceStore::new(TTL);
+        subscribed(&mut p, Time::ZERO);
+        let mut out = Vec::new();
+        p.handle(Time::ZERO, PresenceInput::Online { device: alice(), hide_last_seen: false }, &mut out);
+        p.handle(Time::from_secs(30), PresenceInput::Heartbeat { device: alice() }, &mut out);
+        out.clear();
+        p.handle_timeout(Time::from_secs(74), &mut out);
+        assert!(out.is_empty());
+        p.handle_timeout(Time::from_secs(75), &mut out);
+        assert_eq!(out[0].update.cause, PresenceCause::Expired);
+        assert_eq!(out[0].update.changed_at, Time::from_secs(75));
+        assert_eq!(out[0].update.status, PresenceStatus::Offline { last_seen: Some(Time::from_secs(30)) });
+        assert_eq!(p.key_lifetimes(Time::from_secs(80)), vec![(UserId(1), Time::ZERO, Time::from_secs(75))]);
+    }
+
+    #[test]
+    fn a_user_hiding_last_seen_never_reveals_it() {
+        let mut p = PresenceStore::new(TTL);
+        subscribed(&mut p, Time::ZERO);
+        let mut out = Vec::new();
+        p.handle(Time::ZERO, PresenceInput::Online { device: alice(), hide_last_seen: true }, &mut out);
+        p.handle(Time::from_secs(5), PresenceInput::Offline { device: alice() }, &mut out);
+        assert_eq!(out.last().unwrap().update.status, PresenceStatus::Offline { last_seen: None });
+    }
+
+    #[test]
+    fn a_user_is_offline_only_when_every_device_is() {
+        let mut p = PresenceStore::new(TTL);
+        subscribed(&mut p, Time::ZERO);
+        let web = DeviceId { user: UserId(1), slot: crate::DeviceSlot(1) };
+        let mut out = Vec::new();
+        p.handle(Time::ZERO, PresenceInput::Online { device: alice(), hide_last_seen: false }, &mut out);
+        p.handle(Time::ZERO, PresenceInput::Online { device: web, hide_last_seen: false }, &mut out);
+        assert_eq!(out.len(), 1, "the second device is not a change");
+        p.handle(Time::from_secs(1), PresenceInput::Offline { device: web }, &mut out);
+        assert_eq!(out.len(), 1, "the phone is still online");
+        p.handle(Time::from_secs(2), PresenceInput::Offline { device: alice() }, &mut out);
+        assert_eq!(out.len(), 2);
+    }
+}
