@@ -35,6 +35,10 @@ enum Command {
         /// Print the summary as JSON on stdout instead of the table.
         #[arg(long)]
         json: bool,
+        /// Write trace.csv with every event of this user's messages (default: the first
+        /// user a network cut hits, if the scenario has one).
+        #[arg(long, value_name = "USER")]
+        trace_user: Option<u32>,
     },
     /// Measure speed and memory: run a scenario (release build) and print simulated
     /// seconds per wall second, events per wall second and peak memory.
@@ -54,7 +58,7 @@ const EXIT_BAD_INPUT: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Scenario { file, seed, out, json } => scenario(&file, seed, out, json),
+        Command::Scenario { file, seed, out, json, trace_user } => scenario(&file, seed, out, json, trace_user),
         Command::Bench { file, runs } => bench(&file, runs),
     }
 }
@@ -67,11 +71,11 @@ fn load(file: &Path) -> Result<Scenario, String> {
 }
 
 /// Run the simulation with a progress bar, timing it on the real clock.
-fn timed_run(scenario: &Scenario, seed: u64) -> (wasim_sim::Outcome, Timing) {
+fn timed_run(scenario: &Scenario, seed: u64, trace_user: Option<u32>) -> (wasim_sim::Outcome, Timing) {
     let progress = Arc::new(AtomicU64::new(0));
     let bar = spawn_progress(progress.clone(), scenario.total_s() * 1_000);
     let started = Instant::now();
-    let outcome = wasim_sim::run(scenario, &RunOptions { seed: Some(seed), progress_ms: Some(progress) });
+    let outcome = wasim_sim::run(scenario, &RunOptions { seed: Some(seed), progress_ms: Some(progress), trace_user });
     let wall_s = started.elapsed().as_secs_f64();
     bar.finish();
     let peak_rss_bytes = peak_rss_bytes();
@@ -100,7 +104,7 @@ fn bench(file: &Path, runs: u32) -> ExitCode {
     println!("bench {} ({}): {runs} run(s), seed {}", scenario.name, file.display(), scenario.seed);
     let mut timings: Vec<Timing> = (1..=runs)
         .map(|i| {
-            let (_, t) = timed_run(&scenario, scenario.seed);
+            let (_, t) = timed_run(&scenario, scenario.seed, None);
             println!("  run {i}: {}", render_timing(&t).trim_end());
             t
         })
@@ -115,7 +119,7 @@ fn bad_input(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_BAD_INPUT)
 }
 
-fn scenario(file: &Path, seed: Option<u64>, out: Option<PathBuf>, json: bool) -> ExitCode {
+fn scenario(file: &Path, seed: Option<u64>, out: Option<PathBuf>, json: bool, trace_user: Option<u32>) -> ExitCode {
     let scenario = match load(file) {
         Ok(s) => s,
         Err(e) => return bad_input(e),
@@ -129,7 +133,10 @@ fn scenario(file: &Path, seed: Option<u64>, out: Option<PathBuf>, json: bool) ->
         print!("{settings}");
     }
 
-    let (outcome, timing) = timed_run(&scenario, seed);
+    if trace_user.is_some_and(|u| u64::from(u) >= scenario.users.concurrent) {
+        return bad_input(format!("--trace-user: the scenario has users 0 to {}", scenario.users.concurrent - 1));
+    }
+    let (outcome, timing) = timed_run(&scenario, seed, trace_user);
     let summary = Summary::new(&outcome, &file_label);
     let dir = out.unwrap_or_else(|| Path::new("wasim-out").join(&scenario.name));
     if let Err(e) = write_report(&dir, &outcome, &summary, &timing) {

@@ -55,10 +55,10 @@ impl ChatServerConfig {
 /// Everything that can happen to a chat server.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ChatServerInput {
-    /// A device opens a WebSocket, with the id of the last message it has.
-    Connect { device: DeviceId, cursor: MessageId, hide_last_seen: bool },
-    /// A device closes its WebSocket cleanly.
-    Disconnect { device: DeviceId },
+    /// A device opens a WebSocket (its `epoch`th), with the id of the last message it has.
+    Connect { device: DeviceId, epoch: u32, cursor: MessageId, hide_last_seen: bool },
+    /// A device closes its `epoch`th WebSocket cleanly.
+    Disconnect { device: DeviceId, epoch: u32 },
     /// A device's heartbeat (every 30 s).
     Heartbeat { device: DeviceId },
     /// A connected device sends a message.
@@ -97,42 +97,98 @@ pub enum ChatServerInput {
 /// The effects a chat server asks its environment to perform.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ChatServerOutput {
-    ConnectAccepted { device: DeviceId },
-    ConnectRefused { device: DeviceId },
+    ConnectAccepted {
+        device: DeviceId,
+    },
+    ConnectRefused {
+        device: DeviceId,
+    },
     /// `SET session:{user}` for this device -> this server; answered by `SessionSetAck`.
-    SessionSet { device: DeviceId, server: ServerId, ttl: Duration },
+    SessionSet {
+        device: DeviceId,
+        server: ServerId,
+        ttl: Duration,
+    },
     /// Mark this device offline if its session still points here.
-    SessionClear { device: DeviceId, server: ServerId },
+    SessionClear {
+        device: DeviceId,
+        server: ServerId,
+    },
     /// A presence command for the user's presence shard.
     Presence(PresenceInput),
     /// `ZRANGEBYSCORE inbox:{user} (cursor +inf` plus the receipts stored for the user.
-    FetchInbox { req: u64, device: DeviceId, cursor: MessageId },
+    FetchInbox {
+        req: u64,
+        device: DeviceId,
+        cursor: MessageId,
+    },
     /// Read a message row (a quorum of replicas answer).
-    Read { req: u64, id: MessageId, conversation: ConversationId },
+    Read {
+        req: u64,
+        id: MessageId,
+        conversation: ConversationId,
+    },
     /// Write the message row to every replica of its partition.
-    Persist { req: u64, msg: ChatMessage },
+    Persist {
+        req: u64,
+        msg: ChatMessage,
+    },
     /// ✓ to the sender's device.
-    SentAck { device: DeviceId, msg: ChatMessage },
+    SentAck {
+        device: DeviceId,
+        msg: ChatMessage,
+    },
     /// Publish to the `messages` topic, keyed by conversation.
-    Publish { req: u64, msg: ChatMessage },
+    Publish {
+        req: u64,
+        msg: ChatMessage,
+    },
     /// Push a message to a device connected here.
-    Push { device: DeviceId, msg: ChatMessage },
+    Push {
+        device: DeviceId,
+        msg: ChatMessage,
+    },
     /// Tell a device its inbox fetch is complete (it may show live messages now).
-    FetchDone { device: DeviceId },
+    FetchDone {
+        device: DeviceId,
+    },
     /// Confirm a device's delivered ACK, so it stops re-sending it.
-    AckConfirmed { device: DeviceId, id: MessageId },
+    AckConfirmed {
+        device: DeviceId,
+        id: MessageId,
+    },
     /// Route-or-inbox in the session store, treating `exclude` as gone.
-    Reroute { msg: ChatMessage, exclude: ServerId },
+    Reroute {
+        msg: ChatMessage,
+        exclude: ServerId,
+    },
     /// Find the sender's server for a receipt, or store the receipt for later.
-    RouteReceipt { req: u64, receipt: Receipt, exclude: Option<ServerId> },
+    RouteReceipt {
+        req: u64,
+        receipt: Receipt,
+        exclude: Option<ServerId>,
+    },
     /// Relay a receipt to the server holding the sender.
-    RelayReceipt { server: ServerId, receipt: Receipt },
+    RelayReceipt {
+        server: ServerId,
+        receipt: Receipt,
+    },
     /// ✓✓ (grey or blue) to the sender's device.
-    Receipt { device: DeviceId, receipt: Receipt },
+    Receipt {
+        device: DeviceId,
+        receipt: Receipt,
+    },
     /// Subscribe this server's watcher to `target`'s presence channel.
-    Subscribe { watcher: DeviceId, server: ServerId, target: UserId },
+    Subscribe {
+        watcher: DeviceId,
+        server: ServerId,
+        target: UserId,
+    },
     /// Tell a watcher of a presence change.
-    PresenceUpdate { device: DeviceId, update: PresenceUpdate },
+    PresenceUpdate {
+        device: DeviceId,
+        update: PresenceUpdate,
+    },
 }
 
 #[derive(Debug)]
@@ -167,6 +223,7 @@ struct PendingRead {
 #[derive(Clone, Copy, Debug)]
 struct Connection {
     last_heard_ms: u32,
+    epoch: u32,
 }
 
 /// The most pushes one connection may have unacknowledged. A device that stops ACKing is
@@ -278,9 +335,14 @@ impl ChatServer {
         use ChatServerInput as In;
         use ChatServerOutput as Out;
         match input {
-            In::Connect { device, cursor, hide_last_seen } => self.on_connect(now, device, cursor, hide_last_seen, out),
-            In::Disconnect { device } => {
-                if self.close(device, out) {
+            In::Connect { device, epoch, cursor, hide_last_seen } => {
+                self.on_connect(now, device, epoch, cursor, hide_last_seen, out)
+            }
+            In::Disconnect { device, epoch } => {
+                // The close of an older socket, overtaken by the device's new connect,
+                // must not close the new one.
+                let current = self.connections.get(&conn_key(device)).is_some_and(|c| c.epoch == epoch);
+                if current && self.close(device, out) {
                     out.push(Out::Presence(PresenceInput::Offline { device }));
                 }
             }
@@ -312,7 +374,8 @@ impl ChatServer {
             }
             In::SessionSetAck { device } => {
                 if let Some(cursor) = self.connecting.remove(&conn_key(device)) {
-                    let job = FetchJob { device, rows: Vec::new(), reads_pending: 0, receipts: Vec::new(), ended: false };
+                    let job =
+                        FetchJob { device, rows: Vec::new(), reads_pending: 0, receipts: Vec::new(), ended: false };
                     let req = key_to_req(self.fetches.insert(job));
                     out.push(Out::FetchInbox { req, device, cursor });
                 }
@@ -409,7 +472,15 @@ impl ChatServer {
         self.silence_checks[i].push(key);
     }
 
-    fn on_connect(&mut self, now: Time, device: DeviceId, cursor: MessageId, hidden: bool, out: &mut Vec<ChatServerOutput>) {
+    fn on_connect(
+        &mut self,
+        now: Time,
+        device: DeviceId,
+        epoch: u32,
+        cursor: MessageId,
+        hidden: bool,
+        out: &mut Vec<ChatServerOutput>,
+    ) {
         use ChatServerOutput as Out;
         let key = conn_key(device);
         if self.connections.contains_key(&key) {
@@ -423,7 +494,7 @@ impl ChatServer {
         } else {
             self.check_silence_at(key, now + self.config.connection_timeout);
         }
-        self.connections.insert(key, Connection { last_heard_ms: ms32(now) });
+        self.connections.insert(key, Connection { last_heard_ms: ms32(now), epoch });
         self.connecting.insert(key, cursor);
         out.push(Out::ConnectAccepted { device });
         out.push(Out::SessionSet { device, server: self.config.id, ttl: self.config.session_ttl });
@@ -480,7 +551,13 @@ impl ChatServer {
         out.push(ChatServerOutput::Publish { req: key_to_req(key), msg: w.msg });
     }
 
-    fn on_inbox_entry(&mut self, req: u64, id: MessageId, conversation: ConversationId, out: &mut Vec<ChatServerOutput>) {
+    fn on_inbox_entry(
+        &mut self,
+        req: u64,
+        id: MessageId,
+        conversation: ConversationId,
+        out: &mut Vec<ChatServerOutput>,
+    ) {
         let job_key = req_to_key(req);
         let Some(job) = self.fetches.get_mut(job_key) else { return };
         if job.rows.len() >= FETCH_ENTRIES_MAX {

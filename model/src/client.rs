@@ -2,7 +2,9 @@
 //! messages, shows each message once and in id order per conversation, acknowledges
 //! deliveries until the server confirms them, and keeps the ticks of its own messages.
 
-use crate::{ChatMessage, ClientMsgId, ConversationId, DeviceId, MessageId, ReceiptEvent, SenderView, ServerId, Time, UserId};
+use crate::{
+    ChatMessage, ClientMsgId, ConversationId, DeviceId, MessageId, ReceiptEvent, SenderView, ServerId, Time, UserId,
+};
 use rustc_hash::FxHashMap;
 
 /// Where a device is in its connection's life.
@@ -29,6 +31,9 @@ pub struct ClientDevice {
     /// The newest message id this device has shown: the inbox is fetched from here.
     cursor: MessageId,
     state: DeviceState,
+    /// Which of the device's connections this is: a close names its connection, so a late
+    /// close of an old socket cannot close a newer one.
+    epoch: u32,
 }
 
 /// A send the device puts on its WebSocket.
@@ -67,10 +72,17 @@ impl ClientDevice {
         self.cursor
     }
 
-    /// Start connecting; returns the cursor to send with the connect.
-    pub fn connect(&mut self) -> MessageId {
+    /// Start connecting a new socket; returns the cursor and the connection's epoch to
+    /// send with the connect.
+    pub fn connect(&mut self) -> (MessageId, u32) {
         self.state = DeviceState::Connecting;
-        self.cursor
+        self.epoch = self.epoch.wrapping_add(1);
+        (self.cursor, self.epoch)
+    }
+
+    /// The epoch of the current (or last) connection.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
     }
 
     /// The server accepted the connection: catch up first.
@@ -199,16 +211,23 @@ impl UnconfirmedAcks {
 }
 
 /// The ticks of messages in flight from a set of devices, keyed by client id. An entry
-/// lives from the send until the ✓ and the read receipt have arrived, in any order.
+/// lives from the send until the ✓ and the read receipt have arrived, in any order; a
+/// message that is not here was never sent by these devices or is settled (read), so a
+/// late receipt for it changes nothing.
 #[derive(Debug, Default)]
 pub struct SentMessages {
     views: FxHashMap<u64, SenderView>,
 }
 
 impl SentMessages {
+    /// The device sent `id`: its ticks start empty.
+    pub fn on_send(&mut self, id: ClientMsgId) {
+        self.views.insert(id.key(), SenderView::default());
+    }
+
     /// The server's ✓ for `id` arrived. Returns whether the shown ticks changed.
     pub fn on_server_ack(&mut self, id: ClientMsgId) -> bool {
-        let view = self.views.entry(id.key()).or_default();
+        let Some(view) = self.views.get_mut(&id.key()) else { return false };
         let changed = view.on_server_ack();
         self.forget_if_settled(id);
         changed
@@ -216,7 +235,7 @@ impl SentMessages {
 
     /// A receipt for `id` arrived. Returns whether the shown ticks changed.
     pub fn on_receipt(&mut self, id: ClientMsgId, event: ReceiptEvent) -> bool {
-        let view = self.views.entry(id.key()).or_default();
+        let Some(view) = self.views.get_mut(&id.key()) else { return false };
         let changed = view.on_receipt(event);
         self.forget_if_settled(id);
         changed
@@ -268,7 +287,7 @@ mod tests {
     #[test]
     fn a_device_holds_arrivals_while_catching_up_then_shows_them() {
         let mut d = ClientDevice::default();
-        assert_eq!(d.connect(), MessageId(0));
+        assert_eq!(d.connect(), (MessageId(0), 1));
         assert_eq!(d.state(), DeviceState::Connecting);
         d.on_connected(ServerId(4));
         assert_eq!(d.on_push(), DeviceEvent::Hold { server: ServerId(4) });
@@ -284,7 +303,7 @@ mod tests {
         d.on_shown(MessageId(9));
         d.on_shown(MessageId(4));
         d.on_disconnected();
-        assert_eq!(d.connect(), MessageId(9));
+        assert_eq!(d.connect(), (MessageId(9), 1));
     }
 
     #[test]
@@ -326,10 +345,14 @@ mod tests {
     fn sent_messages_forget_once_read_and_acked_in_any_order() {
         let mut s = SentMessages::default();
         let a = ClientMsgId { sender: UserId(1), seq: 0 };
+        assert!(!s.on_server_ack(a), "not sent by these devices");
+        s.on_send(a);
         assert!(s.on_receipt(a, ReceiptEvent::DeliveredAck));
         assert_eq!(s.shown(a), Some(ReceiptState::Delivered));
         assert!(!s.on_server_ack(a), "a late ✓ after ✓✓ changes nothing");
         assert!(s.on_receipt(a, ReceiptEvent::ReadAck));
         assert_eq!(s.in_flight(), 0);
+        assert!(!s.on_receipt(a, ReceiptEvent::DeliveredAck), "a late receipt after settling changes nothing");
+        assert_eq!(s.shown(a), None);
     }
 }

@@ -12,7 +12,9 @@ use std::time::Duration;
 pub enum PresenceStatus {
     Online,
     /// Offline since the last-seen time, or without one when the user hides it.
-    Offline { last_seen: Option<Time> },
+    Offline {
+        last_seen: Option<Time>,
+    },
 }
 
 /// Why a notification was sent.
@@ -248,7 +250,14 @@ impl PresenceStore {
         }
     }
 
-    fn notify(&self, target: UserId, status: PresenceStatus, cause: PresenceCause, at: Time, out: &mut Vec<PresenceNotify>) {
+    fn notify(
+        &self,
+        target: UserId,
+        status: PresenceStatus,
+        cause: PresenceCause,
+        at: Time,
+        out: &mut Vec<PresenceNotify>,
+    ) {
         let Some(subs) = self.subscribers.get(&target) else { return };
         let update = PresenceUpdate { target, status, cause, changed_at: at };
         out.extend(subs.iter().map(|&(watcher, server)| PresenceNotify { watcher, server, update }));

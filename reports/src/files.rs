@@ -29,9 +29,11 @@ pub fn write_report(dir: &Path, outcome: &Outcome, summary: &Summary, timing: &T
     put("summary.json", json(summary)?)?;
     put("timing.json", json(timing)?)?;
     put("timeseries.csv", timeseries(outcome)?)?;
-    let l = &outcome.latencies;
-    for (name, h) in [("delivery", &l.delivery), ("sent_ack", &l.sent_ack), ("receipt", &l.receipt)] {
+    for (name, h) in outcome.latencies.named() {
         put(&format!("{name}.hgrm"), hgrm(h).into_bytes())?;
+    }
+    if !outcome.trace.is_empty() {
+        put("trace.csv", trace(outcome)?)?;
     }
     Ok(ReportFiles { dir: dir.to_path_buf(), written })
 }
@@ -52,6 +54,28 @@ fn timeseries(o: &Outcome) -> io::Result<Vec<u8>> {
             s.sent_acks.to_string(),
             s.deliveries.to_string(),
             s.receipts.to_string(),
+        ])?;
+    }
+    w.into_inner().map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// The traced user's message events: what was queued where, and when.
+fn trace(o: &Outcome) -> io::Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["time_us", "event", "message", "user", "device", "node"])?;
+    for e in &o.trace {
+        let device = match e.slot {
+            Some(0) => "phone",
+            Some(_) => "web",
+            None => "",
+        };
+        w.write_record([
+            e.at.as_us().to_string(),
+            e.event.to_string(),
+            e.msg.map(|m| m.0.to_string()).unwrap_or_default(),
+            e.user.0.to_string(),
+            device.to_string(),
+            o.node_names[usize::from(e.node.0)].clone(),
         ])?;
     }
     w.into_inner().map_err(|e| io::Error::other(e.to_string()))

@@ -143,12 +143,42 @@ pub fn render_summary(s: &Summary) -> String {
     if s.latencies.iter().any(|l| !l.thin.is_empty()) {
         let _ = writeln!(o, "  * too few samples for this percentile to be meaningful");
     }
+    let _ = writeln!(o, "  note: {}", s.presence_detection_note);
     let t = &s.throughput;
     let _ = writeln!(
         o,
-        "\nThroughput (measured window): offered {} msg/s · sent {:.0} · ✓ {:.0} · delivered {:.0} msg/s · acked but not delivered: {}",
-        t.offered_msg_per_s, t.sent_msg_per_s, t.acked_msg_per_s, t.delivered_msg_per_s, s.acked_not_delivered
+        "\nThroughput (measured window): offered {} msg/s · sent {:.0} · ✓ {:.0} · shown on devices {:.0} msg/s",
+        t.offered_msg_per_s, t.sent_msg_per_s, t.acked_msg_per_s, t.delivered_msg_per_s
     );
+    let c = &s.counters;
+    let _ = writeln!(
+        o,
+        "Lifecycle: {} inbox pointers · {} fetched on reconnect · {} duplicates dropped · {} reconnects · {} ACKs lost, {} re-sent · {} read receipts · {} receipts stored for offline senders · {} heartbeats · {} presence notifications",
+        c.inbox_adds, c.fetched, c.duplicates_dropped, c.reconnects, c.acks_lost, c.acks_resent, c.read_receipts, c.receipts_stored, c.heartbeats, c.presence_updates
+    );
+    let inv = &s.invariants;
+    let names: Vec<String> = inv.checked.iter().map(|(n, name)| format!("{n} {name}")).collect();
+    if inv.ok() {
+        let _ = writeln!(o, "\nInvariants: all hold ({})", names.join(", "));
+    } else {
+        let _ = writeln!(o, "\nInvariants VIOLATED (checked: {})", names.join(", "));
+        for (n, count) in &inv.counts {
+            let _ = writeln!(o, "  invariant {n}: {count} violation(s)");
+        }
+        for v in &inv.violations {
+            let _ = writeln!(
+                o,
+                "  invariant {} ({}): {} at t={:.6} s: {} (seed {}; replay: {})",
+                v.invariant,
+                v.name,
+                v.subject,
+                v.at_us as f64 / 1e6,
+                v.detail,
+                s.seed,
+                s.replay
+            );
+        }
+    }
     let _ = writeln!(
         o,
         "\nTiers (measured window)\n  {:<14} {:>6} {:>8} {:>12} {:>12} {:>9} {:>9}  end-of-run gauge",

@@ -7,6 +7,7 @@
 //! exact arrival times in per-tick buckets. The system's logic is `wasim-model`'s; the
 //! serve loops in `nodes` only translate between the network and the models.
 
+mod check;
 mod dist;
 mod infra;
 mod limits;
@@ -15,11 +16,17 @@ mod msg;
 mod net;
 mod node;
 mod nodes;
+mod population;
 mod run;
 mod scenario;
 mod topology;
 
-pub use metrics::{Counters, Latencies, SecondCounters, LATENCY_US_MAX};
+pub use check::{CheckReport, Violation};
+pub use metrics::{Counters, Latencies, SecondCounters, TraceEvent, LATENCY_US_MAX};
+pub use population::Population;
 pub use run::{run, simulate, Outcome, RunOptions, TierStats};
-pub use scenario::{DistConfig, Fleet, Network, Scenario, ScenarioError, ServiceTimes, Slo, Users, Workers, Workload};
+pub use scenario::{
+    DevicesPerUser, DistConfig, Fault, Fleet, Network, Scenario, ScenarioError, ServiceTimes, Slo, Users, Workers,
+    Workload,
+};
 pub use topology::NodeKind;

@@ -73,6 +73,7 @@ pub(crate) fn check(s: &Scenario) -> Result<(), (String, String)> {
     let nodes = u64::from(f.chat_servers)
         + u64::from(f.client_shards)
         + u64::from(f.redis_session_shards)
+        + u64::from(f.redis_presence_shards)
         + u64::from(f.cassandra_nodes)
         + u64::from(f.kafka_brokers)
         + u64::from(f.routers);

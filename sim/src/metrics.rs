@@ -3,6 +3,7 @@
 use crate::topology::NodeKind;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use wasim_model::{MessageId, Time, UserId};
 
 /// The largest latency recorded, in µs: an hour. Longer values are clamped to it.
 pub const LATENCY_US_MAX: u64 = 3_600_000_000;
@@ -18,7 +19,7 @@ pub fn record_us(h: &mut Histogram<u64>, us: u64) {
     h.saturating_record(us.clamp(1, LATENCY_US_MAX));
 }
 
-/// The latencies measured at the devices, for messages sent in the measuring window.
+/// The latencies measured at the devices, for events in the measuring window.
 #[derive(Clone, Debug)]
 pub struct Latencies {
     /// Send -> ✓ at the sender.
@@ -27,21 +28,78 @@ pub struct Latencies {
     pub delivery: Histogram<u64>,
     /// The recipient's delivered ACK -> ✓✓ at the sender.
     pub receipt: Histogram<u64>,
+    /// The reader's read ACK -> blue ✓✓ at the sender (sender online).
+    pub read_receipt: Histogram<u64>,
+    /// Connection accepted -> every missed message fetched and shown.
+    pub catch_up: Histogram<u64>,
+    /// A status change (connect, clean disconnect) -> each subscribed watcher's view.
+    pub presence: Histogram<u64>,
+    /// A silent loss (network cut) -> each subscribed watcher sees the user offline: the
+    /// TTL path.
+    pub presence_detection: Histogram<u64>,
 }
 
 impl Default for Latencies {
     fn default() -> Self {
-        Latencies { sent_ack: latency_histogram(), delivery: latency_histogram(), receipt: latency_histogram() }
+        Latencies {
+            sent_ack: latency_histogram(),
+            delivery: latency_histogram(),
+            receipt: latency_histogram(),
+            read_receipt: latency_histogram(),
+            catch_up: latency_histogram(),
+            presence: latency_histogram(),
+            presence_detection: latency_histogram(),
+        }
     }
 }
 
 impl Latencies {
     /// Merge another set into this one.
     pub fn add(&mut self, o: &Latencies) {
-        self.sent_ack.add(&o.sent_ack).expect("same bounds");
-        self.delivery.add(&o.delivery).expect("same bounds");
-        self.receipt.add(&o.receipt).expect("same bounds");
+        for (a, b) in self.all_mut().into_iter().zip(o.all()) {
+            a.add(b).expect("same bounds");
+        }
     }
+
+    /// Every histogram with its name.
+    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 7] {
+        [
+            ("delivery", &self.delivery),
+            ("sent_ack", &self.sent_ack),
+            ("receipt", &self.receipt),
+            ("read_receipt", &self.read_receipt),
+            ("catch_up", &self.catch_up),
+            ("presence", &self.presence),
+            ("presence_detection", &self.presence_detection),
+        ]
+    }
+
+    fn all(&self) -> [&Histogram<u64>; 7] {
+        self.named().map(|(_, h)| h)
+    }
+
+    fn all_mut(&mut self) -> [&mut Histogram<u64>; 7] {
+        [
+            &mut self.delivery,
+            &mut self.sent_ack,
+            &mut self.receipt,
+            &mut self.read_receipt,
+            &mut self.catch_up,
+            &mut self.presence,
+            &mut self.presence_detection,
+        ]
+    }
+}
+
+/// One event of the traced user's messages, for trace.csv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceEvent {
+    pub at: Time,
+    pub event: &'static str,
+    pub msg: Option<MessageId>,
+    pub user: UserId,
+    pub slot: Option<u8>,
+    pub node: crate::msg::NodeIdx,
 }
 
 macro_rules! counters {
@@ -75,8 +133,28 @@ counters! {
         connects_refused,
         /// Devices that found every server full.
         connects_failed,
-        /// Inbox pointers written (recipient offline or moved).
+        /// Route-or-inbox operations that wrote an inbox pointer.
         inbox_adds,
+        /// Messages shown from an inbox fetch after a (re)connect.
+        fetched,
+        /// Arrivals not shown because the device had shown them already.
+        duplicates_dropped,
+        /// Delivered ACKs lost in transit (fault).
+        acks_lost,
+        /// Delivered ACKs sent again with a heartbeat or after a reconnect.
+        acks_resent,
+        /// Read ACKs sent by readers.
+        reads_sent,
+        /// Read receipts (blue ✓✓) that reached senders.
+        read_receipts,
+        /// Receipts stored for an offline sender.
+        receipts_stored,
+        /// Heartbeats sent by devices.
+        heartbeats,
+        /// Presence notifications received by watchers.
+        presence_updates,
+        /// Devices reconnecting after a network cut.
+        reconnects,
         /// Replica writes applied by Cassandra nodes.
         rows_written,
         /// Records appended to Kafka.
@@ -107,6 +185,10 @@ pub struct NodeReport {
     pub per_second: Vec<SecondCounters>,
     /// Only client shards measure latencies.
     pub latencies: Option<Latencies>,
+    /// What the checkers need from this process.
+    pub logs: crate::check::Logs,
+    /// Events of the traced user's messages.
+    pub trace: Vec<TraceEvent>,
     /// Workers of the process's queue (0 for client shards, which have none).
     pub workers: u32,
     /// Service time spent in the window, µs.

@@ -1,7 +1,10 @@
 //! What travels on wasim's network between simulated processes.
 
 use std::time::Duration;
-use wasim_model::{ChatMessage, DeviceId, MessageId, ServerId, SessionEntry, Time, UserId};
+use wasim_model::{
+    ChatMessage, ConversationId, DeviceId, MessageId, PresenceInput, PresenceUpdate, Receipt, Route, ServerId, Time,
+    UserId,
+};
 
 /// Index of a simulated process on wasim's network.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -31,34 +34,182 @@ impl Envelope {
 #[derive(Clone, Copy, Debug)]
 pub enum Msg {
     // device -> chat server
-    Connect { device: DeviceId },
-    Send { device: DeviceId, to: UserId, client_seq: u32, sent_at: Time },
-    DeliveredAck { device: DeviceId, msg: ChatMessage, acked_at: Time },
+    Connect {
+        device: DeviceId,
+        epoch: u32,
+        cursor: MessageId,
+        hide_last_seen: bool,
+    },
+    Disconnect {
+        device: DeviceId,
+        epoch: u32,
+    },
+    Heartbeat {
+        device: DeviceId,
+    },
+    Send {
+        device: DeviceId,
+        to: UserId,
+        client_seq: u32,
+        sent_at: Time,
+    },
+    DeliveredAck {
+        device: DeviceId,
+        msg: ChatMessage,
+        at: Time,
+    },
+    ReadAck {
+        device: DeviceId,
+        msg: ChatMessage,
+        at: Time,
+    },
+    Subscribe {
+        device: DeviceId,
+        target: UserId,
+    },
     // chat server -> device
-    ConnectAccepted { device: DeviceId, server: ServerId },
-    ConnectRefused { device: DeviceId },
-    SentAck { device: DeviceId, msg: ChatMessage },
-    Push { device: DeviceId, msg: ChatMessage },
-    Receipt { device: DeviceId, msg: ChatMessage, acked_at: Time },
+    ConnectAccepted {
+        device: DeviceId,
+        server: ServerId,
+    },
+    ConnectRefused {
+        device: DeviceId,
+    },
+    SentAck {
+        device: DeviceId,
+        msg: ChatMessage,
+    },
+    Push {
+        device: DeviceId,
+        msg: ChatMessage,
+    },
+    FetchDone {
+        device: DeviceId,
+    },
+    AckConfirmed {
+        device: DeviceId,
+        id: MessageId,
+    },
+    Receipt {
+        device: DeviceId,
+        receipt: Receipt,
+    },
+    PresenceUpdate {
+        device: DeviceId,
+        update: PresenceUpdate,
+    },
     // chat server <-> Cassandra
-    Write { req: u64, msg: ChatMessage },
-    WriteAck { req: u64 },
-    // anyone <-> Redis
-    SessionSet { device: DeviceId, server: ServerId, ttl: Duration },
-    SessionClear { device: DeviceId, server: ServerId },
-    SessionGet { req: u64, user: UserId },
-    SessionValue { req: u64, entry: Option<SessionEntry> },
-    InboxAdd { user: UserId, id: MessageId },
+    Write {
+        req: u64,
+        msg: ChatMessage,
+    },
+    WriteAck {
+        req: u64,
+    },
+    Read {
+        req: u64,
+        id: MessageId,
+        conversation: ConversationId,
+    },
+    ReadReply {
+        req: u64,
+        row: Option<ChatMessage>,
+    },
+    // chat server / router <-> session Redis
+    SessionSet {
+        device: DeviceId,
+        server: ServerId,
+        ttl: Duration,
+    },
+    SessionSetAck {
+        device: DeviceId,
+    },
+    SessionClear {
+        device: DeviceId,
+        server: ServerId,
+    },
+    /// The router's route-or-inbox.
+    RouteMessage {
+        req: u64,
+        msg: ChatMessage,
+    },
+    Routed {
+        req: u64,
+        route: Route,
+    },
+    /// A chat server's route-or-inbox for a message it could not deliver.
+    Reroute {
+        msg: ChatMessage,
+        exclude: ServerId,
+    },
+    Rerouted {
+        msg: ChatMessage,
+        route: Route,
+    },
+    FetchInbox {
+        req: u64,
+        device: DeviceId,
+        cursor: MessageId,
+    },
+    InboxEntry {
+        req: u64,
+        id: MessageId,
+        conversation: ConversationId,
+    },
+    StoredReceipt {
+        req: u64,
+        receipt: Receipt,
+    },
+    InboxEnd {
+        req: u64,
+    },
+    RouteReceipt {
+        req: u64,
+        receipt: Receipt,
+        exclude: Option<ServerId>,
+    },
+    ReceiptRouted {
+        req: u64,
+        server: Option<ServerId>,
+    },
+    // chat server <-> presence Redis
+    Presence(PresenceInput),
+    PresenceSubscribe {
+        watcher: DeviceId,
+        server: ServerId,
+        target: UserId,
+    },
+    PresenceNotify {
+        watcher: DeviceId,
+        update: PresenceUpdate,
+    },
     // chat server <-> Kafka
-    Produce { req: u64, msg: ChatMessage },
-    ProduceAck { req: u64 },
+    Produce {
+        req: u64,
+        msg: ChatMessage,
+    },
+    ProduceAck {
+        req: u64,
+    },
     // Kafka <-> router
-    Record { partition: u32, offset: u64, msg: ChatMessage },
-    Commit { partition: u32, offset: u64 },
+    Record {
+        partition: u32,
+        offset: u64,
+        msg: ChatMessage,
+    },
+    Commit {
+        partition: u32,
+        offset: u64,
+    },
     // router / chat server -> chat server
-    Forward { msg: ChatMessage },
-    ReceiptRelay { msg: ChatMessage, acked_at: Time },
+    Forward {
+        msg: ChatMessage,
+        slot: wasim_model::DeviceSlot,
+    },
+    ReceiptRelay {
+        receipt: Receipt,
+    },
 }
 
 /// Keeps the hot path's copies small; a larger payload costs every hop.
-const _: () = assert!(std::mem::size_of::<Envelope>() <= 96, "keep envelopes small");
+const _: () = assert!(std::mem::size_of::<Envelope>() <= 112, "keep envelopes small");

@@ -1,11 +1,13 @@
 //! The tick loop every simulated process runs, and the context its handlers use.
 
+use crate::check::Logs;
 use crate::dist::Sampler;
-use crate::metrics::{Counters, NodeReport, SecondCounters};
+use crate::metrics::{Counters, NodeReport, SecondCounters, TraceEvent};
 use crate::msg::{Envelope, Msg, NodeIdx};
 use crate::net::Network;
+use crate::population::Population;
 use crate::scenario::Scenario;
-use crate::topology::{NodeKind, Topology};
+use crate::topology::{Link, NodeKind, Topology};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::future::Future;
@@ -13,7 +15,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use wasim_model::Time;
+use wasim_model::{ChatMessage, DeviceId, Time, UserId};
 
 /// The logical clock every process follows. The supervisor advances it one tick at a
 /// time and wakes the processes; madsim only advances its own clock once every process
@@ -76,6 +78,9 @@ pub(crate) struct Shared {
     pub tick_us: u64,
     pub end_tick: u64,
     pub reports: Mutex<Vec<Option<NodeReport>>>,
+    pub population: Population,
+    /// The user whose messages go to trace.csv, if any.
+    pub traced: Option<UserId>,
     /// Simulated ms reached, for a progress display outside the simulation.
     pub progress_ms: Arc<AtomicU64>,
 }
@@ -108,9 +113,15 @@ pub(crate) struct Ctx {
     pub rng: ChaCha8Rng,
     pub counters: Counters,
     per_second: Vec<SecondCounters>,
+    pub logs: Logs,
+    pub trace: Vec<TraceEvent>,
+    traced: Option<UserId>,
     out: Vec<(NodeIdx, Envelope)>,
     seq: u32,
     latency: [Sampler; 2],
+    /// Last arrival time per destination: links between servers are TCP connections, so
+    /// what is sent on one arrives in the order it was sent.
+    link_last: Vec<Time>,
 }
 
 impl Ctx {
@@ -126,19 +137,80 @@ impl Ctx {
             rng,
             counters: Counters::default(),
             per_second: vec![SecondCounters::default(); shared.scenario.total_s() as usize + 1],
+            logs: Logs::default(),
+            trace: Vec::new(),
+            traced: shared.traced,
             out: Vec::new(),
             seq: 0,
             latency: [Sampler::new(&n.client_server_ms, 1_000.0), Sampler::new(&n.in_datacenter_ms, 1_000.0)],
+            link_last: vec![Time::ZERO; shared.topo.node_count()],
         }
     }
 
-    /// Send `msg` to `to`, leaving at `depart`; the link's latency is drawn here.
+    /// Send `msg` to `to`, leaving at `depart`; the link's latency is drawn here. Between
+    /// servers the link keeps order; to and from devices, see `send_ordered`.
     #[inline]
     pub fn send(&mut self, to: NodeIdx, depart: Time, msg: Msg) {
         let link = self.topo.link(self.me, to);
-        let at = depart + self.latency[link as usize].sample(&mut self.rng);
+        let mut at = depart + self.latency[link as usize].sample(&mut self.rng);
+        if link == Link::InDatacenter {
+            let last = &mut self.link_last[usize::from(to.0)];
+            at = at.max(*last);
+            *last = at;
+        }
+        self.push(to, at, msg);
+    }
+
+    /// Send on one device's WebSocket, whose last arrival is `last`: in order, like TCP.
+    #[inline]
+    pub fn send_ordered(&mut self, to: NodeIdx, depart: Time, msg: Msg, last: &mut Time) {
+        let link = self.topo.link(self.me, to);
+        let at = (depart + self.latency[link as usize].sample(&mut self.rng)).max(*last);
+        *last = at;
+        self.push(to, at, msg);
+    }
+
+    #[inline]
+    fn push(&mut self, to: NodeIdx, at: Time, msg: Msg) {
         self.seq = self.seq.wrapping_add(1);
         self.out.push((to, Envelope { at, from: self.me, seq: self.seq, msg }));
+    }
+
+    /// Whether `user`'s messages are traced.
+    #[inline]
+    pub fn traces(&self, user: UserId) -> bool {
+        self.traced == Some(user)
+    }
+
+    /// Trace an event of a message if it is from or to the traced user.
+    #[inline]
+    pub fn trace_msg(&mut self, at: Time, event: &'static str, msg: &ChatMessage, device: Option<DeviceId>) {
+        if self.traced.is_some() && (self.traces(msg.from) || self.traces(msg.to)) {
+            let user = device.map_or(msg.to, |d| d.user);
+            self.trace.push(TraceEvent {
+                at,
+                event,
+                msg: Some(msg.id),
+                user,
+                slot: device.map(|d| d.slot.0),
+                node: self.me,
+            });
+        }
+    }
+
+    /// Trace an event of the traced user's device.
+    #[inline]
+    pub fn trace_device(&mut self, at: Time, event: &'static str, device: DeviceId) {
+        if self.traces(device.user) {
+            self.trace.push(TraceEvent {
+                at,
+                event,
+                msg: None,
+                user: device.user,
+                slot: Some(device.slot.0),
+                node: self.me,
+            });
+        }
     }
 
     /// The counters of the simulated second containing `t`.
@@ -181,6 +253,8 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, mu
         counters: ctx.counters,
         per_second: std::mem::take(&mut ctx.per_second),
         latencies: None,
+        logs: std::mem::take(&mut ctx.logs),
+        trace: std::mem::take(&mut ctx.trace),
         workers: 0,
         busy_us: 0,
         served: 0,

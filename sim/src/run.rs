@@ -1,14 +1,17 @@
 //! Building the simulated world on madsim, running it, and gathering what it measured.
 
-use crate::metrics::{Counters, Latencies, NodeReport, SecondCounters};
+use crate::check::{check_all, CheckContext, CheckReport, Logs};
+use crate::metrics::{Counters, Latencies, NodeReport, SecondCounters, TraceEvent};
 use crate::msg::NodeIdx;
 use crate::net::Network;
 use crate::node::Shared;
+use crate::population::Population;
 use crate::scenario::Scenario;
 use crate::topology::{NodeKind, Topology};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use wasim_model::{Time, UserId};
 
 /// How a run is started.
 #[derive(Clone, Debug, Default)]
@@ -18,6 +21,8 @@ pub struct RunOptions {
     /// Receives the simulated milliseconds reached, for a progress display that reads the
     /// real clock on another thread.
     pub progress_ms: Option<Arc<AtomicU64>>,
+    /// Trace this user's messages (default: the first user a network cut hits).
+    pub trace_user: Option<u32>,
 }
 
 /// One tier's load, summed over its processes, over the measuring window.
@@ -43,11 +48,17 @@ pub struct Outcome {
     pub scenario: Scenario,
     pub seed: u64,
     pub node_count: usize,
+    /// Each process's name (`chat_server-3`), by network index.
+    pub node_names: Vec<String>,
     pub latencies: Latencies,
     pub counters: Counters,
     /// Indexed by simulated second.
     pub per_second: Vec<SecondCounters>,
     pub tiers: Vec<TierStats>,
+    /// What the invariant checkers found.
+    pub checks: CheckReport,
+    /// The traced user's message events in time order (empty without a network cut).
+    pub trace: Vec<TraceEvent>,
 }
 
 impl Outcome {
@@ -61,17 +72,31 @@ impl Outcome {
 pub fn run(scenario: &Scenario, options: &RunOptions) -> Outcome {
     let seed = options.seed.unwrap_or(scenario.seed);
     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-    rt.block_on(simulate(scenario.clone(), seed, options.progress_ms.clone()))
+    let trace_user = options.trace_user.map(UserId);
+    rt.block_on(simulate_traced(scenario.clone(), seed, options.progress_ms.clone(), trace_user))
 }
 
 /// Run a scenario inside the current madsim runtime (for `Runtime::check_determinism`).
 pub async fn simulate(scenario: Scenario, seed: u64, progress_ms: Option<Arc<AtomicU64>>) -> Outcome {
+    simulate_traced(scenario, seed, progress_ms, None).await
+}
+
+async fn simulate_traced(
+    scenario: Scenario,
+    seed: u64,
+    progress_ms: Option<Arc<AtomicU64>>,
+    trace_user: Option<UserId>,
+) -> Outcome {
     let topo = Arc::new(Topology::new(&scenario));
     let nodes = topo.node_count();
     let tick_us = scenario.tick_us;
     let end_tick = scenario.total_s() * 1_000_000 / tick_us;
     let progress_ms = progress_ms.unwrap_or_default();
+    let population = Population::new(&scenario);
+    let traced = trace_user.or(population.first_cut_user());
     let shared = Arc::new(Shared {
+        population,
+        traced,
         net: Mutex::new(Network::new(nodes, tick_us)),
         topo: topo.clone(),
         scenario: scenario.clone(),
@@ -106,7 +131,7 @@ pub async fn simulate(scenario: Scenario, seed: u64, progress_ms: Option<Arc<Ato
 }
 
 fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> Outcome {
-    let reports: Vec<NodeReport> = std::mem::take(&mut *shared.reports.lock().expect("reports lock"))
+    let mut reports: Vec<NodeReport> = std::mem::take(&mut *shared.reports.lock().expect("reports lock"))
         .into_iter()
         .enumerate()
         .map(|(i, r)| r.unwrap_or_else(|| panic!("process {i} filed no report")))
@@ -114,6 +139,20 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> Outcome {
     let mut latencies = Latencies::default();
     let mut counters = Counters::default();
     let mut per_second = vec![SecondCounters::default(); scenario.total_s() as usize + 1];
+    let mut logs = Logs::default();
+    let mut trace = Vec::new();
+    for r in &mut reports {
+        logs.append(&mut r.logs);
+        trace.append(&mut r.trace);
+    }
+    trace.sort_by_key(|e: &TraceEvent| (e.at, e.node, e.event));
+    let population = Population::new(&scenario);
+    let cx = CheckContext {
+        end: Time::from_secs(scenario.total_s()),
+        quorum: scenario.fleet.cassandra_replication_factor / 2 + 1,
+        hides_last_seen: Box::new(move |u| population.hides_last_seen(u)),
+    };
+    let checks = check_all(&mut logs, &cx);
     for r in &reports {
         counters.add(&r.counters);
         if let Some(l) = &r.latencies {
@@ -143,5 +182,22 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> Outcome {
             }
         })
         .collect();
-    Outcome { scenario, seed, node_count: reports.len(), latencies, counters, per_second, tiers }
+    let node_names = (0..reports.len())
+        .map(|i| {
+            let (kind, k) = shared.topo.locate(NodeIdx(i as u16));
+            format!("{}-{k}", kind.name())
+        })
+        .collect();
+    Outcome {
+        scenario,
+        seed,
+        node_count: reports.len(),
+        node_names,
+        latencies,
+        counters,
+        per_second,
+        tiers,
+        checks,
+        trace,
+    }
 }

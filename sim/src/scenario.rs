@@ -94,6 +94,22 @@ pub struct Scenario {
     pub workers: Workers,
     #[serde(default)]
     pub slo: Slo,
+    /// Faults with their times (default none).
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+}
+
+/// A fault injected at a time.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
+    /// `users` users (every `users.concurrent / users`th, from user 0) lose their network
+    /// at `at_s` for `for_s` seconds: nothing reaches their devices and they send nothing;
+    /// the servers are not told. Their devices reconnect, with jitter, when it returns.
+    CutNetwork { at_s: u64, for_s: u64, users: u64 },
+    /// From `at_s` for `for_s` seconds, each delivered-ACK a device sends is lost in
+    /// transit with probability `share`.
+    LoseDeliveredAcks { at_s: u64, for_s: u64, share: f64 },
 }
 
 fn default_seed() -> u64 {
@@ -134,6 +150,8 @@ pub struct Fleet {
     pub kafka_partitions: u32,
     /// Router instances in the consumer group (default 1).
     pub routers: u32,
+    /// Redis shards of the presence store (default 1; the card has 10+ at full scale).
+    pub redis_presence_shards: u32,
 }
 
 impl Default for Fleet {
@@ -148,7 +166,24 @@ impl Default for Fleet {
             kafka_brokers: 1,
             kafka_partitions: 4,
             routers: 1,
+            redis_presence_shards: 1,
         }
+    }
+}
+
+/// Devices per user, by kind: every user has a phone; a share also has a web client.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesPerUser {
+    /// Phones per user: always 1.0 (default 1.0).
+    pub phone: f64,
+    /// Share of users with a web client too (default 0.2).
+    pub web: f64,
+}
+
+impl Default for DevicesPerUser {
+    fn default() -> Self {
+        DevicesPerUser { phone: 1.0, web: 0.2 }
     }
 }
 
@@ -156,17 +191,40 @@ impl Default for Fleet {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Users {
-    /// Users online during the run, one phone each (default 10,000).
+    /// Users online during the run (default 10,000).
     pub concurrent: u64,
+    /// Devices of each kind per user (default phone 1.0, web 0.2).
+    pub devices_per_user: DevicesPerUser,
     /// Contacts each user messages, drawn from the whole population (default 20).
     pub contacts_per_user: u32,
     /// Users connect evenly over this many seconds from t = 0 (default 2; at most warm-up).
     pub connect_ramp_s: u64,
+    /// Every connected device heartbeats this often (default 30,000, the card's 30 s).
+    pub heartbeat_interval_ms: u64,
+    /// TTL of `presence:{user}`; also the chat server's silence timeout (default 45,000).
+    pub presence_ttl_ms: u64,
+    /// Share of users hiding their last-seen (default 0.1).
+    pub hide_last_seen_share: f64,
+    /// Share of users who turned read receipts off (default 0.05).
+    pub read_receipts_off_share: f64,
+    /// Share of users with a chat open with their first contact, watching its presence
+    /// (default 0.1).
+    pub chat_open_share: f64,
 }
 
 impl Default for Users {
     fn default() -> Self {
-        Users { concurrent: 10_000, contacts_per_user: 20, connect_ramp_s: 2 }
+        Users {
+            concurrent: 10_000,
+            devices_per_user: DevicesPerUser::default(),
+            contacts_per_user: 20,
+            connect_ramp_s: 2,
+            heartbeat_interval_ms: 30_000,
+            presence_ttl_ms: 45_000,
+            hide_last_seen_share: 0.1,
+            read_receipts_off_share: 0.05,
+            chat_open_share: 0.1,
+        }
     }
 }
 
@@ -174,13 +232,27 @@ impl Default for Users {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Workload {
-    /// 1:1 sends per second across all online users, Poisson (default 1,000).
+    /// 1:1 sends per second across all online users, Poisson, from phones (default 1,000).
     pub messages_per_s: u64,
+    /// From a message reaching the phone to its user reading it (default exponential,
+    /// mean 20,000).
+    pub read_delay_ms: DistConfig,
+    /// How often an online phone closes the app (a clean disconnect), per hour, Poisson
+    /// (default 6: every 10 minutes on average).
+    pub app_closes_per_hour: f64,
+    /// How long the app stays closed before it connects again (default exponential, mean
+    /// 60,000).
+    pub app_closed_ms: DistConfig,
 }
 
 impl Default for Workload {
     fn default() -> Self {
-        Workload { messages_per_s: 1_000 }
+        Workload {
+            messages_per_s: 1_000,
+            read_delay_ms: d_exponential(20_000.0),
+            app_closes_per_hour: 6.0,
+            app_closed_ms: d_exponential(60_000.0),
+        }
     }
 }
 
@@ -259,11 +331,13 @@ impl Default for Workers {
 pub struct Slo {
     /// Send -> recipient device, p99, in ms (default 500, the card's figure).
     pub delivery_ms_p99: u64,
+    /// Status change -> subscribed watcher's view, p99, in ms (default 1,000).
+    pub presence_ms_p99: u64,
 }
 
 impl Default for Slo {
     fn default() -> Self {
-        Slo { delivery_ms_p99: 500 }
+        Slo { delivery_ms_p99: 500, presence_ms_p99: 1_000 }
     }
 }
 
@@ -329,7 +403,7 @@ impl Scenario {
 
     /// Check ranges and relationships between fields. Returns the field and the reason.
     fn validate(&self) -> Result<(), (String, String)> {
-        let positive: [(&str, u64); 17] = [
+        let positive: [(&str, u64); 21] = [
             ("duration_s", self.duration_s),
             ("tick_us", self.tick_us),
             ("fleet.chat_servers", self.fleet.chat_servers.into()),
@@ -347,6 +421,10 @@ impl Scenario {
             ("workers.router", self.workers.router.into()),
             ("workers.redis", self.workers.redis.into()),
             ("workers.cassandra", self.workers.cassandra.into()),
+            ("workers.kafka", self.workers.kafka.into()),
+            ("fleet.redis_presence_shards", self.fleet.redis_presence_shards.into()),
+            ("users.heartbeat_interval_ms", self.users.heartbeat_interval_ms),
+            ("users.presence_ttl_ms", self.users.presence_ttl_ms),
         ];
         for (field, value) in positive {
             if value == 0 {
@@ -362,9 +440,62 @@ impl Scenario {
             ("service_us.redis", &self.service_us.redis),
             ("service_us.cassandra_write", &self.service_us.cassandra_write),
             ("service_us.kafka", &self.service_us.kafka),
+            ("workload.read_delay_ms", &self.workload.read_delay_ms),
+            ("workload.app_closed_ms", &self.workload.app_closed_ms),
         ];
+        let closes = self.workload.app_closes_per_hour;
+        if !(0.0..=3_600.0).contains(&closes) {
+            return Err(("workload.app_closes_per_hour".into(), format!("{closes} is not between 0 and 3,600")));
+        }
         for (field, d) in dists {
             d.check().map_err(|m| (field.to_string(), m))?;
+        }
+        let u = &self.users;
+        let shares = [
+            ("users.devices_per_user", u.devices_per_user.web),
+            ("users.hide_last_seen_share", u.hide_last_seen_share),
+            ("users.read_receipts_off_share", u.read_receipts_off_share),
+            ("users.chat_open_share", u.chat_open_share),
+        ];
+        for (field, share) in shares {
+            if !(0.0..=1.0).contains(&share) {
+                return Err((field.into(), format!("{share} is not a share between 0 and 1")));
+            }
+        }
+        if u.devices_per_user.phone != 1.0 {
+            return Err(("users.devices_per_user".into(), "every user has exactly one phone (phone = 1.0)".into()));
+        }
+        if u.presence_ttl_ms <= u.heartbeat_interval_ms {
+            return Err((
+                "users.presence_ttl_ms".into(),
+                format!("must exceed the heartbeat interval ({} ms), or online users expire", u.heartbeat_interval_ms),
+            ));
+        }
+        for fault in &self.faults {
+            self.check_fault(fault).map_err(|m| ("faults".to_string(), m))?;
+        }
+        Ok(())
+    }
+
+    fn check_fault(&self, fault: &Fault) -> Result<(), String> {
+        let end = self.warmup_s + self.duration_s;
+        match *fault {
+            Fault::CutNetwork { at_s, for_s, users } => {
+                if users == 0 || users > self.users.concurrent {
+                    return Err(format!("cut_network: users must be between 1 and users.concurrent, not {users}"));
+                }
+                if at_s < self.users.connect_ramp_s || at_s + for_s > end {
+                    return Err(format!(
+                        "cut_network: [{at_s}, {}] s must lie between the connect ramp and the end of sends ({end} s)",
+                        at_s + for_s
+                    ));
+                }
+            }
+            Fault::LoseDeliveredAcks { share, .. } => {
+                if !(0.0..=1.0).contains(&share) {
+                    return Err(format!("lose_delivered_acks: share {share} is not between 0 and 1"));
+                }
+            }
         }
         Ok(())
     }
@@ -376,11 +507,12 @@ impl Scenario {
 
     /// A generous estimate of the memory a run needs, to refuse one the machine cannot hold.
     pub fn estimated_memory_bytes(&self) -> u64 {
-        // Per user: device (8), chat-server connection entry (~16) and session key (~40),
-        // rounded up for hash-table slack.
-        const BYTES_PER_USER: u64 = 100;
-        // Per stored replica row (24) with vector growth slack.
-        const BYTES_PER_ROW: u64 = 48;
+        // Per user: devices (24 each), connection entries (~16), session and presence keys
+        // (~40 together), displayed-message state and checker logs, with hash-table slack.
+        const BYTES_PER_USER: u64 = 200;
+        // Per stored replica row (40) and per message in the checkers' logs (~60), with
+        // vector growth slack.
+        const BYTES_PER_ROW: u64 = 120;
         // Per process: the network wheel's empty slots and the process's state.
         const BYTES_PER_PROCESS: u64 = 1 << 20;
         // Per client shard: three latency histograms.
@@ -390,7 +522,13 @@ impl Scenario {
             * (self.warmup_s + self.duration_s)
             * u64::from(f.cassandra_replication_factor);
         let processes = u64::from(
-            f.chat_servers + f.client_shards + f.redis_session_shards + f.cassandra_nodes + f.kafka_brokers + f.routers,
+            f.chat_servers
+                + f.client_shards
+                + f.redis_session_shards
+                + f.redis_presence_shards
+                + f.cassandra_nodes
+                + f.kafka_brokers
+                + f.routers,
         );
         self.users.concurrent * BYTES_PER_USER
             + rows * BYTES_PER_ROW

@@ -12,6 +12,7 @@ pub enum NodeKind {
     ChatServer,
     ClientShard,
     Redis,
+    Presence,
     Cassandra,
     Kafka,
     Router,
@@ -19,10 +20,11 @@ pub enum NodeKind {
 
 impl NodeKind {
     /// All kinds, in network order.
-    pub const ALL: [NodeKind; 6] = [
+    pub const ALL: [NodeKind; 7] = [
         NodeKind::ChatServer,
         NodeKind::ClientShard,
         NodeKind::Redis,
+        NodeKind::Presence,
         NodeKind::Cassandra,
         NodeKind::Kafka,
         NodeKind::Router,
@@ -34,6 +36,7 @@ impl NodeKind {
             NodeKind::ChatServer => "chat_server",
             NodeKind::ClientShard => "client_shard",
             NodeKind::Redis => "redis_session",
+            NodeKind::Presence => "redis_presence",
             NodeKind::Cassandra => "cassandra",
             NodeKind::Kafka => "kafka",
             NodeKind::Router => "router",
@@ -54,7 +57,7 @@ pub enum Link {
 #[derive(Clone, Debug)]
 pub struct Topology {
     /// First index and count of each kind, in `NodeKind::ALL` order.
-    ranges: [(u16, u16); 6],
+    ranges: [(u16, u16); 7],
     pub users: u64,
     pub replication_factor: u32,
     pub partitions: u32,
@@ -64,9 +67,16 @@ impl Topology {
     /// The layout of a validated scenario.
     pub fn new(s: &Scenario) -> Topology {
         let f = &s.fleet;
-        let counts =
-            [f.chat_servers, f.client_shards, f.redis_session_shards, f.cassandra_nodes, f.kafka_brokers, f.routers];
-        let mut ranges = [(0u16, 0u16); 6];
+        let counts = [
+            f.chat_servers,
+            f.client_shards,
+            f.redis_session_shards,
+            f.redis_presence_shards,
+            f.cassandra_nodes,
+            f.kafka_brokers,
+            f.routers,
+        ];
+        let mut ranges = [(0u16, 0u16); 7];
         let mut next = 0u16;
         for (r, &c) in ranges.iter_mut().zip(&counts) {
             *r = (next, c as u16);
@@ -82,7 +92,7 @@ impl Topology {
 
     /// Number of processes.
     pub fn node_count(&self) -> usize {
-        let (first, count) = self.ranges[5];
+        let (first, count) = self.ranges[NodeKind::Router as usize];
         usize::from(first + count)
     }
 
@@ -136,6 +146,13 @@ impl Topology {
         self.node(NodeKind::Redis, (u.hash64() % u64::from(n)) as u32)
     }
 
+    /// The presence shard of a user.
+    pub fn presence(&self, u: UserId) -> NodeIdx {
+        let n = self.count(NodeKind::Presence);
+        // A different mix than the session store's, so the two shardings are independent.
+        self.node(NodeKind::Presence, (u.hash64().rotate_left(29) % u64::from(n)) as u32)
+    }
+
     /// The replicas of a conversation's partition.
     pub fn replicas(&self, c: ConversationId) -> impl Iterator<Item = NodeIdx> + '_ {
         replicas(c, self.count(NodeKind::Cassandra), self.replication_factor).map(|i| self.node(NodeKind::Cassandra, i))
@@ -176,7 +193,7 @@ mod tests {
     fn ranges_are_contiguous_and_locate_inverts_node() {
         let s = Scenario::parse("", std::path::Path::new("x"), "x").unwrap();
         let t = Topology::new(&s);
-        assert_eq!(t.node_count(), 2 + 1 + 1 + 3 + 1 + 1);
+        assert_eq!(t.node_count(), 2 + 1 + 1 + 1 + 3 + 1 + 1);
         for kind in NodeKind::ALL {
             for i in 0..t.count(kind) {
                 assert_eq!(t.locate(t.node(kind, i)), (kind, i));

@@ -23,7 +23,7 @@ fn run(s: &mut ChatServer, now: Time, input: In) -> Vec<Out> {
 }
 
 fn connect(s: &mut ChatServer, d: DeviceId) -> Vec<Out> {
-    run(s, Time::ZERO, In::Connect { device: d, cursor: MessageId(0), hide_last_seen: false })
+    run(s, Time::ZERO, In::Connect { device: d, epoch: 1, cursor: MessageId(0), hide_last_seen: false })
 }
 
 fn message(id: u64) -> ChatMessage {
@@ -60,7 +60,8 @@ fn connect_accepts_sets_the_session_and_announces_presence() {
 #[test]
 fn the_inbox_is_fetched_only_after_the_session_is_set() {
     let mut s = server(0);
-    let out = run(&mut s, Time::ZERO, In::Connect { device: bob(), cursor: MessageId(40), hide_last_seen: false });
+    let out =
+        run(&mut s, Time::ZERO, In::Connect { device: bob(), epoch: 1, cursor: MessageId(40), hide_last_seen: false });
     assert!(!out.iter().any(|o| matches!(o, Out::FetchInbox { .. })));
     let out = run(&mut s, Time::ZERO, In::SessionSetAck { device: bob() });
     assert!(matches!(out[..], [Out::FetchInbox { device, cursor: MessageId(40), .. }] if device == bob()));
@@ -80,10 +81,22 @@ fn a_full_server_refuses() {
 fn clean_disconnect_clears_the_session_and_tells_presence() {
     let mut s = server(0);
     connect(&mut s, alice());
-    let out = run(&mut s, Time::ZERO, In::Disconnect { device: alice() });
+    let out = run(&mut s, Time::ZERO, In::Disconnect { device: alice(), epoch: 1 });
     assert_eq!(out[0], Out::SessionClear { device: alice(), server: ServerId(0) });
     assert_eq!(out[1], Out::Presence(PresenceInput::Offline { device: alice() }));
-    assert!(run(&mut s, Time::ZERO, In::Disconnect { device: alice() }).is_empty(), "a second one is a no-op");
+    assert!(
+        run(&mut s, Time::ZERO, In::Disconnect { device: alice(), epoch: 1 }).is_empty(),
+        "a second one is a no-op"
+    );
+}
+
+#[test]
+fn a_late_close_of_an_old_socket_leaves_the_new_connection_open() {
+    let mut s = server(0);
+    connect(&mut s, alice());
+    run(&mut s, Time::ZERO, In::Connect { device: alice(), epoch: 2, cursor: MessageId(0), hide_last_seen: false });
+    assert!(run(&mut s, Time::ZERO, In::Disconnect { device: alice(), epoch: 1 }).is_empty());
+    assert!(s.is_connected(alice()));
 }
 
 #[test]
@@ -113,7 +126,8 @@ fn send_persists_with_a_snowflake_id_of_this_server() {
 #[test]
 fn a_send_on_a_closed_connection_is_ignored() {
     let mut s = server(0);
-    let out = run(&mut s, Time::ZERO, In::ClientSend { device: alice(), to: UserId(2), client_seq: 0, sent_at: Time::ZERO });
+    let out =
+        run(&mut s, Time::ZERO, In::ClientSend { device: alice(), to: UserId(2), client_seq: 0, sent_at: Time::ZERO });
     assert!(out.is_empty());
 }
 
@@ -167,7 +181,7 @@ fn a_connection_lost_with_unacked_pushes_hands_them_back() {
     let mut s = server(5);
     connect(&mut s, bob());
     run(&mut s, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
-    let out = run(&mut s, Time::ZERO, In::Disconnect { device: bob() });
+    let out = run(&mut s, Time::ZERO, In::Disconnect { device: bob(), epoch: 1 });
     assert!(out.contains(&Out::Reroute { msg: message(9), exclude: ServerId(5) }), "{out:?}");
 }
 

@@ -1,15 +1,6 @@
 //! One Cassandra node: the `messages` rows of the token ranges it replicates.
 
-use wasim_model::{ChatMessage, ConversationId, MessageId, UserId};
-
-/// A stored row of `messages` (conversation_id, message_id DESC): the fields routing and
-/// durability checks need; the encrypted body is not modelled. 24 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StoredRow {
-    pub conversation: ConversationId,
-    pub id: MessageId,
-    pub sender: UserId,
-}
+use wasim_model::{ChatMessage, ConversationId, MessageId};
 
 /// The replicas of a conversation's partition: the node owning its token and the next
 /// `rf - 1` nodes on the ring (SimpleStrategy).
@@ -18,29 +9,62 @@ pub fn replicas(conversation: ConversationId, nodes: u32, rf: u32) -> impl Itera
     (0..rf).map(move |i| (first + i) % nodes)
 }
 
-/// The rows one node holds. Data survives a node restart (it is on disk in the real
-/// system), so callers keep this outside the node's volatile state.
+/// The rows one node holds, kept sorted by message id. Rows arrive nearly in id order
+/// (ids embed the send time), so an insert lands near the end and shifts few rows; a
+/// read by (conversation, id) is a binary search. 40 bytes a row.
 #[derive(Debug, Default)]
 pub struct CassandraNode {
-    rows: Vec<StoredRow>,
+    rows: Vec<ChatMessage>,
 }
 
 impl CassandraNode {
-    /// Apply a write (an upsert: a retried write adds no second row in a real table; here
-    /// rows are appended and deduplicated when counted).
-    pub fn write(&mut self, msg: &ChatMessage) {
-        self.rows.push(StoredRow { conversation: msg.conversation, id: msg.id, sender: msg.from });
+    /// A node expecting about `rows` rows.
+    pub fn with_capacity(rows: usize) -> CassandraNode {
+        CassandraNode { rows: Vec::with_capacity(rows) }
     }
 
-    /// Rows written.
+    /// Apply a write: an upsert, so a retried write leaves one row.
+    pub fn write(&mut self, msg: &ChatMessage) {
+        let at = self.rows.partition_point(|r| r.id < msg.id);
+        if self.rows.get(at).is_some_and(|r| r.id == msg.id) {
+            self.rows[at] = *msg;
+        } else {
+            self.rows.insert(at, *msg);
+        }
+    }
+
+    /// Read the row of `(conversation, id)`.
+    pub fn read(&self, conversation: ConversationId, id: MessageId) -> Option<ChatMessage> {
+        let at = self.rows.partition_point(|r| r.id < id);
+        self.rows.get(at).filter(|r| r.id == id && r.conversation == conversation).copied()
+    }
+
+    /// Rows held.
     pub fn row_count(&self) -> usize {
         self.rows.len()
+    }
+
+    /// The ids of the rows held, ascending.
+    pub fn ids(&self) -> impl Iterator<Item = MessageId> + '_ {
+        self.rows.iter().map(|r| r.id)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasim_model::{Time, UserId};
+
+    fn msg(id: u64) -> ChatMessage {
+        ChatMessage {
+            id: MessageId(id),
+            conversation: ConversationId::direct(UserId(1), UserId(2)),
+            from: UserId(1),
+            to: UserId(2),
+            client_seq: 0,
+            sent_at: Time::ZERO,
+        }
+    }
 
     #[test]
     fn replicas_are_distinct_consecutive_nodes() {
@@ -59,5 +83,18 @@ mod tests {
             hits[replicas(c, 4, 1).next().unwrap() as usize] += 1;
         }
         assert!(hits.iter().all(|&h| h > 800), "{hits:?}");
+    }
+
+    #[test]
+    fn writes_out_of_order_are_read_back_and_upserted() {
+        let mut n = CassandraNode::default();
+        for id in [5, 3, 9, 5] {
+            n.write(&msg(id));
+        }
+        assert_eq!(n.row_count(), 3);
+        assert_eq!(n.ids().map(|i| i.0).collect::<Vec<_>>(), vec![3, 5, 9]);
+        assert_eq!(n.read(msg(9).conversation, MessageId(9)), Some(msg(9)));
+        assert_eq!(n.read(msg(9).conversation, MessageId(4)), None);
+        assert_eq!(n.read(ConversationId(1), MessageId(9)), None, "the partition key must match");
     }
 }

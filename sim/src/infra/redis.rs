@@ -1,30 +1,45 @@
-//! One Redis shard: the session keys (`session:{user}`) and inbox sorted sets
-//! (`inbox:{user}`) of the users that hash to it.
+//! One session-store Redis shard: `session:{user}`, the inbox sorted sets `inbox:{user}`,
+//! and receipts stored for senders who were offline, for the users that hash to it.
+//! Its compound operations (route-or-inbox, route-or-store a receipt) are the Lua scripts
+//! a real deployment would run: atomic on the shard, which closes the race between a
+//! device reconnecting and a message being routed to its inbox.
 
 use rustc_hash::FxHashMap;
 use std::time::Duration;
-use wasim_model::{DeviceId, MessageId, ServerId, SessionEntry, SessionStore, Time, UserId};
+use wasim_model::{
+    ChatMessage, ConversationId, DeviceId, MessageId, Receipt, Route, ServerId, SessionEntry, SessionStore, Time,
+    UserId,
+};
 
 /// The most pointers one inbox holds. A phone offline for weeks must not grow a shard
 /// without bound; past this the oldest pointers are dropped and counted.
 pub const INBOX_LEN_MAX: usize = 100_000;
+/// The most receipts stored for one offline sender; past this the oldest are dropped.
+pub const STORED_RECEIPTS_MAX: usize = 10_000;
 
 /// The data of one shard.
 #[derive(Debug, Default)]
 pub struct RedisShard {
     sessions: SessionStore,
-    /// `inbox:{user}`: message ids in ascending order (a sorted set scored by id).
-    inboxes: FxHashMap<UserId, Vec<MessageId>>,
-    inbox_dropped: u64,
+    /// `inbox:{user}`: (message id, conversation) in ascending id order (a sorted set
+    /// scored by id whose members name the conversation, so rows can be read back).
+    inboxes: FxHashMap<UserId, Vec<(MessageId, ConversationId)>>,
+    receipts: FxHashMap<UserId, Vec<Receipt>>,
+    dropped: u64,
 }
 
 impl RedisShard {
+    /// A shard sized for about `users` session keys.
+    pub fn with_capacity(users: usize) -> RedisShard {
+        RedisShard { sessions: SessionStore::with_capacity(users), ..RedisShard::default() }
+    }
+
     /// `SET session:{user}` for one device with a TTL.
     pub fn session_set(&mut self, device: DeviceId, server: ServerId, now: Time, ttl: Duration) {
         self.sessions.set(device.user, device.slot, server, now, ttl);
     }
 
-    /// Clear a device's field if it still points at `server`.
+    /// Mark a device offline if its field still points at `server`.
     pub fn session_clear(&mut self, device: DeviceId, server: ServerId) {
         self.sessions.clear(device.user, device.slot, server);
     }
@@ -34,56 +49,128 @@ impl RedisShard {
         self.sessions.get(user, now)
     }
 
-    /// `ZADD inbox:{user} id id`: idempotent, keeps ids sorted.
-    pub fn inbox_add(&mut self, user: UserId, id: MessageId) {
+    /// Route-or-inbox for `msg`'s recipient: the servers of its connected devices (other
+    /// than `exclude`), with an inbox pointer written when any device needs one.
+    pub fn route(&mut self, msg: &ChatMessage, exclude: Option<ServerId>, now: Time) -> Route {
+        let route = Route::for_session(self.sessions.get(msg.to, now).as_ref(), exclude);
+        if route.inbox {
+            self.inbox_add(msg.to, msg.id, msg.conversation);
+        }
+        route
+    }
+
+    /// `ZADD inbox:{user} id conversation:id`: idempotent, keeps ids sorted.
+    pub fn inbox_add(&mut self, user: UserId, id: MessageId, conversation: ConversationId) {
         let inbox = self.inboxes.entry(user).or_default();
-        if let Err(at) = inbox.binary_search(&id) {
-            inbox.insert(at, id);
+        if let Err(at) = inbox.binary_search_by_key(&id, |&(i, _)| i) {
+            inbox.insert(at, (id, conversation));
             if inbox.len() > INBOX_LEN_MAX {
                 inbox.remove(0);
-                self.inbox_dropped += 1;
+                self.dropped += 1;
             }
         }
     }
 
-    /// `ZRANGEBYSCORE inbox:{user} (cursor +inf`: ids after the cursor, ascending.
-    #[cfg(test)]
-    pub fn inbox_since(&self, user: UserId, cursor: MessageId) -> &[MessageId] {
+    /// `ZRANGEBYSCORE inbox:{user} (cursor +inf`: entries after the cursor, ascending.
+    pub fn inbox_since(&self, user: UserId, cursor: MessageId) -> &[(MessageId, ConversationId)] {
         let Some(inbox) = self.inboxes.get(&user) else { return &[] };
-        let from = inbox.partition_point(|&id| id <= cursor);
+        let from = inbox.partition_point(|&(id, _)| id <= cursor);
         &inbox[from..]
     }
 
-    /// Session keys held (live or not yet touched since expiry).
+    /// Route a receipt to the server of the sender's phone, or store it for the sender's
+    /// next fetch when the phone is offline (or only on `exclude`).
+    pub fn route_receipt(&mut self, receipt: Receipt, exclude: Option<ServerId>, now: Time) -> Option<ServerId> {
+        let sender = receipt.msg.from;
+        let server = self.sessions.get(sender, now).and_then(|e| e.server_of(wasim_model::DeviceSlot(0)));
+        match server {
+            Some(s) if Some(s) != exclude => Some(s),
+            _ => {
+                let stored = self.receipts.entry(sender).or_default();
+                stored.push(receipt);
+                if stored.len() > STORED_RECEIPTS_MAX {
+                    stored.remove(0);
+                    self.dropped += 1;
+                }
+                None
+            }
+        }
+    }
+
+    /// Hand over (and forget) the receipts stored for `user`.
+    pub fn take_receipts(&mut self, user: UserId) -> Vec<Receipt> {
+        self.receipts.remove(&user).unwrap_or_default()
+    }
+
+    /// Session keys held.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Inbox pointers and stored receipts dropped at their limits.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasim_model::{DeviceSlot, ReceiptState};
+
+    fn msg(id: u64) -> ChatMessage {
+        ChatMessage {
+            id: MessageId(id),
+            conversation: ConversationId(7),
+            from: UserId(1),
+            to: UserId(2),
+            client_seq: 0,
+            sent_at: Time::ZERO,
+        }
+    }
 
     #[test]
     fn inbox_is_a_sorted_set() {
         let mut r = RedisShard::default();
         let u = UserId(4);
         for id in [5, 3, 9, 3] {
-            r.inbox_add(u, MessageId(id));
+            r.inbox_add(u, MessageId(id), ConversationId(1));
         }
-        assert_eq!(r.inbox_since(u, MessageId(0)), &[MessageId(3), MessageId(5), MessageId(9)]);
-        assert_eq!(r.inbox_since(u, MessageId(5)), &[MessageId(9)]);
+        let ids = |s: &[(MessageId, ConversationId)]| s.iter().map(|e| e.0 .0).collect::<Vec<_>>();
+        assert_eq!(ids(r.inbox_since(u, MessageId(0))), vec![3, 5, 9]);
+        assert_eq!(ids(r.inbox_since(u, MessageId(5))), vec![9]);
         assert!(r.inbox_since(UserId(5), MessageId(0)).is_empty());
     }
 
     #[test]
-    fn session_roundtrip() {
+    fn route_writes_the_inbox_only_for_an_offline_recipient() {
         let mut r = RedisShard::default();
-        let d = DeviceId::phone(UserId(1));
-        r.session_set(d, ServerId(2), Time::ZERO, Duration::from_secs(10));
-        assert_eq!(r.session_get(UserId(1), Time::from_secs(1)).unwrap().servers[0], Some(ServerId(2)));
-        r.session_clear(d, ServerId(2));
-        assert_eq!(r.session_get(UserId(1), Time::from_secs(1)), None);
-        assert_eq!(r.session_count(), 0);
+        let route = r.route(&msg(1), None, Time::ZERO);
+        assert!(route.inbox);
+        r.session_set(DeviceId::phone(UserId(2)), ServerId(3), Time::ZERO, Duration::from_secs(60));
+        let route = r.route(&msg(2), None, Time::ZERO);
+        assert_eq!(route.forward[0], Some(ServerId(3)));
+        assert!(!route.inbox);
+        let route = r.route(&msg(3), Some(ServerId(3)), Time::ZERO);
+        assert!(route.inbox, "the excluded server counts as offline");
+        let ids: Vec<u64> = r.inbox_since(UserId(2), MessageId(0)).iter().map(|e| e.0 .0).collect();
+        assert_eq!(ids, vec![1, 3]);
+    }
+
+    #[test]
+    fn receipts_for_an_offline_sender_are_stored_until_taken() {
+        let mut r = RedisShard::default();
+        let receipt =
+            Receipt { msg: msg(1), state: ReceiptState::Read, by: DeviceId::phone(UserId(2)), at: Time::ZERO };
+        assert_eq!(r.route_receipt(receipt, None, Time::ZERO), None);
+        r.session_set(
+            DeviceId { user: UserId(1), slot: DeviceSlot(0) },
+            ServerId(8),
+            Time::ZERO,
+            Duration::from_secs(9),
+        );
+        assert_eq!(r.route_receipt(receipt, None, Time::ZERO), Some(ServerId(8)));
+        assert_eq!(r.take_receipts(UserId(1)), vec![receipt]);
+        assert!(r.take_receipts(UserId(1)).is_empty());
     }
 }

@@ -6,8 +6,12 @@ use crate::metrics::NodeReport;
 use crate::msg::{Envelope, Msg};
 use crate::node::{Ctx, Process, Shared};
 use crate::topology::Topology;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
-use wasim_model::{ChatServer, ChatServerConfig, ChatServerInput as In, ChatServerOutput as Out, ServerId, Time};
+use std::time::Duration;
+use wasim_model::{
+    device_key, ChatServer, ChatServerConfig, ChatServerInput as In, ChatServerOutput as Out, DeviceId, ServerId, Time,
+};
 
 pub(crate) struct ChatNode {
     server: ChatServer,
@@ -15,6 +19,10 @@ pub(crate) struct ChatNode {
     fifo: Fifo,
     service: Sampler,
     outs: Vec<Out>,
+    /// Last arrival per device WebSocket, so pushes arrive in the order they were sent.
+    /// Entries whose time has passed are pruned: an idle socket has nothing to order.
+    socket_last: FxHashMap<u32, Time>,
+    next_prune: Time,
 }
 
 impl ChatNode {
@@ -23,47 +31,110 @@ impl ChatNode {
         let mut config = ChatServerConfig::new(ServerId(i as u16));
         config.connections_max = s.fleet.connections_per_server_max;
         config.replication_factor = s.fleet.cassandra_replication_factor as u8;
+        config.connection_timeout = Duration::from_millis(s.users.presence_ttl_ms);
         let (fifo, service) = super::queue(shared, s.workers.chat_server, &s.service_us.chat_server);
-        ChatNode { server: ChatServer::new(config), topo: shared.topo.clone(), fifo, service, outs: Vec::new() }
+        ChatNode {
+            server: ChatServer::new(config),
+            topo: shared.topo.clone(),
+            fifo,
+            service,
+            outs: Vec::new(),
+            socket_last: FxHashMap::default(),
+            next_prune: Time::ZERO,
+        }
+    }
+
+    fn to_device(&mut self, device: DeviceId, t: Time, msg: Msg, ctx: &mut Ctx) {
+        let last = self.socket_last.entry(device_key(device)).or_default();
+        ctx.send_ordered(self.topo.client_shard(device.user), t, msg, last);
     }
 
     fn emit(&mut self, t: Time, ctx: &mut Ctx) {
-        let topo = &*self.topo;
-        for out in self.outs.drain(..) {
+        let topo = self.topo.clone();
+        let me = self.server.id();
+        let mut outs = std::mem::take(&mut self.outs);
+        for out in outs.drain(..) {
             match out {
                 Out::ConnectAccepted { device } => {
-                    let server = self.server.id();
-                    ctx.send(topo.client_shard(device.user), t, Msg::ConnectAccepted { device, server });
+                    ctx.trace_device(t, "connect_accepted", device);
+                    self.to_device(device, t, Msg::ConnectAccepted { device, server: me }, ctx);
                 }
-                Out::ConnectRefused { device } => {
-                    ctx.send(topo.client_shard(device.user), t, Msg::ConnectRefused { device })
-                }
+                Out::ConnectRefused { device } => self.to_device(device, t, Msg::ConnectRefused { device }, ctx),
                 Out::SessionSet { device, server, ttl } => {
                     ctx.send(topo.redis(device.user), t, Msg::SessionSet { device, server, ttl })
                 }
                 Out::SessionClear { device, server } => {
+                    ctx.trace_device(t, "connection_closed", device);
                     ctx.send(topo.redis(device.user), t, Msg::SessionClear { device, server })
                 }
+                Out::Presence(input) => {
+                    let user = match input {
+                        wasim_model::PresenceInput::Online { device, .. }
+                        | wasim_model::PresenceInput::Heartbeat { device }
+                        | wasim_model::PresenceInput::Offline { device } => device.user,
+                        wasim_model::PresenceInput::Subscribe { target, .. } => target,
+                    };
+                    ctx.send(topo.presence(user), t, Msg::Presence(input));
+                }
+                Out::FetchInbox { req, device, cursor } => {
+                    ctx.trace_device(t, "fetch_inbox", device);
+                    ctx.send(topo.redis(device.user), t, Msg::FetchInbox { req, device, cursor })
+                }
+                Out::Read { req, id, conversation } => {
+                    let quorum = usize::from(self.server.read_quorum());
+                    for replica in topo.replicas(conversation).take(quorum) {
+                        ctx.send(replica, t, Msg::Read { req, id, conversation });
+                    }
+                }
                 Out::Persist { req, msg } => {
+                    ctx.trace_msg(t, "persist", &msg, None);
                     for replica in topo.replicas(msg.conversation) {
                         ctx.send(replica, t, Msg::Write { req, msg });
                     }
                 }
                 Out::SentAck { device, msg } => {
-                    ctx.send(topo.client_shard(device.user), t, Msg::SentAck { device, msg })
+                    ctx.trace_msg(t, "sent_ack", &msg, Some(device));
+                    self.to_device(device, t, Msg::SentAck { device, msg }, ctx);
                 }
                 Out::Publish { req, msg } => {
+                    ctx.trace_msg(t, "publish", &msg, None);
                     ctx.send(topo.broker(topo.partition(msg.conversation)), t, Msg::Produce { req, msg })
                 }
-                Out::Push { device, msg } => ctx.send(topo.client_shard(device.user), t, Msg::Push { device, msg }),
-                Out::InboxAdd { user, id } => ctx.send(topo.redis(user), t, Msg::InboxAdd { user, id }),
-                Out::SessionGet { req, user } => ctx.send(topo.redis(user), t, Msg::SessionGet { req, user }),
-                Out::RelayReceipt { server, msg, acked_at } => {
-                    ctx.send(topo.chat(server), t, Msg::ReceiptRelay { msg, acked_at })
+                Out::Push { device, msg } => {
+                    ctx.trace_msg(t, "push", &msg, Some(device));
+                    self.to_device(device, t, Msg::Push { device, msg }, ctx);
                 }
-                Out::Receipt { device, msg, acked_at } => {
-                    ctx.send(topo.client_shard(device.user), t, Msg::Receipt { device, msg, acked_at })
+                Out::FetchDone { device } => self.to_device(device, t, Msg::FetchDone { device }, ctx),
+                Out::AckConfirmed { device, id } => self.to_device(device, t, Msg::AckConfirmed { device, id }, ctx),
+                Out::Reroute { msg, exclude } => {
+                    ctx.trace_msg(t, "reroute", &msg, None);
+                    ctx.send(topo.redis(msg.to), t, Msg::Reroute { msg, exclude })
                 }
+                Out::RouteReceipt { req, receipt, exclude } => {
+                    ctx.send(topo.redis(receipt.msg.from), t, Msg::RouteReceipt { req, receipt, exclude })
+                }
+                Out::RelayReceipt { server, receipt } => ctx.send(topo.chat(server), t, Msg::ReceiptRelay { receipt }),
+                Out::Receipt { device, receipt } => {
+                    ctx.trace_msg(t, "receipt", &receipt.msg, Some(device));
+                    self.to_device(device, t, Msg::Receipt { device, receipt }, ctx);
+                }
+                Out::Subscribe { watcher, server, target } => {
+                    ctx.send(topo.presence(target), t, Msg::PresenceSubscribe { watcher, server, target })
+                }
+                Out::PresenceUpdate { device, update } => {
+                    self.to_device(device, t, Msg::PresenceUpdate { device, update }, ctx)
+                }
+            }
+        }
+        self.outs = outs;
+    }
+
+    fn forward_rerouted(&mut self, msg: wasim_model::ChatMessage, route: wasim_model::Route, t: Time, ctx: &mut Ctx) {
+        for (slot, server) in route.forwards() {
+            if server == self.server.id() {
+                self.server.handle(t, In::Forward { msg, slot }, &mut self.outs);
+            } else {
+                ctx.send(self.topo.chat(server), t, Msg::Forward { msg, slot });
             }
         }
     }
@@ -72,14 +143,32 @@ impl ChatNode {
 impl Process for ChatNode {
     fn on_message(&mut self, env: Envelope, ctx: &mut Ctx) {
         let input = match env.msg {
-            Msg::Connect { device } => In::Connect { device },
+            Msg::Connect { device, epoch, cursor, hide_last_seen } => {
+                In::Connect { device, epoch, cursor, hide_last_seen }
+            }
+            Msg::Disconnect { device, epoch } => In::Disconnect { device, epoch },
+            Msg::Heartbeat { device } => In::Heartbeat { device },
             Msg::Send { device, to, client_seq, sent_at } => In::ClientSend { device, to, client_seq, sent_at },
+            Msg::DeliveredAck { device, msg, at } => In::DeliveredAck { device, msg, at },
+            Msg::ReadAck { device, msg, at } => In::ReadAck { device, msg, at },
+            Msg::Subscribe { device, target } => In::Subscribe { device, target },
             Msg::WriteAck { req } => In::WriteAck { req },
+            Msg::ReadReply { req, row } => In::ReadReply { req, row },
+            Msg::SessionSetAck { device } => In::SessionSetAck { device },
+            Msg::InboxEntry { req, id, conversation } => In::InboxEntry { req, id, conversation },
+            Msg::StoredReceipt { req, receipt } => In::StoredReceipt { req, receipt },
+            Msg::InboxEnd { req } => In::InboxEnd { req },
+            Msg::ReceiptRouted { req, server } => In::ReceiptRouted { req, server },
+            Msg::PresenceNotify { watcher, update } => In::PresenceNotify { watcher, update },
             Msg::ProduceAck { req } => In::ProduceAck { req },
-            Msg::Forward { msg } => In::Forward { msg },
-            Msg::DeliveredAck { device, msg, acked_at } => In::DeliveredAck { device, msg, acked_at },
-            Msg::SessionValue { req, entry } => In::SessionReply { req, entry },
-            Msg::ReceiptRelay { msg, acked_at } => In::ReceiptRelay { msg, acked_at },
+            Msg::Forward { msg, slot } => In::Forward { msg, slot },
+            Msg::ReceiptRelay { receipt } => In::ReceiptRelay { receipt },
+            Msg::Rerouted { msg, route } => {
+                let done = self.fifo.serve(env.at, self.service.sample(&mut ctx.rng));
+                self.forward_rerouted(msg, route, done, ctx);
+                self.emit(done, ctx);
+                return;
+            }
             other => unreachable!("chat server got {other:?}"),
         };
         let done = self.fifo.serve(env.at, self.service.sample(&mut ctx.rng));
@@ -90,6 +179,10 @@ impl Process for ChatNode {
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
         self.server.handle_timeout(now, &mut self.outs);
         self.emit(now, ctx);
+        if now >= self.next_prune {
+            self.socket_last.retain(|_, &mut last| last > now);
+            self.next_prune = now + Duration::from_secs(1);
+        }
     }
 
     fn finish(&mut self, report: &mut NodeReport) {

@@ -1,31 +1,78 @@
-//! A client-population shard: the phones of users `u` with `u % shards == shard`, and the
-//! workload they generate. Phones live outside the chat servers, so a crashed server
-//! drops connections but not phones.
+//! A client-population shard: the devices of users `u` with `u % shards == shard`, and
+//! the workload they generate. Devices live outside the chat servers, so a crashed
+//! server drops connections but not phones.
 
+use crate::check::{Display, PresenceView};
+use crate::dist::Sampler;
 use crate::metrics::{record_us, Latencies, NodeReport};
 use crate::msg::{Envelope, Msg};
 use crate::node::{Ctx, Process, Shared};
+use crate::population::Population;
+use crate::scenario::Fault;
 use crate::topology::{NodeKind, Topology};
 use rand::Rng;
 use rand_distr::Exp1;
+use rustc_hash::FxHashMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
-use wasim_model::{ClientDevice, DeviceEvent, DeviceId, ReceiptEvent, SentMessages, ServerId, Time, UserId};
+use std::time::Duration;
+use wasim_model::{
+    device_key, ChatMessage, ClientDevice, DeviceEvent, DeviceId, DeviceSlot, DeviceState, Displayed, PresenceCause,
+    Receipt, ReceiptState, SentMessages, ServerId, Time, UnconfirmedAcks, UserId, DEVICES_PER_USER_MAX,
+};
+
+/// Read-delay buckets: a read is scheduled to within this.
+const READ_BUCKET_US: u64 = 100_000;
+/// Reads further ahead than this are made at this horizon (the delay distribution's far
+/// tail; the sampler caps samples at 60 s anyway).
+const READ_HORIZON_US: u64 = 65_000_000;
+/// A device whose network comes back reconnects after a jitter of up to this, so that
+/// many devices cut together do not reconnect in the same millisecond.
+const RECONNECT_JITTER_US: u64 = 2_000_000;
 
 pub(crate) struct ClientShard {
     shard: u32,
     shards: u32,
     topo: Arc<Topology>,
-    /// One device per local user: local index `i` is user `i * shards + shard`.
+    pop: Population,
+    /// Local user `i` has devices `i * 2 + slot`; user `i * shards + shard`.
     devices: Vec<ClientDevice>,
     sent: SentMessages,
+    displayed: Displayed,
+    unconfirmed: UnconfirmedAcks,
+    /// Arrivals held while a device catches up, with when it started catching up.
+    held: FxHashMap<u32, (Time, Vec<ChatMessage>)>,
+    /// When devices became live again after the measuring window began (reconnects):
+    /// messages sent before that did not find them online.
+    live_since: FxHashMap<u32, Time>,
+    /// Devices that connected at least once (web clients are known to the session store,
+    /// and owed messages, only from then on).
+    registered: rustc_hash::FxHashSet<u32>,
+    reads: Vec<Vec<(u32, ChatMessage)>>,
+    next_read_bucket: u64,
+    read_delay: Sampler,
     latencies: Latencies,
-    /// Initial connects: local user `i` connects at `ramp_us * i / len`.
+    /// Initial connects: local user `i` connects at `ramp_us * i / users`.
     next_connect: usize,
     ramp_us: u64,
+    /// Reconnects after a network cut or a closed app: (time, device index).
+    reconnects: BinaryHeap<Reverse<(Time, usize)>>,
+    /// The Poisson process of app closes over the shard's phones.
+    next_close_at: Time,
+    mean_close_gap_us: f64,
+    app_closed: Sampler,
+    /// Network cuts of this shard's users: (local user, from, until), and progress.
+    cuts: Vec<(usize, Time, Time)>,
+    cuts_started: usize,
+    /// Windows in which delivered ACKs are lost, with the loss probability.
+    ack_loss: Vec<(Time, Time, f64)>,
     /// The Poisson send process of the whole shard.
     next_send_at: Time,
     mean_gap_us: f64,
     contacts: u32,
+    heartbeat_ticks: u64,
+    tick_us: u64,
     measure: (Time, Time),
 }
 
@@ -37,33 +84,82 @@ impl ClientShard {
         let local = (users - u64::from(shard)).div_ceil(u64::from(shards)) as usize;
         // This shard's share of the offered load, when all of its users are online.
         let rate_per_us = s.workload.messages_per_s as f64 * local as f64 / users as f64 / 1e6;
+        let pop = shared.population.clone();
+        let user = |i: usize| UserId(i as u32 * shards + shard);
+        let mut cuts: Vec<(usize, Time, Time)> =
+            (0..local).filter_map(|i| pop.cut(user(i)).map(|(from, until)| (i, from, until))).collect();
+        cuts.sort_by_key(|&(i, from, _)| (from, i));
+        let ack_loss = s
+            .faults
+            .iter()
+            .filter_map(|f| match *f {
+                Fault::LoseDeliveredAcks { at_s, for_s, share } => {
+                    Some((Time::from_secs(at_s), Time::from_secs(at_s + for_s), share))
+                }
+                _ => None,
+            })
+            .collect();
         ClientShard {
             shard,
             shards,
             topo: shared.topo.clone(),
-            devices: vec![ClientDevice::default(); local],
+            pop,
+            devices: vec![ClientDevice::default(); local * DEVICES_PER_USER_MAX],
             sent: SentMessages::default(),
+            displayed: Displayed::default(),
+            unconfirmed: UnconfirmedAcks::default(),
+            held: FxHashMap::default(),
+            live_since: FxHashMap::default(),
+            registered: Default::default(),
+            reads: vec![Vec::new(); (READ_HORIZON_US / READ_BUCKET_US) as usize + 2],
+            next_read_bucket: 0,
+            read_delay: Sampler::new(&s.workload.read_delay_ms, 1_000.0),
             latencies: Latencies::default(),
             next_connect: 0,
             ramp_us: s.users.connect_ramp_s * 1_000_000,
+            reconnects: BinaryHeap::new(),
+            next_close_at: Time(s.users.connect_ramp_s * 1_000_000),
+            mean_close_gap_us: 3_600e6 / (s.workload.app_closes_per_hour * local as f64),
+            app_closed: Sampler::new(&s.workload.app_closed_ms, 1_000.0),
+            cuts,
+            cuts_started: 0,
+            ack_loss,
             next_send_at: Time::ZERO,
             mean_gap_us: 1.0 / rate_per_us,
             contacts: s.users.contacts_per_user,
+            heartbeat_ticks: (s.users.heartbeat_interval_ms * 1_000 / s.tick_us).max(1),
+            tick_us: s.tick_us,
             measure: (shared.measure_from(), shared.measure_until()),
         }
+    }
+
+    fn users(&self) -> usize {
+        self.devices.len() / DEVICES_PER_USER_MAX
     }
 
     fn user(&self, i: usize) -> UserId {
         UserId(i as u32 * self.shards + self.shard)
     }
 
-    fn local(&self, u: UserId) -> usize {
-        debug_assert_eq!(u.0 % self.shards, self.shard);
-        (u.0 / self.shards) as usize
+    fn index(&self, d: DeviceId) -> usize {
+        debug_assert_eq!(d.user.0 % self.shards, self.shard);
+        (d.user.0 / self.shards) as usize * DEVICES_PER_USER_MAX + usize::from(d.slot.0)
+    }
+
+    fn device_at(&self, index: usize) -> DeviceId {
+        DeviceId {
+            user: self.user(index / DEVICES_PER_USER_MAX),
+            slot: DeviceSlot((index % DEVICES_PER_USER_MAX) as u8),
+        }
     }
 
     fn measured(&self, sent_at: Time) -> bool {
         sent_at >= self.measure.0 && sent_at < self.measure.1
+    }
+
+    /// Whether the device's network is cut at `t`.
+    fn cut(&self, d: DeviceId, t: Time) -> bool {
+        !self.cuts.is_empty() && self.pop.cut(d.user).is_some_and(|(from, until)| t >= from && t < until)
     }
 
     /// The `j`th contact of `u`: a fixed pseudo-random other user, so the social graph
@@ -74,36 +170,310 @@ impl ClientShard {
         UserId(((u64::from(u.0) + 1 + h % (n - 1)) % n) as u32)
     }
 
-    fn connect_time(&self, i: usize) -> Time {
-        Time(self.ramp_us * i as u64 / self.devices.len() as u64)
+    fn connect(&mut self, index: usize, server: ServerId, t: Time, ctx: &mut Ctx) {
+        let device = self.device_at(index);
+        let (cursor, epoch) = self.devices[index].connect();
+        let hide_last_seen = self.pop.hides_last_seen(device.user);
+        ctx.trace_device(t, "connect", device);
+        ctx.send(self.topo.chat(server), t, Msg::Connect { device, epoch, cursor, hide_last_seen });
     }
 
-    fn connect(&mut self, i: usize, server: ServerId, t: Time, ctx: &mut Ctx) {
-        let device = DeviceId::phone(self.user(i));
-        ctx.send(self.topo.chat(server), t, Msg::Connect { device });
+    /// Send a delivered ACK, unless the network loses it (fault); either way the device
+    /// keeps it until the server confirms it.
+    fn ack_delivered(&mut self, device: DeviceId, server: ServerId, msg: ChatMessage, at: Time, ctx: &mut Ctx) {
+        let loss = self.ack_loss.iter().find(|&&(from, until, _)| at >= from && at < until).map(|w| w.2);
+        if loss.is_some_and(|p| ctx.rng.random::<f64>() < p) {
+            ctx.counters.acks_lost += 1;
+            ctx.trace_msg(at, "delivered_ack_lost", &msg, Some(device));
+        } else {
+            ctx.trace_msg(at, "delivered_ack", &msg, Some(device));
+            ctx.send(self.topo.chat(server), at, Msg::DeliveredAck { device, msg, at });
+        }
     }
 
-    fn on_push(&mut self, env: &Envelope, device: DeviceId, msg: wasim_model::ChatMessage, ctx: &mut Ctx) {
-        let i = self.local(device.user);
-        if let DeviceEvent::AckDelivered { server } = self.devices[i].on_push() {
-            if self.measured(msg.sent_at) {
-                record_us(&mut self.latencies.delivery, env.at.as_us() - msg.sent_at.as_us());
-                ctx.counters.deliveries_measured += 1;
+    fn resend_acks(&mut self, device: DeviceId, server: ServerId, t: Time, ctx: &mut Ctx) {
+        let pending: Vec<(ChatMessage, Time)> = self.unconfirmed.pending(device).to_vec();
+        for (msg, _) in pending {
+            ctx.counters.acks_resent += 1;
+            self.ack_delivered(device, server, msg, t, ctx);
+        }
+    }
+
+    /// Show a message on a device (once), schedule its reading, and measure it.
+    fn show(&mut self, device: DeviceId, msg: ChatMessage, t: Time, fetched: bool, ctx: &mut Ctx) {
+        if !self.displayed.show(device, &msg) {
+            ctx.counters.duplicates_dropped += 1;
+            return;
+        }
+        let index = self.index(device);
+        self.devices[index].on_shown(msg.id);
+        let key = device_key(device);
+        ctx.logs.displays.push(Display { device: key, conversation: msg.conversation, id: msg.id, at: t });
+        ctx.trace_msg(t, if fetched { "displayed_after_fetch" } else { "displayed" }, &msg, Some(device));
+        ctx.second(t).deliveries += 1;
+        if fetched {
+            ctx.counters.fetched += 1;
+        }
+        let online_at_send = self.live_since.get(&key).is_none_or(|&since| since <= msg.sent_at);
+        if self.measured(msg.sent_at) && online_at_send && !fetched {
+            record_us(&mut self.latencies.delivery, t.as_us() - msg.sent_at.as_us());
+            ctx.counters.deliveries_measured += 1;
+        }
+        if device.slot.0 == 0 {
+            let read_at = (t + self.read_delay.sample(&mut ctx.rng)).as_us().min(t.as_us() + READ_HORIZON_US);
+            let bucket = read_at.div_ceil(READ_BUCKET_US).max(self.next_read_bucket);
+            let len = self.reads.len() as u64;
+            self.reads[(bucket % len) as usize].push((key, msg));
+        }
+    }
+
+    fn on_push(&mut self, env: &Envelope, device: DeviceId, msg: ChatMessage, ctx: &mut Ctx) {
+        if self.cut(device, env.at) {
+            return; // lost on the way: the server keeps it unacknowledged
+        }
+        match self.devices[self.index(device)].on_push() {
+            DeviceEvent::Show { server } => {
+                self.unconfirmed.sent(device, msg, env.at);
+                self.ack_delivered(device, server, msg, env.at, ctx);
+                self.show(device, msg, env.at, false, ctx);
             }
-            ctx.second(env.at).deliveries += 1;
-            ctx.send(self.topo.chat(server), env.at, Msg::DeliveredAck { device, msg, acked_at: env.at });
+            DeviceEvent::Hold { server } => {
+                self.unconfirmed.sent(device, msg, env.at);
+                self.ack_delivered(device, server, msg, env.at, ctx);
+                if let Some((_, held)) = self.held.get_mut(&device_key(device)) {
+                    held.push(msg);
+                }
+            }
+            DeviceEvent::Ignore => {}
+        }
+    }
+
+    fn on_connected(&mut self, device: DeviceId, server: ServerId, t: Time, ctx: &mut Ctx) {
+        let index = self.index(device);
+        if self.cut(device, t) || self.devices[index].state() != DeviceState::Connecting {
+            return; // the reply was lost with the network, or is stale
+        }
+        self.devices[index].on_connected(server);
+        self.held.insert(device_key(device), (t, Vec::new()));
+        if self.registered.insert(device_key(device)) {
+            ctx.logs.registered.push((device_key(device), t));
+        }
+        ctx.counters.connects += 1;
+        self.resend_acks(device, server, t, ctx);
+        if device.slot.0 == 0 && self.pop.watches(device.user) {
+            let target = self.contact(device.user, 0);
+            ctx.send(self.topo.chat(server), t, Msg::Subscribe { device, target });
+        }
+    }
+
+    fn on_fetch_done(&mut self, device: DeviceId, t: Time, ctx: &mut Ctx) {
+        let index = self.index(device);
+        self.devices[index].on_fetch_done();
+        let Some((since, mut held)) = self.held.remove(&device_key(device)) else { return };
+        ctx.trace_device(t, "fetch_done", device);
+        // Fetched messages came first on the socket, live ones after: show all in id order.
+        held.sort_unstable_by_key(|m| m.id);
+        for msg in held {
+            self.show(device, msg, t, true, ctx);
+        }
+        if t >= self.measure.0 {
+            self.live_since.insert(device_key(device), t);
+            if t < self.measure.1 {
+                record_us(&mut self.latencies.catch_up, t.as_us() - since.as_us());
+            }
+        }
+    }
+
+    fn on_receipt(&mut self, receipt: Receipt, t: Time, ctx: &mut Ctx) {
+        let msg = receipt.msg;
+        let id = msg.client_id();
+        if self.sent.on_receipt(id, receipt.event()) {
+            let shown = self.sent.shown(id).unwrap_or(ReceiptState::Read);
+            ctx.logs.sender_views.push((id.key(), shown, t));
+        }
+        ctx.trace_msg(
+            t,
+            if receipt.state == ReceiptState::Read { "read_receipt_seen" } else { "receipt_seen" },
+            &msg,
+            None,
+        );
+        match receipt.state {
+            ReceiptState::Read => {
+                ctx.counters.read_receipts += 1;
+                ctx.logs.reads.push((msg.id, device_key(receipt.by), t));
+                if self.measured(msg.sent_at) {
+                    record_us(&mut self.latencies.read_receipt, t.as_us().saturating_sub(receipt.at.as_us()));
+                }
+            }
+            _ => {
+                if self.measured(msg.sent_at) {
+                    record_us(&mut self.latencies.receipt, t.as_us().saturating_sub(receipt.at.as_us()));
+                    ctx.counters.receipts_measured += 1;
+                }
+                ctx.second(t).receipts += 1;
+            }
+        }
+    }
+
+    fn on_presence(&mut self, device: DeviceId, update: wasim_model::PresenceUpdate, t: Time, ctx: &mut Ctx) {
+        ctx.counters.presence_updates += 1;
+        ctx.logs.presence_views.push(PresenceView { watcher: device_key(device), update, received_at: t });
+        let measured = update.changed_at >= self.measure.0 && update.changed_at < self.measure.1;
+        match update.cause {
+            PresenceCause::Connected | PresenceCause::Disconnected if measured => {
+                record_us(&mut self.latencies.presence, t.as_us() - update.changed_at.as_us());
+            }
+            PresenceCause::Expired => {
+                if let Some((lost_at, _)) = self.pop.cut(update.target) {
+                    record_us(&mut self.latencies.presence_detection, t.as_us().saturating_sub(lost_at.as_us()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn tick_connects(&mut self, now: Time, ctx: &mut Ctx) {
+        let users = self.users();
+        while self.next_connect < users {
+            let i = self.next_connect;
+            let t = Time(self.ramp_us * i as u64 / users as u64);
+            if t > now {
+                break;
+            }
+            let user = self.user(i);
+            let home = self.topo.home_server(user);
+            self.connect(i * DEVICES_PER_USER_MAX, home, t, ctx);
+            if self.pop.has_web(user) {
+                self.connect(i * DEVICES_PER_USER_MAX + 1, home, t, ctx);
+            }
+            self.next_connect += 1;
+        }
+        while let Some(&Reverse((t, index))) = self.reconnects.peek() {
+            if t > now {
+                break;
+            }
+            self.reconnects.pop();
+            ctx.counters.reconnects += 1;
+            let home = self.topo.home_server(self.device_at(index).user);
+            self.connect(index, home, t, ctx);
+        }
+    }
+
+    fn tick_cuts(&mut self, now: Time, ctx: &mut Ctx) {
+        while let Some(&(i, from, until)) = self.cuts.get(self.cuts_started) {
+            if from > now {
+                break;
+            }
+            self.cuts_started += 1;
+            let user = self.user(i);
+            for slot in 0..DEVICES_PER_USER_MAX {
+                let index = i * DEVICES_PER_USER_MAX + slot;
+                if slot == 1 && !self.pop.has_web(user) {
+                    continue;
+                }
+                let device = self.device_at(index);
+                ctx.trace_device(from, "network_cut", device);
+                self.devices[index].on_disconnected();
+                self.held.remove(&device_key(device));
+                let jitter = Duration::from_micros(ctx.rng.random_range(0..RECONNECT_JITTER_US));
+                self.reconnects.push(Reverse((until + jitter, index)));
+            }
+        }
+    }
+
+    /// Users close the app (a clean disconnect of the phone) and open it again later.
+    fn tick_app_closes(&mut self, now: Time, ctx: &mut Ctx) {
+        while self.next_close_at <= now && self.next_close_at < self.measure.1 && self.mean_close_gap_us.is_finite() {
+            let t = self.next_close_at;
+            let gap_ns = self.mean_close_gap_us * 1e3 * ctx.rng.sample::<f64, _>(Exp1);
+            self.next_close_at = t + Duration::from_nanos(gap_ns as u64);
+            let index = ctx.rng.random_range(0..self.users()) * DEVICES_PER_USER_MAX;
+            let device = self.device_at(index);
+            let Some(server) = self.devices[index].server() else { continue };
+            if self.cut(device, t) {
+                continue;
+            }
+            ctx.trace_device(t, "app_closed", device);
+            let epoch = self.devices[index].epoch();
+            ctx.send(self.topo.chat(server), t, Msg::Disconnect { device, epoch });
+            self.devices[index].on_disconnected();
+            self.held.remove(&device_key(device));
+            let back = t + self.app_closed.sample(&mut ctx.rng);
+            self.reconnects.push(Reverse((back, index)));
+        }
+    }
+
+    fn tick_heartbeats(&mut self, tick: u64, now: Time, ctx: &mut Ctx) {
+        // Bulk work per tick: device `d` beats in the ticks where tick % P == d % P.
+        let period = self.heartbeat_ticks as usize;
+        let mut index = (tick % self.heartbeat_ticks) as usize;
+        while index < self.devices.len() {
+            if let Some(server) = self.devices[index].server() {
+                let device = self.device_at(index);
+                if !self.cut(device, now) {
+                    ctx.counters.heartbeats += 1;
+                    self.resend_acks(device, server, now, ctx);
+                    ctx.send(self.topo.chat(server), now, Msg::Heartbeat { device });
+                }
+            }
+            index += period;
+        }
+    }
+
+    fn tick_reads(&mut self, now: Time, ctx: &mut Ctx) {
+        let due = now.as_us() / READ_BUCKET_US;
+        let len = self.reads.len() as u64;
+        while self.next_read_bucket <= due {
+            let bucket = std::mem::take(&mut self.reads[(self.next_read_bucket % len) as usize]);
+            for (key, msg) in bucket {
+                let device = DeviceId { user: UserId(key >> 1), slot: DeviceSlot((key & 1) as u8) };
+                let Some(server) = self.devices[self.index(device)].server() else { continue };
+                if self.cut(device, now) || self.pop.read_receipts_off(device.user) {
+                    continue;
+                }
+                ctx.counters.reads_sent += 1;
+                ctx.trace_msg(now, "read", &msg, Some(device));
+                ctx.send(self.topo.chat(server), now, Msg::ReadAck { device, msg, at: now });
+            }
+            self.next_read_bucket += 1;
+        }
+    }
+
+    fn tick_sends(&mut self, now: Time, ctx: &mut Ctx) {
+        while self.next_send_at <= now && self.next_send_at < self.measure.1 {
+            let t = self.next_send_at;
+            let gap_ns = self.mean_gap_us * 1e3 * ctx.rng.sample::<f64, _>(Exp1);
+            self.next_send_at = t + Duration::from_nanos(gap_ns as u64);
+            // Poisson sends from online phones: a draw that lands on a phone without a
+            // connection is not a send.
+            let i = ctx.rng.random_range(0..self.users());
+            let from = self.user(i);
+            let to = self.contact(from, ctx.rng.random_range(0..self.contacts));
+            let phone = DeviceId::phone(from);
+            if self.cut(phone, t) {
+                continue;
+            }
+            let Some(send) = self.devices[i * DEVICES_PER_USER_MAX].send(to, t) else { continue };
+            self.sent.on_send(wasim_model::ClientMsgId { sender: from, seq: send.client_seq });
+            ctx.counters.sends += 1;
+            if self.measured(t) {
+                ctx.counters.sends_measured += 1;
+            }
+            ctx.second(t).sends += 1;
+            if ctx.traces(from) || ctx.traces(to) {
+                ctx.trace_device(t, "send", phone);
+            }
+            let msg = Msg::Send { device: phone, to, client_seq: send.client_seq, sent_at: t };
+            ctx.send(self.topo.chat(send.server), t, msg);
         }
     }
 }
 
 impl Process for ClientShard {
     fn on_message(&mut self, env: Envelope, ctx: &mut Ctx) {
+        let t = env.at;
         match env.msg {
-            Msg::ConnectAccepted { device, server } => {
-                let i = self.local(device.user);
-                self.devices[i].on_connected(server);
-                ctx.counters.connects += 1;
-            }
+            Msg::ConnectAccepted { device, server } => self.on_connected(device, server, t, ctx),
             Msg::ConnectRefused { device } => {
                 // Try the next server round the ring; give up after a full circle.
                 ctx.counters.connects_refused += 1;
@@ -112,62 +482,66 @@ impl Process for ClientShard {
                 if next == self.topo.home_server(device.user) {
                     ctx.counters.connects_failed += 1;
                 } else {
-                    let i = self.local(device.user);
-                    self.connect(i, next, env.at, ctx);
+                    let index = self.index(device);
+                    self.connect(index, next, t, ctx);
                 }
             }
             Msg::SentAck { device, msg } => {
                 debug_assert_eq!(device.user, msg.from, "✓ goes to the sender");
+                if self.cut(device, t) {
+                    return;
+                }
                 if self.measured(msg.sent_at) {
-                    record_us(&mut self.latencies.sent_ack, env.at.as_us() - msg.sent_at.as_us());
+                    record_us(&mut self.latencies.sent_ack, t.as_us() - msg.sent_at.as_us());
                     ctx.counters.sent_acks_measured += 1;
                 }
-                ctx.second(env.at).sent_acks += 1;
-                self.sent.on_server_ack(msg.client_id());
+                ctx.second(t).sent_acks += 1;
+                ctx.logs.acked.push((msg.id, msg.to, t));
+                let id = msg.client_id();
+                if self.sent.on_server_ack(id) {
+                    ctx.logs.sender_views.push((id.key(), ReceiptState::Sent, t));
+                }
             }
             Msg::Push { device, msg } => self.on_push(&env, device, msg, ctx),
-            Msg::Receipt { device, msg, acked_at } => {
-                debug_assert_eq!(device.user, msg.from, "✓✓ goes to the sender");
-                if self.measured(msg.sent_at) {
-                    record_us(&mut self.latencies.receipt, env.at.as_us() - acked_at.as_us());
-                    ctx.counters.receipts_measured += 1;
+            Msg::FetchDone { device } => {
+                if !self.cut(device, t) {
+                    self.on_fetch_done(device, t, ctx);
                 }
-                ctx.second(env.at).receipts += 1;
-                self.sent.on_receipt(msg.client_id(), ReceiptEvent::DeliveredAck);
+            }
+            Msg::AckConfirmed { device, id } => self.unconfirmed.confirmed(device, id),
+            Msg::Receipt { device, receipt } => {
+                debug_assert_eq!(device.user, receipt.msg.from, "receipts go to the sender");
+                if !self.cut(device, t) {
+                    self.on_receipt(receipt, t, ctx);
+                }
+            }
+            Msg::PresenceUpdate { device, update } => {
+                if !self.cut(device, t) {
+                    self.on_presence(device, update, t, ctx);
+                }
             }
             other => unreachable!("client shard got {other:?}"),
         }
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
-        while self.next_connect < self.devices.len() && self.connect_time(self.next_connect) <= now {
-            let i = self.next_connect;
-            let t = self.connect_time(i);
-            self.connect(i, self.topo.home_server(self.user(i)), t, ctx);
-            self.next_connect += 1;
-        }
-        while self.next_send_at <= now && self.next_send_at < self.measure.1 {
-            let t = self.next_send_at;
-            self.next_send_at =
-                t + std::time::Duration::from_nanos((self.mean_gap_us * 1e3 * ctx.rng.sample::<f64, _>(Exp1)) as u64);
-            // Poisson sends from online users: a draw that lands on a user not yet
-            // connected is not a send.
-            let i = ctx.rng.random_range(0..self.devices.len());
-            let from = self.user(i);
-            let to = self.contact(from, ctx.rng.random_range(0..self.contacts));
-            let Some(send) = self.devices[i].send(to, t) else { continue };
-            ctx.counters.sends += 1;
-            if self.measured(t) {
-                ctx.counters.sends_measured += 1;
-            }
-            ctx.second(t).sends += 1;
-            let msg = Msg::Send { device: DeviceId::phone(from), to, client_seq: send.client_seq, sent_at: t };
-            ctx.send(self.topo.chat(send.server), t, msg);
-        }
+        let tick = now.as_us() / self.tick_us;
+        self.tick_cuts(now, ctx);
+        self.tick_app_closes(now, ctx);
+        self.tick_connects(now, ctx);
+        self.tick_heartbeats(tick, now, ctx);
+        self.tick_reads(now, ctx);
+        self.tick_sends(now, ctx);
     }
 
     fn finish(&mut self, report: &mut NodeReport) {
         report.latencies = Some(std::mem::take(&mut self.latencies));
         report.gauge_end = self.sent.in_flight() as u64;
+        for (index, d) in self.devices.iter().enumerate() {
+            if d.state() == DeviceState::Live {
+                let device = self.device_at(index);
+                report.logs.live_devices.push((device.user, device.slot.0));
+            }
+        }
     }
 }

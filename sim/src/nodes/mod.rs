@@ -5,6 +5,7 @@ mod cassandra;
 mod chat;
 mod client;
 mod kafka;
+mod presence;
 mod redis;
 mod router;
 
@@ -20,6 +21,7 @@ pub(crate) async fn start(shared: Arc<Shared>, me: NodeIdx) {
         NodeKind::ChatServer => run_process(shared.clone(), me, chat::ChatNode::new(&shared, i)).await,
         NodeKind::ClientShard => run_process(shared.clone(), me, client::ClientShard::new(&shared, i)).await,
         NodeKind::Redis => run_process(shared.clone(), me, redis::RedisNode::new(&shared)).await,
+        NodeKind::Presence => run_process(shared.clone(), me, presence::PresenceNode::new(&shared)).await,
         NodeKind::Cassandra => run_process(shared.clone(), me, cassandra::CassandraProcess::new(&shared)).await,
         NodeKind::Kafka => run_process(shared.clone(), me, kafka::KafkaNode::new(&shared, me)).await,
         NodeKind::Router => run_process(shared.clone(), me, router::RouterNode::new(&shared, me)).await,

@@ -1,4 +1,4 @@
-//! Serve loop of a Redis session-store shard.
+//! Serve loop of a session-store Redis shard.
 
 use crate::dist::Sampler;
 use crate::infra::{Fifo, RedisShard};
@@ -17,7 +17,8 @@ impl RedisNode {
     pub fn new(shared: &Shared) -> RedisNode {
         let s = &shared.scenario;
         let (fifo, service) = super::queue(shared, s.workers.redis, &s.service_us.redis);
-        RedisNode { shard: RedisShard::default(), fifo, service }
+        let users = s.users.concurrent / u64::from(s.fleet.redis_session_shards);
+        RedisNode { shard: RedisShard::with_capacity(users as usize), fifo, service }
     }
 }
 
@@ -25,16 +26,48 @@ impl Process for RedisNode {
     fn on_message(&mut self, env: Envelope, ctx: &mut Ctx) {
         let done = self.fifo.serve(env.at, self.service.sample(&mut ctx.rng));
         match env.msg {
-            Msg::SessionSet { device, server, ttl } => self.shard.session_set(device, server, done, ttl),
-            Msg::SessionClear { device, server } => self.shard.session_clear(device, server),
-            Msg::SessionGet { req, user } => {
-                ctx.counters.session_gets += 1;
-                let entry = self.shard.session_get(user, done);
-                ctx.send(env.from, done, Msg::SessionValue { req, entry });
+            Msg::SessionSet { device, server, ttl } => {
+                self.shard.session_set(device, server, done, ttl);
+                ctx.send(env.from, done, Msg::SessionSetAck { device });
             }
-            Msg::InboxAdd { user, id } => {
-                ctx.counters.inbox_adds += 1;
-                self.shard.inbox_add(user, id);
+            Msg::SessionClear { device, server } => self.shard.session_clear(device, server),
+            Msg::RouteMessage { req, msg } => {
+                ctx.counters.session_gets += 1;
+                let route = self.shard.route(&msg, None, done);
+                if route.inbox {
+                    ctx.counters.inbox_adds += 1;
+                    ctx.trace_msg(done, "inbox_add", &msg, None);
+                }
+                ctx.send(env.from, done, Msg::Routed { req, route });
+            }
+            Msg::Reroute { msg, exclude } => {
+                ctx.counters.session_gets += 1;
+                let route = self.shard.route(&msg, Some(exclude), done);
+                if route.inbox {
+                    ctx.counters.inbox_adds += 1;
+                    ctx.trace_msg(done, "inbox_add", &msg, None);
+                }
+                ctx.send(env.from, done, Msg::Rerouted { msg, route });
+            }
+            Msg::FetchInbox { req, device, cursor } => {
+                for &(id, conversation) in self.shard.inbox_since(device.user, cursor) {
+                    ctx.send(env.from, done, Msg::InboxEntry { req, id, conversation });
+                }
+                // Stored receipts belong to the sender's phone, which sent the messages.
+                if device.slot.0 == 0 {
+                    for receipt in self.shard.take_receipts(device.user) {
+                        ctx.send(env.from, done, Msg::StoredReceipt { req, receipt });
+                    }
+                }
+                ctx.send(env.from, done, Msg::InboxEnd { req });
+            }
+            Msg::RouteReceipt { req, receipt, exclude } => {
+                let server = self.shard.route_receipt(receipt, exclude, done);
+                if server.is_none() {
+                    ctx.counters.receipts_stored += 1;
+                    ctx.trace_msg(done, "receipt_stored", &receipt.msg, Some(receipt.by));
+                }
+                ctx.send(env.from, done, Msg::ReceiptRouted { req, server });
             }
             other => unreachable!("redis got {other:?}"),
         }

@@ -42,9 +42,11 @@ impl RouterNode {
         let topo = &*self.topo;
         for out in self.outs.drain(..) {
             match out {
-                Out::SessionGet { req, user } => ctx.send(topo.redis(user), t, Msg::SessionGet { req, user }),
-                Out::Forward { server, msg } => ctx.send(topo.chat(server), t, Msg::Forward { msg }),
-                Out::InboxAdd { user, id } => ctx.send(topo.redis(user), t, Msg::InboxAdd { user, id }),
+                Out::RouteMessage { req, msg } => ctx.send(topo.redis(msg.to), t, Msg::RouteMessage { req, msg }),
+                Out::Forward { server, slot, msg } => {
+                    ctx.trace_msg(t, "forward", &msg, None);
+                    ctx.send(topo.chat(server), t, Msg::Forward { msg, slot })
+                }
                 Out::Commit { partition, offset } => {
                     ctx.send(topo.broker(partition), t, Msg::Commit { partition, offset })
                 }
@@ -57,7 +59,7 @@ impl Process for RouterNode {
     fn on_message(&mut self, env: Envelope, ctx: &mut Ctx) {
         let input = match env.msg {
             Msg::Record { partition, offset, msg } => In::Record { partition, offset, msg },
-            Msg::SessionValue { req, entry } => In::SessionReply { req, entry },
+            Msg::Routed { req, route } => In::Routed { req, route },
             other => unreachable!("router got {other:?}"),
         };
         let done = self.fifo.serve(env.at, self.service.sample(&mut ctx.rng));

@@ -1,0 +1,71 @@
+//! What processes record for the checkers.
+
+use wasim_model::{ConversationId, MessageId, PresenceUpdate, ReceiptState, Time, UserId};
+
+/// A message shown on a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Display {
+    /// The device, packed as `user * 2 + slot`.
+    pub device: u32,
+    pub conversation: ConversationId,
+    pub id: MessageId,
+    pub at: Time,
+}
+
+/// A presence notification a watcher received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceView {
+    pub watcher: u32,
+    pub update: PresenceUpdate,
+    pub received_at: Time,
+}
+
+/// Everything recorded for the checkers, merged over processes.
+#[derive(Clone, Debug, Default)]
+pub struct Logs {
+    /// Messages acknowledged (✓) to their senders: id, recipient, when.
+    pub acked: Vec<(MessageId, UserId, Time)>,
+    /// Displays in the order each device showed them.
+    pub displays: Vec<Display>,
+    /// (device, id) of every display, sorted (filled by `sort`).
+    pub displays_by_device: Vec<(u32, MessageId)>,
+    /// Every change of a sender's view: client-id key, new state, when.
+    pub sender_views: Vec<(u64, ReceiptState, Time)>,
+    /// Read receipts the senders received: message, reading device, when.
+    pub reads: Vec<(MessageId, u32, Time)>,
+    pub presence_views: Vec<PresenceView>,
+    /// Devices connected and caught up at the end: (user, slot), sorted.
+    pub live_devices: Vec<(UserId, u8)>,
+    /// When each device first connected: (device, time), sorted.
+    pub registered: Vec<(u32, Time)>,
+    /// Ids of every replica row, sorted (one entry per replica).
+    pub stored: Vec<MessageId>,
+    /// Presence key lifetimes of watched users: (user, set, expired).
+    pub key_lifetimes: Vec<(UserId, Time, Time)>,
+}
+
+impl Logs {
+    /// Append another process's logs.
+    pub fn append(&mut self, o: &mut Logs) {
+        self.acked.append(&mut o.acked);
+        self.displays.append(&mut o.displays);
+        self.sender_views.append(&mut o.sender_views);
+        self.reads.append(&mut o.reads);
+        self.presence_views.append(&mut o.presence_views);
+        self.live_devices.append(&mut o.live_devices);
+        self.registered.append(&mut o.registered);
+        self.stored.append(&mut o.stored);
+        self.key_lifetimes.append(&mut o.key_lifetimes);
+    }
+
+    /// Sort what the checkers search. Displays keep each device's own order (a device
+    /// lives in one process, which logs in time order).
+    pub fn sort(&mut self) {
+        self.displays_by_device = self.displays.iter().map(|d| (d.device, d.id)).collect();
+        self.displays_by_device.sort_unstable();
+        self.live_devices.sort_unstable();
+        self.registered.sort_unstable();
+        self.stored.sort_unstable();
+        self.key_lifetimes.sort_unstable_by_key(|&(u, s, _)| (u, s));
+    }
+}

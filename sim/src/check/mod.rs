@@ -1,0 +1,214 @@
+//! Invariant checkers, apart from the code they check. Processes record what they
+//! observed (logs); after the run each checker reads the merged logs and reports
+//! violations. Invariants 1, 2, 3, 5 and 7 of DESIGN.md are checked here.
+
+mod logs;
+
+pub use logs::{Display, Logs, PresenceView};
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use wasim_model::{MessageId, PresenceCause, PresenceStatus, ReceiptState, Time};
+
+/// One invariant violation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// The invariant's number in DESIGN.md.
+    pub invariant: u8,
+    pub name: &'static str,
+    /// The message or user it concerns.
+    pub subject: String,
+    /// Simulated time of the violation (or of the end of the run, for a missing event).
+    pub at_us: u64,
+    pub detail: String,
+}
+
+/// At most this many violations of one invariant are listed; the rest are counted.
+pub const VIOLATIONS_LISTED_MAX: usize = 20;
+
+/// The outcome of all checkers.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    /// The invariants checked, by number, with their names.
+    pub checked: Vec<(u8, &'static str)>,
+    /// Violations found, at most `VIOLATIONS_LISTED_MAX` per invariant.
+    pub violations: Vec<Violation>,
+    /// Violations found in all, per invariant number.
+    pub counts: Vec<(u8, u64)>,
+}
+
+impl CheckReport {
+    fn add(&mut self, v: Violation) {
+        let i = self.counts.iter().position(|(n, _)| *n == v.invariant);
+        let count = match i {
+            Some(i) => {
+                self.counts[i].1 += 1;
+                self.counts[i].1
+            }
+            None => {
+                self.counts.push((v.invariant, 1));
+                1
+            }
+        };
+        if count as usize <= VIOLATIONS_LISTED_MAX {
+            self.violations.push(v);
+        }
+    }
+
+    /// Whether every invariant held.
+    pub fn ok(&self) -> bool {
+        self.counts.is_empty()
+    }
+}
+
+/// The facts the checkers need beyond the logs.
+pub struct CheckContext {
+    pub end: Time,
+    /// Replica acknowledgements that make a write durable (the quorum).
+    pub quorum: u32,
+    /// Whether a user hides last-seen.
+    pub hides_last_seen: Box<dyn Fn(wasim_model::UserId) -> bool>,
+}
+
+/// Run every checker over the merged logs.
+pub fn check_all(logs: &mut Logs, cx: &CheckContext) -> CheckReport {
+    let mut r = CheckReport {
+        checked: vec![
+            (1, "no loss"),
+            (2, "no duplicate display"),
+            (3, "receipts monotone"),
+            (5, "order within a conversation"),
+            (7, "presence"),
+        ],
+        ..CheckReport::default()
+    };
+    logs.sort();
+    no_loss(logs, cx, &mut r);
+    no_duplicate_display(logs, &mut r);
+    receipts_monotone(logs, &mut r);
+    order(logs, &mut r);
+    presence(logs, cx, &mut r);
+    r
+}
+
+fn violation(invariant: u8, name: &'static str, subject: String, at: Time, detail: String) -> Violation {
+    Violation { invariant, name, subject, at_us: at.as_us(), detail }
+}
+
+/// 1. Every message acknowledged to its sender is durably stored and shown on every
+///    recipient device that is online at the end of the run. A web client is owed the
+///    messages acknowledged after it first connected (linked): before that the session
+///    store does not know it exists.
+fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
+    for &(id, to, acked_at) in &logs.acked {
+        let replicas = logs.stored.partition_point(|&s| s <= id) - logs.stored.partition_point(|&s| s < id);
+        if (replicas as u32) < cx.quorum {
+            let detail = format!("acknowledged at {acked_at} but stored on {replicas} replicas (quorum {})", cx.quorum);
+            r.add(violation(1, "no loss", format!("message {id}"), acked_at, detail));
+        }
+        let first = logs.live_devices.partition_point(|&(u, _)| u < to);
+        for &(_, slot) in logs.live_devices[first..].iter().take_while(|&&(u, _)| u == to) {
+            let device = (to.0 << 1) | u32::from(slot);
+            let linked = logs.registered.binary_search_by_key(&device, |&(d, _)| d).map(|i| logs.registered[i].1);
+            // Minted (the id's timestamp) before the web client had seen its connection
+            // accepted: it may have been routed before the session store knew the client.
+            if slot > 0 && linked.is_ok_and(|at| id.timestamp_ms() <= at.as_ms()) {
+                continue;
+            }
+            if logs.displays_by_device.binary_search(&(device, id)).is_err() {
+                let detail = format!(
+                    "acknowledged at {acked_at}; device {} of user {} is online at the end without it",
+                    slot, to.0
+                );
+                r.add(violation(1, "no loss", format!("message {id}"), cx.end, detail));
+            }
+        }
+    }
+}
+
+/// 2. Each (message, device) is shown once.
+fn no_duplicate_display(logs: &Logs, r: &mut CheckReport) {
+    for w in logs.displays_by_device.windows(2) {
+        if w[0] == w[1] {
+            let (device, id) = w[0];
+            let detail = format!("shown twice on device {} of user {}", device & 1, device >> 1);
+            r.add(violation(2, "no duplicate display", format!("message {id}"), Time::ZERO, detail));
+        }
+    }
+}
+
+/// 3. The sender's view of a message never goes back, and read implies delivered: a read
+///    receipt names a device that had shown the message.
+fn receipts_monotone(logs: &Logs, r: &mut CheckReport) {
+    let mut last: FxHashMap<u64, ReceiptState> = FxHashMap::default();
+    for &(key, state, at) in &logs.sender_views {
+        let before = last.insert(key, state);
+        if before.is_some_and(|b| b > state) {
+            let detail = format!("sender's view went from {before:?} to {state:?}");
+            r.add(violation(
+                3,
+                "receipts monotone",
+                format!("client message {}:{}", key >> 32, key & 0xffff_ffff),
+                at,
+                detail,
+            ));
+        }
+    }
+    for &(id, by, at) in &logs.reads {
+        if logs.displays_by_device.binary_search(&(by, id)).is_err() {
+            let detail = format!("read receipt from device {} of user {} that never showed it", by & 1, by >> 1);
+            r.add(violation(3, "receipts monotone", format!("message {id}"), at, detail));
+        }
+    }
+}
+
+/// 5. Within a conversation, a device shows messages in id order.
+fn order(logs: &Logs, r: &mut CheckReport) {
+    let mut newest: FxHashMap<(u32, u64), MessageId> = FxHashMap::default();
+    for d in &logs.displays {
+        let before = newest.insert((d.device, d.conversation.0), d.id);
+        if before.is_some_and(|b| b > d.id) {
+            let detail =
+                format!("device {} of user {} showed {} after {}", d.device & 1, d.device >> 1, d.id, before.unwrap());
+            r.add(violation(5, "order", format!("message {}", d.id), d.at, detail));
+        }
+    }
+}
+
+/// 7. A user is shown online only while the presence key lives; a last-seen shown is at
+///    most a minute old when shown; a user hiding last-seen never reveals it.
+fn presence(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
+    const LAST_SEEN_STALENESS_MAX_US: u64 = 60_000_000;
+    for v in &logs.presence_views {
+        let u = v.update;
+        let subject = format!("user {}", u.target.0);
+        match u.status {
+            PresenceStatus::Online => {
+                let lives = logs
+                    .key_lifetimes
+                    .iter()
+                    .any(|&(user, set, expired)| user == u.target && set <= u.changed_at && u.changed_at <= expired);
+                if !lives {
+                    let detail = format!(
+                        "shown online to watcher {} with no live presence key at {}",
+                        v.watcher >> 1,
+                        u.changed_at
+                    );
+                    r.add(violation(7, "presence", subject, v.received_at, detail));
+                }
+            }
+            PresenceStatus::Offline { last_seen: Some(seen) } => {
+                if (cx.hides_last_seen)(u.target) {
+                    let detail = format!("last-seen {seen} revealed although the user hides it");
+                    r.add(violation(7, "presence", subject, v.received_at, detail));
+                } else if u.cause != PresenceCause::Subscribed
+                    && u.changed_at.as_us().saturating_sub(seen.as_us()) > LAST_SEEN_STALENESS_MAX_US
+                {
+                    let detail = format!("last-seen {seen} shown at {}: more than a minute old", u.changed_at);
+                    r.add(violation(7, "presence", subject, v.received_at, detail));
+                }
+            }
+            PresenceStatus::Offline { last_seen: None } => {}
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Serve loop of a presence Redis shard.
+
+use crate::dist::Sampler;
+use crate::infra::Fifo;
+use crate::metrics::NodeReport;
+use crate::msg::{Envelope, Msg};
+use crate::node::{Ctx, Process, Shared};
+use crate::topology::Topology;
+use std::sync::Arc;
+use std::time::Duration;
+use wasim_model::{PresenceInput, PresenceNotify, PresenceStore, Time};
+
+pub(crate) struct PresenceNode {
+    store: PresenceStore,
+    topo: Arc<Topology>,
+    fifo: Fifo,
+    service: Sampler,
+    notes: Vec<PresenceNotify>,
+    now: Time,
+}
+
+impl PresenceNode {
+    pub fn new(shared: &Shared) -> PresenceNode {
+        let s = &shared.scenario;
+        let (fifo, service) = super::queue(shared, s.workers.redis, &s.service_us.redis);
+        PresenceNode {
+            store: PresenceStore::new(Duration::from_millis(s.users.presence_ttl_ms)),
+            topo: shared.topo.clone(),
+            fifo,
+            service,
+            notes: Vec::new(),
+            now: Time::ZERO,
+        }
+    }
+
+    fn publish(&mut self, t: Time, ctx: &mut Ctx) {
+        for n in self.notes.drain(..) {
+            ctx.send(self.topo.chat(n.server), t, Msg::PresenceNotify { watcher: n.watcher, update: n.update });
+        }
+    }
+}
+
+impl Process for PresenceNode {
+    fn on_message(&mut self, env: Envelope, ctx: &mut Ctx) {
+        let done = self.fifo.serve(env.at, self.service.sample(&mut ctx.rng));
+        let input = match env.msg {
+            Msg::Presence(input) => input,
+            Msg::PresenceSubscribe { watcher, server, target } => PresenceInput::Subscribe { watcher, server, target },
+            other => unreachable!("presence got {other:?}"),
+        };
+        self.store.handle(done, input, &mut self.notes);
+        self.publish(done, ctx);
+    }
+
+    fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
+        self.store.handle_timeout(now, &mut self.notes);
+        self.publish(now, ctx);
+        self.now = now;
+    }
+
+    fn finish(&mut self, report: &mut NodeReport) {
+        report.logs.key_lifetimes = self.store.key_lifetimes(self.now);
+        report.workers = self.fifo.workers();
+        report.busy_us = self.fifo.busy_us();
+        report.served = self.fifo.served();
+        report.gauge_end = self.store.len() as u64;
+    }
+}
