@@ -398,14 +398,19 @@ impl ChatServer {
                 self.push(device, msg, out);
             }
             In::DeliveredAck { device, msg, at } => {
-                if let Some(pending) = self.unacked.get_mut(&conn_key(device)) {
+                let key = conn_key(device);
+                if let Some(pending) = self.unacked.get_mut(&key) {
                     pending.retain(|m| m.id != msg.id);
+                    if pending.is_empty() {
+                        // Most connections are idle: keep no entry (and no buffer) for them.
+                        self.unacked.remove(&key);
+                    }
                 }
                 out.push(Out::AckConfirmed { device, id: msg.id });
-                self.route_receipt(Receipt { msg, state: ReceiptState::Delivered, by: device, at }, None, out);
+                self.send_receipt(Receipt { msg, state: ReceiptState::Delivered, by: device, at }, out);
             }
             In::ReadAck { device, msg, at } => {
-                self.route_receipt(Receipt { msg, state: ReceiptState::Read, by: device, at }, None, out);
+                self.send_receipt(Receipt { msg, state: ReceiptState::Read, by: device, at }, out);
             }
             In::ReceiptRouted { req, server } => {
                 let Some(receipt) = self.receipts.remove(req_to_key(req)) else { return };
@@ -604,6 +609,18 @@ impl ChatServer {
         out.push(ChatServerOutput::FetchDone { device: job.device });
         for receipt in job.receipts {
             out.push(ChatServerOutput::Receipt { device: job.device, receipt });
+        }
+    }
+
+    /// Send a receipt to the server that minted the message (its Snowflake worker): the
+    /// sender's server when it sent, and most likely still. That server shows it, or
+    /// routes it on if the sender has left.
+    fn send_receipt(&mut self, receipt: Receipt, out: &mut Vec<ChatServerOutput>) {
+        let origin = ServerId(receipt.msg.id.worker());
+        if origin == self.config.id {
+            self.deliver_receipt(receipt, out);
+        } else {
+            out.push(ChatServerOutput::RelayReceipt { server: origin, receipt });
         }
     }
 

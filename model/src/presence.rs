@@ -124,36 +124,18 @@ impl PresenceStore {
     /// Handle one input at `now`.
     pub fn handle(&mut self, now: Time, input: PresenceInput, out: &mut Vec<PresenceNotify>) {
         match input {
-            PresenceInput::Online { device, hide_last_seen } => {
-                let was_live = self.is_online(device.user, now);
-                let expires = ms(now + self.ttl);
-                let r = self.records.entry(device.user).or_default();
-                r.hidden = hide_last_seen;
-                r.devices |= 1 << device.slot.0;
-                r.expires_ms = expires;
-                r.last_seen_ms = ms(now);
-                if !was_live {
-                    self.schedule(device.user, expires);
-                    if self.subscribers.contains_key(&device.user) {
-                        self.opened.insert(device.user, now);
-                    }
-                }
-                if !self.records[&device.user].announced_online {
-                    self.records.get_mut(&device.user).expect("just set").announced_online = true;
-                    self.notify(device.user, PresenceStatus::Online, PresenceCause::Connected, now, out);
-                }
-            }
+            PresenceInput::Online { device, hide_last_seen } => self.online(now, device, Some(hide_last_seen), out),
             PresenceInput::Heartbeat { device } => {
-                if !self.is_online(device.user, now) {
+                let (expires, seen) = (ms(now + self.ttl), ms(now));
+                match self.records.get_mut(&device.user) {
+                    Some(r) if u64::from(r.expires_ms) > now.as_ms() => {
+                        r.expires_ms = expires;
+                        r.last_seen_ms = seen;
+                    }
                     // A heartbeat after expiry comes from a connection the server still
                     // holds: the key is set again, as SETEX would.
-                    let hidden = self.records.get(&device.user).is_some_and(|r| r.hidden);
-                    self.handle(now, PresenceInput::Online { device, hide_last_seen: hidden }, out);
-                    return;
+                    _ => self.online(now, device, None, out),
                 }
-                let r = self.records.get_mut(&device.user).expect("live key has a record");
-                r.expires_ms = ms(now + self.ttl);
-                r.last_seen_ms = ms(now);
             }
             PresenceInput::Offline { device } => {
                 let Some(r) = self.records.get_mut(&device.user) else { return };
@@ -181,6 +163,31 @@ impl PresenceStore {
                 let update = PresenceUpdate { target, status, cause: PresenceCause::Subscribed, changed_at: now };
                 out.push(PresenceNotify { watcher, server, update });
             }
+        }
+    }
+
+    /// `SETEX presence:{user}` for a device (keeping the privacy setting when `None`), and
+    /// tell subscribers if the user was not already announced online.
+    fn online(&mut self, now: Time, device: DeviceId, hide_last_seen: Option<bool>, out: &mut Vec<PresenceNotify>) {
+        let expires = ms(now + self.ttl);
+        let r = self.records.entry(device.user).or_default();
+        let was_live = u64::from(r.expires_ms) > now.as_ms();
+        if let Some(hidden) = hide_last_seen {
+            r.hidden = hidden;
+        }
+        r.devices |= 1 << device.slot.0;
+        r.expires_ms = expires;
+        r.last_seen_ms = ms(now);
+        let announce = !r.announced_online;
+        r.announced_online = true;
+        if !was_live {
+            self.schedule(device.user, expires);
+            if self.subscribers.contains_key(&device.user) {
+                self.opened.insert(device.user, now);
+            }
+        }
+        if announce {
+            self.notify(device.user, PresenceStatus::Online, PresenceCause::Connected, now, out);
         }
     }
 

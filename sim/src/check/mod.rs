@@ -184,10 +184,11 @@ fn presence(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
         let subject = format!("user {}", u.target.0);
         match u.status {
             PresenceStatus::Online => {
-                let lives = logs
-                    .key_lifetimes
+                let first = logs.key_lifetimes.partition_point(|&(user, _, _)| user < u.target);
+                let lives = logs.key_lifetimes[first..]
                     .iter()
-                    .any(|&(user, set, expired)| user == u.target && set <= u.changed_at && u.changed_at <= expired);
+                    .take_while(|&&(user, _, _)| user == u.target)
+                    .any(|&(_, set, expired)| set <= u.changed_at && u.changed_at <= expired);
                 if !lives {
                     let detail = format!(
                         "shown online to watcher {} with no live presence key at {}",

@@ -25,7 +25,17 @@ impl CassandraNode {
 
     /// Apply a write: an upsert, so a retried write leaves one row.
     pub fn write(&mut self, msg: &ChatMessage) {
-        let at = self.rows.partition_point(|r| r.id < msg.id);
+        if self.rows.last().is_none_or(|r| r.id < msg.id) {
+            self.rows.push(*msg); // the common case: the newest id so far
+            return;
+        }
+        // Nearly in order: search back from the end before falling back to bisection.
+        let tail = self.rows.len().saturating_sub(64);
+        let at = if self.rows[tail].id < msg.id {
+            tail + self.rows[tail..].partition_point(|r| r.id < msg.id)
+        } else {
+            self.rows.partition_point(|r| r.id < msg.id)
+        };
         if self.rows.get(at).is_some_and(|r| r.id == msg.id) {
             self.rows[at] = *msg;
         } else {
