@@ -72,6 +72,8 @@ struct Record {
     /// What subscribers were last told.
     announced_online: bool,
     hidden: bool,
+    /// Whether the user was ever online (the record exists).
+    seen: bool,
 }
 
 /// Expiry checks are bucketed by this; an expiry is noticed at most this late.
@@ -81,7 +83,11 @@ const EXPIRY_BUCKET_MS: u64 = 100;
 #[derive(Debug)]
 pub struct PresenceStore {
     ttl: Duration,
-    records: FxHashMap<UserId, Record>,
+    /// Dense by `user / stride` (the shard holds users `u % stride == shard`): one memory
+    /// access per heartbeat. A record never written reads as all zeroes: no key.
+    records: Vec<Record>,
+    stride: u32,
+    known: usize,
     subscribers: FxHashMap<UserId, Vec<(DeviceId, ServerId)>>,
     /// A ring of expiry buckets: each user with a key sits in the bucket of its expiry
     /// (or earlier: a refreshed key is moved on when its old bucket comes due).
@@ -102,12 +108,20 @@ fn ms(t: Time) -> u32 {
 }
 
 impl PresenceStore {
-    /// An empty shard with the key TTL (card: 45 s).
+    /// An empty shard with the key TTL (card: 45 s), holding every user.
     pub fn new(ttl: Duration) -> PresenceStore {
+        PresenceStore::with_stride(ttl, 1, 0)
+    }
+
+    /// An empty shard for the users `u % stride == shard`, sized for about `users`.
+    pub fn with_stride(ttl: Duration, stride: u32, users: usize) -> PresenceStore {
+        assert!(stride > 0, "a stride of zero shards");
         let buckets = (ttl.as_millis() as u64).div_ceil(EXPIRY_BUCKET_MS) as usize + 2;
         PresenceStore {
             ttl,
-            records: FxHashMap::default(),
+            records: Vec::with_capacity(users),
+            stride,
+            known: 0,
             subscribers: FxHashMap::default(),
             wheel: vec![Vec::new(); buckets],
             next_bucket: 0,
@@ -118,7 +132,7 @@ impl PresenceStore {
 
     /// `GET presence:{user}`: whether the key lives at `now`.
     pub fn is_online(&self, user: UserId, now: Time) -> bool {
-        self.records.get(&user).is_some_and(|r| u64::from(r.expires_ms) > now.as_ms())
+        self.record(user).is_some_and(|r| u64::from(r.expires_ms) > now.as_ms())
     }
 
     /// Handle one input at `now`.
@@ -127,7 +141,7 @@ impl PresenceStore {
             PresenceInput::Online { device, hide_last_seen } => self.online(now, device, Some(hide_last_seen), out),
             PresenceInput::Heartbeat { device } => {
                 let (expires, seen) = (ms(now + self.ttl), ms(now));
-                match self.records.get_mut(&device.user) {
+                match self.record_mut(device.user) {
                     Some(r) if u64::from(r.expires_ms) > now.as_ms() => {
                         r.expires_ms = expires;
                         r.last_seen_ms = seen;
@@ -138,7 +152,7 @@ impl PresenceStore {
                 }
             }
             PresenceInput::Offline { device } => {
-                let Some(r) = self.records.get_mut(&device.user) else { return };
+                let Some(r) = self.record_mut(device.user) else { return };
                 r.devices &= !(1 << device.slot.0);
                 r.last_seen_ms = ms(now);
                 if r.devices == 0 && r.announced_online {
@@ -153,7 +167,7 @@ impl PresenceStore {
                 if subs.len() < WATCHERS_PER_USER_MAX {
                     subs.push((watcher, server));
                 }
-                let status = match self.records.get(&target) {
+                let status = match self.record(target) {
                     Some(r) if r.announced_online && self.is_online(target, now) => PresenceStatus::Online,
                     _ => self.offline_status(target),
                 };
@@ -170,7 +184,7 @@ impl PresenceStore {
     /// tell subscribers if the user was not already announced online.
     fn online(&mut self, now: Time, device: DeviceId, hide_last_seen: Option<bool>, out: &mut Vec<PresenceNotify>) {
         let expires = ms(now + self.ttl);
-        let r = self.records.entry(device.user).or_default();
+        let r = self.record_or_insert(device.user);
         let was_live = u64::from(r.expires_ms) > now.as_ms();
         if let Some(hidden) = hide_last_seen {
             r.hidden = hidden;
@@ -198,7 +212,7 @@ impl PresenceStore {
             let slot = (self.next_bucket % self.wheel.len() as u64) as usize;
             let users = std::mem::take(&mut self.wheel[slot]);
             for user in users {
-                let Some(r) = self.records.get(&user).copied() else { continue };
+                let Some(r) = self.record(user).copied() else { continue };
                 if r.expires_ms == 0 {
                     continue;
                 }
@@ -207,14 +221,14 @@ impl PresenceStore {
                     continue;
                 }
                 let expired_at = Time::from_ms(u64::from(r.expires_ms));
-                let rec = self.records.get_mut(&user).expect("record read above");
+                let rec = self.record_mut(user).expect("record read above");
                 rec.expires_ms = 0;
                 rec.devices = 0;
+                rec.announced_online = false;
                 if let Some(set) = self.opened.remove(&user) {
                     self.lifetimes.push((user, set, expired_at));
                 }
-                if rec.announced_online {
-                    rec.announced_online = false;
+                if r.announced_online {
                     let status = self.offline_status(user);
                     self.notify(user, status, PresenceCause::Expired, expired_at, out);
                 }
@@ -231,14 +245,35 @@ impl PresenceStore {
         all
     }
 
-    /// Keys held (live or expired and not yet reused).
+    /// Users ever online on this shard.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.known
     }
 
     /// Whether no user was ever seen.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.known == 0
+    }
+
+    fn record(&self, user: UserId) -> Option<&Record> {
+        self.records.get((user.0 / self.stride) as usize)
+    }
+
+    fn record_mut(&mut self, user: UserId) -> Option<&mut Record> {
+        self.records.get_mut((user.0 / self.stride) as usize)
+    }
+
+    fn record_or_insert(&mut self, user: UserId) -> &mut Record {
+        let i = (user.0 / self.stride) as usize;
+        if i >= self.records.len() {
+            self.records.resize(i + 1, Record::default());
+        }
+        let r = &mut self.records[i];
+        if !r.seen {
+            r.seen = true;
+            self.known += 1;
+        }
+        r
     }
 
     fn schedule(&mut self, user: UserId, expires_ms: u32) {
@@ -248,7 +283,7 @@ impl PresenceStore {
     }
 
     fn offline_status(&self, user: UserId) -> PresenceStatus {
-        match self.records.get(&user) {
+        match self.record(user) {
             Some(r) if r.hidden => PresenceStatus::Offline { last_seen: None },
             Some(r) if r.last_seen_ms > 0 => {
                 PresenceStatus::Offline { last_seen: Some(Time::from_ms(u64::from(r.last_seen_ms))) }

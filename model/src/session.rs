@@ -2,7 +2,6 @@
 //! and the routing decision that follows from it.
 
 use crate::{DeviceSlot, ServerId, Time, UserId};
-use rustc_hash::FxHashMap;
 use std::time::Duration;
 
 /// The most devices one user can have (phone + web). Bounds the session value so that it
@@ -107,33 +106,59 @@ impl Packed {
 /// Session keys with Redis semantics: `SET session:{user} … EX ttl`, `GET`, with expiry
 /// judged lazily against the caller's clock (as Redis does on access). A device that
 /// disconnects stays known as offline, so its messages go to the inbox.
-#[derive(Debug, Default)]
+///
+/// A shard holds the users `u` with `u % stride == shard`; their keys live in one dense
+/// array indexed by `u / stride` (user ids are dense), which costs one memory access per
+/// command where a hash table costs two.
+#[derive(Debug)]
 pub struct SessionStore {
-    entries: FxHashMap<UserId, Packed>,
+    entries: Vec<Packed>,
+    stride: u32,
+    keys: usize,
+}
+
+impl Default for SessionStore {
+    fn default() -> Self {
+        SessionStore::with_stride(1, 0)
+    }
 }
 
 impl SessionStore {
-    /// An empty store sized for about `users` keys.
-    pub fn with_capacity(users: usize) -> SessionStore {
-        SessionStore { entries: FxHashMap::with_capacity_and_hasher(users, Default::default()) }
+    /// An empty store for users `u % stride == shard`, sized for about `users` keys.
+    pub fn with_stride(stride: u32, users: usize) -> SessionStore {
+        assert!(stride > 0, "a stride of zero shards");
+        SessionStore { entries: Vec::with_capacity(users), stride, keys: 0 }
+    }
+
+    fn slot(&mut self, user: UserId) -> &mut Packed {
+        let i = (user.0 / self.stride) as usize;
+        if i >= self.entries.len() {
+            self.entries.resize(i + 1, Packed::empty());
+        }
+        &mut self.entries[i]
     }
 
     /// Record that `slot` of `user` is connected to `server`, refreshing the key's TTL.
     pub fn set(&mut self, user: UserId, slot: DeviceSlot, server: ServerId, now: Time, ttl: Duration) {
         assert!(server.0 < OFFLINE, "server id {} is reserved", server.0);
-        let entry = self.entries.entry(user).or_insert_with(Packed::empty);
+        let entry = self.slot(user);
+        let new_key = entry.expires_ms == 0;
         if u64::from(entry.expires_ms) <= now.as_ms() {
             *entry = Packed::empty();
         }
         entry.devices[usize::from(slot.0)] = server.0;
-        // Expiry in ms saturates after 49 days, far beyond any run plus a day's TTL.
-        entry.expires_ms = u32::try_from((now + ttl).as_ms()).unwrap_or(u32::MAX);
+        // Expiry in ms saturates after 49 days, far beyond any run plus a day's TTL; at
+        // least 1, since 0 marks an absent key.
+        entry.expires_ms = u32::try_from((now + ttl).as_ms()).unwrap_or(u32::MAX).max(1);
+        if new_key {
+            self.keys += 1;
+        }
     }
 
     /// Mark `slot` of `user` offline, but only if it still points at `server`: a late
     /// disconnect from an old server must not erase a newer connection elsewhere.
     pub fn clear(&mut self, user: UserId, slot: DeviceSlot, server: ServerId) {
-        if let Some(entry) = self.entries.get_mut(&user) {
+        if let Some(entry) = self.entries.get_mut((user.0 / self.stride) as usize) {
             let d = &mut entry.devices[usize::from(slot.0)];
             if *d == server.0 {
                 *d = OFFLINE;
@@ -143,17 +168,20 @@ impl SessionStore {
 
     /// The live session of `user` at `now`, if any.
     pub fn get(&self, user: UserId, now: Time) -> Option<SessionEntry> {
-        self.entries.get(&user).filter(|e| u64::from(e.expires_ms) > now.as_ms()).map(|e| e.unpack())
+        self.entries
+            .get((user.0 / self.stride) as usize)
+            .filter(|e| u64::from(e.expires_ms) > now.as_ms())
+            .map(|e| e.unpack())
     }
 
-    /// How many keys are stored (expired ones included until touched).
+    /// How many keys were ever set (expired ones included).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.keys
     }
 
-    /// Whether no keys are stored.
+    /// Whether no key was ever set.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.keys == 0
     }
 }
 

@@ -140,17 +140,16 @@ impl Topology {
         self.node(NodeKind::ClientShard, u.0 % self.count(NodeKind::ClientShard))
     }
 
-    /// The session-store shard of a user (hash slot).
+    /// The session-store shard of a user. User ids are dense and carry no meaning, so
+    /// `id % shards` spreads users as evenly as a hash slot would, and lets each shard keep
+    /// its keys in a dense array (`id / shards`).
     pub fn redis(&self, u: UserId) -> NodeIdx {
-        let n = self.count(NodeKind::Redis);
-        self.node(NodeKind::Redis, (u.hash64() % u64::from(n)) as u32)
+        self.node(NodeKind::Redis, u.0 % self.count(NodeKind::Redis))
     }
 
-    /// The presence shard of a user.
+    /// The presence shard of a user (by id, like the session store).
     pub fn presence(&self, u: UserId) -> NodeIdx {
-        let n = self.count(NodeKind::Presence);
-        // A different mix than the session store's, so the two shardings are independent.
-        self.node(NodeKind::Presence, (u.hash64().rotate_left(29) % u64::from(n)) as u32)
+        self.node(NodeKind::Presence, u.0 % self.count(NodeKind::Presence))
     }
 
     /// The replicas of a conversation's partition.

@@ -29,9 +29,9 @@ pub struct RedisShard {
 }
 
 impl RedisShard {
-    /// A shard sized for about `users` session keys.
-    pub fn with_capacity(users: usize) -> RedisShard {
-        RedisShard { sessions: SessionStore::with_capacity(users), ..RedisShard::default() }
+    /// A shard for the users `u % stride == shard`, sized for about `users` keys.
+    pub fn with_stride(stride: u32, users: usize) -> RedisShard {
+        RedisShard { sessions: SessionStore::with_stride(stride, users), ..RedisShard::default() }
     }
 
     /// `SET session:{user}` for one device with a TTL.

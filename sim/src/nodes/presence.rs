@@ -24,7 +24,11 @@ impl PresenceNode {
         let s = &shared.scenario;
         let (fifo, service) = super::queue(shared, s.workers.redis, &s.service_us.redis);
         PresenceNode {
-            store: PresenceStore::new(Duration::from_millis(s.users.presence_ttl_ms)),
+            store: PresenceStore::with_stride(
+                Duration::from_millis(s.users.presence_ttl_ms),
+                s.fleet.redis_presence_shards,
+                (s.users.concurrent / u64::from(s.fleet.redis_presence_shards)) as usize,
+            ),
             topo: shared.topo.clone(),
             fifo,
             service,

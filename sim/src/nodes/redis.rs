@@ -18,7 +18,7 @@ impl RedisNode {
         let s = &shared.scenario;
         let (fifo, service) = super::queue(shared, s.workers.redis, &s.service_us.redis);
         let users = s.users.concurrent / u64::from(s.fleet.redis_session_shards);
-        RedisNode { shard: RedisShard::with_capacity(users as usize), fifo, service }
+        RedisNode { shard: RedisShard::with_stride(s.fleet.redis_session_shards, users as usize), fifo, service }
     }
 }
 
