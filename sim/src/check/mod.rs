@@ -6,7 +6,6 @@ mod logs;
 
 pub use logs::{Display, Logs, PresenceView};
 
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 use wasim_model::{MessageId, PresenceCause, PresenceStatus, ReceiptState, Time};
 
@@ -140,18 +139,17 @@ fn no_duplicate_display(logs: &Logs, r: &mut CheckReport) {
 /// 3. The sender's view of a message never goes back, and read implies delivered: a read
 ///    receipt names a device that had shown the message.
 fn receipts_monotone(logs: &Logs, r: &mut CheckReport) {
-    let mut last: FxHashMap<u64, ReceiptState> = FxHashMap::default();
-    for &(key, state, at) in &logs.sender_views {
-        let before = last.insert(key, state);
-        if before.is_some_and(|b| b > state) {
+    // Each message's view changes in time order (logged so by its sender's process):
+    // grouped by message, every change must go forward.
+    let mut views: Vec<(u64, Time, u32, ReceiptState)> =
+        logs.sender_views.iter().enumerate().map(|(i, &(key, state, at))| (key, at, i as u32, state)).collect();
+    views.sort_unstable();
+    for w in views.windows(2) {
+        let ((k0, _, _, before), (key, at, _, state)) = (w[0], w[1]);
+        if k0 == key && before > state {
             let detail = format!("sender's view went from {before:?} to {state:?}");
-            r.add(violation(
-                3,
-                "receipts monotone",
-                format!("client message {}:{}", key >> 32, key & 0xffff_ffff),
-                at,
-                detail,
-            ));
+            let subject = format!("client message {}:{}", key >> 32, key & 0xffff_ffff);
+            r.add(violation(3, "receipts monotone", subject, at, detail));
         }
     }
     for &(id, by, at) in &logs.reads {
@@ -164,13 +162,15 @@ fn receipts_monotone(logs: &Logs, r: &mut CheckReport) {
 
 /// 5. Within a conversation, a device shows messages in id order.
 fn order(logs: &Logs, r: &mut CheckReport) {
-    let mut newest: FxHashMap<(u32, u64), MessageId> = FxHashMap::default();
-    for d in &logs.displays {
-        let before = newest.insert((d.device, d.conversation.0), d.id);
-        if before.is_some_and(|b| b > d.id) {
-            let detail =
-                format!("device {} of user {} showed {} after {}", d.device & 1, d.device >> 1, d.id, before.unwrap());
-            r.add(violation(5, "order", format!("message {}", d.id), d.at, detail));
+    // Grouped by (device, conversation), in display order (time, then log position).
+    let mut shown: Vec<(u32, u64, Time, u32, MessageId)> =
+        logs.displays.iter().enumerate().map(|(i, d)| (d.device, d.conversation.0, d.at, i as u32, d.id)).collect();
+    shown.sort_unstable();
+    for w in shown.windows(2) {
+        let ((dev0, conv0, _, _, before), (device, conv, at, _, id)) = (w[0], w[1]);
+        if (dev0, conv0) == (device, conv) && before > id {
+            let detail = format!("device {} of user {} showed {id} after {before}", device & 1, device >> 1);
+            r.add(violation(5, "order", format!("message {id}"), at, detail));
         }
     }
 }
