@@ -194,9 +194,14 @@ impl UnconfirmedAcks {
         }
     }
 
-    /// The ACKs to send again (with a heartbeat or after a reconnect).
-    pub fn pending(&self, device: DeviceId) -> &[(ChatMessage, Time)] {
-        self.acks.get(&device_key(device)).map_or(&[], Vec::as_slice)
+    /// The ACKs to send again (with a heartbeat or after a reconnect): those sent before
+    /// `sent_before` and still unconfirmed (younger ones may simply be in flight).
+    pub fn pending(&self, device: DeviceId, sent_before: Time) -> impl Iterator<Item = &(ChatMessage, Time)> + '_ {
+        self.acks
+            .get(&device_key(device))
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter(move |(_, at)| *at < sent_before)
     }
 
     /// ACKs not yet confirmed, all devices.
@@ -334,9 +339,10 @@ mod tests {
         u.sent(d, msg(5, 1), Time::ZERO);
         u.sent(d, msg(5, 1), Time::ZERO);
         u.sent(d, msg(6, 1), Time::ZERO);
-        assert_eq!(u.pending(d).len(), 2, "one entry per message");
+        assert_eq!(u.pending(d, Time::from_ms(1)).count(), 2, "one entry per message");
+        assert_eq!(u.pending(d, Time::ZERO).count(), 0, "none sent before t = 0");
         u.confirmed(d, MessageId(5));
-        assert_eq!(u.pending(d)[0].0.id, MessageId(6));
+        assert_eq!(u.pending(d, Time::from_ms(1)).next().unwrap().0.id, MessageId(6));
         u.confirmed(d, MessageId(6));
         assert!(u.is_empty());
     }

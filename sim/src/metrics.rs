@@ -125,8 +125,11 @@ counters! {
         sent_acks_measured,
         /// Pushes received for messages sent in the window.
         deliveries_measured,
-        /// ✓✓ received for messages sent in the window.
+        /// Delivered receipts received for messages sent in the window (one per recipient
+        /// device; a re-sent ACK can add a duplicate).
         receipts_measured,
+        /// Messages sent in the window whose sender saw ✓✓ (grey or blue).
+        double_ticks_measured,
         /// Devices whose connection was accepted.
         connects,
         /// Connection attempts refused by a full server.
@@ -135,6 +138,8 @@ counters! {
         connects_failed,
         /// Route-or-inbox operations that wrote an inbox pointer.
         inbox_adds,
+        /// Inbox pointers and stored receipts dropped at their per-user limits.
+        redis_dropped,
         /// Messages shown from an inbox fetch after a (re)connect.
         fetched,
         /// Arrivals not shown because the device had shown them already.
@@ -153,6 +158,8 @@ counters! {
         heartbeats,
         /// Presence notifications received by watchers.
         presence_updates,
+        /// Presence notifications that showed a last-seen time.
+        last_seen_shown,
         /// Devices reconnecting after a network cut.
         reconnects,
         /// Replica writes applied by Cassandra nodes.

@@ -82,10 +82,20 @@ impl Network {
 mod tests {
     use super::*;
     use crate::msg::Msg;
-    use wasim_model::{DeviceId, Time, UserId};
+    use wasim_model::{DeviceId, MessageId, Time, UserId};
 
     fn env(at_us: u64) -> Envelope {
-        Envelope { at: Time(at_us), from: NodeIdx(0), seq: 0, msg: Msg::Connect { device: DeviceId::phone(UserId(1)) } }
+        Envelope {
+            at: Time(at_us),
+            from: NodeIdx(0),
+            seq: 0,
+            msg: Msg::Connect {
+                device: DeviceId::phone(UserId(1)),
+                epoch: 1,
+                cursor: MessageId(0),
+                hide_last_seen: false,
+            },
+        }
     }
 
     fn arrivals(net: &mut Network, tick: u64) -> Vec<u64> {

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-/// A small scenario that runs in well under a second in release mode.
+/// A small scenario that runs in well under a second in release mode, with every
+/// default of the 1:1 lifecycle (web clients, app closes, read receipts, presence).
 pub const SMALL: &str = r#"
 name = "small"
 seed = 5
@@ -27,6 +28,24 @@ connect_ramp_s = 1
 [workload]
 messages_per_s = 500
 "#;
+
+/// `SMALL` with lines added to its `[users]` and `[workload]` tables, and tables after.
+pub fn small_with(users: &str, workload: &str, tail: &str) -> String {
+    SMALL
+        .replace("connect_ramp_s = 1\n", &format!("connect_ramp_s = 1\n{users}\n"))
+        .replace("messages_per_s = 500\n", &format!("messages_per_s = 500\n{workload}\n"))
+        + tail
+}
+
+/// `SMALL` reduced to the send path: phones only, nobody closes the app or watches.
+pub fn send_path_only() -> String {
+    small_with("devices_per_user = { phone = 1.0, web = 0.0 }\nchat_open_share = 0.0", "app_closes_per_hour = 0", "")
+}
+
+/// Run a scenario text through the library with its own seed.
+pub fn simulate(text: &str) -> wasim_sim::Outcome {
+    wasim_sim::run(&parse(text), &wasim_sim::RunOptions::default())
+}
 
 /// Run `wasim` with arguments.
 pub fn wasim(args: &[&str]) -> Output {

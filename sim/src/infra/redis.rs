@@ -7,8 +7,7 @@
 use rustc_hash::FxHashMap;
 use std::time::Duration;
 use wasim_model::{
-    ChatMessage, ConversationId, DeviceId, MessageId, Receipt, Route, ServerId, SessionEntry, SessionStore, Time,
-    UserId,
+    ChatMessage, ConversationId, DeviceId, MessageId, Receipt, Route, ServerId, SessionStore, Time, UserId,
 };
 
 /// The most pointers one inbox holds. A phone offline for weeks must not grow a shard
@@ -42,11 +41,6 @@ impl RedisShard {
     /// Mark a device offline if its field still points at `server`.
     pub fn session_clear(&mut self, device: DeviceId, server: ServerId) {
         self.sessions.clear(device.user, device.slot, server);
-    }
-
-    /// `GET session:{user}`.
-    pub fn session_get(&self, user: UserId, now: Time) -> Option<SessionEntry> {
-        self.sessions.get(user, now)
     }
 
     /// Route-or-inbox for `msg`'s recipient: the servers of its connected devices (other

@@ -47,7 +47,7 @@ impl ChatNode {
     /// Send on a device's WebSocket. The connect acceptance, the pushes and the end of the
     /// catch-up must arrive in order (a push before the acceptance would be ignored, a
     /// fetch end before its pushes would show them late); the rest may overtake.
-    fn to_device(&mut self, device: DeviceId, t: Time, msg: Msg, ctx: &mut Ctx) {
+    fn send_to_device(&mut self, device: DeviceId, t: Time, msg: Msg, ctx: &mut Ctx) {
         let shard = self.topo.client_shard(device.user);
         if matches!(msg, Msg::ConnectAccepted { .. } | Msg::Push { .. } | Msg::FetchDone { .. }) {
             let last = self.socket_last.entry(device_key(device)).or_default();
@@ -65,9 +65,9 @@ impl ChatNode {
             match out {
                 Out::ConnectAccepted { device } => {
                     ctx.trace_device(t, "connect_accepted", device);
-                    self.to_device(device, t, Msg::ConnectAccepted { device, server: me }, ctx);
+                    self.send_to_device(device, t, Msg::ConnectAccepted { device, server: me }, ctx);
                 }
-                Out::ConnectRefused { device } => self.to_device(device, t, Msg::ConnectRefused { device }, ctx),
+                Out::ConnectRefused { device } => self.send_to_device(device, t, Msg::ConnectRefused { device }, ctx),
                 Out::SessionSet { device, server, ttl } => {
                     ctx.send(topo.redis(device.user), t, Msg::SessionSet { device, server, ttl })
                 }
@@ -102,7 +102,7 @@ impl ChatNode {
                 }
                 Out::SentAck { device, msg } => {
                     ctx.trace_msg(t, "sent_ack", &msg, Some(device));
-                    self.to_device(device, t, Msg::SentAck { device, msg }, ctx);
+                    self.send_to_device(device, t, Msg::SentAck { device, msg }, ctx);
                 }
                 Out::Publish { req, msg } => {
                     ctx.trace_msg(t, "publish", &msg, None);
@@ -110,10 +110,12 @@ impl ChatNode {
                 }
                 Out::Push { device, msg } => {
                     ctx.trace_msg(t, "push", &msg, Some(device));
-                    self.to_device(device, t, Msg::Push { device, msg }, ctx);
+                    self.send_to_device(device, t, Msg::Push { device, msg }, ctx);
                 }
-                Out::FetchDone { device } => self.to_device(device, t, Msg::FetchDone { device }, ctx),
-                Out::AckConfirmed { device, id } => self.to_device(device, t, Msg::AckConfirmed { device, id }, ctx),
+                Out::FetchDone { device } => self.send_to_device(device, t, Msg::FetchDone { device }, ctx),
+                Out::AckConfirmed { device, id } => {
+                    self.send_to_device(device, t, Msg::AckConfirmed { device, id }, ctx)
+                }
                 Out::Reroute { msg, exclude } => {
                     ctx.trace_msg(t, "reroute", &msg, None);
                     ctx.send(topo.redis(msg.to), t, Msg::Reroute { msg, exclude })
@@ -124,13 +126,13 @@ impl ChatNode {
                 Out::RelayReceipt { server, receipt } => ctx.send(topo.chat(server), t, Msg::ReceiptRelay { receipt }),
                 Out::Receipt { device, receipt } => {
                     ctx.trace_msg(t, "receipt", &receipt.msg, Some(device));
-                    self.to_device(device, t, Msg::Receipt { device, receipt }, ctx);
+                    self.send_to_device(device, t, Msg::Receipt { device, receipt }, ctx);
                 }
                 Out::Subscribe { watcher, server, target } => {
                     ctx.send(topo.presence(target), t, Msg::PresenceSubscribe { watcher, server, target })
                 }
                 Out::PresenceUpdate { device, update } => {
-                    self.to_device(device, t, Msg::PresenceUpdate { device, update }, ctx)
+                    self.send_to_device(device, t, Msg::PresenceUpdate { device, update }, ctx)
                 }
             }
         }

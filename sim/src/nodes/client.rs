@@ -30,6 +30,9 @@ const READ_HORIZON_US: u64 = 65_000_000;
 /// A device whose network comes back reconnects after a jitter of up to this, so that
 /// many devices cut together do not reconnect in the same millisecond.
 const RECONNECT_JITTER_US: u64 = 2_000_000;
+/// A heartbeat re-sends delivered ACKs unconfirmed for at least this long; younger ones
+/// are most likely still in flight (a round trip is well under a second).
+const ACK_CONFIRM_WAIT: Duration = Duration::from_secs(2);
 
 pub(crate) struct ClientShard {
     shard: u32,
@@ -178,24 +181,33 @@ impl ClientShard {
         ctx.send(self.topo.chat(server), t, Msg::Connect { device, epoch, cursor, hide_last_seen });
     }
 
-    /// Send a delivered ACK, unless the network loses it (fault); either way the device
-    /// keeps it until the server confirms it.
-    fn ack_delivered(&mut self, device: DeviceId, server: ServerId, msg: ChatMessage, at: Time, ctx: &mut Ctx) {
-        let loss = self.ack_loss.iter().find(|&&(from, until, _)| at >= from && at < until).map(|w| w.2);
+    /// Send, at `now`, a delivered ACK for a message the device got at `at`, unless the
+    /// network loses it (fault); either way the device keeps it until it is confirmed.
+    fn ack_delivered(
+        &mut self,
+        device: DeviceId,
+        server: ServerId,
+        msg: ChatMessage,
+        at: Time,
+        now: Time,
+        ctx: &mut Ctx,
+    ) {
+        let loss = self.ack_loss.iter().find(|&&(from, until, _)| now >= from && now < until).map(|w| w.2);
         if loss.is_some_and(|p| ctx.rng.random::<f64>() < p) {
             ctx.counters.acks_lost += 1;
-            ctx.trace_msg(at, "delivered_ack_lost", &msg, Some(device));
+            ctx.trace_msg(now, "delivered_ack_lost", &msg, Some(device));
         } else {
-            ctx.trace_msg(at, "delivered_ack", &msg, Some(device));
-            ctx.send(self.topo.chat(server), at, Msg::DeliveredAck { device, msg, at });
+            ctx.trace_msg(now, "delivered_ack", &msg, Some(device));
+            ctx.send(self.topo.chat(server), now, Msg::DeliveredAck { device, msg, at });
         }
     }
 
-    fn resend_acks(&mut self, device: DeviceId, server: ServerId, t: Time, ctx: &mut Ctx) {
-        let pending: Vec<(ChatMessage, Time)> = self.unconfirmed.pending(device).to_vec();
-        for (msg, _) in pending {
+    /// Re-send unconfirmed delivered ACKs sent before `sent_before`.
+    fn resend_acks(&mut self, device: DeviceId, server: ServerId, t: Time, sent_before: Time, ctx: &mut Ctx) {
+        let pending: Vec<(ChatMessage, Time)> = self.unconfirmed.pending(device, sent_before).copied().collect();
+        for (msg, at) in pending {
             ctx.counters.acks_resent += 1;
-            self.ack_delivered(device, server, msg, t, ctx);
+            self.ack_delivered(device, server, msg, at, t, ctx);
         }
     }
 
@@ -234,12 +246,12 @@ impl ClientShard {
         match self.devices[self.index(device)].on_push() {
             DeviceEvent::Show { server } => {
                 self.unconfirmed.sent(device, msg, env.at);
-                self.ack_delivered(device, server, msg, env.at, ctx);
+                self.ack_delivered(device, server, msg, env.at, env.at, ctx);
                 self.show(device, msg, env.at, false, ctx);
             }
             DeviceEvent::Hold { server } => {
                 self.unconfirmed.sent(device, msg, env.at);
-                self.ack_delivered(device, server, msg, env.at, ctx);
+                self.ack_delivered(device, server, msg, env.at, env.at, ctx);
                 if let Some((_, held)) = self.held.get_mut(&device_key(device)) {
                     held.push(msg);
                 }
@@ -259,7 +271,8 @@ impl ClientShard {
             ctx.logs.registered.push((device_key(device), t));
         }
         ctx.counters.connects += 1;
-        self.resend_acks(device, server, t, ctx);
+        // A new connection: confirmations for the old one will not come.
+        self.resend_acks(device, server, t, t, ctx);
         if device.slot.0 == 0 && self.pop.watches(device.user) {
             let target = self.contact(device.user, 0);
             ctx.send(self.topo.chat(server), t, Msg::Subscribe { device, target });
@@ -287,9 +300,13 @@ impl ClientShard {
     fn on_receipt(&mut self, receipt: Receipt, t: Time, ctx: &mut Ctx) {
         let msg = receipt.msg;
         let id = msg.client_id();
+        let before = self.sent.shown(id);
         if self.sent.on_receipt(id, receipt.event()) {
             let shown = self.sent.shown(id).unwrap_or(ReceiptState::Read);
             ctx.logs.sender_views.push((id.key(), shown, t));
+            if before < Some(ReceiptState::Delivered) && self.measured(msg.sent_at) {
+                ctx.counters.double_ticks_measured += 1;
+            }
         }
         ctx.trace_msg(
             t,
@@ -317,6 +334,9 @@ impl ClientShard {
 
     fn on_presence(&mut self, device: DeviceId, update: wasim_model::PresenceUpdate, t: Time, ctx: &mut Ctx) {
         ctx.counters.presence_updates += 1;
+        if matches!(update.status, wasim_model::PresenceStatus::Offline { last_seen: Some(_) }) {
+            ctx.counters.last_seen_shown += 1;
+        }
         ctx.logs.presence_views.push(PresenceView { watcher: device_key(device), update, received_at: t });
         let measured = update.changed_at >= self.measure.0 && update.changed_at < self.measure.1;
         match update.cause {
@@ -412,7 +432,7 @@ impl ClientShard {
                 let device = self.device_at(index);
                 if !self.cut(device, now) {
                     ctx.counters.heartbeats += 1;
-                    self.resend_acks(device, server, now, ctx);
+                    self.resend_acks(device, server, now, now - ACK_CONFIRM_WAIT, ctx);
                     ctx.send(self.topo.chat(server), now, Msg::Heartbeat { device });
                 }
             }

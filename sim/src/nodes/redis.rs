@@ -80,5 +80,6 @@ impl Process for RedisNode {
         report.busy_us = self.fifo.busy_us();
         report.served = self.fifo.served();
         report.gauge_end = self.shard.session_count() as u64;
+        report.counters.redis_dropped += self.shard.dropped();
     }
 }
