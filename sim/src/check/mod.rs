@@ -213,3 +213,108 @@ fn presence(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasim_model::{ConversationId, PresenceUpdate, UserId};
+
+    fn cx() -> CheckContext {
+        CheckContext { end: Time::from_secs(10), quorum: 2, hides_last_seen: Box::new(|u| u.0 == 9) }
+    }
+
+    fn display(device: u32, conversation: u64, id: u64, at_ms: u64) -> Display {
+        Display { device, conversation: ConversationId(conversation), id: MessageId(id), at: Time::from_ms(at_ms) }
+    }
+
+    /// Message 7 to user 2 (phone = device 4), acknowledged, stored twice, shown once.
+    fn healthy() -> Logs {
+        Logs {
+            acked: vec![(MessageId(7), UserId(2), Time::from_ms(5))],
+            displays: vec![display(4, 1, 7, 6)],
+            live_devices: vec![(UserId(2), 0)],
+            stored: vec![MessageId(7), MessageId(7)],
+            ..Logs::default()
+        }
+    }
+
+    fn invariants(logs: &mut Logs) -> Vec<u8> {
+        check_all(logs, &cx()).violations.iter().map(|v| v.invariant).collect()
+    }
+
+    #[test]
+    fn a_healthy_log_passes() {
+        assert!(check_all(&mut healthy(), &cx()).ok());
+    }
+
+    #[test]
+    fn loss_is_caught_when_not_shown_or_not_durable() {
+        let mut logs = healthy();
+        logs.displays.clear();
+        assert_eq!(invariants(&mut logs), vec![1]);
+        let mut logs = healthy();
+        logs.stored.pop();
+        assert_eq!(invariants(&mut logs), vec![1], "one replica is below the quorum");
+    }
+
+    #[test]
+    fn a_web_client_is_owed_only_messages_minted_after_it_linked() {
+        // A message minted at 5 ms (Snowflake timestamp), shown on the phone only.
+        let minted_at_5ms = MessageId(5 << 22);
+        let with_web = |linked_ms: u64| {
+            let mut logs = healthy();
+            logs.acked = vec![(minted_at_5ms, UserId(2), Time::from_ms(6))];
+            logs.displays = vec![display(4, 1, minted_at_5ms.0, 7)];
+            logs.stored = vec![minted_at_5ms; 2];
+            logs.live_devices.push((UserId(2), 1));
+            logs.registered = vec![(5, Time::from_ms(linked_ms))];
+            logs
+        };
+        assert_eq!(invariants(&mut with_web(1)), vec![1], "linked at 1 ms: the web client is owed it");
+        assert!(check_all(&mut with_web(6), &cx()).ok(), "linked at 6 ms: minted before, not owed");
+    }
+
+    #[test]
+    fn duplicates_and_reordering_are_caught() {
+        let mut logs = healthy();
+        logs.displays.push(display(4, 1, 7, 8));
+        assert_eq!(invariants(&mut logs), vec![2]);
+        let mut logs = healthy();
+        logs.displays.insert(0, display(4, 1, 9, 5));
+        assert_eq!(invariants(&mut logs), vec![5], "9 shown before 7 in one conversation");
+    }
+
+    #[test]
+    fn a_view_going_back_or_a_read_without_display_is_caught() {
+        let mut logs = healthy();
+        logs.sender_views =
+            vec![(1, ReceiptState::Read, Time::from_ms(1)), (1, ReceiptState::Delivered, Time::from_ms(2))];
+        assert_eq!(invariants(&mut logs), vec![3]);
+        let mut logs = healthy();
+        logs.reads = vec![(MessageId(7), 5, Time::from_ms(9))];
+        assert_eq!(invariants(&mut logs), vec![3], "device 5 never showed message 7");
+    }
+
+    fn view(target: u32, status: PresenceStatus, cause: PresenceCause, changed_s: u64) -> crate::check::PresenceView {
+        let update = PresenceUpdate { target: UserId(target), status, cause, changed_at: Time::from_secs(changed_s) };
+        crate::check::PresenceView { watcher: 4, update, received_at: Time::from_secs(changed_s) }
+    }
+
+    #[test]
+    fn presence_violations_are_caught() {
+        let online = view(3, PresenceStatus::Online, PresenceCause::Connected, 5);
+        let mut logs = healthy();
+        logs.presence_views = vec![online];
+        logs.key_lifetimes = vec![(UserId(3), Time::from_secs(1), Time::from_secs(4))];
+        assert_eq!(invariants(&mut logs), vec![7], "online shown after the key expired");
+        logs.key_lifetimes = vec![(UserId(3), Time::from_secs(1), Time::from_secs(6))];
+        assert!(check_all(&mut logs, &cx()).ok());
+
+        let stale = PresenceStatus::Offline { last_seen: Some(Time::from_secs(1)) };
+        logs.presence_views = vec![view(3, stale, PresenceCause::Expired, 70)];
+        assert_eq!(invariants(&mut logs), vec![7], "last-seen more than a minute old");
+        let revealed = PresenceStatus::Offline { last_seen: Some(Time::from_secs(5)) };
+        logs.presence_views = vec![view(9, revealed, PresenceCause::Disconnected, 5)];
+        assert_eq!(invariants(&mut logs), vec![7], "user 9 hides last-seen");
+    }
+}
