@@ -16,6 +16,7 @@ use crate::{
 };
 use rustc_hash::FxHashMap;
 use slotmap::{DefaultKey, Key, KeyData, SlotMap};
+use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -244,7 +245,8 @@ pub struct ChatServer {
     silence_checks: VecDeque<Vec<u32>>,
     silence_checks_from_s: u64,
     /// Pushes not yet acknowledged by the device, per connection.
-    unacked: FxHashMap<u32, Vec<ChatMessage>>,
+    /// Usually one push is in flight per connection: kept inline, without a heap buffer.
+    unacked: FxHashMap<u32, SmallVec<[ChatMessage; 1]>>,
     /// Connections whose session write is in flight, with their cursor.
     connecting: FxHashMap<u32, MessageId>,
     writes: SlotMap<DefaultKey, PendingWrite>,
@@ -327,7 +329,7 @@ impl ChatServer {
             + self.publishes.len()
             + self.receipts.len()
             + self.fetches.len()
-            + self.unacked.values().map(Vec::len).sum::<usize>()
+            + self.unacked.values().map(|u| u.len()).sum::<usize>()
     }
 
     /// Handle one input at `now`, appending effects to `out`.

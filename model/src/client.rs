@@ -3,9 +3,11 @@
 //! deliveries until the server confirms them, and keeps the ticks of its own messages.
 
 use crate::{
-    ChatMessage, ClientMsgId, ConversationId, DeviceId, MessageId, ReceiptEvent, SenderView, ServerId, Time, UserId,
+    ChatMessage, ClientMsgId, ConversationId, DeviceId, MessageId, ReceiptEvent, ReceiptState, SenderView, ServerId,
+    Time, UserId,
 };
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 /// Where a device is in its connection's life.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -167,7 +169,8 @@ impl Displayed {
 /// heartbeat and after a reconnect, until confirmed (the card's answer to a lost ACK).
 #[derive(Debug, Default)]
 pub struct UnconfirmedAcks {
-    acks: FxHashMap<u32, Vec<(ChatMessage, Time)>>,
+    /// Usually one ACK per device is in flight: kept inline, without a heap buffer.
+    acks: FxHashMap<u32, SmallVec<[(ChatMessage, Time); 1]>>,
 }
 
 /// The most unconfirmed ACKs a device keeps; older ones are dropped (their messages were
@@ -199,14 +202,14 @@ impl UnconfirmedAcks {
     pub fn pending(&self, device: DeviceId, sent_before: Time) -> impl Iterator<Item = &(ChatMessage, Time)> + '_ {
         self.acks
             .get(&device_key(device))
-            .map_or(&[][..], Vec::as_slice)
+            .map_or(&[][..], |a| a.as_slice())
             .iter()
             .filter(move |(_, at)| *at < sent_before)
     }
 
     /// ACKs not yet confirmed, all devices.
     pub fn len(&self) -> usize {
-        self.acks.values().map(Vec::len).sum()
+        self.acks.values().map(|a| a.len()).sum()
     }
 
     /// Whether every ACK was confirmed.
@@ -238,17 +241,26 @@ impl SentMessages {
         changed
     }
 
-    /// A receipt for `id` arrived. Returns whether the shown ticks changed.
-    pub fn on_receipt(&mut self, id: ClientMsgId, event: ReceiptEvent) -> bool {
-        let Some(view) = self.views.get_mut(&id.key()) else { return false };
-        let changed = view.on_receipt(event);
+    /// A receipt for `id` arrived. Returns the ticks shown before and after, when they
+    /// changed (`None` after: settled at read and forgotten).
+    pub fn on_receipt(
+        &mut self,
+        id: ClientMsgId,
+        event: ReceiptEvent,
+    ) -> Option<(Option<ReceiptState>, Option<ReceiptState>)> {
+        let view = self.views.get_mut(&id.key())?;
+        let before = view.shown();
+        if !view.on_receipt(event) {
+            return None;
+        }
+        let after = view.shown();
         self.forget_if_settled(id);
-        changed
+        Some((before, after))
     }
 
     /// What the sender's device shows for `id` now (`None`: in flight or settled and
     /// forgotten).
-    pub fn shown(&self, id: ClientMsgId) -> Option<crate::ReceiptState> {
+    pub fn shown(&self, id: ClientMsgId) -> Option<ReceiptState> {
         self.views.get(&id.key()).and_then(SenderView::shown)
     }
 
@@ -260,7 +272,7 @@ impl SentMessages {
     fn forget_if_settled(&mut self, id: ClientMsgId) {
         // Read is the last state; once the ✓ and the read receipt are in, nothing can
         // move this view again.
-        if self.views[&id.key()].settled_at(crate::ReceiptState::Read) {
+        if self.views[&id.key()].settled_at(ReceiptState::Read) {
             self.views.remove(&id.key());
         }
     }
@@ -269,7 +281,6 @@ impl SentMessages {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ReceiptState;
 
     fn msg(id: u64, conversation: u64) -> ChatMessage {
         ChatMessage {
@@ -353,12 +364,13 @@ mod tests {
         let a = ClientMsgId { sender: UserId(1), seq: 0 };
         assert!(!s.on_server_ack(a), "not sent by these devices");
         s.on_send(a);
-        assert!(s.on_receipt(a, ReceiptEvent::DeliveredAck));
+        assert_eq!(s.on_receipt(a, ReceiptEvent::DeliveredAck), Some((None, Some(ReceiptState::Delivered))));
         assert_eq!(s.shown(a), Some(ReceiptState::Delivered));
         assert!(!s.on_server_ack(a), "a late ✓ after ✓✓ changes nothing");
-        assert!(s.on_receipt(a, ReceiptEvent::ReadAck));
+        let read = Some((Some(ReceiptState::Delivered), Some(ReceiptState::Read)));
+        assert_eq!(s.on_receipt(a, ReceiptEvent::ReadAck), read);
         assert_eq!(s.in_flight(), 0);
-        assert!(!s.on_receipt(a, ReceiptEvent::DeliveredAck), "a late receipt after settling changes nothing");
+        assert_eq!(s.on_receipt(a, ReceiptEvent::DeliveredAck), None, "a late receipt after settling changes nothing");
         assert_eq!(s.shown(a), None);
     }
 }

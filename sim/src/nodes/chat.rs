@@ -6,7 +6,6 @@ use crate::metrics::NodeReport;
 use crate::msg::{Envelope, Msg};
 use crate::node::{Ctx, Process, Shared};
 use crate::topology::Topology;
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use wasim_model::{
@@ -19,11 +18,16 @@ pub(crate) struct ChatNode {
     fifo: Fifo,
     service: Sampler,
     outs: Vec<Out>,
-    /// Last arrival per device WebSocket, so pushes arrive in the order they were sent.
-    /// Entries whose time has passed are pruned: an idle socket has nothing to order.
-    socket_last: FxHashMap<u32, Time>,
-    next_prune: Time,
+    /// Last arrival per device WebSocket, so pushes arrive in the order they were sent:
+    /// a direct-mapped table by socket. Two sockets sharing a slot are ordered together,
+    /// which delays one a little but never reorders either; only sockets with something
+    /// in flight matter, so collisions are rare.
+    socket_last: Vec<(u32, Time)>,
 }
+
+/// Slots of the socket-order table (a power of two): far more than the sockets of one
+/// server with a push in flight at once.
+const SOCKET_SLOTS: usize = 1 << 13;
 
 impl ChatNode {
     pub fn new(shared: &Shared, i: u32) -> ChatNode {
@@ -39,8 +43,7 @@ impl ChatNode {
             fifo,
             service,
             outs: Vec::new(),
-            socket_last: FxHashMap::default(),
-            next_prune: Time::ZERO,
+            socket_last: vec![(u32::MAX, Time::ZERO); SOCKET_SLOTS],
         }
     }
 
@@ -50,8 +53,13 @@ impl ChatNode {
     fn send_to_device(&mut self, device: DeviceId, t: Time, msg: Msg, ctx: &mut Ctx) {
         let shard = self.topo.client_shard(device.user);
         if matches!(msg, Msg::ConnectAccepted { .. } | Msg::Push { .. } | Msg::FetchDone { .. }) {
-            let last = self.socket_last.entry(device_key(device)).or_default();
-            ctx.send_ordered(shard, t, msg, last);
+            let key = device_key(device);
+            let slot = &mut self.socket_last[(key.wrapping_mul(0x9E37_79B1) >> 19) as usize % SOCKET_SLOTS];
+            if slot.0 != key && slot.1 <= t {
+                *slot = (key, Time::ZERO); // the slot's previous socket has nothing in flight
+            }
+            slot.0 = key;
+            ctx.send_ordered(shard, t, msg, &mut slot.1);
         } else {
             ctx.send(shard, t, msg);
         }
@@ -189,10 +197,6 @@ impl Process for ChatNode {
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
         self.server.handle_timeout(now, &mut self.outs);
         self.emit(now, ctx);
-        if now >= self.next_prune {
-            self.socket_last.retain(|_, &mut last| last > now);
-            self.next_prune = now + Duration::from_secs(1);
-        }
     }
 
     fn finish(&mut self, report: &mut NodeReport) {

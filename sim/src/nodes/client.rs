@@ -300,9 +300,8 @@ impl ClientShard {
     fn on_receipt(&mut self, receipt: Receipt, t: Time, ctx: &mut Ctx) {
         let msg = receipt.msg;
         let id = msg.client_id();
-        let before = self.sent.shown(id);
-        if self.sent.on_receipt(id, receipt.event()) {
-            let shown = self.sent.shown(id).unwrap_or(ReceiptState::Read);
+        if let Some((before, after)) = self.sent.on_receipt(id, receipt.event()) {
+            let shown = after.unwrap_or(ReceiptState::Read);
             ctx.logs.sender_views.push((id.key(), shown, t));
             if before < Some(ReceiptState::Delivered) && self.measured(msg.sent_at) {
                 ctx.counters.double_ticks_measured += 1;
