@@ -25,6 +25,32 @@ pub(crate) struct ChatNode {
     socket_last: Vec<(u32, Time)>,
 }
 
+/// Sends to devices through the socket-order table.
+struct Sockets<'a> {
+    table: &'a mut [(u32, Time)],
+    topo: &'a Topology,
+}
+
+impl Sockets<'_> {
+    /// Send on a device's WebSocket. The connect acceptance, the pushes and the end of the
+    /// catch-up must arrive in order (a push before the acceptance would be ignored, a
+    /// fetch end before its pushes would show them late); the rest may overtake.
+    fn send(&mut self, device: DeviceId, t: Time, msg: Msg, ctx: &mut Ctx) {
+        let shard = self.topo.client_shard(device.user);
+        if matches!(msg, Msg::ConnectAccepted { .. } | Msg::Push { .. } | Msg::FetchDone { .. }) {
+            let key = device_key(device);
+            let slot = &mut self.table[(key.wrapping_mul(0x9E37_79B1) >> 19) as usize % SOCKET_SLOTS];
+            if slot.0 != key && slot.1 <= t {
+                *slot = (key, Time::ZERO); // the slot's previous socket has nothing in flight
+            }
+            slot.0 = key;
+            ctx.send_ordered(shard, t, msg, &mut slot.1);
+        } else {
+            ctx.send(shard, t, msg);
+        }
+    }
+}
+
 /// Slots of the socket-order table (a power of two): far more than the sockets of one
 /// server with a push in flight at once.
 const SOCKET_SLOTS: usize = 1 << 13;
@@ -47,35 +73,20 @@ impl ChatNode {
         }
     }
 
-    /// Send on a device's WebSocket. The connect acceptance, the pushes and the end of the
-    /// catch-up must arrive in order (a push before the acceptance would be ignored, a
-    /// fetch end before its pushes would show them late); the rest may overtake.
-    fn send_to_device(&mut self, device: DeviceId, t: Time, msg: Msg, ctx: &mut Ctx) {
-        let shard = self.topo.client_shard(device.user);
-        if matches!(msg, Msg::ConnectAccepted { .. } | Msg::Push { .. } | Msg::FetchDone { .. }) {
-            let key = device_key(device);
-            let slot = &mut self.socket_last[(key.wrapping_mul(0x9E37_79B1) >> 19) as usize % SOCKET_SLOTS];
-            if slot.0 != key && slot.1 <= t {
-                *slot = (key, Time::ZERO); // the slot's previous socket has nothing in flight
-            }
-            slot.0 = key;
-            ctx.send_ordered(shard, t, msg, &mut slot.1);
-        } else {
-            ctx.send(shard, t, msg);
-        }
-    }
-
     fn emit(&mut self, t: Time, ctx: &mut Ctx) {
-        let topo = self.topo.clone();
-        let me = self.server.id();
-        let mut outs = std::mem::take(&mut self.outs);
+        // Disjoint borrows: the topology is read while the socket table is written.
+        let ChatNode { server, topo, outs, socket_last, .. } = self;
+        let topo = &**topo;
+        let me = server.id();
+        let read_quorum = usize::from(server.read_quorum());
+        let mut sockets = Sockets { table: socket_last, topo };
         for out in outs.drain(..) {
             match out {
                 Out::ConnectAccepted { device } => {
                     ctx.trace_device(t, "connect_accepted", device);
-                    self.send_to_device(device, t, Msg::ConnectAccepted { device, server: me }, ctx);
+                    sockets.send(device, t, Msg::ConnectAccepted { device, server: me }, ctx);
                 }
-                Out::ConnectRefused { device } => self.send_to_device(device, t, Msg::ConnectRefused { device }, ctx),
+                Out::ConnectRefused { device } => sockets.send(device, t, Msg::ConnectRefused { device }, ctx),
                 Out::SessionSet { device, server, ttl } => {
                     ctx.send(topo.redis(device.user), t, Msg::SessionSet { device, server, ttl })
                 }
@@ -97,8 +108,7 @@ impl ChatNode {
                     ctx.send(topo.redis(device.user), t, Msg::FetchInbox { req, device, cursor })
                 }
                 Out::Read { req, id, conversation } => {
-                    let quorum = usize::from(self.server.read_quorum());
-                    for replica in topo.replicas(conversation).take(quorum) {
+                    for replica in topo.replicas(conversation).take(read_quorum) {
                         ctx.send(replica, t, Msg::Read { req, id, conversation });
                     }
                 }
@@ -110,7 +120,7 @@ impl ChatNode {
                 }
                 Out::SentAck { device, msg } => {
                     ctx.trace_msg(t, "sent_ack", &msg, Some(device));
-                    self.send_to_device(device, t, Msg::SentAck { device, msg }, ctx);
+                    sockets.send(device, t, Msg::SentAck { device, msg }, ctx);
                 }
                 Out::Publish { req, msg } => {
                     ctx.trace_msg(t, "publish", &msg, None);
@@ -118,12 +128,10 @@ impl ChatNode {
                 }
                 Out::Push { device, msg } => {
                     ctx.trace_msg(t, "push", &msg, Some(device));
-                    self.send_to_device(device, t, Msg::Push { device, msg }, ctx);
+                    sockets.send(device, t, Msg::Push { device, msg }, ctx);
                 }
-                Out::FetchDone { device } => self.send_to_device(device, t, Msg::FetchDone { device }, ctx),
-                Out::AckConfirmed { device, id } => {
-                    self.send_to_device(device, t, Msg::AckConfirmed { device, id }, ctx)
-                }
+                Out::FetchDone { device } => sockets.send(device, t, Msg::FetchDone { device }, ctx),
+                Out::AckConfirmed { device, id } => sockets.send(device, t, Msg::AckConfirmed { device, id }, ctx),
                 Out::Reroute { msg, exclude } => {
                     ctx.trace_msg(t, "reroute", &msg, None);
                     ctx.send(topo.redis(msg.to), t, Msg::Reroute { msg, exclude })
@@ -134,17 +142,16 @@ impl ChatNode {
                 Out::RelayReceipt { server, receipt } => ctx.send(topo.chat(server), t, Msg::ReceiptRelay { receipt }),
                 Out::Receipt { device, receipt } => {
                     ctx.trace_msg(t, "receipt", &receipt.msg, Some(device));
-                    self.send_to_device(device, t, Msg::Receipt { device, receipt }, ctx);
+                    sockets.send(device, t, Msg::Receipt { device, receipt }, ctx);
                 }
                 Out::Subscribe { watcher, server, target } => {
                     ctx.send(topo.presence(target), t, Msg::PresenceSubscribe { watcher, server, target })
                 }
                 Out::PresenceUpdate { device, update } => {
-                    self.send_to_device(device, t, Msg::PresenceUpdate { device, update }, ctx)
+                    sockets.send(device, t, Msg::PresenceUpdate { device, update }, ctx)
                 }
             }
         }
-        self.outs = outs;
     }
 
     fn forward_rerouted(&mut self, msg: wasim_model::ChatMessage, route: wasim_model::Route, t: Time, ctx: &mut Ctx) {
