@@ -68,8 +68,6 @@ pub enum ChatServerInput {
     WriteAck { req: u64 },
     /// Kafka acknowledged a publish.
     ProduceAck { req: u64 },
-    /// The session store applied this device's session.
-    SessionSetAck { device: DeviceId },
     /// One entry of an inbox fetch (entries arrive in id order).
     InboxEntry { req: u64, id: MessageId, conversation: ConversationId },
     /// A receipt stored for this (then offline) sender, handed over with the fetch.
@@ -104,11 +102,17 @@ pub enum ChatServerOutput {
     ConnectRefused {
         device: DeviceId,
     },
-    /// `SET session:{user}` for this device -> this server; answered by `SessionSetAck`.
+    /// In one atomic script: `SET session:{user}` for this device -> this server, then
+    /// `ZRANGEBYSCORE inbox:{user} (cursor +inf` and the receipts stored for the user,
+    /// answered with `InboxEntry`s, `StoredReceipt`s and `InboxEnd`. Setting the session
+    /// first means every message routed later is forwarded here, and every one routed
+    /// earlier is in the inbox this reads.
     SessionSet {
+        req: u64,
         device: DeviceId,
         server: ServerId,
         ttl: Duration,
+        cursor: MessageId,
     },
     /// Mark this device offline if its session still points here.
     SessionClear {
@@ -117,12 +121,6 @@ pub enum ChatServerOutput {
     },
     /// A presence command for the user's presence shard.
     Presence(PresenceInput),
-    /// `ZRANGEBYSCORE inbox:{user} (cursor +inf` plus the receipts stored for the user.
-    FetchInbox {
-        req: u64,
-        device: DeviceId,
-        cursor: MessageId,
-    },
     /// Read a message row (a quorum of replicas answer).
     Read {
         req: u64,
@@ -247,8 +245,6 @@ pub struct ChatServer {
     /// Pushes not yet acknowledged by the device, per connection.
     /// Usually one push is in flight per connection: kept inline, without a heap buffer.
     unacked: FxHashMap<u32, SmallVec<[ChatMessage; 1]>>,
-    /// Connections whose session write is in flight, with their cursor.
-    connecting: FxHashMap<u32, MessageId>,
     writes: SlotMap<DefaultKey, PendingWrite>,
     publishes: SlotMap<DefaultKey, PendingPublish>,
     /// Publish deadlines in the order they were set (a deadline is always now + timeout).
@@ -293,7 +289,6 @@ impl ChatServer {
             silence_checks: VecDeque::new(),
             silence_checks_from_s: 0,
             unacked: FxHashMap::default(),
-            connecting: FxHashMap::default(),
             writes: SlotMap::new(),
             publishes: SlotMap::new(),
             publish_deadlines: VecDeque::new(),
@@ -373,14 +368,6 @@ impl ChatServer {
             In::ProduceAck { req } => {
                 // A late or duplicate ACK finds nothing: the entry was already removed.
                 self.publishes.remove(req_to_key(req));
-            }
-            In::SessionSetAck { device } => {
-                if let Some(cursor) = self.connecting.remove(&conn_key(device)) {
-                    let job =
-                        FetchJob { device, rows: Vec::new(), reads_pending: 0, receipts: Vec::new(), ended: false };
-                    let req = key_to_req(self.fetches.insert(job));
-                    out.push(Out::FetchInbox { req, device, cursor });
-                }
             }
             In::InboxEntry { req, id, conversation } => self.on_inbox_entry(req, id, conversation, out),
             In::StoredReceipt { req, receipt } => {
@@ -502,9 +489,10 @@ impl ChatServer {
             self.check_silence_at(key, now + self.config.connection_timeout);
         }
         self.connections.insert(key, Connection { last_heard_ms: ms32(now), epoch });
-        self.connecting.insert(key, cursor);
+        let job = FetchJob { device, rows: Vec::new(), reads_pending: 0, receipts: Vec::new(), ended: false };
+        let req = key_to_req(self.fetches.insert(job));
         out.push(Out::ConnectAccepted { device });
-        out.push(Out::SessionSet { device, server: self.config.id, ttl: self.config.session_ttl });
+        out.push(Out::SessionSet { req, device, server: self.config.id, ttl: self.config.session_ttl, cursor });
         out.push(Out::Presence(PresenceInput::Online { device, hide_last_seen: hidden }));
     }
 
@@ -514,7 +502,6 @@ impl ChatServer {
         if self.connections.remove(&key).is_none() {
             return false;
         }
-        self.connecting.remove(&key);
         out.push(ChatServerOutput::SessionClear { device, server: self.config.id });
         self.reroute_unacked(key, out);
         true

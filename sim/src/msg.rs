@@ -116,13 +116,13 @@ pub enum Msg {
         row: Option<ChatMessage>,
     },
     // chat server / router <-> session Redis
+    /// Set the session, then read the inbox since `cursor` (one script).
     SessionSet {
+        req: u64,
         device: DeviceId,
         server: ServerId,
         ttl: Duration,
-    },
-    SessionSetAck {
-        device: DeviceId,
+        cursor: MessageId,
     },
     SessionClear {
         device: DeviceId,
@@ -145,11 +145,6 @@ pub enum Msg {
     Rerouted {
         msg: ChatMessage,
         route: Route,
-    },
-    FetchInbox {
-        req: u64,
-        device: DeviceId,
-        cursor: MessageId,
     },
     InboxEntry {
         req: u64,

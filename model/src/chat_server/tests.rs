@@ -58,14 +58,14 @@ fn connect_accepts_sets_the_session_and_announces_presence() {
 }
 
 #[test]
-fn the_inbox_is_fetched_only_after_the_session_is_set() {
+fn connect_sets_the_session_and_fetches_since_the_cursor_in_one_operation() {
     let mut s = server(0);
-    let out =
-        run(&mut s, Time::ZERO, In::Connect { device: bob(), epoch: 1, cursor: MessageId(40), hide_last_seen: false });
-    assert!(!out.iter().any(|o| matches!(o, Out::FetchInbox { .. })));
-    let out = run(&mut s, Time::ZERO, In::SessionSetAck { device: bob() });
-    assert!(matches!(out[..], [Out::FetchInbox { device, cursor: MessageId(40), .. }] if device == bob()));
-    assert!(run(&mut s, Time::ZERO, In::SessionSetAck { device: bob() }).is_empty(), "one fetch per connect");
+    let connect = In::Connect { device: bob(), epoch: 1, cursor: MessageId(40), hide_last_seen: false };
+    let out = run(&mut s, Time::ZERO, connect);
+    let fetch =
+        out.iter().any(|o| matches!(o, Out::SessionSet { device, cursor: MessageId(40), .. } if *device == bob()));
+    assert!(fetch, "{out:?}");
+    assert_eq!(s.pending(), 1, "the fetch is pending");
 }
 
 #[test]
@@ -166,12 +166,13 @@ fn unacknowledged_publish_is_retried_until_acked() {
 fn forward_pushes_and_keeps_the_message_until_the_device_acks() {
     let mut s = server(3);
     connect(&mut s, bob());
+    let fetching = s.pending();
     let out = run(&mut s, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
     assert_eq!(out, vec![Out::Push { device: bob(), msg: message(9) }]);
-    assert_eq!(s.pending(), 1);
+    assert_eq!(s.pending(), fetching + 1, "the push waits for its ACK");
     let out = run(&mut s, Time::ZERO, In::DeliveredAck { device: bob(), msg: message(9), at: Time::from_ms(3) });
     assert_eq!(out[0], Out::AckConfirmed { device: bob(), id: MessageId(9) });
-    assert_eq!(s.pending(), 0);
+    assert_eq!(s.pending(), fetching);
     let Out::RelayReceipt { server, receipt } = out[1] else { panic!("{out:?}") };
     assert_eq!(server, ServerId(message(9).id.worker()), "to the server that minted the id");
     assert_eq!((receipt.state, receipt.by, receipt.at), (ReceiptState::Delivered, bob(), Time::from_ms(3)));
@@ -245,9 +246,8 @@ fn a_relayed_receipt_for_a_sender_who_left_is_routed_again() {
 #[test]
 fn a_fetch_reads_every_entry_and_pushes_in_id_order_then_stored_receipts() {
     let mut s = server(0);
-    connect(&mut s, bob());
-    let out = run(&mut s, Time::ZERO, In::SessionSetAck { device: bob() });
-    let Out::FetchInbox { req, .. } = out[0] else { panic!() };
+    let out = connect(&mut s, bob());
+    let Some(&Out::SessionSet { req, .. }) = out.iter().find(|o| matches!(o, Out::SessionSet { .. })) else { panic!() };
     let mut reads = Vec::new();
     for id in [3, 5] {
         let conversation = message(id).conversation;
@@ -300,7 +300,6 @@ fn stale_replies_are_ignored() {
         In::ReceiptRouted { req: 12345, server: None },
         In::ReadReply { req: 12345, row: None },
         In::InboxEnd { req: 12345 },
-        In::SessionSetAck { device: alice() },
     ] {
         assert!(run(&mut s, Time::ZERO, input).is_empty(), "{input:?}");
     }

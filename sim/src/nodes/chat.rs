@@ -87,8 +87,9 @@ impl ChatNode {
                     sockets.send(device, t, Msg::ConnectAccepted { device, server: me }, ctx);
                 }
                 Out::ConnectRefused { device } => sockets.send(device, t, Msg::ConnectRefused { device }, ctx),
-                Out::SessionSet { device, server, ttl } => {
-                    ctx.send(topo.redis(device.user), t, Msg::SessionSet { device, server, ttl })
+                Out::SessionSet { req, device, server, ttl, cursor } => {
+                    ctx.trace_device(t, "session_set_and_fetch_inbox", device);
+                    ctx.send(topo.redis(device.user), t, Msg::SessionSet { req, device, server, ttl, cursor })
                 }
                 Out::SessionClear { device, server } => {
                     ctx.trace_device(t, "connection_closed", device);
@@ -102,10 +103,6 @@ impl ChatNode {
                         wasim_model::PresenceInput::Subscribe { target, .. } => target,
                     };
                     ctx.send(topo.presence(user), t, Msg::Presence(input));
-                }
-                Out::FetchInbox { req, device, cursor } => {
-                    ctx.trace_device(t, "fetch_inbox", device);
-                    ctx.send(topo.redis(device.user), t, Msg::FetchInbox { req, device, cursor })
                 }
                 Out::Read { req, id, conversation } => {
                     for replica in topo.replicas(conversation).take(read_quorum) {
@@ -179,7 +176,6 @@ impl Process for ChatNode {
             Msg::Subscribe { device, target } => In::Subscribe { device, target },
             Msg::WriteAck { req } => In::WriteAck { req },
             Msg::ReadReply { req, row } => In::ReadReply { req, row },
-            Msg::SessionSetAck { device } => In::SessionSetAck { device },
             Msg::InboxEntry { req, id, conversation } => In::InboxEntry { req, id, conversation },
             Msg::StoredReceipt { req, receipt } => In::StoredReceipt { req, receipt },
             Msg::InboxEnd { req } => In::InboxEnd { req },

@@ -26,9 +26,18 @@ impl Process for RedisNode {
     fn on_message(&mut self, env: Envelope, ctx: &mut Ctx) {
         let done = self.fifo.serve(env.at, self.service.sample(&mut ctx.rng));
         match env.msg {
-            Msg::SessionSet { device, server, ttl } => {
+            Msg::SessionSet { req, device, server, ttl, cursor } => {
                 self.shard.session_set(device, server, done, ttl);
-                ctx.send(env.from, done, Msg::SessionSetAck { device });
+                for &(id, conversation) in self.shard.inbox_since(device.user, cursor) {
+                    ctx.send(env.from, done, Msg::InboxEntry { req, id, conversation });
+                }
+                // Stored receipts belong to the sender's phone, which sent the messages.
+                if device.slot.0 == 0 {
+                    for receipt in self.shard.take_receipts(device.user) {
+                        ctx.send(env.from, done, Msg::StoredReceipt { req, receipt });
+                    }
+                }
+                ctx.send(env.from, done, Msg::InboxEnd { req });
             }
             Msg::SessionClear { device, server } => self.shard.session_clear(device, server),
             Msg::RouteMessage { req, msg } => {
@@ -48,18 +57,6 @@ impl Process for RedisNode {
                     ctx.trace_msg(done, "inbox_add", &msg, None);
                 }
                 ctx.send(env.from, done, Msg::Rerouted { msg, route });
-            }
-            Msg::FetchInbox { req, device, cursor } => {
-                for &(id, conversation) in self.shard.inbox_since(device.user, cursor) {
-                    ctx.send(env.from, done, Msg::InboxEntry { req, id, conversation });
-                }
-                // Stored receipts belong to the sender's phone, which sent the messages.
-                if device.slot.0 == 0 {
-                    for receipt in self.shard.take_receipts(device.user) {
-                        ctx.send(env.from, done, Msg::StoredReceipt { req, receipt });
-                    }
-                }
-                ctx.send(env.from, done, Msg::InboxEnd { req });
             }
             Msg::RouteReceipt { req, receipt, exclude } => {
                 let server = self.shard.route_receipt(receipt, exclude, done);
