@@ -36,6 +36,9 @@ pub struct ChatServerConfig {
     pub publish_timeout: Duration,
     /// A connection silent this long is closed (default 45 s, the presence TTL).
     pub connection_timeout: Duration,
+    /// A push unacknowledged this long is pushed again on the device's next heartbeat, so
+    /// a delivered ACK lost in transit is sent again (default 2 s, many round trips).
+    pub ack_wait: Duration,
 }
 
 impl ChatServerConfig {
@@ -49,6 +52,7 @@ impl ChatServerConfig {
             session_ttl: Duration::from_secs(86_400),
             publish_timeout: Duration::from_secs(1),
             connection_timeout: Duration::from_secs(45),
+            ack_wait: Duration::from_secs(2),
         }
     }
 }
@@ -151,11 +155,6 @@ pub enum ChatServerOutput {
     FetchDone {
         device: DeviceId,
     },
-    /// Confirm a device's delivered ACK, so it stops re-sending it.
-    AckConfirmed {
-        device: DeviceId,
-        id: MessageId,
-    },
     /// Route-or-inbox in the session store, treating `exclude` as gone.
     Reroute {
         msg: ChatMessage,
@@ -243,8 +242,9 @@ pub struct ChatServer {
     silence_checks: VecDeque<Vec<u32>>,
     silence_checks_from_s: u64,
     /// Pushes not yet acknowledged by the device, per connection.
-    /// Usually one push is in flight per connection: kept inline, without a heap buffer.
-    unacked: FxHashMap<u32, SmallVec<[ChatMessage; 1]>>,
+    /// Pushes with when they were (last) pushed. Usually one is in flight per connection:
+    /// kept inline, without a heap buffer.
+    unacked: FxHashMap<u32, SmallVec<[(ChatMessage, Time); 1]>>,
     writes: SlotMap<DefaultKey, PendingWrite>,
     publishes: SlotMap<DefaultKey, PendingPublish>,
     /// Publish deadlines in the order they were set (a deadline is always now + timeout).
@@ -344,9 +344,11 @@ impl ChatServer {
                 }
             }
             In::Heartbeat { device } => {
-                if let Some(c) = self.connections.get_mut(&conn_key(device)) {
+                let key = conn_key(device);
+                if let Some(c) = self.connections.get_mut(&key) {
                     c.last_heard_ms = ms32(now);
                     out.push(Out::Presence(PresenceInput::Heartbeat { device }));
+                    self.push_again_overdue(key, device, now, out);
                 }
             }
             In::ClientSend { device, to, client_seq, sent_at } => {
@@ -378,24 +380,23 @@ impl ChatServer {
             In::InboxEnd { req } => {
                 if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
                     job.ended = true;
-                    self.try_finish_fetch(req_to_key(req), out);
+                    self.try_finish_fetch(now, req_to_key(req), out);
                 }
             }
-            In::ReadReply { req, row } => self.on_read_reply(req, row, out),
+            In::ReadReply { req, row } => self.on_read_reply(now, req, row, out),
             In::Forward { msg, slot } => {
                 let device = DeviceId { user: msg.to, slot };
-                self.push(device, msg, out);
+                self.push(device, msg, now, out);
             }
             In::DeliveredAck { device, msg, at } => {
                 let key = conn_key(device);
                 if let Some(pending) = self.unacked.get_mut(&key) {
-                    pending.retain(|m| m.id != msg.id);
+                    pending.retain(|(m, _)| m.id != msg.id);
                     if pending.is_empty() {
                         // Most connections are idle: keep no entry (and no buffer) for them.
                         self.unacked.remove(&key);
                     }
                 }
-                out.push(Out::AckConfirmed { device, id: msg.id });
                 self.send_receipt(Receipt { msg, state: ReceiptState::Delivered, by: device, at }, out);
             }
             In::ReadAck { device, msg, at } => {
@@ -507,13 +508,25 @@ impl ChatServer {
         true
     }
 
+    /// The device is alive (it beat): push again what it has not acknowledged for a
+    /// while: its ACK, or the push, was lost; it will show a message once and ACK again.
+    fn push_again_overdue(&mut self, key: u32, device: DeviceId, now: Time, out: &mut Vec<ChatServerOutput>) {
+        let Some(pending) = self.unacked.get_mut(&key) else { return };
+        for (msg, pushed_at) in pending.iter_mut() {
+            if *pushed_at + self.config.ack_wait <= now {
+                *pushed_at = now;
+                out.push(ChatServerOutput::Push { device, msg: *msg });
+            }
+        }
+    }
+
     fn reroute_unacked(&mut self, key: u32, out: &mut Vec<ChatServerOutput>) {
-        for msg in self.unacked.remove(&key).unwrap_or_default() {
+        for (msg, _) in self.unacked.remove(&key).unwrap_or_default() {
             out.push(ChatServerOutput::Reroute { msg, exclude: self.config.id });
         }
     }
 
-    fn push(&mut self, device: DeviceId, msg: ChatMessage, out: &mut Vec<ChatServerOutput>) {
+    fn push(&mut self, device: DeviceId, msg: ChatMessage, now: Time, out: &mut Vec<ChatServerOutput>) {
         if !self.is_connected(device) {
             // Routed to a stale server: the device moved or left. Route again without
             // this server, which leaves an inbox pointer if the device is offline.
@@ -522,7 +535,7 @@ impl ChatServer {
         }
         let pending = self.unacked.entry(conn_key(device)).or_default();
         if pending.len() < UNACKED_PER_CONNECTION_MAX {
-            pending.push(msg);
+            pending.push((msg, now));
         }
         out.push(ChatServerOutput::Push { device, msg });
     }
@@ -564,7 +577,7 @@ impl ChatServer {
         out.push(ChatServerOutput::Read { req: read, id, conversation });
     }
 
-    fn on_read_reply(&mut self, req: u64, row: Option<ChatMessage>, out: &mut Vec<ChatServerOutput>) {
+    fn on_read_reply(&mut self, now: Time, req: u64, row: Option<ChatMessage>, out: &mut Vec<ChatServerOutput>) {
         let key = req_to_key(req);
         let Some(read) = self.reads.get_mut(key) else { return };
         read.replies += 1;
@@ -578,12 +591,12 @@ impl ChatServer {
         }
         if done {
             job.reads_pending -= 1;
-            self.try_finish_fetch(job_key, out);
+            self.try_finish_fetch(now, job_key, out);
         }
     }
 
     /// Push a finished fetch in id order, then its stored receipts.
-    fn try_finish_fetch(&mut self, key: DefaultKey, out: &mut Vec<ChatServerOutput>) {
+    fn try_finish_fetch(&mut self, now: Time, key: DefaultKey, out: &mut Vec<ChatServerOutput>) {
         let job = &self.fetches[key];
         if !job.ended || job.reads_pending > 0 {
             return;
@@ -593,7 +606,7 @@ impl ChatServer {
             return; // gone again: the inbox still holds everything for the next fetch
         }
         for msg in job.rows.into_iter().flatten() {
-            self.push(job.device, msg, out);
+            self.push(job.device, msg, now, out);
         }
         out.push(ChatServerOutput::FetchDone { device: job.device });
         for receipt in job.receipts {

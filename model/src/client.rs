@@ -1,13 +1,12 @@
 //! The client device: connects with a cursor, catches up on its inbox before showing live
-//! messages, shows each message once and in id order per conversation, acknowledges
-//! deliveries until the server confirms them, and keeps the ticks of its own messages.
+//! messages, shows each message once and in id order per conversation (acknowledging
+//! every arrival, repeats included), and keeps the ticks of its own messages.
 
 use crate::{
     ChatMessage, ClientMsgId, ConversationId, DeviceId, MessageId, ReceiptEvent, ReceiptState, SenderView, ServerId,
     Time, UserId,
 };
 use rustc_hash::FxHashMap;
-use smallvec::SmallVec;
 
 /// Where a device is in its connection's life.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -165,59 +164,6 @@ impl Displayed {
     }
 }
 
-/// Delivered ACKs a device sent and the server has not confirmed: re-sent with the next
-/// heartbeat and after a reconnect, until confirmed (the card's answer to a lost ACK).
-#[derive(Debug, Default)]
-pub struct UnconfirmedAcks {
-    /// Usually one ACK per device is in flight: kept inline, without a heap buffer.
-    acks: FxHashMap<u32, SmallVec<[(ChatMessage, Time); 1]>>,
-}
-
-/// The most unconfirmed ACKs a device keeps; older ones are dropped (their messages were
-/// shown; only the sender's ✓✓ would be missing).
-pub const UNCONFIRMED_ACKS_MAX: usize = 1_024;
-
-impl UnconfirmedAcks {
-    /// The device sent a delivered ACK for `msg` (acknowledged at `at`).
-    pub fn sent(&mut self, device: DeviceId, msg: ChatMessage, at: Time) {
-        let acks = self.acks.entry(device_key(device)).or_default();
-        if acks.len() < UNCONFIRMED_ACKS_MAX && !acks.iter().any(|(m, _)| m.id == msg.id) {
-            acks.push((msg, at));
-        }
-    }
-
-    /// The server confirmed the ACK of `id`.
-    pub fn confirmed(&mut self, device: DeviceId, id: MessageId) {
-        let key = device_key(device);
-        if let Some(acks) = self.acks.get_mut(&key) {
-            acks.retain(|(m, _)| m.id != id);
-            if acks.is_empty() {
-                self.acks.remove(&key);
-            }
-        }
-    }
-
-    /// The ACKs to send again (with a heartbeat or after a reconnect): those sent before
-    /// `sent_before` and still unconfirmed (younger ones may simply be in flight).
-    pub fn pending(&self, device: DeviceId, sent_before: Time) -> impl Iterator<Item = &(ChatMessage, Time)> + '_ {
-        self.acks
-            .get(&device_key(device))
-            .map_or(&[][..], |a| a.as_slice())
-            .iter()
-            .filter(move |(_, at)| *at < sent_before)
-    }
-
-    /// ACKs not yet confirmed, all devices.
-    pub fn len(&self) -> usize {
-        self.acks.values().map(|a| a.len()).sum()
-    }
-
-    /// Whether every ACK was confirmed.
-    pub fn is_empty(&self) -> bool {
-        self.acks.is_empty()
-    }
-}
-
 /// The ticks of messages in flight from a set of devices, keyed by client id. An entry
 /// lives from the send until the ✓ and the read receipt have arrived, in any order; a
 /// message that is not here was never sent by these devices or is settled (read), so a
@@ -341,21 +287,6 @@ mod tests {
         assert!(shown.show(phone, &msg(3, 2)), "conversations are independent");
         assert!(shown.show(phone, &msg(7, 1)));
         assert_eq!(shown.len(), 3);
-    }
-
-    #[test]
-    fn unconfirmed_acks_stay_until_confirmed() {
-        let mut u = UnconfirmedAcks::default();
-        let d = DeviceId::phone(UserId(2));
-        u.sent(d, msg(5, 1), Time::ZERO);
-        u.sent(d, msg(5, 1), Time::ZERO);
-        u.sent(d, msg(6, 1), Time::ZERO);
-        assert_eq!(u.pending(d, Time::from_ms(1)).count(), 2, "one entry per message");
-        assert_eq!(u.pending(d, Time::ZERO).count(), 0, "none sent before t = 0");
-        u.confirmed(d, MessageId(5));
-        assert_eq!(u.pending(d, Time::from_ms(1)).next().unwrap().0.id, MessageId(6));
-        u.confirmed(d, MessageId(6));
-        assert!(u.is_empty());
     }
 
     #[test]

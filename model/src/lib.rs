@@ -16,10 +16,7 @@ mod session;
 mod time;
 
 pub use chat_server::{ChatServer, ChatServerConfig, ChatServerInput, ChatServerOutput};
-pub use client::{
-    device_key, ClientDevice, DeviceEvent, DeviceState, Displayed, OutgoingSend, SentMessages, UnconfirmedAcks,
-    UNCONFIRMED_ACKS_MAX,
-};
+pub use client::{device_key, ClientDevice, DeviceEvent, DeviceState, Displayed, OutgoingSend, SentMessages};
 pub use ids::{ClientMsgId, ConversationId, DeviceId, DeviceSlot, MessageId, ServerId, Snowflake, UserId};
 pub use message::ChatMessage;
 pub use presence::{

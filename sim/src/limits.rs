@@ -16,6 +16,7 @@ pub const TOTAL_S_MAX: u64 = 86_400;
 pub const WHEEL_TICKS: u64 = 4_096;
 
 const _: () = assert!(WHEEL_TICKS.is_power_of_two(), "wheel slots are indexed with a mask");
+const _: () = assert!(TOTAL_S_MAX * 2 * 1_000_000 < 1 << 40, "arrival times fit the 40 bits of an order key");
 const _: () = assert!(CHAT_SERVERS_MAX <= 1 << 10, "chat servers must fit Snowflake's worker bits");
 
 /// Check the scenario against the limits. Returns the field and the reason.

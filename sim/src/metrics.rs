@@ -146,7 +146,8 @@ counters! {
         duplicates_dropped,
         /// Delivered ACKs lost in transit (fault).
         acks_lost,
-        /// Delivered ACKs sent again with a heartbeat or after a reconnect.
+        /// Delivered ACKs sent again for a repeated push (pushed again on a heartbeat, or
+        /// fetched again after a reconnect).
         acks_resent,
         /// Read ACKs sent by readers.
         reads_sent,

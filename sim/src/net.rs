@@ -61,7 +61,10 @@ impl Network {
     pub fn deliver(&mut self, sender_tick: u64, out: &mut Vec<(NodeIdx, Envelope)>) {
         for (to, env) in out.drain(..) {
             let to = usize::from(to.0);
-            let tick = env.at.as_us().div_ceil(self.tick_us).max(sender_tick + 1);
+            // Most hops inside the datacenter land in the next tick: skip the division.
+            let next = sender_tick + 1;
+            let at = env.at.as_us();
+            let tick = if at <= next * self.tick_us { next } else { at.div_ceil(self.tick_us) };
             let inbox = &mut self.inboxes[to];
             if tick - sender_tick < WHEEL_TICKS {
                 let slot = &mut inbox.slots[(tick % WHEEL_TICKS) as usize];

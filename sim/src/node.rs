@@ -225,18 +225,18 @@ impl Ctx {
 pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, mut process: P) {
     let mut ctx = Ctx::new(&shared, me);
     let mut batch: Vec<Envelope> = Vec::new();
-    let mut order: Vec<(u128, u32)> = Vec::new();
+    let mut order: Vec<u128> = Vec::new();
     let mut tick = shared.clock.now();
     loop {
         tick = shared.clock.after(tick).await;
         shared.net.lock().expect("network lock").take(me, tick, &mut batch);
         // Sort small (key, index) pairs rather than the envelopes themselves.
         order.clear();
-        order.extend(batch.iter().enumerate().map(|(i, e)| (e.order_key(), i as u32)));
+        order.extend(batch.iter().enumerate().map(|(i, e)| e.order_key(i)));
         order.sort_unstable();
         ctx.counters.events += batch.len() as u64;
-        for &(_, i) in &order {
-            process.on_message(batch[i as usize], &mut ctx);
+        for &key in &order {
+            process.on_message(batch[(key & ((1 << 40) - 1)) as usize], &mut ctx);
         }
         batch.clear();
         process.on_tick(Time(tick * shared.tick_us), &mut ctx);

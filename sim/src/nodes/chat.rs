@@ -128,7 +128,6 @@ impl ChatNode {
                     sockets.send(device, t, Msg::Push { device, msg }, ctx);
                 }
                 Out::FetchDone { device } => sockets.send(device, t, Msg::FetchDone { device }, ctx),
-                Out::AckConfirmed { device, id } => sockets.send(device, t, Msg::AckConfirmed { device, id }, ctx),
                 Out::Reroute { msg, exclude } => {
                     ctx.trace_msg(t, "reroute", &msg, None);
                     ctx.send(topo.redis(msg.to), t, Msg::Reroute { msg, exclude })

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasim_model::{
     device_key, ChatMessage, ClientDevice, DeviceEvent, DeviceId, DeviceSlot, DeviceState, Displayed, PresenceCause,
-    Receipt, ReceiptState, SentMessages, ServerId, Time, UnconfirmedAcks, UserId, DEVICES_PER_USER_MAX,
+    Receipt, ReceiptState, SentMessages, ServerId, Time, UserId, DEVICES_PER_USER_MAX,
 };
 
 /// Read-delay buckets: a read is scheduled to within this.
@@ -30,9 +30,6 @@ const READ_HORIZON_US: u64 = 65_000_000;
 /// A device whose network comes back reconnects after a jitter of up to this, so that
 /// many devices cut together do not reconnect in the same millisecond.
 const RECONNECT_JITTER_US: u64 = 2_000_000;
-/// A heartbeat re-sends delivered ACKs unconfirmed for at least this long; younger ones
-/// are most likely still in flight (a round trip is well under a second).
-const ACK_CONFIRM_WAIT: Duration = Duration::from_secs(2);
 
 pub(crate) struct ClientShard {
     shard: u32,
@@ -43,7 +40,6 @@ pub(crate) struct ClientShard {
     devices: Vec<ClientDevice>,
     sent: SentMessages,
     displayed: Displayed,
-    unconfirmed: UnconfirmedAcks,
     /// Arrivals held while a device catches up, with when it started catching up.
     held: FxHashMap<u32, (Time, Vec<ChatMessage>)>,
     /// When devices became live again after the measuring window began (reconnects):
@@ -110,7 +106,6 @@ impl ClientShard {
             devices: vec![ClientDevice::default(); local * DEVICES_PER_USER_MAX],
             sent: SentMessages::default(),
             displayed: Displayed::default(),
-            unconfirmed: UnconfirmedAcks::default(),
             held: FxHashMap::default(),
             live_since: FxHashMap::default(),
             registered: Default::default(),
@@ -181,40 +176,27 @@ impl ClientShard {
         ctx.send(self.topo.chat(server), t, Msg::Connect { device, epoch, cursor, hide_last_seen });
     }
 
-    /// Send, at `now`, a delivered ACK for a message the device got at `at`, unless the
-    /// network loses it (fault); either way the device keeps it until it is confirmed.
-    fn ack_delivered(
-        &mut self,
-        device: DeviceId,
-        server: ServerId,
-        msg: ChatMessage,
-        at: Time,
-        now: Time,
-        ctx: &mut Ctx,
-    ) {
+    /// Send a delivered ACK for a message the device got at `now`, unless the network
+    /// loses it (fault): the server then pushes the message again on the next heartbeat,
+    /// and the device acknowledges it again.
+    fn ack_delivered(&mut self, device: DeviceId, server: ServerId, msg: ChatMessage, now: Time, ctx: &mut Ctx) {
         let loss = self.ack_loss.iter().find(|&&(from, until, _)| now >= from && now < until).map(|w| w.2);
         if loss.is_some_and(|p| ctx.rng.random::<f64>() < p) {
             ctx.counters.acks_lost += 1;
             ctx.trace_msg(now, "delivered_ack_lost", &msg, Some(device));
         } else {
             ctx.trace_msg(now, "delivered_ack", &msg, Some(device));
-            ctx.send(self.topo.chat(server), now, Msg::DeliveredAck { device, msg, at });
-        }
-    }
-
-    /// Re-send unconfirmed delivered ACKs sent before `sent_before`.
-    fn resend_acks(&mut self, device: DeviceId, server: ServerId, t: Time, sent_before: Time, ctx: &mut Ctx) {
-        let pending: Vec<(ChatMessage, Time)> = self.unconfirmed.pending(device, sent_before).copied().collect();
-        for (msg, at) in pending {
-            ctx.counters.acks_resent += 1;
-            self.ack_delivered(device, server, msg, at, t, ctx);
+            ctx.send(self.topo.chat(server), now, Msg::DeliveredAck { device, msg, at: now });
         }
     }
 
     /// Show a message on a device (once), schedule its reading, and measure it.
     fn show(&mut self, device: DeviceId, msg: ChatMessage, t: Time, fetched: bool, ctx: &mut Ctx) {
         if !self.displayed.show(device, &msg) {
+            // Shown already: a push repeated because the first ACK was lost, or a fetch
+            // of something pushed before. It was acknowledged again on arrival.
             ctx.counters.duplicates_dropped += 1;
+            ctx.counters.acks_resent += 1;
             return;
         }
         let index = self.index(device);
@@ -245,13 +227,11 @@ impl ClientShard {
         }
         match self.devices[self.index(device)].on_push() {
             DeviceEvent::Show { server } => {
-                self.unconfirmed.sent(device, msg, env.at);
-                self.ack_delivered(device, server, msg, env.at, env.at, ctx);
+                self.ack_delivered(device, server, msg, env.at, ctx);
                 self.show(device, msg, env.at, false, ctx);
             }
             DeviceEvent::Hold { server } => {
-                self.unconfirmed.sent(device, msg, env.at);
-                self.ack_delivered(device, server, msg, env.at, env.at, ctx);
+                self.ack_delivered(device, server, msg, env.at, ctx);
                 if let Some((_, held)) = self.held.get_mut(&device_key(device)) {
                     held.push(msg);
                 }
@@ -271,8 +251,6 @@ impl ClientShard {
             ctx.logs.registered.push((device_key(device), t));
         }
         ctx.counters.connects += 1;
-        // A new connection: confirmations for the old one will not come.
-        self.resend_acks(device, server, t, t, ctx);
         if device.slot.0 == 0 && self.pop.watches(device.user) {
             let target = self.contact(device.user, 0);
             ctx.send(self.topo.chat(server), t, Msg::Subscribe { device, target });
@@ -431,7 +409,6 @@ impl ClientShard {
                 let device = self.device_at(index);
                 if !self.cut(device, now) {
                     ctx.counters.heartbeats += 1;
-                    self.resend_acks(device, server, now, now - ACK_CONFIRM_WAIT, ctx);
                     ctx.send(self.topo.chat(server), now, Msg::Heartbeat { device });
                 }
             }
@@ -527,7 +504,6 @@ impl Process for ClientShard {
                     self.on_fetch_done(device, t, ctx);
                 }
             }
-            Msg::AckConfirmed { device, id } => self.unconfirmed.confirmed(device, id),
             Msg::Receipt { device, receipt } => {
                 debug_assert_eq!(device.user, receipt.msg.from, "receipts go to the sender");
                 if !self.cut(device, t) {
