@@ -104,6 +104,7 @@ fn bench(file: &Path, runs: u32) -> ExitCode {
     println!("bench {} ({}): {runs} run(s), seed {}", scenario.name, file.display(), scenario.seed);
     let mut timings: Vec<Timing> = (1..=runs)
         .map(|i| {
+            reset_peak_rss();
             let (_, t) = timed_run(&scenario, scenario.seed, None);
             println!("  run {i}: {}", render_timing(&t).trim_end());
             t
@@ -184,6 +185,12 @@ fn mem_available_bytes() -> Option<u64> {
 
 fn peak_rss_bytes() -> Option<u64> {
     read_kib("/proc/self/status", "VmHWM:")
+}
+
+/// Reset the process's peak-memory mark (Linux: `5` to clear_refs), so each benchmark run
+/// reports its own peak. Where that is not possible, later runs report the process's peak.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// A progress bar on another thread, which reads the real clock; the simulation thread
