@@ -6,6 +6,10 @@ use wasim_model::{
     UserId,
 };
 
+/// The most heartbeat refreshes one pipelined presence message carries: a chat server
+/// flushes its pipeline each tick or when it is full.
+pub const HEARTBEATS_PIPELINED_MAX: usize = 8;
+
 /// Index of a simulated process on wasim's network.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeIdx(pub u16);
@@ -170,6 +174,12 @@ pub enum Msg {
     },
     // chat server <-> presence Redis
     Presence(PresenceInput),
+    /// Up to `HEARTBEATS_PIPELINED_MAX` heartbeats' `EXPIRE presence:{user}` commands
+    /// sent in one pipelined round trip, as a chat server talks to Redis.
+    PresenceHeartbeats {
+        count: u8,
+        devices: [DeviceId; HEARTBEATS_PIPELINED_MAX],
+    },
     PresenceSubscribe {
         watcher: DeviceId,
         server: ServerId,

@@ -3,7 +3,7 @@
 use crate::dist::Sampler;
 use crate::infra::Fifo;
 use crate::metrics::NodeReport;
-use crate::msg::{Envelope, Msg};
+use crate::msg::{Envelope, Msg, HEARTBEATS_PIPELINED_MAX};
 use crate::node::{Ctx, Process, Shared};
 use crate::topology::Topology;
 use std::sync::Arc;
@@ -23,6 +23,16 @@ pub(crate) struct ChatNode {
     /// which delays one a little but never reorders either; only sockets with something
     /// in flight matter, so collisions are rare.
     socket_last: Vec<(u32, Time)>,
+    /// Heartbeat refreshes waiting for this tick's pipelined round trip, per presence shard.
+    heartbeats: Vec<Vec<DeviceId>>,
+}
+
+/// Send the pending heartbeat refreshes for one presence shard in one pipelined message.
+fn flush_heartbeats(pending: &mut Vec<DeviceId>, shard: crate::msg::NodeIdx, t: Time, ctx: &mut Ctx) {
+    let mut devices = [DeviceId::default(); HEARTBEATS_PIPELINED_MAX];
+    devices[..pending.len()].copy_from_slice(pending);
+    ctx.send(shard, t, Msg::PresenceHeartbeats { count: pending.len() as u8, devices });
+    pending.clear();
 }
 
 /// Sends to devices through the socket-order table.
@@ -70,12 +80,13 @@ impl ChatNode {
             service,
             outs: Vec::new(),
             socket_last: vec![(u32::MAX, Time::ZERO); SOCKET_SLOTS],
+            heartbeats: vec![Vec::new(); shared.topo.count(crate::topology::NodeKind::Presence) as usize],
         }
     }
 
     fn emit(&mut self, t: Time, ctx: &mut Ctx) {
         // Disjoint borrows: the topology is read while the socket table is written.
-        let ChatNode { server, topo, outs, socket_last, .. } = self;
+        let ChatNode { server, topo, outs, socket_last, heartbeats, .. } = self;
         let topo = &**topo;
         let me = server.id();
         let read_quorum = usize::from(server.read_quorum());
@@ -94,6 +105,14 @@ impl ChatNode {
                 Out::SessionClear { device, server } => {
                     ctx.trace_device(t, "connection_closed", device);
                     ctx.send(topo.redis(device.user), t, Msg::SessionClear { device, server })
+                }
+                Out::Presence(wasim_model::PresenceInput::Heartbeat { device }) => {
+                    let shard = topo.presence(device.user);
+                    let pending = &mut heartbeats[topo.locate(shard).1 as usize];
+                    pending.push(device);
+                    if pending.len() == HEARTBEATS_PIPELINED_MAX {
+                        flush_heartbeats(pending, shard, t, ctx);
+                    }
                 }
                 Out::Presence(input) => {
                     let user = match input {
@@ -199,6 +218,12 @@ impl Process for ChatNode {
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
         self.server.handle_timeout(now, &mut self.outs);
         self.emit(now, ctx);
+        for (i, pending) in self.heartbeats.iter_mut().enumerate() {
+            if !pending.is_empty() {
+                let shard = self.topo.node(crate::topology::NodeKind::Presence, i as u32);
+                flush_heartbeats(pending, shard, now, ctx);
+            }
+        }
     }
 
     fn finish(&mut self, report: &mut NodeReport) {
