@@ -6,7 +6,8 @@ use std::path::Path;
 
 fn run_to(dir: &Path, scenario: &Path, seed: &str, out: &str) -> std::path::PathBuf {
     let out_dir = dir.join(out);
-    let o = wasim(&["scenario", scenario.to_str().unwrap(), "--seed", seed, "--out", out_dir.to_str().unwrap()]);
+    let args = ["scenario", scenario.to_str().unwrap(), "--seed", seed, "--out", out_dir.to_str().unwrap()];
+    let o = wasim(&[&args[..], &["--trace-user", "7"]].concat());
     assert!(o.status.code() == Some(0), "run failed: {}", common::stderr(&o));
     out_dir
 }
@@ -17,7 +18,7 @@ fn same_seed_gives_byte_identical_report_files() {
     let scenario = scenario_file(dir.path(), "small.toml", SMALL);
     let a = run_to(dir.path(), &scenario, "11", "a");
     let b = run_to(dir.path(), &scenario, "11", "b");
-    for file in ["summary.json", "timeseries.csv", "delivery.hgrm", "sent_ack.hgrm", "receipt.hgrm"] {
+    for file in ["summary.json", "timeseries.csv", "delivery.hgrm", "sent_ack.hgrm", "receipt.hgrm", "trace.csv"] {
         let (x, y) = (std::fs::read(a.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap());
         assert!(!x.is_empty(), "{file} is empty");
         assert!(x == y, "{file} differs between two runs with the same seed");
