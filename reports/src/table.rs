@@ -65,17 +65,22 @@ pub fn render_settings(s: &Scenario, seed: u64, file: &str) -> String {
     );
     let w = &s.workers;
     let st = &s.service_us;
-    // Visits per message: chat server A handles send + quorum of write ACKs (all RF
-    // arrive) + produce ACK + delivered ACK's session reply, C handles forward + delivered ACK.
+    // Visits per message at chat servers: A handles the send, the RF write ACKs, the
+    // produce ACK and both receipts; C the forward and both ACKs. Plus one heartbeat per
+    // device per interval. Session shard: one route-or-inbox per message. Presence shard:
+    // one refresh per heartbeat.
+    let devices = s.users.concurrent as f64 * (1.0 + s.users.devices_per_user.web);
+    let heartbeats = devices * 1_000.0 / s.users.heartbeat_interval_ms as f64;
     let rows = [
         (
             "chat_server",
-            rate * (4.0 + f64::from(f.cassandra_replication_factor) + 1.0),
+            rate * (7.0 + f64::from(f.cassandra_replication_factor)) + heartbeats,
             f.chat_servers,
             st.chat_server.mean(),
             w.chat_server,
         ),
-        ("redis_session", rate * 2.0, f.redis_session_shards, st.redis.mean(), w.redis),
+        ("redis_session", rate, f.redis_session_shards, st.redis.mean(), w.redis),
+        ("redis_presence", heartbeats, f.redis_presence_shards, st.redis.mean(), w.redis),
         (
             "cassandra",
             rate * f64::from(f.cassandra_replication_factor),
