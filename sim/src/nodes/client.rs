@@ -36,8 +36,10 @@ pub(crate) struct ClientShard {
     shards: u32,
     topo: Arc<Topology>,
     pop: Population,
-    /// Local user `i` has devices `i * 2 + slot`; user `i * shards + shard`.
+    /// Local user `i` (user `i * shards + shard`) has devices `i * slots + slot`.
     devices: Vec<ClientDevice>,
+    /// Device slots per user: 1 when nobody has a web client, else 2 (phone, web).
+    slots: usize,
     sent: SentMessages,
     displayed: Displayed,
     /// Arrivals held while a device catches up, with when it started catching up.
@@ -84,6 +86,7 @@ impl ClientShard {
         // This shard's share of the offered load, when all of its users are online.
         let rate_per_us = s.workload.messages_per_s as f64 * local as f64 / users as f64 / 1e6;
         let pop = shared.population.clone();
+        let slots = if s.users.devices_per_user.web > 0.0 { DEVICES_PER_USER_MAX } else { 1 };
         let user = |i: usize| UserId(i as u32 * shards + shard);
         let mut cuts: Vec<(usize, Time, Time)> =
             (0..local).filter_map(|i| pop.cut(user(i)).map(|(from, until)| (i, from, until))).collect();
@@ -103,7 +106,8 @@ impl ClientShard {
             shards,
             topo: shared.topo.clone(),
             pop,
-            devices: vec![ClientDevice::default(); local * DEVICES_PER_USER_MAX],
+            devices: vec![ClientDevice::default(); local * slots],
+            slots,
             sent: SentMessages::default(),
             displayed: Displayed::default(),
             held: FxHashMap::default(),
@@ -132,7 +136,7 @@ impl ClientShard {
     }
 
     fn users(&self) -> usize {
-        self.devices.len() / DEVICES_PER_USER_MAX
+        self.devices.len() / self.slots
     }
 
     fn user(&self, i: usize) -> UserId {
@@ -141,14 +145,11 @@ impl ClientShard {
 
     fn index(&self, d: DeviceId) -> usize {
         debug_assert_eq!(d.user.0 % self.shards, self.shard);
-        (d.user.0 / self.shards) as usize * DEVICES_PER_USER_MAX + usize::from(d.slot.0)
+        (d.user.0 / self.shards) as usize * self.slots + usize::from(d.slot.0)
     }
 
     fn device_at(&self, index: usize) -> DeviceId {
-        DeviceId {
-            user: self.user(index / DEVICES_PER_USER_MAX),
-            slot: DeviceSlot((index % DEVICES_PER_USER_MAX) as u8),
-        }
+        DeviceId { user: self.user(index / self.slots), slot: DeviceSlot((index % self.slots) as u8) }
     }
 
     fn measured(&self, sent_at: Time) -> bool {
@@ -339,9 +340,9 @@ impl ClientShard {
             }
             let user = self.user(i);
             let home = self.topo.home_server(user);
-            self.connect(i * DEVICES_PER_USER_MAX, home, t, ctx);
+            self.connect(i * self.slots, home, t, ctx);
             if self.pop.has_web(user) {
-                self.connect(i * DEVICES_PER_USER_MAX + 1, home, t, ctx);
+                self.connect(i * self.slots + 1, home, t, ctx);
             }
             self.next_connect += 1;
         }
@@ -363,8 +364,8 @@ impl ClientShard {
             }
             self.cuts_started += 1;
             let user = self.user(i);
-            for slot in 0..DEVICES_PER_USER_MAX {
-                let index = i * DEVICES_PER_USER_MAX + slot;
+            for slot in 0..self.slots {
+                let index = i * self.slots + slot;
                 if slot == 1 && !self.pop.has_web(user) {
                     continue;
                 }
@@ -384,7 +385,7 @@ impl ClientShard {
             let t = self.next_close_at;
             let gap_ns = self.mean_close_gap_us * 1e3 * ctx.rng.sample::<f64, _>(Exp1);
             self.next_close_at = t + Duration::from_nanos(gap_ns as u64);
-            let index = ctx.rng.random_range(0..self.users()) * DEVICES_PER_USER_MAX;
+            let index = ctx.rng.random_range(0..self.users()) * self.slots;
             let device = self.device_at(index);
             let Some(server) = self.devices[index].server() else { continue };
             if self.cut(device, t) {
@@ -449,7 +450,7 @@ impl ClientShard {
             if self.cut(phone, t) {
                 continue;
             }
-            let Some(send) = self.devices[i * DEVICES_PER_USER_MAX].send(to, t) else { continue };
+            let Some(send) = self.devices[i * self.slots].send(to, t) else { continue };
             self.sent.on_send(wasim_model::ClientMsgId { sender: from, seq: send.client_seq });
             ctx.counters.sends += 1;
             if self.measured(t) {
