@@ -167,8 +167,8 @@ counters! {
         rows_written,
         /// Records appended to Kafka.
         records_appended,
-        /// Session-store lookups served.
-        session_gets,
+        /// Route-or-inbox operations served by session shards.
+        routes,
         /// Network messages handled by processes.
         events,
     }

@@ -41,7 +41,7 @@ impl Process for RedisNode {
             }
             Msg::SessionClear { device, server } => self.shard.session_clear(device, server),
             Msg::RouteMessage { req, msg } => {
-                ctx.counters.session_gets += 1;
+                ctx.counters.routes += 1;
                 let route = self.shard.route(&msg, None, done);
                 if route.inbox {
                     ctx.counters.inbox_adds += 1;
@@ -50,7 +50,7 @@ impl Process for RedisNode {
                 ctx.send(env.from, done, Msg::Routed { req, route });
             }
             Msg::Reroute { msg, exclude } => {
-                ctx.counters.session_gets += 1;
+                ctx.counters.routes += 1;
                 let route = self.shard.route(&msg, Some(exclude), done);
                 if route.inbox {
                     ctx.counters.inbox_adds += 1;
