@@ -2,14 +2,43 @@
 
 use wasim_model::{ConversationId, MessageId, PresenceUpdate, ReceiptState, Time, UserId};
 
-/// A message shown on a device.
+/// A time in a log: whole milliseconds (49 days fit), so that logs of millions of entries
+/// stay compact; the checkers need no finer resolution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogMs(pub u32);
+
+impl LogMs {
+    /// The log time of `t`.
+    pub fn of(t: Time) -> LogMs {
+        LogMs(u32::try_from(t.as_ms()).unwrap_or(u32::MAX))
+    }
+
+    /// Back to a `Time`.
+    pub fn time(self) -> Time {
+        Time::from_ms(u64::from(self.0))
+    }
+}
+
+impl From<LogMs> for Time {
+    fn from(t: LogMs) -> Time {
+        t.time()
+    }
+}
+
+impl std::fmt::Display for LogMs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.time().fmt(f)
+    }
+}
+
+/// A message shown on a device: 24 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Display {
     /// The device, packed as `user * 2 + slot`.
     pub device: u32,
+    pub at: LogMs,
     pub conversation: ConversationId,
     pub id: MessageId,
-    pub at: Time,
 }
 
 /// A presence notification a watcher received.
@@ -24,15 +53,15 @@ pub struct PresenceView {
 #[derive(Clone, Debug, Default)]
 pub struct Logs {
     /// Messages acknowledged (✓) to their senders: id, recipient, when.
-    pub acked: Vec<(MessageId, UserId, Time)>,
+    pub acked: Vec<(MessageId, UserId, LogMs)>,
     /// Displays in the order each device showed them.
     pub displays: Vec<Display>,
     /// (device, id) of every display, sorted (filled by `sort`).
     pub displays_by_device: Vec<(u32, MessageId)>,
     /// Every change of a sender's view: client-id key, new state, when.
-    pub sender_views: Vec<(u64, ReceiptState, Time)>,
+    pub sender_views: Vec<(u64, ReceiptState, LogMs)>,
     /// Read receipts the senders received: message, reading device, when.
-    pub reads: Vec<(MessageId, u32, Time)>,
+    pub reads: Vec<(MessageId, u32, LogMs)>,
     pub presence_views: Vec<PresenceView>,
     /// Devices connected and caught up at the end: (user, slot), sorted.
     pub live_devices: Vec<(UserId, u8)>,

@@ -4,7 +4,7 @@
 
 mod logs;
 
-pub use logs::{Display, Logs, PresenceView};
+pub use logs::{Display, LogMs, Logs, PresenceView};
 
 use serde::Serialize;
 use wasim_model::{MessageId, PresenceCause, PresenceStatus, ReceiptState, Time};
@@ -90,8 +90,8 @@ pub fn check_all(logs: &mut Logs, cx: &CheckContext) -> CheckReport {
     r
 }
 
-fn violation(invariant: u8, name: &'static str, subject: String, at: Time, detail: String) -> Violation {
-    Violation { invariant, name, subject, at_us: at.as_us(), detail }
+fn violation(invariant: u8, name: &'static str, subject: String, at: impl Into<Time>, detail: String) -> Violation {
+    Violation { invariant, name, subject, at_us: at.into().as_us(), detail }
 }
 
 /// 1. Every message acknowledged to its sender is durably stored and shown on every
@@ -117,7 +117,7 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
     }
     // What each device online at the end is owed: (device, message, acknowledged at).
     acked.sort_unstable_by_key(|&(id, to, _)| (to, id));
-    let mut owed: Vec<(u32, MessageId, Time)> = Vec::with_capacity(acked.len());
+    let mut owed: Vec<(u32, MessageId, LogMs)> = Vec::with_capacity(acked.len());
     let mut live = logs.live_devices.iter().peekable();
     let mut linked = logs.registered.iter().peekable();
     let mut i = 0;
@@ -172,7 +172,7 @@ fn no_duplicate_display(logs: &Logs, r: &mut CheckReport) {
 fn receipts_monotone(logs: &Logs, r: &mut CheckReport) {
     // Each message's view changes in time order (logged so by its sender's process):
     // grouped by message, every change must go forward.
-    let mut views: Vec<(u64, Time, u32, ReceiptState)> =
+    let mut views: Vec<(u64, LogMs, u32, ReceiptState)> =
         logs.sender_views.iter().enumerate().map(|(i, &(key, state, at))| (key, at, i as u32, state)).collect();
     views.sort_unstable();
     for w in views.windows(2) {
@@ -194,7 +194,7 @@ fn receipts_monotone(logs: &Logs, r: &mut CheckReport) {
 /// 5. Within a conversation, a device shows messages in id order.
 fn order(logs: &Logs, r: &mut CheckReport) {
     // Grouped by (device, conversation), in display order (time, then log position).
-    let mut shown: Vec<(u32, u64, Time, u32, MessageId)> =
+    let mut shown: Vec<(u32, u64, LogMs, u32, MessageId)> =
         logs.displays.iter().enumerate().map(|(i, d)| (d.device, d.conversation.0, d.at, i as u32, d.id)).collect();
     shown.sort_unstable();
     for w in shown.windows(2) {
@@ -255,13 +255,13 @@ mod tests {
     }
 
     fn display(device: u32, conversation: u64, id: u64, at_ms: u64) -> Display {
-        Display { device, conversation: ConversationId(conversation), id: MessageId(id), at: Time::from_ms(at_ms) }
+        Display { device, at: LogMs(at_ms as u32), conversation: ConversationId(conversation), id: MessageId(id) }
     }
 
     /// Message 7 to user 2 (phone = device 4), acknowledged, stored twice, shown once.
     fn healthy() -> Logs {
         Logs {
-            acked: vec![(MessageId(7), UserId(2), Time::from_ms(5))],
+            acked: vec![(MessageId(7), UserId(2), LogMs(5))],
             displays: vec![display(4, 1, 7, 6)],
             live_devices: vec![(UserId(2), 0)],
             stored: vec![MessageId(7), MessageId(7)],
@@ -294,7 +294,7 @@ mod tests {
         let minted_at_5ms = MessageId(5 << 22);
         let with_web = |linked_ms: u64| {
             let mut logs = healthy();
-            logs.acked = vec![(minted_at_5ms, UserId(2), Time::from_ms(6))];
+            logs.acked = vec![(minted_at_5ms, UserId(2), LogMs(6))];
             logs.displays = vec![display(4, 1, minted_at_5ms.0, 7)];
             logs.stored = vec![minted_at_5ms; 2];
             logs.live_devices.push((UserId(2), 1));
@@ -318,11 +318,10 @@ mod tests {
     #[test]
     fn a_view_going_back_or_a_read_without_display_is_caught() {
         let mut logs = healthy();
-        logs.sender_views =
-            vec![(1, ReceiptState::Read, Time::from_ms(1)), (1, ReceiptState::Delivered, Time::from_ms(2))];
+        logs.sender_views = vec![(1, ReceiptState::Read, LogMs(1)), (1, ReceiptState::Delivered, LogMs(2))];
         assert_eq!(invariants(&mut logs), vec![3]);
         let mut logs = healthy();
-        logs.reads = vec![(MessageId(7), 5, Time::from_ms(9))];
+        logs.reads = vec![(MessageId(7), 5, LogMs(9))];
         assert_eq!(invariants(&mut logs), vec![3], "device 5 never showed message 7");
     }
 

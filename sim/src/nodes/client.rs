@@ -2,7 +2,7 @@
 //! the workload they generate. Devices live outside the chat servers, so a crashed
 //! server drops connections but not phones.
 
-use crate::check::{Display, PresenceView};
+use crate::check::{Display, LogMs, PresenceView};
 use crate::dist::Sampler;
 use crate::metrics::{record_us, Latencies, NodeReport};
 use crate::msg::{Envelope, Msg};
@@ -203,7 +203,7 @@ impl ClientShard {
         let index = self.index(device);
         self.devices[index].on_shown(msg.id);
         let key = device_key(device);
-        ctx.logs.displays.push(Display { device: key, conversation: msg.conversation, id: msg.id, at: t });
+        ctx.logs.displays.push(Display { device: key, at: LogMs::of(t), conversation: msg.conversation, id: msg.id });
         ctx.trace_msg(t, if fetched { "displayed_after_fetch" } else { "displayed" }, &msg, Some(device));
         ctx.second(t).deliveries += 1;
         if fetched {
@@ -281,7 +281,7 @@ impl ClientShard {
         let id = msg.client_id();
         if let Some((before, after)) = self.sent.on_receipt(id, receipt.event()) {
             let shown = after.unwrap_or(ReceiptState::Read);
-            ctx.logs.sender_views.push((id.key(), shown, t));
+            ctx.logs.sender_views.push((id.key(), shown, LogMs::of(t)));
             if before < Some(ReceiptState::Delivered) && self.measured(msg.sent_at) {
                 ctx.counters.double_ticks_measured += 1;
             }
@@ -295,7 +295,7 @@ impl ClientShard {
         match receipt.state {
             ReceiptState::Read => {
                 ctx.counters.read_receipts += 1;
-                ctx.logs.reads.push((msg.id, device_key(receipt.by), t));
+                ctx.logs.reads.push((msg.id, device_key(receipt.by), LogMs::of(t)));
                 if self.measured(msg.sent_at) {
                     record_us(&mut self.latencies.read_receipt, t.as_us().saturating_sub(receipt.at.as_us()));
                 }
@@ -493,10 +493,10 @@ impl Process for ClientShard {
                     ctx.counters.sent_acks_measured += 1;
                 }
                 ctx.second(t).sent_acks += 1;
-                ctx.logs.acked.push((msg.id, msg.to, t));
+                ctx.logs.acked.push((msg.id, msg.to, LogMs::of(t)));
                 let id = msg.client_id();
                 if self.sent.on_server_ack(id) {
-                    ctx.logs.sender_views.push((id.key(), ReceiptState::Sent, t));
+                    ctx.logs.sender_views.push((id.key(), ReceiptState::Sent, LogMs::of(t)));
                 }
             }
             Msg::Push { device, msg } => self.on_push(&env, device, msg, ctx),
