@@ -30,7 +30,7 @@ impl Fifo {
         let departure = start + service;
         self.busy_until[i] = departure;
         if arrival >= self.window.0 && arrival < self.window.1 {
-            self.busy_us += service.as_micros() as u64;
+            self.busy_us += departure.as_us() - start.as_us();
             self.served += 1;
         }
         departure
