@@ -73,12 +73,28 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Outcome {
     let seed = options.seed.unwrap_or(scenario.seed);
     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     let trace_user = options.trace_user.map(UserId);
-    rt.block_on(simulate_traced(scenario.clone(), seed, options.progress_ms.clone(), trace_user))
+    let (mut outcome, mut logs) =
+        rt.block_on(simulate_traced(scenario.clone(), seed, options.progress_ms.clone(), trace_user));
+    // Outside the simulation, where threads are allowed: the checkers use both cores.
+    outcome.checks = check_all(&mut logs, &check_context(scenario), true);
+    outcome
+}
+
+fn check_context(scenario: &Scenario) -> CheckContext {
+    let population = Population::new(scenario);
+    CheckContext {
+        end: Time::from_secs(scenario.total_s()),
+        quorum: scenario.fleet.cassandra_replication_factor / 2 + 1,
+        hides_last_seen: Box::new(move |u| population.hides_last_seen(u)),
+    }
 }
 
 /// Run a scenario inside the current madsim runtime (for `Runtime::check_determinism`).
 pub async fn simulate(scenario: Scenario, seed: u64, progress_ms: Option<Arc<AtomicU64>>) -> Outcome {
-    simulate_traced(scenario, seed, progress_ms, None).await
+    let cx = check_context(&scenario);
+    let (mut outcome, mut logs) = simulate_traced(scenario, seed, progress_ms, None).await;
+    outcome.checks = check_all(&mut logs, &cx, false);
+    outcome
 }
 
 async fn simulate_traced(
@@ -86,7 +102,7 @@ async fn simulate_traced(
     seed: u64,
     progress_ms: Option<Arc<AtomicU64>>,
     trace_user: Option<UserId>,
-) -> Outcome {
+) -> (Outcome, Logs) {
     let topo = Arc::new(Topology::new(&scenario));
     let nodes = topo.node_count();
     let tick_us = scenario.tick_us;
@@ -130,7 +146,8 @@ async fn simulate_traced(
     collect(&shared, scenario, seed)
 }
 
-fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> Outcome {
+/// Gather the processes' reports; the checkers run on the returned logs afterwards.
+fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
     let mut reports: Vec<NodeReport> = std::mem::take(&mut *shared.reports.lock().expect("reports lock"))
         .into_iter()
         .enumerate()
@@ -146,13 +163,6 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> Outcome {
         trace.append(&mut r.trace);
     }
     trace.sort_by_key(|e: &TraceEvent| (e.at, e.node, e.event));
-    let population = Population::new(&scenario);
-    let cx = CheckContext {
-        end: Time::from_secs(scenario.total_s()),
-        quorum: scenario.fleet.cassandra_replication_factor / 2 + 1,
-        hides_last_seen: Box::new(move |u| population.hides_last_seen(u)),
-    };
-    let checks = check_all(&mut logs, &cx);
     for r in &reports {
         counters.add(&r.counters);
         if let Some(l) = &r.latencies {
@@ -188,7 +198,8 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> Outcome {
             format!("{}-{k}", kind.name())
         })
         .collect();
-    Outcome {
+    let checks = CheckReport::default();
+    let outcome = Outcome {
         scenario,
         seed,
         node_count: reports.len(),
@@ -199,5 +210,6 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> Outcome {
         tiers,
         checks,
         trace,
-    }
+    };
+    (outcome, logs)
 }

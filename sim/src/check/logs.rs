@@ -87,14 +87,16 @@ impl Logs {
         self.key_lifetimes.append(&mut o.key_lifetimes);
     }
 
-    /// Sort what the checkers search. Displays keep each device's own order (a device
-    /// lives in one process, which logs in time order).
-    pub fn sort(&mut self) {
-        self.displays_by_device = self.displays.iter().map(|d| (d.device, d.id)).collect();
+    /// Sort what the checkers search (`displays` are taken out of the logs meanwhile).
+    /// Displays keep each device's own order (a device lives in one process, which logs
+    /// in time order).
+    pub fn sort(&mut self, displays: &[Display]) {
+        self.displays_by_device = displays.iter().map(|d| (d.device, d.id)).collect();
         self.displays_by_device.sort_unstable();
-        self.live_devices.sort_unstable();
-        self.registered.sort_unstable();
-        self.stored.sort_unstable();
+        // These arrive as one sorted run per process: the stable sort merges runs.
+        self.live_devices.sort();
+        self.registered.sort();
+        self.stored.sort();
         self.key_lifetimes.sort_unstable_by_key(|&(u, s, _)| (u, s));
     }
 }

@@ -8,6 +8,8 @@ use wasim_model::Time;
 #[derive(Clone, Debug)]
 pub struct Fifo {
     busy_until: Vec<Time>,
+    /// The worker to try first.
+    next: usize,
     /// Service time accumulated inside the measuring window, for utilisation.
     busy_us: u64,
     served: u64,
@@ -18,14 +20,20 @@ impl Fifo {
     /// A queue with `workers` workers that accounts utilisation inside `window`.
     pub fn new(workers: u32, window: (Time, Time)) -> Fifo {
         assert!(workers > 0, "a queue needs a worker");
-        Fifo { busy_until: vec![Time::ZERO; workers as usize], busy_us: 0, served: 0, window }
+        Fifo { busy_until: vec![Time::ZERO; workers as usize], next: 0, busy_us: 0, served: 0, window }
     }
 
     /// Serve a request arriving at `arrival` that takes `service`: returns its departure.
     #[inline]
     pub fn serve(&mut self, arrival: Time, service: Duration) -> Time {
-        let (i, free_at) =
-            self.busy_until.iter().copied().enumerate().min_by_key(|&(_, t)| t).expect("at least one worker");
+        // Any idle worker starts the request at its arrival: try the next one in turn
+        // before scanning for the earliest-free worker.
+        let (i, free_at) = if self.busy_until[self.next] <= arrival {
+            (self.next, self.busy_until[self.next])
+        } else {
+            self.busy_until.iter().copied().enumerate().min_by_key(|&(_, t)| t).expect("at least one worker")
+        };
+        self.next = (i + 1) % self.busy_until.len();
         let start = free_at.max(arrival);
         let departure = start + service;
         self.busy_until[i] = departure;
