@@ -152,7 +152,7 @@ impl Ctx {
     #[inline]
     pub fn send(&mut self, to: NodeIdx, depart: Time, msg: Msg) {
         let link = self.topo.link(self.me, to);
-        let mut at = depart + self.latency[link as usize].sample(&mut self.rng);
+        let mut at = Time(depart.as_us() + self.latency[link as usize].sample_us(&mut self.rng));
         if link == Link::InDatacenter {
             let last = &mut self.link_last[usize::from(to.0)];
             at = at.max(*last);
@@ -165,7 +165,7 @@ impl Ctx {
     #[inline]
     pub fn send_ordered(&mut self, to: NodeIdx, depart: Time, msg: Msg, last: &mut Time) {
         let link = self.topo.link(self.me, to);
-        let at = (depart + self.latency[link as usize].sample(&mut self.rng)).max(*last);
+        let at = Time(depart.as_us() + self.latency[link as usize].sample_us(&mut self.rng)).max(*last);
         *last = at;
         self.push(to, at, msg);
     }

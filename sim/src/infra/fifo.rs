@@ -1,7 +1,6 @@
 //! A FIFO queue in front of `c` identical workers, with exact times: a request that
 //! arrives at `t` departs at `max(t, earliest free worker) + service`.
 
-use std::time::Duration;
 use wasim_model::Time;
 
 /// The queue of one process (a Redis shard has one worker; a Cassandra node 32).
@@ -23,9 +22,10 @@ impl Fifo {
         Fifo { busy_until: vec![Time::ZERO; workers as usize], next: 0, busy_us: 0, served: 0, window }
     }
 
-    /// Serve a request arriving at `arrival` that takes `service`: returns its departure.
+    /// Serve a request arriving at `arrival` that takes `service_us` microseconds: returns
+    /// its departure.
     #[inline]
-    pub fn serve(&mut self, arrival: Time, service: Duration) -> Time {
+    pub fn serve(&mut self, arrival: Time, service_us: u64) -> Time {
         // Any idle worker starts the request at its arrival: try the next one in turn
         // before scanning for the earliest-free worker.
         let (i, free_at) = if self.busy_until[self.next] <= arrival {
@@ -35,7 +35,7 @@ impl Fifo {
         };
         self.next = (i + 1) % self.busy_until.len();
         let start = free_at.max(arrival);
-        let departure = start + service;
+        let departure = Time(start.as_us() + service_us);
         self.busy_until[i] = departure;
         if arrival >= self.window.0 && arrival < self.window.1 {
             self.busy_us += departure.as_us() - start.as_us();
@@ -64,7 +64,7 @@ impl Fifo {
 mod tests {
     use super::*;
 
-    const MS: Duration = Duration::from_millis(1);
+    const MS: u64 = 1_000;
 
     #[test]
     fn single_worker_queues_in_arrival_order() {

@@ -203,14 +203,14 @@ impl Process for ChatNode {
             Msg::Forward { msg, slot } => In::Forward { msg, slot },
             Msg::ReceiptRelay { receipt } => In::ReceiptRelay { receipt },
             Msg::Rerouted { msg, route } => {
-                let done = self.fifo.serve(env.at, self.service.sample(&mut ctx.rng));
+                let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
                 self.forward_rerouted(msg, route, done, ctx);
                 self.emit(done, ctx);
                 return;
             }
             other => unreachable!("chat server got {other:?}"),
         };
-        let done = self.fifo.serve(env.at, self.service.sample(&mut ctx.rng));
+        let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
         self.server.handle(done, input, &mut self.outs);
         self.emit(done, ctx);
     }

@@ -37,7 +37,7 @@ impl KafkaNode {
 
 impl Process for KafkaNode {
     fn on_message(&mut self, env: Envelope, ctx: &mut Ctx) {
-        let done = self.fifo.serve(env.at, self.service.sample(&mut ctx.rng));
+        let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
         match env.msg {
             Msg::Produce { req, msg } => {
                 let partition = self.topo.partition(msg.conversation);

@@ -49,13 +49,13 @@ impl Process for PresenceNode {
         if let Msg::PresenceHeartbeats { count, devices } = env.msg {
             // A pipeline: one round trip, but each command is served in turn.
             for &device in &devices[..usize::from(count)] {
-                let done = self.fifo.serve(env.at, self.service.sample(&mut ctx.rng));
+                let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
                 self.store.handle(done, PresenceInput::Heartbeat { device }, &mut self.notes);
                 self.publish(done, ctx);
             }
             return;
         }
-        let done = self.fifo.serve(env.at, self.service.sample(&mut ctx.rng));
+        let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
         let input = match env.msg {
             Msg::Presence(input) => input,
             Msg::PresenceSubscribe { watcher, server, target } => PresenceInput::Subscribe { watcher, server, target },

@@ -62,7 +62,7 @@ impl Process for RouterNode {
             Msg::Routed { req, route } => In::Routed { req, route },
             other => unreachable!("router got {other:?}"),
         };
-        let done = self.fifo.serve(env.at, self.service.sample(&mut ctx.rng));
+        let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
         self.router.handle(input, &mut self.outs);
         self.emit(done, ctx);
     }
