@@ -53,6 +53,13 @@ impl UserId {
     }
 }
 
+/// Map a well-mixed 64-bit hash onto `0..n` by a multiply and a shift (Lemire's fast range
+/// reduction): as uniform as `hash % n` for a good hash, without a division.
+#[inline]
+pub fn fast_range(hash: u64, n: u32) -> u32 {
+    (((hash >> 32) * u64::from(n)) >> 32) as u32
+}
+
 /// SplitMix64's finaliser: a cheap, well-distributed and stable hash of an integer key.
 pub(crate) fn mix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -179,6 +186,17 @@ mod tests {
         let a = Snowflake::new(900).next(Time::from_ms(10));
         let b = Snowflake::new(1).next(Time::from_ms(11));
         assert!(a < b);
+    }
+
+    #[test]
+    fn fast_range_stays_below_n_and_spreads_evenly() {
+        let mut hits = [0u32; 7];
+        for i in 0..70_000u64 {
+            let r = fast_range(mix64(i), 7);
+            hits[r as usize] += 1;
+        }
+        assert!(hits.iter().all(|&h| (9_500..10_500).contains(&h)), "{hits:?}");
+        assert_eq!(fast_range(u64::MAX, 1), 0);
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod time;
 
 pub use chat_server::{ChatServer, ChatServerConfig, ChatServerInput, ChatServerOutput};
 pub use client::{device_key, ClientDevice, DeviceEvent, DeviceState, Displayed, OutgoingSend, SentMessages};
-pub use ids::{ClientMsgId, ConversationId, DeviceId, DeviceSlot, MessageId, ServerId, Snowflake, UserId};
+pub use ids::{fast_range, ClientMsgId, ConversationId, DeviceId, DeviceSlot, MessageId, ServerId, Snowflake, UserId};
 pub use message::ChatMessage;
 pub use presence::{
     PresenceCause, PresenceInput, PresenceNotify, PresenceStatus, PresenceStore, PresenceUpdate, WATCHERS_PER_USER_MAX,

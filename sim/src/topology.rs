@@ -4,7 +4,7 @@
 use crate::infra::replicas;
 use crate::msg::NodeIdx;
 use crate::scenario::Scenario;
-use wasim_model::{ConversationId, ServerId, UserId};
+use wasim_model::{fast_range, ConversationId, ServerId, UserId};
 
 /// The kinds of simulated process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -160,7 +160,7 @@ impl Topology {
     /// The Kafka partition of a conversation (keyed by conversation: per-chat order).
     pub fn partition(&self, c: ConversationId) -> u32 {
         // A different mix than the Cassandra token, so the two placements are independent.
-        ((c.hash64().rotate_left(17)) % u64::from(self.partitions)) as u32
+        fast_range(c.hash64().rotate_left(17), self.partitions)
     }
 
     /// The broker leading a partition.
@@ -180,7 +180,7 @@ impl Topology {
 
     /// The chat server a load balancer sends a user's device to first.
     pub fn home_server(&self, u: UserId) -> ServerId {
-        ServerId((u.hash64() % u64::from(self.count(NodeKind::ChatServer))) as u16)
+        ServerId(fast_range(u.hash64(), self.count(NodeKind::ChatServer)) as u16)
     }
 }
 

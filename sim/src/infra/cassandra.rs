@@ -5,8 +5,8 @@ use wasim_model::{ChatMessage, ConversationId, MessageId};
 /// The replicas of a conversation's partition: the node owning its token and the next
 /// `rf - 1` nodes on the ring (SimpleStrategy).
 pub fn replicas(conversation: ConversationId, nodes: u32, rf: u32) -> impl Iterator<Item = u32> {
-    let first = (conversation.hash64() % u64::from(nodes)) as u32;
-    (0..rf).map(move |i| (first + i) % nodes)
+    let first = wasim_model::fast_range(conversation.hash64(), nodes);
+    (0..rf).map(move |i| if first + i >= nodes { first + i - nodes } else { first + i })
 }
 
 /// The rows one node holds, kept sorted by message id. Rows arrive nearly in id order

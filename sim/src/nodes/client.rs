@@ -166,7 +166,9 @@ impl ClientShard {
     fn contact(&self, u: UserId, j: u32) -> UserId {
         let n = self.topo.users;
         let h = UserId(u.0 ^ j.rotate_left(24)).hash64() ^ u64::from(j);
-        UserId(((u64::from(u.0) + 1 + h % (n - 1)) % n) as u32)
+        // n <= a billion: the other user is u + 1 + (h mod n - 1), wrapped below n.
+        let other = u64::from(u.0) + 1 + u64::from(wasim_model::fast_range(h, (n - 1) as u32));
+        UserId(if other >= n { other - n } else { other } as u32)
     }
 
     fn connect(&mut self, index: usize, server: ServerId, t: Time, ctx: &mut Ctx) {
