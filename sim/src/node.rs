@@ -100,7 +100,7 @@ impl Shared {
 /// A process's handlers. The loop calls `on_message` for each arrival of a tick in exact
 /// time order, then `on_tick` once.
 pub(crate) trait Process {
-    fn on_message(&mut self, env: Envelope, ctx: &mut Ctx);
+    fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx);
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx);
     /// Fill in the process-specific parts of the final report.
     fn finish(&mut self, report: &mut NodeReport);
@@ -238,7 +238,7 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, mu
         }
         ctx.counters.events += batch.len() as u64;
         for &key in &order {
-            process.on_message(batch[(key & ((1 << 40) - 1)) as usize], &mut ctx);
+            process.on_message(&batch[(key & ((1 << 40) - 1)) as usize], &mut ctx);
         }
         batch.clear();
         process.on_tick(Time(tick * shared.tick_us), &mut ctx);

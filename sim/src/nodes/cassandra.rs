@@ -26,7 +26,7 @@ impl CassandraProcess {
 }
 
 impl Process for CassandraProcess {
-    fn on_message(&mut self, env: Envelope, ctx: &mut Ctx) {
+    fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
         match env.msg {
             Msg::Write { req, msg } => {

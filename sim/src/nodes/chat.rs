@@ -181,7 +181,7 @@ impl ChatNode {
 }
 
 impl Process for ChatNode {
-    fn on_message(&mut self, env: Envelope, ctx: &mut Ctx) {
+    fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
         let input = match env.msg {
             Msg::Connect { device, epoch, cursor, hide_last_seen } => {
                 In::Connect { device, epoch, cursor, hide_last_seen }

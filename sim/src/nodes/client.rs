@@ -469,7 +469,7 @@ impl ClientShard {
 }
 
 impl Process for ClientShard {
-    fn on_message(&mut self, env: Envelope, ctx: &mut Ctx) {
+    fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
         let t = env.at;
         match env.msg {
             Msg::ConnectAccepted { device, server } => self.on_connected(device, server, t, ctx),

@@ -36,7 +36,7 @@ impl KafkaNode {
 }
 
 impl Process for KafkaNode {
-    fn on_message(&mut self, env: Envelope, ctx: &mut Ctx) {
+    fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
         match env.msg {
             Msg::Produce { req, msg } => {

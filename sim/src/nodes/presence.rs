@@ -45,7 +45,7 @@ impl PresenceNode {
 }
 
 impl Process for PresenceNode {
-    fn on_message(&mut self, env: Envelope, ctx: &mut Ctx) {
+    fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
         if let Msg::PresenceHeartbeats { count, devices } = env.msg {
             // A pipeline: one round trip, but each command is served in turn.
             for &device in &devices[..usize::from(count)] {

@@ -23,7 +23,7 @@ impl RedisNode {
 }
 
 impl Process for RedisNode {
-    fn on_message(&mut self, env: Envelope, ctx: &mut Ctx) {
+    fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
         match env.msg {
             Msg::SessionSet { req, device, server, ttl, cursor } => {

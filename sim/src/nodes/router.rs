@@ -56,7 +56,7 @@ impl RouterNode {
 }
 
 impl Process for RouterNode {
-    fn on_message(&mut self, env: Envelope, ctx: &mut Ctx) {
+    fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
         let input = match env.msg {
             Msg::Record { partition, offset, msg } => In::Record { partition, offset, msg },
             Msg::Routed { req, route } => In::Routed { req, route },
