@@ -47,8 +47,9 @@ impl Sampler {
             Sampler::Exponential { mean } => mean * rng.sample::<f64, _>(Exp1),
             Sampler::LogNormal { mu, sigma } => (mu + sigma * rng.sample::<f64, _>(StandardNormal)).exp(),
         };
-        // `+ 0.5` then truncation rounds a non-negative value without a libm call.
-        ((us + 0.5) as u64).min(SAMPLE_US_MAX)
+        // `+ 0.5` then truncation rounds a non-negative value without a libm call; clamping
+        // in floating point first keeps the conversion to the cheap signed form.
+        (us + 0.5).min(SAMPLE_US_MAX as f64) as i64 as u64
     }
 }
 
