@@ -501,7 +501,7 @@ impl Process for ClientShard {
                     ctx.logs.sender_views.push((id.key(), ReceiptState::Sent, LogMs::of(t)));
                 }
             }
-            Msg::Push { device, msg } => self.on_push(&env, device, msg, ctx),
+            Msg::Push { device, msg } => self.on_push(env, device, msg, ctx),
             Msg::FetchDone { device } => {
                 if !self.cut(device, t) {
                     self.on_fetch_done(device, t, ctx);
