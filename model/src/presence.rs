@@ -54,6 +54,18 @@ pub enum PresenceInput {
     Subscribe { watcher: DeviceId, server: ServerId, target: UserId },
 }
 
+impl PresenceInput {
+    /// The user whose `presence:{user}` key the command touches (its shard's key).
+    pub fn user(&self) -> UserId {
+        match *self {
+            PresenceInput::Online { device, .. }
+            | PresenceInput::Heartbeat { device }
+            | PresenceInput::Offline { device } => device.user,
+            PresenceInput::Subscribe { target, .. } => target,
+        }
+    }
+}
+
 /// A notification to deliver to a watcher through its chat server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PresenceNotify {
@@ -326,6 +338,13 @@ mod tests {
         let mut out = Vec::new();
         p.handle(now, PresenceInput::Subscribe { watcher: bob(), server: ServerId(4), target: UserId(1) }, &mut out);
         out
+    }
+
+    #[test]
+    fn a_command_names_the_user_whose_key_it_touches() {
+        assert_eq!(PresenceInput::Heartbeat { device: alice() }.user(), UserId(1));
+        let subscribe = PresenceInput::Subscribe { watcher: bob(), server: ServerId(0), target: UserId(1) };
+        assert_eq!(subscribe.user(), UserId(1), "the watched user's channel");
     }
 
     #[test]

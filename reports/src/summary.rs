@@ -106,15 +106,7 @@ pub struct TierSummary {
 impl TierSummary {
     fn new(t: &TierStats, window_s: f64) -> TierSummary {
         let ops = t.served as f64 / window_s;
-        let gauge = match t.kind.name() {
-            "chat_server" => "connections",
-            "redis_session" => "session keys",
-            "cassandra" => "replica rows",
-            "kafka" => "consumer lag (records)",
-            "router" => "routes in flight",
-            "redis_presence" => "presence keys",
-            _ => "",
-        };
+        let gauge = t.kind.gauge();
         TierSummary {
             tier: t.kind.name(),
             nodes: t.nodes,

@@ -7,7 +7,7 @@ use crate::msg::{Envelope, Msg, NodeIdx};
 use crate::net::Network;
 use crate::population::Population;
 use crate::scenario::Scenario;
-use crate::topology::{Link, NodeKind, Topology};
+use crate::topology::{Link, Topology};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::future::Future;
@@ -264,9 +264,4 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, mu
     };
     process.finish(&mut report);
     shared.reports.lock().expect("reports lock")[usize::from(me.0)] = Some(report);
-}
-
-/// Which kind a process is, for dispatch.
-pub(crate) fn kind_of(shared: &Shared, me: NodeIdx) -> (NodeKind, u32) {
-    shared.topo.locate(me)
 }

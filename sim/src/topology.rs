@@ -30,6 +30,19 @@ impl NodeKind {
         NodeKind::Router,
     ];
 
+    /// What a tier's end-of-run gauge counts, in reports.
+    pub fn gauge(self) -> &'static str {
+        match self {
+            NodeKind::ChatServer => "connections",
+            NodeKind::ClientShard => "messages awaiting ticks",
+            NodeKind::Redis => "session keys",
+            NodeKind::Presence => "presence keys",
+            NodeKind::Cassandra => "replica rows",
+            NodeKind::Kafka => "consumer lag (records)",
+            NodeKind::Router => "routes in flight",
+        }
+    }
+
     /// The tier's name in reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -149,7 +162,12 @@ impl Topology {
 
     /// The presence shard of a user (by id, like the session store).
     pub fn presence(&self, u: UserId) -> NodeIdx {
-        self.node(NodeKind::Presence, u.0 % self.count(NodeKind::Presence))
+        self.node(NodeKind::Presence, self.presence_shard(u))
+    }
+
+    /// The index of a user's presence shard among the presence shards.
+    pub fn presence_shard(&self, u: UserId) -> u32 {
+        u.0 % self.count(NodeKind::Presence)
     }
 
     /// The replicas of a conversation's partition.

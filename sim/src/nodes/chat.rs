@@ -107,22 +107,15 @@ impl ChatNode {
                     ctx.send(topo.redis(device.user), t, Msg::SessionClear { device, server })
                 }
                 Out::Presence(wasim_model::PresenceInput::Heartbeat { device }) => {
-                    let shard = topo.presence(device.user);
-                    let pending = &mut heartbeats[topo.locate(shard).1 as usize];
+                    let i = topo.presence_shard(device.user);
+                    let shard = topo.node(crate::topology::NodeKind::Presence, i);
+                    let pending = &mut heartbeats[i as usize];
                     pending.push(device);
                     if pending.len() == HEARTBEATS_PIPELINED_MAX {
                         flush_heartbeats(pending, shard, t, ctx);
                     }
                 }
-                Out::Presence(input) => {
-                    let user = match input {
-                        wasim_model::PresenceInput::Online { device, .. }
-                        | wasim_model::PresenceInput::Heartbeat { device }
-                        | wasim_model::PresenceInput::Offline { device } => device.user,
-                        wasim_model::PresenceInput::Subscribe { target, .. } => target,
-                    };
-                    ctx.send(topo.presence(user), t, Msg::Presence(input));
-                }
+                Out::Presence(input) => ctx.send(topo.presence(input.user()), t, Msg::Presence(input)),
                 Out::Read { req, id, conversation } => {
                     for replica in topo.replicas(conversation).take(read_quorum) {
                         ctx.send(replica, t, Msg::Read { req, id, conversation });

@@ -10,13 +10,13 @@ mod redis;
 mod router;
 
 use crate::msg::NodeIdx;
-use crate::node::{kind_of, run_process, Shared};
+use crate::node::{run_process, Shared};
 use crate::topology::NodeKind;
 use std::sync::Arc;
 
 /// Start process `me`: build its state from the scenario and run its tick loop.
 pub(crate) async fn start(shared: Arc<Shared>, me: NodeIdx) {
-    let (kind, i) = kind_of(&shared, me);
+    let (kind, i) = shared.topo.locate(me);
     match kind {
         NodeKind::ChatServer => run_process(shared.clone(), me, chat::ChatNode::new(&shared, i)).await,
         NodeKind::ClientShard => run_process(shared.clone(), me, client::ClientShard::new(&shared, i)).await,
