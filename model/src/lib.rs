@@ -5,8 +5,10 @@
 //! (`Output` values pushed into a caller-owned buffer). Nothing here reads a clock, draws
 //! randomness or performs I/O; the simulator in `wasim-sim` drives these types.
 
+mod capacity;
 mod chat_server;
 mod client;
+mod error;
 mod ids;
 mod message;
 mod presence;
@@ -15,8 +17,10 @@ mod router;
 mod session;
 mod time;
 
+pub use capacity::{little_l, utilisation, Mmc, MMC_SERVERS_MAX};
 pub use chat_server::{ChatServer, ChatServerConfig, ChatServerInput, ChatServerOutput};
 pub use client::{device_key, ClientDevice, DeviceEvent, DeviceState, Displayed, OutgoingSend, SentMessages};
+pub use error::ModelError;
 pub use ids::{fast_range, ClientMsgId, ConversationId, DeviceId, DeviceSlot, MessageId, ServerId, Snowflake, UserId};
 pub use message::ChatMessage;
 pub use presence::{
