@@ -11,8 +11,8 @@
 //! who is offline and handed over when the sender reconnects.
 
 use crate::{
-    ChatMessage, Consistency, ConversationId, DeviceId, DeviceSlot, MessageId, PresenceInput, PresenceUpdate, Receipt,
-    ReceiptState, ServerId, Snowflake, Time, UserId, DEVICES_PER_USER_MAX,
+    ChatMessage, Consistency, ConversationId, DeviceFrame, DeviceId, DeviceKey, DeviceSlot, InboxPos, MessageId,
+    PresenceInput, PresenceUpdate, Receipt, ReceiptState, Route, ServerFrame, ServerId, Snowflake, Time, UserId,
 };
 use rustc_hash::FxHashMap;
 use slotmap::{DefaultKey, Key, KeyData, SlotMap};
@@ -60,39 +60,29 @@ impl ChatServerConfig {
 /// Everything that can happen to a chat server.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ChatServerInput {
-    /// A device opens a WebSocket (its `epoch`th), with the id of the last message it has.
-    Connect { device: DeviceId, epoch: u32, cursor: MessageId, hide_last_seen: bool },
-    /// A device closes its `epoch`th WebSocket cleanly.
-    Disconnect { device: DeviceId, epoch: u32 },
-    /// A device's heartbeat (every 30 s).
-    Heartbeat { device: DeviceId },
-    /// A connected device sends a message.
-    ClientSend { device: DeviceId, to: UserId, client_seq: u32, sent_at: Time },
+    /// A frame from a device's WebSocket.
+    Frame { device: DeviceId, frame: DeviceFrame },
     /// A Cassandra replica acknowledged a write.
     WriteAck { req: u64 },
     /// Kafka acknowledged a publish.
     ProduceAck { req: u64 },
-    /// One entry of an inbox fetch (entries arrive in id order).
-    InboxEntry { req: u64, id: MessageId, conversation: ConversationId },
+    /// One entry of an inbox fetch, at position `pos` (entries arrive in inbox order).
+    InboxEntry { req: u64, pos: InboxPos, id: MessageId, conversation: ConversationId },
     /// A receipt stored for this (then offline) sender, handed over with the fetch.
     StoredReceipt { req: u64, receipt: Receipt },
-    /// The end of an inbox fetch.
-    InboxEnd { req: u64 },
+    /// The end of an inbox fetch: the inbox holds entries up to (not including) `end`.
+    InboxEnd { req: u64, end: InboxPos },
     /// One replica's answer to a read.
     ReadReply { req: u64, row: Option<ChatMessage> },
     /// A message for `slot` of its recipient, connected here (from the router or another
     /// chat server).
     Forward { msg: ChatMessage, slot: DeviceSlot },
-    /// A device acknowledged receipt of a message (✓✓ for the sender).
-    DeliveredAck { device: DeviceId, msg: ChatMessage, at: Time },
-    /// A device's user opened the chat and read a message (blue ✓✓ for the sender).
-    ReadAck { device: DeviceId, msg: ChatMessage, at: Time },
+    /// The session store routed a message this server could not deliver (`Reroute`).
+    Rerouted { msg: ChatMessage, route: Route },
     /// The session store routed a receipt: to the sender's server, or stored it (`None`).
     ReceiptRouted { req: u64, server: Option<ServerId> },
     /// Another server relays a receipt for a sender connected here.
     ReceiptRelay { receipt: Receipt },
-    /// A connected device opened the chat with `target`: it watches `target`'s presence.
-    Subscribe { device: DeviceId, target: UserId },
     /// The presence store notifies a watcher connected here.
     PresenceNotify { watcher: DeviceId, update: PresenceUpdate },
 }
@@ -100,93 +90,34 @@ pub enum ChatServerInput {
 /// The effects a chat server asks its environment to perform.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ChatServerOutput {
-    ConnectAccepted {
-        device: DeviceId,
-    },
-    ConnectRefused {
-        device: DeviceId,
-    },
+    /// A frame on a device's WebSocket.
+    ToDevice { device: DeviceId, frame: ServerFrame },
     /// In one atomic script: `SET session:{user}` for this device -> this server, then
     /// `ZRANGEBYSCORE inbox:{user} (cursor +inf` and the receipts stored for the user,
     /// answered with `InboxEntry`s, `StoredReceipt`s and `InboxEnd`. Setting the session
     /// first means every message routed later is forwarded here, and every one routed
     /// earlier is in the inbox this reads.
-    SessionSet {
-        req: u64,
-        device: DeviceId,
-        server: ServerId,
-        ttl: Duration,
-        cursor: MessageId,
-    },
+    SessionSet { req: u64, device: DeviceId, server: ServerId, ttl: Duration, cursor: InboxPos },
     /// Mark this device offline if its session still points here.
-    SessionClear {
-        device: DeviceId,
-        server: ServerId,
-    },
+    SessionClear { device: DeviceId, server: ServerId },
     /// A presence command for the user's presence shard.
     Presence(PresenceInput),
     /// Read a message row (a quorum of replicas answer).
-    Read {
-        req: u64,
-        id: MessageId,
-        conversation: ConversationId,
-    },
+    Read { req: u64, id: MessageId, conversation: ConversationId },
     /// Write the message row to every replica of its partition.
-    Persist {
-        req: u64,
-        msg: ChatMessage,
-    },
-    /// ✓ to the sender's device.
-    SentAck {
-        device: DeviceId,
-        msg: ChatMessage,
-    },
+    Persist { req: u64, msg: ChatMessage },
     /// Publish to the `messages` topic, keyed by conversation.
-    Publish {
-        req: u64,
-        msg: ChatMessage,
-    },
-    /// Push a message to a device connected here.
-    Push {
-        device: DeviceId,
-        msg: ChatMessage,
-    },
-    /// Tell a device its inbox fetch is complete (it may show live messages now).
-    FetchDone {
-        device: DeviceId,
-    },
+    Publish { req: u64, msg: ChatMessage },
     /// Route-or-inbox in the session store, treating `exclude` as gone.
-    Reroute {
-        msg: ChatMessage,
-        exclude: ServerId,
-    },
+    Reroute { msg: ChatMessage, exclude: ServerId },
     /// Find the sender's server for a receipt, or store the receipt for later.
-    RouteReceipt {
-        req: u64,
-        receipt: Receipt,
-        exclude: Option<ServerId>,
-    },
+    RouteReceipt { req: u64, receipt: Receipt, exclude: Option<ServerId> },
     /// Relay a receipt to the server holding the sender.
-    RelayReceipt {
-        server: ServerId,
-        receipt: Receipt,
-    },
-    /// ✓✓ (grey or blue) to the sender's device.
-    Receipt {
-        device: DeviceId,
-        receipt: Receipt,
-    },
+    RelayReceipt { server: ServerId, receipt: Receipt },
     /// Subscribe this server's watcher to `target`'s presence channel.
-    Subscribe {
-        watcher: DeviceId,
-        server: ServerId,
-        target: UserId,
-    },
-    /// Tell a watcher of a presence change.
-    PresenceUpdate {
-        device: DeviceId,
-        update: PresenceUpdate,
-    },
+    Subscribe { watcher: DeviceId, server: ServerId, target: UserId },
+    /// Forward a message to the server holding `slot` of its recipient.
+    Forward { server: ServerId, slot: DeviceSlot, msg: ChatMessage },
 }
 
 #[derive(Debug)]
@@ -208,7 +139,10 @@ struct FetchJob {
     rows: Vec<Option<ChatMessage>>,
     reads_pending: usize,
     receipts: Vec<Receipt>,
-    ended: bool,
+    /// The inbox position the fetch read up to, once it ended.
+    ended: Option<InboxPos>,
+    /// The first entry left out at `FETCH_ENTRIES_MAX`, if any.
+    truncated_at: Option<InboxPos>,
 }
 
 #[derive(Debug)]
@@ -254,15 +188,15 @@ pub struct ChatServer {
     config: ChatServerConfig,
     quorum: u8,
     snowflake: Snowflake,
-    /// Connected devices by `conn_key`.
-    connections: FxHashMap<u32, Connection>,
+    /// Connected devices.
+    connections: FxHashMap<DeviceKey, Connection>,
     /// Buckets of connections to check for silence, by whole second.
-    silence_checks: VecDeque<Vec<u32>>,
+    silence_checks: VecDeque<Vec<DeviceKey>>,
     silence_checks_from_s: u64,
     /// Pushes not yet acknowledged by the device, per connection.
     /// Pushes with when they were (last) pushed. Usually one is in flight per connection:
     /// kept inline, without a heap buffer.
-    unacked: FxHashMap<u32, SmallVec<[(ChatMessage, Time); 1]>>,
+    unacked: FxHashMap<DeviceKey, SmallVec<[(ChatMessage, Time); 1]>>,
     writes: SlotMap<DefaultKey, PendingWrite>,
     publishes: SlotMap<DefaultKey, PendingPublish>,
     /// Publish deadlines in the order they were set (a deadline is always now + timeout).
@@ -270,18 +204,6 @@ pub struct ChatServer {
     receipts: SlotMap<DefaultKey, Receipt>,
     fetches: SlotMap<DefaultKey, FetchJob>,
     reads: SlotMap<DefaultKey, PendingRead>,
-}
-
-const _: () = assert!(DEVICES_PER_USER_MAX <= 2, "a device slot takes one bit of the connection key");
-
-/// A device packed as `user * 2 + slot`; user ids stay below 2^31 (a billion users at most).
-fn conn_key(device: DeviceId) -> u32 {
-    debug_assert!(device.user.0 < 1 << 31 && usize::from(device.slot.0) < DEVICES_PER_USER_MAX);
-    (device.user.0 << 1) | u32::from(device.slot.0)
-}
-
-fn device_of(key: u32) -> DeviceId {
-    DeviceId { user: UserId(key >> 1), slot: DeviceSlot((key & 1) as u8) }
 }
 
 fn key_to_req(k: DefaultKey) -> u64 {
@@ -329,7 +251,7 @@ impl ChatServer {
 
     /// Whether `device` is connected here.
     pub fn is_connected(&self, device: DeviceId) -> bool {
-        self.connections.contains_key(&conn_key(device))
+        self.connections.contains_key(&DeviceKey::of(device))
     }
 
     /// Operations waiting on another tier or a device.
@@ -346,26 +268,78 @@ impl ChatServer {
         use ChatServerInput as In;
         use ChatServerOutput as Out;
         match input {
-            In::Connect { device, epoch, cursor, hide_last_seen } => {
+            In::Frame { device, frame } => self.on_frame(now, device, frame, out),
+            In::WriteAck { req } => self.on_write_ack(now, req, out),
+            In::ProduceAck { req } => {
+                // A late or duplicate ACK finds nothing: the entry was already removed.
+                self.publishes.remove(req_to_key(req));
+            }
+            In::InboxEntry { req, pos, id, conversation } => self.on_inbox_entry(req, pos, id, conversation, out),
+            In::StoredReceipt { req, receipt } => {
+                if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
+                    job.receipts.push(receipt);
+                }
+            }
+            In::InboxEnd { req, end } => {
+                if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
+                    job.ended = Some(end);
+                    self.try_finish_fetch(now, req_to_key(req), out);
+                }
+            }
+            In::ReadReply { req, row } => self.on_read_reply(now, req, row, out),
+            In::Forward { msg, slot } => {
+                let device = DeviceId { user: msg.to, slot };
+                self.push(device, msg, now, out);
+            }
+            In::Rerouted { msg, route } => {
+                for (slot, server) in route.forwards() {
+                    if server == self.config.id {
+                        self.push(DeviceId { user: msg.to, slot }, msg, now, out);
+                    } else {
+                        out.push(Out::Forward { server, slot, msg });
+                    }
+                }
+            }
+            In::ReceiptRouted { req, server } => {
+                let Some(receipt) = self.receipts.remove(req_to_key(req)) else { return };
+                match server {
+                    Some(s) if s == self.config.id => self.deliver_receipt(receipt, out),
+                    Some(s) => out.push(Out::RelayReceipt { server: s, receipt }),
+                    None => {} // stored for the offline sender
+                }
+            }
+            In::ReceiptRelay { receipt } => self.deliver_receipt(receipt, out),
+            In::PresenceNotify { watcher, update } => {
+                if self.is_connected(watcher) {
+                    out.push(Out::ToDevice { device: watcher, frame: ServerFrame::PresenceUpdate { update } });
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, now: Time, device: DeviceId, frame: DeviceFrame, out: &mut Vec<ChatServerOutput>) {
+        use ChatServerOutput as Out;
+        let key = DeviceKey::of(device);
+        match frame {
+            DeviceFrame::Connect { epoch, cursor, hide_last_seen } => {
                 self.on_connect(now, device, epoch, cursor, hide_last_seen, out)
             }
-            In::Disconnect { device, epoch } => {
+            DeviceFrame::Disconnect { epoch } => {
                 // The close of an older socket, overtaken by the device's new connect,
                 // must not close the new one.
-                let current = self.connections.get(&conn_key(device)).is_some_and(|c| c.is_epoch(epoch));
+                let current = self.connections.get(&key).is_some_and(|c| c.is_epoch(epoch));
                 if current && self.close(device, out) {
                     out.push(Out::Presence(PresenceInput::Offline { device }));
                 }
             }
-            In::Heartbeat { device } => {
-                let key = conn_key(device);
+            DeviceFrame::Heartbeat => {
                 if let Some(c) = self.connections.get_mut(&key) {
                     c.heard_at(now);
                     out.push(Out::Presence(PresenceInput::Heartbeat { device }));
                     self.push_again_overdue(key, device, now, out);
                 }
             }
-            In::ClientSend { device, to, client_seq, sent_at } => {
+            DeviceFrame::Send { to, client_seq, sent_at } => {
                 if !self.is_connected(device) {
                     return; // a frame from a connection this server closed: the client retries
                 }
@@ -380,30 +354,7 @@ impl ChatServer {
                 let req = key_to_req(self.writes.insert(PendingWrite { msg, device, acks: 0 }));
                 out.push(Out::Persist { req, msg });
             }
-            In::WriteAck { req } => self.on_write_ack(now, req, out),
-            In::ProduceAck { req } => {
-                // A late or duplicate ACK finds nothing: the entry was already removed.
-                self.publishes.remove(req_to_key(req));
-            }
-            In::InboxEntry { req, id, conversation } => self.on_inbox_entry(req, id, conversation, out),
-            In::StoredReceipt { req, receipt } => {
-                if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
-                    job.receipts.push(receipt);
-                }
-            }
-            In::InboxEnd { req } => {
-                if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
-                    job.ended = true;
-                    self.try_finish_fetch(now, req_to_key(req), out);
-                }
-            }
-            In::ReadReply { req, row } => self.on_read_reply(now, req, row, out),
-            In::Forward { msg, slot } => {
-                let device = DeviceId { user: msg.to, slot };
-                self.push(device, msg, now, out);
-            }
-            In::DeliveredAck { device, msg, at } => {
-                let key = conn_key(device);
+            DeviceFrame::DeliveredAck { msg, at } => {
                 if let Some(pending) = self.unacked.get_mut(&key) {
                     pending.retain(|(m, _)| m.id != msg.id);
                     if pending.is_empty() {
@@ -413,26 +364,12 @@ impl ChatServer {
                 }
                 self.send_receipt(Receipt { msg, state: ReceiptState::Delivered, by: device, at }, out);
             }
-            In::ReadAck { device, msg, at } => {
+            DeviceFrame::ReadAck { msg, at } => {
                 self.send_receipt(Receipt { msg, state: ReceiptState::Read, by: device, at }, out);
             }
-            In::ReceiptRouted { req, server } => {
-                let Some(receipt) = self.receipts.remove(req_to_key(req)) else { return };
-                match server {
-                    Some(s) if s == self.config.id => self.deliver_receipt(receipt, out),
-                    Some(s) => out.push(Out::RelayReceipt { server: s, receipt }),
-                    None => {} // stored for the offline sender
-                }
-            }
-            In::ReceiptRelay { receipt } => self.deliver_receipt(receipt, out),
-            In::Subscribe { device, target } => {
+            DeviceFrame::Subscribe { target } => {
                 if self.is_connected(device) {
                     out.push(Out::Subscribe { watcher: device, server: self.config.id, target });
-                }
-            }
-            In::PresenceNotify { watcher, update } => {
-                if self.is_connected(watcher) {
-                    out.push(Out::PresenceUpdate { device: watcher, update });
                 }
             }
         }
@@ -464,7 +401,7 @@ impl ChatServer {
                 let silent_since = c.heard();
                 if silent_since + self.config.connection_timeout <= now {
                     // No DEL of presence: the key expires on its own (silent loss).
-                    self.close(device_of(key), out);
+                    self.close(key.device(), out);
                 } else {
                     self.check_silence_at(key, silent_since + self.config.connection_timeout);
                 }
@@ -472,7 +409,7 @@ impl ChatServer {
         }
     }
 
-    fn check_silence_at(&mut self, key: u32, at: Time) {
+    fn check_silence_at(&mut self, key: DeviceKey, at: Time) {
         let s = at.as_ms().div_ceil(1_000).max(self.silence_checks_from_s);
         let i = (s - self.silence_checks_from_s) as usize;
         if self.silence_checks.len() <= i {
@@ -486,34 +423,41 @@ impl ChatServer {
         now: Time,
         device: DeviceId,
         epoch: u32,
-        cursor: MessageId,
+        cursor: InboxPos,
         hidden: bool,
         out: &mut Vec<ChatServerOutput>,
     ) {
         use ChatServerOutput as Out;
-        let key = conn_key(device);
+        let key = DeviceKey::of(device);
         if self.connections.contains_key(&key) {
             // The device reconnects before this server noticed the old connection die:
             // what was pushed on the old one may be lost, so it goes back through the
             // inbox before the new session is set (and so before the fetch reads it).
             self.reroute_unacked(key, out);
         } else if self.connection_count() >= self.config.connections_max {
-            out.push(Out::ConnectRefused { device });
+            out.push(Out::ToDevice { device, frame: ServerFrame::ConnectRefused { server: self.config.id, epoch } });
             return;
         } else {
             self.check_silence_at(key, now + self.config.connection_timeout);
         }
         self.connections.insert(key, Connection::new(now, epoch));
-        let job = FetchJob { device, rows: Vec::new(), reads_pending: 0, receipts: Vec::new(), ended: false };
+        let job = FetchJob {
+            device,
+            rows: Vec::new(),
+            reads_pending: 0,
+            receipts: Vec::new(),
+            ended: None,
+            truncated_at: None,
+        };
         let req = key_to_req(self.fetches.insert(job));
-        out.push(Out::ConnectAccepted { device });
+        out.push(Out::ToDevice { device, frame: ServerFrame::ConnectAccepted { server: self.config.id, epoch } });
         out.push(Out::SessionSet { req, device, server: self.config.id, ttl: self.config.session_ttl, cursor });
         out.push(Out::Presence(PresenceInput::Online { device, hide_last_seen: hidden }));
     }
 
     /// Close a connection; returns whether it was open.
     fn close(&mut self, device: DeviceId, out: &mut Vec<ChatServerOutput>) -> bool {
-        let key = conn_key(device);
+        let key = DeviceKey::of(device);
         if self.connections.remove(&key).is_none() {
             return false;
         }
@@ -524,17 +468,17 @@ impl ChatServer {
 
     /// The device is alive (it beat): push again what it has not acknowledged for a
     /// while: its ACK, or the push, was lost; it will show a message once and ACK again.
-    fn push_again_overdue(&mut self, key: u32, device: DeviceId, now: Time, out: &mut Vec<ChatServerOutput>) {
+    fn push_again_overdue(&mut self, key: DeviceKey, device: DeviceId, now: Time, out: &mut Vec<ChatServerOutput>) {
         let Some(pending) = self.unacked.get_mut(&key) else { return };
         for (msg, pushed_at) in pending.iter_mut() {
             if *pushed_at + self.config.ack_wait <= now {
                 *pushed_at = now;
-                out.push(ChatServerOutput::Push { device, msg: *msg });
+                out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::Push { msg: *msg } });
             }
         }
     }
 
-    fn reroute_unacked(&mut self, key: u32, out: &mut Vec<ChatServerOutput>) {
+    fn reroute_unacked(&mut self, key: DeviceKey, out: &mut Vec<ChatServerOutput>) {
         for (msg, _) in self.unacked.remove(&key).unwrap_or_default() {
             out.push(ChatServerOutput::Reroute { msg, exclude: self.config.id });
         }
@@ -547,11 +491,11 @@ impl ChatServer {
             out.push(ChatServerOutput::Reroute { msg, exclude: self.config.id });
             return;
         }
-        let pending = self.unacked.entry(conn_key(device)).or_default();
+        let pending = self.unacked.entry(DeviceKey::of(device)).or_default();
         if pending.len() < UNACKED_PER_CONNECTION_MAX {
             pending.push((msg, now));
         }
-        out.push(ChatServerOutput::Push { device, msg });
+        out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::Push { msg } });
     }
 
     fn on_write_ack(&mut self, now: Time, req: u64, out: &mut Vec<ChatServerOutput>) {
@@ -565,7 +509,7 @@ impl ChatServer {
         }
         let w = self.writes.remove(key).expect("entry checked above");
         if self.is_connected(w.device) {
-            out.push(ChatServerOutput::SentAck { device: w.device, msg: w.msg });
+            out.push(ChatServerOutput::ToDevice { device: w.device, frame: ServerFrame::SentAck { msg: w.msg } });
         }
         let key = self.publishes.insert(PendingPublish { msg: w.msg });
         self.publish_deadlines.push_back((now + self.config.publish_timeout, key));
@@ -575,6 +519,7 @@ impl ChatServer {
     fn on_inbox_entry(
         &mut self,
         req: u64,
+        pos: InboxPos,
         id: MessageId,
         conversation: ConversationId,
         out: &mut Vec<ChatServerOutput>,
@@ -582,6 +527,8 @@ impl ChatServer {
         let job_key = req_to_key(req);
         let Some(job) = self.fetches.get_mut(job_key) else { return };
         if job.rows.len() >= FETCH_ENTRIES_MAX {
+            // The rest comes with the next fetch: this one ends before the first left out.
+            job.truncated_at.get_or_insert(pos);
             return;
         }
         let index = job.rows.len();
@@ -609,22 +556,30 @@ impl ChatServer {
         }
     }
 
-    /// Push a finished fetch in id order, then its stored receipts.
+    /// Push a finished fetch in inbox order, tell the device where the fetch ended, then
+    /// hand over its stored receipts.
     fn try_finish_fetch(&mut self, now: Time, key: DefaultKey, out: &mut Vec<ChatServerOutput>) {
         let job = &self.fetches[key];
-        if !job.ended || job.reads_pending > 0 {
+        let Some(end) = job.ended else { return };
+        let upto = job.truncated_at.unwrap_or(end).min(end);
+        if job.reads_pending > 0 {
             return;
         }
         let job = self.fetches.remove(key).expect("checked above");
         if !self.is_connected(job.device) {
-            return; // gone again: the inbox still holds everything for the next fetch
+            // Gone again: the inbox still holds every entry for the next fetch, and the
+            // receipts taken from the store go back to it.
+            for receipt in job.receipts {
+                self.route_receipt(receipt, Some(self.config.id), out);
+            }
+            return;
         }
         for msg in job.rows.into_iter().flatten() {
             self.push(job.device, msg, now, out);
         }
-        out.push(ChatServerOutput::FetchDone { device: job.device });
+        out.push(ChatServerOutput::ToDevice { device: job.device, frame: ServerFrame::FetchDone { upto } });
         for receipt in job.receipts {
-            out.push(ChatServerOutput::Receipt { device: job.device, receipt });
+            out.push(ChatServerOutput::ToDevice { device: job.device, frame: ServerFrame::Receipt { receipt } });
         }
     }
 
@@ -650,7 +605,7 @@ impl ChatServer {
     fn deliver_receipt(&mut self, receipt: Receipt, out: &mut Vec<ChatServerOutput>) {
         let device = DeviceId::phone(receipt.msg.from);
         if self.is_connected(device) {
-            out.push(ChatServerOutput::Receipt { device, receipt });
+            out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::Receipt { receipt } });
         } else {
             self.route_receipt(receipt, Some(self.config.id), out);
         }

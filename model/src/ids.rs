@@ -25,6 +25,43 @@ impl DeviceId {
     }
 }
 
+/// A device packed into one integer, `user * 2 + slot`, for compact keys and logs. User
+/// ids stay below 2^31 (a billion users at most) and a user has at most two devices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeviceKey(pub u32);
+
+const _: () = assert!(crate::DEVICES_PER_USER_MAX <= 2, "a device slot takes one bit of a device key");
+
+impl DeviceKey {
+    /// The key of a device.
+    #[inline]
+    pub fn of(d: DeviceId) -> DeviceKey {
+        assert!(d.user.0 < 1 << 31, "user {} does not fit a device key", d.user.0);
+        DeviceKey((d.user.0 << 1) | u32::from(d.slot.0 & 1))
+    }
+
+    /// The device a key names.
+    #[inline]
+    pub fn device(self) -> DeviceId {
+        DeviceId { user: UserId(self.0 >> 1), slot: DeviceSlot((self.0 & 1) as u8) }
+    }
+}
+
+impl fmt::Display for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.device();
+        write!(f, "{} of user {}", if d.slot.0 == 0 { "phone" } else { "web client" }, d.user.0)
+    }
+}
+
+/// A position in a user's inbox: entries are numbered in the order they were added, from
+/// 0, for the life of the inbox. A device fetches "since" the position it reached, so an
+/// entry added late (a message handed back by a server whose push was never acknowledged)
+/// is fetched even when the device has shown newer messages meanwhile: a cursor by
+/// message id would skip it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InboxPos(pub u32);
+
 /// A chat server (one stateful WebSocket terminator).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServerId(pub u16);
@@ -197,6 +234,15 @@ mod tests {
         }
         assert!(hits.iter().all(|&h| (9_500..10_500).contains(&h)), "{hits:?}");
         assert_eq!(fast_range(u64::MAX, 1), 0);
+    }
+
+    #[test]
+    fn a_device_key_round_trips() {
+        for d in [DeviceId::phone(UserId(0)), DeviceId { user: UserId(12_345), slot: DeviceSlot(1) }] {
+            assert_eq!(DeviceKey::of(d).device(), d);
+        }
+        assert_eq!(DeviceKey::of(DeviceId { user: UserId(3), slot: DeviceSlot(1) }), DeviceKey(7));
+        assert_eq!(DeviceKey(7).to_string(), "web client of user 3");
     }
 
     #[test]

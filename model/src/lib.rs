@@ -9,6 +9,7 @@ mod capacity;
 mod chat_server;
 mod client;
 mod error;
+mod frames;
 mod ids;
 mod message;
 mod presence;
@@ -18,10 +19,19 @@ mod session;
 mod time;
 
 pub use capacity::{little_l, utilisation, Mmc, MMC_SERVERS_MAX};
-pub use chat_server::{ChatServer, ChatServerConfig, ChatServerInput, ChatServerOutput};
-pub use client::{device_key, ClientDevice, DeviceEvent, DeviceState, Displayed, OutgoingSend, SentMessages};
+pub use chat_server::{
+    ChatServer, ChatServerConfig, ChatServerInput, ChatServerOutput, FETCH_ENTRIES_MAX, UNACKED_PER_CONNECTION_MAX,
+};
+pub use client::{
+    Backoff, ClientDevice, DeviceConfig, DeviceInput, DeviceOutput, DeviceState, Devices, Displayed, Layout,
+    SentMessages, UserSettings,
+};
 pub use error::ModelError;
-pub use ids::{fast_range, ClientMsgId, ConversationId, DeviceId, DeviceSlot, MessageId, ServerId, Snowflake, UserId};
+pub use frames::{DeviceFrame, ServerFrame};
+pub use ids::{
+    fast_range, ClientMsgId, ConversationId, DeviceId, DeviceKey, DeviceSlot, InboxPos, MessageId, ServerId, Snowflake,
+    UserId,
+};
 pub use message::ChatMessage;
 pub use presence::{
     PresenceCause, PresenceInput, PresenceNotify, PresenceStatus, PresenceStore, PresenceUpdate, WATCHERS_PER_USER_MAX,

@@ -149,6 +149,10 @@ impl PresenceStore {
 
     /// Handle one input at `now`.
     pub fn handle(&mut self, now: Time, input: PresenceInput, out: &mut Vec<PresenceNotify>) {
+        // Redis expires a key lazily on access too: a command that finds its key past its
+        // TTL sees it gone, and the expiry (with its notification) happens first, whether
+        // or not the bulk expiry has reached it yet.
+        self.expire_if_due(input.user(), now, out);
         match input {
             PresenceInput::Online { device, hide_last_seen } => self.online(now, device, Some(hide_last_seen), out),
             PresenceInput::Heartbeat { device } => {
@@ -232,20 +236,30 @@ impl PresenceStore {
                     self.schedule(user, r.expires_ms);
                     continue;
                 }
-                let expired_at = Time::from_ms(u64::from(r.expires_ms));
-                let rec = self.record_mut(user).expect("record read above");
-                rec.expires_ms = 0;
-                rec.devices = 0;
-                rec.announced_online = false;
-                if let Some(set) = self.opened.remove(&user) {
-                    self.lifetimes.push((user, set, expired_at));
-                }
-                if r.announced_online {
-                    let status = self.offline_status(user);
-                    self.notify(user, status, PresenceCause::Expired, expired_at, out);
-                }
+                self.expire_if_due(user, now, out);
             }
             self.next_bucket += 1;
+        }
+    }
+
+    /// If `user`'s key is past its TTL at `now`, expire it: it is gone from its expiry
+    /// time on, and subscribers told of an online user hear that it went offline then.
+    fn expire_if_due(&mut self, user: UserId, now: Time, out: &mut Vec<PresenceNotify>) {
+        let Some(r) = self.record(user).copied() else { return };
+        if r.expires_ms == 0 || u64::from(r.expires_ms) > now.as_ms() {
+            return;
+        }
+        let expired_at = Time::from_ms(u64::from(r.expires_ms));
+        let rec = self.record_mut(user).expect("record read above");
+        rec.expires_ms = 0;
+        rec.devices = 0;
+        rec.announced_online = false;
+        if let Some(set) = self.opened.remove(&user) {
+            self.lifetimes.push((user, set, expired_at));
+        }
+        if r.announced_online {
+            let status = self.offline_status(user);
+            self.notify(user, status, PresenceCause::Expired, expired_at, out);
         }
     }
 
@@ -409,6 +423,23 @@ mod tests {
         assert_eq!(out[0].update.changed_at, Time::from_secs(75));
         assert_eq!(out[0].update.status, PresenceStatus::Offline { last_seen: Some(Time::from_secs(30)) });
         assert_eq!(p.key_lifetimes(Time::from_secs(80)), vec![(UserId(1), Time::ZERO, Time::from_secs(75))]);
+    }
+
+    #[test]
+    fn a_key_found_expired_before_the_bulk_expiry_reached_it_expires_first() {
+        let mut p = PresenceStore::new(TTL);
+        subscribed(&mut p, Time::ZERO);
+        let mut out = Vec::new();
+        p.handle(Time::ZERO, PresenceInput::Online { device: alice(), hide_last_seen: false }, &mut out);
+        out.clear();
+        // The key expired at 45 s; the bulk expiry has not run; the device connects again.
+        p.handle(Time::from_ms(45_050), PresenceInput::Online { device: alice(), hide_last_seen: false }, &mut out);
+        let causes: Vec<PresenceCause> = out.iter().map(|n| n.update.cause).collect();
+        assert_eq!(causes, vec![PresenceCause::Expired, PresenceCause::Connected], "offline at 45 s, then back");
+        assert_eq!(out[0].update.changed_at, Time::from_secs(45));
+        let lifetimes = p.key_lifetimes(Time::from_secs(50));
+        assert_eq!(lifetimes[0], (UserId(1), Time::ZERO, Time::from_secs(45)), "the first lifetime is kept");
+        assert_eq!(lifetimes[1], (UserId(1), Time::from_ms(45_050), Time::from_secs(50)));
     }
 
     #[test]

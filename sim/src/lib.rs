@@ -16,13 +16,15 @@ mod msg;
 mod net;
 mod node;
 mod nodes;
+mod outbox;
 mod population;
 mod run;
 mod scenario;
 mod topology;
+mod workload;
 
-pub use check::{CheckReport, Violation};
-pub use metrics::{Counters, Latencies, SecondCounters, TraceEvent, LATENCY_US_MAX};
+pub use check::{CheckReport, InFlight, Violation};
+pub use metrics::{Backlog, Counters, Latencies, SecondCounters, TraceEvent, LATENCY_US_MAX};
 pub use population::Population;
 pub use run::{run, simulate, Outcome, RunOptions, TierStats};
 pub use scenario::{

@@ -134,8 +134,7 @@ counters! {
         connects,
         /// Connection attempts refused by a full server.
         connects_refused,
-        /// Devices that found every server full.
-        connects_failed,
+
         /// Route-or-inbox operations that wrote an inbox pointer.
         inbox_adds,
         /// Inbox pointers and stored receipts dropped at their per-user limits.
@@ -155,14 +154,22 @@ counters! {
         read_receipts,
         /// Receipts stored for an offline sender.
         receipts_stored,
+        /// Receipts that reached a sender's device after its connection had ended (the app
+        /// closed while they were on their way): not shown.
+        receipts_unheard,
         /// Heartbeats sent by devices.
         heartbeats,
         /// Presence notifications received by watchers.
         presence_updates,
         /// Presence notifications that showed a last-seen time.
         last_seen_shown,
-        /// Devices reconnecting after a network cut.
+        /// Connections accepted for devices that had been connected before.
         reconnects,
+        /// Catch-ups cut short by a close or a lost network (sometimes: the hold buffer's
+        /// path where nothing held may be acknowledged).
+        catch_ups_interrupted,
+        /// Arrivals a device held unacknowledged and dropped when its catch-up was cut short.
+        held_dropped,
         /// Replica writes applied by Cassandra nodes.
         rows_written,
         /// Records appended to Kafka.
@@ -181,6 +188,21 @@ counters! {
         sent_acks,
         deliveries,
         receipts,
+    }
+}
+
+/// Work a process still had queued at a moment: replies not yet sent, and how long until
+/// the last of them leaves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    pub queued: u64,
+    pub wait_us: u64,
+}
+
+impl Backlog {
+    /// The backlog of several processes: what they hold in all, and the longest wait.
+    pub fn sum(all: impl Iterator<Item = Backlog>) -> Backlog {
+        all.fold(Backlog::default(), |a, b| Backlog { queued: a.queued + b.queued, wait_us: a.wait_us.max(b.wait_us) })
     }
 }
 
@@ -205,4 +227,7 @@ pub struct NodeReport {
     pub served: u64,
     /// A gauge at the end: connections, keys, rows, lag or in-flight messages.
     pub gauge_end: u64,
+    /// Queued work at the end of the measuring window and at the end of the run.
+    pub backlog_window_end: Backlog,
+    pub backlog_end: Backlog,
 }

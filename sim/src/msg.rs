@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 use wasim_model::{
-    ChatMessage, ConversationId, DeviceId, MessageId, PresenceInput, PresenceUpdate, Receipt, Route, ServerId, Time,
-    UserId,
+    ChatMessage, ConversationId, DeviceFrame, DeviceId, InboxPos, MessageId, PresenceInput, PresenceUpdate, Receipt,
+    Route, ServerFrame, ServerId, Time, UserId,
 };
 
 /// The most heartbeat refreshes one pipelined presence message carries: a chat server
@@ -42,66 +42,15 @@ impl Envelope {
 /// The payloads, grouped by who sends them.
 #[derive(Clone, Copy, Debug)]
 pub enum Msg {
-    // device -> chat server
-    Connect {
+    /// device -> chat server: a frame on the device's WebSocket.
+    Device {
         device: DeviceId,
-        epoch: u32,
-        cursor: MessageId,
-        hide_last_seen: bool,
+        frame: DeviceFrame,
     },
-    Disconnect {
+    /// chat server -> device.
+    ToDevice {
         device: DeviceId,
-        epoch: u32,
-    },
-    Heartbeat {
-        device: DeviceId,
-    },
-    Send {
-        device: DeviceId,
-        to: UserId,
-        client_seq: u32,
-        sent_at: Time,
-    },
-    DeliveredAck {
-        device: DeviceId,
-        msg: ChatMessage,
-        at: Time,
-    },
-    ReadAck {
-        device: DeviceId,
-        msg: ChatMessage,
-        at: Time,
-    },
-    Subscribe {
-        device: DeviceId,
-        target: UserId,
-    },
-    // chat server -> device
-    ConnectAccepted {
-        device: DeviceId,
-        server: ServerId,
-    },
-    ConnectRefused {
-        device: DeviceId,
-    },
-    SentAck {
-        device: DeviceId,
-        msg: ChatMessage,
-    },
-    Push {
-        device: DeviceId,
-        msg: ChatMessage,
-    },
-    FetchDone {
-        device: DeviceId,
-    },
-    Receipt {
-        device: DeviceId,
-        receipt: Receipt,
-    },
-    PresenceUpdate {
-        device: DeviceId,
-        update: PresenceUpdate,
+        frame: ServerFrame,
     },
     // chat server <-> Cassandra
     Write {
@@ -127,7 +76,7 @@ pub enum Msg {
         device: DeviceId,
         server: ServerId,
         ttl: Duration,
-        cursor: MessageId,
+        cursor: InboxPos,
     },
     SessionClear {
         device: DeviceId,
@@ -153,6 +102,7 @@ pub enum Msg {
     },
     InboxEntry {
         req: u64,
+        pos: InboxPos,
         id: MessageId,
         conversation: ConversationId,
     },
@@ -162,6 +112,7 @@ pub enum Msg {
     },
     InboxEnd {
         req: u64,
+        end: InboxPos,
     },
     RouteReceipt {
         req: u64,

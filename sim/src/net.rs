@@ -85,19 +85,14 @@ impl Network {
 mod tests {
     use super::*;
     use crate::msg::Msg;
-    use wasim_model::{DeviceId, MessageId, Time, UserId};
+    use wasim_model::{DeviceFrame, DeviceId, Time, UserId};
 
     fn env(at_us: u64) -> Envelope {
         Envelope {
             at: Time(at_us),
             from: NodeIdx(0),
             seq: 0,
-            msg: Msg::Connect {
-                device: DeviceId::phone(UserId(1)),
-                epoch: 1,
-                cursor: MessageId(0),
-                hide_last_seen: false,
-            },
+            msg: Msg::Device { device: DeviceId::phone(UserId(1)), frame: DeviceFrame::Heartbeat },
         }
     }
 

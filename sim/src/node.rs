@@ -2,9 +2,10 @@
 
 use crate::check::Logs;
 use crate::dist::Sampler;
-use crate::metrics::{Counters, NodeReport, SecondCounters, TraceEvent};
+use crate::metrics::{Backlog, Counters, NodeReport, SecondCounters, TraceEvent};
 use crate::msg::{Envelope, Msg, NodeIdx};
 use crate::net::Network;
+use crate::outbox::{Channel, Latency, Outbox};
 use crate::population::Population;
 use crate::scenario::Scenario;
 use crate::topology::{Link, Topology};
@@ -15,7 +16,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use wasim_model::{ChatMessage, DeviceId, Time, UserId};
+use wasim_model::{ChatMessage, DeviceId, DeviceKey, Time, UserId};
 
 /// The logical clock every process follows. The supervisor advances it one tick at a
 /// time and wakes the processes; madsim only advances its own clock once every process
@@ -116,64 +117,82 @@ pub(crate) struct Ctx {
     pub logs: Logs,
     pub trace: Vec<TraceEvent>,
     traced: Option<UserId>,
-    out: Vec<(NodeIdx, Envelope)>,
-    seq: u32,
-    latency: [Sampler; 2],
-    /// Last arrival time per destination: links between servers are TCP connections, so
-    /// what is sent on one arrives in the order it was sent.
-    link_last: Vec<Time>,
+    outbox: Outbox,
+    net: NetDraw,
 }
+
+/// The latency draws of a process's sends: a stream of its own, apart from the handlers'
+/// draws, so that the network's numbers do not shift when a handler draws once more.
+struct NetDraw {
+    me: NodeIdx,
+    topo: Arc<Topology>,
+    rng: ChaCha8Rng,
+    latency: [Sampler; 2],
+}
+
+impl Latency for NetDraw {
+    #[inline]
+    fn sample_us(&mut self, to: NodeIdx) -> u64 {
+        let link = self.topo.link(self.me, to);
+        self.latency[link as usize].sample_us(&mut self.rng)
+    }
+}
+
+/// Stream numbers of a process's RNGs: the handlers' stream and the network's.
+const STREAMS_PER_PROCESS: u64 = 2;
 
 impl Ctx {
     fn new(shared: &Shared, me: NodeIdx) -> Ctx {
-        // One ChaCha stream per process, derived from the run seed and the process index,
-        // so the scheduler's order cannot change which numbers a process draws.
-        let mut rng = ChaCha8Rng::seed_from_u64(shared.seed);
-        rng.set_stream(u64::from(me.0) + 1);
+        // ChaCha streams per process, derived from the run seed and the process index, so
+        // the scheduler's order cannot change which numbers a process draws.
+        let stream = |k: u64| {
+            let mut rng = ChaCha8Rng::seed_from_u64(shared.seed);
+            rng.set_stream(u64::from(me.0) * STREAMS_PER_PROCESS + k + 1);
+            rng
+        };
         let n = &shared.scenario.network;
         Ctx {
             me,
             topo: shared.topo.clone(),
-            rng,
+            rng: stream(0),
             counters: Counters::default(),
             per_second: vec![SecondCounters::default(); shared.scenario.total_s() as usize + 1],
             logs: Logs::default(),
             trace: Vec::new(),
             traced: shared.traced,
-            out: Vec::new(),
-            seq: 0,
-            latency: [Sampler::new(&n.client_server_ms, 1_000.0), Sampler::new(&n.in_datacenter_ms, 1_000.0)],
-            link_last: vec![Time::ZERO; shared.topo.node_count()],
+            outbox: Outbox::new(shared.topo.node_count()),
+            net: NetDraw {
+                me,
+                topo: shared.topo.clone(),
+                rng: stream(1),
+                latency: [Sampler::new(&n.client_server_ms, 1_000.0), Sampler::new(&n.in_datacenter_ms, 1_000.0)],
+            },
         }
     }
 
-    /// Send `msg` to `to`, leaving at `depart`; the link's latency is drawn here. Between
-    /// servers the link keeps order; to and from devices, see `send_ordered`.
+    /// Send `msg` to `to`, leaving at `depart`. Between servers the link is a TCP
+    /// connection (what leaves first arrives first); a device's frames to a server each
+    /// take their own path. The latency is drawn when the message leaves.
     #[inline]
     pub fn send(&mut self, to: NodeIdx, depart: Time, msg: Msg) {
-        let link = self.topo.link(self.me, to);
-        let mut at = Time(depart.as_us() + self.latency[link as usize].sample_us(&mut self.rng));
-        if link == Link::InDatacenter {
-            let last = &mut self.link_last[usize::from(to.0)];
-            at = at.max(*last);
-            *last = at;
-        }
-        self.push(to, at, msg);
+        let channel = match self.topo.link(self.me, to) {
+            Link::InDatacenter => Channel::Link,
+            Link::ClientServer => Channel::Unordered,
+        };
+        self.outbox.send(to, depart, channel, msg);
     }
 
-    /// Send on one device's WebSocket, whose last arrival is `last`: in order, like TCP.
+    /// Send on `device`'s WebSocket: in order with everything else on that socket.
     #[inline]
-    pub fn send_ordered(&mut self, to: NodeIdx, depart: Time, msg: Msg, last: &mut Time) {
-        let link = self.topo.link(self.me, to);
-        let at = Time(depart.as_us() + self.latency[link as usize].sample_us(&mut self.rng)).max(*last);
-        *last = at;
-        self.push(to, at, msg);
+    pub fn send_socket(&mut self, to: NodeIdx, depart: Time, msg: Msg, device: DeviceId) {
+        self.outbox.send(to, depart, Channel::Socket(DeviceKey::of(device).0), msg);
     }
 
-    #[inline]
-    fn push(&mut self, to: NodeIdx, at: Time, msg: Msg) {
-        self.seq = self.seq.wrapping_add(1);
-        self.out.push((to, Envelope { at, from: self.me, seq: self.seq, msg }));
+    /// What the process has yet to send at `now`: replies of requests still queued or in
+    /// service, and how long until the last of them leaves.
+    fn backlog(&self, now: Time) -> Backlog {
+        let (queued, last) = self.outbox.backlog();
+        Backlog { queued: queued as u64, wait_us: last.as_us().saturating_sub(now.as_us()) }
     }
 
     /// Whether `user`'s messages are traced.
@@ -221,11 +240,16 @@ impl Ctx {
     }
 }
 
-/// Run a process's tick loop until the end of the run, then file its report.
-pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, mut process: P) {
+/// Build a process (with its context, for the draws its state needs), run its tick loop
+/// until the end of the run, then file its report.
+pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, build: impl FnOnce(&mut Ctx) -> P) {
     let mut ctx = Ctx::new(&shared, me);
+    let mut process = build(&mut ctx);
+    let window_end_tick = shared.measure_until().as_us() / shared.tick_us;
+    let mut backlog_window_end = Backlog::default();
     let mut batch: Vec<Envelope> = Vec::new();
     let mut order: Vec<u128> = Vec::new();
+    let mut out: Vec<(NodeIdx, Envelope)> = Vec::new();
     let mut tick = shared.clock.now();
     loop {
         tick = shared.clock.after(tick).await;
@@ -241,14 +265,20 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, mu
             process.on_message(&batch[(key & ((1 << 40) - 1)) as usize], &mut ctx);
         }
         batch.clear();
-        process.on_tick(Time(tick * shared.tick_us), &mut ctx);
-        if !ctx.out.is_empty() {
-            shared.net.lock().expect("network lock").deliver(tick, &mut ctx.out);
+        let now = Time(tick * shared.tick_us);
+        process.on_tick(now, &mut ctx);
+        ctx.outbox.flush(now, me, &mut ctx.net, &mut out);
+        if !out.is_empty() {
+            shared.net.lock().expect("network lock").deliver(tick, &mut out);
+        }
+        if tick == window_end_tick {
+            backlog_window_end = ctx.backlog(now);
         }
         if tick >= shared.end_tick {
             break;
         }
     }
+    let backlog_end = ctx.backlog(Time(tick * shared.tick_us));
     let (kind, _) = shared.topo.locate(me);
     let mut report = NodeReport {
         kind,
@@ -261,6 +291,8 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, mu
         busy_us: 0,
         served: 0,
         gauge_end: 0,
+        backlog_window_end,
+        backlog_end,
     };
     process.finish(&mut report);
     shared.reports.lock().expect("reports lock")[usize::from(me.0)] = Some(report);

@@ -1,7 +1,7 @@
 //! Building the simulated world on madsim, running it, and gathering what it measured.
 
 use crate::check::{check_all, CheckContext, CheckReport, Logs};
-use crate::metrics::{Counters, Latencies, NodeReport, SecondCounters, TraceEvent};
+use crate::metrics::{Backlog, Counters, Latencies, NodeReport, SecondCounters, TraceEvent};
 use crate::msg::NodeIdx;
 use crate::net::Network;
 use crate::node::Shared;
@@ -40,6 +40,10 @@ pub struct TierStats {
     pub utilisation_max: f64,
     /// The tier's end-of-run gauge, summed (connections, keys, rows, lag, in-flight).
     pub gauge_end: u64,
+    /// Work queued at the end of the measuring window and at the end of the run: replies
+    /// not yet sent, summed over the tier's processes, and the longest wait among them.
+    pub backlog_window_end: Backlog,
+    pub backlog_end: Backlog,
 }
 
 /// Everything a run measured.
@@ -76,24 +80,35 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Outcome {
     let (mut outcome, mut logs) =
         rt.block_on(simulate_traced(scenario.clone(), seed, options.progress_ms.clone(), trace_user));
     // Outside the simulation, where threads are allowed: the checkers use both cores.
-    outcome.checks = check_all(&mut logs, &check_context(scenario), true);
+    outcome.checks = check_all(&mut logs, &check_context(&outcome), true);
     outcome
 }
 
-fn check_context(scenario: &Scenario) -> CheckContext {
+/// The slowest legitimate delivery to a connected device, before queueing: a margin over
+/// the client link's tail (a push and a fetch each cross it), the re-push of an
+/// unacknowledged message and a reconnect's catch-up. Generous: a checker must never cry
+/// wolf, and a lost message stays lost however long one waits.
+const IN_FLIGHT_BOUND_BASE: Duration = Duration::from_secs(10);
+
+fn check_context(outcome: &Outcome) -> CheckContext {
+    let scenario = &outcome.scenario;
     let population = Population::new(scenario);
+    // A message may wait in each tier's queue in turn: add every tier's backlog at the end.
+    let backlog_us: u64 = outcome.tiers.iter().map(|t| t.backlog_end.wait_us).sum();
+    let links_us =
+        4.0 * scenario.network.client_server_ms.p99() * 1e3 + 8.0 * scenario.network.in_datacenter_ms.p99() * 1e3;
     CheckContext {
         end: Time::from_secs(scenario.total_s()),
         quorum: scenario.fleet.cassandra_replication_factor / 2 + 1,
+        in_flight_bound: IN_FLIGHT_BOUND_BASE + Duration::from_micros(backlog_us + links_us as u64),
         hides_last_seen: Box::new(move |u| population.hides_last_seen(u)),
     }
 }
 
 /// Run a scenario inside the current madsim runtime (for `Runtime::check_determinism`).
 pub async fn simulate(scenario: Scenario, seed: u64, progress_ms: Option<Arc<AtomicU64>>) -> Outcome {
-    let cx = check_context(&scenario);
     let (mut outcome, mut logs) = simulate_traced(scenario, seed, progress_ms, None).await;
-    outcome.checks = check_all(&mut logs, &cx, false);
+    outcome.checks = check_all(&mut logs, &check_context(&outcome), false);
     outcome
 }
 
@@ -189,6 +204,8 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
                     / (window_us * workers.max(1) as f64),
                 utilisation_max: of_kind.iter().map(|r| util(r)).fold(0.0, f64::max),
                 gauge_end: of_kind.iter().map(|r| r.gauge_end).sum(),
+                backlog_window_end: Backlog::sum(of_kind.iter().map(|r| r.backlog_window_end)),
+                backlog_end: Backlog::sum(of_kind.iter().map(|r| r.backlog_end)),
             }
         })
         .collect();

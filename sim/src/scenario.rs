@@ -33,6 +33,16 @@ impl DistConfig {
         }
     }
 
+    /// The distribution's 99th percentile (its largest value where it has one).
+    pub fn p99(&self) -> f64 {
+        match *self {
+            DistConfig::Constant { value } => value,
+            DistConfig::Uniform { max, .. } => max,
+            DistConfig::Exponential { mean } => mean * 100f64.ln(),
+            DistConfig::Lognormal { p99, .. } => p99,
+        }
+    }
+
     fn check(&self) -> Result<(), String> {
         let ok = match *self {
             DistConfig::Constant { value } => value >= 0.0 && value.is_finite(),
@@ -210,6 +220,11 @@ pub struct Users {
     /// Share of users with a chat open with their first contact, watching its presence
     /// (default 0.1).
     pub chat_open_share: f64,
+    /// A device's first reconnect waits up to this (full jitter), after its network
+    /// returns or a refusal (default 1,000).
+    pub reconnect_backoff_ms_base: u64,
+    /// The reconnect window doubles after each failure up to this (default 30,000).
+    pub reconnect_backoff_ms_max: u64,
 }
 
 impl Default for Users {
@@ -224,6 +239,8 @@ impl Default for Users {
             hide_last_seen_share: 0.1,
             read_receipts_off_share: 0.05,
             chat_open_share: 0.1,
+            reconnect_backoff_ms_base: 1_000,
+            reconnect_backoff_ms_max: 30_000,
         }
     }
 }

@@ -1,5 +1,7 @@
 use super::*;
 use crate::{PresenceCause, PresenceStatus};
+use DeviceFrame as F;
+use ServerFrame as S;
 
 type Out = ChatServerOutput;
 type In = ChatServerInput;
@@ -22,8 +24,18 @@ fn run(s: &mut ChatServer, now: Time, input: In) -> Vec<Out> {
     out
 }
 
+/// A frame from `device`.
+fn from(device: DeviceId, frame: DeviceFrame) -> In {
+    In::Frame { device, frame }
+}
+
+/// A frame to `device`.
+fn to(device: DeviceId, frame: ServerFrame) -> Out {
+    Out::ToDevice { device, frame }
+}
+
 fn connect(s: &mut ChatServer, d: DeviceId) -> Vec<Out> {
-    run(s, Time::ZERO, In::Connect { device: d, epoch: 1, cursor: MessageId(0), hide_last_seen: false })
+    run(s, Time::ZERO, from(d, F::Connect { epoch: 1, cursor: InboxPos(0), hide_last_seen: false }))
 }
 
 fn message(id: u64) -> ChatMessage {
@@ -39,7 +51,7 @@ fn message(id: u64) -> ChatMessage {
 
 /// Send from Alice and return the Persist request.
 fn send(s: &mut ChatServer, now: Time) -> (u64, ChatMessage) {
-    let out = run(s, now, In::ClientSend { device: alice(), to: UserId(2), client_seq: 7, sent_at: now });
+    let out = run(s, now, from(alice(), F::Send { to: UserId(2), client_seq: 7, sent_at: now }));
     match out.as_slice() {
         [Out::Persist { req, msg }] => (*req, *msg),
         other => panic!("expected one Persist, got {other:?}"),
@@ -50,7 +62,7 @@ fn send(s: &mut ChatServer, now: Time) -> (u64, ChatMessage) {
 fn connect_accepts_sets_the_session_and_announces_presence() {
     let mut s = server(3);
     let out = connect(&mut s, alice());
-    assert_eq!(out[0], Out::ConnectAccepted { device: alice() });
+    assert_eq!(out[0], to(alice(), S::ConnectAccepted { server: ServerId(3), epoch: 1 }));
     assert!(matches!(out[1], Out::SessionSet { server: ServerId(3), .. }));
     assert_eq!(out[2], Out::Presence(PresenceInput::Online { device: alice(), hide_last_seen: false }));
     assert!(s.is_connected(alice()));
@@ -60,10 +72,10 @@ fn connect_accepts_sets_the_session_and_announces_presence() {
 #[test]
 fn connect_sets_the_session_and_fetches_since_the_cursor_in_one_operation() {
     let mut s = server(0);
-    let connect = In::Connect { device: bob(), epoch: 1, cursor: MessageId(40), hide_last_seen: false };
+    let connect = from(bob(), F::Connect { epoch: 1, cursor: InboxPos(40), hide_last_seen: false });
     let out = run(&mut s, Time::ZERO, connect);
     let fetch =
-        out.iter().any(|o| matches!(o, Out::SessionSet { device, cursor: MessageId(40), .. } if *device == bob()));
+        out.iter().any(|o| matches!(o, Out::SessionSet { device, cursor: InboxPos(40), .. } if *device == bob()));
     assert!(fetch, "{out:?}");
     assert_eq!(s.pending(), 1, "the fetch is pending");
 }
@@ -74,28 +86,25 @@ fn a_full_server_refuses() {
     config.connections_max = 1;
     let mut s = ChatServer::new(config);
     connect(&mut s, alice());
-    assert_eq!(connect(&mut s, bob()), vec![Out::ConnectRefused { device: bob() }]);
+    assert_eq!(connect(&mut s, bob()), vec![to(bob(), S::ConnectRefused { server: ServerId(0), epoch: 1 })]);
 }
 
 #[test]
 fn clean_disconnect_clears_the_session_and_tells_presence() {
     let mut s = server(0);
     connect(&mut s, alice());
-    let out = run(&mut s, Time::ZERO, In::Disconnect { device: alice(), epoch: 1 });
+    let out = run(&mut s, Time::ZERO, from(alice(), F::Disconnect { epoch: 1 }));
     assert_eq!(out[0], Out::SessionClear { device: alice(), server: ServerId(0) });
     assert_eq!(out[1], Out::Presence(PresenceInput::Offline { device: alice() }));
-    assert!(
-        run(&mut s, Time::ZERO, In::Disconnect { device: alice(), epoch: 1 }).is_empty(),
-        "a second one is a no-op"
-    );
+    assert!(run(&mut s, Time::ZERO, from(alice(), F::Disconnect { epoch: 1 })).is_empty(), "a second one is a no-op");
 }
 
 #[test]
 fn a_late_close_of_an_old_socket_leaves_the_new_connection_open() {
     let mut s = server(0);
     connect(&mut s, alice());
-    run(&mut s, Time::ZERO, In::Connect { device: alice(), epoch: 2, cursor: MessageId(0), hide_last_seen: false });
-    assert!(run(&mut s, Time::ZERO, In::Disconnect { device: alice(), epoch: 1 }).is_empty());
+    run(&mut s, Time::ZERO, from(alice(), F::Connect { epoch: 2, cursor: InboxPos(0), hide_last_seen: false }));
+    assert!(run(&mut s, Time::ZERO, from(alice(), F::Disconnect { epoch: 1 })).is_empty());
     assert!(s.is_connected(alice()));
 }
 
@@ -103,7 +112,7 @@ fn a_late_close_of_an_old_socket_leaves_the_new_connection_open() {
 fn heartbeats_refresh_presence_and_silence_closes_without_presence_offline() {
     let mut s = server(0);
     connect(&mut s, alice());
-    let out = run(&mut s, Time::from_secs(30), In::Heartbeat { device: alice() });
+    let out = run(&mut s, Time::from_secs(30), from(alice(), F::Heartbeat));
     assert_eq!(out, vec![Out::Presence(PresenceInput::Heartbeat { device: alice() })]);
     let mut out = Vec::new();
     s.handle_timeout(Time::from_secs(74), &mut out);
@@ -126,8 +135,7 @@ fn send_persists_with_a_snowflake_id_of_this_server() {
 #[test]
 fn a_send_on_a_closed_connection_is_ignored() {
     let mut s = server(0);
-    let out =
-        run(&mut s, Time::ZERO, In::ClientSend { device: alice(), to: UserId(2), client_seq: 0, sent_at: Time::ZERO });
+    let out = run(&mut s, Time::ZERO, from(alice(), F::Send { to: UserId(2), client_seq: 0, sent_at: Time::ZERO }));
     assert!(out.is_empty());
 }
 
@@ -138,7 +146,7 @@ fn ack_and_publish_wait_for_a_quorum_of_replicas() {
     let (req, msg) = send(&mut s, Time::ZERO);
     assert!(run(&mut s, Time::ZERO, In::WriteAck { req }).is_empty(), "one of three is not a quorum");
     let out = run(&mut s, Time::ZERO, In::WriteAck { req });
-    assert_eq!(out[0], Out::SentAck { device: alice(), msg });
+    assert_eq!(out[0], to(alice(), S::SentAck { msg }));
     assert!(matches!(out[1], Out::Publish { msg: m, .. } if m == msg));
     assert!(run(&mut s, Time::ZERO, In::WriteAck { req }).is_empty(), "the third ACK changes nothing");
 }
@@ -168,9 +176,9 @@ fn forward_pushes_and_keeps_the_message_until_the_device_acks() {
     connect(&mut s, bob());
     let fetching = s.pending();
     let out = run(&mut s, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
-    assert_eq!(out, vec![Out::Push { device: bob(), msg: message(9) }]);
+    assert_eq!(out, vec![to(bob(), S::Push { msg: message(9) })]);
     assert_eq!(s.pending(), fetching + 1, "the push waits for its ACK");
-    let out = run(&mut s, Time::ZERO, In::DeliveredAck { device: bob(), msg: message(9), at: Time::from_ms(3) });
+    let out = run(&mut s, Time::ZERO, from(bob(), F::DeliveredAck { msg: message(9), at: Time::from_ms(3) }));
     assert_eq!(s.pending(), fetching);
     let Out::RelayReceipt { server, receipt } = out[0] else { panic!("{out:?}") };
     assert_eq!(server, ServerId(message(9).id.worker()), "to the server that minted the id");
@@ -182,8 +190,8 @@ fn a_receipt_for_a_message_minted_here_goes_straight_to_the_sender() {
     let mut s = server(0);
     connect(&mut s, alice());
     connect(&mut s, bob());
-    let out = run(&mut s, Time::ZERO, In::ReadAck { device: bob(), msg: message(9), at: Time::ZERO });
-    assert!(matches!(out[..], [Out::Receipt { device, .. }] if device == alice()), "{out:?}");
+    let out = run(&mut s, Time::ZERO, from(bob(), F::ReadAck { msg: message(9), at: Time::ZERO }));
+    assert!(matches!(out[..], [Out::ToDevice { device, frame: S::Receipt { .. } }] if device == alice()), "{out:?}");
 }
 
 #[test]
@@ -191,12 +199,12 @@ fn a_push_still_unacknowledged_is_pushed_again_on_the_next_heartbeat() {
     let mut s = server(3);
     connect(&mut s, bob());
     run(&mut s, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
-    let again = |out: &[Out]| out.iter().filter(|o| matches!(o, Out::Push { .. })).count();
-    assert_eq!(again(&run(&mut s, Time::from_secs(1), In::Heartbeat { device: bob() })), 0, "its ACK may be in flight");
-    assert_eq!(again(&run(&mut s, Time::from_secs(2), In::Heartbeat { device: bob() })), 1, "the ACK was lost");
-    assert_eq!(again(&run(&mut s, Time::from_secs(3), In::Heartbeat { device: bob() })), 0, "pushed again at 2 s");
-    run(&mut s, Time::from_secs(3), In::DeliveredAck { device: bob(), msg: message(9), at: Time::from_secs(3) });
-    assert_eq!(again(&run(&mut s, Time::from_secs(9), In::Heartbeat { device: bob() })), 0, "acknowledged");
+    let again = |out: &[Out]| out.iter().filter(|o| matches!(o, Out::ToDevice { frame: S::Push { .. }, .. })).count();
+    assert_eq!(again(&run(&mut s, Time::from_secs(1), from(bob(), F::Heartbeat))), 0, "its ACK may be in flight");
+    assert_eq!(again(&run(&mut s, Time::from_secs(2), from(bob(), F::Heartbeat))), 1, "the ACK was lost");
+    assert_eq!(again(&run(&mut s, Time::from_secs(3), from(bob(), F::Heartbeat))), 0, "pushed again at 2 s");
+    run(&mut s, Time::from_secs(3), from(bob(), F::DeliveredAck { msg: message(9), at: Time::from_secs(3) }));
+    assert_eq!(again(&run(&mut s, Time::from_secs(9), from(bob(), F::Heartbeat))), 0, "acknowledged");
 }
 
 #[test]
@@ -204,7 +212,7 @@ fn a_connection_lost_with_unacked_pushes_hands_them_back() {
     let mut s = server(5);
     connect(&mut s, bob());
     run(&mut s, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
-    let out = run(&mut s, Time::ZERO, In::Disconnect { device: bob(), epoch: 1 });
+    let out = run(&mut s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1 }));
     assert!(out.contains(&Out::Reroute { msg: message(9), exclude: ServerId(5) }), "{out:?}");
 }
 
@@ -252,25 +260,25 @@ fn a_relayed_receipt_for_a_sender_who_left_is_routed_again() {
     assert!(matches!(out[..], [Out::RouteReceipt { exclude: Some(ServerId(2)), .. }]), "{out:?}");
     connect(&mut s, alice());
     let out = run(&mut s, Time::ZERO, In::ReceiptRelay { receipt });
-    assert_eq!(out, vec![Out::Receipt { device: alice(), receipt }]);
+    assert_eq!(out, vec![to(alice(), S::Receipt { receipt })]);
 }
 
 #[test]
-fn a_fetch_reads_every_entry_and_pushes_in_id_order_then_stored_receipts() {
+fn a_fetch_reads_every_entry_and_pushes_in_inbox_order_then_stored_receipts() {
     let mut s = server(0);
     let out = connect(&mut s, bob());
     let Some(&Out::SessionSet { req, .. }) = out.iter().find(|o| matches!(o, Out::SessionSet { .. })) else { panic!() };
     let mut reads = Vec::new();
-    for id in [3, 5] {
+    for (pos, id) in [(0, 3), (1, 5)] {
         let conversation = message(id).conversation;
-        let out = run(&mut s, Time::ZERO, In::InboxEntry { req, id: MessageId(id), conversation });
+        let out = run(&mut s, Time::ZERO, In::InboxEntry { req, pos: InboxPos(pos), id: MessageId(id), conversation });
         let Out::Read { req: r, id: MessageId(i), .. } = out[0] else { panic!("{out:?}") };
         assert_eq!(i, id);
         reads.push(r);
     }
     let stored = Receipt { msg: message(1), state: ReceiptState::Read, by: alice(), at: Time::ZERO };
     run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: stored });
-    assert!(run(&mut s, Time::ZERO, In::InboxEnd { req }).is_empty(), "reads still pending");
+    assert!(run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(2) }).is_empty(), "reads still pending");
     // Replies arrive out of order; one replica of the first read lacks the row.
     run(&mut s, Time::ZERO, In::ReadReply { req: reads[1], row: Some(message(5)) });
     run(&mut s, Time::ZERO, In::ReadReply { req: reads[0], row: None });
@@ -279,10 +287,10 @@ fn a_fetch_reads_every_entry_and_pushes_in_id_order_then_stored_receipts() {
     assert_eq!(
         out,
         vec![
-            Out::Push { device: bob(), msg: message(3) },
-            Out::Push { device: bob(), msg: message(5) },
-            Out::FetchDone { device: bob() },
-            Out::Receipt { device: bob(), receipt: stored },
+            to(bob(), S::Push { msg: message(3) }),
+            to(bob(), S::Push { msg: message(5) }),
+            to(bob(), S::FetchDone { upto: InboxPos(2) }),
+            to(bob(), S::Receipt { receipt: stored }),
         ]
     );
 }
@@ -290,9 +298,9 @@ fn a_fetch_reads_every_entry_and_pushes_in_id_order_then_stored_receipts() {
 #[test]
 fn subscriptions_and_presence_updates_go_through_the_watchers_server() {
     let mut s = server(6);
-    assert!(run(&mut s, Time::ZERO, In::Subscribe { device: bob(), target: UserId(1) }).is_empty(), "not connected");
+    assert!(run(&mut s, Time::ZERO, from(bob(), F::Subscribe { target: UserId(1) })).is_empty(), "not connected");
     connect(&mut s, bob());
-    let out = run(&mut s, Time::ZERO, In::Subscribe { device: bob(), target: UserId(1) });
+    let out = run(&mut s, Time::ZERO, from(bob(), F::Subscribe { target: UserId(1) }));
     assert_eq!(out, vec![Out::Subscribe { watcher: bob(), server: ServerId(6), target: UserId(1) }]);
     let update = PresenceUpdate {
         target: UserId(1),
@@ -301,7 +309,7 @@ fn subscriptions_and_presence_updates_go_through_the_watchers_server() {
         changed_at: Time::ZERO,
     };
     let out = run(&mut s, Time::ZERO, In::PresenceNotify { watcher: bob(), update });
-    assert_eq!(out, vec![Out::PresenceUpdate { device: bob(), update }]);
+    assert_eq!(out, vec![to(bob(), S::PresenceUpdate { update })]);
 }
 
 #[test]
@@ -311,8 +319,61 @@ fn stale_replies_are_ignored() {
         In::WriteAck { req: 12345 },
         In::ReceiptRouted { req: 12345, server: None },
         In::ReadReply { req: 12345, row: None },
-        In::InboxEnd { req: 12345 },
+        In::InboxEnd { req: 12345, end: InboxPos(0) },
     ] {
         assert!(run(&mut s, Time::ZERO, input).is_empty(), "{input:?}");
     }
+}
+
+#[test]
+fn a_rerouted_message_is_pushed_here_or_forwarded_to_the_devices_server() {
+    let mut s = server(4);
+    connect(&mut s, bob());
+    let web = DeviceId { user: UserId(2), slot: DeviceSlot(1) };
+    let route = Route { forward: [Some(ServerId(4)), Some(ServerId(9))], inbox: false };
+    let out = run(&mut s, Time::ZERO, In::Rerouted { msg: message(9), route });
+    assert_eq!(
+        out,
+        vec![
+            to(bob(), S::Push { msg: message(9) }),
+            Out::Forward { server: ServerId(9), slot: web.slot, msg: message(9) },
+        ]
+    );
+}
+
+#[test]
+fn a_fetch_whose_device_left_hands_its_stored_receipts_back() {
+    let mut s = server(0);
+    let out = connect(&mut s, bob());
+    let Some(&Out::SessionSet { req, .. }) = out.iter().find(|o| matches!(o, Out::SessionSet { .. })) else { panic!() };
+    let stored = Receipt { msg: message(1), state: ReceiptState::Read, by: alice(), at: Time::ZERO };
+    run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: stored });
+    run(&mut s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1 }));
+    let out = run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(0) });
+    assert!(matches!(out[..], [Out::RouteReceipt { receipt, .. }] if receipt == stored), "{out:?}");
+}
+
+#[test]
+fn a_fetch_capped_at_its_limit_ends_before_the_first_entry_left_out() {
+    let mut s = server(0);
+    let out = connect(&mut s, bob());
+    let Some(&Out::SessionSet { req, .. }) = out.iter().find(|o| matches!(o, Out::SessionSet { .. })) else { panic!() };
+    let conversation = message(1).conversation;
+    let mut reads = Vec::new();
+    for pos in 0..FETCH_ENTRIES_MAX as u32 + 5 {
+        let entry = In::InboxEntry { req, pos: InboxPos(100 + pos), id: MessageId(u64::from(pos) + 1), conversation };
+        if let [Out::Read { req: r, .. }] = run(&mut s, Time::ZERO, entry)[..] {
+            reads.push(r);
+        }
+    }
+    assert_eq!(reads.len(), FETCH_ENTRIES_MAX);
+    run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(100 + FETCH_ENTRIES_MAX as u32 + 5) });
+    let mut last = Vec::new();
+    for (i, r) in reads.into_iter().enumerate() {
+        let row = ChatMessage { id: MessageId(i as u64 + 1), ..message(1) };
+        run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(row) });
+        last = run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(row) });
+    }
+    let upto = InboxPos(100 + FETCH_ENTRIES_MAX as u32);
+    assert!(last.contains(&to(bob(), S::FetchDone { upto })), "the next fetch starts at the first left out");
 }

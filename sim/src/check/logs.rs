@@ -1,6 +1,6 @@
 //! What processes record for the checkers.
 
-use wasim_model::{ConversationId, MessageId, PresenceUpdate, ReceiptState, Time, UserId};
+use wasim_model::{ConversationId, DeviceKey, MessageId, PresenceUpdate, ReceiptState, Time, UserId};
 
 /// A time in a log: whole milliseconds (49 days fit), so that logs of millions of entries
 /// stay compact; the checkers need no finer resolution.
@@ -34,17 +34,24 @@ impl std::fmt::Display for LogMs {
 /// A message shown on a device: 24 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Display {
-    /// The device, packed as `user * 2 + slot`.
-    pub device: u32,
+    pub device: DeviceKey,
     pub at: LogMs,
     pub conversation: ConversationId,
     pub id: MessageId,
 }
 
+/// A device with a connection when the run ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectedAtEnd {
+    pub device: DeviceKey,
+    /// When its catch-up began, if it is still catching up.
+    pub catching_up_since: Option<Time>,
+}
+
 /// A presence notification a watcher received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PresenceView {
-    pub watcher: u32,
+    pub watcher: DeviceKey,
     pub update: PresenceUpdate,
     pub received_at: Time,
 }
@@ -57,16 +64,16 @@ pub struct Logs {
     /// Displays in the order each device showed them.
     pub displays: Vec<Display>,
     /// (device, id) of every display, sorted (filled by `sort`).
-    pub displays_by_device: Vec<(u32, MessageId)>,
+    pub displays_by_device: Vec<(DeviceKey, MessageId)>,
     /// Every change of a sender's view: client-id key, new state, when.
     pub sender_views: Vec<(u64, ReceiptState, LogMs)>,
     /// Read receipts the senders received: message, reading device, when.
-    pub reads: Vec<(MessageId, u32, LogMs)>,
+    pub reads: Vec<(MessageId, DeviceKey, LogMs)>,
     pub presence_views: Vec<PresenceView>,
-    /// Devices connected and caught up at the end: (user, slot), sorted.
-    pub live_devices: Vec<(UserId, u8)>,
+    /// Devices with a connection at the end, sorted.
+    pub connected: Vec<ConnectedAtEnd>,
     /// When each device first connected: (device, time), sorted.
-    pub registered: Vec<(u32, Time)>,
+    pub registered: Vec<(DeviceKey, Time)>,
     /// Ids of every replica row, sorted (one entry per replica).
     pub stored: Vec<MessageId>,
     /// Presence key lifetimes of watched users: (user, set, expired).
@@ -81,7 +88,7 @@ impl Logs {
         self.sender_views.append(&mut o.sender_views);
         self.reads.append(&mut o.reads);
         self.presence_views.append(&mut o.presence_views);
-        self.live_devices.append(&mut o.live_devices);
+        self.connected.append(&mut o.connected);
         self.registered.append(&mut o.registered);
         self.stored.append(&mut o.stored);
         self.key_lifetimes.append(&mut o.key_lifetimes);
@@ -94,7 +101,7 @@ impl Logs {
         self.displays_by_device = displays.iter().map(|d| (d.device, d.id)).collect();
         self.displays_by_device.sort_unstable();
         // These arrive as one sorted run per process: the stable sort merges runs.
-        self.live_devices.sort();
+        self.connected.sort_unstable_by_key(|c| c.device);
         self.registered.sort();
         self.stored.sort();
         self.key_lifetimes.sort_unstable_by_key(|&(u, s, _)| (u, s));

@@ -4,10 +4,11 @@
 
 mod logs;
 
-pub use logs::{Display, LogMs, Logs, PresenceView};
+pub use logs::{ConnectedAtEnd, Display, LogMs, Logs, PresenceView};
 
 use serde::Serialize;
-use wasim_model::{MessageId, PresenceCause, PresenceStatus, ReceiptState, Time};
+use std::time::Duration;
+use wasim_model::{DeviceId, DeviceKey, MessageId, PresenceCause, PresenceStatus, ReceiptState, Time};
 
 /// One invariant violation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -34,6 +35,19 @@ pub struct CheckReport {
     pub violations: Vec<Violation>,
     /// Violations found in all, per invariant number.
     pub counts: Vec<(u8, u64)>,
+    /// What was owed but still on its way when the run ended: not lost.
+    pub in_flight: InFlight,
+}
+
+/// Messages owed to devices connected at the end, not shown yet but still on their way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct InFlight {
+    /// Owed to devices whose catch-up was under way at the end.
+    pub owed_to_devices_catching_up: u64,
+    /// Acknowledged within the in-flight bound before the end.
+    pub owed_acked_recently: u64,
+    /// The bound: a message acknowledged earlier must have reached a live device.
+    pub bound_ms: u64,
 }
 
 impl CheckReport {
@@ -70,6 +84,8 @@ impl CheckReport {
             }
         }
         self.counts.sort_unstable();
+        self.in_flight.owed_to_devices_catching_up += other.in_flight.owed_to_devices_catching_up;
+        self.in_flight.owed_acked_recently += other.in_flight.owed_acked_recently;
     }
 
     /// Whether every invariant held.
@@ -83,6 +99,9 @@ pub struct CheckContext {
     pub end: Time,
     /// Replica acknowledgements that make a write durable (the quorum).
     pub quorum: u32,
+    /// How long before the end a delivery may still be on its way: a base for the slowest
+    /// legitimate path plus the queues' backlog at the end.
+    pub in_flight_bound: Duration,
     /// Whether a user hides last-seen.
     pub hides_last_seen: Box<dyn Fn(wasim_model::UserId) -> bool + Send + Sync>,
 }
@@ -98,7 +117,9 @@ pub fn check_all(logs: &mut Logs, cx: &CheckContext, parallel: bool) -> CheckRep
             (3, "receipts monotone"),
             (5, "order within a conversation"),
             (7, "presence"),
+            (8, "liveness"),
         ],
+        in_flight: InFlight { bound_ms: cx.in_flight_bound.as_millis() as u64, ..InFlight::default() },
         ..CheckReport::default()
     };
     // Group B reads only what group A does not write.
@@ -113,6 +134,7 @@ pub fn check_all(logs: &mut Logs, cx: &CheckContext, parallel: bool) -> CheckRep
         let mut a = CheckReport::default();
         logs.sort(&displays);
         no_loss(logs, cx, &mut a);
+        liveness(logs, cx, &mut a);
         no_duplicate_display(logs, &mut a);
         reads_follow_displays(logs, &mut a);
         presence(logs, cx, &mut a);
@@ -139,9 +161,12 @@ fn violation(invariant: u8, name: &'static str, subject: String, at: impl Into<T
 }
 
 /// 1. Every message acknowledged to its sender is durably stored and shown on every
-///    recipient device that is online at the end of the run. A web client is owed the
-///    messages acknowledged after it first connected (linked): before that the session
-///    store does not know it exists.
+///    recipient device connected at the end of the run, whatever its state. A web client is
+///    owed the messages acknowledged after it first connected (linked): before that the
+///    session store does not know it exists. What is not shown yet but still on its way is
+///    in flight, not lost: owed to a device whose catch-up is under way (invariant 8 judges
+///    a catch-up that lasts too long), or acknowledged within the in-flight bound before the
+///    end (it may still wait in a queue, on the network or for a retry).
 fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
     // Merge joins over sorted logs: a binary search per message would cost a cache miss
     // per step on logs of millions of entries.
@@ -159,44 +184,67 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
             r.add(violation(1, "no loss", format!("message {id}"), acked_at, detail));
         }
     }
-    // What each device online at the end is owed: (device, message, acknowledged at).
+    // What each device connected at the end is owed: (device, message, acknowledged at,
+    // whether the device is catching up).
     acked.sort_unstable_by_key(|&(id, to, _)| (to, id));
-    let mut owed: Vec<(u32, MessageId, LogMs)> = Vec::with_capacity(acked.len());
-    let mut live = logs.live_devices.iter().peekable();
+    let mut owed: Vec<(DeviceKey, MessageId, LogMs, bool)> = Vec::with_capacity(acked.len());
+    let mut connected = logs.connected.iter().peekable();
     let mut linked = logs.registered.iter().peekable();
     let mut i = 0;
     while i < acked.len() {
         let to = acked[i].1;
         let end = i + acked[i..].iter().take_while(|a| a.1 == to).count();
-        while live.next_if(|&&(u, _)| u < to).is_some() {}
-        while let Some(&(_, slot)) = live.next_if(|&&(u, _)| u == to) {
-            let device = (to.0 << 1) | u32::from(slot);
-            while linked.next_if(|&&(d, _)| d < device).is_some() {}
-            let linked_at = linked.peek().filter(|&&&(d, _)| d == device).map(|&&(_, at)| at);
+        let phone = DeviceKey::of(DeviceId::phone(to));
+        while connected.next_if(|c| c.device < phone).is_some() {}
+        while let Some(c) = connected.next_if(|c| c.device.device().user == to) {
+            let web = c.device.device().slot.0 > 0;
+            while linked.next_if(|&&(d, _)| d < c.device).is_some() {}
+            let linked_at = linked.peek().filter(|&&&(d, _)| d == c.device).map(|&&(_, at)| at);
             for &(id, _, acked_at) in &acked[i..end] {
                 // Minted (the id's timestamp) before the web client had seen its
                 // connection accepted: it may have been routed before the session store
                 // knew the client existed.
-                if slot > 0 && linked_at.is_some_and(|at| id.timestamp_ms() <= at.as_ms()) {
+                if web && linked_at.is_some_and(|at| id.timestamp_ms() <= at.as_ms()) {
                     continue;
                 }
-                owed.push((device, id, acked_at));
+                owed.push((c.device, id, acked_at, c.catching_up_since.is_some()));
             }
         }
         i = end;
     }
     // Built in (recipient, slot, id) order, which is (device, id) order.
-    debug_assert!(owed.is_sorted());
+    assert!(owed.is_sorted_by_key(|o| (o.0, o.1)), "owed messages are built in device order");
+    let recent_from = cx.end.as_us().saturating_sub(cx.in_flight_bound.as_micros() as u64);
     let mut shown = logs.displays_by_device.iter().peekable();
-    for (device, id, acked_at) in owed {
+    for (device, id, acked_at, catching_up) in owed {
         while shown.next_if(|&&s| s < (device, id)).is_some() {}
-        if shown.peek() != Some(&&(device, id)) {
-            let detail = format!(
-                "acknowledged at {acked_at}; device {} of user {} is online at the end without it",
-                device & 1,
-                device >> 1
-            );
+        if shown.peek() == Some(&&(device, id)) {
+            continue;
+        }
+        if catching_up {
+            r.in_flight.owed_to_devices_catching_up += 1;
+        } else if acked_at.time().as_us() >= recent_from {
+            r.in_flight.owed_acked_recently += 1;
+        } else {
+            let detail =
+                format!("acknowledged at {acked_at}; the {device} is connected and live at the end without it");
             r.add(violation(1, "no loss", format!("message {id}"), cx.end, detail));
+        }
+    }
+}
+
+/// 8. Liveness: a device connected at the end has finished its catch-up unless it began
+///    within the in-flight bound before the end (which covers the queues' backlog then).
+fn liveness(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
+    for c in &logs.connected {
+        let Some(since) = c.catching_up_since else { continue };
+        if cx.end.since(since) > cx.in_flight_bound {
+            let detail = format!(
+                "connected at {since} and still catching up at the end, {:.1} s later (bound {:.1} s)",
+                cx.end.since(since).as_secs_f64(),
+                cx.in_flight_bound.as_secs_f64()
+            );
+            r.add(violation(8, "liveness", format!("the {}", c.device), cx.end, detail));
         }
     }
 }
@@ -206,7 +254,7 @@ fn no_duplicate_display(logs: &Logs, r: &mut CheckReport) {
     for w in logs.displays_by_device.windows(2) {
         if w[0] == w[1] {
             let (device, id) = w[0];
-            let detail = format!("shown twice on device {} of user {}", device & 1, device >> 1);
+            let detail = format!("shown twice on the {device}");
             r.add(violation(2, "no duplicate display", format!("message {id}"), Time::ZERO, detail));
         }
     }
@@ -233,7 +281,7 @@ fn views_monotone(sender_views: &[(u64, ReceiptState, LogMs)], r: &mut CheckRepo
 fn reads_follow_displays(logs: &Logs, r: &mut CheckReport) {
     for &(id, by, at) in &logs.reads {
         if logs.displays_by_device.binary_search(&(by, id)).is_err() {
-            let detail = format!("read receipt from device {} of user {} that never showed it", by & 1, by >> 1);
+            let detail = format!("read receipt from the {by}, which never showed it");
             r.add(violation(3, "receipts monotone", format!("message {id}"), at, detail));
         }
     }
@@ -242,13 +290,13 @@ fn reads_follow_displays(logs: &Logs, r: &mut CheckReport) {
 /// 5. Within a conversation, a device shows messages in id order.
 fn order(displays: &[Display], r: &mut CheckReport) {
     // Grouped by (device, conversation), in display order (time, then log position).
-    let mut shown: Vec<(u32, u64, LogMs, u32, MessageId)> =
+    let mut shown: Vec<(DeviceKey, u64, LogMs, u32, MessageId)> =
         displays.iter().enumerate().map(|(i, d)| (d.device, d.conversation.0, d.at, i as u32, d.id)).collect();
     shown.sort_unstable();
     for w in shown.windows(2) {
         let ((dev0, conv0, _, _, before), (device, conv, at, _, id)) = (w[0], w[1]);
         if (dev0, conv0) == (device, conv) && before > id {
-            let detail = format!("device {} of user {} showed {id} after {before}", device & 1, device >> 1);
+            let detail = format!("the {device} showed {id} after {before}");
             r.add(violation(5, "order", format!("message {id}"), at, detail));
         }
     }
@@ -271,7 +319,7 @@ fn presence(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
                 if !lives {
                     let detail = format!(
                         "shown online to watcher {} with no live presence key at {}",
-                        v.watcher >> 1,
+                        v.watcher.device().user.0,
                         u.changed_at
                     );
                     r.add(violation(7, "presence", subject, v.received_at, detail));
@@ -298,11 +346,23 @@ mod tests {
     use super::*;
     use wasim_model::{ConversationId, PresenceUpdate, UserId};
 
-    fn cx() -> CheckContext {
-        CheckContext { end: Time::from_secs(10), quorum: 2, hides_last_seen: Box::new(|u| u.0 == 9) }
+    const PHONE_2: DeviceKey = DeviceKey(4);
+    const WEB_2: DeviceKey = DeviceKey(5);
+
+    fn connected(device: DeviceKey) -> ConnectedAtEnd {
+        ConnectedAtEnd { device, catching_up_since: None }
     }
 
-    fn display(device: u32, conversation: u64, id: u64, at_ms: u64) -> Display {
+    fn cx() -> CheckContext {
+        CheckContext {
+            end: Time::from_secs(100),
+            quorum: 2,
+            in_flight_bound: Duration::from_secs(10),
+            hides_last_seen: Box::new(|u| u.0 == 9),
+        }
+    }
+
+    fn display(device: DeviceKey, conversation: u64, id: u64, at_ms: u64) -> Display {
         Display { device, at: LogMs(at_ms as u32), conversation: ConversationId(conversation), id: MessageId(id) }
     }
 
@@ -310,8 +370,8 @@ mod tests {
     fn healthy() -> Logs {
         Logs {
             acked: vec![(MessageId(7), UserId(2), LogMs(5))],
-            displays: vec![display(4, 1, 7, 6)],
-            live_devices: vec![(UserId(2), 0)],
+            displays: vec![display(PHONE_2, 1, 7, 6)],
+            connected: vec![connected(PHONE_2)],
             stored: vec![MessageId(7), MessageId(7)],
             ..Logs::default()
         }
@@ -342,16 +402,44 @@ mod tests {
     }
 
     #[test]
+    fn a_message_on_its_way_at_the_end_is_in_flight_not_lost() {
+        // Acknowledged 5 s before the end (within the 10 s bound), not shown yet.
+        let mut logs = healthy();
+        logs.acked = vec![(MessageId(7), UserId(2), LogMs(95_000))];
+        logs.displays.clear();
+        let report = check_all(&mut logs, &cx(), false);
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.in_flight.owed_acked_recently, 1);
+        // Acknowledged 20 s before the end: a live device must have it by then.
+        logs.acked = vec![(MessageId(7), UserId(2), LogMs(80_000))];
+        assert_eq!(invariants(&mut logs), vec![1]);
+    }
+
+    #[test]
+    fn a_device_catching_up_is_owed_everything_once_its_catch_up_is_overdue() {
+        let mut logs = healthy();
+        logs.displays.clear();
+        logs.connected = vec![ConnectedAtEnd { device: PHONE_2, catching_up_since: Some(Time::from_secs(95)) }];
+        let report = check_all(&mut logs, &cx(), false);
+        assert!(report.ok(), "a catch-up under way: {report:?}");
+        assert_eq!(report.in_flight.owed_to_devices_catching_up, 1);
+        logs.connected = vec![ConnectedAtEnd { device: PHONE_2, catching_up_since: Some(Time::from_secs(50)) }];
+        assert_eq!(invariants(&mut logs), vec![8], "stuck in its catch-up for 50 s");
+        logs.displays = vec![display(PHONE_2, 1, 7, 6)];
+        assert_eq!(invariants(&mut logs), vec![8], "stuck even when it owes nothing");
+    }
+
+    #[test]
     fn a_web_client_is_owed_only_messages_minted_after_it_linked() {
         // A message minted at 5 ms (Snowflake timestamp), shown on the phone only.
         let minted_at_5ms = MessageId(5 << 22);
         let with_web = |linked_ms: u64| {
             let mut logs = healthy();
             logs.acked = vec![(minted_at_5ms, UserId(2), LogMs(6))];
-            logs.displays = vec![display(4, 1, minted_at_5ms.0, 7)];
+            logs.displays = vec![display(PHONE_2, 1, minted_at_5ms.0, 7)];
             logs.stored = vec![minted_at_5ms; 2];
-            logs.live_devices.push((UserId(2), 1));
-            logs.registered = vec![(5, Time::from_ms(linked_ms))];
+            logs.connected.push(connected(WEB_2));
+            logs.registered = vec![(WEB_2, Time::from_ms(linked_ms))];
             logs
         };
         assert_eq!(invariants(&mut with_web(1)), vec![1], "linked at 1 ms: the web client is owed it");
@@ -361,10 +449,10 @@ mod tests {
     #[test]
     fn duplicates_and_reordering_are_caught() {
         let mut logs = healthy();
-        logs.displays.push(display(4, 1, 7, 8));
+        logs.displays.push(display(PHONE_2, 1, 7, 8));
         assert_eq!(invariants(&mut logs), vec![2]);
         let mut logs = healthy();
-        logs.displays.insert(0, display(4, 1, 9, 5));
+        logs.displays.insert(0, display(PHONE_2, 1, 9, 5));
         assert_eq!(invariants(&mut logs), vec![5], "9 shown before 7 in one conversation");
     }
 
@@ -374,13 +462,13 @@ mod tests {
         logs.sender_views = vec![(1, ReceiptState::Read, LogMs(1)), (1, ReceiptState::Delivered, LogMs(2))];
         assert_eq!(invariants(&mut logs), vec![3]);
         let mut logs = healthy();
-        logs.reads = vec![(MessageId(7), 5, LogMs(9))];
+        logs.reads = vec![(MessageId(7), WEB_2, LogMs(9))];
         assert_eq!(invariants(&mut logs), vec![3], "device 5 never showed message 7");
     }
 
     fn view(target: u32, status: PresenceStatus, cause: PresenceCause, changed_s: u64) -> crate::check::PresenceView {
         let update = PresenceUpdate { target: UserId(target), status, cause, changed_at: Time::from_secs(changed_s) };
-        crate::check::PresenceView { watcher: 4, update, received_at: Time::from_secs(changed_s) }
+        crate::check::PresenceView { watcher: PHONE_2, update, received_at: Time::from_secs(changed_s) }
     }
 
     #[test]

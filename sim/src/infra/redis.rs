@@ -5,9 +5,10 @@
 //! device reconnecting and a message being routed to its inbox.
 
 use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::time::Duration;
 use wasim_model::{
-    ChatMessage, ConversationId, DeviceId, MessageId, Receipt, Route, ServerId, SessionStore, Time, UserId,
+    ChatMessage, ConversationId, DeviceId, InboxPos, MessageId, Receipt, Route, ServerId, SessionStore, Time, UserId,
 };
 
 /// The most pointers one inbox holds. A phone offline for weeks must not grow a shard
@@ -16,13 +17,27 @@ pub const INBOX_LEN_MAX: usize = 100_000;
 /// The most receipts stored for one offline sender; past this the oldest are dropped.
 pub const STORED_RECEIPTS_MAX: usize = 10_000;
 
+/// `inbox:{user}`: a sorted set scored by the order of addition (its members name the
+/// message and its conversation, so rows can be read back). Entries are numbered from 0
+/// for the life of the inbox; the oldest are trimmed at `INBOX_LEN_MAX`.
+#[derive(Debug, Default)]
+struct Inbox {
+    /// The position of `entries[0]`.
+    base: u32,
+    entries: VecDeque<(MessageId, ConversationId)>,
+}
+
+impl Inbox {
+    fn end(&self) -> InboxPos {
+        InboxPos(self.base + self.entries.len() as u32)
+    }
+}
+
 /// The data of one shard.
 #[derive(Debug, Default)]
 pub struct RedisShard {
     sessions: SessionStore,
-    /// `inbox:{user}`: (message id, conversation) in ascending id order (a sorted set
-    /// scored by id whose members name the conversation, so rows can be read back).
-    inboxes: FxHashMap<UserId, Vec<(MessageId, ConversationId)>>,
+    inboxes: FxHashMap<UserId, Inbox>,
     receipts: FxHashMap<UserId, Vec<Receipt>>,
     dropped: u64,
 }
@@ -53,23 +68,34 @@ impl RedisShard {
         route
     }
 
-    /// `ZADD inbox:{user} id conversation:id`: idempotent, keeps ids sorted.
+    /// `ZADD inbox:{user} <next position> conversation:id`. A message added again (handed
+    /// back by a server after an earlier fetch read it) takes a new position, so a device
+    /// that fetched past its old one fetches it again; the device shows it once.
     pub fn inbox_add(&mut self, user: UserId, id: MessageId, conversation: ConversationId) {
         let inbox = self.inboxes.entry(user).or_default();
-        if let Err(at) = inbox.binary_search_by_key(&id, |&(i, _)| i) {
-            inbox.insert(at, (id, conversation));
-            if inbox.len() > INBOX_LEN_MAX {
-                inbox.remove(0);
-                self.dropped += 1;
-            }
+        inbox.entries.push_back((id, conversation));
+        if inbox.entries.len() > INBOX_LEN_MAX {
+            inbox.entries.pop_front();
+            inbox.base += 1;
+            self.dropped += 1;
         }
     }
 
-    /// `ZRANGEBYSCORE inbox:{user} (cursor +inf`: entries after the cursor, ascending.
-    pub fn inbox_since(&self, user: UserId, cursor: MessageId) -> &[(MessageId, ConversationId)] {
-        let Some(inbox) = self.inboxes.get(&user) else { return &[] };
-        let from = inbox.partition_point(|&(id, _)| id <= cursor);
-        &inbox[from..]
+    /// `ZRANGEBYSCORE inbox:{user} [cursor +inf WITHSCORES`: the entries from `cursor` on,
+    /// in the order they were added, with their positions; and the position after the last.
+    pub fn inbox_since(
+        &self,
+        user: UserId,
+        cursor: InboxPos,
+    ) -> (impl Iterator<Item = (InboxPos, MessageId, ConversationId)> + '_, InboxPos) {
+        let Some(inbox) = self.inboxes.get(&user) else {
+            return (None.into_iter().flatten(), InboxPos(0));
+        };
+        let first = cursor.0.max(inbox.base);
+        let skip = ((first - inbox.base) as usize).min(inbox.entries.len());
+        let entries =
+            inbox.entries.range(skip..).enumerate().map(move |(i, &(id, c))| (InboxPos(first + i as u32), id, c));
+        (Some(entries).into_iter().flatten(), inbox.end())
     }
 
     /// Route a receipt to the server of the sender's phone, or store it for the sender's
@@ -123,17 +149,45 @@ mod tests {
         }
     }
 
+    fn ids(r: &RedisShard, user: UserId, cursor: u32) -> (Vec<u64>, InboxPos) {
+        let (entries, end) = r.inbox_since(user, InboxPos(cursor));
+        (entries.map(|e| e.1 .0).collect(), end)
+    }
+
     #[test]
-    fn inbox_is_a_sorted_set() {
+    fn an_inbox_is_read_from_a_position_in_the_order_of_addition() {
         let mut r = RedisShard::default();
         let u = UserId(4);
-        for id in [5, 3, 9, 3] {
+        for id in [5, 3, 9] {
             r.inbox_add(u, MessageId(id), ConversationId(1));
         }
-        let ids = |s: &[(MessageId, ConversationId)]| s.iter().map(|e| e.0 .0).collect::<Vec<_>>();
-        assert_eq!(ids(r.inbox_since(u, MessageId(0))), vec![3, 5, 9]);
-        assert_eq!(ids(r.inbox_since(u, MessageId(5))), vec![9]);
-        assert!(r.inbox_since(UserId(5), MessageId(0)).is_empty());
+        assert_eq!(ids(&r, u, 0), (vec![5, 3, 9], InboxPos(3)));
+        assert_eq!(ids(&r, u, 2), (vec![9], InboxPos(3)));
+        assert_eq!(ids(&r, u, 7), (vec![], InboxPos(3)), "a cursor past the end reads nothing");
+        assert_eq!(ids(&r, UserId(5), 0), (vec![], InboxPos(0)));
+    }
+
+    #[test]
+    fn a_message_added_again_is_read_again_past_an_old_cursor() {
+        let mut r = RedisShard::default();
+        let u = UserId(4);
+        r.inbox_add(u, MessageId(3), ConversationId(1));
+        r.inbox_add(u, MessageId(9), ConversationId(1));
+        // A device fetched both (cursor 2); a server hands 3 back (its push was lost).
+        r.inbox_add(u, MessageId(3), ConversationId(1));
+        assert_eq!(ids(&r, u, 2), (vec![3], InboxPos(3)));
+    }
+
+    #[test]
+    fn a_full_inbox_trims_its_oldest_and_keeps_positions() {
+        let mut r = RedisShard::default();
+        let u = UserId(1);
+        for id in 0..INBOX_LEN_MAX as u64 + 2 {
+            r.inbox_add(u, MessageId(id), ConversationId(1));
+        }
+        assert_eq!(r.dropped(), 2);
+        let (first, end) = ids(&r, u, 0);
+        assert_eq!((first[0], first.len(), end), (2, INBOX_LEN_MAX, InboxPos(INBOX_LEN_MAX as u32 + 2)));
     }
 
     #[test]
@@ -147,8 +201,7 @@ mod tests {
         assert!(!route.inbox);
         let route = r.route(&msg(3), Some(ServerId(3)), Time::ZERO);
         assert!(route.inbox, "the excluded server counts as offline");
-        let ids: Vec<u64> = r.inbox_since(UserId(2), MessageId(0)).iter().map(|e| e.0 .0).collect();
-        assert_eq!(ids, vec![1, 3]);
+        assert_eq!(ids(&r, UserId(2), 0).0, vec![1, 3]);
     }
 
     #[test]

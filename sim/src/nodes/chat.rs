@@ -3,13 +3,14 @@
 use crate::dist::Sampler;
 use crate::infra::Fifo;
 use crate::metrics::NodeReport;
-use crate::msg::{Envelope, Msg, HEARTBEATS_PIPELINED_MAX};
+use crate::msg::{Envelope, Msg, NodeIdx, HEARTBEATS_PIPELINED_MAX};
 use crate::node::{Ctx, Process, Shared};
-use crate::topology::Topology;
+use crate::topology::{NodeKind, Topology};
 use std::sync::Arc;
 use std::time::Duration;
 use wasim_model::{
-    device_key, ChatServer, ChatServerConfig, ChatServerInput as In, ChatServerOutput as Out, DeviceId, ServerId, Time,
+    ChatServer, ChatServerConfig, ChatServerInput as In, ChatServerOutput as Out, DeviceId, PresenceInput, ServerId,
+    Time,
 };
 
 pub(crate) struct ChatNode {
@@ -18,52 +19,20 @@ pub(crate) struct ChatNode {
     fifo: Fifo,
     service: Sampler,
     outs: Vec<Out>,
-    /// Last arrival per device WebSocket, so pushes arrive in the order they were sent:
-    /// a direct-mapped table by socket. Two sockets sharing a slot are ordered together,
-    /// which delays one a little but never reorders either; only sockets with something
-    /// in flight matter, so collisions are rare.
-    socket_last: Vec<(u32, Time)>,
-    /// Heartbeat refreshes waiting for this tick's pipelined round trip, per presence shard.
-    heartbeats: Vec<Vec<DeviceId>>,
+    /// Heartbeat refreshes waiting for this tick's pipelined round trip, per presence
+    /// shard, with the time the last of them was handled.
+    heartbeats: Vec<(Vec<DeviceId>, Time)>,
 }
 
-/// Send the pending heartbeat refreshes for one presence shard in one pipelined message.
-fn flush_heartbeats(pending: &mut Vec<DeviceId>, shard: crate::msg::NodeIdx, t: Time, ctx: &mut Ctx) {
+/// Send the pending heartbeat refreshes for one presence shard in one pipelined message,
+/// leaving when the last of them was handled.
+fn flush_heartbeats(pending: &mut (Vec<DeviceId>, Time), shard: NodeIdx, ctx: &mut Ctx) {
+    let (devices_pending, last) = pending;
     let mut devices = [DeviceId::default(); HEARTBEATS_PIPELINED_MAX];
-    devices[..pending.len()].copy_from_slice(pending);
-    ctx.send(shard, t, Msg::PresenceHeartbeats { count: pending.len() as u8, devices });
-    pending.clear();
+    devices[..devices_pending.len()].copy_from_slice(devices_pending);
+    ctx.send(shard, *last, Msg::PresenceHeartbeats { count: devices_pending.len() as u8, devices });
+    devices_pending.clear();
 }
-
-/// Sends to devices through the socket-order table.
-struct Sockets<'a> {
-    table: &'a mut [(u32, Time)],
-    topo: &'a Topology,
-}
-
-impl Sockets<'_> {
-    /// Send on a device's WebSocket. The connect acceptance, the pushes and the end of the
-    /// catch-up must arrive in order (a push before the acceptance would be ignored, a
-    /// fetch end before its pushes would show them late); the rest may overtake.
-    fn send(&mut self, device: DeviceId, t: Time, msg: Msg, ctx: &mut Ctx) {
-        let shard = self.topo.client_shard(device.user);
-        if matches!(msg, Msg::ConnectAccepted { .. } | Msg::Push { .. } | Msg::FetchDone { .. }) {
-            let key = device_key(device);
-            let slot = &mut self.table[(key.wrapping_mul(0x9E37_79B1) >> 19) as usize % SOCKET_SLOTS];
-            if slot.0 != key && slot.1 <= t {
-                *slot = (key, Time::ZERO); // the slot's previous socket has nothing in flight
-            }
-            slot.0 = key;
-            ctx.send_ordered(shard, t, msg, &mut slot.1);
-        } else {
-            ctx.send(shard, t, msg);
-        }
-    }
-}
-
-/// Slots of the socket-order table (a power of two): far more than the sockets of one
-/// server with a push in flight at once.
-const SOCKET_SLOTS: usize = 1 << 13;
 
 impl ChatNode {
     pub fn new(shared: &Shared, i: u32) -> ChatNode {
@@ -79,25 +48,22 @@ impl ChatNode {
             fifo,
             service,
             outs: Vec::new(),
-            socket_last: vec![(u32::MAX, Time::ZERO); SOCKET_SLOTS],
-            heartbeats: vec![Vec::new(); shared.topo.count(crate::topology::NodeKind::Presence) as usize],
+            heartbeats: vec![(Vec::new(), Time::ZERO); shared.topo.count(NodeKind::Presence) as usize],
         }
     }
 
     fn emit(&mut self, t: Time, ctx: &mut Ctx) {
-        // Disjoint borrows: the topology is read while the socket table is written.
-        let ChatNode { server, topo, outs, socket_last, heartbeats, .. } = self;
+        let ChatNode { server, topo, outs, heartbeats, .. } = self;
         let topo = &**topo;
-        let me = server.id();
         let read_quorum = usize::from(server.read_quorum());
-        let mut sockets = Sockets { table: socket_last, topo };
         for out in outs.drain(..) {
             match out {
-                Out::ConnectAccepted { device } => {
-                    ctx.trace_device(t, "connect_accepted", device);
-                    sockets.send(device, t, Msg::ConnectAccepted { device, server: me }, ctx);
+                Out::ToDevice { device, frame } => {
+                    trace_frame(ctx, t, device, &frame);
+                    // One WebSocket: every frame keeps its order (a receipt overtaking the
+                    // acceptance would reach a device that does not know it is connected).
+                    ctx.send_socket(topo.client_shard(device.user), t, Msg::ToDevice { device, frame }, device);
                 }
-                Out::ConnectRefused { device } => sockets.send(device, t, Msg::ConnectRefused { device }, ctx),
                 Out::SessionSet { req, device, server, ttl, cursor } => {
                     ctx.trace_device(t, "session_set_and_fetch_inbox", device);
                     ctx.send(topo.redis(device.user), t, Msg::SessionSet { req, device, server, ttl, cursor })
@@ -106,13 +72,13 @@ impl ChatNode {
                     ctx.trace_device(t, "connection_closed", device);
                     ctx.send(topo.redis(device.user), t, Msg::SessionClear { device, server })
                 }
-                Out::Presence(wasim_model::PresenceInput::Heartbeat { device }) => {
+                Out::Presence(PresenceInput::Heartbeat { device }) => {
                     let i = topo.presence_shard(device.user);
-                    let shard = topo.node(crate::topology::NodeKind::Presence, i);
                     let pending = &mut heartbeats[i as usize];
-                    pending.push(device);
-                    if pending.len() == HEARTBEATS_PIPELINED_MAX {
-                        flush_heartbeats(pending, shard, t, ctx);
+                    pending.0.push(device);
+                    pending.1 = t;
+                    if pending.0.len() == HEARTBEATS_PIPELINED_MAX {
+                        flush_heartbeats(pending, topo.node(NodeKind::Presence, i), ctx);
                     }
                 }
                 Out::Presence(input) => ctx.send(topo.presence(input.user()), t, Msg::Presence(input)),
@@ -127,19 +93,10 @@ impl ChatNode {
                         ctx.send(replica, t, Msg::Write { req, msg });
                     }
                 }
-                Out::SentAck { device, msg } => {
-                    ctx.trace_msg(t, "sent_ack", &msg, Some(device));
-                    sockets.send(device, t, Msg::SentAck { device, msg }, ctx);
-                }
                 Out::Publish { req, msg } => {
                     ctx.trace_msg(t, "publish", &msg, None);
                     ctx.send(topo.broker(topo.partition(msg.conversation)), t, Msg::Produce { req, msg })
                 }
-                Out::Push { device, msg } => {
-                    ctx.trace_msg(t, "push", &msg, Some(device));
-                    sockets.send(device, t, Msg::Push { device, msg }, ctx);
-                }
-                Out::FetchDone { device } => sockets.send(device, t, Msg::FetchDone { device }, ctx),
                 Out::Reroute { msg, exclude } => {
                     ctx.trace_msg(t, "reroute", &msg, None);
                     ctx.send(topo.redis(msg.to), t, Msg::Reroute { msg, exclude })
@@ -148,59 +105,42 @@ impl ChatNode {
                     ctx.send(topo.redis(receipt.msg.from), t, Msg::RouteReceipt { req, receipt, exclude })
                 }
                 Out::RelayReceipt { server, receipt } => ctx.send(topo.chat(server), t, Msg::ReceiptRelay { receipt }),
-                Out::Receipt { device, receipt } => {
-                    ctx.trace_msg(t, "receipt", &receipt.msg, Some(device));
-                    sockets.send(device, t, Msg::Receipt { device, receipt }, ctx);
-                }
                 Out::Subscribe { watcher, server, target } => {
                     ctx.send(topo.presence(target), t, Msg::PresenceSubscribe { watcher, server, target })
                 }
-                Out::PresenceUpdate { device, update } => {
-                    sockets.send(device, t, Msg::PresenceUpdate { device, update }, ctx)
-                }
+                Out::Forward { server, slot, msg } => ctx.send(topo.chat(server), t, Msg::Forward { msg, slot }),
             }
         }
     }
+}
 
-    fn forward_rerouted(&mut self, msg: wasim_model::ChatMessage, route: wasim_model::Route, t: Time, ctx: &mut Ctx) {
-        for (slot, server) in route.forwards() {
-            if server == self.server.id() {
-                self.server.handle(t, In::Forward { msg, slot }, &mut self.outs);
-            } else {
-                ctx.send(self.topo.chat(server), t, Msg::Forward { msg, slot });
-            }
-        }
+/// Trace what a server sends a device, for the traced user's messages.
+fn trace_frame(ctx: &mut Ctx, t: Time, device: DeviceId, frame: &wasim_model::ServerFrame) {
+    use wasim_model::ServerFrame as S;
+    match frame {
+        S::ConnectAccepted { .. } => ctx.trace_device(t, "connect_accepted", device),
+        S::SentAck { msg } => ctx.trace_msg(t, "sent_ack", msg, Some(device)),
+        S::Push { msg } => ctx.trace_msg(t, "push", msg, Some(device)),
+        S::Receipt { receipt } => ctx.trace_msg(t, "receipt", &receipt.msg, Some(device)),
+        S::ConnectRefused { .. } | S::FetchDone { .. } | S::PresenceUpdate { .. } => {}
     }
 }
 
 impl Process for ChatNode {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
         let input = match env.msg {
-            Msg::Connect { device, epoch, cursor, hide_last_seen } => {
-                In::Connect { device, epoch, cursor, hide_last_seen }
-            }
-            Msg::Disconnect { device, epoch } => In::Disconnect { device, epoch },
-            Msg::Heartbeat { device } => In::Heartbeat { device },
-            Msg::Send { device, to, client_seq, sent_at } => In::ClientSend { device, to, client_seq, sent_at },
-            Msg::DeliveredAck { device, msg, at } => In::DeliveredAck { device, msg, at },
-            Msg::ReadAck { device, msg, at } => In::ReadAck { device, msg, at },
-            Msg::Subscribe { device, target } => In::Subscribe { device, target },
+            Msg::Device { device, frame } => In::Frame { device, frame },
             Msg::WriteAck { req } => In::WriteAck { req },
             Msg::ReadReply { req, row } => In::ReadReply { req, row },
-            Msg::InboxEntry { req, id, conversation } => In::InboxEntry { req, id, conversation },
+            Msg::InboxEntry { req, pos, id, conversation } => In::InboxEntry { req, pos, id, conversation },
             Msg::StoredReceipt { req, receipt } => In::StoredReceipt { req, receipt },
-            Msg::InboxEnd { req } => In::InboxEnd { req },
+            Msg::InboxEnd { req, end } => In::InboxEnd { req, end },
             Msg::ReceiptRouted { req, server } => In::ReceiptRouted { req, server },
             Msg::PresenceNotify { watcher, update } => In::PresenceNotify { watcher, update },
             Msg::ProduceAck { req } => In::ProduceAck { req },
             Msg::Forward { msg, slot } => In::Forward { msg, slot },
             Msg::ReceiptRelay { receipt } => In::ReceiptRelay { receipt },
-            Msg::Rerouted { msg, route } => {
-                let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
-                self.forward_rerouted(msg, route, done, ctx);
-                self.emit(done, ctx);
-                return;
-            }
+            Msg::Rerouted { msg, route } => In::Rerouted { msg, route },
             other => unreachable!("chat server got {other:?}"),
         };
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
@@ -212,9 +152,8 @@ impl Process for ChatNode {
         self.server.handle_timeout(now, &mut self.outs);
         self.emit(now, ctx);
         for (i, pending) in self.heartbeats.iter_mut().enumerate() {
-            if !pending.is_empty() {
-                let shard = self.topo.node(crate::topology::NodeKind::Presence, i as u32);
-                flush_heartbeats(pending, shard, now, ctx);
+            if !pending.0.is_empty() {
+                flush_heartbeats(pending, self.topo.node(NodeKind::Presence, i as u32), ctx);
             }
         }
     }

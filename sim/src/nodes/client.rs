@@ -1,8 +1,10 @@
 //! A client-population shard: the devices of users `u` with `u % shards == shard`, and
-//! the workload they generate. Devices live outside the chat servers, so a crashed
-//! server drops connections but not phones.
+//! the workload they generate. The devices' behaviour is `wasim_model::Devices`; this
+//! process draws the workload (connects, sends, reads, app closes), applies the faults
+//! that hit devices (network cuts, lost ACKs), carries frames, and measures. Devices live
+//! outside the chat servers, so a crashed server drops connections but not phones.
 
-use crate::check::{Display, LogMs, PresenceView};
+use crate::check::{ConnectedAtEnd, Display, LogMs, PresenceView};
 use crate::dist::Sampler;
 use crate::metrics::{record_us, Latencies, NodeReport};
 use crate::msg::{Envelope, Msg};
@@ -10,61 +12,56 @@ use crate::node::{Ctx, Process, Shared};
 use crate::population::Population;
 use crate::scenario::Fault;
 use crate::topology::{NodeKind, Topology};
+use crate::workload::{HeartbeatPhases, ReadWheel};
 use rand::Rng;
 use rand_distr::Exp1;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 use wasim_model::{
-    device_key, ChatMessage, ClientDevice, DeviceEvent, DeviceId, DeviceSlot, DeviceState, Displayed, PresenceCause,
-    Receipt, ReceiptState, SentMessages, ServerId, Time, UserId, DEVICES_PER_USER_MAX,
+    Backoff, DeviceConfig, DeviceFrame, DeviceId, DeviceInput, DeviceKey, DeviceOutput, DeviceState, Devices, Layout,
+    PresenceCause, PresenceStatus, PresenceUpdate, Receipt, ReceiptState, ServerFrame, ServerId, Time, UserId,
+    UserSettings, DEVICES_PER_USER_MAX,
 };
 
-/// Read-delay buckets: a read is scheduled to within this.
-const READ_BUCKET_US: u64 = 100_000;
-/// Reads further ahead than this are made at this horizon (the delay distribution's far
-/// tail; the sampler caps samples at 60 s anyway).
-const READ_HORIZON_US: u64 = 65_000_000;
-/// A device whose network comes back reconnects after a jitter of up to this, so that
-/// many devices cut together do not reconnect in the same millisecond.
-const RECONNECT_JITTER_US: u64 = 2_000_000;
+/// What a device's timer is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// The user opens the app again.
+    Open,
+    /// A reconnect attempt the device asked for.
+    Retry,
+    /// The device's network comes back (a cut ends).
+    NetworkBack,
+}
 
 pub(crate) struct ClientShard {
-    shard: u32,
-    shards: u32,
     topo: Arc<Topology>,
     pop: Population,
-    /// Local user `i` (user `i * shards + shard`) has devices `i * slots + slot`.
-    devices: Vec<ClientDevice>,
-    /// Device slots per user: 1 when nobody has a web client, else 2 (phone, web).
-    slots: usize,
-    sent: SentMessages,
-    displayed: Displayed,
-    /// Arrivals held while a device catches up, with when it started catching up.
-    held: FxHashMap<u32, (Time, Vec<ChatMessage>)>,
-    /// When devices became live again after the measuring window began (reconnects):
-    /// messages sent before that did not find them online.
-    live_since: FxHashMap<u32, Time>,
+    devices: Devices,
+    outs: Vec<DeviceOutput>,
     /// Devices that connected at least once (web clients are known to the session store,
     /// and owed messages, only from then on).
-    registered: rustc_hash::FxHashSet<u32>,
-    reads: Vec<Vec<(u32, ChatMessage)>>,
-    next_read_bucket: u64,
+    registered: FxHashSet<DeviceKey>,
+    /// When devices became live again after the measuring window began (reconnects):
+    /// messages sent before that did not find them online.
+    live_since: FxHashMap<DeviceKey, Time>,
+    reads: ReadWheel,
     read_delay: Sampler,
     latencies: Latencies,
     /// Initial connects: local user `i` connects at `ramp_us * i / users`.
     next_connect: usize,
     ramp_us: u64,
-    /// Reconnects after a network cut or a closed app: (time, device index).
-    reconnects: BinaryHeap<Reverse<(Time, usize)>>,
+    /// Device timers: (time, device index, what for).
+    timers: BinaryHeap<Reverse<(Time, u32, Timer)>>,
     /// The Poisson process of app closes over the shard's phones.
     next_close_at: Time,
     mean_close_gap_us: f64,
     app_closed: Sampler,
-    /// Network cuts of this shard's users: (local user, from, until), and progress.
-    cuts: Vec<(usize, Time, Time)>,
+    /// Network cuts of this shard's users: (from, until, local user), and progress.
+    cuts: Vec<(Time, Time, usize)>,
     cuts_started: usize,
     /// Windows in which delivered ACKs are lost, with the loss probability.
     ack_loss: Vec<(Time, Time, f64)>,
@@ -72,13 +69,16 @@ pub(crate) struct ClientShard {
     next_send_at: Time,
     mean_gap_us: f64,
     contacts: u32,
-    heartbeat_ticks: u64,
-    tick_us: u64,
+    heartbeats: HeartbeatPhases,
+    /// The beats of the current tick (a buffer kept between ticks).
+    beats: Vec<(usize, Time)>,
+    /// The end of the previous tick: heartbeats are due in (previous, now].
+    previous_tick: Time,
     measure: (Time, Time),
 }
 
 impl ClientShard {
-    pub fn new(shared: &Shared, shard: u32) -> ClientShard {
+    pub fn new(shared: &Shared, shard: u32, rng: &mut impl Rng) -> ClientShard {
         let s = &shared.scenario;
         let shards = s.fleet.client_shards;
         let users = s.users.concurrent;
@@ -87,10 +87,10 @@ impl ClientShard {
         let rate_per_us = s.workload.messages_per_s as f64 * local as f64 / users as f64 / 1e6;
         let pop = shared.population.clone();
         let slots = if s.users.devices_per_user.web > 0.0 { DEVICES_PER_USER_MAX } else { 1 };
-        let user = |i: usize| UserId(i as u32 * shards + shard);
-        let mut cuts: Vec<(usize, Time, Time)> =
-            (0..local).filter_map(|i| pop.cut(user(i)).map(|(from, until)| (i, from, until))).collect();
-        cuts.sort_by_key(|&(i, from, _)| (from, i));
+        let layout = Layout { shard, shards, users: local, slots };
+        let mut cuts: Vec<(Time, Time, usize)> =
+            (0..local).filter_map(|i| pop.cut(layout.user(i)).map(|(from, until)| (from, until, i))).collect();
+        cuts.sort_unstable();
         let ack_loss = s
             .faults
             .iter()
@@ -101,25 +101,23 @@ impl ClientShard {
                 _ => None,
             })
             .collect();
+        let backoff = Backoff {
+            base: Duration::from_millis(s.users.reconnect_backoff_ms_base),
+            cap: Duration::from_millis(s.users.reconnect_backoff_ms_max),
+        };
         ClientShard {
-            shard,
-            shards,
             topo: shared.topo.clone(),
             pop,
-            devices: vec![ClientDevice::default(); local * slots],
-            slots,
-            sent: SentMessages::default(),
-            displayed: Displayed::default(),
-            held: FxHashMap::default(),
+            devices: Devices::new(layout, DeviceConfig { backoff }),
+            outs: Vec::new(),
+            registered: FxHashSet::default(),
             live_since: FxHashMap::default(),
-            registered: Default::default(),
-            reads: vec![Vec::new(); (READ_HORIZON_US / READ_BUCKET_US) as usize + 2],
-            next_read_bucket: 0,
+            reads: ReadWheel::default(),
             read_delay: Sampler::new(&s.workload.read_delay_ms, 1_000.0),
             latencies: Latencies::default(),
             next_connect: 0,
             ramp_us: s.users.connect_ramp_s * 1_000_000,
-            reconnects: BinaryHeap::new(),
+            timers: BinaryHeap::new(),
             next_close_at: Time(s.users.connect_ramp_s * 1_000_000),
             mean_close_gap_us: 3_600e6 / (s.workload.app_closes_per_hour * local as f64),
             app_closed: Sampler::new(&s.workload.app_closed_ms, 1_000.0),
@@ -129,27 +127,15 @@ impl ClientShard {
             next_send_at: Time::ZERO,
             mean_gap_us: 1.0 / rate_per_us,
             contacts: s.users.contacts_per_user,
-            heartbeat_ticks: (s.users.heartbeat_interval_ms * 1_000 / s.tick_us).max(1),
-            tick_us: s.tick_us,
+            heartbeats: HeartbeatPhases::new(local * slots, s.users.heartbeat_interval_ms * 1_000, rng),
+            beats: Vec::new(),
+            previous_tick: Time::ZERO,
             measure: (shared.measure_from(), shared.measure_until()),
         }
     }
 
-    fn users(&self) -> usize {
-        self.devices.len() / self.slots
-    }
-
-    fn user(&self, i: usize) -> UserId {
-        UserId(i as u32 * self.shards + self.shard)
-    }
-
-    fn index(&self, d: DeviceId) -> usize {
-        debug_assert_eq!(d.user.0 % self.shards, self.shard);
-        (d.user.0 / self.shards) as usize * self.slots + usize::from(d.slot.0)
-    }
-
-    fn device_at(&self, index: usize) -> DeviceId {
-        DeviceId { user: self.user(index / self.slots), slot: DeviceSlot((index % self.slots) as u8) }
+    fn layout(&self) -> Layout {
+        *self.devices.layout()
     }
 
     fn measured(&self, sent_at: Time) -> bool {
@@ -159,6 +145,19 @@ impl ClientShard {
     /// Whether the device's network is cut at `t`.
     fn cut(&self, d: DeviceId, t: Time) -> bool {
         !self.cuts.is_empty() && self.pop.cut(d.user).is_some_and(|(from, until)| t >= from && t < until)
+    }
+
+    fn settings(&self, u: UserId) -> UserSettings {
+        UserSettings { hide_last_seen: self.pop.hides_last_seen(u), read_receipts: !self.pop.read_receipts_off(u) }
+    }
+
+    /// The load balancer's choice for a device's next attempt: its home server, then the
+    /// next one round the ring after each refusal.
+    fn pick_server(&self, index: usize) -> ServerId {
+        let user = self.layout().device(index).user;
+        let servers = self.topo.count(NodeKind::ChatServer);
+        let home = u32::from(self.topo.home_server(user).0);
+        ServerId(((home + self.devices.failures(index) % servers) % servers) as u16)
     }
 
     /// The `j`th contact of `u`: a fixed pseudo-random other user, so the social graph
@@ -171,40 +170,125 @@ impl ClientShard {
         UserId(if other >= n { other - n } else { other } as u32)
     }
 
-    fn connect(&mut self, index: usize, server: ServerId, t: Time, ctx: &mut Ctx) {
-        let device = self.device_at(index);
-        let (cursor, epoch) = self.devices[index].connect();
-        let hide_last_seen = self.pop.hides_last_seen(device.user);
-        ctx.trace_device(t, "connect", device);
-        ctx.send(self.topo.chat(server), t, Msg::Connect { device, epoch, cursor, hide_last_seen });
+    /// Feed one input to the device at `index` at `t` and carry out what it asks.
+    fn input(&mut self, t: Time, index: usize, input: DeviceInput, ctx: &mut Ctx) {
+        self.devices.handle(t, index, input, &mut ctx.rng, &mut self.outs);
+        self.apply(t, ctx);
     }
 
-    /// Send a delivered ACK for a message the device got at `now`, unless the network
-    /// loses it (fault): the server then pushes the message again on the next heartbeat,
-    /// and the device acknowledges it again.
-    fn ack_delivered(&mut self, device: DeviceId, server: ServerId, msg: ChatMessage, now: Time, ctx: &mut Ctx) {
-        let loss = self.ack_loss.iter().find(|&&(from, until, _)| now >= from && now < until).map(|w| w.2);
-        if loss.is_some_and(|p| ctx.rng.random::<f64>() < p) {
-            ctx.counters.acks_lost += 1;
-            ctx.trace_msg(now, "delivered_ack_lost", &msg, Some(device));
+    /// Carry out the devices' outputs produced at `t`.
+    fn apply(&mut self, t: Time, ctx: &mut Ctx) {
+        while !self.outs.is_empty() {
+            let outs = std::mem::take(&mut self.outs);
+            for out in &outs {
+                self.apply_one(t, *out, ctx);
+            }
+            if self.outs.is_empty() {
+                self.outs = outs;
+                self.outs.clear();
+            }
+        }
+    }
+
+    fn apply_one(&mut self, t: Time, out: DeviceOutput, ctx: &mut Ctx) {
+        match out {
+            DeviceOutput::Frame { device, server, frame } => self.transmit(t, device, server, frame, ctx),
+            DeviceOutput::RetryAt { device, at } => {
+                self.timers.push(Reverse((at, self.layout().index(device) as u32, Timer::Retry)));
+            }
+            DeviceOutput::Connected { device, .. } => self.on_connected(device, t, ctx),
+            DeviceOutput::Refused { .. } => ctx.counters.connects_refused += 1,
+            DeviceOutput::Shown { device, msg, fetched } => self.on_shown(device, msg, t, fetched, ctx),
+            DeviceOutput::Duplicate { .. } => {
+                // Shown already: a push repeated because the first ACK was lost, or a fetch
+                // of something pushed before. It is acknowledged again.
+                ctx.counters.duplicates_dropped += 1;
+                ctx.counters.acks_resent += 1;
+            }
+            DeviceOutput::CaughtUp { device, since } => {
+                ctx.trace_device(t, "fetch_done", device);
+                if t >= self.measure.0 {
+                    self.live_since.insert(DeviceKey::of(device), t);
+                    if t < self.measure.1 {
+                        record_us(&mut self.latencies.catch_up, t.as_us() - since.as_us());
+                    }
+                }
+            }
+            DeviceOutput::CatchUpInterrupted { held, .. } => {
+                ctx.counters.catch_ups_interrupted += 1;
+                ctx.counters.held_dropped += held as u64;
+            }
+            DeviceOutput::SentAckSeen { device, msg, ticks } => {
+                if self.measured(msg.sent_at) {
+                    record_us(&mut self.latencies.sent_ack, t.as_us() - msg.sent_at.as_us());
+                    ctx.counters.sent_acks_measured += 1;
+                }
+                ctx.trace_msg(t, "sent_ack_seen", &msg, Some(device));
+                ctx.second(t).sent_acks += 1;
+                ctx.logs.acked.push((msg.id, msg.to, LogMs::of(t)));
+                if let Some(state) = ticks {
+                    ctx.logs.sender_views.push((msg.client_id().key(), state, LogMs::of(t)));
+                }
+            }
+            DeviceOutput::ReceiptSeen { receipt, ticks, .. } => self.on_receipt(receipt, ticks, t, ctx),
+            DeviceOutput::PresenceSeen { device, update } => self.on_presence(device, update, t, ctx),
+            DeviceOutput::Unheard { frame, .. } => {
+                if let ServerFrame::Receipt { .. } = frame {
+                    // Receipts carry no acknowledgement: one on its way when the app
+                    // closes is not shown (the sender's ticks stay where they were).
+                    ctx.counters.receipts_unheard += 1;
+                }
+            }
+        }
+    }
+
+    /// Put a device's frame on the network, unless a fault loses it.
+    fn transmit(&mut self, t: Time, device: DeviceId, server: ServerId, frame: DeviceFrame, ctx: &mut Ctx) {
+        match frame {
+            DeviceFrame::DeliveredAck { msg, .. } => {
+                let loss = self.ack_loss.iter().find(|&&(from, until, _)| t >= from && t < until).map(|w| w.2);
+                if loss.is_some_and(|p| ctx.rng.random::<f64>() < p) {
+                    ctx.counters.acks_lost += 1;
+                    ctx.trace_msg(t, "delivered_ack_lost", &msg, Some(device));
+                    return;
+                }
+                ctx.trace_msg(t, "delivered_ack", &msg, Some(device));
+            }
+            DeviceFrame::Connect { .. } => ctx.trace_device(t, "connect", device),
+            DeviceFrame::Disconnect { .. } => ctx.trace_device(t, "app_closed", device),
+            DeviceFrame::Heartbeat => ctx.counters.heartbeats += 1,
+            DeviceFrame::ReadAck { msg, .. } => {
+                ctx.counters.reads_sent += 1;
+                ctx.trace_msg(t, "read", &msg, Some(device));
+            }
+            DeviceFrame::Send { to, .. } => {
+                if ctx.traces(device.user) || ctx.traces(to) {
+                    ctx.trace_device(t, "send", device);
+                }
+            }
+            DeviceFrame::Subscribe { .. } => {}
+        }
+        ctx.send(self.topo.chat(server), t, Msg::Device { device, frame });
+    }
+
+    fn on_connected(&mut self, device: DeviceId, t: Time, ctx: &mut Ctx) {
+        let key = DeviceKey::of(device);
+        if self.registered.insert(key) {
+            ctx.logs.registered.push((key, t));
         } else {
-            ctx.trace_msg(now, "delivered_ack", &msg, Some(device));
-            ctx.send(self.topo.chat(server), now, Msg::DeliveredAck { device, msg, at: now });
+            ctx.counters.reconnects += 1;
+        }
+        ctx.counters.connects += 1;
+        if device.slot.0 == 0 && self.pop.watches(device.user) {
+            let target = self.contact(device.user, 0);
+            let index = self.layout().index(device);
+            self.devices.subscribe(index, target, &mut self.outs);
         }
     }
 
-    /// Show a message on a device (once), schedule its reading, and measure it.
-    fn show(&mut self, device: DeviceId, msg: ChatMessage, t: Time, fetched: bool, ctx: &mut Ctx) {
-        if !self.displayed.show(device, &msg) {
-            // Shown already: a push repeated because the first ACK was lost, or a fetch
-            // of something pushed before. It was acknowledged again on arrival.
-            ctx.counters.duplicates_dropped += 1;
-            ctx.counters.acks_resent += 1;
-            return;
-        }
-        let index = self.index(device);
-        self.devices[index].on_shown(msg.id);
-        let key = device_key(device);
+    /// A message shown on a device: log it, measure it, and schedule its reading.
+    fn on_shown(&mut self, device: DeviceId, msg: wasim_model::ChatMessage, t: Time, fetched: bool, ctx: &mut Ctx) {
+        let key = DeviceKey::of(device);
         ctx.logs.displays.push(Display { device: key, at: LogMs::of(t), conversation: msg.conversation, id: msg.id });
         ctx.trace_msg(t, if fetched { "displayed_after_fetch" } else { "displayed" }, &msg, Some(device));
         ctx.second(t).deliveries += 1;
@@ -217,107 +301,51 @@ impl ClientShard {
             ctx.counters.deliveries_measured += 1;
         }
         if device.slot.0 == 0 {
-            let read_at = (t + self.read_delay.sample(&mut ctx.rng)).as_us().min(t.as_us() + READ_HORIZON_US);
-            let bucket = read_at.div_ceil(READ_BUCKET_US).max(self.next_read_bucket);
-            let len = self.reads.len() as u64;
-            self.reads[(bucket % len) as usize].push((key, msg));
+            let at = t + self.read_delay.sample(&mut ctx.rng);
+            self.reads.schedule(t, at, key, msg);
         }
     }
 
-    fn on_push(&mut self, env: &Envelope, device: DeviceId, msg: ChatMessage, ctx: &mut Ctx) {
-        if self.cut(device, env.at) {
-            return; // lost on the way: the server keeps it unacknowledged
-        }
-        match self.devices[self.index(device)].on_push() {
-            DeviceEvent::Show { server } => {
-                self.ack_delivered(device, server, msg, env.at, ctx);
-                self.show(device, msg, env.at, false, ctx);
-            }
-            DeviceEvent::Hold { server } => {
-                self.ack_delivered(device, server, msg, env.at, ctx);
-                if let Some((_, held)) = self.held.get_mut(&device_key(device)) {
-                    held.push(msg);
-                }
-            }
-            DeviceEvent::Ignore => {}
-        }
-    }
-
-    fn on_connected(&mut self, device: DeviceId, server: ServerId, t: Time, ctx: &mut Ctx) {
-        let index = self.index(device);
-        if self.cut(device, t) || self.devices[index].state() != DeviceState::Connecting {
-            return; // the reply was lost with the network, or is stale
-        }
-        self.devices[index].on_connected(server);
-        self.held.insert(device_key(device), (t, Vec::new()));
-        if self.registered.insert(device_key(device)) {
-            ctx.logs.registered.push((device_key(device), t));
-        }
-        ctx.counters.connects += 1;
-        if device.slot.0 == 0 && self.pop.watches(device.user) {
-            let target = self.contact(device.user, 0);
-            ctx.send(self.topo.chat(server), t, Msg::Subscribe { device, target });
-        }
-    }
-
-    fn on_fetch_done(&mut self, device: DeviceId, t: Time, ctx: &mut Ctx) {
-        let index = self.index(device);
-        self.devices[index].on_fetch_done();
-        let Some((since, mut held)) = self.held.remove(&device_key(device)) else { return };
-        ctx.trace_device(t, "fetch_done", device);
-        // Fetched messages came first on the socket, live ones after: show all in id order.
-        held.sort_unstable_by_key(|m| m.id);
-        for msg in held {
-            self.show(device, msg, t, true, ctx);
-        }
-        if t >= self.measure.0 {
-            self.live_since.insert(device_key(device), t);
-            if t < self.measure.1 {
-                record_us(&mut self.latencies.catch_up, t.as_us() - since.as_us());
-            }
-        }
-    }
-
-    fn on_receipt(&mut self, receipt: Receipt, t: Time, ctx: &mut Ctx) {
+    fn on_receipt(
+        &mut self,
+        receipt: Receipt,
+        ticks: Option<(Option<ReceiptState>, Option<ReceiptState>)>,
+        t: Time,
+        ctx: &mut Ctx,
+    ) {
         let msg = receipt.msg;
-        let id = msg.client_id();
-        if let Some((before, after)) = self.sent.on_receipt(id, receipt.event()) {
+        if let Some((before, after)) = ticks {
             let shown = after.unwrap_or(ReceiptState::Read);
-            ctx.logs.sender_views.push((id.key(), shown, LogMs::of(t)));
+            ctx.logs.sender_views.push((msg.client_id().key(), shown, LogMs::of(t)));
             if before < Some(ReceiptState::Delivered) && self.measured(msg.sent_at) {
                 ctx.counters.double_ticks_measured += 1;
             }
         }
-        ctx.trace_msg(
-            t,
-            if receipt.state == ReceiptState::Read { "read_receipt_seen" } else { "receipt_seen" },
-            &msg,
-            None,
-        );
-        match receipt.state {
-            ReceiptState::Read => {
-                ctx.counters.read_receipts += 1;
-                ctx.logs.reads.push((msg.id, device_key(receipt.by), LogMs::of(t)));
-                if self.measured(msg.sent_at) {
-                    record_us(&mut self.latencies.read_receipt, t.as_us().saturating_sub(receipt.at.as_us()));
-                }
+        let read = receipt.state == ReceiptState::Read;
+        ctx.trace_msg(t, if read { "read_receipt_seen" } else { "receipt_seen" }, &msg, None);
+        let since_ack = t.as_us().saturating_sub(receipt.at.as_us());
+        if read {
+            ctx.counters.read_receipts += 1;
+            ctx.logs.reads.push((msg.id, DeviceKey::of(receipt.by), LogMs::of(t)));
+            if self.measured(msg.sent_at) {
+                record_us(&mut self.latencies.read_receipt, since_ack);
             }
-            _ => {
-                if self.measured(msg.sent_at) {
-                    record_us(&mut self.latencies.receipt, t.as_us().saturating_sub(receipt.at.as_us()));
-                    ctx.counters.receipts_measured += 1;
-                }
-                ctx.second(t).receipts += 1;
+        } else {
+            if self.measured(msg.sent_at) {
+                record_us(&mut self.latencies.receipt, since_ack);
+                ctx.counters.receipts_measured += 1;
             }
+            ctx.second(t).receipts += 1;
         }
     }
 
-    fn on_presence(&mut self, device: DeviceId, update: wasim_model::PresenceUpdate, t: Time, ctx: &mut Ctx) {
+    fn on_presence(&mut self, device: DeviceId, update: PresenceUpdate, t: Time, ctx: &mut Ctx) {
         ctx.counters.presence_updates += 1;
-        if matches!(update.status, wasim_model::PresenceStatus::Offline { last_seen: Some(_) }) {
+        if matches!(update.status, PresenceStatus::Offline { last_seen: Some(_) }) {
             ctx.counters.last_seen_shown += 1;
         }
-        ctx.logs.presence_views.push(PresenceView { watcher: device_key(device), update, received_at: t });
+        let watcher = DeviceKey::of(device);
+        ctx.logs.presence_views.push(PresenceView { watcher, update, received_at: t });
         let measured = update.changed_at >= self.measure.0 && update.changed_at < self.measure.1;
         match update.cause {
             PresenceCause::Connected | PresenceCause::Disconnected if measured => {
@@ -332,51 +360,57 @@ impl ClientShard {
         }
     }
 
+    /// The initial connects of the ramp.
     fn tick_connects(&mut self, now: Time, ctx: &mut Ctx) {
-        let users = self.users();
-        while self.next_connect < users {
+        let layout = self.layout();
+        while self.next_connect < layout.users {
             let i = self.next_connect;
-            let t = Time(self.ramp_us * i as u64 / users as u64);
+            let t = Time(self.ramp_us * i as u64 / layout.users as u64);
             if t > now {
                 break;
             }
-            let user = self.user(i);
-            let home = self.topo.home_server(user);
-            self.connect(i * self.slots, home, t, ctx);
+            let user = layout.user(i);
+            let settings = self.settings(user);
+            let server = self.pick_server(i * layout.slots);
+            self.input(t, i * layout.slots, DeviceInput::AppOpen { server, settings }, ctx);
             if self.pop.has_web(user) {
-                self.connect(i * self.slots + 1, home, t, ctx);
+                self.input(t, i * layout.slots + 1, DeviceInput::AppOpen { server, settings }, ctx);
             }
             self.next_connect += 1;
         }
-        while let Some(&Reverse((t, index))) = self.reconnects.peek() {
+    }
+
+    /// Device timers due by `now`.
+    fn tick_timers(&mut self, now: Time, ctx: &mut Ctx) {
+        while let Some(&Reverse((t, index, timer))) = self.timers.peek() {
             if t > now {
                 break;
             }
-            self.reconnects.pop();
-            ctx.counters.reconnects += 1;
-            let home = self.topo.home_server(self.device_at(index).user);
-            self.connect(index, home, t, ctx);
+            self.timers.pop();
+            let index = index as usize;
+            let settings = self.settings(self.layout().device(index).user);
+            let input = match timer {
+                Timer::Open => DeviceInput::AppOpen { server: self.pick_server(index), settings },
+                Timer::Retry => DeviceInput::RetryDue { server: self.pick_server(index), settings },
+                Timer::NetworkBack => DeviceInput::NetworkBack,
+            };
+            self.input(t, index, input, ctx);
         }
     }
 
+    /// Network cuts starting by `now`: the devices lose their network (the servers are not
+    /// told) until the cut ends.
     fn tick_cuts(&mut self, now: Time, ctx: &mut Ctx) {
-        while let Some(&(i, from, until)) = self.cuts.get(self.cuts_started) {
+        let layout = self.layout();
+        while let Some(&(from, until, i)) = self.cuts.get(self.cuts_started) {
             if from > now {
                 break;
             }
             self.cuts_started += 1;
-            let user = self.user(i);
-            for slot in 0..self.slots {
-                let index = i * self.slots + slot;
-                if slot == 1 && !self.pop.has_web(user) {
-                    continue;
-                }
-                let device = self.device_at(index);
-                ctx.trace_device(from, "network_cut", device);
-                self.devices[index].on_disconnected();
-                self.held.remove(&device_key(device));
-                let jitter = Duration::from_micros(ctx.rng.random_range(0..RECONNECT_JITTER_US));
-                self.reconnects.push(Reverse((until + jitter, index)));
+            for index in i * layout.slots..(i + 1) * layout.slots {
+                ctx.trace_device(from, "network_cut", layout.device(index));
+                self.input(from, index, DeviceInput::NetworkLost, ctx);
+                self.timers.push(Reverse((until, index as u32, Timer::NetworkBack)));
             }
         }
     }
@@ -387,54 +421,42 @@ impl ClientShard {
             let t = self.next_close_at;
             let gap_ns = self.mean_close_gap_us * 1e3 * ctx.rng.sample::<f64, _>(Exp1);
             self.next_close_at = t + Duration::from_nanos(gap_ns as u64);
-            let index = ctx.rng.random_range(0..self.users()) * self.slots;
-            let device = self.device_at(index);
-            let Some(server) = self.devices[index].server() else { continue };
-            if self.cut(device, t) {
-                continue;
+            let index = ctx.rng.random_range(0..self.layout().users) * self.layout().slots;
+            if !self.devices.state(index).is_connected() {
+                continue; // the Poisson process runs over phones that are online
             }
-            ctx.trace_device(t, "app_closed", device);
-            let epoch = self.devices[index].epoch();
-            ctx.send(self.topo.chat(server), t, Msg::Disconnect { device, epoch });
-            self.devices[index].on_disconnected();
-            self.held.remove(&device_key(device));
+            self.input(t, index, DeviceInput::AppClose, ctx);
             let back = t + self.app_closed.sample(&mut ctx.rng);
-            self.reconnects.push(Reverse((back, index)));
+            self.timers.push(Reverse((back, index as u32, Timer::Open)));
         }
     }
 
-    fn tick_heartbeats(&mut self, tick: u64, now: Time, ctx: &mut Ctx) {
-        // Bulk work per tick: device `d` beats in the ticks where tick % P == d % P.
-        let period = self.heartbeat_ticks as usize;
-        let mut index = (tick % self.heartbeat_ticks) as usize;
-        while index < self.devices.len() {
-            if let Some(server) = self.devices[index].server() {
-                let device = self.device_at(index);
-                if !self.cut(device, now) {
-                    ctx.counters.heartbeats += 1;
-                    ctx.send(self.topo.chat(server), now, Msg::Heartbeat { device });
-                }
+    /// Heartbeats due in this tick, each at its device's own phase.
+    fn tick_heartbeats(&mut self, now: Time, ctx: &mut Ctx) {
+        let mut beats = std::mem::take(&mut self.beats);
+        self.heartbeats.due(self.previous_tick, now, |index, at| beats.push((index, at)));
+        for &(index, at) in &beats {
+            if self.devices.heartbeat(index, &mut self.outs) {
+                self.apply(at, ctx);
             }
-            index += period;
         }
+        beats.clear();
+        self.beats = beats;
     }
 
     fn tick_reads(&mut self, now: Time, ctx: &mut Ctx) {
-        let due = now.as_us() / READ_BUCKET_US;
-        let len = self.reads.len() as u64;
-        while self.next_read_bucket <= due {
-            let bucket = std::mem::take(&mut self.reads[(self.next_read_bucket % len) as usize]);
-            for (key, msg) in bucket {
-                let device = DeviceId { user: UserId(key >> 1), slot: DeviceSlot((key & 1) as u8) };
-                let Some(server) = self.devices[self.index(device)].server() else { continue };
-                if self.cut(device, now) || self.pop.read_receipts_off(device.user) {
-                    continue;
-                }
-                ctx.counters.reads_sent += 1;
-                ctx.trace_msg(now, "read", &msg, Some(device));
-                ctx.send(self.topo.chat(server), now, Msg::ReadAck { device, msg, at: now });
+        let mut due = Vec::new();
+        self.reads.due(now, |t, key, msg| due.push((t, key, msg)));
+        for (t, key, msg) in due {
+            let device = key.device();
+            if self.cut(device, t) {
+                continue;
             }
-            self.next_read_bucket += 1;
+            let index = self.layout().index(device);
+            let settings = self.settings(device.user);
+            if self.devices.read(t, index, msg, settings, &mut self.outs) {
+                self.apply(t, ctx);
+            }
         }
     }
 
@@ -445,100 +467,52 @@ impl ClientShard {
             self.next_send_at = t + Duration::from_nanos(gap_ns as u64);
             // Poisson sends from online phones: a draw that lands on a phone without a
             // connection is not a send.
-            let i = ctx.rng.random_range(0..self.users());
-            let from = self.user(i);
+            let i = ctx.rng.random_range(0..self.layout().users);
+            let from = self.layout().user(i);
             let to = self.contact(from, ctx.rng.random_range(0..self.contacts));
-            let phone = DeviceId::phone(from);
-            if self.cut(phone, t) {
+            if self.devices.send(t, i * self.layout().slots, to, &mut self.outs).is_none() {
                 continue;
             }
-            let Some(send) = self.devices[i * self.slots].send(to, t) else { continue };
-            self.sent.on_send(wasim_model::ClientMsgId { sender: from, seq: send.client_seq });
             ctx.counters.sends += 1;
             if self.measured(t) {
                 ctx.counters.sends_measured += 1;
             }
             ctx.second(t).sends += 1;
-            if ctx.traces(from) || ctx.traces(to) {
-                ctx.trace_device(t, "send", phone);
-            }
-            let msg = Msg::Send { device: phone, to, client_seq: send.client_seq, sent_at: t };
-            ctx.send(self.topo.chat(send.server), t, msg);
+            self.apply(t, ctx);
         }
     }
 }
 
 impl Process for ClientShard {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
-        let t = env.at;
-        match env.msg {
-            Msg::ConnectAccepted { device, server } => self.on_connected(device, server, t, ctx),
-            Msg::ConnectRefused { device } => {
-                // Try the next server round the ring; give up after a full circle.
-                ctx.counters.connects_refused += 1;
-                let (_, refused_by) = self.topo.locate(env.from);
-                let next = ServerId(((refused_by + 1) % self.topo.count(NodeKind::ChatServer)) as u16);
-                if next == self.topo.home_server(device.user) {
-                    ctx.counters.connects_failed += 1;
-                } else {
-                    let index = self.index(device);
-                    self.connect(index, next, t, ctx);
-                }
-            }
-            Msg::SentAck { device, msg } => {
-                debug_assert_eq!(device.user, msg.from, "✓ goes to the sender");
-                if self.cut(device, t) {
-                    return;
-                }
-                if self.measured(msg.sent_at) {
-                    record_us(&mut self.latencies.sent_ack, t.as_us() - msg.sent_at.as_us());
-                    ctx.counters.sent_acks_measured += 1;
-                }
-                ctx.second(t).sent_acks += 1;
-                ctx.logs.acked.push((msg.id, msg.to, LogMs::of(t)));
-                let id = msg.client_id();
-                if self.sent.on_server_ack(id) {
-                    ctx.logs.sender_views.push((id.key(), ReceiptState::Sent, LogMs::of(t)));
-                }
-            }
-            Msg::Push { device, msg } => self.on_push(env, device, msg, ctx),
-            Msg::FetchDone { device } => {
-                if !self.cut(device, t) {
-                    self.on_fetch_done(device, t, ctx);
-                }
-            }
-            Msg::Receipt { device, receipt } => {
-                debug_assert_eq!(device.user, receipt.msg.from, "receipts go to the sender");
-                if !self.cut(device, t) {
-                    self.on_receipt(receipt, t, ctx);
-                }
-            }
-            Msg::PresenceUpdate { device, update } => {
-                if !self.cut(device, t) {
-                    self.on_presence(device, update, t, ctx);
-                }
-            }
-            other => unreachable!("client shard got {other:?}"),
+        let Msg::ToDevice { device, frame } = env.msg else { unreachable!("client shard got {:?}", env.msg) };
+        if self.cut(device, env.at) {
+            return; // lost on the way: the server keeps what it pushed unacknowledged
         }
+        let index = self.layout().index(device);
+        self.input(env.at, index, DeviceInput::Frame(frame), ctx);
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
-        let tick = now.as_us() / self.tick_us;
         self.tick_cuts(now, ctx);
+        self.tick_timers(now, ctx);
         self.tick_app_closes(now, ctx);
         self.tick_connects(now, ctx);
-        self.tick_heartbeats(tick, now, ctx);
+        self.tick_heartbeats(now, ctx);
         self.tick_reads(now, ctx);
         self.tick_sends(now, ctx);
+        self.previous_tick = now;
     }
 
     fn finish(&mut self, report: &mut NodeReport) {
         report.latencies = Some(std::mem::take(&mut self.latencies));
-        report.gauge_end = self.sent.in_flight() as u64;
-        for (index, d) in self.devices.iter().enumerate() {
-            if d.state() == DeviceState::Live {
-                let device = self.device_at(index);
-                report.logs.live_devices.push((device.user, device.slot.0));
+        report.gauge_end = self.devices.sends_in_flight() as u64;
+        for index in 0..self.devices.len() {
+            let state = self.devices.state(index);
+            if state.is_connected() {
+                let device = self.layout().device(index);
+                let catching_up_since = (state == DeviceState::CatchingUp).then(|| self.devices.since(index));
+                report.logs.connected.push(ConnectedAtEnd { device: DeviceKey::of(device), catching_up_since });
             }
         }
     }

@@ -17,14 +17,15 @@ use std::sync::Arc;
 /// Start process `me`: build its state from the scenario and run its tick loop.
 pub(crate) async fn start(shared: Arc<Shared>, me: NodeIdx) {
     let (kind, i) = shared.topo.locate(me);
+    let s = shared.clone();
     match kind {
-        NodeKind::ChatServer => run_process(shared.clone(), me, chat::ChatNode::new(&shared, i)).await,
-        NodeKind::ClientShard => run_process(shared.clone(), me, client::ClientShard::new(&shared, i)).await,
-        NodeKind::Redis => run_process(shared.clone(), me, redis::RedisNode::new(&shared)).await,
-        NodeKind::Presence => run_process(shared.clone(), me, presence::PresenceNode::new(&shared)).await,
-        NodeKind::Cassandra => run_process(shared.clone(), me, cassandra::CassandraProcess::new(&shared)).await,
-        NodeKind::Kafka => run_process(shared.clone(), me, kafka::KafkaNode::new(&shared, me)).await,
-        NodeKind::Router => run_process(shared.clone(), me, router::RouterNode::new(&shared, me)).await,
+        NodeKind::ChatServer => run_process(s, me, |_| chat::ChatNode::new(&shared, i)).await,
+        NodeKind::ClientShard => run_process(s, me, |ctx| client::ClientShard::new(&shared, i, &mut ctx.rng)).await,
+        NodeKind::Redis => run_process(s, me, |_| redis::RedisNode::new(&shared)).await,
+        NodeKind::Presence => run_process(s, me, |_| presence::PresenceNode::new(&shared)).await,
+        NodeKind::Cassandra => run_process(s, me, |_| cassandra::CassandraProcess::new(&shared)).await,
+        NodeKind::Kafka => run_process(s, me, |_| kafka::KafkaNode::new(&shared, me)).await,
+        NodeKind::Router => run_process(s, me, |_| router::RouterNode::new(&shared, me)).await,
     }
 }
 

@@ -28,8 +28,9 @@ impl Process for RedisNode {
         match env.msg {
             Msg::SessionSet { req, device, server, ttl, cursor } => {
                 self.shard.session_set(device, server, done, ttl);
-                for &(id, conversation) in self.shard.inbox_since(device.user, cursor) {
-                    ctx.send(env.from, done, Msg::InboxEntry { req, id, conversation });
+                let (entries, end) = self.shard.inbox_since(device.user, cursor);
+                for (pos, id, conversation) in entries {
+                    ctx.send(env.from, done, Msg::InboxEntry { req, pos, id, conversation });
                 }
                 // Stored receipts belong to the sender's phone, which sent the messages.
                 if device.slot.0 == 0 {
@@ -37,7 +38,7 @@ impl Process for RedisNode {
                         ctx.send(env.from, done, Msg::StoredReceipt { req, receipt });
                     }
                 }
-                ctx.send(env.from, done, Msg::InboxEnd { req });
+                ctx.send(env.from, done, Msg::InboxEnd { req, end });
             }
             Msg::SessionClear { device, server } => self.shard.session_clear(device, server),
             Msg::RouteMessage { req, msg } => {

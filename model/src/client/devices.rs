@@ -1,0 +1,477 @@
+//! The devices of one client process and their state machine.
+
+use super::{Backoff, Displayed, SentMessages};
+use crate::{
+    ChatMessage, ClientMsgId, DeviceFrame, DeviceId, DeviceKey, DeviceSlot, InboxPos, PresenceUpdate, Receipt,
+    ReceiptState, ServerFrame, ServerId, Time, UserId,
+};
+use rand::Rng;
+use rustc_hash::FxHashMap;
+
+/// Settings shared by every device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceConfig {
+    /// Reconnect backoff after a refused attempt and after the network returns.
+    pub backoff: Backoff,
+}
+
+/// Where a device is in its connection's life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceState {
+    /// The app is closed (or was never opened): no connection is wanted.
+    #[default]
+    Closed,
+    /// The app is open but has no connection: a retry is scheduled, or the network is down.
+    Waiting,
+    /// A connect is on its way to a server.
+    Connecting,
+    /// Accepted; the inbox fetch is in progress. Arrivals are held, unacknowledged, until it
+    /// ends, so that older fetched messages are shown before newer live ones; a held
+    /// message is not acknowledged, so if the app closes first the server still has it and
+    /// hands it back to the inbox.
+    CatchingUp,
+    /// Shows arrivals as they come and acknowledges each.
+    Live,
+}
+
+impl DeviceState {
+    /// Whether the device has an accepted connection.
+    pub fn is_connected(self) -> bool {
+        matches!(self, DeviceState::CatchingUp | DeviceState::Live)
+    }
+}
+
+/// One device's state: 24 bytes, so that a process can hold millions in a flat vector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientDevice {
+    /// When the device entered its state, in whole milliseconds (49 days fit).
+    since_ms: u32,
+    /// The server of the current connection or attempt.
+    server: Option<ServerId>,
+    state: DeviceState,
+    /// The device knows it has no network (the phone's radio or Wi-Fi is gone).
+    network_down: bool,
+    /// Consecutive failed connect attempts: they widen the backoff window.
+    failures: u8,
+    /// Which of the device's connections this is: frames about a connection name it, so a
+    /// late answer to an old attempt cannot be taken for the current one.
+    epoch: u32,
+    next_seq: u32,
+    /// The inbox position the device has caught up to.
+    cursor: InboxPos,
+}
+
+impl ClientDevice {
+    /// Move to `state` at `now` (a state entered again keeps its start).
+    fn enter(&mut self, state: DeviceState, now: Time) {
+        if self.state != state {
+            self.state = state;
+            self.since_ms = u32::try_from(now.as_ms()).unwrap_or(u32::MAX);
+        }
+    }
+}
+
+/// The user's privacy settings, which the device applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserSettings {
+    pub hide_last_seen: bool,
+    pub read_receipts: bool,
+}
+
+/// Which users' devices a process holds: users `u` with `u % shards == shard`, local user
+/// `i` being user `i * shards + shard`, each with `slots` device slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub shard: u32,
+    pub shards: u32,
+    pub users: usize,
+    pub slots: usize,
+}
+
+impl Layout {
+    /// The index of a device of this process.
+    #[inline]
+    pub fn index(&self, d: DeviceId) -> usize {
+        assert_eq!(d.user.0 % self.shards, self.shard, "{d:?} belongs to another process");
+        (d.user.0 / self.shards) as usize * self.slots + usize::from(d.slot.0)
+    }
+
+    /// The device at an index.
+    #[inline]
+    pub fn device(&self, index: usize) -> DeviceId {
+        DeviceId { user: self.user(index / self.slots), slot: DeviceSlot((index % self.slots) as u8) }
+    }
+
+    /// Local user `i`.
+    #[inline]
+    pub fn user(&self, i: usize) -> UserId {
+        UserId(i as u32 * self.shards + self.shard)
+    }
+}
+
+/// What can happen to a device besides the workload's own calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceInput {
+    /// The user opens the app; the load balancer picked `server`.
+    AppOpen { server: ServerId, settings: UserSettings },
+    /// The user closes the app: a clean disconnect.
+    AppClose,
+    /// The device lost its network; the server is not told.
+    NetworkLost,
+    /// The network is back.
+    NetworkBack,
+    /// A retry the device asked for is due; the load balancer picked `server`.
+    RetryDue { server: ServerId, settings: UserSettings },
+    /// A frame from the device's server.
+    Frame(ServerFrame),
+}
+
+/// What a device asks of its environment, or reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceOutput {
+    /// Put a frame on the device's connection to `server`.
+    Frame { device: DeviceId, server: ServerId, frame: DeviceFrame },
+    /// Call back with `RetryDue` at `at`.
+    RetryAt { device: DeviceId, at: Time },
+    /// The connection was accepted.
+    Connected { device: DeviceId, server: ServerId },
+    /// A server refused the connection; the device retries later.
+    Refused { device: DeviceId, server: ServerId },
+    /// The device showed a message (`fetched`: at the end of a catch-up).
+    Shown { device: DeviceId, msg: ChatMessage, fetched: bool },
+    /// An arrival the device had shown already: acknowledged again, not shown.
+    Duplicate { device: DeviceId, msg: ChatMessage },
+    /// The catch-up that began at `since` is complete: the device is live.
+    CaughtUp { device: DeviceId, since: Time },
+    /// The connection ended during a catch-up; `held` arrivals were dropped unacknowledged.
+    CatchUpInterrupted { device: DeviceId, held: usize },
+    /// The ✓ arrived; `ticks` is the shown state when it changed.
+    SentAckSeen { device: DeviceId, msg: ChatMessage, ticks: Option<ReceiptState> },
+    /// A receipt arrived; `ticks` is the shown state (before, after) when it changed
+    /// (`None` after: settled at read and forgotten).
+    ReceiptSeen { device: DeviceId, receipt: Receipt, ticks: Option<(Option<ReceiptState>, Option<ReceiptState>)> },
+    /// A watched user's presence arrived.
+    PresenceSeen { device: DeviceId, update: PresenceUpdate },
+    /// A frame reached a device that no longer has the connection it came on (the app
+    /// closed or the network went while it was on its way).
+    Unheard { device: DeviceId, frame: ServerFrame },
+}
+
+/// The devices of one process.
+#[derive(Debug)]
+pub struct Devices {
+    config: DeviceConfig,
+    layout: Layout,
+    devices: Vec<ClientDevice>,
+    /// Arrivals held by devices catching up.
+    held: FxHashMap<DeviceKey, Vec<ChatMessage>>,
+    displayed: Displayed,
+    sent: SentMessages,
+}
+
+/// The most arrivals a device holds during one catch-up; a fetch pushes at most the
+/// chat server's `FETCH_ENTRIES_MAX`, and live arrivals during a catch-up are few. Beyond
+/// this the device drops arrivals unacknowledged: the server hands them back.
+pub const HELD_PER_DEVICE_MAX: usize = 16_384;
+const _: () = assert!(HELD_PER_DEVICE_MAX > crate::chat_server::FETCH_ENTRIES_MAX);
+
+impl Devices {
+    /// The devices of `layout`, all closed.
+    pub fn new(layout: Layout, config: DeviceConfig) -> Devices {
+        Devices {
+            config,
+            layout,
+            devices: vec![ClientDevice::default(); layout.users * layout.slots],
+            held: FxHashMap::default(),
+            displayed: Displayed::default(),
+            sent: SentMessages::default(),
+        }
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Device slots held.
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Whether the process holds no device.
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    /// The state of the device at `index`.
+    pub fn state(&self, index: usize) -> DeviceState {
+        self.devices[index].state
+    }
+
+    /// The server the device at `index` is connected to, if it is.
+    pub fn server(&self, index: usize) -> Option<ServerId> {
+        let d = &self.devices[index];
+        d.server.filter(|_| d.state.is_connected())
+    }
+
+    /// Consecutive failed connect attempts of the device at `index`.
+    pub fn failures(&self, index: usize) -> u32 {
+        u32::from(self.devices[index].failures)
+    }
+
+    /// The inbox position the device at `index` has caught up to.
+    pub fn cursor(&self, index: usize) -> InboxPos {
+        self.devices[index].cursor
+    }
+
+    /// When the device at `index` entered its current state (to the millisecond).
+    pub fn since(&self, index: usize) -> Time {
+        Time::from_ms(u64::from(self.devices[index].since_ms))
+    }
+
+    /// Messages sent by these devices still waiting for a tick.
+    pub fn sends_in_flight(&self) -> usize {
+        self.sent.in_flight()
+    }
+
+    /// Handle one input to the device at `index` at `now`.
+    pub fn handle(
+        &mut self,
+        now: Time,
+        index: usize,
+        input: DeviceInput,
+        rng: &mut impl Rng,
+        out: &mut Vec<DeviceOutput>,
+    ) {
+        let device = self.layout.device(index);
+        let d = self.devices[index];
+        match input {
+            DeviceInput::AppOpen { server, settings } => {
+                if d.state == DeviceState::Closed {
+                    self.devices[index].enter(DeviceState::Waiting, now);
+                    if !d.network_down {
+                        self.attempt(now, index, server, settings, out);
+                    }
+                }
+            }
+            DeviceInput::AppClose => {
+                let attached = matches!(d.state, DeviceState::Connecting) || d.state.is_connected();
+                if let (true, false, Some(server)) = (attached, d.network_down, d.server) {
+                    let frame = DeviceFrame::Disconnect { epoch: d.epoch };
+                    out.push(DeviceOutput::Frame { device, server, frame });
+                }
+                self.detach(index, out);
+                self.devices[index].enter(DeviceState::Closed, now);
+            }
+            DeviceInput::NetworkLost => {
+                self.detach(index, out);
+                let d = &mut self.devices[index];
+                d.network_down = true;
+                if d.state != DeviceState::Closed {
+                    d.enter(DeviceState::Waiting, now);
+                }
+            }
+            DeviceInput::NetworkBack => {
+                let d = &mut self.devices[index];
+                d.network_down = false;
+                if d.state == DeviceState::Waiting {
+                    // The connectivity change wakes the app: a fresh start, jittered so that
+                    // devices whose network returns together do not reconnect together.
+                    d.failures = 0;
+                    let at = now + self.config.backoff.delay(0, rng);
+                    out.push(DeviceOutput::RetryAt { device, at });
+                }
+            }
+            DeviceInput::RetryDue { server, settings } => {
+                if d.state == DeviceState::Waiting && !d.network_down {
+                    self.attempt(now, index, server, settings, out);
+                }
+            }
+            DeviceInput::Frame(frame) => self.on_frame(now, index, frame, rng, out),
+        }
+    }
+
+    fn attempt(
+        &mut self,
+        now: Time,
+        index: usize,
+        server: ServerId,
+        settings: UserSettings,
+        out: &mut Vec<DeviceOutput>,
+    ) {
+        let d = &mut self.devices[index];
+        d.epoch = d.epoch.wrapping_add(1);
+        d.enter(DeviceState::Connecting, now);
+        d.server = Some(server);
+        let frame = DeviceFrame::Connect { epoch: d.epoch, cursor: d.cursor, hide_last_seen: settings.hide_last_seen };
+        out.push(DeviceOutput::Frame { device: self.layout.device(index), server, frame });
+    }
+
+    /// The connection (or attempt) is gone: what was held unacknowledged is dropped.
+    fn detach(&mut self, index: usize, out: &mut Vec<DeviceOutput>) {
+        let device = self.layout.device(index);
+        if let Some(held) = self.held.remove(&DeviceKey::of(device)) {
+            out.push(DeviceOutput::CatchUpInterrupted { device, held: held.len() });
+        }
+        self.devices[index].server = None;
+    }
+
+    fn on_frame(
+        &mut self,
+        now: Time,
+        index: usize,
+        frame: ServerFrame,
+        rng: &mut impl Rng,
+        out: &mut Vec<DeviceOutput>,
+    ) {
+        let device = self.layout.device(index);
+        let d = self.devices[index];
+        match frame {
+            ServerFrame::ConnectAccepted { server, epoch } => {
+                if d.state == DeviceState::Connecting && epoch == d.epoch {
+                    let d = &mut self.devices[index];
+                    d.enter(DeviceState::CatchingUp, now);
+                    d.failures = 0;
+                    d.server = Some(server);
+                    self.held.insert(DeviceKey::of(device), Vec::new());
+                    out.push(DeviceOutput::Connected { device, server });
+                }
+            }
+            ServerFrame::ConnectRefused { server, epoch } => {
+                if d.state == DeviceState::Connecting && epoch == d.epoch {
+                    let d = &mut self.devices[index];
+                    d.enter(DeviceState::Waiting, now);
+                    d.server = None;
+                    d.failures = d.failures.saturating_add(1);
+                    let at = now + self.config.backoff.delay(u32::from(d.failures), rng);
+                    out.push(DeviceOutput::Refused { device, server });
+                    out.push(DeviceOutput::RetryAt { device, at });
+                }
+            }
+            _ if !d.state.is_connected() => {
+                // A frame for a connection the device no longer has: gone with it.
+                out.push(DeviceOutput::Unheard { device, frame });
+            }
+            ServerFrame::Push { msg } => self.on_push(now, index, msg, out),
+            ServerFrame::FetchDone { upto } => self.on_fetch_done(now, index, upto, out),
+            ServerFrame::SentAck { msg } => {
+                let changed = self.sent.on_server_ack(msg.client_id());
+                out.push(DeviceOutput::SentAckSeen { device, msg, ticks: changed.then_some(ReceiptState::Sent) });
+            }
+            ServerFrame::Receipt { receipt } => {
+                let ticks = self.sent.on_receipt(receipt.msg.client_id(), receipt.event());
+                out.push(DeviceOutput::ReceiptSeen { device, receipt, ticks });
+            }
+            ServerFrame::PresenceUpdate { update } => out.push(DeviceOutput::PresenceSeen { device, update }),
+        }
+    }
+
+    fn on_push(&mut self, now: Time, index: usize, msg: ChatMessage, out: &mut Vec<DeviceOutput>) {
+        let device = self.layout.device(index);
+        let server = self.devices[index].server.expect("a connected device has a server");
+        if self.devices[index].state == DeviceState::CatchingUp {
+            if self.displayed.has_shown(device, &msg) {
+                // Shown before (a repeat of a push whose ACK was lost): that survives a
+                // close, so it is acknowledged at once.
+                out.push(DeviceOutput::Duplicate { device, msg });
+                ack(device, server, msg, now, out);
+            } else if let Some(held) = self.held.get_mut(&DeviceKey::of(device)) {
+                if held.len() < HELD_PER_DEVICE_MAX {
+                    held.push(msg);
+                }
+            }
+            return;
+        }
+        self.show(device, msg, false, out);
+        ack(device, server, msg, now, out);
+    }
+
+    fn on_fetch_done(&mut self, now: Time, index: usize, upto: InboxPos, out: &mut Vec<DeviceOutput>) {
+        let device = self.layout.device(index);
+        if self.devices[index].state != DeviceState::CatchingUp {
+            return;
+        }
+        let server = self.devices[index].server.expect("a connected device has a server");
+        let Some(mut held) = self.held.remove(&DeviceKey::of(device)) else { return };
+        // Fetched messages came first on the socket, live ones after: show all in id order,
+        // each once, and acknowledge each now that it is shown.
+        held.sort_unstable_by_key(|m| m.id);
+        for msg in held {
+            self.show(device, msg, true, out);
+            ack(device, server, msg, now, out);
+        }
+        let d = &mut self.devices[index];
+        d.cursor = d.cursor.max(upto);
+        let since = Time::from_ms(u64::from(d.since_ms));
+        d.enter(DeviceState::Live, now);
+        out.push(DeviceOutput::CaughtUp { device, since });
+    }
+
+    fn show(&mut self, device: DeviceId, msg: ChatMessage, fetched: bool, out: &mut Vec<DeviceOutput>) {
+        if self.displayed.show(device, &msg) {
+            out.push(DeviceOutput::Shown { device, msg, fetched });
+        } else {
+            out.push(DeviceOutput::Duplicate { device, msg });
+        }
+    }
+
+    /// The user of the phone at `index` sends a message to `to`, if the phone is connected.
+    /// Returns the client sequence number of the send.
+    pub fn send(&mut self, now: Time, index: usize, to: UserId, out: &mut Vec<DeviceOutput>) -> Option<u32> {
+        let server = self.server(index)?;
+        let device = self.layout.device(index);
+        let d = &mut self.devices[index];
+        let client_seq = d.next_seq;
+        d.next_seq = d.next_seq.wrapping_add(1);
+        self.sent.on_send(ClientMsgId { sender: device.user, seq: client_seq });
+        let frame = DeviceFrame::Send { to, client_seq, sent_at: now };
+        out.push(DeviceOutput::Frame { device, server, frame });
+        Some(client_seq)
+    }
+
+    /// The device's heartbeat is due: it beats if it is connected.
+    pub fn heartbeat(&self, index: usize, out: &mut Vec<DeviceOutput>) -> bool {
+        let Some(server) = self.server(index) else { return false };
+        out.push(DeviceOutput::Frame { device: self.layout.device(index), server, frame: DeviceFrame::Heartbeat });
+        true
+    }
+
+    /// The user reads `msg` on the device at `index`: a read receipt goes out if the device
+    /// is connected and the user has read receipts on. Returns whether it went out.
+    pub fn read(
+        &self,
+        now: Time,
+        index: usize,
+        msg: ChatMessage,
+        settings: UserSettings,
+        out: &mut Vec<DeviceOutput>,
+    ) -> bool {
+        let Some(server) = self.server(index) else { return false };
+        if !settings.read_receipts {
+            return false;
+        }
+        let frame = DeviceFrame::ReadAck { msg, at: now };
+        out.push(DeviceOutput::Frame { device: self.layout.device(index), server, frame });
+        true
+    }
+
+    /// The user opens the chat with `target` on the device at `index`: it subscribes to the
+    /// target's presence, if connected.
+    pub fn subscribe(&self, index: usize, target: UserId, out: &mut Vec<DeviceOutput>) -> bool {
+        let Some(server) = self.server(index) else { return false };
+        out.push(DeviceOutput::Frame {
+            device: self.layout.device(index),
+            server,
+            frame: DeviceFrame::Subscribe { target },
+        });
+        true
+    }
+}
+
+/// Acknowledge a message the device has (or had) shown.
+fn ack(device: DeviceId, server: ServerId, msg: ChatMessage, now: Time, out: &mut Vec<DeviceOutput>) {
+    out.push(DeviceOutput::Frame { device, server, frame: DeviceFrame::DeliveredAck { msg, at: now } });
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+//! One transition per test, driven with explicit times.
+
+use super::*;
+use crate::{ConversationId, MessageId};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::time::Duration;
+use DeviceInput as In;
+use DeviceOutput as Out;
+
+const PHONE: usize = 0;
+const SERVER: ServerId = ServerId(3);
+const SETTINGS: UserSettings = UserSettings { hide_last_seen: false, read_receipts: true };
+
+struct Rig {
+    devices: Devices,
+    rng: ChaCha8Rng,
+    out: Vec<DeviceOutput>,
+}
+
+impl Rig {
+    /// Two users on one process, phone and web each.
+    fn new() -> Rig {
+        let layout = Layout { shard: 0, shards: 1, users: 2, slots: 2 };
+        let config = DeviceConfig { backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(8) } };
+        Rig { devices: Devices::new(layout, config), rng: ChaCha8Rng::seed_from_u64(1), out: Vec::new() }
+    }
+
+    fn input(&mut self, ms: u64, index: usize, input: DeviceInput) -> Vec<DeviceOutput> {
+        self.out.clear();
+        self.devices.handle(Time::from_ms(ms), index, input, &mut self.rng, &mut self.out);
+        self.out.clone()
+    }
+
+    fn frame(&mut self, ms: u64, index: usize, frame: ServerFrame) -> Vec<DeviceOutput> {
+        self.input(ms, index, In::Frame(frame))
+    }
+
+    /// Open the app and have the connection accepted at `ms`.
+    fn connect(&mut self, ms: u64, index: usize) {
+        self.input(ms, index, In::AppOpen { server: SERVER, settings: SETTINGS });
+        let epoch = self.epoch(index);
+        self.frame(ms, index, ServerFrame::ConnectAccepted { server: SERVER, epoch });
+    }
+
+    fn epoch(&self, index: usize) -> u32 {
+        self.devices.devices[index].epoch
+    }
+}
+
+fn msg(id: u64, conversation: u64) -> ChatMessage {
+    ChatMessage {
+        id: MessageId(id),
+        conversation: ConversationId(conversation),
+        from: UserId(1),
+        to: UserId(0),
+        client_seq: 0,
+        sent_at: Time::ZERO,
+    }
+}
+
+fn phone() -> DeviceId {
+    DeviceId::phone(UserId(0))
+}
+
+fn acks(out: &[DeviceOutput]) -> Vec<u64> {
+    out.iter()
+        .filter_map(|o| match o {
+            Out::Frame { frame: DeviceFrame::DeliveredAck { msg, .. }, .. } => Some(msg.id.0),
+            _ => None,
+        })
+        .collect()
+}
+
+fn shown(out: &[DeviceOutput]) -> Vec<u64> {
+    out.iter()
+        .filter_map(|o| match o {
+            Out::Shown { msg, .. } => Some(msg.id.0),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn opening_the_app_connects_with_the_cursor_and_a_new_epoch() {
+    let mut r = Rig::new();
+    let out = r.input(0, PHONE, In::AppOpen { server: SERVER, settings: SETTINGS });
+    let connect = DeviceFrame::Connect { epoch: 1, cursor: InboxPos(0), hide_last_seen: false };
+    assert_eq!(out, vec![Out::Frame { device: phone(), server: SERVER, frame: connect }]);
+    assert_eq!(r.devices.state(PHONE), DeviceState::Connecting);
+    let out = r.frame(5, PHONE, ServerFrame::ConnectAccepted { server: SERVER, epoch: 1 });
+    assert_eq!(out, vec![Out::Connected { device: phone(), server: SERVER }]);
+    assert_eq!(r.devices.state(PHONE), DeviceState::CatchingUp);
+    assert_eq!(r.devices.since(PHONE), Time::from_ms(5));
+}
+
+#[test]
+fn arrivals_during_a_catch_up_are_held_unacknowledged_then_shown_in_id_order() {
+    let mut r = Rig::new();
+    r.connect(0, PHONE);
+    let out = r.frame(1, PHONE, ServerFrame::Push { msg: msg(9, 1) });
+    assert!(out.is_empty(), "held, not acknowledged: {out:?}");
+    r.frame(2, PHONE, ServerFrame::Push { msg: msg(4, 1) });
+    let out = r.frame(3, PHONE, ServerFrame::FetchDone { upto: InboxPos(7) });
+    assert_eq!(shown(&out), vec![4, 9]);
+    assert_eq!(acks(&out), vec![4, 9], "acknowledged once shown");
+    assert_eq!(out.last(), Some(&Out::CaughtUp { device: phone(), since: Time::ZERO }));
+    assert_eq!((r.devices.state(PHONE), r.devices.cursor(PHONE)), (DeviceState::Live, InboxPos(7)));
+}
+
+#[test]
+fn closing_the_app_during_a_catch_up_drops_what_it_held_unacknowledged() {
+    let mut r = Rig::new();
+    r.connect(0, PHONE);
+    r.frame(1, PHONE, ServerFrame::Push { msg: msg(9, 1) });
+    let out = r.input(2, PHONE, In::AppClose);
+    assert_eq!(
+        out,
+        vec![
+            Out::Frame { device: phone(), server: SERVER, frame: DeviceFrame::Disconnect { epoch: 1 } },
+            Out::CatchUpInterrupted { device: phone(), held: 1 },
+        ]
+    );
+    assert!(acks(&out).is_empty(), "the server keeps it and hands it back to the inbox");
+    assert_eq!((r.devices.state(PHONE), r.devices.cursor(PHONE)), (DeviceState::Closed, InboxPos(0)));
+    let late = ServerFrame::FetchDone { upto: InboxPos(5) };
+    assert_eq!(
+        r.frame(3, PHONE, late),
+        vec![Out::Unheard { device: phone(), frame: late }],
+        "a late fetch end is ignored"
+    );
+    assert_eq!(r.devices.cursor(PHONE), InboxPos(0));
+}
+
+#[test]
+fn a_live_device_shows_and_acknowledges_each_arrival_and_acknowledges_repeats_again() {
+    let mut r = Rig::new();
+    r.connect(0, PHONE);
+    r.frame(1, PHONE, ServerFrame::FetchDone { upto: InboxPos(0) });
+    let out = r.frame(2, PHONE, ServerFrame::Push { msg: msg(5, 1) });
+    assert_eq!((shown(&out), acks(&out)), (vec![5], vec![5]));
+    let out = r.frame(3, PHONE, ServerFrame::Push { msg: msg(5, 1) });
+    assert_eq!(out[0], Out::Duplicate { device: phone(), msg: msg(5, 1) });
+    assert_eq!(acks(&out), vec![5], "the first ACK may have been lost");
+}
+
+#[test]
+fn a_repeat_of_a_shown_message_during_a_catch_up_is_acknowledged_at_once() {
+    let mut r = Rig::new();
+    r.connect(0, PHONE);
+    r.frame(1, PHONE, ServerFrame::FetchDone { upto: InboxPos(0) });
+    r.frame(2, PHONE, ServerFrame::Push { msg: msg(5, 1) });
+    r.input(3, PHONE, In::AppClose);
+    r.connect(4, PHONE);
+    let out = r.frame(5, PHONE, ServerFrame::Push { msg: msg(5, 1) });
+    assert_eq!(acks(&out), vec![5], "shown before the close: it survived it");
+}
+
+#[test]
+fn a_refused_device_backs_off_with_jitter_and_tries_again_with_a_new_epoch() {
+    let mut r = Rig::new();
+    r.input(0, PHONE, In::AppOpen { server: SERVER, settings: SETTINGS });
+    let out = r.frame(10, PHONE, ServerFrame::ConnectRefused { server: SERVER, epoch: 1 });
+    let Out::RetryAt { at, .. } = out[1] else { panic!("{out:?}") };
+    assert!(at >= Time::from_ms(10) && at < Time::from_ms(2_010), "first retry within 2 x base: {at}");
+    assert_eq!((r.devices.state(PHONE), r.devices.failures(PHONE)), (DeviceState::Waiting, 1));
+    let out = r.input(at.as_ms(), PHONE, In::RetryDue { server: ServerId(4), settings: SETTINGS });
+    let connect = DeviceFrame::Connect { epoch: 2, cursor: InboxPos(0), hide_last_seen: false };
+    assert_eq!(out, vec![Out::Frame { device: phone(), server: ServerId(4), frame: connect }]);
+    r.frame(at.as_ms() + 1, PHONE, ServerFrame::ConnectAccepted { server: ServerId(4), epoch: 2 });
+    assert_eq!((r.devices.server(PHONE), r.devices.failures(PHONE)), (Some(ServerId(4)), 0));
+}
+
+#[test]
+fn the_backoff_window_grows_with_each_refusal_up_to_the_cap() {
+    let mut r = Rig::new();
+    r.input(0, PHONE, In::AppOpen { server: SERVER, settings: SETTINGS });
+    let mut latest = 0;
+    for _ in 0..50 {
+        let epoch = r.epoch(PHONE);
+        let out = r.frame(0, PHONE, ServerFrame::ConnectRefused { server: SERVER, epoch });
+        let Out::RetryAt { at, .. } = out[1] else { panic!("{out:?}") };
+        assert!(at < Time::from_secs(8), "capped at 8 s: {at}");
+        latest = latest.max(at.as_ms());
+        r.input(0, PHONE, In::RetryDue { server: SERVER, settings: SETTINGS });
+    }
+    assert!(latest > 4_000, "later retries use the wide windows: {latest} ms");
+}
+
+#[test]
+fn a_late_answer_to_an_old_attempt_is_ignored() {
+    let mut r = Rig::new();
+    r.input(0, PHONE, In::AppOpen { server: SERVER, settings: SETTINGS });
+    r.input(1, PHONE, In::NetworkLost);
+    r.input(2, PHONE, In::NetworkBack);
+    r.input(3, PHONE, In::RetryDue { server: SERVER, settings: SETTINGS });
+    assert_eq!(r.epoch(PHONE), 2);
+    assert!(r.frame(4, PHONE, ServerFrame::ConnectAccepted { server: SERVER, epoch: 1 }).is_empty());
+    assert_eq!(r.devices.state(PHONE), DeviceState::Connecting);
+}
+
+#[test]
+fn without_a_network_the_device_sends_nothing_and_reconnects_soon_after_it_returns() {
+    let mut r = Rig::new();
+    r.connect(0, PHONE);
+    r.frame(1, PHONE, ServerFrame::FetchDone { upto: InboxPos(0) });
+    let out = r.input(2, PHONE, In::NetworkLost);
+    assert!(out.is_empty(), "the server is not told: {out:?}");
+    assert!(!r.devices.heartbeat(PHONE, &mut r.out));
+    assert!(r.input(3, PHONE, In::RetryDue { server: SERVER, settings: SETTINGS }).is_empty());
+    let push = ServerFrame::Push { msg: msg(5, 1) };
+    assert_eq!(
+        r.frame(4, PHONE, push),
+        vec![Out::Unheard { device: phone(), frame: push }],
+        "not shown, not acknowledged"
+    );
+    let out = r.input(10_000, PHONE, In::NetworkBack);
+    let Out::RetryAt { at, .. } = out[0] else { panic!("{out:?}") };
+    assert!(at < Time::from_ms(11_000), "within the base window: {at}");
+}
+
+#[test]
+fn sends_heartbeats_and_reads_need_a_connection_and_reads_respect_the_setting() {
+    let mut r = Rig::new();
+    let mut out = Vec::new();
+    assert_eq!(r.devices.send(Time::ZERO, PHONE, UserId(1), &mut out), None);
+    r.connect(0, PHONE);
+    assert_eq!(r.devices.send(Time::ZERO, PHONE, UserId(1), &mut out), Some(0));
+    assert_eq!(r.devices.send(Time::ZERO, PHONE, UserId(1), &mut out), Some(1));
+    assert_eq!(r.devices.sends_in_flight(), 2);
+    assert!(r.devices.heartbeat(PHONE, &mut out));
+    assert!(r.devices.read(Time::ZERO, PHONE, msg(5, 1), SETTINGS, &mut out));
+    let off = UserSettings { read_receipts: false, ..SETTINGS };
+    assert!(!r.devices.read(Time::ZERO, PHONE, msg(5, 1), off, &mut out));
+}
+
+#[test]
+fn the_ticks_of_a_sent_message_move_forward_only() {
+    let mut r = Rig::new();
+    r.connect(0, PHONE);
+    let mut out = Vec::new();
+    r.devices.send(Time::ZERO, PHONE, UserId(1), &mut out);
+    let mine = ChatMessage { from: UserId(0), to: UserId(1), client_seq: 0, ..msg(3, 1) };
+    let out = r.frame(1, PHONE, ServerFrame::SentAck { msg: mine });
+    assert_eq!(out, vec![Out::SentAckSeen { device: phone(), msg: mine, ticks: Some(ReceiptState::Sent) }]);
+    let receipt = Receipt { msg: mine, state: ReceiptState::Delivered, by: DeviceId::phone(UserId(1)), at: Time::ZERO };
+    let out = r.frame(2, PHONE, ServerFrame::Receipt { receipt });
+    let moved = Some((Some(ReceiptState::Sent), Some(ReceiptState::Delivered)));
+    assert_eq!(out, vec![Out::ReceiptSeen { device: phone(), receipt, ticks: moved }]);
+    let out = r.frame(3, PHONE, ServerFrame::Receipt { receipt });
+    assert_eq!(out, vec![Out::ReceiptSeen { device: phone(), receipt, ticks: None }], "a repeat changes nothing");
+}

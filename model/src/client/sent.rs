@@ -1,0 +1,86 @@
+//! The ticks (✓, ✓✓ grey, ✓✓ blue) of messages a set of devices sent.
+
+use crate::{ClientMsgId, ReceiptEvent, ReceiptState, SenderView};
+use rustc_hash::FxHashMap;
+
+/// The ticks of messages in flight from a set of devices, keyed by client id. An entry
+/// lives from the send until the ✓ and the read receipt have arrived, in any order; a
+/// message that is not here was never sent by these devices or is settled (read), so a
+/// late receipt for it changes nothing.
+#[derive(Debug, Default)]
+pub struct SentMessages {
+    views: FxHashMap<u64, SenderView>,
+}
+
+impl SentMessages {
+    /// The device sent `id`: its ticks start empty.
+    pub fn on_send(&mut self, id: ClientMsgId) {
+        self.views.insert(id.key(), SenderView::default());
+    }
+
+    /// The server's ✓ for `id` arrived. Returns whether the shown ticks changed.
+    pub fn on_server_ack(&mut self, id: ClientMsgId) -> bool {
+        let Some(view) = self.views.get_mut(&id.key()) else { return false };
+        let changed = view.on_server_ack();
+        self.forget_if_settled(id);
+        changed
+    }
+
+    /// A receipt for `id` arrived. Returns the ticks shown before and after, when they
+    /// changed (`None` after: settled at read and forgotten).
+    pub fn on_receipt(
+        &mut self,
+        id: ClientMsgId,
+        event: ReceiptEvent,
+    ) -> Option<(Option<ReceiptState>, Option<ReceiptState>)> {
+        let view = self.views.get_mut(&id.key())?;
+        let before = view.shown();
+        if !view.on_receipt(event) {
+            return None;
+        }
+        let after = view.shown();
+        self.forget_if_settled(id);
+        Some((before, after))
+    }
+
+    /// What the sender's device shows for `id` now (`None`: in flight or settled and
+    /// forgotten).
+    pub fn shown(&self, id: ClientMsgId) -> Option<ReceiptState> {
+        self.views.get(&id.key()).and_then(SenderView::shown)
+    }
+
+    /// Messages still waiting for a tick.
+    pub fn in_flight(&self) -> usize {
+        self.views.len()
+    }
+
+    fn forget_if_settled(&mut self, id: ClientMsgId) {
+        // Read is the last state; once the ✓ and the read receipt are in, nothing can
+        // move this view again.
+        if self.views[&id.key()].settled_at(ReceiptState::Read) {
+            self.views.remove(&id.key());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::UserId;
+
+    #[test]
+    fn sent_messages_forget_once_read_and_acked_in_any_order() {
+        let mut s = SentMessages::default();
+        let a = ClientMsgId { sender: UserId(1), seq: 0 };
+        assert!(!s.on_server_ack(a), "not sent by these devices");
+        s.on_send(a);
+        assert_eq!(s.on_receipt(a, ReceiptEvent::DeliveredAck), Some((None, Some(ReceiptState::Delivered))));
+        assert_eq!(s.shown(a), Some(ReceiptState::Delivered));
+        assert!(!s.on_server_ack(a), "a late ✓ after ✓✓ changes nothing");
+        let read = Some((Some(ReceiptState::Delivered), Some(ReceiptState::Read)));
+        assert_eq!(s.on_receipt(a, ReceiptEvent::ReadAck), read);
+        assert_eq!(s.in_flight(), 0);
+        assert_eq!(s.on_receipt(a, ReceiptEvent::DeliveredAck), None, "a late receipt after settling changes nothing");
+        assert_eq!(s.shown(a), None);
+    }
+}

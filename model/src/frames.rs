@@ -1,0 +1,43 @@
+//! What travels on a device's WebSocket, each way. The device model produces
+//! `DeviceFrame`s and consumes `ServerFrame`s; the chat server the reverse. The simulator
+//! carries them as they are.
+
+use crate::{ChatMessage, InboxPos, PresenceUpdate, Receipt, ServerId, Time, UserId};
+
+/// A frame a device sends to its chat server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceFrame {
+    /// Open the device's `epoch`th connection; fetch the inbox from `cursor`.
+    Connect { epoch: u32, cursor: InboxPos, hide_last_seen: bool },
+    /// Close the `epoch`th connection cleanly (the user closed the app).
+    Disconnect { epoch: u32 },
+    /// The 30 s keep-alive.
+    Heartbeat,
+    /// A new message, with the device's retry-safe sequence number.
+    Send { to: UserId, client_seq: u32, sent_at: Time },
+    /// The device has the message (✓✓ grey for the sender); `at` is when it showed it.
+    DeliveredAck { msg: ChatMessage, at: Time },
+    /// The user read the message (✓✓ blue for the sender).
+    ReadAck { msg: ChatMessage, at: Time },
+    /// The user opened the chat with `target`: watch its presence.
+    Subscribe { target: UserId },
+}
+
+/// A frame a chat server sends to a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerFrame {
+    /// The `epoch`th connection is accepted; the catch-up begins.
+    ConnectAccepted { server: ServerId, epoch: u32 },
+    /// The server is full.
+    ConnectRefused { server: ServerId, epoch: u32 },
+    /// ✓: the message is stored on a quorum.
+    SentAck { msg: ChatMessage },
+    /// A message for the device (live, or fetched from the inbox).
+    Push { msg: ChatMessage },
+    /// Every inbox entry before `upto` has been pushed: the catch-up is complete.
+    FetchDone { upto: InboxPos },
+    /// ✓✓ grey or blue for one of the device's messages.
+    Receipt { receipt: Receipt },
+    /// A watched user's presence changed.
+    PresenceUpdate { update: PresenceUpdate },
+}
