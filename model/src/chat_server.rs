@@ -125,6 +125,9 @@ struct PendingWrite {
     msg: ChatMessage,
     device: DeviceId,
     acks: u8,
+    /// A quorum holds it (✓ sent); it waits to be published after the earlier messages of
+    /// its conversation.
+    durable: bool,
 }
 
 #[derive(Debug)]
@@ -198,6 +201,10 @@ pub struct ChatServer {
     /// kept inline, without a heap buffer.
     unacked: FxHashMap<DeviceKey, SmallVec<[(ChatMessage, Time); 1]>>,
     writes: SlotMap<DefaultKey, PendingWrite>,
+    /// Writes not yet published, per conversation, in the order their ids were minted: a
+    /// conversation is published in id order even when a later write reaches its quorum
+    /// first, so the topic and every tier after it carry it in order.
+    unpublished: FxHashMap<ConversationId, SmallVec<[DefaultKey; 2]>>,
     publishes: SlotMap<DefaultKey, PendingPublish>,
     /// Publish deadlines in the order they were set (a deadline is always now + timeout).
     publish_deadlines: VecDeque<(Time, DefaultKey)>,
@@ -226,6 +233,7 @@ impl ChatServer {
             silence_checks_from_s: 0,
             unacked: FxHashMap::default(),
             writes: SlotMap::new(),
+            unpublished: FxHashMap::default(),
             publishes: SlotMap::new(),
             publish_deadlines: VecDeque::new(),
             receipts: SlotMap::new(),
@@ -351,8 +359,9 @@ impl ChatServer {
                     client_seq,
                     sent_at,
                 };
-                let req = key_to_req(self.writes.insert(PendingWrite { msg, device, acks: 0 }));
-                out.push(Out::Persist { req, msg });
+                let key = self.writes.insert(PendingWrite { msg, device, acks: 0, durable: false });
+                self.unpublished.entry(msg.conversation).or_default().push(key);
+                out.push(Out::Persist { req: key_to_req(key), msg });
             }
             DeviceFrame::DeliveredAck { msg, at } => {
                 if let Some(pending) = self.unacked.get_mut(&key) {
@@ -504,16 +513,27 @@ impl ChatServer {
             return; // a replica answering after the quorum did: nothing left to do
         };
         w.acks += 1;
-        if w.acks < self.quorum {
+        if w.durable || w.acks < self.quorum {
             return;
         }
-        let w = self.writes.remove(key).expect("entry checked above");
-        if self.is_connected(w.device) {
-            out.push(ChatServerOutput::ToDevice { device: w.device, frame: ServerFrame::SentAck { msg: w.msg } });
+        w.durable = true;
+        let (msg, device) = (w.msg, w.device);
+        if self.is_connected(device) {
+            out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::SentAck { msg } });
         }
-        let key = self.publishes.insert(PendingPublish { msg: w.msg });
-        self.publish_deadlines.push_back((now + self.config.publish_timeout, key));
-        out.push(ChatServerOutput::Publish { req: key_to_req(key), msg: w.msg });
+        // Publish this write and the durable ones after it, up to the first still waiting.
+        let queue = self.unpublished.get_mut(&msg.conversation).expect("a pending write is queued");
+        let ready = queue.iter().take_while(|&&k| self.writes[k].durable).count();
+        let ready: SmallVec<[DefaultKey; 2]> = queue.drain(..ready).collect();
+        if queue.is_empty() {
+            self.unpublished.remove(&msg.conversation);
+        }
+        for k in ready {
+            let w = self.writes.remove(k).expect("queued writes are pending");
+            let key = self.publishes.insert(PendingPublish { msg: w.msg });
+            self.publish_deadlines.push_back((now + self.config.publish_timeout, key));
+            out.push(ChatServerOutput::Publish { req: key_to_req(key), msg: w.msg });
+        }
     }
 
     fn on_inbox_entry(

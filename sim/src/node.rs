@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use wasim_model::{ChatMessage, DeviceId, DeviceKey, Time, UserId};
+use wasim_model::{ChatMessage, ConversationId, DeviceId, DeviceKey, Time, UserId};
 
 /// The logical clock every process follows. The supervisor advances it one tick at a
 /// time and wakes the processes; madsim only advances its own clock once every process
@@ -138,6 +138,9 @@ impl Latency for NetDraw {
     }
 }
 
+/// In-order keys of device sockets are set apart from conversation keys by their top bit.
+const SOCKET_KEYS: u64 = 1 << 63;
+
 /// Stream numbers of a process's RNGs: the handlers' stream and the network's.
 const STREAMS_PER_PROCESS: u64 = 2;
 
@@ -182,10 +185,25 @@ impl Ctx {
         self.outbox.send(to, depart, channel, msg);
     }
 
-    /// Send on `device`'s WebSocket: in order with everything else on that socket.
+    /// Send on `device`'s WebSocket: one writer per socket, so every frame leaves and
+    /// arrives in the order it was written.
     #[inline]
     pub fn send_socket(&mut self, to: NodeIdx, depart: Time, msg: Msg, device: DeviceId) {
-        self.outbox.send(to, depart, Channel::Socket(DeviceKey::of(device).0), msg);
+        let key = DeviceKey::of(device).0;
+        self.outbox.send_in_order(to, depart, Channel::Socket(key), msg, u64::from(key) | SOCKET_KEYS);
+    }
+
+    /// Send a message of `conversation` in order with the others of that conversation sent
+    /// by this process: a conversation reaches its devices in id order through tiers with
+    /// many workers (a Kafka partition, a consumer's partition, a device's socket are all
+    /// worked in order).
+    #[inline]
+    pub fn send_in_order(&mut self, to: NodeIdx, depart: Time, msg: Msg, conversation: ConversationId) {
+        let channel = match self.topo.link(self.me, to) {
+            Link::InDatacenter => Channel::Link,
+            Link::ClientServer => Channel::Unordered,
+        };
+        self.outbox.send_in_order(to, depart, channel, msg, conversation.0 & !SOCKET_KEYS);
     }
 
     /// What the process has yet to send at `now`: replies of requests still queued or in

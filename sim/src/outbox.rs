@@ -9,6 +9,12 @@
 //! tick's sends sorted by departure. The link's order is then applied in departure order,
 //! never in the order the handlers happened to run: a reply leaves when its own service
 //! ends, not behind a request that started earlier.
+//!
+//! Some work is done in order per key, whatever the number of workers: a device's
+//! WebSocket is written by one thread, a Kafka partition is appended and consumed in
+//! offset order, and a conversation's messages must reach the device in id order. A send
+//! made "in order" on a key leaves no earlier than the previous send on that key, so a
+//! short request cannot overtake a long one of the same key.
 
 use crate::msg::{Envelope, Msg, NodeIdx};
 use std::cmp::Ordering;
@@ -25,6 +31,12 @@ pub(crate) enum Channel {
     /// One device's WebSocket, named by its packed device key.
     Socket(u32),
 }
+
+/// Slots of the in-order table (a power of two): far more than the keys of one process
+/// with a send in flight at once. Two keys sharing a slot are ordered together, which
+/// delays one a little but never reorders either; a slot whose key has nothing in flight
+/// is taken over.
+const IN_ORDER_SLOTS: usize = 1 << 13;
 
 /// Slots of the socket-order table (a power of two): far more than the sockets of one
 /// process with something in flight at once. Two sockets sharing a slot are ordered
@@ -82,6 +94,8 @@ pub(crate) struct Outbox {
     link_last: Vec<Time>,
     /// Last arrival per device socket (direct-mapped; allocated on first use).
     sockets: Vec<(u32, Time)>,
+    /// Last departure per in-order key (direct-mapped; allocated on first use).
+    in_order: Vec<(u64, Time)>,
 }
 
 /// Draws the latency of a send on the way out (in departure order).
@@ -100,7 +114,26 @@ impl Outbox {
             due: Vec::new(),
             link_last: vec![Time::ZERO; nodes],
             sockets: Vec::new(),
+            in_order: Vec::new(),
         }
+    }
+
+    /// Hold `msg` for `to`, leaving at `depart` but not before the previous send made in
+    /// order on `key`.
+    #[inline]
+    pub fn send_in_order(&mut self, to: NodeIdx, depart: Time, channel: Channel, msg: Msg, key: u64) {
+        if self.in_order.is_empty() {
+            self.in_order = vec![(u64::MAX, Time::ZERO); IN_ORDER_SLOTS];
+        }
+        let h = wasim_model::UserId(key as u32).hash64() ^ key.rotate_left(32);
+        let slot = &mut self.in_order[(h >> 51) as usize % IN_ORDER_SLOTS];
+        if slot.0 != key && slot.1 <= depart {
+            *slot = (key, Time::ZERO); // the slot's previous key has nothing queued
+        }
+        slot.0 = key;
+        slot.1 = depart.max(slot.1);
+        let depart = slot.1;
+        self.send(to, depart, channel, msg);
     }
 
     /// Hold `msg` for `to`, leaving at `depart`.
@@ -213,6 +246,15 @@ mod tests {
         assert_eq!(flush(&mut o, 2_000), vec![(1, 1_600)], "the later request's reply is not held behind it");
         assert_eq!(flush(&mut o, 5_000), vec![(1, 5_100)]);
         assert_eq!(o.backlog().0, 0);
+    }
+
+    #[test]
+    fn sends_in_order_on_a_key_never_overtake_each_other() {
+        let mut o = Outbox::new(4);
+        o.send_in_order(NodeIdx(1), Time(900), Channel::Link, msg(), 7);
+        o.send_in_order(NodeIdx(1), Time(300), Channel::Link, msg(), 7); // same key: waits
+        o.send_in_order(NodeIdx(2), Time(300), Channel::Link, msg(), 8); // another key
+        assert_eq!(flush(&mut o, 1_000), vec![(2, 500), (1, 1_000), (1, 1_000)]);
     }
 
     #[test]

@@ -377,3 +377,26 @@ fn a_fetch_capped_at_its_limit_ends_before_the_first_entry_left_out() {
     let upto = InboxPos(100 + FETCH_ENTRIES_MAX as u32);
     assert!(last.contains(&to(bob(), S::FetchDone { upto })), "the next fetch starts at the first left out");
 }
+
+#[test]
+fn a_conversation_is_published_in_id_order_whichever_write_finishes_first() {
+    let mut s = server(0);
+    connect(&mut s, alice());
+    let (first, m1) = send(&mut s, Time::ZERO);
+    let (second, m2) = send(&mut s, Time::ZERO);
+    assert!(m1.id < m2.id);
+    run(&mut s, Time::ZERO, In::WriteAck { req: second });
+    let out = run(&mut s, Time::ZERO, In::WriteAck { req: second });
+    assert_eq!(out, vec![to(alice(), S::SentAck { msg: m2 })], "✓ at once, the publish waits for the first");
+    run(&mut s, Time::ZERO, In::WriteAck { req: first });
+    let out = run(&mut s, Time::ZERO, In::WriteAck { req: first });
+    let published: Vec<MessageId> = out
+        .iter()
+        .filter_map(|o| match o {
+            Out::Publish { msg, .. } => Some(msg.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(published, vec![m1.id, m2.id]);
+    assert!(run(&mut s, Time::ZERO, In::WriteAck { req: second }).is_empty(), "a late replica changes nothing");
+}

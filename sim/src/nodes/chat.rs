@@ -95,11 +95,16 @@ impl ChatNode {
                 }
                 Out::Publish { req, msg } => {
                     ctx.trace_msg(t, "publish", &msg, None);
-                    ctx.send(topo.broker(topo.partition(msg.conversation)), t, Msg::Produce { req, msg })
+                    ctx.send_in_order(
+                        topo.broker(topo.partition(msg.conversation)),
+                        t,
+                        Msg::Produce { req, msg },
+                        msg.conversation,
+                    )
                 }
                 Out::Reroute { msg, exclude } => {
                     ctx.trace_msg(t, "reroute", &msg, None);
-                    ctx.send(topo.redis(msg.to), t, Msg::Reroute { msg, exclude })
+                    ctx.send_in_order(topo.redis(msg.to), t, Msg::Reroute { msg, exclude }, msg.conversation)
                 }
                 Out::RouteReceipt { req, receipt, exclude } => {
                     ctx.send(topo.redis(receipt.msg.from), t, Msg::RouteReceipt { req, receipt, exclude })
@@ -108,7 +113,9 @@ impl ChatNode {
                 Out::Subscribe { watcher, server, target } => {
                     ctx.send(topo.presence(target), t, Msg::PresenceSubscribe { watcher, server, target })
                 }
-                Out::Forward { server, slot, msg } => ctx.send(topo.chat(server), t, Msg::Forward { msg, slot }),
+                Out::Forward { server, slot, msg } => {
+                    ctx.send_in_order(topo.chat(server), t, Msg::Forward { msg, slot }, msg.conversation)
+                }
             }
         }
     }

@@ -30,7 +30,7 @@ impl KafkaNode {
         self.broker.take_pushes(partition, &mut self.pushes);
         let router = self.topo.router(partition);
         for (offset, msg) in self.pushes.drain(..) {
-            ctx.send(router, t, Msg::Record { partition, offset, msg });
+            ctx.send_in_order(router, t, Msg::Record { partition, offset, msg }, msg.conversation);
         }
     }
 }

@@ -48,7 +48,7 @@ impl Process for RedisNode {
                     ctx.counters.inbox_adds += 1;
                     ctx.trace_msg(done, "inbox_add", &msg, None);
                 }
-                ctx.send(env.from, done, Msg::Routed { req, route });
+                ctx.send_in_order(env.from, done, Msg::Routed { req, route }, msg.conversation);
             }
             Msg::Reroute { msg, exclude } => {
                 ctx.counters.routes += 1;
@@ -57,7 +57,7 @@ impl Process for RedisNode {
                     ctx.counters.inbox_adds += 1;
                     ctx.trace_msg(done, "inbox_add", &msg, None);
                 }
-                ctx.send(env.from, done, Msg::Rerouted { msg, route });
+                ctx.send_in_order(env.from, done, Msg::Rerouted { msg, route }, msg.conversation);
             }
             Msg::RouteReceipt { req, receipt, exclude } => {
                 let server = self.shard.route_receipt(receipt, exclude, done);

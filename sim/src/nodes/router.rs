@@ -42,10 +42,12 @@ impl RouterNode {
         let topo = &*self.topo;
         for out in self.outs.drain(..) {
             match out {
-                Out::RouteMessage { req, msg } => ctx.send(topo.redis(msg.to), t, Msg::RouteMessage { req, msg }),
+                Out::RouteMessage { req, msg } => {
+                    ctx.send_in_order(topo.redis(msg.to), t, Msg::RouteMessage { req, msg }, msg.conversation)
+                }
                 Out::Forward { server, slot, msg } => {
                     ctx.trace_msg(t, "forward", &msg, None);
-                    ctx.send(topo.chat(server), t, Msg::Forward { msg, slot })
+                    ctx.send_in_order(topo.chat(server), t, Msg::Forward { msg, slot }, msg.conversation)
                 }
                 Out::Commit { partition, offset } => {
                     ctx.send(topo.broker(partition), t, Msg::Commit { partition, offset })
