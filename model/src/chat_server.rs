@@ -70,8 +70,9 @@ pub enum ChatServerInput {
     InboxEntry { req: u64, pos: InboxPos, id: MessageId, conversation: ConversationId },
     /// A receipt stored for this (then offline) sender, handed over with the fetch.
     StoredReceipt { req: u64, receipt: Receipt },
-    /// The end of an inbox fetch: the inbox holds entries up to (not including) `end`.
-    InboxEnd { req: u64, end: InboxPos },
+    /// The end of an inbox fetch: the inbox holds entries up to (not including) `end`;
+    /// `parts` entries and stored receipts were sent before it (they may arrive after it).
+    InboxEnd { req: u64, end: InboxPos, parts: u32 },
     /// One replica's answer to a read.
     ReadReply { req: u64, row: Option<ChatMessage> },
     /// A message for `slot` of its recipient, connected here (from the router or another
@@ -146,6 +147,9 @@ struct FetchJob {
     ended: Option<InboxPos>,
     /// The first entry left out at `FETCH_ENTRIES_MAX`, if any.
     truncated_at: Option<InboxPos>,
+    /// Entries and stored receipts received, and how many the store sent (known at the end).
+    parts_received: u32,
+    parts_sent: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -282,15 +286,18 @@ impl ChatServer {
                 // A late or duplicate ACK finds nothing: the entry was already removed.
                 self.publishes.remove(req_to_key(req));
             }
-            In::InboxEntry { req, pos, id, conversation } => self.on_inbox_entry(req, pos, id, conversation, out),
+            In::InboxEntry { req, pos, id, conversation } => self.on_inbox_entry(now, req, pos, id, conversation, out),
             In::StoredReceipt { req, receipt } => {
                 if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
                     job.receipts.push(receipt);
+                    job.parts_received += 1;
+                    self.try_finish_fetch(now, req_to_key(req), out);
                 }
             }
-            In::InboxEnd { req, end } => {
+            In::InboxEnd { req, end, parts } => {
                 if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
                     job.ended = Some(end);
+                    job.parts_sent = Some(parts);
                     self.try_finish_fetch(now, req_to_key(req), out);
                 }
             }
@@ -457,6 +464,8 @@ impl ChatServer {
             receipts: Vec::new(),
             ended: None,
             truncated_at: None,
+            parts_received: 0,
+            parts_sent: None,
         };
         let req = key_to_req(self.fetches.insert(job));
         out.push(Out::ToDevice { device, frame: ServerFrame::ConnectAccepted { server: self.config.id, epoch } });
@@ -538,6 +547,7 @@ impl ChatServer {
 
     fn on_inbox_entry(
         &mut self,
+        now: Time,
         req: u64,
         pos: InboxPos,
         id: MessageId,
@@ -546,9 +556,11 @@ impl ChatServer {
     ) {
         let job_key = req_to_key(req);
         let Some(job) = self.fetches.get_mut(job_key) else { return };
+        job.parts_received += 1;
         if job.rows.len() >= FETCH_ENTRIES_MAX {
             // The rest comes with the next fetch: this one ends before the first left out.
-            job.truncated_at.get_or_insert(pos);
+            job.truncated_at = Some(job.truncated_at.map_or(pos, |t| t.min(pos)));
+            self.try_finish_fetch(now, job_key, out);
             return;
         }
         let index = job.rows.len();
@@ -582,7 +594,7 @@ impl ChatServer {
         let job = &self.fetches[key];
         let Some(end) = job.ended else { return };
         let upto = job.truncated_at.unwrap_or(end).min(end);
-        if job.reads_pending > 0 {
+        if job.reads_pending > 0 || Some(job.parts_received) != job.parts_sent {
             return;
         }
         let job = self.fetches.remove(key).expect("checked above");

@@ -113,6 +113,7 @@ pub enum Msg {
     InboxEnd {
         req: u64,
         end: InboxPos,
+        parts: u32,
     },
     RouteReceipt {
         req: u64,

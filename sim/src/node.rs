@@ -5,10 +5,10 @@ use crate::dist::Sampler;
 use crate::metrics::{Backlog, Counters, NodeReport, SecondCounters, TraceEvent};
 use crate::msg::{Envelope, Msg, NodeIdx};
 use crate::net::Network;
-use crate::outbox::{Channel, Latency, Outbox};
+use crate::outbox::{Latency, Outbox};
 use crate::population::Population;
 use crate::scenario::Scenario;
-use crate::topology::{Link, Topology};
+use crate::topology::Topology;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::future::Future;
@@ -110,7 +110,7 @@ pub(crate) trait Process {
 /// What a handler may use: the process's RNG stream, its outbox and its counters.
 pub(crate) struct Ctx {
     pub me: NodeIdx,
-    pub topo: Arc<Topology>,
+    seed: u64,
     pub rng: ChaCha8Rng,
     pub counters: Counters,
     per_second: Vec<SecondCounters>,
@@ -119,6 +119,9 @@ pub(crate) struct Ctx {
     traced: Option<UserId>,
     outbox: Outbox,
     net: NetDraw,
+    /// The exact time of the arrival being handled (`None` in a tick's own work, whose
+    /// sends are at the exact times of their events).
+    cause: Option<Time>,
 }
 
 /// The latency draws of a process's sends: a stream of its own, apart from the handlers'
@@ -138,72 +141,110 @@ impl Latency for NetDraw {
     }
 }
 
-/// In-order keys of device sockets are set apart from conversation keys by their top bit.
-const SOCKET_KEYS: u64 = 1 << 63;
+/// What a run of sends keeps its order on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum OrderKey {
+    /// A conversation's messages, through every tier they cross: id order on the devices.
+    Conversation(ConversationId),
+    /// A device's WebSocket: one connection, written by one thread.
+    Socket(DeviceId),
+    /// A user's session and inbox commands (`session:{user}`, `inbox:{user}`): a reconnect
+    /// hands back unacknowledged pushes before it sets the session and reads the inbox.
+    Session(UserId),
+    /// A user's presence commands and the notifications about the user.
+    Presence(UserId),
+}
 
-/// Stream numbers of a process's RNGs: the handlers' stream and the network's.
-const STREAMS_PER_PROCESS: u64 = 2;
+impl OrderKey {
+    /// The key as one integer: the kind in the top two bits. Conversation ids pack two
+    /// user ids below 2^30 (`USERS_MAX` is a billion), so their top two bits are free.
+    fn packed(self) -> u64 {
+        const _: () = assert!(crate::limits::USERS_MAX < 1 << 30, "conversation keys leave the top bits free");
+        match self {
+            OrderKey::Conversation(c) => c.0,
+            OrderKey::Socket(d) => (1 << 62) | u64::from(DeviceKey::of(d).0),
+            OrderKey::Session(u) => (2 << 62) | u64::from(u.0),
+            OrderKey::Presence(u) => (3 << 62) | u64::from(u.0),
+        }
+    }
+}
+
+/// What a process draws random numbers for: each purpose has a ChaCha stream of its own,
+/// so that a draw more for one purpose (a process handling its events in a different
+/// order, a longer catch-up) does not shift the numbers of another: the workload a run
+/// draws is the same whatever the tick.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Stream {
+    /// Handlers: service times and the model's choices (backoff jitter).
+    Handlers = 0,
+    /// Network latencies.
+    Network = 1,
+    /// The send process: when, from whom, to whom.
+    Sends = 2,
+    /// App closes: when, whose, for how long.
+    Closes = 3,
+    /// How long users take to read what they were shown.
+    Reads = 4,
+    /// Faults drawn per event (a lost ACK).
+    Faults = 5,
+    /// Set-up of a process's state (heartbeat phases).
+    Setup = 6,
+}
+
+/// Streams reserved per process (more than `Stream` uses, so purposes can be added without
+/// changing every other stream).
+const STREAMS_PER_PROCESS: u64 = 16;
+
+/// The ChaCha stream of `purpose` in process `me`, derived from the run seed and the
+/// process index, so the scheduler's order cannot change which numbers a process draws.
+fn stream_rng(seed: u64, me: NodeIdx, purpose: Stream) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(u64::from(me.0) * STREAMS_PER_PROCESS + purpose as u64 + 1);
+    rng
+}
 
 impl Ctx {
+    /// A stream of this process's for `purpose`.
+    pub fn stream(&self, purpose: Stream) -> ChaCha8Rng {
+        stream_rng(self.seed, self.me, purpose)
+    }
+
     fn new(shared: &Shared, me: NodeIdx) -> Ctx {
-        // ChaCha streams per process, derived from the run seed and the process index, so
-        // the scheduler's order cannot change which numbers a process draws.
-        let stream = |k: u64| {
-            let mut rng = ChaCha8Rng::seed_from_u64(shared.seed);
-            rng.set_stream(u64::from(me.0) * STREAMS_PER_PROCESS + k + 1);
-            rng
-        };
+        let stream = |k: Stream| stream_rng(shared.seed, me, k);
         let n = &shared.scenario.network;
         Ctx {
             me,
-            topo: shared.topo.clone(),
-            rng: stream(0),
+            seed: shared.seed,
+            rng: stream(Stream::Handlers),
             counters: Counters::default(),
             per_second: vec![SecondCounters::default(); shared.scenario.total_s() as usize + 1],
             logs: Logs::default(),
             trace: Vec::new(),
             traced: shared.traced,
-            outbox: Outbox::new(shared.topo.node_count()),
+            outbox: Outbox::new(),
+            cause: None,
             net: NetDraw {
                 me,
                 topo: shared.topo.clone(),
-                rng: stream(1),
+                rng: stream(Stream::Network),
                 latency: [Sampler::new(&n.client_server_ms, 1_000.0), Sampler::new(&n.in_datacenter_ms, 1_000.0)],
             },
         }
     }
 
-    /// Send `msg` to `to`, leaving at `depart`. Between servers the link is a TCP
-    /// connection (what leaves first arrives first); a device's frames to a server each
-    /// take their own path. The latency is drawn when the message leaves.
+    /// Send `msg` to `to`, leaving at `depart`, with a latency of its own. The latency is
+    /// drawn when the message leaves.
     #[inline]
     pub fn send(&mut self, to: NodeIdx, depart: Time, msg: Msg) {
-        let channel = match self.topo.link(self.me, to) {
-            Link::InDatacenter => Channel::Link,
-            Link::ClientServer => Channel::Unordered,
-        };
-        self.outbox.send(to, depart, channel, msg);
+        self.outbox.send(to, depart, msg);
     }
 
-    /// Send on `device`'s WebSocket: one writer per socket, so every frame leaves and
-    /// arrives in the order it was written.
+    /// Send `msg` to `to`, leaving at `depart`, in order with this process's other sends
+    /// on `key`: it leaves and arrives no earlier than the previous one.
     #[inline]
-    pub fn send_socket(&mut self, to: NodeIdx, depart: Time, msg: Msg, device: DeviceId) {
-        let key = DeviceKey::of(device).0;
-        self.outbox.send_in_order(to, depart, Channel::Socket(key), msg, u64::from(key) | SOCKET_KEYS);
-    }
-
-    /// Send a message of `conversation` in order with the others of that conversation sent
-    /// by this process: a conversation reaches its devices in id order through tiers with
-    /// many workers (a Kafka partition, a consumer's partition, a device's socket are all
-    /// worked in order).
-    #[inline]
-    pub fn send_in_order(&mut self, to: NodeIdx, depart: Time, msg: Msg, conversation: ConversationId) {
-        let channel = match self.topo.link(self.me, to) {
-            Link::InDatacenter => Channel::Link,
-            Link::ClientServer => Channel::Unordered,
-        };
-        self.outbox.send_in_order(to, depart, channel, msg, conversation.0 & !SOCKET_KEYS);
+    pub fn send_ordered(&mut self, to: NodeIdx, depart: Time, msg: Msg, key: OrderKey) {
+        let cause = self.cause.unwrap_or(depart);
+        self.outbox.send_ordered(to, cause, depart, msg, key.packed());
     }
 
     /// What the process has yet to send at `now`: replies of requests still queued or in
@@ -280,8 +321,11 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
         }
         ctx.counters.events += batch.len() as u64;
         for &key in &order {
-            process.on_message(&batch[(key & ((1 << 40) - 1)) as usize], &mut ctx);
+            let env = &batch[(key & ((1 << 40) - 1)) as usize];
+            ctx.cause = Some(env.at);
+            process.on_message(env, &mut ctx);
         }
+        ctx.cause = None;
         batch.clear();
         let now = Time(tick * shared.tick_us);
         process.on_tick(now, &mut ctx);

@@ -278,7 +278,10 @@ fn a_fetch_reads_every_entry_and_pushes_in_inbox_order_then_stored_receipts() {
     }
     let stored = Receipt { msg: message(1), state: ReceiptState::Read, by: alice(), at: Time::ZERO };
     run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: stored });
-    assert!(run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(2) }).is_empty(), "reads still pending");
+    assert!(
+        run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(2), parts: 3 }).is_empty(),
+        "reads still pending"
+    );
     // Replies arrive out of order; one replica of the first read lacks the row.
     run(&mut s, Time::ZERO, In::ReadReply { req: reads[1], row: Some(message(5)) });
     run(&mut s, Time::ZERO, In::ReadReply { req: reads[0], row: None });
@@ -319,7 +322,7 @@ fn stale_replies_are_ignored() {
         In::WriteAck { req: 12345 },
         In::ReceiptRouted { req: 12345, server: None },
         In::ReadReply { req: 12345, row: None },
-        In::InboxEnd { req: 12345, end: InboxPos(0) },
+        In::InboxEnd { req: 12345, end: InboxPos(0), parts: 0 },
     ] {
         assert!(run(&mut s, Time::ZERO, input).is_empty(), "{input:?}");
     }
@@ -349,7 +352,7 @@ fn a_fetch_whose_device_left_hands_its_stored_receipts_back() {
     let stored = Receipt { msg: message(1), state: ReceiptState::Read, by: alice(), at: Time::ZERO };
     run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: stored });
     run(&mut s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1 }));
-    let out = run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(0) });
+    let out = run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(0), parts: 1 });
     assert!(matches!(out[..], [Out::RouteReceipt { receipt, .. }] if receipt == stored), "{out:?}");
 }
 
@@ -367,7 +370,8 @@ fn a_fetch_capped_at_its_limit_ends_before_the_first_entry_left_out() {
         }
     }
     assert_eq!(reads.len(), FETCH_ENTRIES_MAX);
-    run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(100 + FETCH_ENTRIES_MAX as u32 + 5) });
+    let parts = FETCH_ENTRIES_MAX as u32 + 5;
+    run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(100 + parts), parts });
     let mut last = Vec::new();
     for (i, r) in reads.into_iter().enumerate() {
         let row = ChatMessage { id: MessageId(i as u64 + 1), ..message(1) };
@@ -399,4 +403,18 @@ fn a_conversation_is_published_in_id_order_whichever_write_finishes_first() {
         .collect();
     assert_eq!(published, vec![m1.id, m2.id]);
     assert!(run(&mut s, Time::ZERO, In::WriteAck { req: second }).is_empty(), "a late replica changes nothing");
+}
+
+#[test]
+fn a_fetch_end_that_overtakes_its_entries_waits_for_them() {
+    let mut s = server(0);
+    let out = connect(&mut s, bob());
+    let Some(&Out::SessionSet { req, .. }) = out.iter().find(|o| matches!(o, Out::SessionSet { .. })) else { panic!() };
+    assert!(run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(1), parts: 1 }).is_empty(), "one entry to come");
+    let conversation = message(3).conversation;
+    let out = run(&mut s, Time::ZERO, In::InboxEntry { req, pos: InboxPos(0), id: MessageId(3), conversation });
+    let Out::Read { req: r, .. } = out[0] else { panic!("{out:?}") };
+    run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(message(3)) });
+    let out = run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(message(3)) });
+    assert_eq!(out, vec![to(bob(), S::Push { msg: message(3) }), to(bob(), S::FetchDone { upto: InboxPos(1) })]);
 }

@@ -4,7 +4,7 @@ use crate::dist::Sampler;
 use crate::infra::Fifo;
 use crate::metrics::NodeReport;
 use crate::msg::{Envelope, Msg, NodeIdx, HEARTBEATS_PIPELINED_MAX};
-use crate::node::{Ctx, Process, Shared};
+use crate::node::{Ctx, OrderKey, Process, Shared};
 use crate::topology::{NodeKind, Topology};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,15 +62,18 @@ impl ChatNode {
                     trace_frame(ctx, t, device, &frame);
                     // One WebSocket: every frame keeps its order (a receipt overtaking the
                     // acceptance would reach a device that does not know it is connected).
-                    ctx.send_socket(topo.client_shard(device.user), t, Msg::ToDevice { device, frame }, device);
+                    let shard = topo.client_shard(device.user);
+                    ctx.send_ordered(shard, t, Msg::ToDevice { device, frame }, OrderKey::Socket(device));
                 }
                 Out::SessionSet { req, device, server, ttl, cursor } => {
                     ctx.trace_device(t, "session_set_and_fetch_inbox", device);
-                    ctx.send(topo.redis(device.user), t, Msg::SessionSet { req, device, server, ttl, cursor })
+                    let msg = Msg::SessionSet { req, device, server, ttl, cursor };
+                    ctx.send_ordered(topo.redis(device.user), t, msg, OrderKey::Session(device.user))
                 }
                 Out::SessionClear { device, server } => {
                     ctx.trace_device(t, "connection_closed", device);
-                    ctx.send(topo.redis(device.user), t, Msg::SessionClear { device, server })
+                    let msg = Msg::SessionClear { device, server };
+                    ctx.send_ordered(topo.redis(device.user), t, msg, OrderKey::Session(device.user))
                 }
                 Out::Presence(PresenceInput::Heartbeat { device }) => {
                     let i = topo.presence_shard(device.user);
@@ -81,7 +84,10 @@ impl ChatNode {
                         flush_heartbeats(pending, topo.node(NodeKind::Presence, i), ctx);
                     }
                 }
-                Out::Presence(input) => ctx.send(topo.presence(input.user()), t, Msg::Presence(input)),
+                Out::Presence(input) => {
+                    let user = input.user();
+                    ctx.send_ordered(topo.presence(user), t, Msg::Presence(input), OrderKey::Presence(user))
+                }
                 Out::Read { req, id, conversation } => {
                     for replica in topo.replicas(conversation).take(read_quorum) {
                         ctx.send(replica, t, Msg::Read { req, id, conversation });
@@ -95,26 +101,26 @@ impl ChatNode {
                 }
                 Out::Publish { req, msg } => {
                     ctx.trace_msg(t, "publish", &msg, None);
-                    ctx.send_in_order(
-                        topo.broker(topo.partition(msg.conversation)),
-                        t,
-                        Msg::Produce { req, msg },
-                        msg.conversation,
-                    )
+                    let broker = topo.broker(topo.partition(msg.conversation));
+                    ctx.send_ordered(broker, t, Msg::Produce { req, msg }, OrderKey::Conversation(msg.conversation))
                 }
                 Out::Reroute { msg, exclude } => {
                     ctx.trace_msg(t, "reroute", &msg, None);
-                    ctx.send_in_order(topo.redis(msg.to), t, Msg::Reroute { msg, exclude }, msg.conversation)
+                    ctx.send_ordered(topo.redis(msg.to), t, Msg::Reroute { msg, exclude }, OrderKey::Session(msg.to))
                 }
                 Out::RouteReceipt { req, receipt, exclude } => {
-                    ctx.send(topo.redis(receipt.msg.from), t, Msg::RouteReceipt { req, receipt, exclude })
+                    let sender = receipt.msg.from;
+                    let msg = Msg::RouteReceipt { req, receipt, exclude };
+                    ctx.send_ordered(topo.redis(sender), t, msg, OrderKey::Session(sender))
                 }
                 Out::RelayReceipt { server, receipt } => ctx.send(topo.chat(server), t, Msg::ReceiptRelay { receipt }),
                 Out::Subscribe { watcher, server, target } => {
-                    ctx.send(topo.presence(target), t, Msg::PresenceSubscribe { watcher, server, target })
+                    let msg = Msg::PresenceSubscribe { watcher, server, target };
+                    ctx.send_ordered(topo.presence(target), t, msg, OrderKey::Presence(target))
                 }
                 Out::Forward { server, slot, msg } => {
-                    ctx.send_in_order(topo.chat(server), t, Msg::Forward { msg, slot }, msg.conversation)
+                    let key = OrderKey::Conversation(msg.conversation);
+                    ctx.send_ordered(topo.chat(server), t, Msg::Forward { msg, slot }, key)
                 }
             }
         }
@@ -141,7 +147,7 @@ impl Process for ChatNode {
             Msg::ReadReply { req, row } => In::ReadReply { req, row },
             Msg::InboxEntry { req, pos, id, conversation } => In::InboxEntry { req, pos, id, conversation },
             Msg::StoredReceipt { req, receipt } => In::StoredReceipt { req, receipt },
-            Msg::InboxEnd { req, end } => In::InboxEnd { req, end },
+            Msg::InboxEnd { req, end, parts } => In::InboxEnd { req, end, parts },
             Msg::ReceiptRouted { req, server } => In::ReceiptRouted { req, server },
             Msg::PresenceNotify { watcher, update } => In::PresenceNotify { watcher, update },
             Msg::ProduceAck { req } => In::ProduceAck { req },

@@ -8,12 +8,13 @@ use crate::check::{ConnectedAtEnd, Display, LogMs, PresenceView};
 use crate::dist::Sampler;
 use crate::metrics::{record_us, Latencies, NodeReport};
 use crate::msg::{Envelope, Msg};
-use crate::node::{Ctx, Process, Shared};
+use crate::node::{Ctx, Process, Shared, Stream};
 use crate::population::Population;
 use crate::scenario::Fault;
 use crate::topology::{NodeKind, Topology};
 use crate::workload::{HeartbeatPhases, ReadWheel};
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use rand_distr::Exp1;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Reverse;
@@ -25,6 +26,14 @@ use wasim_model::{
     PresenceCause, PresenceStatus, PresenceUpdate, Receipt, ReceiptState, ServerFrame, ServerId, Time, UserId,
     UserSettings, DEVICES_PER_USER_MAX,
 };
+
+/// The workload's random streams, one per purpose (see `Stream`).
+struct WorkloadRng {
+    sends: ChaCha8Rng,
+    closes: ChaCha8Rng,
+    reads: ChaCha8Rng,
+    faults: ChaCha8Rng,
+}
 
 /// What a device's timer is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,11 +83,13 @@ pub(crate) struct ClientShard {
     beats: Vec<(usize, Time)>,
     /// The end of the previous tick: heartbeats are due in (previous, now].
     previous_tick: Time,
+    /// The workload's draws, a stream per process it drives.
+    rng: WorkloadRng,
     measure: (Time, Time),
 }
 
 impl ClientShard {
-    pub fn new(shared: &Shared, shard: u32, rng: &mut impl Rng) -> ClientShard {
+    pub fn new(shared: &Shared, shard: u32, ctx: &Ctx) -> ClientShard {
         let s = &shared.scenario;
         let shards = s.fleet.client_shards;
         let users = s.users.concurrent;
@@ -127,9 +138,19 @@ impl ClientShard {
             next_send_at: Time::ZERO,
             mean_gap_us: 1.0 / rate_per_us,
             contacts: s.users.contacts_per_user,
-            heartbeats: HeartbeatPhases::new(local * slots, s.users.heartbeat_interval_ms * 1_000, rng),
+            heartbeats: HeartbeatPhases::new(
+                local * slots,
+                s.users.heartbeat_interval_ms * 1_000,
+                &mut ctx.stream(Stream::Setup),
+            ),
             beats: Vec::new(),
             previous_tick: Time::ZERO,
+            rng: WorkloadRng {
+                sends: ctx.stream(Stream::Sends),
+                closes: ctx.stream(Stream::Closes),
+                reads: ctx.stream(Stream::Reads),
+                faults: ctx.stream(Stream::Faults),
+            },
             measure: (shared.measure_from(), shared.measure_until()),
         }
     }
@@ -247,7 +268,7 @@ impl ClientShard {
         match frame {
             DeviceFrame::DeliveredAck { msg, .. } => {
                 let loss = self.ack_loss.iter().find(|&&(from, until, _)| t >= from && t < until).map(|w| w.2);
-                if loss.is_some_and(|p| ctx.rng.random::<f64>() < p) {
+                if loss.is_some_and(|p| self.rng.faults.random::<f64>() < p) {
                     ctx.counters.acks_lost += 1;
                     ctx.trace_msg(t, "delivered_ack_lost", &msg, Some(device));
                     return;
@@ -301,7 +322,7 @@ impl ClientShard {
             ctx.counters.deliveries_measured += 1;
         }
         if device.slot.0 == 0 {
-            let at = t + self.read_delay.sample(&mut ctx.rng);
+            let at = t + self.read_delay.sample(&mut self.rng.reads);
             self.reads.schedule(t, at, key, msg);
         }
     }
@@ -419,14 +440,14 @@ impl ClientShard {
     fn tick_app_closes(&mut self, now: Time, ctx: &mut Ctx) {
         while self.next_close_at <= now && self.next_close_at < self.measure.1 && self.mean_close_gap_us.is_finite() {
             let t = self.next_close_at;
-            let gap_ns = self.mean_close_gap_us * 1e3 * ctx.rng.sample::<f64, _>(Exp1);
+            let gap_ns = self.mean_close_gap_us * 1e3 * self.rng.closes.sample::<f64, _>(Exp1);
             self.next_close_at = t + Duration::from_nanos(gap_ns as u64);
-            let index = ctx.rng.random_range(0..self.layout().users) * self.layout().slots;
+            let index = self.rng.closes.random_range(0..self.layout().users) * self.layout().slots;
             if !self.devices.state(index).is_connected() {
                 continue; // the Poisson process runs over phones that are online
             }
             self.input(t, index, DeviceInput::AppClose, ctx);
-            let back = t + self.app_closed.sample(&mut ctx.rng);
+            let back = t + self.app_closed.sample(&mut self.rng.closes);
             self.timers.push(Reverse((back, index as u32, Timer::Open)));
         }
     }
@@ -463,13 +484,14 @@ impl ClientShard {
     fn tick_sends(&mut self, now: Time, ctx: &mut Ctx) {
         while self.next_send_at <= now && self.next_send_at < self.measure.1 {
             let t = self.next_send_at;
-            let gap_ns = self.mean_gap_us * 1e3 * ctx.rng.sample::<f64, _>(Exp1);
+            let gap_ns = self.mean_gap_us * 1e3 * self.rng.sends.sample::<f64, _>(Exp1);
             self.next_send_at = t + Duration::from_nanos(gap_ns as u64);
             // Poisson sends from online phones: a draw that lands on a phone without a
             // connection is not a send.
-            let i = ctx.rng.random_range(0..self.layout().users);
+            let i = self.rng.sends.random_range(0..self.layout().users);
             let from = self.layout().user(i);
-            let to = self.contact(from, ctx.rng.random_range(0..self.contacts));
+            let j = self.rng.sends.random_range(0..self.contacts);
+            let to = self.contact(from, j);
             if self.devices.send(t, i * self.layout().slots, to, &mut self.outs).is_none() {
                 continue;
             }

@@ -4,7 +4,7 @@ use crate::dist::Sampler;
 use crate::infra::{Broker, Fifo};
 use crate::metrics::NodeReport;
 use crate::msg::{Envelope, Msg, NodeIdx};
-use crate::node::{Ctx, Process, Shared};
+use crate::node::{Ctx, OrderKey, Process, Shared};
 use crate::topology::Topology;
 use std::sync::Arc;
 use wasim_model::{ChatMessage, Time};
@@ -30,7 +30,12 @@ impl KafkaNode {
         self.broker.take_pushes(partition, &mut self.pushes);
         let router = self.topo.router(partition);
         for (offset, msg) in self.pushes.drain(..) {
-            ctx.send_in_order(router, t, Msg::Record { partition, offset, msg }, msg.conversation);
+            ctx.send_ordered(
+                router,
+                t,
+                Msg::Record { partition, offset, msg },
+                OrderKey::Conversation(msg.conversation),
+            );
         }
     }
 }

@@ -20,7 +20,7 @@ pub(crate) async fn start(shared: Arc<Shared>, me: NodeIdx) {
     let s = shared.clone();
     match kind {
         NodeKind::ChatServer => run_process(s, me, |_| chat::ChatNode::new(&shared, i)).await,
-        NodeKind::ClientShard => run_process(s, me, |ctx| client::ClientShard::new(&shared, i, &mut ctx.rng)).await,
+        NodeKind::ClientShard => run_process(s, me, |ctx| client::ClientShard::new(&shared, i, ctx)).await,
         NodeKind::Redis => run_process(s, me, |_| redis::RedisNode::new(&shared)).await,
         NodeKind::Presence => run_process(s, me, |_| presence::PresenceNode::new(&shared)).await,
         NodeKind::Cassandra => run_process(s, me, |_| cassandra::CassandraProcess::new(&shared)).await,

@@ -4,7 +4,7 @@ use crate::dist::Sampler;
 use crate::infra::Fifo;
 use crate::metrics::NodeReport;
 use crate::msg::{Envelope, Msg};
-use crate::node::{Ctx, Process, Shared};
+use crate::node::{Ctx, OrderKey, Process, Shared};
 use crate::topology::Topology;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +39,8 @@ impl PresenceNode {
 
     fn publish(&mut self, t: Time, ctx: &mut Ctx) {
         for n in self.notes.drain(..) {
-            ctx.send(self.topo.chat(n.server), t, Msg::PresenceNotify { watcher: n.watcher, update: n.update });
+            let msg = Msg::PresenceNotify { watcher: n.watcher, update: n.update };
+            ctx.send_ordered(self.topo.chat(n.server), t, msg, OrderKey::Presence(n.update.target));
         }
     }
 }

@@ -4,7 +4,7 @@ use crate::dist::Sampler;
 use crate::infra::{Fifo, RedisShard};
 use crate::metrics::NodeReport;
 use crate::msg::{Envelope, Msg};
-use crate::node::{Ctx, Process, Shared};
+use crate::node::{Ctx, OrderKey, Process, Shared};
 use wasim_model::Time;
 
 pub(crate) struct RedisNode {
@@ -28,17 +28,22 @@ impl Process for RedisNode {
         match env.msg {
             Msg::SessionSet { req, device, server, ttl, cursor } => {
                 self.shard.session_set(device, server, done, ttl);
+                // The answer is many messages, each with its own latency: the end names
+                // how many came before it, so the server waits for them all.
+                let mut parts = 0;
                 let (entries, end) = self.shard.inbox_since(device.user, cursor);
                 for (pos, id, conversation) in entries {
                     ctx.send(env.from, done, Msg::InboxEntry { req, pos, id, conversation });
+                    parts += 1;
                 }
                 // Stored receipts belong to the sender's phone, which sent the messages.
                 if device.slot.0 == 0 {
                     for receipt in self.shard.take_receipts(device.user) {
                         ctx.send(env.from, done, Msg::StoredReceipt { req, receipt });
+                        parts += 1;
                     }
                 }
-                ctx.send(env.from, done, Msg::InboxEnd { req, end });
+                ctx.send(env.from, done, Msg::InboxEnd { req, end, parts });
             }
             Msg::SessionClear { device, server } => self.shard.session_clear(device, server),
             Msg::RouteMessage { req, msg } => {
@@ -48,7 +53,7 @@ impl Process for RedisNode {
                     ctx.counters.inbox_adds += 1;
                     ctx.trace_msg(done, "inbox_add", &msg, None);
                 }
-                ctx.send_in_order(env.from, done, Msg::Routed { req, route }, msg.conversation);
+                ctx.send_ordered(env.from, done, Msg::Routed { req, route }, OrderKey::Conversation(msg.conversation));
             }
             Msg::Reroute { msg, exclude } => {
                 ctx.counters.routes += 1;
@@ -57,7 +62,12 @@ impl Process for RedisNode {
                     ctx.counters.inbox_adds += 1;
                     ctx.trace_msg(done, "inbox_add", &msg, None);
                 }
-                ctx.send_in_order(env.from, done, Msg::Rerouted { msg, route }, msg.conversation);
+                ctx.send_ordered(
+                    env.from,
+                    done,
+                    Msg::Rerouted { msg, route },
+                    OrderKey::Conversation(msg.conversation),
+                );
             }
             Msg::RouteReceipt { req, receipt, exclude } => {
                 let server = self.shard.route_receipt(receipt, exclude, done);

@@ -4,7 +4,7 @@ use crate::dist::Sampler;
 use crate::infra::Fifo;
 use crate::metrics::NodeReport;
 use crate::msg::{Envelope, Msg, NodeIdx};
-use crate::node::{Ctx, Process, Shared};
+use crate::node::{Ctx, OrderKey, Process, Shared};
 use crate::topology::Topology;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,11 +43,13 @@ impl RouterNode {
         for out in self.outs.drain(..) {
             match out {
                 Out::RouteMessage { req, msg } => {
-                    ctx.send_in_order(topo.redis(msg.to), t, Msg::RouteMessage { req, msg }, msg.conversation)
+                    let key = OrderKey::Conversation(msg.conversation);
+                    ctx.send_ordered(topo.redis(msg.to), t, Msg::RouteMessage { req, msg }, key)
                 }
                 Out::Forward { server, slot, msg } => {
                     ctx.trace_msg(t, "forward", &msg, None);
-                    ctx.send_in_order(topo.chat(server), t, Msg::Forward { msg, slot }, msg.conversation)
+                    let key = OrderKey::Conversation(msg.conversation);
+                    ctx.send_ordered(topo.chat(server), t, Msg::Forward { msg, slot }, key)
                 }
                 Out::Commit { partition, offset } => {
                     ctx.send(topo.broker(partition), t, Msg::Commit { partition, offset })
