@@ -57,26 +57,25 @@ impl Network {
         }
     }
 
-    /// Queue messages sent during `sender_tick`, draining `out`.
-    pub fn deliver(&mut self, sender_tick: u64, out: &mut Vec<(NodeIdx, Envelope)>) {
-        for (to, env) in out.drain(..) {
-            let to = usize::from(to.0);
-            // Most hops inside the datacenter land in the next tick: skip the division.
-            let next = sender_tick + 1;
-            let at = env.at.as_us();
-            let tick = if at <= next * self.tick_us { next } else { at.div_ceil(self.tick_us) };
-            let inbox = &mut self.inboxes[to];
-            if tick - sender_tick < WHEEL_TICKS {
-                let slot = &mut inbox.slots[(tick % WHEEL_TICKS) as usize];
-                if slot.capacity() == 0 {
-                    if let Some(buffer) = self.pool.pop() {
-                        *slot = buffer;
-                    }
+    /// Queue one message sent during `sender_tick`.
+    #[inline]
+    pub fn deliver_one(&mut self, sender_tick: u64, to: NodeIdx, env: &Envelope) {
+        let to = usize::from(to.0);
+        // Most hops inside the datacenter land in the next tick: skip the division.
+        let next = sender_tick + 1;
+        let at = env.at.as_us();
+        let tick = if at <= next * self.tick_us { next } else { at.div_ceil(self.tick_us) };
+        let inbox = &mut self.inboxes[to];
+        if tick - sender_tick < WHEEL_TICKS {
+            let slot = &mut inbox.slots[(tick % WHEEL_TICKS) as usize];
+            if slot.capacity() == 0 {
+                if let Some(buffer) = self.pool.pop() {
+                    *slot = buffer;
                 }
-                slot.push(env);
-            } else {
-                inbox.far.push((tick, env));
             }
+            slot.push(*env);
+        } else {
+            inbox.far.push((tick, *env));
         }
     }
 }
@@ -105,7 +104,8 @@ mod tests {
     #[test]
     fn a_message_arrives_at_the_tick_covering_its_time_but_never_in_its_own_tick() {
         let mut net = Network::new(2, 1_000);
-        net.deliver(5, &mut vec![(NodeIdx(1), env(7_300)), (NodeIdx(1), env(5_200))]);
+        net.deliver_one(5, NodeIdx(1), &env(7_300));
+        net.deliver_one(5, NodeIdx(1), &env(5_200));
         assert_eq!(arrivals(&mut net, 6), vec![5_200], "a sub-tick hop waits for the next tick");
         assert_eq!(arrivals(&mut net, 7), Vec::<u64>::new());
         assert_eq!(arrivals(&mut net, 8), vec![7_300], "exact time kept, delivered at ceil");
@@ -115,7 +115,7 @@ mod tests {
     fn far_future_messages_wait_in_the_overflow() {
         let mut net = Network::new(2, 1_000);
         let at = (WHEEL_TICKS + 10) * 1_000;
-        net.deliver(0, &mut vec![(NodeIdx(1), env(at))]);
+        net.deliver_one(0, NodeIdx(1), &env(at));
         assert!(arrivals(&mut net, 10).is_empty(), "not delivered when the wheel slot comes round early");
         assert_eq!(arrivals(&mut net, WHEEL_TICKS + 10), vec![at]);
     }

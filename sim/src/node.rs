@@ -8,7 +8,7 @@ use crate::net::Network;
 use crate::outbox::{Latency, Outbox};
 use crate::population::Population;
 use crate::scenario::Scenario;
-use crate::topology::Topology;
+use crate::topology::{Link, NodeKind, Topology};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::future::Future;
@@ -127,17 +127,20 @@ pub(crate) struct Ctx {
 /// The latency draws of a process's sends: a stream of its own, apart from the handlers'
 /// draws, so that the network's numbers do not shift when a handler draws once more.
 struct NetDraw {
-    me: NodeIdx,
-    topo: Arc<Topology>,
     rng: ChaCha8Rng,
+    /// Client-server latency, then in-datacenter.
     latency: [Sampler; 2],
+    /// Every hop of this process is a client hop (it is a client shard).
+    client: bool,
+    /// The first index and count of client shards: a hop to one is a client hop.
+    clients: (u16, u16),
 }
 
 impl Latency for NetDraw {
     #[inline]
     fn sample_us(&mut self, to: NodeIdx) -> u64 {
-        let link = self.topo.link(self.me, to);
-        self.latency[link as usize].sample_us(&mut self.rng)
+        let client = self.client || to.0.wrapping_sub(self.clients.0) < self.clients.1;
+        self.latency[usize::from(!client)].sample_us(&mut self.rng)
     }
 }
 
@@ -221,22 +224,21 @@ impl Ctx {
             logs: Logs::default(),
             trace: Vec::new(),
             traced: shared.traced,
-            outbox: Outbox::new(),
+            outbox: Outbox::new(me),
             cause: None,
             net: NetDraw {
-                me,
-                topo: shared.topo.clone(),
                 rng: stream(Stream::Network),
                 latency: [Sampler::new(&n.client_server_ms, 1_000.0), Sampler::new(&n.in_datacenter_ms, 1_000.0)],
+                client: shared.topo.link(me, me) == Link::ClientServer,
+                clients: shared.topo.range(NodeKind::ClientShard),
             },
         }
     }
 
-    /// Send `msg` to `to`, leaving at `depart`, with a latency of its own. The latency is
-    /// drawn when the message leaves.
+    /// Send `msg` to `to`, leaving at `depart`, with a latency of its own.
     #[inline]
     pub fn send(&mut self, to: NodeIdx, depart: Time, msg: Msg) {
-        self.outbox.send(to, depart, msg);
+        self.outbox.send(to, depart, msg, &mut self.net);
     }
 
     /// Send `msg` to `to`, leaving at `depart`, in order with this process's other sends
@@ -244,7 +246,7 @@ impl Ctx {
     #[inline]
     pub fn send_ordered(&mut self, to: NodeIdx, depart: Time, msg: Msg, key: OrderKey) {
         let cause = self.cause.unwrap_or(depart);
-        self.outbox.send_ordered(to, cause, depart, msg, key.packed());
+        self.outbox.send_ordered(to, cause, depart, msg, key.packed(), &mut self.net);
     }
 
     /// What the process has yet to send at `now`: replies of requests still queued or in
@@ -308,7 +310,6 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
     let mut backlog_window_end = Backlog::default();
     let mut batch: Vec<Envelope> = Vec::new();
     let mut order: Vec<u128> = Vec::new();
-    let mut out: Vec<(NodeIdx, Envelope)> = Vec::new();
     let mut tick = shared.clock.now();
     loop {
         tick = shared.clock.after(tick).await;
@@ -329,10 +330,9 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
         batch.clear();
         let now = Time(tick * shared.tick_us);
         process.on_tick(now, &mut ctx);
-        ctx.outbox.flush(now, me, &mut ctx.net, &mut out);
-        if !out.is_empty() {
-            shared.net.lock().expect("network lock").deliver(tick, &mut out);
-        }
+        let mut net = shared.net.lock().expect("network lock");
+        ctx.outbox.flush(now, |to, env| net.deliver_one(tick, to, env));
+        drop(net);
         if tick == window_end_tick {
             backlog_window_end = ctx.backlog(now);
         }

@@ -4,6 +4,7 @@
 use crate::infra::replicas;
 use crate::msg::NodeIdx;
 use crate::scenario::Scenario;
+use strength_reduce::StrengthReducedU32;
 use wasim_model::{fast_range, ConversationId, ServerId, UserId};
 
 /// The kinds of simulated process.
@@ -71,6 +72,11 @@ pub enum Link {
 pub struct Topology {
     /// First index and count of each kind, in `NodeKind::ALL` order.
     ranges: [(u16, u16); 7],
+    /// The counts that place users, as divisors by multiplication (a placement is computed
+    /// for nearly every message).
+    client_shards: StrengthReducedU32,
+    session_shards: StrengthReducedU32,
+    presence_shards: StrengthReducedU32,
     pub users: u64,
     pub replication_factor: u32,
     pub partitions: u32,
@@ -97,6 +103,9 @@ impl Topology {
         }
         Topology {
             ranges,
+            client_shards: StrengthReducedU32::new(f.client_shards),
+            session_shards: StrengthReducedU32::new(f.redis_session_shards),
+            presence_shards: StrengthReducedU32::new(f.redis_presence_shards),
             users: s.users.concurrent,
             replication_factor: f.cassandra_replication_factor,
             partitions: f.kafka_partitions,
@@ -132,6 +141,11 @@ impl Topology {
         panic!("node {n:?} is not in the topology")
     }
 
+    /// The first index and the count of the processes of a kind.
+    pub fn range(&self, kind: NodeKind) -> (u16, u16) {
+        self.ranges[kind as usize]
+    }
+
     /// The link class between two processes.
     pub fn link(&self, a: NodeIdx, b: NodeIdx) -> Link {
         let clients = self.ranges[NodeKind::ClientShard as usize];
@@ -150,14 +164,14 @@ impl Topology {
 
     /// The population shard that holds a user's devices.
     pub fn client_shard(&self, u: UserId) -> NodeIdx {
-        self.node(NodeKind::ClientShard, u.0 % self.count(NodeKind::ClientShard))
+        self.node(NodeKind::ClientShard, u.0 % self.client_shards)
     }
 
     /// The session-store shard of a user. User ids are dense and carry no meaning, so
     /// `id % shards` spreads users as evenly as a hash slot would, and lets each shard keep
     /// its keys in a dense array (`id / shards`).
     pub fn redis(&self, u: UserId) -> NodeIdx {
-        self.node(NodeKind::Redis, u.0 % self.count(NodeKind::Redis))
+        self.node(NodeKind::Redis, u.0 % self.session_shards)
     }
 
     /// The presence shard of a user (by id, like the session store).
@@ -167,7 +181,7 @@ impl Topology {
 
     /// The index of a user's presence shard among the presence shards.
     pub fn presence_shard(&self, u: UserId) -> u32 {
-        u.0 % self.count(NodeKind::Presence)
+        u.0 % self.presence_shards
     }
 
     /// The replicas of a conversation's partition.

@@ -4,71 +4,48 @@
 use rand::Rng;
 use wasim_model::{fast_range, ChatMessage, DeviceKey, Time};
 
-/// When each of `n` devices beats in every `interval`: its own phase, uniform over the
-/// interval whatever the tick. The phases are a stratified sample (one per `interval / n`
-/// slot, uniform inside it), so the beats are flat over the interval; slots are assigned to
-/// devices by a multiplicative permutation drawn from the seed, so neighbouring devices
-/// (a user's phone and web client, the users a fault cuts) do not beat together. Nothing
-/// is stored per device: the device of a slot is `slot * inverse mod n`.
+/// When each device beats in every `interval`: its own phase, uniform over the interval
+/// whatever the tick. The phases are a stratified sample (one per `interval / n` slot,
+/// uniform inside it), so the beats are flat over the interval. Slots go to devices in
+/// order, rotated by an offset drawn from the seed: every phone, then every web client,
+/// so a user's two devices beat half an interval apart, and a tick's beats touch
+/// neighbouring device records (one cache line serves several). Nothing is stored per
+/// device.
 #[derive(Clone, Debug)]
 pub(crate) struct HeartbeatPhases {
+    users: u64,
+    slots: u64,
     n: u64,
     interval_us: u64,
-    /// The inverse of the permutation's multiplier modulo `n`.
-    inverse: u64,
+    /// The rotation: slot `k` holds position `(k - offset) mod n` of the device order.
+    offset: u64,
     salt: u64,
 }
 
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
-/// The inverse of `a` modulo `n` (`a` and `n` coprime), by the extended Euclidean algorithm.
-fn inverse_mod(a: u64, n: u64) -> u64 {
-    let (mut t, mut new_t, mut r, mut new_r) = (0i128, 1i128, i128::from(n), i128::from(a));
-    while new_r != 0 {
-        let q = r / new_r;
-        (t, new_t) = (new_t, t - q * new_t);
-        (r, new_r) = (new_r, r - q * new_r);
-    }
-    assert_eq!(r, 1, "{a} has no inverse modulo {n}");
-    t.rem_euclid(i128::from(n)) as u64
-}
-
 impl HeartbeatPhases {
-    /// Phases for `n` devices beating every `interval_us`, drawn from `rng`.
-    pub fn new(n: usize, interval_us: u64, rng: &mut impl Rng) -> HeartbeatPhases {
-        let n = n.max(1) as u64;
+    /// Phases for `users` users with `slots` devices each, beating every `interval_us`.
+    pub fn new(users: usize, slots: usize, interval_us: u64, rng: &mut impl Rng) -> HeartbeatPhases {
+        let (users, slots) = (users.max(1) as u64, slots.max(1) as u64);
+        let n = users * slots;
         assert!(interval_us > 0, "a heartbeat interval of zero");
-        let mut multiplier = if n > 1 { rng.random_range(1..n) } else { 0 };
-        while n > 1 && gcd(multiplier, n) != 1 {
-            multiplier = rng.random_range(1..n);
-        }
-        let inverse = if n > 1 { inverse_mod(multiplier, n) } else { 0 };
-        HeartbeatPhases { n, interval_us, inverse, salt: rng.random() }
+        assert!(n < 1 << 31 && interval_us < 1 << 32, "slot arithmetic fits 64 bits");
+        HeartbeatPhases { users, slots, n, interval_us, offset: rng.random_range(0..n), salt: rng.random() }
     }
 
-    /// The phase (µs into the interval) of slot `slot`: uniform inside the slot.
+    /// The phase (µs into the interval) of slot `slot`: uniform inside the slot. The
+    /// products fit 64 bits: slots are below 2^31 and the interval below 2^32 µs.
+    #[inline]
     fn phase_us(&self, slot: u64) -> u64 {
-        let start = u128::from(slot) * u128::from(self.interval_us) / u128::from(self.n);
-        let end = u128::from(slot + 1) * u128::from(self.interval_us) / u128::from(self.n);
-        let width = (end - start) as u64;
+        let start = slot * self.interval_us / self.n;
+        let end = (slot + 1) * self.interval_us / self.n;
+        let width = end - start;
         let jitter = if width == 0 {
             0
         } else {
             let h = wasim_model::UserId((slot ^ self.salt) as u32).hash64() ^ self.salt.rotate_left(29);
             u64::from(fast_range(h, width.min(u64::from(u32::MAX)) as u32))
         };
-        start as u64 + jitter
-    }
-
-    /// The device of a slot.
-    fn device(&self, slot: u64) -> usize {
-        (u128::from(slot) * u128::from(self.inverse) % u128::from(self.n)) as usize
+        start + jitter
     }
 
     /// Call `beat(device, at)` for every beat in `(from, to]`, in time order.
@@ -83,15 +60,25 @@ impl HeartbeatPhases {
             // Beats at `base + phase` with `from < base + phase <= to`.
             let after = from.checked_sub(base);
             let last = (to - base).min(self.interval_us - 1);
-            let first_slot =
-                after.map_or(0, |a| (u128::from(a) * u128::from(self.n) / u128::from(self.interval_us)) as u64);
+            let first_slot = after.map_or(0, |a| a * self.n / self.interval_us);
+            // The device of the first slot, then the next ones by counting on.
+            let position = (first_slot + self.n - self.offset) % self.n;
+            let (mut slot_of_user, mut user) = (position / self.users, position % self.users);
             for slot in first_slot..self.n {
                 let phase = self.phase_us(slot);
                 if phase > last {
                     break;
                 }
                 if after.is_none_or(|a| phase > a) {
-                    beat(self.device(slot), Time(base + phase));
+                    beat((user * self.slots + slot_of_user) as usize, Time(base + phase));
+                }
+                user += 1;
+                if user == self.users {
+                    user = 0;
+                    slot_of_user += 1;
+                    if slot_of_user == self.slots {
+                        slot_of_user = 0;
+                    }
                 }
             }
             cycle += 1;
@@ -147,9 +134,14 @@ impl ReadWheel {
         let len = self.buckets.len() as u64;
         while self.next_bucket * READ_BUCKET_US <= now.as_us() {
             let base = self.next_bucket * READ_BUCKET_US;
-            let bucket = std::mem::take(&mut self.buckets[(self.next_bucket % len) as usize]);
-            self.near.extend(bucket.into_iter().map(|(offset, d, m)| (Time(base + u64::from(offset)), d, m)));
-            self.near.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.id.cmp(&a.2.id)));
+            let slot = (self.next_bucket % len) as usize;
+            // Latest first; what is left of earlier buckets is earlier still, so it goes last.
+            let bucket = &mut self.buckets[slot];
+            bucket.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
+            let mut near: Vec<_> =
+                bucket.drain(..).map(|(offset, d, m)| (Time(base + u64::from(offset)), d, m)).collect();
+            near.append(&mut self.near);
+            self.near = near;
             self.next_bucket += 1;
         }
         while self.near.last().is_some_and(|&(t, _, _)| t <= now) {
@@ -184,7 +176,7 @@ mod tests {
 
     #[test]
     fn every_device_beats_once_per_interval_at_the_same_times_whatever_the_tick() {
-        let p = HeartbeatPhases::new(1_000, 30_000_000, &mut ChaCha8Rng::seed_from_u64(3));
+        let p = HeartbeatPhases::new(500, 2, 30_000_000, &mut ChaCha8Rng::seed_from_u64(3));
         let coarse = beats(&p, 1_000, 60_000_000);
         let fine = beats(&p, 100, 60_000_000);
         assert_eq!(coarse, fine, "the tick decides nothing");
@@ -200,23 +192,21 @@ mod tests {
     }
 
     #[test]
-    fn phases_cover_the_whole_interval_evenly_and_neighbours_are_apart() {
-        let p = HeartbeatPhases::new(30_000, 30_000_000, &mut ChaCha8Rng::seed_from_u64(9));
+    fn phases_cover_the_whole_interval_evenly_and_a_users_devices_are_apart() {
+        let p = HeartbeatPhases::new(15_000, 2, 30_000_000, &mut ChaCha8Rng::seed_from_u64(9));
         let all = beats(&p, 1_000, 30_000_000);
         let mut per_second = [0u32; 30];
         for &(_, at) in &all {
             per_second[(at / 1_000_000) as usize] += 1;
         }
         assert!(per_second.iter().all(|&c| c == 1_000), "flat: {per_second:?}");
-        let at = |d: usize| all.iter().find(|b| b.0 == d).unwrap().1 as i64;
-        let close = (0..1_000).filter(|&d| (at(2 * d) - at(2 * d + 1)).abs() < 100_000).count();
-        assert!(close < 20, "a phone and its web client seldom beat together: {close}");
-    }
-
-    #[test]
-    fn inverse_mod_inverts() {
-        for (a, n) in [(3, 10), (7, 1_000_003), (999_999, 1_000_000)] {
-            assert_eq!(a * inverse_mod(a, n) % n, 1);
+        let mut at = vec![0i64; 30_000];
+        for &(d, t) in &all {
+            at[d] = t as i64;
+        }
+        for u in 0..15_000 {
+            let apart = (at[2 * u] - at[2 * u + 1]).abs();
+            assert!((14_999_000..=15_001_000).contains(&apart), "user {u}'s devices beat {apart} µs apart");
         }
     }
 

@@ -7,6 +7,7 @@ use crate::{
 };
 use rand::Rng;
 use rustc_hash::FxHashMap;
+use strength_reduce::StrengthReducedU32;
 
 /// Settings shared by every device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,27 +80,56 @@ pub struct UserSettings {
 }
 
 /// Which users' devices a process holds: users `u` with `u % shards == shard`, local user
-/// `i` being user `i * shards + shard`, each with `slots` device slots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `i` being user `i * shards + shard`, each with `slots` device slots (1 or 2).
+#[derive(Clone, Copy, Debug)]
 pub struct Layout {
     pub shard: u32,
     pub shards: u32,
     pub users: usize,
     pub slots: usize,
+    /// `shards` as a divisor by multiplication: a frame's device is found by division.
+    by_shards: StrengthReducedU32,
+    /// `log2(slots)`.
+    slot_bits: u32,
 }
 
+impl PartialEq for Layout {
+    fn eq(&self, o: &Layout) -> bool {
+        (self.shard, self.shards, self.users, self.slots) == (o.shard, o.shards, o.users, o.slots)
+    }
+}
+
+impl Eq for Layout {}
+
 impl Layout {
+    /// The layout of process `shard` of `shards`, holding `users` users with `slots` device
+    /// slots each.
+    pub fn new(shard: u32, shards: u32, users: usize, slots: usize) -> Layout {
+        assert!(slots == 1 || slots == 2, "a user has one or two device slots");
+        assert!(shard < shards, "shard {shard} of {shards}");
+        Layout {
+            shard,
+            shards,
+            users,
+            slots,
+            by_shards: StrengthReducedU32::new(shards),
+            slot_bits: slots.trailing_zeros(),
+        }
+    }
+
     /// The index of a device of this process.
     #[inline]
     pub fn index(&self, d: DeviceId) -> usize {
-        assert_eq!(d.user.0 % self.shards, self.shard, "{d:?} belongs to another process");
-        (d.user.0 / self.shards) as usize * self.slots + usize::from(d.slot.0)
+        let (i, rem) = StrengthReducedU32::div_rem(d.user.0, self.by_shards);
+        assert_eq!(rem, self.shard, "{d:?} belongs to another process");
+        ((i as usize) << self.slot_bits) + usize::from(d.slot.0)
     }
 
     /// The device at an index.
     #[inline]
     pub fn device(&self, index: usize) -> DeviceId {
-        DeviceId { user: self.user(index / self.slots), slot: DeviceSlot((index % self.slots) as u8) }
+        let slot = index & ((1 << self.slot_bits) - 1);
+        DeviceId { user: self.user(index >> self.slot_bits), slot: DeviceSlot(slot as u8) }
     }
 
     /// Local user `i`.
@@ -165,6 +195,9 @@ pub struct Devices {
     devices: Vec<ClientDevice>,
     /// Arrivals held by devices catching up.
     held: FxHashMap<DeviceKey, Vec<ChatMessage>>,
+    /// One bit per device: it has a connection (catching up or live). Most frames need only
+    /// this, and a bitmap of a million devices stays in cache where their records do not.
+    connected: Vec<u64>,
     displayed: Displayed,
     sent: SentMessages,
 }
@@ -182,6 +215,7 @@ impl Devices {
             config,
             layout,
             devices: vec![ClientDevice::default(); layout.users * layout.slots],
+            connected: vec![0; (layout.users * layout.slots).div_ceil(64)],
             held: FxHashMap::default(),
             displayed: Displayed::default(),
             sent: SentMessages::default(),
@@ -209,9 +243,29 @@ impl Devices {
     }
 
     /// The server the device at `index` is connected to, if it is.
+    #[inline]
     pub fn server(&self, index: usize) -> Option<ServerId> {
+        if !self.is_connected(index) {
+            return None;
+        }
         let d = &self.devices[index];
-        d.server.filter(|_| d.state.is_connected())
+        debug_assert!(d.state.is_connected());
+        d.server
+    }
+
+    /// Whether the device at `index` has a connection.
+    #[inline]
+    pub fn is_connected(&self, index: usize) -> bool {
+        self.connected[index / 64] & (1 << (index % 64)) != 0
+    }
+
+    fn set_connected(&mut self, index: usize, connected: bool) {
+        let (word, bit) = (&mut self.connected[index / 64], 1u64 << (index % 64));
+        if connected {
+            *word |= bit;
+        } else {
+            *word &= !bit;
+        }
     }
 
     /// Consecutive failed connect attempts of the device at `index`.
@@ -243,6 +297,9 @@ impl Devices {
         rng: &mut impl Rng,
         out: &mut Vec<DeviceOutput>,
     ) {
+        if let DeviceInput::Frame(frame) = input {
+            return self.on_frame(now, index, frame, rng, out);
+        }
         let device = self.layout.device(index);
         let d = self.devices[index];
         match input {
@@ -262,9 +319,11 @@ impl Devices {
                 }
                 self.detach(index, out);
                 self.devices[index].enter(DeviceState::Closed, now);
+                self.set_connected(index, false);
             }
             DeviceInput::NetworkLost => {
                 self.detach(index, out);
+                self.set_connected(index, false);
                 let d = &mut self.devices[index];
                 d.network_down = true;
                 if d.state != DeviceState::Closed {
@@ -287,7 +346,7 @@ impl Devices {
                     self.attempt(now, index, server, settings, out);
                 }
             }
-            DeviceInput::Frame(frame) => self.on_frame(now, index, frame, rng, out),
+            DeviceInput::Frame(_) => unreachable!("frames are handled above"),
         }
     }
 
@@ -325,19 +384,20 @@ impl Devices {
         out: &mut Vec<DeviceOutput>,
     ) {
         let device = self.layout.device(index);
-        let d = self.devices[index];
         match frame {
             ServerFrame::ConnectAccepted { server, epoch } => {
+                let d = &mut self.devices[index];
                 if d.state == DeviceState::Connecting && epoch == d.epoch {
-                    let d = &mut self.devices[index];
                     d.enter(DeviceState::CatchingUp, now);
                     d.failures = 0;
                     d.server = Some(server);
                     self.held.insert(DeviceKey::of(device), Vec::new());
+                    self.set_connected(index, true);
                     out.push(DeviceOutput::Connected { device, server });
                 }
             }
             ServerFrame::ConnectRefused { server, epoch } => {
+                let d = self.devices[index];
                 if d.state == DeviceState::Connecting && epoch == d.epoch {
                     let d = &mut self.devices[index];
                     d.enter(DeviceState::Waiting, now);
@@ -348,7 +408,7 @@ impl Devices {
                     out.push(DeviceOutput::RetryAt { device, at });
                 }
             }
-            _ if !d.state.is_connected() => {
+            _ if !self.is_connected(index) => {
                 // A frame for a connection the device no longer has: gone with it.
                 out.push(DeviceOutput::Unheard { device, frame });
             }
@@ -415,56 +475,42 @@ impl Devices {
         }
     }
 
-    /// The user of the phone at `index` sends a message to `to`, if the phone is connected.
-    /// Returns the client sequence number of the send.
-    pub fn send(&mut self, now: Time, index: usize, to: UserId, out: &mut Vec<DeviceOutput>) -> Option<u32> {
+    /// The user of the phone at `index` sends a message to `to`, if the phone is connected:
+    /// the frame to put on its connection, with a fresh client sequence number (which
+    /// makes a retried send recognisable).
+    pub fn send(&mut self, now: Time, index: usize, to: UserId) -> Option<(ServerId, DeviceFrame)> {
         let server = self.server(index)?;
         let device = self.layout.device(index);
         let d = &mut self.devices[index];
         let client_seq = d.next_seq;
         d.next_seq = d.next_seq.wrapping_add(1);
         self.sent.on_send(ClientMsgId { sender: device.user, seq: client_seq });
-        let frame = DeviceFrame::Send { to, client_seq, sent_at: now };
-        out.push(DeviceOutput::Frame { device, server, frame });
-        Some(client_seq)
+        Some((server, DeviceFrame::Send { to, client_seq, sent_at: now }))
     }
 
-    /// The device's heartbeat is due: it beats if it is connected.
-    pub fn heartbeat(&self, index: usize, out: &mut Vec<DeviceOutput>) -> bool {
-        let Some(server) = self.server(index) else { return false };
-        out.push(DeviceOutput::Frame { device: self.layout.device(index), server, frame: DeviceFrame::Heartbeat });
-        true
+    /// The device's heartbeat is due: it beats on its connection's server, if it has one.
+    #[inline]
+    pub fn heartbeat(&self, index: usize) -> Option<ServerId> {
+        self.server(index)
     }
 
     /// The user reads `msg` on the device at `index`: a read receipt goes out if the device
-    /// is connected and the user has read receipts on. Returns whether it went out.
+    /// is connected and the user has read receipts on.
     pub fn read(
         &self,
         now: Time,
         index: usize,
         msg: ChatMessage,
         settings: UserSettings,
-        out: &mut Vec<DeviceOutput>,
-    ) -> bool {
-        let Some(server) = self.server(index) else { return false };
-        if !settings.read_receipts {
-            return false;
-        }
-        let frame = DeviceFrame::ReadAck { msg, at: now };
-        out.push(DeviceOutput::Frame { device: self.layout.device(index), server, frame });
-        true
+    ) -> Option<(ServerId, DeviceFrame)> {
+        let server = self.server(index)?;
+        settings.read_receipts.then_some((server, DeviceFrame::ReadAck { msg, at: now }))
     }
 
     /// The user opens the chat with `target` on the device at `index`: it subscribes to the
     /// target's presence, if connected.
-    pub fn subscribe(&self, index: usize, target: UserId, out: &mut Vec<DeviceOutput>) -> bool {
-        let Some(server) = self.server(index) else { return false };
-        out.push(DeviceOutput::Frame {
-            device: self.layout.device(index),
-            server,
-            frame: DeviceFrame::Subscribe { target },
-        });
-        true
+    pub fn subscribe(&self, index: usize, target: UserId) -> Option<(ServerId, DeviceFrame)> {
+        Some((self.server(index)?, DeviceFrame::Subscribe { target }))
     }
 }
 

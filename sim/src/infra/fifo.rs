@@ -4,72 +4,122 @@
 //! Work is served from its exact arrival time even when the process notices it late. A
 //! hop shorter than a tick is handed over at the next tick, so a process may meet a
 //! request after it has served others that arrived after it. Each worker keeps its busy
-//! intervals of the recent past (`LATE_MAX`), and a request is served from the earliest
+//! intervals of the recent past (`RECENT` of them), and a request is served from the earliest
 //! time at or after its arrival at which some worker is free for its whole service: in the
 //! idle gaps of the past when there were any (as it would have been, had it been noticed
 //! on time), behind the queue otherwise. So the tick decides when a process notices work,
 //! not the times it reports, except for the wait a late request could not avoid at a busy
 //! server. Arrivals noticed on time take the usual path, `max(arrival, free) + service`.
 
-use std::collections::VecDeque;
 use wasim_model::Time;
 
-/// How far in the past a request may still be placed: longer than any chain of sub-tick
-/// hops lags behind the tick (a handful of hops, a tick each). An older request is served
-/// from this far back, as if it had arrived then.
-const LATE_MAX_US: u64 = 50_000;
-/// Busy intervals a late request looks through on one worker for a gap before it settles
-/// for the end of that worker's queue: bounds the cost of a late request at a server with
-/// a long, fragmented backlog.
-const GAP_SCAN_MAX: usize = 16;
+/// Busy intervals each worker remembers: a late request finds its gap among the worker's
+/// latest intervals; before them the worker counts as busy.
+const RECENT: usize = 8;
 
-/// One worker's busy intervals, disjoint, in time order, touching ones merged.
-#[derive(Clone, Debug, Default)]
+/// One worker's latest busy intervals: disjoint, in time order, touching ones merged, in a
+/// ring (`RECENT` is a power of two). Most bookings append or extend the newest interval;
+/// a late one is placed in order among them.
+#[derive(Clone, Copy, Debug, Default)]
 struct Worker {
-    busy: VecDeque<(Time, Time)>,
+    ring: [(Time, Time); RECENT],
+    /// Index of the newest interval.
+    head: usize,
+    len: usize,
+    /// Every forgotten interval ended by this.
+    known_from: Time,
 }
+
+const _: () = assert!(RECENT.is_power_of_two(), "ring indices wrap with a mask");
+const MASK: usize = RECENT - 1;
 
 impl Worker {
     /// When the worker's last booked interval ends.
     #[inline]
     fn free_from(&self) -> Time {
-        self.busy.back().map_or(Time::ZERO, |b| b.1)
+        if self.len == 0 {
+            self.known_from
+        } else {
+            self.ring[self.head].1
+        }
+    }
+
+    /// The ring index of the `j`th remembered interval, oldest first.
+    #[inline]
+    fn slot(&self, j: usize) -> usize {
+        (self.head + RECENT + 1 - self.len + j) & MASK
     }
 
     /// The earliest start at or after `a` with `[start, start + d)` free.
     fn fit(&self, a: Time, d: u64) -> Time {
-        let end = self.free_from();
-        if a >= end {
+        if a >= self.free_from() {
             return a;
         }
-        let first = self.busy.partition_point(|&(_, e)| e <= a);
-        let mut t = a;
-        for &(s, e) in self.busy.range(first..).take(GAP_SCAN_MAX) {
+        let mut t = a.max(self.known_from);
+        for j in 0..self.len {
+            let (s, e) = self.ring[self.slot(j)];
+            if e <= t {
+                continue;
+            }
             if t.as_us() + d <= s.as_us() {
                 return t;
             }
-            t = t.max(e);
+            t = e;
         }
-        t.max(end)
+        t
     }
 
     /// Book `[s, e)`, which is free.
+    #[inline]
     fn book(&mut self, s: Time, e: Time) {
-        match self.busy.back_mut() {
-            Some(last) if last.1 == s => last.1 = e,
-            Some(last) if last.1 < s => self.busy.push_back((s, e)),
-            None => self.busy.push_back((s, e)),
-            Some(_) => {
-                let i = self.busy.partition_point(|&(st, _)| st < s);
-                self.busy.insert(i, (s, e));
+        if s == e {
+            return; // no work (a service time that rounds to zero) keeps no worker busy
+        }
+        if self.len > 0 {
+            let newest = &mut self.ring[self.head];
+            if newest.1 == s {
+                newest.1 = e;
+                return;
+            }
+            if newest.1 > s {
+                self.insert((s, e));
+                return;
             }
         }
+        if self.len == RECENT {
+            let oldest = self.ring[self.slot(0)].1;
+            self.known_from = self.known_from.max(oldest);
+        } else {
+            self.len += 1;
+        }
+        self.head = (self.head + 1) & MASK;
+        self.ring[self.head] = (s, e);
     }
 
-    /// Forget intervals that ended by `before`.
-    fn prune(&mut self, before: Time) {
-        while self.busy.front().is_some_and(|b| b.1 <= before) {
-            self.busy.pop_front();
+    /// Place a late interval (before the newest) in time order.
+    fn insert(&mut self, iv: (Time, Time)) {
+        let p = (0..self.len).find(|&j| iv.0 < self.ring[self.slot(j)].0).expect("a late interval precedes the newest");
+        if self.len == RECENT {
+            // Full: the oldest is forgotten, those before the new one move down a place.
+            if p == 0 {
+                self.known_from = self.known_from.max(iv.1);
+                return;
+            }
+            self.known_from = self.known_from.max(self.ring[self.slot(0)].1);
+            for j in 0..p - 1 {
+                self.ring[self.slot(j)] = self.ring[self.slot(j + 1)];
+            }
+            let at = self.slot(p - 1);
+            self.ring[at] = iv;
+        } else {
+            // Those after the new one move up a place.
+            self.len += 1;
+            self.head = (self.head + 1) & MASK;
+            for j in (p + 1..self.len).rev() {
+                self.ring[self.slot(j)] = self.ring[self.slot(j - 1)];
+            }
+            let at = self.slot(p);
+            self.ring[at] = iv;
         }
     }
 }
@@ -80,7 +130,7 @@ pub struct Fifo {
     workers: Vec<Worker>,
     /// The worker to try first.
     next: usize,
-    /// The latest arrival seen: workers keep their intervals from `LATE_MAX_US` before it.
+    /// The latest arrival seen: one before it was noticed late, and may fit a gap.
     latest: Time,
     /// Service time inside the measuring window, for utilisation.
     busy_us: u64,
@@ -106,21 +156,21 @@ impl Fifo {
     /// its departure.
     #[inline]
     pub fn serve(&mut self, arrival: Time, service_us: u64) -> Time {
+        let in_order = arrival >= self.latest;
         self.latest = self.latest.max(arrival);
-        let floor = Time(self.latest.as_us().saturating_sub(LATE_MAX_US));
-        let arrival = arrival.max(floor);
         // Any worker free from the arrival on serves it at once: try the next one in turn
-        // before looking for the earliest start.
+        // before looking for the earliest start. An arrival in order (none later was
+        // served) can only start when a worker frees; one noticed late may fit a gap.
         let (i, start) = if self.workers[self.next].free_from() <= arrival {
             (self.next, arrival)
+        } else if in_order {
+            self.earliest_free(arrival)
         } else {
             self.earliest(arrival, service_us)
         };
         let departure = Time(start.as_us() + service_us);
-        let worker = &mut self.workers[i];
-        worker.book(start, departure);
-        worker.prune(floor);
-        self.next = (i + 1) % self.workers.len();
+        self.workers[i].book(start, departure);
+        self.next = if i + 1 == self.workers.len() { 0 } else { i + 1 };
         let (from, until) = self.window;
         if arrival >= from && arrival < until {
             self.served += 1;
@@ -133,7 +183,19 @@ impl Fifo {
         departure
     }
 
-    /// The worker that can start earliest, and when.
+    /// The worker that frees first, and when it starts a request arriving at `arrival`.
+    fn earliest_free(&self, arrival: Time) -> (usize, Time) {
+        let (i, free) = self
+            .workers
+            .iter()
+            .map(Worker::free_from)
+            .enumerate()
+            .min_by_key(|&(_, t)| t)
+            .expect("at least one worker");
+        (i, free.max(arrival))
+    }
+
+    /// The worker that can start earliest, gaps included, and when.
     fn earliest(&self, arrival: Time, service_us: u64) -> (usize, Time) {
         let n = self.workers.len();
         let mut best = (self.next, self.workers[self.next].fit(arrival, service_us));
@@ -141,7 +203,7 @@ impl Fifo {
             if best.1 == arrival {
                 break;
             }
-            let i = (self.next + k) % n;
+            let i = if self.next + k >= n { self.next + k - n } else { self.next + k };
             let start = self.workers[i].fit(arrival, service_us);
             if start < best.1 {
                 best = (i, start);
@@ -226,10 +288,16 @@ mod tests {
     }
 
     #[test]
-    fn a_request_older_than_the_kept_past_is_served_from_its_start() {
+    fn a_worker_remembers_its_latest_intervals_and_counts_as_busy_before_them() {
         let mut f = Fifo::new(1, (Time::ZERO, Time::NEVER));
-        f.serve(Time::from_secs(1), MS);
-        let floor = Time::from_secs(1).as_us() - LATE_MAX_US;
-        assert_eq!(f.serve(Time::ZERO, MS), Time(floor + MS));
+        for k in 0..12 {
+            f.serve(Time::from_ms(2 * k), MS); // busy 2k .. 2k + 1 ms; the ring keeps 8 to 23
+        }
+        // A late request in a gap the worker still remembers (19 to 20 ms).
+        assert_eq!(f.serve(Time(19_200), 500), Time(19_700));
+        // In a gap it has forgotten (before 9 ms, the end of the interval it just dropped).
+        assert_eq!(f.serve(Time::from_ms(1), 500), Time(9_500));
+        // Zero work takes no time and books nothing.
+        assert_eq!(f.serve(Time::from_ms(30), 0), Time::from_ms(30));
     }
 }

@@ -98,7 +98,7 @@ impl ClientShard {
         let rate_per_us = s.workload.messages_per_s as f64 * local as f64 / users as f64 / 1e6;
         let pop = shared.population.clone();
         let slots = if s.users.devices_per_user.web > 0.0 { DEVICES_PER_USER_MAX } else { 1 };
-        let layout = Layout { shard, shards, users: local, slots };
+        let layout = Layout::new(shard, shards, local, slots);
         let mut cuts: Vec<(Time, Time, usize)> =
             (0..local).filter_map(|i| pop.cut(layout.user(i)).map(|(from, until)| (from, until, i))).collect();
         cuts.sort_unstable();
@@ -139,7 +139,8 @@ impl ClientShard {
             mean_gap_us: 1.0 / rate_per_us,
             contacts: s.users.contacts_per_user,
             heartbeats: HeartbeatPhases::new(
-                local * slots,
+                local,
+                slots,
                 s.users.heartbeat_interval_ms * 1_000,
                 &mut ctx.stream(Stream::Setup),
             ),
@@ -302,8 +303,9 @@ impl ClientShard {
         ctx.counters.connects += 1;
         if device.slot.0 == 0 && self.pop.watches(device.user) {
             let target = self.contact(device.user, 0);
-            let index = self.layout().index(device);
-            self.devices.subscribe(index, target, &mut self.outs);
+            if let Some((server, frame)) = self.devices.subscribe(self.layout().index(device), target) {
+                self.transmit(t, device, server, frame, ctx);
+            }
         }
     }
 
@@ -443,7 +445,7 @@ impl ClientShard {
             let gap_ns = self.mean_close_gap_us * 1e3 * self.rng.closes.sample::<f64, _>(Exp1);
             self.next_close_at = t + Duration::from_nanos(gap_ns as u64);
             let index = self.rng.closes.random_range(0..self.layout().users) * self.layout().slots;
-            if !self.devices.state(index).is_connected() {
+            if !self.devices.is_connected(index) {
                 continue; // the Poisson process runs over phones that are online
             }
             self.input(t, index, DeviceInput::AppClose, ctx);
@@ -457,8 +459,9 @@ impl ClientShard {
         let mut beats = std::mem::take(&mut self.beats);
         self.heartbeats.due(self.previous_tick, now, |index, at| beats.push((index, at)));
         for &(index, at) in &beats {
-            if self.devices.heartbeat(index, &mut self.outs) {
-                self.apply(at, ctx);
+            if let Some(server) = self.devices.heartbeat(index) {
+                let device = self.layout().device(index);
+                self.transmit(at, device, server, DeviceFrame::Heartbeat, ctx);
             }
         }
         beats.clear();
@@ -475,8 +478,8 @@ impl ClientShard {
             }
             let index = self.layout().index(device);
             let settings = self.settings(device.user);
-            if self.devices.read(t, index, msg, settings, &mut self.outs) {
-                self.apply(t, ctx);
+            if let Some((server, frame)) = self.devices.read(t, index, msg, settings) {
+                self.transmit(t, device, server, frame, ctx);
             }
         }
     }
@@ -492,15 +495,14 @@ impl ClientShard {
             let from = self.layout().user(i);
             let j = self.rng.sends.random_range(0..self.contacts);
             let to = self.contact(from, j);
-            if self.devices.send(t, i * self.layout().slots, to, &mut self.outs).is_none() {
-                continue;
-            }
+            let index = i * self.layout().slots;
+            let Some((server, frame)) = self.devices.send(t, index, to) else { continue };
             ctx.counters.sends += 1;
             if self.measured(t) {
                 ctx.counters.sends_measured += 1;
             }
             ctx.second(t).sends += 1;
-            self.apply(t, ctx);
+            self.transmit(t, self.layout().device(index), server, frame, ctx);
         }
     }
 }

@@ -21,7 +21,7 @@ struct Rig {
 impl Rig {
     /// Two users on one process, phone and web each.
     fn new() -> Rig {
-        let layout = Layout { shard: 0, shards: 1, users: 2, slots: 2 };
+        let layout = Layout::new(0, 1, 2, 2);
         let config = DeviceConfig { backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(8) } };
         Rig { devices: Devices::new(layout, config), rng: ChaCha8Rng::seed_from_u64(1), out: Vec::new() }
     }
@@ -206,7 +206,7 @@ fn without_a_network_the_device_sends_nothing_and_reconnects_soon_after_it_retur
     r.frame(1, PHONE, ServerFrame::FetchDone { upto: InboxPos(0) });
     let out = r.input(2, PHONE, In::NetworkLost);
     assert!(out.is_empty(), "the server is not told: {out:?}");
-    assert!(!r.devices.heartbeat(PHONE, &mut r.out));
+    assert_eq!(r.devices.heartbeat(PHONE), None);
     assert!(r.input(3, PHONE, In::RetryDue { server: SERVER, settings: SETTINGS }).is_empty());
     let push = ServerFrame::Push { msg: msg(5, 1) };
     assert_eq!(
@@ -222,24 +222,28 @@ fn without_a_network_the_device_sends_nothing_and_reconnects_soon_after_it_retur
 #[test]
 fn sends_heartbeats_and_reads_need_a_connection_and_reads_respect_the_setting() {
     let mut r = Rig::new();
-    let mut out = Vec::new();
-    assert_eq!(r.devices.send(Time::ZERO, PHONE, UserId(1), &mut out), None);
+    assert_eq!(r.devices.send(Time::ZERO, PHONE, UserId(1)), None);
+    assert_eq!(r.devices.heartbeat(PHONE), None);
     r.connect(0, PHONE);
-    assert_eq!(r.devices.send(Time::ZERO, PHONE, UserId(1), &mut out), Some(0));
-    assert_eq!(r.devices.send(Time::ZERO, PHONE, UserId(1), &mut out), Some(1));
+    let seq = |s: Option<(ServerId, DeviceFrame)>| match s {
+        Some((SERVER, DeviceFrame::Send { client_seq, .. })) => client_seq,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(seq(r.devices.send(Time::ZERO, PHONE, UserId(1))), 0);
+    assert_eq!(seq(r.devices.send(Time::ZERO, PHONE, UserId(1))), 1);
     assert_eq!(r.devices.sends_in_flight(), 2);
-    assert!(r.devices.heartbeat(PHONE, &mut out));
-    assert!(r.devices.read(Time::ZERO, PHONE, msg(5, 1), SETTINGS, &mut out));
+    assert_eq!(r.devices.heartbeat(PHONE), Some(SERVER));
+    assert!(r.devices.read(Time::ZERO, PHONE, msg(5, 1), SETTINGS).is_some());
     let off = UserSettings { read_receipts: false, ..SETTINGS };
-    assert!(!r.devices.read(Time::ZERO, PHONE, msg(5, 1), off, &mut out));
+    assert_eq!(r.devices.read(Time::ZERO, PHONE, msg(5, 1), off), None);
+    assert_eq!(r.devices.subscribe(PHONE, UserId(1)), Some((SERVER, DeviceFrame::Subscribe { target: UserId(1) })));
 }
 
 #[test]
 fn the_ticks_of_a_sent_message_move_forward_only() {
     let mut r = Rig::new();
     r.connect(0, PHONE);
-    let mut out = Vec::new();
-    r.devices.send(Time::ZERO, PHONE, UserId(1), &mut out);
+    r.devices.send(Time::ZERO, PHONE, UserId(1));
     let mine = ChatMessage { from: UserId(0), to: UserId(1), client_seq: 0, ..msg(3, 1) };
     let out = r.frame(1, PHONE, ServerFrame::SentAck { msg: mine });
     assert_eq!(out, vec![Out::SentAckSeen { device: phone(), msg: mine, ticks: Some(ReceiptState::Sent) }]);
