@@ -839,7 +839,7 @@ mod tests {
     fn values_below_their_limit_name_line_and_field() {
         let cases = [
             ("duration_s = 0", "duration_s", "greater than zero"),
-            ("drain_s = 0", "drain_s", "greater than zero"),
+            ("drain_s = 0", "drain_s", "in flight"),
             ("tick_us = 9", "tick_us", "at least 10"),
             ("[users]\nconcurrent = 1", "users.concurrent", "at least 2"),
             ("[users]\ncontacts_per_user = 0", "users.contacts_per_user", "greater than zero"),
