@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasim_reports::{render_settings, render_summary, render_timing, write_report, Summary, Timing, Verdict};
+use wasim_reports::{render_settings, render_summary, render_timing, ReportDir, Summary, Timing, Verdict};
 use wasim_sim::{RunOptions, Scenario};
 
 /// Deterministic simulation and capacity planning for a WhatsApp-scale messaging backend.
@@ -125,6 +125,16 @@ fn scenario(file: &Path, seed: Option<u64>, out: Option<PathBuf>, json: bool, tr
         Ok(s) => s,
         Err(e) => return bad_input(e),
     };
+    if trace_user.is_some_and(|u| u64::from(u) >= scenario.users.concurrent) {
+        return bad_input(format!("--trace-user: the scenario has users 0 to {}", scenario.users.concurrent - 1));
+    }
+    // The scenario's name is validated to stay inside wasim-out/. The folder is checked
+    // before the run, so that a bad --out costs nothing.
+    let dir = out.unwrap_or_else(|| Path::new("wasim-out").join(&scenario.name));
+    let report = match ReportDir::prepare(&dir) {
+        Ok(r) => r,
+        Err(e) => return bad_input(format!("cannot write the report to {}: {e}", dir.display())),
+    };
     let seed = seed.unwrap_or(scenario.seed);
     let file_label = file.display().to_string();
     let settings = render_settings(&scenario, seed, &file_label);
@@ -134,13 +144,9 @@ fn scenario(file: &Path, seed: Option<u64>, out: Option<PathBuf>, json: bool, tr
         print!("{settings}");
     }
 
-    if trace_user.is_some_and(|u| u64::from(u) >= scenario.users.concurrent) {
-        return bad_input(format!("--trace-user: the scenario has users 0 to {}", scenario.users.concurrent - 1));
-    }
     let (outcome, timing) = timed_run(&scenario, seed, trace_user);
     let summary = Summary::new(&outcome, &file_label);
-    let dir = out.unwrap_or_else(|| Path::new("wasim-out").join(&scenario.name));
-    if let Err(e) = write_report(&dir, &outcome, &summary, &timing) {
+    if let Err(e) = report.write(&outcome, &summary, &timing) {
         eprintln!("error: cannot write the report to {}: {e}", dir.display());
         return ExitCode::from(EXIT_BAD_INPUT);
     }

@@ -73,3 +73,32 @@ fn usage_errors_exit_2() {
     assert_eq!(wasim(&["scenario"]).status.code(), Some(2));
     assert_eq!(wasim(&["scenario", "x.toml", "--seed", "minus-one"]).status.code(), Some(2));
 }
+
+#[test]
+fn a_name_that_leaves_the_output_folder_is_refused() {
+    let (code, err, path) = run_bad("seed = 1\nname = \"../../outside\"\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains(&format!("{path}:2: field `name`")), "{err}");
+}
+
+#[test]
+fn a_table_given_as_an_array_is_refused_with_its_line() {
+    let (code, err, path) = run_bad("seed = 1\nfleet = [1, 2]\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains(&format!("{path}:2: field `fleet`: must be a table")), "{err}");
+}
+
+#[test]
+fn a_mistake_in_a_fault_names_its_index_and_line() {
+    let cut = "[[faults]]\nkind = \"cut_network\"\nat_s = 3\nfor_s = 2\nusers = 10\n";
+    let (code, err, path) = run_bad(&format!("{cut}\n{cut}extra = 1\n"));
+    assert_eq!(code, Some(2));
+    assert!(err.contains(&format!("{path}:12: field `faults[1].extra`: unknown field")), "{err}");
+}
+
+#[test]
+fn drain_s_zero_is_refused_with_the_reason() {
+    let (code, err, path) = run_bad("drain_s = 0\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains(&format!("{path}:1: field `drain_s`")) && err.contains("in flight"), "{err}");
+}

@@ -15,15 +15,148 @@ pub struct ReportFiles {
     pub written: Vec<PathBuf>,
 }
 
-/// Write the report folder. Everything but `timing.json` is identical for the same
-/// scenario and seed.
+/// Write the report folder whole (see [`ReportDir`]). Everything but `timing.json` is
+/// identical for the same scenario and seed.
 pub fn write_report(dir: &Path, outcome: &Outcome, summary: &Summary, timing: &Timing) -> io::Result<ReportFiles> {
-    std::fs::create_dir_all(dir)?;
+    ReportDir::prepare(dir)?.write(outcome, summary, timing)
+}
+
+/// A report folder, written whole or not at all. [`ReportDir::prepare`] checks before a
+/// run that the folder can be written (so a bad `--out` fails before the simulation, not
+/// after it); [`ReportDir::write`] puts every file into a hidden sibling folder on the same
+/// file system and then swaps it into place, so that no file of an earlier report (a
+/// `trace.csv` of a run that traced a user) survives beside the new ones, and a failed
+/// write leaves the earlier report as it was.
+#[derive(Clone, Debug)]
+pub struct ReportDir {
+    dir: PathBuf,
+    /// `.<name>.tmp-<pid>` beside the folder: the new report while it is written.
+    staging: PathBuf,
+    /// `.<name>.old-<pid>` beside the folder: the earlier report while the new one moves in.
+    retired: PathBuf,
+}
+
+/// Files that wasim writes into a report folder. Only a folder holding nothing else is
+/// replaced: `--out ~/Documents` must fail, not delete the user's files. Extend this when
+/// the report gains a kind of file.
+fn is_report_file(name: &str) -> bool {
+    matches!(name, "summary.json" | "timing.json" | "timeseries.csv" | "trace.csv" | "report.md")
+        || [".hgrm", ".hgrm.tmp", ".svg"].iter().any(|ext| name.ends_with(ext))
+}
+
+fn context(e: io::Error, what: String) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+impl ReportDir {
+    /// Check that `dir` can be written and may be replaced: create its parent, probe that
+    /// a sibling folder can be made there, and refuse an existing `dir` that holds files
+    /// wasim did not write.
+    pub fn prepare(dir: &Path) -> io::Result<ReportDir> {
+        let name = dir.file_name().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "must end in a folder name (not `.`, `..` or `/`)")
+        })?;
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if parent.exists() && !parent.is_dir() {
+            let why = format!("{} is a file, not a folder", parent.display());
+            return Err(io::Error::new(io::ErrorKind::NotADirectory, why));
+        }
+        std::fs::create_dir_all(&parent).map_err(|e| context(e, format!("cannot create {}", parent.display())))?;
+        let sibling = |kind: &str| {
+            let mut n = std::ffi::OsString::from(".");
+            n.push(name);
+            n.push(format!(".{kind}-{}", std::process::id()));
+            parent.join(n)
+        };
+        let report = ReportDir { dir: dir.to_path_buf(), staging: sibling("tmp"), retired: sibling("old") };
+        report.check_replaceable()?;
+        report.fresh_staging()?;
+        std::fs::remove_dir(&report.staging)?;
+        Ok(report)
+    }
+
+    /// The folder the report goes to.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Refuse to replace anything but a folder of report files (or nothing).
+    fn check_replaceable(&self) -> io::Result<()> {
+        let refuse = |why: String| Err(io::Error::new(io::ErrorKind::AlreadyExists, why));
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(_) if self.dir.exists() && !self.dir.is_dir() => return refuse("exists and is not a folder".into()),
+            Err(e) => return Err(context(e, format!("cannot read {}", self.dir.display()))),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !entry.file_type()?.is_file() || !is_report_file(&name) {
+                return refuse(format!(
+                    "holds `{name}`, which wasim does not write: refusing to replace the folder (choose another --out, or empty it)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Make an empty staging folder (removing one a crashed run with our pid left).
+    fn fresh_staging(&self) -> io::Result<()> {
+        if self.staging.exists() {
+            std::fs::remove_dir_all(&self.staging)?;
+        }
+        std::fs::create_dir(&self.staging).map_err(|e| {
+            let parent = self.staging.parent().unwrap_or(Path::new("."));
+            context(e, format!("cannot create a folder in {}", parent.display()))
+        })
+    }
+
+    /// Write every file, then swap the new folder into place.
+    pub fn write(&self, outcome: &Outcome, summary: &Summary, timing: &Timing) -> io::Result<ReportFiles> {
+        self.check_replaceable()?;
+        self.fresh_staging()?;
+        let names = match write_files(&self.staging, outcome, summary, timing) {
+            Ok(names) => names,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&self.staging);
+                return Err(e);
+            }
+        };
+        self.swap_in()?;
+        Ok(ReportFiles { dir: self.dir.clone(), written: names.iter().map(|n| self.dir.join(n)).collect() })
+    }
+
+    /// Move the earlier report aside, the new one in, and delete the earlier one; if the
+    /// new one cannot move in, the earlier one goes back.
+    fn swap_in(&self) -> io::Result<()> {
+        let had_report = self.dir.exists();
+        if had_report {
+            std::fs::rename(&self.dir, &self.retired)?;
+        }
+        if let Err(e) = std::fs::rename(&self.staging, &self.dir) {
+            if had_report {
+                let _ = std::fs::rename(&self.retired, &self.dir);
+            }
+            let _ = std::fs::remove_dir_all(&self.staging);
+            return Err(e);
+        }
+        if had_report {
+            std::fs::remove_dir_all(&self.retired)?;
+        }
+        Ok(())
+    }
+}
+
+/// Write the report's files into `dir`; returns their names.
+fn write_files(dir: &Path, outcome: &Outcome, summary: &Summary, timing: &Timing) -> io::Result<Vec<String>> {
     let mut written = Vec::new();
     let mut put = |name: &str, bytes: Vec<u8>| -> io::Result<()> {
-        let path = dir.join(name);
-        std::fs::write(&path, bytes)?;
-        written.push(path);
+        std::fs::write(dir.join(name), bytes)?;
+        written.push(name.to_string());
         Ok(())
     };
     put("summary.json", json(summary)?)?;
@@ -35,7 +168,7 @@ pub fn write_report(dir: &Path, outcome: &Outcome, summary: &Summary, timing: &T
     if !outcome.trace.is_empty() {
         put("trace.csv", trace(outcome)?)?;
     }
-    Ok(ReportFiles { dir: dir.to_path_buf(), written })
+    Ok(written)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
@@ -124,6 +257,22 @@ mod tests {
         assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
         assert_eq!(counts.last(), Some(&4));
         assert!(text.contains("Total count    =            4"), "{text}");
+    }
+
+    #[test]
+    fn only_a_folder_of_report_files_may_be_replaced() {
+        let root = std::env::temp_dir().join(format!("wasim-report-dir-{}", std::process::id()));
+        let dir = root.join("report");
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(ReportDir::prepare(&dir).is_ok(), "an empty folder");
+        for name in ["summary.json", "delivery.hgrm", "trace.csv"] {
+            std::fs::write(dir.join(name), "").unwrap();
+        }
+        assert!(ReportDir::prepare(&dir).is_ok(), "a folder of report files");
+        std::fs::create_dir(dir.join("plots-by-hand")).unwrap();
+        let refused = ReportDir::prepare(&dir).unwrap_err().to_string();
+        std::fs::remove_dir_all(&root).unwrap();
+        assert!(refused.contains("plots-by-hand") && refused.contains("refusing"), "{refused}");
     }
 
     #[test]

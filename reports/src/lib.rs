@@ -5,6 +5,6 @@ mod files;
 mod summary;
 mod table;
 
-pub use files::{write_report, ReportFiles};
+pub use files::{write_report, ReportDir, ReportFiles};
 pub use summary::{LatencySummary, SloVerdict, Summary, Verdict};
 pub use table::{render_settings, render_summary, render_timing, Timing};

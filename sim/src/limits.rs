@@ -1,85 +1,614 @@
 //! Named limits on a scenario, each with the reason it exists.
+//!
+//! Every count, share, rate and duration a scenario sets has an upper limit, and a lower
+//! limit where zero or tiny values are meaningless or break something. The limits admit the
+//! card's full scale (100M concurrent users, 1,000 chat servers, 1.16M msg/s, ~548
+//! Cassandra nodes, 30 Kafka brokers, 600+ partitions, heartbeats every 30 s, a 45 s TTL)
+//! with a margin. Values are checked one by one first, so that the relationships checked
+//! after them, and every product the engine forms from them, cannot overflow.
 
-use crate::scenario::Scenario;
+use crate::dist::SAMPLE_US_MAX;
+use crate::metrics::LATENCY_US_MAX;
+use crate::scenario::{DistConfig, Fault, Scenario};
 
 /// Snowflake ids have 10 worker bits: at most 1,024 chat servers can mint ids.
 pub const CHAT_SERVERS_MAX: u32 = 1_024;
 /// User ids are `u32`; 1 billion leaves room above the card's 100M concurrent users.
 pub const USERS_MAX: u64 = 1_000_000_000;
+/// 1:1 messaging needs a sender and a recipient.
+pub const USERS_MIN: u64 = 2;
 /// Node indices on wasim's network are `u16`.
 pub const NODES_MAX: u64 = u16::MAX as u64;
+/// Processes of all kinds together: about twice the card's ~1,800 (1,000 chat servers, 548
+/// Cassandra nodes, brokers, routers, shards). Each process keeps a last-arrival time per
+/// other process (8 bytes, so 4,096 processes cost 128 MiB) and a network wheel.
+pub const PROCESSES_MAX: u64 = 4_096;
 /// A tick above 100 ms would hide the latencies the SLOs are about.
 pub const TICK_US_MAX: u64 = 100_000;
+/// Smaller ticks make a run cost millions of process wake-ups per simulated second, and
+/// the report's bound on tick error is stated against a 10 µs tick.
+pub const TICK_US_MIN: u64 = 10;
 /// Runs longer than a simulated day are not what this tool is for.
 pub const TOTAL_S_MAX: u64 = 86_400;
+/// Nothing can be measured in an empty window (and throughput divides by it).
+pub const DURATION_S_MIN: u64 = 1;
+/// Messages in flight at the last send need time to reach their devices; without a drain
+/// the no-loss checker would count them as lost.
+pub const DRAIN_S_MIN: u64 = 1;
 /// The network's wheel holds this many ticks ahead; later arrivals wait in an overflow heap.
 pub const WHEEL_TICKS: u64 = 4_096;
+
+/// 100 times the card's 100,000 connections per server: more is not one process.
+pub const CONNECTIONS_PER_SERVER_MAX: u32 = 10_000_000;
+/// Client-population shards are processes with their own histograms (about 3 MiB each);
+/// 1,024 hold 100M users at about 100K each.
+pub const CLIENT_SHARDS_MAX: u32 = 1_024;
+/// Redis shards of one store (session or presence): the card's session store fits one
+/// node and presence 10+; Redis Cluster itself is meant for up to about 1,000 nodes.
+pub const REDIS_SHARDS_MAX: u32 = 1_024;
+/// About 4 times the card's ~548 Cassandra nodes.
+pub const CASSANDRA_NODES_MAX: u32 = 2_048;
+/// Real clusters write 3 (at most 5) replicas; 15 leaves room to experiment while a quorum
+/// write stays a small fan-out, and fits the chat server's `u8` replica count.
+pub const REPLICATION_FACTOR_MAX: u32 = 15;
+/// About 34 times the card's 30 brokers.
+pub const KAFKA_BROKERS_MAX: u32 = 1_024;
+/// About 170 times the card's 600 partitions; every broker and router keeps a slot per
+/// partition of the topic.
+pub const KAFKA_PARTITIONS_MAX: u32 = 100_000;
+/// Routers of the consumer group; at most one per partition is useful anyway.
+pub const ROUTERS_MAX: u32 = 1_024;
+/// Brokers and routers each keep a slot per partition (about 64 bytes): (brokers +
+/// routers) x partitions is at most 10M slots, about 640 MiB. The card needs 378,000.
+pub const PARTITION_SLOTS_MAX: u64 = 10_000_000;
+
+/// No one messages more than 10,000 distinct people; above that the workload is a
+/// broadcast, which 1:1 messaging does not model.
+pub const CONTACTS_PER_USER_MAX: u32 = 10_000;
+/// A heartbeat more often than once a second is not a heartbeat (the card's is 30 s).
+pub const HEARTBEAT_INTERVAL_MS_MIN: u64 = 1_000;
+/// Mobile keep-alives are at most minutes apart: NAT bindings expire beyond that.
+pub const HEARTBEAT_INTERVAL_MS_MAX: u64 = 600_000;
+/// Reconnect backoff windows: ten minutes is an outage, not a backoff.
+pub const RECONNECT_BACKOFF_MS_MAX: u64 = 600_000;
+/// A user shown online an hour after going silent is not presence (the card's TTL is 45 s);
+/// the presence store also keeps an expiry slot per 100 ms of TTL.
+pub const PRESENCE_TTL_MS_MAX: u64 = 3_600_000;
+/// 86 times the card's 1.16M msg/s.
+pub const MESSAGES_PER_S_MAX: u64 = 100_000_000;
+/// A person types at most a few messages a second; a higher offered load per online user
+/// (the card's is 0.012 msg/s) is a load generator, not a population.
+pub const SENDS_PER_USER_PER_S_MAX: u64 = 10;
+/// Once a second per phone, all hour long, is already far beyond any user (default 6).
+pub const APP_CLOSES_PER_HOUR_MAX: f64 = 3_600.0;
+/// Every sample is capped at `SAMPLE_US_MAX` (60 s): a distribution whose mean, median,
+/// p99 or bound lies beyond it describes draws the run cannot make.
+pub const DIST_US_MAX: u64 = SAMPLE_US_MAX;
+/// A one-way hop slower than 10 s is an outage (a fault), not a latency; such hops also
+/// miss the network wheel (4,096 ticks ahead) and take its slow path.
+pub const NETWORK_MS_MAX: u64 = 10_000;
+/// A log-normal whose p99 is more than 1,000 times its median has a mean that explodes
+/// (it grows as exp(sigma^2 / 2)); no measured latency looks like that.
+pub const LOGNORMAL_SPREAD_MAX: f64 = 1_000.0;
+/// 32 times Cassandra's default `concurrent_writes`: a queue with more workers is scanned
+/// for the earliest free one on every busy request.
+pub const WORKERS_MAX: u32 = 1_024;
+/// The latency histograms stop at an hour (`LATENCY_US_MAX`); an SLO beyond that cannot
+/// be judged. An SLO of 0 ms can never hold.
+pub const SLO_MS_MAX: u64 = LATENCY_US_MAX / 1_000;
+/// Each device event scans the fault windows, so their number stays small.
+pub const FAULTS_MAX: usize = 64;
+/// The report folder is `wasim-out/<name>`: a short name of safe characters.
+pub const NAME_LEN_MAX: usize = 64;
+/// A scenario is a page of TOML; reading stops here, so `wasim scenario /dev/zero` cannot
+/// fill the memory.
+pub const SCENARIO_FILE_BYTES_MAX: u64 = 1 << 20;
+/// The description is printed before every run: one or two sentences, not a document.
+pub const DESCRIPTION_LEN_MAX: usize = 2_000;
 
 const _: () = assert!(WHEEL_TICKS.is_power_of_two(), "wheel slots are indexed with a mask");
 const _: () = assert!(TOTAL_S_MAX * 2 * 1_000_000 < 1 << 40, "arrival times fit the 40 bits of an order key");
 const _: () = assert!(CHAT_SERVERS_MAX <= 1 << 10, "chat servers must fit Snowflake's worker bits");
+const _: () = assert!(PROCESSES_MAX <= NODES_MAX, "every process needs a network index");
+const _: () = assert!(USERS_MAX <= u32::MAX as u64, "user ids are u32");
+const _: () = assert!(REPLICATION_FACTOR_MAX <= u8::MAX as u32, "the chat server counts replicas in a u8");
+const _: () = assert!(
+    MESSAGES_PER_S_MAX.checked_mul(TOTAL_S_MAX * REPLICATION_FACTOR_MAX as u64 * 120).is_some(),
+    "the memory estimate's rows cannot overflow"
+);
+const _: () =
+    assert!(USERS_MAX.checked_mul(SENDS_PER_USER_PER_S_MAX).is_some(), "the per-user rate check cannot overflow");
+const _: () = assert!(HEARTBEAT_INTERVAL_MS_MAX < PRESENCE_TTL_MS_MAX, "a TTL above every heartbeat exists");
+const _: () = assert!(NETWORK_MS_MAX * 1_000 <= DIST_US_MAX, "network latencies are samples too");
+const _: () = assert!(SLO_MS_MAX * 1_000 == LATENCY_US_MAX, "SLOs are judged within the histograms");
+
+/// A field that failed a check, and why. A relationship between fields names the others
+/// too: the error is placed on the first of them that the file sets, since that is where
+/// the mistake was made (a default has no line).
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub field: String,
+    pub related: Vec<&'static str>,
+    pub message: String,
+}
+
+impl Failure {
+    fn related(mut self, fields: &[&'static str]) -> Failure {
+        self.related.extend_from_slice(fields);
+        self
+    }
+}
+
+/// `v` with thousands separators, for messages.
+fn n(v: impl Into<u128>) -> String {
+    let digits = v.into().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn fail<T>(field: &str, message: String) -> Result<T, Failure> {
+    Err(Failure { field: field.to_string(), related: Vec::new(), message })
+}
+
+/// A failure of a relationship between `field` and `related`.
+fn fail_related<T>(field: &str, related: &[&'static str], message: String) -> Result<T, Failure> {
+    fail(field, message).map_err(|f: Failure| f.related(related))
+}
+
+/// Check that an integer lies in `[min, max]`; `why` says what the limits protect.
+fn in_range(field: &str, value: u64, min: u64, max: u64, why: &str) -> Result<(), Failure> {
+    if value < min && min == 1 {
+        return fail(field, "must be greater than zero".into());
+    }
+    if value < min {
+        return fail(field, format!("{} is too small: at least {} ({why})", n(value), n(min)));
+    }
+    if value > max {
+        return fail(field, format!("{} is too large: at most {} ({why})", n(value), n(max)));
+    }
+    Ok(())
+}
+
+/// Check that a float is a share between 0 and 1 (rejects NaN and infinities).
+fn share(field: &str, value: f64) -> Result<(), Failure> {
+    if !(0.0..=1.0).contains(&value) {
+        return fail(field, format!("{value} is not a share between 0 and 1"));
+    }
+    Ok(())
+}
 
 /// Check the scenario against the limits. Returns the field and the reason.
-pub(crate) fn check(s: &Scenario) -> Result<(), (String, String)> {
-    let err = |field: &str, msg: String| Err((field.to_string(), msg));
-    let f = &s.fleet;
-    if f.chat_servers > CHAT_SERVERS_MAX {
-        return err("fleet.chat_servers", format!("at most {CHAT_SERVERS_MAX} (Snowflake worker bits)"));
+pub(crate) fn check(s: &Scenario) -> Result<(), Failure> {
+    check_text(s)?;
+    check_times(s)?;
+    check_fleet(s)?;
+    check_fleet_relations(s)?;
+    check_users(s)?;
+    check_workload(s)?;
+    check_distributions(s)?;
+    check_workers_and_slos(s)?;
+    check_faults(s)
+}
+
+/// The name becomes a folder under `wasim-out/`: it must not be able to leave it.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() {
+        return Err("must not be empty (it names the report folder)".into());
     }
-    if s.users.concurrent > USERS_MAX {
-        return err("users.concurrent", format!("at most {USERS_MAX}"));
+    if name.chars().count() > NAME_LEN_MAX {
+        return Err(format!("is {} characters long; at most {NAME_LEN_MAX} (it names the report folder)", name.len()));
     }
-    if s.tick_us > TICK_US_MAX {
-        return err("tick_us", format!("at most {TICK_US_MAX} µs"));
+    if let Some(c) = name.chars().find(|&c| !safe(c)) {
+        return Err(format!(
+            "{name:?} contains {c:?}: use only letters, digits, '.', '_' and '-' (the name becomes the folder wasim-out/<name>)"
+        ));
     }
+    if name.starts_with('.') || name.contains("..") {
+        return Err(format!(
+            "{name:?} must not start with '.' or contain \"..\" (the name becomes the folder wasim-out/<name>)"
+        ));
+    }
+    Ok(())
+}
+
+fn check_text(s: &Scenario) -> Result<(), Failure> {
+    check_name(&s.name).or_else(|m| fail("name", m))?;
+    let len = s.description.chars().count();
+    if len > DESCRIPTION_LEN_MAX {
+        return fail(
+            "description",
+            format!(
+                "is {} characters long; at most {} (one or two sentences)",
+                n(len as u64),
+                n(DESCRIPTION_LEN_MAX as u64)
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn check_times(s: &Scenario) -> Result<(), Failure> {
+    const DAY: &str = "runs longer than a simulated day are not what wasim is for";
+    in_range(
+        "duration_s",
+        s.duration_s,
+        DURATION_S_MIN,
+        TOTAL_S_MAX,
+        "a measured window of at least a second, at most a day",
+    )?;
+    in_range("warmup_s", s.warmup_s, 0, TOTAL_S_MAX, DAY)?;
+    if s.drain_s < DRAIN_S_MIN {
+        return fail(
+            "drain_s",
+            format!(
+                "{} s is too short: at least {DRAIN_S_MIN} s (messages in flight at the last send need time to reach their devices, or the no-loss check counts them as lost)",
+                s.drain_s
+            ),
+        );
+    }
+    in_range("drain_s", s.drain_s, DRAIN_S_MIN, TOTAL_S_MAX, DAY)?;
+    // Each term is at most a day, so the sum cannot overflow.
     if s.total_s() > TOTAL_S_MAX {
-        return err("duration_s", format!("warm-up + duration + drain must be at most {TOTAL_S_MAX} s"));
+        return fail_related(
+            "duration_s",
+            &["warmup_s", "drain_s"],
+            format!("warmup_s + duration_s + drain_s = {} s; at most {} s ({DAY})", n(s.total_s()), n(TOTAL_S_MAX)),
+        );
     }
-    if f.cassandra_replication_factor > f.cassandra_nodes {
-        return err(
+    in_range(
+        "tick_us",
+        s.tick_us,
+        TICK_US_MIN,
+        TICK_US_MAX,
+        "a smaller tick costs millions of wake-ups per simulated second; a larger one hides the latencies the SLOs judge",
+    )
+}
+
+/// The fleet's process counts, each a tier of processes.
+const TIER_FIELDS: [&str; 7] = [
+    "fleet.chat_servers",
+    "fleet.client_shards",
+    "fleet.redis_session_shards",
+    "fleet.redis_presence_shards",
+    "fleet.cassandra_nodes",
+    "fleet.kafka_brokers",
+    "fleet.routers",
+];
+
+fn check_fleet(s: &Scenario) -> Result<(), Failure> {
+    let f = &s.fleet;
+    let tiers: [(&'static str, u32, u32, &str); 10] = [
+        ("fleet.chat_servers", f.chat_servers, CHAT_SERVERS_MAX, "Snowflake ids have 10 worker bits"),
+        (
+            "fleet.connections_per_server_max",
+            f.connections_per_server_max,
+            CONNECTIONS_PER_SERVER_MAX,
+            "100 times the card's 100,000 per server",
+        ),
+        ("fleet.client_shards", f.client_shards, CLIENT_SHARDS_MAX, "each shard is a process with its own histograms"),
+        ("fleet.redis_session_shards", f.redis_session_shards, REDIS_SHARDS_MAX, "Redis Cluster's scale"),
+        ("fleet.redis_presence_shards", f.redis_presence_shards, REDIS_SHARDS_MAX, "Redis Cluster's scale"),
+        ("fleet.cassandra_nodes", f.cassandra_nodes, CASSANDRA_NODES_MAX, "about 4 times the card's ~548 nodes"),
+        (
             "fleet.cassandra_replication_factor",
+            f.cassandra_replication_factor,
+            REPLICATION_FACTOR_MAX,
+            "real clusters write 3 to 5 replicas",
+        ),
+        ("fleet.kafka_brokers", f.kafka_brokers, KAFKA_BROKERS_MAX, "about 34 times the card's 30 brokers"),
+        (
+            "fleet.kafka_partitions",
+            f.kafka_partitions,
+            KAFKA_PARTITIONS_MAX,
+            "every broker and router keeps a slot per partition",
+        ),
+        ("fleet.routers", f.routers, ROUTERS_MAX, "at most one router per partition is useful"),
+    ];
+    for (field, value, max, why) in tiers {
+        in_range(field, value.into(), 1, max.into(), why)?;
+    }
+    let processes = s.processes();
+    if processes > PROCESSES_MAX {
+        return fail_related(
+            "fleet",
+            &TIER_FIELDS,
+            format!(
+                "{} processes in all; at most {} (each keeps a table entry per other process)",
+                n(processes),
+                n(PROCESSES_MAX)
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn check_fleet_relations(s: &Scenario) -> Result<(), Failure> {
+    let f = &s.fleet;
+    if f.cassandra_replication_factor > f.cassandra_nodes {
+        return fail_related(
+            "fleet.cassandra_replication_factor",
+            &["fleet.cassandra_nodes"],
             format!(
                 "{} replicas need at least as many nodes (fleet.cassandra_nodes = {})",
                 f.cassandra_replication_factor, f.cassandra_nodes
             ),
         );
     }
-    if f.cassandra_replication_factor > 15 {
-        return err("fleet.cassandra_replication_factor", "at most 15".into());
-    }
-    if u64::from(f.chat_servers) * u64::from(f.connections_per_server_max) < s.users.concurrent {
-        return err(
-            "fleet.connections_per_server_max",
-            format!(
-                "{} servers x {} connections cannot hold {} users",
-                f.chat_servers, f.connections_per_server_max, s.users.concurrent
-            ),
-        );
-    }
     if f.routers > f.kafka_partitions {
-        return err(
+        return fail_related(
             "fleet.routers",
+            &["fleet.kafka_partitions"],
             format!("more routers than partitions ({}) leaves routers idle", f.kafka_partitions),
         );
     }
-    if u64::from(f.client_shards) > s.users.concurrent {
-        return err("fleet.client_shards", "more shards than users".into());
-    }
-    if s.users.connect_ramp_s > s.warmup_s {
-        return err("users.connect_ramp_s", format!("must end within the warm-up ({} s)", s.warmup_s));
-    }
-    if s.users.concurrent < 2 {
-        return err("users.concurrent", "1:1 messaging needs at least 2 users".into());
-    }
-    let nodes = u64::from(f.chat_servers)
-        + u64::from(f.client_shards)
-        + u64::from(f.redis_session_shards)
-        + u64::from(f.redis_presence_shards)
-        + u64::from(f.cassandra_nodes)
-        + u64::from(f.kafka_brokers)
-        + u64::from(f.routers);
-    if nodes > NODES_MAX {
-        return err("fleet", format!("{nodes} processes exceed the network's {NODES_MAX}"));
+    // Both factors are limited above, so neither product can overflow.
+    let slots = (u64::from(f.kafka_brokers) + u64::from(f.routers)) * u64::from(f.kafka_partitions);
+    if slots > PARTITION_SLOTS_MAX {
+        return fail_related(
+            "fleet.kafka_partitions",
+            &["fleet.kafka_brokers", "fleet.routers"],
+            format!(
+                "(kafka_brokers + routers) x kafka_partitions = {} partition slots; at most {} (each broker and router keeps one per partition)",
+                n(slots),
+                n(PARTITION_SLOTS_MAX)
+            ),
+        );
     }
     Ok(())
+}
+
+fn check_users(s: &Scenario) -> Result<(), Failure> {
+    let u = &s.users;
+    let f = &s.fleet;
+    in_range("users.concurrent", u.concurrent, USERS_MIN, USERS_MAX, "1:1 messaging needs two users; ids are u32")?;
+    if u64::from(f.chat_servers) * u64::from(f.connections_per_server_max) < u.concurrent {
+        return fail_related(
+            "fleet.connections_per_server_max",
+            &["users.concurrent", "fleet.chat_servers"],
+            format!(
+                "{} servers x {} connections cannot hold {} users",
+                f.chat_servers,
+                n(f.connections_per_server_max),
+                n(u.concurrent)
+            ),
+        );
+    }
+    if u64::from(f.client_shards) > u.concurrent {
+        let why = format!("more shards than users ({})", n(u.concurrent));
+        return fail_related("fleet.client_shards", &["users.concurrent"], why);
+    }
+    let contacts_max = u64::from(CONTACTS_PER_USER_MAX).min(u.concurrent - 1);
+    in_range(
+        "users.contacts_per_user",
+        u.contacts_per_user.into(),
+        1,
+        contacts_max,
+        "each user messages someone, and at most every other user (and 10,000 people)",
+    )
+    .map_err(|f| f.related(&["users.concurrent"]))?;
+    if u.connect_ramp_s > s.warmup_s {
+        let why = format!("must end within the warm-up ({} s)", s.warmup_s);
+        return fail_related("users.connect_ramp_s", &["warmup_s"], why);
+    }
+    in_range(
+        "users.heartbeat_interval_ms",
+        u.heartbeat_interval_ms,
+        HEARTBEAT_INTERVAL_MS_MIN,
+        HEARTBEAT_INTERVAL_MS_MAX,
+        "a heartbeat more often than once a second is not a heartbeat; NAT bindings expire after minutes",
+    )?;
+    in_range(
+        "users.presence_ttl_ms",
+        u.presence_ttl_ms,
+        u.heartbeat_interval_ms + 1,
+        PRESENCE_TTL_MS_MAX,
+        "the TTL must exceed the heartbeat interval, or online users expire; a user shown online an hour after going silent is not presence",
+    )
+    .map_err(|f| f.related(&["users.heartbeat_interval_ms"]))?;
+    if u.devices_per_user.phone != 1.0 {
+        return fail("users.devices_per_user.phone", "every user has exactly one phone (phone = 1.0)".into());
+    }
+    in_range(
+        "users.reconnect_backoff_ms_base",
+        u.reconnect_backoff_ms_base,
+        1,
+        RECONNECT_BACKOFF_MS_MAX,
+        "a first retry window of zero would have every device retry at once; minutes are the cap's business",
+    )?;
+    in_range(
+        "users.reconnect_backoff_ms_max",
+        u.reconnect_backoff_ms_max,
+        u.reconnect_backoff_ms_base,
+        RECONNECT_BACKOFF_MS_MAX,
+        "the window doubles from the base up to this cap; a device waiting more than ten minutes to reconnect is an outage",
+    )
+    .map_err(|f| f.related(&["users.reconnect_backoff_ms_base"]))?;
+    share("users.devices_per_user.web", u.devices_per_user.web)?;
+    share("users.hide_last_seen_share", u.hide_last_seen_share)?;
+    share("users.read_receipts_off_share", u.read_receipts_off_share)?;
+    share("users.chat_open_share", u.chat_open_share)
+}
+
+fn check_workload(s: &Scenario) -> Result<(), Failure> {
+    let w = &s.workload;
+    in_range("workload.messages_per_s", w.messages_per_s, 1, MESSAGES_PER_S_MAX, "86 times the card's 1.16M msg/s")?;
+    // users.concurrent <= USERS_MAX, so the product fits (see the const assert).
+    let per_user_max = s.users.concurrent * SENDS_PER_USER_PER_S_MAX;
+    if w.messages_per_s > per_user_max {
+        return fail_related(
+            "workload.messages_per_s",
+            &["users.concurrent"],
+            format!(
+                "{} msg/s from {} users is more than {SENDS_PER_USER_PER_S_MAX} msg/s per user (a person types a few messages a second at most)",
+                n(w.messages_per_s),
+                n(s.users.concurrent)
+            ),
+        );
+    }
+    let closes = w.app_closes_per_hour;
+    if !(0.0..=APP_CLOSES_PER_HOUR_MAX).contains(&closes) {
+        return fail(
+            "workload.app_closes_per_hour",
+            format!("{closes} is not between 0 and {APP_CLOSES_PER_HOUR_MAX} (once a second per phone)"),
+        );
+    }
+    Ok(())
+}
+
+fn check_distributions(s: &Scenario) -> Result<(), Failure> {
+    // (field, distribution, microseconds per unit, largest parameter in µs)
+    let dists: [(&str, &DistConfig, f64, u64); 9] = [
+        ("network.client_server_ms", &s.network.client_server_ms, 1e3, NETWORK_MS_MAX * 1_000),
+        ("network.in_datacenter_ms", &s.network.in_datacenter_ms, 1e3, NETWORK_MS_MAX * 1_000),
+        ("service_us.chat_server", &s.service_us.chat_server, 1.0, DIST_US_MAX),
+        ("service_us.router", &s.service_us.router, 1.0, DIST_US_MAX),
+        ("service_us.redis", &s.service_us.redis, 1.0, DIST_US_MAX),
+        ("service_us.cassandra_write", &s.service_us.cassandra_write, 1.0, DIST_US_MAX),
+        ("service_us.kafka", &s.service_us.kafka, 1.0, DIST_US_MAX),
+        ("workload.read_delay_ms", &s.workload.read_delay_ms, 1e3, DIST_US_MAX),
+        ("workload.app_closed_ms", &s.workload.app_closed_ms, 1e3, DIST_US_MAX),
+    ];
+    for (field, d, unit_us, max_us) in dists {
+        check_distribution(d, unit_us, max_us).or_else(|m| fail(field, m))?;
+    }
+    Ok(())
+}
+
+/// A distribution's parameters are finite, non-negative, ordered, and within `max_us`.
+fn check_distribution(d: &DistConfig, unit_us: f64, max_us: u64) -> Result<(), String> {
+    let max = max_us as f64 / unit_us;
+    let unit = if unit_us == 1.0 { "µs" } else { "ms" };
+    let within = |name: &str, v: f64| -> Result<(), String> {
+        if !v.is_finite() || v < 0.0 {
+            return Err(format!("{name} = {v} must be a finite number, at least 0"));
+        }
+        if v > max {
+            return Err(format!("{name} = {v} is too large: at most {max} {unit}"));
+        }
+        Ok(())
+    };
+    match *d {
+        DistConfig::Constant { value } => within("value", value),
+        DistConfig::Uniform { min, max: upper } => {
+            within("min", min)?;
+            within("max", upper)?;
+            if upper < min {
+                return Err(format!("max = {upper} is below min = {min}"));
+            }
+            Ok(())
+        }
+        DistConfig::Exponential { mean } => {
+            within("mean", mean)?;
+            if mean == 0.0 {
+                return Err("mean must be greater than 0 (use a constant 0 for no delay)".into());
+            }
+            Ok(())
+        }
+        DistConfig::Lognormal { p50, p99 } => {
+            within("p50", p50)?;
+            within("p99", p99)?;
+            if p50 == 0.0 || p99 <= p50 {
+                return Err(format!("needs 0 < p50 < p99 (p50 = {p50}, p99 = {p99})"));
+            }
+            if p99 / p50 > LOGNORMAL_SPREAD_MAX {
+                return Err(format!(
+                    "p99 is {:.0} times p50; at most {LOGNORMAL_SPREAD_MAX} (beyond it the mean explodes)",
+                    p99 / p50
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check_workers_and_slos(s: &Scenario) -> Result<(), Failure> {
+    let w = &s.workers;
+    let workers = [
+        ("workers.chat_server", w.chat_server),
+        ("workers.router", w.router),
+        ("workers.redis", w.redis),
+        ("workers.cassandra", w.cassandra),
+        ("workers.kafka", w.kafka),
+    ];
+    for (field, value) in workers {
+        in_range(field, value.into(), 1, WORKERS_MAX.into(), "a queue needs a worker; 32 times Cassandra's default")?;
+    }
+    let why = "the latency histograms stop at an hour, and a 0 ms objective never holds";
+    in_range("slo.delivery_ms_p99", s.slo.delivery_ms_p99, 1, SLO_MS_MAX, why)?;
+    in_range("slo.presence_ms_p99", s.slo.presence_ms_p99, 1, SLO_MS_MAX, why)
+}
+
+fn check_faults(s: &Scenario) -> Result<(), Failure> {
+    if s.faults.len() > FAULTS_MAX {
+        return fail(
+            &format!("faults[{FAULTS_MAX}]"),
+            format!("{} faults; at most {FAULTS_MAX} (each device event scans the fault windows)", s.faults.len()),
+        );
+    }
+    for (i, fault) in s.faults.iter().enumerate() {
+        check_fault(s, fault).map_err(|f| {
+            let field = if f.field.is_empty() { format!("faults[{i}]") } else { format!("faults[{i}].{}", f.field) };
+            Failure { field, related: Vec::new(), message: format!("{}: {}", fault.kind(), f.message) }
+        })?;
+    }
+    Ok(())
+}
+
+/// Check one fault; the failure names a key of the fault (or none).
+fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
+    let (at_s, for_s) = fault.window_s();
+    let ramp_s = s.users.connect_ramp_s;
+    let sends_end_s = s.warmup_s + s.duration_s;
+    if at_s < ramp_s || at_s >= sends_end_s {
+        return fail(
+            "at_s",
+            format!("starts at {at_s} s; must start after the connect ramp ({ramp_s} s) and before the end of sends ({sends_end_s} s)"),
+        );
+    }
+    // at_s < sends_end_s <= TOTAL_S_MAX, so the sum is checked before it is formed.
+    if for_s == 0 || for_s > sends_end_s - at_s {
+        return fail(
+            "for_s",
+            format!(
+                "lasts {for_s} s from {at_s} s; must last at least 1 s and end by the end of sends ({sends_end_s} s)"
+            ),
+        );
+    }
+    match *fault {
+        Fault::CutNetwork { users, .. } => {
+            in_range("users", users, 1, s.users.concurrent, "between 1 and users.concurrent")
+        }
+        Fault::LoseDeliveredAcks { share: p, .. } => share("share", p),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(n(0u64), "0");
+        assert_eq!(n(999u64), "999");
+        assert_eq!(n(1_000u64), "1,000");
+        assert_eq!(n(100_000_000u64), "100,000,000");
+        assert_eq!(n(u64::MAX), "18,446,744,073,709,551,615");
+    }
+
+    #[test]
+    fn names_stay_inside_the_output_folder() {
+        for ok in ["baseline", "bob-offline-60s", "a.b_c", "x"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "../x", "a/b", "a\\b", "..", ".hidden", "a..b", "tab\there", "é", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
 }

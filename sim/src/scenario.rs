@@ -1,9 +1,14 @@
 //! Scenario files: the TOML schema with its defaults, parsing, and validation with errors
 //! that name the file, the line and the field.
 
+use serde::de::IntoDeserializer;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::io::Read;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
 
 /// A latency or service-time distribution, in the unit its field name states.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
@@ -40,20 +45,6 @@ impl DistConfig {
             DistConfig::Uniform { max, .. } => max,
             DistConfig::Exponential { mean } => mean * 100f64.ln(),
             DistConfig::Lognormal { p99, .. } => p99,
-        }
-    }
-
-    fn check(&self) -> Result<(), String> {
-        let ok = match *self {
-            DistConfig::Constant { value } => value >= 0.0 && value.is_finite(),
-            DistConfig::Uniform { min, max } => min >= 0.0 && max >= min && max.is_finite(),
-            DistConfig::Exponential { mean } => mean > 0.0 && mean.is_finite(),
-            DistConfig::Lognormal { p50, p99 } => p50 > 0.0 && p99 > p50 && p99.is_finite(),
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(format!("{self:?} is not a valid distribution (values must be non-negative, min <= max, p50 < p99)"))
         }
     }
 }
@@ -109,9 +100,10 @@ pub struct Scenario {
     pub faults: Vec<Fault>,
 }
 
-/// A fault injected at a time.
+/// A fault injected at a time. Its window must lie after the connect ramp and end by the
+/// end of sends.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case", try_from = "FaultFields")]
 pub enum Fault {
     /// `users` users (every `users.concurrent / users`th, from user 0) lose their network
     /// at `at_s` for `for_s` seconds: nothing reaches their devices and they send nothing;
@@ -120,6 +112,66 @@ pub enum Fault {
     /// From `at_s` for `for_s` seconds, each delivered-ACK a device sends is lost in
     /// transit with probability `share`.
     LoseDeliveredAcks { at_s: u64, for_s: u64, share: f64 },
+}
+
+impl Fault {
+    /// The fault's `kind` as written in a scenario.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::CutNetwork { .. } => "cut_network",
+            Fault::LoseDeliveredAcks { .. } => "lose_delivered_acks",
+        }
+    }
+
+    /// When the fault starts and how long it lasts, in seconds.
+    pub fn window_s(&self) -> (u64, u64) {
+        match *self {
+            Fault::CutNetwork { at_s, for_s, .. } | Fault::LoseDeliveredAcks { at_s, for_s, .. } => (at_s, for_s),
+        }
+    }
+}
+
+/// The keys a `[[faults]]` entry may have, as a plain struct: an error in one then names its
+/// key and line, where an internally tagged enum would buffer the entry and lose both.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultFields {
+    kind: FaultKind,
+    at_s: u64,
+    for_s: u64,
+    users: Option<u64>,
+    share: Option<f64>,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FaultKind {
+    CutNetwork,
+    LoseDeliveredAcks,
+}
+
+impl TryFrom<FaultFields> for Fault {
+    type Error = String;
+
+    fn try_from(f: FaultFields) -> Result<Fault, String> {
+        let FaultFields { kind, at_s, for_s, users, share } = f;
+        match (kind, users, share) {
+            (FaultKind::CutNetwork, Some(users), None) => Ok(Fault::CutNetwork { at_s, for_s, users }),
+            (FaultKind::CutNetwork, None, _) => {
+                Err("cut_network needs `users`: how many users lose their network".into())
+            }
+            (FaultKind::CutNetwork, Some(_), Some(_)) => {
+                Err("cut_network has no `share` (lose_delivered_acks has)".into())
+            }
+            (FaultKind::LoseDeliveredAcks, None, Some(share)) => Ok(Fault::LoseDeliveredAcks { at_s, for_s, share }),
+            (FaultKind::LoseDeliveredAcks, _, None) => {
+                Err("lose_delivered_acks needs `share`: the probability that an ACK is lost".into())
+            }
+            (FaultKind::LoseDeliveredAcks, Some(_), Some(_)) => {
+                Err("lose_delivered_acks has no `users` (cut_network has)".into())
+            }
+        }
+    }
 }
 
 fn default_seed() -> u64 {
@@ -385,144 +437,73 @@ impl fmt::Display for ScenarioError {
 impl Scenario {
     /// Read, parse and validate a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
-            file: path.to_path_buf(),
-            line: None,
-            field: String::new(),
-            message: format!("cannot read the scenario file: {e}"),
-        })?;
+        let text = read_text(path)?;
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        Scenario::parse(&text, path, &stem)
+        Scenario::parse(&text, path, &report_name_from(&stem))
     }
 
-    /// Parse and validate scenario text; `path` is only used in error messages.
+    /// Parse and validate scenario text; `path` is only used in error messages, and
+    /// `default_name` names the scenario when the file does not.
     pub fn parse(text: &str, path: &Path, default_name: &str) -> Result<Scenario, ScenarioError> {
-        let mut scenario: Scenario = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
-            ScenarioError {
-                file: path.to_path_buf(),
-                line,
-                field: line.map(|l| field_at_line(text, l)).unwrap_or_default(),
-                message: e.message().to_string(),
+        let (tree, errors) = DeTable::parse_recoverable(text);
+        let doc = Doc::index(text, &tree);
+        let at = |span: Option<Range<usize>>, message: &str| doc.error_at(path, span, message);
+        if let Some(e) = errors.first() {
+            return Err(at(e.span(), e.message()));
+        }
+        if let Some(mistake) = doc.first_shape_mistake(path) {
+            return Err(mistake);
+        }
+        // Each fault is read on its own first: an error inside the third `[[faults]]` then
+        // names `faults[2]` and its line, where the whole file's reader would point at the
+        // first `[[faults]]` header.
+        if let Some(faults) = tree.get_ref().get("faults").and_then(|f| f.get_ref().as_array()) {
+            for (i, fault) in faults.iter().enumerate() {
+                Fault::deserialize(fault.clone().into_deserializer()).map_err(|e| {
+                    let mut error = at(Some(e.span().unwrap_or_else(|| fault.span())), e.message());
+                    if !error.field.starts_with(&format!("faults[{i}]")) {
+                        error.field = format!("faults[{i}]");
+                        error.line = Some(line_of(text, fault.span().start));
+                    }
+                    error
+                })?;
             }
-        })?;
-        if scenario.name.is_empty() {
+        }
+        let mut scenario =
+            Scenario::deserialize(toml::de::Deserializer::from(tree)).map_err(|e| at(e.span(), e.message()))?;
+        if scenario.name.is_empty() && !doc.sets("name") {
             scenario.name = default_name.to_string();
         }
-        scenario.validate().map_err(|(field, message)| ScenarioError {
-            file: path.to_path_buf(),
-            line: locate_field(text, &field),
-            field,
-            message,
-        })?;
+        crate::limits::check(&scenario).map_err(|failure| doc.error_for(path, failure))?;
         Ok(scenario)
     }
 
-    /// Check ranges and relationships between fields. Returns the field and the reason.
-    fn validate(&self) -> Result<(), (String, String)> {
-        let positive: [(&str, u64); 21] = [
-            ("duration_s", self.duration_s),
-            ("tick_us", self.tick_us),
-            ("fleet.chat_servers", self.fleet.chat_servers.into()),
-            ("fleet.connections_per_server_max", self.fleet.connections_per_server_max.into()),
-            ("fleet.client_shards", self.fleet.client_shards.into()),
-            ("fleet.redis_session_shards", self.fleet.redis_session_shards.into()),
-            ("fleet.cassandra_nodes", self.fleet.cassandra_nodes.into()),
-            ("fleet.cassandra_replication_factor", self.fleet.cassandra_replication_factor.into()),
-            ("fleet.kafka_brokers", self.fleet.kafka_brokers.into()),
-            ("fleet.kafka_partitions", self.fleet.kafka_partitions.into()),
-            ("fleet.routers", self.fleet.routers.into()),
-            ("users.concurrent", self.users.concurrent),
-            ("workload.messages_per_s", self.workload.messages_per_s),
-            ("workers.chat_server", self.workers.chat_server.into()),
-            ("workers.router", self.workers.router.into()),
-            ("workers.redis", self.workers.redis.into()),
-            ("workers.cassandra", self.workers.cassandra.into()),
-            ("workers.kafka", self.workers.kafka.into()),
-            ("fleet.redis_presence_shards", self.fleet.redis_presence_shards.into()),
-            ("users.heartbeat_interval_ms", self.users.heartbeat_interval_ms),
-            ("users.presence_ttl_ms", self.users.presence_ttl_ms),
-        ];
-        for (field, value) in positive {
-            if value == 0 {
-                return Err((field.into(), "must be greater than zero".into()));
-            }
-        }
-        crate::limits::check(self)?;
-        let dists = [
-            ("network.client_server_ms", &self.network.client_server_ms),
-            ("network.in_datacenter_ms", &self.network.in_datacenter_ms),
-            ("service_us.chat_server", &self.service_us.chat_server),
-            ("service_us.router", &self.service_us.router),
-            ("service_us.redis", &self.service_us.redis),
-            ("service_us.cassandra_write", &self.service_us.cassandra_write),
-            ("service_us.kafka", &self.service_us.kafka),
-            ("workload.read_delay_ms", &self.workload.read_delay_ms),
-            ("workload.app_closed_ms", &self.workload.app_closed_ms),
-        ];
-        let closes = self.workload.app_closes_per_hour;
-        if !(0.0..=3_600.0).contains(&closes) {
-            return Err(("workload.app_closes_per_hour".into(), format!("{closes} is not between 0 and 3,600")));
-        }
-        for (field, d) in dists {
-            d.check().map_err(|m| (field.to_string(), m))?;
-        }
-        let u = &self.users;
-        let shares = [
-            ("users.devices_per_user", u.devices_per_user.web),
-            ("users.hide_last_seen_share", u.hide_last_seen_share),
-            ("users.read_receipts_off_share", u.read_receipts_off_share),
-            ("users.chat_open_share", u.chat_open_share),
-        ];
-        for (field, share) in shares {
-            if !(0.0..=1.0).contains(&share) {
-                return Err((field.into(), format!("{share} is not a share between 0 and 1")));
-            }
-        }
-        if u.devices_per_user.phone != 1.0 {
-            return Err(("users.devices_per_user".into(), "every user has exactly one phone (phone = 1.0)".into()));
-        }
-        if u.presence_ttl_ms <= u.heartbeat_interval_ms {
-            return Err((
-                "users.presence_ttl_ms".into(),
-                format!("must exceed the heartbeat interval ({} ms), or online users expire", u.heartbeat_interval_ms),
-            ));
-        }
-        for fault in &self.faults {
-            self.check_fault(fault).map_err(|m| ("faults".to_string(), m))?;
-        }
-        Ok(())
+    /// Processes of every kind (each field is a `u32`, so the sum fits).
+    pub fn processes(&self) -> u64 {
+        let f = &self.fleet;
+        [
+            f.chat_servers,
+            f.client_shards,
+            f.redis_session_shards,
+            f.redis_presence_shards,
+            f.cassandra_nodes,
+            f.kafka_brokers,
+            f.routers,
+        ]
+        .into_iter()
+        .map(u64::from)
+        .sum()
     }
 
-    fn check_fault(&self, fault: &Fault) -> Result<(), String> {
-        let end = self.warmup_s + self.duration_s;
-        match *fault {
-            Fault::CutNetwork { at_s, for_s, users } => {
-                if users == 0 || users > self.users.concurrent {
-                    return Err(format!("cut_network: users must be between 1 and users.concurrent, not {users}"));
-                }
-                if at_s < self.users.connect_ramp_s || at_s + for_s > end {
-                    return Err(format!(
-                        "cut_network: [{at_s}, {}] s must lie between the connect ramp and the end of sends ({end} s)",
-                        at_s + for_s
-                    ));
-                }
-            }
-            Fault::LoseDeliveredAcks { share, .. } => {
-                if !(0.0..=1.0).contains(&share) {
-                    return Err(format!("lose_delivered_acks: share {share} is not between 0 and 1"));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Total simulated time: warm-up, measured load, then the drain.
+    /// Total simulated time: warm-up, measured load, then the drain. Validation keeps it
+    /// within a day; it saturates rather than wraps on a scenario not yet validated.
     pub fn total_s(&self) -> u64 {
-        self.warmup_s + self.duration_s + self.drain_s
+        self.warmup_s.saturating_add(self.duration_s).saturating_add(self.drain_s)
     }
 
     /// A generous estimate of the memory a run needs, to refuse one the machine cannot hold.
+    /// The limits keep every term far below `u64::MAX`; the arithmetic saturates anyway, so
+    /// that no scenario can wrap the estimate down to a size that looks harmless.
     pub fn estimated_memory_bytes(&self) -> u64 {
         // Per user: devices (24 each), connection entries (~16), session and presence keys
         // (~40 together), displayed-message state and checker logs, with hash-table slack.
@@ -535,66 +516,230 @@ impl Scenario {
         // Per client shard: three latency histograms.
         const BYTES_PER_CLIENT_SHARD: u64 = 3 << 20;
         let f = &self.fleet;
-        let rows = self.workload.messages_per_s
-            * (self.warmup_s + self.duration_s)
-            * u64::from(f.cassandra_replication_factor);
-        let processes = u64::from(
-            f.chat_servers
-                + f.client_shards
-                + f.redis_session_shards
-                + f.redis_presence_shards
-                + f.cassandra_nodes
-                + f.kafka_brokers
-                + f.routers,
-        );
-        self.users.concurrent * BYTES_PER_USER
-            + rows * BYTES_PER_ROW
-            + processes * BYTES_PER_PROCESS
-            + u64::from(f.client_shards) * BYTES_PER_CLIENT_SHARD
+        let rows = self
+            .workload
+            .messages_per_s
+            .saturating_mul(self.warmup_s.saturating_add(self.duration_s))
+            .saturating_mul(u64::from(f.cassandra_replication_factor));
+        self.users
+            .concurrent
+            .saturating_mul(BYTES_PER_USER)
+            .saturating_add(rows.saturating_mul(BYTES_PER_ROW))
+            .saturating_add(self.processes().saturating_mul(BYTES_PER_PROCESS))
+            .saturating_add(u64::from(f.client_shards).saturating_mul(BYTES_PER_CLIENT_SHARD))
     }
+}
+
+/// Read a scenario file: at most `SCENARIO_FILE_BYTES_MAX`, and UTF-8 (a bad byte is
+/// located by its line).
+fn read_text(path: &Path) -> Result<String, ScenarioError> {
+    let error = |line: Option<usize>, message: String| ScenarioError {
+        file: path.to_path_buf(),
+        line,
+        field: String::new(),
+        message,
+    };
+    let limit = crate::limits::SCENARIO_FILE_BYTES_MAX;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+        .map_err(|e| error(None, format!("cannot read the scenario file: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(error(None, format!("larger than {} KiB: a scenario is a page of TOML", limit / 1_024)));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..valid].iter().filter(|&&b| b == b'\n').count() + 1;
+        error(Some(line), format!("not UTF-8 text (byte {valid} of the file)"))
+    })
+}
+
+/// A report name made from a file's stem: characters that are unsafe in a folder name
+/// become `_`, and no dot starts it or follows another (see `limits::check_name`).
+fn report_name_from(stem: &str) -> String {
+    let mut name = String::new();
+    for c in stem.chars().take(crate::limits::NAME_LEN_MAX) {
+        let safe = c.is_ascii_alphanumeric()
+            || matches!(c, '_' | '-')
+            || (c == '.' && !name.is_empty() && !name.ends_with('.'));
+        name.push(if safe { c } else { '_' });
+    }
+    if name.is_empty() {
+        name.push_str("scenario");
+    }
+    name
 }
 
 /// 1-based line number of byte offset `at` in `text`.
 fn line_of(text: &str, at: usize) -> usize {
-    text[..at.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    text.as_bytes()[..at.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
-/// The dotted field path of the key defined on `line` (1-based): the enclosing `[table]`
-/// and the key before `=`.
-fn field_at_line(text: &str, line: usize) -> String {
-    let mut table = String::new();
-    for (i, l) in text.lines().enumerate() {
-        let t = l.trim();
-        if let Some(h) = t.strip_prefix('[').and_then(|h| h.split(']').next()) {
-            table = h.trim_matches(['[', ' ']).to_string();
+/// Where each field of a scenario file is: the span of every key, value and array entry
+/// with its dotted path (`users.concurrent`, `faults[1].at_s`; array indices are 0-based),
+/// and the mistakes of shape found on the way (a table-typed field given as an array).
+struct Doc<'t> {
+    text: &'t str,
+    entries: Vec<(Range<usize>, String)>,
+    /// (span, field, what is wrong)
+    shape_mistakes: Vec<(Range<usize>, String, String)>,
+}
+
+impl<'t> Doc<'t> {
+    fn index(text: &'t str, tree: &Spanned<DeTable<'_>>) -> Doc<'t> {
+        let mut doc = Doc { text, entries: Vec::new(), shape_mistakes: Vec::new() };
+        let schema = Schema::of_defaults();
+        doc.walk_table(tree.get_ref(), "", &schema);
+        doc
+    }
+
+    fn walk_table(&mut self, table: &DeTable<'_>, prefix: &str, schema: &Schema) {
+        for (key, value) in table.iter() {
+            let path =
+                if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
+            self.entries.push((key.span(), path.clone()));
+            self.walk_value(value, &path, schema);
         }
-        if i + 1 == line {
-            let key = t.split('=').next().unwrap_or("").trim();
-            if key.starts_with('[') || key.is_empty() {
-                return table;
+    }
+
+    fn walk_value(&mut self, value: &Spanned<DeValue<'_>>, path: &str, schema: &Schema) {
+        self.entries.push((value.span(), path.to_string()));
+        if let Some(mistake) = schema.shape_mistake(path, value.get_ref()) {
+            self.shape_mistakes.push((value.span(), path.to_string(), mistake));
+        }
+        match value.get_ref() {
+            DeValue::Table(t) => self.walk_table(t, path, schema),
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.walk_value(item, &format!("{path}[{i}]"), schema);
+                }
             }
-            return if table.is_empty() { key.to_string() } else { format!("{table}.{key}") };
+            _ => {}
         }
     }
-    String::new()
+
+    /// The first mistake of shape in the file, if any.
+    fn first_shape_mistake(&self, file: &Path) -> Option<ScenarioError> {
+        let (span, field, message) = self.shape_mistakes.iter().min_by_key(|(span, _, _)| span.start)?;
+        Some(ScenarioError {
+            file: file.to_path_buf(),
+            line: Some(line_of(self.text, span.start)),
+            field: field.clone(),
+            message: message.clone(),
+        })
+    }
+
+    /// Whether the file sets `field`.
+    fn sets(&self, field: &str) -> bool {
+        self.entries.iter().any(|(_, path)| path == field)
+    }
+
+    /// The field whose key or value holds byte `at`: the innermost one (entries are indexed
+    /// parent first, so of two equal spans, `faults` and `faults[0]`, the later is inner).
+    fn field_at(&self, at: usize) -> Option<&str> {
+        let inner = self.entries.iter().rev().filter(|(span, _)| span.contains(&at)).min_by_key(|(span, _)| span.len());
+        inner.map(|(_, p)| p.as_str())
+    }
+
+    /// The field a parse error at `span` is about. A key the parser refused (a duplicate)
+    /// is not in the index: it is taken to be the nearest earlier key of the same name.
+    fn field_of_parse_error(&self, span: &Range<usize>) -> Option<&str> {
+        if let Some(field) = self.field_at(span.start) {
+            return Some(field);
+        }
+        let word = self.text.get(span.clone())?.trim().trim_matches(['"', '\'']);
+        let same_key = |path: &str| path == word || path.ends_with(&format!(".{word}"));
+        let earlier = self.entries.iter().filter(|(s, path)| s.start < span.start && same_key(path));
+        earlier.max_by_key(|(s, _)| s.start).map(|(_, p)| p.as_str())
+    }
+
+    /// The line on which `field` is set; if the file does not set it, the line of the
+    /// nearest enclosing table or array entry that it does set (a fault's `[[faults]]`).
+    fn line_of_field(&self, field: &str) -> Option<usize> {
+        let mut field = field;
+        loop {
+            let start = self.entries.iter().filter(|(_, path)| path == field).map(|(span, _)| span.start).min();
+            if let Some(start) = start {
+                return Some(line_of(self.text, start));
+            }
+            field = &field[..field.rfind(['.', '['])?];
+        }
+    }
+
+    /// An error at a span the TOML parser or deserializer reported.
+    fn error_at(&self, file: &Path, span: Option<Range<usize>>, message: &str) -> ScenarioError {
+        ScenarioError {
+            file: file.to_path_buf(),
+            line: span.as_ref().map(|s| line_of(self.text, s.start)),
+            field: span.and_then(|s| self.field_of_parse_error(&s)).unwrap_or_default().to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// An error about a field that validation refused, placed on the first of the fields
+    /// involved that the file sets (else where the field's table or fault is).
+    fn error_for(&self, file: &Path, failure: crate::limits::Failure) -> ScenarioError {
+        let crate::limits::Failure { field, related, message } = failure;
+        let set = std::iter::once(field.as_str()).chain(related).find(|f| self.sets(f));
+        let field = set.map_or(field.clone(), str::to_string);
+        ScenarioError { file: file.to_path_buf(), line: self.line_of_field(&field), field, message }
+    }
 }
 
-/// The line on which a dotted field is set, if it is set in the file at all.
-fn locate_field(text: &str, field: &str) -> Option<usize> {
-    let (table, key) = field.rsplit_once('.').unwrap_or(("", field));
-    let mut current = String::new();
-    for (i, l) in text.lines().enumerate() {
-        let t = l.trim();
-        if let Some(h) = t.strip_prefix('[').and_then(|h| h.split(']').next()) {
-            current = h.trim_matches(['[', ' ']).to_string();
-            continue;
+/// The fields whose type is a table, read off the defaults so that it cannot fall behind
+/// the structs: serde would accept an array for a struct (`fleet = [1, 2]` sets its first
+/// two fields) and for an internally tagged enum, so the shape is checked before.
+struct Schema {
+    /// Dotted paths of table-typed fields, with whether each is a distribution.
+    tables: Vec<(String, bool)>,
+}
+
+impl Schema {
+    fn of_defaults() -> Schema {
+        let defaults: Scenario = toml::from_str("").expect("every field has a default");
+        let value = toml::Value::try_from(&defaults).expect("the defaults serialise");
+        let mut tables = Vec::new();
+        collect_tables(&value, "", &mut tables);
+        Schema { tables }
+    }
+
+    /// What is wrong with the shape of `value` at `path`, if anything.
+    fn shape_mistake(&self, path: &str, value: &DeValue<'_>) -> Option<String> {
+        let found = match value.type_str() {
+            kind @ ("array" | "integer") => format!("an {kind}"),
+            kind => format!("a {kind}"),
+        };
+        if path == "faults" {
+            return (!value.is_array()).then(|| {
+                format!("must be a list of `[[faults]]` tables, not {found} (write `[[faults]]`, not `[faults]`)")
+            });
         }
-        let k = t.split('=').next().unwrap_or("").trim();
-        if current == table && k == key && t.contains('=') {
-            return Some(i + 1);
+        if path.starts_with("faults[") && !path.contains('.') {
+            return (!value.is_table())
+                .then(|| format!("each fault must be a table (`[[faults]]` with `kind = ...`), not {found}"));
+        }
+        let &(_, is_dist) = self.tables.iter().find(|(p, _)| p == path)?;
+        if value.is_table() {
+            return None;
+        }
+        Some(if is_dist {
+            format!("must be a distribution table like `{{ dist = \"exponential\", mean = 10 }}`, not {found}")
+        } else {
+            let name = path.rsplit('.').next().unwrap_or(path);
+            format!("must be a table (`[{path}]` or `{name} = {{ ... }}`), not {found}")
+        })
+    }
+}
+
+fn collect_tables(value: &toml::Value, prefix: &str, out: &mut Vec<(String, bool)>) {
+    let Some(table) = value.as_table() else { return };
+    for (key, v) in table {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        if let Some(t) = v.as_table() {
+            out.push((path.clone(), t.contains_key("dist")));
+            collect_tables(v, &path, out);
         }
     }
-    None
 }
 
 #[cfg(test)]
@@ -638,6 +783,252 @@ mod tests {
     fn bad_distribution_names_its_field() {
         let e = parse("[network]\nclient_server_ms = { dist = \"lognormal\", p50 = 50, p99 = 10 }\n").unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (Some(2), "network.client_server_ms"));
+    }
+
+    /// The refusal of `text`: (line, field, message).
+    fn refused(text: &str) -> (Option<usize>, String, String) {
+        let e = parse(text).expect_err(text);
+        (e.line, e.field, e.message)
+    }
+
+    /// Assert that `text` is refused at `line` for `field`, with a message containing `says`.
+    #[track_caller]
+    fn assert_refused(text: &str, line: usize, field: &str, says: &str) {
+        let (l, f, m) = refused(text);
+        assert_eq!((l, f.as_str()), (Some(line), field), "{text:?}: {m}");
+        assert!(m.contains(says), "{text:?}: {m:?} does not say {says:?}");
+    }
+
+    /// The card's full scale, as a later issue runs it, is within every limit.
+    #[test]
+    fn the_cards_full_scale_is_admitted() {
+        let card = "duration_s = 240\nwarmup_s = 10\ntick_us = 1000\n\
+            [fleet]\nchat_servers = 1000\nconnections_per_server_max = 100_000\nclient_shards = 100\n\
+            redis_presence_shards = 12\ncassandra_nodes = 548\nkafka_brokers = 30\nkafka_partitions = 600\nrouters = 100\n\
+            [users]\nconcurrent = 100_000_000\nheartbeat_interval_ms = 30_000\npresence_ttl_ms = 45_000\nconnect_ramp_s = 10\n\
+            [workload]\nmessages_per_s = 1_160_000\n";
+        let s = parse(card).unwrap();
+        assert_eq!(s.processes(), 1000 + 100 + 1 + 12 + 548 + 30 + 100);
+        let margin =
+            card.replace("1_160_000", "100_000_000").replace("100_000_000\nheartbeat", "1_000_000_000\nheartbeat");
+        parse(&margin.replace(
+            "chat_servers = 1000\nconnections_per_server_max = 100_000",
+            "chat_servers = 1000\nconnections_per_server_max = 1_000_000",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn values_above_their_limit_name_line_and_field() {
+        let cases = [
+            ("duration_s = 86_401", "duration_s"),
+            ("tick_us = 100_001", "tick_us"),
+            ("[fleet]\nchat_servers = 1_025", "fleet.chat_servers"),
+            ("[fleet]\nconnections_per_server_max = 4_294_967_295", "fleet.connections_per_server_max"),
+            ("[fleet]\nclient_shards = 1_025", "fleet.client_shards"),
+            ("[fleet]\nredis_session_shards = 1_025", "fleet.redis_session_shards"),
+            ("[fleet]\nredis_presence_shards = 4_294_967_295", "fleet.redis_presence_shards"),
+            ("[fleet]\ncassandra_nodes = 2_049", "fleet.cassandra_nodes"),
+            ("[fleet]\ncassandra_replication_factor = 16", "fleet.cassandra_replication_factor"),
+            ("[fleet]\nkafka_brokers = 1_025", "fleet.kafka_brokers"),
+            ("[fleet]\nkafka_partitions = 100_000_000", "fleet.kafka_partitions"),
+            ("[fleet]\nrouters = 1_025", "fleet.routers"),
+            ("[users]\nconcurrent = 1_000_000_001", "users.concurrent"),
+            ("[users]\ncontacts_per_user = 10_001", "users.contacts_per_user"),
+            ("[users]\nheartbeat_interval_ms = 600_001", "users.heartbeat_interval_ms"),
+            ("[users]\npresence_ttl_ms = 3_600_001", "users.presence_ttl_ms"),
+            ("[users]\nhide_last_seen_share = 1.5", "users.hide_last_seen_share"),
+            ("[users]\nread_receipts_off_share = inf", "users.read_receipts_off_share"),
+            ("[users]\nchat_open_share = nan", "users.chat_open_share"),
+            ("[workload]\nmessages_per_s = 9_223_372_036_854_775_807", "workload.messages_per_s"),
+            ("[workload]\napp_closes_per_hour = 1e308", "workload.app_closes_per_hour"),
+            ("[workers]\nchat_server = 4_294_967_295", "workers.chat_server"),
+            ("[workers]\nkafka = 1_025", "workers.kafka"),
+            ("[slo]\ndelivery_ms_p99 = 3_600_001", "slo.delivery_ms_p99"),
+        ];
+        for (text, field) in cases {
+            let line = text.lines().count();
+            assert_refused(&format!("{text}\n"), line, field, "");
+        }
+    }
+
+    #[test]
+    fn values_below_their_limit_name_line_and_field() {
+        let cases = [
+            ("duration_s = 0", "duration_s", "greater than zero"),
+            ("drain_s = 0", "drain_s", "in flight"),
+            ("tick_us = 9", "tick_us", "at least 10"),
+            ("[users]\nconcurrent = 1", "users.concurrent", "at least 2"),
+            ("[users]\ncontacts_per_user = 0", "users.contacts_per_user", "greater than zero"),
+            ("[users]\nheartbeat_interval_ms = 999", "users.heartbeat_interval_ms", "at least 1,000"),
+            ("[users]\nhide_last_seen_share = -0.1", "users.hide_last_seen_share", "share"),
+            ("[workload]\nmessages_per_s = 0", "workload.messages_per_s", "greater than zero"),
+            ("[workload]\napp_closes_per_hour = -1", "workload.app_closes_per_hour", "between 0"),
+            ("[workers]\nredis = 0", "workers.redis", "greater than zero"),
+            ("[slo]\npresence_ms_p99 = 0", "slo.presence_ms_p99", "greater than zero"),
+        ];
+        for (text, field, says) in cases {
+            assert_refused(&format!("{text}\n"), text.lines().count(), field, says);
+        }
+    }
+
+    #[test]
+    fn totals_that_would_wrap_are_refused() {
+        // warm-up + duration + drain near u64::MAX used to wrap to a run of 0 s.
+        let (_, field, m) = refused("warmup_s = 9_223_372_036_854_775_000\nduration_s = 9_223_372_036_854_775_000\n");
+        assert_eq!(field, "duration_s", "{m}");
+        assert_refused("warmup_s = 50_000\nduration_s = 40_000\n", 2, "duration_s", "at most 86,400");
+        let s = Scenario { duration_s: u64::MAX, drain_s: u64::MAX, ..parse("").unwrap() };
+        assert_eq!(s.total_s(), u64::MAX, "saturates, never wraps");
+        let huge = Scenario {
+            workload: Workload { messages_per_s: 1 << 63, ..Workload::default() },
+            users: Users { concurrent: u64::MAX, ..Users::default() },
+            ..s
+        };
+        assert_eq!(huge.estimated_memory_bytes(), u64::MAX, "saturates, never wraps");
+    }
+
+    #[test]
+    fn relationships_between_fields_are_checked() {
+        assert_refused("[users]\nconcurrent = 10\ncontacts_per_user = 10\n", 3, "users.contacts_per_user", "at most 9");
+        assert_refused(
+            "[users]\nconcurrent = 100\n[workload]\nmessages_per_s = 1_001\n",
+            4,
+            "workload.messages_per_s",
+            "10 msg/s per user",
+        );
+        assert_refused(
+            "[users]\nheartbeat_interval_ms = 30_000\npresence_ttl_ms = 30_000\n",
+            3,
+            "users.presence_ttl_ms",
+            "exceed the heartbeat",
+        );
+        assert_refused("[fleet]\ncassandra_nodes = 2\n", 2, "fleet.cassandra_nodes", "at least as many nodes");
+        assert_refused("[fleet]\nrouters = 5\nkafka_partitions = 4\n", 2, "fleet.routers", "idle");
+        assert_refused(
+            "[fleet]\nkafka_brokers = 200\nkafka_partitions = 100_000\nrouters = 1\n",
+            3,
+            "fleet.kafka_partitions",
+            "partition slots",
+        );
+        assert_refused(
+            "[fleet]\nchat_servers = 1_024\nclient_shards = 1_024\ncassandra_nodes = 2_048\nrouters = 4\n",
+            1,
+            "fleet",
+            "processes",
+        );
+        assert_refused(
+            "[users]\nconcurrent = 3\ncontacts_per_user = 1\n[fleet]\nclient_shards = 4\n",
+            5,
+            "fleet.client_shards",
+            "more shards than users",
+        );
+        assert_refused("[users]\nconcurrent = 300_000\n", 2, "users.concurrent", "cannot hold");
+        assert_refused("warmup_s = 1\n[users]\nconnect_ramp_s = 2\n", 3, "users.connect_ramp_s", "warm-up");
+    }
+
+    #[test]
+    fn distributions_must_be_finite_ordered_and_bounded() {
+        let cases = [
+            ("[network]\nclient_server_ms = { dist = \"lognormal\", p50 = 50, p99 = 10 }", "0 < p50 < p99"),
+            ("[network]\nclient_server_ms = { dist = \"lognormal\", p50 = nan, p99 = 10 }", "finite"),
+            ("[network]\nclient_server_ms = { dist = \"lognormal\", p50 = 0.001, p99 = 10 }", "times p50"),
+            ("[network]\nin_datacenter_ms = { dist = \"uniform\", min = 2, max = 1 }", "below min"),
+            ("[network]\nin_datacenter_ms = { dist = \"constant\", value = 10_001 }", "at most 10000 ms"),
+            ("[service_us]\nredis = { dist = \"exponential\", mean = 0 }", "greater than 0"),
+            ("[service_us]\nredis = { dist = \"exponential\", mean = -inf }", "finite"),
+            ("[service_us]\nkafka = { dist = \"constant\", value = 60_000_001 }", "at most 60000000 µs"),
+            ("[workload]\nread_delay_ms = { dist = \"exponential\", mean = 1e308 }", "at most 60000 ms"),
+            ("[workload]\napp_closed_ms = { dist = \"uniform\", min = -1, max = 1 }", "at least 0"),
+        ];
+        for (text, says) in cases {
+            let field = format!(
+                "{}.{}",
+                &text[1..text.find(']').unwrap()],
+                text.lines().nth(1).unwrap().split(' ').next().unwrap()
+            );
+            assert_refused(&format!("{text}\n"), 2, &field, says);
+        }
+    }
+
+    #[test]
+    fn a_table_given_as_an_array_names_line_and_field() {
+        assert_refused("seed = 1\nfleet = [1, 2]\n", 2, "fleet", "must be a table");
+        assert_refused("[users]\ndevices_per_user = [1, 0.2]\n", 2, "users.devices_per_user", "must be a table");
+        assert_refused(
+            "[workload]\nread_delay_ms = [\"exponential\", 5]\n",
+            2,
+            "workload.read_delay_ms",
+            "distribution",
+        );
+        assert_refused("[network]\nclient_server_ms = 5\n", 2, "network.client_server_ms", "not an integer");
+        assert_refused("seed = 1\n[[fleet]]\nchat_servers = 2\n", 2, "fleet", "not an array");
+        assert_refused("[faults]\nkind = \"cut_network\"\n", 1, "faults", "[[faults]]");
+        assert_refused("faults = [1, 2]\n", 1, "faults[0]", "each fault must be a table");
+    }
+
+    const CUT: &str = "[[faults]]\nkind = \"cut_network\"\nat_s = 3\nfor_s = 2\nusers = 10\n";
+
+    #[test]
+    fn faults_are_named_by_index_and_line() {
+        // Two good faults, then the mistake in the third (faults[2], 0-based).
+        let three = |third: &str| format!("{CUT}{CUT}{third}");
+        assert_refused(&three("[[faults]]\nkind = \"crash\"\nat_s = 3\n"), 12, "faults[2].kind", "unknown variant");
+        assert_refused(
+            &three(&CUT.replace("users = 10", "users = 10\nusesr = 1")),
+            16,
+            "faults[2].usesr",
+            "unknown field",
+        );
+        assert_refused(&three(&CUT.replace("at_s = 3", "at_s = \"3\"")), 13, "faults[2].at_s", "invalid type");
+        assert_refused(&three(&CUT.replace("users = 10\n", "")), 11, "faults[2]", "needs `users`");
+        assert_refused(&three(&CUT.replace("users = 10", "users = 10\nshare = 0.5")), 11, "faults[2]", "no `share`");
+        assert_refused(&three(&CUT.replace("at_s = 3", "at_s = 1")), 13, "faults[2].at_s", "after the connect ramp");
+        assert_refused(
+            &three(&CUT.replace("for_s = 2", "for_s = 40")),
+            14,
+            "faults[2].for_s",
+            "end by the end of sends",
+        );
+        assert_refused(&three(&CUT.replace("for_s = 2", "for_s = 0")), 14, "faults[2].for_s", "at least 1 s");
+        assert_refused(&three(&CUT.replace("users = 10", "users = 0")), 15, "faults[2].users", "greater than zero");
+        let acks = "[[faults]]\nkind = \"lose_delivered_acks\"\nat_s = 3\nfor_s = 2\nshare = 1.5\n";
+        assert_refused(&three(acks), 15, "faults[2].share", "share between 0 and 1");
+        // A window near u64::MAX used to wrap round to a time inside the run.
+        let wrap = acks.replace("share = 1.5", "share = 0.5").replace("for_s = 2", "for_s = 9_223_372_036_854_775_807");
+        assert_refused(&three(&wrap), 14, "faults[2].for_s", "end by the end of sends");
+        assert_refused(&CUT.repeat(65), 321, "faults[64]", "at most 64");
+    }
+
+    #[test]
+    fn the_name_cannot_leave_the_output_folder() {
+        assert_refused("seed = 1\nname = \"../../etc\"\n", 2, "name", "'/'");
+        assert_refused("name = \"..\"\n", 1, "name", "must not start with '.'");
+        assert_refused("name = \"\"\n", 1, "name", "must not be empty");
+        assert_refused("name = \"a\\u0007b\"\n", 1, "name", "contains");
+        assert_refused(&format!("name = \"{}\"\n", "x".repeat(65)), 1, "name", "at most 64");
+        assert_eq!(report_name_from("my scenario (2)"), "my_scenario__2_");
+        assert_eq!(report_name_from("..hidden"), "_.hidden");
+        assert_eq!(report_name_from(""), "scenario");
+    }
+
+    #[test]
+    fn parse_errors_name_line_and_field() {
+        assert_refused("[fleet]\nchat_servers = 2\nchat_servers = 3\n", 3, "fleet.chat_servers", "duplicate key");
+        let (line, _, _) = refused("name = \"x\"\n[fleet\nchat_servers = 2\n");
+        assert_eq!(line, Some(2));
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_names_the_line() {
+        let dir = std::env::temp_dir().join(format!("wasim-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, b"seed = 1\n\nname = \"\xff\"\n").unwrap();
+        let e = Scenario::load(&path).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("UTF-8"), "{e}");
     }
 
     #[test]

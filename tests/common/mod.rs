@@ -78,3 +78,51 @@ pub fn repo_root() -> PathBuf {
 pub fn parse(text: &str) -> wasim_sim::Scenario {
     wasim_sim::Scenario::parse(text, Path::new("test.toml"), "test").expect("valid test scenario")
 }
+
+/// How a run of the binary under a wall-clock limit ended.
+pub enum Finished {
+    /// It exited (or was ended by a signal) within the limit.
+    Exited(Output),
+    /// It was still running at the limit and was killed.
+    TimedOut,
+}
+
+/// Run `wasim` with arguments, killing it if it runs longer than `limit`. Its output is read
+/// while it runs, so a long message cannot fill a pipe and stall it.
+pub fn wasim_within(args: &[&str], limit: std::time::Duration) -> Finished {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasim"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the wasim binary starts");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for wasim") {
+            break Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let (stdout, stderr) = (out.join().expect("stdout reader"), err.join().expect("stderr reader"));
+    match status {
+        Some(status) => Finished::Exited(Output { status, stdout, stderr }),
+        None => Finished::TimedOut,
+    }
+}

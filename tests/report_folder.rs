@@ -1,0 +1,53 @@
+//! The report folder is written whole or not at all, and a bad `--out` fails before the run.
+
+mod common;
+use common::{scenario_file, stderr, stdout, wasim, SMALL};
+use std::path::Path;
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_new_report_leaves_no_file_of_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario_file(dir.path(), "small.toml", SMALL);
+    let out = dir.path().join("report");
+    let run = |extra: &[&str]| {
+        let o = wasim(&[&["scenario", path.to_str().unwrap(), "--out", out.to_str().unwrap()], extra].concat());
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    };
+    run(&["--trace-user", "0"]);
+    assert!(out.join("trace.csv").exists(), "the traced run writes trace.csv");
+    run(&[]);
+    assert!(!out.join("trace.csv").exists(), "a stale trace.csv survived: {:?}", files_in(&out));
+    assert!(out.join("summary.json").exists());
+    assert_eq!(files_in(dir.path()), ["report", "small.toml"], "no staging folder is left beside the report");
+}
+
+#[test]
+fn an_unwritable_out_exits_2_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario_file(dir.path(), "small.toml", SMALL);
+    // A folder cannot be made under a file, whoever runs the test (root ignores modes).
+    let blocker = scenario_file(dir.path(), "a-file", "");
+    let out = blocker.join("report");
+    let o = wasim(&["scenario", path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(err.contains("cannot write the report") && err.contains("a-file"), "{err}");
+    assert!(stdout(&o).is_empty(), "nothing is simulated or printed first: {}", stdout(&o));
+}
+
+#[test]
+fn a_folder_holding_other_files_is_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario_file(dir.path(), "small.toml", SMALL);
+    let o = wasim(&["scenario", path.to_str().unwrap(), "--out", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("small.toml") && stderr(&o).contains("refusing"), "{}", stderr(&o));
+    assert!(path.exists(), "the user's file is still there");
+}
