@@ -119,9 +119,6 @@ pub(crate) struct Ctx {
     traced: Option<UserId>,
     outbox: Outbox,
     net: NetDraw,
-    /// The exact time of the arrival being handled (`None` in a tick's own work, whose
-    /// sends are at the exact times of their events).
-    cause: Option<Time>,
 }
 
 /// The latency draws of a process's sends: a stream of its own, apart from the handlers'
@@ -224,8 +221,7 @@ impl Ctx {
             logs: Logs::default(),
             trace: Vec::new(),
             traced: shared.traced,
-            outbox: Outbox::new(me),
-            cause: None,
+            outbox: Outbox::new(me, shared.tick_us),
             net: NetDraw {
                 rng: stream(Stream::Network),
                 latency: [Sampler::new(&n.client_server_ms, 1_000.0), Sampler::new(&n.in_datacenter_ms, 1_000.0)],
@@ -245,8 +241,7 @@ impl Ctx {
     /// on `key`: it leaves and arrives no earlier than the previous one.
     #[inline]
     pub fn send_ordered(&mut self, to: NodeIdx, depart: Time, msg: Msg, key: OrderKey) {
-        let cause = self.cause.unwrap_or(depart);
-        self.outbox.send_ordered(to, cause, depart, msg, key.packed(), &mut self.net);
+        self.outbox.send_ordered(to, depart, msg, key.packed(), &mut self.net);
     }
 
     /// What the process has yet to send at `now`: replies of requests still queued or in
@@ -322,11 +317,8 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
         }
         ctx.counters.events += batch.len() as u64;
         for &key in &order {
-            let env = &batch[(key & ((1 << 40) - 1)) as usize];
-            ctx.cause = Some(env.at);
-            process.on_message(env, &mut ctx);
+            process.on_message(&batch[(key & ((1 << 40) - 1)) as usize], &mut ctx);
         }
-        ctx.cause = None;
         batch.clear();
         let now = Time(tick * shared.tick_us);
         process.on_tick(now, &mut ctx);

@@ -13,17 +13,14 @@
 //! per key, not per link: a device's WebSocket is one TCP connection written by one thread,
 //! a conversation is carried in id order (a Kafka partition is appended and consumed in
 //! order), and a user's session and presence commands are applied in the order they were
-//! made. A send on an ordered key leaves no earlier than the previous send on that key and
-//! arrives no earlier than it. "Previous" is by the time of the event that caused each
-//! send, not by the order the handlers ran: a process may handle an event late (a hop
-//! shorter than a tick is noticed at the next tick), and its sends then come before the
-//! sends of later events it handled first. Sends of different keys never wait for each
-//! other, as requests multiplexed over a connection pool do not.
+//! made. A send on an ordered key leaves no earlier than the previous send on that key (in
+//! the order the process made them, which is the order its logic decided: a conversation
+//! published in id order stays so) and arrives no earlier than it. Sends of different keys
+//! never wait for each other, as requests multiplexed over a connection pool do not.
 
 use crate::msg::{Envelope, Msg, NodeIdx};
 use rustc_hash::FxHashMap;
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use wasim_model::Time;
 
 /// A message on its way out: its departure decides the tick it is released in.
@@ -34,39 +31,14 @@ struct Staged {
     env: Envelope,
 }
 
-impl Staged {
-    fn key(&self) -> (Time, u32) {
-        (self.depart, self.env.seq)
-    }
-}
+/// Ticks ahead a deferred send waits in the wheel (a power of two); later ones wait in an
+/// overflow by tick, moved into the wheel every half turn. Small, since every process has
+/// one: sends leave later than their tick only when a queue is backed up.
+const DEFER_WHEEL_TICKS: u64 = 256;
 
-/// Ordered by departure, then send order; reversed so that `BinaryHeap` pops the earliest.
-impl Ord for Staged {
-    fn cmp(&self, other: &Self) -> Ordering {
-        other.key().cmp(&self.key())
-    }
-}
-
-impl PartialOrd for Staged {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Staged {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for Staged {}
-
-/// The latest send on an ordered key.
+/// The latest send on an ordered key: its departure and its arrival.
 #[derive(Clone, Copy, Debug, Default)]
 struct KeyLast {
-    /// When the event that caused the latest send happened.
-    cause: Time,
-    /// That send's departure and arrival.
     depart: Time,
     arrival: Time,
 }
@@ -87,8 +59,12 @@ pub(crate) struct Outbox {
     staged: Vec<Staged>,
     /// The latest departure among `staged`.
     staged_depart_max: Time,
-    /// Sends departing after the tick they were made in (a queue is backed up).
-    deferred: BinaryHeap<Staged>,
+    tick_us: u64,
+    /// Sends departing after the tick they were made in (a queue is backed up), by the
+    /// tick they leave in: `wheel[tick % DEFER_WHEEL_TICKS]`, and further ahead `far`.
+    wheel: Vec<Vec<Staged>>,
+    far: BTreeMap<u64, Vec<Staged>>,
+    deferred: usize,
     /// Ordered keys with a send not yet arrived (or recently arrived: pruned in bulk).
     ordered: FxHashMap<u64, KeyLast>,
     /// `ordered`'s size after its last pruning: it is pruned again when it has doubled.
@@ -96,14 +72,17 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// An empty outbox of process `from`.
-    pub fn new(from: NodeIdx) -> Outbox {
+    /// An empty outbox of process `from`, on a network ticking every `tick_us`.
+    pub fn new(from: NodeIdx, tick_us: u64) -> Outbox {
         Outbox {
             from,
             seq: 0,
             staged: Vec::new(),
             staged_depart_max: Time::ZERO,
-            deferred: BinaryHeap::new(),
+            tick_us,
+            wheel: (0..DEFER_WHEEL_TICKS).map(|_| Vec::new()).collect(),
+            far: BTreeMap::new(),
+            deferred: 0,
             ordered: FxHashMap::default(),
             ordered_pruned_len: 0,
         }
@@ -116,32 +95,15 @@ impl Outbox {
         self.stage(to, depart, at, msg);
     }
 
-    /// Send `msg` to `to`, caused by an event at `cause`, leaving at `depart`, in order on
-    /// `key`: not before, and arriving not before, the send on `key` caused by an earlier
-    /// event.
+    /// Send `msg` to `to`, leaving at `depart`, in order on `key`: not before, and
+    /// arriving not before, the previous send on `key`.
     #[inline]
-    pub fn send_ordered(
-        &mut self,
-        to: NodeIdx,
-        cause: Time,
-        depart: Time,
-        msg: Msg,
-        key: u64,
-        latency: &mut impl Latency,
-    ) {
+    pub fn send_ordered(&mut self, to: NodeIdx, depart: Time, msg: Msg, key: u64, latency: &mut impl Latency) {
         let drawn = latency.sample_us(to);
         let last = self.ordered.entry(key).or_default();
-        let (depart, at) = if cause >= last.cause {
-            let depart = depart.max(last.depart);
-            let at = Time(depart.as_us() + drawn).max(last.arrival);
-            *last = KeyLast { cause, depart, arrival: at };
-            (depart, at)
-        } else if depart < last.depart {
-            // Caused, and leaving, before the latest send on the key: it arrives before it.
-            (depart, Time(depart.as_us() + drawn).min(last.arrival))
-        } else {
-            (depart, Time(depart.as_us() + drawn).max(last.arrival))
-        };
+        last.depart = depart.max(last.depart);
+        last.arrival = Time(last.depart.as_us() + drawn).max(last.arrival);
+        let (depart, at) = (last.depart, last.arrival);
         self.stage(to, depart, at, msg);
     }
 
@@ -154,18 +116,20 @@ impl Outbox {
 
     /// Sends waiting for a later tick, and the last departure among them.
     pub fn backlog(&self) -> (usize, Time) {
-        let last = self.deferred.iter().map(|s| s.depart).max().unwrap_or(Time::ZERO);
-        (self.deferred.len(), last)
+        let last = self.wheel.iter().chain(self.far.values()).flatten().map(|s| s.depart).max().unwrap_or(Time::ZERO);
+        (self.deferred, last)
     }
 
-    /// Hand every send departing by `now` to `deliver`; keep the rest for later ticks.
+    /// Hand every send departing by `now` (the end of the current tick) to `deliver`; keep
+    /// the rest for the ticks they leave in.
     pub fn flush(&mut self, now: Time, mut deliver: impl FnMut(NodeIdx, &Envelope)) {
+        let tick = now.as_us() / self.tick_us;
         if self.staged_depart_max > now {
-            // Some sends leave in later ticks: they wait, in departure order.
             let mut i = 0;
             while i < self.staged.len() {
                 if self.staged[i].depart > now {
-                    self.deferred.push(self.staged.swap_remove(i));
+                    let s = self.staged.swap_remove(i);
+                    self.defer(tick, s);
                 } else {
                     i += 1;
                 }
@@ -176,11 +140,40 @@ impl Outbox {
             deliver(s.to, &s.env);
         }
         self.staged.clear();
-        while self.deferred.peek().is_some_and(|s| s.depart <= now) {
-            let s = self.deferred.pop().expect("peeked");
-            deliver(s.to, &s.env);
+        if self.deferred > 0 {
+            let slot = (tick % DEFER_WHEEL_TICKS) as usize;
+            self.deferred -= self.wheel[slot].len();
+            for s in self.wheel[slot].drain(..) {
+                deliver(s.to, &s.env);
+            }
+            if tick % (DEFER_WHEEL_TICKS / 2) == 0 && !self.far.is_empty() {
+                self.migrate(tick);
+            }
         }
         self.prune(now);
+    }
+
+    /// Hold a send until the tick its departure falls in.
+    fn defer(&mut self, tick: u64, s: Staged) {
+        let due = s.depart.as_us().div_ceil(self.tick_us);
+        self.deferred += 1;
+        if due - tick < DEFER_WHEEL_TICKS {
+            self.wheel[(due % DEFER_WHEEL_TICKS) as usize].push(s);
+        } else {
+            self.far.entry(due).or_default().push(s);
+        }
+    }
+
+    /// Move far sends that came within the wheel's reach into it.
+    fn migrate(&mut self, tick: u64) {
+        while let Some(entry) = self.far.first_entry() {
+            let due = *entry.key();
+            if due - tick >= DEFER_WHEEL_TICKS {
+                break;
+            }
+            let mut sends = entry.remove();
+            self.wheel[(due % DEFER_WHEEL_TICKS) as usize].append(&mut sends);
+        }
     }
 
     /// Forget keys whose sends have all left and arrived: nothing can wait for them.
@@ -228,7 +221,7 @@ mod tests {
 
     #[test]
     fn a_reply_that_finishes_first_arrives_first() {
-        let mut o = Outbox::new(NodeIdx(0));
+        let mut o = Outbox::new(NodeIdx(0), 1_000);
         // Started first but served longer, then a short one: both to node 1.
         o.send(NodeIdx(1), Time(900), msg(), &mut Fixed);
         o.send(NodeIdx(1), Time(300), msg(), &mut Fixed);
@@ -237,7 +230,7 @@ mod tests {
 
     #[test]
     fn a_send_departing_in_a_later_tick_waits_for_it_and_does_not_block_earlier_ones() {
-        let mut o = Outbox::new(NodeIdx(0));
+        let mut o = Outbox::new(NodeIdx(0), 1_000);
         o.send(NodeIdx(1), Time(5_000), msg(), &mut Fixed);
         assert!(flush(&mut o, 1_000).is_empty(), "held until its departure's tick");
         assert_eq!(o.backlog(), (1, Time(5_000)));
@@ -248,32 +241,35 @@ mod tests {
     }
 
     #[test]
+    fn a_send_far_ahead_waits_for_its_tick() {
+        let mut o = Outbox::new(NodeIdx(0), 1_000);
+        let far = (DEFER_WHEEL_TICKS * 3 + 7) * 1_000 + 500;
+        o.send(NodeIdx(1), Time(far), msg(), &mut Fixed);
+        let mut delivered = Vec::new();
+        for tick in 1..=DEFER_WHEEL_TICKS * 4 {
+            o.flush(Time(tick * 1_000), |to, e| delivered.push((tick, to.0, e.at.as_us())));
+        }
+        assert_eq!(delivered, vec![(DEFER_WHEEL_TICKS * 3 + 8, 1, far + 100)], "released in its departure's tick");
+        assert_eq!(o.backlog().0, 0);
+    }
+
+    #[test]
     fn sends_on_one_key_keep_their_order_and_other_keys_do_not_wait() {
-        let mut o = Outbox::new(NodeIdx(0));
-        o.send_ordered(NodeIdx(1), Time(0), Time(900), msg(), 7, &mut Fixed);
-        o.send_ordered(NodeIdx(1), Time(1), Time(300), msg(), 7, &mut Fixed); // a later cause: after
-        o.send_ordered(NodeIdx(1), Time(1), Time(300), msg(), 8, &mut Fixed); // another key
+        let mut o = Outbox::new(NodeIdx(0), 1_000);
+        o.send_ordered(NodeIdx(1), Time(900), msg(), 7, &mut Fixed);
+        o.send_ordered(NodeIdx(1), Time(300), msg(), 7, &mut Fixed); // the same key: after it
+        o.send_ordered(NodeIdx(1), Time(300), msg(), 8, &mut Fixed); // another key
         o.send(NodeIdx(1), Time(200), msg(), &mut Fixed);
         assert_eq!(flush(&mut o, 1_000), vec![(1, 300), (1, 400), (1, 1_000), (1, 1_000)]);
     }
 
     #[test]
-    fn a_send_caused_earlier_but_handled_later_does_not_wait_for_the_later_one() {
-        let mut o = Outbox::new(NodeIdx(0));
-        // An event at 500 handled first, then one at 100 noticed late: the late one's send
-        // leaves at its own time and arrives first.
-        o.send_ordered(NodeIdx(1), Time(500), Time(550), msg(), 7, &mut Fixed);
-        o.send_ordered(NodeIdx(1), Time(100), Time(150), msg(), 7, &mut Fixed);
-        assert_eq!(flush(&mut o, 1_000), vec![(1, 250), (1, 650)]);
-    }
-
-    #[test]
     fn an_ordered_key_keeps_arrival_order() {
-        let mut o = Outbox::new(NodeIdx(0));
+        let mut o = Outbox::new(NodeIdx(0), 1_000);
         let mut latency = Falling(500);
-        o.send_ordered(NodeIdx(1), Time(0), Time(0), msg(), 7, &mut latency); // drawn 400
-        o.send_ordered(NodeIdx(1), Time(10), Time(10), msg(), 7, &mut latency); // drawn 310: waits for 400
-        o.send_ordered(NodeIdx(1), Time(20), Time(20), msg(), 9, &mut latency); // another key: 220
+        o.send_ordered(NodeIdx(1), Time(0), msg(), 7, &mut latency); // drawn 400
+        o.send_ordered(NodeIdx(1), Time(10), msg(), 7, &mut latency); // drawn 310: waits for 400
+        o.send_ordered(NodeIdx(1), Time(20), msg(), 9, &mut latency); // another key: 220
         assert_eq!(flush(&mut o, 1_000), vec![(1, 220), (1, 400), (1, 400)]);
     }
 }

@@ -7,25 +7,28 @@ use wasim_model::{fast_range, ChatMessage, DeviceKey, Time};
 /// When each device beats in every `interval`: its own phase, uniform over the interval
 /// whatever the tick. The phases are a stratified sample (one per `interval / n` slot,
 /// uniform inside it), so the beats are flat over the interval. Slots go to devices in
-/// order, rotated by an offset drawn from the seed: every phone, then every web client,
-/// so a user's two devices beat half an interval apart, and a tick's beats touch
-/// neighbouring device records (one cache line serves several). Nothing is stored per
-/// device.
+/// order, rotated by an offset drawn from the seed, so a tick's beats touch neighbouring
+/// device records (one cache line serves several). With web clients, phones take the even
+/// slots and web clients the odd ones half an interval further on: each kind covers the
+/// whole interval, and a user's two devices beat half an interval apart. Nothing is stored
+/// per device.
 #[derive(Clone, Debug)]
 pub(crate) struct HeartbeatPhases {
     users: u64,
     slots: u64,
     n: u64,
     interval_us: u64,
-    /// The rotation: slot `k` holds position `(k - offset) mod n` of the device order.
+    /// The rotation: slot `k` holds position `(k - offset) mod n`.
     offset: u64,
     salt: u64,
 }
 
 impl HeartbeatPhases {
-    /// Phases for `users` users with `slots` devices each, beating every `interval_us`.
+    /// Phases for `users` users with `slots` (1 or 2) devices each, beating every
+    /// `interval_us`.
     pub fn new(users: usize, slots: usize, interval_us: u64, rng: &mut impl Rng) -> HeartbeatPhases {
-        let (users, slots) = (users.max(1) as u64, slots.max(1) as u64);
+        let (users, slots) = (users.max(1) as u64, slots as u64);
+        assert!(slots == 1 || slots == 2, "one or two device slots");
         let n = users * slots;
         assert!(interval_us > 0, "a heartbeat interval of zero");
         assert!(n < 1 << 31 && interval_us < 1 << 32, "slot arithmetic fits 64 bits");
@@ -48,6 +51,18 @@ impl HeartbeatPhases {
         start + jitter
     }
 
+    /// The device (index) at position `q`: phone `u` at `2u`, web client `u` at
+    /// `2u + 1 + 2 * (users / 2)` (mod `n`).
+    #[inline]
+    fn device(&self, q: u64) -> usize {
+        if self.slots == 1 || q % 2 == 0 {
+            return q as usize;
+        }
+        let back = 1 + 2 * (self.users / 2);
+        let even = if q >= back { q - back } else { q + self.n - back };
+        (even + 1) as usize
+    }
+
     /// Call `beat(device, at)` for every beat in `(from, to]`, in time order.
     pub fn due(&self, from: Time, to: Time, mut beat: impl FnMut(usize, Time)) {
         let (from, to) = (from.as_us(), to.as_us());
@@ -61,24 +76,18 @@ impl HeartbeatPhases {
             let after = from.checked_sub(base);
             let last = (to - base).min(self.interval_us - 1);
             let first_slot = after.map_or(0, |a| a * self.n / self.interval_us);
-            // The device of the first slot, then the next ones by counting on.
-            let position = (first_slot + self.n - self.offset) % self.n;
-            let (mut slot_of_user, mut user) = (position / self.users, position % self.users);
+            let mut position = (first_slot + self.n - self.offset) % self.n;
             for slot in first_slot..self.n {
                 let phase = self.phase_us(slot);
                 if phase > last {
                     break;
                 }
                 if after.is_none_or(|a| phase > a) {
-                    beat((user * self.slots + slot_of_user) as usize, Time(base + phase));
+                    beat(self.device(position), Time(base + phase));
                 }
-                user += 1;
-                if user == self.users {
-                    user = 0;
-                    slot_of_user += 1;
-                    if slot_of_user == self.slots {
-                        slot_of_user = 0;
-                    }
+                position += 1;
+                if position == self.n {
+                    position = 0;
                 }
             }
             cycle += 1;
@@ -192,21 +201,24 @@ mod tests {
     }
 
     #[test]
-    fn phases_cover_the_whole_interval_evenly_and_a_users_devices_are_apart() {
-        let p = HeartbeatPhases::new(15_000, 2, 30_000_000, &mut ChaCha8Rng::seed_from_u64(9));
-        let all = beats(&p, 1_000, 30_000_000);
-        let mut per_second = [0u32; 30];
-        for &(_, at) in &all {
-            per_second[(at / 1_000_000) as usize] += 1;
-        }
-        assert!(per_second.iter().all(|&c| c == 1_000), "flat: {per_second:?}");
-        let mut at = vec![0i64; 30_000];
-        for &(d, t) in &all {
-            at[d] = t as i64;
-        }
-        for u in 0..15_000 {
-            let apart = (at[2 * u] - at[2 * u + 1]).abs();
-            assert!((14_999_000..=15_001_000).contains(&apart), "user {u}'s devices beat {apart} µs apart");
+    fn phases_cover_the_whole_interval_evenly_per_kind_and_a_users_devices_are_apart() {
+        for users in [15_000, 15_001] {
+            let p = HeartbeatPhases::new(users, 2, 30_000_000, &mut ChaCha8Rng::seed_from_u64(9));
+            let all = beats(&p, 1_000, 30_000_000);
+            assert_eq!(all.len(), 2 * users);
+            let mut per_second = [[0u32; 30]; 2];
+            let mut at = vec![0i64; 2 * users];
+            for &(d, t) in &all {
+                per_second[d % 2][(t / 1_000_000) as usize] += 1;
+                at[d] = t as i64;
+            }
+            for kind in per_second {
+                assert!(kind.iter().all(|&c| c.abs_diff(users as u32 / 30) <= 1), "flat per kind: {kind:?}");
+            }
+            for u in 0..users {
+                let apart = (at[2 * u] - at[2 * u + 1]).rem_euclid(30_000_000);
+                assert!((14_990_000..=15_010_000).contains(&apart), "user {u}'s devices beat {apart} µs apart");
+            }
         }
     }
 
