@@ -53,7 +53,7 @@ impl Network {
         // Arrivals far ahead move into the wheel once they come within its reach: every
         // half turn, so each waits in the overflow without costing every tick a scan (a
         // backlog of long latencies at a small tick would otherwise cost a scan per tick).
-        if tick % FAR_MIGRATION_TICKS == 0 {
+        if tick.is_multiple_of(FAR_MIGRATION_TICKS) {
             while let Some(entry) = inbox.far.first_entry() {
                 let due = *entry.key();
                 if due - tick >= WHEEL_TICKS {

@@ -146,7 +146,7 @@ impl Outbox {
             for s in self.wheel[slot].drain(..) {
                 deliver(s.to, &s.env);
             }
-            if tick % (DEFER_WHEEL_TICKS / 2) == 0 && !self.far.is_empty() {
+            if tick.is_multiple_of(DEFER_WHEEL_TICKS / 2) && !self.far.is_empty() {
                 self.migrate(tick);
             }
         }

@@ -55,7 +55,7 @@ impl HeartbeatPhases {
     /// `2u + 1 + 2 * (users / 2)` (mod `n`).
     #[inline]
     fn device(&self, q: u64) -> usize {
-        if self.slots == 1 || q % 2 == 0 {
+        if self.slots == 1 || q.is_multiple_of(2) {
             return q as usize;
         }
         let back = 1 + 2 * (self.users / 2);
