@@ -2,7 +2,9 @@
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use wasim_sim::{CheckReport, Counters, Outcome, Scenario, TierStats};
+use wasim_sim::{
+    predicted_load, predicted_rates, Backlog, CheckReport, Counters, OpKind, Outcome, Scenario, TierLoad, TierStats,
+};
 
 /// PASS or FAIL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -99,14 +101,23 @@ pub struct TierSummary {
     pub ops_per_s_per_node: f64,
     pub utilisation_mean: f64,
     pub utilisation_max: f64,
+    /// What the visit table predicted before the run, and how far the measurement is off.
+    pub ops_per_s_predicted: f64,
+    pub utilisation_predicted: f64,
+    pub prediction_error: f64,
+    /// Work still queued when the window ended and when the run ended: replies not yet
+    /// sent and the wait for the last of them (utilisation cannot show a backlog).
+    pub backlog_window_end: Backlog,
+    pub backlog_end: Backlog,
     pub gauge_end: u64,
     pub gauge: &'static str,
 }
 
 impl TierSummary {
-    fn new(t: &TierStats, window_s: f64) -> TierSummary {
+    fn new(t: &TierStats, window_s: f64, predicted: Option<&TierLoad>) -> TierSummary {
         let ops = t.served as f64 / window_s;
         let gauge = t.kind.gauge();
+        let (ops_predicted, util_predicted) = predicted.map_or((0.0, 0.0), |p| (p.ops_per_s, p.utilisation));
         TierSummary {
             tier: t.kind.name(),
             nodes: t.nodes,
@@ -115,10 +126,24 @@ impl TierSummary {
             ops_per_s_per_node: round3(ops / f64::from(t.nodes.max(1))),
             utilisation_mean: round3(t.utilisation),
             utilisation_max: round3(t.utilisation_max),
+            ops_per_s_predicted: round3(ops_predicted),
+            utilisation_predicted: round3(util_predicted),
+            prediction_error: if ops_predicted > 0.0 { round3(ops / ops_predicted - 1.0) } else { 0.0 },
+            backlog_window_end: t.backlog_window_end,
+            backlog_end: t.backlog_end,
             gauge_end: t.gauge_end,
             gauge,
         }
     }
+}
+
+/// One operation kind's load: what the visit table predicted and what the run served.
+#[derive(Clone, Debug, Serialize)]
+pub struct OpLoad {
+    pub op: &'static str,
+    pub tier: &'static str,
+    pub predicted_per_s: f64,
+    pub measured_per_s: f64,
 }
 
 fn round3(x: f64) -> f64 {
@@ -148,6 +173,8 @@ pub struct Summary {
     /// Why silent loss is reported but not judged against the presence SLO.
     pub presence_detection_note: String,
     pub tiers: Vec<TierSummary>,
+    /// The visit table, kind by kind.
+    pub ops: Vec<OpLoad>,
     pub scenario: Scenario,
 }
 
@@ -190,6 +217,7 @@ impl Summary {
     pub fn new(o: &Outcome, file: &str) -> Summary {
         let s = &o.scenario;
         let window_s = s.duration_s as f64;
+        let (predicted, rates) = (predicted_load(s), predicted_rates(s));
         let l = &o.latencies;
         let latencies = vec![
             LatencySummary::new("delivery", "send -> recipient device has it (devices online at send)", &l.delivery),
@@ -248,7 +276,20 @@ impl Summary {
             counters: *c,
             invariants: o.checks.clone(),
             presence_detection_note,
-            tiers: o.tiers.iter().map(|t| TierSummary::new(t, window_s)).collect(),
+            tiers: o
+                .tiers
+                .iter()
+                .map(|t| TierSummary::new(t, window_s, predicted.iter().find(|p| p.tier == t.kind.name())))
+                .collect(),
+            ops: OpKind::ALL
+                .iter()
+                .map(|&k| OpLoad {
+                    op: k.name(),
+                    tier: k.tier().name(),
+                    predicted_per_s: round3(rates[k as usize]),
+                    measured_per_s: round3(o.ops[k as usize] as f64 / window_s),
+                })
+                .collect(),
             scenario: s.clone(),
         }
     }

@@ -3,7 +3,7 @@
 use crate::summary::{LatencySummary, Summary};
 use serde::Serialize;
 use std::fmt::Write;
-use wasim_sim::Scenario;
+use wasim_sim::{predicted_load, Scenario, TARGET_UTILISATION};
 
 /// Wall-clock figures of a run. Kept apart from the summary, which must be identical
 /// for the same scenario and seed.
@@ -22,7 +22,6 @@ pub struct Timing {
 /// The seed and the settings derived from the scenario, printed before the run starts.
 pub fn render_settings(s: &Scenario, seed: u64, file: &str) -> String {
     let f = &s.fleet;
-    let rate = s.workload.messages_per_s as f64;
     let mut o = String::new();
     let _ = writeln!(o, "wasim {} · scenario {} ({file})", env!("CARGO_PKG_VERSION"), s.name);
     if !s.description.is_empty() {
@@ -61,42 +60,26 @@ pub fn render_settings(s: &Scenario, seed: u64, file: &str) -> String {
     );
     let _ = writeln!(
         o,
-        "predicted load per process (offered rate x visits / processes; utilisation = that x mean service / workers):"
+        "predicted load per process (the visit table: each operation kind's rate from the workload; utilisation = ops x mean service / workers):"
     );
-    let w = &s.workers;
-    let st = &s.service_us;
-    // Visits per message at chat servers: A handles the send, the RF write ACKs, the
-    // produce ACK and both receipts; C the forward and both ACKs. Plus one heartbeat per
-    // device per interval. Session shard: one route-or-inbox per message. Presence shard:
-    // one refresh per heartbeat.
-    let devices = s.users.concurrent as f64 * (1.0 + s.users.devices_per_user.web);
-    let heartbeats = devices * 1_000.0 / s.users.heartbeat_interval_ms as f64;
-    let rows = [
-        (
-            "chat_server",
-            rate * (7.0 + f64::from(f.cassandra_replication_factor)) + heartbeats,
-            f.chat_servers,
-            st.chat_server.mean(),
-            w.chat_server,
-        ),
-        ("redis_session", rate, f.redis_session_shards, st.redis.mean(), w.redis),
-        ("redis_presence", heartbeats, f.redis_presence_shards, st.redis.mean(), w.redis),
-        (
-            "cassandra",
-            rate * f64::from(f.cassandra_replication_factor),
-            f.cassandra_nodes,
-            st.cassandra_write.mean(),
-            w.cassandra,
-        ),
-        ("kafka", rate * 1.0, f.kafka_brokers, st.kafka.mean(), w.kafka),
-        ("router", rate * 2.0, f.routers, st.router.mean(), w.router),
-    ];
-    for (name, ops, nodes, mean_us, workers) in rows {
-        let per = ops / f64::from(nodes);
+    let load = predicted_load(s);
+    for t in &load {
         let _ = writeln!(
             o,
-            "  {name:<14} {per:>12.0} ops/s per process · utilisation {:>6.1}%",
-            per * mean_us / 1e6 / f64::from(workers) * 100.0
+            "  {:<14} {:>12.0} ops/s per process · utilisation {:>6.1}%",
+            t.tier,
+            t.ops_per_s_per_node,
+            t.utilisation * 100.0
+        );
+    }
+    for t in load.iter().filter(|t| t.utilisation >= 1.0) {
+        let _ = writeln!(
+            o,
+            "warning: {} is predicted at {:.0}% of capacity: its queues will grow for the whole run (latencies and memory with them); {} nodes would bring it to {:.0}%",
+            t.tier,
+            t.utilisation * 100.0,
+            t.nodes_for_target,
+            TARGET_UTILISATION * 100.0
         );
     }
     o
@@ -163,6 +146,16 @@ pub fn render_summary(s: &Summary) -> String {
     );
     let inv = &s.invariants;
     let names: Vec<String> = inv.checked.iter().map(|(n, name)| format!("{n} {name}")).collect();
+    let f = &inv.in_flight;
+    if f.owed_to_devices_catching_up + f.owed_acked_recently > 0 {
+        let _ = writeln!(
+            o,
+            "\nIn flight at the end (not lost): {} messages owed to devices still catching up, {} acknowledged within the last {:.1} s (the in-flight bound: the slowest legitimate path plus the queues' backlog)",
+            f.owed_to_devices_catching_up,
+            f.owed_acked_recently,
+            f.bound_ms as f64 / 1e3
+        );
+    }
     if inv.ok() {
         let _ = writeln!(o, "\nInvariants: all hold ({})", names.join(", "));
     } else {
@@ -186,20 +179,28 @@ pub fn render_summary(s: &Summary) -> String {
     }
     let _ = writeln!(
         o,
-        "\nTiers (measured window)\n  {:<14} {:>6} {:>8} {:>12} {:>12} {:>9} {:>9}  end-of-run gauge",
-        "tier", "nodes", "workers", "ops/s", "ops/s/node", "util", "util max"
+        "\nTiers (measured window; predicted = the visit table before the run)\n  {:<14} {:>6} {:>8} {:>12} {:>12} {:>12} {:>8} {:>9}  {:<24} end-of-run gauge",
+        "tier", "nodes", "workers", "ops/s", "predicted", "ops/s/node", "util", "util max", "backlog at window end"
     );
     for tier in &s.tiers {
+        let b = &tier.backlog_window_end;
+        let backlog = if b.queued == 0 {
+            "none".to_string()
+        } else {
+            format!("{} queued, {:.1} s wait", b.queued, b.wait_us as f64 / 1e6)
+        };
         let _ = writeln!(
             o,
-            "  {:<14} {:>6} {:>8} {:>12.0} {:>12.0} {:>8.1}% {:>8.1}%  {} {}",
+            "  {:<14} {:>6} {:>8} {:>12.0} {:>12.0} {:>12.0} {:>7.1}% {:>8.1}%  {:<24} {} {}",
             tier.tier,
             tier.nodes,
             tier.workers_per_node,
             tier.ops_per_s,
+            tier.ops_per_s_predicted,
             tier.ops_per_s_per_node,
             tier.utilisation_mean * 100.0,
             tier.utilisation_max * 100.0,
+            backlog,
             tier.gauge_end,
             tier.gauge
         );

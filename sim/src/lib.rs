@@ -21,6 +21,7 @@ mod population;
 mod run;
 mod scenario;
 mod topology;
+mod visits;
 mod workload;
 
 pub use check::{CheckReport, InFlight, Violation};
@@ -32,3 +33,4 @@ pub use scenario::{
     Workload,
 };
 pub use topology::NodeKind;
+pub use visits::{predicted_load, predicted_rates, OpCounts, OpKind, TierLoad, OP_KINDS, TARGET_UTILISATION};

@@ -230,4 +230,6 @@ pub struct NodeReport {
     /// Queued work at the end of the measuring window and at the end of the run.
     pub backlog_window_end: Backlog,
     pub backlog_end: Backlog,
+    /// Operations served in the window, by kind (see `visits`).
+    pub ops: crate::visits::OpCounts,
 }

@@ -9,6 +9,7 @@ use crate::outbox::{Latency, Outbox};
 use crate::population::Population;
 use crate::scenario::Scenario;
 use crate::topology::{Link, NodeKind, Topology};
+use crate::visits::{OpCounts, OpKind, OP_KINDS};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::future::Future;
@@ -302,6 +303,8 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
     let mut ctx = Ctx::new(&shared, me);
     let mut process = build(&mut ctx);
     let window_end_tick = shared.measure_until().as_us() / shared.tick_us;
+    let window = (shared.measure_from(), shared.measure_until());
+    let mut ops: OpCounts = [0; OP_KINDS];
     let mut backlog_window_end = Backlog::default();
     let mut batch: Vec<Envelope> = Vec::new();
     let mut order: Vec<u128> = Vec::new();
@@ -317,7 +320,13 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
         }
         ctx.counters.events += batch.len() as u64;
         for &key in &order {
-            process.on_message(&batch[(key & ((1 << 40) - 1)) as usize], &mut ctx);
+            let env = &batch[(key & ((1 << 40) - 1)) as usize];
+            if env.at >= window.0 && env.at < window.1 {
+                if let Some((kind, n)) = OpKind::of(&env.msg) {
+                    ops[kind as usize] += n;
+                }
+            }
+            process.on_message(env, &mut ctx);
         }
         batch.clear();
         let now = Time(tick * shared.tick_us);
@@ -347,6 +356,7 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
         gauge_end: 0,
         backlog_window_end,
         backlog_end,
+        ops,
     };
     process.finish(&mut report);
     shared.reports.lock().expect("reports lock")[usize::from(me.0)] = Some(report);

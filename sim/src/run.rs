@@ -8,6 +8,7 @@ use crate::node::Shared;
 use crate::population::Population;
 use crate::scenario::Scenario;
 use crate::topology::{NodeKind, Topology};
+use crate::visits::{OpCounts, OP_KINDS};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,6 +64,8 @@ pub struct Outcome {
     pub checks: CheckReport,
     /// The traced user's message events in time order (empty without a network cut).
     pub trace: Vec<TraceEvent>,
+    /// Operations served in the measuring window, by kind, all processes.
+    pub ops: OpCounts,
 }
 
 impl Outcome {
@@ -178,7 +181,11 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
         trace.append(&mut r.trace);
     }
     trace.sort_by_key(|e: &TraceEvent| (e.at, e.node, e.event));
+    let mut ops: OpCounts = [0; OP_KINDS];
     for r in &reports {
+        for (a, b) in ops.iter_mut().zip(r.ops) {
+            *a += b;
+        }
         counters.add(&r.counters);
         if let Some(l) = &r.latencies {
             latencies.add(l);
@@ -227,6 +234,7 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
         tiers,
         checks,
         trace,
+        ops,
     };
     (outcome, logs)
 }

@@ -1,0 +1,432 @@
+//! The visit table: every kind of operation a tier serves, what it is, and how often the
+//! scenario's workload makes it happen. The run counts what each process serves by the same
+//! kinds, so the prediction printed before a run and the load measured after it are sums
+//! over one list, and a disagreement points at the kind that causes it.
+
+use crate::msg::Msg;
+use crate::scenario::{DistConfig, Fault, Scenario, Z_99};
+use crate::topology::NodeKind;
+use serde::Serialize;
+use wasim_model::DeviceFrame;
+
+macro_rules! ops {
+    ($($(#[$m:meta])* $op:ident => $tier:ident, $name:literal;)*) => {
+        /// An operation a tier serves (one request through its queue).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+        pub enum OpKind { $($(#[$m])* $op,)* }
+
+        impl OpKind {
+            /// Every kind, in table order.
+            pub const ALL: &'static [OpKind] = &[$(OpKind::$op,)*];
+
+            /// The tier that serves it.
+            pub fn tier(self) -> NodeKind {
+                match self { $(OpKind::$op => NodeKind::$tier,)* }
+            }
+
+            /// Its name in reports.
+            pub fn name(self) -> &'static str {
+                match self { $(OpKind::$op => $name,)* }
+            }
+        }
+    };
+}
+
+ops! {
+    /// A device opens a connection.
+    Connect => ChatServer, "connect";
+    /// A device closes its connection (the app closes).
+    Disconnect => ChatServer, "disconnect";
+    /// A device's keep-alive.
+    Heartbeat => ChatServer, "heartbeat";
+    /// A device sends a message.
+    Send => ChatServer, "send";
+    /// A device acknowledges a message (✓✓ grey).
+    DeliveredAck => ChatServer, "delivered_ack";
+    /// A device reports a read (✓✓ blue).
+    ReadAck => ChatServer, "read_ack";
+    /// A watcher opens a chat.
+    Subscribe => ChatServer, "subscribe";
+    /// A Cassandra replica acknowledges a write.
+    WriteAck => ChatServer, "write_ack";
+    /// A Cassandra replica answers a read (catch-up).
+    ReadReply => ChatServer, "read_reply";
+    /// One part of an inbox fetch (an entry, a stored receipt, its end).
+    FetchPart => ChatServer, "fetch_part";
+    /// The session store placed a receipt.
+    ReceiptRouted => ChatServer, "receipt_routed";
+    /// A presence notification for a watcher.
+    PresenceNotify => ChatServer, "presence_notify";
+    /// Kafka acknowledges a publish.
+    ProduceAck => ChatServer, "produce_ack";
+    /// A message forwarded by a router (or another server) for a device here.
+    Forward => ChatServer, "forward";
+    /// A receipt relayed to the server of its sender.
+    ReceiptRelay => ChatServer, "receipt_relay";
+    /// The session store's answer to a reroute.
+    Rerouted => ChatServer, "rerouted";
+    /// Set a session and read the inbox (a connect).
+    SessionSet => Redis, "session_set";
+    /// Mark a device offline (a close).
+    SessionClear => Redis, "session_clear";
+    /// Route-or-inbox for a new message.
+    RouteMessage => Redis, "route_message";
+    /// Route-or-inbox for a message a server handed back.
+    Reroute => Redis, "reroute";
+    /// Route a receipt, or store it for an offline sender.
+    RouteReceipt => Redis, "route_receipt";
+    /// `SETEX` on a connect, last-seen on a close.
+    PresenceCommand => Presence, "presence_command";
+    /// `EXPIRE` on a heartbeat (each command of a pipeline).
+    PresenceRefresh => Presence, "presence_refresh";
+    /// A watcher subscribes to a user's presence.
+    PresenceSubscribe => Presence, "presence_subscribe";
+    /// A replica write of a message row.
+    Write => Cassandra, "write";
+    /// A replica read of a message row (catch-up).
+    Read => Cassandra, "read";
+    /// An append to the `messages` topic.
+    Produce => Kafka, "produce";
+    /// A router commits its offsets.
+    Commit => Kafka, "commit";
+    /// A record delivered to a router.
+    Record => Router, "record";
+    /// The session store's answer to a route.
+    Routed => Router, "routed";
+}
+
+/// The number of kinds.
+pub const OP_KINDS: usize = OpKind::ALL.len();
+
+impl OpKind {
+    /// The operation a message is for the process that serves it, and how many it counts
+    /// (a pipeline of heartbeat refreshes is that many commands). `None` for messages to
+    /// client processes, which serve nothing.
+    pub(crate) fn of(msg: &Msg) -> Option<(OpKind, u64)> {
+        use OpKind as K;
+        let kind = match msg {
+            Msg::Device { frame, .. } => match frame {
+                DeviceFrame::Connect { .. } => K::Connect,
+                DeviceFrame::Disconnect { .. } => K::Disconnect,
+                DeviceFrame::Heartbeat => K::Heartbeat,
+                DeviceFrame::Send { .. } => K::Send,
+                DeviceFrame::DeliveredAck { .. } => K::DeliveredAck,
+                DeviceFrame::ReadAck { .. } => K::ReadAck,
+                DeviceFrame::Subscribe { .. } => K::Subscribe,
+            },
+            Msg::ToDevice { .. } => return None,
+            Msg::Write { .. } => K::Write,
+            Msg::WriteAck { .. } => K::WriteAck,
+            Msg::Read { .. } => K::Read,
+            Msg::ReadReply { .. } => K::ReadReply,
+            Msg::SessionSet { .. } => K::SessionSet,
+            Msg::SessionClear { .. } => K::SessionClear,
+            Msg::RouteMessage { .. } => K::RouteMessage,
+            Msg::Routed { .. } => K::Routed,
+            Msg::Reroute { .. } => K::Reroute,
+            Msg::Rerouted { .. } => K::Rerouted,
+            Msg::InboxEntry { .. } | Msg::StoredReceipt { .. } | Msg::InboxEnd { .. } => K::FetchPart,
+            Msg::RouteReceipt { .. } => K::RouteReceipt,
+            Msg::ReceiptRouted { .. } => K::ReceiptRouted,
+            Msg::Presence(_) => K::PresenceCommand,
+            Msg::PresenceHeartbeats { count, .. } => return Some((K::PresenceRefresh, u64::from(*count))),
+            Msg::PresenceSubscribe { .. } => K::PresenceSubscribe,
+            Msg::PresenceNotify { .. } => K::PresenceNotify,
+            Msg::Produce { .. } => K::Produce,
+            Msg::ProduceAck { .. } => K::ProduceAck,
+            Msg::Record { .. } => K::Record,
+            Msg::Commit { .. } => K::Commit,
+            Msg::Forward { .. } => K::Forward,
+            Msg::ReceiptRelay { .. } => K::ReceiptRelay,
+        };
+        Some((kind, 1))
+    }
+}
+
+/// Operations counted by kind.
+pub type OpCounts = [u64; OP_KINDS];
+
+/// The workload's rates at a moment, per second (whole system).
+#[derive(Clone, Copy, Debug, Default)]
+struct Rates([f64; OP_KINDS]);
+
+impl Rates {
+    fn add(&mut self, kind: OpKind, per_s: f64) {
+        self.0[kind as usize] += per_s;
+    }
+}
+
+/// The standard normal distribution function (Abramowitz and Stegun 7.1.26, error below
+/// 1.5e-7), for log-normal delays.
+fn normal_cdf(z: f64) -> f64 {
+    let x = z.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly =
+        t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-x * x).exp();
+    0.5 * (1.0 + if z < 0.0 { -erf } else { erf })
+}
+
+/// `P(delay <= x)` for a delay distribution in the unit its field states.
+fn cdf(d: &DistConfig, x: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    match *d {
+        DistConfig::Constant { value } => f64::from(u8::from(x >= value)),
+        DistConfig::Uniform { min, max } => ((x - min) / (max - min).max(f64::MIN_POSITIVE)).clamp(0.0, 1.0),
+        DistConfig::Exponential { mean } => 1.0 - (-x / mean).exp(),
+        DistConfig::Lognormal { p50, p99 } => normal_cdf((x / p50).ln() / ((p99 / p50).ln() / Z_99)),
+    }
+}
+
+/// Steps of the numeric average over the measuring window.
+const STEPS: usize = 2_000;
+
+/// How often routers commit each partition (matches the router's commit interval).
+const COMMITS_PER_PARTITION_PER_S: f64 = 10.0;
+
+/// The predicted rate of every operation kind, per second, averaged over the measuring
+/// window: the workload's rates as they ramp up (connects over the ramp, app closes from
+/// its end, reads lagging the messages they read), times the visits each causes.
+pub fn predicted_rates(s: &Scenario) -> [f64; OP_KINDS] {
+    let (from, until) = (s.warmup_s as f64, (s.warmup_s + s.duration_s) as f64);
+    let step = (until - from) / STEPS as f64;
+    let mut sum = Rates::default();
+    for i in 0..STEPS {
+        let r = rates_at(s, from + (i as f64 + 0.5) * step);
+        for (acc, v) in sum.0.iter_mut().zip(r.0) {
+            *acc += v / STEPS as f64;
+        }
+    }
+    sum.0
+}
+
+/// Who is connected at a moment, as shares of the users.
+struct Online {
+    /// Connected by the ramp and not cut off.
+    reachable: f64,
+    /// Of those, phones with the app closed.
+    closed: f64,
+}
+
+impl Online {
+    fn phone(&self) -> f64 {
+        self.reachable * (1.0 - self.closed)
+    }
+}
+
+/// Who is connected at `t`.
+fn online_at(s: &Scenario, t: f64) -> Online {
+    let u = &s.users;
+    let ramp = if u.connect_ramp_s == 0 { 1.0 } else { (t / u.connect_ramp_s as f64).clamp(0.0, 1.0) };
+    // Closed apps: phones close at rate c once the ramp is over and reopen after a mean T:
+    // the closed share rises to cT / (1 + cT) at rate c + 1/T (exact for exponential
+    // closes and durations, the shipped shape).
+    let c = s.workload.app_closes_per_hour / 3_600.0;
+    let big_t = s.workload.app_closed_ms.mean() / 1_000.0;
+    let since = (t - u.connect_ramp_s as f64).max(0.0);
+    let closed = if c > 0.0 { c * big_t / (1.0 + c * big_t) * (1.0 - (-(c + 1.0 / big_t) * since).exp()) } else { 0.0 };
+    let cut: f64 = s
+        .faults
+        .iter()
+        .filter_map(|f| match *f {
+            // Back when the network returns, after half the first reconnect window.
+            Fault::CutNetwork { at_s, for_s, users } => {
+                let back = (at_s + for_s) as f64 + u.reconnect_backoff_ms_base as f64 / 2_000.0;
+                (t >= at_s as f64 && t < back).then_some(users as f64 / u.concurrent as f64)
+            }
+            _ => None,
+        })
+        .sum();
+    Online { reachable: ramp * (1.0 - cut.min(1.0)), closed }
+}
+
+/// Inbox entries fetched per second at `t`: phones reopening, each with the messages that
+/// came while it was closed (its user's share of the load for as long as it was closed;
+/// for exponential closed times with mean T, those reopening by `t` were closed about
+/// T (1 - e^{-(t - ramp) / T}) on average).
+fn inboxed_fetched(s: &Scenario, t: f64) -> f64 {
+    let online = online_at(s, t);
+    let big_t = s.workload.app_closed_ms.mean() / 1_000.0;
+    let reopens_per_user = online.reachable * online.closed / big_t;
+    let since = (t - s.users.connect_ramp_s as f64).max(0.0);
+    let closed_for = big_t * (1.0 - (-since / big_t).exp());
+    reopens_per_user * s.workload.messages_per_s as f64 * closed_for
+}
+
+/// The rates of every kind at `t`.
+fn rates_at(s: &Scenario, t: f64) -> Rates {
+    use OpKind as K;
+    let (users, w) = (s.users.concurrent as f64, s.users.devices_per_user.web);
+    let online = online_at(s, t);
+    let (phone, web) = (online.phone(), online.reachable * w);
+    let servers = f64::from(s.fleet.chat_servers);
+    let relayed = 1.0 - 1.0 / servers; // the recipient's server is not the sender's
+    let rf = f64::from(s.fleet.cassandra_replication_factor);
+    let quorum = f64::from(s.fleet.cassandra_replication_factor / 2 + 1);
+    let mut r = Rates::default();
+    // Sends come from connected phones only.
+    let sends = s.workload.messages_per_s as f64 * phone;
+    for kind in [K::Send, K::ProduceAck, K::Produce, K::Record, K::RouteMessage, K::Routed] {
+        r.add(kind, sends);
+    }
+    r.add(K::WriteAck, sends * rf);
+    r.add(K::Write, sends * rf);
+    // Each message reaches every device of its recipient: now if connected, else at its
+    // next connect from the inbox; each device acknowledges it once.
+    r.add(K::Forward, sends * (phone + web));
+    let delivered = sends * (1.0 + w);
+    r.add(K::DeliveredAck, delivered);
+    r.add(K::ReceiptRelay, delivered * relayed);
+    // The user reads on the phone after the read delay, if the app is open then.
+    let read_share = 1.0 - s.users.read_receipts_off_share;
+    let shown_from = s.users.connect_ramp_s as f64 / 2.0;
+    let reads =
+        s.workload.messages_per_s as f64 * read_share * phone * cdf(&s.workload.read_delay_ms, (t - shown_from) * 1e3);
+    r.add(K::ReadAck, reads);
+    r.add(K::ReceiptRelay, reads * relayed);
+    // A receipt whose sender closed the app since sending is stored, and handed over at
+    // the sender's connect: a read receipt comes a read delay later, a delivered one at
+    // once (or when its recipient fetches).
+    let c_close = s.workload.app_closes_per_hour / 3_600.0;
+    let read_delay_s = s.workload.read_delay_ms.mean() / 1e3;
+    let away = reads * relayed * (1.0 - (-c_close * read_delay_s).exp()) + inboxed_fetched(s, t) * online.closed;
+    r.add(K::RouteReceipt, away);
+    r.add(K::ReceiptRouted, away);
+    // Heartbeats: every connected device once per interval.
+    let beats = users * (phone + web) / (s.users.heartbeat_interval_ms as f64 / 1e3);
+    r.add(K::Heartbeat, beats);
+    r.add(K::PresenceRefresh, beats);
+    // App closes and reopens: a close from each connected phone at rate c (from the end of
+    // the ramp until sends stop), a reopen for each closed one after its closed time.
+    let c = if t >= s.users.connect_ramp_s as f64 { s.workload.app_closes_per_hour / 3_600.0 } else { 0.0 };
+    let closes = users * phone * c;
+    let reopens = users * online.reachable * online.closed / (s.workload.app_closed_ms.mean() / 1_000.0);
+    for kind in [K::Disconnect, K::SessionClear] {
+        r.add(kind, closes);
+    }
+    for kind in [K::Connect, K::SessionSet] {
+        r.add(kind, reopens);
+    }
+    // A connect fetches its inbox: the end, the receipts stored for it, and an entry (read
+    // from a quorum) for each message that waited.
+    let fetched = inboxed_fetched(s, t);
+    r.add(K::FetchPart, reopens + fetched + away);
+    r.add(K::ReadReply, fetched * quorum);
+    r.add(K::Read, fetched * quorum);
+    // A cut device's server keeps pushing into the dead socket until it reconnects or the
+    // silence timeout closes it: then every push it holds goes back through the session
+    // store (spread here over the window).
+    let rerouted: f64 = s
+        .faults
+        .iter()
+        .filter_map(|f| match *f {
+            Fault::CutNetwork { for_s, users, .. } => {
+                let noticed_s = (for_s as f64).min(s.users.presence_ttl_ms as f64 / 1e3);
+                let share = users as f64 / s.users.concurrent as f64;
+                Some(s.workload.messages_per_s as f64 * share * (1.0 + w) * noticed_s / s.duration_s as f64)
+            }
+            _ => None,
+        })
+        .sum();
+    r.add(K::Reroute, rerouted);
+    r.add(K::Rerouted, rerouted);
+    // Presence: a command per connect and per close; watchers (phones with the chat open)
+    // subscribe on connect and hear every change of the user they watch. A user with a web
+    // client stays online when the phone closes.
+    let watchers = s.users.chat_open_share * phone;
+    r.add(K::PresenceCommand, reopens + closes);
+    r.add(K::Subscribe, reopens * s.users.chat_open_share);
+    r.add(K::PresenceSubscribe, reopens * s.users.chat_open_share);
+    r.add(K::PresenceNotify, (reopens + closes) * (1.0 - w) * watchers + reopens * s.users.chat_open_share);
+    r.add(K::Commit, f64::from(s.fleet.kafka_partitions) * COMMITS_PER_PARTITION_PER_S);
+    r
+}
+
+/// The utilisation a tier is sized to when a prediction suggests a node count.
+pub const TARGET_UTILISATION: f64 = 0.7;
+
+/// A tier's predicted load.
+#[derive(Clone, Debug, Serialize)]
+pub struct TierLoad {
+    pub tier: &'static str,
+    pub nodes: u32,
+    pub workers_per_node: u32,
+    /// Operations per second, the whole tier.
+    pub ops_per_s: f64,
+    pub ops_per_s_per_node: f64,
+    /// Mean service time of one operation, µs.
+    pub service_us_mean: f64,
+    /// Busy share of the tier's workers: ops x mean service / (nodes x workers).
+    pub utilisation: f64,
+    /// Nodes that would bring the tier to `TARGET_UTILISATION`.
+    pub nodes_for_target: u32,
+}
+
+/// Every serving tier's predicted load, from the visit table.
+pub fn predicted_load(s: &Scenario) -> Vec<TierLoad> {
+    let rates = predicted_rates(s);
+    let (f, w, st) = (&s.fleet, &s.workers, &s.service_us);
+    let tiers = [
+        (NodeKind::ChatServer, f.chat_servers, w.chat_server, st.chat_server.mean()),
+        (NodeKind::Redis, f.redis_session_shards, w.redis, st.redis.mean()),
+        (NodeKind::Presence, f.redis_presence_shards, w.redis, st.redis.mean()),
+        (NodeKind::Cassandra, f.cassandra_nodes, w.cassandra, st.cassandra_write.mean()),
+        (NodeKind::Kafka, f.kafka_brokers, w.kafka, st.kafka.mean()),
+        (NodeKind::Router, f.routers, w.router, st.router.mean()),
+    ];
+    tiers
+        .into_iter()
+        .map(|(kind, nodes, workers, service_us_mean)| {
+            let ops_per_s: f64 = OpKind::ALL.iter().filter(|k| k.tier() == kind).map(|&k| rates[k as usize]).sum();
+            let busy = ops_per_s * service_us_mean / 1e6 / f64::from(workers);
+            TierLoad {
+                tier: kind.name(),
+                nodes,
+                workers_per_node: workers,
+                ops_per_s,
+                ops_per_s_per_node: ops_per_s / f64::from(nodes),
+                service_us_mean,
+                utilisation: busy / f64::from(nodes),
+                nodes_for_target: (busy / TARGET_UTILISATION).ceil().max(1.0) as u32,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_belongs_to_a_serving_tier_and_has_a_distinct_name() {
+        let mut names: Vec<&str> = OpKind::ALL.iter().map(|k| k.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), OP_KINDS);
+        assert!(OpKind::ALL.iter().all(|k| k.tier() != NodeKind::ClientShard));
+    }
+
+    #[test]
+    fn the_normal_cdf_matches_known_values() {
+        for (z, p) in [(0.0, 0.5), (1.959_964, 0.975), (-Z_99, 0.01)] {
+            assert!((normal_cdf(z) - p).abs() < 1e-6, "{z}: {}", normal_cdf(z));
+        }
+    }
+
+    #[test]
+    fn a_quiet_scenario_predicts_the_send_path_exactly() {
+        // Phones only, nobody closes the app or watches, reads off: every message visits
+        // each tier a fixed number of times.
+        let text = "duration_s = 10\nwarmup_s = 2\n[users]\nconcurrent = 1000\nconnect_ramp_s = 1\ndevices_per_user = { phone = 1.0, web = 0.0 }\nread_receipts_off_share = 1.0\nchat_open_share = 0.0\n[workload]\nmessages_per_s = 100\napp_closes_per_hour = 0\n[fleet]\nchat_servers = 4\n";
+        let s = Scenario::parse(text, std::path::Path::new("x"), "x").unwrap();
+        let r = predicted_rates(&s);
+        let at = |k: OpKind| r[k as usize];
+        assert!((at(OpKind::Send) - 100.0).abs() < 1e-9);
+        assert!((at(OpKind::Write) - 300.0).abs() < 1e-9, "RF 3");
+        assert!((at(OpKind::ReceiptRelay) - 75.0).abs() < 1e-9, "3 of 4 receipts cross servers");
+        assert!((at(OpKind::Heartbeat) - 1000.0 / 30.0).abs() < 1e-9);
+        assert_eq!(at(OpKind::Connect), 0.0, "nobody reconnects");
+    }
+}
