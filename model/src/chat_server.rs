@@ -215,6 +215,8 @@ pub struct ChatServer {
     receipts: SlotMap<DefaultKey, Receipt>,
     fetches: SlotMap<DefaultKey, FetchJob>,
     reads: SlotMap<DefaultKey, PendingRead>,
+    /// Pushes repeated because their acknowledgement was overdue.
+    repushes: u64,
 }
 
 fn key_to_req(k: DefaultKey) -> u64 {
@@ -243,12 +245,18 @@ impl ChatServer {
             receipts: SlotMap::new(),
             fetches: SlotMap::new(),
             reads: SlotMap::new(),
+            repushes: 0,
         }
     }
 
     /// This server's id.
     pub fn id(&self) -> ServerId {
         self.config.id
+    }
+
+    /// Pushes repeated because their acknowledgement was overdue (a lost delivered ACK).
+    pub fn repushes(&self) -> u64 {
+        self.repushes
     }
 
     /// Replies a read waits for.
@@ -491,6 +499,7 @@ impl ChatServer {
         for (msg, pushed_at) in pending.iter_mut() {
             if *pushed_at + self.config.ack_wait <= now {
                 *pushed_at = now;
+                self.repushes += 1;
                 out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::Push { msg: *msg } });
             }
         }

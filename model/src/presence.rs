@@ -188,7 +188,9 @@ impl PresenceStore {
                     _ => self.offline_status(target),
                 };
                 if self.is_online(target, now) {
-                    self.opened.entry(target).or_insert(now);
+                    // The key lives at `now`. Commands reach a store in the order it serves
+                    // them, which a late request can make non-monotone: keep the earliest.
+                    self.opened.entry(target).and_modify(|t| *t = (*t).min(now)).or_insert(now);
                 }
                 let update = PresenceUpdate { target, status, cause: PresenceCause::Subscribed, changed_at: now };
                 out.push(PresenceNotify { watcher, server, update });

@@ -6,5 +6,5 @@ mod summary;
 mod table;
 
 pub use files::{write_report, ReportDir, ReportFiles};
-pub use summary::{LatencySummary, SloVerdict, Summary, Verdict};
+pub use summary::{LatencySummary, OpLoad, SloVerdict, Sometimes, Summary, Verdict};
 pub use table::{render_settings, render_summary, render_timing, Timing};

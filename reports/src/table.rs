@@ -132,6 +132,7 @@ pub fn render_summary(s: &Summary) -> String {
         let _ = writeln!(o, "  * too few samples for this percentile to be meaningful");
     }
     let _ = writeln!(o, "  note: {}", s.presence_detection_note);
+    let _ = writeln!(o, "  tick: {}", s.tick_bound);
     let t = &s.throughput;
     let _ = writeln!(
         o,
@@ -144,6 +145,8 @@ pub fn render_summary(s: &Summary) -> String {
         "Lifecycle: {} inbox pointers · {} fetched on reconnect · {} duplicates dropped · {} reconnects · {} ACKs lost, {} re-sent · {} read receipts · {} receipts stored for offline senders · {} heartbeats · {} presence notifications",
         c.inbox_adds, c.fetched, c.duplicates_dropped, c.reconnects, c.acks_lost, c.acks_resent, c.read_receipts, c.receipts_stored, c.heartbeats, c.presence_updates
     );
+    let reached: Vec<String> = s.sometimes.iter().map(|x| format!("{} {}", x.name, x.count)).collect();
+    let _ = writeln!(o, "Paths reached: {}", reached.join(" · "));
     let inv = &s.invariants;
     let names: Vec<String> = inv.checked.iter().map(|(n, name)| format!("{n} {name}")).collect();
     let f = &inv.in_flight;

@@ -145,6 +145,8 @@ counters! {
         duplicates_dropped,
         /// Delivered ACKs lost in transit (fault).
         acks_lost,
+        /// Pushes a server repeated because their ACK was overdue (on the device's heartbeat).
+        repushes,
         /// Delivered ACKs sent again for a repeated push (pushed again on a heartbeat, or
         /// fetched again after a reconnect).
         acks_resent,

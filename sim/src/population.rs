@@ -73,10 +73,14 @@ impl Population {
     }
 
     /// The network cut hitting the user, if any: every `users / count`th user from user 0.
+    ///
+    /// The `j`th cut starts from user `j` instead, so that several cuts hit different users
+    /// (a user two cuts would share belongs to the first).
     pub fn cut(&self, u: UserId) -> Option<(Time, Time)> {
-        self.cuts.iter().find_map(|&(count, from, until)| {
+        self.cuts.iter().enumerate().find_map(|(j, &(count, from, until))| {
             let stride = (self.users / count).max(1);
-            (u64::from(u.0) % stride == 0 && u64::from(u.0) / stride < count).then_some((from, until))
+            let k = u64::from(u.0).checked_sub(j as u64)?;
+            (k % stride == 0 && k / stride < count).then_some((from, until))
         })
     }
 
@@ -113,5 +117,16 @@ mod tests {
         assert_eq!(cut.len(), 10);
         assert_eq!(cut[..3], [0, 100, 200]);
         assert_eq!(p.cut(UserId(0)), Some((Time::from_secs(3), Time::from_secs(4))));
+    }
+
+    #[test]
+    fn two_cuts_hit_different_users() {
+        let text = "[users]\nconcurrent = 1000\n[[faults]]\nkind = \"cut_network\"\nat_s = 3\nfor_s = 1\nusers = 10\n[[faults]]\nkind = \"cut_network\"\nat_s = 5\nfor_s = 2\nusers = 20\n";
+        let s = Scenario::parse(text, std::path::Path::new("x"), "x").unwrap();
+        let p = Population::new(&s);
+        let second: Vec<u32> =
+            (0..1000).filter(|&u| p.cut(UserId(u)).is_some_and(|c| c.0 == Time::from_secs(5))).collect();
+        assert_eq!(second.len(), 20);
+        assert_eq!(second[..2], [1, 51]);
     }
 }

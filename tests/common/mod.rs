@@ -126,3 +126,23 @@ pub fn wasim_within(args: &[&str], limit: std::time::Duration) -> Finished {
         None => Finished::TimedOut,
     }
 }
+
+/// Run `scenario` once per seed on two threads (the machine's cores); outcomes in seed order.
+pub fn sweep(scenario: &wasim_sim::Scenario, seeds: std::ops::Range<u64>) -> Vec<(u64, wasim_sim::Outcome)> {
+    let seeds: Vec<u64> = seeds.collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&seed) = seeds.get(i) else { break };
+                let o = wasim_sim::run(scenario, &wasim_sim::RunOptions { seed: Some(seed), ..Default::default() });
+                results.lock().unwrap().push((seed, o));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|r| r.0);
+    results
+}

@@ -15,7 +15,7 @@ use wasim_model::Time;
 
 /// Busy intervals each worker remembers: a late request finds its gap among the worker's
 /// latest intervals; before them the worker counts as busy.
-const RECENT: usize = 8;
+const RECENT: usize = 32;
 
 /// One worker's latest busy intervals: disjoint, in time order, touching ones merged, in a
 /// ring (`RECENT` is a power of two). Most bookings append or extend the newest interval;

@@ -176,5 +176,6 @@ impl Process for ChatNode {
         report.busy_us = self.fifo.busy_us();
         report.served = self.fifo.served();
         report.gauge_end = u64::from(self.server.connection_count());
+        report.counters.repushes += self.server.repushes();
     }
 }
