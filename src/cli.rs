@@ -50,6 +50,54 @@ enum Command {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
         runs: u32,
     },
+    /// Check the engine's queues against queueing theory: single-tier runs (Redis,
+    /// Cassandra, Kafka, router, chat server; 1 and 4 workers; ρ = 0.5, 0.8, 0.9) beside
+    /// the M/M/c closed form of their mean, p50 and p99 sojourn.
+    ///
+    /// Exit status: 0 when every row is within tolerance, 1 when one is not, 2 on bad usage.
+    Calibrate {
+        /// The short version CI runs: ρ = 0.5 and 0.8, 200,000 requests per row, 10%.
+        #[arg(long)]
+        quick: bool,
+        /// Requests measured per row (default 2,000,000; 200,000 with --quick).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1_000..=100_000_000))]
+        customers: Option<u64>,
+        /// Largest relative error allowed, in percent (default 5; 10 with --quick).
+        #[arg(long, value_parser = parse_percent)]
+        tolerance: Option<f64>,
+        /// Every link's one-way latency in ms (default 1, the tick: see the README on
+        /// links shorter than the tick).
+        #[arg(long, value_parser = parse_link_ms)]
+        link_ms: Option<f64>,
+        /// Seed of the first row (row i uses seed + i).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Rows run at once (default: the machine's cores).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        jobs: Option<u32>,
+        /// Print the rows as JSON on stdout instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_link_ms(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("not a number: {e}"))?;
+    // Whole microseconds, at most a second.
+    if v.is_finite() && (0.001..=1_000.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("a latency from 0.001 to 1000 ms".into())
+    }
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("not a number: {e}"))?;
+    if v.is_finite() && v > 0.0 && v <= 100.0 {
+        Ok(v)
+    } else {
+        Err("a percentage above 0 and at most 100".into())
+    }
 }
 
 /// Exit status for bad input or usage, as clap uses for usage errors.
@@ -60,6 +108,69 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Scenario { file, seed, out, json, trace_user } => scenario(&file, seed, out, json, trace_user),
         Command::Bench { file, runs } => bench(&file, runs),
+        Command::Calibrate { quick, customers, tolerance, link_ms, seed, jobs, json } => {
+            calibrate(quick, customers, tolerance, link_ms, seed, jobs, json)
+        }
+    }
+}
+
+fn calibrate(
+    quick: bool,
+    customers: Option<u64>,
+    tolerance: Option<f64>,
+    link_ms: Option<f64>,
+    seed: u64,
+    jobs: Option<u32>,
+    json: bool,
+) -> ExitCode {
+    use wasim_sim::calibrate::{plan, run_row, RowResult};
+    let rhos: &[f64] = if quick { &[0.5, 0.8] } else { &[0.5, 0.8, 0.9] };
+    let customers = customers.unwrap_or(if quick { 200_000 } else { 2_000_000 });
+    let tolerance = tolerance.unwrap_or(if quick { 10.0 } else { 5.0 }) / 100.0;
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; calibrate with `cargo run --release -- calibrate`");
+    }
+    let rows = plan(rhos, customers, link_ms.unwrap_or(wasim_sim::calibrate::LINK_MS));
+    let jobs = jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |j| j as usize);
+    eprintln!("calibrate: {} rows of {customers} requests, {jobs} at a time", rows.len());
+    let started = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<RowResult>>> = std::sync::Mutex::new(vec![None; rows.len()]);
+    let done = AtomicU64::new(0);
+    // Each row is its own simulation (its own madsim runtime) on a thread of its own.
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(rows.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(row) = rows.get(i) else { break };
+                let t = Instant::now();
+                let r = run_row(row, seed.wrapping_add(i as u64));
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                eprintln!(
+                    "  [{n}/{}] {} c={} ρ={}: largest error {:.2}% ({:.1} s wall)",
+                    rows.len(),
+                    row.tier.name(),
+                    row.workers,
+                    row.rho,
+                    r.worst_error() * 100.0,
+                    t.elapsed().as_secs_f64()
+                );
+                results.lock().expect("results lock")[i] = Some(r);
+            });
+        }
+    });
+    let results: Vec<RowResult> =
+        results.into_inner().expect("results lock").into_iter().map(|r| r.expect("every row ran")).collect();
+    eprintln!("calibrate: {:.1} s wall", started.elapsed().as_secs_f64());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results).expect("rows serialise"));
+    } else {
+        print!("{}", wasim_reports::render_calibration(&results, tolerance));
+    }
+    if wasim_reports::calibration_passes(&results, tolerance) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -13,6 +13,7 @@
 use crate::{
     ChatMessage, Consistency, ConversationId, DeviceFrame, DeviceId, DeviceKey, DeviceSlot, InboxPos, MessageId,
     PresenceInput, PresenceUpdate, Receipt, ReceiptState, Route, ServerFrame, ServerId, Snowflake, Time, UserId,
+    DEVICES_PER_USER_MAX,
 };
 use rustc_hash::FxHashMap;
 use slotmap::{DefaultKey, Key, KeyData, SlotMap};
@@ -39,6 +40,10 @@ pub struct ChatServerConfig {
     /// A push unacknowledged this long is pushed again on the device's next heartbeat, so
     /// a delivered ACK lost in transit is sent again (default 2 s, many round trips).
     pub ack_wait: Duration,
+    /// How long a connect's catch-up waits for the device's previous server to hand over
+    /// what it had pushed unacknowledged, before finishing without it (default 5 s: the
+    /// previous server answers within a round trip unless it is down).
+    pub takeover_timeout: Duration,
 }
 
 impl ChatServerConfig {
@@ -53,6 +58,7 @@ impl ChatServerConfig {
             publish_timeout: Duration::from_secs(1),
             connection_timeout: Duration::from_secs(45),
             ack_wait: Duration::from_secs(2),
+            takeover_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -72,7 +78,9 @@ pub enum ChatServerInput {
     StoredReceipt { req: u64, receipt: Receipt },
     /// The end of an inbox fetch: the inbox holds entries up to (not including) `end`;
     /// `parts` entries and stored receipts were sent before it (they may arrive after it).
-    InboxEnd { req: u64, end: InboxPos, parts: u32 },
+    /// `previous` is the other server the session pointed the device at until this
+    /// connect: it may still hold the device's old connection, with pushes unacknowledged.
+    InboxEnd { req: u64, end: InboxPos, parts: u32, previous: Option<ServerId> },
     /// One replica's answer to a read.
     ReadReply { req: u64, row: Option<ChatMessage> },
     /// A message for `slot` of its recipient, connected here (from the router or another
@@ -86,6 +94,14 @@ pub enum ChatServerInput {
     ReceiptRelay { receipt: Receipt },
     /// The presence store notifies a watcher connected here.
     PresenceNotify { watcher: DeviceId, update: PresenceUpdate },
+    /// `device` connected to server `to` (fetch `req` there): close the connection held
+    /// here, if any, and hand over what it had pushed unacknowledged.
+    Takeover { req: u64, device: DeviceId, to: ServerId },
+    /// A push the device's previous server had not seen acknowledged, for fetch `req`.
+    Handover { req: u64, slot: DeviceSlot, msg: ChatMessage },
+    /// The previous server handed over everything for fetch `req`: `parts` `Handover`s
+    /// were sent before this (they may arrive after it).
+    TakeoverDone { req: u64, parts: u32 },
 }
 
 /// The effects a chat server asks its environment to perform.
@@ -119,6 +135,12 @@ pub enum ChatServerOutput {
     Subscribe { watcher: DeviceId, server: ServerId, target: UserId },
     /// Forward a message to the server holding `slot` of its recipient.
     Forward { server: ServerId, slot: DeviceSlot, msg: ChatMessage },
+    /// Ask the device's previous server to give the device up (`Takeover` there).
+    Takeover { server: ServerId, req: u64, device: DeviceId, to: ServerId },
+    /// Hand a push over to the server the device moved to.
+    Handover { server: ServerId, req: u64, slot: DeviceSlot, msg: ChatMessage },
+    /// Everything for a takeover was handed over.
+    TakeoverDone { server: ServerId, req: u64, parts: u32 },
 }
 
 #[derive(Debug)]
@@ -150,6 +172,20 @@ struct FetchJob {
     /// Entries and stored receipts received, and how many the store sent (known at the end).
     parts_received: u32,
     parts_sent: Option<u32>,
+    /// The device's previous server, while the fetch waits for it to hand over.
+    takeover_from: Option<ServerId>,
+    /// Pushes handed over so far, and how many the previous server sent (known at its done).
+    handover_received: u32,
+    handover_sent: Option<u32>,
+}
+
+/// A takeover this server answers: the device moved to `to`; `parts` pushes were handed
+/// over so far. It is done once nothing for the device can still come back here.
+#[derive(Debug)]
+struct GivenUp {
+    req: u64,
+    to: ServerId,
+    parts: u32,
 }
 
 #[derive(Debug)]
@@ -217,6 +253,18 @@ pub struct ChatServer {
     reads: SlotMap<DefaultKey, PendingRead>,
     /// Pushes repeated because their acknowledgement was overdue.
     repushes: u64,
+    /// Reroutes sent and not yet answered, per recipient: a message on its way back
+    /// through the session store may still be forwarded to where the user went.
+    rerouting: FxHashMap<UserId, u32>,
+    /// Devices taken over by another server, until everything for them has gone there.
+    given_up: FxHashMap<DeviceKey, GivenUp>,
+    /// Fetches waiting on a previous server's handover, by device.
+    awaiting_handover: FxHashMap<DeviceKey, DefaultKey>,
+    /// Handover deadlines in the order they were set (always now + timeout).
+    takeover_deadlines: VecDeque<(Time, DefaultKey)>,
+    /// Takeovers this server asked for, and connections it gave up to another server.
+    takeovers: u64,
+    given_up_count: u64,
 }
 
 fn key_to_req(k: DefaultKey) -> u64 {
@@ -246,6 +294,12 @@ impl ChatServer {
             fetches: SlotMap::new(),
             reads: SlotMap::new(),
             repushes: 0,
+            rerouting: FxHashMap::default(),
+            given_up: FxHashMap::default(),
+            awaiting_handover: FxHashMap::default(),
+            takeover_deadlines: VecDeque::new(),
+            takeovers: 0,
+            given_up_count: 0,
         }
     }
 
@@ -257,6 +311,12 @@ impl ChatServer {
     /// Pushes repeated because their acknowledgement was overdue (a lost delivered ACK).
     pub fn repushes(&self) -> u64 {
         self.repushes
+    }
+
+    /// Takeovers asked of a device's previous server, and connections given up to another
+    /// server (a device that moved without this server noticing it leave).
+    pub fn takeovers(&self) -> (u64, u64) {
+        (self.takeovers, self.given_up_count)
     }
 
     /// Replies a read waits for.
@@ -280,6 +340,7 @@ impl ChatServer {
             + self.publishes.len()
             + self.receipts.len()
             + self.fetches.len()
+            + self.given_up.len()
             + self.unacked.values().map(|u| u.len()).sum::<usize>()
     }
 
@@ -302,12 +363,23 @@ impl ChatServer {
                     self.try_finish_fetch(now, req_to_key(req), out);
                 }
             }
-            In::InboxEnd { req, end, parts } => {
-                if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
-                    job.ended = Some(end);
-                    job.parts_sent = Some(parts);
-                    self.try_finish_fetch(now, req_to_key(req), out);
+            In::InboxEnd { req, end, parts, previous } => {
+                let key = req_to_key(req);
+                let Some(job) = self.fetches.get_mut(key) else { return };
+                job.ended = Some(end);
+                job.parts_sent = Some(parts);
+                if let Some(from) = previous {
+                    // The device moved here while `from` still held it: `from` gives it up and
+                    // hands over what it pushed unacknowledged, and the catch-up waits for
+                    // that, so the device shows those before anything newer.
+                    job.takeover_from = Some(from);
+                    let device = job.device;
+                    self.takeovers += 1;
+                    self.awaiting_handover.insert(DeviceKey::of(device), key);
+                    self.takeover_deadlines.push_back((now + self.config.takeover_timeout, key));
+                    out.push(Out::Takeover { server: from, req, device, to: self.config.id });
                 }
+                self.try_finish_fetch(now, key, out);
             }
             In::ReadReply { req, row } => self.on_read_reply(now, req, row, out),
             In::Forward { msg, slot } => {
@@ -316,10 +388,28 @@ impl ChatServer {
             }
             In::Rerouted { msg, route } => {
                 for (slot, server) in route.forwards() {
+                    let device = DeviceId { user: msg.to, slot };
                     if server == self.config.id {
-                        self.push(DeviceId { user: msg.to, slot }, msg, now, out);
+                        self.push(device, msg, now, out);
+                    } else if let Some(g) = self.given_up.get_mut(&DeviceKey::of(device)).filter(|g| g.to == server) {
+                        // The device's new server is still catching it up: this goes with
+                        // the takeover, so it is shown before anything newer.
+                        g.parts += 1;
+                        out.push(Out::Handover { server, req: g.req, slot, msg });
                     } else {
                         out.push(Out::Forward { server, slot, msg });
+                    }
+                }
+                if let Some(n) = self.rerouting.get_mut(&msg.to) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.rerouting.remove(&msg.to);
+                        for slot in 0..DEVICES_PER_USER_MAX as u8 {
+                            self.try_finish_takeover(
+                                DeviceKey::of(DeviceId { user: msg.to, slot: DeviceSlot(slot) }),
+                                out,
+                            );
+                        }
                     }
                 }
             }
@@ -337,6 +427,54 @@ impl ChatServer {
                     out.push(Out::ToDevice { device: watcher, frame: ServerFrame::PresenceUpdate { update } });
                 }
             }
+            In::Takeover { req, device, to } => self.on_takeover(req, device, to, out),
+            In::Handover { req, slot, msg } => {
+                // Pushed like any message: held by the catching-up device, or passed along
+                // if the device moved on again while this server waited.
+                self.push(DeviceId { user: msg.to, slot }, msg, now, out);
+                if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
+                    job.handover_received += 1;
+                    self.try_finish_fetch(now, req_to_key(req), out);
+                }
+            }
+            In::TakeoverDone { req, parts } => {
+                if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
+                    job.handover_sent = Some(parts);
+                    self.try_finish_fetch(now, req_to_key(req), out);
+                }
+            }
+        }
+    }
+
+    /// Another server took `device` over: close its connection here without telling the
+    /// session or presence stores (both already point at the new server), and hand over
+    /// what it had pushed unacknowledged. Answered once nothing for it can come back here.
+    fn on_takeover(&mut self, req: u64, device: DeviceId, to: ServerId, out: &mut Vec<ChatServerOutput>) {
+        let key = DeviceKey::of(device);
+        let mut parts = 0;
+        if self.connections.remove(&key).is_some() {
+            self.given_up_count += 1;
+            for (msg, _) in self.unacked.remove(&key).unwrap_or_default() {
+                parts += 1;
+                out.push(ChatServerOutput::Handover { server: to, req, slot: device.slot, msg });
+            }
+        }
+        if let Some(earlier) = self.given_up.insert(key, GivenUp { req, to, parts }) {
+            // The device moved again before the first move finished: that one is abandoned
+            // by its server (the device left it too); it ends with what it has.
+            out.push(ChatServerOutput::TakeoverDone { server: earlier.to, req: earlier.req, parts: earlier.parts });
+        }
+        self.try_finish_takeover(key, out);
+    }
+
+    /// Answer a takeover once no reroute for the user is on its way back here and no
+    /// catch-up here still waits for a handover of its own.
+    fn try_finish_takeover(&mut self, key: DeviceKey, out: &mut Vec<ChatServerOutput>) {
+        if self.rerouting.contains_key(&key.device().user) || self.awaiting_handover.contains_key(&key) {
+            return;
+        }
+        if let Some(g) = self.given_up.remove(&key) {
+            out.push(ChatServerOutput::TakeoverDone { server: g.to, req: g.req, parts: g.parts });
         }
     }
 
@@ -413,6 +551,18 @@ impl ChatServer {
                 out.push(ChatServerOutput::Publish { req: key_to_req(key), msg });
             }
         }
+        while let Some(&(deadline, key)) = self.takeover_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.takeover_deadlines.pop_front();
+            if let Some(job) = self.fetches.get_mut(key) {
+                if job.takeover_from.take().is_some() {
+                    // The previous server did not answer (it is down): catch up without it.
+                    self.try_finish_fetch(now, key, out);
+                }
+            }
+        }
         let now_s = now.as_ms() / 1_000;
         while self.silence_checks_from_s <= now_s {
             let Some(bucket) = self.silence_checks.pop_front() else {
@@ -474,6 +624,9 @@ impl ChatServer {
             truncated_at: None,
             parts_received: 0,
             parts_sent: None,
+            takeover_from: None,
+            handover_received: 0,
+            handover_sent: None,
         };
         let req = key_to_req(self.fetches.insert(job));
         out.push(Out::ToDevice { device, frame: ServerFrame::ConnectAccepted { server: self.config.id, epoch } });
@@ -481,14 +634,18 @@ impl ChatServer {
         out.push(Out::Presence(PresenceInput::Online { device, hide_last_seen: hidden }));
     }
 
-    /// Close a connection; returns whether it was open.
+    /// Close a connection; returns whether it was open. What it had pushed unacknowledged
+    /// goes back through the session store before the session is cleared: a connect
+    /// elsewhere that finds the session still pointing here asks this server for a
+    /// takeover, which waits for those reroutes; one that finds it cleared fetches them
+    /// from the inbox.
     fn close(&mut self, device: DeviceId, out: &mut Vec<ChatServerOutput>) -> bool {
         let key = DeviceKey::of(device);
         if self.connections.remove(&key).is_none() {
             return false;
         }
-        out.push(ChatServerOutput::SessionClear { device, server: self.config.id });
         self.reroute_unacked(key, out);
+        out.push(ChatServerOutput::SessionClear { device, server: self.config.id });
         true
     }
 
@@ -507,15 +664,27 @@ impl ChatServer {
 
     fn reroute_unacked(&mut self, key: DeviceKey, out: &mut Vec<ChatServerOutput>) {
         for (msg, _) in self.unacked.remove(&key).unwrap_or_default() {
-            out.push(ChatServerOutput::Reroute { msg, exclude: self.config.id });
+            self.reroute(msg, out);
         }
+    }
+
+    /// Hand `msg` back to the session store's route-or-inbox, treating this server as gone.
+    fn reroute(&mut self, msg: ChatMessage, out: &mut Vec<ChatServerOutput>) {
+        *self.rerouting.entry(msg.to).or_default() += 1;
+        out.push(ChatServerOutput::Reroute { msg, exclude: self.config.id });
     }
 
     fn push(&mut self, device: DeviceId, msg: ChatMessage, now: Time, out: &mut Vec<ChatServerOutput>) {
         if !self.is_connected(device) {
+            if let Some(g) = self.given_up.get_mut(&DeviceKey::of(device)) {
+                // Routed here before the device moved: its new server is catching it up.
+                g.parts += 1;
+                out.push(ChatServerOutput::Handover { server: g.to, req: g.req, slot: device.slot, msg });
+                return;
+            }
             // Routed to a stale server: the device moved or left. Route again without
             // this server, which leaves an inbox pointer if the device is offline.
-            out.push(ChatServerOutput::Reroute { msg, exclude: self.config.id });
+            self.reroute(msg, out);
             return;
         }
         let pending = self.unacked.entry(DeviceKey::of(device)).or_default();
@@ -606,7 +775,15 @@ impl ChatServer {
         if job.reads_pending > 0 || Some(job.parts_received) != job.parts_sent {
             return;
         }
+        if job.takeover_from.is_some() && Some(job.handover_received) != job.handover_sent {
+            return;
+        }
         let job = self.fetches.remove(key).expect("checked above");
+        let device_key = DeviceKey::of(job.device);
+        if self.awaiting_handover.get(&device_key) == Some(&key) {
+            self.awaiting_handover.remove(&device_key);
+            self.try_finish_takeover(device_key, out);
+        }
         if !self.is_connected(job.device) {
             // Gone again: the inbox still holds every entry for the next fetch, and the
             // receipts taken from the store go back to it.

@@ -139,20 +139,32 @@ impl SessionStore {
     }
 
     /// Record that `slot` of `user` is connected to `server`, refreshing the key's TTL.
-    pub fn set(&mut self, user: UserId, slot: DeviceSlot, server: ServerId, now: Time, ttl: Duration) {
+    /// Returns the other server the device was connected to until now, if any: that
+    /// server may not know the device left (its old connection died silently).
+    pub fn set(
+        &mut self,
+        user: UserId,
+        slot: DeviceSlot,
+        server: ServerId,
+        now: Time,
+        ttl: Duration,
+    ) -> Option<ServerId> {
         assert!(server.0 < OFFLINE, "server id {} is reserved", server.0);
         let entry = self.slot(user);
         let new_key = entry.expires_ms == 0;
         if u64::from(entry.expires_ms) <= now.as_ms() {
             *entry = Packed::empty();
         }
-        entry.devices[usize::from(slot.0)] = server.0;
+        let field = &mut entry.devices[usize::from(slot.0)];
+        let previous = (*field < OFFLINE && *field != server.0).then_some(ServerId(*field));
+        *field = server.0;
         // Expiry in ms saturates after 49 days, far beyond any run plus a day's TTL; at
         // least 1, since 0 marks an absent key.
         entry.expires_ms = u32::try_from((now + ttl).as_ms()).unwrap_or(u32::MAX).max(1);
         if new_key {
             self.keys += 1;
         }
+        previous
     }
 
     /// Mark `slot` of `user` offline, but only if it still points at `server`: a late
@@ -221,8 +233,9 @@ mod tests {
     #[test]
     fn reconnect_elsewhere_moves_the_route_and_a_stale_clear_is_ignored() {
         let mut s = SessionStore::default();
-        s.set(UserId(1), PHONE, ServerId(3), Time::ZERO, DAY);
-        s.set(UserId(1), PHONE, ServerId(4), Time::from_secs(1), DAY);
+        assert_eq!(s.set(UserId(1), PHONE, ServerId(3), Time::ZERO, DAY), None);
+        assert_eq!(s.set(UserId(1), PHONE, ServerId(3), Time::ZERO, DAY), None, "the same server is no move");
+        assert_eq!(s.set(UserId(1), PHONE, ServerId(4), Time::from_secs(1), DAY), Some(ServerId(3)));
         s.clear(UserId(1), PHONE, ServerId(3));
         let e = s.get(UserId(1), Time::from_secs(2)).unwrap();
         assert_eq!(e.server_of(PHONE), Some(ServerId(4)));

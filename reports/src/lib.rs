@@ -1,10 +1,12 @@
 //! wasim-reports: pure rendering of a simulation's outcome: the summary (table and JSON),
 //! the per-second time series (CSV) and HdrHistogram percentile files (.hgrm).
 
+mod calibration;
 mod files;
 mod summary;
 mod table;
 
+pub use calibration::{calibration_passes, render_calibration};
 pub use files::{write_report, ReportDir, ReportFiles};
 pub use summary::{LatencySummary, OpLoad, SloVerdict, Sometimes, Summary, Verdict};
 pub use table::{render_settings, render_summary, render_timing, Timing};

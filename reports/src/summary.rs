@@ -148,7 +148,7 @@ pub struct Sometimes {
 }
 
 fn sometimes(c: &Counters) -> Vec<Sometimes> {
-    let all: [(&'static str, &'static str, u64); 8] = [
+    let all: [(&'static str, &'static str, u64); 9] = [
         ("catch_up_interrupted", "a catch-up cut short by a close or a lost network", c.catch_ups_interrupted),
         ("repush_after_lost_ack", "a push repeated because its delivered ACK was overdue", c.repushes),
         (
@@ -160,6 +160,11 @@ fn sometimes(c: &Counters) -> Vec<Sometimes> {
         ("fetched_on_reconnect", "a message waited in an inbox and was fetched on a connect", c.fetched),
         ("receipt_stored", "a receipt waited for its offline sender", c.receipts_stored),
         ("reconnect", "a device connected again", c.reconnects),
+        (
+            "takeover",
+            "a device moved servers while its old one still held it; the old one handed over",
+            c.connections_given_up,
+        ),
         ("receipt_unheard", "a receipt reached a device whose connection had just ended", c.receipts_unheard),
     ];
     all.into_iter().map(|(name, what, count)| Sometimes { name, what, count, reached: count > 0 }).collect()

@@ -7,6 +7,7 @@
 //! exact arrival times in per-tick buckets. The system's logic is `wasim-model`'s; the
 //! serve loops in `nodes` only translate between the network and the models.
 
+pub mod calibrate;
 mod check;
 mod dist;
 mod infra;

@@ -147,6 +147,12 @@ counters! {
         acks_lost,
         /// Pushes a server repeated because their ACK was overdue (on the device's heartbeat).
         repushes,
+        /// Catch-ups that asked the device's previous server to give it up (the device
+        /// moved while that server still held its old connection).
+        takeovers,
+        /// Connections a server gave up to the device's new server, handing over what it
+        /// had pushed unacknowledged.
+        connections_given_up,
         /// Delivered ACKs sent again for a repeated push (pushed again on a heartbeat, or
         /// fetched again after a reconnect).
         acks_resent,
@@ -229,6 +235,8 @@ pub struct NodeReport {
     pub served: u64,
     /// A gauge at the end: connections, keys, rows, lag or in-flight messages.
     pub gauge_end: u64,
+    /// Sojourns measured for a calibration (by the probe, or by the queue under test).
+    pub sojourns: Option<Histogram<u64>>,
     /// Queued work at the end of the measuring window and at the end of the run.
     pub backlog_window_end: Backlog,
     pub backlog_end: Backlog,

@@ -114,6 +114,7 @@ pub enum Msg {
         req: u64,
         end: InboxPos,
         parts: u32,
+        previous: Option<ServerId>,
     },
     RouteReceipt {
         req: u64,
@@ -166,6 +167,21 @@ pub enum Msg {
     },
     ReceiptRelay {
         receipt: Receipt,
+    },
+    // chat server <-> chat server, when a device moved without its old server noticing
+    Takeover {
+        req: u64,
+        device: DeviceId,
+        to: ServerId,
+    },
+    Handover {
+        req: u64,
+        slot: wasim_model::DeviceSlot,
+        msg: ChatMessage,
+    },
+    TakeoverDone {
+        req: u64,
+        parts: u32,
     },
 }
 

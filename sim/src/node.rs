@@ -85,6 +85,8 @@ pub(crate) struct Shared {
     pub traced: Option<UserId>,
     /// Simulated ms reached, for a progress display outside the simulation.
     pub progress_ms: Arc<AtomicU64>,
+    /// A calibration run: a probe replaces the client shard.
+    pub probe: Option<crate::calibrate::ProbePlan>,
 }
 
 impl Shared {
@@ -357,6 +359,7 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
         backlog_window_end,
         backlog_end,
         ops,
+        sojourns: None,
     };
     process.finish(&mut report);
     shared.reports.lock().expect("reports lock")[usize::from(me.0)] = Some(report);

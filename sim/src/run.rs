@@ -66,6 +66,8 @@ pub struct Outcome {
     pub trace: Vec<TraceEvent>,
     /// Operations served in the measuring window, by kind, all processes.
     pub ops: OpCounts,
+    /// A calibration run's sojourns (`None` in a scenario run).
+    pub calibration: Option<hdrhistogram::Histogram<u64>>,
 }
 
 impl Outcome {
@@ -81,7 +83,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Outcome {
     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     let trace_user = options.trace_user.map(UserId);
     let (mut outcome, mut logs) =
-        rt.block_on(simulate_traced(scenario.clone(), seed, options.progress_ms.clone(), trace_user));
+        rt.block_on(simulate_traced(scenario.clone(), seed, options.progress_ms.clone(), trace_user, None));
     // Outside the simulation, where threads are allowed: the checkers use both cores.
     outcome.checks = check_all(&mut logs, &check_context(&outcome), true);
     outcome
@@ -110,9 +112,16 @@ fn check_context(outcome: &Outcome) -> CheckContext {
 
 /// Run a scenario inside the current madsim runtime (for `Runtime::check_determinism`).
 pub async fn simulate(scenario: Scenario, seed: u64, progress_ms: Option<Arc<AtomicU64>>) -> Outcome {
-    let (mut outcome, mut logs) = simulate_traced(scenario, seed, progress_ms, None).await;
+    let (mut outcome, mut logs) = simulate_traced(scenario, seed, progress_ms, None, None).await;
     outcome.checks = check_all(&mut logs, &check_context(&outcome), false);
     outcome
+}
+
+/// A calibration run: the probe in place of the client shard, no invariants checked (the
+/// probe makes no promises to check).
+pub(crate) fn simulate_with_probe(scenario: &Scenario, seed: u64, probe: crate::calibrate::ProbePlan) -> Outcome {
+    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+    rt.block_on(simulate_traced(scenario.clone(), seed, None, None, Some(probe))).0
 }
 
 async fn simulate_traced(
@@ -120,6 +129,7 @@ async fn simulate_traced(
     seed: u64,
     progress_ms: Option<Arc<AtomicU64>>,
     trace_user: Option<UserId>,
+    probe: Option<crate::calibrate::ProbePlan>,
 ) -> (Outcome, Logs) {
     let topo = Arc::new(Topology::new(&scenario));
     let nodes = topo.node_count();
@@ -140,6 +150,7 @@ async fn simulate_traced(
         end_tick,
         reports: Mutex::new(vec![None; nodes]),
         progress_ms: progress_ms.clone(),
+        probe,
     });
     let handle = madsim::runtime::Handle::current();
     for i in 0..nodes {
@@ -182,6 +193,15 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
     }
     trace.sort_by_key(|e: &TraceEvent| (e.at, e.node, e.event));
     let mut ops: OpCounts = [0; OP_KINDS];
+    let mut calibration: Option<hdrhistogram::Histogram<u64>> = None;
+    for r in &mut reports {
+        if let Some(h) = r.sojourns.take() {
+            match &mut calibration {
+                Some(c) => c.add(&h).expect("same bounds"),
+                None => calibration = Some(h),
+            }
+        }
+    }
     for r in &reports {
         for (a, b) in ops.iter_mut().zip(r.ops) {
             *a += b;
@@ -235,6 +255,7 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
         checks,
         trace,
         ops,
+        calibration,
     };
     (outcome, logs)
 }

@@ -65,6 +65,10 @@ ops! {
     ReceiptRelay => ChatServer, "receipt_relay";
     /// The session store's answer to a reroute.
     Rerouted => ChatServer, "rerouted";
+    /// A device that moved asks its previous server to give it up.
+    Takeover => ChatServer, "takeover";
+    /// A push handed over to the device's new server, or the end of a handover.
+    Handover => ChatServer, "handover";
     /// Set a session and read the inbox (a connect).
     SessionSet => Redis, "session_set";
     /// Mark a device offline (a close).
@@ -138,6 +142,8 @@ impl OpKind {
             Msg::Commit { .. } => K::Commit,
             Msg::Forward { .. } => K::Forward,
             Msg::ReceiptRelay { .. } => K::ReceiptRelay,
+            Msg::Takeover { .. } => K::Takeover,
+            Msg::Handover { .. } | Msg::TakeoverDone { .. } => K::Handover,
         };
         Some((kind, 1))
     }

@@ -279,7 +279,7 @@ fn a_fetch_reads_every_entry_and_pushes_in_inbox_order_then_stored_receipts() {
     let stored = Receipt { msg: message(1), state: ReceiptState::Read, by: alice(), at: Time::ZERO };
     run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: stored });
     assert!(
-        run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(2), parts: 3 }).is_empty(),
+        run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(2), parts: 3, previous: None }).is_empty(),
         "reads still pending"
     );
     // Replies arrive out of order; one replica of the first read lacks the row.
@@ -322,7 +322,7 @@ fn stale_replies_are_ignored() {
         In::WriteAck { req: 12345 },
         In::ReceiptRouted { req: 12345, server: None },
         In::ReadReply { req: 12345, row: None },
-        In::InboxEnd { req: 12345, end: InboxPos(0), parts: 0 },
+        In::InboxEnd { req: 12345, end: InboxPos(0), parts: 0, previous: None },
     ] {
         assert!(run(&mut s, Time::ZERO, input).is_empty(), "{input:?}");
     }
@@ -352,7 +352,7 @@ fn a_fetch_whose_device_left_hands_its_stored_receipts_back() {
     let stored = Receipt { msg: message(1), state: ReceiptState::Read, by: alice(), at: Time::ZERO };
     run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: stored });
     run(&mut s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1 }));
-    let out = run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(0), parts: 1 });
+    let out = run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(0), parts: 1, previous: None });
     assert!(matches!(out[..], [Out::RouteReceipt { receipt, .. }] if receipt == stored), "{out:?}");
 }
 
@@ -371,7 +371,7 @@ fn a_fetch_capped_at_its_limit_ends_before_the_first_entry_left_out() {
     }
     assert_eq!(reads.len(), FETCH_ENTRIES_MAX);
     let parts = FETCH_ENTRIES_MAX as u32 + 5;
-    run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(100 + parts), parts });
+    run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(100 + parts), parts, previous: None });
     let mut last = Vec::new();
     for (i, r) in reads.into_iter().enumerate() {
         let row = ChatMessage { id: MessageId(i as u64 + 1), ..message(1) };
@@ -410,11 +410,145 @@ fn a_fetch_end_that_overtakes_its_entries_waits_for_them() {
     let mut s = server(0);
     let out = connect(&mut s, bob());
     let Some(&Out::SessionSet { req, .. }) = out.iter().find(|o| matches!(o, Out::SessionSet { .. })) else { panic!() };
-    assert!(run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(1), parts: 1 }).is_empty(), "one entry to come");
+    assert!(
+        run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(1), parts: 1, previous: None }).is_empty(),
+        "one entry to come"
+    );
     let conversation = message(3).conversation;
     let out = run(&mut s, Time::ZERO, In::InboxEntry { req, pos: InboxPos(0), id: MessageId(3), conversation });
     let Out::Read { req: r, .. } = out[0] else { panic!("{out:?}") };
     run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(message(3)) });
     let out = run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(message(3)) });
     assert_eq!(out, vec![to(bob(), S::Push { msg: message(3) }), to(bob(), S::FetchDone { upto: InboxPos(1) })]);
+}
+
+/// Connect `device` to `s` and return the fetch request of its catch-up.
+fn connect_req(s: &mut ChatServer, device: DeviceId) -> u64 {
+    let out = connect(s, device);
+    let Some(&Out::SessionSet { req, .. }) = out.iter().find(|o| matches!(o, Out::SessionSet { .. })) else { panic!() };
+    req
+}
+
+fn frames_to(out: &[Out], device: DeviceId) -> Vec<ServerFrame> {
+    out.iter()
+        .filter_map(|o| match o {
+            Out::ToDevice { device: d, frame } if *d == device => Some(*frame),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_close_hands_its_pushes_back_before_clearing_the_session() {
+    let mut s = server(5);
+    connect(&mut s, bob());
+    run(&mut s, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
+    let out = run(&mut s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1 }));
+    let reroute = out.iter().position(|o| matches!(o, Out::Reroute { .. })).expect("rerouted");
+    let clear = out.iter().position(|o| matches!(o, Out::SessionClear { .. })).expect("cleared");
+    assert!(reroute < clear, "a connect elsewhere that still finds the session here waits for the reroute: {out:?}");
+}
+
+#[test]
+fn a_device_that_moved_is_given_up_and_its_pushes_handed_over_before_its_catch_up_ends() {
+    let (mut old, mut new) = (server(5), server(6));
+    connect(&mut old, bob());
+    run(&mut old, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
+    // Bob's network came back; he connects to server 6, and the session still pointed at 5.
+    let req = connect_req(&mut new, bob());
+    let out = run(&mut new, Time::ZERO, In::InboxEnd { req, end: InboxPos(0), parts: 0, previous: Some(ServerId(5)) });
+    assert_eq!(out, vec![Out::Takeover { server: ServerId(5), req, device: bob(), to: ServerId(6) }]);
+    let out = run(&mut old, Time::ZERO, In::Takeover { req, device: bob(), to: ServerId(6) });
+    assert_eq!(
+        out,
+        vec![
+            Out::Handover { server: ServerId(6), req, slot: DeviceSlot(0), msg: message(9) },
+            Out::TakeoverDone { server: ServerId(6), req, parts: 1 },
+        ],
+        "no session clear, no offline: both stores point at the new server"
+    );
+    assert!(!old.is_connected(bob()));
+    assert_eq!(old.takeovers(), (0, 1));
+    // The done overtakes the handover: the catch-up waits for it.
+    assert!(run(&mut new, Time::ZERO, In::TakeoverDone { req, parts: 1 }).is_empty());
+    let out = run(&mut new, Time::ZERO, In::Handover { req, slot: DeviceSlot(0), msg: message(9) });
+    assert_eq!(frames_to(&out, bob()), vec![S::Push { msg: message(9) }, S::FetchDone { upto: InboxPos(0) }]);
+    assert_eq!(new.takeovers(), (1, 0));
+    assert_eq!(new.pending(), 1, "the handed-over push waits for its ACK here now");
+}
+
+#[test]
+fn a_takeover_waits_for_the_reroutes_still_on_their_way_back() {
+    let (mut old, mut new) = (server(5), server(6));
+    let first = connect_req(&mut old, bob());
+    run(&mut old, Time::ZERO, In::InboxEnd { req: first, end: InboxPos(0), parts: 0, previous: None });
+    run(&mut old, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
+    // Server 5 closed the silent connection just before the takeover came: its push is on
+    // its way back through the session store, which will route it to server 6.
+    let out = run(&mut old, Time::from_secs(46), from(bob(), F::Disconnect { epoch: 1 }));
+    assert!(out.contains(&Out::Reroute { msg: message(9), exclude: ServerId(5) }));
+    let req = connect_req(&mut new, bob());
+    run(&mut new, Time::ZERO, In::InboxEnd { req, end: InboxPos(0), parts: 0, previous: Some(ServerId(5)) });
+    let t = Time::from_secs(46);
+    assert!(run(&mut old, t, In::Takeover { req, device: bob(), to: ServerId(6) }).is_empty(), "a reroute is out");
+    // A message routed to 5 before bob moved arrives now: it goes with the takeover.
+    let late = ChatMessage { id: MessageId(10), ..message(9) };
+    let out = run(&mut old, t, In::Forward { msg: late, slot: DeviceSlot(0) });
+    assert_eq!(out, vec![Out::Handover { server: ServerId(6), req, slot: DeviceSlot(0), msg: late }]);
+    let route = Route { forward: [Some(ServerId(6)), None], inbox: false };
+    let out = run(&mut old, t, In::Rerouted { msg: message(9), route });
+    assert_eq!(
+        out,
+        vec![
+            Out::Handover { server: ServerId(6), req, slot: DeviceSlot(0), msg: message(9) },
+            Out::TakeoverDone { server: ServerId(6), req, parts: 2 },
+        ]
+    );
+    run(&mut new, t, In::Handover { req, slot: DeviceSlot(0), msg: late });
+    run(&mut new, t, In::Handover { req, slot: DeviceSlot(0), msg: message(9) });
+    let out = run(&mut new, t, In::TakeoverDone { req, parts: 2 });
+    assert_eq!(frames_to(&out, bob()), vec![S::FetchDone { upto: InboxPos(0) }]);
+    assert_eq!(old.pending(), 0, "nothing for bob is left at his old server");
+}
+
+#[test]
+fn a_catch_up_stops_waiting_for_a_previous_server_that_does_not_answer() {
+    let mut new = server(6);
+    let req = connect_req(&mut new, bob());
+    run(&mut new, Time::ZERO, In::InboxEnd { req, end: InboxPos(3), parts: 0, previous: Some(ServerId(5)) });
+    let mut out = Vec::new();
+    new.handle_timeout(Time::from_ms(4_999), &mut out);
+    assert!(frames_to(&out, bob()).is_empty(), "still waiting");
+    new.handle_timeout(Time::from_secs(5), &mut out);
+    assert_eq!(frames_to(&out, bob()), vec![S::FetchDone { upto: InboxPos(3) }]);
+}
+
+#[test]
+fn a_device_that_moves_twice_gets_what_the_first_server_held_through_the_second() {
+    let (mut a, mut b, mut c) = (server(1), server(2), server(3));
+    connect(&mut a, bob());
+    run(&mut a, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
+    let req_b = connect_req(&mut b, bob());
+    run(&mut b, Time::ZERO, In::InboxEnd { req: req_b, end: InboxPos(0), parts: 0, previous: Some(ServerId(1)) });
+    // Bob moves on to c before a answered b.
+    let req_c = connect_req(&mut c, bob());
+    run(&mut c, Time::ZERO, In::InboxEnd { req: req_c, end: InboxPos(0), parts: 0, previous: Some(ServerId(2)) });
+    assert!(run(&mut b, Time::ZERO, In::Takeover { req: req_c, device: bob(), to: ServerId(3) }).is_empty());
+    let out = run(&mut a, Time::ZERO, In::Takeover { req: req_b, device: bob(), to: ServerId(2) });
+    let mut to_c = Vec::new();
+    for o in out {
+        let input = match o {
+            Out::Handover { req, slot, msg, .. } => In::Handover { req, slot, msg },
+            Out::TakeoverDone { req, parts, .. } => In::TakeoverDone { req, parts },
+            other => panic!("{other:?}"),
+        };
+        to_c.extend(run(&mut b, Time::ZERO, input));
+    }
+    assert_eq!(
+        to_c,
+        vec![
+            Out::Handover { server: ServerId(3), req: req_c, slot: DeviceSlot(0), msg: message(9) },
+            Out::TakeoverDone { server: ServerId(3), req: req_c, parts: 1 },
+        ]
+    );
 }

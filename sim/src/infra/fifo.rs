@@ -11,6 +11,7 @@
 //! not the times it reports, except for the wait a late request could not avoid at a busy
 //! server. Arrivals noticed on time take the usual path, `max(arrival, free) + service`.
 
+use hdrhistogram::Histogram;
 use wasim_model::Time;
 
 /// Busy intervals each worker remembers: a late request finds its gap among the worker's
@@ -136,6 +137,8 @@ pub struct Fifo {
     busy_us: u64,
     served: u64,
     window: (Time, Time),
+    /// Each visit's time in queue and service, for arrivals in the window (calibration).
+    sojourns: Option<Box<Histogram<u64>>>,
 }
 
 impl Fifo {
@@ -149,7 +152,18 @@ impl Fifo {
             busy_us: 0,
             served: 0,
             window,
+            sojourns: None,
         }
+    }
+
+    /// Record every visit's sojourn (arrivals in the window) from now on.
+    pub fn record_sojourns(&mut self) {
+        self.sojourns = Some(Box::new(crate::metrics::latency_histogram()));
+    }
+
+    /// The sojourns recorded, if recording.
+    pub fn take_sojourns(&mut self) -> Option<Histogram<u64>> {
+        self.sojourns.take().map(|h| *h)
     }
 
     /// Serve a request arriving at `arrival` that takes `service_us` microseconds: returns
@@ -174,6 +188,9 @@ impl Fifo {
         let (from, until) = self.window;
         if arrival >= from && arrival < until {
             self.served += 1;
+            if let Some(h) = &mut self.sojourns {
+                crate::metrics::record_us(h, departure.as_us() - arrival.as_us());
+            }
         }
         // Busy time inside the window, so that utilisation cannot exceed 100%.
         let (s, e) = (start.max(from), departure.min(until));
@@ -290,12 +307,14 @@ mod tests {
     #[test]
     fn a_worker_remembers_its_latest_intervals_and_counts_as_busy_before_them() {
         let mut f = Fifo::new(1, (Time::ZERO, Time::NEVER));
-        for k in 0..12 {
-            f.serve(Time::from_ms(2 * k), MS); // busy 2k .. 2k + 1 ms; the ring keeps 8 to 23
+        let n = RECENT as u64 + 4;
+        for k in 0..n {
+            f.serve(Time::from_ms(2 * k), MS); // busy 2k .. 2k + 1 ms; the ring keeps k >= 4
         }
-        // A late request in a gap the worker still remembers (19 to 20 ms).
-        assert_eq!(f.serve(Time(19_200), 500), Time(19_700));
-        // In a gap it has forgotten (before 9 ms, the end of the interval it just dropped).
+        // A late request in a gap the worker still remembers (the one before the last).
+        let gap = 2 * (n - 1) - 1;
+        assert_eq!(f.serve(Time(gap * MS + 200), 500), Time(gap * MS + 700));
+        // That dropped the oldest interval (k = 4, 8 to 9 ms): before 9 ms counts as busy.
         assert_eq!(f.serve(Time::from_ms(1), 500), Time(9_500));
         // Zero work takes no time and books nothing.
         assert_eq!(f.serve(Time::from_ms(30), 0), Time::from_ms(30));

@@ -48,9 +48,10 @@ impl RedisShard {
         RedisShard { sessions: SessionStore::with_stride(stride, users), ..RedisShard::default() }
     }
 
-    /// `SET session:{user}` for one device with a TTL.
-    pub fn session_set(&mut self, device: DeviceId, server: ServerId, now: Time, ttl: Duration) {
-        self.sessions.set(device.user, device.slot, server, now, ttl);
+    /// `SET session:{user}` for one device with a TTL; the server it pointed at before, if
+    /// another one.
+    pub fn session_set(&mut self, device: DeviceId, server: ServerId, now: Time, ttl: Duration) -> Option<ServerId> {
+        self.sessions.set(device.user, device.slot, server, now, ttl)
     }
 
     /// Mark a device offline if its field still points at `server`.

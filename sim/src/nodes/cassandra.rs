@@ -16,7 +16,12 @@ pub(crate) struct CassandraProcess {
 impl CassandraProcess {
     pub fn new(shared: &Shared) -> CassandraProcess {
         let s = &shared.scenario;
-        let (fifo, service) = super::queue(shared, s.workers.cassandra, &s.service_us.cassandra_write);
+        let (fifo, service) = super::queue(
+            shared,
+            crate::topology::NodeKind::Cassandra,
+            s.workers.cassandra,
+            &s.service_us.cassandra_write,
+        );
         // Reserve the expected rows up front: no doubling (and a 3x peak) as they grow.
         let rows =
             s.workload.messages_per_s * (s.warmup_s + s.duration_s) * u64::from(s.fleet.cassandra_replication_factor)
@@ -49,6 +54,7 @@ impl Process for CassandraProcess {
         report.workers = self.fifo.workers();
         report.busy_us = self.fifo.busy_us();
         report.served = self.fifo.served();
+        report.sojourns = self.fifo.take_sojourns();
         report.gauge_end = self.node.row_count() as u64;
     }
 }

@@ -41,7 +41,12 @@ impl ChatNode {
         config.connections_max = s.fleet.connections_per_server_max;
         config.replication_factor = s.fleet.cassandra_replication_factor as u8;
         config.connection_timeout = Duration::from_millis(s.users.presence_ttl_ms);
-        let (fifo, service) = super::queue(shared, s.workers.chat_server, &s.service_us.chat_server);
+        let (fifo, service) = super::queue(
+            shared,
+            crate::topology::NodeKind::ChatServer,
+            s.workers.chat_server,
+            &s.service_us.chat_server,
+        );
         ChatNode {
             server: ChatServer::new(config),
             topo: shared.topo.clone(),
@@ -122,6 +127,17 @@ impl ChatNode {
                     let key = OrderKey::Conversation(msg.conversation);
                     ctx.send_ordered(topo.chat(server), t, Msg::Forward { msg, slot }, key)
                 }
+                Out::Takeover { server, req, device, to } => {
+                    ctx.trace_device(t, "takeover", device);
+                    ctx.send(topo.chat(server), t, Msg::Takeover { req, device, to })
+                }
+                Out::Handover { server, req, slot, msg } => {
+                    ctx.trace_msg(t, "handover", &msg, None);
+                    ctx.send(topo.chat(server), t, Msg::Handover { req, slot, msg })
+                }
+                Out::TakeoverDone { server, req, parts } => {
+                    ctx.send(topo.chat(server), t, Msg::TakeoverDone { req, parts })
+                }
             }
         }
     }
@@ -147,7 +163,10 @@ impl Process for ChatNode {
             Msg::ReadReply { req, row } => In::ReadReply { req, row },
             Msg::InboxEntry { req, pos, id, conversation } => In::InboxEntry { req, pos, id, conversation },
             Msg::StoredReceipt { req, receipt } => In::StoredReceipt { req, receipt },
-            Msg::InboxEnd { req, end, parts } => In::InboxEnd { req, end, parts },
+            Msg::InboxEnd { req, end, parts, previous } => In::InboxEnd { req, end, parts, previous },
+            Msg::Takeover { req, device, to } => In::Takeover { req, device, to },
+            Msg::Handover { req, slot, msg } => In::Handover { req, slot, msg },
+            Msg::TakeoverDone { req, parts } => In::TakeoverDone { req, parts },
             Msg::ReceiptRouted { req, server } => In::ReceiptRouted { req, server },
             Msg::PresenceNotify { watcher, update } => In::PresenceNotify { watcher, update },
             Msg::ProduceAck { req } => In::ProduceAck { req },
@@ -175,7 +194,11 @@ impl Process for ChatNode {
         report.workers = self.fifo.workers();
         report.busy_us = self.fifo.busy_us();
         report.served = self.fifo.served();
+        report.sojourns = self.fifo.take_sojourns();
         report.gauge_end = u64::from(self.server.connection_count());
         report.counters.repushes += self.server.repushes();
+        let (takeovers, given_up) = self.server.takeovers();
+        report.counters.takeovers += takeovers;
+        report.counters.connections_given_up += given_up;
     }
 }

@@ -22,7 +22,8 @@ impl KafkaNode {
         let s = &shared.scenario;
         let topo = shared.topo.clone();
         let led = topo.partitions_where(|p| topo.broker(p), me);
-        let (fifo, service) = super::queue(shared, s.workers.kafka, &s.service_us.kafka);
+        let (fifo, service) =
+            super::queue(shared, crate::topology::NodeKind::Kafka, s.workers.kafka, &s.service_us.kafka);
         KafkaNode { broker: Broker::new(topo.partitions, led), topo, fifo, service, pushes: Vec::new() }
     }
 
@@ -65,6 +66,7 @@ impl Process for KafkaNode {
         report.workers = self.fifo.workers();
         report.busy_us = self.fifo.busy_us();
         report.served = self.fifo.served();
+        report.sojourns = self.fifo.take_sojourns();
         report.gauge_end = self.broker.lag();
     }
 }

@@ -6,6 +6,7 @@ mod chat;
 mod client;
 mod kafka;
 mod presence;
+mod probe;
 mod redis;
 mod router;
 
@@ -20,7 +21,10 @@ pub(crate) async fn start(shared: Arc<Shared>, me: NodeIdx) {
     let s = shared.clone();
     match kind {
         NodeKind::ChatServer => run_process(s, me, |_| chat::ChatNode::new(&shared, i)).await,
-        NodeKind::ClientShard => run_process(s, me, |ctx| client::ClientShard::new(&shared, i, ctx)).await,
+        NodeKind::ClientShard => match shared.probe {
+            Some(plan) => run_process(s, me, |ctx| probe::ProbeNode::new(&shared, plan, ctx)).await,
+            None => run_process(s, me, |ctx| client::ClientShard::new(&shared, i, ctx)).await,
+        },
         NodeKind::Redis => run_process(s, me, |_| redis::RedisNode::new(&shared)).await,
         NodeKind::Presence => run_process(s, me, |_| presence::PresenceNode::new(&shared)).await,
         NodeKind::Cassandra => run_process(s, me, |_| cassandra::CassandraProcess::new(&shared)).await,
@@ -30,13 +34,17 @@ pub(crate) async fn start(shared: Arc<Shared>, me: NodeIdx) {
 }
 
 /// A queue of `workers` with the scenario's service time, accounting the measuring window.
+/// The queue of the tier a calibration probes records its sojourns, unless the probe times
+/// the replies itself.
 pub(crate) fn queue(
     shared: &Shared,
+    kind: NodeKind,
     workers: u32,
     service: &crate::scenario::DistConfig,
 ) -> (crate::infra::Fifo, crate::dist::Sampler) {
-    (
-        crate::infra::Fifo::new(workers, (shared.measure_from(), shared.measure_until())),
-        crate::dist::Sampler::new(service, 1.0),
-    )
+    let mut fifo = crate::infra::Fifo::new(workers, (shared.measure_from(), shared.measure_until()));
+    if shared.probe.is_some_and(|p| p.tier == kind && !p.seen_by_requester) {
+        fifo.record_sojourns();
+    }
+    (fifo, crate::dist::Sampler::new(service, 1.0))
 }

@@ -22,7 +22,8 @@ pub(crate) struct PresenceNode {
 impl PresenceNode {
     pub fn new(shared: &Shared) -> PresenceNode {
         let s = &shared.scenario;
-        let (fifo, service) = super::queue(shared, s.workers.redis, &s.service_us.redis);
+        let (fifo, service) =
+            super::queue(shared, crate::topology::NodeKind::Presence, s.workers.redis, &s.service_us.redis);
         PresenceNode {
             store: PresenceStore::with_stride(
                 Duration::from_millis(s.users.presence_ttl_ms),
@@ -77,6 +78,7 @@ impl Process for PresenceNode {
         report.workers = self.fifo.workers();
         report.busy_us = self.fifo.busy_us();
         report.served = self.fifo.served();
+        report.sojourns = self.fifo.take_sojourns();
         report.gauge_end = self.store.len() as u64;
     }
 }

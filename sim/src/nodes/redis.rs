@@ -16,7 +16,8 @@ pub(crate) struct RedisNode {
 impl RedisNode {
     pub fn new(shared: &Shared) -> RedisNode {
         let s = &shared.scenario;
-        let (fifo, service) = super::queue(shared, s.workers.redis, &s.service_us.redis);
+        let (fifo, service) =
+            super::queue(shared, crate::topology::NodeKind::Redis, s.workers.redis, &s.service_us.redis);
         let users = s.users.concurrent / u64::from(s.fleet.redis_session_shards);
         RedisNode { shard: RedisShard::with_stride(s.fleet.redis_session_shards, users as usize), fifo, service }
     }
@@ -27,7 +28,7 @@ impl Process for RedisNode {
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
         match env.msg {
             Msg::SessionSet { req, device, server, ttl, cursor } => {
-                self.shard.session_set(device, server, done, ttl);
+                let previous = self.shard.session_set(device, server, done, ttl);
                 // The answer is many messages, each with its own latency: the end names
                 // how many came before it, so the server waits for them all.
                 let mut parts = 0;
@@ -43,7 +44,7 @@ impl Process for RedisNode {
                         parts += 1;
                     }
                 }
-                ctx.send(env.from, done, Msg::InboxEnd { req, end, parts });
+                ctx.send(env.from, done, Msg::InboxEnd { req, end, parts, previous });
             }
             Msg::SessionClear { device, server } => self.shard.session_clear(device, server),
             Msg::RouteMessage { req, msg } => {
@@ -87,6 +88,7 @@ impl Process for RedisNode {
         report.workers = self.fifo.workers();
         report.busy_us = self.fifo.busy_us();
         report.served = self.fifo.served();
+        report.sojourns = self.fifo.take_sojourns();
         report.gauge_end = self.shard.session_count() as u64;
         report.counters.redis_dropped += self.shard.dropped();
     }

@@ -28,7 +28,8 @@ impl RouterNode {
         let topo = shared.topo.clone();
         let owned: Vec<(u32, u64)> =
             topo.partitions_where(|p| topo.router(p), me).into_iter().map(|p| (p, 0)).collect();
-        let (fifo, service) = super::queue(shared, s.workers.router, &s.service_us.router);
+        let (fifo, service) =
+            super::queue(shared, crate::topology::NodeKind::Router, s.workers.router, &s.service_us.router);
         RouterNode {
             router: Router::new(topo.partitions, &owned, COMMIT_INTERVAL),
             topo,
@@ -80,6 +81,7 @@ impl Process for RouterNode {
         report.workers = self.fifo.workers();
         report.busy_us = self.fifo.busy_us();
         report.served = self.fifo.served();
+        report.sojourns = self.fifo.take_sojourns();
         report.gauge_end = self.router.in_flight() as u64;
     }
 }
