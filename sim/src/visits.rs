@@ -214,11 +214,20 @@ struct Online {
     reachable: f64,
     /// Of those, phones with the app closed.
     closed: f64,
+    /// The share of the devices that want a connection that the fleet has room for (a
+    /// short fleet refuses the rest, who retry).
+    admitted: f64,
 }
 
 impl Online {
+    /// Connected phones, as a share of the users.
     fn phone(&self) -> f64 {
-        self.reachable * (1.0 - self.closed)
+        self.reachable * (1.0 - self.closed) * self.admitted
+    }
+
+    /// Connected web clients, as a share of the users.
+    fn web(&self, web_per_user: f64) -> f64 {
+        self.reachable * web_per_user * self.admitted
     }
 }
 
@@ -226,11 +235,12 @@ impl Online {
 fn online_at(s: &Scenario, t: f64) -> Online {
     let u = &s.users;
     let ramp = if u.connect_ramp_s == 0 { 1.0 } else { (t / u.connect_ramp_s as f64).clamp(0.0, 1.0) };
-    // Closed apps: phones close at rate c once the ramp is over and reopen after a mean T:
+    // Closed apps: phones close at rate c once the ramp is over and are back after a mean
+    // T (closed, then the connect's round trip over the client link before it may send):
     // the closed share rises to cT / (1 + cT) at rate c + 1/T (exact for exponential
     // closes and durations, the shipped shape).
     let c = s.workload.app_closes_per_hour / 3_600.0;
-    let big_t = s.workload.app_closed_ms.mean() / 1_000.0;
+    let big_t = s.workload.app_closed_ms.mean() / 1_000.0 + 2.0 * s.network.client_server_ms.mean() / 1_000.0;
     let since = (t - u.connect_ramp_s as f64).max(0.0);
     let closed = if c > 0.0 { c * big_t / (1.0 + c * big_t) * (1.0 - (-(c + 1.0 / big_t) * since).exp()) } else { 0.0 };
     let cut: f64 = s
@@ -245,20 +255,24 @@ fn online_at(s: &Scenario, t: f64) -> Online {
             _ => None,
         })
         .sum();
-    Online { reachable: ramp * (1.0 - cut.min(1.0)), closed }
+    let reachable = ramp * (1.0 - cut.min(1.0));
+    let wanting = u.concurrent as f64 * reachable * (1.0 - closed + u.devices_per_user.web);
+    let room = f64::from(s.fleet.chat_servers) * f64::from(s.fleet.connections_per_server_max);
+    let admitted = if wanting > room { room / wanting } else { 1.0 };
+    Online { reachable, closed, admitted }
 }
 
 /// Inbox entries fetched per second at `t`: phones reopening, each with the messages that
-/// came while it was closed (its user's share of the load for as long as it was closed;
+/// came while it was closed (its user's share of the sends for as long as it was closed;
 /// for exponential closed times with mean T, those reopening by `t` were closed about
-/// T (1 - e^{-(t - ramp) / T}) on average).
+/// T (1 - e^{-(t - ramp) / T}) on average). Sends come from connected phones only.
 fn inboxed_fetched(s: &Scenario, t: f64) -> f64 {
     let online = online_at(s, t);
     let big_t = s.workload.app_closed_ms.mean() / 1_000.0;
     let reopens_per_user = online.reachable * online.closed / big_t;
     let since = (t - s.users.connect_ramp_s as f64).max(0.0);
     let closed_for = big_t * (1.0 - (-since / big_t).exp());
-    reopens_per_user * s.workload.messages_per_s as f64 * closed_for
+    reopens_per_user * s.workload.messages_per_s as f64 * online.phone() * closed_for
 }
 
 /// The rates of every kind at `t`.
@@ -266,7 +280,7 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     use OpKind as K;
     let (users, w) = (s.users.concurrent as f64, s.users.devices_per_user.web);
     let online = online_at(s, t);
-    let (phone, web) = (online.phone(), online.reachable * w);
+    let (phone, web) = (online.phone(), online.web(w));
     let servers = f64::from(s.fleet.chat_servers);
     let relayed = 1.0 - 1.0 / servers; // the recipient's server is not the sender's
     let rf = f64::from(s.fleet.cassandra_replication_factor);
@@ -285,11 +299,10 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     let delivered = sends * (1.0 + w);
     r.add(K::DeliveredAck, delivered);
     r.add(K::ReceiptRelay, delivered * relayed);
-    // The user reads on the phone after the read delay, if the app is open then.
+    // The recipient reads on the phone after the read delay, if the app is open then.
     let read_share = 1.0 - s.users.read_receipts_off_share;
     let shown_from = s.users.connect_ramp_s as f64 / 2.0;
-    let reads =
-        s.workload.messages_per_s as f64 * read_share * phone * cdf(&s.workload.read_delay_ms, (t - shown_from) * 1e3);
+    let reads = sends * read_share * phone * cdf(&s.workload.read_delay_ms, (t - shown_from) * 1e3);
     r.add(K::ReadAck, reads);
     r.add(K::ReceiptRelay, reads * relayed);
     // A receipt whose sender closed the app since sending is stored, and handed over at
@@ -339,9 +352,10 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     r.add(K::Reroute, rerouted);
     r.add(K::Rerouted, rerouted);
     // Presence: a command per connect and per close; watchers (phones with the chat open)
-    // subscribe on connect and hear every change of the user they watch. A user with a web
-    // client stays online when the phone closes.
-    let watchers = s.users.chat_open_share * phone;
+    // subscribe on connect and stay subscribed, so every change of the user they watch is
+    // sent to their server, connected or not. A user with a web client stays online when
+    // the phone closes.
+    let watchers = s.users.chat_open_share * online.reachable;
     r.add(K::PresenceCommand, reopens + closes);
     r.add(K::Subscribe, reopens * s.users.chat_open_share);
     r.add(K::PresenceSubscribe, reopens * s.users.chat_open_share);
