@@ -184,11 +184,11 @@ fn load(file: &Path) -> Result<Scenario, String> {
 /// Run the simulation with a progress bar, timing it on the real clock.
 fn timed_run(scenario: &Scenario, seed: u64, trace_user: Option<u32>) -> (wasim_sim::Outcome, Timing) {
     let progress = Arc::new(AtomicU64::new(0));
-    let bar = spawn_progress(progress.clone(), scenario.total_s() * 1_000);
+    let bar = spawn_progress(progress.clone(), scenario.total_s() * 1_000, scenario.warmup_s * 1_000);
     let started = Instant::now();
     let outcome = wasim_sim::run(scenario, &RunOptions { seed: Some(seed), progress_ms: Some(progress), trace_user });
     let wall_s = started.elapsed().as_secs_f64();
-    bar.finish();
+    let rss_at_warmup_end = bar.finish();
     let peak_rss_bytes = peak_rss_bytes();
     let simulated_s = outcome.simulated_s() as f64;
     let events = outcome.counters.events;
@@ -200,6 +200,14 @@ fn timed_run(scenario: &Scenario, seed: u64, trace_user: Option<u32>) -> (wasim_
         events_per_wall_s: events as f64 / wall_s,
         peak_rss_bytes,
         bytes_per_user: peak_rss_bytes.map(|b| b as f64 / scenario.users.concurrent as f64),
+        // What the measured window added to the peak, per message sent in it: the state
+        // that grows with messages (rows, logs, in-flight work), apart from the users'.
+        bytes_per_message: match (peak_rss_bytes, rss_at_warmup_end) {
+            (Some(peak), Some(warm)) if outcome.counters.sends_measured > 0 => {
+                Some(peak.saturating_sub(warm) as f64 / outcome.counters.sends_measured as f64)
+            }
+            _ => None,
+        },
     };
     (outcome, timing)
 }
@@ -304,6 +312,10 @@ fn peak_rss_bytes() -> Option<u64> {
     read_kib("/proc/self/status", "VmHWM:")
 }
 
+fn rss_bytes() -> Option<u64> {
+    read_kib("/proc/self/status", "VmRSS:")
+}
+
 /// Reset the process's peak-memory mark (Linux: `5` to clear_refs), so each benchmark run
 /// reports its own peak. Where that is not possible, later runs report the process's peak.
 fn reset_peak_rss() {
@@ -312,7 +324,9 @@ fn reset_peak_rss() {
 
 /// A progress bar on another thread, which reads the real clock; the simulation thread
 /// only publishes the simulated milliseconds it reached.
-fn spawn_progress(progress: Arc<AtomicU64>, total_ms: u64) -> ProgressGuard {
+/// It also notes the resident memory when the simulation passes `warmup_ms` (the end of the
+/// warm-up: users connected, sends about to be measured).
+fn spawn_progress(progress: Arc<AtomicU64>, total_ms: u64, warmup_ms: u64) -> ProgressGuard {
     let bar = ProgressBar::new(total_ms);
     bar.set_style(
         ProgressStyle::with_template(
@@ -324,10 +338,17 @@ fn spawn_progress(progress: Arc<AtomicU64>, total_ms: u64) -> ProgressGuard {
     let done = Arc::new(AtomicBool::new(false));
     let (b, d) = (bar.clone(), done.clone());
     let thread = std::thread::spawn(move || {
+        let mut at_warmup_end = None;
         while !d.load(Ordering::Relaxed) {
-            b.set_position(progress.load(Ordering::Relaxed));
-            std::thread::sleep(Duration::from_millis(100));
+            let ms = progress.load(Ordering::Relaxed);
+            b.set_position(ms);
+            if at_warmup_end.is_none() && ms >= warmup_ms {
+                at_warmup_end = rss_bytes();
+            }
+            // Often until the warm-up ends, so the memory then is read close to it.
+            std::thread::sleep(Duration::from_millis(if at_warmup_end.is_none() { 5 } else { 100 }));
         }
+        at_warmup_end
     });
     ProgressGuard { bar, done, thread: Some(thread) }
 }
@@ -335,15 +356,15 @@ fn spawn_progress(progress: Arc<AtomicU64>, total_ms: u64) -> ProgressGuard {
 struct ProgressGuard {
     bar: ProgressBar,
     done: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<Option<u64>>>,
 }
 
 impl ProgressGuard {
-    fn finish(mut self) {
+    /// Stop the display; the resident memory at the end of the warm-up, if it was read.
+    fn finish(mut self) -> Option<u64> {
         self.done.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let at_warmup_end = self.thread.take().and_then(|t| t.join().ok()).flatten();
         self.bar.finish_and_clear();
+        at_warmup_end
     }
 }

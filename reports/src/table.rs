@@ -17,6 +17,8 @@ pub struct Timing {
     /// Peak resident memory of the process, when the platform tells.
     pub peak_rss_bytes: Option<u64>,
     pub bytes_per_user: Option<f64>,
+    /// Peak memory added after the warm-up, per message sent in the measured window.
+    pub bytes_per_message: Option<f64>,
 }
 
 /// The seed and the settings derived from the scenario, printed before the run starts.
@@ -38,12 +40,13 @@ pub fn render_settings(s: &Scenario, seed: u64, file: &str) -> String {
     );
     let _ = writeln!(
         o,
-        "users {} ({} per chat server, ramp {} s) · offered load {} msg/s (Poisson, {} contacts each)",
+        "users {} ({} per chat server, ramp {} s) · offered load {} msg/s (Poisson, {} contacts each) · estimated memory {:.0} MiB",
         s.users.concurrent,
         s.users.concurrent / u64::from(f.chat_servers),
         s.users.connect_ramp_s,
         s.workload.messages_per_s,
-        s.users.contacts_per_user
+        s.users.contacts_per_user,
+        s.estimated_memory_bytes() as f64 / (1u64 << 20) as f64
     );
     let _ = writeln!(
         o,
@@ -225,9 +228,13 @@ pub fn render_timing(t: &Timing) -> String {
     if let (Some(rss), Some(per_user)) = (t.peak_rss_bytes, t.bytes_per_user) {
         let _ = write!(
             o,
-            " · peak memory {:.1} MiB ({per_user:.0} bytes per simulated user)",
+            " · peak memory {:.1} MiB ({per_user:.0} bytes per simulated user",
             rss as f64 / (1 << 20) as f64
         );
+        if let Some(per_message) = t.bytes_per_message {
+            let _ = write!(o, ", {per_message:.0} bytes per message sent after the warm-up");
+        }
+        o.push(')');
     }
     o.push('\n');
     o

@@ -505,30 +505,78 @@ impl Scenario {
     /// The limits keep every term far below `u64::MAX`; the arithmetic saturates anyway, so
     /// that no scenario can wrap the estimate down to a size that looks harmless.
     pub fn estimated_memory_bytes(&self) -> u64 {
-        // Per user: devices (24 each), connection entries (~16), session and presence keys
-        // (~40 together), displayed-message state and checker logs, with hash-table slack.
-        const BYTES_PER_USER: u64 = 200;
-        // Per stored replica row (40) and per message in the checkers' logs (~60), with
-        // vector growth slack.
-        const BYTES_PER_ROW: u64 = 120;
-        // Per process: the network wheel's empty slots and the process's state.
-        const BYTES_PER_PROCESS: u64 = 1 << 20;
-        // Per client shard: three latency histograms.
-        const BYTES_PER_CLIENT_SHARD: u64 = 3 << 20;
-        let f = &self.fleet;
-        let rows = self
-            .workload
-            .messages_per_s
-            .saturating_mul(self.warmup_s.saturating_add(self.duration_s))
-            .saturating_mul(u64::from(f.cassandra_replication_factor));
-        self.users
-            .concurrent
-            .saturating_mul(BYTES_PER_USER)
-            .saturating_add(rows.saturating_mul(BYTES_PER_ROW))
-            .saturating_add(self.processes().saturating_mul(BYTES_PER_PROCESS))
-            .saturating_add(u64::from(f.client_shards).saturating_mul(BYTES_PER_CLIENT_SHARD))
+        let f = self.memory_features();
+        let bytes: f64 = f.iter().zip(MEMORY_BYTES_PER).map(|(x, per)| x * per).sum();
+        // Saturates at u64::MAX (a float-to-integer cast does), never wraps; a scenario whose
+        // figures overflow to infinity or NaN is too large.
+        if bytes.is_finite() {
+            bytes as u64
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// What the memory of a run grows with (see `MEMORY_BYTES_PER`).
+    fn memory_features(&self) -> [f64; MEMORY_FEATURES] {
+        let (f, u) = (&self.fleet, &self.users);
+        let users = u.concurrent as f64;
+        let devices = users * (1.0 + u.devices_per_user.web);
+        let watchers = users * u.chat_open_share;
+        let ramp_s = (u.connect_ramp_s as f64).max(1.0);
+        let redis_per_s = f64::from(self.workers.redis) / (self.service_us.redis.mean().max(1e-3) * 1e-6);
+        let queued = |ops: f64, shards: u32| (ops / ramp_s - f64::from(shards) * redis_per_s).max(0.0) * ramp_s;
+        let presence_ops = devices + watchers;
+        let rates = crate::visits::predicted_rates(self);
+        let per_s = |k: crate::visits::OpKind| rates[k as usize];
+        use crate::visits::OpKind as K;
+        let run_s = (self.warmup_s + self.duration_s) as f64;
+        let cut_users: f64 = self
+            .faults
+            .iter()
+            .map(|f| match *f {
+                Fault::CutNetwork { users, .. } => users as f64,
+                Fault::LoseDeliveredAcks { .. } => 0.0,
+            })
+            .sum();
+        let cut_devices = cut_users * (1.0 + u.devices_per_user.web);
+        [
+            1.0,
+            users,
+            users * u.devices_per_user.web,
+            watchers,
+            per_s(K::Write) * run_s,
+            (per_s(K::Connect) + per_s(K::Disconnect)) * run_s,
+            per_s(K::PresenceNotify) * run_s,
+            self.processes() as f64,
+            f64::from(f.client_shards),
+            queued(devices, f.redis_session_shards),
+            queued(presence_ops, f.redis_presence_shards) * (watchers / presence_ops.max(1.0)),
+            cut_devices,
+        ]
     }
 }
+
+/// The terms of the memory estimate.
+const MEMORY_FEATURES: usize = 12;
+
+/// Bytes per unit of each of `Scenario::memory_features`: fitted to the peak resident
+/// memory of runs from 100 to 2M users, 100 to 50,000 msg/s, 2 to 200 chat servers, fast
+/// and slow connect ramps, heavy app-close churn and network cuts, then raised so that no
+/// run is above its estimate (README, "Memory").
+const MEMORY_BYTES_PER: [f64; MEMORY_FEATURES] = [
+    6.5e6, // the binary, the runtime, the quantile tables
+    175.0, // a user: phone, session and presence keys, checker state
+    70.0,  // a web client
+    230.0, // a watcher: its subscription
+    120.0, // a replica row written, and its message in the checkers' logs
+    80.0,  // a connect or close: its presence key lifetime, its registration, its notifications
+    0.0,   // a presence notification heard (counted with the watchers and the changes)
+    250e3, // a process: its network wheel, outbox and queue
+    1.4e6, // a client shard's latency histograms
+    390.0, // a connect queued behind a Redis shard a fast ramp overloads
+    420.0, // a subscription queued likewise (its answer waits too)
+    900.0, // a device cut off: what its server holds for it, its reconnect and catch-up
+];
 
 /// Read a scenario file: at most `SCENARIO_FILE_BYTES_MAX`, and UTF-8 (a bad byte is
 /// located by its line).
