@@ -31,7 +31,7 @@ impl Envelope {
     /// integer (time 40 bits, sender 16, sequence 32, index 40) for a cheap sort.
     #[inline]
     pub fn order_key(&self, index: usize) -> u128 {
-        debug_assert!(self.at.as_us() < 1 << 40 && (index as u64) < 1 << 40);
+        assert!(self.at.as_us() < 1 << 40 && (index as u64) < 1 << 40, "a time or batch beyond the sort key");
         (u128::from(self.at.as_us()) << 88)
             | (u128::from(self.from.0) << 72)
             | (u128::from(self.seq) << 40)

@@ -45,7 +45,7 @@ impl Network {
     /// goes back to the pool.
     pub fn take(&mut self, node: NodeIdx, tick: u64, out: &mut Vec<Envelope>) {
         let inbox = &mut self.inboxes[usize::from(node.0)];
-        debug_assert!(out.is_empty());
+        assert!(out.is_empty(), "the buffer of the last tick was handled");
         let old = std::mem::replace(out, std::mem::take(&mut inbox.slots[(tick % WHEEL_TICKS) as usize]));
         if old.capacity() > 0 && old.capacity() <= POOLED_CAPACITY_MAX {
             self.pool.push(old);

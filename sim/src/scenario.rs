@@ -38,6 +38,15 @@ impl DistConfig {
         }
     }
 
+    /// The distribution's smallest value (0 for the unbounded ones).
+    pub fn min(&self) -> f64 {
+        match *self {
+            DistConfig::Constant { value } => value,
+            DistConfig::Uniform { min, .. } => min,
+            DistConfig::Exponential { .. } | DistConfig::Lognormal { .. } => 0.0,
+        }
+    }
+
     /// The distribution's 99th percentile (its largest value where it has one).
     pub fn p99(&self) -> f64 {
         match *self {

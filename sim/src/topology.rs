@@ -126,7 +126,7 @@ impl Topology {
     /// The `i`th process of a kind.
     pub fn node(&self, kind: NodeKind, i: u32) -> NodeIdx {
         let (first, count) = self.ranges[kind as usize];
-        debug_assert!(i < u32::from(count), "{kind:?} {i} out of range");
+        assert!(i < u32::from(count), "{kind:?} {i} out of range");
         NodeIdx(first + i as u16)
     }
 

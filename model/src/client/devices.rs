@@ -249,7 +249,7 @@ impl Devices {
             return None;
         }
         let d = &self.devices[index];
-        debug_assert!(d.state.is_connected());
+        assert!(d.state.is_connected(), "the connected bitmap agrees with the state");
         d.server
     }
 
