@@ -153,11 +153,12 @@ pub fn render_summary(s: &Summary) -> String {
     let inv = &s.invariants;
     let names: Vec<String> = inv.checked.iter().map(|(n, name)| format!("{n} {name}")).collect();
     let f = &inv.in_flight;
-    if f.owed_to_devices_catching_up + f.owed_acked_recently > 0 {
+    if f.owed_to_devices_catching_up + f.owed_acked_recently + f.owed_in_transit > 0 {
         let _ = writeln!(
             o,
-            "\nIn flight at the end (not lost): {} messages owed to devices still catching up, {} acknowledged within the last {:.1} s (the in-flight bound: the slowest legitimate path plus the queues' backlog)",
+            "\nIn flight at the end (not lost): {} messages owed to devices still catching up, {} still on the network or about to leave a process, {} acknowledged within the last {:.1} s (the in-flight bound: the slowest legitimate path plus the queues' backlog)",
             f.owed_to_devices_catching_up,
+            f.owed_in_transit,
             f.owed_acked_recently,
             f.bound_ms as f64 / 1e3
         );

@@ -185,5 +185,26 @@ pub enum Msg {
     },
 }
 
+impl Msg {
+    /// The message this carries, if any (for what is in flight at the end).
+    pub fn message_id(&self) -> Option<MessageId> {
+        use wasim_model::ServerFrame as S;
+        match self {
+            Msg::Write { msg, .. }
+            | Msg::RouteMessage { msg, .. }
+            | Msg::Reroute { msg, .. }
+            | Msg::Rerouted { msg, .. }
+            | Msg::Produce { msg, .. }
+            | Msg::Record { msg, .. }
+            | Msg::Forward { msg, .. }
+            | Msg::Handover { msg, .. } => Some(msg.id),
+            Msg::Read { id, .. } | Msg::InboxEntry { id, .. } => Some(*id),
+            Msg::ReadReply { row, .. } => row.map(|m| m.id),
+            Msg::ToDevice { frame: S::Push { msg } | S::SentAck { msg }, .. } => Some(msg.id),
+            _ => None,
+        }
+    }
+}
+
 /// Keeps the hot path's copies small; a larger payload costs every hop.
 const _: () = assert!(std::mem::size_of::<Envelope>() <= 112, "keep envelopes small");

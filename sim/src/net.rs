@@ -69,6 +69,15 @@ impl Network {
         }
     }
 
+    /// The messages still on the network.
+    pub fn message_ids(&self) -> impl Iterator<Item = wasim_model::MessageId> + '_ {
+        self.inboxes
+            .iter()
+            .flat_map(|i| i.slots.iter().chain(i.far.values()))
+            .flatten()
+            .filter_map(|e| e.msg.message_id())
+    }
+
     /// Queue one message sent during `sender_tick`.
     #[inline]
     pub fn deliver_one(&mut self, sender_tick: u64, to: NodeIdx, env: &Envelope) {

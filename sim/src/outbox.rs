@@ -51,6 +51,12 @@ pub(crate) trait Latency {
 /// Ordered keys kept before a pruning is considered: pruning a small table is not worth it.
 const ORDERED_PRUNE_LEN_MIN: usize = 1_024;
 
+/// Ticks a key is kept after its last send arrived. A process can handle work whose time
+/// is some ticks behind its clock (a chain of hops shorter than a tick runs ahead of it, a
+/// tick per hop), and a send of that work departs at that earlier time: the key must still
+/// be known then, or the send could overtake the one before it on the key.
+const ORDERED_KEEP_TICKS: u64 = 64;
+
 /// What a process has sent but not yet put on the network.
 pub(crate) struct Outbox {
     from: NodeIdx,
@@ -112,6 +118,15 @@ impl Outbox {
         self.seq = self.seq.wrapping_add(1);
         self.staged_depart_max = self.staged_depart_max.max(depart);
         self.staged.push(Staged { depart, to, env: Envelope { at, from: self.from, seq: self.seq, msg } });
+    }
+
+    /// The messages of sends not yet on the network.
+    pub fn message_ids(&self) -> impl Iterator<Item = wasim_model::MessageId> + '_ {
+        self.staged
+            .iter()
+            .chain(self.wheel.iter().flatten())
+            .chain(self.far.values().flatten())
+            .filter_map(|s| s.env.msg.message_id())
     }
 
     /// Sends waiting for a later tick, and the last departure among them.
@@ -176,12 +191,14 @@ impl Outbox {
         }
     }
 
-    /// Forget keys whose sends have all left and arrived: nothing can wait for them.
+    /// Forget keys whose sends have all left and arrived long enough ago that no send still
+    /// to be made can depart before them.
     fn prune(&mut self, now: Time) {
         if self.ordered.len() < ORDERED_PRUNE_LEN_MIN.max(2 * self.ordered_pruned_len) {
             return;
         }
-        self.ordered.retain(|_, last| last.depart > now || last.arrival > now);
+        let horizon = Time(now.as_us().saturating_sub(ORDERED_KEEP_TICKS * self.tick_us));
+        self.ordered.retain(|_, last| last.depart > horizon || last.arrival > horizon);
         self.ordered_pruned_len = self.ordered.len();
     }
 }
@@ -261,6 +278,29 @@ mod tests {
         o.send_ordered(NodeIdx(1), Time(300), msg(), 8, &mut Fixed); // another key
         o.send(NodeIdx(1), Time(200), msg(), &mut Fixed);
         assert_eq!(flush(&mut o, 1_000), vec![(1, 300), (1, 400), (1, 1_000), (1, 1_000)]);
+    }
+
+    #[test]
+    fn a_key_outlives_its_last_arrival_for_a_send_of_work_noticed_late() {
+        let mut o = Outbox::new(NodeIdx(0), 1_000);
+        // Key 7: a send arriving at 5.4 ms, then enough other keys to make pruning worth it.
+        o.send_ordered(NodeIdx(1), Time(400), msg(), 7, &mut Fixed5000);
+        for k in 100..100 + 2 * ORDERED_PRUNE_LEN_MIN as u64 {
+            o.send_ordered(NodeIdx(1), Time(500), msg(), k, &mut Fixed);
+        }
+        // Ten ticks on, a process handles work of 1 ms (a chain of short hops ran ahead of
+        // the tick): its send on key 7 still arrives after the earlier one.
+        flush(&mut o, 10_000);
+        o.send_ordered(NodeIdx(1), Time(1_000), msg(), 7, &mut Fixed);
+        assert_eq!(flush(&mut o, 11_000), vec![(1, 5_400)]);
+    }
+
+    /// 5 ms to anyone.
+    struct Fixed5000;
+    impl Latency for Fixed5000 {
+        fn sample_us(&mut self, _: NodeIdx) -> u64 {
+            5_000
+        }
     }
 
     #[test]

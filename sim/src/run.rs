@@ -191,6 +191,7 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
         logs.append(&mut r.logs);
         trace.append(&mut r.trace);
     }
+    logs.in_transit.extend(shared.net.lock().expect("network lock").message_ids());
     trace.sort_by_key(|e: &TraceEvent| (e.at, e.node, e.event));
     let mut ops: OpCounts = [0; OP_KINDS];
     let mut calibration: Option<hdrhistogram::Histogram<u64>> = None;

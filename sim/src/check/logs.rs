@@ -78,6 +78,8 @@ pub struct Logs {
     pub stored: Vec<MessageId>,
     /// Presence key lifetimes of watched users: (user, set, expired).
     pub key_lifetimes: Vec<(UserId, Time, Time)>,
+    /// Messages still on the network or waiting to leave a process at the end, sorted.
+    pub in_transit: Vec<MessageId>,
 }
 
 impl Logs {
@@ -92,6 +94,7 @@ impl Logs {
         self.registered.append(&mut o.registered);
         self.stored.append(&mut o.stored);
         self.key_lifetimes.append(&mut o.key_lifetimes);
+        self.in_transit.append(&mut o.in_transit);
     }
 
     /// Sort what the checkers search (`displays` are taken out of the logs meanwhile).
@@ -105,5 +108,7 @@ impl Logs {
         self.registered.sort();
         self.stored.sort();
         self.key_lifetimes.sort_unstable_by_key(|&(u, s, _)| (u, s));
+        self.in_transit.sort_unstable();
+        self.in_transit.dedup();
     }
 }

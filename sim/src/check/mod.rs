@@ -46,6 +46,8 @@ pub struct InFlight {
     pub owed_to_devices_catching_up: u64,
     /// Acknowledged within the in-flight bound before the end.
     pub owed_acked_recently: u64,
+    /// On the network, or waiting to leave a process, at the end (a slow link's tail).
+    pub owed_in_transit: u64,
     /// The bound: a message acknowledged earlier must have reached a live device.
     pub bound_ms: u64,
 }
@@ -86,6 +88,7 @@ impl CheckReport {
         self.counts.sort_unstable();
         self.in_flight.owed_to_devices_catching_up += other.in_flight.owed_to_devices_catching_up;
         self.in_flight.owed_acked_recently += other.in_flight.owed_acked_recently;
+        self.in_flight.owed_in_transit += other.in_flight.owed_in_transit;
     }
 
     /// Whether every invariant held.
@@ -223,6 +226,8 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
         }
         if catching_up {
             r.in_flight.owed_to_devices_catching_up += 1;
+        } else if logs.in_transit.binary_search(&id).is_ok() {
+            r.in_flight.owed_in_transit += 1;
         } else if acked_at.time().as_us() >= recent_from {
             r.in_flight.owed_acked_recently += 1;
         } else {
@@ -399,6 +404,20 @@ mod tests {
         let mut logs = healthy();
         logs.stored.pop();
         assert_eq!(invariants(&mut logs), vec![1], "one replica is below the quorum");
+    }
+
+    #[test]
+    fn a_message_still_on_the_network_at_the_end_is_in_flight_however_old() {
+        // Acknowledged 20 s before the end, its push still crossing a slow link.
+        let mut logs = healthy();
+        logs.acked = vec![(MessageId(7), UserId(2), LogMs(80_000))];
+        logs.displays.clear();
+        logs.in_transit = vec![MessageId(7)];
+        let report = check_all(&mut logs, &cx(), false);
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.in_flight.owed_in_transit, 1);
+        logs.in_transit = vec![MessageId(8)];
+        assert_eq!(invariants(&mut logs), vec![1], "another message on the way excuses nothing");
     }
 
     #[test]
