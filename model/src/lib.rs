@@ -10,12 +10,14 @@ mod chat_server;
 mod client;
 mod error;
 mod frames;
+mod hint;
 mod ids;
 mod message;
 mod presence;
 mod receipts;
 mod router;
 mod session;
+mod table;
 mod time;
 
 pub use capacity::{little_l, utilisation, Mmc, MMC_SERVERS_MAX};
@@ -28,6 +30,7 @@ pub use client::{
 };
 pub use error::ModelError;
 pub use frames::{DeviceFrame, ServerFrame};
+pub use hint::prefetch;
 pub use ids::{
     fast_range, ClientMsgId, ConversationId, DeviceId, DeviceKey, DeviceSlot, InboxPos, MessageId, ServerId, Snowflake,
     UserId,

@@ -268,6 +268,15 @@ impl Devices {
         }
     }
 
+    /// A hint that the device at `index` is about to get an input: its record is loaded
+    /// meanwhile.
+    #[inline]
+    pub fn prefetch(&self, index: usize) {
+        if let Some(d) = self.devices.get(index) {
+            crate::prefetch(d);
+        }
+    }
+
     /// Consecutive failed connect attempts of the device at `index`.
     pub fn failures(&self, index: usize) -> u32 {
         u32::from(self.devices[index].failures)
