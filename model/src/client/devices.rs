@@ -259,6 +259,11 @@ impl Devices {
         self.connected[index / 64] & (1 << (index % 64)) != 0
     }
 
+    /// Devices with a connection.
+    pub fn connected_count(&self) -> usize {
+        self.connected.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
     fn set_connected(&mut self, index: usize, connected: bool) {
         let (word, bit) = (&mut self.connected[index / 64], 1u64 << (index % 64));
         if connected {

@@ -543,12 +543,15 @@ impl Process for ClientShard {
     fn finish(&mut self, report: &mut NodeReport) {
         report.latencies = Some(std::mem::take(&mut self.latencies));
         report.gauge_end = self.devices.sends_in_flight() as u64;
+        let connected = &mut report.logs.connected;
+        connected.reserve_exact(self.devices.connected_count());
         for index in 0..self.devices.len() {
             let state = self.devices.state(index);
             if state.is_connected() {
                 let device = self.layout().device(index);
-                let catching_up_since = (state == DeviceState::CatchingUp).then(|| self.devices.since(index));
-                report.logs.connected.push(ConnectedAtEnd { device: DeviceKey::of(device), catching_up_since });
+                let catching_up_since =
+                    (state == DeviceState::CatchingUp).then(|| LogMs::of(self.devices.since(index)));
+                connected.push(ConnectedAtEnd { device: DeviceKey::of(device), catching_up_since });
             }
         }
     }
