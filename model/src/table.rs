@@ -1,5 +1,6 @@
-//! A compact hash table from 32-bit keys to 32-bit values, for the per-device tables that
-//! a process consults on nearly every event (a chat server's connections).
+//! Compact hash tables for the per-device tables that a process consults on nearly every
+//! event: a chat server's connections (`U32Map`), what a device has shown and the ticks of
+//! what it sent (`Table`).
 //!
 //! Open addressing with linear probing in one array of `(key, value)` pairs: a lookup
 //! usually touches one cache line, where a `HashMap` touches its control bytes and then its
@@ -8,9 +9,10 @@
 //! keys can `prefetch` them. Deletion shifts the following entries back, so no tombstones
 //! accumulate. Nothing iterates the table: its order is never observable.
 //!
-//! A slot holds `key + 1` (0 marks an empty slot) and the value: a new table is all
-//! zeroes, which the allocator hands over as untouched pages, so a table's memory follows
-//! the slots used rather than its capacity.
+//! In a `U32Map` a slot holds `key + 1` (0 marks an empty slot) and the value: a new table
+//! is all zeroes, which the allocator hands over as untouched pages, so a table's memory
+//! follows the slots used rather than its capacity. A `Table` marks empty slots with a key
+//! value that no entry uses (`TableKey::EMPTY`).
 
 /// The stored form of an empty slot.
 const EMPTY: u32 = 0;
@@ -22,6 +24,10 @@ const LOAD_DEN: usize = 8;
 
 /// Slots of a new table (a power of two).
 const CAPACITY_MIN: usize = 16;
+
+/// Fibonacci hashing's multiplier (2^64 / golden ratio): the product's top bits, which
+/// pick the home slot, depend on every bit of the key.
+const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// A map from `u32` keys (any but `u32::MAX`) to `u32` values.
 #[derive(Clone, Debug)]
@@ -60,7 +66,7 @@ impl U32Map {
     /// differ in their low bits (devices of neighbouring users) over the whole table.
     #[inline]
     fn home(&self, stored: u32) -> usize {
-        (u64::from(stored).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+        (u64::from(stored).wrapping_mul(FIBONACCI) >> self.shift) as usize
     }
 
     /// The stored form of a key.
@@ -175,6 +181,190 @@ impl U32Map {
     }
 }
 
+/// A key of a `Table`.
+pub trait TableKey: Copy + Eq {
+    /// A value no entry's key takes: it marks an empty slot.
+    const EMPTY: Self;
+    /// A hash whose top bits are well mixed (they pick the home slot).
+    fn hash(self) -> u64;
+}
+
+impl TableKey for u64 {
+    const EMPTY: u64 = u64::MAX;
+    #[inline]
+    fn hash(self) -> u64 {
+        self.wrapping_mul(FIBONACCI)
+    }
+}
+
+/// A `Table` grows past this load (7 of 8 slots), as a `HashMap` does, so that it takes no
+/// more memory than one: the tables it serves hold an entry per message or conversation.
+/// Lookups that miss (a first show, a first send) probe to the end of their run, a few
+/// adjacent lines at the highest loads.
+const TABLE_LOAD_NUM: usize = 7;
+const TABLE_LOAD_DEN: usize = 8;
+
+/// A map from `TableKey`s to `Copy` values, by linear probing (see the module comment).
+#[derive(Clone, Debug)]
+pub struct Table<K, V> {
+    slots: Vec<(K, V)>,
+    len: usize,
+    /// `64 - log2(slots.len())`.
+    shift: u32,
+}
+
+impl<K: TableKey, V: Copy + Default> Default for Table<K, V> {
+    fn default() -> Self {
+        Table::with_slots(CAPACITY_MIN)
+    }
+}
+
+impl<K: TableKey, V: Copy + Default> Table<K, V> {
+    fn with_slots(n: usize) -> Table<K, V> {
+        debug_assert!(n.is_power_of_two());
+        Table { slots: vec![(K::EMPTY, V::default()); n], len: 0, shift: 64 - n.trailing_zeros() }
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the table holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    fn home(&self, key: K) -> usize {
+        (key.hash() >> self.shift) as usize
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// The slot holding `key`, or the empty slot where it would go.
+    #[inline]
+    fn probe(&self, key: K) -> (usize, bool) {
+        let mut i = self.home(key);
+        loop {
+            let k = self.slots[i].0;
+            if k == key {
+                return (i, true);
+            }
+            if k == K::EMPTY {
+                return (i, false);
+            }
+            i = (i + 1) & self.mask();
+        }
+    }
+
+    /// A hint that `key` is looked up soon: its home slot is loaded meanwhile.
+    #[inline]
+    pub fn prefetch(&self, key: K) {
+        crate::prefetch(&self.slots[self.home(key)]);
+    }
+
+    #[inline]
+    pub fn get(&self, key: K) -> Option<&V> {
+        match self.probe(key) {
+            (i, true) => Some(&self.slots[i].1),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, key: K) -> Option<&mut V> {
+        match self.probe(key) {
+            (i, true) => Some(&mut self.slots[i].1),
+            _ => None,
+        }
+    }
+
+    /// The value of `key`, inserted as `V::default()` if absent.
+    #[inline]
+    pub fn get_or_insert_default(&mut self, key: K) -> &mut V {
+        assert!(key != K::EMPTY, "the empty marker is not a key");
+        let mut found = self.probe(key);
+        if !found.1 && (self.len + 1) * TABLE_LOAD_DEN > self.slots.len() * TABLE_LOAD_NUM {
+            self.grow();
+            found = self.probe(key);
+        }
+        let (i, present) = found;
+        if !present {
+            self.slots[i] = (key, V::default());
+            self.len += 1;
+        }
+        &mut self.slots[i].1
+    }
+
+    /// Set `key` to `value`; returns the value it replaced.
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        if let (i, true) = self.probe(key) {
+            return Some(std::mem::replace(&mut self.slots[i].1, value));
+        }
+        *self.get_or_insert_default(key) = value;
+        None
+    }
+
+    /// Remove `key`; returns its value. The entries after it in its probe run move back
+    /// into the gap when their home allows (as in `U32Map::remove`).
+    pub fn remove(&mut self, key: K) -> Option<V> {
+        let (mut gap, present) = self.probe(key);
+        if !present {
+            return None;
+        }
+        let value = self.slots[gap].1;
+        let mask = self.mask();
+        let mut j = gap;
+        loop {
+            j = (j + 1) & mask;
+            let k = self.slots[j].0;
+            if k == K::EMPTY {
+                break;
+            }
+            let home = self.home(k);
+            let stays = if gap <= j { gap < home && home <= j } else { gap < home || home <= j };
+            if !stays {
+                self.slots[gap] = self.slots[j];
+                gap = j;
+            }
+        }
+        self.slots[gap] = (K::EMPTY, V::default());
+        self.len -= 1;
+        Some(value)
+    }
+
+    /// Keep only the entries for which `keep` holds. The table keeps its size.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        let old = std::mem::replace(self, Table::with_slots(self.slots.len()));
+        for (k, mut v) in old.slots {
+            if k != K::EMPTY && keep(&k, &mut v) {
+                self.place(k, v);
+            }
+        }
+    }
+
+    /// Put an entry known to be absent, without a check on the load.
+    fn place(&mut self, key: K, value: V) {
+        let (i, present) = self.probe(key);
+        debug_assert!(!present);
+        self.slots[i] = (key, value);
+        self.len += 1;
+    }
+
+    fn grow(&mut self) {
+        let old = std::mem::replace(self, Table::with_slots(self.slots.len() * 2));
+        for (k, v) in old.slots {
+            if k != K::EMPTY {
+                self.place(k, v);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +389,33 @@ mod tests {
         }
         for key in 0..21_000 {
             assert_eq!(table.contains_key(key), reference.contains_key(&key), "key {key}");
+        }
+    }
+
+    #[test]
+    fn a_table_agrees_with_a_hash_map_through_inserts_removals_and_retain() {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let mut table = Table::<u64, u64>::default();
+        let mut reference = HashMap::new();
+        for step in 0..200_000u64 {
+            let key = rng.random_range(0..3_000u64) << 20;
+            match rng.random_range(0..5) {
+                0 => assert_eq!(table.insert(key, step), reference.insert(key, step)),
+                1 => assert_eq!(table.remove(key), reference.remove(&key)),
+                2 => {
+                    *table.get_or_insert_default(key) += 1;
+                    *reference.entry(key).or_default() += 1;
+                }
+                3 if step % 1_000 == 0 => {
+                    table.retain(|k, v| (k >> 20) % 3 != 0 || *v % 2 == 0);
+                    reference.retain(|k, v| (k >> 20) % 3 != 0 || *v % 2 == 0);
+                }
+                _ => assert_eq!(table.get(key), reference.get(&key)),
+            }
+            assert_eq!(table.len(), reference.len());
+        }
+        for key in 0..3_000u64 {
+            assert_eq!(table.get(key << 20), reference.get(&(key << 20)), "key {key}");
         }
     }
 

@@ -273,12 +273,19 @@ impl Devices {
         }
     }
 
-    /// A hint that the device at `index` is about to get an input: its record is loaded
-    /// meanwhile.
+    /// A hint that the device at `index` is about to get `frame`: its record, and the
+    /// entry the frame will look up (what the device has shown of a pushed message's
+    /// conversation, the ticks of its own message), are loaded meanwhile.
     #[inline]
-    pub fn prefetch(&self, index: usize) {
+    pub fn prefetch(&self, index: usize, frame: &ServerFrame) {
         if let Some(d) = self.devices.get(index) {
             crate::prefetch(d);
+        }
+        match frame {
+            ServerFrame::Push { msg } => self.displayed.prefetch(self.layout.device(index), msg.conversation),
+            ServerFrame::SentAck { msg } => self.sent.prefetch(msg.client_id()),
+            ServerFrame::Receipt { receipt } => self.sent.prefetch(receipt.msg.client_id()),
+            _ => {}
         }
     }
 

@@ -524,8 +524,8 @@ impl Process for ClientShard {
 
     #[inline]
     fn prefetch(&self, env: &Envelope) {
-        if let Msg::ToDevice { device, .. } = env.msg {
-            self.devices.prefetch(self.devices.layout().index(device));
+        if let Msg::ToDevice { device, frame } = &env.msg {
+            self.devices.prefetch(self.devices.layout().index(*device), frame);
         }
     }
 
