@@ -304,7 +304,7 @@ impl Ctx {
 
 /// How many arrivals ahead the tick loop announces with `Process::prefetch`: enough for
 /// a memory access to complete while the arrivals in between are handled.
-const PREFETCH_AHEAD: usize = 4;
+const PREFETCH_AHEAD: usize = 8;
 
 /// Build a process (with its context, for the draws its state needs), run its tick loop
 /// until the end of the run, then file its report.
@@ -333,8 +333,10 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
             process.prefetch(at(key));
         }
         for (k, &key) in order.iter().enumerate() {
-            if let Some(&ahead) = order.get(k + PREFETCH_AHEAD) {
-                process.prefetch(at(ahead));
+            if k % PREFETCH_AHEAD == 0 {
+                for &ahead in order.iter().skip(k + PREFETCH_AHEAD).take(PREFETCH_AHEAD) {
+                    process.prefetch(at(ahead));
+                }
             }
             let env = at(key);
             if env.at >= window.0 && env.at < window.1 {

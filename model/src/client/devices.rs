@@ -318,7 +318,7 @@ impl Devices {
         rng: &mut impl Rng,
         out: &mut Vec<DeviceOutput>,
     ) {
-        if let DeviceInput::Frame(frame) = input {
+        if let DeviceInput::Frame(frame) = &input {
             return self.on_frame(now, index, frame, rng, out);
         }
         let device = self.layout.device(index);
@@ -396,16 +396,18 @@ impl Devices {
         self.devices[index].server = None;
     }
 
-    fn on_frame(
+    /// A frame from the server arrives at the device at `index` (`handle` with
+    /// `DeviceInput::Frame`, without copying the frame into an input).
+    pub fn on_frame(
         &mut self,
         now: Time,
         index: usize,
-        frame: ServerFrame,
+        frame: &ServerFrame,
         rng: &mut impl Rng,
         out: &mut Vec<DeviceOutput>,
     ) {
         let device = self.layout.device(index);
-        match frame {
+        match *frame {
             ServerFrame::ConnectAccepted { server, epoch } => {
                 let d = &mut self.devices[index];
                 if d.state == DeviceState::Connecting && epoch == d.epoch {
@@ -431,7 +433,7 @@ impl Devices {
             }
             _ if !self.is_connected(index) => {
                 // A frame for a connection the device no longer has: gone with it.
-                out.push(DeviceOutput::Unheard { device, frame });
+                out.push(DeviceOutput::Unheard { device, frame: *frame });
             }
             ServerFrame::Push { msg } => self.on_push(now, index, msg, out),
             ServerFrame::FetchDone { upto } => self.on_fetch_done(now, index, upto, out),

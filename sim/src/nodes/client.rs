@@ -205,7 +205,7 @@ impl ClientShard {
         while !self.outs.is_empty() {
             let outs = std::mem::take(&mut self.outs);
             for out in &outs {
-                self.apply_one(t, *out, ctx);
+                self.apply_one(t, out, ctx);
             }
             if self.outs.is_empty() {
                 self.outs = outs;
@@ -214,9 +214,9 @@ impl ClientShard {
         }
     }
 
-    fn apply_one(&mut self, t: Time, out: DeviceOutput, ctx: &mut Ctx) {
-        match out {
-            DeviceOutput::Frame { device, server, frame } => self.transmit(t, device, server, frame, ctx),
+    fn apply_one(&mut self, t: Time, out: &DeviceOutput, ctx: &mut Ctx) {
+        match *out {
+            DeviceOutput::Frame { device, server, ref frame } => self.transmit(t, device, server, frame, ctx),
             DeviceOutput::RetryAt { device, at } => {
                 self.timers.push(Reverse((at, self.layout().index(device) as u32, Timer::Retry)));
             }
@@ -267,8 +267,8 @@ impl ClientShard {
     }
 
     /// Put a device's frame on the network, unless a fault loses it.
-    fn transmit(&mut self, t: Time, device: DeviceId, server: ServerId, frame: DeviceFrame, ctx: &mut Ctx) {
-        match frame {
+    fn transmit(&mut self, t: Time, device: DeviceId, server: ServerId, frame: &DeviceFrame, ctx: &mut Ctx) {
+        match *frame {
             DeviceFrame::DeliveredAck { msg, .. } => {
                 let loss = self.ack_loss.iter().find(|&&(from, until, _)| t >= from && t < until).map(|w| w.2);
                 if loss.is_some_and(|p| self.rng.faults.random::<f64>() < p) {
@@ -292,7 +292,7 @@ impl ClientShard {
             }
             DeviceFrame::Subscribe { .. } => {}
         }
-        ctx.send(self.topo.chat(server), t, Msg::Device { device, frame });
+        ctx.send(self.topo.chat(server), t, Msg::Device { device, frame: *frame });
     }
 
     fn on_connected(&mut self, device: DeviceId, t: Time, ctx: &mut Ctx) {
@@ -309,7 +309,7 @@ impl ClientShard {
         if device.slot.0 == 0 && self.pop.watches(device.user) {
             let target = self.contact(device.user, 0);
             if let Some((server, frame)) = self.devices.subscribe(index, target) {
-                self.transmit(t, device, server, frame, ctx);
+                self.transmit(t, device, server, &frame, ctx);
             }
         }
     }
@@ -466,7 +466,7 @@ impl ClientShard {
         for &(index, at) in &beats {
             if let Some(server) = self.devices.heartbeat(index) {
                 let device = self.layout().device(index);
-                self.transmit(at, device, server, DeviceFrame::Heartbeat, ctx);
+                self.transmit(at, device, server, &DeviceFrame::Heartbeat, ctx);
             }
         }
         beats.clear();
@@ -484,7 +484,7 @@ impl ClientShard {
             let index = self.layout().index(device);
             let settings = self.settings(device.user);
             if let Some((server, frame)) = self.devices.read(t, index, msg, settings) {
-                self.transmit(t, device, server, frame, ctx);
+                self.transmit(t, device, server, &frame, ctx);
             }
         }
     }
@@ -507,19 +507,20 @@ impl ClientShard {
                 ctx.counters.sends_measured += 1;
             }
             ctx.second(t).sends += 1;
-            self.transmit(t, self.layout().device(index), server, frame, ctx);
+            self.transmit(t, self.layout().device(index), server, &frame, ctx);
         }
     }
 }
 
 impl Process for ClientShard {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
-        let Msg::ToDevice { device, frame } = env.msg else { unreachable!("client shard got {:?}", env.msg) };
+        let Msg::ToDevice { device, ref frame } = env.msg else { unreachable!("client shard got {:?}", env.msg) };
         if self.cut(device, env.at) {
             return; // lost on the way: the server keeps what it pushed unacknowledged
         }
-        let index = self.layout().index(device);
-        self.input(env.at, index, DeviceInput::Frame(frame), ctx);
+        let index = self.devices.layout().index(device);
+        self.devices.on_frame(env.at, index, frame, &mut ctx.rng, &mut self.outs);
+        self.apply(env.at, ctx);
     }
 
     #[inline]
