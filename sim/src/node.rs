@@ -140,7 +140,7 @@ struct NetDraw {
 }
 
 impl Latency for NetDraw {
-    #[inline]
+    #[inline(always)]
     fn sample_us(&mut self, to: NodeIdx) -> u64 {
         let client = self.client || to.0.wrapping_sub(self.clients.0) < self.clients.1;
         self.latency[usize::from(!client)].sample_us(&mut self.rng)

@@ -125,21 +125,34 @@ impl Fifo {
 
     /// Serve a request arriving at `arrival` that takes `service_us` microseconds: returns
     /// its departure.
-    #[inline]
+    #[inline(always)]
     pub fn serve(&mut self, arrival: Time, service_us: u64) -> Time {
+        // The usual case, inline: the next worker in turn is free at the arrival.
+        let next = self.next;
+        if self.free[next] <= arrival {
+            self.latest = self.latest.max(arrival);
+            let departure = Time(arrival.as_us() + service_us);
+            // No work (a service time that rounds to zero) keeps no worker busy.
+            if service_us > 0 {
+                self.workers[next].book_last(arrival, departure);
+                self.free[next] = departure;
+            }
+            self.next = if next + 1 == self.workers.len() { 0 } else { next + 1 };
+            self.account(arrival, arrival, departure);
+            return departure;
+        }
+        self.serve_waiting(arrival, service_us)
+    }
+
+    /// `serve` when the next worker is busy at the arrival.
+    #[inline(never)]
+    fn serve_waiting(&mut self, arrival: Time, service_us: u64) -> Time {
         let in_order = arrival >= self.latest;
         self.latest = self.latest.max(arrival);
-        // Any worker free from the arrival on serves it at once: try the next one in turn
-        // before looking for the earliest start. An arrival in order (none later was
-        // served) can only start when a worker frees; one noticed late may fit a gap.
-        let next = self.next;
-        let (i, start) = if self.free[next] <= arrival {
-            (next, arrival)
-        } else if in_order {
-            self.earliest_free(arrival)
-        } else {
-            self.earliest(arrival, service_us)
-        };
+        // Any worker free from the arrival on serves it at once (the next one in turn was
+        // tried first). An arrival in order (none later was served) can only start when a
+        // worker frees; one noticed late may fit a gap.
+        let (i, start) = if in_order { self.earliest_free(arrival) } else { self.earliest(arrival, service_us) };
         let departure = Time(start.as_us() + service_us);
         // No work (a service time that rounds to zero) keeps no worker busy.
         if start != departure {
