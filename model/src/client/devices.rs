@@ -273,6 +273,15 @@ impl Devices {
         }
     }
 
+    /// A hint that the device at `index` is about to be used (a send, a read): its record
+    /// is loaded meanwhile.
+    #[inline]
+    pub fn prefetch_device(&self, index: usize) {
+        if let Some(d) = self.devices.get(index) {
+            crate::prefetch(d);
+        }
+    }
+
     /// A hint that the device at `index` is about to get `frame`: its record, and the
     /// entry the frame will look up (what the device has shown of a pushed message's
     /// conversation, the ticks of its own message), are loaded meanwhile.

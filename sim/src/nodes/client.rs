@@ -46,6 +46,10 @@ enum Timer {
     NetworkBack,
 }
 
+/// Reads or sends of one shard in one tick at the card's load per shard, with a wide
+/// margin (a Poisson mean of about 3).
+const DUE_PER_TICK_TYPICAL: usize = 256;
+
 pub(crate) struct ClientShard {
     topo: Arc<Topology>,
     pop: Population,
@@ -83,6 +87,10 @@ pub(crate) struct ClientShard {
     heartbeats: HeartbeatPhases,
     /// The beats of the current tick (a buffer kept between ticks).
     beats: Vec<(usize, Time)>,
+    /// The reads and the sends of the current tick, drawn before any is made so that the
+    /// device records they touch are loaded together (buffers kept between ticks).
+    reads_due: Vec<(Time, DeviceKey, wasim_model::ChatMessage)>,
+    sends_due: Vec<(Time, usize, UserId)>,
     /// The end of the previous tick: heartbeats are due in (previous, now].
     previous_tick: Time,
     /// The workload's draws, a stream per process it drives.
@@ -147,6 +155,10 @@ impl ClientShard {
                 &mut ctx.stream(Stream::Setup),
             ),
             beats: Vec::new(),
+            // Made at their usual size once, at start: a buffer that grows later moves to
+            // the top of the heap, and holds memory there that the allocator could return.
+            reads_due: Vec::with_capacity(DUE_PER_TICK_TYPICAL),
+            sends_due: Vec::with_capacity(DUE_PER_TICK_TYPICAL),
             previous_tick: Time::ZERO,
             rng: WorkloadRng {
                 sends: ctx.stream(Stream::Sends),
@@ -474,9 +486,12 @@ impl ClientShard {
     }
 
     fn tick_reads(&mut self, now: Time, ctx: &mut Ctx) {
-        let mut due = Vec::new();
+        let mut due = std::mem::take(&mut self.reads_due);
         self.reads.due(now, |t, key, msg| due.push((t, key, msg)));
-        for (t, key, msg) in due {
+        for &(_, key, _) in &due {
+            self.devices.prefetch_device(self.devices.layout().index(key.device()));
+        }
+        for &(t, key, msg) in &due {
             let device = key.device();
             if self.cut(device, t) {
                 continue;
@@ -487,20 +502,27 @@ impl ClientShard {
                 self.transmit(t, device, server, &frame, ctx);
             }
         }
+        due.clear();
+        self.reads_due = due;
     }
 
     fn tick_sends(&mut self, now: Time, ctx: &mut Ctx) {
+        // The draws come first (they do not depend on the devices), then the sends.
+        let mut due = std::mem::take(&mut self.sends_due);
         while self.next_send_at <= now && self.next_send_at < self.measure.1 {
             let t = self.next_send_at;
             let gap_ns = self.mean_gap_us * 1e3 * self.rng.sends.sample::<f64, _>(Exp1);
             self.next_send_at = t + Duration::from_nanos(gap_ns as u64);
-            // Poisson sends from online phones: a draw that lands on a phone without a
-            // connection is not a send.
             let i = self.rng.sends.random_range(0..self.layout().users);
             let from = self.layout().user(i);
             let j = self.rng.sends.random_range(0..self.contacts);
-            let to = self.contact(from, j);
             let index = i * self.layout().slots;
+            self.devices.prefetch_device(index);
+            due.push((t, index, self.contact(from, j)));
+        }
+        for &(t, index, to) in &due {
+            // Poisson sends from online phones: a draw that lands on a phone without a
+            // connection is not a send.
             let Some((server, frame)) = self.devices.send(t, index, to) else { continue };
             ctx.counters.sends += 1;
             if self.measured(t) {
@@ -509,6 +531,8 @@ impl ClientShard {
             ctx.second(t).sends += 1;
             self.transmit(t, self.layout().device(index), server, &frame, ctx);
         }
+        due.clear();
+        self.sends_due = due;
     }
 }
 
