@@ -10,12 +10,14 @@ mod chat_server;
 mod client;
 mod error;
 mod frames;
+mod hint;
 mod ids;
 mod message;
 mod presence;
 mod receipts;
 mod router;
 mod session;
+mod table;
 mod time;
 
 pub use capacity::{little_l, utilisation, Mmc, MMC_SERVERS_MAX};
@@ -28,6 +30,7 @@ pub use client::{
 };
 pub use error::ModelError;
 pub use frames::{DeviceFrame, ServerFrame};
+pub use hint::prefetch;
 pub use ids::{
     fast_range, ClientMsgId, ConversationId, DeviceId, DeviceKey, DeviceSlot, InboxPos, MessageId, ServerId, Snowflake,
     UserId,
@@ -39,6 +42,7 @@ pub use presence::{
 pub use receipts::{Receipt, ReceiptEvent, ReceiptState, SenderView, Transition};
 pub use router::{CommitTracker, Router, RouterInput, RouterOutput, ROUTER_IN_FLIGHT_PER_PARTITION_MAX};
 pub use session::{DeviceSession, Route, SessionEntry, SessionStore, DEVICES_PER_USER_MAX};
+pub use table::{Table, TableKey};
 pub use time::Time;
 
 /// Consistency level of a replicated write (Cassandra's terms).

@@ -6,6 +6,7 @@
 use crate::{DeviceId, ServerId, Time, UserId, DEVICES_PER_USER_MAX};
 use rustc_hash::FxHashMap;
 use std::time::Duration;
+use strength_reduce::StrengthReducedU32;
 
 /// What a watcher is told about a user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,7 +99,8 @@ pub struct PresenceStore {
     /// Dense by `user / stride` (the shard holds users `u % stride == shard`): one memory
     /// access per heartbeat. A record never written reads as all zeroes: no key.
     records: Vec<Record>,
-    stride: u32,
+    /// The shard count, as a divisor by multiplication: every command divides by it.
+    stride: StrengthReducedU32,
     known: usize,
     subscribers: FxHashMap<UserId, Vec<(DeviceId, ServerId)>>,
     /// A ring of expiry buckets: each user with a key sits in the bucket of its expiry
@@ -132,7 +134,7 @@ impl PresenceStore {
         PresenceStore {
             ttl,
             records: Vec::with_capacity(users),
-            stride,
+            stride: StrengthReducedU32::new(stride),
             known: 0,
             subscribers: FxHashMap::default(),
             wheel: vec![Vec::new(); buckets],
@@ -283,16 +285,30 @@ impl PresenceStore {
         self.known == 0
     }
 
+    /// A hint that a command for `user` comes soon: its record is loaded meanwhile.
+    #[inline]
+    pub fn prefetch(&self, user: UserId) {
+        if let Some(r) = self.record(user) {
+            crate::prefetch(r);
+        }
+    }
+
+    #[inline]
+    fn index(&self, user: UserId) -> usize {
+        (user.0 / self.stride) as usize
+    }
+
     fn record(&self, user: UserId) -> Option<&Record> {
-        self.records.get((user.0 / self.stride) as usize)
+        self.records.get(self.index(user))
     }
 
     fn record_mut(&mut self, user: UserId) -> Option<&mut Record> {
-        self.records.get_mut((user.0 / self.stride) as usize)
+        let i = self.index(user);
+        self.records.get_mut(i)
     }
 
     fn record_or_insert(&mut self, user: UserId) -> &mut Record {
-        let i = (user.0 / self.stride) as usize;
+        let i = self.index(user);
         if i >= self.records.len() {
             self.records.resize(i + 1, Record::default());
         }

@@ -3,6 +3,7 @@
 
 use crate::{DeviceSlot, ServerId, Time, UserId};
 use std::time::Duration;
+use strength_reduce::StrengthReducedU32;
 
 /// The most devices one user can have (phone + web). Bounds the session value so that it
 /// stays a fixed-size record.
@@ -113,7 +114,8 @@ impl Packed {
 #[derive(Debug)]
 pub struct SessionStore {
     entries: Vec<Packed>,
-    stride: u32,
+    /// The shard count, as a divisor by multiplication: every command divides by it.
+    stride: StrengthReducedU32,
     keys: usize,
 }
 
@@ -127,11 +129,25 @@ impl SessionStore {
     /// An empty store for users `u % stride == shard`, sized for about `users` keys.
     pub fn with_stride(stride: u32, users: usize) -> SessionStore {
         assert!(stride > 0, "a stride of zero shards");
-        SessionStore { entries: Vec::with_capacity(users), stride, keys: 0 }
+        SessionStore { entries: Vec::with_capacity(users), stride: StrengthReducedU32::new(stride), keys: 0 }
+    }
+
+    /// The index of `user`'s key.
+    #[inline]
+    fn index(&self, user: UserId) -> usize {
+        (user.0 / self.stride) as usize
+    }
+
+    /// A hint that a command for `user` comes soon: its key's entry is loaded meanwhile.
+    #[inline]
+    pub fn prefetch(&self, user: UserId) {
+        if let Some(e) = self.entries.get(self.index(user)) {
+            crate::prefetch(e);
+        }
     }
 
     fn slot(&mut self, user: UserId) -> &mut Packed {
-        let i = (user.0 / self.stride) as usize;
+        let i = self.index(user);
         if i >= self.entries.len() {
             self.entries.resize(i + 1, Packed::empty());
         }
@@ -170,7 +186,8 @@ impl SessionStore {
     /// Mark `slot` of `user` offline, but only if it still points at `server`: a late
     /// disconnect from an old server must not erase a newer connection elsewhere.
     pub fn clear(&mut self, user: UserId, slot: DeviceSlot, server: ServerId) {
-        if let Some(entry) = self.entries.get_mut((user.0 / self.stride) as usize) {
+        let i = self.index(user);
+        if let Some(entry) = self.entries.get_mut(i) {
             let d = &mut entry.devices[usize::from(slot.0)];
             if *d == server.0 {
                 *d = OFFLINE;
@@ -180,10 +197,7 @@ impl SessionStore {
 
     /// The live session of `user` at `now`, if any.
     pub fn get(&self, user: UserId, now: Time) -> Option<SessionEntry> {
-        self.entries
-            .get((user.0 / self.stride) as usize)
-            .filter(|e| u64::from(e.expires_ms) > now.as_ms())
-            .map(|e| e.unpack())
+        self.entries.get(self.index(user)).filter(|e| u64::from(e.expires_ms) > now.as_ms()).map(|e| e.unpack())
     }
 
     /// How many keys were ever set (expired ones included).

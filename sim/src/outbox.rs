@@ -97,7 +97,7 @@ impl Outbox {
     }
 
     /// Send `msg` to `to`, leaving at `depart` with a latency of its own.
-    #[inline]
+    #[inline(always)]
     pub fn send(&mut self, to: NodeIdx, depart: Time, msg: Msg, latency: &mut impl Latency) {
         let at = Time(depart.as_us() + latency.sample_us(to));
         self.stage(to, depart, at, msg);
@@ -105,7 +105,7 @@ impl Outbox {
 
     /// Send `msg` to `to`, leaving at `depart`, in order on `key`: not before, and
     /// arriving not before, the previous send on `key`.
-    #[inline]
+    #[inline(always)]
     pub fn send_ordered(&mut self, to: NodeIdx, depart: Time, msg: Msg, key: u64, latency: &mut impl Latency) {
         let drawn = latency.sample_us(to);
         let last = self.ordered.entry(key).or_default();
@@ -115,7 +115,7 @@ impl Outbox {
         self.stage(to, depart, at, msg);
     }
 
-    #[inline]
+    #[inline(always)]
     fn stage(&mut self, to: NodeIdx, depart: Time, at: Time, msg: Msg) {
         self.seq = self.seq.wrapping_add(1);
         self.staged_depart_max = self.staged_depart_max.max(depart);

@@ -145,10 +145,12 @@ impl ReadWheel {
             let base = self.next_bucket * READ_BUCKET_US;
             let slot = (self.next_bucket % len) as usize;
             // Latest first; what is left of earlier buckets is earlier still, so it goes last.
-            let bucket = &mut self.buckets[slot];
+            // The bucket's buffer is freed, not kept: the wheel comes round to it only
+            // after a full horizon, and memory should follow the reads pending.
+            let mut bucket = std::mem::take(&mut self.buckets[slot]);
             bucket.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
             let mut near: Vec<_> =
-                bucket.drain(..).map(|(offset, d, m)| (Time(base + u64::from(offset)), d, m)).collect();
+                bucket.into_iter().map(|(offset, d, m)| (Time(base + u64::from(offset)), d, m)).collect();
             near.append(&mut self.near);
             self.near = near;
             self.next_bucket += 1;

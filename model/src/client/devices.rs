@@ -259,12 +259,42 @@ impl Devices {
         self.connected[index / 64] & (1 << (index % 64)) != 0
     }
 
+    /// Devices with a connection.
+    pub fn connected_count(&self) -> usize {
+        self.connected.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
     fn set_connected(&mut self, index: usize, connected: bool) {
         let (word, bit) = (&mut self.connected[index / 64], 1u64 << (index % 64));
         if connected {
             *word |= bit;
         } else {
             *word &= !bit;
+        }
+    }
+
+    /// A hint that the device at `index` is about to be used (a send, a read): its record
+    /// is loaded meanwhile.
+    #[inline]
+    pub fn prefetch_device(&self, index: usize) {
+        if let Some(d) = self.devices.get(index) {
+            crate::prefetch(d);
+        }
+    }
+
+    /// A hint that the device at `index` is about to get `frame`: its record, and the
+    /// entry the frame will look up (what the device has shown of a pushed message's
+    /// conversation, the ticks of its own message), are loaded meanwhile.
+    #[inline]
+    pub fn prefetch(&self, index: usize, frame: &ServerFrame) {
+        if let Some(d) = self.devices.get(index) {
+            crate::prefetch(d);
+        }
+        match frame {
+            ServerFrame::Push { msg } => self.displayed.prefetch(self.layout.device(index), msg.conversation),
+            ServerFrame::SentAck { msg } => self.sent.prefetch(msg.client_id()),
+            ServerFrame::Receipt { receipt } => self.sent.prefetch(receipt.msg.client_id()),
+            _ => {}
         }
     }
 
@@ -297,7 +327,7 @@ impl Devices {
         rng: &mut impl Rng,
         out: &mut Vec<DeviceOutput>,
     ) {
-        if let DeviceInput::Frame(frame) = input {
+        if let DeviceInput::Frame(frame) = &input {
             return self.on_frame(now, index, frame, rng, out);
         }
         let device = self.layout.device(index);
@@ -375,16 +405,18 @@ impl Devices {
         self.devices[index].server = None;
     }
 
-    fn on_frame(
+    /// A frame from the server arrives at the device at `index` (`handle` with
+    /// `DeviceInput::Frame`, without copying the frame into an input).
+    pub fn on_frame(
         &mut self,
         now: Time,
         index: usize,
-        frame: ServerFrame,
+        frame: &ServerFrame,
         rng: &mut impl Rng,
         out: &mut Vec<DeviceOutput>,
     ) {
         let device = self.layout.device(index);
-        match frame {
+        match *frame {
             ServerFrame::ConnectAccepted { server, epoch } => {
                 let d = &mut self.devices[index];
                 if d.state == DeviceState::Connecting && epoch == d.epoch {
@@ -410,7 +442,7 @@ impl Devices {
             }
             _ if !self.is_connected(index) => {
                 // A frame for a connection the device no longer has: gone with it.
-                out.push(DeviceOutput::Unheard { device, frame });
+                out.push(DeviceOutput::Unheard { device, frame: *frame });
             }
             ServerFrame::Push { msg } => self.on_push(now, index, msg, out),
             ServerFrame::FetchDone { upto } => self.on_fetch_done(now, index, upto, out),

@@ -1,20 +1,33 @@
 //! Which messages a set of devices has shown, for showing each once.
 
-use crate::{ChatMessage, ConversationId, DeviceId, DeviceKey, MessageId};
-use rustc_hash::FxHashMap;
+use crate::{ChatMessage, ConversationId, DeviceId, DeviceKey, MessageId, Table, TableKey};
+
+/// A device and a conversation, as one key of `Displayed`'s table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Shown(DeviceKey, ConversationId);
+
+impl TableKey for Shown {
+    // Device keys stay below 2^31.
+    const EMPTY: Shown = Shown(DeviceKey(u32::MAX), ConversationId(u64::MAX));
+
+    #[inline]
+    fn hash(self) -> u64 {
+        (self.1 .0 ^ u64::from(self.0 .0).rotate_left(40)).hash()
+    }
+}
 
 /// What a set of devices has shown: per (device, conversation), the newest id shown.
 /// Delivery is at-least-once and arrives in id order per conversation, so a message at or
 /// below that id was shown already: showing it again would duplicate it.
 #[derive(Debug, Default)]
 pub struct Displayed {
-    newest: FxHashMap<(DeviceKey, ConversationId), MessageId>,
+    newest: Table<Shown, MessageId>,
 }
 
 impl Displayed {
     /// Show `msg` on `device` unless it was shown already; returns whether it was shown.
     pub fn show(&mut self, device: DeviceId, msg: &ChatMessage) -> bool {
-        let newest = self.newest.entry((DeviceKey::of(device), msg.conversation)).or_default();
+        let newest = self.newest.get_or_insert_default(Shown(DeviceKey::of(device), msg.conversation));
         if msg.id <= *newest {
             return false;
         }
@@ -24,7 +37,14 @@ impl Displayed {
 
     /// Whether `device` has shown `msg` (or a newer message of its conversation) already.
     pub fn has_shown(&self, device: DeviceId, msg: &ChatMessage) -> bool {
-        self.newest.get(&(DeviceKey::of(device), msg.conversation)).is_some_and(|&newest| msg.id <= newest)
+        self.newest.get(Shown(DeviceKey::of(device), msg.conversation)).is_some_and(|&newest| msg.id <= newest)
+    }
+
+    /// A hint that `device` gets a message of `conversation` soon: its entry is loaded
+    /// meanwhile.
+    #[inline]
+    pub fn prefetch(&self, device: DeviceId, conversation: ConversationId) {
+        self.newest.prefetch(Shown(DeviceKey::of(device), conversation));
     }
 
     /// Conversations tracked.

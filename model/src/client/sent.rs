@@ -1,7 +1,6 @@
 //! The ticks (✓, ✓✓ grey, ✓✓ blue) of messages a set of devices sent.
 
-use crate::{ClientMsgId, ReceiptEvent, ReceiptState, SenderView};
-use rustc_hash::FxHashMap;
+use crate::{ClientMsgId, ReceiptEvent, ReceiptState, SenderView, Table};
 
 /// The ticks of messages in flight from a set of devices, keyed by client id. An entry
 /// lives from the send until the ✓ and the read receipt have arrived, in any order; a
@@ -9,7 +8,7 @@ use rustc_hash::FxHashMap;
 /// late receipt for it changes nothing.
 #[derive(Debug, Default)]
 pub struct SentMessages {
-    views: FxHashMap<u64, SenderView>,
+    views: Table<u64, SenderView>,
 }
 
 impl SentMessages {
@@ -20,7 +19,7 @@ impl SentMessages {
 
     /// The server's ✓ for `id` arrived. Returns whether the shown ticks changed.
     pub fn on_server_ack(&mut self, id: ClientMsgId) -> bool {
-        let Some(view) = self.views.get_mut(&id.key()) else { return false };
+        let Some(view) = self.views.get_mut(id.key()) else { return false };
         let changed = view.on_server_ack();
         self.forget_if_settled(id);
         changed
@@ -33,7 +32,7 @@ impl SentMessages {
         id: ClientMsgId,
         event: ReceiptEvent,
     ) -> Option<(Option<ReceiptState>, Option<ReceiptState>)> {
-        let view = self.views.get_mut(&id.key())?;
+        let view = self.views.get_mut(id.key())?;
         let before = view.shown();
         if !view.on_receipt(event) {
             return None;
@@ -46,7 +45,13 @@ impl SentMessages {
     /// What the sender's device shows for `id` now (`None`: in flight or settled and
     /// forgotten).
     pub fn shown(&self, id: ClientMsgId) -> Option<ReceiptState> {
-        self.views.get(&id.key()).and_then(SenderView::shown)
+        self.views.get(id.key()).and_then(SenderView::shown)
+    }
+
+    /// A hint that news of `id` arrives soon: its entry is loaded meanwhile.
+    #[inline]
+    pub fn prefetch(&self, id: ClientMsgId) {
+        self.views.prefetch(id.key());
     }
 
     /// Messages still waiting for a tick.
@@ -57,8 +62,8 @@ impl SentMessages {
     fn forget_if_settled(&mut self, id: ClientMsgId) {
         // Read is the last state; once the ✓ and the read receipt are in, nothing can
         // move this view again.
-        if self.views[&id.key()].settled_at(ReceiptState::Read) {
-            self.views.remove(&id.key());
+        if self.views.get(id.key()).is_some_and(|v| v.settled_at(ReceiptState::Read)) {
+            self.views.remove(id.key());
         }
     }
 }

@@ -40,12 +40,12 @@ pub struct Display {
     pub id: MessageId,
 }
 
-/// A device with a connection when the run ends.
+/// A device with a connection when the run ends: 12 bytes (one per device of the run).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectedAtEnd {
     pub device: DeviceKey,
     /// When its catch-up began, if it is still catching up.
-    pub catching_up_since: Option<Time>,
+    pub catching_up_since: Option<LogMs>,
 }
 
 /// A presence notification a watcher received.

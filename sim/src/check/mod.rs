@@ -242,7 +242,7 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
 ///    within the in-flight bound before the end (which covers the queues' backlog then).
 fn liveness(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
     for c in &logs.connected {
-        let Some(since) = c.catching_up_since else { continue };
+        let Some(since) = c.catching_up_since.map(Time::from) else { continue };
         if cx.end.since(since) > cx.in_flight_bound {
             let detail = format!(
                 "connected at {since} and still catching up at the end, {:.1} s later (bound {:.1} s)",
@@ -438,11 +438,13 @@ mod tests {
     fn a_device_catching_up_is_owed_everything_once_its_catch_up_is_overdue() {
         let mut logs = healthy();
         logs.displays.clear();
-        logs.connected = vec![ConnectedAtEnd { device: PHONE_2, catching_up_since: Some(Time::from_secs(95)) }];
+        logs.connected =
+            vec![ConnectedAtEnd { device: PHONE_2, catching_up_since: Some(LogMs::of(Time::from_secs(95))) }];
         let report = check_all(&mut logs, &cx(), false);
         assert!(report.ok(), "a catch-up under way: {report:?}");
         assert_eq!(report.in_flight.owed_to_devices_catching_up, 1);
-        logs.connected = vec![ConnectedAtEnd { device: PHONE_2, catching_up_since: Some(Time::from_secs(50)) }];
+        logs.connected =
+            vec![ConnectedAtEnd { device: PHONE_2, catching_up_since: Some(LogMs::of(Time::from_secs(50))) }];
         assert_eq!(invariants(&mut logs), vec![8], "stuck in its catch-up for 50 s");
         logs.displays = vec![display(PHONE_2, 1, 7, 6)];
         assert_eq!(invariants(&mut logs), vec![8], "stuck even when it owes nothing");

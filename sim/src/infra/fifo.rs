@@ -18,47 +18,25 @@ use wasim_model::Time;
 /// latest intervals; before them the worker counts as busy.
 const RECENT: usize = 32;
 
-/// One worker's latest busy intervals: disjoint, in time order, touching ones merged, in a
-/// ring (`RECENT` is a power of two). Most bookings append or extend the newest interval;
-/// a late one is placed in order among them.
+/// One worker's latest busy intervals: disjoint, in time order (oldest first, packed at
+/// the front), touching ones merged. Most bookings append or extend the newest interval;
+/// a late one is placed in order among them. Kept packed rather than in a ring: an append
+/// to a full worker moves seven intervals (two vector moves), where a ring pays an index
+/// computation on every access.
 #[derive(Clone, Copy, Debug, Default)]
 struct Worker {
-    ring: [(Time, Time); RECENT],
-    /// Index of the newest interval.
-    head: usize,
+    intervals: [(Time, Time); RECENT],
     len: usize,
     /// Every forgotten interval ended by this.
     known_from: Time,
 }
 
-const _: () = assert!(RECENT.is_power_of_two(), "ring indices wrap with a mask");
-const MASK: usize = RECENT - 1;
-
 impl Worker {
-    /// When the worker's last booked interval ends.
-    #[inline]
-    fn free_from(&self) -> Time {
-        if self.len == 0 {
-            self.known_from
-        } else {
-            self.ring[self.head].1
-        }
-    }
-
-    /// The ring index of the `j`th remembered interval, oldest first.
-    #[inline]
-    fn slot(&self, j: usize) -> usize {
-        (self.head + RECENT + 1 - self.len + j) & MASK
-    }
-
-    /// The earliest start at or after `a` with `[start, start + d)` free.
-    fn fit(&self, a: Time, d: u64) -> Time {
-        if a >= self.free_from() {
-            return a;
-        }
+    /// The earliest start at or after `a` with `[start, start + d)` free, given that the
+    /// worker is busy at `a` or later (`a` is before its last interval's end).
+    fn fit_late(&self, a: Time, d: u64) -> Time {
         let mut t = a.max(self.known_from);
-        for j in 0..self.len {
-            let (s, e) = self.ring[self.slot(j)];
+        for &(s, e) in &self.intervals[..self.len] {
             if e <= t {
                 continue;
             }
@@ -70,57 +48,46 @@ impl Worker {
         t
     }
 
-    /// Book `[s, e)`, which is free.
+    /// Book `[s, e)`, which is free and starts at or after the newest interval's end.
     #[inline]
-    fn book(&mut self, s: Time, e: Time) {
-        if s == e {
-            return; // no work (a service time that rounds to zero) keeps no worker busy
-        }
+    fn book_last(&mut self, s: Time, e: Time) {
         if self.len > 0 {
-            let newest = &mut self.ring[self.head];
+            let newest = &mut self.intervals[self.len - 1];
             if newest.1 == s {
                 newest.1 = e;
                 return;
             }
-            if newest.1 > s {
-                self.insert((s, e));
-                return;
-            }
         }
         if self.len == RECENT {
-            let oldest = self.ring[self.slot(0)].1;
-            self.known_from = self.known_from.max(oldest);
+            self.known_from = self.known_from.max(self.intervals[0].1);
+            self.intervals.copy_within(1.., 0);
+            self.intervals[RECENT - 1] = (s, e);
         } else {
+            self.intervals[self.len] = (s, e);
             self.len += 1;
         }
-        self.head = (self.head + 1) & MASK;
-        self.ring[self.head] = (s, e);
     }
 
-    /// Place a late interval (before the newest) in time order.
-    fn insert(&mut self, iv: (Time, Time)) {
-        let p = (0..self.len).find(|&j| iv.0 < self.ring[self.slot(j)].0).expect("a late interval precedes the newest");
+    /// Book `[s, e)`, which is free: at the end, or a late interval placed in time order.
+    fn book(&mut self, s: Time, e: Time) {
+        if self.len == 0 || self.intervals[self.len - 1].1 <= s {
+            return self.book_last(s, e);
+        }
+        let p = self.intervals[..self.len].iter().position(|iv| s < iv.0).expect("a late interval precedes the newest");
         if self.len == RECENT {
             // Full: the oldest is forgotten, those before the new one move down a place.
             if p == 0 {
-                self.known_from = self.known_from.max(iv.1);
+                self.known_from = self.known_from.max(e);
                 return;
             }
-            self.known_from = self.known_from.max(self.ring[self.slot(0)].1);
-            for j in 0..p - 1 {
-                self.ring[self.slot(j)] = self.ring[self.slot(j + 1)];
-            }
-            let at = self.slot(p - 1);
-            self.ring[at] = iv;
+            self.known_from = self.known_from.max(self.intervals[0].1);
+            self.intervals.copy_within(1..p, 0);
+            self.intervals[p - 1] = (s, e);
         } else {
             // Those after the new one move up a place.
+            self.intervals.copy_within(p..self.len, p + 1);
+            self.intervals[p] = (s, e);
             self.len += 1;
-            self.head = (self.head + 1) & MASK;
-            for j in (p + 1..self.len).rev() {
-                self.ring[self.slot(j)] = self.ring[self.slot(j - 1)];
-            }
-            let at = self.slot(p);
-            self.ring[at] = iv;
         }
     }
 }
@@ -129,6 +96,9 @@ impl Worker {
 #[derive(Clone, Debug)]
 pub struct Fifo {
     workers: Vec<Worker>,
+    /// When each worker's last booked interval ends (`Worker`'s newest end, or zero): most
+    /// requests need only this, and a dense array of it is scanned at vector speed.
+    free: Vec<Time>,
     /// The worker to try first.
     next: usize,
     /// The latest arrival seen: one before it was noticed late, and may fit a gap.
@@ -147,6 +117,7 @@ impl Fifo {
         assert!(workers > 0, "a queue needs a worker");
         Fifo {
             workers: vec![Worker::default(); workers as usize],
+            free: vec![Time::ZERO; workers as usize],
             next: 0,
             latest: Time::ZERO,
             busy_us: 0,
@@ -168,23 +139,53 @@ impl Fifo {
 
     /// Serve a request arriving at `arrival` that takes `service_us` microseconds: returns
     /// its departure.
-    #[inline]
+    #[inline(always)]
     pub fn serve(&mut self, arrival: Time, service_us: u64) -> Time {
+        // The usual case, inline: the next worker in turn is free at the arrival.
+        let next = self.next;
+        if self.free[next] <= arrival {
+            self.latest = self.latest.max(arrival);
+            let departure = Time(arrival.as_us() + service_us);
+            // No work (a service time that rounds to zero) keeps no worker busy.
+            if service_us > 0 {
+                self.workers[next].book_last(arrival, departure);
+                self.free[next] = departure;
+            }
+            self.next = if next + 1 == self.workers.len() { 0 } else { next + 1 };
+            self.account(arrival, arrival, departure);
+            return departure;
+        }
+        self.serve_waiting(arrival, service_us)
+    }
+
+    /// `serve` when the next worker is busy at the arrival.
+    #[inline(never)]
+    fn serve_waiting(&mut self, arrival: Time, service_us: u64) -> Time {
         let in_order = arrival >= self.latest;
         self.latest = self.latest.max(arrival);
-        // Any worker free from the arrival on serves it at once: try the next one in turn
-        // before looking for the earliest start. An arrival in order (none later was
-        // served) can only start when a worker frees; one noticed late may fit a gap.
-        let (i, start) = if self.workers[self.next].free_from() <= arrival {
-            (self.next, arrival)
-        } else if in_order {
-            self.earliest_free(arrival)
-        } else {
-            self.earliest(arrival, service_us)
-        };
+        // Any worker free from the arrival on serves it at once (the next one in turn was
+        // tried first). An arrival in order (none later was served) can only start when a
+        // worker frees; one noticed late may fit a gap.
+        let (i, start) = if in_order { self.earliest_free(arrival) } else { self.earliest(arrival, service_us) };
         let departure = Time(start.as_us() + service_us);
-        self.workers[i].book(start, departure);
+        // No work (a service time that rounds to zero) keeps no worker busy.
+        if start != departure {
+            if start >= self.free[i] {
+                self.workers[i].book_last(start, departure);
+                self.free[i] = departure;
+            } else {
+                self.workers[i].book(start, departure);
+            }
+        }
         self.next = if i + 1 == self.workers.len() { 0 } else { i + 1 };
+        self.account(arrival, start, departure);
+        departure
+    }
+
+    /// Utilisation inside the window: requests that arrived in it, and busy time inside it
+    /// (so that utilisation cannot exceed 100%).
+    #[inline]
+    fn account(&mut self, arrival: Time, start: Time, departure: Time) {
         let (from, until) = self.window;
         if arrival >= from && arrival < until {
             self.served += 1;
@@ -192,36 +193,38 @@ impl Fifo {
                 crate::metrics::record_us(h, departure.as_us() - arrival.as_us());
             }
         }
-        // Busy time inside the window, so that utilisation cannot exceed 100%.
         let (s, e) = (start.max(from), departure.min(until));
         if s < e {
             self.busy_us += e.as_us() - s.as_us();
         }
-        departure
     }
 
     /// The worker that frees first, and when it starts a request arriving at `arrival`.
     fn earliest_free(&self, arrival: Time) -> (usize, Time) {
-        let (i, free) = self
-            .workers
-            .iter()
-            .map(Worker::free_from)
-            .enumerate()
-            .min_by_key(|&(_, t)| t)
-            .expect("at least one worker");
-        (i, free.max(arrival))
+        let (i, free) = self.free.iter().enumerate().min_by_key(|&(_, &t)| t).expect("at least one worker");
+        (i, (*free).max(arrival))
+    }
+
+    /// The earliest start at or after `arrival` on worker `i`, gaps included.
+    #[inline]
+    fn fit(&self, i: usize, arrival: Time, service_us: u64) -> Time {
+        if arrival >= self.free[i] {
+            arrival
+        } else {
+            self.workers[i].fit_late(arrival, service_us)
+        }
     }
 
     /// The worker that can start earliest, gaps included, and when.
     fn earliest(&self, arrival: Time, service_us: u64) -> (usize, Time) {
         let n = self.workers.len();
-        let mut best = (self.next, self.workers[self.next].fit(arrival, service_us));
+        let mut best = (self.next, self.fit(self.next, arrival, service_us));
         for k in 1..n {
             if best.1 == arrival {
                 break;
             }
             let i = if self.next + k >= n { self.next + k - n } else { self.next + k };
-            let start = self.workers[i].fit(arrival, service_us);
+            let start = self.fit(i, arrival, service_us);
             if start < best.1 {
                 best = (i, start);
             }

@@ -48,6 +48,13 @@ impl RedisShard {
         RedisShard { sessions: SessionStore::with_stride(stride, users), ..RedisShard::default() }
     }
 
+    /// A hint that a command for `user`'s keys comes soon: the session entry is loaded
+    /// meanwhile.
+    #[inline]
+    pub fn prefetch(&self, user: UserId) {
+        self.sessions.prefetch(user);
+    }
+
     /// `SET session:{user}` for one device with a TTL; the server it pointed at before, if
     /// another one.
     pub fn session_set(&mut self, device: DeviceId, server: ServerId, now: Time, ttl: Duration) -> Option<ServerId> {

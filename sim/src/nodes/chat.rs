@@ -180,6 +180,24 @@ impl Process for ChatNode {
         self.emit(done, ctx);
     }
 
+    /// The connection an arrival will look up: the device's own, or for a receipt, the
+    /// sender's phone it goes to.
+    #[inline]
+    fn prefetch(&self, env: &Envelope) {
+        use wasim_model::DeviceFrame as F;
+        let device = match env.msg {
+            Msg::Device { frame: F::DeliveredAck { msg, .. } | F::ReadAck { msg, .. }, .. } => {
+                DeviceId::phone(msg.from)
+            }
+            Msg::Device { device, .. } => device,
+            Msg::Forward { msg, slot } => DeviceId { user: msg.to, slot },
+            Msg::ReceiptRelay { receipt } => DeviceId::phone(receipt.msg.from),
+            Msg::PresenceNotify { watcher, .. } => watcher,
+            _ => return,
+        };
+        self.server.prefetch(device);
+    }
+
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
         self.server.handle_timeout(now, &mut self.outs);
         self.emit(now, ctx);

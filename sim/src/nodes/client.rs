@@ -16,7 +16,7 @@ use crate::workload::{HeartbeatPhases, ReadWheel};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::Exp1;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -46,14 +46,20 @@ enum Timer {
     NetworkBack,
 }
 
+/// Reads or sends of one shard in one tick at the card's load per shard, with a wide
+/// margin (a Poisson mean of about 3).
+const DUE_PER_TICK_TYPICAL: usize = 256;
+
 pub(crate) struct ClientShard {
     topo: Arc<Topology>,
     pop: Population,
     devices: Devices,
     outs: Vec<DeviceOutput>,
     /// Devices that connected at least once (web clients are known to the session store,
-    /// and owed messages, only from then on).
-    registered: FxHashSet<DeviceKey>,
+    /// and owed messages, only from then on): one bit per device index. A million devices
+    /// take 125 KB and a connect touches one word, where a hash set costs a cache miss and
+    /// grows by rehashing through the connect ramp.
+    registered: Vec<u64>,
     /// When devices became live again after the measuring window began (reconnects):
     /// messages sent before that did not find them online.
     live_since: FxHashMap<DeviceKey, Time>,
@@ -81,6 +87,10 @@ pub(crate) struct ClientShard {
     heartbeats: HeartbeatPhases,
     /// The beats of the current tick (a buffer kept between ticks).
     beats: Vec<(usize, Time)>,
+    /// The reads and the sends of the current tick, drawn before any is made so that the
+    /// device records they touch are loaded together (buffers kept between ticks).
+    reads_due: Vec<(Time, DeviceKey, wasim_model::ChatMessage)>,
+    sends_due: Vec<(Time, usize, UserId)>,
     /// The end of the previous tick: heartbeats are due in (previous, now].
     previous_tick: Time,
     /// The workload's draws, a stream per process it drives.
@@ -121,7 +131,7 @@ impl ClientShard {
             pop,
             devices: Devices::new(layout, DeviceConfig { backoff }),
             outs: Vec::new(),
-            registered: FxHashSet::default(),
+            registered: vec![0; (layout.users * layout.slots).div_ceil(64)],
             live_since: FxHashMap::default(),
             reads: ReadWheel::default(),
             read_delay: Sampler::new(&s.workload.read_delay_ms, 1_000.0),
@@ -145,6 +155,10 @@ impl ClientShard {
                 &mut ctx.stream(Stream::Setup),
             ),
             beats: Vec::new(),
+            // Made at their usual size once, at start: a buffer that grows later moves to
+            // the top of the heap, and holds memory there that the allocator could return.
+            reads_due: Vec::with_capacity(DUE_PER_TICK_TYPICAL),
+            sends_due: Vec::with_capacity(DUE_PER_TICK_TYPICAL),
             previous_tick: Time::ZERO,
             rng: WorkloadRng {
                 sends: ctx.stream(Stream::Sends),
@@ -203,7 +217,7 @@ impl ClientShard {
         while !self.outs.is_empty() {
             let outs = std::mem::take(&mut self.outs);
             for out in &outs {
-                self.apply_one(t, *out, ctx);
+                self.apply_one(t, out, ctx);
             }
             if self.outs.is_empty() {
                 self.outs = outs;
@@ -212,9 +226,9 @@ impl ClientShard {
         }
     }
 
-    fn apply_one(&mut self, t: Time, out: DeviceOutput, ctx: &mut Ctx) {
-        match out {
-            DeviceOutput::Frame { device, server, frame } => self.transmit(t, device, server, frame, ctx),
+    fn apply_one(&mut self, t: Time, out: &DeviceOutput, ctx: &mut Ctx) {
+        match *out {
+            DeviceOutput::Frame { device, server, ref frame } => self.transmit(t, device, server, frame, ctx),
             DeviceOutput::RetryAt { device, at } => {
                 self.timers.push(Reverse((at, self.layout().index(device) as u32, Timer::Retry)));
             }
@@ -265,8 +279,8 @@ impl ClientShard {
     }
 
     /// Put a device's frame on the network, unless a fault loses it.
-    fn transmit(&mut self, t: Time, device: DeviceId, server: ServerId, frame: DeviceFrame, ctx: &mut Ctx) {
-        match frame {
+    fn transmit(&mut self, t: Time, device: DeviceId, server: ServerId, frame: &DeviceFrame, ctx: &mut Ctx) {
+        match *frame {
             DeviceFrame::DeliveredAck { msg, .. } => {
                 let loss = self.ack_loss.iter().find(|&&(from, until, _)| t >= from && t < until).map(|w| w.2);
                 if loss.is_some_and(|p| self.rng.faults.random::<f64>() < p) {
@@ -290,12 +304,15 @@ impl ClientShard {
             }
             DeviceFrame::Subscribe { .. } => {}
         }
-        ctx.send(self.topo.chat(server), t, Msg::Device { device, frame });
+        ctx.send(self.topo.chat(server), t, Msg::Device { device, frame: *frame });
     }
 
     fn on_connected(&mut self, device: DeviceId, t: Time, ctx: &mut Ctx) {
         let key = DeviceKey::of(device);
-        if self.registered.insert(key) {
+        let index = self.layout().index(device);
+        let (word, bit) = (&mut self.registered[index / 64], 1u64 << (index % 64));
+        if *word & bit == 0 {
+            *word |= bit;
             ctx.logs.registered.push((key, t));
         } else {
             ctx.counters.reconnects += 1;
@@ -303,8 +320,8 @@ impl ClientShard {
         ctx.counters.connects += 1;
         if device.slot.0 == 0 && self.pop.watches(device.user) {
             let target = self.contact(device.user, 0);
-            if let Some((server, frame)) = self.devices.subscribe(self.layout().index(device), target) {
-                self.transmit(t, device, server, frame, ctx);
+            if let Some((server, frame)) = self.devices.subscribe(index, target) {
+                self.transmit(t, device, server, &frame, ctx);
             }
         }
     }
@@ -461,7 +478,7 @@ impl ClientShard {
         for &(index, at) in &beats {
             if let Some(server) = self.devices.heartbeat(index) {
                 let device = self.layout().device(index);
-                self.transmit(at, device, server, DeviceFrame::Heartbeat, ctx);
+                self.transmit(at, device, server, &DeviceFrame::Heartbeat, ctx);
             }
         }
         beats.clear();
@@ -469,9 +486,12 @@ impl ClientShard {
     }
 
     fn tick_reads(&mut self, now: Time, ctx: &mut Ctx) {
-        let mut due = Vec::new();
+        let mut due = std::mem::take(&mut self.reads_due);
         self.reads.due(now, |t, key, msg| due.push((t, key, msg)));
-        for (t, key, msg) in due {
+        for &(_, key, _) in &due {
+            self.devices.prefetch_device(self.devices.layout().index(key.device()));
+        }
+        for &(t, key, msg) in &due {
             let device = key.device();
             if self.cut(device, t) {
                 continue;
@@ -479,42 +499,59 @@ impl ClientShard {
             let index = self.layout().index(device);
             let settings = self.settings(device.user);
             if let Some((server, frame)) = self.devices.read(t, index, msg, settings) {
-                self.transmit(t, device, server, frame, ctx);
+                self.transmit(t, device, server, &frame, ctx);
             }
         }
+        due.clear();
+        self.reads_due = due;
     }
 
     fn tick_sends(&mut self, now: Time, ctx: &mut Ctx) {
+        // The draws come first (they do not depend on the devices), then the sends.
+        let mut due = std::mem::take(&mut self.sends_due);
         while self.next_send_at <= now && self.next_send_at < self.measure.1 {
             let t = self.next_send_at;
             let gap_ns = self.mean_gap_us * 1e3 * self.rng.sends.sample::<f64, _>(Exp1);
             self.next_send_at = t + Duration::from_nanos(gap_ns as u64);
-            // Poisson sends from online phones: a draw that lands on a phone without a
-            // connection is not a send.
             let i = self.rng.sends.random_range(0..self.layout().users);
             let from = self.layout().user(i);
             let j = self.rng.sends.random_range(0..self.contacts);
-            let to = self.contact(from, j);
             let index = i * self.layout().slots;
+            self.devices.prefetch_device(index);
+            due.push((t, index, self.contact(from, j)));
+        }
+        for &(t, index, to) in &due {
+            // Poisson sends from online phones: a draw that lands on a phone without a
+            // connection is not a send.
             let Some((server, frame)) = self.devices.send(t, index, to) else { continue };
             ctx.counters.sends += 1;
             if self.measured(t) {
                 ctx.counters.sends_measured += 1;
             }
             ctx.second(t).sends += 1;
-            self.transmit(t, self.layout().device(index), server, frame, ctx);
+            self.transmit(t, self.layout().device(index), server, &frame, ctx);
         }
+        due.clear();
+        self.sends_due = due;
     }
 }
 
 impl Process for ClientShard {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
-        let Msg::ToDevice { device, frame } = env.msg else { unreachable!("client shard got {:?}", env.msg) };
+        let Msg::ToDevice { device, ref frame } = env.msg else { unreachable!("client shard got {:?}", env.msg) };
         if self.cut(device, env.at) {
             return; // lost on the way: the server keeps what it pushed unacknowledged
         }
-        let index = self.layout().index(device);
-        self.input(env.at, index, DeviceInput::Frame(frame), ctx);
+        let index = self.devices.layout().index(device);
+        self.devices.on_frame(env.at, index, frame, &mut ctx.rng, &mut self.outs);
+        self.apply(env.at, ctx);
+    }
+
+    #[inline]
+    fn prefetch(&self, env: &Envelope) {
+        if let Msg::ToDevice { device, frame } = &env.msg {
+            self.devices.prefetch(self.devices.layout().index(*device), frame);
+        }
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
@@ -531,12 +568,15 @@ impl Process for ClientShard {
     fn finish(&mut self, report: &mut NodeReport) {
         report.latencies = Some(std::mem::take(&mut self.latencies));
         report.gauge_end = self.devices.sends_in_flight() as u64;
+        let connected = &mut report.logs.connected;
+        connected.reserve_exact(self.devices.connected_count());
         for index in 0..self.devices.len() {
             let state = self.devices.state(index);
             if state.is_connected() {
                 let device = self.layout().device(index);
-                let catching_up_since = (state == DeviceState::CatchingUp).then(|| self.devices.since(index));
-                report.logs.connected.push(ConnectedAtEnd { device: DeviceKey::of(device), catching_up_since });
+                let catching_up_since =
+                    (state == DeviceState::CatchingUp).then(|| LogMs::of(self.devices.since(index)));
+                connected.push(ConnectedAtEnd { device: DeviceKey::of(device), catching_up_since });
             }
         }
     }

@@ -49,8 +49,13 @@ impl PresenceNode {
 impl Process for PresenceNode {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
         if let Msg::PresenceHeartbeats { count, devices } = env.msg {
-            // A pipeline: one round trip, but each command is served in turn.
-            for &device in &devices[..usize::from(count)] {
+            // A pipeline: one round trip, but each command is served in turn. Its users'
+            // records are loaded together first, so that their misses overlap.
+            let devices = &devices[..usize::from(count)];
+            for device in devices {
+                self.store.prefetch(device.user);
+            }
+            for &device in devices {
                 let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
                 self.store.handle(done, PresenceInput::Heartbeat { device }, &mut self.notes);
                 self.publish(done, ctx);
@@ -65,6 +70,18 @@ impl Process for PresenceNode {
         };
         self.store.handle(done, input, &mut self.notes);
         self.publish(done, ctx);
+    }
+
+    /// The record of the user a command is about (a pipeline's first).
+    #[inline]
+    fn prefetch(&self, env: &Envelope) {
+        let user = match env.msg {
+            Msg::Presence(input) => input.user(),
+            Msg::PresenceSubscribe { target, .. } => target,
+            Msg::PresenceHeartbeats { devices, .. } => devices[0].user,
+            _ => return,
+        };
+        self.store.prefetch(user);
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {

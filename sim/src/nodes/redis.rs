@@ -82,6 +82,18 @@ impl Process for RedisNode {
         }
     }
 
+    /// The session key a command will read or write.
+    #[inline]
+    fn prefetch(&self, env: &Envelope) {
+        let user = match env.msg {
+            Msg::SessionSet { device, .. } | Msg::SessionClear { device, .. } => device.user,
+            Msg::RouteMessage { msg, .. } | Msg::Reroute { msg, .. } => msg.to,
+            Msg::RouteReceipt { receipt, .. } => receipt.msg.from,
+            _ => return,
+        };
+        self.shard.prefetch(user);
+    }
+
     fn on_tick(&mut self, _now: Time, _ctx: &mut Ctx) {}
 
     fn finish(&mut self, report: &mut NodeReport) {
