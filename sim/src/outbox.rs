@@ -48,8 +48,10 @@ pub(crate) trait Latency {
     fn sample_us(&mut self, to: NodeIdx) -> u64;
 }
 
-/// Ordered keys kept before a pruning is considered: pruning a small table is not worth it.
-const ORDERED_PRUNE_LEN_MIN: usize = 1_024;
+/// Ordered keys kept before a pruning is considered. Small: every ordered send probes the
+/// table at a random key, so it must stay small enough to stay in cache (it shrinks when
+/// pruned, too).
+const ORDERED_PRUNE_LEN_MIN: usize = 64;
 
 /// Ticks a key is kept after its last send arrived. A process can handle work whose time
 /// is some ticks behind its clock (a chain of hops shorter than a tick runs ahead of it, up
@@ -201,6 +203,7 @@ impl Outbox {
         }
         let horizon = Time(now.as_us().saturating_sub(ORDERED_KEEP_TICKS * self.tick_us));
         self.ordered.retain(|_, last| last.depart > horizon || last.arrival > horizon);
+        self.ordered.shrink_to(2 * self.ordered.len());
         self.ordered_pruned_len = self.ordered.len();
     }
 }
