@@ -7,7 +7,7 @@ use crate::msg::Msg;
 use crate::scenario::{DistConfig, Fault, Scenario, Z_99};
 use crate::topology::NodeKind;
 use serde::Serialize;
-use wasim_model::DeviceFrame;
+use wasim_model::{ChatServerConfig, DeviceFrame, ServerId};
 
 macro_rules! ops {
     ($($(#[$m:meta])* $op:ident => $tier:ident, $name:literal;)*) => {
@@ -240,7 +240,7 @@ fn online_at(s: &Scenario, t: f64) -> Online {
     // the closed share rises to cT / (1 + cT) at rate c + 1/T (exact for exponential
     // closes and durations, the shipped shape).
     let c = s.workload.app_closes_per_hour / 3_600.0;
-    let big_t = s.workload.app_closed_ms.mean() / 1_000.0 + 2.0 * s.network.client_server_ms.mean() / 1_000.0;
+    let big_t = away_s(s);
     let since = (t - u.connect_ramp_s as f64).max(0.0);
     let closed = if c > 0.0 { c * big_t / (1.0 + c * big_t) * (1.0 - (-(c + 1.0 / big_t) * since).exp()) } else { 0.0 };
     let cut: f64 = s
@@ -262,17 +262,66 @@ fn online_at(s: &Scenario, t: f64) -> Online {
     Online { reachable, closed, admitted }
 }
 
+/// How long a closing phone is away, seen from its server, in seconds: the app's closed
+/// time and a client round trip. Pushes in flight when the close is sent are lost (and
+/// rerouted to the inbox when the close arrives), and the reopen's connect takes a client
+/// latency to arrive before pushes reach the phone again.
+fn away_s(s: &Scenario) -> f64 {
+    s.workload.app_closed_ms.mean() / 1_000.0 + client_round_trip_s(s)
+}
+
+fn client_round_trip_s(s: &Scenario) -> f64 {
+    2.0 * s.network.client_server_ms.mean() / 1_000.0
+}
+
+/// Phone reopens per user per second at `t`: the away share over the time away.
+fn reopens_per_user(s: &Scenario, online: &Online) -> f64 {
+    online.reachable * online.closed / away_s(s)
+}
+
 /// Inbox entries fetched per second at `t`: phones reopening, each with the messages that
-/// came while it was closed (its user's share of the sends for as long as it was closed;
+/// came while it was away (its user's share of the sends for as long as it was away;
 /// for exponential closed times with mean T, those reopening by `t` were closed about
-/// T (1 - e^{-(t - ramp) / T}) on average). Sends come from connected phones only.
+/// T (1 - e^{-(t - ramp) / T}) on average, and away a client round trip longer). Sends
+/// come from connected phones only.
 fn inboxed_fetched(s: &Scenario, t: f64) -> f64 {
     let online = online_at(s, t);
     let big_t = s.workload.app_closed_ms.mean() / 1_000.0;
-    let reopens_per_user = online.reachable * online.closed / big_t;
     let since = (t - s.users.connect_ramp_s as f64).max(0.0);
-    let closed_for = big_t * (1.0 - (-since / big_t).exp());
-    reopens_per_user * s.workload.messages_per_s as f64 * online.phone() * closed_for
+    let away_for = big_t * (1.0 - (-since / big_t).exp()) + client_round_trip_s(s);
+    reopens_per_user(s, &online) * s.workload.messages_per_s as f64 * online.phone() * away_for
+}
+
+/// The chance at `t` that a push to a connected phone goes back to the inbox because a
+/// fault lost its delivered ACK: the phone closes before the server pushes again (at the
+/// first heartbeat at least `ack_wait` after the push; heartbeats every H, closes at
+/// rate c: the close comes first with probability 1 - e^{-c ack_wait} (1 - e^{-cH}) / (cH)).
+fn ack_loss_to_inbox(s: &Scenario, t: f64) -> f64 {
+    let c = s.workload.app_closes_per_hour / 3_600.0;
+    if c <= 0.0 {
+        return 0.0;
+    }
+    let h = s.users.heartbeat_interval_ms as f64 / 1e3;
+    let ack_wait = ChatServerConfig::new(ServerId(0)).ack_wait.as_secs_f64();
+    let close_first = 1.0 - (-c * ack_wait).exp() * (1.0 - (-c * h).exp()) / (c * h);
+    let lost: f64 = s
+        .faults
+        .iter()
+        .filter_map(|f| match *f {
+            Fault::LoseDeliveredAcks { at_s, for_s, share } => {
+                (t >= at_s as f64 && t < (at_s + for_s) as f64).then_some(share)
+            }
+            _ => None,
+        })
+        .sum();
+    // Below 1 so that the chain of fetches below stays finite.
+    (lost * close_first).min(0.95)
+}
+
+/// App closes per second at `t`: each connected phone at rate c from the end of the ramp.
+fn closes_at(s: &Scenario, t: f64, online: &Online) -> f64 {
+    let c = if t >= s.users.connect_ramp_s as f64 { s.workload.app_closes_per_hour / 3_600.0 } else { 0.0 };
+    s.users.concurrent as f64 * online.phone() * c
 }
 
 /// The rates of every kind at `t`.
@@ -319,9 +368,8 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     r.add(K::PresenceRefresh, beats);
     // App closes and reopens: a close from each connected phone at rate c (from the end of
     // the ramp until sends stop), a reopen for each closed one after its closed time.
-    let c = if t >= s.users.connect_ramp_s as f64 { s.workload.app_closes_per_hour / 3_600.0 } else { 0.0 };
-    let closes = users * phone * c;
-    let reopens = users * online.reachable * online.closed / (s.workload.app_closed_ms.mean() / 1_000.0);
+    let closes = closes_at(s, t, &online);
+    let reopens = users * reopens_per_user(s, &online);
     for kind in [K::Disconnect, K::SessionClear] {
         r.add(kind, closes);
     }
@@ -329,8 +377,15 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
         r.add(kind, reopens);
     }
     // A connect fetches its inbox: the end, the receipts stored for it, and an entry (read
-    // from a quorum) for each message that waited.
-    let fetched = inboxed_fetched(s, t);
+    // from a quorum) for each message that waited. A push whose delivered ACK a fault lost
+    // goes back to the inbox (with chance p) when the phone closes, and so does a fetched
+    // entry pushed in the catch-up: each entry is fetched 1 / (1 - p) times. Pushes in
+    // flight when a phone closes are rerouted too (already counted in the time away).
+    let inboxed = inboxed_fetched(s, t);
+    let p = ack_loss_to_inbox(s, t);
+    let fetched = (inboxed + sends * phone * p) / (1.0 - p);
+    let lost_acked = fetched - inboxed;
+    let lost_in_flight = closes_at(s, t, &online) * sends / users * client_round_trip_s(s);
     r.add(K::FetchPart, reopens + fetched + away);
     r.add(K::ReadReply, fetched * quorum);
     r.add(K::Read, fetched * quorum);
@@ -349,8 +404,8 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
             _ => None,
         })
         .sum();
-    r.add(K::Reroute, rerouted);
-    r.add(K::Rerouted, rerouted);
+    r.add(K::Reroute, rerouted + lost_acked + lost_in_flight);
+    r.add(K::Rerouted, rerouted + lost_acked + lost_in_flight);
     // Presence: a command per connect and per close; watchers (phones with the chat open)
     // subscribe on connect and stay subscribed, so every change of the user they watch is
     // sent to their server, connected or not. A user with a web client stays online when
