@@ -515,7 +515,16 @@ impl Scenario {
     /// that no scenario can wrap the estimate down to a size that looks harmless.
     pub fn estimated_memory_bytes(&self) -> u64 {
         let f = self.memory_features();
-        let bytes: f64 = f.iter().zip(MEMORY_BYTES_PER).map(|(x, per)| x * per).sum();
+        let terms = f.iter().zip(MEMORY_BYTES_PER).map(|(x, per)| x * per);
+        // The peak comes at the end of the run (what it grew with) or, after a fast connect
+        // ramp, at the ramp's end: the state that does not grow with the run, plus the
+        // connects in flight, which the run reuses once they are done.
+        let at_end: f64 = terms.clone().sum();
+        let kept: f64 = terms.zip(MEMORY_GROWS_WITH_RUN).filter(|&(_, grows)| !grows).map(|(b, _)| b).sum();
+        let devices = self.users.concurrent as f64 * (1.0 + self.users.devices_per_user.web);
+        let connects_per_s = devices / (self.users.connect_ramp_s as f64).max(1.0);
+        let at_ramp_end = kept + connects_per_s * MEMORY_BYTES_PER_CONNECT_PER_S;
+        let bytes = at_end.max(at_ramp_end);
         // Saturates at u64::MAX (a float-to-integer cast does), never wraps; a scenario whose
         // figures overflow to infinity or NaN is too large.
         if bytes.is_finite() {
@@ -561,31 +570,44 @@ impl Scenario {
             queued(devices, f.redis_session_shards),
             queued(presence_ops, f.redis_presence_shards) * (watchers / presence_ops.max(1.0)),
             cut_devices,
+            per_s(K::Read) * run_s,
         ]
     }
 }
 
 /// The terms of the memory estimate.
-const MEMORY_FEATURES: usize = 12;
+const MEMORY_FEATURES: usize = 13;
 
 /// Bytes per unit of each of `Scenario::memory_features`: fitted to the peak resident
 /// memory of runs from 100 to 2M users, 100 to 50,000 msg/s, 2 to 200 chat servers, fast
 /// and slow connect ramps, heavy app-close churn and network cuts, then raised so that no
 /// run is above its estimate (README, "Memory").
 const MEMORY_BYTES_PER: [f64; MEMORY_FEATURES] = [
-    6.5e6, // the binary, the runtime, the quantile tables
-    175.0, // a user: phone, session and presence keys, checker state
-    70.0,  // a web client
+    8.5e6, // the binary, the runtime, the quantile tables
+    145.0, // a user: phone, session and presence keys, checker state
+    400.0, // a web client: its device, connection and session entries, and a display logged per message
     230.0, // a watcher: its subscription
     120.0, // a replica row written, and its message in the checkers' logs
-    80.0,  // a connect or close: its presence key lifetime, its registration, its notifications
+    30.0,  // a connect or close: its presence key lifetime, its registration, its notifications
     0.0,   // a presence notification heard (counted with the watchers and the changes)
     250e3, // a process: its network wheel, outbox and queue
     1.4e6, // a client shard's latency histograms
     390.0, // a connect queued behind a Redis shard a fast ramp overloads
     420.0, // a subscription queued likewise (its answer waits too)
     900.0, // a device cut off: what its server holds for it, its reconnect and catch-up
+    100.0, // a replica read of an inbox entry: the pointer, the fetch's rows, the re-push
 ];
+
+/// Which terms of `MEMORY_BYTES_PER` grow over the run (rows, connects and closes,
+/// notifications, inbox reads) rather than being there from the ramp's end.
+const MEMORY_GROWS_WITH_RUN: [bool; MEMORY_FEATURES] =
+    [false, false, false, false, true, true, true, false, false, false, false, false, true];
+
+/// Bytes at the end of the connect ramp per connect per second of the ramp: the connects
+/// in flight (their messages on the network, queued commands, fetch jobs) and the buffers
+/// the burst grows (fitted to ramps of 0.4M to 1M connects in 1 s, at 1.09 to 1.22 of
+/// their peaks).
+const MEMORY_BYTES_PER_CONNECT_PER_S: f64 = 300.0;
 
 /// Read a scenario file: at most `SCENARIO_FILE_BYTES_MAX`, and UTF-8 (a bad byte is
 /// located by its line).
