@@ -45,6 +45,18 @@ impl Default for U32Map {
     }
 }
 
+/// In a backward-shift deletion, whether the entry at slot `j`, whose home slot is `home`,
+/// must stay rather than fill the gap at `gap`: its home lies cyclically in `(gap, j]`, and
+/// moving it before its home would hide it from lookups.
+#[inline]
+fn stays_put(gap: usize, home: usize, j: usize) -> bool {
+    if gap <= j {
+        gap < home && home <= j
+    } else {
+        gap < home || home <= j
+    }
+}
+
 impl U32Map {
     fn with_slots(n: usize) -> U32Map {
         debug_assert!(n.is_power_of_two());
@@ -157,11 +169,7 @@ impl U32Map {
             if k == EMPTY {
                 break;
             }
-            // The entry at `j` may fill the gap unless its home lies cyclically in
-            // `(gap, j]`: moving it before its home would hide it.
-            let home = self.home(k);
-            let stays = if gap <= j { gap < home && home <= j } else { gap < home || home <= j };
-            if !stays {
+            if !stays_put(gap, self.home(k), j) {
                 self.slots[gap] = self.slots[j];
                 gap = j;
             }
@@ -325,9 +333,7 @@ impl<K: TableKey, V: Copy + Default> Table<K, V> {
             if k == K::EMPTY {
                 break;
             }
-            let home = self.home(k);
-            let stays = if gap <= j { gap < home && home <= j } else { gap < home || home <= j };
-            if !stays {
+            if !stays_put(gap, self.home(k), j) {
                 self.slots[gap] = self.slots[j];
                 gap = j;
             }
