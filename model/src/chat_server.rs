@@ -28,6 +28,10 @@ pub struct ChatServerConfig {
     pub id: ServerId,
     /// Connections this server accepts before refusing (default 100,000).
     pub connections_max: u32,
+    /// Connections the connection table is made for at start (a hint, not a limit: it
+    /// grows past it). Default `connections_max`; a fleet whose servers will hold far fewer
+    /// says so, since the table's slots are scattered over by hashing and all get touched.
+    pub connections_expected: u32,
     /// Replicas of each message row (default 3).
     pub replication_factor: u8,
     /// Acknowledgements awaited before ✓, and replies awaited by a read (default quorum).
@@ -53,6 +57,7 @@ impl ChatServerConfig {
         ChatServerConfig {
             id,
             connections_max: 100_000,
+            connections_expected: 100_000,
             replication_factor: 3,
             consistency: Consistency::Quorum,
             session_ttl: Duration::from_secs(86_400),
@@ -220,10 +225,10 @@ impl Connection {
     }
 }
 
-/// The connection table is made for this many connections (or `connections_max`, if
-/// smaller) at once, rather than grown: its untouched slots cost no memory, and growing it
-/// by doubling through a connect ramp leaves freed tables behind in the allocator (a
-/// measured 16 MB more peak memory at 10 servers of 100K). Beyond this it grows.
+/// The connection table is made for the expected connections (capped by
+/// `connections_max` and by this) at once, rather than grown: growing it by doubling
+/// through a connect ramp leaves freed tables behind in the allocator (a measured 16 MB
+/// more peak memory at 10 servers of 100K). Beyond this it grows.
 const CONNECTIONS_RESERVED_MAX: u32 = 1 << 20;
 
 /// The most pushes one connection may have unacknowledged. A device that stops ACKing is
@@ -289,7 +294,9 @@ impl ChatServer {
         ChatServer {
             quorum: config.consistency.acks_required(config.replication_factor),
             snowflake: Snowflake::new(config.id.0),
-            connections: U32Map::with_capacity(config.connections_max.min(CONNECTIONS_RESERVED_MAX) as usize),
+            connections: U32Map::with_capacity(
+                config.connections_expected.min(config.connections_max).min(CONNECTIONS_RESERVED_MAX) as usize,
+            ),
             config,
             silence_checks: VecDeque::new(),
             silence_checks_from_s: 0,

@@ -304,8 +304,9 @@ impl Ctx {
     }
 }
 
-/// How many arrivals ahead the tick loop announces with `Process::prefetch`: enough for
-/// a memory access to complete while the arrivals in between are handled.
+/// How many arrivals ahead the tick loop announces with `Process::prefetch`, in groups of
+/// this many (so between 8 and 16 ahead): enough for a memory access to complete while
+/// the arrivals in between are handled.
 const PREFETCH_AHEAD: usize = 8;
 
 /// Build a process (with its context, for the draws its state needs), run its tick loop

@@ -79,6 +79,9 @@ pub(crate) struct Outbox {
     ordered: FxHashMap<u64, KeyLast>,
     /// `ordered`'s size after its last pruning: it is pruned again when it has doubled.
     ordered_pruned_len: usize,
+    /// The horizon of the last pruning: every key forgotten had departed and arrived by
+    /// then, so a send on a key not in `ordered` leaves and arrives no earlier than this.
+    ordered_floor: Time,
 }
 
 impl Outbox {
@@ -95,6 +98,7 @@ impl Outbox {
             deferred: 0,
             ordered: FxHashMap::default(),
             ordered_pruned_len: 0,
+            ordered_floor: Time::ZERO,
         }
     }
 
@@ -110,7 +114,11 @@ impl Outbox {
     #[inline(always)]
     pub fn send_ordered(&mut self, to: NodeIdx, depart: Time, msg: Msg, key: u64, latency: &mut impl Latency) {
         let drawn = latency.sample_us(to);
-        let last = self.ordered.entry(key).or_default();
+        // A key not in the table may have been pruned: its last send had left and arrived
+        // by the floor. Work more than `ORDERED_KEEP_TICKS` behind the clock (never
+        // measured) is held to the floor rather than overtaking that send.
+        let floor = self.ordered_floor;
+        let last = self.ordered.entry(key).or_insert(KeyLast { depart: floor, arrival: floor });
         last.depart = depart.max(last.depart);
         last.arrival = Time(last.depart.as_us() + drawn).max(last.arrival);
         let (depart, at) = (last.depart, last.arrival);
@@ -203,6 +211,7 @@ impl Outbox {
         }
         let horizon = Time(now.as_us().saturating_sub(ORDERED_KEEP_TICKS * self.tick_us));
         self.ordered.retain(|_, last| last.depart > horizon || last.arrival > horizon);
+        self.ordered_floor = horizon;
         self.ordered.shrink_to(2 * self.ordered.len());
         self.ordered_pruned_len = self.ordered.len();
     }
@@ -298,6 +307,24 @@ mod tests {
         flush(&mut o, 10_000);
         o.send_ordered(NodeIdx(1), Time(1_000), msg(), 7, &mut Fixed);
         assert_eq!(flush(&mut o, 11_000), vec![(1, 5_400)]);
+    }
+
+    #[test]
+    fn a_send_on_a_pruned_key_is_held_to_the_pruning_horizon() {
+        let mut o = Outbox::new(NodeIdx(0), 1_000);
+        // Key 7 arrives at 5.4 ms; enough other keys for pruning to be worth it.
+        o.send_ordered(NodeIdx(1), Time(400), msg(), 7, &mut Fixed5000);
+        for k in 100..100 + 2 * ORDERED_PRUNE_LEN_MIN as u64 {
+            o.send_ordered(NodeIdx(1), Time(500), msg(), k, &mut Fixed);
+        }
+        let now = (ORDERED_KEEP_TICKS + 10) * 1_000;
+        flush(&mut o, now);
+        // Work far behind the clock (never measured): the key was forgotten, and its send
+        // is held to the horizon, after the forgotten one, instead of overtaking it.
+        o.send_ordered(NodeIdx(1), Time(1_000), msg(), 7, &mut Fixed);
+        let horizon = now - ORDERED_KEEP_TICKS * 1_000;
+        assert_eq!(flush(&mut o, now + 1_000), vec![(1, horizon + 100)]);
+        assert!(horizon + 100 > 5_400);
     }
 
     /// 5 ms to anyone.

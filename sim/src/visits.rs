@@ -293,9 +293,12 @@ fn inboxed_fetched(s: &Scenario, t: f64) -> f64 {
 }
 
 /// The chance at `t` that a push to a connected phone goes back to the inbox because a
-/// fault lost its delivered ACK: the phone closes before the server pushes again (at the
-/// first heartbeat at least `ack_wait` after the push; heartbeats every H, closes at
-/// rate c: the close comes first with probability 1 - e^{-c ack_wait} (1 - e^{-cH}) / (cH)).
+/// fault loses its delivered ACKs (each with chance q): the phone closes before a re-push
+/// is acknowledged. The server pushes again at the first heartbeat at least `ack_wait`
+/// after the push, then every heartbeat H while the ACKs keep being lost; closes come at
+/// rate c. The close beats the first re-push with chance P1 = 1 - e^{-c ack_wait}
+/// (1 - e^{-cH}) / (cH), each later one with chance 1 - e^{-cH}, so the chance is
+/// q [P1 + (1 - P1) q (1 - e^{-cH}) / (1 - q e^{-cH})].
 fn ack_loss_to_inbox(s: &Scenario, t: f64) -> f64 {
     let c = s.workload.app_closes_per_hour / 3_600.0;
     if c <= 0.0 {
@@ -303,8 +306,7 @@ fn ack_loss_to_inbox(s: &Scenario, t: f64) -> f64 {
     }
     let h = s.users.heartbeat_interval_ms as f64 / 1e3;
     let ack_wait = ChatServerConfig::new(ServerId(0)).ack_wait.as_secs_f64();
-    let close_first = 1.0 - (-c * ack_wait).exp() * (1.0 - (-c * h).exp()) / (c * h);
-    let lost: f64 = s
+    let q: f64 = s
         .faults
         .iter()
         .filter_map(|f| match *f {
@@ -313,9 +315,13 @@ fn ack_loss_to_inbox(s: &Scenario, t: f64) -> f64 {
             }
             _ => None,
         })
-        .sum();
+        .sum::<f64>()
+        .min(1.0);
+    let stays = (-c * h).exp();
+    let first = 1.0 - (-c * ack_wait).exp() * (1.0 - stays) / (c * h);
+    let later = if q * stays < 1.0 { q * (1.0 - stays) / (1.0 - q * stays) } else { 1.0 };
     // Below 1 so that the chain of fetches below stays finite.
-    (lost * close_first).min(0.95)
+    (q * (first + (1.0 - first) * later)).min(0.95)
 }
 
 /// App closes per second at `t`: each connected phone at rate c from the end of the ramp.
@@ -354,12 +360,25 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     let reads = sends * read_share * phone * cdf(&s.workload.read_delay_ms, (t - shown_from) * 1e3);
     r.add(K::ReadAck, reads);
     r.add(K::ReceiptRelay, reads * relayed);
-    // A receipt whose sender closed the app since sending is stored, and handed over at
-    // the sender's connect: a read receipt comes a read delay later, a delivered one at
-    // once (or when its recipient fetches).
+    // A receipt reaches the server that minted the message; if the sender's phone is not
+    // connected there it goes through the session store (stored if the phone is away; a
+    // reopened phone comes back to its home server). A read receipt comes a read delay D
+    // after the send. The sender's phone, connected at the send, then goes away at rate c
+    // and back at rate 1/T: it is away with chance pi (1 - e^{-kx}) after x, with
+    // pi = cT / (1 + cT) and k = c + 1/T; closes start at the ramp's end, so x =
+    // min(D, a) with a the time since. Over an exponential D of mean m:
+    // E[e^{-k min(D, a)}] = (1/m) / (k + 1/m) (1 - e^{-(k + 1/m) a}) + e^{-(k + 1/m) a}.
+    // A delivered receipt comes at once (the sender is there) or when its recipient
+    // fetches, after about an away time.
     let c_close = s.workload.app_closes_per_hour / 3_600.0;
-    let read_delay_s = s.workload.read_delay_ms.mean() / 1e3;
-    let away = reads * relayed * (1.0 - (-c_close * read_delay_s).exp()) + inboxed_fetched(s, t) * online.closed;
+    let big_t = away_s(s);
+    let (pi, k) = (c_close * big_t / (1.0 + c_close * big_t), c_close + 1.0 / big_t);
+    let m = (s.workload.read_delay_ms.mean() / 1e3).max(1e-9);
+    let a = (t - s.users.connect_ramp_s as f64).max(0.0);
+    let decay = (-(k + 1.0 / m) * a).exp();
+    let still_there = (1.0 / m) / (k + 1.0 / m) * (1.0 - decay) + decay;
+    let read_away = pi * (1.0 - still_there);
+    let away = reads * read_away + inboxed_fetched(s, t) * online.closed;
     r.add(K::RouteReceipt, away);
     r.add(K::ReceiptRouted, away);
     // Heartbeats: every connected device once per interval.

@@ -21,7 +21,7 @@ const RECENT: usize = 32;
 /// One worker's latest busy intervals: disjoint, in time order (oldest first, packed at
 /// the front), touching ones merged. Most bookings append or extend the newest interval;
 /// a late one is placed in order among them. Kept packed rather than in a ring: an append
-/// to a full worker moves seven intervals (two vector moves), where a ring pays an index
+/// to a full worker moves the other intervals down by one (one copy of 31), where a ring pays an index
 /// computation on every access.
 #[derive(Clone, Copy, Debug, Default)]
 struct Worker {

@@ -39,6 +39,10 @@ impl ChatNode {
         let s = &shared.scenario;
         let mut config = ChatServerConfig::new(ServerId(i as u16));
         config.connections_max = s.fleet.connections_per_server_max;
+        // Devices spread over the fleet, with a quarter more for imbalance.
+        let devices = s.users.concurrent as f64 * (1.0 + s.users.devices_per_user.web);
+        config.connections_expected =
+            (devices / f64::from(s.fleet.chat_servers) * 1.25).min(f64::from(u32::MAX)) as u32;
         config.replication_factor = s.fleet.cassandra_replication_factor as u8;
         config.connection_timeout = Duration::from_millis(s.users.presence_ttl_ms);
         let (fifo, service) = super::queue(
