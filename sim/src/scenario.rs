@@ -605,7 +605,7 @@ const MEMORY_GROWS_WITH_RUN: [bool; MEMORY_FEATURES] =
 
 /// Bytes at the end of the connect ramp per connect per second of the ramp: the connects
 /// in flight (their messages on the network, queued commands, fetch jobs) and the buffers
-/// the burst grows (fitted to ramps of 0.4M to 1M connects in 1 s, at 1.09 to 1.22 of
+/// the burst grows (fitted to ramps of 0.4M to 1M connects in 1 s, at 1.14 to 1.29 of
 /// their peaks).
 const MEMORY_BYTES_PER_CONNECT_PER_S: f64 = 300.0;
 
