@@ -162,6 +162,12 @@ impl Topology {
         self.node(NodeKind::ChatServer, u32::from(s.0))
     }
 
+    /// The server id of a chat server process, if `n` is one.
+    pub fn chat_server_of(&self, n: NodeIdx) -> Option<ServerId> {
+        let (first, count) = self.ranges[NodeKind::ChatServer as usize];
+        (n.0 >= first && n.0 - first < count).then(|| ServerId(n.0 - first))
+    }
+
     /// The population shard that holds a user's devices.
     pub fn client_shard(&self, u: UserId) -> NodeIdx {
         self.node(NodeKind::ClientShard, u.0 % self.client_shards)

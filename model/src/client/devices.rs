@@ -152,8 +152,9 @@ pub enum DeviceInput {
     NetworkBack,
     /// A retry the device asked for is due; the load balancer picked `server`.
     RetryDue { server: ServerId, settings: UserSettings },
-    /// A frame from the device's server.
-    Frame(ServerFrame),
+    /// A frame from server `from` (the device's current server, or one it had before
+    /// whose frames are still on their way).
+    Frame { from: ServerId, frame: ServerFrame },
 }
 
 /// What a device asks of its environment, or reports.
@@ -327,8 +328,8 @@ impl Devices {
         rng: &mut impl Rng,
         out: &mut Vec<DeviceOutput>,
     ) {
-        if let DeviceInput::Frame(frame) = &input {
-            return self.on_frame(now, index, frame, rng, out);
+        if let DeviceInput::Frame { from, frame } = &input {
+            return self.on_frame(now, index, *from, frame, rng, out);
         }
         let device = self.layout.device(index);
         let d = self.devices[index];
@@ -376,7 +377,7 @@ impl Devices {
                     self.attempt(now, index, server, settings, out);
                 }
             }
-            DeviceInput::Frame(_) => unreachable!("frames are handled above"),
+            DeviceInput::Frame { .. } => unreachable!("frames are handled above"),
         }
     }
 
@@ -405,12 +406,13 @@ impl Devices {
         self.devices[index].server = None;
     }
 
-    /// A frame from the server arrives at the device at `index` (`handle` with
+    /// A frame from server `from` arrives at the device at `index` (`handle` with
     /// `DeviceInput::Frame`, without copying the frame into an input).
     pub fn on_frame(
         &mut self,
         now: Time,
         index: usize,
+        from: ServerId,
         frame: &ServerFrame,
         rng: &mut impl Rng,
         out: &mut Vec<DeviceOutput>,
@@ -440,8 +442,12 @@ impl Devices {
                     out.push(DeviceOutput::RetryAt { device, at });
                 }
             }
-            _ if !self.is_connected(index) => {
-                // A frame for a connection the device no longer has: gone with it.
+            _ if !self.is_connected(index) || self.devices[index].server != Some(from) => {
+                // A frame for a connection the device no longer has: gone with it. One
+                // server's frames to a device keep their order, so a frame of an earlier
+                // connection to the current server arrived before its acceptance; one from
+                // another server can still arrive after it (a slow link), and must not be
+                // taken for this connection's (an old catch-up's end would end this one).
                 out.push(DeviceOutput::Unheard { device, frame: *frame });
             }
             ServerFrame::Push { msg } => self.on_push(now, index, msg, out),

@@ -543,7 +543,8 @@ impl Process for ClientShard {
             return; // lost on the way: the server keeps what it pushed unacknowledged
         }
         let index = self.devices.layout().index(device);
-        self.devices.on_frame(env.at, index, frame, &mut ctx.rng, &mut self.outs);
+        let from = self.topo.chat_server_of(env.from).expect("frames to devices come from chat servers");
+        self.devices.on_frame(env.at, index, from, frame, &mut ctx.rng, &mut self.outs);
         self.apply(env.at, ctx);
     }
 

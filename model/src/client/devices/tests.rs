@@ -33,7 +33,11 @@ impl Rig {
     }
 
     fn frame(&mut self, ms: u64, index: usize, frame: ServerFrame) -> Vec<DeviceOutput> {
-        self.input(ms, index, In::Frame(frame))
+        self.frame_from(ms, index, SERVER, frame)
+    }
+
+    fn frame_from(&mut self, ms: u64, index: usize, from: ServerId, frame: ServerFrame) -> Vec<DeviceOutput> {
+        self.input(ms, index, In::Frame { from, frame })
     }
 
     /// Open the app and have the connection accepted at `ms`.
@@ -130,6 +134,28 @@ fn closing_the_app_during_a_catch_up_drops_what_it_held_unacknowledged() {
         "a late fetch end is ignored"
     );
     assert_eq!(r.devices.cursor(PHONE), InboxPos(0));
+}
+
+#[test]
+fn frames_of_an_earlier_connection_to_another_server_do_not_end_this_catch_up() {
+    let mut r = Rig::new();
+    r.connect(0, PHONE); // on SERVER
+    r.input(1, PHONE, In::AppClose);
+    // Reopened on another server, catching up there.
+    r.input(2, PHONE, In::AppOpen { server: ServerId(5), settings: SETTINGS });
+    let epoch = r.epoch(PHONE);
+    r.frame_from(3, PHONE, ServerId(5), ServerFrame::ConnectAccepted { server: ServerId(5), epoch });
+    // The old server's catch-up end and a push, slow on their way, arrive now.
+    let stale = ServerFrame::FetchDone { upto: InboxPos(9) };
+    assert_eq!(r.frame(4, PHONE, stale), vec![Out::Unheard { device: phone(), frame: stale }]);
+    let stale_push = ServerFrame::Push { msg: msg(20, 1) };
+    assert_eq!(r.frame(4, PHONE, stale_push), vec![Out::Unheard { device: phone(), frame: stale_push }]);
+    assert_eq!(r.devices.state(PHONE), DeviceState::CatchingUp, "this connection's catch-up goes on");
+    // This server's catch-up: an older message of the conversation, then its end.
+    r.frame_from(5, PHONE, ServerId(5), ServerFrame::Push { msg: msg(8, 1) });
+    let out = r.frame_from(6, PHONE, ServerId(5), ServerFrame::FetchDone { upto: InboxPos(3) });
+    assert_eq!(shown(&out), vec![8], "shown, not taken for a repeat of a newer one");
+    assert_eq!((r.devices.state(PHONE), r.devices.cursor(PHONE)), (DeviceState::Live, InboxPos(3)));
 }
 
 #[test]
