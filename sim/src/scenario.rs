@@ -557,6 +557,41 @@ impl Scenario {
             })
             .sum();
         let cut_devices = cut_users * (1.0 + u.devices_per_user.web);
+        // A cut longer than the connection timeout (the presence TTL): its servers close
+        // the dead connections and hand everything they held back to the inbox at once,
+        // and the devices fetch all that came during the cut in one burst when it ends.
+        let per_user_per_s = self.workload.messages_per_s as f64 / users.max(1.0);
+        let long_cut_messages: f64 = self
+            .faults
+            .iter()
+            .map(|f| match *f {
+                Fault::CutNetwork { for_s, users: cut, .. } if for_s * 1_000 > u.presence_ttl_ms => {
+                    cut as f64 * (1.0 + u.devices_per_user.web) * per_user_per_s * for_s as f64
+                }
+                _ => 0.0,
+            })
+            .sum();
+        // Delivered ACKs a fault loses: each leaves a push held unacknowledged, pushed
+        // again or handed back to the inbox.
+        let acks_lost: f64 = self
+            .faults
+            .iter()
+            .map(|f| match *f {
+                Fault::LoseDeliveredAcks { for_s, share, .. } => {
+                    self.workload.messages_per_s as f64 * (1.0 + u.devices_per_user.web) * share * for_s as f64
+                }
+                Fault::CutNetwork { .. } => 0.0,
+            })
+            .sum();
+        // Work a tier past capacity cannot serve waits, its replies held in an outbox: the
+        // excess of its predicted load over its capacity, for the run. The largest such
+        // excess, not their sum: a tier behind an overloaded one is offered only what that
+        // one lets through.
+        let backlog: f64 = crate::visits::predicted_load(self)
+            .iter()
+            .filter(|t| t.utilisation > 1.0)
+            .map(|t| t.ops_per_s * (1.0 - 1.0 / t.utilisation) * run_s)
+            .fold(0.0, f64::max);
         [
             1.0,
             users,
@@ -571,37 +606,44 @@ impl Scenario {
             queued(presence_ops, f.redis_presence_shards) * (watchers / presence_ops.max(1.0)),
             cut_devices,
             per_s(K::Read) * run_s,
+            long_cut_messages,
+            acks_lost,
+            backlog,
         ]
     }
 }
 
 /// The terms of the memory estimate.
-const MEMORY_FEATURES: usize = 13;
+const MEMORY_FEATURES: usize = 16;
 
 /// Bytes per unit of each of `Scenario::memory_features`: fitted to the peak resident
 /// memory of runs from 100 to 2M users, 100 to 50,000 msg/s, 2 to 200 chat servers, fast
 /// and slow connect ramps, heavy app-close churn and network cuts, then raised so that no
 /// run is above its estimate (README, "Memory").
 const MEMORY_BYTES_PER: [f64; MEMORY_FEATURES] = [
-    8.5e6, // the binary, the runtime, the quantile tables
-    145.0, // a user: phone, session and presence keys, checker state
-    400.0, // a web client: its device, connection and session entries, and a display logged per message
-    230.0, // a watcher: its subscription
-    120.0, // a replica row written, and its message in the checkers' logs
-    30.0,  // a connect or close: its presence key lifetime, its registration, its notifications
-    0.0,   // a presence notification heard (counted with the watchers and the changes)
-    250e3, // a process: its network wheel, outbox and queue
-    1.4e6, // a client shard's latency histograms
-    390.0, // a connect queued behind a Redis shard a fast ramp overloads
-    420.0, // a subscription queued likewise (its answer waits too)
-    900.0, // a device cut off: what its server holds for it, its reconnect and catch-up
-    100.0, // a replica read of an inbox entry: the pointer, the fetch's rows, the re-push
+    7.0e6,  // the binary, the runtime, the quantile tables
+    145.0,  // a user: phone, session and presence keys, checker state
+    400.0,  // a web client: its device, connection and session entries, and a display logged per message
+    230.0,  // a watcher: its subscription
+    120.0,  // a replica row written, and its message in the checkers' logs
+    30.0,   // a connect or close: its presence key lifetime, its registration, its notifications
+    0.0,    // a presence notification heard (counted with the watchers and the changes)
+    250e3,  // a process: its network wheel, outbox and queue
+    1.4e6,  // a client shard's latency histograms
+    390.0,  // a connect queued behind a Redis shard a fast ramp overloads
+    420.0,  // a subscription queued likewise (its answer waits too)
+    900.0,  // a device cut off: what its server holds for it, its reconnect and catch-up
+    100.0,  // a replica read of an inbox entry: the pointer, the fetch's rows, the re-push
+    1300.0, // a message for a device cut past the timeout: rerouted, then fetched in a burst
+    80.0,   // a delivered ACK lost: the push held, pushed again or handed back to the inbox
+    130.0,  // a request an overloaded tier has not served: its reply waiting in an outbox
 ];
 
 /// Which terms of `MEMORY_BYTES_PER` grow over the run (rows, connects and closes,
-/// notifications, inbox reads) rather than being there from the ramp's end.
+/// notifications, inbox reads, long cuts, lost ACKs, backlog) rather than being there from
+/// the ramp's end.
 const MEMORY_GROWS_WITH_RUN: [bool; MEMORY_FEATURES] =
-    [false, false, false, false, true, true, true, false, false, false, false, false, true];
+    [false, false, false, false, true, true, true, false, false, false, false, false, true, true, true, true];
 
 /// Bytes at the end of the connect ramp per connect per second of the ramp: the connects
 /// in flight (their messages on the network, queued commands, fetch jobs) and the buffers
