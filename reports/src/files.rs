@@ -179,14 +179,24 @@ fn json<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
 
 fn timeseries(o: &Outcome) -> io::Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["second", "sends", "sent_acks", "deliveries", "receipts"])?;
+    w.write_record(["second", "sends", "sent_acks", "deliveries", "receipts", "faults_active"])?;
     for (i, s) in o.per_second.iter().enumerate().take(o.simulated_s() as usize) {
+        // The faults active in this second, as `index:kind` joined by `;` (empty if none).
+        let faults: Vec<String> = o
+            .scenario
+            .faults
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.active_in_second(i as u64))
+            .map(|(k, f)| format!("{k}:{}", f.kind()))
+            .collect();
         w.write_record([
             i.to_string(),
             s.sends.to_string(),
             s.sent_acks.to_string(),
             s.deliveries.to_string(),
             s.receipts.to_string(),
+            faults.join(";"),
         ])?;
     }
     w.into_inner().map_err(|e| io::Error::other(e.to_string()))

@@ -235,7 +235,32 @@ pub struct Summary {
     pub tiers: Vec<TierSummary>,
     /// The visit table, kind by kind.
     pub ops: Vec<OpLoad>,
+    /// When each fault of the scenario was active, for reports to shade.
+    pub fault_windows: Vec<FaultWindow>,
     pub scenario: Scenario,
+}
+
+/// One fault's window: the scenario's `[[faults]]` entry `index`, active from `from_s`
+/// until `until_s` (simulated seconds).
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultWindow {
+    pub index: usize,
+    pub kind: &'static str,
+    pub target: String,
+    pub from_s: u64,
+    pub until_s: u64,
+}
+
+/// The fault windows of a scenario, in its order.
+pub fn fault_windows(s: &Scenario) -> Vec<FaultWindow> {
+    s.faults
+        .iter()
+        .enumerate()
+        .map(|(index, f)| {
+            let (at_s, for_s) = f.window_s();
+            FaultWindow { index, kind: f.kind(), target: f.target(), from_s: at_s, until_s: at_s + for_s }
+        })
+        .collect()
 }
 
 /// Judge one p99 objective; `when_empty` is the verdict without samples.
@@ -352,6 +377,7 @@ impl Summary {
                     measured_per_s: round3(o.ops[k as usize] as f64 / window_s),
                 })
                 .collect(),
+            fault_windows: fault_windows(s),
             scenario: s.clone(),
         }
     }

@@ -132,6 +132,20 @@ impl Fault {
         }
     }
 
+    /// What the fault hits, in words (for reports).
+    pub fn target(&self) -> String {
+        match *self {
+            Fault::CutNetwork { users, .. } => format!("{users} users' networks"),
+            Fault::LoseDeliveredAcks { share, .. } => format!("{:.1}% of delivered ACKs", share * 100.0),
+        }
+    }
+
+    /// Whether the fault is active during simulated second `second` (any part of it).
+    pub fn active_in_second(&self, second: u64) -> bool {
+        let (at_s, for_s) = self.window_s();
+        second >= at_s && second < at_s + for_s
+    }
+
     /// When the fault starts and how long it lasts, in seconds.
     pub fn window_s(&self) -> (u64, u64) {
         match *self {
