@@ -171,15 +171,15 @@ struct FetchJob {
     rows: Vec<Option<ChatMessage>>,
     reads_pending: usize,
     receipts: Vec<Receipt>,
-    /// The inbox position the fetch read up to, once it ended.
-    ended: Option<InboxPos>,
+    /// Once the fetch ended: the inbox position it read up to, and how many entries and
+    /// stored receipts the store sent.
+    ended: Option<(InboxPos, u32)>,
     /// The first entry left out at `FETCH_ENTRIES_MAX`, if any.
     truncated_at: Option<InboxPos>,
-    /// Entries and stored receipts received, and how many the store sent (known at the end).
+    /// Entries and stored receipts received so far.
     parts_received: u32,
-    parts_sent: Option<u32>,
-    /// The device's previous server, while the fetch waits for it to hand over.
-    takeover_from: Option<ServerId>,
+    /// Whether the fetch waits for the device's previous server to hand over.
+    awaits_handover: bool,
     /// Pushes handed over so far, and how many the previous server sent (known at its done).
     handover_received: u32,
     handover_sent: Option<u32>,
@@ -388,13 +388,12 @@ impl ChatServer {
             In::InboxEnd { req, end, parts, previous } => {
                 let key = req_to_key(req);
                 let Some(job) = self.fetches.get_mut(key) else { return };
-                job.ended = Some(end);
-                job.parts_sent = Some(parts);
+                job.ended = Some((end, parts));
                 if let Some(from) = previous {
                     // The device moved here while `from` still held it: `from` gives it up and
                     // hands over what it pushed unacknowledged, and the catch-up waits for
                     // that, so the device shows those before anything newer.
-                    job.takeover_from = Some(from);
+                    job.awaits_handover = true;
                     let device = job.device;
                     self.takeovers += 1;
                     self.awaiting_handover.insert(DeviceKey::of(device), key);
@@ -413,12 +412,9 @@ impl ChatServer {
                     let device = DeviceId { user: msg.to, slot };
                     if server == self.config.id {
                         self.push(device, msg, now, out);
-                    } else if let Some(g) = self.given_up.get_mut(&DeviceKey::of(device)).filter(|g| g.to == server) {
-                        // The device's new server is still catching it up: this goes with
-                        // the takeover, so it is shown before anything newer.
-                        g.parts += 1;
-                        out.push(Out::Handover { server, req: g.req, slot, msg });
-                    } else {
+                    } else if !self.hand_over(device, Some(server), msg, out) {
+                        // (Handed over if the device's new server is still catching it up:
+                        // it goes with the takeover, so it is shown before anything newer.)
                         out.push(Out::Forward { server, slot, msg });
                     }
                 }
@@ -581,7 +577,7 @@ impl ChatServer {
             }
             self.takeover_deadlines.pop_front();
             if let Some(job) = self.fetches.get_mut(key) {
-                if job.takeover_from.take().is_some() {
+                if std::mem::take(&mut job.awaits_handover) {
                     // The previous server did not answer (it is down): catch up without it.
                     self.try_finish_fetch(now, key, out);
                 }
@@ -647,8 +643,7 @@ impl ChatServer {
             ended: None,
             truncated_at: None,
             parts_received: 0,
-            parts_sent: None,
-            takeover_from: None,
+            awaits_handover: false,
             handover_received: 0,
             handover_sent: None,
         };
@@ -698,12 +693,27 @@ impl ChatServer {
         out.push(ChatServerOutput::Reroute { msg, exclude: self.config.id });
     }
 
+    /// If `device` was given up to another server (`to`, when given) whose catch-up waits
+    /// for the handover, hand `msg` over as part of it; returns whether it did.
+    fn hand_over(
+        &mut self,
+        device: DeviceId,
+        to: Option<ServerId>,
+        msg: ChatMessage,
+        out: &mut Vec<ChatServerOutput>,
+    ) -> bool {
+        let Some(g) = self.given_up.get_mut(&DeviceKey::of(device)).filter(|g| to.is_none_or(|to| g.to == to)) else {
+            return false;
+        };
+        g.parts += 1;
+        out.push(ChatServerOutput::Handover { server: g.to, req: g.req, slot: device.slot, msg });
+        true
+    }
+
     fn push(&mut self, device: DeviceId, msg: ChatMessage, now: Time, out: &mut Vec<ChatServerOutput>) {
         if !self.is_connected(device) {
-            if let Some(g) = self.given_up.get_mut(&DeviceKey::of(device)) {
+            if self.hand_over(device, None, msg, out) {
                 // Routed here before the device moved: its new server is catching it up.
-                g.parts += 1;
-                out.push(ChatServerOutput::Handover { server: g.to, req: g.req, slot: device.slot, msg });
                 return;
             }
             // Routed to a stale server: the device moved or left. Route again without
@@ -794,15 +804,15 @@ impl ChatServer {
     /// hand over its stored receipts.
     fn try_finish_fetch(&mut self, now: Time, key: DefaultKey, out: &mut Vec<ChatServerOutput>) {
         let job = &self.fetches[key];
-        let Some(end) = job.ended else { return };
-        let upto = job.truncated_at.unwrap_or(end).min(end);
-        if job.reads_pending > 0 || Some(job.parts_received) != job.parts_sent {
+        let Some((end, parts_sent)) = job.ended else { return };
+        if job.reads_pending > 0 || job.parts_received != parts_sent {
             return;
         }
-        if job.takeover_from.is_some() && Some(job.handover_received) != job.handover_sent {
+        if job.awaits_handover && Some(job.handover_received) != job.handover_sent {
             return;
         }
         let job = self.fetches.remove(key).expect("checked above");
+        let upto = job.truncated_at.unwrap_or(end).min(end);
         let device_key = DeviceKey::of(job.device);
         if self.awaiting_handover.get(&device_key) == Some(&key) {
             self.awaiting_handover.remove(&device_key);

@@ -117,10 +117,6 @@ pub struct PresenceStore {
 /// fan-out storm (the card's point: notify open chats, not all 300 contacts).
 pub const WATCHERS_PER_USER_MAX: usize = 256;
 
-fn ms(t: Time) -> u32 {
-    u32::try_from(t.as_ms()).unwrap_or(u32::MAX)
-}
-
 impl PresenceStore {
     /// An empty shard with the key TTL (card: 45 s), holding every user.
     pub fn new(ttl: Duration) -> PresenceStore {
@@ -158,7 +154,7 @@ impl PresenceStore {
         match input {
             PresenceInput::Online { device, hide_last_seen } => self.online(now, device, Some(hide_last_seen), out),
             PresenceInput::Heartbeat { device } => {
-                let (expires, seen) = (ms(now + self.ttl), ms(now));
+                let (expires, seen) = ((now + self.ttl).as_ms_u32(), now.as_ms_u32());
                 match self.record_mut(device.user) {
                     Some(r) if u64::from(r.expires_ms) > now.as_ms() => {
                         r.expires_ms = expires;
@@ -172,7 +168,7 @@ impl PresenceStore {
             PresenceInput::Offline { device } => {
                 let Some(r) = self.record_mut(device.user) else { return };
                 r.devices &= !(1 << device.slot.0);
-                r.last_seen_ms = ms(now);
+                r.last_seen_ms = now.as_ms_u32();
                 if r.devices == 0 && r.announced_online {
                     r.announced_online = false;
                     let status = self.offline_status(device.user);
@@ -203,7 +199,7 @@ impl PresenceStore {
     /// `SETEX presence:{user}` for a device (keeping the privacy setting when `None`), and
     /// tell subscribers if the user was not already announced online.
     fn online(&mut self, now: Time, device: DeviceId, hide_last_seen: Option<bool>, out: &mut Vec<PresenceNotify>) {
-        let expires = ms(now + self.ttl);
+        let expires = (now + self.ttl).as_ms_u32();
         let r = self.record_or_insert(device.user);
         let was_live = u64::from(r.expires_ms) > now.as_ms();
         if let Some(hidden) = hide_last_seen {
@@ -211,7 +207,7 @@ impl PresenceStore {
         }
         r.devices |= 1 << device.slot.0;
         r.expires_ms = expires;
-        r.last_seen_ms = ms(now);
+        r.last_seen_ms = now.as_ms_u32();
         let announce = !r.announced_online;
         r.announced_online = true;
         if !was_live {

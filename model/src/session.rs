@@ -176,7 +176,7 @@ impl SessionStore {
         *field = server.0;
         // Expiry in ms saturates after 49 days, far beyond any run plus a day's TTL; at
         // least 1, since 0 marks an absent key.
-        entry.expires_ms = u32::try_from((now + ttl).as_ms()).unwrap_or(u32::MAX).max(1);
+        entry.expires_ms = (now + ttl).as_ms_u32().max(1);
         if new_key {
             self.keys += 1;
         }

@@ -211,13 +211,11 @@ impl TableKey for u64 {
     }
 }
 
-/// A `Table` grows past this load (7 of 8 slots), as a `HashMap` does, so that it takes no
-/// more memory than one: the tables it serves hold an entry per message or conversation.
-/// Lookups that miss (a first show, a first send) probe to the end of their run: at the
-/// highest load about (1 + 1/(1 - a)^2) / 2 = 32 slots, adjacent lines the hardware
-/// prefetcher streams.
-const TABLE_LOAD_NUM: usize = 7;
-const TABLE_LOAD_DEN: usize = 8;
+// A `Table` grows past the same load as a `U32Map` (`LOAD_NUM / LOAD_DEN`), as a `HashMap`
+// does, so that it takes no more memory than one: the tables it serves hold an entry per
+// message or conversation. Lookups that miss (a first show, a first send) probe to the end
+// of their run: at the highest load about (1 + 1/(1 - a)^2) / 2 = 32 slots, adjacent lines
+// the hardware prefetcher streams.
 
 /// A map from `TableKey`s to `Copy` values, by linear probing (see the module comment).
 #[derive(Clone, Debug)]
@@ -303,7 +301,7 @@ impl<K: TableKey, V: Copy + Default> Table<K, V> {
     #[inline]
     pub fn get_or_insert_default(&mut self, key: K) -> &mut V {
         let mut found = self.probe(key);
-        if !found.1 && (self.len + 1) * TABLE_LOAD_DEN > self.slots.len() * TABLE_LOAD_NUM {
+        if !found.1 && (self.len + 1) * LOAD_DEN > self.slots.len() * LOAD_NUM {
             self.grow();
             found = self.probe(key);
         }

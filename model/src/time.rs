@@ -36,6 +36,12 @@ impl Time {
         self.0 / 1_000
     }
 
+    /// Whole milliseconds since the epoch in 32 bits, for compact records: saturates after
+    /// 49 days, far beyond any run.
+    pub fn as_ms_u32(self) -> u32 {
+        u32::try_from(self.as_ms()).unwrap_or(u32::MAX)
+    }
+
     /// The span from `earlier` to `self`, zero when `earlier` is later.
     pub fn since(self, earlier: Time) -> Duration {
         Duration::from_micros(self.0.saturating_sub(earlier.0))

@@ -187,7 +187,7 @@ fn timeseries(o: &Outcome) -> io::Result<Vec<u8>> {
             .faults
             .iter()
             .enumerate()
-            .filter(|(_, f)| f.active_in_second(i as u64))
+            .filter(|(_, f)| f.active_at(i as f64))
             .map(|(k, f)| format!("{k}:{}", f.kind()))
             .collect();
         w.write_record([

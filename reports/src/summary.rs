@@ -3,7 +3,8 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use wasim_sim::{
-    predicted_load, predicted_rates, Backlog, CheckReport, Counters, OpKind, Outcome, Scenario, TierLoad, TierStats,
+    predicted_load_from, predicted_rates, Backlog, CheckReport, Counters, OpKind, Outcome, Scenario, TierLoad,
+    TierStats,
 };
 
 /// PASS or FAIL.
@@ -302,7 +303,8 @@ impl Summary {
     pub fn new(o: &Outcome, file: &str) -> Summary {
         let s = &o.scenario;
         let window_s = s.duration_s as f64;
-        let (predicted, rates) = (predicted_load(s), predicted_rates(s));
+        let rates = predicted_rates(s);
+        let predicted = predicted_load_from(s, &rates);
         let l = &o.latencies;
         let latencies = vec![
             LatencySummary::new("delivery", "send -> recipient device has it (devices online at send)", &l.delivery),

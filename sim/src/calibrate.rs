@@ -37,7 +37,7 @@ pub const SERVICE_MEAN_US: f64 = 100.0;
 /// `wasim calibrate --link-ms 0.5` shows how far.
 pub const LINK_MS: f64 = 1.0;
 /// Offset commits a router sends per partition per second (its commit interval: 100 ms).
-pub const COMMITS_PER_S: f64 = 10.0;
+pub const COMMITS_PER_S: f64 = crate::visits::COMMITS_PER_PARTITION_PER_S;
 /// Users the probe draws its conversations and devices from.
 const POOL: u32 = 50_000;
 

@@ -34,4 +34,6 @@ pub use scenario::{
     Workload,
 };
 pub use topology::NodeKind;
-pub use visits::{predicted_load, predicted_rates, OpCounts, OpKind, TierLoad, OP_KINDS, TARGET_UTILISATION};
+pub use visits::{
+    predicted_load, predicted_load_from, predicted_rates, OpCounts, OpKind, TierLoad, OP_KINDS, TARGET_UTILISATION,
+};

@@ -352,8 +352,11 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
         batch.clear();
         let now = Time(tick * shared.tick_us);
         process.on_tick(now, &mut ctx);
-        let mut net = shared.net.lock().expect("network lock");
-        ctx.outbox.flush(now, |to, env| net.deliver_one(tick, to, env));
+        // The network is locked only if something leaves this tick.
+        let mut net = None;
+        ctx.outbox.flush(now, |to, env| {
+            net.get_or_insert_with(|| shared.net.lock().expect("network lock")).deliver_one(tick, to, env)
+        });
         drop(net);
         if tick == window_end_tick {
             backlog_window_end = ctx.backlog(now);

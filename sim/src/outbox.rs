@@ -294,14 +294,20 @@ mod tests {
         assert_eq!(flush(&mut o, 1_000), vec![(1, 300), (1, 400), (1, 1_000), (1, 1_000)]);
     }
 
-    #[test]
-    fn a_key_outlives_its_last_arrival_for_a_send_of_work_noticed_late() {
+    /// An outbox (1 ms tick) whose key 7 has a send arriving at 5.4 ms, among enough other
+    /// keys to make pruning worth it.
+    fn key_7_among_enough_keys_to_prune() -> Outbox {
         let mut o = Outbox::new(NodeIdx(0), 1_000);
-        // Key 7: a send arriving at 5.4 ms, then enough other keys to make pruning worth it.
         o.send_ordered(NodeIdx(1), Time(400), msg(), 7, &mut Fixed5000);
         for k in 100..100 + 2 * ORDERED_PRUNE_LEN_MIN as u64 {
             o.send_ordered(NodeIdx(1), Time(500), msg(), k, &mut Fixed);
         }
+        o
+    }
+
+    #[test]
+    fn a_key_outlives_its_last_arrival_for_a_send_of_work_noticed_late() {
+        let mut o = key_7_among_enough_keys_to_prune();
         // Ten ticks on, a process handles work of 1 ms (a chain of short hops ran ahead of
         // the tick): its send on key 7 still arrives after the earlier one.
         flush(&mut o, 10_000);
@@ -311,12 +317,7 @@ mod tests {
 
     #[test]
     fn a_send_on_a_pruned_key_is_held_to_the_pruning_horizon() {
-        let mut o = Outbox::new(NodeIdx(0), 1_000);
-        // Key 7 arrives at 5.4 ms; enough other keys for pruning to be worth it.
-        o.send_ordered(NodeIdx(1), Time(400), msg(), 7, &mut Fixed5000);
-        for k in 100..100 + 2 * ORDERED_PRUNE_LEN_MIN as u64 {
-            o.send_ordered(NodeIdx(1), Time(500), msg(), k, &mut Fixed);
-        }
+        let mut o = key_7_among_enough_keys_to_prune();
         let now = (ORDERED_KEEP_TICKS + 10) * 1_000;
         flush(&mut o, now);
         // Work far behind the clock (never measured): the key was forgotten, and its send

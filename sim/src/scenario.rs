@@ -140,10 +140,10 @@ impl Fault {
         }
     }
 
-    /// Whether the fault is active during simulated second `second` (any part of it).
-    pub fn active_in_second(&self, second: u64) -> bool {
+    /// Whether the fault is active at `t_s` seconds into the run.
+    pub fn active_at(&self, t_s: f64) -> bool {
         let (at_s, for_s) = self.window_s();
-        second >= at_s && second < at_s + for_s
+        t_s >= at_s as f64 && t_s < (at_s + for_s) as f64
     }
 
     /// When the fault starts and how long it lasts, in seconds.
@@ -528,13 +528,12 @@ impl Scenario {
     /// The limits keep every term far below `u64::MAX`; the arithmetic saturates anyway, so
     /// that no scenario can wrap the estimate down to a size that looks harmless.
     pub fn estimated_memory_bytes(&self) -> u64 {
-        let f = self.memory_features();
-        let terms = f.iter().zip(MEMORY_BYTES_PER).map(|(x, per)| x * per);
+        let terms = self.memory_features().into_iter().zip(MEMORY_TERMS).map(|(x, t)| (x * t.bytes, t.grows_with_run));
         // The peak comes at the end of the run (what it grew with) or, after a fast connect
         // ramp, at the ramp's end: the state that does not grow with the run, plus the
         // connects in flight, which the run reuses once they are done.
-        let at_end: f64 = terms.clone().sum();
-        let kept: f64 = terms.zip(MEMORY_GROWS_WITH_RUN).filter(|&(_, grows)| !grows).map(|(b, _)| b).sum();
+        let at_end: f64 = terms.clone().map(|(b, _)| b).sum();
+        let kept: f64 = terms.filter(|&(_, grows)| !grows).map(|(b, _)| b).sum();
         let devices = self.users.concurrent as f64 * (1.0 + self.users.devices_per_user.web);
         let connects_per_s = devices / (self.users.connect_ramp_s as f64).max(1.0);
         let at_ramp_end = kept + connects_per_s * MEMORY_BYTES_PER_CONNECT_PER_S;
@@ -548,7 +547,7 @@ impl Scenario {
         }
     }
 
-    /// What the memory of a run grows with (see `MEMORY_BYTES_PER`).
+    /// What the memory of a run grows with, term by term (see `MEMORY_TERMS`).
     fn memory_features(&self) -> [f64; MEMORY_FEATURES] {
         let (f, u) = (&self.fleet, &self.users);
         let users = u.concurrent as f64;
@@ -562,46 +561,34 @@ impl Scenario {
         let per_s = |k: crate::visits::OpKind| rates[k as usize];
         use crate::visits::OpKind as K;
         let run_s = (self.warmup_s + self.duration_s) as f64;
-        let cut_users: f64 = self
-            .faults
-            .iter()
-            .map(|f| match *f {
-                Fault::CutNetwork { users, .. } => users as f64,
-                Fault::LoseDeliveredAcks { .. } => 0.0,
-            })
-            .sum();
-        let cut_devices = cut_users * (1.0 + u.devices_per_user.web);
-        // A cut longer than the connection timeout (the presence TTL): its servers close
-        // the dead connections and hand everything they held back to the inbox at once,
-        // and the devices fetch all that came during the cut in one burst when it ends.
         let per_user_per_s = self.workload.messages_per_s as f64 / users.max(1.0);
-        let long_cut_messages: f64 = self
-            .faults
-            .iter()
-            .map(|f| match *f {
-                Fault::CutNetwork { for_s, users: cut, .. } if for_s * 1_000 > u.presence_ttl_ms => {
-                    cut as f64 * (1.0 + u.devices_per_user.web) * per_user_per_s * for_s as f64
+        let (mut cut_devices, mut long_cut_messages, mut acks_lost) = (0.0, 0.0, 0.0);
+        for fault in &self.faults {
+            match *fault {
+                Fault::CutNetwork { for_s, users: cut, .. } => {
+                    let cut_devices_here = cut as f64 * (1.0 + u.devices_per_user.web);
+                    cut_devices += cut_devices_here;
+                    // A cut longer than the connection timeout (the presence TTL): its
+                    // servers close the dead connections and hand everything they held back
+                    // to the inbox at once, and the devices fetch all that came during the
+                    // cut in one burst when it ends.
+                    if for_s * 1_000 > u.presence_ttl_ms {
+                        long_cut_messages += cut_devices_here * per_user_per_s * for_s as f64;
+                    }
                 }
-                _ => 0.0,
-            })
-            .sum();
-        // Delivered ACKs a fault loses: each leaves a push held unacknowledged, pushed
-        // again or handed back to the inbox.
-        let acks_lost: f64 = self
-            .faults
-            .iter()
-            .map(|f| match *f {
+                // Each delivered ACK lost leaves a push held unacknowledged, pushed again or
+                // handed back to the inbox.
                 Fault::LoseDeliveredAcks { for_s, share, .. } => {
-                    self.workload.messages_per_s as f64 * (1.0 + u.devices_per_user.web) * share * for_s as f64
+                    acks_lost +=
+                        self.workload.messages_per_s as f64 * (1.0 + u.devices_per_user.web) * share * for_s as f64;
                 }
-                Fault::CutNetwork { .. } => 0.0,
-            })
-            .sum();
+            }
+        }
         // Work a tier past capacity cannot serve waits, its replies held in an outbox: the
         // excess of its predicted load over its capacity, for the run. The largest such
         // excess, not their sum: a tier behind an overloaded one is offered only what that
         // one lets through.
-        let backlog: f64 = crate::visits::predicted_load(self)
+        let backlog: f64 = crate::visits::predicted_load_from(self, &rates)
             .iter()
             .filter(|t| t.utilisation > 1.0)
             .map(|t| t.ops_per_s * (1.0 - 1.0 / t.utilisation) * run_s)
@@ -613,7 +600,6 @@ impl Scenario {
             watchers,
             per_s(K::Write) * run_s,
             (per_s(K::Connect) + per_s(K::Disconnect)) * run_s,
-            per_s(K::PresenceNotify) * run_s,
             self.processes() as f64,
             f64::from(f.client_shards),
             queued(devices, f.redis_session_shards),
@@ -628,36 +614,45 @@ impl Scenario {
 }
 
 /// The terms of the memory estimate.
-const MEMORY_FEATURES: usize = 16;
+const MEMORY_FEATURES: usize = 15;
 
-/// Bytes per unit of each of `Scenario::memory_features`: fitted to the peak resident
-/// memory of runs from 100 to 2M users, 100 to 50,000 msg/s, 2 to 200 chat servers, fast
-/// and slow connect ramps, heavy app-close churn and network cuts, then raised so that no
-/// run is above its estimate (README, "Memory").
-const MEMORY_BYTES_PER: [f64; MEMORY_FEATURES] = [
-    7.0e6,  // the binary, the runtime, the quantile tables
-    145.0,  // a user: phone, session and presence keys, checker state
-    400.0,  // a web client: its device, connection and session entries, and a display logged per message
-    230.0,  // a watcher: its subscription
-    120.0,  // a replica row written, and its message in the checkers' logs
-    30.0,   // a connect or close: its presence key lifetime, its registration, its notifications
-    0.0,    // a presence notification heard (counted with the watchers and the changes)
-    250e3,  // a process: its network wheel, outbox and queue
-    1.4e6,  // a client shard's latency histograms
-    390.0,  // a connect queued behind a Redis shard a fast ramp overloads
-    420.0,  // a subscription queued likewise (its answer waits too)
-    900.0,  // a device cut off: what its server holds for it, its reconnect and catch-up
-    100.0,  // a replica read of an inbox entry: the pointer, the fetch's rows, the re-push
-    1300.0, // a message for a device cut past the timeout: rerouted, then fetched in a burst
-    80.0,   // a delivered ACK lost: the push held, pushed again or handed back to the inbox
-    130.0,  // a request an overloaded tier has not served: its reply waiting in an outbox
+/// One term of the memory estimate: bytes per unit of its feature, and whether it grows
+/// over the run (rather than being there from the ramp's end).
+#[derive(Clone, Copy)]
+struct MemoryTerm {
+    bytes: f64,
+    grows_with_run: bool,
+}
+
+const fn held(bytes: f64) -> MemoryTerm {
+    MemoryTerm { bytes, grows_with_run: false }
+}
+
+const fn grows(bytes: f64) -> MemoryTerm {
+    MemoryTerm { bytes, grows_with_run: true }
+}
+
+/// The terms of `Scenario::memory_features`, in order: fitted to the peak resident memory
+/// of runs from 100 to 2M users, 100 to 90,000 msg/s, 1 to 1,000 chat servers, fast and
+/// slow connect ramps, heavy app-close churn, short fleets, lost ACKs and network cuts,
+/// then raised so that no run is above its estimate (README, "Memory").
+const MEMORY_TERMS: [MemoryTerm; MEMORY_FEATURES] = [
+    held(7.0e6),   // the binary, the runtime, the quantile tables
+    held(145.0),   // a user: phone, session and presence keys, checker state
+    held(400.0),   // a web client: its device, connection and session entries, a display logged per message
+    held(230.0),   // a watcher: its subscription
+    grows(120.0),  // a replica row written, and its message in the checkers' logs
+    grows(30.0),   // a connect or close: its presence key lifetime, its registration, its notifications
+    held(250e3),   // a process: its network wheel, outbox and queue
+    held(1.4e6),   // a client shard's latency histograms
+    held(390.0),   // a connect queued behind a Redis shard a fast ramp overloads
+    held(420.0),   // a subscription queued likewise (its answer waits too)
+    held(900.0),   // a device cut off: what its server holds for it, its reconnect and catch-up
+    grows(100.0),  // a replica read of an inbox entry: the pointer, the fetch's rows, the re-push
+    grows(1300.0), // a message for a device cut past the timeout: rerouted, then fetched in a burst
+    grows(80.0),   // a delivered ACK lost: the push held, pushed again or handed back to the inbox
+    grows(130.0),  // a request an overloaded tier has not served: its reply waiting in an outbox
 ];
-
-/// Which terms of `MEMORY_BYTES_PER` grow over the run (rows, connects and closes,
-/// notifications, inbox reads, long cuts, lost ACKs, backlog) rather than being there from
-/// the ramp's end.
-const MEMORY_GROWS_WITH_RUN: [bool; MEMORY_FEATURES] =
-    [false, false, false, false, true, true, true, false, false, false, false, false, true, true, true, true];
 
 /// Bytes at the end of the connect ramp per connect per second of the ramp: the connects
 /// in flight (their messages on the network, queued commands, fetch jobs) and the buffers

@@ -7,7 +7,7 @@ use crate::msg::Msg;
 use crate::scenario::{DistConfig, Fault, Scenario, Z_99};
 use crate::topology::NodeKind;
 use serde::Serialize;
-use wasim_model::{ChatServerConfig, DeviceFrame, ServerId};
+use wasim_model::{ChatServerConfig, Consistency, DeviceFrame, ServerId};
 
 macro_rules! ops {
     ($($(#[$m:meta])* $op:ident => $tier:ident, $name:literal;)*) => {
@@ -189,8 +189,8 @@ fn cdf(d: &DistConfig, x: f64) -> f64 {
 /// Steps of the numeric average over the measuring window.
 const STEPS: usize = 2_000;
 
-/// How often routers commit each partition (matches the router's commit interval).
-const COMMITS_PER_PARTITION_PER_S: f64 = 10.0;
+/// How often routers commit each partition: once per the router's commit interval.
+pub(crate) const COMMITS_PER_PARTITION_PER_S: f64 = 1.0 / crate::nodes::router::COMMIT_INTERVAL.as_secs_f64();
 
 /// The predicted rate of every operation kind, per second, averaged over the measuring
 /// window: the workload's rates as they ramp up (connects over the ramp, app closes from
@@ -310,9 +310,7 @@ fn ack_loss_to_inbox(s: &Scenario, t: f64) -> f64 {
         .faults
         .iter()
         .filter_map(|f| match *f {
-            Fault::LoseDeliveredAcks { at_s, for_s, share } => {
-                (t >= at_s as f64 && t < (at_s + for_s) as f64).then_some(share)
-            }
+            Fault::LoseDeliveredAcks { share, .. } if f.active_at(t) => Some(share),
             _ => None,
         })
         .sum::<f64>()
@@ -339,7 +337,7 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     let servers = f64::from(s.fleet.chat_servers);
     let relayed = 1.0 - 1.0 / servers; // the recipient's server is not the sender's
     let rf = f64::from(s.fleet.cassandra_replication_factor);
-    let quorum = f64::from(s.fleet.cassandra_replication_factor / 2 + 1);
+    let quorum = f64::from(Consistency::Quorum.acks_required(s.fleet.cassandra_replication_factor as u8));
     let mut r = Rates::default();
     // Sends come from connected phones only.
     let sends = s.workload.messages_per_s as f64 * phone;
@@ -460,7 +458,11 @@ pub struct TierLoad {
 
 /// Every serving tier's predicted load, from the visit table.
 pub fn predicted_load(s: &Scenario) -> Vec<TierLoad> {
-    let rates = predicted_rates(s);
+    predicted_load_from(s, &predicted_rates(s))
+}
+
+/// Every serving tier's predicted load, from rates `predicted_rates` gave.
+pub fn predicted_load_from(s: &Scenario, rates: &[f64; OP_KINDS]) -> Vec<TierLoad> {
     let (f, w, st) = (&s.fleet, &s.workers, &s.service_us);
     let tiers = [
         (NodeKind::ChatServer, f.chat_servers, w.chat_server, st.chat_server.mean()),
@@ -474,7 +476,8 @@ pub fn predicted_load(s: &Scenario) -> Vec<TierLoad> {
         .into_iter()
         .map(|(kind, nodes, workers, service_us_mean)| {
             let ops_per_s: f64 = OpKind::ALL.iter().filter(|k| k.tier() == kind).map(|&k| rates[k as usize]).sum();
-            let busy = ops_per_s * service_us_mean / 1e6 / f64::from(workers);
+            // Busy workers' worth of work, in nodes: what the tier's node count is sized by.
+            let busy = wasim_model::utilisation(ops_per_s, service_us_mean / 1e6, workers);
             TierLoad {
                 tier: kind.name(),
                 nodes,

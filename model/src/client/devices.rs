@@ -67,7 +67,7 @@ impl ClientDevice {
     fn enter(&mut self, state: DeviceState, now: Time) {
         if self.state != state {
             self.state = state;
-            self.since_ms = u32::try_from(now.as_ms()).unwrap_or(u32::MAX);
+            self.since_ms = now.as_ms_u32();
         }
     }
 }
@@ -92,14 +92,6 @@ pub struct Layout {
     /// `log2(slots)`.
     slot_bits: u32,
 }
-
-impl PartialEq for Layout {
-    fn eq(&self, o: &Layout) -> bool {
-        (self.shard, self.shards, self.users, self.slots) == (o.shard, o.shards, o.users, o.slots)
-    }
-}
-
-impl Eq for Layout {}
 
 impl Layout {
     /// The layout of process `shard` of `shards`, holding `users` users with `slots` device
@@ -152,9 +144,6 @@ pub enum DeviceInput {
     NetworkBack,
     /// A retry the device asked for is due; the load balancer picked `server`.
     RetryDue { server: ServerId, settings: UserSettings },
-    /// A frame from server `from` (the device's current server, or one it had before
-    /// whose frames are still on their way).
-    Frame { from: ServerId, frame: ServerFrame },
 }
 
 /// What a device asks of its environment, or reports.
@@ -288,9 +277,7 @@ impl Devices {
     /// conversation, the ticks of its own message), are loaded meanwhile.
     #[inline]
     pub fn prefetch(&self, index: usize, frame: &ServerFrame) {
-        if let Some(d) = self.devices.get(index) {
-            crate::prefetch(d);
-        }
+        self.prefetch_device(index);
         match frame {
             ServerFrame::Push { msg } => self.displayed.prefetch(self.layout.device(index), msg.conversation),
             ServerFrame::SentAck { msg } => self.sent.prefetch(msg.client_id()),
@@ -328,9 +315,6 @@ impl Devices {
         rng: &mut impl Rng,
         out: &mut Vec<DeviceOutput>,
     ) {
-        if let DeviceInput::Frame { from, frame } = &input {
-            return self.on_frame(now, index, *from, frame, rng, out);
-        }
         let device = self.layout.device(index);
         let d = self.devices[index];
         match input {
@@ -377,7 +361,6 @@ impl Devices {
                     self.attempt(now, index, server, settings, out);
                 }
             }
-            DeviceInput::Frame { .. } => unreachable!("frames are handled above"),
         }
     }
 
@@ -406,8 +389,8 @@ impl Devices {
         self.devices[index].server = None;
     }
 
-    /// A frame from server `from` arrives at the device at `index` (`handle` with
-    /// `DeviceInput::Frame`, without copying the frame into an input).
+    /// A frame from server `from` (the device's current server, or one it had before whose
+    /// frames are still on their way) arrives at the device at `index`.
     pub fn on_frame(
         &mut self,
         now: Time,
@@ -498,9 +481,9 @@ impl Devices {
             self.show(device, msg, true, out);
             ack(device, server, msg, now, out);
         }
+        let since = self.since(index);
         let d = &mut self.devices[index];
         d.cursor = d.cursor.max(upto);
-        let since = Time::from_ms(u64::from(d.since_ms));
         d.enter(DeviceState::Live, now);
         out.push(DeviceOutput::CaughtUp { device, since });
     }

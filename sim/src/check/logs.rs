@@ -10,7 +10,7 @@ pub struct LogMs(pub u32);
 impl LogMs {
     /// The log time of `t`.
     pub fn of(t: Time) -> LogMs {
-        LogMs(u32::try_from(t.as_ms()).unwrap_or(u32::MAX))
+        LogMs(t.as_ms_u32())
     }
 
     /// Back to a `Time`.

@@ -132,6 +132,15 @@ impl Fifo {
         self.sojourns = Some(Box::new(crate::metrics::latency_histogram()));
     }
 
+    /// File the queue's figures (workers, busy time, visits served, sojourns recorded) in a
+    /// process's report.
+    pub fn report_into(&mut self, report: &mut crate::metrics::NodeReport) {
+        report.workers = self.workers();
+        report.busy_us = self.busy_us();
+        report.served = self.served();
+        report.sojourns = self.take_sojourns();
+    }
+
     /// The sojourns recorded, if recording.
     pub fn take_sojourns(&mut self) -> Option<Histogram<u64>> {
         self.sojourns.take().map(|h| *h)

@@ -51,10 +51,7 @@ impl Process for CassandraProcess {
 
     fn finish(&mut self, report: &mut NodeReport) {
         report.logs.stored = self.node.ids().collect();
-        report.workers = self.fifo.workers();
-        report.busy_us = self.fifo.busy_us();
-        report.served = self.fifo.served();
-        report.sojourns = self.fifo.take_sojourns();
+        self.fifo.report_into(report);
         report.gauge_end = self.node.row_count() as u64;
     }
 }

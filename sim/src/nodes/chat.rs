@@ -213,10 +213,7 @@ impl Process for ChatNode {
     }
 
     fn finish(&mut self, report: &mut NodeReport) {
-        report.workers = self.fifo.workers();
-        report.busy_us = self.fifo.busy_us();
-        report.served = self.fifo.served();
-        report.sojourns = self.fifo.take_sojourns();
+        self.fifo.report_into(report);
         report.gauge_end = u64::from(self.server.connection_count());
         report.counters.repushes += self.server.repushes();
         let (takeovers, given_up) = self.server.takeovers();

@@ -214,16 +214,14 @@ impl ClientShard {
 
     /// Carry out the devices' outputs produced at `t`.
     fn apply(&mut self, t: Time, ctx: &mut Ctx) {
-        while !self.outs.is_empty() {
-            let outs = std::mem::take(&mut self.outs);
-            for out in &outs {
-                self.apply_one(t, out, ctx);
-            }
-            if self.outs.is_empty() {
-                self.outs = outs;
-                self.outs.clear();
-            }
+        // Carrying out an output feeds nothing back to the devices, so one pass empties
+        // the buffer; it is kept for its capacity.
+        let mut outs = std::mem::take(&mut self.outs);
+        for out in &outs {
+            self.apply_one(t, out, ctx);
         }
+        outs.clear();
+        self.outs = outs;
     }
 
     fn apply_one(&mut self, t: Time, out: &DeviceOutput, ctx: &mut Ctx) {

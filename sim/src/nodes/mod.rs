@@ -8,7 +8,7 @@ mod kafka;
 mod presence;
 mod probe;
 mod redis;
-mod router;
+pub(crate) mod router;
 
 use crate::msg::NodeIdx;
 use crate::node::{run_process, Shared};

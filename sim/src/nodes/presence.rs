@@ -92,10 +92,7 @@ impl Process for PresenceNode {
 
     fn finish(&mut self, report: &mut NodeReport) {
         report.logs.key_lifetimes = self.store.key_lifetimes(self.now);
-        report.workers = self.fifo.workers();
-        report.busy_us = self.fifo.busy_us();
-        report.served = self.fifo.served();
-        report.sojourns = self.fifo.take_sojourns();
+        self.fifo.report_into(report);
         report.gauge_end = self.store.len() as u64;
     }
 }

@@ -97,10 +97,7 @@ impl Process for RedisNode {
     fn on_tick(&mut self, _now: Time, _ctx: &mut Ctx) {}
 
     fn finish(&mut self, report: &mut NodeReport) {
-        report.workers = self.fifo.workers();
-        report.busy_us = self.fifo.busy_us();
-        report.served = self.fifo.served();
-        report.sojourns = self.fifo.take_sojourns();
+        self.fifo.report_into(report);
         report.gauge_end = self.shard.session_count() as u64;
         report.counters.redis_dropped += self.shard.dropped();
     }

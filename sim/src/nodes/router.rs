@@ -12,7 +12,7 @@ use wasim_model::{Router, RouterInput as In, RouterOutput as Out, Time};
 
 /// How often a router commits its progress (Kafka's auto-commit default is 5 s; routers
 /// commit explicitly and often, so a restart replays little).
-const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 pub(crate) struct RouterNode {
     router: Router,
@@ -78,10 +78,7 @@ impl Process for RouterNode {
     }
 
     fn finish(&mut self, report: &mut NodeReport) {
-        report.workers = self.fifo.workers();
-        report.busy_us = self.fifo.busy_us();
-        report.served = self.fifo.served();
-        report.sojourns = self.fifo.take_sojourns();
+        self.fifo.report_into(report);
         report.gauge_end = self.router.in_flight() as u64;
     }
 }

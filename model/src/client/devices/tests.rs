@@ -37,7 +37,9 @@ impl Rig {
     }
 
     fn frame_from(&mut self, ms: u64, index: usize, from: ServerId, frame: ServerFrame) -> Vec<DeviceOutput> {
-        self.input(ms, index, In::Frame { from, frame })
+        self.out.clear();
+        self.devices.on_frame(Time::from_ms(ms), index, from, &frame, &mut self.rng, &mut self.out);
+        self.out.clone()
     }
 
     /// Open the app and have the connection accepted at `ms`.
