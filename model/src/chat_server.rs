@@ -1,8 +1,10 @@
 //! The chat server: owns WebSocket connections and runs the send path, offline catch-up,
 //! receipts and presence relaying.
 //!
-//! Send: mint a Snowflake id, persist with a quorum write, ✓ to the sender once the
-//! quorum answers, publish to Kafka. Forward from the router: push to the device and keep
+//! Send: mint a Snowflake id, persist with a quorum write, publish to Kafka once the
+//! quorum answers, and ✓ to the sender once Kafka has it. (The card sends ✓ before the
+//! publish; a server that crashes between the two would leave a ✓ for a message nothing
+//! routes, so the ✓ here waits for both.) Forward from the router: push to the device and keep
 //! it until the device ACKs; a device that is gone, or a connection that closes with
 //! pushes unacknowledged, hands its messages back to the session store's route-or-inbox
 //! operation, so nothing acknowledged is dropped. Connect: set the session, then fetch the
@@ -108,6 +110,11 @@ pub enum ChatServerInput {
     /// The previous server handed over everything for fetch `req`: `parts` `Handover`s
     /// were sent before this (they may arrive after it).
     TakeoverDone { req: u64, parts: u32 },
+    /// Another chat server is down (its connections reset, or its health checks failed):
+    /// a catch-up waiting for its handover waits no more, and no new one waits for it.
+    ServerDown { server: ServerId },
+    /// That server is back (restarted, empty).
+    ServerUp { server: ServerId },
 }
 
 /// The effects a chat server asks its environment to perform.
@@ -162,6 +169,8 @@ struct PendingWrite {
 #[derive(Debug)]
 struct PendingPublish {
     msg: ChatMessage,
+    /// The sender's device, which gets the ✓ once Kafka has the message.
+    device: DeviceId,
 }
 
 #[derive(Debug)]
@@ -180,6 +189,8 @@ struct FetchJob {
     parts_received: u32,
     /// Whether the fetch waits for the device's previous server to hand over.
     awaits_handover: bool,
+    /// That previous server.
+    handover_from: ServerId,
     /// Pushes handed over so far, and how many the previous server sent (known at its done).
     handover_received: u32,
     handover_sent: Option<u32>,
@@ -275,6 +286,8 @@ pub struct ChatServer {
     awaiting_handover: FxHashMap<DeviceKey, DefaultKey>,
     /// Handover deadlines in the order they were set (always now + timeout).
     takeover_deadlines: VecDeque<(Time, DefaultKey)>,
+    /// Other chat servers known to be down, by id.
+    down: Vec<bool>,
     /// Takeovers this server asked for, and connections it gave up to another server.
     takeovers: u64,
     given_up_count: u64,
@@ -315,7 +328,12 @@ impl ChatServer {
             takeover_deadlines: VecDeque::new(),
             takeovers: 0,
             given_up_count: 0,
+            down: Vec::new(),
         }
+    }
+
+    fn is_down(&self, server: ServerId) -> bool {
+        self.down.get(usize::from(server.0)).copied().unwrap_or(false)
     }
 
     /// This server's id.
@@ -375,7 +393,11 @@ impl ChatServer {
             In::WriteAck { req } => self.on_write_ack(now, req, out),
             In::ProduceAck { req } => {
                 // A late or duplicate ACK finds nothing: the entry was already removed.
-                self.publishes.remove(req_to_key(req));
+                if let Some(p) = self.publishes.remove(req_to_key(req)) {
+                    if self.is_connected(p.device) {
+                        out.push(Out::ToDevice { device: p.device, frame: ServerFrame::SentAck { msg: p.msg } });
+                    }
+                }
             }
             In::InboxEntry { req, pos, id, conversation } => self.on_inbox_entry(now, req, pos, id, conversation, out),
             In::StoredReceipt { req, receipt } => {
@@ -387,6 +409,7 @@ impl ChatServer {
             }
             In::InboxEnd { req, end, parts, previous } => {
                 let key = req_to_key(req);
+                let previous = previous.filter(|&p| !self.is_down(p));
                 let Some(job) = self.fetches.get_mut(key) else { return };
                 job.ended = Some((end, parts));
                 if let Some(from) = previous {
@@ -394,6 +417,7 @@ impl ChatServer {
                     // hands over what it pushed unacknowledged, and the catch-up waits for
                     // that, so the device shows those before anything newer.
                     job.awaits_handover = true;
+                    job.handover_from = from;
                     let device = job.device;
                     self.takeovers += 1;
                     self.awaiting_handover.insert(DeviceKey::of(device), key);
@@ -453,6 +477,28 @@ impl ChatServer {
                 if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
                     job.handover_received += 1;
                     self.try_finish_fetch(now, req_to_key(req), out);
+                }
+            }
+            In::ServerDown { server } => {
+                let i = usize::from(server.0);
+                if self.down.len() <= i {
+                    self.down.resize(i + 1, false);
+                }
+                self.down[i] = true;
+                let waiting: Vec<DefaultKey> = self
+                    .fetches
+                    .iter()
+                    .filter(|(_, j)| j.awaits_handover && j.handover_from == server)
+                    .map(|(k, _)| k)
+                    .collect();
+                for key in waiting {
+                    self.fetches[key].awaits_handover = false;
+                    self.try_finish_fetch(now, key, out);
+                }
+            }
+            In::ServerUp { server } => {
+                if let Some(d) = self.down.get_mut(usize::from(server.0)) {
+                    *d = false;
                 }
             }
             In::TakeoverDone { req, parts } => {
@@ -644,6 +690,7 @@ impl ChatServer {
             truncated_at: None,
             parts_received: 0,
             awaits_handover: false,
+            handover_from: ServerId(0),
             handover_received: 0,
             handover_sent: None,
         };
@@ -738,10 +785,7 @@ impl ChatServer {
             return;
         }
         w.durable = true;
-        let (msg, device) = (w.msg, w.device);
-        if self.is_connected(device) {
-            out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::SentAck { msg } });
-        }
+        let msg = w.msg;
         // Publish this write and the durable ones after it, up to the first still waiting.
         let queue = self.unpublished.get_mut(&msg.conversation).expect("a pending write is queued");
         let ready = queue.iter().take_while(|&&k| self.writes[k].durable).count();
@@ -751,7 +795,7 @@ impl ChatServer {
         }
         for k in ready {
             let w = self.writes.remove(k).expect("queued writes are pending");
-            let key = self.publishes.insert(PendingPublish { msg: w.msg });
+            let key = self.publishes.insert(PendingPublish { msg: w.msg, device: w.device });
             self.publish_deadlines.push_back((now + self.config.publish_timeout, key));
             out.push(ChatServerOutput::Publish { req: key_to_req(key), msg: w.msg });
         }

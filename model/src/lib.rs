@@ -25,8 +25,8 @@ pub use chat_server::{
     ChatServer, ChatServerConfig, ChatServerInput, ChatServerOutput, FETCH_ENTRIES_MAX, UNACKED_PER_CONNECTION_MAX,
 };
 pub use client::{
-    Backoff, ClientDevice, DeviceConfig, DeviceInput, DeviceOutput, DeviceState, Devices, Displayed, Layout,
-    SentMessages, UserSettings,
+    Backoff, Balancer, BalancerConfig, ClientDevice, DeviceConfig, DeviceInput, DeviceOutput, DeviceState, Devices,
+    Displayed, Layout, Placement, SentMessages, UserSettings,
 };
 pub use error::ModelError;
 pub use frames::{DeviceFrame, ServerFrame};

@@ -2,8 +2,18 @@
 //! atomic route-or-inbox operation: the servers of the recipient's connected devices, and
 //! an inbox pointer if any device is offline) and forwards it to those chat servers.
 //! Offsets are committed only once a record's routing is done (at-least-once).
+//!
+//! A chat server that crashes loses what it had not yet pushed, and what it pushed that no
+//! device acknowledged. The router keeps what it forwarded for as long as a server may
+//! hold a push unacknowledged (its connection timeout and a margin), and when it learns
+//! a server is down (its connections to it reset, or its health checks stop) it routes
+//! those messages again without that server: to the device's new server if the device
+//! already reconnected, else to the inbox, which the device fetches when it does. While
+//! the server is down, what is routed to it goes the same way. Devices show each message
+//! once, so a message delivered before the crash and replayed is dropped as a repeat.
 
-use crate::{ChatMessage, DeviceSlot, Route, ServerId, Time};
+use crate::{ChatMessage, DeviceSlot, MessageId, Route, ServerId, Time, DEVICES_PER_USER_MAX};
+use rustc_hash::FxHashMap;
 use slotmap::{DefaultKey, Key, KeyData, SlotMap};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -15,6 +25,12 @@ pub enum RouterInput {
     Record { partition: u32, offset: u64, msg: ChatMessage },
     /// The session store routed a message (and wrote the inbox pointer if needed).
     Routed { req: u64, route: Route },
+    /// A chat server is down (its connections reset, or its health checks failed).
+    ServerDown { server: ServerId },
+    /// A chat server is back (restarted, empty).
+    ServerUp { server: ServerId },
+    /// The session store routed again a message this router sent back (`Reroute`).
+    Rerouted { msg: ChatMessage, route: Route },
 }
 
 /// Effects a router asks for.
@@ -26,6 +42,17 @@ pub enum RouterOutput {
     Forward { server: ServerId, slot: DeviceSlot, msg: ChatMessage },
     /// Commit the partition's offset: every record below it is routed.
     Commit { partition: u32, offset: u64 },
+    /// Route-or-inbox again, treating `exclude` as gone (the server is down).
+    Reroute { msg: ChatMessage, exclude: ServerId },
+}
+
+/// A forward kept for replay: when, to which server and device slot, what.
+#[derive(Clone, Copy, Debug)]
+struct Kept {
+    at_ms: u32,
+    server: ServerId,
+    slot: DeviceSlot,
+    msg: ChatMessage,
 }
 
 /// Tracks which offsets of one partition are done and how far the commit may advance.
@@ -92,6 +119,17 @@ pub struct Router {
     trackers: Vec<Option<CommitTracker>>,
     commit_interval: Duration,
     next_commit_at: Time,
+    /// How long forwards are kept for replay.
+    retain: Duration,
+    /// Forwards in the order they were made.
+    kept: VecDeque<Kept>,
+    /// Chat servers known to be down, by id.
+    down: Vec<bool>,
+    /// Messages sent back to the session store, with the device slots (a bit each) whose
+    /// routing the answer decides.
+    rerouting: FxHashMap<MessageId, u8>,
+    /// Messages routed again because their server went down.
+    replayed: u64,
 }
 
 impl Router {
@@ -102,7 +140,61 @@ impl Router {
         for &(p, committed) in partitions {
             trackers[p as usize] = Some(CommitTracker::starting_at(committed));
         }
-        Router { lookups: SlotMap::new(), trackers, commit_interval, next_commit_at: Time::ZERO }
+        Router {
+            lookups: SlotMap::new(),
+            trackers,
+            commit_interval,
+            next_commit_at: Time::ZERO,
+            retain: Duration::from_secs(60),
+            kept: VecDeque::new(),
+            down: Vec::new(),
+            rerouting: FxHashMap::default(),
+            replayed: 0,
+        }
+    }
+
+    /// Keep forwards for `retain` (default 60 s): at least as long as a chat server holds
+    /// a push unacknowledged before it hands it back itself.
+    pub fn with_retain(mut self, retain: Duration) -> Router {
+        self.retain = retain;
+        self
+    }
+
+    /// Messages routed again because their server went down.
+    pub fn replayed(&self) -> u64 {
+        self.replayed
+    }
+
+    /// Forwards kept for replay.
+    pub fn kept(&self) -> usize {
+        self.kept.len()
+    }
+
+    fn is_down(&self, server: ServerId) -> bool {
+        self.down.get(usize::from(server.0)).copied().unwrap_or(false)
+    }
+
+    /// Forward `msg` to `server` for `slot`, or, if the server is down, route it again
+    /// without it.
+    fn forward(
+        &mut self,
+        now: Time,
+        server: ServerId,
+        slot: DeviceSlot,
+        msg: ChatMessage,
+        out: &mut Vec<RouterOutput>,
+    ) {
+        if self.is_down(server) {
+            self.reroute(server, slot, msg, out);
+            return;
+        }
+        self.kept.push_back(Kept { at_ms: now.as_ms_u32(), server, slot, msg });
+        out.push(RouterOutput::Forward { server, slot, msg });
+    }
+
+    fn reroute(&mut self, server: ServerId, slot: DeviceSlot, msg: ChatMessage, out: &mut Vec<RouterOutput>) {
+        *self.rerouting.entry(msg.id).or_default() |= 1 << slot.0;
+        out.push(RouterOutput::Reroute { msg, exclude: server });
     }
 
     /// Routes waiting on the session store.
@@ -111,7 +203,7 @@ impl Router {
     }
 
     /// Handle one input, appending effects to `out`.
-    pub fn handle(&mut self, input: RouterInput, out: &mut Vec<RouterOutput>) {
+    pub fn handle(&mut self, now: Time, input: RouterInput, out: &mut Vec<RouterOutput>) {
         match input {
             RouterInput::Record { partition, offset, msg } => {
                 let req = self.lookups.insert(PendingRoute { partition, offset, msg }).data().as_ffi();
@@ -121,9 +213,44 @@ impl Router {
                 let Some(r) = self.lookups.remove(KeyData::from_ffi(req).into()) else {
                     return;
                 };
-                out.extend(route.forwards().map(|(slot, server)| RouterOutput::Forward { server, slot, msg: r.msg }));
+                for (slot, server) in route.forwards() {
+                    self.forward(now, server, slot, r.msg, out);
+                }
                 if let Some(Some(t)) = self.trackers.get_mut(r.partition as usize) {
                     t.complete(r.offset);
+                }
+            }
+            RouterInput::ServerDown { server } => {
+                let i = usize::from(server.0);
+                if self.down.len() <= i {
+                    self.down.resize(i + 1, false);
+                }
+                if std::mem::replace(&mut self.down[i], true) {
+                    return;
+                }
+                // Everything forwarded to it that it may not have delivered, in order.
+                let (lost, kept): (VecDeque<Kept>, VecDeque<Kept>) =
+                    std::mem::take(&mut self.kept).into_iter().partition(|k| k.server == server);
+                self.kept = kept;
+                for k in lost {
+                    self.replayed += 1;
+                    self.reroute(server, k.slot, k.msg, out);
+                }
+            }
+            RouterInput::ServerUp { server } => {
+                if let Some(d) = self.down.get_mut(usize::from(server.0)) {
+                    *d = false;
+                }
+            }
+            RouterInput::Rerouted { msg, route } => {
+                let Some(slots) = self.rerouting.remove(&msg.id) else { return };
+                for slot in (0..DEVICES_PER_USER_MAX as u8).filter(|s| slots & (1 << s) != 0).map(DeviceSlot) {
+                    // A device still on a server that is down is routed again without that
+                    // server (the session moves only when the device reconnects, so this
+                    // ends); one without a server got an inbox pointer.
+                    if let Some(server) = route.forward[usize::from(slot.0)] {
+                        self.forward(now, server, slot, msg, out);
+                    }
                 }
             }
         }
@@ -131,6 +258,10 @@ impl Router {
 
     /// Commit progress every commit interval. Call once per tick.
     pub fn handle_timeout(&mut self, now: Time, out: &mut Vec<RouterOutput>) {
+        let keep_from = now.as_ms().saturating_sub(self.retain.as_millis() as u64);
+        while self.kept.front().is_some_and(|k| u64::from(k.at_ms) < keep_from) {
+            self.kept.pop_front();
+        }
         if now < self.next_commit_at {
             return;
         }
@@ -163,7 +294,7 @@ mod tests {
 
     fn lookup(r: &mut Router, partition: u32, offset: u64, to: u32) -> u64 {
         let mut out = Vec::new();
-        r.handle(RouterInput::Record { partition, offset, msg: msg(to) }, &mut out);
+        r.handle(Time::ZERO, RouterInput::Record { partition, offset, msg: msg(to) }, &mut out);
         match out[..] {
             [RouterOutput::RouteMessage { req, msg: m }] if m == msg(to) => req,
             _ => panic!("{out:?}"),
@@ -176,7 +307,7 @@ mod tests {
         let req = lookup(&mut r, 0, 0, 5);
         let mut out = Vec::new();
         let route = Route { forward: [Some(ServerId(9)), Some(ServerId(2))], inbox: false };
-        r.handle(RouterInput::Routed { req, route }, &mut out);
+        r.handle(Time::ZERO, RouterInput::Routed { req, route }, &mut out);
         assert_eq!(
             out,
             vec![
@@ -192,7 +323,7 @@ mod tests {
         let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
         let req = lookup(&mut r, 0, 0, 5);
         let mut out = Vec::new();
-        r.handle(RouterInput::Routed { req, route: INBOX_ONLY }, &mut out);
+        r.handle(Time::ZERO, RouterInput::Routed { req, route: INBOX_ONLY }, &mut out);
         assert!(out.is_empty(), "the session store already wrote the inbox pointer");
     }
 
@@ -202,11 +333,11 @@ mod tests {
         let a = lookup(&mut r, 1, 10, 1);
         let b = lookup(&mut r, 1, 11, 2);
         let mut out = Vec::new();
-        r.handle(RouterInput::Routed { req: b, route: INBOX_ONLY }, &mut out);
+        r.handle(Time::ZERO, RouterInput::Routed { req: b, route: INBOX_ONLY }, &mut out);
         out.clear();
         r.handle_timeout(Time::ZERO, &mut out);
         assert!(out.is_empty(), "offset 10 is not done yet, nothing to commit");
-        r.handle(RouterInput::Routed { req: a, route: INBOX_ONLY }, &mut out);
+        r.handle(Time::ZERO, RouterInput::Routed { req: a, route: INBOX_ONLY }, &mut out);
         out.clear();
         r.handle_timeout(Time::from_ms(50), &mut out);
         assert!(out.is_empty(), "commits wait for the commit interval");
@@ -230,7 +361,7 @@ mod tests {
     fn stale_reply_is_ignored() {
         let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
         let mut out = Vec::new();
-        r.handle(RouterInput::Routed { req: 77, route: INBOX_ONLY }, &mut out);
+        r.handle(Time::ZERO, RouterInput::Routed { req: 77, route: INBOX_ONLY }, &mut out);
         assert!(out.is_empty());
     }
 }

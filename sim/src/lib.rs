@@ -10,6 +10,7 @@
 pub mod calibrate;
 mod check;
 mod dist;
+mod faults;
 mod infra;
 mod limits;
 mod metrics;
@@ -30,8 +31,8 @@ pub use metrics::{Backlog, Counters, Latencies, SecondCounters, TraceEvent, LATE
 pub use population::Population;
 pub use run::{run, simulate, Outcome, RunOptions, TierStats};
 pub use scenario::{
-    DevicesPerUser, DistConfig, Fault, Fleet, Network, Scenario, ScenarioError, ServiceTimes, Slo, Users, Workers,
-    Workload,
+    Detect, DevicesPerUser, DistConfig, Fault, Fleet, LoadBalancer, Network, PlacementPolicy, Scenario, ScenarioError,
+    ServiceTimes, Slo, Users, Workers, Workload,
 };
 pub use topology::NodeKind;
 pub use visits::{

@@ -96,6 +96,11 @@ pub const WORKERS_MAX: u32 = 1_024;
 /// The latency histograms stop at an hour (`LATENCY_US_MAX`); an SLO beyond that cannot
 /// be judged. An SLO of 0 ms can never hold.
 pub const SLO_MS_MAX: u64 = LATENCY_US_MAX / 1_000;
+/// Timeouts and health-check intervals, in ms: ten minutes.
+pub const TIMEOUT_MS_MAX: u64 = 600_000;
+/// Consistent-hash ring points per server.
+pub const VIRTUAL_NODES_MAX: u64 = 1_000;
+
 /// Each device event scans the fault windows, so their number stays small.
 pub const FAULTS_MAX: usize = 64;
 /// The report folder is `wasim-out/<name>`: a short name of safe characters.
@@ -430,6 +435,18 @@ fn check_users(s: &Scenario) -> Result<(), Failure> {
         "the window doubles from the base up to this cap; a device waiting more than ten minutes to reconnect is an outage",
     )
     .map_err(|f| f.related(&["users.reconnect_backoff_ms_base"]))?;
+    let why = "a timeout of zero fails every connection; one beyond ten minutes never fires in a run";
+    in_range("users.connect_timeout_ms", u.connect_timeout_ms, 1, TIMEOUT_MS_MAX, why)?;
+    in_range("users.ping_timeout_ms", u.ping_timeout_ms, 1, TIMEOUT_MS_MAX, why)?;
+    let b = &s.balancer;
+    in_range("balancer.health_check_ms", b.health_check_ms, 1, TIMEOUT_MS_MAX, why)?;
+    in_range(
+        "balancer.virtual_nodes",
+        b.virtual_nodes.into(),
+        1,
+        VIRTUAL_NODES_MAX,
+        "a ring needs a point per server; a thousand per server is already even",
+    )?;
     share("users.devices_per_user.web", u.devices_per_user.web)?;
     share("users.hide_last_seen_share", u.hide_last_seen_share)?;
     share("users.read_receipts_off_share", u.read_receipts_off_share)?;
@@ -586,6 +603,33 @@ fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
             in_range("users", users, 1, s.users.concurrent, "between 1 and users.concurrent")
         }
         Fault::LoseDeliveredAcks { share: p, .. } => share("share", p),
+        Fault::Crash { ref target, .. } => crash_target(s, target).map(|_| ()).map_err(|message| Failure {
+            field: "target".into(),
+            related: Vec::new(),
+            message,
+        }),
+    }
+}
+
+/// The chat server a crash's `target` names (`chat_server-47`), or why it names none.
+pub fn crash_target(s: &Scenario, target: &str) -> Result<u32, String> {
+    let servers = s.fleet.chat_servers;
+    let Some((kind, index)) = target.rsplit_once('-') else {
+        return Err(format!("`{target}` is not a process name like \"chat_server-47\""));
+    };
+    if kind != "chat_server" {
+        let known = ["client_shard", "redis_session", "redis_presence", "cassandra", "kafka", "router"];
+        return Err(if known.contains(&kind) {
+            format!("a crash of a {kind} process is not modelled yet: only chat servers crash (\"chat_server-N\")")
+        } else {
+            format!("`{kind}` is not a process kind; a crash takes a chat server, \"chat_server-N\"")
+        });
+    }
+    match index.parse::<u32>() {
+        Ok(i) if i < servers => Ok(i),
+        _ => {
+            Err(format!("`{index}` is not a chat server: they are numbered 0 to {} (fleet.chat_servers)", servers - 1))
+        }
     }
 }
 

@@ -37,6 +37,13 @@ pub struct Latencies {
     /// A silent loss (network cut) -> each subscribed watcher sees the user offline: the
     /// TTL path.
     pub presence_detection: Histogram<u64>,
+    /// A chat server crash -> its devices connected again (elsewhere or to it restarted).
+    pub reconnect: Histogram<u64>,
+    /// Delivery latency of messages sent before the first fault, during a fault window,
+    /// and after the last one healed.
+    pub delivery_before: Histogram<u64>,
+    pub delivery_during: Histogram<u64>,
+    pub delivery_after: Histogram<u64>,
 }
 
 impl Default for Latencies {
@@ -49,6 +56,10 @@ impl Default for Latencies {
             catch_up: latency_histogram(),
             presence: latency_histogram(),
             presence_detection: latency_histogram(),
+            reconnect: latency_histogram(),
+            delivery_before: latency_histogram(),
+            delivery_during: latency_histogram(),
+            delivery_after: latency_histogram(),
         }
     }
 }
@@ -62,7 +73,7 @@ impl Latencies {
     }
 
     /// Every histogram with its name.
-    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 7] {
+    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 11] {
         [
             ("delivery", &self.delivery),
             ("sent_ack", &self.sent_ack),
@@ -71,14 +82,18 @@ impl Latencies {
             ("catch_up", &self.catch_up),
             ("presence", &self.presence),
             ("presence_detection", &self.presence_detection),
+            ("reconnect_after_crash", &self.reconnect),
+            ("delivery_before_faults", &self.delivery_before),
+            ("delivery_during_faults", &self.delivery_during),
+            ("delivery_after_faults", &self.delivery_after),
         ]
     }
 
-    fn all(&self) -> [&Histogram<u64>; 7] {
+    fn all(&self) -> [&Histogram<u64>; 11] {
         self.named().map(|(_, h)| h)
     }
 
-    fn all_mut(&mut self) -> [&mut Histogram<u64>; 7] {
+    fn all_mut(&mut self) -> [&mut Histogram<u64>; 11] {
         [
             &mut self.delivery,
             &mut self.sent_ack,
@@ -87,6 +102,10 @@ impl Latencies {
             &mut self.catch_up,
             &mut self.presence,
             &mut self.presence_detection,
+            &mut self.reconnect,
+            &mut self.delivery_before,
+            &mut self.delivery_during,
+            &mut self.delivery_after,
         ]
     }
 }
@@ -134,6 +153,12 @@ counters! {
         connects,
         /// Connection attempts refused by a full server.
         connects_refused,
+        /// Connection attempts that met a dead server (reset by its host, or timed out).
+        connects_failed,
+        /// Connections lost to a crashed server (reset, or pings unanswered).
+        connections_lost,
+        /// Messages a router routed again because their chat server went down.
+        replayed,
 
         /// Route-or-inbox operations that wrote an inbox pointer.
         inbox_adds,
@@ -196,6 +221,9 @@ counters! {
         sent_acks,
         deliveries,
         receipts,
+        connects,
+        connects_refused,
+        connects_failed,
     }
 }
 

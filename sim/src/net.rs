@@ -69,6 +69,16 @@ impl Network {
         }
     }
 
+    /// Drop everything on its way to `node` (its process was killed: the connections
+    /// these travelled on are gone).
+    pub fn clear(&mut self, node: NodeIdx) {
+        let inbox = &mut self.inboxes[usize::from(node.0)];
+        for slot in &mut inbox.slots {
+            slot.clear();
+        }
+        inbox.far.clear();
+    }
+
     /// The messages still on the network.
     pub fn message_ids(&self) -> impl Iterator<Item = wasim_model::MessageId> + '_ {
         self.inboxes

@@ -73,6 +73,8 @@ impl Future for NextTick<'_> {
 /// What all processes share: the network, the layout and the run's settings.
 pub(crate) struct Shared {
     pub net: Mutex<Network>,
+    /// The fault schedule (the fault layer).
+    pub faults: crate::faults::FaultPlan,
     pub topo: Arc<Topology>,
     pub scenario: Scenario,
     pub seed: u64,
@@ -355,7 +357,9 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
         // The network is locked only if something leaves this tick.
         let mut net = None;
         ctx.outbox.flush(now, |to, env| {
-            net.get_or_insert_with(|| shared.net.lock().expect("network lock")).deliver_one(tick, to, env)
+            if !shared.faults.drops(to, tick, env.at) {
+                net.get_or_insert_with(|| shared.net.lock().expect("network lock")).deliver_one(tick, to, env)
+            }
         });
         drop(net);
         if tick == window_end_tick {

@@ -68,6 +68,10 @@ pub struct Outcome {
     pub ops: OpCounts,
     /// A calibration run's sojourns (`None` in a scenario run).
     pub calibration: Option<hdrhistogram::Histogram<u64>>,
+    /// Processes that filed no report (dead at the end).
+    pub silent: Vec<String>,
+    /// Connections each chat server held at the end (`None`: dead at the end).
+    pub chat_connections_end: Vec<Option<u64>>,
 }
 
 impl Outcome {
@@ -138,7 +142,9 @@ async fn simulate_traced(
     let progress_ms = progress_ms.unwrap_or_default();
     let population = Population::new(&scenario);
     let traced = trace_user.or(population.first_cut_user());
+    let faults = crate::faults::FaultPlan::new(&scenario, &topo);
     let shared = Arc::new(Shared {
+        faults,
         population,
         traced,
         net: Mutex::new(Network::new(nodes, tick_us)),
@@ -153,21 +159,34 @@ async fn simulate_traced(
         probe,
     });
     let handle = madsim::runtime::Handle::current();
+    let mut ids = Vec::with_capacity(nodes);
     for i in 0..nodes {
         let me = NodeIdx(i as u16);
         let (kind, k) = topo.locate(me);
         let s = shared.clone();
-        handle
+        let node = handle
             .create_node()
             .name(format!("{}-{k}", kind.name()))
             .init(move || crate::nodes::start(s.clone(), me))
             .build();
+        ids.push(node.id());
     }
     // The supervisor drives the logical clock: one madsim sleep per tick, after which
-    // every process has finished the previous tick.
+    // every process has finished the previous tick. Crashes happen between ticks: a killed
+    // process loses its memory and what was on its way to it; a restarted one starts
+    // empty from the scenario, like a fresh process.
     let tick = Duration::from_micros(tick_us);
     while shared.clock.now() < end_tick {
         madsim::time::sleep(tick).await;
+        for event in shared.faults.process_events(shared.clock.now() + 1) {
+            match event {
+                crate::faults::ProcessEvent::Kill(n) => {
+                    handle.kill(ids[usize::from(n.0)]);
+                    shared.net.lock().expect("network lock").clear(n);
+                }
+                crate::faults::ProcessEvent::Restart(n) => handle.restart(ids[usize::from(n.0)]),
+            }
+        }
         let t = shared.clock.advance();
         shared.progress_ms.store(t * tick_us / 1_000, Ordering::Relaxed);
     }
@@ -177,11 +196,17 @@ async fn simulate_traced(
 
 /// Gather the processes' reports; the checkers run on the returned logs afterwards.
 fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
-    let mut reports: Vec<NodeReport> = std::mem::take(&mut *shared.reports.lock().expect("reports lock"))
-        .into_iter()
+    // A process dead at the end files no report; one that restarted files what it saw
+    // since (what it measured before it was killed died with it).
+    let filed: Vec<Option<NodeReport>> = std::mem::take(&mut *shared.reports.lock().expect("reports lock"));
+    let silent: Vec<usize> = filed.iter().enumerate().filter(|(_, r)| r.is_none()).map(|(i, _)| i).collect();
+    let chat_connections_end: Vec<Option<u64>> = filed
+        .iter()
         .enumerate()
-        .map(|(i, r)| r.unwrap_or_else(|| panic!("process {i} filed no report")))
+        .filter(|&(i, _)| shared.topo.chat_server_of(NodeIdx(i as u16)).is_some())
+        .map(|(_, r)| r.as_ref().map(|r| r.gauge_end))
         .collect();
+    let mut reports: Vec<NodeReport> = filed.into_iter().flatten().collect();
     let mut latencies = Latencies::default();
     let mut counters = Counters::default();
     let mut per_second = vec![SecondCounters::default(); scenario.total_s() as usize + 1];
@@ -237,7 +262,7 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
             }
         })
         .collect();
-    let node_names = (0..reports.len())
+    let node_names: Vec<String> = (0..shared.topo.node_count())
         .map(|i| {
             let (kind, k) = shared.topo.locate(NodeIdx(i as u16));
             format!("{}-{k}", kind.name())
@@ -245,9 +270,11 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
         .collect();
     let checks = CheckReport::default();
     let outcome = Outcome {
+        silent: silent.into_iter().map(|i| node_names[i].clone()).collect(),
+        chat_connections_end,
         scenario,
         seed,
-        node_count: reports.len(),
+        node_count: shared.topo.node_count(),
         node_names,
         latencies,
         counters,

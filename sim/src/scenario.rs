@@ -103,6 +103,8 @@ pub struct Scenario {
     #[serde(default)]
     pub workers: Workers,
     #[serde(default)]
+    pub balancer: LoadBalancer,
+    #[serde(default)]
     pub slo: Slo,
     /// Faults with their times (default none).
     #[serde(default)]
@@ -121,6 +123,25 @@ pub enum Fault {
     /// From `at_s` for `for_s` seconds, each delivered-ACK a device sends is lost in
     /// transit with probability `share`.
     LoseDeliveredAcks { at_s: u64, for_s: u64, share: f64 },
+    /// The process `target` (`chat_server-47`) is killed at `at_s`: its memory is gone,
+    /// what it had queued or not yet sent is lost, and what reaches it is dropped. It
+    /// restarts empty `for_s` seconds later and rejoins. `detect` says how its peers learn
+    /// of it: `reset` (the process died, its host resets every connection: devices and
+    /// routers notice after one network hop) or `timeout` (the host is gone: devices notice
+    /// when a heartbeat goes unanswered for `users.ping_timeout_ms`, servers when their
+    /// health checks fail for as long).
+    Crash { at_s: u64, for_s: u64, target: String, detect: Detect },
+}
+
+/// How the peers of a crashed process learn of it.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Detect {
+    /// The process died on a live host: connections are reset at once.
+    #[default]
+    Reset,
+    /// The host is gone: nothing answers, peers notice by timeouts.
+    Timeout,
 }
 
 impl Fault {
@@ -129,6 +150,7 @@ impl Fault {
         match self {
             Fault::CutNetwork { .. } => "cut_network",
             Fault::LoseDeliveredAcks { .. } => "lose_delivered_acks",
+            Fault::Crash { .. } => "crash",
         }
     }
 
@@ -137,6 +159,7 @@ impl Fault {
         match *self {
             Fault::CutNetwork { users, .. } => format!("{users} users' networks"),
             Fault::LoseDeliveredAcks { share, .. } => format!("{:.1}% of delivered ACKs", share * 100.0),
+            Fault::Crash { ref target, detect, .. } => format!("{target} (detected by {detect:?})").to_lowercase(),
         }
     }
 
@@ -149,7 +172,9 @@ impl Fault {
     /// When the fault starts and how long it lasts, in seconds.
     pub fn window_s(&self) -> (u64, u64) {
         match *self {
-            Fault::CutNetwork { at_s, for_s, .. } | Fault::LoseDeliveredAcks { at_s, for_s, .. } => (at_s, for_s),
+            Fault::CutNetwork { at_s, for_s, .. }
+            | Fault::LoseDeliveredAcks { at_s, for_s, .. }
+            | Fault::Crash { at_s, for_s, .. } => (at_s, for_s),
         }
     }
 }
@@ -164,6 +189,8 @@ struct FaultFields {
     for_s: u64,
     users: Option<u64>,
     share: Option<f64>,
+    target: Option<String>,
+    detect: Option<Detect>,
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -171,13 +198,26 @@ struct FaultFields {
 enum FaultKind {
     CutNetwork,
     LoseDeliveredAcks,
+    Crash,
 }
 
 impl TryFrom<FaultFields> for Fault {
     type Error = String;
 
     fn try_from(f: FaultFields) -> Result<Fault, String> {
-        let FaultFields { kind, at_s, for_s, users, share } = f;
+        let FaultFields { kind, at_s, for_s, users, share, target, detect } = f;
+        if let FaultKind::Crash = kind {
+            if users.is_some() || share.is_some() {
+                return Err("crash has no `users` or `share`: it takes `target` and `detect`".into());
+            }
+            let Some(target) = target else {
+                return Err("crash needs `target`: the process, e.g. \"chat_server-47\"".into());
+            };
+            return Ok(Fault::Crash { at_s, for_s, target, detect: detect.unwrap_or_default() });
+        }
+        if target.is_some() || detect.is_some() {
+            return Err("only crash takes `target` and `detect`".into());
+        }
         match (kind, users, share) {
             (FaultKind::CutNetwork, Some(users), None) => Ok(Fault::CutNetwork { at_s, for_s, users }),
             (FaultKind::CutNetwork, None, _) => {
@@ -193,6 +233,7 @@ impl TryFrom<FaultFields> for Fault {
             (FaultKind::LoseDeliveredAcks, Some(_), Some(_)) => {
                 Err("lose_delivered_acks has no `users` (cut_network has)".into())
             }
+            (FaultKind::Crash, ..) => unreachable!("handled above"),
         }
     }
 }
@@ -300,6 +341,11 @@ pub struct Users {
     pub reconnect_backoff_ms_base: u64,
     /// The reconnect window doubles after each failure up to this (default 30,000).
     pub reconnect_backoff_ms_max: u64,
+    /// A connect to a host that does not answer fails after this (default 10,000).
+    pub connect_timeout_ms: u64,
+    /// A heartbeat to a host that does not answer is given up after this, and the
+    /// connection with it (default 10,000).
+    pub ping_timeout_ms: u64,
 }
 
 impl Default for Users {
@@ -316,6 +362,8 @@ impl Default for Users {
             chat_open_share: 0.1,
             reconnect_backoff_ms_base: 1_000,
             reconnect_backoff_ms_max: 30_000,
+            connect_timeout_ms: 10_000,
+            ping_timeout_ms: 10_000,
         }
     }
 }
@@ -417,6 +465,56 @@ impl Default for Workers {
     }
 }
 
+/// The load balancer in front of the chat servers.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadBalancer {
+    /// How a connect picks a chat server: `least_connections` (default), `consistent_hash`
+    /// or `random`.
+    pub placement: PlacementPolicy,
+    /// A server that failed, reset or refused a connect is out of service this long
+    /// (default 2,000).
+    pub health_check_ms: u64,
+    /// Points per server on the consistent-hash ring (default 100).
+    pub virtual_nodes: u32,
+}
+
+impl Default for LoadBalancer {
+    fn default() -> Self {
+        LoadBalancer { placement: PlacementPolicy::LeastConnections, health_check_ms: 2_000, virtual_nodes: 100 }
+    }
+}
+
+/// `balancer.placement`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementPolicy {
+    #[default]
+    LeastConnections,
+    ConsistentHash,
+    Random,
+}
+
+impl PlacementPolicy {
+    /// The model's policy.
+    pub fn model(self) -> wasim_model::Placement {
+        match self {
+            PlacementPolicy::LeastConnections => wasim_model::Placement::LeastConnections,
+            PlacementPolicy::ConsistentHash => wasim_model::Placement::ConsistentHash,
+            PlacementPolicy::Random => wasim_model::Placement::Random,
+        }
+    }
+
+    /// The name as written in a scenario.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlacementPolicy::LeastConnections => "least_connections",
+            PlacementPolicy::ConsistentHash => "consistent_hash",
+            PlacementPolicy::Random => "random",
+        }
+    }
+}
+
 /// The service-level objectives the verdicts are judged against.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -501,6 +599,13 @@ impl Scenario {
         Ok(scenario)
     }
 
+    /// How long a router keeps what it forwarded, to route it again if the chat server
+    /// crashes: as long as a server holds a push unacknowledged before it closes the silent
+    /// connection and hands the push back itself (the presence TTL), and a margin.
+    pub fn forward_retain(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.users.presence_ttl_ms + 5_000)
+    }
+
     /// Processes of every kind (each field is a `u32`, so the sum fits).
     pub fn processes(&self) -> u64 {
         let f = &self.fleet;
@@ -582,6 +687,8 @@ impl Scenario {
                     acks_lost +=
                         self.workload.messages_per_s as f64 * (1.0 + u.devices_per_user.web) * share * for_s as f64;
                 }
+                // A crashed chat server's devices reconnect and catch up, like a cut's.
+                Fault::Crash { .. } => cut_devices += devices / f64::from(f.chat_servers),
             }
         }
         // Work a tier past capacity cannot serve waits, its replies held in an outbox: the
@@ -609,12 +716,13 @@ impl Scenario {
             long_cut_messages,
             acks_lost,
             backlog,
+            self.workload.messages_per_s as f64 * (1.0 + u.devices_per_user.web) * self.forward_retain().as_secs_f64(),
         ]
     }
 }
 
 /// The terms of the memory estimate.
-const MEMORY_FEATURES: usize = 15;
+const MEMORY_FEATURES: usize = 16;
 
 /// One term of the memory estimate: bytes per unit of its feature, and whether it grows
 /// over the run (rather than being there from the ramp's end).
@@ -652,6 +760,7 @@ const MEMORY_TERMS: [MemoryTerm; MEMORY_FEATURES] = [
     grows(1300.0), // a message for a device cut past the timeout: rerouted, then fetched in a burst
     grows(80.0),   // a delivered ACK lost: the push held, pushed again or handed back to the inbox
     grows(130.0),  // a request an overloaded tier has not served: its reply waiting in an outbox
+    held(64.0),    // a forward a router keeps for replay should its chat server crash
 ];
 
 /// Bytes at the end of the connect ramp per connect per second of the ramp: the connects

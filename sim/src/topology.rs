@@ -215,11 +215,6 @@ impl Topology {
     pub fn partitions_where(&self, owner: impl Fn(u32) -> NodeIdx, me: NodeIdx) -> Vec<u32> {
         (0..self.partitions).filter(|&p| owner(p) == me).collect()
     }
-
-    /// The chat server a load balancer sends a user's device to first.
-    pub fn home_server(&self, u: UserId) -> ServerId {
-        ServerId(fast_range(u.hash64(), self.count(NodeKind::ChatServer)) as u16)
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The devices of one client process and their state machine.
 
-use super::{Backoff, Displayed, SentMessages};
+use super::{Backoff, Balancer, BalancerConfig, Displayed, SentMessages};
 use crate::{
     ChatMessage, ClientMsgId, DeviceFrame, DeviceId, DeviceKey, DeviceSlot, InboxPos, PresenceUpdate, Receipt,
     ReceiptState, ServerFrame, ServerId, Time, UserId,
@@ -10,10 +10,15 @@ use rustc_hash::FxHashMap;
 use strength_reduce::StrengthReducedU32;
 
 /// Settings shared by every device.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceConfig {
-    /// Reconnect backoff after a refused attempt and after the network returns.
+    /// Reconnect backoff after a refused or failed attempt, a reset connection, and after
+    /// the network returns.
     pub backoff: Backoff,
+    /// The chat servers behind the load balancer.
+    pub servers: u32,
+    /// How the load balancer places connects.
+    pub balancer: BalancerConfig,
 }
 
 /// Where a device is in its connection's life.
@@ -134,16 +139,22 @@ impl Layout {
 /// What can happen to a device besides the workload's own calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceInput {
-    /// The user opens the app; the load balancer picked `server`.
-    AppOpen { server: ServerId, settings: UserSettings },
+    /// The user opens the app: the device connects through the load balancer.
+    AppOpen { settings: UserSettings },
     /// The user closes the app: a clean disconnect.
     AppClose,
     /// The device lost its network; the server is not told.
     NetworkLost,
     /// The network is back.
     NetworkBack,
-    /// A retry the device asked for is due; the load balancer picked `server`.
-    RetryDue { server: ServerId, settings: UserSettings },
+    /// A retry the device asked for is due.
+    RetryDue { settings: UserSettings },
+    /// The connection to `server` (or the attempt) is gone: its process crashed and its
+    /// host reset the connection, or the device's pings to a lost host went unanswered.
+    ConnectionLost { server: ServerId },
+    /// The connect attempt `epoch` to `server` failed: refused by the host of a dead
+    /// process, or timed out against a lost host.
+    ConnectFailed { server: ServerId, epoch: u32 },
 }
 
 /// What a device asks of its environment, or reports.
@@ -157,6 +168,9 @@ pub enum DeviceOutput {
     Connected { device: DeviceId, server: ServerId },
     /// A server refused the connection; the device retries later.
     Refused { device: DeviceId, server: ServerId },
+    /// The connection or attempt to `server` was lost to a fault (`ConnectionLost`,
+    /// `ConnectFailed`); the device retries later. `connected`: it had been accepted.
+    Lost { device: DeviceId, server: ServerId, connected: bool },
     /// The device showed a message (`fetched`: at the end of a catch-up).
     Shown { device: DeviceId, msg: ChatMessage, fetched: bool },
     /// An arrival the device had shown already: acknowledged again, not shown.
@@ -182,6 +196,7 @@ pub enum DeviceOutput {
 pub struct Devices {
     config: DeviceConfig,
     layout: Layout,
+    balancer: Balancer,
     devices: Vec<ClientDevice>,
     /// Arrivals held by devices catching up.
     held: FxHashMap<DeviceKey, Vec<ChatMessage>>,
@@ -202,6 +217,7 @@ impl Devices {
     /// The devices of `layout`, all closed.
     pub fn new(layout: Layout, config: DeviceConfig) -> Devices {
         Devices {
+            balancer: Balancer::new(config.servers, config.balancer),
             config,
             layout,
             devices: vec![ClientDevice::default(); layout.users * layout.slots],
@@ -241,6 +257,12 @@ impl Devices {
         let d = &self.devices[index];
         assert!(d.state.is_connected(), "the connected bitmap agrees with the state");
         d.server
+    }
+
+    /// The server of the device's connection or connect attempt, if it has one.
+    pub fn attempt_server(&self, index: usize) -> Option<ServerId> {
+        let d = &self.devices[index];
+        (d.state == DeviceState::Connecting || d.state.is_connected()).then_some(d.server).flatten()
     }
 
     /// Whether the device at `index` has a connection.
@@ -286,6 +308,24 @@ impl Devices {
         }
     }
 
+    /// The load balancer these devices connect through.
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
+    }
+
+    /// Test support: steer every connect to `server` by taking the others out of service
+    /// for a long time.
+    #[cfg(test)]
+    pub(crate) fn steer(&mut self, server: ServerId, now: Time) {
+        self.balancer = Balancer::new(self.config.servers, self.config.balancer);
+        for s in 0..self.config.servers as u16 {
+            if s != server.0 {
+                self.balancer.take_out(ServerId(s), now);
+                self.balancer.take_out(ServerId(s), now + std::time::Duration::from_secs(1_000_000));
+            }
+        }
+    }
+
     /// Consecutive failed connect attempts of the device at `index`.
     pub fn failures(&self, index: usize) -> u32 {
         u32::from(self.devices[index].failures)
@@ -318,11 +358,11 @@ impl Devices {
         let device = self.layout.device(index);
         let d = self.devices[index];
         match input {
-            DeviceInput::AppOpen { server, settings } => {
+            DeviceInput::AppOpen { settings } => {
                 if d.state == DeviceState::Closed {
                     self.devices[index].enter(DeviceState::Waiting, now);
                     if !d.network_down {
-                        self.attempt(now, index, server, settings, out);
+                        self.attempt(now, index, settings, rng, out);
                     }
                 }
             }
@@ -356,28 +396,67 @@ impl Devices {
                     out.push(DeviceOutput::RetryAt { device, at });
                 }
             }
-            DeviceInput::RetryDue { server, settings } => {
+            DeviceInput::RetryDue { settings } => {
                 if d.state == DeviceState::Waiting && !d.network_down {
-                    self.attempt(now, index, server, settings, out);
+                    self.attempt(now, index, settings, rng, out);
+                }
+            }
+            DeviceInput::ConnectionLost { server } => {
+                let attached = d.state == DeviceState::Connecting || d.state.is_connected();
+                if attached && d.server == Some(server) {
+                    // A connection that was up starts its backoff afresh (a crowd losing one
+                    // server spreads over the first window); a failing attempt widens it.
+                    let connected = d.state.is_connected();
+                    self.fail(now, index, server, connected, rng, out);
+                }
+            }
+            DeviceInput::ConnectFailed { server, epoch } => {
+                if d.state == DeviceState::Connecting && d.epoch == epoch && d.server == Some(server) {
+                    self.fail(now, index, server, false, rng, out);
                 }
             }
         }
+    }
+
+    /// The connection or attempt to `server` failed: the balancer takes the server out of
+    /// service, and the device waits out its backoff.
+    fn fail(
+        &mut self,
+        now: Time,
+        index: usize,
+        server: ServerId,
+        connected: bool,
+        rng: &mut impl Rng,
+        out: &mut Vec<DeviceOutput>,
+    ) {
+        let device = self.layout.device(index);
+        self.detach(index, out);
+        self.set_connected(index, false);
+        self.balancer.take_out(server, now);
+        let d = &mut self.devices[index];
+        d.enter(DeviceState::Waiting, now);
+        d.failures = if connected { 0 } else { d.failures.saturating_add(1) };
+        let at = now + self.config.backoff.delay(u32::from(d.failures), rng);
+        out.push(DeviceOutput::Lost { device, server, connected });
+        out.push(DeviceOutput::RetryAt { device, at });
     }
 
     fn attempt(
         &mut self,
         now: Time,
         index: usize,
-        server: ServerId,
         settings: UserSettings,
+        rng: &mut impl Rng,
         out: &mut Vec<DeviceOutput>,
     ) {
+        let device = self.layout.device(index);
+        let server = self.balancer.pick(now, device, rng);
         let d = &mut self.devices[index];
         d.epoch = d.epoch.wrapping_add(1);
         d.enter(DeviceState::Connecting, now);
         d.server = Some(server);
         let frame = DeviceFrame::Connect { epoch: d.epoch, cursor: d.cursor, hide_last_seen: settings.hide_last_seen };
-        out.push(DeviceOutput::Frame { device: self.layout.device(index), server, frame });
+        out.push(DeviceOutput::Frame { device, server, frame });
     }
 
     /// The connection (or attempt) is gone: what was held unacknowledged is dropped.
@@ -386,7 +465,11 @@ impl Devices {
         if let Some(held) = self.held.remove(&DeviceKey::of(device)) {
             out.push(DeviceOutput::CatchUpInterrupted { device, held: held.len() });
         }
-        self.devices[index].server = None;
+        let d = &mut self.devices[index];
+        let attached = d.state == DeviceState::Connecting || d.state.is_connected();
+        if let (true, Some(server)) = (attached, d.server.take()) {
+            self.balancer.release(server);
+        }
     }
 
     /// A frame from server `from` (the device's current server, or one it had before whose
@@ -416,6 +499,11 @@ impl Devices {
             ServerFrame::ConnectRefused { server, epoch } => {
                 let d = self.devices[index];
                 if d.state == DeviceState::Connecting && epoch == d.epoch {
+                    // Full: the balancer skips it until a health check finds room.
+                    if let Some(placed) = d.server {
+                        self.balancer.release(placed);
+                    }
+                    self.balancer.take_out(server, now);
                     let d = &mut self.devices[index];
                     d.enter(DeviceState::Waiting, now);
                     d.server = None;

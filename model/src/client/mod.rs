@@ -10,11 +10,13 @@
 //! network is lost or back) and the timers it asked for; it decides nothing itself.
 
 mod backoff;
+mod balancer;
 mod devices;
 mod displayed;
 mod sent;
 
 pub use backoff::Backoff;
+pub use balancer::{Balancer, BalancerConfig, Placement};
 pub use devices::{ClientDevice, DeviceConfig, DeviceInput, DeviceOutput, DeviceState, Devices, Layout, UserSettings};
 pub use displayed::Displayed;
 pub use sent::SentMessages;

@@ -22,6 +22,8 @@ pub(crate) struct ChatNode {
     /// Heartbeat refreshes waiting for this tick's pipelined round trip, per presence
     /// shard, with the time the last of them was handled.
     heartbeats: Vec<(Vec<DeviceId>, Time)>,
+    /// What this server learns of other chat servers going down and coming back.
+    peers: super::router::PeerNotices,
 }
 
 /// Send the pending heartbeat refreshes for one presence shard in one pipelined message,
@@ -35,7 +37,7 @@ fn flush_heartbeats(pending: &mut (Vec<DeviceId>, Time), shard: NodeIdx, ctx: &m
 }
 
 impl ChatNode {
-    pub fn new(shared: &Shared, i: u32) -> ChatNode {
+    pub fn new(shared: &Arc<Shared>, i: u32) -> ChatNode {
         let s = &shared.scenario;
         let mut config = ChatServerConfig::new(ServerId(i as u16));
         config.connections_max = s.fleet.connections_per_server_max;
@@ -58,6 +60,7 @@ impl ChatNode {
             service,
             outs: Vec::new(),
             heartbeats: vec![(Vec::new(), Time::ZERO); shared.topo.count(NodeKind::Presence) as usize],
+            peers: super::router::PeerNotices::new(shared.clone()),
         }
     }
 
@@ -203,6 +206,12 @@ impl Process for ChatNode {
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
+        for (server, down) in self.peers.notices(now) {
+            if server != self.server.id() {
+                let input = if down { In::ServerDown { server } } else { In::ServerUp { server } };
+                self.server.handle(now, input, &mut self.outs);
+            }
+        }
         self.server.handle_timeout(now, &mut self.outs);
         self.emit(now, ctx);
         for (i, pending) in self.heartbeats.iter_mut().enumerate() {

@@ -11,7 +11,7 @@ use crate::msg::{Envelope, Msg};
 use crate::node::{Ctx, Process, Shared, Stream};
 use crate::population::Population;
 use crate::scenario::Fault;
-use crate::topology::{NodeKind, Topology};
+use crate::topology::Topology;
 use crate::workload::{HeartbeatPhases, ReadWheel};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -44,6 +44,10 @@ enum Timer {
     Retry,
     /// The device's network comes back (a cut ends).
     NetworkBack,
+    /// The device notices its connection to a crashed server is gone.
+    Lost(ServerId),
+    /// The device learns its connect attempt (epoch) met a dead server.
+    ConnectFailed(ServerId, u32),
 }
 
 /// Reads or sends of one shard in one tick at the card's load per shard, with a wide
@@ -78,8 +82,14 @@ pub(crate) struct ClientShard {
     /// Network cuts of this shard's users: (from, until, local user), and progress.
     cuts: Vec<(Time, Time, usize)>,
     cuts_started: usize,
-    /// Windows in which delivered ACKs are lost, with the loss probability.
-    ack_loss: Vec<(Time, Time, f64)>,
+    /// The fault layer's plan (crashes, lost ACKs).
+    faults: crate::faults::FaultPlan,
+    /// Client-link latencies drawn for faults (a reset crossing the link).
+    client_link: Sampler,
+    /// Devices displaced by a crash, with when it happened, until they connect again.
+    displaced: FxHashMap<u32, Time>,
+    /// Fault windows (from, until), for delivery latency before, during and after faults.
+    fault_windows: Vec<(Time, Time)>,
     /// The Poisson send process of the whole shard.
     next_send_at: Time,
     mean_gap_us: f64,
@@ -112,14 +122,12 @@ impl ClientShard {
         let mut cuts: Vec<(Time, Time, usize)> =
             (0..local).filter_map(|i| pop.cut(layout.user(i)).map(|(from, until)| (from, until, i))).collect();
         cuts.sort_unstable();
-        let ack_loss = s
+        let fault_windows = s
             .faults
             .iter()
-            .filter_map(|f| match *f {
-                Fault::LoseDeliveredAcks { at_s, for_s, share } => {
-                    Some((Time::from_secs(at_s), Time::from_secs(at_s + for_s), share))
-                }
-                _ => None,
+            .map(|f: &Fault| {
+                let (at_s, for_s) = f.window_s();
+                (Time::from_secs(at_s), Time::from_secs(at_s + for_s))
             })
             .collect();
         let backoff = Backoff {
@@ -129,7 +137,18 @@ impl ClientShard {
         ClientShard {
             topo: shared.topo.clone(),
             pop,
-            devices: Devices::new(layout, DeviceConfig { backoff }),
+            devices: Devices::new(
+                layout,
+                DeviceConfig {
+                    backoff,
+                    servers: s.fleet.chat_servers,
+                    balancer: wasim_model::BalancerConfig {
+                        placement: s.balancer.placement.model(),
+                        health_check: Duration::from_millis(s.balancer.health_check_ms),
+                        virtual_nodes: s.balancer.virtual_nodes,
+                    },
+                },
+            ),
             outs: Vec::new(),
             registered: vec![0; (layout.users * layout.slots).div_ceil(64)],
             live_since: FxHashMap::default(),
@@ -144,7 +163,10 @@ impl ClientShard {
             app_closed: Sampler::new(&s.workload.app_closed_ms, 1_000.0),
             cuts,
             cuts_started: 0,
-            ack_loss,
+            faults: shared.faults.clone(),
+            client_link: Sampler::new(&s.network.client_server_ms, 1_000.0),
+            displaced: FxHashMap::default(),
+            fault_windows,
             next_send_at: Time::ZERO,
             mean_gap_us: 1.0 / rate_per_us,
             contacts: s.users.contacts_per_user,
@@ -187,15 +209,6 @@ impl ClientShard {
         UserSettings { hide_last_seen: self.pop.hides_last_seen(u), read_receipts: !self.pop.read_receipts_off(u) }
     }
 
-    /// The load balancer's choice for a device's next attempt: its home server, then the
-    /// next one round the ring after each refusal.
-    fn pick_server(&self, index: usize) -> ServerId {
-        let user = self.layout().device(index).user;
-        let servers = self.topo.count(NodeKind::ChatServer);
-        let home = u32::from(self.topo.home_server(user).0);
-        ServerId(((home + self.devices.failures(index) % servers) % servers) as u16)
-    }
-
     /// The `j`th contact of `u`: a fixed pseudo-random other user, so the social graph
     /// costs no memory.
     fn contact(&self, u: UserId, j: u32) -> UserId {
@@ -231,7 +244,21 @@ impl ClientShard {
                 self.timers.push(Reverse((at, self.layout().index(device) as u32, Timer::Retry)));
             }
             DeviceOutput::Connected { device, .. } => self.on_connected(device, t, ctx),
-            DeviceOutput::Refused { .. } => ctx.counters.connects_refused += 1,
+            DeviceOutput::Refused { device, .. } => {
+                ctx.trace_device(t, "connect_refused", device);
+                ctx.counters.connects_refused += 1;
+                ctx.second(t).connects_refused += 1;
+            }
+            DeviceOutput::Lost { device, connected, .. } => {
+                if connected {
+                    ctx.trace_device(t, "connection_lost", device);
+                    ctx.counters.connections_lost += 1;
+                } else {
+                    ctx.trace_device(t, "connect_failed", device);
+                    ctx.counters.connects_failed += 1;
+                    ctx.second(t).connects_failed += 1;
+                }
+            }
             DeviceOutput::Shown { device, msg, fetched } => self.on_shown(device, msg, t, fetched, ctx),
             DeviceOutput::Duplicate { .. } => {
                 // Shown already: a push repeated because the first ACK was lost, or a fetch
@@ -280,15 +307,21 @@ impl ClientShard {
     fn transmit(&mut self, t: Time, device: DeviceId, server: ServerId, frame: &DeviceFrame, ctx: &mut Ctx) {
         match *frame {
             DeviceFrame::DeliveredAck { msg, .. } => {
-                let loss = self.ack_loss.iter().find(|&&(from, until, _)| t >= from && t < until).map(|w| w.2);
-                if loss.is_some_and(|p| self.rng.faults.random::<f64>() < p) {
+                if self.faults.ack_lost(t, &mut self.rng.faults) {
                     ctx.counters.acks_lost += 1;
                     ctx.trace_msg(t, "delivered_ack_lost", &msg, Some(device));
                     return;
                 }
                 ctx.trace_msg(t, "delivered_ack", &msg, Some(device));
             }
-            DeviceFrame::Connect { .. } => ctx.trace_device(t, "connect", device),
+            DeviceFrame::Connect { epoch, .. } => {
+                ctx.trace_device(t, "connect", device);
+                let rtt = self.client_link.sample(&mut self.rng.faults) + self.client_link.sample(&mut self.rng.faults);
+                if let Some(at) = self.faults.connect_fails(self.topo.chat(server), t, rtt) {
+                    let index = self.layout().index(device) as u32;
+                    self.timers.push(Reverse((at, index, Timer::ConnectFailed(server, epoch))));
+                }
+            }
             DeviceFrame::Disconnect { .. } => ctx.trace_device(t, "app_closed", device),
             DeviceFrame::Heartbeat => ctx.counters.heartbeats += 1,
             DeviceFrame::ReadAck { msg, .. } => {
@@ -316,6 +349,10 @@ impl ClientShard {
             ctx.counters.reconnects += 1;
         }
         ctx.counters.connects += 1;
+        ctx.second(t).connects += 1;
+        if let Some(crashed_at) = self.displaced.remove(&(index as u32)) {
+            record_us(&mut self.latencies.reconnect, t.as_us() - crashed_at.as_us());
+        }
         if device.slot.0 == 0 && self.pop.watches(device.user) {
             let target = self.contact(device.user, 0);
             if let Some((server, frame)) = self.devices.subscribe(index, target) {
@@ -335,8 +372,20 @@ impl ClientShard {
         }
         let online_at_send = self.live_since.get(&key).is_none_or(|&since| since <= msg.sent_at);
         if self.measured(msg.sent_at) && online_at_send && !fetched {
-            record_us(&mut self.latencies.delivery, t.as_us() - msg.sent_at.as_us());
+            let latency_us = t.as_us() - msg.sent_at.as_us();
+            record_us(&mut self.latencies.delivery, latency_us);
             ctx.counters.deliveries_measured += 1;
+            if !self.fault_windows.is_empty() {
+                let sent = msg.sent_at;
+                let phase = if self.fault_windows.iter().any(|&(from, until)| sent >= from && sent < until) {
+                    &mut self.latencies.delivery_during
+                } else if self.fault_windows.iter().all(|&(from, _)| sent < from) {
+                    &mut self.latencies.delivery_before
+                } else {
+                    &mut self.latencies.delivery_after
+                };
+                record_us(phase, latency_us);
+            }
         }
         if device.slot.0 == 0 {
             let at = t + self.read_delay.sample(&mut self.rng.reads);
@@ -398,6 +447,26 @@ impl ClientShard {
         }
     }
 
+    /// Chat servers crashing by `now`: each device attached to one notices when the fault
+    /// layer says (a reset crossing its link, or pings unanswered).
+    fn tick_crashes(&mut self, now: Time) {
+        if self.faults.crashes().is_empty() {
+            return;
+        }
+        let crashes: Vec<crate::faults::Crash> = self.faults.crashes_in(self.previous_tick, now).copied().collect();
+        for crash in crashes {
+            for index in 0..self.devices.len() {
+                if self.devices.attempt_server(index) != Some(crash.server) {
+                    continue;
+                }
+                let hop = self.client_link.sample(&mut self.rng.faults);
+                let at = self.faults.device_detects(&crash, hop, &mut self.rng.faults);
+                self.timers.push(Reverse((at, index as u32, Timer::Lost(crash.server))));
+                self.displaced.insert(index as u32, crash.down);
+            }
+        }
+    }
+
     /// The initial connects of the ramp.
     fn tick_connects(&mut self, now: Time, ctx: &mut Ctx) {
         let layout = self.layout();
@@ -409,10 +478,9 @@ impl ClientShard {
             }
             let user = layout.user(i);
             let settings = self.settings(user);
-            let server = self.pick_server(i * layout.slots);
-            self.input(t, i * layout.slots, DeviceInput::AppOpen { server, settings }, ctx);
+            self.input(t, i * layout.slots, DeviceInput::AppOpen { settings }, ctx);
             if self.pop.has_web(user) {
-                self.input(t, i * layout.slots + 1, DeviceInput::AppOpen { server, settings }, ctx);
+                self.input(t, i * layout.slots + 1, DeviceInput::AppOpen { settings }, ctx);
             }
             self.next_connect += 1;
         }
@@ -428,9 +496,11 @@ impl ClientShard {
             let index = index as usize;
             let settings = self.settings(self.layout().device(index).user);
             let input = match timer {
-                Timer::Open => DeviceInput::AppOpen { server: self.pick_server(index), settings },
-                Timer::Retry => DeviceInput::RetryDue { server: self.pick_server(index), settings },
+                Timer::Open => DeviceInput::AppOpen { settings },
+                Timer::Retry => DeviceInput::RetryDue { settings },
                 Timer::NetworkBack => DeviceInput::NetworkBack,
+                Timer::Lost(server) => DeviceInput::ConnectionLost { server },
+                Timer::ConnectFailed(server, epoch) => DeviceInput::ConnectFailed { server, epoch },
             };
             self.input(t, index, input, ctx);
         }
@@ -554,6 +624,7 @@ impl Process for ClientShard {
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
+        self.tick_crashes(now);
         self.tick_cuts(now, ctx);
         self.tick_timers(now, ctx);
         self.tick_app_closes(now, ctx);

@@ -20,10 +20,35 @@ pub(crate) struct RouterNode {
     fifo: Fifo,
     service: Sampler,
     outs: Vec<Out>,
+    /// What this router learns of chat servers going down and coming back.
+    faults_seen: PeerNotices,
+}
+
+/// The peers' view of crashes: notices due since the previous tick.
+pub(crate) struct PeerNotices {
+    shared: Arc<Shared>,
+    previous: Time,
+}
+
+impl PeerNotices {
+    pub fn new(shared: Arc<Shared>) -> PeerNotices {
+        // A process restarted mid-run learns nothing of what came before it.
+        let previous = Time(shared.clock.now() * shared.tick_us);
+        PeerNotices { shared, previous }
+    }
+
+    /// Notices due in (previous call, now]: (server, down).
+    pub fn notices(&mut self, now: Time) -> Vec<(wasim_model::ServerId, bool)> {
+        let from = std::mem::replace(&mut self.previous, now);
+        if self.shared.faults.crashes().is_empty() {
+            return Vec::new();
+        }
+        self.shared.faults.peer_notices(from, now).collect()
+    }
 }
 
 impl RouterNode {
-    pub fn new(shared: &Shared, me: NodeIdx) -> RouterNode {
+    pub fn new(shared: &Arc<Shared>, me: NodeIdx) -> RouterNode {
         let s = &shared.scenario;
         let topo = shared.topo.clone();
         let owned: Vec<(u32, u64)> =
@@ -31,11 +56,12 @@ impl RouterNode {
         let (fifo, service) =
             super::queue(shared, crate::topology::NodeKind::Router, s.workers.router, &s.service_us.router);
         RouterNode {
-            router: Router::new(topo.partitions, &owned, COMMIT_INTERVAL),
+            router: Router::new(topo.partitions, &owned, COMMIT_INTERVAL).with_retain(s.forward_retain()),
             topo,
             fifo,
             service,
             outs: Vec::new(),
+            faults_seen: PeerNotices::new(shared.clone()),
         }
     }
 
@@ -55,6 +81,10 @@ impl RouterNode {
                 Out::Commit { partition, offset } => {
                     ctx.send(topo.broker(partition), t, Msg::Commit { partition, offset })
                 }
+                Out::Reroute { msg, exclude } => {
+                    ctx.trace_msg(t, "replay", &msg, None);
+                    ctx.send_ordered(topo.redis(msg.to), t, Msg::Reroute { msg, exclude }, OrderKey::Session(msg.to))
+                }
             }
         }
     }
@@ -65,14 +95,19 @@ impl Process for RouterNode {
         let input = match env.msg {
             Msg::Record { partition, offset, msg } => In::Record { partition, offset, msg },
             Msg::Routed { req, route } => In::Routed { req, route },
+            Msg::Rerouted { msg, route } => In::Rerouted { msg, route },
             other => unreachable!("router got {other:?}"),
         };
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
-        self.router.handle(input, &mut self.outs);
+        self.router.handle(done, input, &mut self.outs);
         self.emit(done, ctx);
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
+        for (server, down) in self.faults_seen.notices(now) {
+            let input = if down { In::ServerDown { server } } else { In::ServerUp { server } };
+            self.router.handle(now, input, &mut self.outs);
+        }
         self.router.handle_timeout(now, &mut self.outs);
         self.emit(now, ctx);
     }
@@ -80,5 +115,6 @@ impl Process for RouterNode {
     fn finish(&mut self, report: &mut NodeReport) {
         self.fifo.report_into(report);
         report.gauge_end = self.router.in_flight() as u64;
+        report.counters.replayed += self.router.replayed();
     }
 }

@@ -22,7 +22,8 @@ impl Rig {
     /// Two users on one process, phone and web each.
     fn new() -> Rig {
         let layout = Layout::new(0, 1, 2, 2);
-        let config = DeviceConfig { backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(8) } };
+        let backoff = Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(8) };
+        let config = DeviceConfig { backoff, servers: 8, balancer: crate::BalancerConfig::default() };
         Rig { devices: Devices::new(layout, config), rng: ChaCha8Rng::seed_from_u64(1), out: Vec::new() }
     }
 
@@ -44,7 +45,10 @@ impl Rig {
 
     /// Open the app and have the connection accepted at `ms`.
     fn connect(&mut self, ms: u64, index: usize) {
-        self.input(ms, index, In::AppOpen { server: SERVER, settings: SETTINGS });
+        {
+            self.devices.steer(SERVER, Time::ZERO);
+            self.input(ms, index, In::AppOpen { settings: SETTINGS })
+        };
         let epoch = self.epoch(index);
         self.frame(ms, index, ServerFrame::ConnectAccepted { server: SERVER, epoch });
     }
@@ -90,7 +94,10 @@ fn shown(out: &[DeviceOutput]) -> Vec<u64> {
 #[test]
 fn opening_the_app_connects_with_the_cursor_and_a_new_epoch() {
     let mut r = Rig::new();
-    let out = r.input(0, PHONE, In::AppOpen { server: SERVER, settings: SETTINGS });
+    let out = {
+        r.devices.steer(SERVER, Time::ZERO);
+        r.input(0, PHONE, In::AppOpen { settings: SETTINGS })
+    };
     let connect = DeviceFrame::Connect { epoch: 1, cursor: InboxPos(0), hide_last_seen: false };
     assert_eq!(out, vec![Out::Frame { device: phone(), server: SERVER, frame: connect }]);
     assert_eq!(r.devices.state(PHONE), DeviceState::Connecting);
@@ -144,7 +151,10 @@ fn frames_of_an_earlier_connection_to_another_server_do_not_end_this_catch_up() 
     r.connect(0, PHONE); // on SERVER
     r.input(1, PHONE, In::AppClose);
     // Reopened on another server, catching up there.
-    r.input(2, PHONE, In::AppOpen { server: ServerId(5), settings: SETTINGS });
+    {
+        r.devices.steer(ServerId(5), Time::ZERO);
+        r.input(2, PHONE, In::AppOpen { settings: SETTINGS })
+    };
     let epoch = r.epoch(PHONE);
     r.frame_from(3, PHONE, ServerId(5), ServerFrame::ConnectAccepted { server: ServerId(5), epoch });
     // The old server's catch-up end and a push, slow on their way, arrive now.
@@ -187,12 +197,18 @@ fn a_repeat_of_a_shown_message_during_a_catch_up_is_acknowledged_at_once() {
 #[test]
 fn a_refused_device_backs_off_with_jitter_and_tries_again_with_a_new_epoch() {
     let mut r = Rig::new();
-    r.input(0, PHONE, In::AppOpen { server: SERVER, settings: SETTINGS });
+    {
+        r.devices.steer(SERVER, Time::ZERO);
+        r.input(0, PHONE, In::AppOpen { settings: SETTINGS })
+    };
     let out = r.frame(10, PHONE, ServerFrame::ConnectRefused { server: SERVER, epoch: 1 });
     let Out::RetryAt { at, .. } = out[1] else { panic!("{out:?}") };
     assert!(at >= Time::from_ms(10) && at < Time::from_ms(2_010), "first retry within 2 x base: {at}");
     assert_eq!((r.devices.state(PHONE), r.devices.failures(PHONE)), (DeviceState::Waiting, 1));
-    let out = r.input(at.as_ms(), PHONE, In::RetryDue { server: ServerId(4), settings: SETTINGS });
+    let out = {
+        r.devices.steer(ServerId(4), Time::ZERO);
+        r.input(at.as_ms(), PHONE, In::RetryDue { settings: SETTINGS })
+    };
     let connect = DeviceFrame::Connect { epoch: 2, cursor: InboxPos(0), hide_last_seen: false };
     assert_eq!(out, vec![Out::Frame { device: phone(), server: ServerId(4), frame: connect }]);
     r.frame(at.as_ms() + 1, PHONE, ServerFrame::ConnectAccepted { server: ServerId(4), epoch: 2 });
@@ -202,7 +218,10 @@ fn a_refused_device_backs_off_with_jitter_and_tries_again_with_a_new_epoch() {
 #[test]
 fn the_backoff_window_grows_with_each_refusal_up_to_the_cap() {
     let mut r = Rig::new();
-    r.input(0, PHONE, In::AppOpen { server: SERVER, settings: SETTINGS });
+    {
+        r.devices.steer(SERVER, Time::ZERO);
+        r.input(0, PHONE, In::AppOpen { settings: SETTINGS })
+    };
     let mut latest = 0;
     for _ in 0..50 {
         let epoch = r.epoch(PHONE);
@@ -210,7 +229,10 @@ fn the_backoff_window_grows_with_each_refusal_up_to_the_cap() {
         let Out::RetryAt { at, .. } = out[1] else { panic!("{out:?}") };
         assert!(at < Time::from_secs(8), "capped at 8 s: {at}");
         latest = latest.max(at.as_ms());
-        r.input(0, PHONE, In::RetryDue { server: SERVER, settings: SETTINGS });
+        {
+            r.devices.steer(SERVER, Time::ZERO);
+            r.input(0, PHONE, In::RetryDue { settings: SETTINGS })
+        };
     }
     assert!(latest > 4_000, "later retries use the wide windows: {latest} ms");
 }
@@ -218,10 +240,16 @@ fn the_backoff_window_grows_with_each_refusal_up_to_the_cap() {
 #[test]
 fn a_late_answer_to_an_old_attempt_is_ignored() {
     let mut r = Rig::new();
-    r.input(0, PHONE, In::AppOpen { server: SERVER, settings: SETTINGS });
+    {
+        r.devices.steer(SERVER, Time::ZERO);
+        r.input(0, PHONE, In::AppOpen { settings: SETTINGS })
+    };
     r.input(1, PHONE, In::NetworkLost);
     r.input(2, PHONE, In::NetworkBack);
-    r.input(3, PHONE, In::RetryDue { server: SERVER, settings: SETTINGS });
+    {
+        r.devices.steer(SERVER, Time::ZERO);
+        r.input(3, PHONE, In::RetryDue { settings: SETTINGS })
+    };
     assert_eq!(r.epoch(PHONE), 2);
     assert!(r.frame(4, PHONE, ServerFrame::ConnectAccepted { server: SERVER, epoch: 1 }).is_empty());
     assert_eq!(r.devices.state(PHONE), DeviceState::Connecting);
@@ -235,7 +263,11 @@ fn without_a_network_the_device_sends_nothing_and_reconnects_soon_after_it_retur
     let out = r.input(2, PHONE, In::NetworkLost);
     assert!(out.is_empty(), "the server is not told: {out:?}");
     assert_eq!(r.devices.heartbeat(PHONE), None);
-    assert!(r.input(3, PHONE, In::RetryDue { server: SERVER, settings: SETTINGS }).is_empty());
+    assert!({
+        r.devices.steer(SERVER, Time::ZERO);
+        r.input(3, PHONE, In::RetryDue { settings: SETTINGS })
+    }
+    .is_empty());
     let push = ServerFrame::Push { msg: msg(5, 1) };
     assert_eq!(
         r.frame(4, PHONE, push),

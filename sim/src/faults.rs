@@ -1,0 +1,252 @@
+//! The fault layer: the one place in `sim/` that decides what a fault does to the
+//! simulated world. It turns a scenario's `[[faults]]` into a plan that the rest of the
+//! simulator consults:
+//!
+//! - process crashes: when the supervisor kills and restarts a process through madsim's
+//!   node handles (`kills_and_restarts`), which messages the network drops because their
+//!   receiver is dead or died while they were on their way (`drops`), and when the peers
+//!   learn of it (`peer_notices` for routers; `device_detects` for the devices connected
+//!   to it, `connect_fails` for a connect sent to it while it is down);
+//! - delivered ACKs lost in transit (`ack_lost`);
+//! - network cuts: which users lose their network and when (`Population::cut`, a pure
+//!   function of the scenario that this layer's callers use).
+//!
+//! Everything here is a pure function of the scenario, the time and a random stream of
+//! the caller's, so that a run stays deterministic whatever order processes run in.
+
+use crate::msg::NodeIdx;
+use crate::scenario::{Detect, Fault, Scenario};
+use crate::topology::{NodeKind, Topology};
+use rand::Rng;
+use std::time::Duration;
+use wasim_model::{ServerId, Time};
+
+/// One process crash: killed at the end of tick `down_tick`, restarted before tick
+/// `up_tick + 1` (so it handles nothing in between).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crash {
+    pub node: NodeIdx,
+    pub server: ServerId,
+    pub down: Time,
+    pub up: Time,
+    pub detect: Detect,
+    down_tick: u64,
+    up_tick: u64,
+}
+
+/// What the supervisor does to a process before a tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessEvent {
+    Kill(NodeIdx),
+    Restart(NodeIdx),
+}
+
+/// A fault schedule, ready to apply.
+#[derive(Clone, Debug, Default)]
+pub struct FaultPlan {
+    crashes: Vec<Crash>,
+    /// Windows in which delivered ACKs are lost, with the loss probability.
+    ack_loss: Vec<(Time, Time, f64)>,
+    tick_us: u64,
+    /// How long a peer takes to learn of a crash detected by a timeout.
+    timeout_detection: Duration,
+    /// A device's heartbeat interval and ping timeout, and its connect timeout.
+    heartbeat: Duration,
+    ping_timeout: Duration,
+    connect_timeout: Duration,
+    /// One hop inside the datacenter at most: how long a reset takes to reach a server.
+    reset_in_datacenter: Duration,
+}
+
+impl FaultPlan {
+    /// The plan of a validated scenario.
+    pub fn new(s: &Scenario, topo: &Topology) -> FaultPlan {
+        let tick_us = s.tick_us;
+        let mut plan = FaultPlan {
+            tick_us,
+            timeout_detection: Duration::from_millis(s.users.ping_timeout_ms),
+            heartbeat: Duration::from_millis(s.users.heartbeat_interval_ms),
+            ping_timeout: Duration::from_millis(s.users.ping_timeout_ms),
+            connect_timeout: Duration::from_millis(s.users.connect_timeout_ms),
+            reset_in_datacenter: Duration::from_micros((s.network.in_datacenter_ms.p99() * 1e3) as u64),
+            ..FaultPlan::default()
+        };
+        for f in &s.faults {
+            match *f {
+                Fault::LoseDeliveredAcks { at_s, for_s, share } => {
+                    plan.ack_loss.push((Time::from_secs(at_s), Time::from_secs(at_s + for_s), share))
+                }
+                Fault::Crash { at_s, for_s, ref target, detect } => {
+                    let i = crate::limits::crash_target(s, target).expect("a validated crash names a chat server");
+                    let (down, up) = (Time::from_secs(at_s), Time::from_secs(at_s + for_s));
+                    plan.crashes.push(Crash {
+                        node: topo.node(NodeKind::ChatServer, i),
+                        server: ServerId(i as u16),
+                        down,
+                        up,
+                        detect,
+                        down_tick: down.as_us() / tick_us,
+                        up_tick: up.as_us() / tick_us,
+                    });
+                }
+                Fault::CutNetwork { .. } => {}
+            }
+        }
+        plan.crashes.sort_by_key(|c| (c.down, c.node));
+        plan
+    }
+
+    /// The crashes, in time order.
+    pub fn crashes(&self) -> &[Crash] {
+        &self.crashes
+    }
+
+    /// What the supervisor does before tick `tick` runs: kill a process whose crash
+    /// came in the previous tick, restart one whose downtime is over.
+    pub fn process_events(&self, tick: u64) -> impl Iterator<Item = ProcessEvent> + '_ {
+        let kills = self.crashes.iter().filter(move |c| c.down_tick + 1 == tick).map(|c| ProcessEvent::Kill(c.node));
+        let restarts =
+            self.crashes.iter().filter(move |c| c.up_tick + 1 == tick).map(|c| ProcessEvent::Restart(c.node));
+        kills.chain(restarts)
+    }
+
+    /// Whether the network drops a message to `to` sent in tick `sender_tick` and due at
+    /// `arrive`: its receiver is dead when it arrives, or died while it was on its way (the
+    /// connection it travelled on is gone).
+    #[inline]
+    pub fn drops(&self, to: NodeIdx, sender_tick: u64, arrive: Time) -> bool {
+        if self.crashes.is_empty() {
+            return false;
+        }
+        let a = arrive.as_us().div_ceil(self.tick_us).max(sender_tick + 1);
+        self.crashes.iter().any(|c| c.node == to && a > c.down_tick && (a <= c.up_tick || sender_tick <= c.down_tick))
+    }
+
+    /// Whether the process `node` is down at `t`.
+    pub fn is_down(&self, node: NodeIdx, t: Time) -> bool {
+        let tick = t.as_us() / self.tick_us;
+        self.crashes.iter().any(|c| c.node == node && tick > c.down_tick && tick <= c.up_tick)
+    }
+
+    /// Chat servers going down or coming back, as routers and servers learn of it, in
+    /// `(from, to]`: (server, down).
+    pub fn peer_notices(&self, from: Time, to: Time) -> impl Iterator<Item = (ServerId, bool)> + '_ {
+        self.crashes.iter().flat_map(move |c| {
+            let delay = match c.detect {
+                Detect::Reset => self.reset_in_datacenter,
+                Detect::Timeout => self.timeout_detection,
+            };
+            // A process restarted before its peers noticed resets their old connections
+            // when they next use them: they learn then.
+            let noticed = (c.down + delay).min(c.up);
+            let down = (noticed > from && noticed <= to).then_some((c.server, true));
+            // A restarted server is back when it is up: it accepts connections again.
+            let up = (c.up > from && c.up <= to).then_some((c.server, false));
+            down.into_iter().chain(up)
+        })
+    }
+
+    /// The crashes that happen in `(from, to]`.
+    pub fn crashes_in(&self, from: Time, to: Time) -> impl Iterator<Item = &Crash> + '_ {
+        self.crashes.iter().filter(move |c| c.down > from && c.down <= to)
+    }
+
+    /// When a device connected to `crash`'s server notices the connection is gone: after
+    /// the reset crosses its link (`hop` is a one-way latency drawn for it), or, with the
+    /// host gone, when a heartbeat goes unanswered for the ping timeout (its heartbeats
+    /// come at a phase of its own, drawn from `rng`); a heartbeat after the restart is
+    /// answered by a reset from the new process.
+    pub fn device_detects(&self, crash: &Crash, hop: Duration, rng: &mut impl Rng) -> Time {
+        match crash.detect {
+            Detect::Reset => crash.down + hop,
+            Detect::Timeout => {
+                let beat_us = self.heartbeat.as_micros() as u64;
+                let first_beat = crash.down + Duration::from_micros(rng.random_range(0..beat_us.max(1)));
+                let gave_up = first_beat + self.ping_timeout;
+                if gave_up <= crash.up {
+                    return gave_up;
+                }
+                // The first beat after the restart meets a process that knows no such
+                // connection: reset.
+                let after_us = crash.up.as_us().saturating_sub(first_beat.as_us()).div_ceil(beat_us.max(1)) * beat_us;
+                gave_up.min(first_beat + Duration::from_micros(after_us) + 2 * hop)
+            }
+        }
+    }
+
+    /// If a connect sent to `server`'s process `node` at `t` meets a dead process, when the
+    /// device learns it failed: a round trip for the reset of a live host, the connect
+    /// timeout for a lost one.
+    pub fn connect_fails(&self, node: NodeIdx, t: Time, round_trip: Duration) -> Option<Time> {
+        let c = self.crashes.iter().find(|c| c.node == node && self.is_down(node, t))?;
+        Some(match c.detect {
+            Detect::Reset => t + round_trip,
+            Detect::Timeout => t + self.connect_timeout,
+        })
+    }
+
+    /// Whether a delivered ACK sent at `t` is lost in transit (draws from `rng` only inside
+    /// a loss window).
+    pub fn ack_lost(&self, t: Time, rng: &mut impl Rng) -> bool {
+        let loss = self.ack_loss.iter().find(|&&(from, until, _)| t >= from && t < until).map(|w| w.2);
+        loss.is_some_and(|p| rng.random::<f64>() < p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(extra: &str) -> (FaultPlan, Topology) {
+        let text = format!(
+            "warmup_s = 5\nduration_s = 30\n[fleet]\nchat_servers = 4\n[[faults]]\nkind = \"crash\"\nat_s = 10\nfor_s = 5\ntarget = \"chat_server-2\"\n{extra}"
+        );
+        let s = Scenario::parse(&text, std::path::Path::new("t.toml"), "t").unwrap();
+        let topo = Topology::new(&s);
+        (FaultPlan::new(&s, &topo), topo)
+    }
+
+    #[test]
+    fn a_crashed_process_gets_nothing_while_down_nor_what_was_on_its_way() {
+        let (p, topo) = plan("");
+        let dead = topo.node(NodeKind::ChatServer, 2);
+        let other = topo.node(NodeKind::ChatServer, 1);
+        let ms = |m: u64| Time::from_ms(m);
+        assert!(!p.drops(dead, 9_000, ms(9_500)), "before the crash");
+        assert!(p.drops(dead, 9_900, ms(10_001)), "sent before, arriving after the crash");
+        assert!(p.drops(dead, 12_000, ms(12_001)), "while down");
+        assert!(p.drops(dead, 9_990, ms(15_500)), "sent before the crash, arriving after the restart");
+        assert!(!p.drops(dead, 15_000, ms(15_001)), "sent and arriving after the restart");
+        assert!(!p.drops(other, 12_000, ms(12_001)), "another process");
+        let events: Vec<ProcessEvent> = (0..20_000).flat_map(|t| p.process_events(t)).collect();
+        assert_eq!(events, vec![ProcessEvent::Kill(dead), ProcessEvent::Restart(dead)]);
+        assert_eq!(p.process_events(10_001).collect::<Vec<_>>(), vec![ProcessEvent::Kill(dead)]);
+        assert_eq!(p.process_events(15_001).collect::<Vec<_>>(), vec![ProcessEvent::Restart(dead)]);
+    }
+
+    #[test]
+    fn peers_learn_at_once_of_a_reset_and_after_the_timeout_of_a_lost_host() {
+        let (p, _) = plan("");
+        let notices: Vec<(ServerId, bool)> = p.peer_notices(Time::from_secs(10), Time::from_ms(10_002)).collect();
+        assert_eq!(notices, vec![(ServerId(2), true)]);
+        let (p, _) = plan("detect = \"timeout\"");
+        assert_eq!(p.peer_notices(Time::from_secs(10), Time::from_secs(11)).count(), 0);
+        let notices: Vec<(ServerId, bool)> = p.peer_notices(Time::from_secs(11), Time::from_secs(20)).collect();
+        assert_eq!(
+            notices,
+            vec![(ServerId(2), true), (ServerId(2), false)],
+            "restarted at 15 s, before the 10 s timeout"
+        );
+    }
+
+    #[test]
+    fn a_connect_to_a_dead_process_fails_after_a_round_trip_or_the_timeout() {
+        let (p, topo) = plan("");
+        let dead = topo.node(NodeKind::ChatServer, 2);
+        let rtt = Duration::from_millis(60);
+        assert_eq!(p.connect_fails(dead, Time::from_secs(9), rtt), None);
+        assert_eq!(p.connect_fails(dead, Time::from_secs(12), rtt), Some(Time::from_ms(12_060)));
+        let (p, _) = plan("detect = \"timeout\"");
+        assert_eq!(p.connect_fails(dead, Time::from_secs(12), rtt), Some(Time::from_secs(22)));
+    }
+}
