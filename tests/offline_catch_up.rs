@@ -29,7 +29,9 @@ fn a_short_cut_is_caught_up_from_the_unacknowledged_pushes() {
         o.counters.reconnects
     );
     assert!(o.counters.fetched > 50, "fetched {}", o.counters.fetched);
-    assert!(!events(&o.trace, "reroute").is_empty(), "unacknowledged pushes were handed back");
+    // Back on the same server (rerouted) or on another (taken over and handed over).
+    let handed_back = events(&o.trace, "reroute").len() + events(&o.trace, "handover").len();
+    assert!(handed_back > 0, "unacknowledged pushes were handed back");
 }
 
 #[test]

@@ -20,7 +20,9 @@ fn shipped() -> Vec<(String, Scenario)> {
 
 #[test]
 fn shipped_scenarios_keep_their_invariants_and_their_predicted_load() {
-    for (name, scenario) in shipped() {
+    // The crash scenarios (4.8M users) run on this machine by hand; CI runs their
+    // scaled-down copies (tests/crash.rs).
+    for (name, scenario) in shipped().into_iter().filter(|(_, s)| s.users.concurrent <= 1_000_000) {
         let seeds = if name == "cell-1pct" { 11..12 } else { 11..14 };
         for (seed, o) in common::sweep(&scenario, seeds) {
             assert!(

@@ -238,7 +238,96 @@ pub struct Summary {
     pub ops: Vec<OpLoad>,
     /// When each fault of the scenario was active, for reports to shade.
     pub fault_windows: Vec<FaultWindow>,
+    /// What each chat server crash did (the card's task 1.2).
+    pub crashes: Vec<CrashReport>,
     pub scenario: Scenario,
+}
+
+/// What a chat server crash did, and how the fleet recovered.
+#[derive(Clone, Debug, Serialize)]
+pub struct CrashReport {
+    pub target: String,
+    pub at_s: u64,
+    pub restarted_at_s: u64,
+    pub detect: &'static str,
+    pub placement: &'static str,
+    /// Connections its devices lost (reset, or pings unanswered).
+    pub connections_lost: u64,
+    /// Crash -> the device connected again, for the devices it held.
+    pub time_to_reconnect: LatencySummary,
+    /// The most connects accepted in one simulated second after the crash, fleet-wide.
+    pub reconnects_per_s_peak: u64,
+    /// Connects refused by full servers, and connects that met the dead server, after it.
+    pub connects_refused: u64,
+    pub connects_failed: u64,
+    /// Connections per chat server at the end (`null`: dead at the end), and the spread:
+    /// the fullest server over the mean of the live ones.
+    pub connections_end: Vec<Option<u64>>,
+    pub imbalance_end: f64,
+    /// Delivery latency of messages sent before the first fault, during a fault window,
+    /// and after the last one.
+    pub delivery_before: LatencySummary,
+    pub delivery_during: LatencySummary,
+    pub delivery_after: LatencySummary,
+    /// Messages sent during a fault window delivered later than the delivery SLO, and the
+    /// latest of them (ms).
+    pub delayed_past_slo: u64,
+    pub delayed_max_ms: f64,
+    /// Messages the routers routed again because the server went down (most reach devices
+    /// that had them already, and are dropped as repeats).
+    pub replayed: u64,
+    /// Acknowledged messages never delivered to a device connected at the end (invariant 1).
+    pub lost: u64,
+}
+
+fn crash_reports(o: &Outcome) -> Vec<CrashReport> {
+    let s = &o.scenario;
+    let l = &o.latencies;
+    let live: Vec<u64> = o.chat_connections_end.iter().flatten().copied().collect();
+    let mean = live.iter().sum::<u64>() as f64 / live.len().max(1) as f64;
+    let imbalance = if mean > 0.0 { round3(*live.iter().max().unwrap_or(&0) as f64 / mean) } else { 0.0 };
+    let slo_us = s.slo.delivery_ms_p99 * 1_000;
+    let during = &l.delivery_during;
+    let delayed = if during.is_empty() { 0 } else { during.count_between(slo_us + 1, during.max().max(slo_us + 1)) };
+    let lost = o.checks.counts.iter().find(|(n, _)| *n == 1).map_or(0, |&(_, c)| c);
+    s.faults
+        .iter()
+        .filter_map(|f| match *f {
+            wasim_sim::Fault::Crash { at_s, for_s, ref target, detect } => Some(CrashReport {
+                target: target.clone(),
+                at_s,
+                restarted_at_s: at_s + for_s,
+                detect: match detect {
+                    wasim_sim::Detect::Reset => "reset",
+                    wasim_sim::Detect::Timeout => "timeout",
+                },
+                placement: s.balancer.placement.name(),
+                connections_lost: o.counters.connections_lost,
+                time_to_reconnect: LatencySummary::new(
+                    "time_to_reconnect",
+                    "crash -> its devices connected again",
+                    &l.reconnect,
+                ),
+                reconnects_per_s_peak: o.per_second.iter().skip(at_s as usize).map(|p| p.connects).max().unwrap_or(0),
+                connects_refused: o.per_second.iter().skip(at_s as usize).map(|p| p.connects_refused).sum(),
+                connects_failed: o.per_second.iter().skip(at_s as usize).map(|p| p.connects_failed).sum(),
+                connections_end: o.chat_connections_end.clone(),
+                imbalance_end: imbalance,
+                delivery_before: LatencySummary::new(
+                    "delivery_before",
+                    "sent before the first fault",
+                    &l.delivery_before,
+                ),
+                delivery_during: LatencySummary::new("delivery_during", "sent during a fault window", during),
+                delivery_after: LatencySummary::new("delivery_after", "sent after the last fault", &l.delivery_after),
+                delayed_past_slo: delayed,
+                delayed_max_ms: if during.is_empty() { 0.0 } else { during.max() as f64 / 1e3 },
+                replayed: o.counters.replayed,
+                lost,
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// One fault's window: the scenario's `[[faults]]` entry `index`, active from `from_s`
@@ -380,6 +469,7 @@ impl Summary {
                 })
                 .collect(),
             fault_windows: fault_windows(s),
+            crashes: crash_reports(o),
             scenario: s.clone(),
         }
     }

@@ -1212,7 +1212,12 @@ mod tests {
     fn faults_are_named_by_index_and_line() {
         // Two good faults, then the mistake in the third (faults[2], 0-based).
         let three = |third: &str| format!("{CUT}{CUT}{third}");
-        assert_refused(&three("[[faults]]\nkind = \"crash\"\nat_s = 3\n"), 12, "faults[2].kind", "unknown variant");
+        assert_refused(
+            &three("[[faults]]\nkind = \"crash_server\"\nat_s = 3\n"),
+            12,
+            "faults[2].kind",
+            "unknown variant",
+        );
         assert_refused(
             &three(&CUT.replace("users = 10", "users = 10\nusesr = 1")),
             16,

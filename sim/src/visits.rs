@@ -359,8 +359,7 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     r.add(K::ReadAck, reads);
     r.add(K::ReceiptRelay, reads * relayed);
     // A receipt reaches the server that minted the message; if the sender's phone is not
-    // connected there it goes through the session store (stored if the phone is away; a
-    // reopened phone comes back to its home server). A read receipt comes a read delay D
+    // connected there it goes through the session store (stored if the phone is away). A read receipt comes a read delay D
     // after the send. The sender's phone, connected at the send, then goes away at rate c
     // and back at rate 1/T: it is away with chance pi (1 - e^{-kx}) after x, with
     // pi = cT / (1 + cT) and k = c + 1/T; closes start at the ramp's end, so x =
@@ -376,7 +375,18 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     let decay = (-(k + 1.0 / m) * a).exp();
     let still_there = (1.0 / m) / (k + 1.0 / m) * (1.0 - decay) + decay;
     let read_away = pi * (1.0 - still_there);
-    let away = reads * read_away + inboxed_fetched(s, t) * online.closed;
+    // A phone that closed and came back since the send is on another server unless the
+    // balancer sends it back to the same one (consistent hashing does; least connections
+    // and random pick afresh): its receipts go through the session store too. It closed
+    // at least once with chance 1 - E[e^{-c min(D, a)}], the same integral with k = c.
+    let moved = if s.balancer.placement == crate::scenario::PlacementPolicy::ConsistentHash {
+        0.0
+    } else {
+        let decay_c = (-(c_close + 1.0 / m) * a).exp();
+        let none_closed = (1.0 / m) / (c_close + 1.0 / m) * (1.0 - decay_c) + decay_c;
+        ((1.0 - none_closed) - read_away).max(0.0) * relayed
+    };
+    let away = reads * (read_away + moved) + inboxed_fetched(s, t) * online.closed;
     r.add(K::RouteReceipt, away);
     r.add(K::ReceiptRouted, away);
     // Heartbeats: every connected device once per interval.

@@ -1,0 +1,117 @@
+//! Chat server crashes end to end, on scaled-down copies of the shipped crash scenarios
+//! (the same fleet shape, about 2K users per server): every invariant holds on 20 seeds,
+//! the displaced devices reconnect, what the dead server held reaches its devices through
+//! the routers' replay, and the variant without headroom shows the refusals.
+
+mod common;
+use wasim_sim::{Outcome, Scenario};
+
+/// `file` from scenarios/, scaled to `users_per_server` per chat server (load, limits and
+/// the stores in proportion), with a shorter run.
+fn scaled(file: &str, users_per_server: u64) -> Scenario {
+    let mut s = Scenario::load(&common::repo_root().join("scenarios").join(file)).expect("shipped scenario");
+    let factor = users_per_server as f64 * f64::from(s.fleet.chat_servers) / s.users.concurrent as f64;
+    s.users.concurrent = users_per_server * u64::from(s.fleet.chat_servers);
+    s.workload.messages_per_s = (s.workload.messages_per_s as f64 * factor).round() as u64;
+    s.fleet.connections_per_server_max = (f64::from(s.fleet.connections_per_server_max) * factor).round() as u32;
+    s.fleet.client_shards = 2;
+    s.fleet.redis_session_shards = 1;
+    s.fleet.redis_presence_shards = 1;
+    s.fleet.cassandra_nodes = 3;
+    s.fleet.kafka_brokers = 1;
+    s.fleet.kafka_partitions = 8;
+    s.fleet.routers = 2;
+    s.users.connect_ramp_s = 2;
+    s.warmup_s = 5;
+    s.duration_s = 25;
+    s.drain_s = 10;
+    for f in &mut s.faults {
+        if let wasim_sim::Fault::Crash { at_s, for_s, .. } = f {
+            *at_s = 10;
+            *for_s = 10;
+        }
+    }
+    s
+}
+
+fn assert_recovered(o: &Outcome, what: &str) {
+    assert!(o.checks.ok(), "{what}: {:?}", &o.checks.violations[..o.checks.violations.len().min(3)]);
+    assert!(o.silent.is_empty(), "{what}: the crashed server restarted and filed its report");
+}
+
+#[test]
+fn a_crashed_server_loses_nothing_over_twenty_seeds() {
+    let s = scaled("crash-server-47.toml", 2_000);
+    let mut lost_connections = 0;
+    for (seed, o) in common::sweep(&s, 1..21) {
+        assert_recovered(&o, &format!("seed {seed}"));
+        let c = &o.counters;
+        // Server 47 held about 1/48 of the devices, and they all came back.
+        assert!((1_500..=2_500).contains(&c.connections_lost), "seed {seed}: {} connections lost", c.connections_lost);
+        // Every displaced device reconnected: those connected, and those whose connect was
+        // on its way to the server when it died.
+        let back = o.latencies.reconnect.len();
+        assert!(
+            back >= c.connections_lost && back <= c.connections_lost + c.connects_failed,
+            "seed {seed}: {back} back of {} displaced",
+            c.connections_lost
+        );
+        assert!(o.latencies.reconnect.max() < 3_000_000, "seed {seed}: backoff of 1 s and a health check");
+        assert!(c.replayed > 0, "seed {seed}: the routers routed again what they had forwarded to it");
+        lost_connections += c.connections_lost;
+    }
+    assert!(lost_connections > 0);
+}
+
+#[test]
+fn without_headroom_the_displaced_devices_wait_for_the_restart() {
+    let s = scaled("crash-server-47-no-headroom.toml", 2_000);
+    for (seed, o) in common::sweep(&s, 1..6) {
+        assert_recovered(&o, &format!("seed {seed}"));
+        let c = &o.counters;
+        assert!(c.connects_refused > 1_000, "seed {seed}: the full fleet refused them: {}", c.connects_refused);
+        // They are back only once server 47 restarts, 10 s after the crash.
+        let p50_s = o.latencies.reconnect.value_at_quantile(0.5) as f64 / 1e6;
+        assert!(p50_s >= 9.5, "seed {seed}: half reconnected after {p50_s:.1} s");
+    }
+}
+
+#[test]
+fn a_lost_host_is_noticed_by_unanswered_pings() {
+    let mut s = scaled("crash-server-47.toml", 1_000);
+    for f in &mut s.faults {
+        if let wasim_sim::Fault::Crash { detect, .. } = f {
+            *detect = wasim_sim::Detect::Timeout;
+        }
+    }
+    for (seed, o) in common::sweep(&s, 1..6) {
+        assert_recovered(&o, &format!("seed {seed}"));
+        // A heartbeat every 30 s, then a 10 s ping timeout, but the restart at 10 s
+        // answers the first heartbeat after it with a reset.
+        let h = &o.latencies.reconnect;
+        assert!(h.len() > 500, "seed {seed}: {} reconnected", h.len());
+        assert!(h.value_at_quantile(0.5) > 5_000_000, "seed {seed}: noticed late: p50 {} µs", h.value_at_quantile(0.5));
+    }
+}
+
+#[test]
+fn the_three_placements_all_recover_and_consistent_hashing_moves_only_the_displaced() {
+    use wasim_sim::PlacementPolicy as P;
+    for placement in [P::LeastConnections, P::ConsistentHash, P::Random] {
+        let mut s = scaled("crash-server-47.toml", 1_000);
+        s.balancer.placement = placement;
+        let o = wasim_sim::run(&s, &wasim_sim::RunOptions::default());
+        assert_recovered(&o, placement.name());
+        assert!(o.counters.connections_lost > 500, "{}", placement.name());
+    }
+}
+
+#[test]
+fn a_crash_run_is_deterministic() {
+    let s = scaled("crash-server-47.toml", 500);
+    let a = wasim_sim::run(&s, &wasim_sim::RunOptions::default());
+    let b = wasim_sim::run(&s, &wasim_sim::RunOptions::default());
+    assert_eq!(a.counters, b.counters);
+    assert_eq!(a.chat_connections_end, b.chat_connections_end);
+    assert_eq!(a.latencies.reconnect, b.latencies.reconnect);
+}
