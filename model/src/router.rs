@@ -11,6 +11,13 @@
 //! already reconnected, else to the inbox, which the device fetches when it does. While
 //! the server is down, what is routed to it goes the same way. Devices show each message
 //! once, so a message delivered before the crash and replayed is dropped as a repeat.
+//!
+//! A device sends again what it has no ✓ for once it is connected again; the server that
+//! takes the retry mints a new id, so the topic may carry one client message twice (the
+//! first attempt's ✓ was lost with its connection, or its server died after publishing).
+//! Every attempt of a client message is keyed by the same conversation, so it reaches the
+//! same partition and router, in order: the router routes the first and drops the rest
+//! (by the client's id, for a window as long as the forwards are kept).
 
 use crate::{ChatMessage, DeviceSlot, MessageId, Route, ServerId, Time, DEVICES_PER_USER_MAX};
 use rustc_hash::FxHashMap;
@@ -130,6 +137,15 @@ pub struct Router {
     rerouting: FxHashMap<MessageId, u8>,
     /// Messages routed again because their server went down.
     replayed: u64,
+    /// Client ids routed within the window, with the id they were routed under, and when
+    /// (in order), to drop repeats.
+    routed_clients: FxHashMap<u64, MessageId>,
+    routed_order: VecDeque<(u32, u64)>,
+    /// Records dropped as repeats of a client message routed already.
+    repeats: u64,
+    /// Repeats dropped, with the id their client message was routed under: the ✓ of a
+    /// retry names the retry's id, its recipients show the first one.
+    aliases: Vec<(MessageId, MessageId)>,
 }
 
 impl Router {
@@ -150,7 +166,21 @@ impl Router {
             down: Vec::new(),
             rerouting: FxHashMap::default(),
             replayed: 0,
+            routed_clients: Default::default(),
+            routed_order: VecDeque::new(),
+            repeats: 0,
+            aliases: Vec::new(),
         }
+    }
+
+    /// Repeats dropped: (the repeat's id, the id its client message was routed under).
+    pub fn take_aliases(&mut self) -> Vec<(MessageId, MessageId)> {
+        std::mem::take(&mut self.aliases)
+    }
+
+    /// Records dropped as repeats of a client message routed already (a retried send).
+    pub fn repeats(&self) -> u64 {
+        self.repeats
     }
 
     /// Keep forwards for `retain` (default 60 s): at least as long as a chat server holds
@@ -206,6 +236,20 @@ impl Router {
     pub fn handle(&mut self, now: Time, input: RouterInput, out: &mut Vec<RouterOutput>) {
         match input {
             RouterInput::Record { partition, offset, msg } => {
+                let client = msg.client_id().key();
+                if let Some(&first) = self.routed_clients.get(&client) {
+                    // Another attempt of a client message routed already: done with it.
+                    self.repeats += 1;
+                    if first != msg.id {
+                        self.aliases.push((msg.id, first));
+                    }
+                    if let Some(Some(t)) = self.trackers.get_mut(partition as usize) {
+                        t.complete(offset);
+                    }
+                    return;
+                }
+                self.routed_clients.insert(client, msg.id);
+                self.routed_order.push_back((now.as_ms_u32(), client));
                 let req = self.lookups.insert(PendingRoute { partition, offset, msg }).data().as_ffi();
                 out.push(RouterOutput::RouteMessage { req, msg });
             }
@@ -262,6 +306,13 @@ impl Router {
         while self.kept.front().is_some_and(|k| u64::from(k.at_ms) < keep_from) {
             self.kept.pop_front();
         }
+        while let Some(&(at_ms, client)) = self.routed_order.front() {
+            if u64::from(at_ms) >= keep_from {
+                break;
+            }
+            self.routed_order.pop_front();
+            self.routed_clients.remove(&client);
+        }
         if now < self.next_commit_at {
             return;
         }
@@ -285,7 +336,7 @@ mod tests {
             conversation: ConversationId::direct(UserId(0), UserId(to)),
             from: UserId(0),
             to: UserId(to),
-            client_seq: 0,
+            client_seq: to,
             sent_at: Time::ZERO,
         }
     }
@@ -363,5 +414,55 @@ mod tests {
         let mut out = Vec::new();
         r.handle(Time::ZERO, RouterInput::Routed { req: 77, route: INBOX_ONLY }, &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_retried_send_is_routed_once() {
+        let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
+        lookup(&mut r, 0, 0, 5);
+        let retry = ChatMessage { id: MessageId(99), ..msg(5) };
+        let mut out = Vec::new();
+        r.handle(Time::ZERO, RouterInput::Record { partition: 0, offset: 1, msg: retry }, &mut out);
+        assert!(out.is_empty(), "the same client message under a new id: {out:?}");
+        assert_eq!(r.repeats(), 1);
+        assert_eq!(r.take_aliases(), vec![(MessageId(99), msg(5).id)]);
+        // Past the window it would be routed again.
+        r.handle_timeout(Time::from_secs(61), &mut out);
+        out.clear();
+        r.handle(Time::from_secs(61), RouterInput::Record { partition: 0, offset: 2, msg: retry }, &mut out);
+        assert!(matches!(out[..], [RouterOutput::RouteMessage { .. }]));
+    }
+
+    #[test]
+    fn what_went_to_a_server_that_goes_down_is_routed_again_without_it() {
+        let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
+        let req = lookup(&mut r, 0, 0, 5);
+        let mut out = Vec::new();
+        let route = Route { forward: [Some(ServerId(9)), Some(ServerId(2))], inbox: false };
+        r.handle(Time::ZERO, RouterInput::Routed { req, route }, &mut out);
+        out.clear();
+        r.handle(Time::from_ms(5), RouterInput::ServerDown { server: ServerId(9) }, &mut out);
+        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(5), exclude: ServerId(9) }]);
+        assert_eq!(r.replayed(), 1);
+        // The store says the phone is still on 9 (it has not reconnected) and the web on 2:
+        // the web already had it (only the phone's slot is decided here) and the phone's
+        // copy went to the inbox. Routed again without 9, nothing more is forwarded.
+        out.clear();
+        let route = Route { forward: [None, Some(ServerId(2))], inbox: true };
+        r.handle(Time::from_ms(6), RouterInput::Rerouted { msg: msg(5), route }, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        // While 9 is down, what is routed to it goes back to the store at once.
+        let req = lookup(&mut r, 0, 1, 6);
+        out.clear();
+        let route = Route { forward: [Some(ServerId(9)), None], inbox: false };
+        r.handle(Time::from_ms(7), RouterInput::Routed { req, route }, &mut out);
+        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(6), exclude: ServerId(9) }]);
+        // The phone reconnected to 4 meanwhile: forwarded there.
+        out.clear();
+        let route = Route { forward: [Some(ServerId(4)), None], inbox: false };
+        r.handle(Time::from_ms(8), RouterInput::Rerouted { msg: msg(6), route }, &mut out);
+        assert_eq!(out, vec![RouterOutput::Forward { server: ServerId(4), slot: DeviceSlot(0), msg: msg(6) }]);
+        r.handle(Time::from_ms(9), RouterInput::ServerUp { server: ServerId(9) }, &mut out);
+        assert_eq!(r.kept(), 2, "the forwards to 2 and 4");
     }
 }

@@ -159,6 +159,10 @@ counters! {
         connections_lost,
         /// Messages a router routed again because their chat server went down.
         replayed,
+        /// Sends a device made again after reconnecting, having no ✓ for them.
+        sends_retried,
+        /// Records a router dropped as repeats of a client message it had routed.
+        retries_dropped,
 
         /// Route-or-inbox operations that wrote an inbox pointer.
         inbox_adds,

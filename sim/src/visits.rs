@@ -413,6 +413,15 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     let fetched = (inboxed + sends * phone * p) / (1.0 - p);
     let lost_acked = fetched - inboxed;
     let lost_in_flight = closes_at(s, t, &online) * sends / users * client_round_trip_s(s);
+    // A phone that closes with sends whose ✓ has not come yet sends them again once it is
+    // live on its next connection: the server takes each as a new send (persisted and
+    // published again), and the router drops the repeat.
+    let retried = lost_in_flight;
+    for kind in [K::Send, K::ProduceAck, K::Produce, K::Record] {
+        r.add(kind, retried);
+    }
+    r.add(K::WriteAck, retried * rf);
+    r.add(K::Write, retried * rf);
     r.add(K::FetchPart, reopens + fetched + away);
     r.add(K::ReadReply, fetched * quorum);
     r.add(K::Read, fetched * quorum);

@@ -7,6 +7,7 @@ use crate::{
 };
 use rand::Rng;
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use strength_reduce::StrengthReducedU32;
 
 /// Settings shared by every device.
@@ -177,6 +178,8 @@ pub enum DeviceOutput {
     Duplicate { device: DeviceId, msg: ChatMessage },
     /// The catch-up that began at `since` is complete: the device is live.
     CaughtUp { device: DeviceId, since: Time },
+    /// Live again, the device sent again `count` messages it had no ✓ for.
+    SentAgain { device: DeviceId, count: usize },
     /// The connection ended during a catch-up; `held` arrivals were dropped unacknowledged.
     CatchUpInterrupted { device: DeviceId, held: usize },
     /// The ✓ arrived; `ticks` is the shown state when it changed.
@@ -205,7 +208,15 @@ pub struct Devices {
     connected: Vec<u64>,
     displayed: Displayed,
     sent: SentMessages,
+    /// Sends without their ✓ yet, per device index: (client sequence, to, sent at, the
+    /// connection's epoch). They are sent again once the device has a new connection (a ✓
+    /// lost with a closed connection, or a server that died before it could send one).
+    unacked_sends: FxHashMap<u32, SmallVec<[UnackedSend; 1]>>,
 }
+
+/// A send without its ✓ yet: (client sequence, to, sent at, the epoch of the connection
+/// it last went on).
+type UnackedSend = (u32, UserId, Time, u32);
 
 /// The most arrivals a device holds during one catch-up; a fetch pushes at most the
 /// chat server's `FETCH_ENTRIES_MAX`, and live arrivals during a catch-up are few. Beyond
@@ -225,6 +236,7 @@ impl Devices {
             held: FxHashMap::default(),
             displayed: Displayed::default(),
             sent: SentMessages::default(),
+            unacked_sends: FxHashMap::default(),
         }
     }
 
@@ -344,6 +356,11 @@ impl Devices {
     /// Messages sent by these devices still waiting for a tick.
     pub fn sends_in_flight(&self) -> usize {
         self.sent.in_flight()
+    }
+
+    /// Sends still waiting for their ✓ (sent again on the next connection).
+    pub fn sends_unacked(&self) -> usize {
+        self.unacked_sends.values().map(|p| p.len()).sum()
     }
 
     /// Handle one input to the device at `index` at `now`.
@@ -524,6 +541,12 @@ impl Devices {
             ServerFrame::Push { msg } => self.on_push(now, index, msg, out),
             ServerFrame::FetchDone { upto } => self.on_fetch_done(now, index, upto, out),
             ServerFrame::SentAck { msg } => {
+                if let Some(pending) = self.unacked_sends.get_mut(&(index as u32)) {
+                    pending.retain(|p| p.0 != msg.client_seq);
+                    if pending.is_empty() {
+                        self.unacked_sends.remove(&(index as u32));
+                    }
+                }
                 let changed = self.sent.on_server_ack(msg.client_id());
                 out.push(DeviceOutput::SentAckSeen { device, msg, ticks: changed.then_some(ReceiptState::Sent) });
             }
@@ -574,6 +597,21 @@ impl Devices {
         d.cursor = d.cursor.max(upto);
         d.enter(DeviceState::Live, now);
         out.push(DeviceOutput::CaughtUp { device, since });
+        // Live again: what was sent on an earlier connection without a ✓ goes again, in
+        // the order it was sent.
+        let epoch = self.devices[index].epoch;
+        if let Some(pending) = self.unacked_sends.get_mut(&(index as u32)) {
+            let mut count = 0;
+            for (client_seq, to, sent_at, on) in pending.iter_mut().filter(|p| p.3 != epoch) {
+                *on = epoch;
+                count += 1;
+                let frame = DeviceFrame::Send { to: *to, client_seq: *client_seq, sent_at: *sent_at };
+                out.push(DeviceOutput::Frame { device, server, frame });
+            }
+            if count > 0 {
+                out.push(DeviceOutput::SentAgain { device, count });
+            }
+        }
     }
 
     fn show(&mut self, device: DeviceId, msg: ChatMessage, fetched: bool, out: &mut Vec<DeviceOutput>) {
@@ -594,6 +632,8 @@ impl Devices {
         let client_seq = d.next_seq;
         d.next_seq = d.next_seq.wrapping_add(1);
         self.sent.on_send(ClientMsgId { sender: device.user, seq: client_seq });
+        let epoch = self.devices[index].epoch;
+        self.unacked_sends.entry(index as u32).or_default().push((client_seq, to, now, epoch));
         Some((server, DeviceFrame::Send { to, client_seq, sent_at: now }))
     }
 

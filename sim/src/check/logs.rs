@@ -80,6 +80,9 @@ pub struct Logs {
     pub key_lifetimes: Vec<(UserId, Time, Time)>,
     /// Messages still on the network or waiting to leave a process at the end, sorted.
     pub in_transit: Vec<MessageId>,
+    /// Retried sends the routers dropped as repeats: (the retry's id, the id its client
+    /// message was routed under), sorted. The ✓ of a retry names the retry's id.
+    pub aliases: Vec<(MessageId, MessageId)>,
 }
 
 impl Logs {
@@ -95,6 +98,7 @@ impl Logs {
         self.stored.append(&mut o.stored);
         self.key_lifetimes.append(&mut o.key_lifetimes);
         self.in_transit.append(&mut o.in_transit);
+        self.aliases.append(&mut o.aliases);
     }
 
     /// Sort what the checkers search (`displays` are taken out of the logs meanwhile).
@@ -110,5 +114,6 @@ impl Logs {
         self.key_lifetimes.sort_unstable_by_key(|&(u, s, _)| (u, s));
         self.in_transit.sort_unstable();
         self.in_transit.dedup();
+        self.aliases.sort_unstable();
     }
 }

@@ -275,6 +275,10 @@ impl ClientShard {
                     }
                 }
             }
+            DeviceOutput::SentAgain { device, count } => {
+                ctx.trace_device(t, "sent_again", device);
+                ctx.counters.sends_retried += count as u64;
+            }
             DeviceOutput::CatchUpInterrupted { held, .. } => {
                 ctx.counters.catch_ups_interrupted += 1;
                 ctx.counters.held_dropped += held as u64;

@@ -51,7 +51,8 @@ impl ProbeNode {
             conversation: ConversationId::direct(from, to),
             from,
             to,
-            client_seq: 0,
+            // Each request a client message of its own (routers drop repeats of one).
+            client_seq: n as u32,
             sent_at: t,
         }
     }

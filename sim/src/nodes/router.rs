@@ -116,5 +116,7 @@ impl Process for RouterNode {
         self.fifo.report_into(report);
         report.gauge_end = self.router.in_flight() as u64;
         report.counters.replayed += self.router.replayed();
+        report.counters.retries_dropped += self.router.repeats();
+        report.logs.aliases = self.router.take_aliases();
     }
 }

@@ -314,3 +314,41 @@ fn the_ticks_of_a_sent_message_move_forward_only() {
     let out = r.frame(3, PHONE, ServerFrame::Receipt { receipt });
     assert_eq!(out, vec![Out::ReceiptSeen { device: phone(), receipt, ticks: None }], "a repeat changes nothing");
 }
+
+#[test]
+fn a_send_without_its_tick_goes_again_on_the_next_connection_only() {
+    let mut r = Rig::new();
+    r.connect(0, PHONE);
+    let (_, send) = r.devices.send(Time::from_ms(1), PHONE, UserId(1)).expect("connected");
+    let out = r.frame(2, PHONE, ServerFrame::FetchDone { upto: InboxPos(0) });
+    assert!(!out.iter().any(|o| matches!(o, Out::Frame { frame: DeviceFrame::Send { .. }, .. })), "same connection");
+    r.input(3, PHONE, In::AppClose);
+    r.connect(4, PHONE);
+    let out = r.frame(5, PHONE, ServerFrame::FetchDone { upto: InboxPos(0) });
+    assert!(out.contains(&Out::Frame { device: phone(), server: SERVER, frame: send }), "sent again: {out:?}");
+    assert!(out.contains(&Out::SentAgain { device: phone(), count: 1 }));
+    let DeviceFrame::Send { client_seq, .. } = send else { panic!() };
+    let acked = ChatMessage { client_seq, from: UserId(0), to: UserId(1), ..msg(9, 1) };
+    r.frame(6, PHONE, ServerFrame::SentAck { msg: acked });
+    assert_eq!(r.devices.sends_unacked(), 0, "the ✓ settles it");
+}
+
+#[test]
+fn a_reset_connection_backs_off_and_the_balancer_avoids_its_server() {
+    let mut r = Rig::new();
+    r.connect(0, PHONE);
+    r.frame(1, PHONE, ServerFrame::FetchDone { upto: InboxPos(0) });
+    let out = r.input(10, PHONE, In::ConnectionLost { server: SERVER });
+    assert_eq!(out[0], Out::Lost { device: phone(), server: SERVER, connected: true });
+    let Out::RetryAt { at, .. } = out[1] else { panic!("{out:?}") };
+    assert!(at < Time::from_ms(1_010), "a fresh start: the first window: {at}");
+    assert!(!r.devices.balancer().in_service(SERVER, Time::from_ms(11)));
+    assert_eq!(r.devices.state(PHONE), DeviceState::Waiting);
+    assert!(r.input(20, PHONE, In::ConnectionLost { server: SERVER }).is_empty(), "once only");
+    // A connect that meets a dead server fails and widens the window.
+    let out = r.input(at.as_ms(), PHONE, In::RetryDue { settings: SETTINGS });
+    let Out::Frame { server, frame: DeviceFrame::Connect { epoch, .. }, .. } = out[0] else { panic!("{out:?}") };
+    let out = r.input(at.as_ms() + 50, PHONE, In::ConnectFailed { server, epoch });
+    assert_eq!(out[0], Out::Lost { device: phone(), server, connected: false });
+    assert_eq!(r.devices.failures(PHONE), 1);
+}
