@@ -58,6 +58,9 @@ fn a_crashed_server_loses_nothing_over_twenty_seeds() {
         );
         assert!(o.latencies.reconnect.max() < 3_000_000, "seed {seed}: backoff of 1 s and a health check");
         assert!(c.replayed > 0, "seed {seed}: the routers routed again what they had forwarded to it");
+        // A reset is noticed at once: sends caught in the crash go again within seconds.
+        let a = wasim_reports::Summary::new(&o, "crash").availability;
+        assert!(a.measured >= 0.9999, "seed {seed}: availability {:.5}", a.measured);
         lost_connections += c.connections_lost;
     }
     assert!(lost_connections > 0);
@@ -91,6 +94,9 @@ fn a_lost_host_is_noticed_by_unanswered_pings() {
         let h = &o.latencies.reconnect;
         assert!(h.len() > 500, "seed {seed}: {} reconnected", h.len());
         assert!(h.value_at_quantile(0.5) > 5_000_000, "seed {seed}: noticed late: p50 {} µs", h.value_at_quantile(0.5));
+        // Meanwhile their sends go nowhere: the ✓ comes only after the reconnect.
+        let a = wasim_reports::Summary::new(&o, "crash").availability;
+        assert!(a.during.2 < 0.9999 && a.during.2 < a.before.2, "seed {seed}: {a:?}");
     }
 }
 

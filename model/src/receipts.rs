@@ -68,6 +68,11 @@ impl SenderView {
         }
     }
 
+    /// Whether the server's ✓ has arrived.
+    pub fn is_acked(&self) -> bool {
+        self.acked
+    }
+
     /// The server's ✓ arrived. Returns whether the shown state changed.
     pub fn on_server_ack(&mut self) -> bool {
         let before = self.shown();

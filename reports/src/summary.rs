@@ -83,6 +83,56 @@ pub struct SloVerdict {
     pub note: String,
 }
 
+/// The share of sends whose ✓ came within the ACK timeout, over the measuring window and
+/// before, during and after the faults. Sends whose user closed the app before their ✓
+/// came are left out: the user stopped waiting, the system did not fail.
+#[derive(Clone, Debug, Serialize)]
+pub struct Availability {
+    pub objective: f64,
+    pub ack_timeout_ms: u64,
+    pub sends: u64,
+    pub acked_in_time: u64,
+    pub abandoned: u64,
+    pub measured: f64,
+    /// (sends, acked in time, share) before the first fault, during a fault window and
+    /// after the last (a run without faults has only "before").
+    pub before: (u64, u64, f64),
+    pub during: (u64, u64, f64),
+    pub after: (u64, u64, f64),
+    pub verdict: Verdict,
+}
+
+impl Availability {
+    fn new(s: &Scenario, c: &Counters) -> Availability {
+        let part = |sends: u64, abandoned: u64, acked: u64| {
+            let n = sends.saturating_sub(abandoned);
+            (n, acked, if n == 0 { 1.0 } else { acked as f64 / n as f64 })
+        };
+        let before = part(c.sends_before_faults, c.abandoned_before_faults, c.acked_in_time_before_faults);
+        let during = part(c.sends_during_faults, c.abandoned_during_faults, c.acked_in_time_during_faults);
+        let after = part(c.sends_after_faults, c.abandoned_after_faults, c.acked_in_time_after_faults);
+        let (sends, acked) = (before.0 + during.0 + after.0, before.1 + during.1 + after.1);
+        let measured = if sends == 0 { 0.0 } else { acked as f64 / sends as f64 };
+        let verdict = match sends {
+            0 => Verdict::NoData,
+            _ if measured >= s.slo.availability => Verdict::Pass,
+            _ => Verdict::Fail,
+        };
+        Availability {
+            objective: s.slo.availability,
+            ack_timeout_ms: s.slo.sent_ack_timeout_ms,
+            sends,
+            acked_in_time: acked,
+            abandoned: c.abandoned_before_faults + c.abandoned_during_faults + c.abandoned_after_faults,
+            measured,
+            before,
+            during,
+            after,
+            verdict,
+        }
+    }
+}
+
 /// Load the run achieved, per second of the measuring window.
 #[derive(Clone, Debug, Serialize)]
 pub struct Throughput {
@@ -224,6 +274,8 @@ pub struct Summary {
     pub processes: usize,
     pub verdict: Verdict,
     pub slos: Vec<SloVerdict>,
+    /// The card's 99.99%: sends acknowledged within the ACK timeout.
+    pub availability: Availability,
     pub latencies: Vec<LatencySummary>,
     pub throughput: Throughput,
     pub counters: Counters,
@@ -419,7 +471,8 @@ impl Summary {
             slo("presence propagation", &latencies[1], s.slo.presence_ms_p99, Verdict::NoData),
         ];
         let c = &o.counters;
-        let slos_hold = slos.iter().all(|v| v.verdict != Verdict::Fail);
+        let availability = Availability::new(s, c);
+        let slos_hold = slos.iter().all(|v| v.verdict != Verdict::Fail) && availability.verdict != Verdict::Fail;
         let overall = if slos_hold && o.checks.ok() { Verdict::Pass } else { Verdict::Fail };
         let ttl_s = s.users.presence_ttl_ms as f64 / 1e3;
         let detection = &latencies[6];
@@ -443,6 +496,7 @@ impl Summary {
             processes: o.node_count,
             verdict: overall,
             slos,
+            availability,
             throughput: Throughput {
                 offered_msg_per_s: s.workload.messages_per_s,
                 sent_msg_per_s: round3(c.sends_measured as f64 / window_s),

@@ -127,6 +127,27 @@ pub fn render_summary(s: &Summary) -> String {
             if slo.note.is_empty() { String::new() } else { format!(" ({})", slo.note) }
         );
     }
+    let a = &s.availability;
+    let _ = writeln!(
+        o,
+        "  availability: {:.4}% of {} sends acknowledged within {} ms{}\n    objective >= {:.4}% -> {}",
+        a.measured * 100.0,
+        a.sends,
+        a.ack_timeout_ms,
+        if s.fault_windows.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (before the faults {:.4}%, during {:.4}% of {}, after {:.4}%)",
+                a.before.2 * 100.0,
+                a.during.2 * 100.0,
+                a.during.0,
+                a.after.2 * 100.0
+            )
+        },
+        a.objective * 100.0,
+        a.verdict
+    );
     let _ = writeln!(o, "\nOther latencies (ms){}", &header[20..]);
     for l in s.latencies.iter().filter(|l| !s.slos.iter().any(|v| v.metric == l.name)) {
         latency_row(&mut o, l.name, l);

@@ -559,7 +559,9 @@ fn check_workers_and_slos(s: &Scenario) -> Result<(), Failure> {
     }
     let why = "the latency histograms stop at an hour, and a 0 ms objective never holds";
     in_range("slo.delivery_ms_p99", s.slo.delivery_ms_p99, 1, SLO_MS_MAX, why)?;
-    in_range("slo.presence_ms_p99", s.slo.presence_ms_p99, 1, SLO_MS_MAX, why)
+    in_range("slo.presence_ms_p99", s.slo.presence_ms_p99, 1, SLO_MS_MAX, why)?;
+    in_range("slo.sent_ack_timeout_ms", s.slo.sent_ack_timeout_ms, 1, SLO_MS_MAX, why)?;
+    share("slo.availability", s.slo.availability)
 }
 
 fn check_faults(s: &Scenario) -> Result<(), Failure> {

@@ -161,6 +161,20 @@ counters! {
         replayed,
         /// Sends a device made again after reconnecting, having no ✓ for them.
         sends_retried,
+        /// Sends in the measuring window before the first fault, during a fault window and
+        /// after the last one, and those of them whose ✓ came within the ACK timeout
+        /// (availability).
+        sends_before_faults,
+        sends_during_faults,
+        sends_after_faults,
+        acked_in_time_before_faults,
+        acked_in_time_during_faults,
+        acked_in_time_after_faults,
+        /// Of those sends, the ones whose user closed the app before the ✓ came: left out
+        /// of availability (the user, not the system, stopped waiting).
+        abandoned_before_faults,
+        abandoned_during_faults,
+        abandoned_after_faults,
         /// Records a router dropped as repeats of a client message it had routed.
         retries_dropped,
 

@@ -523,11 +523,15 @@ pub struct Slo {
     pub delivery_ms_p99: u64,
     /// Status change -> subscribed watcher's view, p99, in ms (default 1,000).
     pub presence_ms_p99: u64,
+    /// A send counts as available when its ✓ arrives within this, in ms (default 5,000).
+    pub sent_ack_timeout_ms: u64,
+    /// The share of sends that must be available (default 0.9999, the card's 99.99%).
+    pub availability: f64,
 }
 
 impl Default for Slo {
     fn default() -> Self {
-        Slo { delivery_ms_p99: 500, presence_ms_p99: 1_000 }
+        Slo { delivery_ms_p99: 500, presence_ms_p99: 1_000, sent_ack_timeout_ms: 5_000, availability: 0.9999 }
     }
 }
 

@@ -182,8 +182,11 @@ pub enum DeviceOutput {
     SentAgain { device: DeviceId, count: usize },
     /// The connection ended during a catch-up; `held` arrivals were dropped unacknowledged.
     CatchUpInterrupted { device: DeviceId, held: usize },
-    /// The ✓ arrived; `ticks` is the shown state when it changed.
-    SentAckSeen { device: DeviceId, msg: ChatMessage, ticks: Option<ReceiptState> },
+    /// The ✓ arrived (`first`: the first for this client message; `abandoned`: the user
+    /// had closed the app while waiting for it); `ticks` is the shown state when it changed.
+    SentAckSeen { device: DeviceId, msg: ChatMessage, first: bool, abandoned: bool, ticks: Option<ReceiptState> },
+    /// The user closed the app with a send sent at `sent_at` still waiting for its ✓.
+    Abandoned { device: DeviceId, sent_at: Time },
     /// A receipt arrived; `ticks` is the shown state (before, after) when it changed
     /// (`None` after: settled at read and forgotten).
     ReceiptSeen { device: DeviceId, receipt: Receipt, ticks: Option<(Option<ReceiptState>, Option<ReceiptState>)> },
@@ -214,9 +217,17 @@ pub struct Devices {
     unacked_sends: FxHashMap<u32, SmallVec<[UnackedSend; 1]>>,
 }
 
-/// A send without its ✓ yet: (client sequence, to, sent at, the epoch of the connection
-/// it last went on).
-type UnackedSend = (u32, UserId, Time, u32);
+/// A send without its ✓ yet.
+#[derive(Clone, Copy, Debug)]
+struct UnackedSend {
+    client_seq: u32,
+    to: UserId,
+    sent_at: Time,
+    /// The epoch of the connection it last went on.
+    epoch: u32,
+    /// The user closed the app before its ✓ came (it waits for the next connection).
+    abandoned: bool,
+}
 
 /// The most arrivals a device holds during one catch-up; a fetch pushes at most the
 /// chat server's `FETCH_ENTRIES_MAX`, and live arrivals during a catch-up are few. Beyond
@@ -384,6 +395,12 @@ impl Devices {
                 }
             }
             DeviceInput::AppClose => {
+                if let Some(pending) = self.unacked_sends.get_mut(&(index as u32)) {
+                    for p in pending.iter_mut().filter(|p| !p.abandoned) {
+                        p.abandoned = true;
+                        out.push(DeviceOutput::Abandoned { device, sent_at: p.sent_at });
+                    }
+                }
                 let attached = matches!(d.state, DeviceState::Connecting) || d.state.is_connected();
                 if let (true, false, Some(server)) = (attached, d.network_down, d.server) {
                     let frame = DeviceFrame::Disconnect { epoch: d.epoch };
@@ -541,14 +558,24 @@ impl Devices {
             ServerFrame::Push { msg } => self.on_push(now, index, msg, out),
             ServerFrame::FetchDone { upto } => self.on_fetch_done(now, index, upto, out),
             ServerFrame::SentAck { msg } => {
+                let mut abandoned = false;
                 if let Some(pending) = self.unacked_sends.get_mut(&(index as u32)) {
-                    pending.retain(|p| p.0 != msg.client_seq);
+                    pending.retain(|p| {
+                        abandoned |= p.client_seq == msg.client_seq && p.abandoned;
+                        p.client_seq != msg.client_seq
+                    });
                     if pending.is_empty() {
                         self.unacked_sends.remove(&(index as u32));
                     }
                 }
-                let changed = self.sent.on_server_ack(msg.client_id());
-                out.push(DeviceOutput::SentAckSeen { device, msg, ticks: changed.then_some(ReceiptState::Sent) });
+                let (first, changed) = self.sent.on_server_ack(msg.client_id());
+                out.push(DeviceOutput::SentAckSeen {
+                    device,
+                    msg,
+                    first,
+                    abandoned,
+                    ticks: changed.then_some(ReceiptState::Sent),
+                });
             }
             ServerFrame::Receipt { receipt } => {
                 let ticks = self.sent.on_receipt(receipt.msg.client_id(), receipt.event());
@@ -602,10 +629,10 @@ impl Devices {
         let epoch = self.devices[index].epoch;
         if let Some(pending) = self.unacked_sends.get_mut(&(index as u32)) {
             let mut count = 0;
-            for (client_seq, to, sent_at, on) in pending.iter_mut().filter(|p| p.3 != epoch) {
-                *on = epoch;
+            for p in pending.iter_mut().filter(|p| p.epoch != epoch) {
+                p.epoch = epoch;
                 count += 1;
-                let frame = DeviceFrame::Send { to: *to, client_seq: *client_seq, sent_at: *sent_at };
+                let frame = DeviceFrame::Send { to: p.to, client_seq: p.client_seq, sent_at: p.sent_at };
                 out.push(DeviceOutput::Frame { device, server, frame });
             }
             if count > 0 {
@@ -633,7 +660,8 @@ impl Devices {
         d.next_seq = d.next_seq.wrapping_add(1);
         self.sent.on_send(ClientMsgId { sender: device.user, seq: client_seq });
         let epoch = self.devices[index].epoch;
-        self.unacked_sends.entry(index as u32).or_default().push((client_seq, to, now, epoch));
+        let pending = UnackedSend { client_seq, to, sent_at: now, epoch, abandoned: false };
+        self.unacked_sends.entry(index as u32).or_default().push(pending);
         Some((server, DeviceFrame::Send { to, client_seq, sent_at: now }))
     }
 

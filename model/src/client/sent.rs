@@ -17,12 +17,14 @@ impl SentMessages {
         self.views.insert(id.key(), SenderView::default());
     }
 
-    /// The server's ✓ for `id` arrived. Returns whether the shown ticks changed.
-    pub fn on_server_ack(&mut self, id: ClientMsgId) -> bool {
-        let Some(view) = self.views.get_mut(id.key()) else { return false };
+    /// The server's ✓ for `id` arrived. Returns whether it is the first ✓ for it, and
+    /// whether the shown ticks changed.
+    pub fn on_server_ack(&mut self, id: ClientMsgId) -> (bool, bool) {
+        let Some(view) = self.views.get_mut(id.key()) else { return (false, false) };
+        let first = !view.is_acked();
         let changed = view.on_server_ack();
         self.forget_if_settled(id);
-        changed
+        (first, changed)
     }
 
     /// A receipt for `id` arrived. Returns the ticks shown before and after, when they
@@ -77,11 +79,11 @@ mod tests {
     fn sent_messages_forget_once_read_and_acked_in_any_order() {
         let mut s = SentMessages::default();
         let a = ClientMsgId { sender: UserId(1), seq: 0 };
-        assert!(!s.on_server_ack(a), "not sent by these devices");
+        assert_eq!(s.on_server_ack(a), (false, false), "not sent by these devices");
         s.on_send(a);
         assert_eq!(s.on_receipt(a, ReceiptEvent::DeliveredAck), Some((None, Some(ReceiptState::Delivered))));
         assert_eq!(s.shown(a), Some(ReceiptState::Delivered));
-        assert!(!s.on_server_ack(a), "a late ✓ after ✓✓ changes nothing");
+        assert_eq!(s.on_server_ack(a), (true, false), "the first ✓, after ✓✓, changes no ticks");
         let read = Some((Some(ReceiptState::Delivered), Some(ReceiptState::Read)));
         assert_eq!(s.on_receipt(a, ReceiptEvent::ReadAck), read);
         assert_eq!(s.in_flight(), 0);

@@ -90,6 +90,8 @@ pub(crate) struct ClientShard {
     displaced: FxHashMap<u32, Time>,
     /// Fault windows (from, until), for delivery latency before, during and after faults.
     fault_windows: Vec<(Time, Time)>,
+    /// A ✓ later than this counts against availability.
+    ack_timeout: Duration,
     /// The Poisson send process of the whole shard.
     next_send_at: Time,
     mean_gap_us: f64,
@@ -167,6 +169,7 @@ impl ClientShard {
             client_link: Sampler::new(&s.network.client_server_ms, 1_000.0),
             displaced: FxHashMap::default(),
             fault_windows,
+            ack_timeout: Duration::from_millis(s.slo.sent_ack_timeout_ms),
             next_send_at: Time::ZERO,
             mean_gap_us: 1.0 / rate_per_us,
             contacts: s.users.contacts_per_user,
@@ -194,6 +197,18 @@ impl ClientShard {
 
     fn layout(&self) -> Layout {
         *self.devices.layout()
+    }
+
+    /// Which part of the run `sent` falls in: 0 before the first fault (or in a run without
+    /// faults), 1 during a fault window, 2 after.
+    fn phase(&self, sent: Time) -> usize {
+        if self.fault_windows.iter().any(|&(from, until)| sent >= from && sent < until) {
+            1
+        } else if self.fault_windows.iter().all(|&(from, _)| sent < from) {
+            0
+        } else {
+            2
+        }
     }
 
     fn measured(&self, sent_at: Time) -> bool {
@@ -283,7 +298,25 @@ impl ClientShard {
                 ctx.counters.catch_ups_interrupted += 1;
                 ctx.counters.held_dropped += held as u64;
             }
-            DeviceOutput::SentAckSeen { device, msg, ticks } => {
+            DeviceOutput::Abandoned { sent_at, .. } => {
+                if self.measured(sent_at) {
+                    let c = &mut ctx.counters;
+                    let abandoned =
+                        [&mut c.abandoned_before_faults, &mut c.abandoned_during_faults, &mut c.abandoned_after_faults];
+                    *abandoned.into_iter().nth(self.phase(sent_at)).expect("three phases") += 1;
+                }
+            }
+            DeviceOutput::SentAckSeen { device, msg, first, abandoned, ticks } => {
+                let in_time = t.since(msg.sent_at) <= self.ack_timeout;
+                if first && !abandoned && in_time && self.measured(msg.sent_at) {
+                    let c = &mut ctx.counters;
+                    let acked = [
+                        &mut c.acked_in_time_before_faults,
+                        &mut c.acked_in_time_during_faults,
+                        &mut c.acked_in_time_after_faults,
+                    ];
+                    *acked.into_iter().nth(self.phase(msg.sent_at)).expect("three phases") += 1;
+                }
                 if self.measured(msg.sent_at) {
                     record_us(&mut self.latencies.sent_ack, t.as_us() - msg.sent_at.as_us());
                     ctx.counters.sent_acks_measured += 1;
@@ -380,15 +413,10 @@ impl ClientShard {
             record_us(&mut self.latencies.delivery, latency_us);
             ctx.counters.deliveries_measured += 1;
             if !self.fault_windows.is_empty() {
-                let sent = msg.sent_at;
-                let phase = if self.fault_windows.iter().any(|&(from, until)| sent >= from && sent < until) {
-                    &mut self.latencies.delivery_during
-                } else if self.fault_windows.iter().all(|&(from, _)| sent < from) {
-                    &mut self.latencies.delivery_before
-                } else {
-                    &mut self.latencies.delivery_after
-                };
-                record_us(phase, latency_us);
+                let i = self.phase(msg.sent_at);
+                let l = &mut self.latencies;
+                let phase = [&mut l.delivery_before, &mut l.delivery_during, &mut l.delivery_after];
+                record_us(phase.into_iter().nth(i).expect("three phases"), latency_us);
             }
         }
         if device.slot.0 == 0 {
@@ -598,7 +626,10 @@ impl ClientShard {
             let Some((server, frame)) = self.devices.send(t, index, to) else { continue };
             ctx.counters.sends += 1;
             if self.measured(t) {
-                ctx.counters.sends_measured += 1;
+                let c = &mut ctx.counters;
+                c.sends_measured += 1;
+                let sends = [&mut c.sends_before_faults, &mut c.sends_during_faults, &mut c.sends_after_faults];
+                *sends.into_iter().nth(self.phase(t)).expect("three phases") += 1;
             }
             ctx.second(t).sends += 1;
             self.transmit(t, self.layout().device(index), server, &frame, ctx);

@@ -306,7 +306,16 @@ fn the_ticks_of_a_sent_message_move_forward_only() {
     r.devices.send(Time::ZERO, PHONE, UserId(1));
     let mine = ChatMessage { from: UserId(0), to: UserId(1), client_seq: 0, ..msg(3, 1) };
     let out = r.frame(1, PHONE, ServerFrame::SentAck { msg: mine });
-    assert_eq!(out, vec![Out::SentAckSeen { device: phone(), msg: mine, ticks: Some(ReceiptState::Sent) }]);
+    assert_eq!(
+        out,
+        vec![Out::SentAckSeen {
+            device: phone(),
+            msg: mine,
+            first: true,
+            abandoned: false,
+            ticks: Some(ReceiptState::Sent)
+        }]
+    );
     let receipt = Receipt { msg: mine, state: ReceiptState::Delivered, by: DeviceId::phone(UserId(1)), at: Time::ZERO };
     let out = r.frame(2, PHONE, ServerFrame::Receipt { receipt });
     let moved = Some((Some(ReceiptState::Sent), Some(ReceiptState::Delivered)));
@@ -322,14 +331,16 @@ fn a_send_without_its_tick_goes_again_on_the_next_connection_only() {
     let (_, send) = r.devices.send(Time::from_ms(1), PHONE, UserId(1)).expect("connected");
     let out = r.frame(2, PHONE, ServerFrame::FetchDone { upto: InboxPos(0) });
     assert!(!out.iter().any(|o| matches!(o, Out::Frame { frame: DeviceFrame::Send { .. }, .. })), "same connection");
-    r.input(3, PHONE, In::AppClose);
+    let out = r.input(3, PHONE, In::AppClose);
+    assert!(out.contains(&Out::Abandoned { device: phone(), sent_at: Time::from_ms(1) }), "{out:?}");
     r.connect(4, PHONE);
     let out = r.frame(5, PHONE, ServerFrame::FetchDone { upto: InboxPos(0) });
     assert!(out.contains(&Out::Frame { device: phone(), server: SERVER, frame: send }), "sent again: {out:?}");
     assert!(out.contains(&Out::SentAgain { device: phone(), count: 1 }));
     let DeviceFrame::Send { client_seq, .. } = send else { panic!() };
     let acked = ChatMessage { client_seq, from: UserId(0), to: UserId(1), ..msg(9, 1) };
-    r.frame(6, PHONE, ServerFrame::SentAck { msg: acked });
+    let out = r.frame(6, PHONE, ServerFrame::SentAck { msg: acked });
+    assert!(matches!(out[..], [Out::SentAckSeen { first: true, abandoned: true, .. }]), "{out:?}");
     assert_eq!(r.devices.sends_unacked(), 0, "the ✓ settles it");
 }
 
