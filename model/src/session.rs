@@ -200,6 +200,21 @@ impl SessionStore {
         self.entries.get(self.index(user)).filter(|e| u64::from(e.expires_ms) > now.as_ms()).map(|e| e.unpack())
     }
 
+    /// The devices online at `now` with their servers, for the users of shard `shard` (the
+    /// store holds users `u % stride == shard`).
+    pub fn online(&self, shard: u32, now: Time) -> impl Iterator<Item = (UserId, DeviceSlot, ServerId)> + '_ {
+        let stride = self.stride.get();
+        self.entries.iter().enumerate().filter(move |(_, e)| u64::from(e.expires_ms) > now.as_ms()).flat_map(
+            move |(i, e)| {
+                let user = UserId(i as u32 * stride + shard);
+                e.unpack().devices.into_iter().enumerate().filter_map(move |(slot, d)| match d {
+                    DeviceSession::Online(s) => Some((user, DeviceSlot(slot as u8), s)),
+                    _ => None,
+                })
+            },
+        )
+    }
+
     /// How many keys were ever set (expired ones included).
     pub fn len(&self) -> usize {
         self.keys

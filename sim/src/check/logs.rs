@@ -40,12 +40,14 @@ pub struct Display {
     pub id: MessageId,
 }
 
-/// A device with a connection when the run ends: 12 bytes (one per device of the run).
+/// A device with a connection when the run ends: 16 bytes (one per device of the run).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectedAtEnd {
     pub device: DeviceKey,
     /// When its catch-up began, if it is still catching up.
     pub catching_up_since: Option<LogMs>,
+    /// The server it is connected to.
+    pub server: wasim_model::ServerId,
 }
 
 /// A presence notification a watcher received.
@@ -80,6 +82,8 @@ pub struct Logs {
     pub key_lifetimes: Vec<(UserId, Time, Time)>,
     /// Messages still on the network or waiting to leave a process at the end, sorted.
     pub in_transit: Vec<MessageId>,
+    /// The session store's devices online at the end, with their servers, sorted.
+    pub sessions: Vec<(DeviceKey, wasim_model::ServerId)>,
     /// Retried sends the routers dropped as repeats: (the retry's id, the id its client
     /// message was routed under), sorted. The ✓ of a retry names the retry's id.
     pub aliases: Vec<(MessageId, MessageId)>,
@@ -99,6 +103,7 @@ impl Logs {
         self.key_lifetimes.append(&mut o.key_lifetimes);
         self.in_transit.append(&mut o.in_transit);
         self.aliases.append(&mut o.aliases);
+        self.sessions.append(&mut o.sessions);
     }
 
     /// Sort what the checkers search (`displays` are taken out of the logs meanwhile).
@@ -115,5 +120,6 @@ impl Logs {
         self.in_transit.sort_unstable();
         self.in_transit.dedup();
         self.aliases.sort_unstable();
+        self.sessions.sort_unstable();
     }
 }

@@ -1,6 +1,6 @@
 //! Invariant checkers, apart from the code they check. Processes record what they
 //! observed (logs); after the run each checker reads the merged logs and reports
-//! violations. Invariants 1, 2, 3, 5 and 7 of DESIGN.md are checked here.
+//! violations. Invariants 1, 2, 3, 5, 6, 7 and 8 of DESIGN.md are checked here.
 
 mod logs;
 
@@ -119,6 +119,7 @@ pub fn check_all(logs: &mut Logs, cx: &CheckContext, parallel: bool) -> CheckRep
             (2, "no duplicate display"),
             (3, "receipts monotone"),
             (5, "order within a conversation"),
+            (6, "routing"),
             (7, "presence"),
             (8, "liveness"),
         ],
@@ -137,6 +138,7 @@ pub fn check_all(logs: &mut Logs, cx: &CheckContext, parallel: bool) -> CheckRep
         let mut a = CheckReport::default();
         logs.sort(&displays);
         no_loss(logs, cx, &mut a);
+        routing(logs, &mut a);
         liveness(logs, cx, &mut a);
         no_duplicate_display(logs, &mut a);
         reads_follow_displays(logs, &mut a);
@@ -246,6 +248,21 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
             let detail =
                 format!("acknowledged at {acked_at}; the {device} is connected and live at the end without it");
             r.add(violation(1, "no loss", format!("message {id}"), cx.end, detail));
+        }
+    }
+}
+
+/// 6. Routing: a device live at the end (its catch-up done, so its connect's session write
+///    was applied) is where the session store routes its messages.
+fn routing(logs: &Logs, r: &mut CheckReport) {
+    let mut sessions = logs.sessions.iter().peekable();
+    for c in logs.connected.iter().filter(|c| c.catching_up_since.is_none()) {
+        while sessions.next_if(|s| s.0 < c.device).is_some() {}
+        let stored = sessions.peek().filter(|s| s.0 == c.device).map(|s| s.1);
+        if stored != Some(c.server) {
+            let points = stored.map_or("nowhere".to_string(), |s| format!("to server {}", s.0));
+            let detail = format!("live on server {} at the end; the session store points {points}", c.server.0);
+            r.add(violation(6, "routing", format!("the {}", c.device), Time::ZERO, detail));
         }
     }
 }
@@ -367,7 +384,7 @@ mod tests {
     const WEB_2: DeviceKey = DeviceKey(5);
 
     fn connected(device: DeviceKey) -> ConnectedAtEnd {
-        ConnectedAtEnd { device, catching_up_since: None }
+        ConnectedAtEnd { device, catching_up_since: None, server: wasim_model::ServerId(1) }
     }
 
     fn cx() -> CheckContext {
@@ -389,6 +406,7 @@ mod tests {
             acked: vec![(MessageId(7), UserId(2), LogMs(5))],
             displays: vec![display(PHONE_2, 1, 7, 6)],
             connected: vec![connected(PHONE_2)],
+            sessions: vec![(PHONE_2, wasim_model::ServerId(1))],
             stored: vec![MessageId(7), MessageId(7)],
             ..Logs::default()
         }
@@ -450,13 +468,19 @@ mod tests {
     fn a_device_catching_up_is_owed_everything_once_its_catch_up_is_overdue() {
         let mut logs = healthy();
         logs.displays.clear();
-        logs.connected =
-            vec![ConnectedAtEnd { device: PHONE_2, catching_up_since: Some(LogMs::of(Time::from_secs(95))) }];
+        logs.connected = vec![ConnectedAtEnd {
+            device: PHONE_2,
+            catching_up_since: Some(LogMs::of(Time::from_secs(95))),
+            server: wasim_model::ServerId(1),
+        }];
         let report = check_all(&mut logs, &cx(), false);
         assert!(report.ok(), "a catch-up under way: {report:?}");
         assert_eq!(report.in_flight.owed_to_devices_catching_up, 1);
-        logs.connected =
-            vec![ConnectedAtEnd { device: PHONE_2, catching_up_since: Some(LogMs::of(Time::from_secs(50))) }];
+        logs.connected = vec![ConnectedAtEnd {
+            device: PHONE_2,
+            catching_up_since: Some(LogMs::of(Time::from_secs(50))),
+            server: wasim_model::ServerId(1),
+        }];
         assert_eq!(invariants(&mut logs), vec![8], "stuck in its catch-up for 50 s");
         logs.displays = vec![display(PHONE_2, 1, 7, 6)];
         assert_eq!(invariants(&mut logs), vec![8], "stuck even when it owes nothing");
@@ -472,11 +496,24 @@ mod tests {
             logs.displays = vec![display(PHONE_2, 1, minted_at_5ms.0, 7)];
             logs.stored = vec![minted_at_5ms; 2];
             logs.connected.push(connected(WEB_2));
+            logs.sessions.push((WEB_2, wasim_model::ServerId(1)));
             logs.registered = vec![(WEB_2, Time::from_ms(linked_ms))];
             logs
         };
         assert_eq!(invariants(&mut with_web(1)), vec![1], "linked at 1 ms: the web client is owed it");
         assert!(invariants(&mut with_web(6)).is_empty(), "linked at 6 ms: minted before, not owed");
+    }
+
+    #[test]
+    fn a_live_device_the_session_store_routes_elsewhere_is_caught() {
+        let mut logs = healthy();
+        logs.sessions = vec![(PHONE_2, wasim_model::ServerId(4))];
+        assert_eq!(invariants(&mut logs), vec![6], "stale: points at server 4");
+        logs.sessions.clear();
+        assert_eq!(invariants(&mut logs), vec![6], "points nowhere");
+        logs.connected[0].catching_up_since = Some(LogMs::of(Time::from_secs(99)));
+        logs.displays.clear();
+        assert!(invariants(&mut logs).is_empty(), "a device still catching up is not judged");
     }
 
     #[test]

@@ -131,6 +131,15 @@ impl RedisShard {
     }
 
     /// Session keys held.
+    pub fn online(
+        &self,
+        shard: u32,
+        now: Time,
+    ) -> impl Iterator<Item = (UserId, wasim_model::DeviceSlot, ServerId)> + '_ {
+        self.sessions.online(shard, now)
+    }
+
+    /// Session keys set so far.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }

@@ -681,7 +681,8 @@ impl Process for ClientShard {
                 let device = self.layout().device(index);
                 let catching_up_since =
                     (state == DeviceState::CatchingUp).then(|| LogMs::of(self.devices.since(index)));
-                connected.push(ConnectedAtEnd { device: DeviceKey::of(device), catching_up_since });
+                let server = self.devices.server(index).expect("a connected device has a server");
+                connected.push(ConnectedAtEnd { device: DeviceKey::of(device), catching_up_since, server });
             }
         }
     }

@@ -25,7 +25,7 @@ pub(crate) async fn start(shared: Arc<Shared>, me: NodeIdx) {
             Some(plan) => run_process(s, me, |ctx| probe::ProbeNode::new(&shared, plan, ctx)).await,
             None => run_process(s, me, |ctx| client::ClientShard::new(&shared, i, ctx)).await,
         },
-        NodeKind::Redis => run_process(s, me, |_| redis::RedisNode::new(&shared)).await,
+        NodeKind::Redis => run_process(s, me, |_| redis::RedisNode::new(&shared, i)).await,
         NodeKind::Presence => run_process(s, me, |_| presence::PresenceNode::new(&shared)).await,
         NodeKind::Cassandra => run_process(s, me, |_| cassandra::CassandraProcess::new(&shared)).await,
         NodeKind::Kafka => run_process(s, me, |_| kafka::KafkaNode::new(&shared, me)).await,

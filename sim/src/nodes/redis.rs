@@ -9,17 +9,26 @@ use wasim_model::Time;
 
 pub(crate) struct RedisNode {
     shard: RedisShard,
+    /// This shard's index among the session shards.
+    index: u32,
+    end: Time,
     fifo: Fifo,
     service: Sampler,
 }
 
 impl RedisNode {
-    pub fn new(shared: &Shared) -> RedisNode {
+    pub fn new(shared: &Shared, index: u32) -> RedisNode {
         let s = &shared.scenario;
         let (fifo, service) =
             super::queue(shared, crate::topology::NodeKind::Redis, s.workers.redis, &s.service_us.redis);
         let users = s.users.concurrent / u64::from(s.fleet.redis_session_shards);
-        RedisNode { shard: RedisShard::with_stride(s.fleet.redis_session_shards, users as usize), fifo, service }
+        RedisNode {
+            shard: RedisShard::with_stride(s.fleet.redis_session_shards, users as usize),
+            index,
+            end: Time::from_secs(s.total_s()),
+            fifo,
+            service,
+        }
     }
 }
 
@@ -99,6 +108,12 @@ impl Process for RedisNode {
     fn finish(&mut self, report: &mut NodeReport) {
         self.fifo.report_into(report);
         report.gauge_end = self.shard.session_count() as u64;
+        // For invariant 6: where the store sends each device's messages at the end.
+        report.logs.sessions = self
+            .shard
+            .online(self.index, self.end)
+            .map(|(user, slot, server)| (wasim_model::DeviceKey::of(wasim_model::DeviceId { user, slot }), server))
+            .collect();
         report.counters.redis_dropped += self.shard.dropped();
     }
 }
