@@ -121,3 +121,21 @@ fn a_crash_run_is_deterministic() {
     assert_eq!(a.chat_connections_end, b.chat_connections_end);
     assert_eq!(a.latencies.reconnect, b.latencies.reconnect);
 }
+
+#[test]
+fn a_server_that_never_comes_back_files_no_report_and_loses_nothing() {
+    let mut s = scaled("crash-server-47.toml", 500);
+    let total_s = s.total_s();
+    for f in &mut s.faults {
+        if let wasim_sim::Fault::Crash { at_s, for_s, .. } = f {
+            *for_s = total_s - *at_s + 1;
+        }
+    }
+    let o = wasim_sim::run(&s, &wasim_sim::RunOptions::default());
+    assert!(o.checks.ok(), "{:?}", &o.checks.violations[..o.checks.violations.len().min(3)]);
+    assert_eq!(o.silent, vec!["chat_server-47".to_string()]);
+    assert_eq!(o.chat_connections_end[47], None);
+    let summary = wasim_reports::Summary::new(&o, "crash");
+    let table = wasim_reports::render_summary(&summary);
+    assert!(table.contains("1 server(s) dead at the end"), "{table}");
+}

@@ -30,6 +30,11 @@ fn shipped_scenarios_keep_their_invariants_and_their_predicted_load() {
                 "{name} seed {seed}: {:?}",
                 &o.checks.violations[..o.checks.violations.len().min(3)]
             );
+            // A crashed process's measurements die with it, and the visit table predicts a
+            // healthy fleet: crash scenarios are judged by their invariants only.
+            if scenario.faults.iter().any(|f| matches!(f, wasim_sim::Fault::Crash { .. })) {
+                continue;
+            }
             let summary = Summary::new(&o, &name);
             for t in &summary.tiers {
                 assert!(

@@ -47,6 +47,12 @@ pub struct ChatServerConfig {
     /// A push unacknowledged this long is pushed again on the device's next heartbeat, so
     /// a delivered ACK lost in transit is sent again (default 2 s, many round trips).
     pub ack_wait: Duration,
+    /// A write not acknowledged by a quorum within this is sent again to every replica
+    /// (default 2 s, Cassandra's `write_request_timeout`).
+    pub write_timeout: Duration,
+    /// A read not answered by a quorum within this goes to every replica (default 100 ms,
+    /// a speculative retry), and again at the write timeout while it is unanswered.
+    pub read_retry_after: Duration,
     /// How long a connect's catch-up waits for the device's previous server to hand over
     /// what it had pushed unacknowledged, before finishing without it (default 5 s: the
     /// previous server answers within a round trip unless it is down).
@@ -66,6 +72,8 @@ impl ChatServerConfig {
             publish_timeout: Duration::from_secs(1),
             connection_timeout: Duration::from_secs(45),
             ack_wait: Duration::from_secs(2),
+            write_timeout: Duration::from_secs(2),
+            read_retry_after: Duration::from_millis(100),
             takeover_timeout: Duration::from_secs(5),
         }
     }
@@ -76,8 +84,8 @@ impl ChatServerConfig {
 pub enum ChatServerInput {
     /// A frame from a device's WebSocket.
     Frame { device: DeviceId, frame: DeviceFrame },
-    /// A Cassandra replica acknowledged a write.
-    WriteAck { req: u64 },
+    /// Cassandra replica `replica` acknowledged a write.
+    WriteAck { req: u64, replica: u16 },
     /// Kafka acknowledged a publish.
     ProduceAck { req: u64 },
     /// One entry of an inbox fetch, at position `pos` (entries arrive in inbox order).
@@ -89,8 +97,8 @@ pub enum ChatServerInput {
     /// `previous` is the other server the session pointed the device at until this
     /// connect: it may still hold the device's old connection, with pushes unacknowledged.
     InboxEnd { req: u64, end: InboxPos, parts: u32, previous: Option<ServerId> },
-    /// One replica's answer to a read.
-    ReadReply { req: u64, row: Option<ChatMessage> },
+    /// Replica `replica`'s answer to a read.
+    ReadReply { req: u64, row: Option<ChatMessage>, replica: u16 },
     /// A message for `slot` of its recipient, connected here (from the router or another
     /// chat server).
     Forward { msg: ChatMessage, slot: DeviceSlot },
@@ -132,9 +140,12 @@ pub enum ChatServerOutput {
     SessionClear { device: DeviceId, server: ServerId },
     /// A presence command for the user's presence shard.
     Presence(PresenceInput),
-    /// Read a message row (a quorum of replicas answer).
+    /// Read a message row from a quorum of its replicas.
     Read { req: u64, id: MessageId, conversation: ConversationId },
-    /// Write the message row to every replica of its partition.
+    /// Read it from every replica: a quorum did not answer in time (one may be down).
+    ReadAll { req: u64, id: MessageId, conversation: ConversationId },
+    /// Write the message row to every replica of its partition (again, if a quorum did not
+    /// acknowledge it in time: the write is an upsert).
     Persist { req: u64, msg: ChatMessage },
     /// Publish to the `messages` topic, keyed by conversation.
     Publish { req: u64, msg: ChatMessage },
@@ -160,7 +171,8 @@ pub enum ChatServerOutput {
 struct PendingWrite {
     msg: ChatMessage,
     device: DeviceId,
-    acks: u8,
+    /// The replicas that acknowledged it (a write sent again is acknowledged again).
+    acked_by: SmallVec<[u16; 3]>,
     /// A quorum holds it (✓ sent); it waits to be published after the earlier messages of
     /// its conversation.
     durable: bool,
@@ -209,7 +221,10 @@ struct GivenUp {
 struct PendingRead {
     job: DefaultKey,
     index: usize,
-    replies: u8,
+    /// The replicas that answered.
+    replied: SmallVec<[u16; 3]>,
+    id: MessageId,
+    conversation: ConversationId,
 }
 
 /// A connection packed into 4 bytes, so a 100K-connection table stays small enough to
@@ -286,6 +301,14 @@ pub struct ChatServer {
     awaiting_handover: FxHashMap<DeviceKey, DefaultKey>,
     /// Handover deadlines in the order they were set (always now + timeout).
     takeover_deadlines: VecDeque<(Time, DefaultKey)>,
+    /// Write and read deadlines in the order they were set (each queue holds deadlines of
+    /// one length, so it stays in time order).
+    write_deadlines: VecDeque<(Time, DefaultKey)>,
+    read_deadlines: VecDeque<(Time, DefaultKey)>,
+    read_again_deadlines: VecDeque<(Time, DefaultKey)>,
+    /// Writes and reads sent again for want of a quorum in time.
+    writes_retried: u64,
+    reads_retried: u64,
     /// Other chat servers known to be down, by id.
     down: Vec<bool>,
     /// Takeovers this server asked for, and connections it gave up to another server.
@@ -326,6 +349,11 @@ impl ChatServer {
             given_up: FxHashMap::default(),
             awaiting_handover: FxHashMap::default(),
             takeover_deadlines: VecDeque::new(),
+            write_deadlines: VecDeque::new(),
+            read_deadlines: VecDeque::new(),
+            read_again_deadlines: VecDeque::new(),
+            writes_retried: 0,
+            reads_retried: 0,
             takeovers: 0,
             given_up_count: 0,
             down: Vec::new(),
@@ -390,7 +418,7 @@ impl ChatServer {
         use ChatServerOutput as Out;
         match input {
             In::Frame { device, frame } => self.on_frame(now, device, frame, out),
-            In::WriteAck { req } => self.on_write_ack(now, req, out),
+            In::WriteAck { req, replica } => self.on_write_ack(now, req, replica, out),
             In::ProduceAck { req } => {
                 // A late or duplicate ACK finds nothing: the entry was already removed.
                 if let Some(p) = self.publishes.remove(req_to_key(req)) {
@@ -426,7 +454,7 @@ impl ChatServer {
                 }
                 self.try_finish_fetch(now, key, out);
             }
-            In::ReadReply { req, row } => self.on_read_reply(now, req, row, out),
+            In::ReadReply { req, row, replica } => self.on_read_reply(now, req, row, replica, out),
             In::Forward { msg, slot } => {
                 let device = DeviceId { user: msg.to, slot };
                 self.push(device, msg, now, out);
@@ -578,7 +606,8 @@ impl ChatServer {
                     client_seq,
                     sent_at,
                 };
-                let key = self.writes.insert(PendingWrite { msg, device, acks: 0, durable: false });
+                let key = self.writes.insert(PendingWrite { msg, device, acked_by: SmallVec::new(), durable: false });
+                self.write_deadlines.push_back((now + self.config.write_timeout, key));
                 self.unpublished.entry(msg.conversation).or_default().push(key);
                 out.push(Out::Persist { req: key_to_req(key), msg });
             }
@@ -603,9 +632,46 @@ impl ChatServer {
         }
     }
 
-    /// Timers: re-publish what Kafka has not acknowledged, close silent connections.
-    /// Call once per tick.
+    /// Writes and reads sent again for want of a quorum in time.
+    pub fn retried(&self) -> (u64, u64) {
+        (self.writes_retried, self.reads_retried)
+    }
+
+    /// Timers: write again what a quorum has not acknowledged, read from every replica
+    /// what a quorum has not answered, re-publish what Kafka has not acknowledged, close
+    /// silent connections. Call once per tick.
     pub fn handle_timeout(&mut self, now: Time, out: &mut Vec<ChatServerOutput>) {
+        while let Some(&(deadline, key)) = self.write_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.write_deadlines.pop_front();
+            if let Some(w) = self.writes.get(key).filter(|w| !w.durable) {
+                let msg = w.msg;
+                self.writes_retried += 1;
+                self.write_deadlines.push_back((now + self.config.write_timeout, key));
+                out.push(ChatServerOutput::Persist { req: key_to_req(key), msg });
+            }
+        }
+        for again in [false, true] {
+            let queue = if again { &mut self.read_again_deadlines } else { &mut self.read_deadlines };
+            let mut due = Vec::new();
+            while let Some(&(deadline, key)) = queue.front() {
+                if deadline > now {
+                    break;
+                }
+                queue.pop_front();
+                due.push(key);
+            }
+            for key in due {
+                if let Some(r) = self.reads.get(key) {
+                    let (id, conversation) = (r.id, r.conversation);
+                    self.reads_retried += 1;
+                    self.read_again_deadlines.push_back((now + self.config.write_timeout, key));
+                    out.push(ChatServerOutput::ReadAll { req: key_to_req(key), id, conversation });
+                }
+            }
+        }
         while let Some(&(deadline, key)) = self.publish_deadlines.front() {
             if deadline > now {
                 break;
@@ -775,13 +841,15 @@ impl ChatServer {
         out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::Push { msg } });
     }
 
-    fn on_write_ack(&mut self, now: Time, req: u64, out: &mut Vec<ChatServerOutput>) {
+    fn on_write_ack(&mut self, now: Time, req: u64, replica: u16, out: &mut Vec<ChatServerOutput>) {
         let key = req_to_key(req);
         let Some(w) = self.writes.get_mut(key) else {
             return; // a replica answering after the quorum did: nothing left to do
         };
-        w.acks += 1;
-        if w.durable || w.acks < self.quorum {
+        if !w.acked_by.contains(&replica) {
+            w.acked_by.push(replica);
+        }
+        if w.durable || w.acked_by.len() < usize::from(self.quorum) {
             return;
         }
         w.durable = true;
@@ -822,15 +890,25 @@ impl ChatServer {
         let index = job.rows.len();
         job.rows.push(None);
         job.reads_pending += 1;
-        let read = key_to_req(self.reads.insert(PendingRead { job: job_key, index, replies: 0 }));
-        out.push(ChatServerOutput::Read { req: read, id, conversation });
+        let read = self.reads.insert(PendingRead { job: job_key, index, replied: SmallVec::new(), id, conversation });
+        self.read_deadlines.push_back((now + self.config.read_retry_after, read));
+        out.push(ChatServerOutput::Read { req: key_to_req(read), id, conversation });
     }
 
-    fn on_read_reply(&mut self, now: Time, req: u64, row: Option<ChatMessage>, out: &mut Vec<ChatServerOutput>) {
+    fn on_read_reply(
+        &mut self,
+        now: Time,
+        req: u64,
+        row: Option<ChatMessage>,
+        replica: u16,
+        out: &mut Vec<ChatServerOutput>,
+    ) {
         let key = req_to_key(req);
         let Some(read) = self.reads.get_mut(key) else { return };
-        read.replies += 1;
-        let (job_key, index, done) = (read.job, read.index, read.replies >= self.quorum);
+        if !read.replied.contains(&replica) {
+            read.replied.push(replica);
+        }
+        let (job_key, index, done) = (read.job, read.index, read.replied.len() >= usize::from(self.quorum));
         if done {
             self.reads.remove(key);
         }

@@ -330,6 +330,14 @@ pub struct CrashReport {
     pub replayed: u64,
     /// Acknowledged messages never delivered to a device connected at the end (invariant 1).
     pub lost: u64,
+    /// Whether the process is a chat server (else a Cassandra node: the connection figures
+    /// do not apply, the storage ones do).
+    pub chat_server: bool,
+    /// Writes sent again for want of a quorum, reads sent to every replica, and rows the
+    /// node repaired from its peers when it rejoined (the whole run).
+    pub writes_retried: u64,
+    pub reads_retried: u64,
+    pub rows_repaired: u64,
 }
 
 fn crash_reports(o: &Outcome) -> Vec<CrashReport> {
@@ -376,6 +384,10 @@ fn crash_reports(o: &Outcome) -> Vec<CrashReport> {
                 delayed_max_ms: if during.is_empty() { 0.0 } else { during.max() as f64 / 1e3 },
                 replayed: o.counters.replayed,
                 lost,
+                chat_server: target.starts_with("chat_server-"),
+                writes_retried: o.counters.writes_retried,
+                reads_retried: o.counters.reads_retried,
+                rows_repaired: o.counters.rows_repaired,
             }),
             _ => None,
         })

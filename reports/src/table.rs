@@ -242,33 +242,46 @@ pub fn render_summary(s: &Summary) -> String {
 
 /// The card's task 1.2: what a chat server crash did and how the fleet recovered.
 fn render_crash(o: &mut String, c: &crate::summary::CrashReport, header: &str) {
-    let _ = writeln!(
-        o,
-        "\nCrash of {} at {} s (detected by {}; restarted at {} s; placement {})",
-        c.target, c.at_s, c.detect, c.restarted_at_s, c.placement
-    );
-    let _ = writeln!(
-        o,
-        "  {} connections lost · reconnects peak at {}/s · {} connects refused by full servers, {} met the dead server · {} messages routed again by the routers",
-        c.connections_lost, c.reconnects_per_s_peak, c.connects_refused, c.connects_failed, c.replayed
-    );
+    let how = if c.chat_server { format!("detected by {}; ", c.detect) } else { String::new() };
+    let placement = if c.chat_server { format!("; placement {}", c.placement) } else { String::new() };
+    let _ =
+        writeln!(o, "\nCrash of {} at {} s ({how}restarted at {} s{placement})", c.target, c.at_s, c.restarted_at_s);
+    if c.chat_server {
+        let _ = writeln!(
+            o,
+            "  {} connections lost · reconnects peak at {}/s · {} connects refused by full servers, {} met the dead server · {} messages routed again by the routers",
+            c.connections_lost, c.reconnects_per_s_peak, c.connects_refused, c.connects_failed, c.replayed
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "  {} writes sent again for want of a quorum · {} reads sent to every replica · {} rows repaired from peers on rejoining (whole run)",
+            c.writes_retried, c.reads_retried, c.rows_repaired
+        );
+    }
     let _ = writeln!(o, "  (ms){}", &header[6..]);
-    latency_row(o, "time to reconnect", &c.time_to_reconnect);
+    if c.chat_server {
+        latency_row(o, "time to reconnect", &c.time_to_reconnect);
+    }
     latency_row(o, "delivery before", &c.delivery_before);
     latency_row(o, "delivery during", &c.delivery_during);
     latency_row(o, "delivery after", &c.delivery_after);
     let live: Vec<u64> = c.connections_end.iter().flatten().copied().collect();
     let dead = c.connections_end.iter().filter(|x| x.is_none()).count();
+    if c.chat_server {
+        let _ = writeln!(
+            o,
+            "  connections per server at the end: min {} · max {} · fullest / mean {:.2}{}",
+            live.iter().min().unwrap_or(&0),
+            live.iter().max().unwrap_or(&0),
+            c.imbalance_end,
+            if dead > 0 { format!(" · {dead} server(s) dead at the end") } else { String::new() },
+        );
+    }
     let _ = writeln!(
         o,
-        "  connections per server at the end: min {} · max {} · fullest / mean {:.2}{} · {} messages sent during the fault delivered past the SLO (latest {:.0} ms) · lost {}",
-        live.iter().min().unwrap_or(&0),
-        live.iter().max().unwrap_or(&0),
-        c.imbalance_end,
-        if dead > 0 { format!(" · {dead} server(s) dead at the end") } else { String::new() },
-        c.delayed_past_slo,
-        c.delayed_max_ms,
-        c.lost
+        "  {} messages sent during the faults delivered past the SLO (latest {:.0} ms) · lost {}",
+        c.delayed_past_slo, c.delayed_max_ms, c.lost
     );
 }
 

@@ -26,7 +26,8 @@ use wasim_model::{ServerId, Time};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Crash {
     pub node: NodeIdx,
-    pub server: ServerId,
+    /// The chat server, when the process is one.
+    pub server: Option<ServerId>,
     pub down: Time,
     pub up: Time,
     pub detect: Detect,
@@ -77,11 +78,11 @@ impl FaultPlan {
                     plan.ack_loss.push((Time::from_secs(at_s), Time::from_secs(at_s + for_s), share))
                 }
                 Fault::Crash { at_s, for_s, ref target, detect } => {
-                    let i = crate::limits::crash_target(s, target).expect("a validated crash names a chat server");
+                    let (kind, i) = crate::limits::crash_target(s, target).expect("a validated crash names a process");
                     let (down, up) = (Time::from_secs(at_s), Time::from_secs(at_s + for_s));
                     plan.crashes.push(Crash {
-                        node: topo.node(NodeKind::ChatServer, i),
-                        server: ServerId(i as u16),
+                        node: topo.node(kind, i),
+                        server: (kind == NodeKind::ChatServer).then_some(ServerId(i as u16)),
                         down,
                         up,
                         detect,
@@ -131,7 +132,8 @@ impl FaultPlan {
     /// Chat servers going down or coming back, as routers and servers learn of it, in
     /// `(from, to]`: (server, down).
     pub fn peer_notices(&self, from: Time, to: Time) -> impl Iterator<Item = (ServerId, bool)> + '_ {
-        self.crashes.iter().flat_map(move |c| {
+        self.crashes.iter().filter(|c| c.server.is_some()).flat_map(move |c| {
+            let server = c.server.expect("filtered");
             let delay = match c.detect {
                 Detect::Reset => self.reset_in_datacenter,
                 Detect::Timeout => self.timeout_detection,
@@ -139,16 +141,16 @@ impl FaultPlan {
             // A process restarted before its peers noticed resets their old connections
             // when they next use them: they learn then.
             let noticed = (c.down + delay).min(c.up);
-            let down = (noticed > from && noticed <= to).then_some((c.server, true));
+            let down = (noticed > from && noticed <= to).then_some((server, true));
             // A restarted server is back when it is up: it accepts connections again.
-            let up = (c.up > from && c.up <= to).then_some((c.server, false));
+            let up = (c.up > from && c.up <= to).then_some((server, false));
             down.into_iter().chain(up)
         })
     }
 
-    /// The crashes that happen in `(from, to]`.
-    pub fn crashes_in(&self, from: Time, to: Time) -> impl Iterator<Item = &Crash> + '_ {
-        self.crashes.iter().filter(move |c| c.down > from && c.down <= to)
+    /// The chat server crashes that happen in `(from, to]`.
+    pub fn server_crashes_in(&self, from: Time, to: Time) -> impl Iterator<Item = &Crash> + '_ {
+        self.crashes.iter().filter(move |c| c.server.is_some() && c.down > from && c.down <= to)
     }
 
     /// When a device connected to `crash`'s server notices the connection is gone: after

@@ -591,8 +591,16 @@ fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
             format!("starts at {at_s} s; must start after the connect ramp ({ramp_s} s) and before the end of sends ({sends_end_s} s)"),
         );
     }
-    // at_s < sends_end_s <= TOTAL_S_MAX, so the sum is checked before it is formed.
-    if for_s == 0 || for_s > sends_end_s - at_s {
+    // at_s < sends_end_s <= TOTAL_S_MAX, so the sum is checked before it is formed. A
+    // crash may last past the end of the run: the process never comes back.
+    let crash = matches!(fault, Fault::Crash { .. });
+    if crash && (for_s == 0 || for_s > TOTAL_S_MAX) {
+        return fail(
+            "for_s",
+            format!("lasts {for_s} s; a crash's downtime is at least 1 s and at most {TOTAL_S_MAX} s"),
+        );
+    }
+    if !crash && (for_s == 0 || for_s > sends_end_s - at_s) {
         return fail(
             "for_s",
             format!(
@@ -613,25 +621,28 @@ fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
     }
 }
 
-/// The chat server a crash's `target` names (`chat_server-47`), or why it names none.
-pub fn crash_target(s: &Scenario, target: &str) -> Result<u32, String> {
-    let servers = s.fleet.chat_servers;
+/// The process a crash's `target` names (`chat_server-47`, `cassandra-2`), or why it
+/// names none.
+pub fn crash_target(s: &Scenario, target: &str) -> Result<(crate::topology::NodeKind, u32), String> {
+    use crate::topology::NodeKind;
     let Some((kind, index)) = target.rsplit_once('-') else {
-        return Err(format!("`{target}` is not a process name like \"chat_server-47\""));
+        return Err(format!("`{target}` is not a process name like \"chat_server-47\" or \"cassandra-2\""));
     };
-    if kind != "chat_server" {
-        let known = ["client_shard", "redis_session", "redis_presence", "cassandra", "kafka", "router"];
-        return Err(if known.contains(&kind) {
-            format!("a crash of a {kind} process is not modelled yet: only chat servers crash (\"chat_server-N\")")
-        } else {
-            format!("`{kind}` is not a process kind; a crash takes a chat server, \"chat_server-N\"")
-        });
-    }
-    match index.parse::<u32>() {
-        Ok(i) if i < servers => Ok(i),
-        _ => {
-            Err(format!("`{index}` is not a chat server: they are numbered 0 to {} (fleet.chat_servers)", servers - 1))
+    let (kind, count, field) = match kind {
+        "chat_server" => (NodeKind::ChatServer, s.fleet.chat_servers, "fleet.chat_servers"),
+        "cassandra" => (NodeKind::Cassandra, s.fleet.cassandra_nodes, "fleet.cassandra_nodes"),
+        "client_shard" | "redis_session" | "redis_presence" | "kafka" | "router" => {
+            return Err(format!(
+                "a crash of a {kind} process is not modelled yet: chat servers and Cassandra nodes crash (\"chat_server-N\", \"cassandra-N\")"
+            ))
         }
+        _ => {
+            return Err(format!("`{kind}` is not a process kind; a crash takes \"chat_server-N\" or \"cassandra-N\""))
+        }
+    };
+    match index.parse::<u32>() {
+        Ok(i) if i < count => Ok((kind, i)),
+        _ => Err(format!("`{index}` is not one of them: they are numbered 0 to {} ({field})", count - 1)),
     }
 }
 

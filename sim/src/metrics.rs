@@ -161,6 +161,13 @@ counters! {
         replayed,
         /// Sends a device made again after reconnecting, having no ✓ for them.
         sends_retried,
+        /// Writes sent again to every replica, a quorum not having acknowledged in time.
+        writes_retried,
+        /// Reads sent to every replica, a quorum not having answered in time.
+        reads_retried,
+        /// Rows a Cassandra node copied from its peers when it rejoined (the writes it
+        /// missed while down: repair).
+        rows_repaired,
         /// Sends in the measuring window before the first fault, during a fault window and
         /// after the last one, and those of them whose ✓ came within the ACK timeout
         /// (availability).

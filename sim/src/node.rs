@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     pub net: Mutex<Network>,
     /// The fault schedule (the fault layer).
     pub faults: crate::faults::FaultPlan,
+    /// The Cassandra nodes' disks: their rows outlive a crashed process.
+    pub disks: Vec<Mutex<crate::infra::CassandraNode>>,
     pub topo: Arc<Topology>,
     pub scenario: Scenario,
     pub seed: u64,

@@ -152,8 +152,11 @@ async fn simulate_traced(
     let population = Population::new(&scenario);
     let traced = trace_user.or(population.first_cut_user());
     let faults = crate::faults::FaultPlan::new(&scenario, &topo);
+    let disks =
+        (0..scenario.fleet.cassandra_nodes).map(|_| Mutex::new(crate::nodes::cassandra::disk(&scenario))).collect();
     let shared = Arc::new(Shared {
         faults,
+        disks,
         population,
         traced,
         net: Mutex::new(Network::new(nodes, tick_us)),
@@ -226,6 +229,9 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
         trace.append(&mut r.trace);
     }
     logs.in_transit.extend(shared.net.lock().expect("network lock").message_ids());
+    for disk in &shared.disks {
+        logs.stored.extend(disk.lock().expect("disk lock").ids());
+    }
     trace.sort_by_key(|e: &TraceEvent| (e.at, e.node, e.event));
     let mut ops: OpCounts = [0; OP_KINDS];
     let mut calibration: Option<hdrhistogram::Histogram<u64>> = None;

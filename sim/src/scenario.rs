@@ -1213,6 +1213,22 @@ mod tests {
     const CUT: &str = "[[faults]]\nkind = \"cut_network\"\nat_s = 3\nfor_s = 2\nusers = 10\n";
 
     #[test]
+    fn a_crash_names_a_process_that_can_crash() {
+        let crash =
+            |target: &str| format!("[[faults]]\nkind = \"crash\"\nat_s = 3\nfor_s = 2\ntarget = \"{target}\"\n");
+        assert!(parse(&crash("chat_server-1")).is_ok());
+        assert!(parse(&crash("cassandra-2")).is_ok());
+        assert_refused(&crash("chat_server-2"), 5, "faults[0].target", "numbered 0 to 1");
+        assert_refused(&crash("redis_session-0"), 5, "faults[0].target", "not modelled yet");
+        assert_refused(&crash("mainframe-0"), 5, "faults[0].target", "not a process kind");
+        assert_refused(&crash("chat_server"), 5, "faults[0].target", "not a process name");
+        let no_target = "[[faults]]\nkind = \"crash\"\nat_s = 3\nfor_s = 2\n";
+        assert_refused(no_target, 1, "faults[0]", "needs `target`");
+        let shared = "[[faults]]\nkind = \"crash\"\nat_s = 3\nfor_s = 2\ntarget = \"chat_server-1\"\nusers = 3\n";
+        assert_refused(shared, 1, "faults[0]", "no `users`");
+    }
+
+    #[test]
     fn faults_are_named_by_index_and_line() {
         // Two good faults, then the mistake in the third (faults[2], 0-based).
         let three = |third: &str| format!("{CUT}{CUT}{third}");

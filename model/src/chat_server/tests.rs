@@ -144,11 +144,11 @@ fn the_publish_waits_for_a_quorum_and_the_ack_for_the_publish() {
     let mut s = server(0);
     connect(&mut s, alice());
     let (req, msg) = send(&mut s, Time::ZERO);
-    assert!(run(&mut s, Time::ZERO, In::WriteAck { req }).is_empty(), "one of three is not a quorum");
-    let out = run(&mut s, Time::ZERO, In::WriteAck { req });
+    assert!(run(&mut s, Time::ZERO, In::WriteAck { req, replica: 1 }).is_empty(), "one of three is not a quorum");
+    let out = run(&mut s, Time::ZERO, In::WriteAck { req, replica: 2 });
     let [Out::Publish { req: preq, msg: m }] = out[..] else { panic!("{out:?}") };
     assert_eq!(m, msg, "durable: published, not yet acknowledged to the sender");
-    assert!(run(&mut s, Time::ZERO, In::WriteAck { req }).is_empty(), "the third ACK changes nothing");
+    assert!(run(&mut s, Time::ZERO, In::WriteAck { req, replica: 3 }).is_empty(), "the third ACK changes nothing");
     let out = run(&mut s, Time::ZERO, In::ProduceAck { req: preq });
     assert_eq!(out, vec![to(alice(), S::SentAck { msg })], "Kafka has it: ✓");
     assert!(run(&mut s, Time::ZERO, In::ProduceAck { req: preq }).is_empty(), "a repeated ACK changes nothing");
@@ -159,8 +159,8 @@ fn unacknowledged_publish_is_retried_until_acked() {
     let mut s = server(0);
     connect(&mut s, alice());
     let (req, _) = send(&mut s, Time::ZERO);
-    run(&mut s, Time::ZERO, In::WriteAck { req });
-    let out = run(&mut s, Time::ZERO, In::WriteAck { req });
+    run(&mut s, Time::ZERO, In::WriteAck { req, replica: 4 });
+    let out = run(&mut s, Time::ZERO, In::WriteAck { req, replica: 5 });
     let Out::Publish { req: preq, .. } = out[0] else { panic!() };
     let mut out = Vec::new();
     s.handle_timeout(Time::from_ms(999), &mut out);
@@ -286,10 +286,10 @@ fn a_fetch_reads_every_entry_and_pushes_in_inbox_order_then_stored_receipts() {
         "reads still pending"
     );
     // Replies arrive out of order; one replica of the first read lacks the row.
-    run(&mut s, Time::ZERO, In::ReadReply { req: reads[1], row: Some(message(5)) });
-    run(&mut s, Time::ZERO, In::ReadReply { req: reads[0], row: None });
-    assert!(run(&mut s, Time::ZERO, In::ReadReply { req: reads[1], row: Some(message(5)) }).is_empty());
-    let out = run(&mut s, Time::ZERO, In::ReadReply { req: reads[0], row: Some(message(3)) });
+    run(&mut s, Time::ZERO, In::ReadReply { req: reads[1], row: Some(message(5)), replica: 12 });
+    run(&mut s, Time::ZERO, In::ReadReply { req: reads[0], row: None, replica: 13 });
+    assert!(run(&mut s, Time::ZERO, In::ReadReply { req: reads[1], row: Some(message(5)), replica: 14 }).is_empty());
+    let out = run(&mut s, Time::ZERO, In::ReadReply { req: reads[0], row: Some(message(3)), replica: 15 });
     assert_eq!(
         out,
         vec![
@@ -322,9 +322,9 @@ fn subscriptions_and_presence_updates_go_through_the_watchers_server() {
 fn stale_replies_are_ignored() {
     let mut s = server(0);
     for input in [
-        In::WriteAck { req: 12345 },
+        In::WriteAck { req: 12345, replica: 6 },
         In::ReceiptRouted { req: 12345, server: None },
-        In::ReadReply { req: 12345, row: None },
+        In::ReadReply { req: 12345, row: None, replica: 16 },
         In::InboxEnd { req: 12345, end: InboxPos(0), parts: 0, previous: None },
     ] {
         assert!(run(&mut s, Time::ZERO, input).is_empty(), "{input:?}");
@@ -378,8 +378,8 @@ fn a_fetch_capped_at_its_limit_ends_before_the_first_entry_left_out() {
     let mut last = Vec::new();
     for (i, r) in reads.into_iter().enumerate() {
         let row = ChatMessage { id: MessageId(i as u64 + 1), ..message(1) };
-        run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(row) });
-        last = run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(row) });
+        run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(row), replica: 17 });
+        last = run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(row), replica: 18 });
     }
     let upto = InboxPos(100 + FETCH_ENTRIES_MAX as u32);
     assert!(last.contains(&to(bob(), S::FetchDone { upto })), "the next fetch starts at the first left out");
@@ -392,11 +392,11 @@ fn a_conversation_is_published_in_id_order_whichever_write_finishes_first() {
     let (first, m1) = send(&mut s, Time::ZERO);
     let (second, m2) = send(&mut s, Time::ZERO);
     assert!(m1.id < m2.id);
-    run(&mut s, Time::ZERO, In::WriteAck { req: second });
-    let out = run(&mut s, Time::ZERO, In::WriteAck { req: second });
+    run(&mut s, Time::ZERO, In::WriteAck { req: second, replica: 7 });
+    let out = run(&mut s, Time::ZERO, In::WriteAck { req: second, replica: 8 });
     assert!(out.is_empty(), "durable, but the publish (and so the ✓) waits for the first");
-    run(&mut s, Time::ZERO, In::WriteAck { req: first });
-    let out = run(&mut s, Time::ZERO, In::WriteAck { req: first });
+    run(&mut s, Time::ZERO, In::WriteAck { req: first, replica: 9 });
+    let out = run(&mut s, Time::ZERO, In::WriteAck { req: first, replica: 10 });
     let published: Vec<MessageId> = out
         .iter()
         .filter_map(|o| match o {
@@ -405,7 +405,10 @@ fn a_conversation_is_published_in_id_order_whichever_write_finishes_first() {
         })
         .collect();
     assert_eq!(published, vec![m1.id, m2.id]);
-    assert!(run(&mut s, Time::ZERO, In::WriteAck { req: second }).is_empty(), "a late replica changes nothing");
+    assert!(
+        run(&mut s, Time::ZERO, In::WriteAck { req: second, replica: 11 }).is_empty(),
+        "a late replica changes nothing"
+    );
 }
 
 #[test]
@@ -420,8 +423,8 @@ fn a_fetch_end_that_overtakes_its_entries_waits_for_them() {
     let conversation = message(3).conversation;
     let out = run(&mut s, Time::ZERO, In::InboxEntry { req, pos: InboxPos(0), id: MessageId(3), conversation });
     let Out::Read { req: r, .. } = out[0] else { panic!("{out:?}") };
-    run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(message(3)) });
-    let out = run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(message(3)) });
+    run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(message(3)), replica: 19 });
+    let out = run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(message(3)), replica: 20 });
     assert_eq!(out, vec![to(bob(), S::Push { msg: message(3) }), to(bob(), S::FetchDone { upto: InboxPos(1) })]);
 }
 

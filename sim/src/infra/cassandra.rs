@@ -49,6 +49,12 @@ impl CassandraNode {
         self.rows.get(at).filter(|r| r.id == id && r.conversation == conversation).copied()
     }
 
+    /// The rows whose ids were minted at or after `ms` (ids lead with their time).
+    pub fn rows_since_ms(&self, ms: u64) -> impl Iterator<Item = ChatMessage> + '_ {
+        let from = self.rows.partition_point(|r| r.id.timestamp_ms() < ms);
+        self.rows[from..].iter().copied()
+    }
+
     /// Rows held.
     pub fn row_count(&self) -> usize {
         self.rows.len()

@@ -1,4 +1,6 @@
-//! Serve loop of a Cassandra node.
+//! Serve loop of a Cassandra node. Its rows are on disk: they outlive the process (in
+//! `Shared::disks`). A node that comes back after a crash has missed the writes made
+//! while it was down: it repairs them from its peers as it rejoins.
 
 use crate::dist::Sampler;
 use crate::infra::{CassandraNode, Fifo};
@@ -8,13 +10,15 @@ use crate::node::{Ctx, Process, Shared};
 use wasim_model::Time;
 
 pub(crate) struct CassandraProcess {
-    node: CassandraNode,
+    shared: std::sync::Arc<Shared>,
+    index: usize,
     fifo: Fifo,
     service: Sampler,
+    repaired: u64,
 }
 
 impl CassandraProcess {
-    pub fn new(shared: &Shared) -> CassandraProcess {
+    pub fn new(shared: &std::sync::Arc<Shared>, index: u32) -> CassandraProcess {
         let s = &shared.scenario;
         let (fifo, service) = super::queue(
             shared,
@@ -22,12 +26,46 @@ impl CassandraProcess {
             s.workers.cassandra,
             &s.service_us.cassandra_write,
         );
-        // Reserve the expected rows up front: no doubling (and a 3x peak) as they grow.
-        let rows =
-            s.workload.messages_per_s * (s.warmup_s + s.duration_s) * u64::from(s.fleet.cassandra_replication_factor)
-                / u64::from(s.fleet.cassandra_nodes);
-        CassandraProcess { node: CassandraNode::with_capacity(rows as usize * 21 / 20), fifo, service }
+        let mut process =
+            CassandraProcess { shared: shared.clone(), index: index as usize, fifo, service, repaired: 0 };
+        process.repair();
+        process
     }
+
+    /// Rejoining after a crash: copy from the peers the rows of this node's ranges written
+    /// since a little before it went down (what was on its way to it then was lost too).
+    fn repair(&mut self) {
+        let now = Time(self.shared.clock.now() * self.shared.tick_us);
+        let me = self.shared.topo.node(crate::topology::NodeKind::Cassandra, self.index as u32);
+        let Some(crash) = self.shared.faults.crashes().iter().rfind(|c| c.node == me && c.up <= now) else {
+            return;
+        };
+        let since = crash.down.as_ms().saturating_sub(REPAIR_MARGIN_MS);
+        let topo = &self.shared.topo;
+        let mut missed = Vec::new();
+        for (_, disk) in self.shared.disks.iter().enumerate().filter(|&(i, _)| i != self.index) {
+            let peer = disk.lock().expect("disk lock");
+            missed.extend(peer.rows_since_ms(since).filter(|r| topo.replicas(r.conversation).any(|n| n == me)));
+        }
+        let mut disk = self.shared.disks[self.index].lock().expect("disk lock");
+        for row in &missed {
+            disk.write(row);
+        }
+        self.repaired = missed.len() as u64;
+    }
+}
+
+/// How far before its crash a rejoining node repairs from: writes on their way to it when
+/// it died were lost with it.
+const REPAIR_MARGIN_MS: u64 = 5_000;
+
+/// A node's disk, made for the rows it is expected to hold: no doubling (and a 3x peak)
+/// as they grow.
+pub(crate) fn disk(s: &crate::scenario::Scenario) -> CassandraNode {
+    let rows =
+        s.workload.messages_per_s * (s.warmup_s + s.duration_s) * u64::from(s.fleet.cassandra_replication_factor)
+            / u64::from(s.fleet.cassandra_nodes);
+    CassandraNode::with_capacity(rows as usize * 21 / 20)
 }
 
 impl Process for CassandraProcess {
@@ -35,12 +73,12 @@ impl Process for CassandraProcess {
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
         match env.msg {
             Msg::Write { req, msg } => {
-                self.node.write(&msg);
+                self.shared.disks[self.index].lock().expect("disk lock").write(&msg);
                 ctx.counters.rows_written += 1;
                 ctx.send(env.from, done, Msg::WriteAck { req });
             }
             Msg::Read { req, id, conversation } => {
-                let row = self.node.read(conversation, id);
+                let row = self.shared.disks[self.index].lock().expect("disk lock").read(conversation, id);
                 ctx.send(env.from, done, Msg::ReadReply { req, row });
             }
             other => unreachable!("cassandra got {other:?}"),
@@ -50,8 +88,9 @@ impl Process for CassandraProcess {
     fn on_tick(&mut self, _now: Time, _ctx: &mut Ctx) {}
 
     fn finish(&mut self, report: &mut NodeReport) {
-        report.logs.stored = self.node.ids().collect();
+        // The rows themselves are read off the disks at the end (a node dead then keeps them).
         self.fifo.report_into(report);
-        report.gauge_end = self.node.row_count() as u64;
+        report.gauge_end = self.shared.disks[self.index].lock().expect("disk lock").row_count() as u64;
+        report.counters.rows_repaired += self.repaired;
     }
 }

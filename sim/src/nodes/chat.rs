@@ -105,6 +105,11 @@ impl ChatNode {
                         ctx.send(replica, t, Msg::Read { req, id, conversation });
                     }
                 }
+                Out::ReadAll { req, id, conversation } => {
+                    for replica in topo.replicas(conversation) {
+                        ctx.send(replica, t, Msg::Read { req, id, conversation });
+                    }
+                }
                 Out::Persist { req, msg } => {
                     ctx.trace_msg(t, "persist", &msg, None);
                     for replica in topo.replicas(msg.conversation) {
@@ -166,8 +171,8 @@ impl Process for ChatNode {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
         let input = match env.msg {
             Msg::Device { device, frame } => In::Frame { device, frame },
-            Msg::WriteAck { req } => In::WriteAck { req },
-            Msg::ReadReply { req, row } => In::ReadReply { req, row },
+            Msg::WriteAck { req } => In::WriteAck { req, replica: env.from.0 },
+            Msg::ReadReply { req, row } => In::ReadReply { req, row, replica: env.from.0 },
             Msg::InboxEntry { req, pos, id, conversation } => In::InboxEntry { req, pos, id, conversation },
             Msg::StoredReceipt { req, receipt } => In::StoredReceipt { req, receipt },
             Msg::InboxEnd { req, end, parts, previous } => In::InboxEnd { req, end, parts, previous },
@@ -225,6 +230,9 @@ impl Process for ChatNode {
         self.fifo.report_into(report);
         report.gauge_end = u64::from(self.server.connection_count());
         report.counters.repushes += self.server.repushes();
+        let (writes, reads) = self.server.retried();
+        report.counters.writes_retried += writes;
+        report.counters.reads_retried += reads;
         let (takeovers, given_up) = self.server.takeovers();
         report.counters.takeovers += takeovers;
         report.counters.connections_given_up += given_up;

@@ -485,15 +485,17 @@ impl ClientShard {
         if self.faults.crashes().is_empty() {
             return;
         }
-        let crashes: Vec<crate::faults::Crash> = self.faults.crashes_in(self.previous_tick, now).copied().collect();
+        let crashes: Vec<crate::faults::Crash> =
+            self.faults.server_crashes_in(self.previous_tick, now).copied().collect();
         for crash in crashes {
+            let server = crash.server.expect("a chat server crash");
             for index in 0..self.devices.len() {
-                if self.devices.attempt_server(index) != Some(crash.server) {
+                if self.devices.attempt_server(index) != Some(server) {
                     continue;
                 }
                 let hop = self.client_link.sample(&mut self.rng.faults);
                 let at = self.faults.device_detects(&crash, hop, &mut self.rng.faults);
-                self.timers.push(Reverse((at, index as u32, Timer::Lost(crash.server))));
+                self.timers.push(Reverse((at, index as u32, Timer::Lost(server))));
                 self.displaced.insert(index as u32, crash.down);
             }
         }

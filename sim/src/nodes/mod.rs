@@ -1,7 +1,7 @@
 //! The serve loops: each decodes network messages, calls its model, and puts the model's
 //! effects on the network. No system logic lives here.
 
-mod cassandra;
+pub(crate) mod cassandra;
 mod chat;
 mod client;
 mod kafka;
@@ -27,7 +27,7 @@ pub(crate) async fn start(shared: Arc<Shared>, me: NodeIdx) {
         },
         NodeKind::Redis => run_process(s, me, |_| redis::RedisNode::new(&shared, i)).await,
         NodeKind::Presence => run_process(s, me, |_| presence::PresenceNode::new(&shared)).await,
-        NodeKind::Cassandra => run_process(s, me, |_| cassandra::CassandraProcess::new(&shared)).await,
+        NodeKind::Cassandra => run_process(s, me, |_| cassandra::CassandraProcess::new(&shared, i)).await,
         NodeKind::Kafka => run_process(s, me, |_| kafka::KafkaNode::new(&shared, me)).await,
         NodeKind::Router => run_process(s, me, |_| router::RouterNode::new(&shared, me)).await,
     }
