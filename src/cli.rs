@@ -39,6 +39,11 @@ enum Command {
         /// user a network cut hits, if the scenario has one).
         #[arg(long, value_name = "USER")]
         trace_user: Option<u32>,
+        /// Run the scenario's chat server crash again with each other placement policy of
+        /// the load balancer (same seed) and compare how the fleet recovers (the card's
+        /// task 1.1).
+        #[arg(long)]
+        compare_placements: bool,
     },
     /// Measure speed and memory: run a scenario (release build) and print simulated
     /// seconds per wall second, events per wall second and peak memory.
@@ -106,7 +111,9 @@ const EXIT_BAD_INPUT: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Scenario { file, seed, out, json, trace_user } => scenario(&file, seed, out, json, trace_user),
+        Command::Scenario { file, seed, out, json, trace_user, compare_placements } => {
+            scenario(&file, seed, out, json, trace_user, compare_placements)
+        }
         Command::Bench { file, runs } => bench(&file, runs),
         Command::Calibrate { quick, customers, tolerance, link_ms, seed, jobs, json } => {
             calibrate(quick, customers, tolerance, link_ms, seed, jobs, json)
@@ -239,11 +246,28 @@ fn bad_input(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_BAD_INPUT)
 }
 
-fn scenario(file: &Path, seed: Option<u64>, out: Option<PathBuf>, json: bool, trace_user: Option<u32>) -> ExitCode {
+fn scenario(
+    file: &Path,
+    seed: Option<u64>,
+    out: Option<PathBuf>,
+    json: bool,
+    trace_user: Option<u32>,
+    compare_placements: bool,
+) -> ExitCode {
     let scenario = match load(file) {
         Ok(s) => s,
         Err(e) => return bad_input(e),
     };
+    let crashes_a_server = scenario
+        .faults
+        .iter()
+        .any(|f| matches!(f, wasim_sim::Fault::Crash { target, .. } if target.starts_with("chat_server-")));
+    if compare_placements && !crashes_a_server {
+        return bad_input(format!(
+            "--compare-placements: {} crashes no chat server (add a [[faults]] kind = \"crash\", target = \"chat_server-N\")",
+            file.display()
+        ));
+    }
     if trace_user.is_some_and(|u| u64::from(u) >= scenario.users.concurrent) {
         return bad_input(format!("--trace-user: the scenario has users 0 to {}", scenario.users.concurrent - 1));
     }
@@ -264,7 +288,18 @@ fn scenario(file: &Path, seed: Option<u64>, out: Option<PathBuf>, json: bool, tr
     }
 
     let (outcome, timing) = timed_run(&scenario, seed, trace_user);
-    let summary = Summary::new(&outcome, &file_label);
+    let mut summary = Summary::new(&outcome, &file_label);
+    if compare_placements {
+        let mut rows = vec![wasim_reports::PlacementRow::of(&summary)];
+        for placement in wasim_sim::PlacementPolicy::ALL.into_iter().filter(|&p| p != scenario.balancer.placement) {
+            let mut other = scenario.clone();
+            other.balancer.placement = placement;
+            eprintln!("compare placements: the same crash with {}", placement.name());
+            let (o, _) = timed_run(&other, seed, None);
+            rows.push(wasim_reports::PlacementRow::of(&Summary::new(&o, &file_label)));
+        }
+        summary.placement_comparison = rows;
+    }
     if let Err(e) = report.write(&outcome, &summary, &timing) {
         eprintln!("error: cannot write the report to {}: {e}", dir.display());
         return ExitCode::from(EXIT_BAD_INPUT);

@@ -139,3 +139,30 @@ fn a_server_that_never_comes_back_files_no_report_and_loses_nothing() {
     let table = wasim_reports::render_summary(&summary);
     assert!(table.contains("1 server(s) dead at the end"), "{table}");
 }
+
+#[test]
+fn compare_placements_runs_the_crash_under_each_policy() {
+    let tmp = tempfile::tempdir().expect("a temporary folder");
+    let dir = tmp.path();
+    let text = toml::to_string(&scaled("crash-server-47.toml", 300)).expect("a scenario serialises");
+    let file = common::scenario_file(dir, "crash.toml", &text);
+    let out = common::wasim(&[
+        "scenario",
+        file.to_str().unwrap(),
+        "--compare-placements",
+        "--json",
+        "--out",
+        dir.join("out").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
+    let rows = summary["placement_comparison"].as_array().expect("a comparison");
+    let names: Vec<&str> = rows.iter().map(|r| r["placement"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["least_connections", "consistent_hash", "random"]);
+    assert!(rows.iter().all(|r| r["reconnect_p50_ms"].as_f64().unwrap() > 0.0), "{rows:?}");
+    // Without a chat server crash there is nothing to compare: bad input.
+    let plain = common::scenario_file(dir, "plain.toml", common::SMALL);
+    let out = common::wasim(&["scenario", plain.to_str().unwrap(), "--compare-placements"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(common::stderr(&out).contains("crashes no chat server"));
+}

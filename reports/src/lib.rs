@@ -8,5 +8,5 @@ mod table;
 
 pub use calibration::{calibration_passes, render_calibration};
 pub use files::{write_report, ReportDir, ReportFiles};
-pub use summary::{LatencySummary, OpLoad, SloVerdict, Sometimes, Summary, Verdict};
+pub use summary::{LatencySummary, OpLoad, PlacementRow, SloVerdict, Sometimes, Summary, Verdict};
 pub use table::{render_settings, render_summary, render_timing, Timing};

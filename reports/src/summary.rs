@@ -292,6 +292,10 @@ pub struct Summary {
     pub fault_windows: Vec<FaultWindow>,
     /// What each chat server crash did (the card's task 1.2).
     pub crashes: Vec<CrashReport>,
+    /// With `--compare-placements`: the first crash under each placement policy, this
+    /// run's first (the card's task 1.1).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placement_comparison: Vec<PlacementRow>,
     pub scenario: Scenario,
 }
 
@@ -338,6 +342,46 @@ pub struct CrashReport {
     pub writes_retried: u64,
     pub reads_retried: u64,
     pub rows_repaired: u64,
+}
+
+/// How the fleet recovered from a crash under one placement policy.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlacementRow {
+    pub placement: &'static str,
+    pub reconnect_p50_ms: f64,
+    pub reconnect_p99_ms: f64,
+    pub reconnect_max_ms: f64,
+    pub reconnects_per_s_peak: u64,
+    pub connects_refused: u64,
+    pub connects_failed: u64,
+    /// Connections per live server at the end: fewest, most, and the fullest over the mean.
+    pub connections_min_end: u64,
+    pub connections_max_end: u64,
+    pub imbalance_end: f64,
+    pub delivery_during_p99_ms: f64,
+    pub availability_during: f64,
+}
+
+impl PlacementRow {
+    /// The row of a run's first chat server crash (a run without one gives an empty row).
+    pub fn of(s: &Summary) -> PlacementRow {
+        let crash = s.crashes.iter().find(|c| c.chat_server);
+        let live: Vec<u64> = crash.map(|c| c.connections_end.iter().flatten().copied().collect()).unwrap_or_default();
+        PlacementRow {
+            placement: s.scenario.balancer.placement.name(),
+            reconnect_p50_ms: crash.map_or(0.0, |c| c.time_to_reconnect.p50_ms),
+            reconnect_p99_ms: crash.map_or(0.0, |c| c.time_to_reconnect.p99_ms),
+            reconnect_max_ms: crash.map_or(0.0, |c| c.time_to_reconnect.max_ms),
+            reconnects_per_s_peak: crash.map_or(0, |c| c.reconnects_per_s_peak),
+            connects_refused: crash.map_or(0, |c| c.connects_refused),
+            connects_failed: crash.map_or(0, |c| c.connects_failed),
+            connections_min_end: live.iter().copied().min().unwrap_or(0),
+            connections_max_end: live.iter().copied().max().unwrap_or(0),
+            imbalance_end: crash.map_or(0.0, |c| c.imbalance_end),
+            delivery_during_p99_ms: crash.map_or(0.0, |c| c.delivery_during.p99_ms),
+            availability_during: s.availability.during.2,
+        }
+    }
 }
 
 fn crash_reports(o: &Outcome) -> Vec<CrashReport> {
@@ -536,6 +580,7 @@ impl Summary {
                 .collect(),
             fault_windows: fault_windows(s),
             crashes: crash_reports(o),
+            placement_comparison: Vec::new(),
             scenario: s.clone(),
         }
     }

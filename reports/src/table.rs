@@ -236,6 +236,28 @@ pub fn render_summary(s: &Summary) -> String {
     for c in &s.crashes {
         render_crash(&mut o, c, &header);
     }
+    if !s.placement_comparison.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nPlacement on the same crash (the card's task 1.1; same seed)\n  {:<18} {:>22} {:>14} {:>9} {:>8} {:>22} {:>10} {:>14} {:>12}",
+            "placement", "reconnect p50/p99/max", "reconnects/s", "refused", "failed", "connections min/max", "max/mean", "delivery p99", "available"
+        );
+        for r in &s.placement_comparison {
+            let _ = writeln!(
+                o,
+                "  {:<18} {:>22} {:>14} {:>9} {:>8} {:>22} {:>10.2} {:>11.0} ms {:>11.4}%",
+                r.placement,
+                format!("{:.0}/{:.0}/{:.0} ms", r.reconnect_p50_ms, r.reconnect_p99_ms, r.reconnect_max_ms),
+                r.reconnects_per_s_peak,
+                r.connects_refused,
+                r.connects_failed,
+                format!("{}/{}", r.connections_min_end, r.connections_max_end),
+                r.imbalance_end,
+                r.delivery_during_p99_ms,
+                r.availability_during * 100.0
+            );
+        }
+    }
     let _ = writeln!(o, "\nVerdict: {} · replay: {}", s.verdict, s.replay);
     o
 }

@@ -496,6 +496,10 @@ pub enum PlacementPolicy {
 }
 
 impl PlacementPolicy {
+    /// Every policy.
+    pub const ALL: [PlacementPolicy; 3] =
+        [PlacementPolicy::LeastConnections, PlacementPolicy::ConsistentHash, PlacementPolicy::Random];
+
     /// The model's policy.
     pub fn model(self) -> wasim_model::Placement {
         match self {
