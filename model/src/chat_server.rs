@@ -171,6 +171,9 @@ pub enum ChatServerOutput {
 struct PendingWrite {
     msg: ChatMessage,
     device: DeviceId,
+    /// The low bits of the epoch of the connection the send came on: the ✓ goes back on
+    /// that connection only (a newer one of the device re-sends what it has no ✓ for).
+    epoch: u8,
     /// The replicas that acknowledged it (a write sent again is acknowledged again).
     acked_by: SmallVec<[u16; 3]>,
     /// A quorum holds it (✓ sent); it waits to be published after the earlier messages of
@@ -181,13 +184,18 @@ struct PendingWrite {
 #[derive(Debug)]
 struct PendingPublish {
     msg: ChatMessage,
-    /// The sender's device, which gets the ✓ once Kafka has the message.
+    /// The sender's device, which gets the ✓ once Kafka has the message, on the
+    /// connection the send came on.
     device: DeviceId,
+    epoch: u8,
 }
 
 #[derive(Debug)]
 struct FetchJob {
     device: DeviceId,
+    /// The connection it catches up: a fetch that outlives its connection must not push
+    /// to a newer one of the same device (that one has a catch-up of its own).
+    epoch: u32,
     /// Rows read so far, by position in the inbox order.
     rows: Vec<Option<ChatMessage>>,
     reads_pending: usize,
@@ -244,6 +252,10 @@ impl Connection {
 
     fn is_epoch(self, epoch: u32) -> bool {
         self.0 & 0xFF == epoch & 0xFF
+    }
+
+    fn epoch_bits(self) -> u8 {
+        (self.0 & 0xFF) as u8
     }
 
     fn heard_at(&mut self, now: Time) {
@@ -422,7 +434,8 @@ impl ChatServer {
             In::ProduceAck { req } => {
                 // A late or duplicate ACK finds nothing: the entry was already removed.
                 if let Some(p) = self.publishes.remove(req_to_key(req)) {
-                    if self.is_connected(p.device) {
+                    let key = DeviceKey::of(p.device).0;
+                    if self.connections.get(key).is_some_and(|c| Connection(c).is_epoch(u32::from(p.epoch))) {
                         out.push(Out::ToDevice { device: p.device, frame: ServerFrame::SentAck { msg: p.msg } });
                     }
                 }
@@ -595,9 +608,9 @@ impl ChatServer {
                 }
             }
             DeviceFrame::Send { to, client_seq, sent_at } => {
-                if !self.is_connected(device) {
+                let Some(epoch) = self.connections.get(key.0).map(|c| Connection(c).epoch_bits()) else {
                     return; // a frame from a connection this server closed: the client retries
-                }
+                };
                 let msg = ChatMessage {
                     id: self.snowflake.next(now),
                     conversation: ConversationId::direct(device.user, to),
@@ -606,7 +619,8 @@ impl ChatServer {
                     client_seq,
                     sent_at,
                 };
-                let key = self.writes.insert(PendingWrite { msg, device, acked_by: SmallVec::new(), durable: false });
+                let write = PendingWrite { msg, device, epoch, acked_by: SmallVec::new(), durable: false };
+                let key = self.writes.insert(write);
                 self.write_deadlines.push_back((now + self.config.write_timeout, key));
                 self.unpublished.entry(msg.conversation).or_default().push(key);
                 out.push(Out::Persist { req: key_to_req(key), msg });
@@ -749,6 +763,7 @@ impl ChatServer {
         self.connections.insert(key.0, Connection::new(now, epoch).0);
         let job = FetchJob {
             device,
+            epoch,
             rows: Vec::new(),
             reads_pending: 0,
             receipts: Vec::new(),
@@ -863,7 +878,7 @@ impl ChatServer {
         }
         for k in ready {
             let w = self.writes.remove(k).expect("queued writes are pending");
-            let key = self.publishes.insert(PendingPublish { msg: w.msg, device: w.device });
+            let key = self.publishes.insert(PendingPublish { msg: w.msg, device: w.device, epoch: w.epoch });
             self.publish_deadlines.push_back((now + self.config.publish_timeout, key));
             out.push(ChatServerOutput::Publish { req: key_to_req(key), msg: w.msg });
         }
@@ -940,9 +955,11 @@ impl ChatServer {
             self.awaiting_handover.remove(&device_key);
             self.try_finish_takeover(device_key, out);
         }
-        if !self.is_connected(job.device) {
-            // Gone again: the inbox still holds every entry for the next fetch, and the
-            // receipts taken from the store go back to it.
+        let same_connection = self.connections.get(device_key.0).is_some_and(|c| Connection(c).is_epoch(job.epoch));
+        if !same_connection {
+            // Gone again (or connected again since, with a fetch of its own): the inbox
+            // still holds every entry for the next fetch, and the receipts taken from the
+            // store go back to it.
             for receipt in job.receipts {
                 self.route_receipt(receipt, Some(self.config.id), out);
             }

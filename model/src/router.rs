@@ -143,6 +143,12 @@ pub struct Router {
     routed_order: VecDeque<(u32, u64)>,
     /// Records dropped as repeats of a client message routed already.
     repeats: u64,
+    /// The newest id routed per (conversation, sender) within the window, and when: a
+    /// record below it is late (see `handle`).
+    newest_routed: FxHashMap<(u64, u32), (MessageId, u32)>,
+    newest_order: VecDeque<(u32, (u64, u32))>,
+    /// Records dropped as late.
+    late: u64,
     /// Repeats dropped, with the id their client message was routed under: the ✓ of a
     /// retry names the retry's id, its recipients show the first one.
     aliases: Vec<(MessageId, MessageId)>,
@@ -169,6 +175,9 @@ impl Router {
             routed_clients: Default::default(),
             routed_order: VecDeque::new(),
             repeats: 0,
+            newest_routed: FxHashMap::default(),
+            newest_order: VecDeque::new(),
+            late: 0,
             aliases: Vec::new(),
         }
     }
@@ -181,6 +190,12 @@ impl Router {
     /// Records dropped as repeats of a client message routed already (a retried send).
     pub fn repeats(&self) -> u64 {
         self.repeats
+    }
+
+    /// Records dropped as late: a newer message of the same sender in the conversation was
+    /// routed first.
+    pub fn late(&self) -> u64 {
+        self.late
     }
 
     /// Keep forwards for `retain` (default 60 s): at least as long as a chat server holds
@@ -248,8 +263,24 @@ impl Router {
                     }
                     return;
                 }
+                // Late: the sender's newer message in this conversation went first (the two
+                // came through different chat servers, this one's write held up). The
+                // recipient's devices would take it for a repeat; its ✓ was due on a
+                // connection the sender has left, so the sender sends it again, under a
+                // new id. Dropped here, it is not lost.
+                let conversation = (msg.conversation.0, msg.from.0);
+                let at_ms = now.as_ms_u32();
+                if self.newest_routed.get(&conversation).is_some_and(|&(newest, _)| msg.id < newest) {
+                    self.late += 1;
+                    if let Some(Some(t)) = self.trackers.get_mut(partition as usize) {
+                        t.complete(offset);
+                    }
+                    return;
+                }
+                self.newest_routed.insert(conversation, (msg.id, at_ms));
+                self.newest_order.push_back((at_ms, conversation));
                 self.routed_clients.insert(client, msg.id);
-                self.routed_order.push_back((now.as_ms_u32(), client));
+                self.routed_order.push_back((at_ms, client));
                 let req = self.lookups.insert(PendingRoute { partition, offset, msg }).data().as_ffi();
                 out.push(RouterOutput::RouteMessage { req, msg });
             }
@@ -312,6 +343,15 @@ impl Router {
             }
             self.routed_order.pop_front();
             self.routed_clients.remove(&client);
+        }
+        while let Some(&(at_ms, conversation)) = self.newest_order.front() {
+            if u64::from(at_ms) >= keep_from {
+                break;
+            }
+            self.newest_order.pop_front();
+            if self.newest_routed.get(&conversation).is_some_and(|&(_, last)| last == at_ms) {
+                self.newest_routed.remove(&conversation);
+            }
         }
         if now < self.next_commit_at {
             return;
@@ -464,5 +504,22 @@ mod tests {
         assert_eq!(out, vec![RouterOutput::Forward { server: ServerId(4), slot: DeviceSlot(0), msg: msg(6) }]);
         r.handle(Time::from_ms(9), RouterInput::ServerUp { server: ServerId(9) }, &mut out);
         assert_eq!(r.kept(), 2, "the forwards to 2 and 4");
+    }
+
+    #[test]
+    fn a_late_record_of_a_sender_in_a_conversation_is_dropped() {
+        let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
+        let newer = ChatMessage { id: MessageId(50), client_seq: 8, ..msg(5) };
+        let older = ChatMessage { id: MessageId(40), client_seq: 7, ..msg(5) };
+        let mut out = Vec::new();
+        r.handle(Time::ZERO, RouterInput::Record { partition: 0, offset: 0, msg: newer }, &mut out);
+        out.clear();
+        r.handle(Time::ZERO, RouterInput::Record { partition: 0, offset: 1, msg: older }, &mut out);
+        assert!(out.is_empty(), "its sender sends it again under a newer id: {out:?}");
+        assert_eq!(r.late(), 1);
+        // The other party's older message in the same conversation is not late.
+        let reply = ChatMessage { id: MessageId(45), from: UserId(5), to: UserId(0), client_seq: 1, ..msg(5) };
+        r.handle(Time::ZERO, RouterInput::Record { partition: 0, offset: 2, msg: reply }, &mut out);
+        assert!(matches!(out[..], [RouterOutput::RouteMessage { .. }]), "{out:?}");
     }
 }

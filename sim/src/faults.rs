@@ -113,14 +113,16 @@ impl FaultPlan {
 
     /// Whether the network drops a message to `to` sent in tick `sender_tick` and due at
     /// `arrive`: its receiver is dead when it arrives, or died while it was on its way (the
-    /// connection it travelled on is gone).
+    /// connection it travelled on is gone), or was dead when it was sent (the sender was
+    /// told so: reset, or left to time out; a connect then must not reach the process that
+    /// restarts meanwhile).
     #[inline]
     pub fn drops(&self, to: NodeIdx, sender_tick: u64, arrive: Time) -> bool {
         if self.crashes.is_empty() {
             return false;
         }
         let a = arrive.as_us().div_ceil(self.tick_us).max(sender_tick + 1);
-        self.crashes.iter().any(|c| c.node == to && a > c.down_tick && (a <= c.up_tick || sender_tick <= c.down_tick))
+        self.crashes.iter().any(|c| c.node == to && a > c.down_tick && sender_tick <= c.up_tick)
     }
 
     /// Whether the process `node` is down at `t`.
@@ -218,7 +220,8 @@ mod tests {
         assert!(p.drops(dead, 9_900, ms(10_001)), "sent before, arriving after the crash");
         assert!(p.drops(dead, 12_000, ms(12_001)), "while down");
         assert!(p.drops(dead, 9_990, ms(15_500)), "sent before the crash, arriving after the restart");
-        assert!(!p.drops(dead, 15_000, ms(15_001)), "sent and arriving after the restart");
+        assert!(p.drops(dead, 14_990, ms(15_100)), "sent while it was down, arriving after the restart");
+        assert!(!p.drops(dead, 15_001, ms(15_002)), "sent and arriving after the restart");
         assert!(!p.drops(other, 12_000, ms(12_001)), "another process");
         let events: Vec<ProcessEvent> = (0..20_000).flat_map(|t| p.process_events(t)).collect();
         assert_eq!(events, vec![ProcessEvent::Kill(dead), ProcessEvent::Restart(dead)]);

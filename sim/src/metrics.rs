@@ -184,6 +184,9 @@ counters! {
         abandoned_after_faults,
         /// Records a router dropped as repeats of a client message it had routed.
         retries_dropped,
+        /// Records a router dropped as late (their sender's newer message in the
+        /// conversation went first; the sender sends them again).
+        late_dropped,
 
         /// Route-or-inbox operations that wrote an inbox pointer.
         inbox_adds,

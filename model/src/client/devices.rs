@@ -150,9 +150,10 @@ pub enum DeviceInput {
     NetworkBack,
     /// A retry the device asked for is due.
     RetryDue { settings: UserSettings },
-    /// The connection to `server` (or the attempt) is gone: its process crashed and its
-    /// host reset the connection, or the device's pings to a lost host went unanswered.
-    ConnectionLost { server: ServerId },
+    /// The connection (or attempt) `epoch` to `server` is gone: its process crashed and its
+    /// host reset the connection, or the device's pings to a lost host went unanswered. A
+    /// later connection, to that server restarted or another, is not affected.
+    ConnectionLost { server: ServerId, epoch: u32 },
     /// The connect attempt `epoch` to `server` failed: refused by the host of a dead
     /// process, or timed out against a lost host.
     ConnectFailed { server: ServerId, epoch: u32 },
@@ -280,6 +281,11 @@ impl Devices {
         let d = &self.devices[index];
         assert!(d.state.is_connected(), "the connected bitmap agrees with the state");
         d.server
+    }
+
+    /// The epoch of the device's current (or last) connection or attempt.
+    pub fn epoch(&self, index: usize) -> u32 {
+        self.devices[index].epoch
     }
 
     /// The server of the device's connection or connect attempt, if it has one.
@@ -435,9 +441,9 @@ impl Devices {
                     self.attempt(now, index, settings, rng, out);
                 }
             }
-            DeviceInput::ConnectionLost { server } => {
+            DeviceInput::ConnectionLost { server, epoch } => {
                 let attached = d.state == DeviceState::Connecting || d.state.is_connected();
-                if attached && d.server == Some(server) {
+                if attached && d.server == Some(server) && d.epoch == epoch {
                     // A connection that was up starts its backoff afresh (a crowd losing one
                     // server spreads over the first window); a failing attempt widens it.
                     let connected = d.state.is_connected();
@@ -528,6 +534,7 @@ impl Devices {
                     self.held.insert(DeviceKey::of(device), Vec::new());
                     self.set_connected(index, true);
                     out.push(DeviceOutput::Connected { device, server });
+                    self.send_again(index, server, out);
                 }
             }
             ServerFrame::ConnectRefused { server, epoch } => {
@@ -624,8 +631,13 @@ impl Devices {
         d.cursor = d.cursor.max(upto);
         d.enter(DeviceState::Live, now);
         out.push(DeviceOutput::CaughtUp { device, since });
-        // Live again: what was sent on an earlier connection without a ✓ goes again, in
-        // the order it was sent.
+    }
+
+    /// Connected again: what was sent on an earlier connection without a ✓ goes again, in
+    /// the order it was sent, before anything sent on this one (a conversation's messages
+    /// then reach this server, and are published, in the order they were written).
+    fn send_again(&mut self, index: usize, server: ServerId, out: &mut Vec<DeviceOutput>) {
+        let device = self.layout.device(index);
         let epoch = self.devices[index].epoch;
         if let Some(pending) = self.unacked_sends.get_mut(&(index as u32)) {
             let mut count = 0;

@@ -44,8 +44,8 @@ enum Timer {
     Retry,
     /// The device's network comes back (a cut ends).
     NetworkBack,
-    /// The device notices its connection to a crashed server is gone.
-    Lost(ServerId),
+    /// The device notices its connection (epoch) to a crashed server is gone.
+    Lost(ServerId, u32),
     /// The device learns its connect attempt (epoch) met a dead server.
     ConnectFailed(ServerId, u32),
 }
@@ -372,7 +372,14 @@ impl ClientShard {
             }
             DeviceFrame::Subscribe { .. } => {}
         }
-        ctx.send(self.topo.chat(server), t, Msg::Device { device, frame: *frame });
+        let to = self.topo.chat(server);
+        if let DeviceFrame::Send { .. } = frame {
+            // A device's sends keep their order on its socket: a conversation's messages
+            // (and the retries ahead of new ones) reach the server as they were written.
+            ctx.send_ordered(to, t, Msg::Device { device, frame: *frame }, crate::node::OrderKey::Socket(device));
+        } else {
+            ctx.send(to, t, Msg::Device { device, frame: *frame });
+        }
     }
 
     fn on_connected(&mut self, device: DeviceId, t: Time, ctx: &mut Ctx) {
@@ -495,7 +502,8 @@ impl ClientShard {
                 }
                 let hop = self.client_link.sample(&mut self.rng.faults);
                 let at = self.faults.device_detects(&crash, hop, &mut self.rng.faults);
-                self.timers.push(Reverse((at, index as u32, Timer::Lost(server))));
+                let epoch = self.devices.epoch(index);
+                self.timers.push(Reverse((at, index as u32, Timer::Lost(server, epoch))));
                 self.displaced.insert(index as u32, crash.down);
             }
         }
@@ -533,7 +541,7 @@ impl ClientShard {
                 Timer::Open => DeviceInput::AppOpen { settings },
                 Timer::Retry => DeviceInput::RetryDue { settings },
                 Timer::NetworkBack => DeviceInput::NetworkBack,
-                Timer::Lost(server) => DeviceInput::ConnectionLost { server },
+                Timer::Lost(server, epoch) => DeviceInput::ConnectionLost { server, epoch },
                 Timer::ConnectFailed(server, epoch) => DeviceInput::ConnectFailed { server, epoch },
             };
             self.input(t, index, input, ctx);

@@ -117,6 +117,7 @@ impl Process for RouterNode {
         report.gauge_end = self.router.in_flight() as u64;
         report.counters.replayed += self.router.replayed();
         report.counters.retries_dropped += self.router.repeats();
+        report.counters.late_dropped += self.router.late();
         report.logs.aliases = self.router.take_aliases();
     }
 }

@@ -333,8 +333,13 @@ fn a_send_without_its_tick_goes_again_on_the_next_connection_only() {
     assert!(!out.iter().any(|o| matches!(o, Out::Frame { frame: DeviceFrame::Send { .. }, .. })), "same connection");
     let out = r.input(3, PHONE, In::AppClose);
     assert!(out.contains(&Out::Abandoned { device: phone(), sent_at: Time::from_ms(1) }), "{out:?}");
-    r.connect(4, PHONE);
-    let out = r.frame(5, PHONE, ServerFrame::FetchDone { upto: InboxPos(0) });
+    {
+        r.devices.steer(SERVER, Time::ZERO);
+        r.input(4, PHONE, In::AppOpen { settings: SETTINGS })
+    };
+    let epoch = r.epoch(PHONE);
+    // Sent again as soon as the connection is accepted, ahead of anything new on it.
+    let out = r.frame(4, PHONE, ServerFrame::ConnectAccepted { server: SERVER, epoch });
     assert!(out.contains(&Out::Frame { device: phone(), server: SERVER, frame: send }), "sent again: {out:?}");
     assert!(out.contains(&Out::SentAgain { device: phone(), count: 1 }));
     let DeviceFrame::Send { client_seq, .. } = send else { panic!() };
@@ -349,13 +354,15 @@ fn a_reset_connection_backs_off_and_the_balancer_avoids_its_server() {
     let mut r = Rig::new();
     r.connect(0, PHONE);
     r.frame(1, PHONE, ServerFrame::FetchDone { upto: InboxPos(0) });
-    let out = r.input(10, PHONE, In::ConnectionLost { server: SERVER });
+    let epoch = r.epoch(PHONE);
+    assert!(r.input(10, PHONE, In::ConnectionLost { server: SERVER, epoch: epoch - 1 }).is_empty(), "an older one");
+    let out = r.input(10, PHONE, In::ConnectionLost { server: SERVER, epoch });
     assert_eq!(out[0], Out::Lost { device: phone(), server: SERVER, connected: true });
     let Out::RetryAt { at, .. } = out[1] else { panic!("{out:?}") };
     assert!(at < Time::from_ms(1_010), "a fresh start: the first window: {at}");
     assert!(!r.devices.balancer().in_service(SERVER, Time::from_ms(11)));
     assert_eq!(r.devices.state(PHONE), DeviceState::Waiting);
-    assert!(r.input(20, PHONE, In::ConnectionLost { server: SERVER }).is_empty(), "once only");
+    assert!(r.input(20, PHONE, In::ConnectionLost { server: SERVER, epoch }).is_empty(), "once only");
     // A connect that meets a dead server fails and widens the window.
     let out = r.input(at.as_ms(), PHONE, In::RetryDue { settings: SETTINGS });
     let Out::Frame { server, frame: DeviceFrame::Connect { epoch, .. }, .. } = out[0] else { panic!("{out:?}") };
