@@ -200,7 +200,7 @@ fn tick_bound(s: &Scenario, predicted: &[TierLoad]) -> String {
     }
     let busiest = predicted.iter().map(|t| t.utilisation).fold(0.0, f64::max);
     format!(
-        "links can be shorter than the {} µs tick: at light load (tested with every tier below 20% busy) percentiles p50 to p99 lie within max(2%, 50 µs), and p99.9 within 10%, of the same run at a 10 µs tick; the busiest tier here is predicted {:.0}% busy{}",
+        "links can be shorter than the {} µs tick: at light load (tested with every tier below 20% busy) percentiles p50 to p99 lie within max(2%, 50 µs), and p99.9 within 15%, of the same run at a 10 µs tick; the busiest tier here is predicted {:.0}% busy{}",
         s.tick_us,
         busiest * 100.0,
         if busiest > 0.2 {
