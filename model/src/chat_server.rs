@@ -102,8 +102,10 @@ pub enum ChatServerInput {
     /// A message for `slot` of its recipient, connected here (from the router or another
     /// chat server).
     Forward { msg: ChatMessage, slot: DeviceSlot },
-    /// The session store routed a message this server could not deliver (`Reroute`).
-    Rerouted { msg: ChatMessage, route: Route },
+    /// The session store routed again a message this server could not deliver to device
+    /// `slot` (`Reroute`); only that slot's part of the route is this server's to act on
+    /// (the other devices had it routed to them already).
+    Rerouted { msg: ChatMessage, route: Route, slot: DeviceSlot },
     /// The session store routed a receipt: to the sender's server, or stored it (`None`).
     ReceiptRouted { req: u64, server: Option<ServerId> },
     /// Another server relays a receipt for a sender connected here.
@@ -150,7 +152,7 @@ pub enum ChatServerOutput {
     /// Publish to the `messages` topic, keyed by conversation.
     Publish { req: u64, msg: ChatMessage },
     /// Route-or-inbox in the session store, treating `exclude` as gone.
-    Reroute { msg: ChatMessage, exclude: ServerId },
+    Reroute { msg: ChatMessage, exclude: ServerId, slot: DeviceSlot },
     /// Find the sender's server for a receipt, or store the receipt for later.
     RouteReceipt { req: u64, receipt: Receipt, exclude: Option<ServerId> },
     /// Relay a receipt to the server holding the sender.
@@ -472,8 +474,8 @@ impl ChatServer {
                 let device = DeviceId { user: msg.to, slot };
                 self.push(device, msg, now, out);
             }
-            In::Rerouted { msg, route } => {
-                for (slot, server) in route.forwards() {
+            In::Rerouted { msg, route, slot } => {
+                if let Some(server) = route.forward[usize::from(slot.0)] {
                     let device = DeviceId { user: msg.to, slot };
                     if server == self.config.id {
                         self.push(device, msg, now, out);
@@ -810,15 +812,17 @@ impl ChatServer {
     }
 
     fn reroute_unacked(&mut self, key: DeviceKey, out: &mut Vec<ChatServerOutput>) {
+        let slot = key.device().slot;
         for (msg, _) in self.unacked.remove(&key).unwrap_or_default() {
-            self.reroute(msg, out);
+            self.reroute(msg, slot, out);
         }
     }
 
-    /// Hand `msg` back to the session store's route-or-inbox, treating this server as gone.
-    fn reroute(&mut self, msg: ChatMessage, out: &mut Vec<ChatServerOutput>) {
+    /// Hand `msg` for device `slot` back to the session store's route-or-inbox, treating
+    /// this server as gone.
+    fn reroute(&mut self, msg: ChatMessage, slot: DeviceSlot, out: &mut Vec<ChatServerOutput>) {
         *self.rerouting.entry(msg.to).or_default() += 1;
-        out.push(ChatServerOutput::Reroute { msg, exclude: self.config.id });
+        out.push(ChatServerOutput::Reroute { msg, exclude: self.config.id, slot });
     }
 
     /// If `device` was given up to another server (`to`, when given) whose catch-up waits
@@ -846,7 +850,7 @@ impl ChatServer {
             }
             // Routed to a stale server: the device moved or left. Route again without
             // this server, which leaves an inbox pointer if the device is offline.
-            self.reroute(msg, out);
+            self.reroute(msg, device.slot, out);
             return;
         }
         let pending = self.unacked.entry(DeviceKey::of(device)).or_default();

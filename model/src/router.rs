@@ -19,8 +19,7 @@
 //! same partition and router, in order: the router routes the first and drops the rest
 //! (by the client's id, for a window as long as the forwards are kept).
 
-use crate::{ChatMessage, DeviceSlot, MessageId, Route, ServerId, Time, DEVICES_PER_USER_MAX};
-use rustc_hash::FxHashMap;
+use crate::{ChatMessage, DeviceSlot, MessageId, Route, ServerId, Table, Time};
 use slotmap::{DefaultKey, Key, KeyData, SlotMap};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -36,8 +35,9 @@ pub enum RouterInput {
     ServerDown { server: ServerId },
     /// A chat server is back (restarted, empty).
     ServerUp { server: ServerId },
-    /// The session store routed again a message this router sent back (`Reroute`).
-    Rerouted { msg: ChatMessage, route: Route },
+    /// The session store routed again a message this router sent back (`Reroute`) for
+    /// device `slot`.
+    Rerouted { msg: ChatMessage, route: Route, slot: DeviceSlot },
 }
 
 /// Effects a router asks for.
@@ -50,7 +50,13 @@ pub enum RouterOutput {
     /// Commit the partition's offset: every record below it is routed.
     Commit { partition: u32, offset: u64 },
     /// Route-or-inbox again, treating `exclude` as gone (the server is down).
-    Reroute { msg: ChatMessage, exclude: ServerId },
+    Reroute { msg: ChatMessage, exclude: ServerId, slot: DeviceSlot },
+}
+
+/// A (conversation, sender) pair as one table key: conversation ids pack two user ids
+/// below 2^30, so a bit for which of the two sent it fits above them.
+fn sender_key(msg: &ChatMessage) -> u64 {
+    (msg.conversation.0 << 1) | u64::from(msg.from > msg.to)
 }
 
 /// A forward kept for replay: when, to which server and device slot, what.
@@ -132,21 +138,18 @@ pub struct Router {
     kept: VecDeque<Kept>,
     /// Chat servers known to be down, by id.
     down: Vec<bool>,
-    /// Messages sent back to the session store, with the device slots (a bit each) whose
-    /// routing the answer decides.
-    rerouting: FxHashMap<MessageId, u8>,
     /// Messages routed again because their server went down.
     replayed: u64,
-    /// Client ids routed within the window, with the id they were routed under, and when
-    /// (in order), to drop repeats.
-    routed_clients: FxHashMap<u64, MessageId>,
-    routed_order: VecDeque<(u32, u64)>,
+    /// Client ids routed within the window, with the id they were routed under, to drop
+    /// repeats; and the newest id routed per (conversation, sender), to drop late records
+    /// (see `handle`). Compact open-addressing tables: an entry per message routed.
+    routed_clients: Table<u64, MessageId>,
+    newest_routed: Table<u64, MessageId>,
+    /// (when, client key, conversation-and-sender key) of each record routed, in order,
+    /// for forgetting both past the window.
+    routed_order: VecDeque<(u32, u64, u64)>,
     /// Records dropped as repeats of a client message routed already.
     repeats: u64,
-    /// The newest id routed per (conversation, sender) within the window, and when: a
-    /// record below it is late (see `handle`).
-    newest_routed: FxHashMap<(u64, u32), (MessageId, u32)>,
-    newest_order: VecDeque<(u32, (u64, u32))>,
     /// Records dropped as late.
     late: u64,
     /// Repeats dropped, with the id their client message was routed under: the ✓ of a
@@ -170,13 +173,11 @@ impl Router {
             retain: Duration::from_secs(60),
             kept: VecDeque::new(),
             down: Vec::new(),
-            rerouting: FxHashMap::default(),
             replayed: 0,
-            routed_clients: Default::default(),
+            routed_clients: Table::default(),
             routed_order: VecDeque::new(),
             repeats: 0,
-            newest_routed: FxHashMap::default(),
-            newest_order: VecDeque::new(),
+            newest_routed: Table::default(),
             late: 0,
             aliases: Vec::new(),
         }
@@ -238,8 +239,7 @@ impl Router {
     }
 
     fn reroute(&mut self, server: ServerId, slot: DeviceSlot, msg: ChatMessage, out: &mut Vec<RouterOutput>) {
-        *self.rerouting.entry(msg.id).or_default() |= 1 << slot.0;
-        out.push(RouterOutput::Reroute { msg, exclude: server });
+        out.push(RouterOutput::Reroute { msg, exclude: server, slot });
     }
 
     /// Routes waiting on the session store.
@@ -252,7 +252,7 @@ impl Router {
         match input {
             RouterInput::Record { partition, offset, msg } => {
                 let client = msg.client_id().key();
-                if let Some(&first) = self.routed_clients.get(&client) {
+                if let Some(&first) = self.routed_clients.get(client) {
                     // Another attempt of a client message routed already: done with it.
                     self.repeats += 1;
                     if first != msg.id {
@@ -268,19 +268,17 @@ impl Router {
                 // recipient's devices would take it for a repeat; its ✓ was due on a
                 // connection the sender has left, so the sender sends it again, under a
                 // new id. Dropped here, it is not lost.
-                let conversation = (msg.conversation.0, msg.from.0);
-                let at_ms = now.as_ms_u32();
-                if self.newest_routed.get(&conversation).is_some_and(|&(newest, _)| msg.id < newest) {
+                let conversation = sender_key(&msg);
+                if self.newest_routed.get(conversation).is_some_and(|&newest| msg.id < newest) {
                     self.late += 1;
                     if let Some(Some(t)) = self.trackers.get_mut(partition as usize) {
                         t.complete(offset);
                     }
                     return;
                 }
-                self.newest_routed.insert(conversation, (msg.id, at_ms));
-                self.newest_order.push_back((at_ms, conversation));
+                self.newest_routed.insert(conversation, msg.id);
                 self.routed_clients.insert(client, msg.id);
-                self.routed_order.push_back((at_ms, client));
+                self.routed_order.push_back((now.as_ms_u32(), client, conversation));
                 let req = self.lookups.insert(PendingRoute { partition, offset, msg }).data().as_ffi();
                 out.push(RouterOutput::RouteMessage { req, msg });
             }
@@ -317,15 +315,13 @@ impl Router {
                     *d = false;
                 }
             }
-            RouterInput::Rerouted { msg, route } => {
-                let Some(slots) = self.rerouting.remove(&msg.id) else { return };
-                for slot in (0..DEVICES_PER_USER_MAX as u8).filter(|s| slots & (1 << s) != 0).map(DeviceSlot) {
-                    // A device still on a server that is down is routed again without that
-                    // server (the session moves only when the device reconnects, so this
-                    // ends); one without a server got an inbox pointer.
-                    if let Some(server) = route.forward[usize::from(slot.0)] {
-                        self.forward(now, server, slot, msg, out);
-                    }
+            RouterInput::Rerouted { msg, route, slot } => {
+                // Only this slot's part of the route: the other devices had the message
+                // routed to them already. A device still on a server that is down is
+                // routed again without that server (its session moves only when it
+                // reconnects, so this ends); one without a server got an inbox pointer.
+                if let Some(server) = route.forward[usize::from(slot.0)] {
+                    self.forward(now, server, slot, msg, out);
                 }
             }
         }
@@ -337,20 +333,15 @@ impl Router {
         while self.kept.front().is_some_and(|k| u64::from(k.at_ms) < keep_from) {
             self.kept.pop_front();
         }
-        while let Some(&(at_ms, client)) = self.routed_order.front() {
+        while let Some(&(at_ms, client, conversation)) = self.routed_order.front() {
             if u64::from(at_ms) >= keep_from {
                 break;
             }
             self.routed_order.pop_front();
-            self.routed_clients.remove(&client);
-        }
-        while let Some(&(at_ms, conversation)) = self.newest_order.front() {
-            if u64::from(at_ms) >= keep_from {
-                break;
-            }
-            self.newest_order.pop_front();
-            if self.newest_routed.get(&conversation).is_some_and(|&(_, last)| last == at_ms) {
-                self.newest_routed.remove(&conversation);
+            self.routed_clients.remove(client);
+            // Unless a newer message of the conversation was routed since.
+            if self.newest_routed.get(conversation).is_some_and(|n| n.timestamp_ms() < keep_from) {
+                self.newest_routed.remove(conversation);
             }
         }
         if now < self.next_commit_at {
@@ -482,25 +473,25 @@ mod tests {
         r.handle(Time::ZERO, RouterInput::Routed { req, route }, &mut out);
         out.clear();
         r.handle(Time::from_ms(5), RouterInput::ServerDown { server: ServerId(9) }, &mut out);
-        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(5), exclude: ServerId(9) }]);
+        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(5), exclude: ServerId(9), slot: DeviceSlot(0) }]);
         assert_eq!(r.replayed(), 1);
         // The store says the phone is still on 9 (it has not reconnected) and the web on 2:
         // the web already had it (only the phone's slot is decided here) and the phone's
         // copy went to the inbox. Routed again without 9, nothing more is forwarded.
         out.clear();
         let route = Route { forward: [None, Some(ServerId(2))], inbox: true };
-        r.handle(Time::from_ms(6), RouterInput::Rerouted { msg: msg(5), route }, &mut out);
+        r.handle(Time::from_ms(6), RouterInput::Rerouted { msg: msg(5), route, slot: DeviceSlot(0) }, &mut out);
         assert!(out.is_empty(), "{out:?}");
         // While 9 is down, what is routed to it goes back to the store at once.
         let req = lookup(&mut r, 0, 1, 6);
         out.clear();
         let route = Route { forward: [Some(ServerId(9)), None], inbox: false };
         r.handle(Time::from_ms(7), RouterInput::Routed { req, route }, &mut out);
-        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(6), exclude: ServerId(9) }]);
+        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(6), exclude: ServerId(9), slot: DeviceSlot(0) }]);
         // The phone reconnected to 4 meanwhile: forwarded there.
         out.clear();
         let route = Route { forward: [Some(ServerId(4)), None], inbox: false };
-        r.handle(Time::from_ms(8), RouterInput::Rerouted { msg: msg(6), route }, &mut out);
+        r.handle(Time::from_ms(8), RouterInput::Rerouted { msg: msg(6), route, slot: DeviceSlot(0) }, &mut out);
         assert_eq!(out, vec![RouterOutput::Forward { server: ServerId(4), slot: DeviceSlot(0), msg: msg(6) }]);
         r.handle(Time::from_ms(9), RouterInput::ServerUp { server: ServerId(9) }, &mut out);
         assert_eq!(r.kept(), 2, "the forwards to 2 and 4");

@@ -95,10 +95,12 @@ pub enum Msg {
     Reroute {
         msg: ChatMessage,
         exclude: ServerId,
+        slot: wasim_model::DeviceSlot,
     },
     Rerouted {
         msg: ChatMessage,
         route: Route,
+        slot: wasim_model::DeviceSlot,
     },
     InboxEntry {
         req: u64,

@@ -676,6 +676,7 @@ impl Scenario {
         let run_s = (self.warmup_s + self.duration_s) as f64;
         let per_user_per_s = self.workload.messages_per_s as f64 / users.max(1.0);
         let (mut cut_devices, mut long_cut_messages, mut acks_lost) = (0.0, 0.0, 0.0);
+        let mut stalled_sends = 0.0;
         for fault in &self.faults {
             match *fault {
                 Fault::CutNetwork { for_s, users: cut, .. } => {
@@ -695,8 +696,16 @@ impl Scenario {
                     acks_lost +=
                         self.workload.messages_per_s as f64 * (1.0 + u.devices_per_user.web) * share * for_s as f64;
                 }
-                // A crashed chat server's devices reconnect and catch up, like a cut's.
-                Fault::Crash { .. } => cut_devices += devices / f64::from(f.chat_servers),
+                // A crashed chat server's devices reconnect and catch up, like a cut's. A
+                // Cassandra node down holds up writes of the partitions that lose their
+                // quorum: the sends waiting meanwhile (counted with the overload backlog).
+                Fault::Crash { ref target, for_s, .. } => {
+                    if target.starts_with("chat_server-") {
+                        cut_devices += devices / f64::from(f.chat_servers);
+                    } else {
+                        stalled_sends += self.workload.messages_per_s as f64 * for_s as f64;
+                    }
+                }
             }
         }
         // Work a tier past capacity cannot serve waits, its replies held in an outbox: the
@@ -707,7 +716,8 @@ impl Scenario {
             .iter()
             .filter(|t| t.utilisation > 1.0)
             .map(|t| t.ops_per_s * (1.0 - 1.0 / t.utilisation) * run_s)
-            .fold(0.0, f64::max);
+            .fold(0.0, f64::max)
+            + stalled_sends;
         [
             1.0,
             users,
@@ -725,12 +735,13 @@ impl Scenario {
             acks_lost,
             backlog,
             self.workload.messages_per_s as f64 * (1.0 + u.devices_per_user.web) * self.forward_retain().as_secs_f64(),
+            self.workload.messages_per_s as f64 * self.forward_retain().as_secs_f64(),
         ]
     }
 }
 
 /// The terms of the memory estimate.
-const MEMORY_FEATURES: usize = 16;
+const MEMORY_FEATURES: usize = 17;
 
 /// One term of the memory estimate: bytes per unit of its feature, and whether it grows
 /// over the run (rather than being there from the ramp's end).
@@ -768,7 +779,8 @@ const MEMORY_TERMS: [MemoryTerm; MEMORY_FEATURES] = [
     grows(1300.0), // a message for a device cut past the timeout: rerouted, then fetched in a burst
     grows(80.0),   // a delivered ACK lost: the push held, pushed again or handed back to the inbox
     grows(130.0),  // a request an overloaded tier has not served: its reply waiting in an outbox
-    held(64.0),    // a forward a router keeps for replay should its chat server crash
+    held(48.0),    // a forward a router keeps for replay should its chat server crash
+    held(50.0),    // a message a router remembers, to drop its repeats and late copies
 ];
 
 /// Bytes at the end of the connect ramp per connect per second of the ramp: the connects

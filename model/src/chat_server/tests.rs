@@ -216,7 +216,7 @@ fn a_connection_lost_with_unacked_pushes_hands_them_back() {
     connect(&mut s, bob());
     run(&mut s, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
     let out = run(&mut s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1 }));
-    assert!(out.contains(&Out::Reroute { msg: message(9), exclude: ServerId(5) }), "{out:?}");
+    assert!(out.contains(&Out::Reroute { msg: message(9), exclude: ServerId(5), slot: DeviceSlot(0) }), "{out:?}");
 }
 
 #[test]
@@ -234,7 +234,7 @@ fn a_reconnect_reroutes_unacked_pushes_before_setting_the_session() {
 fn forward_to_a_stale_server_is_rerouted_without_it() {
     let mut s = server(4);
     let out = run(&mut s, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
-    assert_eq!(out, vec![Out::Reroute { msg: message(9), exclude: ServerId(4) }]);
+    assert_eq!(out, vec![Out::Reroute { msg: message(9), exclude: ServerId(4), slot: DeviceSlot(0) }]);
 }
 
 /// A receipt arriving at its origin server (0) while the sender is not there is routed
@@ -337,14 +337,10 @@ fn a_rerouted_message_is_pushed_here_or_forwarded_to_the_devices_server() {
     connect(&mut s, bob());
     let web = DeviceId { user: UserId(2), slot: DeviceSlot(1) };
     let route = Route { forward: [Some(ServerId(4)), Some(ServerId(9))], inbox: false };
-    let out = run(&mut s, Time::ZERO, In::Rerouted { msg: message(9), route });
-    assert_eq!(
-        out,
-        vec![
-            to(bob(), S::Push { msg: message(9) }),
-            Out::Forward { server: ServerId(9), slot: web.slot, msg: message(9) },
-        ]
-    );
+    let out = run(&mut s, Time::ZERO, In::Rerouted { msg: message(9), route, slot: bob().slot });
+    assert_eq!(out, vec![to(bob(), S::Push { msg: message(9) })], "only the slot it was rerouted for");
+    let out = run(&mut s, Time::ZERO, In::Rerouted { msg: message(9), route, slot: web.slot });
+    assert_eq!(out, vec![Out::Forward { server: ServerId(9), slot: web.slot, msg: message(9) }]);
 }
 
 #[test]
@@ -492,7 +488,7 @@ fn a_takeover_waits_for_the_reroutes_still_on_their_way_back() {
     // Server 5 closed the silent connection just before the takeover came: its push is on
     // its way back through the session store, which will route it to server 6.
     let out = run(&mut old, Time::from_secs(46), from(bob(), F::Disconnect { epoch: 1 }));
-    assert!(out.contains(&Out::Reroute { msg: message(9), exclude: ServerId(5) }));
+    assert!(out.contains(&Out::Reroute { msg: message(9), exclude: ServerId(5), slot: DeviceSlot(0) }));
     let req = connect_req(&mut new, bob());
     run(&mut new, Time::ZERO, In::InboxEnd { req, end: InboxPos(0), parts: 0, previous: Some(ServerId(5)) });
     let t = Time::from_secs(46);
@@ -502,7 +498,7 @@ fn a_takeover_waits_for_the_reroutes_still_on_their_way_back() {
     let out = run(&mut old, t, In::Forward { msg: late, slot: DeviceSlot(0) });
     assert_eq!(out, vec![Out::Handover { server: ServerId(6), req, slot: DeviceSlot(0), msg: late }]);
     let route = Route { forward: [Some(ServerId(6)), None], inbox: false };
-    let out = run(&mut old, t, In::Rerouted { msg: message(9), route });
+    let out = run(&mut old, t, In::Rerouted { msg: message(9), route, slot: DeviceSlot(0) });
     assert_eq!(
         out,
         vec![

@@ -121,9 +121,14 @@ impl ChatNode {
                     let broker = topo.broker(topo.partition(msg.conversation));
                     ctx.send_ordered(broker, t, Msg::Produce { req, msg }, OrderKey::Conversation(msg.conversation))
                 }
-                Out::Reroute { msg, exclude } => {
+                Out::Reroute { msg, exclude, slot } => {
                     ctx.trace_msg(t, "reroute", &msg, None);
-                    ctx.send_ordered(topo.redis(msg.to), t, Msg::Reroute { msg, exclude }, OrderKey::Session(msg.to))
+                    ctx.send_ordered(
+                        topo.redis(msg.to),
+                        t,
+                        Msg::Reroute { msg, exclude, slot },
+                        OrderKey::Session(msg.to),
+                    )
                 }
                 Out::RouteReceipt { req, receipt, exclude } => {
                     let sender = receipt.msg.from;
@@ -184,7 +189,7 @@ impl Process for ChatNode {
             Msg::ProduceAck { req } => In::ProduceAck { req },
             Msg::Forward { msg, slot } => In::Forward { msg, slot },
             Msg::ReceiptRelay { receipt } => In::ReceiptRelay { receipt },
-            Msg::Rerouted { msg, route } => In::Rerouted { msg, route },
+            Msg::Rerouted { msg, route, slot } => In::Rerouted { msg, route, slot },
             other => unreachable!("chat server got {other:?}"),
         };
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));

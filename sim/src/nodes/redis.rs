@@ -65,7 +65,7 @@ impl Process for RedisNode {
                 }
                 ctx.send_ordered(env.from, done, Msg::Routed { req, route }, OrderKey::Conversation(msg.conversation));
             }
-            Msg::Reroute { msg, exclude } => {
+            Msg::Reroute { msg, exclude, slot } => {
                 ctx.counters.routes += 1;
                 let route = self.shard.route(&msg, Some(exclude), done);
                 if route.inbox {
@@ -75,7 +75,7 @@ impl Process for RedisNode {
                 ctx.send_ordered(
                     env.from,
                     done,
-                    Msg::Rerouted { msg, route },
+                    Msg::Rerouted { msg, route, slot },
                     OrderKey::Conversation(msg.conversation),
                 );
             }

@@ -81,9 +81,14 @@ impl RouterNode {
                 Out::Commit { partition, offset } => {
                     ctx.send(topo.broker(partition), t, Msg::Commit { partition, offset })
                 }
-                Out::Reroute { msg, exclude } => {
+                Out::Reroute { msg, exclude, slot } => {
                     ctx.trace_msg(t, "replay", &msg, None);
-                    ctx.send_ordered(topo.redis(msg.to), t, Msg::Reroute { msg, exclude }, OrderKey::Session(msg.to))
+                    ctx.send_ordered(
+                        topo.redis(msg.to),
+                        t,
+                        Msg::Reroute { msg, exclude, slot },
+                        OrderKey::Session(msg.to),
+                    )
                 }
             }
         }
@@ -95,7 +100,7 @@ impl Process for RouterNode {
         let input = match env.msg {
             Msg::Record { partition, offset, msg } => In::Record { partition, offset, msg },
             Msg::Routed { req, route } => In::Routed { req, route },
-            Msg::Rerouted { msg, route } => In::Rerouted { msg, route },
+            Msg::Rerouted { msg, route, slot } => In::Rerouted { msg, route, slot },
             other => unreachable!("router got {other:?}"),
         };
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
