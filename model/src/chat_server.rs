@@ -178,9 +178,11 @@ struct PendingWrite {
     epoch: u8,
     /// The replicas that acknowledged it (a write sent again is acknowledged again).
     acked_by: SmallVec<[u16; 3]>,
-    /// A quorum holds it (✓ sent); it waits to be published after the earlier messages of
-    /// its conversation.
+    /// A quorum holds it; it waits to be published after the earlier messages of its
+    /// conversation.
     durable: bool,
+    /// Its publish, once made (the ✓ waits for Kafka's acknowledgement of it).
+    publish: Option<DefaultKey>,
 }
 
 #[derive(Debug)]
@@ -190,6 +192,8 @@ struct PendingPublish {
     /// connection the send came on.
     device: DeviceId,
     epoch: u8,
+    /// The write it publishes (first in its conversation's queue until acknowledged).
+    write: DefaultKey,
 }
 
 #[derive(Debug)]
@@ -296,7 +300,9 @@ pub struct ChatServer {
     writes: SlotMap<DefaultKey, PendingWrite>,
     /// Writes not yet published, per conversation, in the order their ids were minted: a
     /// conversation is published in id order even when a later write reaches its quorum
-    /// first, so the topic and every tier after it carry it in order.
+    /// first, one publish in flight at a time (as an idempotent producer keeps a
+    /// partition's order through retries), so the topic and every tier after it carry it
+    /// in order.
     unpublished: FxHashMap<ConversationId, SmallVec<[DefaultKey; 2]>>,
     publishes: SlotMap<DefaultKey, PendingPublish>,
     /// Publish deadlines in the order they were set (a deadline is always now + timeout).
@@ -440,6 +446,15 @@ impl ChatServer {
                     if self.connections.get(key).is_some_and(|c| Connection(c).is_epoch(u32::from(p.epoch))) {
                         out.push(Out::ToDevice { device: p.device, frame: ServerFrame::SentAck { msg: p.msg } });
                     }
+                    self.writes.remove(p.write);
+                    let conversation = p.msg.conversation;
+                    if let Some(queue) = self.unpublished.get_mut(&conversation) {
+                        queue.retain(|k| *k != p.write);
+                        if queue.is_empty() {
+                            self.unpublished.remove(&conversation);
+                        }
+                    }
+                    self.publish_next(now, conversation, out);
                 }
             }
             In::InboxEntry { req, pos, id, conversation } => self.on_inbox_entry(now, req, pos, id, conversation, out),
@@ -621,7 +636,8 @@ impl ChatServer {
                     client_seq,
                     sent_at,
                 };
-                let write = PendingWrite { msg, device, epoch, acked_by: SmallVec::new(), durable: false };
+                let write =
+                    PendingWrite { msg, device, epoch, acked_by: SmallVec::new(), durable: false, publish: None };
                 let key = self.writes.insert(write);
                 self.write_deadlines.push_back((now + self.config.write_timeout, key));
                 self.unpublished.entry(msg.conversation).or_default().push(key);
@@ -872,20 +888,23 @@ impl ChatServer {
             return;
         }
         w.durable = true;
-        let msg = w.msg;
-        // Publish this write and the durable ones after it, up to the first still waiting.
-        let queue = self.unpublished.get_mut(&msg.conversation).expect("a pending write is queued");
-        let ready = queue.iter().take_while(|&&k| self.writes[k].durable).count();
-        let ready: SmallVec<[DefaultKey; 2]> = queue.drain(..ready).collect();
-        if queue.is_empty() {
-            self.unpublished.remove(&msg.conversation);
+        let conversation = w.msg.conversation;
+        self.publish_next(now, conversation, out);
+    }
+
+    /// Publish the first write of `conversation`'s queue, if it is durable and not yet
+    /// published: one publish in flight per conversation, so retries keep the order.
+    fn publish_next(&mut self, now: Time, conversation: ConversationId, out: &mut Vec<ChatServerOutput>) {
+        let Some(&head) = self.unpublished.get(&conversation).and_then(|q| q.first()) else { return };
+        let w = &self.writes[head];
+        if !w.durable || w.publish.is_some() {
+            return;
         }
-        for k in ready {
-            let w = self.writes.remove(k).expect("queued writes are pending");
-            let key = self.publishes.insert(PendingPublish { msg: w.msg, device: w.device, epoch: w.epoch });
-            self.publish_deadlines.push_back((now + self.config.publish_timeout, key));
-            out.push(ChatServerOutput::Publish { req: key_to_req(key), msg: w.msg });
-        }
+        let (msg, device, epoch) = (w.msg, w.device, w.epoch);
+        let key = self.publishes.insert(PendingPublish { msg, device, epoch, write: head });
+        self.writes[head].publish = Some(key);
+        self.publish_deadlines.push_back((now + self.config.publish_timeout, key));
+        out.push(ChatServerOutput::Publish { req: key_to_req(key), msg });
     }
 
     fn on_inbox_entry(

@@ -342,6 +342,11 @@ pub struct CrashReport {
     pub writes_retried: u64,
     pub reads_retried: u64,
     pub rows_repaired: u64,
+    /// Sends devices made again for want of a ✓, and the records routers dropped as
+    /// repeats (pushed again by a new leader, or retried) or as late (the whole run).
+    pub sends_retried: u64,
+    pub repeats_dropped: u64,
+    pub late_dropped: u64,
 }
 
 /// How the fleet recovered from a crash under one placement policy.
@@ -432,6 +437,9 @@ fn crash_reports(o: &Outcome) -> Vec<CrashReport> {
                 writes_retried: o.counters.writes_retried,
                 reads_retried: o.counters.reads_retried,
                 rows_repaired: o.counters.rows_repaired,
+                sends_retried: o.counters.sends_retried,
+                repeats_dropped: o.counters.retries_dropped,
+                late_dropped: o.counters.late_dropped,
             }),
             _ => None,
         })

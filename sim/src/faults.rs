@@ -57,6 +57,13 @@ pub struct FaultPlan {
     connect_timeout: Duration,
     /// One hop inside the datacenter at most: how long a reset takes to reach a server.
     reset_in_datacenter: Duration,
+    /// Kafka: the brokers, and how long a dead leader's partitions wait for a new one.
+    kafka_brokers: u32,
+    kafka_election: Duration,
+    /// Whether any broker crashes (else every partition stays with its preferred broker).
+    kafka_crashes: bool,
+    /// The first broker's process.
+    kafka_first: u16,
 }
 
 impl FaultPlan {
@@ -70,6 +77,8 @@ impl FaultPlan {
             ping_timeout: Duration::from_millis(s.users.ping_timeout_ms),
             connect_timeout: Duration::from_millis(s.users.connect_timeout_ms),
             reset_in_datacenter: Duration::from_micros((s.network.in_datacenter_ms.p99() * 1e3) as u64),
+            kafka_brokers: s.fleet.kafka_brokers,
+            kafka_election: Duration::from_millis(s.fleet.kafka_election_ms),
             ..FaultPlan::default()
         };
         for f in &s.faults {
@@ -94,7 +103,35 @@ impl FaultPlan {
             }
         }
         plan.crashes.sort_by_key(|c| (c.down, c.node));
+        plan.kafka_crashes = plan.crashes.iter().any(|c| topo.locate(c.node).0 == NodeKind::Kafka);
+        plan.kafka_first = topo.range(NodeKind::Kafka).0;
         plan
+    }
+
+    /// Whether partition leadership ever moves (a broker crashes).
+    pub fn moves_kafka_leaders(&self) -> bool {
+        self.kafka_crashes
+    }
+
+    /// The broker leading `partition` at `t`: its preferred broker (`partition % brokers`)
+    /// while that is up, and while the controller has not yet noticed it down (its
+    /// partitions are unavailable meanwhile); after the election, the next broker up.
+    pub fn kafka_leader(&self, partition: u32, t: Time) -> u32 {
+        let preferred = partition % self.kafka_brokers.max(1);
+        if !self.kafka_crashes {
+            return preferred;
+        }
+        let node = |b: u32| NodeIdx(self.kafka_first + b as u16);
+        let Some(crash) = self.crashes.iter().find(|c| c.node == node(preferred) && self.is_down(c.node, t)) else {
+            return preferred;
+        };
+        if t < crash.down + self.kafka_election {
+            return preferred;
+        }
+        (1..self.kafka_brokers)
+            .map(|k| (preferred + k) % self.kafka_brokers)
+            .find(|&b| !self.is_down(node(b), t))
+            .unwrap_or(preferred)
     }
 
     /// The crashes, in time order.

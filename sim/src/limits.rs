@@ -438,6 +438,7 @@ fn check_users(s: &Scenario) -> Result<(), Failure> {
     let why = "a timeout of zero fails every connection; one beyond ten minutes never fires in a run";
     in_range("users.connect_timeout_ms", u.connect_timeout_ms, 1, TIMEOUT_MS_MAX, why)?;
     in_range("users.ping_timeout_ms", u.ping_timeout_ms, 1, TIMEOUT_MS_MAX, why)?;
+    in_range("fleet.kafka_election_ms", s.fleet.kafka_election_ms, 1, TIMEOUT_MS_MAX, why)?;
     let b = &s.balancer;
     in_range("balancer.health_check_ms", b.health_check_ms, 1, TIMEOUT_MS_MAX, why)?;
     in_range(
@@ -631,13 +632,16 @@ pub fn crash_target(s: &Scenario, target: &str) -> Result<(crate::topology::Node
     let (kind, count, field) = match kind {
         "chat_server" => (NodeKind::ChatServer, s.fleet.chat_servers, "fleet.chat_servers"),
         "cassandra" => (NodeKind::Cassandra, s.fleet.cassandra_nodes, "fleet.cassandra_nodes"),
-        "client_shard" | "redis_session" | "redis_presence" | "kafka" | "router" => {
+        "kafka" => (NodeKind::Kafka, s.fleet.kafka_brokers, "fleet.kafka_brokers"),
+        "client_shard" | "redis_session" | "redis_presence" | "router" => {
             return Err(format!(
-                "a crash of a {kind} process is not modelled yet: chat servers and Cassandra nodes crash (\"chat_server-N\", \"cassandra-N\")"
+                "a crash of a {kind} process is not modelled yet: chat servers, Cassandra nodes and Kafka brokers crash (\"chat_server-N\", \"cassandra-N\", \"kafka-N\")"
             ))
         }
         _ => {
-            return Err(format!("`{kind}` is not a process kind; a crash takes \"chat_server-N\" or \"cassandra-N\""))
+            return Err(format!(
+                "`{kind}` is not a process kind; a crash takes \"chat_server-N\", \"cassandra-N\" or \"kafka-N\""
+            ))
         }
     };
     match index.parse::<u32>() {

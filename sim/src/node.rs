@@ -77,6 +77,8 @@ pub(crate) struct Shared {
     pub faults: crate::faults::FaultPlan,
     /// The Cassandra nodes' disks: their rows outlive a crashed process.
     pub disks: Vec<Mutex<crate::infra::CassandraNode>>,
+    /// The `messages` topic's partition logs, replicated: they outlive a broker.
+    pub kafka_logs: Vec<Mutex<crate::infra::PartitionLog>>,
     pub topo: Arc<Topology>,
     pub scenario: Scenario,
     pub seed: u64,
@@ -94,6 +96,16 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The broker leading `partition` at `t` (see `FaultPlan::kafka_leader`).
+    pub fn kafka_leader(&self, partition: u32, t: wasim_model::Time) -> u32 {
+        self.faults.kafka_leader(partition, t)
+    }
+
+    /// The process of the broker leading `partition` at `t`.
+    pub fn broker(&self, partition: u32, t: wasim_model::Time) -> crate::msg::NodeIdx {
+        self.topo.node(crate::topology::NodeKind::Kafka, self.kafka_leader(partition, t))
+    }
+
     /// The start of the measuring window (end of warm-up).
     pub fn measure_from(&self) -> Time {
         Time::from_secs(self.scenario.warmup_s)

@@ -154,9 +154,11 @@ async fn simulate_traced(
     let faults = crate::faults::FaultPlan::new(&scenario, &topo);
     let disks =
         (0..scenario.fleet.cassandra_nodes).map(|_| Mutex::new(crate::nodes::cassandra::disk(&scenario))).collect();
+    let kafka_logs = (0..scenario.fleet.kafka_partitions).map(|_| Mutex::default()).collect();
     let shared = Arc::new(Shared {
         faults,
         disks,
+        kafka_logs,
         population,
         traced,
         net: Mutex::new(Network::new(nodes, tick_us)),

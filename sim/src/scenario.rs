@@ -274,6 +274,9 @@ pub struct Fleet {
     pub kafka_brokers: u32,
     /// Partitions of the `messages` topic (default 4).
     pub kafka_partitions: u32,
+    /// How long a dead broker's partitions wait for a new leader, in ms (default 6,000: the
+    /// controller notices the broker's session expire, then elects).
+    pub kafka_election_ms: u64,
     /// Router instances in the consumer group (default 1).
     pub routers: u32,
     /// Redis shards of the presence store (default 1; the card has 10+ at full scale).
@@ -291,6 +294,7 @@ impl Default for Fleet {
             cassandra_replication_factor: 3,
             kafka_brokers: 1,
             kafka_partitions: 4,
+            kafka_election_ms: 6_000,
             routers: 1,
             redis_presence_shards: 1,
         }

@@ -201,11 +201,6 @@ impl Topology {
         fast_range(c.hash64().rotate_left(17), self.partitions)
     }
 
-    /// The broker leading a partition.
-    pub fn broker(&self, partition: u32) -> NodeIdx {
-        self.node(NodeKind::Kafka, partition % self.count(NodeKind::Kafka))
-    }
-
     /// The router consuming a partition (static range assignment).
     pub fn router(&self, partition: u32) -> NodeIdx {
         self.node(NodeKind::Router, partition % self.count(NodeKind::Router))

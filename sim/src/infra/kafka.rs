@@ -12,8 +12,10 @@ use wasim_model::ChatMessage;
 /// instead of buffering without bound; it matches the router's commit window.
 pub const ROUTER_IN_FLIGHT_MAX: u64 = wasim_model::ROUTER_IN_FLIGHT_PER_PARTITION_MAX;
 
+/// One partition's log: replicated to every broker (acks = all), so it outlives its
+/// leader; whichever broker leads the partition appends to it and pushes from it.
 #[derive(Debug, Default)]
-struct PartitionLog {
+pub struct PartitionLog {
     /// Offset of `records[0]`: everything below is committed and trimmed.
     base: u64,
     records: VecDeque<ChatMessage>,
@@ -26,64 +28,46 @@ impl PartitionLog {
     fn end(&self) -> u64 {
         self.base + self.records.len() as u64
     }
-}
-
-/// The partitions one broker leads.
-#[derive(Debug, Default)]
-pub struct Broker {
-    /// Indexed by partition number; `None` for partitions led elsewhere.
-    partitions: Vec<Option<PartitionLog>>,
-}
-
-impl Broker {
-    /// A broker leading `led` of a topic with `partition_count` partitions.
-    pub fn new(partition_count: u32, led: impl IntoIterator<Item = u32>) -> Broker {
-        let mut partitions: Vec<Option<PartitionLog>> = (0..partition_count).map(|_| None).collect();
-        for p in led {
-            partitions[p as usize] = Some(PartitionLog::default());
-        }
-        Broker { partitions }
-    }
-
-    fn log(&mut self, partition: u32) -> &mut PartitionLog {
-        self.partitions[partition as usize].as_mut().expect("partition led by this broker")
-    }
 
     /// Append a record; returns its offset.
-    pub fn append(&mut self, partition: u32, msg: ChatMessage) -> u64 {
-        let log = self.log(partition);
-        log.records.push_back(msg);
-        log.end() - 1
+    pub fn append(&mut self, msg: ChatMessage) -> u64 {
+        self.records.push_back(msg);
+        self.end() - 1
     }
 
     /// Records to push to the consumer now, within the in-flight limit; advances the cursor.
-    pub fn take_pushes(&mut self, partition: u32, out: &mut Vec<(u64, ChatMessage)>) {
-        let log = self.log(partition);
-        let limit = log.committed + ROUTER_IN_FLIGHT_MAX;
-        while log.cursor < log.end().min(limit) {
-            out.push((log.cursor, log.records[(log.cursor - log.base) as usize]));
-            log.cursor += 1;
+    pub fn take_pushes(&mut self, out: &mut Vec<(u64, ChatMessage)>) {
+        let limit = self.committed + ROUTER_IN_FLIGHT_MAX;
+        while self.cursor < self.end().min(limit) {
+            out.push((self.cursor, self.records[(self.cursor - self.base) as usize]));
+            self.cursor += 1;
         }
+    }
+
+    /// A new leader does not know what the old one pushed (its pushes on the way died with
+    /// it): it pushes again from the consumer's commit. The consumer drops what it had.
+    pub fn rewind_to_commit(&mut self) {
+        self.cursor = self.committed;
     }
 
     /// The consumer committed `offset`: everything below is done and can be trimmed
     /// (retention here is "until consumed", which bounds memory).
-    pub fn commit(&mut self, partition: u32, offset: u64) {
-        let log = self.log(partition);
-        let offset = offset.min(log.end());
-        if offset <= log.committed {
+    pub fn commit(&mut self, offset: u64) {
+        let offset = offset.min(self.end());
+        if offset <= self.committed {
             return;
         }
-        log.committed = offset;
-        while log.base < offset {
-            log.records.pop_front();
-            log.base += 1;
+        self.committed = offset;
+        self.cursor = self.cursor.max(offset);
+        while self.base < offset {
+            self.records.pop_front();
+            self.base += 1;
         }
     }
 
-    /// Records appended but not yet committed, over all led partitions (consumer lag).
+    /// Records appended but not yet committed (consumer lag).
     pub fn lag(&self) -> u64 {
-        self.partitions.iter().flatten().map(|l| l.end() - l.committed).sum()
+        self.end() - self.committed
     }
 }
 
@@ -105,25 +89,34 @@ mod tests {
 
     #[test]
     fn append_push_commit_trim() {
-        let mut b = Broker::new(2, [1]);
-        assert_eq!(b.append(1, m(10)), 0);
-        assert_eq!(b.append(1, m(11)), 1);
+        let mut b = PartitionLog::default();
+        assert_eq!(b.append(m(10)), 0);
+        assert_eq!(b.append(m(11)), 1);
         let mut out = Vec::new();
-        b.take_pushes(1, &mut out);
+        b.take_pushes(&mut out);
         assert_eq!(out.iter().map(|(o, r)| (*o, r.id.0)).collect::<Vec<_>>(), vec![(0, 10), (1, 11)]);
         out.clear();
-        b.take_pushes(1, &mut out);
+        b.take_pushes(&mut out);
         assert!(out.is_empty(), "each record is pushed once");
         assert_eq!(b.lag(), 2);
-        b.commit(1, 1);
+        b.commit(1);
         assert_eq!(b.lag(), 1);
-        b.commit(1, 0);
+        b.commit(0);
         assert_eq!(b.lag(), 1, "commits never go back");
     }
 
     #[test]
-    #[should_panic(expected = "led by this broker")]
-    fn appending_to_a_partition_led_elsewhere_is_a_bug() {
-        Broker::new(2, [0]).append(1, m(0));
+    fn a_new_leader_pushes_again_from_the_commit() {
+        let mut b = PartitionLog::default();
+        for i in 0..3 {
+            b.append(m(i));
+        }
+        let mut out = Vec::new();
+        b.take_pushes(&mut out);
+        b.commit(1);
+        b.rewind_to_commit();
+        out.clear();
+        b.take_pushes(&mut out);
+        assert_eq!(out.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![1, 2]);
     }
 }

@@ -9,5 +9,5 @@ mod redis;
 
 pub use cassandra::{replicas, CassandraNode};
 pub use fifo::Fifo;
-pub use kafka::Broker;
+pub use kafka::PartitionLog;
 pub use redis::RedisShard;

@@ -24,6 +24,7 @@ pub(crate) struct ChatNode {
     heartbeats: Vec<(Vec<DeviceId>, Time)>,
     /// What this server learns of other chat servers going down and coming back.
     peers: super::router::PeerNotices,
+    shared: Arc<Shared>,
 }
 
 /// Send the pending heartbeat refreshes for one presence shard in one pipelined message,
@@ -61,11 +62,12 @@ impl ChatNode {
             outs: Vec::new(),
             heartbeats: vec![(Vec::new(), Time::ZERO); shared.topo.count(NodeKind::Presence) as usize],
             peers: super::router::PeerNotices::new(shared.clone()),
+            shared: shared.clone(),
         }
     }
 
     fn emit(&mut self, t: Time, ctx: &mut Ctx) {
-        let ChatNode { server, topo, outs, heartbeats, .. } = self;
+        let ChatNode { server, topo, outs, heartbeats, shared, .. } = self;
         let topo = &**topo;
         let read_quorum = usize::from(server.read_quorum());
         for out in outs.drain(..) {
@@ -118,7 +120,7 @@ impl ChatNode {
                 }
                 Out::Publish { req, msg } => {
                     ctx.trace_msg(t, "publish", &msg, None);
-                    let broker = topo.broker(topo.partition(msg.conversation));
+                    let broker = shared.broker(topo.partition(msg.conversation), t);
                     ctx.send_ordered(broker, t, Msg::Produce { req, msg }, OrderKey::Conversation(msg.conversation))
                 }
                 Out::Reroute { msg, exclude, slot } => {

@@ -1,35 +1,66 @@
-//! Serve loop of a Kafka broker.
+//! Serve loop of a Kafka broker. Partition logs are replicated (acks = all): they live in
+//! `Shared::kafka_logs` and outlive a broker. Whichever broker leads a partition (the fault
+//! layer says which: its preferred broker, or after an election another) appends to it
+//! and pushes its records to the partition's router; a broker that becomes leader pushes
+//! again from the router's last commit.
 
 use crate::dist::Sampler;
-use crate::infra::{Broker, Fifo};
+use crate::infra::Fifo;
 use crate::metrics::NodeReport;
 use crate::msg::{Envelope, Msg, NodeIdx};
 use crate::node::{Ctx, OrderKey, Process, Shared};
-use crate::topology::Topology;
+use crate::topology::NodeKind;
 use std::sync::Arc;
 use wasim_model::{ChatMessage, Time};
 
 pub(crate) struct KafkaNode {
-    broker: Broker,
-    topo: Arc<Topology>,
+    shared: Arc<Shared>,
+    me: u32,
     fifo: Fifo,
     service: Sampler,
     pushes: Vec<(u64, ChatMessage)>,
+    /// The partitions this broker led at the end of the previous tick.
+    leads: Vec<bool>,
 }
 
 impl KafkaNode {
-    pub fn new(shared: &Shared, me: NodeIdx) -> KafkaNode {
+    pub fn new(shared: &Arc<Shared>, me: NodeIdx) -> KafkaNode {
         let s = &shared.scenario;
-        let topo = shared.topo.clone();
-        let led = topo.partitions_where(|p| topo.broker(p), me);
-        let (fifo, service) =
-            super::queue(shared, crate::topology::NodeKind::Kafka, s.workers.kafka, &s.service_us.kafka);
-        KafkaNode { broker: Broker::new(topo.partitions, led), topo, fifo, service, pushes: Vec::new() }
+        let (fifo, service) = super::queue(shared, NodeKind::Kafka, s.workers.kafka, &s.service_us.kafka);
+        let (_, index) = shared.topo.locate(me);
+        let mut node = KafkaNode {
+            shared: shared.clone(),
+            me: index,
+            fifo,
+            service,
+            pushes: Vec::new(),
+            leads: vec![false; shared.topo.partitions as usize],
+        };
+        // A broker that starts (or restarts) leading a partition pushes from the commit.
+        node.take_leadership(Time(shared.clock.now() * shared.tick_us), None);
+        node
+    }
+
+    /// Take over the partitions this broker leads at `now` that it did not lead before.
+    fn take_leadership(&mut self, now: Time, mut ctx: Option<&mut Ctx>) {
+        for p in 0..self.leads.len() {
+            let leads = self.shared.kafka_leader(p as u32, now) == self.me;
+            if leads && !self.leads[p] {
+                self.shared.kafka_logs[p].lock().expect("log lock").rewind_to_commit();
+                if let Some(ctx) = ctx.as_deref_mut() {
+                    self.push(p as u32, now, ctx);
+                }
+            }
+            self.leads[p] = leads;
+        }
     }
 
     fn push(&mut self, partition: u32, t: Time, ctx: &mut Ctx) {
-        self.broker.take_pushes(partition, &mut self.pushes);
-        let router = self.topo.router(partition);
+        if !self.leads[partition as usize] {
+            return;
+        }
+        self.shared.kafka_logs[partition as usize].lock().expect("log lock").take_pushes(&mut self.pushes);
+        let router = self.shared.topo.router(partition);
         for (offset, msg) in self.pushes.drain(..) {
             ctx.send_ordered(
                 router,
@@ -46,24 +77,31 @@ impl Process for KafkaNode {
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
         match env.msg {
             Msg::Produce { req, msg } => {
-                let partition = self.topo.partition(msg.conversation);
-                self.broker.append(partition, msg);
+                let partition = self.shared.topo.partition(msg.conversation);
+                self.shared.kafka_logs[partition as usize].lock().expect("log lock").append(msg);
                 ctx.counters.records_appended += 1;
                 ctx.send(env.from, done, Msg::ProduceAck { req });
                 self.push(partition, done, ctx);
             }
             Msg::Commit { partition, offset } => {
-                self.broker.commit(partition, offset);
+                self.shared.kafka_logs[partition as usize].lock().expect("log lock").commit(offset);
                 self.push(partition, done, ctx);
             }
             other => unreachable!("kafka got {other:?}"),
         }
     }
 
-    fn on_tick(&mut self, _now: Time, _ctx: &mut Ctx) {}
+    fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
+        if self.shared.faults.moves_kafka_leaders() {
+            self.take_leadership(now, Some(ctx));
+        }
+    }
 
     fn finish(&mut self, report: &mut NodeReport) {
         self.fifo.report_into(report);
-        report.gauge_end = self.broker.lag();
+        report.gauge_end = (0..self.leads.len())
+            .filter(|&p| self.leads[p])
+            .map(|p| self.shared.kafka_logs[p].lock().expect("log lock").lag())
+            .sum();
     }
 }

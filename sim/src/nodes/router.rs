@@ -79,7 +79,7 @@ impl RouterNode {
                     ctx.send_ordered(topo.chat(server), t, Msg::Forward { msg, slot }, key)
                 }
                 Out::Commit { partition, offset } => {
-                    ctx.send(topo.broker(partition), t, Msg::Commit { partition, offset })
+                    ctx.send(self.faults_seen.shared.broker(partition, t), t, Msg::Commit { partition, offset })
                 }
                 Out::Reroute { msg, exclude, slot } => {
                     ctx.trace_msg(t, "replay", &msg, None);

@@ -1,0 +1,29 @@
+//! A Kafka broker down, end to end, on a scaled-down copy of
+//! scenarios/kafka-broker-down.toml: its partitions wait for the election, producers
+//! retry, the new leaders push again from the routers' commits and the routers drop what
+//! they had; nothing acknowledged is lost, and the broker takes its partitions back.
+
+mod common;
+use wasim_sim::Scenario;
+
+fn scaled(users: u64) -> Scenario {
+    let mut s = Scenario::load(&common::repo_root().join("scenarios/kafka-broker-down.toml")).expect("shipped");
+    let factor = users as f64 / s.users.concurrent as f64;
+    s.users.concurrent = users;
+    s.workload.messages_per_s = (s.workload.messages_per_s as f64 * factor).round() as u64;
+    s.users.connect_ramp_s = 2;
+    s
+}
+
+#[test]
+fn a_broker_down_delays_its_partitions_and_loses_nothing() {
+    let s = scaled(20_000);
+    for (seed, o) in common::sweep(&s, 1..21) {
+        assert!(o.checks.ok(), "seed {seed}: {:?}", &o.checks.violations[..o.checks.violations.len().min(3)]);
+        let c = &o.counters;
+        assert!(c.retries_dropped > 0, "seed {seed}: the new leaders pushed again what the routers had");
+        let a = wasim_reports::Summary::new(&o, "k").availability;
+        assert!(a.during.2 < a.before.2, "seed {seed}: the ✓ waited for the election: {a:?}");
+        assert_eq!(a.after.2, 1.0, "seed {seed}: {a:?}");
+    }
+}
