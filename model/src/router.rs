@@ -193,6 +193,14 @@ impl Router {
         self.repeats
     }
 
+    /// A hint that a record of `msg` comes soon: the table slots it will look up are
+    /// loaded meanwhile (both tables hold an entry per message of the window).
+    #[inline]
+    pub fn prefetch(&self, msg: &ChatMessage) {
+        self.routed_clients.prefetch(msg.client_id().key());
+        self.newest_routed.prefetch(sender_key(msg));
+    }
+
     /// Records dropped as late: a newer message of the same sender in the conversation was
     /// routed first.
     pub fn late(&self) -> u64 {

@@ -108,6 +108,13 @@ impl Process for RouterNode {
         self.emit(done, ctx);
     }
 
+    #[inline]
+    fn prefetch(&self, env: &Envelope) {
+        if let Msg::Record { msg, .. } = &env.msg {
+            self.router.prefetch(msg);
+        }
+    }
+
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
         for (server, down) in self.faults_seen.notices(now) {
             let input = if down { In::ServerDown { server } } else { In::ServerUp { server } };
