@@ -337,6 +337,9 @@ pub struct CrashReport {
     /// Whether the process is a chat server (else a Cassandra node: the connection figures
     /// do not apply, the storage ones do).
     pub chat_server: bool,
+    /// What happened, step by step, in milliseconds after the crash: the configured
+    /// detection and the measured reconnects.
+    pub timeline: Vec<TimelineStep>,
     /// Writes sent again for want of a quorum, reads sent to every replica, and rows the
     /// node repaired from its peers when it rejoined (the whole run).
     pub writes_retried: u64,
@@ -389,6 +392,64 @@ impl PlacementRow {
     }
 }
 
+/// One step of a crash's timeline.
+#[derive(Clone, Debug, Serialize)]
+pub struct TimelineStep {
+    /// Milliseconds after the crash.
+    pub at_ms: f64,
+    pub what: String,
+}
+
+/// A chat server crash step by step (the card's task 1.2): when its peers and its devices
+/// notice (from the scenario's detection settings) and when its devices are back (measured).
+fn timeline(
+    s: &Scenario,
+    target: &str,
+    detect: wasim_sim::Detect,
+    for_s: u64,
+    reconnect: &Histogram<u64>,
+    lost: u64,
+    replayed: u64,
+) -> Vec<TimelineStep> {
+    if !target.starts_with("chat_server-") {
+        return Vec::new();
+    }
+    let step = |at_ms: f64, what: String| TimelineStep { at_ms: round3(at_ms), what };
+    let mut steps = vec![step(
+        0.0,
+        format!(
+            "{target} dies: its memory (connections, pushes awaiting ACKs, writes and publishes in progress) is gone"
+        ),
+    )];
+    match detect {
+        wasim_sim::Detect::Reset => {
+            let hop = s.network.in_datacenter_ms.p99();
+            steps.push(step(hop, format!("its host resets every connection: routers and chat servers notice within one datacenter hop; routers route again the {replayed} messages they had forwarded to it in the last {:.0} s", s.forward_retain().as_secs_f64())));
+            steps.push(step(s.network.client_server_ms.p99(), format!("its {lost} devices notice within one client link (p99 {:.0} ms) and wait out a backoff of up to {} ms", s.network.client_server_ms.p99(), s.users.reconnect_backoff_ms_base)));
+        }
+        wasim_sim::Detect::Timeout => {
+            steps.push(step(s.users.ping_timeout_ms as f64, format!("its host is gone: routers and chat servers notice after the {} ms timeout and route again the {replayed} messages they had forwarded to it", s.users.ping_timeout_ms)));
+            steps.push(step(
+                (s.users.heartbeat_interval_ms + s.users.ping_timeout_ms) as f64,
+                format!("its {lost} devices notice within a heartbeat interval and the ping timeout"),
+            ));
+        }
+    }
+    if !reconnect.is_empty() {
+        let q = |p: f64| reconnect.value_at_quantile(p) as f64 / 1e3;
+        steps.push(step(
+            reconnect.min() as f64 / 1e3,
+            "the first device is connected again, catching up from its inbox".into(),
+        ));
+        steps.push(step(q(0.5), "half its devices are connected again".into()));
+        steps.push(step(q(0.99), "99% are".into()));
+        steps.push(step(reconnect.max() as f64 / 1e3, format!("all {} are", reconnect.len())));
+    }
+    steps.push(step(for_s as f64 * 1e3, format!("{target} restarts empty and takes new connections")));
+    steps.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+    steps
+}
+
 fn crash_reports(o: &Outcome) -> Vec<CrashReport> {
     let s = &o.scenario;
     let l = &o.latencies;
@@ -434,6 +495,15 @@ fn crash_reports(o: &Outcome) -> Vec<CrashReport> {
                 replayed: o.counters.replayed,
                 lost,
                 chat_server: target.starts_with("chat_server-"),
+                timeline: timeline(
+                    s,
+                    target,
+                    detect,
+                    for_s,
+                    &l.reconnect,
+                    o.counters.connections_lost,
+                    o.counters.replayed,
+                ),
                 writes_retried: o.counters.writes_retried,
                 reads_retried: o.counters.reads_retried,
                 rows_repaired: o.counters.rows_repaired,

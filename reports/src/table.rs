@@ -281,6 +281,9 @@ fn render_crash(o: &mut String, c: &crate::summary::CrashReport, header: &str) {
             c.writes_retried, c.reads_retried, c.rows_repaired, c.sends_retried, c.repeats_dropped, c.late_dropped
         );
     }
+    for step in &c.timeline {
+        let _ = writeln!(o, "  +{:>9.1} ms  {}", step.at_ms, step.what);
+    }
     let _ = writeln!(o, "  (ms){}", &header[6..]);
     if c.chat_server {
         latency_row(o, "time to reconnect", &c.time_to_reconnect);
