@@ -332,6 +332,10 @@ pub struct CrashReport {
     /// Messages the routers routed again because the server went down (most reach devices
     /// that had them already, and are dropped as repeats).
     pub replayed: u64,
+    /// Presence flaps: watchers told a user went offline (the presence key expired) from
+    /// the crash until a TTL after the restart, against as many seconds before the crash.
+    pub shown_offline_during: u64,
+    pub shown_offline_before: u64,
     /// Acknowledged messages never delivered to a device connected at the end (invariant 1).
     pub lost: u64,
     /// Whether the process is a chat server (else a Cassandra node: the connection figures
@@ -450,6 +454,12 @@ fn timeline(
     steps
 }
 
+/// Presence expiries watchers were told of in the seconds `[from, until)`.
+fn expiries(o: &Outcome, from: u64, until: u64) -> u64 {
+    let (from, until) = (from as usize, (until as usize).min(o.per_second.len()));
+    o.per_second.get(from..until).map_or(0, |s| s.iter().map(|p| p.shown_offline_by_expiry).sum())
+}
+
 fn crash_reports(o: &Outcome) -> Vec<CrashReport> {
     let s = &o.scenario;
     let l = &o.latencies;
@@ -493,6 +503,12 @@ fn crash_reports(o: &Outcome) -> Vec<CrashReport> {
                 delayed_past_slo: delayed,
                 delayed_max_ms: if during.is_empty() { 0.0 } else { during.max() as f64 / 1e3 },
                 replayed: o.counters.replayed,
+                shown_offline_during: expiries(o, at_s, at_s + for_s + s.users.presence_ttl_ms.div_ceil(1_000)),
+                shown_offline_before: expiries(
+                    o,
+                    at_s.saturating_sub(for_s + s.users.presence_ttl_ms.div_ceil(1_000)),
+                    at_s,
+                ),
                 lost,
                 chat_server: target.starts_with("chat_server-"),
                 timeline: timeline(

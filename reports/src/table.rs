@@ -296,6 +296,11 @@ fn render_crash(o: &mut String, c: &crate::summary::CrashReport, header: &str) {
     if c.chat_server {
         let _ = writeln!(
             o,
+            "  presence flaps: watchers told a user went offline (key expired) {} times from the crash to a TTL after the restart, {} times in as long before",
+            c.shown_offline_during, c.shown_offline_before
+        );
+        let _ = writeln!(
+            o,
             "  connections per server at the end: min {} · max {} · fullest / mean {:.2}{}",
             live.iter().min().unwrap_or(&0),
             live.iter().max().unwrap_or(&0),

@@ -252,6 +252,9 @@ counters! {
         connects,
         connects_refused,
         connects_failed,
+        /// Watchers told a user went offline because the presence key expired (a silent
+        /// loss: a cut, or a crash whose users took longer than the TTL to come back).
+        shown_offline_by_expiry,
     }
 }
 

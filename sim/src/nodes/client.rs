@@ -478,6 +478,7 @@ impl ClientShard {
                 record_us(&mut self.latencies.presence, t.as_us() - update.changed_at.as_us());
             }
             PresenceCause::Expired => {
+                ctx.second(t).shown_offline_by_expiry += 1;
                 if let Some((lost_at, _)) = self.pop.cut(update.target) {
                     record_us(&mut self.latencies.presence_detection, t.as_us().saturating_sub(lost_at.as_us()));
                 }
