@@ -18,6 +18,7 @@ use crate::msg::NodeIdx;
 use crate::scenario::{Detect, Fault, Scenario};
 use crate::topology::{NodeKind, Topology};
 use rand::Rng;
+use std::sync::Arc;
 use std::time::Duration;
 use wasim_model::{ServerId, Time};
 
@@ -33,6 +34,47 @@ pub struct Crash {
     pub detect: Detect,
     down_tick: u64,
     up_tick: u64,
+}
+
+/// A fault of the network: the hops it touches, when, and what it does to them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetFault {
+    pub from: Time,
+    pub until: Time,
+    pub what: NetEffect,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum NetEffect {
+    /// Hops between a process of `a` and one of `b` (either way) are held while the link
+    /// is clogged and leave when it clears, in the order they were sent (TCP buffers and
+    /// retransmits: nothing is lost, all is late).
+    Clog { a: (u16, u16), b: (u16, u16) },
+    /// Hops of a link class take this much longer.
+    Latency { client: bool, add_us: u64 },
+}
+
+impl NetFault {
+    /// The delay of a hop from `me` to `to` leaving at `depart`, drawn `drawn` µs.
+    pub fn delay(faults: &[NetFault], me: NodeIdx, to: NodeIdx, client: bool, depart: Time, drawn: u64) -> u64 {
+        let within = |n: NodeIdx, (first, count): (u16, u16)| n.0.wrapping_sub(first) < count;
+        let mut delay = drawn;
+        for f in faults.iter().filter(|f| depart >= f.from && depart < f.until) {
+            match f.what {
+                NetEffect::Clog { a, b } => {
+                    if (within(me, a) && within(to, b)) || (within(me, b) && within(to, a)) {
+                        delay = delay.max(f.until.as_us() - depart.as_us() + drawn);
+                    }
+                }
+                NetEffect::Latency { client: c, add_us } => {
+                    if c == client {
+                        delay += add_us;
+                    }
+                }
+            }
+        }
+        delay
+    }
 }
 
 /// What the supervisor does to a process before a tick.
@@ -64,6 +106,7 @@ pub struct FaultPlan {
     kafka_crashes: bool,
     /// The first broker's process.
     kafka_first: u16,
+    net: Arc<Vec<NetFault>>,
 }
 
 impl FaultPlan {
@@ -81,6 +124,7 @@ impl FaultPlan {
             kafka_election: Duration::from_millis(s.fleet.kafka_election_ms),
             ..FaultPlan::default()
         };
+        let mut plan_net = Vec::new();
         for f in &s.faults {
             match *f {
                 Fault::LoseDeliveredAcks { at_s, for_s, share } => {
@@ -100,12 +144,31 @@ impl FaultPlan {
                     });
                 }
                 Fault::CutNetwork { .. } => {}
+                Fault::Clog { at_s, for_s, ref between, ref and } => {
+                    let range = |name: &str| crate::limits::process_set(s, name).expect("validated").range(topo);
+                    plan_net.push(NetFault {
+                        from: Time::from_secs(at_s),
+                        until: Time::from_secs(at_s + for_s),
+                        what: NetEffect::Clog { a: range(between), b: range(and) },
+                    });
+                }
+                Fault::Latency { at_s, for_s, ref link, add_ms } => plan_net.push(NetFault {
+                    from: Time::from_secs(at_s),
+                    until: Time::from_secs(at_s + for_s),
+                    what: NetEffect::Latency { client: link == "client_server", add_us: (add_ms * 1e3) as u64 },
+                }),
             }
         }
         plan.crashes.sort_by_key(|c| (c.down, c.node));
         plan.kafka_crashes = plan.crashes.iter().any(|c| topo.locate(c.node).0 == NodeKind::Kafka);
         plan.kafka_first = topo.range(NodeKind::Kafka).0;
+        plan.net = Arc::new(plan_net);
         plan
+    }
+
+    /// The network faults, for the latency draws.
+    pub fn net_faults(&self) -> Arc<Vec<NetFault>> {
+        self.net.clone()
     }
 
     /// Whether partition leadership ever moves (a broker crashes).

@@ -614,11 +614,72 @@ fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
             in_range("users", users, 1, s.users.concurrent, "between 1 and users.concurrent")
         }
         Fault::LoseDeliveredAcks { share: p, .. } => share("share", p),
+        Fault::Clog { ref between, ref and, .. } => {
+            let set = |field: &str, name: &str| {
+                process_set(s, name).map_err(|message| Failure { field: field.into(), related: Vec::new(), message })
+            };
+            set("between", between)?;
+            set("and", and).map(|_| ())
+        }
+        Fault::Latency { ref link, add_ms, .. } => {
+            if link != "client_server" && link != "in_datacenter" {
+                return fail("link", format!("`{link}` is not a link class: \"client_server\" or \"in_datacenter\""));
+            }
+            if !(add_ms > 0.0 && add_ms <= NETWORK_MS_MAX as f64) {
+                return fail(
+                    "add_ms",
+                    format!("{add_ms} ms; must be above 0 and at most {NETWORK_MS_MAX} ms (slower is an outage)"),
+                );
+            }
+            Ok(())
+        }
         Fault::Crash { ref target, .. } => crash_target(s, target).map(|_| ()).map_err(|message| Failure {
             field: "target".into(),
             related: Vec::new(),
             message,
         }),
+    }
+}
+
+/// A set of processes a network fault names: every process of a kind (`router`) or one
+/// (`chat_server-3`).
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessSet {
+    kind: crate::topology::NodeKind,
+    one: Option<u32>,
+}
+
+impl ProcessSet {
+    /// The set as a range of network indices (first, count).
+    pub fn range(self, topo: &crate::topology::Topology) -> (u16, u16) {
+        match self.one {
+            Some(i) => (topo.node(self.kind, i).0, 1),
+            None => topo.range(self.kind),
+        }
+    }
+}
+
+/// The set of processes `name` names, or why it names none.
+pub fn process_set(s: &Scenario, name: &str) -> Result<ProcessSet, String> {
+    use crate::topology::NodeKind;
+    let (kind_name, index) = match name.rsplit_once('-') {
+        Some((k, i)) => (k, Some(i)),
+        None => (name, None),
+    };
+    let Some(kind) = NodeKind::ALL.into_iter().find(|k| k.name() == kind_name) else {
+        let names: Vec<&str> = NodeKind::ALL.iter().map(|k| k.name()).collect();
+        return Err(format!(
+            "`{name}` names no processes: a kind ({}) or one process, like \"chat_server-3\"",
+            names.join(", ")
+        ));
+    };
+    let count = crate::topology::Topology::new(s).count(kind);
+    match index {
+        None => Ok(ProcessSet { kind, one: None }),
+        Some(i) => match i.parse::<u32>() {
+            Ok(i) if i < count => Ok(ProcessSet { kind, one: Some(i) }),
+            _ => Err(format!("`{name}`: {kind_name} processes are numbered 0 to {}", count - 1)),
+        },
     }
 }
 

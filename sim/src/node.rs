@@ -155,13 +155,20 @@ struct NetDraw {
     client: bool,
     /// The first index and count of client shards: a hop to one is a client hop.
     clients: (u16, u16),
+    /// This process, and the network faults of the run (clogged links, latency spikes).
+    me: NodeIdx,
+    faults: Arc<Vec<crate::faults::NetFault>>,
 }
 
 impl Latency for NetDraw {
     #[inline(always)]
-    fn sample_us(&mut self, to: NodeIdx) -> u64 {
+    fn sample_us(&mut self, to: NodeIdx, depart: Time) -> u64 {
         let client = self.client || to.0.wrapping_sub(self.clients.0) < self.clients.1;
-        self.latency[usize::from(!client)].sample_us(&mut self.rng)
+        let drawn = self.latency[usize::from(!client)].sample_us(&mut self.rng);
+        if self.faults.is_empty() {
+            return drawn;
+        }
+        crate::faults::NetFault::delay(&self.faults, self.me, to, client, depart, drawn)
     }
 }
 
@@ -251,6 +258,8 @@ impl Ctx {
                 latency: [Sampler::new(&n.client_server_ms, 1_000.0), Sampler::new(&n.in_datacenter_ms, 1_000.0)],
                 client: shared.topo.link(me, me) == Link::ClientServer,
                 clients: shared.topo.range(NodeKind::ClientShard),
+                me,
+                faults: shared.faults.net_faults(),
             },
         }
     }

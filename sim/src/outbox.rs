@@ -45,7 +45,8 @@ struct KeyLast {
 
 /// Draws the latency of a send to `to`.
 pub(crate) trait Latency {
-    fn sample_us(&mut self, to: NodeIdx) -> u64;
+    /// The delay of a hop to `to` leaving at `depart`, in µs.
+    fn sample_us(&mut self, to: NodeIdx, depart: Time) -> u64;
 }
 
 /// Ordered keys kept before a pruning is considered. Small: every ordered send probes the
@@ -105,7 +106,7 @@ impl Outbox {
     /// Send `msg` to `to`, leaving at `depart` with a latency of its own.
     #[inline(always)]
     pub fn send(&mut self, to: NodeIdx, depart: Time, msg: Msg, latency: &mut impl Latency) {
-        let at = Time(depart.as_us() + latency.sample_us(to));
+        let at = Time(depart.as_us() + latency.sample_us(to, depart));
         self.stage(to, depart, at, msg);
     }
 
@@ -113,13 +114,13 @@ impl Outbox {
     /// arriving not before, the previous send on `key`.
     #[inline(always)]
     pub fn send_ordered(&mut self, to: NodeIdx, depart: Time, msg: Msg, key: u64, latency: &mut impl Latency) {
-        let drawn = latency.sample_us(to);
         // A key not in the table may have been pruned: its last send had left and arrived
         // by the floor. Work more than `ORDERED_KEEP_TICKS` behind the clock (never
         // measured) is held to the floor rather than overtaking that send.
         let floor = self.ordered_floor;
         let last = self.ordered.entry(key).or_insert(KeyLast { depart: floor, arrival: floor });
         last.depart = depart.max(last.depart);
+        let drawn = latency.sample_us(to, last.depart);
         last.arrival = Time(last.depart.as_us() + drawn).max(last.arrival);
         let (depart, at) = (last.depart, last.arrival);
         self.stage(to, depart, at, msg);
@@ -225,7 +226,7 @@ mod tests {
     /// A fixed latency per destination index, in µs.
     struct Fixed;
     impl Latency for Fixed {
-        fn sample_us(&mut self, to: NodeIdx) -> u64 {
+        fn sample_us(&mut self, to: NodeIdx, _depart: Time) -> u64 {
             100 * u64::from(to.0)
         }
     }
@@ -233,7 +234,7 @@ mod tests {
     /// Latencies falling by 100 µs a draw from 500 µs.
     struct Falling(u64);
     impl Latency for Falling {
-        fn sample_us(&mut self, _: NodeIdx) -> u64 {
+        fn sample_us(&mut self, _: NodeIdx, _: Time) -> u64 {
             self.0 -= 100;
             self.0
         }
@@ -331,7 +332,7 @@ mod tests {
     /// 5 ms to anyone.
     struct Fixed5000;
     impl Latency for Fixed5000 {
-        fn sample_us(&mut self, _: NodeIdx) -> u64 {
+        fn sample_us(&mut self, _: NodeIdx, _: Time) -> u64 {
             5_000
         }
     }

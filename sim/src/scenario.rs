@@ -131,6 +131,13 @@ pub enum Fault {
     /// when a heartbeat goes unanswered for `users.ping_timeout_ms`, servers when their
     /// health checks fail for as long).
     Crash { at_s: u64, for_s: u64, target: String, detect: Detect },
+    /// From `at_s` for `for_s` seconds the links between the processes `between` and `and`
+    /// (a kind, `router`, or one process, `chat_server-3`) are clogged: what is sent either
+    /// way waits and arrives, in order, once they clear. Nothing is lost.
+    Clog { at_s: u64, for_s: u64, between: String, and: String },
+    /// From `at_s` for `for_s` seconds every hop of the `link` class (`client_server` or
+    /// `in_datacenter`) takes `add_ms` longer.
+    Latency { at_s: u64, for_s: u64, link: String, add_ms: f64 },
 }
 
 /// How the peers of a crashed process learn of it.
@@ -151,6 +158,8 @@ impl Fault {
             Fault::CutNetwork { .. } => "cut_network",
             Fault::LoseDeliveredAcks { .. } => "lose_delivered_acks",
             Fault::Crash { .. } => "crash",
+            Fault::Clog { .. } => "clog",
+            Fault::Latency { .. } => "latency",
         }
     }
 
@@ -160,6 +169,8 @@ impl Fault {
             Fault::CutNetwork { users, .. } => format!("{users} users' networks"),
             Fault::LoseDeliveredAcks { share, .. } => format!("{:.1}% of delivered ACKs", share * 100.0),
             Fault::Crash { ref target, detect, .. } => format!("{target} (detected by {detect:?})").to_lowercase(),
+            Fault::Clog { ref between, ref and, .. } => format!("links between {between} and {and}"),
+            Fault::Latency { ref link, add_ms, .. } => format!("{link} links +{add_ms} ms"),
         }
     }
 
@@ -174,7 +185,9 @@ impl Fault {
         match *self {
             Fault::CutNetwork { at_s, for_s, .. }
             | Fault::LoseDeliveredAcks { at_s, for_s, .. }
-            | Fault::Crash { at_s, for_s, .. } => (at_s, for_s),
+            | Fault::Crash { at_s, for_s, .. }
+            | Fault::Clog { at_s, for_s, .. }
+            | Fault::Latency { at_s, for_s, .. } => (at_s, for_s),
         }
     }
 }
@@ -191,6 +204,10 @@ struct FaultFields {
     share: Option<f64>,
     target: Option<String>,
     detect: Option<Detect>,
+    between: Option<String>,
+    and: Option<String>,
+    link: Option<String>,
+    add_ms: Option<f64>,
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -199,13 +216,49 @@ enum FaultKind {
     CutNetwork,
     LoseDeliveredAcks,
     Crash,
+    Clog,
+    Latency,
 }
 
 impl TryFrom<FaultFields> for Fault {
     type Error = String;
 
     fn try_from(f: FaultFields) -> Result<Fault, String> {
-        let FaultFields { kind, at_s, for_s, users, share, target, detect } = f;
+        let FaultFields { kind, at_s, for_s, users, share, target, detect, between, and, link, add_ms } = f;
+        let network_keys = between.is_some() || and.is_some() || link.is_some() || add_ms.is_some();
+        if let FaultKind::Clog = kind {
+            if users.is_some()
+                || share.is_some()
+                || target.is_some()
+                || detect.is_some()
+                || link.is_some()
+                || add_ms.is_some()
+            {
+                return Err("clog takes `between` and `and` (two sets of processes), nothing else".into());
+            }
+            let (Some(between), Some(and)) = (between, and) else {
+                return Err("clog needs `between` and `and`: e.g. between = \"router\", and = \"chat_server-3\"".into());
+            };
+            return Ok(Fault::Clog { at_s, for_s, between, and });
+        }
+        if let FaultKind::Latency = kind {
+            if users.is_some()
+                || share.is_some()
+                || target.is_some()
+                || detect.is_some()
+                || between.is_some()
+                || and.is_some()
+            {
+                return Err("latency takes `link` and `add_ms`, nothing else".into());
+            }
+            let (Some(link), Some(add_ms)) = (link, add_ms) else {
+                return Err("latency needs `link` (\"client_server\" or \"in_datacenter\") and `add_ms`".into());
+            };
+            return Ok(Fault::Latency { at_s, for_s, link, add_ms });
+        }
+        if network_keys {
+            return Err("only clog takes `between` and `and`, and only latency `link` and `add_ms`".into());
+        }
         if let FaultKind::Crash = kind {
             if users.is_some() || share.is_some() {
                 return Err("crash has no `users` or `share`: it takes `target` and `detect`".into());
@@ -233,7 +286,7 @@ impl TryFrom<FaultFields> for Fault {
             (FaultKind::LoseDeliveredAcks, Some(_), Some(_)) => {
                 Err("lose_delivered_acks has no `users` (cut_network has)".into())
             }
-            (FaultKind::Crash, ..) => unreachable!("handled above"),
+            (FaultKind::Crash | FaultKind::Clog | FaultKind::Latency, ..) => unreachable!("handled above"),
         }
     }
 }
@@ -703,6 +756,10 @@ impl Scenario {
                 // A crashed chat server's devices reconnect and catch up, like a cut's. A
                 // Cassandra node down holds up writes of the partitions that lose their
                 // quorum: the sends waiting meanwhile (counted with the overload backlog).
+                // Hops held by a clog wait in the network, and the work they bring comes at
+                // once when it clears (counted like the sends a Cassandra outage holds up).
+                Fault::Clog { for_s, .. } => stalled_sends += self.workload.messages_per_s as f64 * for_s as f64,
+                Fault::Latency { .. } => {}
                 Fault::Crash { ref target, for_s, .. } => {
                     if target.starts_with("chat_server-") {
                         cut_devices += devices / f64::from(f.chat_servers);
