@@ -8,12 +8,7 @@ mod common;
 use wasim_sim::Scenario;
 
 fn scaled(users: u64) -> Scenario {
-    let mut s = Scenario::load(&common::repo_root().join("scenarios/cassandra-node-down.toml")).expect("shipped");
-    let factor = users as f64 / s.users.concurrent as f64;
-    s.users.concurrent = users;
-    s.workload.messages_per_s = (s.workload.messages_per_s as f64 * factor).round() as u64;
-    s.users.connect_ramp_s = 2;
-    s
+    common::shipped_scaled("cassandra-node-down.toml", users)
 }
 
 #[test]

@@ -146,3 +146,14 @@ pub fn sweep(scenario: &wasim_sim::Scenario, seeds: std::ops::Range<u64>) -> Vec
     results.sort_by_key(|r| r.0);
     results
 }
+
+/// A shipped scenario (`scenarios/FILE`) with `users` users, its load scaled with them and
+/// a 2 s connect ramp: the fault scenarios' copies for CI.
+pub fn shipped_scaled(file: &str, users: u64) -> wasim_sim::Scenario {
+    let mut s = wasim_sim::Scenario::load(&repo_root().join("scenarios").join(file)).expect("a shipped scenario");
+    let factor = users as f64 / s.users.concurrent as f64;
+    s.users.concurrent = users;
+    s.workload.messages_per_s = (s.workload.messages_per_s as f64 * factor).round() as u64;
+    s.users.connect_ramp_s = 2;
+    s
+}
