@@ -17,9 +17,10 @@ fn a_cut_user_expires_after_the_ttl_and_watchers_are_told() {
     assert!(o.checks.ok(), "{:?}", o.checks);
     let d = &o.latencies.presence_detection;
     assert!(d.len() > 20, "{} detections", d.len());
-    // The last heartbeat was 0-2 s before the cut and the key lives 3 s after it.
+    // The last heartbeat was 0-2 s before the cut and the key lives 3 s after it; the
+    // watcher is told a presence hop and a client link later (the link's tail: 0.6 s).
     assert!(d.min() >= 1_000_000, "detected {} µs after the loss: before TTL - heartbeat", d.min());
-    assert!(d.max() <= 3_400_000, "detected {} µs after the loss: after the TTL", d.max());
+    assert!(d.max() <= 3_600_000, "detected {} µs after the loss: after the TTL", d.max());
     let summary = Summary::new(&o, "test.toml");
     assert!(summary.presence_detection_note.contains("cannot cover it"), "{}", summary.presence_detection_note);
 }

@@ -134,6 +134,8 @@ pub struct Router {
     next_commit_at: Time,
     /// How long forwards are kept for replay.
     retain: Duration,
+    /// How long routed messages are remembered, to drop repeats and late records.
+    dedup_window: Duration,
     /// Forwards in the order they were made.
     kept: VecDeque<Kept>,
     /// Chat servers known to be down, by id.
@@ -171,6 +173,7 @@ impl Router {
             commit_interval,
             next_commit_at: Time::ZERO,
             retain: Duration::from_secs(60),
+            dedup_window: Duration::from_secs(600),
             kept: VecDeque::new(),
             down: Vec::new(),
             replayed: 0,
@@ -211,6 +214,13 @@ impl Router {
     /// a push unacknowledged before it hands it back itself.
     pub fn with_retain(mut self, retain: Duration) -> Router {
         self.retain = retain;
+        self
+    }
+
+    /// Remember what was routed for `window` (default 10 minutes), to drop repeats and late
+    /// records: as long as a device may be away with a send it has no ✓ for.
+    pub fn with_dedup_window(mut self, window: Duration) -> Router {
+        self.dedup_window = window;
         self
     }
 
@@ -341,14 +351,15 @@ impl Router {
         while self.kept.front().is_some_and(|k| u64::from(k.at_ms) < keep_from) {
             self.kept.pop_front();
         }
+        let remember_from = now.as_ms().saturating_sub(self.dedup_window.as_millis() as u64);
         while let Some(&(at_ms, client, conversation)) = self.routed_order.front() {
-            if u64::from(at_ms) >= keep_from {
+            if u64::from(at_ms) >= remember_from {
                 break;
             }
             self.routed_order.pop_front();
             self.routed_clients.remove(client);
             // Unless a newer message of the conversation was routed since.
-            if self.newest_routed.get(conversation).is_some_and(|n| n.timestamp_ms() < keep_from) {
+            if self.newest_routed.get(conversation).is_some_and(|n| n.timestamp_ms() < remember_from) {
                 self.newest_routed.remove(conversation);
             }
         }
@@ -465,10 +476,10 @@ mod tests {
         assert!(out.is_empty(), "the same client message under a new id: {out:?}");
         assert_eq!(r.repeats(), 1);
         assert_eq!(r.take_aliases(), vec![(MessageId(99), msg(5).id)]);
-        // Past the window it would be routed again.
-        r.handle_timeout(Time::from_secs(61), &mut out);
+        // Past the window (ten minutes) it would be routed again.
+        r.handle_timeout(Time::from_secs(601), &mut out);
         out.clear();
-        r.handle(Time::from_secs(61), RouterInput::Record { partition: 0, offset: 2, msg: retry }, &mut out);
+        r.handle(Time::from_secs(601), RouterInput::Record { partition: 0, offset: 2, msg: retry }, &mut out);
         assert!(matches!(out[..], [RouterOutput::RouteMessage { .. }]));
     }
 

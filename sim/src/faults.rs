@@ -185,7 +185,7 @@ impl FaultPlan {
             return preferred;
         }
         let node = |b: u32| NodeIdx(self.kafka_first + b as u16);
-        let Some(crash) = self.crashes.iter().find(|c| c.node == node(preferred) && self.is_down(c.node, t)) else {
+        let Some(crash) = self.crash_covering(node(preferred), t) else {
             return preferred;
         };
         if t < crash.down + self.kafka_election {
@@ -223,6 +223,12 @@ impl FaultPlan {
         }
         let a = arrive.as_us().div_ceil(self.tick_us).max(sender_tick + 1);
         self.crashes.iter().any(|c| c.node == to && a > c.down_tick && sender_tick <= c.up_tick)
+    }
+
+    /// The crash of `node` whose downtime covers `t`, if any.
+    fn crash_covering(&self, node: NodeIdx, t: Time) -> Option<&Crash> {
+        let tick = t.as_us() / self.tick_us;
+        self.crashes.iter().find(|c| c.node == node && tick > c.down_tick && tick <= c.up_tick)
     }
 
     /// Whether the process `node` is down at `t`.
@@ -282,7 +288,10 @@ impl FaultPlan {
     /// device learns it failed: a round trip for the reset of a live host, the connect
     /// timeout for a lost one.
     pub fn connect_fails(&self, node: NodeIdx, t: Time, round_trip: Duration) -> Option<Time> {
-        let c = self.crashes.iter().find(|c| c.node == node && self.is_down(node, t))?;
+        // The frame leaves with the tick that handles `t` (its end): from the crash's tick
+        // on, the network drops it (see `drops`).
+        let sent = t.as_us().div_ceil(self.tick_us);
+        let c = self.crashes.iter().find(|c| c.node == node && sent >= c.down_tick && sent <= c.up_tick)?;
         Some(match c.detect {
             Detect::Reset => t + round_trip,
             Detect::Timeout => t + self.connect_timeout,
@@ -353,5 +362,28 @@ mod tests {
         assert_eq!(p.connect_fails(dead, Time::from_secs(12), rtt), Some(Time::from_ms(12_060)));
         let (p, _) = plan("detect = \"timeout\"");
         assert_eq!(p.connect_fails(dead, Time::from_secs(12), rtt), Some(Time::from_secs(22)));
+    }
+
+    #[test]
+    fn each_crash_of_a_process_is_judged_by_its_own_window() {
+        let two =
+            "[fleet]\nkafka_brokers = 2\n[[faults]]\nkind = \"crash\"\nat_s = 10\nfor_s = 5\ntarget = \"kafka-0\"\n\
+                   [[faults]]\nkind = \"crash\"\nat_s = 30\nfor_s = 10\ntarget = \"kafka-0\"\n";
+        let s =
+            Scenario::parse(&format!("warmup_s = 5\nduration_s = 40\n{two}"), std::path::Path::new("t"), "t").unwrap();
+        let p = FaultPlan::new(&s, &Topology::new(&s));
+        assert_eq!(p.kafka_leader(0, Time::from_secs(31)), 0, "the second crash's election has not run yet");
+        assert_eq!(p.kafka_leader(0, Time::from_secs(37)), 1, "elected 6 s after the second crash");
+        assert_eq!(p.kafka_leader(0, Time::from_secs(20)), 0, "back between the crashes");
+    }
+
+    #[test]
+    fn a_connect_sent_in_the_crash_tick_fails() {
+        let (p, topo) = plan("");
+        let dead = topo.node(NodeKind::ChatServer, 2);
+        let rtt = Duration::from_millis(60);
+        // Handled in the crash's tick (its frames leave with that tick): dropped, so failed.
+        assert_eq!(p.connect_fails(dead, Time(9_999_500), rtt), Some(Time(10_059_500)));
+        assert_eq!(p.connect_fails(dead, Time(9_998_500), rtt), None, "a tick earlier: it was alive");
     }
 }

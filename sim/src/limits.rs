@@ -573,6 +573,19 @@ fn check_faults(s: &Scenario) -> Result<(), Failure> {
         );
     }
     for (i, fault) in s.faults.iter().enumerate() {
+        // Two crashes of one process must not overlap: it is down, or it is not.
+        if let Fault::Crash { at_s, for_s, ref target, .. } = *fault {
+            let overlap = s.faults[..i].iter().any(|f| {
+                matches!(*f, Fault::Crash { at_s: a, for_s: d, target: ref t, .. }
+                    if t == target && at_s < a.saturating_add(d) && a < at_s.saturating_add(for_s))
+            });
+            if overlap {
+                return fail(
+                    &format!("faults[{i}].at_s"),
+                    format!("crash: {target} is already down then (an earlier crash of it overlaps this one)"),
+                );
+            }
+        }
         check_fault(s, fault).map_err(|f| {
             let field = if f.field.is_empty() { format!("faults[{i}]") } else { format!("faults[{i}].{}", f.field) };
             Failure { field, related: Vec::new(), message: format!("{}: {}", fault.kind(), f.message) }

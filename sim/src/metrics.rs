@@ -161,6 +161,8 @@ counters! {
         replayed,
         /// Sends a device made again after reconnecting, having no ✓ for them.
         sends_retried,
+        /// Sends written while the app had no connection: they waited in it for the next.
+        sends_queued,
         /// Writes sent again to every replica, a quorum not having acknowledged in time.
         writes_retried,
         /// Reads sent to every replica, a quorum not having answered in time.

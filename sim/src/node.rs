@@ -79,6 +79,11 @@ pub(crate) struct Shared {
     pub disks: Vec<Mutex<crate::infra::CassandraNode>>,
     /// The `messages` topic's partition logs, replicated: they outlive a broker.
     pub kafka_logs: Vec<Mutex<crate::infra::PartitionLog>>,
+    /// Rows each Cassandra node repaired when it rejoined (for its report).
+    pub repaired: Vec<AtomicU64>,
+    /// The tick before which each process was last restarted: a restarted process is built
+    /// on its first poll, after the supervisor moved the clock on, and starts from there.
+    pub restarted_for: Vec<AtomicU64>,
     pub topo: Arc<Topology>,
     pub scenario: Scenario,
     pub seed: u64,
@@ -345,7 +350,10 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
     let mut backlog_window_end = Backlog::default();
     let mut batch: Vec<Envelope> = Vec::new();
     let mut order: Vec<u128> = Vec::new();
-    let mut tick = shared.clock.now();
+    // A restarted process handles the tick it was restarted for (the clock has moved on by
+    // the time it is built); a process started with the run, every tick from the first.
+    let restarted = shared.restarted_for[usize::from(me.0)].swap(u64::MAX, Ordering::AcqRel);
+    let mut tick = if restarted == u64::MAX { shared.clock.now() } else { restarted };
     loop {
         tick = shared.clock.after(tick).await;
         shared.net.lock().expect("network lock").take(me, tick, &mut batch);

@@ -155,10 +155,14 @@ async fn simulate_traced(
     let disks =
         (0..scenario.fleet.cassandra_nodes).map(|_| Mutex::new(crate::nodes::cassandra::disk(&scenario))).collect();
     let kafka_logs = (0..scenario.fleet.kafka_partitions).map(|_| Mutex::default()).collect();
+    let repaired = (0..scenario.fleet.cassandra_nodes).map(|_| AtomicU64::new(0)).collect();
+    let restarted_for = (0..nodes).map(|_| AtomicU64::new(u64::MAX)).collect();
     let shared = Arc::new(Shared {
         faults,
         disks,
         kafka_logs,
+        repaired,
+        restarted_for,
         population,
         traced,
         net: Mutex::new(Network::new(nodes, tick_us)),
@@ -198,7 +202,14 @@ async fn simulate_traced(
                     handle.kill(ids[usize::from(n.0)]);
                     shared.net.lock().expect("network lock").clear(n);
                 }
-                crate::faults::ProcessEvent::Restart(n) => handle.restart(ids[usize::from(n.0)]),
+                crate::faults::ProcessEvent::Restart(n) => {
+                    if let (NodeKind::Cassandra, i) = shared.topo.locate(n) {
+                        let rows = crate::nodes::cassandra::repair(&shared, i);
+                        shared.repaired[i as usize].store(rows, Ordering::Relaxed);
+                    }
+                    shared.restarted_for[usize::from(n.0)].store(shared.clock.now(), Ordering::Release);
+                    handle.restart(ids[usize::from(n.0)]);
+                }
             }
         }
         let t = shared.clock.advance();

@@ -671,6 +671,13 @@ impl Scenario {
         std::time::Duration::from_millis(self.users.presence_ttl_ms + 5_000)
     }
 
+    /// How long a router remembers what it routed, to drop a retried send's repeats and
+    /// late records: as long as a device may be away with a send it has no ✓ for (ten
+    /// minutes; a retry later than that could be shown twice, and invariant 2 says so).
+    pub fn dedup_window(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(600)
+    }
+
     /// Processes of every kind (each field is a `u32`, so the sum fits).
     pub fn processes(&self) -> u64 {
         let f = &self.fleet;
@@ -796,7 +803,7 @@ impl Scenario {
             acks_lost,
             backlog,
             self.workload.messages_per_s as f64 * (1.0 + u.devices_per_user.web) * self.forward_retain().as_secs_f64(),
-            self.workload.messages_per_s as f64 * self.forward_retain().as_secs_f64(),
+            self.workload.messages_per_s as f64 * self.dedup_window().as_secs_f64().min(self.total_s() as f64),
         ]
     }
 }
@@ -1301,6 +1308,9 @@ mod tests {
         assert_refused(&crash("chat_server"), 5, "faults[0].target", "not a process name");
         let no_target = "[[faults]]\nkind = \"crash\"\nat_s = 3\nfor_s = 2\n";
         assert_refused(no_target, 1, "faults[0]", "needs `target`");
+        let twice = format!("{}{}", crash("chat_server-1"), crash("chat_server-1").replace("at_s = 3", "at_s = 4"));
+        assert_refused(&twice, 8, "faults[1].at_s", "already down");
+        assert!(parse(&format!("{}{}", crash("chat_server-1"), crash("chat_server-0"))).is_ok(), "two processes");
         let shared = "[[faults]]\nkind = \"crash\"\nat_s = 3\nfor_s = 2\ntarget = \"chat_server-1\"\nusers = 3\n";
         assert_refused(shared, 1, "faults[0]", "no `users`");
     }

@@ -217,12 +217,23 @@ struct Online {
     /// The share of the devices that want a connection that the fleet has room for (a
     /// short fleet refuses the rest, who retry).
     admitted: f64,
+    /// Connected by the ramp (cut off or not).
+    ramp: f64,
+    /// Of the time a closing phone is away, the share its app is closed (the rest is the
+    /// reopen's connect on its way, with the app open).
+    app_closed_share: f64,
 }
 
 impl Online {
     /// Connected phones, as a share of the users.
     fn phone(&self) -> f64 {
         self.reachable * (1.0 - self.closed) * self.admitted
+    }
+
+    /// Phones with the app open, connected or not, as a share of the users: their users
+    /// write messages, which wait in the app for a connection if there is none.
+    fn open(&self) -> f64 {
+        self.ramp * (1.0 - self.closed * self.app_closed_share)
     }
 
     /// Connected web clients, as a share of the users.
@@ -259,7 +270,8 @@ fn online_at(s: &Scenario, t: f64) -> Online {
     let wanting = u.concurrent as f64 * reachable * (1.0 - closed + u.devices_per_user.web);
     let room = f64::from(s.fleet.chat_servers) * f64::from(s.fleet.connections_per_server_max);
     let admitted = if wanting > room { room / wanting } else { 1.0 };
-    Online { reachable, closed, admitted }
+    let app_closed_share = (s.workload.app_closed_ms.mean() / 1_000.0 / big_t).min(1.0);
+    Online { reachable, closed, admitted, ramp, app_closed_share }
 }
 
 /// How long a closing phone is away, seen from its server, in seconds: the app's closed
@@ -339,8 +351,9 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     let rf = f64::from(s.fleet.cassandra_replication_factor);
     let quorum = f64::from(Consistency::Quorum.acks_required(s.fleet.cassandra_replication_factor as u8));
     let mut r = Rates::default();
-    // Sends come from connected phones only.
-    let sends = s.workload.messages_per_s as f64 * phone;
+    // Sends come from phones with the app open; those without a connection send theirs
+    // when they have one again.
+    let sends = s.workload.messages_per_s as f64 * online.open();
     for kind in [K::Send, K::ProduceAck, K::Produce, K::Record, K::RouteMessage, K::Routed] {
         r.add(kind, sends);
     }

@@ -677,6 +677,29 @@ impl Devices {
         Some((server, DeviceFrame::Send { to, client_seq, sent_at: now }))
     }
 
+    /// The user of the phone at `index` writes a message to `to` while the app is open but
+    /// has no connection (between reconnect attempts, or with its network gone): it waits
+    /// in the app, with a fresh client sequence number, and goes on the next connection.
+    /// Returns `None` if the app is closed (no message is written), else whether the
+    /// device's own network is down (the wait is then the user's, not the system's: the
+    /// send is marked abandoned, and left out of availability like one the user closed the
+    /// app on).
+    pub fn queue_send(&mut self, now: Time, index: usize, to: UserId) -> Option<bool> {
+        let device = self.layout.device(index);
+        let d = &mut self.devices[index];
+        if d.state == DeviceState::Closed || d.state.is_connected() {
+            return None;
+        }
+        let client_seq = d.next_seq;
+        d.next_seq = d.next_seq.wrapping_add(1);
+        let offline = d.network_down;
+        self.sent.on_send(ClientMsgId { sender: device.user, seq: client_seq });
+        // An epoch no connection has: it goes on the next one accepted.
+        let pending = UnackedSend { client_seq, to, sent_at: now, epoch: u32::MAX, abandoned: offline };
+        self.unacked_sends.entry(index as u32).or_default().push(pending);
+        Some(offline)
+    }
+
     /// The device's heartbeat is due: it beats on its connection's server, if it has one.
     #[inline]
     pub fn heartbeat(&self, index: usize) -> Option<ServerId> {

@@ -31,13 +31,15 @@ impl std::fmt::Display for LogMs {
     }
 }
 
-/// A message shown on a device: 24 bytes.
+/// A message shown on a device: 32 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Display {
     pub device: DeviceKey,
     pub at: LogMs,
     pub conversation: ConversationId,
     pub id: MessageId,
+    /// The client message it is (`ClientMsgId::key`): a retried send can come under another id.
+    pub client: u64,
 }
 
 /// A device with a connection when the run ends: 16 bytes (one per device of the run).
@@ -67,6 +69,8 @@ pub struct Logs {
     pub displays: Vec<Display>,
     /// (device, id) of every display, sorted (filled by `sort`).
     pub displays_by_device: Vec<(DeviceKey, MessageId)>,
+    /// (device, client message, id) of every display, sorted (filled by `sort`).
+    pub displays_by_client: Vec<(DeviceKey, u64, MessageId)>,
     /// Every change of a sender's view: client-id key, new state, when.
     pub sender_views: Vec<(u64, ReceiptState, LogMs)>,
     /// Read receipts the senders received: message, reading device, when.
@@ -112,6 +116,8 @@ impl Logs {
     pub fn sort(&mut self, displays: &[Display]) {
         self.displays_by_device = displays.iter().map(|d| (d.device, d.id)).collect();
         self.displays_by_device.sort_unstable();
+        self.displays_by_client = displays.iter().map(|d| (d.device, d.client, d.id)).collect();
+        self.displays_by_client.sort_unstable();
         // These arrive as one sorted run per process: the stable sort merges runs.
         self.connected.sort_unstable_by_key(|c| c.device);
         self.registered.sort();

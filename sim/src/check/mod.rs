@@ -292,6 +292,15 @@ fn no_duplicate_display(logs: &Logs, r: &mut CheckReport) {
             r.add(violation(2, "no duplicate display", format!("message {id}"), Time::ZERO, detail));
         }
     }
+    // A send retried under a new id is the same message to its reader.
+    for w in logs.displays_by_client.windows(2) {
+        let ((d0, c0, id0), (device, client, id)) = (w[0], w[1]);
+        if (d0, c0) == (device, client) && id0 != id {
+            let detail = format!("shown on the {device} as {id0} and again as {id} (one client message)");
+            let subject = format!("client message {}:{}", client >> 32, client & 0xffff_ffff);
+            r.add(violation(2, "no duplicate display", subject, Time::ZERO, detail));
+        }
+    }
 }
 
 /// 3a. The sender's view of a message never goes back.
@@ -397,7 +406,8 @@ mod tests {
     }
 
     fn display(device: DeviceKey, conversation: u64, id: u64, at_ms: u64) -> Display {
-        Display { device, at: LogMs(at_ms as u32), conversation: ConversationId(conversation), id: MessageId(id) }
+        let (conversation, id) = (ConversationId(conversation), MessageId(id));
+        Display { device, at: LogMs(at_ms as u32), conversation, id, client: id.0 }
     }
 
     /// Message 7 to user 2 (phone = device 4), acknowledged, stored twice, shown once.
@@ -514,6 +524,13 @@ mod tests {
         logs.connected[0].catching_up_since = Some(LogMs::of(Time::from_secs(99)));
         logs.displays.clear();
         assert!(invariants(&mut logs).is_empty(), "a device still catching up is not judged");
+    }
+
+    #[test]
+    fn a_client_message_shown_under_two_ids_is_caught() {
+        let mut logs = healthy();
+        logs.displays.push(Display { id: MessageId(9), ..display(PHONE_2, 1, 7, 8) });
+        assert_eq!(invariants(&mut logs), vec![2], "message 7 again as 9");
     }
 
     #[test]

@@ -26,33 +26,32 @@ impl CassandraProcess {
             s.workers.cassandra,
             &s.service_us.cassandra_write,
         );
-        let mut process =
-            CassandraProcess { shared: shared.clone(), index: index as usize, fifo, service, repaired: 0 };
-        process.repair();
-        process
+        let repaired = shared.repaired[index as usize].load(std::sync::atomic::Ordering::Relaxed);
+        CassandraProcess { shared: shared.clone(), index: index as usize, fifo, service, repaired }
     }
+}
 
-    /// Rejoining after a crash: copy from the peers the rows of this node's ranges written
-    /// since a little before it went down (what was on its way to it then was lost too).
-    fn repair(&mut self) {
-        let now = Time(self.shared.clock.now() * self.shared.tick_us);
-        let me = self.shared.topo.node(crate::topology::NodeKind::Cassandra, self.index as u32);
-        let Some(crash) = self.shared.faults.crashes().iter().rfind(|c| c.node == me && c.up <= now) else {
-            return;
-        };
-        let since = crash.down.as_ms().saturating_sub(REPAIR_MARGIN_MS);
-        let topo = &self.shared.topo;
-        let mut missed = Vec::new();
-        for (_, disk) in self.shared.disks.iter().enumerate().filter(|&(i, _)| i != self.index) {
-            let peer = disk.lock().expect("disk lock");
-            missed.extend(peer.rows_since_ms(since).filter(|r| topo.replicas(r.conversation).any(|n| n == me)));
-        }
-        let mut disk = self.shared.disks[self.index].lock().expect("disk lock");
-        for row in &missed {
-            disk.write(row);
-        }
-        self.repaired = missed.len() as u64;
+/// A node rejoining after a crash repairs from its peers the rows of its ranges written
+/// since a little before it went down (what was on its way to it then was lost too), as
+/// `nodetool repair` would. Done by the supervisor between ticks, when every peer has
+/// applied exactly the writes of the ticks before: what is copied does not depend on the
+/// order processes run in. Returns the rows copied.
+pub(crate) fn repair(shared: &Shared, index: u32) -> u64 {
+    let me = shared.topo.node(crate::topology::NodeKind::Cassandra, index);
+    let now = Time(shared.clock.now() * shared.tick_us);
+    let Some(crash) = shared.faults.crashes().iter().rfind(|c| c.node == me && c.down <= now) else { return 0 };
+    let since = crash.down.as_ms().saturating_sub(REPAIR_MARGIN_MS);
+    let topo = &shared.topo;
+    let mut missed = Vec::new();
+    for (_, disk) in shared.disks.iter().enumerate().filter(|&(i, _)| i != index as usize) {
+        let peer = disk.lock().expect("disk lock");
+        missed.extend(peer.rows_since_ms(since).filter(|r| topo.replicas(r.conversation).any(|n| n == me)));
     }
+    let mut disk = shared.disks[index as usize].lock().expect("disk lock");
+    for row in &missed {
+        disk.write(row);
+    }
+    missed.len() as u64
 }
 
 /// How far before its crash a rejoining node repairs from: writes on their way to it when

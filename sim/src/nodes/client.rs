@@ -408,7 +408,14 @@ impl ClientShard {
     /// A message shown on a device: log it, measure it, and schedule its reading.
     fn on_shown(&mut self, device: DeviceId, msg: wasim_model::ChatMessage, t: Time, fetched: bool, ctx: &mut Ctx) {
         let key = DeviceKey::of(device);
-        ctx.logs.displays.push(Display { device: key, at: LogMs::of(t), conversation: msg.conversation, id: msg.id });
+        let client = msg.client_id().key();
+        ctx.logs.displays.push(Display {
+            device: key,
+            at: LogMs::of(t),
+            conversation: msg.conversation,
+            id: msg.id,
+            client,
+        });
         ctx.trace_msg(t, if fetched { "displayed_after_fetch" } else { "displayed" }, &msg, Some(device));
         ctx.second(t).deliveries += 1;
         if fetched {
@@ -632,9 +639,29 @@ impl ClientShard {
             due.push((t, index, self.contact(from, j)));
         }
         for &(t, index, to) in &due {
-            // Poisson sends from online phones: a draw that lands on a phone without a
-            // connection is not a send.
-            let Some((server, frame)) = self.devices.send(t, index, to) else { continue };
+            // Poisson sends from phones with the app open: a draw that lands on a closed
+            // app is not a send; one that lands on an app without a connection waits in
+            // it for the next (and counts against availability, unless the phone's own
+            // network is what is missing).
+            let sent = match self.devices.send(t, index, to) {
+                Some((server, frame)) => Some((server, frame)),
+                None => match self.devices.queue_send(t, index, to) {
+                    None => continue,
+                    Some(offline) => {
+                        ctx.counters.sends_queued += 1;
+                        if offline && self.measured(t) {
+                            let c = &mut ctx.counters;
+                            let abandoned = [
+                                &mut c.abandoned_before_faults,
+                                &mut c.abandoned_during_faults,
+                                &mut c.abandoned_after_faults,
+                            ];
+                            *abandoned.into_iter().nth(self.phase(t)).expect("three phases") += 1;
+                        }
+                        None
+                    }
+                },
+            };
             ctx.counters.sends += 1;
             if self.measured(t) {
                 let c = &mut ctx.counters;
@@ -643,7 +670,9 @@ impl ClientShard {
                 *sends.into_iter().nth(self.phase(t)).expect("three phases") += 1;
             }
             ctx.second(t).sends += 1;
-            self.transmit(t, self.layout().device(index), server, &frame, ctx);
+            if let Some((server, frame)) = sent {
+                self.transmit(t, self.layout().device(index), server, &frame, ctx);
+            }
         }
         due.clear();
         self.sends_due = due;

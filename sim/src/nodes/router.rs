@@ -56,7 +56,9 @@ impl RouterNode {
         let (fifo, service) =
             super::queue(shared, crate::topology::NodeKind::Router, s.workers.router, &s.service_us.router);
         RouterNode {
-            router: Router::new(topo.partitions, &owned, COMMIT_INTERVAL).with_retain(s.forward_retain()),
+            router: Router::new(topo.partitions, &owned, COMMIT_INTERVAL)
+                .with_retain(s.forward_retain())
+                .with_dedup_window(s.dedup_window()),
             topo,
             fifo,
             service,
