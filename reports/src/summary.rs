@@ -613,6 +613,11 @@ impl Summary {
                 "silent loss (network cut) -> subscribed watcher told, via the TTL",
                 &l.presence_detection,
             ),
+            LatencySummary::new(
+                "delivery_after_sender_wait",
+                "send -> recipient device has it, for messages that waited in the sender's app (no connection, or sent again after one closed)",
+                &l.delivery_after_sender_wait,
+            ),
         ];
         // A run without deliveries shows nothing holds; a run in which no watched user
         // changed status simply did not exercise presence.

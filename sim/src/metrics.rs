@@ -44,6 +44,9 @@ pub struct Latencies {
     pub delivery_before: Histogram<u64>,
     pub delivery_during: Histogram<u64>,
     pub delivery_after: Histogram<u64>,
+    /// Send -> shown, for messages that waited in their sender's app first (written
+    /// without a connection, or sent again after one closed): not part of `delivery`.
+    pub delivery_after_sender_wait: Histogram<u64>,
 }
 
 impl Default for Latencies {
@@ -60,6 +63,7 @@ impl Default for Latencies {
             delivery_before: latency_histogram(),
             delivery_during: latency_histogram(),
             delivery_after: latency_histogram(),
+            delivery_after_sender_wait: latency_histogram(),
         }
     }
 }
@@ -73,7 +77,7 @@ impl Latencies {
     }
 
     /// Every histogram with its name.
-    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 11] {
+    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 12] {
         [
             ("delivery", &self.delivery),
             ("sent_ack", &self.sent_ack),
@@ -86,14 +90,15 @@ impl Latencies {
             ("delivery_before_faults", &self.delivery_before),
             ("delivery_during_faults", &self.delivery_during),
             ("delivery_after_faults", &self.delivery_after),
+            ("delivery_after_sender_wait", &self.delivery_after_sender_wait),
         ]
     }
 
-    fn all(&self) -> [&Histogram<u64>; 11] {
+    fn all(&self) -> [&Histogram<u64>; 12] {
         self.named().map(|(_, h)| h)
     }
 
-    fn all_mut(&mut self) -> [&mut Histogram<u64>; 11] {
+    fn all_mut(&mut self) -> [&mut Histogram<u64>; 12] {
         [
             &mut self.delivery,
             &mut self.sent_ack,
@@ -106,6 +111,7 @@ impl Latencies {
             &mut self.delivery_before,
             &mut self.delivery_during,
             &mut self.delivery_after,
+            &mut self.delivery_after_sender_wait,
         ]
     }
 }

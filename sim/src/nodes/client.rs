@@ -92,6 +92,10 @@ pub(crate) struct ClientShard {
     fault_windows: Vec<(Time, Time)>,
     /// A ✓ later than this counts against availability.
     ack_timeout: Duration,
+    /// A message minted more than this after it was written waited in its sender's app:
+    /// longer than a reconnect's first backoff window and two client links' tails (a send
+    /// written while its app connects, which waits less, is judged with the others).
+    sender_wait_ms: u64,
     /// The Poisson send process of the whole shard.
     next_send_at: Time,
     mean_gap_us: f64,
@@ -170,6 +174,7 @@ impl ClientShard {
             displaced: FxHashMap::default(),
             fault_windows,
             ack_timeout: Duration::from_millis(s.slo.sent_ack_timeout_ms),
+            sender_wait_ms: s.users.reconnect_backoff_ms_base + (2.0 * s.network.client_server_ms.p99()) as u64,
             next_send_at: Time::ZERO,
             mean_gap_us: 1.0 / rate_per_us,
             contacts: s.users.contacts_per_user,
@@ -422,7 +427,14 @@ impl ClientShard {
             ctx.counters.fetched += 1;
         }
         let online_at_send = self.live_since.get(&key).is_none_or(|&since| since <= msg.sent_at);
-        if self.measured(msg.sent_at) && online_at_send && !fetched {
+        // A message minted long after it was written waited in its sender's app (written
+        // without a connection, or sent again after one closed): its delivery is reported
+        // apart, not judged against the delivery SLO, which is the system's.
+        let waited_in_app = msg.id.timestamp_ms().saturating_sub(msg.sent_at.as_ms()) > self.sender_wait_ms;
+        if self.measured(msg.sent_at) && online_at_send && !fetched && waited_in_app {
+            record_us(&mut self.latencies.delivery_after_sender_wait, t.as_us() - msg.sent_at.as_us());
+        }
+        if self.measured(msg.sent_at) && online_at_send && !fetched && !waited_in_app {
             let latency_us = t.as_us() - msg.sent_at.as_us();
             record_us(&mut self.latencies.delivery, latency_us);
             ctx.counters.deliveries_measured += 1;
