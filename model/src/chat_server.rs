@@ -494,6 +494,11 @@ impl ChatServer {
                     let device = DeviceId { user: msg.to, slot };
                     if server == self.config.id {
                         self.push(device, msg, now, out);
+                    } else if self.is_down(server) {
+                        // The session still names a server that is down: route again
+                        // without it (the inbox, or the device's server once it reconnects).
+                        *self.rerouting.entry(msg.to).or_default() += 1;
+                        out.push(Out::Reroute { msg, exclude: server, slot });
                     } else if !self.hand_over(device, Some(server), msg, out) {
                         // (Handed over if the device's new server is still catching it up:
                         // it goes with the takeover, so it is shown before anything newer.)

@@ -341,6 +341,10 @@ fn a_rerouted_message_is_pushed_here_or_forwarded_to_the_devices_server() {
     assert_eq!(out, vec![to(bob(), S::Push { msg: message(9) })], "only the slot it was rerouted for");
     let out = run(&mut s, Time::ZERO, In::Rerouted { msg: message(9), route, slot: web.slot });
     assert_eq!(out, vec![Out::Forward { server: ServerId(9), slot: web.slot, msg: message(9) }]);
+    // Server 9 is down: not forwarded into the void, routed again without it.
+    run(&mut s, Time::ZERO, In::ServerDown { server: ServerId(9) });
+    let out = run(&mut s, Time::ZERO, In::Rerouted { msg: message(9), route, slot: web.slot });
+    assert_eq!(out, vec![Out::Reroute { msg: message(9), exclude: ServerId(9), slot: web.slot }]);
 }
 
 #[test]
