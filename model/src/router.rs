@@ -17,7 +17,10 @@
 //! first attempt's ✓ was lost with its connection, or its server died after publishing).
 //! Every attempt of a client message is keyed by the same conversation, so it reaches the
 //! same partition and router, in order: the router routes the first and drops the rest
-//! (by the client's id, for a window as long as the forwards are kept).
+//! (by the client's id, remembered for ten minutes by default). It also drops a record
+//! older than the newest it routed for the same sender and conversation: that one came
+//! through another server whose write was held up, its ✓ was due on a connection the
+//! sender has left, and the sender sends it again under a newer id.
 
 use crate::{ChatMessage, DeviceSlot, MessageId, Route, ServerId, Table, Time};
 use slotmap::{DefaultKey, Key, KeyData, SlotMap};
