@@ -15,8 +15,8 @@
 use crate::table::U32Map;
 use crate::{
     ChatMessage, Consistency, ConversationId, DeviceFrame, DeviceId, DeviceKey, DeviceSlot, InboxPos, MessageId,
-    PresenceInput, PresenceUpdate, Receipt, ReceiptState, Route, ServerFrame, ServerId, Snowflake, Time, UserId,
-    DEVICES_PER_USER_MAX,
+    PresenceInput, PresenceUpdate, Receipt, ReceiptState, Route, ServerFrame, ServerId, ServersDown, Snowflake, Time,
+    UserId, DEVICES_PER_USER_MAX,
 };
 use rustc_hash::FxHashMap;
 use slotmap::{DefaultKey, Key, KeyData, SlotMap};
@@ -329,8 +329,8 @@ pub struct ChatServer {
     /// Writes and reads sent again for want of a quorum in time.
     writes_retried: u64,
     reads_retried: u64,
-    /// Other chat servers known to be down, by id.
-    down: Vec<bool>,
+    /// Other chat servers known to be down.
+    down: ServersDown,
     /// Takeovers this server asked for, and connections it gave up to another server.
     takeovers: u64,
     given_up_count: u64,
@@ -376,12 +376,8 @@ impl ChatServer {
             reads_retried: 0,
             takeovers: 0,
             given_up_count: 0,
-            down: Vec::new(),
+            down: ServersDown::default(),
         }
-    }
-
-    fn is_down(&self, server: ServerId) -> bool {
-        self.down.get(usize::from(server.0)).copied().unwrap_or(false)
     }
 
     /// This server's id.
@@ -467,7 +463,7 @@ impl ChatServer {
             }
             In::InboxEnd { req, end, parts, previous } => {
                 let key = req_to_key(req);
-                let previous = previous.filter(|&p| !self.is_down(p));
+                let previous = previous.filter(|&p| !self.down.contains(p));
                 let Some(job) = self.fetches.get_mut(key) else { return };
                 job.ended = Some((end, parts));
                 if let Some(from) = previous {
@@ -494,7 +490,7 @@ impl ChatServer {
                     let device = DeviceId { user: msg.to, slot };
                     if server == self.config.id {
                         self.push(device, msg, now, out);
-                    } else if self.is_down(server) {
+                    } else if self.down.contains(server) {
                         // The session still names a server that is down: route again
                         // without it (the inbox, or the device's server once it reconnects).
                         *self.rerouting.entry(msg.to).or_default() += 1;
@@ -543,11 +539,7 @@ impl ChatServer {
                 }
             }
             In::ServerDown { server } => {
-                let i = usize::from(server.0);
-                if self.down.len() <= i {
-                    self.down.resize(i + 1, false);
-                }
-                self.down[i] = true;
+                self.down.insert(server);
                 let waiting: Vec<DefaultKey> = self
                     .fetches
                     .iter()
@@ -559,11 +551,7 @@ impl ChatServer {
                     self.try_finish_fetch(now, key, out);
                 }
             }
-            In::ServerUp { server } => {
-                if let Some(d) = self.down.get_mut(usize::from(server.0)) {
-                    *d = false;
-                }
-            }
+            In::ServerUp { server } => self.down.remove(server),
             In::TakeoverDone { req, parts } => {
                 if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
                     job.handover_sent = Some(parts);

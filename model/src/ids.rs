@@ -258,3 +258,31 @@ mod tests {
         let _ = Snowflake::new(1_024);
     }
 }
+
+/// The chat servers known to be down, by id: what routers and chat servers learn when a
+/// server's connections reset or its health checks fail, until it is back.
+#[derive(Clone, Debug, Default)]
+pub struct ServersDown(Vec<bool>);
+
+impl ServersDown {
+    /// Whether `server` is down.
+    pub fn contains(&self, server: ServerId) -> bool {
+        self.0.get(usize::from(server.0)).copied().unwrap_or(false)
+    }
+
+    /// `server` went down; returns whether it was up until now.
+    pub fn insert(&mut self, server: ServerId) -> bool {
+        let i = usize::from(server.0);
+        if self.0.len() <= i {
+            self.0.resize(i + 1, false);
+        }
+        !std::mem::replace(&mut self.0[i], true)
+    }
+
+    /// `server` is back.
+    pub fn remove(&mut self, server: ServerId) {
+        if let Some(d) = self.0.get_mut(usize::from(server.0)) {
+            *d = false;
+        }
+    }
+}

@@ -32,8 +32,8 @@ pub use error::ModelError;
 pub use frames::{DeviceFrame, ServerFrame};
 pub use hint::prefetch;
 pub use ids::{
-    fast_range, ClientMsgId, ConversationId, DeviceId, DeviceKey, DeviceSlot, InboxPos, MessageId, ServerId, Snowflake,
-    UserId,
+    fast_range, ClientMsgId, ConversationId, DeviceId, DeviceKey, DeviceSlot, InboxPos, MessageId, ServerId,
+    ServersDown, Snowflake, UserId,
 };
 pub use message::ChatMessage;
 pub use presence::{

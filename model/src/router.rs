@@ -22,7 +22,7 @@
 //! through another server whose write was held up, its ✓ was due on a connection the
 //! sender has left, and the sender sends it again under a newer id.
 
-use crate::{ChatMessage, DeviceSlot, MessageId, Route, ServerId, Table, Time};
+use crate::{ChatMessage, DeviceSlot, MessageId, Route, ServerId, ServersDown, Table, Time};
 use slotmap::{DefaultKey, Key, KeyData, SlotMap};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -141,8 +141,8 @@ pub struct Router {
     dedup_window: Duration,
     /// Forwards in the order they were made.
     kept: VecDeque<Kept>,
-    /// Chat servers known to be down, by id.
-    down: Vec<bool>,
+    /// Chat servers known to be down.
+    down: ServersDown,
     /// Messages routed again because their server went down.
     replayed: u64,
     /// Client ids routed within the window, with the id they were routed under, to drop
@@ -178,7 +178,7 @@ impl Router {
             retain: Duration::from_secs(60),
             dedup_window: Duration::from_secs(600),
             kept: VecDeque::new(),
-            down: Vec::new(),
+            down: ServersDown::default(),
             replayed: 0,
             routed_clients: Table::default(),
             routed_order: VecDeque::new(),
@@ -237,10 +237,6 @@ impl Router {
         self.kept.len()
     }
 
-    fn is_down(&self, server: ServerId) -> bool {
-        self.down.get(usize::from(server.0)).copied().unwrap_or(false)
-    }
-
     /// Forward `msg` to `server` for `slot`, or, if the server is down, route it again
     /// without it.
     fn forward(
@@ -251,7 +247,7 @@ impl Router {
         msg: ChatMessage,
         out: &mut Vec<RouterOutput>,
     ) {
-        if self.is_down(server) {
+        if self.down.contains(server) {
             self.reroute(server, slot, msg, out);
             return;
         }
@@ -315,11 +311,7 @@ impl Router {
                 }
             }
             RouterInput::ServerDown { server } => {
-                let i = usize::from(server.0);
-                if self.down.len() <= i {
-                    self.down.resize(i + 1, false);
-                }
-                if std::mem::replace(&mut self.down[i], true) {
+                if !self.down.insert(server) {
                     return;
                 }
                 // Everything forwarded to it that it may not have delivered, in order.
@@ -331,11 +323,7 @@ impl Router {
                     self.reroute(server, k.slot, k.msg, out);
                 }
             }
-            RouterInput::ServerUp { server } => {
-                if let Some(d) = self.down.get_mut(usize::from(server.0)) {
-                    *d = false;
-                }
-            }
+            RouterInput::ServerUp { server } => self.down.remove(server),
             RouterInput::Rerouted { msg, route, slot } => {
                 // Only this slot's part of the route: the other devices had the message
                 // routed to them already. A device still on a server that is down is

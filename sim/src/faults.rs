@@ -77,6 +77,28 @@ impl NetFault {
     }
 }
 
+/// What a router or chat server has learnt of chat servers going down and coming back:
+/// the notices due since its previous tick.
+pub(crate) struct PeerNotices {
+    previous: Time,
+}
+
+impl PeerNotices {
+    /// A process started (or restarted) now learns nothing of what came before.
+    pub fn new(shared: &crate::node::Shared) -> PeerNotices {
+        PeerNotices { previous: Time(shared.clock.now() * shared.tick_us) }
+    }
+
+    /// Notices due in (previous call, now]: (server, down).
+    pub fn notices(&mut self, plan: &FaultPlan, now: Time) -> Vec<(ServerId, bool)> {
+        let from = std::mem::replace(&mut self.previous, now);
+        if plan.crashes.is_empty() {
+            return Vec::new();
+        }
+        plan.peer_notices(from, now).collect()
+    }
+}
+
 /// What the supervisor does to a process before a tick.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcessEvent {
@@ -233,8 +255,7 @@ impl FaultPlan {
 
     /// Whether the process `node` is down at `t`.
     pub fn is_down(&self, node: NodeIdx, t: Time) -> bool {
-        let tick = t.as_us() / self.tick_us;
-        self.crashes.iter().any(|c| c.node == node && tick > c.down_tick && tick <= c.up_tick)
+        self.crash_covering(node, t).is_some()
     }
 
     /// Chat servers going down or coming back, as routers and servers learn of it, in

@@ -220,74 +220,61 @@ enum FaultKind {
     Latency,
 }
 
+impl FaultKind {
+    /// The kind as written, the optional keys it takes, and what each needs said of it.
+    fn keys(self) -> (&'static str, &'static [&'static str], &'static str) {
+        match self {
+            FaultKind::CutNetwork => ("cut_network", &["users"], "`users`: how many users lose their network"),
+            FaultKind::LoseDeliveredAcks => {
+                ("lose_delivered_acks", &["share"], "`share`: the probability that an ACK is lost")
+            }
+            FaultKind::Crash => ("crash", &["target", "detect"], "`target`: the process, e.g. \"chat_server-47\""),
+            FaultKind::Clog => {
+                ("clog", &["between", "and"], "`between` and `and`: e.g. between = \"router\", and = \"chat_server-3\"")
+            }
+            FaultKind::Latency => {
+                ("latency", &["link", "add_ms"], "`link` (\"client_server\" or \"in_datacenter\") and `add_ms`")
+            }
+        }
+    }
+}
+
 impl TryFrom<FaultFields> for Fault {
     type Error = String;
 
     fn try_from(f: FaultFields) -> Result<Fault, String> {
         let FaultFields { kind, at_s, for_s, users, share, target, detect, between, and, link, add_ms } = f;
-        let network_keys = between.is_some() || and.is_some() || link.is_some() || add_ms.is_some();
-        if let FaultKind::Clog = kind {
-            if users.is_some()
-                || share.is_some()
-                || target.is_some()
-                || detect.is_some()
-                || link.is_some()
-                || add_ms.is_some()
-            {
-                return Err("clog takes `between` and `and` (two sets of processes), nothing else".into());
-            }
-            let (Some(between), Some(and)) = (between, and) else {
-                return Err("clog needs `between` and `and`: e.g. between = \"router\", and = \"chat_server-3\"".into());
-            };
-            return Ok(Fault::Clog { at_s, for_s, between, and });
+        let (name, takes, needs) = kind.keys();
+        let given = [
+            ("users", users.is_some()),
+            ("share", share.is_some()),
+            ("target", target.is_some()),
+            ("detect", detect.is_some()),
+            ("between", between.is_some()),
+            ("and", and.is_some()),
+            ("link", link.is_some()),
+            ("add_ms", add_ms.is_some()),
+        ];
+        if let Some((key, _)) = given.iter().find(|&&(key, set)| set && !takes.contains(&key)) {
+            let takes: Vec<String> = takes.iter().map(|k| format!("`{k}`")).collect();
+            return Err(format!("{name} takes {}, nothing else: no `{key}`", takes.join(" and ")));
         }
-        if let FaultKind::Latency = kind {
-            if users.is_some()
-                || share.is_some()
-                || target.is_some()
-                || detect.is_some()
-                || between.is_some()
-                || and.is_some()
-            {
-                return Err("latency takes `link` and `add_ms`, nothing else".into());
+        let missing = || format!("{name} needs {needs}");
+        Ok(match kind {
+            FaultKind::CutNetwork => Fault::CutNetwork { at_s, for_s, users: users.ok_or_else(missing)? },
+            FaultKind::LoseDeliveredAcks => Fault::LoseDeliveredAcks { at_s, for_s, share: share.ok_or_else(missing)? },
+            FaultKind::Crash => {
+                Fault::Crash { at_s, for_s, target: target.ok_or_else(missing)?, detect: detect.unwrap_or_default() }
             }
-            let (Some(link), Some(add_ms)) = (link, add_ms) else {
-                return Err("latency needs `link` (\"client_server\" or \"in_datacenter\") and `add_ms`".into());
-            };
-            return Ok(Fault::Latency { at_s, for_s, link, add_ms });
-        }
-        if network_keys {
-            return Err("only clog takes `between` and `and`, and only latency `link` and `add_ms`".into());
-        }
-        if let FaultKind::Crash = kind {
-            if users.is_some() || share.is_some() {
-                return Err("crash has no `users` or `share`: it takes `target` and `detect`".into());
-            }
-            let Some(target) = target else {
-                return Err("crash needs `target`: the process, e.g. \"chat_server-47\"".into());
-            };
-            return Ok(Fault::Crash { at_s, for_s, target, detect: detect.unwrap_or_default() });
-        }
-        if target.is_some() || detect.is_some() {
-            return Err("only crash takes `target` and `detect`".into());
-        }
-        match (kind, users, share) {
-            (FaultKind::CutNetwork, Some(users), None) => Ok(Fault::CutNetwork { at_s, for_s, users }),
-            (FaultKind::CutNetwork, None, _) => {
-                Err("cut_network needs `users`: how many users lose their network".into())
-            }
-            (FaultKind::CutNetwork, Some(_), Some(_)) => {
-                Err("cut_network has no `share` (lose_delivered_acks has)".into())
-            }
-            (FaultKind::LoseDeliveredAcks, None, Some(share)) => Ok(Fault::LoseDeliveredAcks { at_s, for_s, share }),
-            (FaultKind::LoseDeliveredAcks, _, None) => {
-                Err("lose_delivered_acks needs `share`: the probability that an ACK is lost".into())
-            }
-            (FaultKind::LoseDeliveredAcks, Some(_), Some(_)) => {
-                Err("lose_delivered_acks has no `users` (cut_network has)".into())
-            }
-            (FaultKind::Crash | FaultKind::Clog | FaultKind::Latency, ..) => unreachable!("handled above"),
-        }
+            FaultKind::Clog => match (between, and) {
+                (Some(between), Some(and)) => Fault::Clog { at_s, for_s, between, and },
+                _ => return Err(missing()),
+            },
+            FaultKind::Latency => match (link, add_ms) {
+                (Some(link), Some(add_ms)) => Fault::Latency { at_s, for_s, link, add_ms },
+                _ => return Err(missing()),
+            },
+        })
     }
 }
 

@@ -23,7 +23,7 @@ pub(crate) struct ChatNode {
     /// shard, with the time the last of them was handled.
     heartbeats: Vec<(Vec<DeviceId>, Time)>,
     /// What this server learns of other chat servers going down and coming back.
-    peers: super::router::PeerNotices,
+    peers: crate::faults::PeerNotices,
     shared: Arc<Shared>,
 }
 
@@ -61,7 +61,7 @@ impl ChatNode {
             service,
             outs: Vec::new(),
             heartbeats: vec![(Vec::new(), Time::ZERO); shared.topo.count(NodeKind::Presence) as usize],
-            peers: super::router::PeerNotices::new(shared.clone()),
+            peers: crate::faults::PeerNotices::new(shared),
             shared: shared.clone(),
         }
     }
@@ -218,7 +218,7 @@ impl Process for ChatNode {
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
-        for (server, down) in self.peers.notices(now) {
+        for (server, down) in self.peers.notices(&self.shared.faults, now) {
             if server != self.server.id() {
                 let input = if down { In::ServerDown { server } } else { In::ServerUp { server } };
                 self.server.handle(now, input, &mut self.outs);

@@ -50,6 +50,16 @@ enum Timer {
     ConnectFailed(ServerId, u32),
 }
 
+/// The one of three (before the faults, during a fault window, after) for `phase` (see
+/// `ClientShard::phase`).
+fn of_phase<T>(phase: usize, [before, during, after]: [T; 3]) -> T {
+    match phase {
+        0 => before,
+        1 => during,
+        _ => after,
+    }
+}
+
 /// Reads or sends of one shard in one tick at the card's load per shard, with a wide
 /// margin (a Poisson mean of about 3).
 const DUE_PER_TICK_TYPICAL: usize = 256;
@@ -308,7 +318,7 @@ impl ClientShard {
                     let c = &mut ctx.counters;
                     let abandoned =
                         [&mut c.abandoned_before_faults, &mut c.abandoned_during_faults, &mut c.abandoned_after_faults];
-                    *abandoned.into_iter().nth(self.phase(sent_at)).expect("three phases") += 1;
+                    *of_phase(self.phase(sent_at), abandoned) += 1;
                 }
             }
             DeviceOutput::SentAckSeen { device, msg, first, abandoned, ticks } => {
@@ -320,7 +330,7 @@ impl ClientShard {
                         &mut c.acked_in_time_during_faults,
                         &mut c.acked_in_time_after_faults,
                     ];
-                    *acked.into_iter().nth(self.phase(msg.sent_at)).expect("three phases") += 1;
+                    *of_phase(self.phase(msg.sent_at), acked) += 1;
                 }
                 if self.measured(msg.sent_at) {
                     record_us(&mut self.latencies.sent_ack, t.as_us() - msg.sent_at.as_us());
@@ -442,7 +452,7 @@ impl ClientShard {
                 let i = self.phase(msg.sent_at);
                 let l = &mut self.latencies;
                 let phase = [&mut l.delivery_before, &mut l.delivery_during, &mut l.delivery_after];
-                record_us(phase.into_iter().nth(i).expect("three phases"), latency_us);
+                record_us(of_phase(i, phase), latency_us);
             }
         }
         if device.slot.0 == 0 {
@@ -668,7 +678,7 @@ impl ClientShard {
                                 &mut c.abandoned_during_faults,
                                 &mut c.abandoned_after_faults,
                             ];
-                            *abandoned.into_iter().nth(self.phase(t)).expect("three phases") += 1;
+                            *of_phase(self.phase(t), abandoned) += 1;
                         }
                         None
                     }
@@ -679,7 +689,7 @@ impl ClientShard {
                 let c = &mut ctx.counters;
                 c.sends_measured += 1;
                 let sends = [&mut c.sends_before_faults, &mut c.sends_during_faults, &mut c.sends_after_faults];
-                *sends.into_iter().nth(self.phase(t)).expect("three phases") += 1;
+                *of_phase(self.phase(t), sends) += 1;
             }
             ctx.second(t).sends += 1;
             if let Some((server, frame)) = sent {

@@ -1,6 +1,7 @@
 //! Serve loop of a router (Kafka consumer).
 
 use crate::dist::Sampler;
+use crate::faults::PeerNotices;
 use crate::infra::Fifo;
 use crate::metrics::NodeReport;
 use crate::msg::{Envelope, Msg, NodeIdx};
@@ -21,30 +22,8 @@ pub(crate) struct RouterNode {
     service: Sampler,
     outs: Vec<Out>,
     /// What this router learns of chat servers going down and coming back.
-    faults_seen: PeerNotices,
-}
-
-/// The peers' view of crashes: notices due since the previous tick.
-pub(crate) struct PeerNotices {
+    peers: PeerNotices,
     shared: Arc<Shared>,
-    previous: Time,
-}
-
-impl PeerNotices {
-    pub fn new(shared: Arc<Shared>) -> PeerNotices {
-        // A process restarted mid-run learns nothing of what came before it.
-        let previous = Time(shared.clock.now() * shared.tick_us);
-        PeerNotices { shared, previous }
-    }
-
-    /// Notices due in (previous call, now]: (server, down).
-    pub fn notices(&mut self, now: Time) -> Vec<(wasim_model::ServerId, bool)> {
-        let from = std::mem::replace(&mut self.previous, now);
-        if self.shared.faults.crashes().is_empty() {
-            return Vec::new();
-        }
-        self.shared.faults.peer_notices(from, now).collect()
-    }
 }
 
 impl RouterNode {
@@ -63,7 +42,8 @@ impl RouterNode {
             fifo,
             service,
             outs: Vec::new(),
-            faults_seen: PeerNotices::new(shared.clone()),
+            peers: PeerNotices::new(shared),
+            shared: shared.clone(),
         }
     }
 
@@ -81,7 +61,7 @@ impl RouterNode {
                     ctx.send_ordered(topo.chat(server), t, Msg::Forward { msg, slot }, key)
                 }
                 Out::Commit { partition, offset } => {
-                    ctx.send(self.faults_seen.shared.broker(partition, t), t, Msg::Commit { partition, offset })
+                    ctx.send(self.shared.broker(partition, t), t, Msg::Commit { partition, offset })
                 }
                 Out::Reroute { msg, exclude, slot } => {
                     ctx.trace_msg(t, "replay", &msg, None);
@@ -118,7 +98,7 @@ impl Process for RouterNode {
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
-        for (server, down) in self.faults_seen.notices(now) {
+        for (server, down) in self.peers.notices(&self.shared.faults, now) {
             let input = if down { In::ServerDown { server } } else { In::ServerUp { server } };
             self.router.handle(now, input, &mut self.outs);
         }
