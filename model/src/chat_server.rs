@@ -136,10 +136,11 @@ pub enum ChatServerOutput {
     /// `ZRANGEBYSCORE inbox:{user} (cursor +inf` and the receipts stored for the user,
     /// answered with `InboxEntry`s, `StoredReceipt`s and `InboxEnd`. Setting the session
     /// first means every message routed later is forwarded here, and every one routed
-    /// earlier is in the inbox this reads.
-    SessionSet { req: u64, device: DeviceId, server: ServerId, ttl: Duration, cursor: InboxPos },
-    /// Mark this device offline if its session still points here.
-    SessionClear { device: DeviceId, server: ServerId },
+    /// earlier is in the inbox this reads. `epoch` (the low bits of the connection's) fences
+    /// the write: the store ignores it if a newer connection of the device wrote first.
+    SessionSet { req: u64, device: DeviceId, server: ServerId, epoch: u8, ttl: Duration, cursor: InboxPos },
+    /// Mark this device offline if its session still holds this connection.
+    SessionClear { device: DeviceId, server: ServerId, epoch: u8 },
     /// A presence command for the user's presence shard.
     Presence(PresenceInput),
     /// Read a message row from a quorum of its replicas.
@@ -788,7 +789,8 @@ impl ChatServer {
         };
         let req = key_to_req(self.fetches.insert(job));
         out.push(Out::ToDevice { device, frame: ServerFrame::ConnectAccepted { server: self.config.id, epoch } });
-        out.push(Out::SessionSet { req, device, server: self.config.id, ttl: self.config.session_ttl, cursor });
+        let (server, ttl) = (self.config.id, self.config.session_ttl);
+        out.push(Out::SessionSet { req, device, server, epoch: epoch as u8, ttl, cursor });
         out.push(Out::Presence(PresenceInput::Online { device, hide_last_seen: hidden }));
     }
 
@@ -799,11 +801,12 @@ impl ChatServer {
     /// from the inbox.
     fn close(&mut self, device: DeviceId, out: &mut Vec<ChatServerOutput>) -> bool {
         let key = DeviceKey::of(device);
-        if self.connections.remove(key.0).is_none() {
+        let Some(connection) = self.connections.remove(key.0) else {
             return false;
-        }
+        };
         self.reroute_unacked(key, out);
-        out.push(ChatServerOutput::SessionClear { device, server: self.config.id });
+        let epoch = Connection(connection).epoch_bits();
+        out.push(ChatServerOutput::SessionClear { device, server: self.config.id, epoch });
         true
     }
 

@@ -41,7 +41,7 @@ pub use presence::{
 };
 pub use receipts::{Receipt, ReceiptEvent, ReceiptState, SenderView, Transition};
 pub use router::{CommitTracker, Router, RouterInput, RouterOutput, ROUTER_IN_FLIGHT_PER_PARTITION_MAX};
-pub use session::{DeviceSession, Route, SessionEntry, SessionStore, DEVICES_PER_USER_MAX};
+pub use session::{DeviceSession, Route, SessionEntry, SessionStore, SessionWrite, DEVICES_PER_USER_MAX};
 pub use table::{Table, TableKey};
 pub use time::Time;
 

@@ -74,12 +74,41 @@ impl Route {
     }
 }
 
+/// What a session write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionWrite {
+    /// The field now names the server; `previous` is the other server it named until
+    /// now, if any.
+    Set { previous: Option<ServerId> },
+    /// A newer connection of the device had written the field: nothing changed.
+    Stale,
+}
+
+impl SessionWrite {
+    /// The server the device was connected to until this write, if another one.
+    pub fn previous(self) -> Option<ServerId> {
+        match self {
+            SessionWrite::Set { previous } => previous,
+            SessionWrite::Stale => None,
+        }
+    }
+}
+
+/// Whether connection epoch `a` is older than `b`, as serial numbers (RFC 1982): the
+/// low bits wrap, and what matters is which came later within half the range.
+fn is_older(a: u8, b: u8) -> bool {
+    (a.wrapping_sub(b) as i8) < 0
+}
+
 /// A stored session value packed into 8 bytes (12 with its key), so a shard holding
 /// millions of users stays small and cache-friendly. Expiry is kept in whole
 /// milliseconds, Redis's own TTL resolution.
 #[derive(Clone, Copy, Debug)]
 struct Packed {
     devices: [u16; DEVICES_PER_USER_MAX],
+    /// The low bits of the connection epoch that last wrote each device's field: the
+    /// fence that keeps a late write of an older connection from overwriting a newer one.
+    epochs: [u8; DEVICES_PER_USER_MAX],
     expires_ms: u32,
 }
 
@@ -100,7 +129,7 @@ impl Packed {
     }
 
     fn empty() -> Packed {
-        Packed { devices: [NO_DEVICE; DEVICES_PER_USER_MAX], expires_ms: 0 }
+        Packed { devices: [NO_DEVICE; DEVICES_PER_USER_MAX], epochs: [0; DEVICES_PER_USER_MAX], expires_ms: 0 }
     }
 }
 
@@ -154,43 +183,56 @@ impl SessionStore {
         &mut self.entries[i]
     }
 
-    /// Record that `slot` of `user` is connected to `server`, refreshing the key's TTL.
-    /// Returns the other server the device was connected to until now, if any: that
-    /// server may not know the device left (its old connection died silently).
+    /// Record that `slot` of `user` is connected to `server` by its connection `epoch`
+    /// (the low 8 bits of the device's connect count), refreshing the key's TTL. Returns
+    /// what the write did: the other server the device was connected to until now, if any
+    /// (that server may not know the device left: its old connection died silently).
+    ///
+    /// Writes are fenced by epoch: a connection older than the one that last wrote the
+    /// field (its write delayed behind a clog, a slow link or a queue while the device
+    /// moved on) changes nothing. Epochs compare as serial numbers, so a device would
+    /// have to connect 128 times while one write is in flight to fool the fence.
     pub fn set(
         &mut self,
         user: UserId,
         slot: DeviceSlot,
         server: ServerId,
+        epoch: u8,
         now: Time,
         ttl: Duration,
-    ) -> Option<ServerId> {
+    ) -> SessionWrite {
         assert!(server.0 < OFFLINE, "server id {} is reserved", server.0);
         let entry = self.slot(user);
         let new_key = entry.expires_ms == 0;
         if u64::from(entry.expires_ms) <= now.as_ms() {
             *entry = Packed::empty();
         }
-        let field = &mut entry.devices[usize::from(slot.0)];
+        let i = usize::from(slot.0);
+        if entry.devices[i] != NO_DEVICE && is_older(epoch, entry.epochs[i]) {
+            return SessionWrite::Stale;
+        }
+        let field = &mut entry.devices[i];
         let previous = (*field < OFFLINE && *field != server.0).then_some(ServerId(*field));
         *field = server.0;
+        entry.epochs[i] = epoch;
         // Expiry in ms saturates after 49 days, far beyond any run plus a day's TTL; at
         // least 1, since 0 marks an absent key.
         entry.expires_ms = (now + ttl).as_ms_u32().max(1);
         if new_key {
             self.keys += 1;
         }
-        previous
+        SessionWrite::Set { previous }
     }
 
-    /// Mark `slot` of `user` offline, but only if it still points at `server`: a late
-    /// disconnect from an old server must not erase a newer connection elsewhere.
-    pub fn clear(&mut self, user: UserId, slot: DeviceSlot, server: ServerId) {
+    /// Mark `slot` of `user` offline, but only if it still holds the connection `epoch`
+    /// on `server`: a late disconnect of an old connection must not erase a newer one,
+    /// on another server or on the same one.
+    pub fn clear(&mut self, user: UserId, slot: DeviceSlot, server: ServerId, epoch: u8) {
         let i = self.index(user);
         if let Some(entry) = self.entries.get_mut(i) {
-            let d = &mut entry.devices[usize::from(slot.0)];
-            if *d == server.0 {
-                *d = OFFLINE;
+            let i = usize::from(slot.0);
+            if entry.devices[i] == server.0 && entry.epochs[i] == epoch {
+                entry.devices[i] = OFFLINE;
             }
         }
     }
@@ -237,7 +279,7 @@ mod tests {
     #[test]
     fn set_then_get_routes_to_the_server() {
         let mut s = SessionStore::default();
-        s.set(UserId(1), PHONE, ServerId(3), Time::ZERO, DAY);
+        s.set(UserId(1), PHONE, ServerId(3), 1, Time::ZERO, DAY);
         let e = s.get(UserId(1), Time::from_secs(10));
         let r = Route::for_session(e.as_ref(), None);
         assert_eq!(r.forward, [Some(ServerId(3)), None]);
@@ -254,7 +296,7 @@ mod tests {
     #[test]
     fn key_expires_after_its_ttl() {
         let mut s = SessionStore::default();
-        s.set(UserId(1), PHONE, ServerId(3), Time::ZERO, Duration::from_secs(5));
+        s.set(UserId(1), PHONE, ServerId(3), 1, Time::ZERO, Duration::from_secs(5));
         assert!(s.get(UserId(1), Time::from_ms(4_999)).is_some());
         assert!(s.get(UserId(1), Time::from_secs(5)).is_none());
     }
@@ -262,26 +304,51 @@ mod tests {
     #[test]
     fn reconnect_elsewhere_moves_the_route_and_a_stale_clear_is_ignored() {
         let mut s = SessionStore::default();
-        assert_eq!(s.set(UserId(1), PHONE, ServerId(3), Time::ZERO, DAY), None);
-        assert_eq!(s.set(UserId(1), PHONE, ServerId(3), Time::ZERO, DAY), None, "the same server is no move");
-        assert_eq!(s.set(UserId(1), PHONE, ServerId(4), Time::from_secs(1), DAY), Some(ServerId(3)));
-        s.clear(UserId(1), PHONE, ServerId(3));
+        let set =
+            |s: &mut SessionStore, server, epoch| s.set(UserId(1), PHONE, ServerId(server), epoch, Time::ZERO, DAY);
+        assert_eq!(set(&mut s, 3, 1), SessionWrite::Set { previous: None });
+        assert_eq!(set(&mut s, 3, 2), SessionWrite::Set { previous: None }, "the same server is no move");
+        assert_eq!(set(&mut s, 4, 3), SessionWrite::Set { previous: Some(ServerId(3)) });
+        s.clear(UserId(1), PHONE, ServerId(3), 2);
         let e = s.get(UserId(1), Time::from_secs(2)).unwrap();
         assert_eq!(e.server_of(PHONE), Some(ServerId(4)));
-        s.clear(UserId(1), PHONE, ServerId(4));
+        s.clear(UserId(1), PHONE, ServerId(4), 3);
         let e = s.get(UserId(1), Time::from_secs(2)).unwrap();
         assert_eq!(e.devices[0], DeviceSession::Offline);
         assert_eq!(Route::for_session(Some(&e), None), Route { forward: [None, None], inbox: true });
     }
 
     #[test]
+    fn a_late_write_of_an_older_connection_changes_nothing() {
+        let mut s = SessionStore::default();
+        let t = Time::ZERO;
+        // Connection 7 on server 4 wrote its session late (held behind a clog) after
+        // the device's connection 8 on server 2 had written its own.
+        s.set(UserId(1), PHONE, ServerId(2), 8, t, DAY);
+        assert_eq!(s.set(UserId(1), PHONE, ServerId(4), 7, t, DAY), SessionWrite::Stale);
+        s.clear(UserId(1), PHONE, ServerId(4), 7);
+        assert_eq!(s.get(UserId(1), t).unwrap().server_of(PHONE), Some(ServerId(2)));
+        // A late disconnect of an older connection on the same server is ignored too.
+        s.clear(UserId(1), PHONE, ServerId(2), 6);
+        assert_eq!(s.get(UserId(1), t).unwrap().server_of(PHONE), Some(ServerId(2)));
+        // Once cleared, an older connection cannot bring the field back either.
+        s.clear(UserId(1), PHONE, ServerId(2), 8);
+        assert_eq!(s.set(UserId(1), PHONE, ServerId(4), 7, t, DAY), SessionWrite::Stale);
+        assert_eq!(s.get(UserId(1), t).unwrap().devices[0], DeviceSession::Offline);
+        // Epochs wrap: 1 comes after 255.
+        s.set(UserId(2), PHONE, ServerId(5), 255, t, DAY);
+        assert_eq!(s.set(UserId(2), PHONE, ServerId(6), 1, t, DAY), SessionWrite::Set { previous: Some(ServerId(5)) });
+        assert_eq!(s.set(UserId(2), PHONE, ServerId(5), 255, t, DAY), SessionWrite::Stale);
+    }
+
+    #[test]
     fn a_message_reaches_every_device_and_the_inbox_covers_the_offline_one() {
         let mut s = SessionStore::default();
-        s.set(UserId(1), PHONE, ServerId(3), Time::ZERO, DAY);
-        s.set(UserId(1), WEB, ServerId(5), Time::ZERO, DAY);
+        s.set(UserId(1), PHONE, ServerId(3), 1, Time::ZERO, DAY);
+        s.set(UserId(1), WEB, ServerId(5), 1, Time::ZERO, DAY);
         let both = Route::for_session(s.get(UserId(1), Time::ZERO).as_ref(), None);
         assert_eq!(both, Route { forward: [Some(ServerId(3)), Some(ServerId(5))], inbox: false });
-        s.clear(UserId(1), WEB, ServerId(5));
+        s.clear(UserId(1), WEB, ServerId(5), 1);
         let phone_only = Route::for_session(s.get(UserId(1), Time::ZERO).as_ref(), None);
         assert_eq!(phone_only, Route { forward: [Some(ServerId(3)), None], inbox: true });
     }
@@ -289,7 +356,7 @@ mod tests {
     #[test]
     fn an_excluded_server_is_treated_as_offline() {
         let mut s = SessionStore::default();
-        s.set(UserId(1), PHONE, ServerId(3), Time::ZERO, DAY);
+        s.set(UserId(1), PHONE, ServerId(3), 1, Time::ZERO, DAY);
         let r = Route::for_session(s.get(UserId(1), Time::ZERO).as_ref(), Some(ServerId(3)));
         assert_eq!(r, Route { forward: [None, None], inbox: true });
     }
@@ -297,8 +364,8 @@ mod tests {
     #[test]
     fn a_set_after_expiry_starts_a_fresh_entry() {
         let mut s = SessionStore::default();
-        s.set(UserId(1), WEB, ServerId(2), Time::ZERO, Duration::from_secs(1));
-        s.set(UserId(1), PHONE, ServerId(5), Time::from_secs(2), DAY);
+        s.set(UserId(1), WEB, ServerId(2), 1, Time::ZERO, Duration::from_secs(1));
+        s.set(UserId(1), PHONE, ServerId(5), 1, Time::from_secs(2), DAY);
         let e = s.get(UserId(1), Time::from_secs(2)).unwrap();
         assert_eq!(e.devices, [DeviceSession::Online(ServerId(5)), DeviceSession::None]);
     }

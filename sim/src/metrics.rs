@@ -195,6 +195,9 @@ counters! {
         /// Records a router dropped as late (their sender's newer message in the
         /// conversation went first; the sender sends them again).
         late_dropped,
+        /// Session writes the store ignored: a newer connection of the device had
+        /// written first (the epoch fence).
+        sessions_stale,
 
         /// Route-or-inbox operations that wrote an inbox pointer.
         inbox_adds,

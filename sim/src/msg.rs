@@ -75,12 +75,14 @@ pub enum Msg {
         req: u64,
         device: DeviceId,
         server: ServerId,
+        epoch: u8,
         ttl: Duration,
         cursor: InboxPos,
     },
     SessionClear {
         device: DeviceId,
         server: ServerId,
+        epoch: u8,
     },
     /// The router's route-or-inbox.
     RouteMessage {

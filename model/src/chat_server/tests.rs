@@ -94,7 +94,7 @@ fn clean_disconnect_clears_the_session_and_tells_presence() {
     let mut s = server(0);
     connect(&mut s, alice());
     let out = run(&mut s, Time::ZERO, from(alice(), F::Disconnect { epoch: 1 }));
-    assert_eq!(out[0], Out::SessionClear { device: alice(), server: ServerId(0) });
+    assert_eq!(out[0], Out::SessionClear { device: alice(), server: ServerId(0), epoch: 1 });
     assert_eq!(out[1], Out::Presence(PresenceInput::Offline { device: alice() }));
     assert!(run(&mut s, Time::ZERO, from(alice(), F::Disconnect { epoch: 1 })).is_empty(), "a second one is a no-op");
 }
@@ -109,6 +109,16 @@ fn a_late_close_of_an_old_socket_leaves_the_new_connection_open() {
 }
 
 #[test]
+fn session_writes_carry_the_connection_epoch_that_fences_them() {
+    let mut s = server(0);
+    let out =
+        run(&mut s, Time::ZERO, from(alice(), F::Connect { epoch: 258, cursor: InboxPos(0), hide_last_seen: false }));
+    assert!(out.iter().any(|o| matches!(o, Out::SessionSet { epoch: 2, .. })), "the low 8 bits of 258: {out:?}");
+    let out = run(&mut s, Time::ZERO, from(alice(), F::Disconnect { epoch: 258 }));
+    assert_eq!(out[0], Out::SessionClear { device: alice(), server: ServerId(0), epoch: 2 });
+}
+
+#[test]
 fn heartbeats_refresh_presence_and_silence_closes_without_presence_offline() {
     let mut s = server(0);
     connect(&mut s, alice());
@@ -119,7 +129,7 @@ fn heartbeats_refresh_presence_and_silence_closes_without_presence_offline() {
     assert!(s.is_connected(alice()), "heard at 30 s: timeout at 75 s");
     s.handle_timeout(Time::from_secs(75), &mut out);
     assert!(!s.is_connected(alice()));
-    assert_eq!(out, vec![Out::SessionClear { device: alice(), server: ServerId(0) }], "no presence DEL");
+    assert_eq!(out, vec![Out::SessionClear { device: alice(), server: ServerId(0), epoch: 1 }], "no presence DEL");
 }
 
 #[test]

@@ -8,7 +8,8 @@ use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::time::Duration;
 use wasim_model::{
-    ChatMessage, ConversationId, DeviceId, InboxPos, MessageId, Receipt, Route, ServerId, SessionStore, Time, UserId,
+    ChatMessage, ConversationId, DeviceId, InboxPos, MessageId, Receipt, Route, ServerId, SessionStore, SessionWrite,
+    Time, UserId,
 };
 
 /// The most pointers one inbox holds. A phone offline for weeks must not grow a shard
@@ -55,15 +56,22 @@ impl RedisShard {
         self.sessions.prefetch(user);
     }
 
-    /// `SET session:{user}` for one device with a TTL; the server it pointed at before, if
-    /// another one.
-    pub fn session_set(&mut self, device: DeviceId, server: ServerId, now: Time, ttl: Duration) -> Option<ServerId> {
-        self.sessions.set(device.user, device.slot, server, now, ttl)
+    /// `SET session:{user}` for one device's connection `epoch` with a TTL, fenced by the
+    /// epoch (see [`SessionStore::set`]).
+    pub fn session_set(
+        &mut self,
+        device: DeviceId,
+        server: ServerId,
+        epoch: u8,
+        now: Time,
+        ttl: Duration,
+    ) -> SessionWrite {
+        self.sessions.set(device.user, device.slot, server, epoch, now, ttl)
     }
 
-    /// Mark a device offline if its field still points at `server`.
-    pub fn session_clear(&mut self, device: DeviceId, server: ServerId) {
-        self.sessions.clear(device.user, device.slot, server);
+    /// Mark a device offline if its field still holds connection `epoch` on `server`.
+    pub fn session_clear(&mut self, device: DeviceId, server: ServerId, epoch: u8) {
+        self.sessions.clear(device.user, device.slot, server, epoch);
     }
 
     /// Route-or-inbox for `msg`'s recipient: the servers of its connected devices (other
@@ -212,7 +220,7 @@ mod tests {
         let mut r = RedisShard::default();
         let route = r.route(&msg(1), None, Time::ZERO);
         assert!(route.inbox);
-        r.session_set(DeviceId::phone(UserId(2)), ServerId(3), Time::ZERO, Duration::from_secs(60));
+        r.session_set(DeviceId::phone(UserId(2)), ServerId(3), 1, Time::ZERO, Duration::from_secs(60));
         let route = r.route(&msg(2), None, Time::ZERO);
         assert_eq!(route.forward[0], Some(ServerId(3)));
         assert!(!route.inbox);
@@ -230,6 +238,7 @@ mod tests {
         r.session_set(
             DeviceId { user: UserId(1), slot: DeviceSlot(0) },
             ServerId(8),
+            1,
             Time::ZERO,
             Duration::from_secs(9),
         );

@@ -79,14 +79,14 @@ impl ChatNode {
                     let shard = topo.client_shard(device.user);
                     ctx.send_ordered(shard, t, Msg::ToDevice { device, frame }, OrderKey::Socket(device));
                 }
-                Out::SessionSet { req, device, server, ttl, cursor } => {
+                Out::SessionSet { req, device, server, epoch, ttl, cursor } => {
                     ctx.trace_device(t, "session_set_and_fetch_inbox", device);
-                    let msg = Msg::SessionSet { req, device, server, ttl, cursor };
+                    let msg = Msg::SessionSet { req, device, server, epoch, ttl, cursor };
                     ctx.send_ordered(topo.redis(device.user), t, msg, OrderKey::Session(device.user))
                 }
-                Out::SessionClear { device, server } => {
+                Out::SessionClear { device, server, epoch } => {
                     ctx.trace_device(t, "connection_closed", device);
-                    let msg = Msg::SessionClear { device, server };
+                    let msg = Msg::SessionClear { device, server, epoch };
                     ctx.send_ordered(topo.redis(device.user), t, msg, OrderKey::Session(device.user))
                 }
                 Out::Presence(PresenceInput::Heartbeat { device }) => {

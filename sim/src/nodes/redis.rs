@@ -5,7 +5,7 @@ use crate::infra::{Fifo, RedisShard};
 use crate::metrics::NodeReport;
 use crate::msg::{Envelope, Msg};
 use crate::node::{Ctx, OrderKey, Process, Shared};
-use wasim_model::Time;
+use wasim_model::{SessionWrite, Time};
 
 pub(crate) struct RedisNode {
     shard: RedisShard,
@@ -36,8 +36,13 @@ impl Process for RedisNode {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
         match env.msg {
-            Msg::SessionSet { req, device, server, ttl, cursor } => {
-                let previous = self.shard.session_set(device, server, done, ttl);
+            Msg::SessionSet { req, device, server, epoch, ttl, cursor } => {
+                let write = self.shard.session_set(device, server, epoch, done, ttl);
+                if write == SessionWrite::Stale {
+                    ctx.counters.sessions_stale += 1;
+                    ctx.trace_device(done, "session_write_stale", device);
+                }
+                let previous = write.previous();
                 // The answer is many messages, each with its own latency: the end names
                 // how many came before it, so the server waits for them all.
                 let mut parts = 0;
@@ -55,7 +60,7 @@ impl Process for RedisNode {
                 }
                 ctx.send(env.from, done, Msg::InboxEnd { req, end, parts, previous });
             }
-            Msg::SessionClear { device, server } => self.shard.session_clear(device, server),
+            Msg::SessionClear { device, server, epoch } => self.shard.session_clear(device, server, epoch),
             Msg::RouteMessage { req, msg } => {
                 ctx.counters.routes += 1;
                 let route = self.shard.route(&msg, None, done);
