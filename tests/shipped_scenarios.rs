@@ -24,15 +24,25 @@ fn shipped_scenarios_keep_their_invariants_and_their_predicted_load() {
     // scaled-down copies (tests/crash.rs).
     for (name, scenario) in shipped().into_iter().filter(|(_, s)| s.users.concurrent <= 1_000_000) {
         let seeds = if name == "cell-1pct" { 11..12 } else { 11..14 };
+        // The card's design without re-registration after a session-store failover is
+        // shipped to show its flaw: the checkers must name it (tests/redis_down.rs).
+        if name == "redis-down-no-reregister" {
+            continue;
+        }
         for (seed, o) in common::sweep(&scenario, seeds) {
             assert!(
                 o.checks.ok(),
                 "{name} seed {seed}: {:?}",
                 &o.checks.violations[..o.checks.violations.len().min(3)]
             );
-            // A crashed process's measurements die with it, and the visit table predicts a
-            // healthy fleet: crash scenarios are judged by their invariants only.
-            if scenario.faults.iter().any(|f| matches!(f, wasim_sim::Fault::Crash { .. })) {
+            // A crashed process's measurements die with it, a failed-over store serves its
+            // held commands at once, and the visit table predicts a healthy fleet: fault
+            // scenarios of processes are judged by their invariants only.
+            if scenario
+                .faults
+                .iter()
+                .any(|f| matches!(f, wasim_sim::Fault::Crash { .. } | wasim_sim::Fault::RedisDown { .. }))
+            {
                 continue;
             }
             let summary = Summary::new(&o, &name);

@@ -57,6 +57,10 @@ pub struct ChatServerConfig {
     /// what it had pushed unacknowledged, before finishing without it (default 5 s: the
     /// previous server answers within a round trip unless it is down).
     pub takeover_timeout: Duration,
+    /// After a session shard's failover, re-register the sessions of this server's
+    /// connections on that shard, and ask a device whose session the new primary had lost
+    /// to reconnect (default false: the card's design does nothing).
+    pub session_reregister: bool,
 }
 
 impl ChatServerConfig {
@@ -75,6 +79,7 @@ impl ChatServerConfig {
             write_timeout: Duration::from_secs(2),
             read_retry_after: Duration::from_millis(100),
             takeover_timeout: Duration::from_secs(5),
+            session_reregister: false,
         }
     }
 }
@@ -125,6 +130,12 @@ pub enum ChatServerInput {
     ServerDown { server: ServerId },
     /// That server is back (restarted, empty).
     ServerUp { server: ServerId },
+    /// Session shard `shard` (users `u % shards == shard`) failed over to its replica,
+    /// which may lack the latest session writes.
+    SessionShardFailover { shard: u32, shards: u32 },
+    /// The answer to a `SessionRefresh`: whether the store did not already route the
+    /// device here (its session was lost, or named another server).
+    SessionRefreshed { device: DeviceId, epoch: u8, changed: bool },
 }
 
 /// The effects a chat server asks its environment to perform.
@@ -141,6 +152,9 @@ pub enum ChatServerOutput {
     SessionSet { req: u64, device: DeviceId, server: ServerId, epoch: u8, ttl: Duration, cursor: InboxPos },
     /// Mark this device offline if its session still holds this connection.
     SessionClear { device: DeviceId, server: ServerId, epoch: u8 },
+    /// Write the session of a live connection again (after a failover), answered with
+    /// `SessionRefreshed`.
+    SessionRefresh { device: DeviceId, server: ServerId, epoch: u8, ttl: Duration },
     /// A presence command for the user's presence shard.
     Presence(PresenceInput),
     /// Read a message row from a quorum of its replicas.
@@ -335,6 +349,9 @@ pub struct ChatServer {
     /// Takeovers this server asked for, and connections it gave up to another server.
     takeovers: u64,
     given_up_count: u64,
+    /// Sessions re-registered after failovers, and devices asked to reconnect for it.
+    refreshes: u64,
+    go_aways: u64,
 }
 
 fn key_to_req(k: DefaultKey) -> u64 {
@@ -376,6 +393,8 @@ impl ChatServer {
             writes_retried: 0,
             reads_retried: 0,
             takeovers: 0,
+            refreshes: 0,
+            go_aways: 0,
             given_up_count: 0,
             down: ServersDown::default(),
         }
@@ -395,6 +414,12 @@ impl ChatServer {
     /// server (a device that moved without this server noticing it leave).
     pub fn takeovers(&self) -> (u64, u64) {
         (self.takeovers, self.given_up_count)
+    }
+
+    /// Sessions re-registered after session-shard failovers, and devices asked to
+    /// reconnect because the new primary had lost theirs.
+    pub fn reregistered(&self) -> (u64, u64) {
+        (self.refreshes, self.go_aways)
     }
 
     /// Replies a read waits for.
@@ -553,6 +578,30 @@ impl ChatServer {
                 }
             }
             In::ServerUp { server } => self.down.remove(server),
+            In::SessionShardFailover { shard, shards } => {
+                if !self.config.session_reregister || shards == 0 {
+                    return;
+                }
+                let (server, ttl) = (self.config.id, self.config.session_ttl);
+                for (key, connection) in self.connections.iter() {
+                    let device = DeviceKey(key).device();
+                    if device.user.0 % shards == shard {
+                        let epoch = Connection(connection).epoch_bits();
+                        self.refreshes += 1;
+                        out.push(Out::SessionRefresh { device, server, epoch, ttl });
+                    }
+                }
+            }
+            In::SessionRefreshed { device, epoch, changed } => {
+                let current = self.connections.get(DeviceKey::of(device).0).map(|c| Connection(c).epoch_bits());
+                if changed && current == Some(epoch) {
+                    // Messages may have gone to its inbox meanwhile, which a connected
+                    // device does not read: it reconnects, and its catch-up fetches them.
+                    self.go_aways += 1;
+                    self.close(device, out);
+                    out.push(Out::ToDevice { device, frame: ServerFrame::GoAway { server: self.config.id, epoch } });
+                }
+            }
             In::TakeoverDone { req, parts } => {
                 if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
                     job.handover_sent = Some(parts);

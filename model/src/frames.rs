@@ -40,4 +40,8 @@ pub enum ServerFrame {
     Receipt { receipt: Receipt },
     /// A watched user's presence changed.
     PresenceUpdate { update: PresenceUpdate },
+    /// The server closed the `epoch`th connection (the low 8 bits of it) and asks the
+    /// device to connect again (WebSocket close 1012, "service restart"): the session store
+    /// had lost the device's session, so its messages went to the inbox meanwhile.
+    GoAway { server: ServerId, epoch: u8 },
 }

@@ -2,6 +2,7 @@
 //! and the routing decision that follows from it.
 
 use crate::{DeviceSlot, ServerId, Time, UserId};
+use std::collections::VecDeque;
 use std::time::Duration;
 use strength_reduce::StrengthReducedU32;
 
@@ -100,6 +101,22 @@ fn is_older(a: u8, b: u8) -> bool {
     (a.wrapping_sub(b) as i8) < 0
 }
 
+/// A write the replica may not have: when, which entry, and the entry before it.
+#[derive(Clone, Copy, Debug)]
+struct Unreplicated {
+    at: Time,
+    index: usize,
+    before: Packed,
+}
+
+/// The session writes of the last `lag`, newest last: Redis replicates asynchronously, so
+/// a replica promoted when its primary dies lacks them.
+#[derive(Debug)]
+struct ReplicationLag {
+    lag: Duration,
+    writes: VecDeque<Unreplicated>,
+}
+
 /// A stored session value packed into 8 bytes (12 with its key), so a shard holding
 /// millions of users stays small and cache-friendly. Expiry is kept in whole
 /// milliseconds, Redis's own TTL resolution.
@@ -143,6 +160,8 @@ impl Packed {
 #[derive(Debug)]
 pub struct SessionStore {
     entries: Vec<Packed>,
+    /// The writes a replica may not have yet, when the store tracks them.
+    unreplicated: Option<ReplicationLag>,
     /// The shard count, as a divisor by multiplication: every command divides by it.
     stride: StrengthReducedU32,
     keys: usize,
@@ -158,7 +177,48 @@ impl SessionStore {
     /// An empty store for users `u % stride == shard`, sized for about `users` keys.
     pub fn with_stride(stride: u32, users: usize) -> SessionStore {
         assert!(stride > 0, "a stride of zero shards");
-        SessionStore { entries: Vec::with_capacity(users), stride: StrengthReducedU32::new(stride), keys: 0 }
+        SessionStore {
+            entries: Vec::with_capacity(users),
+            unreplicated: None,
+            stride: StrengthReducedU32::new(stride),
+            keys: 0,
+        }
+    }
+
+    /// Keep the writes of the last `lag`, which an asynchronously replicating replica may
+    /// not have yet, so that [`SessionStore::promote_replica`] can take them back.
+    pub fn track_replication(&mut self, lag: Duration) {
+        self.unreplicated = Some(ReplicationLag { lag, writes: VecDeque::new() });
+    }
+
+    /// The primary died at `crash`; its replica takes over without the writes it had not
+    /// received (those of the `lag` before the crash, and any after). Returns how many.
+    pub fn promote_replica(&mut self, crash: Time) -> u64 {
+        let Some(log) = self.unreplicated.as_mut() else { return 0 };
+        let since = Time(crash.as_us().saturating_sub(log.lag.as_micros() as u64));
+        let mut lost = 0;
+        // Newest first: each write's `before` is what the one before it left.
+        while let Some(w) = log.writes.back().filter(|w| w.at > since) {
+            let w = *w;
+            log.writes.pop_back();
+            self.entries[w.index] = w.before;
+            lost += 1;
+        }
+        log.writes.clear();
+        lost
+    }
+
+    /// Log that the entry at `index` is about to change at `now`.
+    #[inline]
+    fn log_write(&mut self, index: usize, now: Time) {
+        if let Some(log) = self.unreplicated.as_mut() {
+            let horizon = now.as_us().saturating_sub(log.lag.as_micros() as u64);
+            while log.writes.front().is_some_and(|w| w.at.as_us() < horizon) {
+                log.writes.pop_front();
+            }
+            let before = self.entries[index];
+            log.writes.push_back(Unreplicated { at: now, index, before });
+        }
     }
 
     /// The index of `user`'s key.
@@ -202,14 +262,18 @@ impl SessionStore {
         ttl: Duration,
     ) -> SessionWrite {
         assert!(server.0 < OFFLINE, "server id {} is reserved", server.0);
-        let entry = self.slot(user);
+        let index = self.index(user);
+        let entry = *self.slot(user);
+        let i = usize::from(slot.0);
+        let expired = u64::from(entry.expires_ms) <= now.as_ms();
+        if !expired && entry.devices[i] != NO_DEVICE && is_older(epoch, entry.epochs[i]) {
+            return SessionWrite::Stale;
+        }
+        self.log_write(index, now);
+        let entry = &mut self.entries[index];
         let new_key = entry.expires_ms == 0;
         if u64::from(entry.expires_ms) <= now.as_ms() {
             *entry = Packed::empty();
-        }
-        let i = usize::from(slot.0);
-        if entry.devices[i] != NO_DEVICE && is_older(epoch, entry.epochs[i]) {
-            return SessionWrite::Stale;
         }
         let field = &mut entry.devices[i];
         let previous = (*field < OFFLINE && *field != server.0).then_some(ServerId(*field));
@@ -227,13 +291,12 @@ impl SessionStore {
     /// Mark `slot` of `user` offline, but only if it still holds the connection `epoch`
     /// on `server`: a late disconnect of an old connection must not erase a newer one,
     /// on another server or on the same one.
-    pub fn clear(&mut self, user: UserId, slot: DeviceSlot, server: ServerId, epoch: u8) {
-        let i = self.index(user);
-        if let Some(entry) = self.entries.get_mut(i) {
-            let i = usize::from(slot.0);
-            if entry.devices[i] == server.0 && entry.epochs[i] == epoch {
-                entry.devices[i] = OFFLINE;
-            }
+    pub fn clear(&mut self, user: UserId, slot: DeviceSlot, server: ServerId, epoch: u8, now: Time) {
+        let index = self.index(user);
+        let i = usize::from(slot.0);
+        if self.entries.get(index).is_some_and(|e| e.devices[i] == server.0 && e.epochs[i] == epoch) {
+            self.log_write(index, now);
+            self.entries[index].devices[i] = OFFLINE;
         }
     }
 
@@ -309,10 +372,10 @@ mod tests {
         assert_eq!(set(&mut s, 3, 1), SessionWrite::Set { previous: None });
         assert_eq!(set(&mut s, 3, 2), SessionWrite::Set { previous: None }, "the same server is no move");
         assert_eq!(set(&mut s, 4, 3), SessionWrite::Set { previous: Some(ServerId(3)) });
-        s.clear(UserId(1), PHONE, ServerId(3), 2);
+        s.clear(UserId(1), PHONE, ServerId(3), 2, Time::ZERO);
         let e = s.get(UserId(1), Time::from_secs(2)).unwrap();
         assert_eq!(e.server_of(PHONE), Some(ServerId(4)));
-        s.clear(UserId(1), PHONE, ServerId(4), 3);
+        s.clear(UserId(1), PHONE, ServerId(4), 3, Time::ZERO);
         let e = s.get(UserId(1), Time::from_secs(2)).unwrap();
         assert_eq!(e.devices[0], DeviceSession::Offline);
         assert_eq!(Route::for_session(Some(&e), None), Route { forward: [None, None], inbox: true });
@@ -326,13 +389,13 @@ mod tests {
         // the device's connection 8 on server 2 had written its own.
         s.set(UserId(1), PHONE, ServerId(2), 8, t, DAY);
         assert_eq!(s.set(UserId(1), PHONE, ServerId(4), 7, t, DAY), SessionWrite::Stale);
-        s.clear(UserId(1), PHONE, ServerId(4), 7);
+        s.clear(UserId(1), PHONE, ServerId(4), 7, Time::ZERO);
         assert_eq!(s.get(UserId(1), t).unwrap().server_of(PHONE), Some(ServerId(2)));
         // A late disconnect of an older connection on the same server is ignored too.
-        s.clear(UserId(1), PHONE, ServerId(2), 6);
+        s.clear(UserId(1), PHONE, ServerId(2), 6, Time::ZERO);
         assert_eq!(s.get(UserId(1), t).unwrap().server_of(PHONE), Some(ServerId(2)));
         // Once cleared, an older connection cannot bring the field back either.
-        s.clear(UserId(1), PHONE, ServerId(2), 8);
+        s.clear(UserId(1), PHONE, ServerId(2), 8, Time::ZERO);
         assert_eq!(s.set(UserId(1), PHONE, ServerId(4), 7, t, DAY), SessionWrite::Stale);
         assert_eq!(s.get(UserId(1), t).unwrap().devices[0], DeviceSession::Offline);
         // Epochs wrap: 1 comes after 255.
@@ -342,13 +405,36 @@ mod tests {
     }
 
     #[test]
+    fn a_promoted_replica_lacks_the_writes_of_the_lag_before_the_crash() {
+        let mut s = SessionStore::default();
+        s.track_replication(Duration::from_millis(100));
+        let ms = Time::from_ms;
+        s.set(UserId(1), PHONE, ServerId(3), 1, ms(1_000), DAY);
+        s.set(UserId(2), PHONE, ServerId(4), 1, ms(1_950), DAY);
+        s.set(UserId(1), PHONE, ServerId(5), 2, ms(1_960), DAY);
+        s.clear(UserId(1), PHONE, ServerId(5), 2, ms(1_970));
+        s.set(UserId(3), WEB, ServerId(6), 1, ms(1_980), DAY);
+        // Crash at 2 s with a 100 ms lag: every write after 1.9 s is lost, newest first.
+        assert_eq!(s.promote_replica(ms(2_000)), 4);
+        assert_eq!(s.get(UserId(1), ms(2_000)).unwrap().server_of(PHONE), Some(ServerId(3)), "back to the first");
+        assert_eq!(s.get(UserId(2), ms(2_000)), None, "never replicated");
+        assert_eq!(s.get(UserId(3), ms(2_000)), None);
+        // The fence is rolled back too: connection 2 can write again.
+        assert_eq!(
+            s.set(UserId(1), PHONE, ServerId(5), 2, ms(2_100), DAY),
+            SessionWrite::Set { previous: Some(ServerId(3)) }
+        );
+        assert_eq!(s.promote_replica(ms(5_000)), 0, "a second crash long after loses nothing");
+    }
+
+    #[test]
     fn a_message_reaches_every_device_and_the_inbox_covers_the_offline_one() {
         let mut s = SessionStore::default();
         s.set(UserId(1), PHONE, ServerId(3), 1, Time::ZERO, DAY);
         s.set(UserId(1), WEB, ServerId(5), 1, Time::ZERO, DAY);
         let both = Route::for_session(s.get(UserId(1), Time::ZERO).as_ref(), None);
         assert_eq!(both, Route { forward: [Some(ServerId(3)), Some(ServerId(5))], inbox: false });
-        s.clear(UserId(1), WEB, ServerId(5), 1);
+        s.clear(UserId(1), WEB, ServerId(5), 1, Time::ZERO);
         let phone_only = Route::for_session(s.get(UserId(1), Time::ZERO).as_ref(), None);
         assert_eq!(phone_only, Route { forward: [Some(ServerId(3)), None], inbox: true });
     }

@@ -185,6 +185,12 @@ impl U32Map {
         Some(value)
     }
 
+    /// The entries, in slot order (a function of the keys held, so the same for the same
+    /// history).
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.slots.iter().filter(|s| s[0] != EMPTY).map(|s| (s[0].wrapping_sub(1), s[1]))
+    }
+
     fn grow(&mut self) {
         let old = std::mem::replace(self, U32Map::with_slots(self.slots.len() * 2));
         for [k, v] in old.slots {

@@ -292,6 +292,8 @@ pub struct Summary {
     pub fault_windows: Vec<FaultWindow>,
     /// What each chat server crash did (the card's task 1.2).
     pub crashes: Vec<CrashReport>,
+    /// What each Redis primary's death did (the capstone's "Redis down").
+    pub redis_outages: Vec<RedisOutageReport>,
     /// With `--compare-placements`: the first crash under each placement policy, this
     /// run's first (the card's task 1.1).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -354,6 +356,39 @@ pub struct CrashReport {
     pub sends_retried: u64,
     pub repeats_dropped: u64,
     pub late_dropped: u64,
+}
+
+/// What a Redis primary's death did, and what the failover cost.
+#[derive(Clone, Debug, Serialize)]
+pub struct RedisOutageReport {
+    pub target: String,
+    /// A session shard (else a presence shard).
+    pub session: bool,
+    pub at_s: u64,
+    pub promoted_at_s: u64,
+    pub replication_lag_ms: u64,
+    /// Whether chat servers re-register their sessions after a failover
+    /// (`fleet.session_reregister`).
+    pub reregister: bool,
+    /// Session writes the promoted replica lacked; sessions the chat servers wrote again;
+    /// devices they asked to reconnect because the replica had lost theirs (whole run).
+    pub sessions_lost: u64,
+    pub sessions_reregistered: u64,
+    pub devices_sent_away: u64,
+    pub delivery_before: LatencySummary,
+    pub delivery_during: LatencySummary,
+    pub delivery_after: LatencySummary,
+    pub delayed_past_slo: u64,
+    pub delayed_max_ms: f64,
+    /// Watchers told a user went offline (the presence key expired) from the crash to a
+    /// TTL after the promotion, and in as long before.
+    pub shown_offline_during: u64,
+    pub shown_offline_before: u64,
+    /// Acknowledged messages a device connected at the end never got (invariant 1), and
+    /// devices live at the end that the session store routes elsewhere (invariant 6).
+    pub lost: u64,
+    pub misrouted: u64,
+    pub timeline: Vec<TimelineStep>,
 }
 
 /// How the fleet recovered from a crash under one placement policy.
@@ -532,6 +567,66 @@ fn crash_reports(o: &Outcome) -> Vec<CrashReport> {
         .collect()
 }
 
+fn redis_outage_reports(o: &Outcome) -> Vec<RedisOutageReport> {
+    let s = &o.scenario;
+    let l = &o.latencies;
+    let c = &o.counters;
+    let slo_us = s.slo.delivery_ms_p99 * 1_000;
+    let during = &l.delivery_during;
+    let delayed = if during.is_empty() { 0 } else { during.count_between(slo_us + 1, during.max().max(slo_us + 1)) };
+    let count = |i: u8| o.checks.counts.iter().find(|(n, _)| *n == i).map_or(0, |&(_, c)| c);
+    let ttl_s = s.users.presence_ttl_ms.div_ceil(1_000);
+    let hop_ms = s.network.in_datacenter_ms.p99();
+    s.faults
+        .iter()
+        .filter_map(|f| match *f {
+            wasim_sim::Fault::RedisDown { at_s, failover_s, ref target, replication_lag_ms } => {
+                let session = target.starts_with("redis_session-");
+                let step = |at_ms: f64, what: String| TimelineStep { at_ms: round3(at_ms), what };
+                let mut timeline = vec![step(
+                    0.0,
+                    format!("the primary of {target} dies; its replica trails it by {replication_lag_ms} ms"),
+                )];
+                let promoted_ms = failover_s as f64 * 1e3;
+                if session {
+                    timeline.push(step(0.0, "routes, reroutes, session writes and inbox fetches of its users wait: their clients retry until a new primary answers".into()));
+                    timeline.push(step(promoted_ms, format!("the replica is promoted without the session writes of the last {replication_lag_ms} ms ({} lost in all); the waiting commands run", c.sessions_lost_in_failover)));
+                    if s.fleet.session_reregister {
+                        timeline.push(step(promoted_ms + hop_ms, format!("chat servers learn of it and write their live sessions again ({} in all); {} devices whose session the replica had lost are asked to reconnect and fetch their inboxes", c.sessions_reregistered, c.devices_sent_away)));
+                    } else {
+                        timeline.push(step(promoted_ms + hop_ms, "nothing repairs the lost sessions (the card's design): routers find no session, or an old server, and put those devices' messages in inboxes that a connected device reads only when it next reconnects".into()));
+                    }
+                } else {
+                    timeline.push(step(0.0, "heartbeats, presence reads and subscriptions sent to it are lost: watchers see no presence from it, and keys whose TTL runs out meanwhile expire (users shown offline)".into()));
+                    timeline.push(step(promoted_ms, "the replica is promoted and answers again; the next heartbeat of each device refreshes its key".into()));
+                }
+                Some(RedisOutageReport {
+                    target: target.clone(),
+                    session,
+                    at_s,
+                    promoted_at_s: at_s + failover_s,
+                    replication_lag_ms,
+                    reregister: s.fleet.session_reregister,
+                    sessions_lost: c.sessions_lost_in_failover,
+                    sessions_reregistered: c.sessions_reregistered,
+                    devices_sent_away: c.devices_sent_away,
+                    delivery_before: LatencySummary::new("delivery_before", "sent before the first fault", &l.delivery_before),
+                    delivery_during: LatencySummary::new("delivery_during", "sent during a fault window", during),
+                    delivery_after: LatencySummary::new("delivery_after", "sent after the last fault", &l.delivery_after),
+                    delayed_past_slo: delayed,
+                    delayed_max_ms: if during.is_empty() { 0.0 } else { during.max() as f64 / 1e3 },
+                    shown_offline_during: expiries(o, at_s, at_s + failover_s + ttl_s),
+                    shown_offline_before: expiries(o, at_s.saturating_sub(failover_s + ttl_s), at_s),
+                    lost: count(1),
+                    misrouted: count(6),
+                    timeline,
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// One fault's window: the scenario's `[[faults]]` entry `index`, active from `from_s`
 /// until `until_s` (simulated seconds).
 #[derive(Clone, Debug, Serialize)]
@@ -679,6 +774,7 @@ impl Summary {
                 .collect(),
             fault_windows: fault_windows(s),
             crashes: crash_reports(o),
+            redis_outages: redis_outage_reports(o),
             placement_comparison: Vec::new(),
             scenario: s.clone(),
         }

@@ -236,6 +236,9 @@ pub fn render_summary(s: &Summary) -> String {
     for c in &s.crashes {
         render_crash(&mut o, c, &header);
     }
+    for r in &s.redis_outages {
+        render_redis_outage(&mut o, r, &header);
+    }
     if !s.placement_comparison.is_empty() {
         let _ = writeln!(
             o,
@@ -312,6 +315,49 @@ fn render_crash(o: &mut String, c: &crate::summary::CrashReport, header: &str) {
         o,
         "  {} messages sent during the faults delivered past the SLO (latest {:.0} ms) · lost {}",
         c.delayed_past_slo, c.delayed_max_ms, c.lost
+    );
+}
+
+/// The capstone's "Redis down": what a primary's death did and what the failover cost.
+fn render_redis_outage(o: &mut String, r: &crate::summary::RedisOutageReport, header: &str) {
+    let _ = writeln!(
+        o,
+        "\nRedis primary of {} down at {} s (replica promoted at {} s, {} ms behind{})",
+        r.target,
+        r.at_s,
+        r.promoted_at_s,
+        r.replication_lag_ms,
+        match (r.session, r.reregister) {
+            (true, true) => "; chat servers re-register their sessions after a failover",
+            (true, false) => "; nothing re-registers sessions after a failover, as in the card",
+            (false, _) => "",
+        }
+    );
+    if r.session {
+        let _ = writeln!(
+            o,
+            "  whole run: {} session writes lost in failovers · {} sessions written again · {} devices asked to reconnect",
+            r.sessions_lost, r.sessions_reregistered, r.devices_sent_away
+        );
+    }
+    for step in &r.timeline {
+        let _ = writeln!(o, "  +{:>9.1} ms  {}", step.at_ms, step.what);
+    }
+    let _ = writeln!(o, "  (ms){}", &header[6..]);
+    latency_row(o, "delivery before", &r.delivery_before);
+    latency_row(o, "delivery during", &r.delivery_during);
+    latency_row(o, "delivery after", &r.delivery_after);
+    if !r.session {
+        let _ = writeln!(
+            o,
+            "  presence flaps: watchers told a user went offline (key expired) {} times from the crash to a TTL after the promotion, {} times in as long before",
+            r.shown_offline_during, r.shown_offline_before
+        );
+    }
+    let _ = writeln!(
+        o,
+        "  {} messages sent during the faults delivered past the SLO (latest {:.0} ms) · never delivered to a connected device {} · devices routed elsewhere at the end {}",
+        r.delayed_past_slo, r.delayed_max_ms, r.lost, r.misrouted
     );
 }
 

@@ -36,6 +36,20 @@ pub struct Crash {
     up_tick: u64,
 }
 
+/// A Redis primary's death and its replica's promotion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedisOutage {
+    pub node: NodeIdx,
+    /// A session shard (else a presence shard), and its index.
+    pub session: bool,
+    pub shard: u32,
+    pub down: Time,
+    pub promoted: Time,
+    /// How far the replica trailed: the session writes of the primary's last `lag` are
+    /// lost.
+    pub lag: Duration,
+}
+
 /// A fault of the network: the hops it touches, when, and what it does to them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NetFault {
@@ -89,13 +103,14 @@ impl PeerNotices {
         PeerNotices { previous: Time(shared.clock.now() * shared.tick_us) }
     }
 
-    /// Notices due in (previous call, now]: (server, down).
-    pub fn notices(&mut self, plan: &FaultPlan, now: Time) -> Vec<(ServerId, bool)> {
+    /// Notices due in (previous call, now]: (server, down), and the session shards whose
+    /// replica was promoted.
+    pub fn notices(&mut self, plan: &FaultPlan, now: Time) -> (Vec<(ServerId, bool)>, Vec<u32>) {
         let from = std::mem::replace(&mut self.previous, now);
-        if plan.crashes.is_empty() {
-            return Vec::new();
+        if plan.crashes.is_empty() && plan.redis.is_empty() {
+            return (Vec::new(), Vec::new());
         }
-        plan.peer_notices(from, now).collect()
+        (plan.peer_notices(from, now).collect(), plan.session_failovers(from, now).collect())
     }
 }
 
@@ -129,6 +144,10 @@ pub struct FaultPlan {
     /// The first broker's process.
     kafka_first: u16,
     net: Arc<Vec<NetFault>>,
+    redis: Vec<RedisOutage>,
+    /// Windows in which what reaches a process is lost (a presence shard without its
+    /// primary): (process, from, until).
+    lost_to: Vec<(NodeIdx, Time, Time)>,
 }
 
 impl FaultPlan {
@@ -179,6 +198,24 @@ impl FaultPlan {
                     until: Time::from_secs(at_s + for_s),
                     what: NetEffect::Latency { client: link == "client_server", add_us: (add_ms * 1e3) as u64 },
                 }),
+                Fault::RedisDown { at_s, failover_s, ref target, replication_lag_ms } => {
+                    let (kind, shard) =
+                        crate::limits::redis_target(s, target).expect("a validated fault names a shard");
+                    let node = topo.node(kind, shard);
+                    let (down, promoted) = (Time::from_secs(at_s), Time::from_secs(at_s + failover_s));
+                    let session = kind == NodeKind::Redis;
+                    if session {
+                        // Its clients retry until the new primary answers: their commands
+                        // (and what it was answering) arrive once it is promoted.
+                        let everyone = (0, u16::MAX);
+                        let what = NetEffect::Clog { a: everyone, b: (node.0, 1) };
+                        plan_net.push(NetFault { from: down, until: promoted, what });
+                    } else {
+                        plan.lost_to.push((node, down, promoted));
+                    }
+                    let lag = Duration::from_millis(replication_lag_ms);
+                    plan.redis.push(RedisOutage { node, session, shard, down, promoted, lag });
+                }
             }
         }
         plan.crashes.sort_by_key(|c| (c.down, c.node));
@@ -238,13 +275,32 @@ impl FaultPlan {
     /// connection it travelled on is gone), or was dead when it was sent (the sender was
     /// told so: reset, or left to time out; a connect then must not reach the process that
     /// restarts meanwhile).
+    /// A message to a presence shard without its primary is lost too.
     #[inline]
     pub fn drops(&self, to: NodeIdx, sender_tick: u64, arrive: Time) -> bool {
-        if self.crashes.is_empty() {
+        if self.crashes.is_empty() && self.lost_to.is_empty() {
             return false;
         }
         let a = arrive.as_us().div_ceil(self.tick_us).max(sender_tick + 1);
         self.crashes.iter().any(|c| c.node == to && a > c.down_tick && sender_tick <= c.up_tick)
+            || self.lost_to.iter().any(|&(n, from, until)| n == to && arrive >= from && arrive < until)
+    }
+
+    /// The Redis outages, in scenario order.
+    pub fn redis_outages(&self) -> &[RedisOutage] {
+        &self.redis
+    }
+
+    /// Session shards whose replica was promoted, as the chat servers learn of it (one
+    /// datacenter hop later: the cluster's topology change) in `(from, to]`.
+    pub fn session_failovers(&self, from: Time, to: Time) -> impl Iterator<Item = u32> + '_ {
+        self.redis
+            .iter()
+            .filter(move |o| {
+                let learnt = o.promoted + self.reset_in_datacenter;
+                o.session && learnt > from && learnt <= to
+            })
+            .map(|o| o.shard)
     }
 
     /// The crash of `node` whose downtime covers `t`, if any.
@@ -406,5 +462,28 @@ mod tests {
         // Handled in the crash's tick (its frames leave with that tick): dropped, so failed.
         assert_eq!(p.connect_fails(dead, Time(9_999_500), rtt), Some(Time(10_059_500)));
         assert_eq!(p.connect_fails(dead, Time(9_998_500), rtt), None, "a tick earlier: it was alive");
+    }
+
+    #[test]
+    fn a_session_shard_holds_its_traffic_and_a_presence_shard_loses_it() {
+        let text = "warmup_s = 5\nduration_s = 30\n[fleet]\nredis_session_shards = 2\nredis_presence_shards = 2\n\
+                    [[faults]]\nkind = \"redis_down\"\nat_s = 10\nfailover_s = 4\ntarget = \"redis_session-1\"\n\
+                    [[faults]]\nkind = \"redis_down\"\nat_s = 20\nfailover_s = 3\ntarget = \"redis_presence-0\"\n";
+        let s = Scenario::parse(text, std::path::Path::new("t"), "t").unwrap();
+        let topo = Topology::new(&s);
+        let p = FaultPlan::new(&s, &topo);
+        let (session, other) = (topo.node(NodeKind::Redis, 1), topo.node(NodeKind::Redis, 0));
+        let presence = topo.node(NodeKind::Presence, 0);
+        let router = topo.node(NodeKind::Router, 0);
+        let held = |to: NodeIdx, at: Time| NetFault::delay(&p.net_faults(), router, to, false, at, 100);
+        assert_eq!(held(session, Time::from_secs(11)), 3_000_100, "held until the promotion");
+        assert_eq!(held(session, Time::from_secs(14)), 100, "after it");
+        assert_eq!(held(other, Time::from_secs(11)), 100, "the other shard");
+        assert!(!p.drops(session, 11_000, Time::from_secs(11)), "held, not lost");
+        assert!(p.drops(presence, 21_000, Time::from_secs(21)), "a presence shard loses what it gets");
+        assert!(!p.drops(presence, 23_000, Time::from_secs(23)), "promoted");
+        assert!(!p.is_down(presence, Time::from_secs(21)), "no process is killed");
+        let learnt: Vec<u32> = p.session_failovers(Time::from_secs(13), Time::from_secs(15)).collect();
+        assert_eq!(learnt, vec![1], "chat servers learn of the promotion a hop after it");
     }
 }

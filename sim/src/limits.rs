@@ -574,15 +574,20 @@ fn check_faults(s: &Scenario) -> Result<(), Failure> {
     }
     for (i, fault) in s.faults.iter().enumerate() {
         // Two crashes of one process must not overlap: it is down, or it is not.
-        if let Fault::Crash { at_s, for_s, ref target, .. } = *fault {
+        if let Fault::Crash { ref target, .. } | Fault::RedisDown { ref target, .. } = *fault {
+            let (at_s, for_s) = fault.window_s();
             let overlap = s.faults[..i].iter().any(|f| {
-                matches!(*f, Fault::Crash { at_s: a, for_s: d, target: ref t, .. }
+                let (a, d) = f.window_s();
+                matches!(*f, Fault::Crash { target: ref t, .. } | Fault::RedisDown { target: ref t, .. }
                     if t == target && at_s < a.saturating_add(d) && a < at_s.saturating_add(for_s))
             });
             if overlap {
                 return fail(
                     &format!("faults[{i}].at_s"),
-                    format!("crash: {target} is already down then (an earlier crash of it overlaps this one)"),
+                    format!(
+                        "{}: {target} is already down then (an earlier fault of it overlaps this one)",
+                        fault.kind()
+                    ),
                 );
             }
         }
@@ -651,6 +656,43 @@ fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
             related: Vec::new(),
             message,
         }),
+        Fault::RedisDown { ref target, replication_lag_ms, .. } => {
+            redis_target(s, target).map_err(|message| Failure {
+                field: "target".into(),
+                related: Vec::new(),
+                message,
+            })?;
+            in_range(
+                "replication_lag_ms",
+                replication_lag_ms,
+                0,
+                REPLICATION_LAG_MS_MAX,
+                "a replica further behind has lost its link: a full resync, not a lag",
+            )
+        }
+    }
+}
+
+/// The most a Redis replica may trail its primary in a `redis_down` fault.
+pub const REPLICATION_LAG_MS_MAX: u64 = 60_000;
+
+/// The Redis shard a `redis_down` fault's `target` names (`redis_session-2`,
+/// `redis_presence-0`), or why it names none.
+pub fn redis_target(s: &Scenario, target: &str) -> Result<(crate::topology::NodeKind, u32), String> {
+    use crate::topology::NodeKind;
+    let (kind, index) = target.rsplit_once('-').unwrap_or((target, ""));
+    let (kind, count, field) = match kind {
+        "redis_session" => (NodeKind::Redis, s.fleet.redis_session_shards, "fleet.redis_session_shards"),
+        "redis_presence" => (NodeKind::Presence, s.fleet.redis_presence_shards, "fleet.redis_presence_shards"),
+        _ => {
+            return Err(format!(
+                "`{target}` is not a Redis shard; redis_down takes \"redis_session-N\" or \"redis_presence-N\""
+            ))
+        }
+    };
+    match index.parse::<u32>() {
+        Ok(i) if i < count => Ok((kind, i)),
+        _ => Err(format!("`{index}` is not one of them: they are numbered 0 to {} ({field})", count - 1)),
     }
 }
 
@@ -707,7 +749,12 @@ pub fn crash_target(s: &Scenario, target: &str) -> Result<(crate::topology::Node
         "chat_server" => (NodeKind::ChatServer, s.fleet.chat_servers, "fleet.chat_servers"),
         "cassandra" => (NodeKind::Cassandra, s.fleet.cassandra_nodes, "fleet.cassandra_nodes"),
         "kafka" => (NodeKind::Kafka, s.fleet.kafka_brokers, "fleet.kafka_brokers"),
-        "client_shard" | "redis_session" | "redis_presence" | "router" => {
+        "redis_session" | "redis_presence" => {
+            return Err(format!(
+                "a Redis shard fails over to its replica rather than restarting: kind = \"redis_down\", target = \"{target}\", failover_s = ..."
+            ))
+        }
+        "client_shard" | "router" => {
             return Err(format!(
                 "a crash of a {kind} process is not modelled yet: chat servers, Cassandra nodes and Kafka brokers crash (\"chat_server-N\", \"cassandra-N\", \"kafka-N\")"
             ))

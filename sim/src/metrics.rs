@@ -198,6 +198,12 @@ counters! {
         /// Session writes the store ignored: a newer connection of the device had
         /// written first (the epoch fence).
         sessions_stale,
+        /// Session writes a Redis failover lost (the replica had not received them).
+        sessions_lost_in_failover,
+        /// Sessions chat servers wrote again after a failover, and devices they asked to
+        /// reconnect because the new primary had lost (or misplaced) theirs.
+        sessions_reregistered,
+        devices_sent_away,
 
         /// Route-or-inbox operations that wrote an inbox pointer.
         inbox_adds,

@@ -84,6 +84,18 @@ pub enum Msg {
         server: ServerId,
         epoch: u8,
     },
+    /// Write a live connection's session again (after a failover).
+    SessionRefresh {
+        device: DeviceId,
+        server: ServerId,
+        epoch: u8,
+        ttl: Duration,
+    },
+    SessionRefreshed {
+        device: DeviceId,
+        epoch: u8,
+        changed: bool,
+    },
     /// The router's route-or-inbox.
     RouteMessage {
         req: u64,

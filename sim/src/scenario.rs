@@ -138,6 +138,15 @@ pub enum Fault {
     /// From `at_s` for `for_s` seconds every hop of the `link` class (`client_server` or
     /// `in_datacenter`) takes `add_ms` longer.
     Latency { at_s: u64, for_s: u64, link: String, add_ms: f64 },
+    /// The primary of the Redis shard `target` (`redis_session-2`, `redis_presence-0`) dies
+    /// at `at_s`; its replica is promoted `failover_s` seconds later (the cluster's failure
+    /// detection and election). Until then a session shard's commands wait (its clients
+    /// retry until the new primary answers), and a presence shard's are lost (heartbeats and
+    /// presence reads fail; nobody retries a heartbeat). The replica lacks the session keys
+    /// written in the last `replication_lag_ms` before the crash (asynchronous
+    /// replication); inbox pointers and stored receipts are written with `WAIT 1` and
+    /// survive.
+    RedisDown { at_s: u64, failover_s: u64, target: String, replication_lag_ms: u64 },
 }
 
 /// How the peers of a crashed process learn of it.
@@ -160,6 +169,7 @@ impl Fault {
             Fault::Crash { .. } => "crash",
             Fault::Clog { .. } => "clog",
             Fault::Latency { .. } => "latency",
+            Fault::RedisDown { .. } => "redis_down",
         }
     }
 
@@ -171,6 +181,9 @@ impl Fault {
             Fault::Crash { ref target, detect, .. } => format!("{target} (detected by {detect:?})").to_lowercase(),
             Fault::Clog { ref between, ref and, .. } => format!("links between {between} and {and}"),
             Fault::Latency { ref link, add_ms, .. } => format!("{link} links +{add_ms} ms"),
+            Fault::RedisDown { ref target, replication_lag_ms, .. } => {
+                format!("{target} primary (replica {replication_lag_ms} ms behind)")
+            }
         }
     }
 
@@ -188,6 +201,7 @@ impl Fault {
             | Fault::Crash { at_s, for_s, .. }
             | Fault::Clog { at_s, for_s, .. }
             | Fault::Latency { at_s, for_s, .. } => (at_s, for_s),
+            Fault::RedisDown { at_s, failover_s, .. } => (at_s, failover_s),
         }
     }
 }
@@ -199,7 +213,9 @@ impl Fault {
 struct FaultFields {
     kind: FaultKind,
     at_s: u64,
-    for_s: u64,
+    for_s: Option<u64>,
+    failover_s: Option<u64>,
+    replication_lag_ms: Option<u64>,
     users: Option<u64>,
     share: Option<f64>,
     target: Option<String>,
@@ -218,6 +234,7 @@ enum FaultKind {
     Crash,
     Clog,
     Latency,
+    RedisDown,
 }
 
 impl FaultKind {
@@ -235,6 +252,11 @@ impl FaultKind {
             FaultKind::Latency => {
                 ("latency", &["link", "add_ms"], "`link` (\"client_server\" or \"in_datacenter\") and `add_ms`")
             }
+            FaultKind::RedisDown => (
+                "redis_down",
+                &["target", "failover_s", "replication_lag_ms"],
+                "`target` (\"redis_session-N\" or \"redis_presence-N\") and `failover_s`",
+            ),
         }
     }
 }
@@ -243,9 +265,27 @@ impl TryFrom<FaultFields> for Fault {
     type Error = String;
 
     fn try_from(f: FaultFields) -> Result<Fault, String> {
-        let FaultFields { kind, at_s, for_s, users, share, target, detect, between, and, link, add_ms } = f;
+        let FaultFields {
+            kind,
+            at_s,
+            for_s,
+            failover_s,
+            replication_lag_ms,
+            users,
+            share,
+            target,
+            detect,
+            between,
+            and,
+            link,
+            add_ms,
+        } = f;
         let (name, takes, needs) = kind.keys();
+        let redis = matches!(kind, FaultKind::RedisDown);
         let given = [
+            ("for_s", for_s.is_some() && redis),
+            ("failover_s", failover_s.is_some()),
+            ("replication_lag_ms", replication_lag_ms.is_some()),
             ("users", users.is_some()),
             ("share", share.is_some()),
             ("target", target.is_some()),
@@ -260,6 +300,12 @@ impl TryFrom<FaultFields> for Fault {
             return Err(format!("{name} takes {}, nothing else: no `{key}`", takes.join(" and ")));
         }
         let missing = || format!("{name} needs {needs}");
+        // Every kind but redis_down lasts `for_s`; redis_down lasts until its failover.
+        let for_s = match for_s {
+            Some(for_s) => for_s,
+            None if redis => 0,
+            None => return Err(format!("{name} needs `for_s`: how long it lasts, in seconds")),
+        };
         Ok(match kind {
             FaultKind::CutNetwork => Fault::CutNetwork { at_s, for_s, users: users.ok_or_else(missing)? },
             FaultKind::LoseDeliveredAcks => Fault::LoseDeliveredAcks { at_s, for_s, share: share.ok_or_else(missing)? },
@@ -274,9 +320,22 @@ impl TryFrom<FaultFields> for Fault {
                 (Some(link), Some(add_ms)) => Fault::Latency { at_s, for_s, link, add_ms },
                 _ => return Err(missing()),
             },
+            FaultKind::RedisDown => match (target, failover_s) {
+                (Some(target), Some(failover_s)) => Fault::RedisDown {
+                    at_s,
+                    failover_s,
+                    target,
+                    replication_lag_ms: replication_lag_ms.unwrap_or(REPLICATION_LAG_MS_DEFAULT),
+                },
+                _ => return Err(missing()),
+            },
         })
     }
 }
+
+/// How far a Redis replica trails its primary when a fault does not say (asynchronous
+/// replication on a busy shard: a few round trips and the replication buffer's flush).
+pub const REPLICATION_LAG_MS_DEFAULT: u64 = 100;
 
 fn default_seed() -> u64 {
     1
@@ -321,6 +380,12 @@ pub struct Fleet {
     pub routers: u32,
     /// Redis shards of the presence store (default 1; the card has 10+ at full scale).
     pub redis_presence_shards: u32,
+    /// After a session shard's failover, each chat server re-registers the sessions of
+    /// its live connections on that shard; a device whose session the new primary had
+    /// lost (or pointed elsewhere) is asked to reconnect, which fetches what went to its
+    /// inbox meanwhile (default false: the card's design, which does nothing, so those
+    /// devices are routed to their inbox until they next reconnect).
+    pub session_reregister: bool,
 }
 
 impl Default for Fleet {
@@ -337,6 +402,7 @@ impl Default for Fleet {
             kafka_election_ms: 6_000,
             routers: 1,
             redis_presence_shards: 1,
+            session_reregister: false,
         }
     }
 }
@@ -754,6 +820,13 @@ impl Scenario {
                 // once when it clears (counted like the sends a Cassandra outage holds up).
                 Fault::Clog { for_s, .. } => stalled_sends += self.workload.messages_per_s as f64 * for_s as f64,
                 Fault::Latency { .. } => {}
+                // A session shard's commands wait for the failover: the sends of its users
+                // meanwhile (an upper bound: the whole load); a presence shard's are lost.
+                Fault::RedisDown { ref target, failover_s, .. } => {
+                    if target.starts_with("redis_session-") {
+                        stalled_sends += self.workload.messages_per_s as f64 * failover_s as f64;
+                    }
+                }
                 Fault::Crash { ref target, for_s, .. } => {
                     if target.starts_with("chat_server-") {
                         cut_devices += devices / f64::from(f.chat_servers);
@@ -1290,7 +1363,8 @@ mod tests {
         assert!(parse(&crash("chat_server-1")).is_ok());
         assert!(parse(&crash("cassandra-2")).is_ok());
         assert_refused(&crash("chat_server-2"), 5, "faults[0].target", "numbered 0 to 1");
-        assert_refused(&crash("redis_session-0"), 5, "faults[0].target", "not modelled yet");
+        assert_refused(&crash("redis_session-0"), 5, "faults[0].target", "kind = \"redis_down\"");
+        assert_refused(&crash("router-0"), 5, "faults[0].target", "not modelled yet");
         assert_refused(&crash("mainframe-0"), 5, "faults[0].target", "not a process kind");
         assert_refused(&crash("chat_server"), 5, "faults[0].target", "not a process name");
         let no_target = "[[faults]]\nkind = \"crash\"\nat_s = 3\nfor_s = 2\n";
@@ -1300,6 +1374,44 @@ mod tests {
         assert!(parse(&format!("{}{}", crash("chat_server-1"), crash("chat_server-0"))).is_ok(), "two processes");
         let shared = "[[faults]]\nkind = \"crash\"\nat_s = 3\nfor_s = 2\ntarget = \"chat_server-1\"\nusers = 3\n";
         assert_refused(shared, 1, "faults[0]", "no `users`");
+    }
+
+    #[test]
+    fn a_redis_down_names_a_shard_and_its_failover() {
+        let down = |rest: &str| {
+            format!("[fleet]\nredis_session_shards = 2\n[[faults]]\nkind = \"redis_down\"\nat_s = 3\n{rest}")
+        };
+        let ok = down("target = \"redis_session-1\"\nfailover_s = 2\n");
+        match parse(&ok).unwrap().faults[0] {
+            Fault::RedisDown { failover_s: 2, replication_lag_ms, .. } => {
+                assert_eq!(replication_lag_ms, REPLICATION_LAG_MS_DEFAULT)
+            }
+            ref f => panic!("{f:?}"),
+        }
+        assert!(parse(&down("target = \"redis_presence-0\"\nfailover_s = 2\nreplication_lag_ms = 0\n")).is_ok());
+        assert_refused(
+            &down("target = \"redis_session-2\"\nfailover_s = 2\n"),
+            6,
+            "faults[0].target",
+            "numbered 0 to 1",
+        );
+        assert_refused(&down("target = \"cassandra-0\"\nfailover_s = 2\n"), 6, "faults[0].target", "not a Redis shard");
+        assert_refused(&down("target = \"redis_session-0\"\n"), 3, "faults[0]", "needs `target`");
+        assert_refused(&down("target = \"redis_session-0\"\nfor_s = 2\n"), 3, "faults[0]", "no `for_s`");
+        assert_refused(
+            &down("target = \"redis_session-0\"\nfailover_s = 2\nreplication_lag_ms = 60001\n"),
+            8,
+            "faults[0].replication_lag_ms",
+            "full resync",
+        );
+        let crash_failover =
+            "[[faults]]\nkind = \"crash\"\nat_s = 3\nfor_s = 2\ntarget = \"chat_server-1\"\nfailover_s = 2\n";
+        assert_refused(crash_failover, 1, "faults[0]", "no `failover_s`");
+        let no_for = "[[faults]]\nkind = \"clog\"\nat_s = 3\nbetween = \"router\"\nand = \"redis_session\"\n";
+        assert_refused(no_for, 1, "faults[0]", "needs `for_s`");
+        let twice =
+            format!("{ok}[[faults]]\nkind = \"redis_down\"\nat_s = 4\ntarget = \"redis_session-1\"\nfailover_s = 2\n");
+        assert_refused(&twice, 10, "faults[1].at_s", "already down");
     }
 
     #[test]

@@ -65,6 +65,8 @@ ops! {
     ReceiptRelay => ChatServer, "receipt_relay";
     /// The session store's answer to a reroute.
     Rerouted => ChatServer, "rerouted";
+    /// The session store's answer to a refresh.
+    SessionRefreshed => ChatServer, "session_refreshed";
     /// A device that moved asks its previous server to give it up.
     Takeover => ChatServer, "takeover";
     /// A push handed over to the device's new server, or the end of a handover.
@@ -73,6 +75,8 @@ ops! {
     SessionSet => Redis, "session_set";
     /// Mark a device offline (a close).
     SessionClear => Redis, "session_clear";
+    /// Write a live connection's session again after a failover.
+    SessionRefresh => Redis, "session_refresh";
     /// Route-or-inbox for a new message.
     RouteMessage => Redis, "route_message";
     /// Route-or-inbox for a message a server handed back.
@@ -125,6 +129,8 @@ impl OpKind {
             Msg::ReadReply { .. } => K::ReadReply,
             Msg::SessionSet { .. } => K::SessionSet,
             Msg::SessionClear { .. } => K::SessionClear,
+            Msg::SessionRefresh { .. } => K::SessionRefresh,
+            Msg::SessionRefreshed { .. } => K::SessionRefreshed,
             Msg::RouteMessage { .. } => K::RouteMessage,
             Msg::Routed { .. } => K::Routed,
             Msg::Reroute { .. } => K::Reroute,
@@ -153,8 +159,14 @@ impl OpKind {
 pub type OpCounts = [u64; OP_KINDS];
 
 /// The workload's rates at a moment, per second (whole system).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct Rates([f64; OP_KINDS]);
+
+impl Default for Rates {
+    fn default() -> Self {
+        Rates([0.0; OP_KINDS])
+    }
+}
 
 impl Rates {
     fn add(&mut self, kind: OpKind, per_s: f64) {

@@ -567,3 +567,40 @@ fn a_device_that_moves_twice_gets_what_the_first_server_held_through_the_second(
         ]
     );
 }
+
+#[test]
+fn after_a_session_failover_live_sessions_are_written_again_and_a_lost_one_is_sent_away() {
+    let mut config = ChatServerConfig::new(ServerId(0));
+    config.session_reregister = true;
+    let mut s = ChatServer::new(config);
+    connect(&mut s, alice());
+    connect(&mut s, bob());
+    // Users 1 and 2 over 2 shards: only Bob's session lives on shard 0.
+    let out = run(&mut s, Time::from_secs(5), In::SessionShardFailover { shard: 0, shards: 2 });
+    let ttl = ChatServerConfig::new(ServerId(0)).session_ttl;
+    assert_eq!(out, vec![Out::SessionRefresh { device: bob(), server: ServerId(0), epoch: 1, ttl }]);
+    // The store had it right: nothing more.
+    let refreshed = |changed, epoch| In::SessionRefreshed { device: bob(), epoch, changed };
+    assert!(run(&mut s, Time::from_secs(5), refreshed(false, 1)).is_empty());
+    // An answer for an older connection is ignored.
+    assert!(run(&mut s, Time::from_secs(5), refreshed(true, 0)).is_empty());
+    assert!(s.is_connected(bob()));
+    // The replica had lost it: the connection closes and the device is asked to come back.
+    let out = run(&mut s, Time::from_secs(5), refreshed(true, 1));
+    assert_eq!(
+        out,
+        vec![
+            Out::SessionClear { device: bob(), server: ServerId(0), epoch: 1 },
+            to(bob(), ServerFrame::GoAway { server: ServerId(0), epoch: 1 })
+        ]
+    );
+    assert!(!s.is_connected(bob()));
+    assert_eq!(s.reregistered(), (1, 1));
+}
+
+#[test]
+fn without_reregistration_a_failover_changes_nothing() {
+    let mut s = server(0);
+    connect(&mut s, bob());
+    assert!(run(&mut s, Time::from_secs(5), In::SessionShardFailover { shard: 0, shards: 2 }).is_empty());
+}

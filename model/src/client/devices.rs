@@ -173,6 +173,8 @@ pub enum DeviceOutput {
     /// The connection or attempt to `server` was lost to a fault (`ConnectionLost`,
     /// `ConnectFailed`); the device retries later. `connected`: it had been accepted.
     Lost { device: DeviceId, server: ServerId, connected: bool },
+    /// The server closed the connection and asked the device to connect again.
+    GoneAway { device: DeviceId, server: ServerId },
     /// The device showed a message (`fetched`: at the end of a catch-up).
     Shown { device: DeviceId, msg: ChatMessage, fetched: bool },
     /// An arrival the device had shown already: acknowledged again, not shown.
@@ -589,6 +591,20 @@ impl Devices {
                 out.push(DeviceOutput::ReceiptSeen { device, receipt, ticks });
             }
             ServerFrame::PresenceUpdate { update } => out.push(DeviceOutput::PresenceSeen { device, update }),
+            ServerFrame::GoAway { server, epoch } => {
+                if self.devices[index].epoch as u8 == epoch {
+                    // The server closed this connection and asks for a new one: not a
+                    // failure (the server stays in service), a fresh start with jitter.
+                    self.detach(index, out);
+                    self.set_connected(index, false);
+                    let d = &mut self.devices[index];
+                    d.enter(DeviceState::Waiting, now);
+                    d.failures = 0;
+                    let at = now + self.config.backoff.delay(0, rng);
+                    out.push(DeviceOutput::GoneAway { device, server });
+                    out.push(DeviceOutput::RetryAt { device, at });
+                }
+            }
         }
     }
 

@@ -70,8 +70,25 @@ impl RedisShard {
     }
 
     /// Mark a device offline if its field still holds connection `epoch` on `server`.
-    pub fn session_clear(&mut self, device: DeviceId, server: ServerId, epoch: u8) {
-        self.sessions.clear(device.user, device.slot, server, epoch);
+    pub fn session_clear(&mut self, device: DeviceId, server: ServerId, epoch: u8, now: Time) {
+        self.sessions.clear(device.user, device.slot, server, epoch, now);
+    }
+
+    /// The server the session routes `device` to at `now`, if any.
+    pub fn session_server(&self, device: DeviceId, now: Time) -> Option<ServerId> {
+        self.sessions.get(device.user, now).and_then(|e| e.server_of(device.slot))
+    }
+
+    /// Keep the session writes of the last `lag` (see [`SessionStore::track_replication`]).
+    pub fn track_replication(&mut self, lag: std::time::Duration) {
+        self.sessions.track_replication(lag);
+    }
+
+    /// The primary died at `crash`: the replica takes over without the session writes it
+    /// had not received; how many. Inbox pointers and stored receipts are written with
+    /// `WAIT 1` (the replica has them before the command answers), so they survive.
+    pub fn promote_replica(&mut self, crash: Time) -> u64 {
+        self.sessions.promote_replica(crash)
     }
 
     /// Route-or-inbox for `msg`'s recipient: the servers of its connected devices (other

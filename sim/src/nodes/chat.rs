@@ -48,6 +48,7 @@ impl ChatNode {
             (devices / f64::from(s.fleet.chat_servers) * 1.25).min(f64::from(u32::MAX)) as u32;
         config.replication_factor = s.fleet.cassandra_replication_factor as u8;
         config.connection_timeout = Duration::from_millis(s.users.presence_ttl_ms);
+        config.session_reregister = s.fleet.session_reregister;
         let (fifo, service) = super::queue(
             shared,
             crate::topology::NodeKind::ChatServer,
@@ -82,6 +83,10 @@ impl ChatNode {
                 Out::SessionSet { req, device, server, epoch, ttl, cursor } => {
                     ctx.trace_device(t, "session_set_and_fetch_inbox", device);
                     let msg = Msg::SessionSet { req, device, server, epoch, ttl, cursor };
+                    ctx.send_ordered(topo.redis(device.user), t, msg, OrderKey::Session(device.user))
+                }
+                Out::SessionRefresh { device, server, epoch, ttl } => {
+                    let msg = Msg::SessionRefresh { device, server, epoch, ttl };
                     ctx.send_ordered(topo.redis(device.user), t, msg, OrderKey::Session(device.user))
                 }
                 Out::SessionClear { device, server, epoch } => {
@@ -170,6 +175,7 @@ fn trace_frame(ctx: &mut Ctx, t: Time, device: DeviceId, frame: &wasim_model::Se
         S::SentAck { msg } => ctx.trace_msg(t, "sent_ack", msg, Some(device)),
         S::Push { msg } => ctx.trace_msg(t, "push", msg, Some(device)),
         S::Receipt { receipt } => ctx.trace_msg(t, "receipt", &receipt.msg, Some(device)),
+        S::GoAway { .. } => ctx.trace_device(t, "go_away", device),
         S::ConnectRefused { .. } | S::FetchDone { .. } | S::PresenceUpdate { .. } => {}
     }
 }
@@ -192,6 +198,7 @@ impl Process for ChatNode {
             Msg::Forward { msg, slot } => In::Forward { msg, slot },
             Msg::ReceiptRelay { receipt } => In::ReceiptRelay { receipt },
             Msg::Rerouted { msg, route, slot } => In::Rerouted { msg, route, slot },
+            Msg::SessionRefreshed { device, epoch, changed } => In::SessionRefreshed { device, epoch, changed },
             other => unreachable!("chat server got {other:?}"),
         };
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
@@ -218,11 +225,16 @@ impl Process for ChatNode {
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
-        for (server, down) in self.peers.notices(&self.shared.faults, now) {
+        let (servers, failovers) = self.peers.notices(&self.shared.faults, now);
+        for (server, down) in servers {
             if server != self.server.id() {
                 let input = if down { In::ServerDown { server } } else { In::ServerUp { server } };
                 self.server.handle(now, input, &mut self.outs);
             }
+        }
+        let shards = self.topo.count(NodeKind::Redis);
+        for shard in failovers {
+            self.server.handle(now, In::SessionShardFailover { shard, shards }, &mut self.outs);
         }
         self.server.handle_timeout(now, &mut self.outs);
         self.emit(now, ctx);
@@ -243,5 +255,8 @@ impl Process for ChatNode {
         let (takeovers, given_up) = self.server.takeovers();
         report.counters.takeovers += takeovers;
         report.counters.connections_given_up += given_up;
+        let (refreshes, go_aways) = self.server.reregistered();
+        report.counters.sessions_reregistered += refreshes;
+        report.counters.devices_sent_away += go_aways;
     }
 }

@@ -289,6 +289,7 @@ impl ClientShard {
                     ctx.second(t).connects_failed += 1;
                 }
             }
+            DeviceOutput::GoneAway { device, .. } => ctx.trace_device(t, "asked_to_reconnect", device),
             DeviceOutput::Shown { device, msg, fetched } => self.on_shown(device, msg, t, fetched, ctx),
             DeviceOutput::Duplicate { .. } => {
                 // Shown already: a push repeated because the first ACK was lost, or a fetch

@@ -14,6 +14,8 @@ pub(crate) struct RedisNode {
     end: Time,
     fifo: Fifo,
     service: Sampler,
+    /// This shard's primary deaths still to come: (crash, promotion), in time order.
+    outages: Vec<(Time, Time)>,
 }
 
 impl RedisNode {
@@ -22,13 +24,15 @@ impl RedisNode {
         let (fifo, service) =
             super::queue(shared, crate::topology::NodeKind::Redis, s.workers.redis, &s.service_us.redis);
         let users = s.users.concurrent / u64::from(s.fleet.redis_session_shards);
-        RedisNode {
-            shard: RedisShard::with_stride(s.fleet.redis_session_shards, users as usize),
-            index,
-            end: Time::from_secs(s.total_s()),
-            fifo,
-            service,
+        let me = shared.topo.node(crate::topology::NodeKind::Redis, index);
+        let mine: Vec<_> = shared.faults.redis_outages().iter().filter(|o| o.node == me).copied().collect();
+        let mut shard = RedisShard::with_stride(s.fleet.redis_session_shards, users as usize);
+        if let Some(lag) = mine.iter().map(|o| o.lag).max() {
+            shard.track_replication(lag);
         }
+        let mut outages: Vec<(Time, Time)> = mine.iter().map(|o| (o.down, o.promoted)).collect();
+        outages.sort();
+        RedisNode { shard, index, end: Time::from_secs(s.total_s()), fifo, service, outages }
     }
 }
 
@@ -60,7 +64,14 @@ impl Process for RedisNode {
                 }
                 ctx.send(env.from, done, Msg::InboxEnd { req, end, parts, previous });
             }
-            Msg::SessionClear { device, server, epoch } => self.shard.session_clear(device, server, epoch),
+            Msg::SessionClear { device, server, epoch } => self.shard.session_clear(device, server, epoch, done),
+            Msg::SessionRefresh { device, server, epoch, ttl } => {
+                let before = self.shard.session_server(device, done);
+                let write = self.shard.session_set(device, server, epoch, done, ttl);
+                let changed = write != SessionWrite::Stale && before != Some(server);
+                let msg = Msg::SessionRefreshed { device, epoch, changed };
+                ctx.send_ordered(env.from, done, msg, OrderKey::Session(device.user));
+            }
             Msg::RouteMessage { req, msg } => {
                 ctx.counters.routes += 1;
                 let route = self.shard.route(&msg, None, done);
@@ -100,7 +111,9 @@ impl Process for RedisNode {
     #[inline]
     fn prefetch(&self, env: &Envelope) {
         let user = match env.msg {
-            Msg::SessionSet { device, .. } | Msg::SessionClear { device, .. } => device.user,
+            Msg::SessionSet { device, .. } | Msg::SessionClear { device, .. } | Msg::SessionRefresh { device, .. } => {
+                device.user
+            }
             Msg::RouteMessage { msg, .. } | Msg::Reroute { msg, .. } => msg.to,
             Msg::RouteReceipt { receipt, .. } => receipt.msg.from,
             _ => return,
@@ -108,7 +121,15 @@ impl Process for RedisNode {
         self.shard.prefetch(user);
     }
 
-    fn on_tick(&mut self, _now: Time, _ctx: &mut Ctx) {}
+    /// The primary died: its replica, promoted, lacks the session writes of the
+    /// replication lag before the crash. (Nothing reaches the shard from the crash until
+    /// the promotion: its clients' commands wait for the new primary.)
+    fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
+        while let Some(&(crash, _)) = self.outages.first().filter(|o| now >= o.0) {
+            self.outages.remove(0);
+            ctx.counters.sessions_lost_in_failover += self.shard.promote_replica(crash);
+        }
+    }
 
     fn finish(&mut self, report: &mut NodeReport) {
         self.fifo.report_into(report);

@@ -98,7 +98,7 @@ impl Process for RouterNode {
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
-        for (server, down) in self.peers.notices(&self.shared.faults, now) {
+        for (server, down) in self.peers.notices(&self.shared.faults, now).0 {
             let input = if down { In::ServerDown { server } } else { In::ServerUp { server } };
             self.router.handle(now, input, &mut self.outs);
         }

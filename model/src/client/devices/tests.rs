@@ -370,3 +370,22 @@ fn a_reset_connection_backs_off_and_the_balancer_avoids_its_server() {
     assert_eq!(out[0], Out::Lost { device: phone(), server, connected: false });
     assert_eq!(r.devices.failures(PHONE), 1);
 }
+
+#[test]
+fn a_go_away_reconnects_afresh_without_taking_the_server_out_of_service() {
+    let mut r = Rig::new();
+    r.connect(0, PHONE);
+    r.frame(1, PHONE, ServerFrame::FetchDone { upto: InboxPos(0) });
+    let epoch = r.epoch(PHONE);
+    let stale = ServerFrame::GoAway { server: SERVER, epoch: (epoch - 1) as u8 };
+    assert!(r.frame(10, PHONE, stale).is_empty(), "for an older connection");
+    let out = r.frame(10, PHONE, ServerFrame::GoAway { server: SERVER, epoch: epoch as u8 });
+    assert_eq!(out[0], Out::GoneAway { device: phone(), server: SERVER });
+    let Out::RetryAt { at, .. } = out[1] else { panic!("{out:?}") };
+    assert!(at < Time::from_ms(1_010), "a fresh start: the first window: {at}");
+    assert!(r.devices.balancer().in_service(SERVER, Time::from_ms(11)), "the server is fine");
+    assert_eq!(r.devices.state(PHONE), DeviceState::Waiting);
+    let out = r.input(at.as_ms(), PHONE, In::RetryDue { settings: SETTINGS });
+    assert!(matches!(out[0], Out::Frame { frame: DeviceFrame::Connect { .. }, .. }), "{out:?}");
+    assert_eq!(r.epoch(PHONE), epoch + 1);
+}
