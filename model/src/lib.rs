@@ -40,7 +40,7 @@ pub use presence::{
     PresenceCause, PresenceInput, PresenceNotify, PresenceStatus, PresenceStore, PresenceUpdate, WATCHERS_PER_USER_MAX,
 };
 pub use receipts::{Receipt, ReceiptEvent, ReceiptState, SenderView, Transition};
-pub use router::{CommitTracker, Router, RouterInput, RouterOutput, ROUTER_IN_FLIGHT_PER_PARTITION_MAX};
+pub use router::{CommitTracker, RoutedMemory, Router, RouterInput, RouterOutput, ROUTER_IN_FLIGHT_PER_PARTITION_MAX};
 pub use session::{DeviceSession, Route, SessionEntry, SessionStore, SessionWrite, DEVICES_PER_USER_MAX};
 pub use table::{Table, TableKey};
 pub use time::Time;

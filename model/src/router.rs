@@ -27,11 +27,9 @@ use slotmap::{DefaultKey, Key, KeyData, SlotMap};
 use std::collections::VecDeque;
 use std::time::Duration;
 
-/// Inputs to a router.
+/// Inputs to a router (besides records, see [`Router::on_record`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RouterInput {
-    /// A record of an assigned partition, delivered by the broker.
-    Record { partition: u32, offset: u64, msg: ChatMessage },
     /// The session store routed a message (and wrote the inbox pointer if needed).
     Routed { req: u64, route: Route },
     /// A chat server is down (its connections reset, or its health checks failed).
@@ -41,6 +39,12 @@ pub enum RouterInput {
     /// The session store routed again a message this router sent back (`Reroute`) for
     /// device `slot`.
     Rerouted { msg: ChatMessage, route: Route, slot: DeviceSlot },
+    /// A rebalance of the consumer group gave this router `partition`, to consume from its
+    /// committed `offset` (what another router routed past it comes again: the devices
+    /// show it once).
+    Assigned { partition: u32, offset: u64 },
+    /// A rebalance took `partition` away: this router commits it no more.
+    Revoked { partition: u32 },
 }
 
 /// Effects a router asks for.
@@ -60,6 +64,89 @@ pub enum RouterOutput {
 /// below 2^30, so a bit for which of the two sent it fits above them.
 fn sender_key(msg: &ChatMessage) -> u64 {
     (msg.conversation.0 << 1) | u64::from(msg.from > msg.to)
+}
+
+/// What the routers remember of the records of one partition they routed: each client
+/// message's first id, to drop its repeats, and the newest id per (conversation, sender),
+/// to drop late records; for the dedup window. It lives in a state store backed by a
+/// changelog topic (as Kafka Streams keeps one), so it outlives a router that crashes and
+/// moves with the partition when the consumer group rebalances: a router given the
+/// partition drops the repeats of what another routed.
+#[derive(Debug, Default)]
+pub struct RoutedMemory {
+    /// Client ids routed within the window, with the id they were routed under; and the
+    /// newest id routed per (conversation, sender). Compact open-addressing tables: an
+    /// entry per message routed.
+    routed_clients: Table<u64, MessageId>,
+    newest_routed: Table<u64, MessageId>,
+    /// (when, client key, conversation-and-sender key) of each record routed, in order,
+    /// for forgetting both past the window.
+    routed_order: VecDeque<(u32, u64, u64)>,
+}
+
+/// What the memory says of a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    New,
+    /// The same record again (pushed again from the commit after a rebalance or a new
+    /// leader): its routing may have died with another router, so it is routed again.
+    Again,
+    /// Another attempt of a client message routed under this id.
+    Repeat(MessageId),
+    /// Older than the newest routed for its sender in its conversation.
+    Late,
+}
+
+impl RoutedMemory {
+    /// A hint that a record of `msg` comes soon: the table slots it will look up are
+    /// loaded meanwhile.
+    #[inline]
+    pub fn prefetch(&self, msg: &ChatMessage) {
+        self.routed_clients.prefetch(msg.client_id().key());
+        self.newest_routed.prefetch(sender_key(msg));
+    }
+
+    /// Judge `msg`, remembering it if it is new.
+    fn see(&mut self, now: Time, msg: &ChatMessage) -> Seen {
+        let client = msg.client_id().key();
+        if let Some(&first) = self.routed_clients.get(client) {
+            return if first == msg.id { Seen::Again } else { Seen::Repeat(first) };
+        }
+        let conversation = sender_key(msg);
+        if self.newest_routed.get(conversation).is_some_and(|&newest| msg.id < newest) {
+            return Seen::Late;
+        }
+        self.newest_routed.insert(conversation, msg.id);
+        self.routed_clients.insert(client, msg.id);
+        self.routed_order.push_back((now.as_ms_u32(), client, conversation));
+        Seen::New
+    }
+
+    /// Forget what was routed before `now - window`.
+    fn forget(&mut self, now: Time, window: Duration) {
+        let remember_from = now.as_ms().saturating_sub(window.as_millis() as u64);
+        while let Some(&(at_ms, client, conversation)) = self.routed_order.front() {
+            if u64::from(at_ms) >= remember_from {
+                break;
+            }
+            self.routed_order.pop_front();
+            self.routed_clients.remove(client);
+            // Unless a newer message of the conversation was routed since.
+            if self.newest_routed.get(conversation).is_some_and(|n| n.timestamp_ms() < remember_from) {
+                self.newest_routed.remove(conversation);
+            }
+        }
+    }
+
+    /// Messages remembered.
+    pub fn len(&self) -> usize {
+        self.routed_order.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.routed_order.is_empty()
+    }
 }
 
 /// A forward kept for replay: when, to which server and device slot, what.
@@ -145,14 +232,6 @@ pub struct Router {
     down: ServersDown,
     /// Messages routed again because their server went down.
     replayed: u64,
-    /// Client ids routed within the window, with the id they were routed under, to drop
-    /// repeats; and the newest id routed per (conversation, sender), to drop late records
-    /// (see `handle`). Compact open-addressing tables: an entry per message routed.
-    routed_clients: Table<u64, MessageId>,
-    newest_routed: Table<u64, MessageId>,
-    /// (when, client key, conversation-and-sender key) of each record routed, in order,
-    /// for forgetting both past the window.
-    routed_order: VecDeque<(u32, u64, u64)>,
     /// Records dropped as repeats of a client message routed already.
     repeats: u64,
     /// Records dropped as late.
@@ -180,10 +259,7 @@ impl Router {
             kept: VecDeque::new(),
             down: ServersDown::default(),
             replayed: 0,
-            routed_clients: Table::default(),
-            routed_order: VecDeque::new(),
             repeats: 0,
-            newest_routed: Table::default(),
             late: 0,
             aliases: Vec::new(),
         }
@@ -197,14 +273,6 @@ impl Router {
     /// Records dropped as repeats of a client message routed already (a retried send).
     pub fn repeats(&self) -> u64 {
         self.repeats
-    }
-
-    /// A hint that a record of `msg` comes soon: the table slots it will look up are
-    /// loaded meanwhile (both tables hold an entry per message of the window).
-    #[inline]
-    pub fn prefetch(&self, msg: &ChatMessage) {
-        self.routed_clients.prefetch(msg.client_id().key());
-        self.newest_routed.prefetch(sender_key(msg));
     }
 
     /// Records dropped as late: a newer message of the same sender in the conversation was
@@ -264,41 +332,49 @@ impl Router {
         self.lookups.len()
     }
 
+    /// A record of `partition` at `offset`, delivered by the broker, judged against the
+    /// partition's `memory` (see [`RoutedMemory`]).
+    ///
+    /// The same record delivered again (pushed again from the commit) is routed again: the
+    /// router that routed it may have died before it was done, and the devices show each
+    /// message once.
+    /// Another attempt of a client message routed already is done with. A late record (the
+    /// sender's newer message in this conversation went first: the two came through
+    /// different chat servers, this one's write held up) is dropped too: the recipient's
+    /// devices would take it for a repeat; its ✓ was due on a connection the sender has
+    /// left, so the sender sends it again, under a new id. Dropped here, it is not lost.
+    pub fn on_record(
+        &mut self,
+        now: Time,
+        partition: u32,
+        offset: u64,
+        msg: ChatMessage,
+        memory: &mut RoutedMemory,
+        out: &mut Vec<RouterOutput>,
+    ) {
+        memory.forget(now, self.dedup_window);
+        match memory.see(now, &msg) {
+            Seen::New | Seen::Again => {
+                let req = self.lookups.insert(PendingRoute { partition, offset, msg }).data().as_ffi();
+                out.push(RouterOutput::RouteMessage { req, msg });
+                return;
+            }
+            Seen::Repeat(first) => {
+                self.repeats += 1;
+                if first != msg.id {
+                    self.aliases.push((msg.id, first));
+                }
+            }
+            Seen::Late => self.late += 1,
+        }
+        if let Some(Some(t)) = self.trackers.get_mut(partition as usize) {
+            t.complete(offset);
+        }
+    }
+
     /// Handle one input, appending effects to `out`.
     pub fn handle(&mut self, now: Time, input: RouterInput, out: &mut Vec<RouterOutput>) {
         match input {
-            RouterInput::Record { partition, offset, msg } => {
-                let client = msg.client_id().key();
-                if let Some(&first) = self.routed_clients.get(client) {
-                    // Another attempt of a client message routed already: done with it.
-                    self.repeats += 1;
-                    if first != msg.id {
-                        self.aliases.push((msg.id, first));
-                    }
-                    if let Some(Some(t)) = self.trackers.get_mut(partition as usize) {
-                        t.complete(offset);
-                    }
-                    return;
-                }
-                // Late: the sender's newer message in this conversation went first (the two
-                // came through different chat servers, this one's write held up). The
-                // recipient's devices would take it for a repeat; its ✓ was due on a
-                // connection the sender has left, so the sender sends it again, under a
-                // new id. Dropped here, it is not lost.
-                let conversation = sender_key(&msg);
-                if self.newest_routed.get(conversation).is_some_and(|&newest| msg.id < newest) {
-                    self.late += 1;
-                    if let Some(Some(t)) = self.trackers.get_mut(partition as usize) {
-                        t.complete(offset);
-                    }
-                    return;
-                }
-                self.newest_routed.insert(conversation, msg.id);
-                self.routed_clients.insert(client, msg.id);
-                self.routed_order.push_back((now.as_ms_u32(), client, conversation));
-                let req = self.lookups.insert(PendingRoute { partition, offset, msg }).data().as_ffi();
-                out.push(RouterOutput::RouteMessage { req, msg });
-            }
             RouterInput::Routed { req, route } => {
                 let Some(r) = self.lookups.remove(KeyData::from_ffi(req).into()) else {
                     return;
@@ -324,6 +400,16 @@ impl Router {
                 }
             }
             RouterInput::ServerUp { server } => self.down.remove(server),
+            RouterInput::Assigned { partition, offset } => {
+                if let Some(t) = self.trackers.get_mut(partition as usize) {
+                    *t = Some(CommitTracker::starting_at(offset));
+                }
+            }
+            RouterInput::Revoked { partition } => {
+                if let Some(t) = self.trackers.get_mut(partition as usize) {
+                    *t = None;
+                }
+            }
             RouterInput::Rerouted { msg, route, slot } => {
                 // Only this slot's part of the route: the other devices had the message
                 // routed to them already. A device still on a server that is down is
@@ -341,18 +427,6 @@ impl Router {
         let keep_from = now.as_ms().saturating_sub(self.retain.as_millis() as u64);
         while self.kept.front().is_some_and(|k| u64::from(k.at_ms) < keep_from) {
             self.kept.pop_front();
-        }
-        let remember_from = now.as_ms().saturating_sub(self.dedup_window.as_millis() as u64);
-        while let Some(&(at_ms, client, conversation)) = self.routed_order.front() {
-            if u64::from(at_ms) >= remember_from {
-                break;
-            }
-            self.routed_order.pop_front();
-            self.routed_clients.remove(client);
-            // Unless a newer message of the conversation was routed since.
-            if self.newest_routed.get(conversation).is_some_and(|n| n.timestamp_ms() < remember_from) {
-                self.newest_routed.remove(conversation);
-            }
         }
         if now < self.next_commit_at {
             return;
@@ -384,9 +458,9 @@ mod tests {
 
     const INBOX_ONLY: Route = Route { forward: [None, None], inbox: true };
 
-    fn lookup(r: &mut Router, partition: u32, offset: u64, to: u32) -> u64 {
+    fn lookup(r: &mut Router, m: &mut RoutedMemory, partition: u32, offset: u64, to: u32) -> u64 {
         let mut out = Vec::new();
-        r.handle(Time::ZERO, RouterInput::Record { partition, offset, msg: msg(to) }, &mut out);
+        r.on_record(Time::ZERO, partition, offset, msg(to), m, &mut out);
         match out[..] {
             [RouterOutput::RouteMessage { req, msg: m }] if m == msg(to) => req,
             _ => panic!("{out:?}"),
@@ -396,7 +470,8 @@ mod tests {
     #[test]
     fn every_connected_device_gets_a_forward() {
         let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
-        let req = lookup(&mut r, 0, 0, 5);
+        let mut m = RoutedMemory::default();
+        let req = lookup(&mut r, &mut m, 0, 0, 5);
         let mut out = Vec::new();
         let route = Route { forward: [Some(ServerId(9)), Some(ServerId(2))], inbox: false };
         r.handle(Time::ZERO, RouterInput::Routed { req, route }, &mut out);
@@ -413,7 +488,8 @@ mod tests {
     #[test]
     fn an_offline_recipient_needs_no_forward() {
         let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
-        let req = lookup(&mut r, 0, 0, 5);
+        let mut m = RoutedMemory::default();
+        let req = lookup(&mut r, &mut m, 0, 0, 5);
         let mut out = Vec::new();
         r.handle(Time::ZERO, RouterInput::Routed { req, route: INBOX_ONLY }, &mut out);
         assert!(out.is_empty(), "the session store already wrote the inbox pointer");
@@ -422,8 +498,9 @@ mod tests {
     #[test]
     fn commit_advances_only_over_contiguous_done_offsets() {
         let mut r = Router::new(2, &[(1, 10)], Duration::from_millis(100));
-        let a = lookup(&mut r, 1, 10, 1);
-        let b = lookup(&mut r, 1, 11, 2);
+        let mut m = RoutedMemory::default();
+        let a = lookup(&mut r, &mut m, 1, 10, 1);
+        let b = lookup(&mut r, &mut m, 1, 11, 2);
         let mut out = Vec::new();
         r.handle(Time::ZERO, RouterInput::Routed { req: b, route: INBOX_ONLY }, &mut out);
         out.clear();
@@ -460,24 +537,26 @@ mod tests {
     #[test]
     fn a_retried_send_is_routed_once() {
         let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
-        lookup(&mut r, 0, 0, 5);
+        let mut m = RoutedMemory::default();
+        lookup(&mut r, &mut m, 0, 0, 5);
         let retry = ChatMessage { id: MessageId(99), ..msg(5) };
         let mut out = Vec::new();
-        r.handle(Time::ZERO, RouterInput::Record { partition: 0, offset: 1, msg: retry }, &mut out);
+        r.on_record(Time::ZERO, 0, 1, retry, &mut m, &mut out);
         assert!(out.is_empty(), "the same client message under a new id: {out:?}");
         assert_eq!(r.repeats(), 1);
         assert_eq!(r.take_aliases(), vec![(MessageId(99), msg(5).id)]);
         // Past the window (ten minutes) it would be routed again.
         r.handle_timeout(Time::from_secs(601), &mut out);
         out.clear();
-        r.handle(Time::from_secs(601), RouterInput::Record { partition: 0, offset: 2, msg: retry }, &mut out);
+        r.on_record(Time::from_secs(601), 0, 2, retry, &mut m, &mut out);
         assert!(matches!(out[..], [RouterOutput::RouteMessage { .. }]));
     }
 
     #[test]
     fn what_went_to_a_server_that_goes_down_is_routed_again_without_it() {
         let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
-        let req = lookup(&mut r, 0, 0, 5);
+        let mut m = RoutedMemory::default();
+        let req = lookup(&mut r, &mut m, 0, 0, 5);
         let mut out = Vec::new();
         let route = Route { forward: [Some(ServerId(9)), Some(ServerId(2))], inbox: false };
         r.handle(Time::ZERO, RouterInput::Routed { req, route }, &mut out);
@@ -493,7 +572,7 @@ mod tests {
         r.handle(Time::from_ms(6), RouterInput::Rerouted { msg: msg(5), route, slot: DeviceSlot(0) }, &mut out);
         assert!(out.is_empty(), "{out:?}");
         // While 9 is down, what is routed to it goes back to the store at once.
-        let req = lookup(&mut r, 0, 1, 6);
+        let req = lookup(&mut r, &mut m, 0, 1, 6);
         out.clear();
         let route = Route { forward: [Some(ServerId(9)), None], inbox: false };
         r.handle(Time::from_ms(7), RouterInput::Routed { req, route }, &mut out);
@@ -510,17 +589,45 @@ mod tests {
     #[test]
     fn a_late_record_of_a_sender_in_a_conversation_is_dropped() {
         let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
+        let mut m = RoutedMemory::default();
         let newer = ChatMessage { id: MessageId(50), client_seq: 8, ..msg(5) };
         let older = ChatMessage { id: MessageId(40), client_seq: 7, ..msg(5) };
         let mut out = Vec::new();
-        r.handle(Time::ZERO, RouterInput::Record { partition: 0, offset: 0, msg: newer }, &mut out);
+        r.on_record(Time::ZERO, 0, 0, newer, &mut m, &mut out);
         out.clear();
-        r.handle(Time::ZERO, RouterInput::Record { partition: 0, offset: 1, msg: older }, &mut out);
+        r.on_record(Time::ZERO, 0, 1, older, &mut m, &mut out);
         assert!(out.is_empty(), "its sender sends it again under a newer id: {out:?}");
         assert_eq!(r.late(), 1);
         // The other party's older message in the same conversation is not late.
         let reply = ChatMessage { id: MessageId(45), from: UserId(5), to: UserId(0), client_seq: 1, ..msg(5) };
-        r.handle(Time::ZERO, RouterInput::Record { partition: 0, offset: 2, msg: reply }, &mut out);
+        r.on_record(Time::ZERO, 0, 2, reply, &mut m, &mut out);
         assert!(matches!(out[..], [RouterOutput::RouteMessage { .. }]), "{out:?}");
+    }
+
+    #[test]
+    fn the_memory_of_a_partition_moves_with_it_to_another_router() {
+        let mut m = RoutedMemory::default();
+        let mut first = Router::new(1, &[(0, 0)], Duration::from_millis(100));
+        lookup(&mut first, &mut m, 0, 0, 5);
+        // The first router dies before the session store answers; a rebalance gives the
+        // partition to another, from the commit (0): the record comes again, and is routed
+        // again (the first routing died); the sender's retry is a repeat.
+        let mut second = Router::new(1, &[], Duration::from_millis(100));
+        second.handle(Time::from_secs(10), RouterInput::Assigned { partition: 0, offset: 0 }, &mut Vec::new());
+        let req = lookup(&mut second, &mut m, 0, 0, 5);
+        let mut out = Vec::new();
+        let retry = ChatMessage { id: MessageId(99), ..msg(5) };
+        second.on_record(Time::from_secs(10), 0, 1, retry, &mut m, &mut out);
+        assert!(out.is_empty(), "the first routed it: {out:?}");
+        assert_eq!(second.take_aliases(), vec![(MessageId(99), MessageId(5))]);
+        second.handle(Time::from_secs(10), RouterInput::Routed { req, route: INBOX_ONLY }, &mut out);
+        second.handle_timeout(Time::from_secs(10), &mut out);
+        assert_eq!(out, vec![RouterOutput::Commit { partition: 0, offset: 2 }]);
+        // Taken away again, it commits it no more.
+        second.handle(Time::from_secs(11), RouterInput::Revoked { partition: 0 }, &mut Vec::new());
+        let mut out = Vec::new();
+        second.on_record(Time::from_secs(11), 0, 2, msg(6), &mut m, &mut out);
+        second.handle_timeout(Time::from_secs(12), &mut out);
+        assert!(!out.iter().any(|o| matches!(o, RouterOutput::Commit { .. })), "{out:?}");
     }
 }

@@ -356,6 +356,10 @@ pub struct CrashReport {
     pub sends_retried: u64,
     pub repeats_dropped: u64,
     pub late_dropped: u64,
+    /// Records pushed again from the routers' commit (after a leader election or a
+    /// consumer-group rebalance), and partitions that changed router (whole run).
+    pub records_pushed_again: u64,
+    pub partitions_moved: u64,
 }
 
 /// What a Redis primary's death did, and what the failover cost.
@@ -450,10 +454,32 @@ fn timeline(
     lost: u64,
     replayed: u64,
 ) -> Vec<TimelineStep> {
+    let step = |at_ms: f64, what: String| TimelineStep { at_ms: round3(at_ms), what };
+    let for_ms = for_s as f64 * 1e3;
+    if target.starts_with("router-") {
+        let timeout_ms = s.fleet.kafka_session_timeout_ms as f64;
+        let mut steps = vec![step(0.0, format!("{target} dies: its routes in progress and the forwards it kept for replay are gone; the records of its partitions stall"))];
+        if timeout_ms < for_ms {
+            steps.push(step(timeout_ms, "the group coordinator gives up on it (fleet.kafka_session_timeout_ms) and gives its partitions to the other routers, which resume from its last commit: what it had routed since is routed again, and the devices show it once".into()));
+        }
+        steps.push(step(
+            for_ms,
+            format!("{target} restarts, rejoins the group and takes its partitions back from the last commit"),
+        ));
+        return steps;
+    }
+    if target.starts_with("kafka-") {
+        let election_ms = s.fleet.kafka_election_ms as f64;
+        let mut steps = vec![step(0.0, format!("{target} dies: the partitions it leads take no appends; producers retry and the ✓ of their messages waits"))];
+        if election_ms < for_ms {
+            steps.push(step(election_ms, "the controller elects new leaders (fleet.kafka_election_ms); they push again from the routers' commits".into()));
+        }
+        steps.push(step(for_ms, format!("{target} restarts and takes its partitions back")));
+        return steps;
+    }
     if !target.starts_with("chat_server-") {
         return Vec::new();
     }
-    let step = |at_ms: f64, what: String| TimelineStep { at_ms: round3(at_ms), what };
     let mut steps = vec![step(
         0.0,
         format!(
@@ -561,6 +587,8 @@ fn crash_reports(o: &Outcome) -> Vec<CrashReport> {
                 sends_retried: o.counters.sends_retried,
                 repeats_dropped: o.counters.retries_dropped,
                 late_dropped: o.counters.late_dropped,
+                records_pushed_again: o.counters.records_pushed_again,
+                partitions_moved: o.counters.partitions_moved,
             }),
             _ => None,
         })

@@ -280,8 +280,8 @@ fn render_crash(o: &mut String, c: &crate::summary::CrashReport, header: &str) {
     } else {
         let _ = writeln!(
             o,
-            "  whole run: {} writes sent again for want of a quorum · {} reads sent to every replica · {} rows repaired from peers on rejoining · {} sends retried for want of a ✓ · {} records dropped by routers as repeats, {} as late",
-            c.writes_retried, c.reads_retried, c.rows_repaired, c.sends_retried, c.repeats_dropped, c.late_dropped
+            "  whole run: {} writes sent again for want of a quorum · {} reads sent to every replica · {} rows repaired from peers on rejoining · {} sends retried for want of a ✓ · {} records dropped by routers as repeats, {} as late · {} records pushed again from the routers' commits · {} partitions moved between routers",
+            c.writes_retried, c.reads_retried, c.rows_repaired, c.sends_retried, c.repeats_dropped, c.late_dropped, c.records_pushed_again, c.partitions_moved
         );
     }
     for step in &c.timeline {

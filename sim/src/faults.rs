@@ -92,17 +92,15 @@ impl NetFault {
 }
 
 /// What a router or chat server has learnt of chat servers going down and coming back:
-/// the notices due since its previous tick.
+/// the notices due since its previous tick. A process started (or restarted) learns at its
+/// first tick everything before it: which servers are down now (a restarted router must
+/// not forward to a dead one).
+#[derive(Default)]
 pub(crate) struct PeerNotices {
     previous: Time,
 }
 
 impl PeerNotices {
-    /// A process started (or restarted) now learns nothing of what came before.
-    pub fn new(shared: &crate::node::Shared) -> PeerNotices {
-        PeerNotices { previous: Time(shared.clock.now() * shared.tick_us) }
-    }
-
     /// Notices due in (previous call, now]: (server, down), and the session shards whose
     /// replica was promoted.
     pub fn notices(&mut self, plan: &FaultPlan, now: Time) -> (Vec<(ServerId, bool)>, Vec<u32>) {
@@ -143,6 +141,12 @@ pub struct FaultPlan {
     kafka_crashes: bool,
     /// The first broker's process.
     kafka_first: u16,
+    /// Routers, the first one's process, whether any crashes (else each partition stays
+    /// with its router), and how long the group coordinator waits for a silent one.
+    routers: u32,
+    router_first: u16,
+    router_crashes: bool,
+    kafka_session_timeout: Duration,
     net: Arc<Vec<NetFault>>,
     redis: Vec<RedisOutage>,
     /// Windows in which what reaches a process is lost (a presence shard without its
@@ -163,6 +167,8 @@ impl FaultPlan {
             reset_in_datacenter: Duration::from_micros((s.network.in_datacenter_ms.p99() * 1e3) as u64),
             kafka_brokers: s.fleet.kafka_brokers,
             kafka_election: Duration::from_millis(s.fleet.kafka_election_ms),
+            routers: s.fleet.routers,
+            kafka_session_timeout: Duration::from_millis(s.fleet.kafka_session_timeout_ms),
             ..FaultPlan::default()
         };
         let mut plan_net = Vec::new();
@@ -221,6 +227,8 @@ impl FaultPlan {
         plan.crashes.sort_by_key(|c| (c.down, c.node));
         plan.kafka_crashes = plan.crashes.iter().any(|c| topo.locate(c.node).0 == NodeKind::Kafka);
         plan.kafka_first = topo.range(NodeKind::Kafka).0;
+        plan.router_crashes = plan.crashes.iter().any(|c| topo.locate(c.node).0 == NodeKind::Router);
+        plan.router_first = topo.range(NodeKind::Router).0;
         plan.net = Arc::new(plan_net);
         plan
     }
@@ -254,6 +262,38 @@ impl FaultPlan {
             .map(|k| (preferred + k) % self.kafka_brokers)
             .find(|&b| !self.is_down(node(b), t))
             .unwrap_or(preferred)
+    }
+
+    /// Whether a partition ever changes consumer (a router crashes).
+    pub fn moves_consumers(&self) -> bool {
+        self.router_crashes
+    }
+
+    /// The router consuming `partition` at `t`, by index: its own (`partition % routers`)
+    /// while it is up, and while the group coordinator has not yet given up on it (its
+    /// partitions stall meanwhile); after the session timeout, the next router up; back to
+    /// its own as soon as it restarts and rejoins the group.
+    pub fn consumer(&self, partition: u32, t: Time) -> u32 {
+        let own = partition % self.routers.max(1);
+        if !self.router_crashes {
+            return own;
+        }
+        let node = |r: u32| NodeIdx(self.router_first + r as u16);
+        let Some(crash) = self.crash_covering(node(own), t) else {
+            return own;
+        };
+        if t < crash.down + self.kafka_session_timeout {
+            return own;
+        }
+        (1..self.routers).map(|k| (own + k) % self.routers).find(|&r| !self.is_down(node(r), t)).unwrap_or(own)
+    }
+
+    /// How many times `node` was restarted by `t`: a consumer restarted rejoins its group
+    /// and resumes from its commit, like a new one.
+    pub fn restarts_by(&self, node: NodeIdx, t: Time) -> usize {
+        // Restarted before tick `up_tick + 1`: what is sent to it from then on reaches it.
+        let tick = t.as_us() / self.tick_us;
+        self.crashes.iter().filter(|c| c.node == node && tick > c.up_tick).count()
     }
 
     /// The crashes, in time order.
@@ -485,5 +525,23 @@ mod tests {
         assert!(!p.is_down(presence, Time::from_secs(21)), "no process is killed");
         let learnt: Vec<u32> = p.session_failovers(Time::from_secs(13), Time::from_secs(15)).collect();
         assert_eq!(learnt, vec![1], "chat servers learn of the promotion a hop after it");
+    }
+
+    #[test]
+    fn a_dead_routers_partitions_move_after_the_session_timeout_and_come_back() {
+        let text = "warmup_s = 5\nduration_s = 30\n[fleet]\nrouters = 3\nkafka_partitions = 6\nkafka_session_timeout_ms = 4000\n\
+                    [[faults]]\nkind = \"crash\"\nat_s = 10\nfor_s = 8\ntarget = \"router-1\"\n";
+        let s = Scenario::parse(text, std::path::Path::new("t"), "t").unwrap();
+        let topo = Topology::new(&s);
+        let p = FaultPlan::new(&s, &topo);
+        assert!(p.moves_consumers());
+        let at = |ms: u64| (0..6).map(|q| p.consumer(q, Time::from_ms(ms))).collect::<Vec<_>>();
+        assert_eq!(at(9_000), vec![0, 1, 2, 0, 1, 2]);
+        assert_eq!(at(13_000), vec![0, 1, 2, 0, 1, 2], "the coordinator has not given up yet");
+        assert_eq!(at(14_001), vec![0, 2, 2, 0, 2, 2], "to the next router up");
+        assert_eq!(at(18_001), vec![0, 1, 2, 0, 1, 2], "restarted and rejoined");
+        let router = topo.node(NodeKind::Router, 1);
+        assert_eq!(p.restarts_by(router, Time::from_secs(18)), 0);
+        assert_eq!(p.restarts_by(router, Time::from_ms(18_001)), 1);
     }
 }

@@ -439,6 +439,7 @@ fn check_users(s: &Scenario) -> Result<(), Failure> {
     in_range("users.connect_timeout_ms", u.connect_timeout_ms, 1, TIMEOUT_MS_MAX, why)?;
     in_range("users.ping_timeout_ms", u.ping_timeout_ms, 1, TIMEOUT_MS_MAX, why)?;
     in_range("fleet.kafka_election_ms", s.fleet.kafka_election_ms, 1, TIMEOUT_MS_MAX, why)?;
+    in_range("fleet.kafka_session_timeout_ms", s.fleet.kafka_session_timeout_ms, 1, TIMEOUT_MS_MAX, why)?;
     let b = &s.balancer;
     in_range("balancer.health_check_ms", b.health_check_ms, 1, TIMEOUT_MS_MAX, why)?;
     in_range(
@@ -749,19 +750,21 @@ pub fn crash_target(s: &Scenario, target: &str) -> Result<(crate::topology::Node
         "chat_server" => (NodeKind::ChatServer, s.fleet.chat_servers, "fleet.chat_servers"),
         "cassandra" => (NodeKind::Cassandra, s.fleet.cassandra_nodes, "fleet.cassandra_nodes"),
         "kafka" => (NodeKind::Kafka, s.fleet.kafka_brokers, "fleet.kafka_brokers"),
+        "router" => (NodeKind::Router, s.fleet.routers, "fleet.routers"),
         "redis_session" | "redis_presence" => {
             return Err(format!(
                 "a Redis shard fails over to its replica rather than restarting: kind = \"redis_down\", target = \"{target}\", failover_s = ..."
             ))
         }
-        "client_shard" | "router" => {
-            return Err(format!(
-                "a crash of a {kind} process is not modelled yet: chat servers, Cassandra nodes and Kafka brokers crash (\"chat_server-N\", \"cassandra-N\", \"kafka-N\")"
-            ))
+        "client_shard" => {
+            return Err(
+                "a client shard holds the users' devices, not a server: cut their network instead (kind = \"cut_network\")"
+                    .to_string(),
+            )
         }
         _ => {
             return Err(format!(
-                "`{kind}` is not a process kind; a crash takes \"chat_server-N\", \"cassandra-N\" or \"kafka-N\""
+                "`{kind}` is not a process kind; a crash takes \"chat_server-N\", \"cassandra-N\", \"kafka-N\" or \"router-N\""
             ))
         }
     };

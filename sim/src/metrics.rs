@@ -198,6 +198,12 @@ counters! {
         /// Session writes the store ignored: a newer connection of the device had
         /// written first (the epoch fence).
         sessions_stale,
+        /// Records a partition pushed again from its last commit: to a new leader's
+        /// consumer after a broker election, or to a new consumer after a rebalance.
+        records_pushed_again,
+        /// Partitions that changed router: given to another by a rebalance, or to the same
+        /// one restarted (it rejoins the group and resumes from the commit).
+        partitions_moved,
         /// Session writes a Redis failover lost (the replica had not received them).
         sessions_lost_in_failover,
         /// Sessions chat servers wrote again after a failover, and devices they asked to

@@ -79,6 +79,12 @@ pub(crate) struct Shared {
     pub disks: Vec<Mutex<crate::infra::CassandraNode>>,
     /// The `messages` topic's partition logs, replicated: they outlive a broker.
     pub kafka_logs: Vec<Mutex<crate::infra::PartitionLog>>,
+    /// What the routers remember of each partition's routed records: a changelog-backed
+    /// state store that outlives a router and moves with its partition.
+    pub routed: Vec<Mutex<wasim_model::RoutedMemory>>,
+    /// For the checker: repeats the routers dropped, with the id their client message
+    /// was routed under (kept outside the routers: it outlives a crash).
+    pub aliases: Mutex<Vec<(wasim_model::MessageId, wasim_model::MessageId)>>,
     /// Rows each Cassandra node repaired when it rejoined (for its report).
     pub repaired: Vec<AtomicU64>,
     /// The tick before which each process was last restarted: a restarted process is built
@@ -109,6 +115,11 @@ impl Shared {
     /// The process of the broker leading `partition` at `t`.
     pub fn broker(&self, partition: u32, t: wasim_model::Time) -> crate::msg::NodeIdx {
         self.topo.node(crate::topology::NodeKind::Kafka, self.kafka_leader(partition, t))
+    }
+
+    /// The router consuming `partition` at `t` (the consumer group's assignment).
+    pub fn consumer(&self, partition: u32, t: wasim_model::Time) -> crate::msg::NodeIdx {
+        self.topo.node(crate::topology::NodeKind::Router, self.faults.consumer(partition, t))
     }
 
     /// The start of the measuring window (end of warm-up).

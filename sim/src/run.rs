@@ -155,12 +155,15 @@ async fn simulate_traced(
     let disks =
         (0..scenario.fleet.cassandra_nodes).map(|_| Mutex::new(crate::nodes::cassandra::disk(&scenario))).collect();
     let kafka_logs = (0..scenario.fleet.kafka_partitions).map(|_| Mutex::default()).collect();
+    let routed = (0..scenario.fleet.kafka_partitions).map(|_| Mutex::default()).collect();
     let repaired = (0..scenario.fleet.cassandra_nodes).map(|_| AtomicU64::new(0)).collect();
     let restarted_for = (0..nodes).map(|_| AtomicU64::new(u64::MAX)).collect();
     let shared = Arc::new(Shared {
         faults,
         disks,
         kafka_logs,
+        routed,
+        aliases: Mutex::default(),
         repaired,
         restarted_for,
         population,
@@ -245,6 +248,7 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
     for disk in &shared.disks {
         logs.stored.extend(disk.lock().expect("disk lock").ids());
     }
+    logs.aliases.append(&mut shared.aliases.lock().expect("aliases lock"));
     trace.sort_by_key(|e: &TraceEvent| (e.at, e.node, e.event));
     let mut ops: OpCounts = [0; OP_KINDS];
     let mut calibration: Option<hdrhistogram::Histogram<u64>> = None;

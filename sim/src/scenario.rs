@@ -123,7 +123,8 @@ pub enum Fault {
     /// From `at_s` for `for_s` seconds, each delivered-ACK a device sends is lost in
     /// transit with probability `share`.
     LoseDeliveredAcks { at_s: u64, for_s: u64, share: f64 },
-    /// The process `target` (`chat_server-47`) is killed at `at_s`: its memory is gone,
+    /// The process `target` (`chat_server-47`, `cassandra-2`, `kafka-1`, `router-0`) is
+    /// killed at `at_s`: its memory is gone,
     /// what it had queued or not yet sent is lost, and what reaches it is dropped. It
     /// restarts empty `for_s` seconds later and rejoins. `detect` says how its peers learn
     /// of it: `reset` (the process died, its host resets every connection: devices and
@@ -378,6 +379,10 @@ pub struct Fleet {
     pub kafka_election_ms: u64,
     /// Router instances in the consumer group (default 1).
     pub routers: u32,
+    /// How long the group coordinator waits for a silent router before it moves the
+    /// router's partitions to the others (Kafka's `session.timeout.ms`; default 10,000, its
+    /// long-standing value, which deployments that want fast failover keep).
+    pub kafka_session_timeout_ms: u64,
     /// Redis shards of the presence store (default 1; the card has 10+ at full scale).
     pub redis_presence_shards: u32,
     /// After a session shard's failover, each chat server re-registers the sessions of
@@ -401,6 +406,7 @@ impl Default for Fleet {
             kafka_partitions: 4,
             kafka_election_ms: 6_000,
             routers: 1,
+            kafka_session_timeout_ms: 10_000,
             redis_presence_shards: 1,
             session_reregister: false,
         }
@@ -1364,7 +1370,8 @@ mod tests {
         assert!(parse(&crash("cassandra-2")).is_ok());
         assert_refused(&crash("chat_server-2"), 5, "faults[0].target", "numbered 0 to 1");
         assert_refused(&crash("redis_session-0"), 5, "faults[0].target", "kind = \"redis_down\"");
-        assert_refused(&crash("router-0"), 5, "faults[0].target", "not modelled yet");
+        assert!(parse(&crash("router-0")).is_ok());
+        assert_refused(&crash("client_shard-0"), 5, "faults[0].target", "cut_network");
         assert_refused(&crash("mainframe-0"), 5, "faults[0].target", "not a process kind");
         assert_refused(&crash("chat_server"), 5, "faults[0].target", "not a process name");
         let no_target = "[[faults]]\nkind = \"crash\"\nat_s = 3\nfor_s = 2\n";

@@ -200,16 +200,6 @@ impl Topology {
         // A different mix than the Cassandra token, so the two placements are independent.
         fast_range(c.hash64().rotate_left(17), self.partitions)
     }
-
-    /// The router consuming a partition (static range assignment).
-    pub fn router(&self, partition: u32) -> NodeIdx {
-        self.node(NodeKind::Router, partition % self.count(NodeKind::Router))
-    }
-
-    /// The partitions led by broker `b` / consumed by router `r`.
-    pub fn partitions_where(&self, owner: impl Fn(u32) -> NodeIdx, me: NodeIdx) -> Vec<u32> {
-        (0..self.partitions).filter(|&p| owner(p) == me).collect()
-    }
 }
 
 #[cfg(test)]

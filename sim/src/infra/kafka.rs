@@ -46,8 +46,16 @@ impl PartitionLog {
 
     /// A new leader does not know what the old one pushed (its pushes on the way died with
     /// it): it pushes again from the consumer's commit. The consumer drops what it had.
-    pub fn rewind_to_commit(&mut self) {
+    /// Returns how many records it will push again.
+    pub fn rewind_to_commit(&mut self) -> u64 {
+        let again = self.cursor - self.committed;
         self.cursor = self.committed;
+        again
+    }
+
+    /// The consumer's committed offset: where a consumer given the partition starts.
+    pub fn committed(&self) -> u64 {
+        self.committed
     }
 
     /// The consumer committed `offset`: everything below is done and can be trimmed

@@ -62,7 +62,7 @@ impl ChatNode {
             service,
             outs: Vec::new(),
             heartbeats: vec![(Vec::new(), Time::ZERO); shared.topo.count(NodeKind::Presence) as usize],
-            peers: crate::faults::PeerNotices::new(shared),
+            peers: crate::faults::PeerNotices::default(),
             shared: shared.clone(),
         }
     }

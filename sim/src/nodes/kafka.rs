@@ -21,6 +21,9 @@ pub(crate) struct KafkaNode {
     pushes: Vec<(u64, ChatMessage)>,
     /// The partitions this broker led at the end of the previous tick.
     leads: Vec<bool>,
+    /// The router each partition was pushed to at the end of the previous tick, and how
+    /// many times that router had been restarted.
+    consumers: Vec<(NodeIdx, usize)>,
 }
 
 impl KafkaNode {
@@ -35,6 +38,7 @@ impl KafkaNode {
             service,
             pushes: Vec::new(),
             leads: vec![false; shared.topo.partitions as usize],
+            consumers: (0..shared.topo.partitions).map(|p| (shared.consumer(p, Time::ZERO), 0)).collect(),
         };
         // Without crashes leadership never moves: take it now. A broker of a run with
         // crashes takes its partitions in its first tick (a restarted one pushes them from
@@ -50,12 +54,32 @@ impl KafkaNode {
         for p in 0..self.leads.len() {
             let leads = self.shared.kafka_leader(p as u32, now) == self.me;
             if leads && !self.leads[p] {
-                self.shared.kafka_logs[p].lock().expect("log lock").rewind_to_commit();
+                let again = self.shared.kafka_logs[p].lock().expect("log lock").rewind_to_commit();
                 if let Some(ctx) = ctx.as_deref_mut() {
+                    ctx.counters.records_pushed_again += again;
                     self.push(p as u32, now, ctx);
                 }
             }
             self.leads[p] = leads;
+        }
+    }
+
+    /// Follow the consumer group's rebalances: a partition given to another router, or to
+    /// its own router restarted (it rejoins the group), is pushed to it from the last
+    /// commit (what was routed since is routed again; the devices show it once).
+    fn follow_consumers(&mut self, now: Time, ctx: &mut Ctx) {
+        for p in 0..self.consumers.len() {
+            let node = self.shared.consumer(p as u32, now);
+            let consumer = (node, self.shared.faults.restarts_by(node, now));
+            if consumer != self.consumers[p] {
+                self.consumers[p] = consumer;
+                if self.leads[p] {
+                    let again = self.shared.kafka_logs[p].lock().expect("log lock").rewind_to_commit();
+                    ctx.counters.records_pushed_again += again;
+                    ctx.counters.partitions_moved += 1;
+                    self.push(p as u32, now, ctx);
+                }
+            }
         }
     }
 
@@ -64,7 +88,7 @@ impl KafkaNode {
             return;
         }
         self.shared.kafka_logs[partition as usize].lock().expect("log lock").take_pushes(&mut self.pushes);
-        let router = self.shared.topo.router(partition);
+        let router = self.consumers[partition as usize].0;
         for (offset, msg) in self.pushes.drain(..) {
             ctx.send_ordered(
                 router,
@@ -98,6 +122,9 @@ impl Process for KafkaNode {
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
         if self.shared.faults.moves_kafka_leaders() {
             self.take_leadership(now, Some(ctx));
+        }
+        if self.shared.faults.moves_consumers() {
+            self.follow_consumers(now, ctx);
         }
     }
 

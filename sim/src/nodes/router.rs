@@ -24,26 +24,57 @@ pub(crate) struct RouterNode {
     /// What this router learns of chat servers going down and coming back.
     peers: PeerNotices,
     shared: Arc<Shared>,
+    me: NodeIdx,
+    /// The partitions the consumer group assigns this router, as of its previous tick.
+    owned: Vec<bool>,
 }
 
 impl RouterNode {
     pub fn new(shared: &Arc<Shared>, me: NodeIdx) -> RouterNode {
         let s = &shared.scenario;
         let topo = shared.topo.clone();
-        let owned: Vec<(u32, u64)> =
-            topo.partitions_where(|p| topo.router(p), me).into_iter().map(|p| (p, 0)).collect();
+        // The group's assignment now: at the start, each partition's own router; a router
+        // restarted after a crash rejoins the group and takes its partitions back, each
+        // from its committed offset.
+        let now = Time(shared.clock.now() * shared.tick_us);
+        let owned: Vec<bool> = (0..topo.partitions).map(|p| shared.consumer(p, now) == me).collect();
+        let offsets: Vec<(u32, u64)> = (0..topo.partitions)
+            .filter(|&p| owned[p as usize])
+            .map(|p| (p, shared.kafka_logs[p as usize].lock().expect("log lock").committed()))
+            .collect();
         let (fifo, service) =
             super::queue(shared, crate::topology::NodeKind::Router, s.workers.router, &s.service_us.router);
         RouterNode {
-            router: Router::new(topo.partitions, &owned, COMMIT_INTERVAL)
+            router: Router::new(topo.partitions, &offsets, COMMIT_INTERVAL)
                 .with_retain(s.forward_retain())
                 .with_dedup_window(s.dedup_window()),
             topo,
             fifo,
             service,
             outs: Vec::new(),
-            peers: PeerNotices::new(shared),
+            peers: PeerNotices::default(),
             shared: shared.clone(),
+            me,
+            owned,
+        }
+    }
+
+    /// Follow the consumer group's rebalances (see `FaultPlan::consumer`).
+    fn rebalance(&mut self, now: Time) {
+        for p in 0..self.owned.len() {
+            let owns = self.shared.consumer(p as u32, now) == self.me;
+            if owns == self.owned[p] {
+                continue;
+            }
+            self.owned[p] = owns;
+            let partition = p as u32;
+            let input = if owns {
+                let offset = self.shared.kafka_logs[p].lock().expect("log lock").committed();
+                In::Assigned { partition, offset }
+            } else {
+                In::Revoked { partition }
+            };
+            self.router.handle(now, input, &mut self.outs);
         }
     }
 
@@ -79,31 +110,45 @@ impl RouterNode {
 
 impl Process for RouterNode {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
+        let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
+        if let Msg::Record { partition, offset, msg } = env.msg {
+            let mut memory = self.shared.routed[partition as usize].lock().expect("memory lock");
+            self.router.on_record(done, partition, offset, msg, &mut memory, &mut self.outs);
+            drop(memory);
+            self.emit(done, ctx);
+            return;
+        }
         let input = match env.msg {
-            Msg::Record { partition, offset, msg } => In::Record { partition, offset, msg },
             Msg::Routed { req, route } => In::Routed { req, route },
             Msg::Rerouted { msg, route, slot } => In::Rerouted { msg, route, slot },
             other => unreachable!("router got {other:?}"),
         };
-        let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
         self.router.handle(done, input, &mut self.outs);
         self.emit(done, ctx);
     }
 
     #[inline]
     fn prefetch(&self, env: &Envelope) {
-        if let Msg::Record { msg, .. } = &env.msg {
-            self.router.prefetch(msg);
+        if let Msg::Record { partition, msg, .. } = &env.msg {
+            self.shared.routed[*partition as usize].lock().expect("memory lock").prefetch(msg);
         }
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
+        if self.shared.faults.moves_consumers() {
+            self.rebalance(now);
+        }
         for (server, down) in self.peers.notices(&self.shared.faults, now).0 {
             let input = if down { In::ServerDown { server } } else { In::ServerUp { server } };
             self.router.handle(now, input, &mut self.outs);
         }
         self.router.handle_timeout(now, &mut self.outs);
         self.emit(now, ctx);
+        // The checker's record of repeats, kept outside the process: it outlives a crash.
+        let aliases = self.router.take_aliases();
+        if !aliases.is_empty() {
+            self.shared.aliases.lock().expect("aliases lock").extend(aliases);
+        }
     }
 
     fn finish(&mut self, report: &mut NodeReport) {
@@ -112,6 +157,5 @@ impl Process for RouterNode {
         report.counters.replayed += self.router.replayed();
         report.counters.retries_dropped += self.router.repeats();
         report.counters.late_dropped += self.router.late();
-        report.logs.aliases = self.router.take_aliases();
     }
 }
