@@ -1,5 +1,6 @@
 //! Network faults end to end: a clogged link holds what crosses it until it clears (late,
-//! in order, nothing lost), a latency spike slows a link class; bad links are refused.
+//! in order, nothing lost), a latency spike slows a link class, packet loss makes TCP
+//! retransmit (late by its timeouts, nothing lost); bad links are refused.
 
 mod common;
 
@@ -24,6 +25,26 @@ fn a_clogged_link_delays_and_a_latency_spike_slows_but_nothing_is_lost() {
     }
 }
 
+const LOSS: &str = "[[faults]]\nkind = \"packet_loss\"\nlink = \"client_server\"\nshare = 0.1\nat_s = 4\nfor_s = 6\n";
+
+#[test]
+fn packet_loss_delays_by_retransmission_timeouts_and_loses_nothing() {
+    let s = common::parse(&scenario(LOSS));
+    for (seed, o) in common::sweep(&s, 1..11) {
+        assert!(o.checks.ok(), "seed {seed}: {:?}", &o.checks.violations[..o.checks.violations.len().min(3)]);
+        // A message crosses two client links: about one in five loses a packet, and waits
+        // out at least one 200 ms timeout; one in a hundred loses two.
+        let during = &o.latencies.delivery_during;
+        let (p50, p95, p99) =
+            (during.value_at_quantile(0.5), during.value_at_quantile(0.95), during.value_at_quantile(0.99));
+        let after = &o.latencies.delivery_after;
+        assert!(p95 > after.value_at_quantile(0.95) + 150_000, "seed {seed}: p95 {p95} µs");
+        assert!(p50 < after.value_at_quantile(0.5) + 50_000, "seed {seed}: most packets get through: {p50} µs");
+        assert!(p99 >= 400_000, "seed {seed}: p99 {p99} µs");
+        assert!(after.value_at_quantile(0.99) < 500_000, "seed {seed}: over once the loss ends");
+    }
+}
+
 #[test]
 fn network_faults_name_real_links() {
     let refused = |fault: &str, says: &str| {
@@ -36,4 +57,7 @@ fn network_faults_name_real_links() {
     refused(&SPIKE.replace("add_ms = 400", "add_ms = 0"), "above 0");
     refused(&CLOG.replace("between = \"router\"\n", ""), "needs `between` and `and`");
     refused(&format!("{CLOG}link = \"in_datacenter\"\n"), "nothing else");
+    refused(&LOSS.replace("share = 0.1", "share = 0.5"), "at most 0.3");
+    refused(&LOSS.replace("client_server", "lan"), "not a link class");
+    refused(&LOSS.replace("share = 0.1\n", ""), "needs `link`");
 }

@@ -66,11 +66,29 @@ pub enum NetEffect {
     Clog { a: (u16, u16), b: (u16, u16) },
     /// Hops of a link class take this much longer.
     Latency { client: bool, add_us: u64 },
+    /// Packets of a link class are lost with probability `share`: TCP retransmits a lost
+    /// segment after its retransmission timeout, doubling it each time (the hop is late,
+    /// and what follows it on its connection waits behind it).
+    Loss { client: bool, share: f64 },
 }
 
+/// TCP's minimum retransmission timeout (Linux's `TCP_RTO_MIN`), and the most
+/// retransmissions of one segment counted (then the timeout is 200 ms × 2^6 = 12.8 s).
+const RTO_MIN_US: u64 = 200_000;
+const RETRANSMISSIONS_MAX: u32 = 6;
+
 impl NetFault {
-    /// The delay of a hop from `me` to `to` leaving at `depart`, drawn `drawn` µs.
-    pub fn delay(faults: &[NetFault], me: NodeIdx, to: NodeIdx, client: bool, depart: Time, drawn: u64) -> u64 {
+    /// The delay of a hop from `me` to `to` leaving at `depart`, drawn `drawn` µs (`rng`
+    /// draws packet losses, inside a loss window only).
+    pub fn delay(
+        faults: &[NetFault],
+        me: NodeIdx,
+        to: NodeIdx,
+        client: bool,
+        depart: Time,
+        drawn: u64,
+        rng: &mut impl Rng,
+    ) -> u64 {
         let within = |n: NodeIdx, (first, count): (u16, u16)| n.0.wrapping_sub(first) < count;
         let mut delay = drawn;
         for f in faults.iter().filter(|f| depart >= f.from && depart < f.until) {
@@ -83,6 +101,16 @@ impl NetFault {
                 NetEffect::Latency { client: c, add_us } => {
                     if c == client {
                         delay += add_us;
+                    }
+                }
+                NetEffect::Loss { client: c, share } => {
+                    let mut rto = RTO_MIN_US;
+                    for _ in 0..RETRANSMISSIONS_MAX {
+                        if c != client || rng.random::<f64>() >= share {
+                            break;
+                        }
+                        delay += rto;
+                        rto *= 2;
                     }
                 }
             }
@@ -203,6 +231,11 @@ impl FaultPlan {
                     from: Time::from_secs(at_s),
                     until: Time::from_secs(at_s + for_s),
                     what: NetEffect::Latency { client: link == "client_server", add_us: (add_ms * 1e3) as u64 },
+                }),
+                Fault::PacketLoss { at_s, for_s, ref link, share } => plan_net.push(NetFault {
+                    from: Time::from_secs(at_s),
+                    until: Time::from_secs(at_s + for_s),
+                    what: NetEffect::Loss { client: link == "client_server", share },
                 }),
                 Fault::RedisDown { at_s, failover_s, ref target, replication_lag_ms } => {
                     let (kind, shard) =
@@ -515,7 +548,8 @@ mod tests {
         let (session, other) = (topo.node(NodeKind::Redis, 1), topo.node(NodeKind::Redis, 0));
         let presence = topo.node(NodeKind::Presence, 0);
         let router = topo.node(NodeKind::Router, 0);
-        let held = |to: NodeIdx, at: Time| NetFault::delay(&p.net_faults(), router, to, false, at, 100);
+        let mut rng = rand::rngs::mock::StepRng::new(0, 0);
+        let mut held = |to: NodeIdx, at: Time| NetFault::delay(&p.net_faults(), router, to, false, at, 100, &mut rng);
         assert_eq!(held(session, Time::from_secs(11)), 3_000_100, "held until the promotion");
         assert_eq!(held(session, Time::from_secs(14)), 100, "after it");
         assert_eq!(held(other, Time::from_secs(11)), 100, "the other shard");

@@ -640,6 +640,18 @@ fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
             set("between", between)?;
             set("and", and).map(|_| ())
         }
+        Fault::PacketLoss { ref link, share: p, .. } => {
+            if link != "client_server" && link != "in_datacenter" {
+                return fail("link", format!("`{link}` is not a link class: \"client_server\" or \"in_datacenter\""));
+            }
+            if !(p > 0.0 && p <= PACKET_LOSS_MAX) {
+                return fail(
+                    "share",
+                    format!("{p}; must be above 0 and at most {PACKET_LOSS_MAX} (beyond, TCP gives the connection up)"),
+                );
+            }
+            Ok(())
+        }
         Fault::Latency { ref link, add_ms, .. } => {
             if link != "client_server" && link != "in_datacenter" {
                 return fail("link", format!("`{link}` is not a link class: \"client_server\" or \"in_datacenter\""));
@@ -673,6 +685,10 @@ fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
         }
     }
 }
+
+/// The most packets a `packet_loss` fault may lose on a link: past a few in ten, TCP's
+/// retransmissions run into its give-up timeouts, which are not modelled.
+pub const PACKET_LOSS_MAX: f64 = 0.3;
 
 /// The most a Redis replica may trail its primary in a `redis_down` fault.
 pub const REPLICATION_LAG_MS_MAX: u64 = 60_000;

@@ -184,7 +184,7 @@ impl Latency for NetDraw {
         if self.faults.is_empty() {
             return drawn;
         }
-        crate::faults::NetFault::delay(&self.faults, self.me, to, client, depart, drawn)
+        crate::faults::NetFault::delay(&self.faults, self.me, to, client, depart, drawn, &mut self.rng)
     }
 }
 

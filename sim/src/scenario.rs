@@ -148,6 +148,11 @@ pub enum Fault {
     /// replication); inbox pointers and stored receipts are written with `WAIT 1` and
     /// survive.
     RedisDown { at_s: u64, failover_s: u64, target: String, replication_lag_ms: u64 },
+    /// From `at_s` for `for_s` seconds each packet of the `link` class (`client_server` or
+    /// `in_datacenter`) is lost with probability `share`. Every link is TCP: a lost segment
+    /// is sent again after the retransmission timeout (200 ms, doubling), so the hop is
+    /// late and what follows it on the connection waits; nothing is lost.
+    PacketLoss { at_s: u64, for_s: u64, link: String, share: f64 },
 }
 
 /// How the peers of a crashed process learn of it.
@@ -171,6 +176,7 @@ impl Fault {
             Fault::Clog { .. } => "clog",
             Fault::Latency { .. } => "latency",
             Fault::RedisDown { .. } => "redis_down",
+            Fault::PacketLoss { .. } => "packet_loss",
         }
     }
 
@@ -184,6 +190,9 @@ impl Fault {
             Fault::Latency { ref link, add_ms, .. } => format!("{link} links +{add_ms} ms"),
             Fault::RedisDown { ref target, replication_lag_ms, .. } => {
                 format!("{target} primary (replica {replication_lag_ms} ms behind)")
+            }
+            Fault::PacketLoss { ref link, share, .. } => {
+                format!("{link} links losing {:.1}% of packets", share * 100.0)
             }
         }
     }
@@ -201,7 +210,8 @@ impl Fault {
             | Fault::LoseDeliveredAcks { at_s, for_s, .. }
             | Fault::Crash { at_s, for_s, .. }
             | Fault::Clog { at_s, for_s, .. }
-            | Fault::Latency { at_s, for_s, .. } => (at_s, for_s),
+            | Fault::Latency { at_s, for_s, .. }
+            | Fault::PacketLoss { at_s, for_s, .. } => (at_s, for_s),
             Fault::RedisDown { at_s, failover_s, .. } => (at_s, failover_s),
         }
     }
@@ -236,6 +246,7 @@ enum FaultKind {
     Clog,
     Latency,
     RedisDown,
+    PacketLoss,
 }
 
 impl FaultKind {
@@ -252,6 +263,9 @@ impl FaultKind {
             }
             FaultKind::Latency => {
                 ("latency", &["link", "add_ms"], "`link` (\"client_server\" or \"in_datacenter\") and `add_ms`")
+            }
+            FaultKind::PacketLoss => {
+                ("packet_loss", &["link", "share"], "`link` (\"client_server\" or \"in_datacenter\") and `share`")
             }
             FaultKind::RedisDown => (
                 "redis_down",
@@ -319,6 +333,10 @@ impl TryFrom<FaultFields> for Fault {
             },
             FaultKind::Latency => match (link, add_ms) {
                 (Some(link), Some(add_ms)) => Fault::Latency { at_s, for_s, link, add_ms },
+                _ => return Err(missing()),
+            },
+            FaultKind::PacketLoss => match (link, share) {
+                (Some(link), Some(share)) => Fault::PacketLoss { at_s, for_s, link, share },
                 _ => return Err(missing()),
             },
             FaultKind::RedisDown => match (target, failover_s) {
@@ -825,7 +843,7 @@ impl Scenario {
                 // Hops held by a clog wait in the network, and the work they bring comes at
                 // once when it clears (counted like the sends a Cassandra outage holds up).
                 Fault::Clog { for_s, .. } => stalled_sends += self.workload.messages_per_s as f64 * for_s as f64,
-                Fault::Latency { .. } => {}
+                Fault::Latency { .. } | Fault::PacketLoss { .. } => {}
                 // A session shard's commands wait for the failover: the sends of its users
                 // meanwhile (an upper bound: the whole load); a presence shard's are lost.
                 Fault::RedisDown { ref target, failover_s, .. } => {
