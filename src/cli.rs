@@ -36,7 +36,8 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Write trace.csv with every event of this user's messages (default: the first
-        /// user a network cut hits, if the scenario has one).
+        /// user a network cut hits, if the scenario has one; else, from the first chat server
+        /// crash on, one of its devices).
         #[arg(long, value_name = "USER")]
         trace_user: Option<u32>,
         /// Run the scenario's chat server crash again with each other placement policy of

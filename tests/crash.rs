@@ -59,9 +59,16 @@ fn a_crashed_server_loses_nothing_over_twenty_seeds() {
         assert!(o.latencies.reconnect.max() < 3_000_000, "seed {seed}: backoff of 1 s and a health check");
         assert!(c.replayed > 0, "seed {seed}: the routers routed again what they had forwarded to it");
         // A reset is noticed at once: sends caught in the crash go again within seconds.
-        let a = wasim_reports::Summary::new(&o, "crash").availability;
+        let summary = wasim_reports::Summary::new(&o, "crash");
+        let a = &summary.availability;
         assert!(a.measured >= 0.9999, "seed {seed}: availability {:.5}", a.measured);
         lost_connections += c.connections_lost;
+        // The timeline tells one of its devices' story, from the trace, in order.
+        let steps = &summary.crashes[0].timeline;
+        let at = |what: &str| steps.iter().find(|s| s.what.contains(what)).map(|s| s.at_ms);
+        let (noticed, caught_up) = (at("notices its connection is gone"), at("has caught up"));
+        assert!(noticed.is_some() && caught_up.is_some(), "seed {seed}: {steps:?}");
+        assert!(noticed < caught_up && caught_up < Some(3_000.0), "seed {seed}: {steps:?}");
     }
     assert!(lost_connections > 0);
 }
@@ -120,6 +127,8 @@ fn a_crash_run_is_deterministic() {
     assert_eq!(a.counters, b.counters);
     assert_eq!(a.chat_connections_end, b.chat_connections_end);
     assert_eq!(a.latencies.reconnect, b.latencies.reconnect);
+    assert_eq!(a.trace, b.trace, "the same device's story");
+    assert!(!a.trace.is_empty());
 }
 
 #[test]

@@ -515,6 +515,62 @@ fn timeline(
     steps
 }
 
+/// How long after a crash the traced device's story is told.
+const TRACED_STORY_MS: u64 = 15_000;
+/// The most steps of it told.
+const TRACED_STEPS_MAX: usize = 12;
+
+/// The story of the device the run traced from a chat server crash on (the first device of
+/// the crashed server that a client shard saw go): what it did and what was done for it in
+/// the seconds after the crash, from the run's trace.
+fn traced_steps(o: &Outcome, at_s: u64) -> Vec<TimelineStep> {
+    let down_us = at_s * 1_000_000;
+    let mut steps = Vec::new();
+    let mut messages = 0;
+    let story = o.trace.iter().filter(|e| e.at.as_us() >= down_us && e.at.as_us() - down_us <= TRACED_STORY_MS * 1_000);
+    // The traced user: the one whose device noticed first (the trace holds its messages to
+    // others too; their devices are not the story).
+    let Some(user) = story.clone().find(|e| e.event == "connection_lost").map(|e| e.user) else {
+        return steps;
+    };
+    for e in story.filter(|e| e.user == user) {
+        let device = match e.slot {
+            Some(0) => format!("the phone of user {}", e.user.0),
+            Some(_) => format!("the web client of user {}", e.user.0),
+            None => format!("user {}", e.user.0),
+        };
+        let node = &o.node_names[usize::from(e.node.0)];
+        let what = match (e.event, e.msg) {
+            ("connection_lost", _) => format!("{device} notices its connection is gone"),
+            ("connect", _) => format!("{device} connects again, through the load balancer"),
+            ("connect_accepted", _) => format!("{node} accepts {device}"),
+            ("connect_refused", _) => format!("a full server refuses {device}; it backs off"),
+            ("connect_failed", _) => format!("{device}'s connect meets a dead server; it backs off"),
+            ("session_set_and_fetch_inbox", _) => {
+                format!("{node} points {device}'s session at itself and reads its inbox from its cursor")
+            }
+            ("fetch_done", _) => format!("{device} has caught up: it is live again"),
+            ("sent_again", _) => format!("{device} sends again what it had no ✓ for"),
+            ("replay", Some(m)) => format!("{node} routes message {} again, its server being down", m.0),
+            ("inbox_add", Some(m)) => format!("message {} goes to the inbox of user {}", m.0, e.user.0),
+            ("displayed_after_fetch", Some(m)) if messages < 3 => {
+                messages += 1;
+                format!("{device} shows message {} from its inbox", m.0)
+            }
+            ("displayed", Some(m)) if messages < 3 => {
+                messages += 1;
+                format!("{device} shows message {}, pushed live", m.0)
+            }
+            _ => continue,
+        };
+        steps.push(TimelineStep { at_ms: round3((e.at.as_us() - down_us) as f64 / 1e3), what });
+        if steps.len() == TRACED_STEPS_MAX {
+            break;
+        }
+    }
+    steps
+}
+
 /// Presence expiries watchers were told of in the seconds `[from, until)`.
 fn expiries(o: &Outcome, from: u64, until: u64) -> u64 {
     let (from, until) = (from as usize, (until as usize).min(o.per_second.len()));
@@ -572,15 +628,22 @@ fn crash_reports(o: &Outcome) -> Vec<CrashReport> {
                 ),
                 lost,
                 chat_server: target.starts_with("chat_server-"),
-                timeline: timeline(
-                    s,
-                    target,
-                    detect,
-                    for_s,
-                    &l.reconnect,
-                    o.counters.connections_lost,
-                    o.counters.replayed,
-                ),
+                timeline: {
+                    let mut steps = timeline(
+                        s,
+                        target,
+                        detect,
+                        for_s,
+                        &l.reconnect,
+                        o.counters.connections_lost,
+                        o.counters.replayed,
+                    );
+                    if target.starts_with("chat_server-") {
+                        steps.extend(traced_steps(o, at_s));
+                        steps.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+                    }
+                    steps
+                },
                 writes_retried: o.counters.writes_retried,
                 reads_retried: o.counters.reads_retried,
                 rows_repaired: o.counters.rows_repaired,

@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use wasim_model::{ChatMessage, ConversationId, DeviceId, DeviceKey, Time, UserId};
@@ -98,8 +98,12 @@ pub(crate) struct Shared {
     pub end_tick: u64,
     pub reports: Mutex<Vec<Option<NodeReport>>>,
     pub population: Population,
-    /// The user whose messages go to trace.csv, if any.
-    pub traced: Option<UserId>,
+    /// The user whose messages go to trace.csv (`u32::MAX`: none yet). Without one asked
+    /// for or cut by a fault, the first client shard to see a chat server crash picks a
+    /// device it held, so that the crash report can tell that device's story.
+    pub traced: AtomicU32,
+    /// Whether the traced user is to be picked at the first chat server crash.
+    pub trace_a_crash: bool,
     /// Simulated ms reached, for a progress display outside the simulation.
     pub progress_ms: Arc<AtomicU64>,
     /// A calibration run: a probe replaces the client shard.
@@ -113,6 +117,17 @@ impl Shared {
     }
 
     /// The process of the broker leading `partition` at `t`.
+    /// The user whose messages are traced, if one is chosen yet.
+    pub fn traced_user(&self) -> Option<UserId> {
+        let u = self.traced.load(Ordering::Relaxed);
+        (u != u32::MAX).then_some(UserId(u))
+    }
+
+    /// Trace `user` from now on, unless a user is traced already; whether it is now.
+    pub fn trace_from_now(&self, user: UserId) -> bool {
+        self.traced.compare_exchange(u32::MAX, user.0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
     pub fn broker(&self, partition: u32, t: wasim_model::Time) -> crate::msg::NodeIdx {
         self.topo.node(crate::topology::NodeKind::Kafka, self.kafka_leader(partition, t))
     }
@@ -156,7 +171,7 @@ pub(crate) struct Ctx {
     per_second: Vec<SecondCounters>,
     pub logs: Logs,
     pub trace: Vec<TraceEvent>,
-    traced: Option<UserId>,
+    pub traced: Option<UserId>,
     outbox: Outbox,
     net: NetDraw,
 }
@@ -267,7 +282,7 @@ impl Ctx {
             per_second: vec![SecondCounters::default(); shared.scenario.total_s() as usize + 1],
             logs: Logs::default(),
             trace: Vec::new(),
-            traced: shared.traced,
+            traced: shared.traced_user(),
             outbox: Outbox::new(me, shared.tick_us),
             net: NetDraw {
                 rng: stream(Stream::Network),
@@ -367,6 +382,9 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
     let mut tick = if restarted == u64::MAX { shared.clock.now() } else { restarted };
     loop {
         tick = shared.clock.after(tick).await;
+        if shared.trace_a_crash && ctx.traced.is_none() {
+            ctx.traced = shared.traced_user();
+        }
         shared.net.lock().expect("network lock").take(me, tick, &mut batch);
         // Sort small (key, index) pairs rather than the envelopes themselves.
         order.clear();

@@ -9,7 +9,7 @@ use crate::population::Population;
 use crate::scenario::Scenario;
 use crate::topology::{NodeKind, Topology};
 use crate::visits::{OpCounts, OP_KINDS};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasim_model::{Time, UserId};
@@ -167,7 +167,12 @@ async fn simulate_traced(
         repaired,
         restarted_for,
         population,
-        traced,
+        traced: AtomicU32::new(traced.map_or(u32::MAX, |u| u.0)),
+        trace_a_crash: traced.is_none()
+            && scenario
+                .faults
+                .iter()
+                .any(|f| matches!(f, crate::Fault::Crash { target, .. } if target.starts_with("chat_server-"))),
         net: Mutex::new(Network::new(nodes, tick_us)),
         topo: topo.clone(),
         scenario: scenario.clone(),

@@ -122,10 +122,11 @@ pub(crate) struct ClientShard {
     /// The workload's draws, a stream per process it drives.
     rng: WorkloadRng,
     measure: (Time, Time),
+    shared: std::sync::Arc<Shared>,
 }
 
 impl ClientShard {
-    pub fn new(shared: &Shared, shard: u32, ctx: &Ctx) -> ClientShard {
+    pub fn new(shared: &std::sync::Arc<Shared>, shard: u32, ctx: &Ctx) -> ClientShard {
         let s = &shared.scenario;
         let shards = s.fleet.client_shards;
         let users = s.users.concurrent;
@@ -207,6 +208,7 @@ impl ClientShard {
                 faults: ctx.stream(Stream::Faults),
             },
             measure: (shared.measure_from(), shared.measure_until()),
+            shared: shared.clone(),
         }
     }
 
@@ -519,7 +521,7 @@ impl ClientShard {
 
     /// Chat servers crashing by `now`: each device attached to one notices when the fault
     /// layer says (a reset crossing its link, or pings unanswered).
-    fn tick_crashes(&mut self, now: Time) {
+    fn tick_crashes(&mut self, now: Time, ctx: &mut Ctx) {
         if self.faults.crashes().is_empty() {
             return;
         }
@@ -536,6 +538,11 @@ impl ClientShard {
                 let epoch = self.devices.epoch(index);
                 self.timers.push(Reverse((at, index as u32, Timer::Lost(server, epoch))));
                 self.displaced.insert(index as u32, crash.down);
+                // The crash report tells one displaced device's story: the first one.
+                let user = self.devices.layout().device(index).user;
+                if self.shared.trace_a_crash && self.shared.trace_from_now(user) {
+                    ctx.traced = Some(user);
+                }
             }
         }
     }
@@ -722,7 +729,7 @@ impl Process for ClientShard {
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
-        self.tick_crashes(now);
+        self.tick_crashes(now, ctx);
         self.tick_cuts(now, ctx);
         self.tick_timers(now, ctx);
         self.tick_app_closes(now, ctx);
