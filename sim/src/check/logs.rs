@@ -126,6 +126,5 @@ impl Logs {
         self.in_transit.sort_unstable();
         self.in_transit.dedup();
         self.aliases.sort_unstable();
-        self.sessions.sort_unstable();
     }
 }

@@ -255,10 +255,15 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
 /// 6. Routing: a device live at the end (its catch-up done, so its connect's session write
 ///    was applied) is where the session store routes its messages.
 fn routing(logs: &Logs, r: &mut CheckReport) {
-    let mut sessions = logs.sessions.iter().peekable();
+    // Device keys are dense (user × 2 + slot): a table by key, where sorting a million
+    // sessions would cost more than the check. Server ids stay below u16::MAX.
+    let size = logs.sessions.iter().map(|s| s.0 .0 as usize + 1).max().unwrap_or(0);
+    let mut server_of = vec![u16::MAX; size];
+    for &(device, server) in &logs.sessions {
+        server_of[device.0 as usize] = server.0;
+    }
     for c in logs.connected.iter().filter(|c| c.catching_up_since.is_none()) {
-        while sessions.next_if(|s| s.0 < c.device).is_some() {}
-        let stored = sessions.peek().filter(|s| s.0 == c.device).map(|s| s.1);
+        let stored = server_of.get(c.device.0 as usize).filter(|&&s| s != u16::MAX).map(|&s| wasim_model::ServerId(s));
         if stored != Some(c.server) {
             let points = stored.map_or("nowhere".to_string(), |s| format!("to server {}", s.0));
             let detail = format!("live on server {} at the end; the session store points {points}", c.server.0);
