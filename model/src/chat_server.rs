@@ -781,8 +781,13 @@ impl ChatServer {
                 let Some(c) = self.connections.get(key.0).map(Connection) else { continue };
                 let silent_since = c.heard();
                 if silent_since + self.config.connection_timeout <= now {
-                    // No DEL of presence: the key expires on its own (silent loss).
-                    self.close(key.device(), out);
+                    // No DEL of presence: the key expires on its own (silent loss). The
+                    // socket is closed: a device that is alive after all (its beats were
+                    // late, or this server's clock jumped) learns it and connects again.
+                    let device = key.device();
+                    self.close(device, out);
+                    let frame = ServerFrame::GoAway { server: self.config.id, epoch: c.epoch_bits() };
+                    out.push(ChatServerOutput::ToDevice { device, frame });
                 } else {
                     self.check_silence_at(key, silent_since + self.config.connection_timeout);
                 }

@@ -177,6 +177,8 @@ pub struct FaultPlan {
     kafka_session_timeout: Duration,
     net: Arc<Vec<NetFault>>,
     redis: Vec<RedisOutage>,
+    /// Clock skews: (process, from, until, skew in µs, ahead if positive).
+    skews: Vec<(NodeIdx, Time, Time, i64)>,
     /// Windows in which what reaches a process is lost (a presence shard without its
     /// primary): (process, from, until).
     lost_to: Vec<(NodeIdx, Time, Time)>,
@@ -232,6 +234,11 @@ impl FaultPlan {
                     until: Time::from_secs(at_s + for_s),
                     what: NetEffect::Latency { client: link == "client_server", add_us: (add_ms * 1e3) as u64 },
                 }),
+                Fault::ClockSkew { at_s, for_s, ref target, skew_ms } => {
+                    let (kind, i) = crate::limits::crash_target(s, target).expect("a validated skew names a process");
+                    let (from, until) = (Time::from_secs(at_s), Time::from_secs(at_s + for_s));
+                    plan.skews.push((topo.node(kind, i), from, until, skew_ms * 1_000));
+                }
                 Fault::PacketLoss { at_s, for_s, ref link, share } => plan_net.push(NetFault {
                     from: Time::from_secs(at_s),
                     until: Time::from_secs(at_s + for_s),
@@ -357,6 +364,17 @@ impl FaultPlan {
         let a = arrive.as_us().div_ceil(self.tick_us).max(sender_tick + 1);
         self.crashes.iter().any(|c| c.node == to && a > c.down_tick && sender_tick <= c.up_tick)
             || self.lost_to.iter().any(|&(n, from, until)| n == to && arrive >= from && arrive < until)
+    }
+
+    /// What the clock of `node` reads at `t` (its skew, if a fault skews it then).
+    #[inline]
+    pub fn clock(&self, node: NodeIdx, t: Time) -> Time {
+        if self.skews.is_empty() {
+            return t;
+        }
+        let skew: i64 =
+            self.skews.iter().filter(|&&(n, from, until, _)| n == node && t >= from && t < until).map(|s| s.3).sum();
+        Time(t.as_us().saturating_add_signed(skew))
     }
 
     /// The Redis outages, in scenario order.
@@ -577,5 +595,19 @@ mod tests {
         let router = topo.node(NodeKind::Router, 1);
         assert_eq!(p.restarts_by(router, Time::from_secs(18)), 0);
         assert_eq!(p.restarts_by(router, Time::from_ms(18_001)), 1);
+    }
+
+    #[test]
+    fn a_skewed_clock_reads_off_only_in_its_window() {
+        let text = "warmup_s = 5\nduration_s = 30\n[fleet]\nchat_servers = 3\n\
+                    [[faults]]\nkind = \"clock_skew\"\nat_s = 10\nfor_s = 5\ntarget = \"chat_server-1\"\nskew_ms = -250\n";
+        let s = Scenario::parse(text, std::path::Path::new("t"), "t").unwrap();
+        let topo = Topology::new(&s);
+        let p = FaultPlan::new(&s, &topo);
+        let (skewed, other) = (topo.node(NodeKind::ChatServer, 1), topo.node(NodeKind::ChatServer, 2));
+        assert_eq!(p.clock(skewed, Time::from_secs(9)), Time::from_secs(9));
+        assert_eq!(p.clock(skewed, Time::from_secs(12)), Time::from_ms(11_750));
+        assert_eq!(p.clock(other, Time::from_secs(12)), Time::from_secs(12));
+        assert_eq!(p.clock(skewed, Time::from_secs(15)), Time::from_secs(15), "back");
     }
 }

@@ -640,6 +640,25 @@ fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
             set("between", between)?;
             set("and", and).map(|_| ())
         }
+        Fault::ClockSkew { ref target, skew_ms, .. } => {
+            match crash_target(s, target) {
+                Ok((crate::topology::NodeKind::ChatServer, _)) => {}
+                Ok(_) => {
+                    return fail(
+                        "target",
+                        format!("`{target}`: a skewed clock is modelled on chat servers (\"chat_server-N\"), whose Snowflake ids carry it"),
+                    )
+                }
+                Err(message) => return fail("target", message),
+            }
+            if skew_ms == 0 || skew_ms.unsigned_abs() > SKEW_MS_MAX {
+                return fail(
+                    "skew_ms",
+                    format!("{skew_ms} ms; must be nonzero and at most {SKEW_MS_MAX} ms either way (beyond, NTP has stepped it back)"),
+                );
+            }
+            Ok(())
+        }
         Fault::PacketLoss { ref link, share: p, .. } => {
             if link != "client_server" && link != "in_datacenter" {
                 return fail("link", format!("`{link}` is not a link class: \"client_server\" or \"in_datacenter\""));
@@ -685,6 +704,9 @@ fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
         }
     }
 }
+
+/// The most a `clock_skew` fault may put a clock off, in ms.
+pub const SKEW_MS_MAX: u64 = 60_000;
 
 /// The most packets a `packet_loss` fault may lose on a link: past a few in ten, TCP's
 /// retransmissions run into its give-up timeouts, which are not modelled.

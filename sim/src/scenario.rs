@@ -153,6 +153,10 @@ pub enum Fault {
     /// is sent again after the retransmission timeout (200 ms, doubling), so the hop is
     /// late and what follows it on the connection waits; nothing is lost.
     PacketLoss { at_s: u64, for_s: u64, link: String, share: f64 },
+    /// From `at_s` for `for_s` seconds the clock of chat server `target` reads `skew_ms`
+    /// off (ahead if positive): the Snowflake ids it mints carry its time, and its timers
+    /// run on it. (Its clock jumps at both ends; ids stay increasing on each server.)
+    ClockSkew { at_s: u64, for_s: u64, target: String, skew_ms: i64 },
 }
 
 /// How the peers of a crashed process learn of it.
@@ -177,6 +181,7 @@ impl Fault {
             Fault::Latency { .. } => "latency",
             Fault::RedisDown { .. } => "redis_down",
             Fault::PacketLoss { .. } => "packet_loss",
+            Fault::ClockSkew { .. } => "clock_skew",
         }
     }
 
@@ -194,6 +199,7 @@ impl Fault {
             Fault::PacketLoss { ref link, share, .. } => {
                 format!("{link} links losing {:.1}% of packets", share * 100.0)
             }
+            Fault::ClockSkew { ref target, skew_ms, .. } => format!("{target}'s clock {skew_ms:+} ms"),
         }
     }
 
@@ -211,7 +217,8 @@ impl Fault {
             | Fault::Crash { at_s, for_s, .. }
             | Fault::Clog { at_s, for_s, .. }
             | Fault::Latency { at_s, for_s, .. }
-            | Fault::PacketLoss { at_s, for_s, .. } => (at_s, for_s),
+            | Fault::PacketLoss { at_s, for_s, .. }
+            | Fault::ClockSkew { at_s, for_s, .. } => (at_s, for_s),
             Fault::RedisDown { at_s, failover_s, .. } => (at_s, failover_s),
         }
     }
@@ -227,6 +234,7 @@ struct FaultFields {
     for_s: Option<u64>,
     failover_s: Option<u64>,
     replication_lag_ms: Option<u64>,
+    skew_ms: Option<i64>,
     users: Option<u64>,
     share: Option<f64>,
     target: Option<String>,
@@ -247,6 +255,7 @@ enum FaultKind {
     Latency,
     RedisDown,
     PacketLoss,
+    ClockSkew,
 }
 
 impl FaultKind {
@@ -263,6 +272,9 @@ impl FaultKind {
             }
             FaultKind::Latency => {
                 ("latency", &["link", "add_ms"], "`link` (\"client_server\" or \"in_datacenter\") and `add_ms`")
+            }
+            FaultKind::ClockSkew => {
+                ("clock_skew", &["target", "skew_ms"], "`target` (\"chat_server-N\") and `skew_ms`")
             }
             FaultKind::PacketLoss => {
                 ("packet_loss", &["link", "share"], "`link` (\"client_server\" or \"in_datacenter\") and `share`")
@@ -286,6 +298,7 @@ impl TryFrom<FaultFields> for Fault {
             for_s,
             failover_s,
             replication_lag_ms,
+            skew_ms,
             users,
             share,
             target,
@@ -301,6 +314,7 @@ impl TryFrom<FaultFields> for Fault {
             ("for_s", for_s.is_some() && redis),
             ("failover_s", failover_s.is_some()),
             ("replication_lag_ms", replication_lag_ms.is_some()),
+            ("skew_ms", skew_ms.is_some()),
             ("users", users.is_some()),
             ("share", share.is_some()),
             ("target", target.is_some()),
@@ -333,6 +347,10 @@ impl TryFrom<FaultFields> for Fault {
             },
             FaultKind::Latency => match (link, add_ms) {
                 (Some(link), Some(add_ms)) => Fault::Latency { at_s, for_s, link, add_ms },
+                _ => return Err(missing()),
+            },
+            FaultKind::ClockSkew => match (target, skew_ms) {
+                (Some(target), Some(skew_ms)) => Fault::ClockSkew { at_s, for_s, target, skew_ms },
                 _ => return Err(missing()),
             },
             FaultKind::PacketLoss => match (link, share) {
@@ -843,7 +861,7 @@ impl Scenario {
                 // Hops held by a clog wait in the network, and the work they bring comes at
                 // once when it clears (counted like the sends a Cassandra outage holds up).
                 Fault::Clog { for_s, .. } => stalled_sends += self.workload.messages_per_s as f64 * for_s as f64,
-                Fault::Latency { .. } | Fault::PacketLoss { .. } => {}
+                Fault::Latency { .. } | Fault::PacketLoss { .. } | Fault::ClockSkew { .. } => {}
                 // A session shard's commands wait for the failover: the sends of its users
                 // meanwhile (an upper bound: the whole load); a presence shard's are lost.
                 Fault::RedisDown { ref target, failover_s, .. } => {

@@ -129,7 +129,14 @@ fn heartbeats_refresh_presence_and_silence_closes_without_presence_offline() {
     assert!(s.is_connected(alice()), "heard at 30 s: timeout at 75 s");
     s.handle_timeout(Time::from_secs(75), &mut out);
     assert!(!s.is_connected(alice()));
-    assert_eq!(out, vec![Out::SessionClear { device: alice(), server: ServerId(0), epoch: 1 }], "no presence DEL");
+    assert_eq!(
+        out,
+        vec![
+            Out::SessionClear { device: alice(), server: ServerId(0), epoch: 1 },
+            to(alice(), ServerFrame::GoAway { server: ServerId(0), epoch: 1 })
+        ],
+        "no presence DEL; the socket closes"
+    );
 }
 
 #[test]

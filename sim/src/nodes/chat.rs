@@ -25,6 +25,7 @@ pub(crate) struct ChatNode {
     /// What this server learns of other chat servers going down and coming back.
     peers: crate::faults::PeerNotices,
     shared: Arc<Shared>,
+    me: NodeIdx,
 }
 
 /// Send the pending heartbeat refreshes for one presence shard in one pipelined message,
@@ -64,6 +65,7 @@ impl ChatNode {
             heartbeats: vec![(Vec::new(), Time::ZERO); shared.topo.count(NodeKind::Presence) as usize],
             peers: crate::faults::PeerNotices::default(),
             shared: shared.clone(),
+            me: shared.topo.node(NodeKind::ChatServer, i),
         }
     }
 
@@ -202,7 +204,8 @@ impl Process for ChatNode {
             other => unreachable!("chat server got {other:?}"),
         };
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
-        self.server.handle(done, input, &mut self.outs);
+        // The server reads its own clock (skewed by a fault); what it sends leaves on time.
+        self.server.handle(self.shared.faults.clock(self.me, done), input, &mut self.outs);
         self.emit(done, ctx);
     }
 
@@ -226,17 +229,18 @@ impl Process for ChatNode {
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
         let (servers, failovers) = self.peers.notices(&self.shared.faults, now);
+        let clock = self.shared.faults.clock(self.me, now);
         for (server, down) in servers {
             if server != self.server.id() {
                 let input = if down { In::ServerDown { server } } else { In::ServerUp { server } };
-                self.server.handle(now, input, &mut self.outs);
+                self.server.handle(clock, input, &mut self.outs);
             }
         }
         let shards = self.topo.count(NodeKind::Redis);
         for shard in failovers {
-            self.server.handle(now, In::SessionShardFailover { shard, shards }, &mut self.outs);
+            self.server.handle(clock, In::SessionShardFailover { shard, shards }, &mut self.outs);
         }
-        self.server.handle_timeout(now, &mut self.outs);
+        self.server.handle_timeout(clock, &mut self.outs);
         self.emit(now, ctx);
         for (i, pending) in self.heartbeats.iter_mut().enumerate() {
             if !pending.0.is_empty() {
