@@ -291,17 +291,22 @@ impl FaultPlan {
         if !self.kafka_crashes {
             return preferred;
         }
-        let node = |b: u32| NodeIdx(self.kafka_first + b as u16);
-        let Some(crash) = self.crash_covering(node(preferred), t) else {
-            return preferred;
+        self.taken_over(self.kafka_first, self.kafka_brokers, preferred, t, self.kafka_election)
+    }
+
+    /// Which of a group of `count` processes (from `first`) stands in for member `own` at
+    /// `t`: `own` while it is up, and while its peers wait `wait` before giving up on it
+    /// (what it served is unavailable meanwhile); then the next member up; `own` again once
+    /// it is back.
+    fn taken_over(&self, first: u16, count: u32, own: u32, t: Time, wait: Duration) -> u32 {
+        let node = |m: u32| NodeIdx(first + m as u16);
+        let Some(crash) = self.crash_covering(node(own), t) else {
+            return own;
         };
-        if t < crash.down + self.kafka_election {
-            return preferred;
+        if t < crash.down + wait {
+            return own;
         }
-        (1..self.kafka_brokers)
-            .map(|k| (preferred + k) % self.kafka_brokers)
-            .find(|&b| !self.is_down(node(b), t))
-            .unwrap_or(preferred)
+        (1..count).map(|k| (own + k) % count).find(|&m| !self.is_down(node(m), t)).unwrap_or(own)
     }
 
     /// Whether a partition ever changes consumer (a router crashes).
@@ -318,14 +323,7 @@ impl FaultPlan {
         if !self.router_crashes {
             return own;
         }
-        let node = |r: u32| NodeIdx(self.router_first + r as u16);
-        let Some(crash) = self.crash_covering(node(own), t) else {
-            return own;
-        };
-        if t < crash.down + self.kafka_session_timeout {
-            return own;
-        }
-        (1..self.routers).map(|k| (own + k) % self.routers).find(|&r| !self.is_down(node(r), t)).unwrap_or(own)
+        self.taken_over(self.router_first, self.routers, own, t, self.kafka_session_timeout)
     }
 
     /// How many times `node` was restarted by `t`: a consumer restarted rejoins its group

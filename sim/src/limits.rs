@@ -729,6 +729,16 @@ pub fn redis_target(s: &Scenario, target: &str) -> Result<(crate::topology::Node
             ))
         }
     };
+    numbered(kind, index, count, field)
+}
+
+/// Process `index` of `kind`, if it is below `count` (the scenario's `field`).
+fn numbered(
+    kind: crate::topology::NodeKind,
+    index: &str,
+    count: u32,
+    field: &str,
+) -> Result<(crate::topology::NodeKind, u32), String> {
     match index.parse::<u32>() {
         Ok(i) if i < count => Ok((kind, i)),
         _ => Err(format!("`{index}` is not one of them: they are numbered 0 to {} ({field})", count - 1)),
@@ -806,10 +816,7 @@ pub fn crash_target(s: &Scenario, target: &str) -> Result<(crate::topology::Node
             ))
         }
     };
-    match index.parse::<u32>() {
-        Ok(i) if i < count => Ok((kind, i)),
-        _ => Err(format!("`{index}` is not one of them: they are numbered 0 to {} ({field})", count - 1)),
-    }
+    numbered(kind, index, count, field)
 }
 
 #[cfg(test)]
