@@ -329,8 +329,9 @@ impl FaultPlan {
     /// How many times `node` was restarted by `t`: a consumer restarted rejoins its group
     /// and resumes from its commit, like a new one.
     pub fn restarts_by(&self, node: NodeIdx, t: Time) -> usize {
-        // Restarted before tick `up_tick + 1`: what is sent to it from then on reaches it.
-        let tick = t.as_us() / self.tick_us;
+        // Restarted before tick `up_tick + 1`: what is sent to it from then on (by a
+        // process handling a time of that tick) reaches it.
+        let tick = t.as_us().div_ceil(self.tick_us);
         self.crashes.iter().filter(|c| c.node == node && tick > c.up_tick).count()
     }
 

@@ -24,6 +24,9 @@ pub(crate) struct KafkaNode {
     /// The router each partition was pushed to at the end of the previous tick, and how
     /// many times that router had been restarted.
     consumers: Vec<(NodeIdx, usize)>,
+    /// The latest time the consumers were looked up at: a request served from its exact
+    /// arrival can end before the last tick did, and the group must not go back.
+    consumers_at: Time,
 }
 
 impl KafkaNode {
@@ -39,6 +42,7 @@ impl KafkaNode {
             pushes: Vec::new(),
             leads: vec![false; shared.topo.partitions as usize],
             consumers: (0..shared.topo.partitions).map(|p| (shared.consumer(p, Time::ZERO), 0)).collect(),
+            consumers_at: Time::ZERO,
         };
         // Without crashes leadership never moves: take it now. A broker of a run with
         // crashes takes its partitions in its first tick (a restarted one pushes them from
@@ -69,23 +73,38 @@ impl KafkaNode {
     /// commit (what was routed since is routed again; the devices show it once).
     fn follow_consumers(&mut self, now: Time, ctx: &mut Ctx) {
         for p in 0..self.consumers.len() {
-            let node = self.shared.consumer(p as u32, now);
-            let consumer = (node, self.shared.faults.restarts_by(node, now));
-            if consumer != self.consumers[p] {
-                self.consumers[p] = consumer;
-                if self.leads[p] {
-                    let again = self.shared.kafka_logs[p].lock().expect("log lock").rewind_to_commit();
-                    ctx.counters.records_pushed_again += again;
-                    ctx.counters.partitions_moved += 1;
-                    self.push(p as u32, now, ctx);
-                }
+            if self.follow_consumer(p, now, ctx) {
+                self.push(p as u32, now, ctx);
             }
         }
+    }
+
+    /// Whether partition `p` changed consumer by `t` (it is rewound to the commit then, if
+    /// this broker leads it). Checked before every push too: a record appended in the tick
+    /// a router restarts must not reach it from the old cursor, ahead of the rewind.
+    fn follow_consumer(&mut self, p: usize, t: Time, ctx: &mut Ctx) -> bool {
+        let t = t.max(self.consumers_at);
+        self.consumers_at = t;
+        let node = self.shared.consumer(p as u32, t);
+        let consumer = (node, self.shared.faults.restarts_by(node, t));
+        if consumer == self.consumers[p] {
+            return false;
+        }
+        self.consumers[p] = consumer;
+        if self.leads[p] {
+            let again = self.shared.kafka_logs[p].lock().expect("log lock").rewind_to_commit();
+            ctx.counters.records_pushed_again += again;
+            ctx.counters.partitions_moved += 1;
+        }
+        true
     }
 
     fn push(&mut self, partition: u32, t: Time, ctx: &mut Ctx) {
         if !self.leads[partition as usize] {
             return;
+        }
+        if self.shared.faults.moves_consumers() {
+            self.follow_consumer(partition as usize, t, ctx);
         }
         self.shared.kafka_logs[partition as usize].lock().expect("log lock").take_pushes(&mut self.pushes);
         let router = self.consumers[partition as usize].0;
