@@ -69,8 +69,6 @@ pub struct Logs {
     pub displays: Vec<Display>,
     /// (device, id) of every display, sorted (filled by `sort`).
     pub displays_by_device: Vec<(DeviceKey, MessageId)>,
-    /// (device, client message, id) of every display, sorted (filled by `sort`).
-    pub displays_by_client: Vec<(DeviceKey, u64, MessageId)>,
     /// Every change of a sender's view: client-id key, new state, when.
     pub sender_views: Vec<(u64, ReceiptState, LogMs)>,
     /// Read receipts the senders received: message, reading device, when.
@@ -116,8 +114,6 @@ impl Logs {
     pub fn sort(&mut self, displays: &[Display]) {
         self.displays_by_device = displays.iter().map(|d| (d.device, d.id)).collect();
         self.displays_by_device.sort_unstable();
-        self.displays_by_client = displays.iter().map(|d| (d.device, d.client, d.id)).collect();
-        self.displays_by_client.sort_unstable();
         // These arrive as one sorted run per process: the stable sort merges runs.
         self.connected.sort_unstable_by_key(|c| c.device);
         self.registered.sort();

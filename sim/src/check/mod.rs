@@ -132,6 +132,7 @@ pub fn check_all(logs: &mut Logs, cx: &CheckContext, parallel: bool) -> CheckRep
         let mut b = CheckReport::default();
         views_monotone(&views, &mut b);
         order(&displays, &mut b);
+        no_duplicate_by_client(&displays, &mut b);
         b
     };
     let group_a = |logs: &mut Logs| {
@@ -297,8 +298,14 @@ fn no_duplicate_display(logs: &Logs, r: &mut CheckReport) {
             r.add(violation(2, "no duplicate display", format!("message {id}"), Time::ZERO, detail));
         }
     }
-    // A send retried under a new id is the same message to its reader.
-    for w in logs.displays_by_client.windows(2) {
+}
+
+/// 2, by client message: a send retried under a new id is the same message to its reader.
+/// (With the displays only: it runs beside the checkers that sort the other logs.)
+fn no_duplicate_by_client(displays: &[Display], r: &mut CheckReport) {
+    let mut by_client: Vec<(DeviceKey, u64, MessageId)> = displays.iter().map(|d| (d.device, d.client, d.id)).collect();
+    by_client.sort_unstable();
+    for w in by_client.windows(2) {
         let ((d0, c0, id0), (device, client, id)) = (w[0], w[1]);
         if (d0, c0) == (device, client) && id0 != id {
             let detail = format!("shown on the {device} as {id0} and again as {id} (one client message)");
