@@ -50,6 +50,26 @@ fn a_large_skew_makes_later_messages_look_late_and_the_checkers_say_so() {
 }
 
 #[test]
+fn a_presence_shard_ahead_shows_users_offline_early_and_one_behind_breaks_nothing() {
+    // The shard's clock jumps 40 s ahead: keys refreshed more than 5 s before (their TTL is 45 s)
+    // expire at once, and their users are shown offline although they are not.
+    let ahead = |skew: i64| {
+        let mut s = scenario(5);
+        s.faults =
+            vec![wasim_sim::Fault::ClockSkew { at_s: 8, for_s: 12, target: "redis_presence-0".into(), skew_ms: skew }];
+        s
+    };
+    for (seed, o) in common::sweep(&ahead(40_000), 1..3) {
+        assert!(o.checks.ok(), "seed {seed}: {:?}", &o.checks.violations[..o.checks.violations.len().min(3)]);
+        let flaps: u64 = o.per_second.iter().map(|p| p.shown_offline_by_expiry).sum();
+        assert!(flaps > 0, "seed {seed}: keys expired early");
+    }
+    for (seed, o) in common::sweep(&ahead(-5_000), 1..3) {
+        assert!(o.checks.ok(), "seed {seed}: {:?}", &o.checks.violations[..o.checks.violations.len().min(3)]);
+    }
+}
+
+#[test]
 fn a_skew_names_a_chat_server() {
     let refused = |fault: &str, says: &str| {
         let text =
@@ -58,6 +78,7 @@ fn a_skew_names_a_chat_server() {
         assert!(e.to_string().contains(says), "{e}");
     };
     refused("target = \"cassandra-0\"\nskew_ms = 5\n", "modelled on chat servers");
+    refused("target = \"chat_server-1\"\nskew_ms = -3001\n", "before the run began");
     refused("target = \"chat_server-1\"\nskew_ms = 0\n", "nonzero");
     refused("target = \"chat_server-1\"\nskew_ms = 60001\n", "at most 60000");
     refused("target = \"chat_server-1\"\n", "needs `target`");

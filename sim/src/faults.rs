@@ -235,7 +235,7 @@ impl FaultPlan {
                     what: NetEffect::Latency { client: link == "client_server", add_us: (add_ms * 1e3) as u64 },
                 }),
                 Fault::ClockSkew { at_s, for_s, ref target, skew_ms } => {
-                    let (kind, i) = crate::limits::crash_target(s, target).expect("a validated skew names a process");
+                    let (kind, i) = crate::limits::skew_target(s, target).expect("a validated skew names a process");
                     let (from, until) = (Time::from_secs(at_s), Time::from_secs(at_s + for_s));
                     plan.skews.push((topo.node(kind, i), from, until, skew_ms * 1_000));
                 }

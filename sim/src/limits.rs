@@ -641,20 +641,22 @@ fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
             set("and", and).map(|_| ())
         }
         Fault::ClockSkew { ref target, skew_ms, .. } => {
-            match crash_target(s, target) {
-                Ok((crate::topology::NodeKind::ChatServer, _)) => {}
-                Ok(_) => {
-                    return fail(
-                        "target",
-                        format!("`{target}`: a skewed clock is modelled on chat servers (\"chat_server-N\"), whose Snowflake ids carry it"),
-                    )
-                }
-                Err(message) => return fail("target", message),
-            }
+            skew_target(s, target).map_err(|message| Failure {
+                field: "target".into(),
+                related: Vec::new(),
+                message,
+            })?;
             if skew_ms == 0 || skew_ms.unsigned_abs() > SKEW_MS_MAX {
                 return fail(
                     "skew_ms",
                     format!("{skew_ms} ms; must be nonzero and at most {SKEW_MS_MAX} ms either way (beyond, NTP has stepped it back)"),
+                );
+            }
+            let (at_s, _) = fault.window_s();
+            if skew_ms < 0 && skew_ms.unsigned_abs() > at_s * 1_000 {
+                return fail(
+                    "skew_ms",
+                    format!("{skew_ms} ms from {at_s} s: the clock would read a time before the run began"),
                 );
             }
             Ok(())
@@ -702,6 +704,21 @@ fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
                 "a replica further behind has lost its link: a full resync, not a lag",
             )
         }
+    }
+}
+
+/// The process a `clock_skew` fault's `target` names: a chat server (its Snowflake ids and
+/// timers carry the skew) or a presence shard (its TTL deadlines and last-seen stamps).
+pub fn skew_target(s: &Scenario, target: &str) -> Result<(crate::topology::NodeKind, u32), String> {
+    if target.starts_with("redis_presence-") {
+        return redis_target(s, target);
+    }
+    match crash_target(s, target) {
+        Ok(found @ (crate::topology::NodeKind::ChatServer, _)) => Ok(found),
+        Ok(_) => Err(format!(
+            "`{target}`: a skewed clock is modelled on chat servers (\"chat_server-N\": Snowflake ids, timers) and presence shards (\"redis_presence-N\": TTLs, last-seen)"
+        )),
+        Err(message) => Err(message),
     }
 }
 

@@ -507,7 +507,8 @@ impl ClientShard {
         let measured = update.changed_at >= self.measure.0 && update.changed_at < self.measure.1;
         match update.cause {
             PresenceCause::Connected | PresenceCause::Disconnected if measured => {
-                record_us(&mut self.latencies.presence, t.as_us() - update.changed_at.as_us());
+                // Stamped on the presence shard's clock, which a fault may put ahead.
+                record_us(&mut self.latencies.presence, t.as_us().saturating_sub(update.changed_at.as_us()));
             }
             PresenceCause::Expired => {
                 ctx.second(t).shown_offline_by_expiry += 1;

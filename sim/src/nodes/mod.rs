@@ -26,7 +26,7 @@ pub(crate) async fn start(shared: Arc<Shared>, me: NodeIdx) {
             None => run_process(s, me, |ctx| client::ClientShard::new(&shared, i, ctx)).await,
         },
         NodeKind::Redis => run_process(s, me, |_| redis::RedisNode::new(&shared, i)).await,
-        NodeKind::Presence => run_process(s, me, |_| presence::PresenceNode::new(&shared)).await,
+        NodeKind::Presence => run_process(s, me, |_| presence::PresenceNode::new(&shared, me)).await,
         NodeKind::Cassandra => run_process(s, me, |_| cassandra::CassandraProcess::new(&shared, i)).await,
         NodeKind::Kafka => run_process(s, me, |_| kafka::KafkaNode::new(&shared, me)).await,
         NodeKind::Router => run_process(s, me, |_| router::RouterNode::new(&shared, me)).await,

@@ -17,10 +17,12 @@ pub(crate) struct PresenceNode {
     service: Sampler,
     notes: Vec<PresenceNotify>,
     now: Time,
+    shared: Arc<Shared>,
+    me: crate::msg::NodeIdx,
 }
 
 impl PresenceNode {
-    pub fn new(shared: &Shared) -> PresenceNode {
+    pub fn new(shared: &Arc<Shared>, me: crate::msg::NodeIdx) -> PresenceNode {
         let s = &shared.scenario;
         let (fifo, service) =
             super::queue(shared, crate::topology::NodeKind::Presence, s.workers.redis, &s.service_us.redis);
@@ -35,6 +37,8 @@ impl PresenceNode {
             service,
             notes: Vec::new(),
             now: Time::ZERO,
+            shared: shared.clone(),
+            me,
         }
     }
 
@@ -57,7 +61,8 @@ impl Process for PresenceNode {
             }
             for &device in devices {
                 let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
-                self.store.handle(done, PresenceInput::Heartbeat { device }, &mut self.notes);
+                let clock = self.shared.faults.clock(self.me, done);
+                self.store.handle(clock, PresenceInput::Heartbeat { device }, &mut self.notes);
                 self.publish(done, ctx);
             }
             return;
@@ -68,7 +73,9 @@ impl Process for PresenceNode {
             Msg::PresenceSubscribe { watcher, server, target } => PresenceInput::Subscribe { watcher, server, target },
             other => unreachable!("presence got {other:?}"),
         };
-        self.store.handle(done, input, &mut self.notes);
+        // The shard reads its own clock (skewed by a fault): TTL deadlines and last-seen
+        // stamps carry it. What it sends leaves on time.
+        self.store.handle(self.shared.faults.clock(self.me, done), input, &mut self.notes);
         self.publish(done, ctx);
     }
 
@@ -85,9 +92,10 @@ impl Process for PresenceNode {
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
-        self.store.handle_timeout(now, &mut self.notes);
+        let clock = self.shared.faults.clock(self.me, now);
+        self.store.handle_timeout(clock, &mut self.notes);
         self.publish(now, ctx);
-        self.now = now;
+        self.now = self.now.max(clock);
     }
 
     fn finish(&mut self, report: &mut NodeReport) {
