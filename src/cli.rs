@@ -259,11 +259,7 @@ fn scenario(
         Ok(s) => s,
         Err(e) => return bad_input(e),
     };
-    let crashes_a_server = scenario
-        .faults
-        .iter()
-        .any(|f| matches!(f, wasim_sim::Fault::Crash { target, .. } if target.starts_with("chat_server-")));
-    if compare_placements && !crashes_a_server {
+    if compare_placements && !scenario.crashes_a_chat_server() {
         return bad_input(format!(
             "--compare-placements: {} crashes no chat server (add a [[faults]] kind = \"crash\", target = \"chat_server-N\")",
             file.display()

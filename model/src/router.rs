@@ -327,6 +327,11 @@ impl Router {
         out.push(RouterOutput::Reroute { msg, exclude: server, slot });
     }
 
+    /// Whether this router consumes `partition` (it was assigned it and not revoked).
+    pub fn owns(&self, partition: u32) -> bool {
+        self.trackers.get(partition as usize).is_some_and(Option::is_some)
+    }
+
     /// Routes waiting on the session store.
     pub fn in_flight(&self) -> usize {
         self.lookups.len()
@@ -467,14 +472,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_connected_device_gets_a_forward() {
+    /// A router that routed message 5 to the phone on server 9 and the web client on 2,
+    /// its partition's memory, and what it put out.
+    fn routed_to_9_and_2() -> (Router, RoutedMemory, Vec<RouterOutput>) {
         let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
         let mut m = RoutedMemory::default();
         let req = lookup(&mut r, &mut m, 0, 0, 5);
         let mut out = Vec::new();
         let route = Route { forward: [Some(ServerId(9)), Some(ServerId(2))], inbox: false };
         r.handle(Time::ZERO, RouterInput::Routed { req, route }, &mut out);
+        (r, m, out)
+    }
+
+    #[test]
+    fn every_connected_device_gets_a_forward() {
+        let (r, _, out) = routed_to_9_and_2();
         assert_eq!(
             out,
             vec![
@@ -554,12 +566,7 @@ mod tests {
 
     #[test]
     fn what_went_to_a_server_that_goes_down_is_routed_again_without_it() {
-        let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
-        let mut m = RoutedMemory::default();
-        let req = lookup(&mut r, &mut m, 0, 0, 5);
-        let mut out = Vec::new();
-        let route = Route { forward: [Some(ServerId(9)), Some(ServerId(2))], inbox: false };
-        r.handle(Time::ZERO, RouterInput::Routed { req, route }, &mut out);
+        let (mut r, mut m, mut out) = routed_to_9_and_2();
         out.clear();
         r.handle(Time::from_ms(5), RouterInput::ServerDown { server: ServerId(9) }, &mut out);
         assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(5), exclude: ServerId(9), slot: DeviceSlot(0) }]);

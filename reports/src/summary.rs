@@ -577,16 +577,31 @@ fn expiries(o: &Outcome, from: u64, until: u64) -> u64 {
     o.per_second.get(from..until).map_or(0, |s| s.iter().map(|p| p.shown_offline_by_expiry).sum())
 }
 
+/// Messages sent during a fault window delivered later than the delivery SLO, and the
+/// latest of them (ms).
+fn delayed_past_slo(o: &Outcome) -> (u64, f64) {
+    let during = &o.latencies.delivery_during;
+    if during.is_empty() {
+        return (0, 0.0);
+    }
+    let slo_us = o.scenario.slo.delivery_ms_p99 * 1_000;
+    (during.count_between(slo_us + 1, during.max().max(slo_us + 1)), during.max() as f64 / 1e3)
+}
+
+/// Violations of invariant `n` in the run.
+fn violations_of(o: &Outcome, n: u8) -> u64 {
+    o.checks.counts.iter().find(|&&(i, _)| i == n).map_or(0, |&(_, c)| c)
+}
+
 fn crash_reports(o: &Outcome) -> Vec<CrashReport> {
     let s = &o.scenario;
     let l = &o.latencies;
     let live: Vec<u64> = o.chat_connections_end.iter().flatten().copied().collect();
     let mean = live.iter().sum::<u64>() as f64 / live.len().max(1) as f64;
     let imbalance = if mean > 0.0 { round3(*live.iter().max().unwrap_or(&0) as f64 / mean) } else { 0.0 };
-    let slo_us = s.slo.delivery_ms_p99 * 1_000;
     let during = &l.delivery_during;
-    let delayed = if during.is_empty() { 0 } else { during.count_between(slo_us + 1, during.max().max(slo_us + 1)) };
-    let lost = o.checks.counts.iter().find(|(n, _)| *n == 1).map_or(0, |&(_, c)| c);
+    let (delayed, delayed_max_ms) = delayed_past_slo(o);
+    let lost = violations_of(o, 1);
     s.faults
         .iter()
         .filter_map(|f| match *f {
@@ -618,7 +633,7 @@ fn crash_reports(o: &Outcome) -> Vec<CrashReport> {
                 delivery_during: LatencySummary::new("delivery_during", "sent during a fault window", during),
                 delivery_after: LatencySummary::new("delivery_after", "sent after the last fault", &l.delivery_after),
                 delayed_past_slo: delayed,
-                delayed_max_ms: if during.is_empty() { 0.0 } else { during.max() as f64 / 1e3 },
+                delayed_max_ms,
                 replayed: o.counters.replayed,
                 shown_offline_during: expiries(o, at_s, at_s + for_s + s.users.presence_ttl_ms.div_ceil(1_000)),
                 shown_offline_before: expiries(
@@ -662,10 +677,8 @@ fn redis_outage_reports(o: &Outcome) -> Vec<RedisOutageReport> {
     let s = &o.scenario;
     let l = &o.latencies;
     let c = &o.counters;
-    let slo_us = s.slo.delivery_ms_p99 * 1_000;
     let during = &l.delivery_during;
-    let delayed = if during.is_empty() { 0 } else { during.count_between(slo_us + 1, during.max().max(slo_us + 1)) };
-    let count = |i: u8| o.checks.counts.iter().find(|(n, _)| *n == i).map_or(0, |&(_, c)| c);
+    let (delayed, delayed_max_ms) = delayed_past_slo(o);
     let ttl_s = s.users.presence_ttl_ms.div_ceil(1_000);
     let hop_ms = s.network.in_datacenter_ms.p99();
     s.faults
@@ -705,11 +718,11 @@ fn redis_outage_reports(o: &Outcome) -> Vec<RedisOutageReport> {
                     delivery_during: LatencySummary::new("delivery_during", "sent during a fault window", during),
                     delivery_after: LatencySummary::new("delivery_after", "sent after the last fault", &l.delivery_after),
                     delayed_past_slo: delayed,
-                    delayed_max_ms: if during.is_empty() { 0.0 } else { during.max() as f64 / 1e3 },
+                    delayed_max_ms,
                     shown_offline_during: expiries(o, at_s, at_s + failover_s + ttl_s),
                     shown_offline_before: expiries(o, at_s.saturating_sub(failover_s + ttl_s), at_s),
-                    lost: count(1),
-                    misrouted: count(6),
+                    lost: violations_of(o, 1),
+                    misrouted: violations_of(o, 6),
                     timeline,
                 })
             }

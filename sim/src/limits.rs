@@ -634,18 +634,11 @@ fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
         }
         Fault::LoseDeliveredAcks { share: p, .. } => share("share", p),
         Fault::Clog { ref between, ref and, .. } => {
-            let set = |field: &str, name: &str| {
-                process_set(s, name).map_err(|message| Failure { field: field.into(), related: Vec::new(), message })
-            };
-            set("between", between)?;
-            set("and", and).map(|_| ())
+            process_set(s, between).map_err(at("between"))?;
+            process_set(s, and).map(|_| ()).map_err(at("and"))
         }
         Fault::ClockSkew { ref target, skew_ms, .. } => {
-            skew_target(s, target).map_err(|message| Failure {
-                field: "target".into(),
-                related: Vec::new(),
-                message,
-            })?;
+            skew_target(s, target).map_err(at("target"))?;
             if skew_ms == 0 || skew_ms.unsigned_abs() > SKEW_MS_MAX {
                 return fail(
                     "skew_ms",
@@ -662,9 +655,7 @@ fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
             Ok(())
         }
         Fault::PacketLoss { ref link, share: p, .. } => {
-            if link != "client_server" && link != "in_datacenter" {
-                return fail("link", format!("`{link}` is not a link class: \"client_server\" or \"in_datacenter\""));
-            }
+            link_class(link)?;
             if !(p > 0.0 && p <= PACKET_LOSS_MAX) {
                 return fail(
                     "share",
@@ -674,9 +665,7 @@ fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
             Ok(())
         }
         Fault::Latency { ref link, add_ms, .. } => {
-            if link != "client_server" && link != "in_datacenter" {
-                return fail("link", format!("`{link}` is not a link class: \"client_server\" or \"in_datacenter\""));
-            }
+            link_class(link)?;
             if !(add_ms > 0.0 && add_ms <= NETWORK_MS_MAX as f64) {
                 return fail(
                     "add_ms",
@@ -685,17 +674,9 @@ fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Fault::Crash { ref target, .. } => crash_target(s, target).map(|_| ()).map_err(|message| Failure {
-            field: "target".into(),
-            related: Vec::new(),
-            message,
-        }),
+        Fault::Crash { ref target, .. } => crash_target(s, target).map(|_| ()).map_err(at("target")),
         Fault::RedisDown { ref target, replication_lag_ms, .. } => {
-            redis_target(s, target).map_err(|message| Failure {
-                field: "target".into(),
-                related: Vec::new(),
-                message,
-            })?;
+            redis_target(s, target).map_err(at("target"))?;
             in_range(
                 "replication_lag_ms",
                 replication_lag_ms,
@@ -720,6 +701,19 @@ pub fn skew_target(s: &Scenario, target: &str) -> Result<(crate::topology::NodeK
         )),
         Err(message) => Err(message),
     }
+}
+
+/// A failure of a fault's key `field`, saying `message`.
+fn at(field: &'static str) -> impl FnOnce(String) -> Failure {
+    move |message| Failure { field: field.into(), related: Vec::new(), message }
+}
+
+/// A network fault's `link` names a link class.
+fn link_class(link: &str) -> Result<(), Failure> {
+    if link == "client_server" || link == "in_datacenter" {
+        return Ok(());
+    }
+    fail("link", format!("`{link}` is not a link class: \"client_server\" or \"in_datacenter\""))
 }
 
 /// The most a `clock_skew` fault may put a clock off, in ms.

@@ -168,11 +168,7 @@ async fn simulate_traced(
         restarted_for,
         population,
         traced: AtomicU32::new(traced.map_or(u32::MAX, |u| u.0)),
-        trace_a_crash: traced.is_none()
-            && scenario
-                .faults
-                .iter()
-                .any(|f| matches!(f, crate::Fault::Crash { target, .. } if target.starts_with("chat_server-"))),
+        trace_a_crash: traced.is_none() && scenario.crashes_a_chat_server(),
         net: Mutex::new(Network::new(nodes, tick_us)),
         topo: topo.clone(),
         scenario: scenario.clone(),

@@ -759,6 +759,11 @@ impl Scenario {
         Ok(scenario)
     }
 
+    /// Whether a fault crashes a chat server.
+    pub fn crashes_a_chat_server(&self) -> bool {
+        self.faults.iter().any(|f| matches!(f, Fault::Crash { target, .. } if target.starts_with("chat_server-")))
+    }
+
     /// How long a router keeps what it forwarded, to route it again if the chat server
     /// crashes: as long as a server holds a push unacknowledged before it closes the silent
     /// connection and hands the push back itself (the presence TTL), and a margin.

@@ -132,12 +132,7 @@ impl ChatNode {
                 }
                 Out::Reroute { msg, exclude, slot } => {
                     ctx.trace_msg(t, "reroute", &msg, None);
-                    ctx.send_ordered(
-                        topo.redis(msg.to),
-                        t,
-                        Msg::Reroute { msg, exclude, slot },
-                        OrderKey::Session(msg.to),
-                    )
+                    super::send_reroute(ctx, topo, t, msg, exclude, slot);
                 }
                 Out::RouteReceipt { req, receipt, exclude } => {
                     let sender = receipt.msg.from;

@@ -92,8 +92,6 @@ pub(crate) struct ClientShard {
     /// Network cuts of this shard's users: (from, until, local user), and progress.
     cuts: Vec<(Time, Time, usize)>,
     cuts_started: usize,
-    /// The fault layer's plan (crashes, lost ACKs).
-    faults: crate::faults::FaultPlan,
     /// Client-link latencies drawn for faults (a reset crossing the link).
     client_link: Sampler,
     /// Devices displaced by a crash, with when it happened, until they connect again.
@@ -122,6 +120,7 @@ pub(crate) struct ClientShard {
     /// The workload's draws, a stream per process it drives.
     rng: WorkloadRng,
     measure: (Time, Time),
+    /// The run's shared state: the fault layer's plan (crashes, lost ACKs), the trace.
     shared: std::sync::Arc<Shared>,
 }
 
@@ -180,7 +179,6 @@ impl ClientShard {
             app_closed: Sampler::new(&s.workload.app_closed_ms, 1_000.0),
             cuts,
             cuts_started: 0,
-            faults: shared.faults.clone(),
             client_link: Sampler::new(&s.network.client_server_ms, 1_000.0),
             displaced: FxHashMap::default(),
             fault_windows,
@@ -362,7 +360,7 @@ impl ClientShard {
     fn transmit(&mut self, t: Time, device: DeviceId, server: ServerId, frame: &DeviceFrame, ctx: &mut Ctx) {
         match *frame {
             DeviceFrame::DeliveredAck { msg, .. } => {
-                if self.faults.ack_lost(t, &mut self.rng.faults) {
+                if self.shared.faults.ack_lost(t, &mut self.rng.faults) {
                     ctx.counters.acks_lost += 1;
                     ctx.trace_msg(t, "delivered_ack_lost", &msg, Some(device));
                     return;
@@ -372,7 +370,7 @@ impl ClientShard {
             DeviceFrame::Connect { epoch, .. } => {
                 ctx.trace_device(t, "connect", device);
                 let rtt = self.client_link.sample(&mut self.rng.faults) + self.client_link.sample(&mut self.rng.faults);
-                if let Some(at) = self.faults.connect_fails(self.topo.chat(server), t, rtt) {
+                if let Some(at) = self.shared.faults.connect_fails(self.topo.chat(server), t, rtt) {
                     let index = self.layout().index(device) as u32;
                     self.timers.push(Reverse((at, index, Timer::ConnectFailed(server, epoch))));
                 }
@@ -523,11 +521,11 @@ impl ClientShard {
     /// Chat servers crashing by `now`: each device attached to one notices when the fault
     /// layer says (a reset crossing its link, or pings unanswered).
     fn tick_crashes(&mut self, now: Time, ctx: &mut Ctx) {
-        if self.faults.crashes().is_empty() {
+        if self.shared.faults.crashes().is_empty() {
             return;
         }
         let crashes: Vec<crate::faults::Crash> =
-            self.faults.server_crashes_in(self.previous_tick, now).copied().collect();
+            self.shared.faults.server_crashes_in(self.previous_tick, now).copied().collect();
         for crash in crashes {
             let server = crash.server.expect("a chat server crash");
             for index in 0..self.devices.len() {
@@ -535,7 +533,7 @@ impl ClientShard {
                     continue;
                 }
                 let hop = self.client_link.sample(&mut self.rng.faults);
-                let at = self.faults.device_detects(&crash, hop, &mut self.rng.faults);
+                let at = self.shared.faults.device_detects(&crash, hop, &mut self.rng.faults);
                 let epoch = self.devices.epoch(index);
                 self.timers.push(Reverse((at, index as u32, Timer::Lost(server, epoch))));
                 self.displaced.insert(index as u32, crash.down);

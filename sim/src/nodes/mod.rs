@@ -15,6 +15,21 @@ use crate::node::{run_process, Shared};
 use crate::topology::NodeKind;
 use std::sync::Arc;
 
+/// Route-or-inbox again in the recipient's session shard, treating `exclude` as gone (a
+/// chat server's and a router's way of handing a message back), in order with the user's
+/// other session commands.
+fn send_reroute(
+    ctx: &mut crate::node::Ctx,
+    topo: &crate::topology::Topology,
+    t: wasim_model::Time,
+    msg: wasim_model::ChatMessage,
+    exclude: wasim_model::ServerId,
+    slot: wasim_model::DeviceSlot,
+) {
+    let reroute = crate::msg::Msg::Reroute { msg, exclude, slot };
+    ctx.send_ordered(topo.redis(msg.to), t, reroute, crate::node::OrderKey::Session(msg.to));
+}
+
 /// Start process `me`: build its state from the scenario and run its tick loop.
 pub(crate) async fn start(shared: Arc<Shared>, me: NodeIdx) {
     let (kind, i) = shared.topo.locate(me);

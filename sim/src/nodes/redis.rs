@@ -14,8 +14,8 @@ pub(crate) struct RedisNode {
     end: Time,
     fifo: Fifo,
     service: Sampler,
-    /// This shard's primary deaths still to come: (crash, promotion), in time order.
-    outages: Vec<(Time, Time)>,
+    /// This shard's primary deaths still to come, in time order.
+    crashes: Vec<Time>,
 }
 
 impl RedisNode {
@@ -30,9 +30,9 @@ impl RedisNode {
         if let Some(lag) = mine.iter().map(|o| o.lag).max() {
             shard.track_replication(lag);
         }
-        let mut outages: Vec<(Time, Time)> = mine.iter().map(|o| (o.down, o.promoted)).collect();
-        outages.sort();
-        RedisNode { shard, index, end: Time::from_secs(s.total_s()), fifo, service, outages }
+        let mut crashes: Vec<Time> = mine.iter().map(|o| o.down).collect();
+        crashes.sort();
+        RedisNode { shard, index, end: Time::from_secs(s.total_s()), fifo, service, crashes }
     }
 }
 
@@ -125,8 +125,8 @@ impl Process for RedisNode {
     /// replication lag before the crash. (Nothing reaches the shard from the crash until
     /// the promotion: its clients' commands wait for the new primary.)
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
-        while let Some(&(crash, _)) = self.outages.first().filter(|o| now >= o.0) {
-            self.outages.remove(0);
+        while let Some(&crash) = self.crashes.first().filter(|&&c| now >= c) {
+            self.crashes.remove(0);
             ctx.counters.sessions_lost_in_failover += self.shard.promote_replica(crash);
         }
     }

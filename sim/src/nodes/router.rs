@@ -25,8 +25,6 @@ pub(crate) struct RouterNode {
     peers: PeerNotices,
     shared: Arc<Shared>,
     me: NodeIdx,
-    /// The partitions the consumer group assigns this router, as of its previous tick.
-    owned: Vec<bool>,
 }
 
 impl RouterNode {
@@ -37,9 +35,8 @@ impl RouterNode {
         // restarted after a crash rejoins the group and takes its partitions back, each
         // from its committed offset.
         let now = Time(shared.clock.now() * shared.tick_us);
-        let owned: Vec<bool> = (0..topo.partitions).map(|p| shared.consumer(p, now) == me).collect();
         let offsets: Vec<(u32, u64)> = (0..topo.partitions)
-            .filter(|&p| owned[p as usize])
+            .filter(|&p| shared.consumer(p, now) == me)
             .map(|p| (p, shared.kafka_logs[p as usize].lock().expect("log lock").committed()))
             .collect();
         let (fifo, service) =
@@ -55,21 +52,18 @@ impl RouterNode {
             peers: PeerNotices::default(),
             shared: shared.clone(),
             me,
-            owned,
         }
     }
 
     /// Follow the consumer group's rebalances (see `FaultPlan::consumer`).
     fn rebalance(&mut self, now: Time) {
-        for p in 0..self.owned.len() {
-            let owns = self.shared.consumer(p as u32, now) == self.me;
-            if owns == self.owned[p] {
+        for partition in 0..self.topo.partitions {
+            let owns = self.shared.consumer(partition, now) == self.me;
+            if owns == self.router.owns(partition) {
                 continue;
             }
-            self.owned[p] = owns;
-            let partition = p as u32;
             let input = if owns {
-                let offset = self.shared.kafka_logs[p].lock().expect("log lock").committed();
+                let offset = self.shared.kafka_logs[partition as usize].lock().expect("log lock").committed();
                 In::Assigned { partition, offset }
             } else {
                 In::Revoked { partition }
@@ -96,12 +90,7 @@ impl RouterNode {
                 }
                 Out::Reroute { msg, exclude, slot } => {
                     ctx.trace_msg(t, "replay", &msg, None);
-                    ctx.send_ordered(
-                        topo.redis(msg.to),
-                        t,
-                        Msg::Reroute { msg, exclude, slot },
-                        OrderKey::Session(msg.to),
-                    )
+                    super::send_reroute(ctx, topo, t, msg, exclude, slot);
                 }
             }
         }
