@@ -106,19 +106,27 @@ impl RoutedMemory {
         self.newest_routed.prefetch(sender_key(msg));
     }
 
-    /// Judge `msg`, remembering it if it is new.
-    fn see(&mut self, now: Time, msg: &ChatMessage) -> Seen {
+    /// Judge `msg`, remembering it if it is new; and when, if it is to be `forgotten`.
+    fn see(&mut self, now: Time, msg: &ChatMessage, forgotten: bool) -> Seen {
+        // Mostly new records: each table is probed once, by inserting, and the rare repeat
+        // or late record puts back what it replaced (a lookup that misses costs as much as
+        // an insert).
         let client = msg.client_id().key();
-        if let Some(&first) = self.routed_clients.get(client) {
+        if let Some(first) = self.routed_clients.insert(client, msg.id) {
+            self.routed_clients.insert(client, first);
             return if first == msg.id { Seen::Again } else { Seen::Repeat(first) };
         }
         let conversation = sender_key(msg);
-        if self.newest_routed.get(conversation).is_some_and(|&newest| msg.id < newest) {
-            return Seen::Late;
+        if let Some(newest) = self.newest_routed.insert(conversation, msg.id) {
+            if msg.id < newest {
+                self.newest_routed.insert(conversation, newest);
+                self.routed_clients.remove(client);
+                return Seen::Late;
+            }
         }
-        self.newest_routed.insert(conversation, msg.id);
-        self.routed_clients.insert(client, msg.id);
-        self.routed_order.push_back((now.as_ms_u32(), client, conversation));
+        if forgotten {
+            self.routed_order.push_back((now.as_ms_u32(), client, conversation));
+        }
         Seen::New
     }
 
@@ -140,12 +148,12 @@ impl RoutedMemory {
 
     /// Messages remembered.
     pub fn len(&self) -> usize {
-        self.routed_order.len()
+        self.routed_clients.len()
     }
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
-        self.routed_order.is_empty()
+        self.routed_clients.is_empty()
     }
 }
 
@@ -225,7 +233,7 @@ pub struct Router {
     /// How long forwards are kept for replay.
     retain: Duration,
     /// How long routed messages are remembered, to drop repeats and late records.
-    dedup_window: Duration,
+    dedup_window: Option<Duration>,
     /// Forwards in the order they were made.
     kept: VecDeque<Kept>,
     /// Chat servers known to be down.
@@ -255,7 +263,7 @@ impl Router {
             commit_interval,
             next_commit_at: Time::ZERO,
             retain: Duration::from_secs(60),
-            dedup_window: Duration::from_secs(600),
+            dedup_window: Some(Duration::from_secs(600)),
             kept: VecDeque::new(),
             down: ServersDown::default(),
             replayed: 0,
@@ -290,7 +298,9 @@ impl Router {
 
     /// Remember what was routed for `window` (default 10 minutes), to drop repeats and late
     /// records: as long as a device may be away with a send it has no ✓ for.
-    pub fn with_dedup_window(mut self, window: Duration) -> Router {
+    /// `None`: remember everything (a run that ends before the window passes forgets
+    /// nothing anyway, and need not keep the order to forget it in).
+    pub fn with_dedup_window(mut self, window: Option<Duration>) -> Router {
         self.dedup_window = window;
         self
     }
@@ -319,7 +329,9 @@ impl Router {
             self.reroute(server, slot, msg, out);
             return;
         }
-        self.kept.push_back(Kept { at_ms: now.as_ms_u32(), server, slot, msg });
+        if !self.retain.is_zero() {
+            self.kept.push_back(Kept { at_ms: now.as_ms_u32(), server, slot, msg });
+        }
         out.push(RouterOutput::Forward { server, slot, msg });
     }
 
@@ -357,8 +369,10 @@ impl Router {
         memory: &mut RoutedMemory,
         out: &mut Vec<RouterOutput>,
     ) {
-        memory.forget(now, self.dedup_window);
-        match memory.see(now, &msg) {
+        if let Some(window) = self.dedup_window {
+            memory.forget(now, window);
+        }
+        match memory.see(now, &msg, self.dedup_window.is_some()) {
             Seen::New | Seen::Again => {
                 let req = self.lookups.insert(PendingRoute { partition, offset, msg }).data().as_ffi();
                 out.push(RouterOutput::RouteMessage { req, msg });
@@ -562,6 +576,30 @@ mod tests {
         out.clear();
         r.on_record(Time::from_secs(601), 0, 2, retry, &mut m, &mut out);
         assert!(matches!(out[..], [RouterOutput::RouteMessage { .. }]));
+    }
+
+    #[test]
+    fn without_a_window_every_routed_message_is_remembered() {
+        let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100)).with_dedup_window(None);
+        let mut m = RoutedMemory::default();
+        lookup(&mut r, &mut m, 0, 0, 5);
+        let retry = ChatMessage { id: MessageId(99), ..msg(5) };
+        let mut out = Vec::new();
+        r.on_record(Time::from_secs(3_600), 0, 1, retry, &mut m, &mut out);
+        assert!(out.is_empty(), "an hour on, still a repeat: {out:?}");
+        assert_eq!((r.repeats(), m.len()), (1, 1));
+    }
+
+    #[test]
+    fn a_router_keeping_no_forwards_keeps_none() {
+        let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100)).with_retain(Duration::ZERO);
+        let mut m = RoutedMemory::default();
+        let req = lookup(&mut r, &mut m, 0, 0, 5);
+        let mut out = Vec::new();
+        let route = Route { forward: [Some(ServerId(9)), None], inbox: false };
+        r.handle(Time::ZERO, RouterInput::Routed { req, route }, &mut out);
+        assert_eq!(out.len(), 1, "forwarded: {out:?}");
+        assert_eq!(r.kept(), 0);
     }
 
     #[test]

@@ -312,10 +312,9 @@ impl SessionStore {
         self.entries.iter().enumerate().filter(move |(_, e)| u64::from(e.expires_ms) > now.as_ms()).flat_map(
             move |(i, e)| {
                 let user = UserId(i as u32 * stride + shard);
-                e.unpack().devices.into_iter().enumerate().filter_map(move |(slot, d)| match d {
-                    DeviceSession::Online(s) => Some((user, DeviceSlot(slot as u8), s)),
-                    _ => None,
-                })
+                // Online fields hold a server id, below both markers (as `unpack` reads them).
+                let online = e.devices.into_iter().enumerate().filter(|&(_, d)| d < OFFLINE);
+                online.map(move |(slot, d)| (user, DeviceSlot(slot as u8), ServerId(d)))
             },
         )
     }

@@ -321,10 +321,16 @@ impl<K: TableKey, V: Copy + Default> Table<K, V> {
 
     /// Set `key` to `value`; returns the value it replaced.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        if let (i, true) = self.probe(key) {
-            return Some(std::mem::replace(&mut self.slots[i].1, value));
+        let mut found = self.probe(key);
+        if found.1 {
+            return Some(std::mem::replace(&mut self.slots[found.0].1, value));
         }
-        *self.get_or_insert_default(key) = value;
+        if (self.len + 1) * LOAD_DEN > self.slots.len() * LOAD_NUM {
+            self.grow();
+            found = self.probe(key);
+        }
+        self.slots[found.0] = (key, value);
+        self.len += 1;
         None
     }
 

@@ -349,6 +349,13 @@ impl FaultPlan {
         kills.chain(restarts)
     }
 
+    /// Whether the network may drop messages at all (a process crashes or a presence shard
+    /// loses its primary): a sender without such faults skips `drops`.
+    #[inline]
+    pub fn may_drop(&self) -> bool {
+        !(self.crashes.is_empty() && self.lost_to.is_empty())
+    }
+
     /// Whether the network drops a message to `to` sent in tick `sender_tick` and due at
     /// `arrive`: its receiver is dead when it arrives, or died while it was on its way (the
     /// connection it travelled on is gone), or was dead when it was sent (the sender was
@@ -357,7 +364,7 @@ impl FaultPlan {
     /// A message to a presence shard without its primary is lost too.
     #[inline]
     pub fn drops(&self, to: NodeIdx, sender_tick: u64, arrive: Time) -> bool {
-        if self.crashes.is_empty() && self.lost_to.is_empty() {
+        if !self.may_drop() {
             return false;
         }
         let a = arrive.as_us().div_ceil(self.tick_us).max(sender_tick + 1);
@@ -454,13 +461,19 @@ impl FaultPlan {
     /// If a connect sent to `server`'s process `node` at `t` meets a dead process, when the
     /// device learns it failed: a round trip for the reset of a live host, the connect
     /// timeout for a lost one.
-    pub fn connect_fails(&self, node: NodeIdx, t: Time, round_trip: Duration) -> Option<Time> {
+    ///
+    /// `round_trip` is drawn only for a connect that fails (draws from a caller's stream are
+    /// then the same whatever else the plan holds).
+    pub fn connect_fails(&self, node: NodeIdx, t: Time, round_trip: impl FnOnce() -> Duration) -> Option<Time> {
+        if self.crashes.is_empty() {
+            return None;
+        }
         // The frame leaves with the tick that handles `t` (its end): from the crash's tick
         // on, the network drops it (see `drops`).
         let sent = t.as_us().div_ceil(self.tick_us);
         let c = self.crashes.iter().find(|c| c.node == node && sent >= c.down_tick && sent <= c.up_tick)?;
         Some(match c.detect {
-            Detect::Reset => t + round_trip,
+            Detect::Reset => t + round_trip(),
             Detect::Timeout => t + self.connect_timeout,
         })
     }
@@ -525,10 +538,10 @@ mod tests {
         let (p, topo) = plan("");
         let dead = topo.node(NodeKind::ChatServer, 2);
         let rtt = Duration::from_millis(60);
-        assert_eq!(p.connect_fails(dead, Time::from_secs(9), rtt), None);
-        assert_eq!(p.connect_fails(dead, Time::from_secs(12), rtt), Some(Time::from_ms(12_060)));
+        assert_eq!(p.connect_fails(dead, Time::from_secs(9), || rtt), None);
+        assert_eq!(p.connect_fails(dead, Time::from_secs(12), || rtt), Some(Time::from_ms(12_060)));
         let (p, _) = plan("detect = \"timeout\"");
-        assert_eq!(p.connect_fails(dead, Time::from_secs(12), rtt), Some(Time::from_secs(22)));
+        assert_eq!(p.connect_fails(dead, Time::from_secs(12), || rtt), Some(Time::from_secs(22)));
     }
 
     #[test]
@@ -550,8 +563,8 @@ mod tests {
         let dead = topo.node(NodeKind::ChatServer, 2);
         let rtt = Duration::from_millis(60);
         // Handled in the crash's tick (its frames leave with that tick): dropped, so failed.
-        assert_eq!(p.connect_fails(dead, Time(9_999_500), rtt), Some(Time(10_059_500)));
-        assert_eq!(p.connect_fails(dead, Time(9_998_500), rtt), None, "a tick earlier: it was alive");
+        assert_eq!(p.connect_fails(dead, Time(9_999_500), || rtt), Some(Time(10_059_500)));
+        assert_eq!(p.connect_fails(dead, Time(9_998_500), || rtt), None, "a tick earlier: it was alive");
     }
 
     #[test]

@@ -186,9 +186,10 @@ struct NetDraw {
     client: bool,
     /// The first index and count of client shards: a hop to one is a client hop.
     clients: (u16, u16),
-    /// This process, and the network faults of the run (clogged links, latency spikes).
+    /// This process, and the network faults of the run (clogged links, latency spikes),
+    /// if any.
     me: NodeIdx,
-    faults: Arc<Vec<crate::faults::NetFault>>,
+    faults: Option<Arc<Vec<crate::faults::NetFault>>>,
 }
 
 impl Latency for NetDraw {
@@ -196,10 +197,10 @@ impl Latency for NetDraw {
     fn sample_us(&mut self, to: NodeIdx, depart: Time) -> u64 {
         let client = self.client || to.0.wrapping_sub(self.clients.0) < self.clients.1;
         let drawn = self.latency[usize::from(!client)].sample_us(&mut self.rng);
-        if self.faults.is_empty() {
-            return drawn;
+        match &self.faults {
+            None => drawn,
+            Some(faults) => crate::faults::NetFault::delay(faults, self.me, to, client, depart, drawn, &mut self.rng),
         }
-        crate::faults::NetFault::delay(&self.faults, self.me, to, client, depart, drawn, &mut self.rng)
     }
 }
 
@@ -290,7 +291,7 @@ impl Ctx {
                 client: shared.topo.link(me, me) == Link::ClientServer,
                 clients: shared.topo.range(NodeKind::ClientShard),
                 me,
-                faults: shared.faults.net_faults(),
+                faults: Some(shared.faults.net_faults()).filter(|f| !f.is_empty()),
             },
         }
     }
@@ -416,8 +417,9 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
         process.on_tick(now, &mut ctx);
         // The network is locked only if something leaves this tick.
         let mut net = None;
+        let may_drop = shared.faults.may_drop();
         ctx.outbox.flush(now, |to, env| {
-            if !shared.faults.drops(to, tick, env.at) {
+            if !(may_drop && shared.faults.drops(to, tick, env.at)) {
                 net.get_or_insert_with(|| shared.net.lock().expect("network lock")).deliver_one(tick, to, env)
             }
         });

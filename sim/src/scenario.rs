@@ -771,6 +771,23 @@ impl Scenario {
         std::time::Duration::from_millis(self.users.presence_ttl_ms + 5_000)
     }
 
+    /// How long the routers of this run keep forwards: `forward_retain`, or nothing when no
+    /// chat server crashes (only a crash makes a router route its forwards again, so
+    /// nothing would read them).
+    pub fn forwards_kept(&self) -> std::time::Duration {
+        if self.crashes_a_chat_server() {
+            self.forward_retain()
+        } else {
+            std::time::Duration::ZERO
+        }
+    }
+
+    /// Whether the run ends before a router's dedup window passes: nothing routed is
+    /// forgotten, so the routers need not keep the order to forget it in.
+    pub fn remembers_all_routed(&self) -> bool {
+        self.dedup_window().as_secs() >= self.total_s()
+    }
+
     /// How long a router remembers what it routed, to drop a retried send's repeats and
     /// late records: as long as a device may be away with a send it has no ✓ for (ten
     /// minutes; a retry later than that could be shown twice, and invariant 2 says so).
@@ -909,7 +926,7 @@ impl Scenario {
             long_cut_messages,
             acks_lost,
             backlog,
-            self.workload.messages_per_s as f64 * (1.0 + u.devices_per_user.web) * self.forward_retain().as_secs_f64(),
+            self.workload.messages_per_s as f64 * (1.0 + u.devices_per_user.web) * self.forwards_kept().as_secs_f64(),
             self.workload.messages_per_s as f64 * self.dedup_window().as_secs_f64().min(self.total_s() as f64),
         ]
     }

@@ -61,8 +61,10 @@ pub struct Balancer {
     placed: Vec<u32>,
     /// Until when each server is out of service.
     out_until: Vec<Time>,
-    /// Servers out of service, to bring back when their time comes.
+    /// Servers out of service, to bring back when their time comes; and per server,
+    /// whether it is among them.
     out: Vec<u16>,
+    is_out: Vec<bool>,
     /// The ring: (point, server), sorted by point.
     ring: Vec<(u64, u16)>,
 }
@@ -88,7 +90,16 @@ impl Balancer {
         } else {
             Vec::new()
         };
-        Balancer { config, servers, tree, placed: vec![0; n], out_until: vec![Time::ZERO; n], out: Vec::new(), ring }
+        Balancer {
+            config,
+            servers,
+            tree,
+            placed: vec![0; n],
+            out_until: vec![Time::ZERO; n],
+            out: Vec::new(),
+            is_out: vec![false; n],
+            ring,
+        }
     }
 
     /// The policy.
@@ -163,6 +174,7 @@ impl Balancer {
         let until = now + self.config.health_check;
         if self.out_until[s] <= now {
             self.out.push(server.0);
+            self.is_out[s] = true;
         }
         self.out_until[s] = self.out_until[s].max(until);
         self.refresh(server.0);
@@ -174,6 +186,7 @@ impl Balancer {
             let s = self.out[i];
             if self.out_until[usize::from(s)] <= now {
                 self.out.swap_remove(i);
+                self.is_out[usize::from(s)] = false;
                 self.refresh(s);
             } else {
                 i += 1;
@@ -188,9 +201,8 @@ impl Balancer {
     /// Update server `s`'s leaf and its ancestors.
     fn refresh(&mut self, s: u16) {
         let n = self.servers as usize;
-        let out = self.out.contains(&s);
         let mut i = n + usize::from(s);
-        self.tree[i] = (if out { u32::MAX } else { self.placed[usize::from(s)] }, s);
+        self.tree[i] = (if self.is_out[usize::from(s)] { u32::MAX } else { self.placed[usize::from(s)] }, s);
         while i > 1 {
             i /= 2;
             self.tree[i] = self.tree[2 * i].min(self.tree[2 * i + 1]);

@@ -18,25 +18,60 @@ use wasim_model::Time;
 /// latest intervals; before them the worker counts as busy.
 const RECENT: usize = 32;
 
-/// One worker's latest busy intervals: disjoint, in time order (oldest first, packed at
-/// the front), touching ones merged. Most bookings append or extend the newest interval;
-/// a late one is placed in order among them. Kept packed rather than in a ring: an append
-/// to a full worker moves the other intervals down by one (one copy of 31), where a ring pays an index
-/// computation on every access.
-#[derive(Clone, Copy, Debug, Default)]
+/// Slots a worker's intervals slide along: the latest `RECENT` sit in a window of them
+/// that moves up by one as the oldest is forgotten, and moves back to the start only when
+/// it reaches the end (one copy of `RECENT - 1` every `SPAN - RECENT` appends, where a
+/// packed array copies them on every append and a ring pays an index computation on every
+/// access).
+const SPAN: usize = 2 * RECENT;
+
+/// One worker's latest busy intervals: disjoint, in time order (oldest first, contiguous
+/// from `start`), touching ones merged. Most bookings append or extend the newest
+/// interval; a late one is placed in order among them.
+#[derive(Clone, Copy, Debug)]
 struct Worker {
-    intervals: [(Time, Time); RECENT],
+    intervals: [(Time, Time); SPAN],
+    start: usize,
     len: usize,
     /// Every forgotten interval ended by this.
     known_from: Time,
 }
 
+impl Default for Worker {
+    fn default() -> Self {
+        Worker { intervals: [(Time::ZERO, Time::ZERO); SPAN], start: 0, len: 0, known_from: Time::ZERO }
+    }
+}
+
 impl Worker {
+    /// The remembered intervals, oldest first.
+    #[inline]
+    fn recent(&self) -> &[(Time, Time)] {
+        &self.intervals[self.start..self.start + self.len]
+    }
+
+    /// Forget the oldest interval.
+    #[inline]
+    fn forget_oldest(&mut self) {
+        self.known_from = self.known_from.max(self.intervals[self.start].1);
+        self.start += 1;
+        self.len -= 1;
+    }
+
+    /// Make room for one more interval after the newest.
+    #[inline]
+    fn room_at_end(&mut self) {
+        if self.start + self.len == SPAN {
+            self.intervals.copy_within(self.start..SPAN, 0);
+            self.start = 0;
+        }
+    }
+
     /// The earliest start at or after `a` with `[start, start + d)` free, given that the
     /// worker is busy at `a` or later (`a` is before its last interval's end).
     fn fit_late(&self, a: Time, d: u64) -> Time {
         let mut t = a.max(self.known_from);
-        for &(s, e) in &self.intervals[..self.len] {
+        for &(s, e) in self.recent() {
             if e <= t {
                 continue;
             }
@@ -52,41 +87,44 @@ impl Worker {
     #[inline]
     fn book_last(&mut self, s: Time, e: Time) {
         if self.len > 0 {
-            let newest = &mut self.intervals[self.len - 1];
+            let newest = &mut self.intervals[self.start + self.len - 1];
             if newest.1 == s {
                 newest.1 = e;
                 return;
             }
         }
         if self.len == RECENT {
-            self.known_from = self.known_from.max(self.intervals[0].1);
-            self.intervals.copy_within(1.., 0);
-            self.intervals[RECENT - 1] = (s, e);
-        } else {
-            self.intervals[self.len] = (s, e);
-            self.len += 1;
+            self.forget_oldest();
         }
+        self.room_at_end();
+        self.intervals[self.start + self.len] = (s, e);
+        self.len += 1;
     }
 
     /// Book `[s, e)`, which is free: at the end, or a late interval placed in time order.
     fn book(&mut self, s: Time, e: Time) {
-        if self.len == 0 || self.intervals[self.len - 1].1 <= s {
+        if self.len == 0 || self.recent()[self.len - 1].1 <= s {
             return self.book_last(s, e);
         }
-        let p = self.intervals[..self.len].iter().position(|iv| s < iv.0).expect("a late interval precedes the newest");
+        let p = self.recent().iter().position(|iv| s < iv.0).expect("a late interval precedes the newest");
         if self.len == RECENT {
             // Full: the oldest is forgotten, those before the new one move down a place.
             if p == 0 {
                 self.known_from = self.known_from.max(e);
                 return;
             }
-            self.known_from = self.known_from.max(self.intervals[0].1);
-            self.intervals.copy_within(1..p, 0);
-            self.intervals[p - 1] = (s, e);
+            let first = self.start;
+            self.forget_oldest();
+            self.intervals.copy_within(first + 1..first + p, first);
+            self.intervals[first + p - 1] = (s, e);
+            self.start = first;
+            self.len += 1;
         } else {
             // Those after the new one move up a place.
-            self.intervals.copy_within(p..self.len, p + 1);
-            self.intervals[p] = (s, e);
+            self.room_at_end();
+            let (at, end) = (self.start + p, self.start + self.len);
+            self.intervals.copy_within(at..end, at + 1);
+            self.intervals[at] = (s, e);
             self.len += 1;
         }
     }

@@ -369,7 +369,8 @@ impl ClientShard {
             }
             DeviceFrame::Connect { epoch, .. } => {
                 ctx.trace_device(t, "connect", device);
-                let rtt = self.client_link.sample(&mut self.rng.faults) + self.client_link.sample(&mut self.rng.faults);
+                let (link, rng) = (&self.client_link, &mut self.rng.faults);
+                let rtt = || link.sample(rng) + link.sample(rng);
                 if let Some(at) = self.shared.faults.connect_fails(self.topo.chat(server), t, rtt) {
                     let index = self.layout().index(device) as u32;
                     self.timers.push(Reverse((at, index, Timer::ConnectFailed(server, epoch))));

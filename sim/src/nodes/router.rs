@@ -43,8 +43,8 @@ impl RouterNode {
             super::queue(shared, crate::topology::NodeKind::Router, s.workers.router, &s.service_us.router);
         RouterNode {
             router: Router::new(topo.partitions, &offsets, COMMIT_INTERVAL)
-                .with_retain(s.forward_retain())
-                .with_dedup_window(s.dedup_window()),
+                .with_retain(s.forwards_kept())
+                .with_dedup_window(if s.remembers_all_routed() { None } else { Some(s.dedup_window()) }),
             topo,
             fifo,
             service,
