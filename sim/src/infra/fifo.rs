@@ -71,10 +71,11 @@ impl Worker {
     /// worker is busy at `a` or later (`a` is before its last interval's end).
     fn fit_late(&self, a: Time, d: u64) -> Time {
         let mut t = a.max(self.known_from);
-        for &(s, e) in self.recent() {
-            if e <= t {
-                continue;
-            }
+        // The intervals are disjoint and in order, so their ends rise: those over by `t`
+        // are a prefix, found by bisection.
+        let recent = self.recent();
+        let past = recent.partition_point(|&(_, e)| e <= t);
+        for &(s, e) in &recent[past..] {
             if t.as_us() + d <= s.as_us() {
                 return t;
             }
@@ -248,8 +249,11 @@ impl Fifo {
 
     /// The worker that frees first, and when it starts a request arriving at `arrival`.
     fn earliest_free(&self, arrival: Time) -> (usize, Time) {
-        let (i, free) = self.free.iter().enumerate().min_by_key(|&(_, &t)| t).expect("at least one worker");
-        (i, (*free).max(arrival))
+        // Two passes over the dense array, each at vector speed: the earliest time, then
+        // the first worker free then.
+        let free = self.free.iter().copied().min().expect("at least one worker");
+        let i = self.free.iter().position(|&t| t == free).expect("the earliest is there");
+        (i, free.max(arrival))
     }
 
     /// The earliest start at or after `arrival` on worker `i`, gaps included.
