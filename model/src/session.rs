@@ -307,16 +307,19 @@ impl SessionStore {
 
     /// The devices online at `now` with their servers, for the users of shard `shard` (the
     /// store holds users `u % stride == shard`).
-    pub fn online(&self, shard: u32, now: Time) -> impl Iterator<Item = (UserId, DeviceSlot, ServerId)> + '_ {
+    pub fn for_each_online(&self, shard: u32, now: Time, mut f: impl FnMut(UserId, DeviceSlot, ServerId)) {
         let stride = self.stride.get();
-        self.entries.iter().enumerate().filter(move |(_, e)| u64::from(e.expires_ms) > now.as_ms()).flat_map(
-            move |(i, e)| {
-                let user = UserId(i as u32 * stride + shard);
-                // Online fields hold a server id, below both markers (as `unpack` reads them).
-                let online = e.devices.into_iter().enumerate().filter(|&(_, d)| d < OFFLINE);
-                online.map(move |(slot, d)| (user, DeviceSlot(slot as u8), ServerId(d)))
-            },
-        )
+        for (i, e) in self.entries.iter().enumerate() {
+            if u64::from(e.expires_ms) <= now.as_ms() {
+                continue;
+            }
+            // Online fields hold a server id, below both markers (as `unpack` reads them).
+            for (slot, &d) in e.devices.iter().enumerate() {
+                if d < OFFLINE {
+                    f(UserId(i as u32 * stride + shard), DeviceSlot(slot as u8), ServerId(d));
+                }
+            }
+        }
     }
 
     /// How many keys were ever set (expired ones included).

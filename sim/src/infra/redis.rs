@@ -155,13 +155,10 @@ impl RedisShard {
         self.receipts.remove(&user).unwrap_or_default()
     }
 
-    /// Session keys held.
-    pub fn online(
-        &self,
-        shard: u32,
-        now: Time,
-    ) -> impl Iterator<Item = (UserId, wasim_model::DeviceSlot, ServerId)> + '_ {
-        self.sessions.online(shard, now)
+    /// Call `f` for each device online at `now` with its server (see
+    /// `SessionStore::for_each_online`).
+    pub fn for_each_online(&self, shard: u32, now: Time, f: impl FnMut(UserId, wasim_model::DeviceSlot, ServerId)) {
+        self.sessions.for_each_online(shard, now, f)
     }
 
     /// Session keys set so far.

@@ -135,11 +135,10 @@ impl Process for RedisNode {
         self.fifo.report_into(report);
         report.gauge_end = self.shard.session_count() as u64;
         // For invariant 6: where the store sends each device's messages at the end.
-        report.logs.sessions = self
-            .shard
-            .online(self.index, self.end)
-            .map(|(user, slot, server)| (wasim_model::DeviceKey::of(wasim_model::DeviceId { user, slot }), server))
-            .collect();
+        let sessions = &mut report.logs.sessions;
+        self.shard.for_each_online(self.index, self.end, |user, slot, server| {
+            sessions.push((wasim_model::DeviceKey::of(wasim_model::DeviceId { user, slot }), server))
+        });
         report.counters.redis_dropped += self.shard.dropped();
     }
 }
