@@ -336,6 +336,12 @@ pub struct ChatServer {
     awaiting_handover: FxHashMap<DeviceKey, DefaultKey>,
     /// Handover deadlines in the order they were set (always now + timeout).
     takeover_deadlines: VecDeque<(Time, DefaultKey)>,
+    /// Pushes handed over to another server, in the order they were, kept as long as that
+    /// server may hold them unacknowledged (its connection timeout and a margin, as the
+    /// routers keep their forwards): should it crash meanwhile, they are routed again
+    /// without it. Without this they would die with it, the routers having forwarded them
+    /// here.
+    handed: VecDeque<Handed>,
     /// Write and read deadlines in the order they were set (each queue holds deadlines of
     /// one length, so it stays in time order).
     write_deadlines: VecDeque<(Time, DefaultKey)>,
@@ -353,6 +359,19 @@ pub struct ChatServer {
     refreshes: u64,
     go_aways: u64,
 }
+
+/// A push handed over to another server: when, to which, for which device slot, what.
+#[derive(Clone, Copy, Debug)]
+struct Handed {
+    at: Time,
+    to: ServerId,
+    slot: DeviceSlot,
+    msg: ChatMessage,
+}
+
+/// How much longer than its connection timeout a server keeps what it handed over (the
+/// margin the routers keep their forwards by).
+const HANDED_MARGIN: Duration = Duration::from_secs(5);
 
 fn key_to_req(k: DefaultKey) -> u64 {
     k.data().as_ffi()
@@ -387,6 +406,7 @@ impl ChatServer {
             given_up: FxHashMap::default(),
             awaiting_handover: FxHashMap::default(),
             takeover_deadlines: VecDeque::new(),
+            handed: VecDeque::new(),
             write_deadlines: VecDeque::new(),
             read_deadlines: VecDeque::new(),
             read_again_deadlines: VecDeque::new(),
@@ -521,7 +541,7 @@ impl ChatServer {
                         // without it (the inbox, or the device's server once it reconnects).
                         *self.rerouting.entry(msg.to).or_default() += 1;
                         out.push(Out::Reroute { msg, exclude: server, slot });
-                    } else if !self.hand_over(device, Some(server), msg, out) {
+                    } else if !self.hand_over(now, device, Some(server), msg, out) {
                         // (Handed over if the device's new server is still catching it up:
                         // it goes with the takeover, so it is shown before anything newer.)
                         out.push(Out::Forward { server, slot, msg });
@@ -554,7 +574,7 @@ impl ChatServer {
                     out.push(Out::ToDevice { device: watcher, frame: ServerFrame::PresenceUpdate { update } });
                 }
             }
-            In::Takeover { req, device, to } => self.on_takeover(req, device, to, out),
+            In::Takeover { req, device, to } => self.on_takeover(now, req, device, to, out),
             In::Handover { req, slot, msg } => {
                 // Pushed like any message: held by the catching-up device, or passed along
                 // if the device moved on again while this server waited.
@@ -566,6 +586,15 @@ impl ChatServer {
             }
             In::ServerDown { server } => {
                 self.down.insert(server);
+                // What was handed over to it and may have died with it goes back to the
+                // session store's route-or-inbox without it, in the order it was handed.
+                let (lost, kept): (VecDeque<Handed>, VecDeque<Handed>) =
+                    std::mem::take(&mut self.handed).into_iter().partition(|h| h.to == server);
+                self.handed = kept;
+                for h in lost {
+                    *self.rerouting.entry(h.msg.to).or_default() += 1;
+                    out.push(Out::Reroute { msg: h.msg, exclude: server, slot: h.slot });
+                }
                 let waiting: Vec<DefaultKey> = self
                     .fetches
                     .iter()
@@ -614,14 +643,14 @@ impl ChatServer {
     /// Another server took `device` over: close its connection here without telling the
     /// session or presence stores (both already point at the new server), and hand over
     /// what it had pushed unacknowledged. Answered once nothing for it can come back here.
-    fn on_takeover(&mut self, req: u64, device: DeviceId, to: ServerId, out: &mut Vec<ChatServerOutput>) {
+    fn on_takeover(&mut self, now: Time, req: u64, device: DeviceId, to: ServerId, out: &mut Vec<ChatServerOutput>) {
         let key = DeviceKey::of(device);
         let mut parts = 0;
         if self.connections.remove(key.0).is_some() {
             self.given_up_count += 1;
             for (msg, _) in self.unacked.remove(&key).unwrap_or_default() {
                 parts += 1;
-                out.push(ChatServerOutput::Handover { server: to, req, slot: device.slot, msg });
+                self.send_handover(now, to, req, device.slot, msg, out);
             }
         }
         if let Some(earlier) = self.given_up.insert(key, GivenUp { req, to, parts }) {
@@ -716,6 +745,10 @@ impl ChatServer {
     /// what a quorum has not answered, re-publish what Kafka has not acknowledged, close
     /// silent connections. Call once per tick.
     pub fn handle_timeout(&mut self, now: Time, out: &mut Vec<ChatServerOutput>) {
+        let keep = self.config.connection_timeout + HANDED_MARGIN;
+        while self.handed.front().is_some_and(|h| h.at + keep <= now) {
+            self.handed.pop_front();
+        }
         while let Some(&(deadline, key)) = self.write_deadlines.front() {
             if deadline > now {
                 break;
@@ -895,6 +928,7 @@ impl ChatServer {
     /// for the handover, hand `msg` over as part of it; returns whether it did.
     fn hand_over(
         &mut self,
+        now: Time,
         device: DeviceId,
         to: Option<ServerId>,
         msg: ChatMessage,
@@ -904,13 +938,29 @@ impl ChatServer {
             return false;
         };
         g.parts += 1;
-        out.push(ChatServerOutput::Handover { server: g.to, req: g.req, slot: device.slot, msg });
+        let (to, req) = (g.to, g.req);
+        self.send_handover(now, to, req, device.slot, msg, out);
         true
+    }
+
+    /// Hand `msg` for device `slot` over to server `to` (takeover `req`), keeping a copy
+    /// (see `handed`).
+    fn send_handover(
+        &mut self,
+        now: Time,
+        to: ServerId,
+        req: u64,
+        slot: DeviceSlot,
+        msg: ChatMessage,
+        out: &mut Vec<ChatServerOutput>,
+    ) {
+        self.handed.push_back(Handed { at: now, to, slot, msg });
+        out.push(ChatServerOutput::Handover { server: to, req, slot, msg });
     }
 
     fn push(&mut self, device: DeviceId, msg: ChatMessage, now: Time, out: &mut Vec<ChatServerOutput>) {
         if !self.is_connected(device) {
-            if self.hand_over(device, None, msg, out) {
+            if self.hand_over(now, device, None, msg, out) {
                 // Routed here before the device moved: its new server is catching it up.
                 return;
             }

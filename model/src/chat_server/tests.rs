@@ -500,6 +500,31 @@ fn a_device_that_moved_is_given_up_and_its_pushes_handed_over_before_its_catch_u
 }
 
 #[test]
+fn what_was_handed_over_is_routed_again_if_the_new_server_dies_before_the_window_ends() {
+    let mut old = server(5);
+    connect(&mut old, bob());
+    run(&mut old, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
+    let out = run(&mut old, Time::from_secs(1), In::Takeover { req: 3, device: bob(), to: ServerId(6) });
+    assert!(out.contains(&Out::Handover { server: ServerId(6), req: 3, slot: DeviceSlot(0), msg: message(9) }));
+    // Server 6 crashes while it holds the push (catching bob up, or waiting for his ACK):
+    // the routers forwarded it to 5, so only 5 can route it again.
+    let out = run(&mut old, Time::from_secs(2), In::ServerDown { server: ServerId(6) });
+    assert_eq!(out, vec![Out::Reroute { msg: message(9), exclude: ServerId(6), slot: DeviceSlot(0) }]);
+    assert!(run(&mut old, Time::from_secs(3), In::ServerDown { server: ServerId(6) }).is_empty(), "once");
+
+    // Past the new server's connection timeout and the margin, the copy is gone: that
+    // server would have handed the push back itself by then.
+    let mut old = server(5);
+    connect(&mut old, bob());
+    run(&mut old, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
+    run(&mut old, Time::from_secs(1), In::Takeover { req: 3, device: bob(), to: ServerId(6) });
+    let keep = ChatServerConfig::new(ServerId(5)).connection_timeout + HANDED_MARGIN;
+    run(&mut old, Time::from_secs(1) + keep, In::ServerUp { server: ServerId(7) });
+    old.handle_timeout(Time::from_secs(1) + keep, &mut Vec::new());
+    assert!(run(&mut old, Time::from_secs(60), In::ServerDown { server: ServerId(6) }).is_empty());
+}
+
+#[test]
 fn a_takeover_waits_for_the_reroutes_still_on_their_way_back() {
     let (mut old, mut new) = (server(5), server(6));
     let first = connect_req(&mut old, bob());
