@@ -98,6 +98,9 @@ pub(crate) struct Shared {
     pub end_tick: u64,
     pub reports: Mutex<Vec<Option<NodeReport>>>,
     pub population: Population,
+    /// The slowest hop latency any process drew (before faults), client-server then
+    /// in-datacenter: the checkers allow for it (kept here, it outlives a crashed sender).
+    pub slowest_hop_us: [AtomicU64; 2],
     /// The user whose messages go to trace.csv (`u32::MAX`: none yet). Without one asked
     /// for or cut by a fault, the first client shard to see a chat server crash picks a
     /// device it held, so that the crash report can tell that device's story.
@@ -190,13 +193,17 @@ struct NetDraw {
     /// if any.
     me: NodeIdx,
     faults: Option<Arc<Vec<crate::faults::NetFault>>>,
+    /// The slowest latency drawn so far (before faults), client-server then in-datacenter.
+    slowest_us: [u64; 2],
 }
 
 impl Latency for NetDraw {
     #[inline(always)]
     fn sample_us(&mut self, to: NodeIdx, depart: Time) -> u64 {
         let client = self.client || to.0.wrapping_sub(self.clients.0) < self.clients.1;
-        let drawn = self.latency[usize::from(!client)].sample_us(&mut self.rng);
+        let class = usize::from(!client);
+        let drawn = self.latency[class].sample_us(&mut self.rng);
+        self.slowest_us[class] = self.slowest_us[class].max(drawn);
         match &self.faults {
             None => drawn,
             Some(faults) => crate::faults::NetFault::delay(faults, self.me, to, client, depart, drawn, &mut self.rng),
@@ -292,6 +299,7 @@ impl Ctx {
                 clients: shared.topo.range(NodeKind::ClientShard),
                 me,
                 faults: Some(shared.faults.net_faults()).filter(|f| !f.is_empty()),
+                slowest_us: [0; 2],
             },
         }
     }
@@ -446,6 +454,7 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
     // the time it is built); a process started with the run, every tick from the first.
     let restarted = shared.restarted_for[usize::from(me.0)].swap(u64::MAX, Ordering::AcqRel);
     let mut tick = if restarted == u64::MAX { shared.clock.now() } else { restarted };
+    let mut published_slowest = [0u64; 2];
     loop {
         tick = shared.clock.after(tick).await;
         if shared.trace_a_crash && ctx.traced.is_none() {
@@ -484,6 +493,13 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
             }
         });
         drop(net);
+        for (class, published) in published_slowest.iter_mut().enumerate() {
+            let slowest = ctx.net.slowest_us[class];
+            if slowest > *published {
+                shared.slowest_hop_us[class].fetch_max(slowest, Ordering::Relaxed);
+                *published = slowest;
+            }
+        }
         if tick == window_end_tick {
             backlog_window_end = ctx.backlog(now);
         }
