@@ -392,9 +392,9 @@ const NARROW_TIME_BITS: u32 = 64 - NARROW_SENDER_BITS - NARROW_INDEX_BITS;
 ///
 /// Sorting small integers rather than the envelopes: one 64-bit key of (time after a base,
 /// sender, index) when they fit (a batch of at most 65,536 arrivals, none more than a
-/// minute (2^36 µs) before the tick ends, 4,096 processes), with the few arrivals at the same time from
-/// the same sender put in their sequence order afterwards; else the 128-bit key. Both give
-/// the same order.
+/// minute (2^36 µs) before the tick ends, 4,096 processes), with the few arrivals at the
+/// same time from the same sender put in their sequence order afterwards; else the 128-bit
+/// key. Both give the same order.
 fn arrival_order(batch: &[Envelope], until: Time, keys: &mut OrderKeys, order: &mut Vec<u32>) {
     const _: () = assert!(crate::limits::PROCESSES_MAX <= 1 << NARROW_SENDER_BITS);
     order.clear();
