@@ -373,4 +373,61 @@ mod tests {
         // Zero work takes no time and books nothing.
         assert_eq!(f.serve(Time::from_ms(30), 0), Time::from_ms(30));
     }
+
+    /// The latest `RECENT` intervals kept the plain way (a vector, the oldest dropped from
+    /// the front), to hold the sliding window to.
+    #[derive(Default)]
+    struct Reference {
+        intervals: Vec<(Time, Time)>,
+        known_from: Time,
+    }
+
+    impl Reference {
+        fn fit_late(&self, a: Time, d: u64) -> Time {
+            let mut t = a.max(self.known_from);
+            for &(s, e) in &self.intervals {
+                if e <= t {
+                    continue;
+                }
+                if t.as_us() + d <= s.as_us() {
+                    return t;
+                }
+                t = e;
+            }
+            t
+        }
+
+        fn book(&mut self, s: Time, e: Time) {
+            if let Some(newest) = self.intervals.last_mut().filter(|n| n.1 == s) {
+                newest.1 = e;
+                return;
+            }
+            let p = self.intervals.iter().position(|iv| s < iv.0).unwrap_or(self.intervals.len());
+            self.intervals.insert(p, (s, e));
+            if self.intervals.len() > RECENT {
+                let (_, end) = self.intervals.remove(0);
+                self.known_from = self.known_from.max(end);
+            }
+        }
+    }
+
+    #[test]
+    fn the_sliding_window_keeps_what_a_plain_list_of_the_latest_intervals_keeps() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let (mut worker, mut reference) = (Worker::default(), Reference::default());
+        let mut clock = 0u64;
+        for step in 0..20_000 {
+            // Mostly in-order work, some of it late by up to a few intervals.
+            clock += rng.random_range(0..300);
+            let a = Time(clock.saturating_sub(if rng.random_bool(0.3) { rng.random_range(0..6_000) } else { 0 }));
+            let d = rng.random_range(1..150); // about half busy: gaps to fill, intervals to keep
+            let start = reference.fit_late(a, d);
+            assert_eq!(worker.fit_late(a, d), start, "step {step}");
+            worker.book(start, Time(start.as_us() + d));
+            reference.book(start, Time(start.as_us() + d));
+            assert_eq!(worker.recent(), &reference.intervals[..], "step {step}");
+            assert_eq!(worker.known_from, reference.known_from, "step {step}");
+        }
+    }
 }
