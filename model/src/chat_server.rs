@@ -588,10 +588,7 @@ impl ChatServer {
                 self.down.insert(server);
                 // What was handed over to it and may have died with it goes back to the
                 // session store's route-or-inbox without it, in the order it was handed.
-                let (lost, kept): (VecDeque<Handed>, VecDeque<Handed>) =
-                    std::mem::take(&mut self.handed).into_iter().partition(|h| h.to == server);
-                self.handed = kept;
-                for h in lost {
+                for h in crate::take_matching(&mut self.handed, |h| h.to == server) {
                     *self.rerouting.entry(h.msg.to).or_default() += 1;
                     out.push(Out::Reroute { msg: h.msg, exclude: server, slot: h.slot });
                 }

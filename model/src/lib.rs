@@ -45,6 +45,17 @@ pub use session::{DeviceSession, Route, SessionEntry, SessionStore, SessionWrite
 pub use table::{Table, TableKey};
 pub use time::Time;
 
+/// Take the entries of `queue` that `matches` out of it, both parts keeping their order
+/// (what a router or server kept for replay when the server it went to goes down).
+pub(crate) fn take_matching<T>(
+    queue: &mut std::collections::VecDeque<T>,
+    matches: impl Fn(&T) -> bool,
+) -> std::collections::VecDeque<T> {
+    let (taken, kept) = std::mem::take(queue).into_iter().partition(|x| matches(x));
+    *queue = kept;
+    taken
+}
+
 /// Consistency level of a replicated write (Cassandra's terms).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Consistency {

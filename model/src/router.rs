@@ -106,8 +106,12 @@ impl RoutedMemory {
         self.newest_routed.prefetch(sender_key(msg));
     }
 
-    /// Judge `msg`, remembering it if it is new; and when, if it is to be `forgotten`.
-    fn see(&mut self, now: Time, msg: &ChatMessage, forgotten: bool) -> Seen {
+    /// Judge `msg` at `now`, remembering it if it is new: for `window` (forgetting what is
+    /// older first), or for good (`None`: nothing is forgotten, so no order is kept).
+    fn judge(&mut self, now: Time, msg: &ChatMessage, window: Option<Duration>) -> Seen {
+        if let Some(window) = window {
+            self.forget(now, window);
+        }
         // Mostly new records: each table is probed once, by inserting, and the rare repeat
         // or late record puts back what it replaced (a lookup that misses costs as much as
         // an insert).
@@ -124,7 +128,7 @@ impl RoutedMemory {
                 return Seen::Late;
             }
         }
-        if forgotten {
+        if window.is_some() {
             self.routed_order.push_back((now.as_ms_u32(), client, conversation));
         }
         Seen::New
@@ -369,10 +373,7 @@ impl Router {
         memory: &mut RoutedMemory,
         out: &mut Vec<RouterOutput>,
     ) {
-        if let Some(window) = self.dedup_window {
-            memory.forget(now, window);
-        }
-        match memory.see(now, &msg, self.dedup_window.is_some()) {
+        match memory.judge(now, &msg, self.dedup_window) {
             Seen::New | Seen::Again => {
                 let req = self.lookups.insert(PendingRoute { partition, offset, msg }).data().as_ffi();
                 out.push(RouterOutput::RouteMessage { req, msg });
@@ -380,9 +381,7 @@ impl Router {
             }
             Seen::Repeat(first) => {
                 self.repeats += 1;
-                if first != msg.id {
-                    self.aliases.push((msg.id, first));
-                }
+                self.aliases.push((msg.id, first));
             }
             Seen::Late => self.late += 1,
         }
@@ -410,10 +409,7 @@ impl Router {
                     return;
                 }
                 // Everything forwarded to it that it may not have delivered, in order.
-                let (lost, kept): (VecDeque<Kept>, VecDeque<Kept>) =
-                    std::mem::take(&mut self.kept).into_iter().partition(|k| k.server == server);
-                self.kept = kept;
-                for k in lost {
+                for k in crate::take_matching(&mut self.kept, |k| k.server == server) {
                     self.replayed += 1;
                     self.reroute(server, k.slot, k.msg, out);
                 }

@@ -117,7 +117,7 @@ struct ReplicationLag {
     writes: VecDeque<Unreplicated>,
 }
 
-/// A stored session value packed into 8 bytes (12 with its key), so a shard holding
+/// A stored session value packed into 12 bytes (indexed by user, no key), so a shard holding
 /// millions of users stays small and cache-friendly. Expiry is kept in whole
 /// milliseconds, Redis's own TTL resolution.
 #[derive(Clone, Copy, Debug)]
@@ -272,7 +272,7 @@ impl SessionStore {
         self.log_write(index, now);
         let entry = &mut self.entries[index];
         let new_key = entry.expires_ms == 0;
-        if u64::from(entry.expires_ms) <= now.as_ms() {
+        if expired {
             *entry = Packed::empty();
         }
         let field = &mut entry.devices[i];
