@@ -247,10 +247,9 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
     let mut latencies = Latencies::default();
     let mut counters = Counters::default();
     let mut per_second = vec![SecondCounters::default(); scenario.total_s() as usize + 1];
-    let mut logs = Logs::default();
+    let mut logs = Logs::gather(reports.iter_mut().map(|r| std::mem::take(&mut r.logs)).collect());
     let mut trace = Vec::new();
     for r in &mut reports {
-        logs.append(&mut r.logs);
         trace.append(&mut r.trace);
     }
     logs.in_transit.extend(shared.net.lock().expect("network lock").message_ids());

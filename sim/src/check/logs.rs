@@ -92,20 +92,35 @@ pub struct Logs {
 }
 
 impl Logs {
-    /// Append another process's logs.
-    pub fn append(&mut self, o: &mut Logs) {
-        self.acked.append(&mut o.acked);
-        self.displays.append(&mut o.displays);
-        self.sender_views.append(&mut o.sender_views);
-        self.reads.append(&mut o.reads);
-        self.presence_views.append(&mut o.presence_views);
-        self.connected.append(&mut o.connected);
-        self.registered.append(&mut o.registered);
-        self.stored.append(&mut o.stored);
-        self.key_lifetimes.append(&mut o.key_lifetimes);
-        self.in_transit.append(&mut o.in_transit);
-        self.aliases.append(&mut o.aliases);
-        self.sessions.append(&mut o.sessions);
+    /// The processes' logs merged into one, in the order given. Each merged log is
+    /// allocated once at its final size and each part is freed as soon as it is copied, so
+    /// the merge holds little more than one copy of the logs (appending part by part
+    /// would copy the merged logs at every growth and keep every part's buffer until
+    /// the end).
+    pub fn gather(mut parts: Vec<Logs>) -> Logs {
+        fn merged<T: Copy>(parts: &mut [Logs], field: impl Fn(&mut Logs) -> &mut Vec<T>) -> Vec<T> {
+            let mut out = Vec::with_capacity(parts.iter_mut().map(|p| field(p).len()).sum());
+            for part in parts.iter_mut() {
+                out.extend_from_slice(&std::mem::take(field(part)));
+            }
+            out
+        }
+        let parts = &mut parts[..];
+        Logs {
+            acked: merged(parts, |l| &mut l.acked),
+            displays: merged(parts, |l| &mut l.displays),
+            displays_by_device: Vec::new(),
+            sender_views: merged(parts, |l| &mut l.sender_views),
+            reads: merged(parts, |l| &mut l.reads),
+            presence_views: merged(parts, |l| &mut l.presence_views),
+            connected: merged(parts, |l| &mut l.connected),
+            registered: merged(parts, |l| &mut l.registered),
+            stored: merged(parts, |l| &mut l.stored),
+            key_lifetimes: merged(parts, |l| &mut l.key_lifetimes),
+            in_transit: merged(parts, |l| &mut l.in_transit),
+            sessions: merged(parts, |l| &mut l.sessions),
+            aliases: merged(parts, |l| &mut l.aliases),
+        }
     }
 
     /// Sort what the checkers search (`displays` are taken out of the logs meanwhile).
