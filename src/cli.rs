@@ -45,6 +45,57 @@ enum Command {
         /// task 1.1).
         #[arg(long)]
         compare_placements: bool,
+        /// Run with the faults and workload `wasim fuzz` drew for this seed (its replay).
+        #[arg(long, value_name = "SEED")]
+        faults_of_seed: Option<u64>,
+        /// With --faults-of-seed: the fuzz sweep's --faults (random, none or scenario).
+        #[arg(long, value_name = "MODE", default_value = "random", value_parser = crate::fuzz::parse_faults_mode, requires = "faults_of_seed")]
+        fuzz_faults: wasim_sim::fuzz::FaultsMode,
+        /// With --faults-of-seed: the fuzz sweep's --liveness.
+        #[arg(long, requires = "faults_of_seed")]
+        liveness: bool,
+    },
+    /// Fuzz a scenario: run many seeds, each with a random fault schedule and a random
+    /// perturbation of the workload drawn from the seed (README, "Fuzzing"), each in a
+    /// process of its own; print every failing seed's broken invariants and the command
+    /// that replays it.
+    ///
+    /// Exit status: 0 when every seed passes, 1 when one fails, 2 on bad input.
+    Fuzz {
+        /// The scenario TOML file (scenarios/fuzz-small.toml is made for this).
+        file: PathBuf,
+        /// Seeds: `A..B` (B excluded) or `A..=B`.
+        #[arg(long, default_value = "1..=100", value_parser = crate::fuzz::parse_seeds)]
+        seeds: crate::fuzz::SeedRange,
+        /// Seeds run at once, each in a process (default: the machine's cores).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+        jobs: Option<u32>,
+        /// Run only every N-th seed of the range from its I-th (0-based), as `I/N`: a batch
+        /// system's N machines each take one shard.
+        #[arg(long, value_name = "I/N", value_parser = crate::fuzz::parse_shard)]
+        shard: Option<(u64, u64)>,
+        /// `random`: the scenario's faults and a random schedule per seed; `none`: no
+        /// faults; `scenario`: the scenario's own faults only.
+        #[arg(long, default_value = "random", value_parser = crate::fuzz::parse_faults_mode)]
+        faults: wasim_sim::fuzz::FaultsMode,
+        /// Print one JSON line per seed on stdout (in seed order); the summary goes to stderr.
+        #[arg(long)]
+        json: bool,
+        /// Liveness mode: each run goes on for a minute after its last fault heals, so that
+        /// whatever is still pending then has stalled (and fails invariants 1 and 8).
+        #[arg(long)]
+        liveness: bool,
+    },
+    /// One seed of a fuzz sweep, run in this process; prints its result as a JSON line.
+    #[command(hide = true)]
+    FuzzSeed {
+        file: PathBuf,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long, default_value = "random", value_parser = crate::fuzz::parse_faults_mode)]
+        faults: wasim_sim::fuzz::FaultsMode,
+        #[arg(long)]
+        liveness: bool,
     },
     /// Measure speed and memory: run a scenario (release build) and print simulated
     /// seconds per wall second, events per wall second and peak memory.
@@ -112,9 +163,31 @@ const EXIT_BAD_INPUT: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Scenario { file, seed, out, json, trace_user, compare_placements } => {
-            scenario(&file, seed, out, json, trace_user, compare_placements)
+        Command::Scenario {
+            file,
+            seed,
+            out,
+            json,
+            trace_user,
+            compare_placements,
+            faults_of_seed,
+            fuzz_faults,
+            liveness,
+        } => {
+            let fuzzed = faults_of_seed.map(|s| (s, fuzz_faults, liveness));
+            scenario(&file, seed, out, json, trace_user, compare_placements, fuzzed)
         }
+        Command::Fuzz { file, seeds, jobs, shard, faults, json, liveness } => {
+            // The scenario is read here once, so that a bad file is one clear error.
+            if let Err(e) = load(&file) {
+                return bad_input(e);
+            }
+            crate::fuzz::Sweep { file: &file, seeds, jobs, shard, faults, json, liveness }.run()
+        }
+        Command::FuzzSeed { file, seed, faults, liveness } => match load(&file) {
+            Ok(base) => crate::fuzz::run_seed(&base, seed, faults, liveness),
+            Err(e) => bad_input(e),
+        },
         Command::Bench { file, runs } => bench(&file, runs),
         Command::Calibrate { quick, customers, tolerance, link_ms, seed, jobs, json } => {
             calibrate(quick, customers, tolerance, link_ms, seed, jobs, json)
@@ -254,11 +327,15 @@ fn scenario(
     json: bool,
     trace_user: Option<u32>,
     compare_placements: bool,
+    fuzzed: Option<(u64, wasim_sim::fuzz::FaultsMode, bool)>,
 ) -> ExitCode {
-    let scenario = match load(file) {
+    let mut scenario = match load(file) {
         Ok(s) => s,
         Err(e) => return bad_input(e),
     };
+    if let Some((fault_seed, mode, liveness)) = fuzzed {
+        scenario = crate::fuzz::fuzzed(&scenario, fault_seed, mode, liveness);
+    }
     if compare_placements && !scenario.crashes_a_chat_server() {
         return bad_input(format!(
             "--compare-placements: {} crashes no chat server (add a [[faults]] kind = \"crash\", target = \"chat_server-N\")",

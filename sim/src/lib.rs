@@ -11,6 +11,7 @@ pub mod calibrate;
 mod check;
 mod dist;
 mod faults;
+pub mod fuzz;
 mod infra;
 mod limits;
 mod metrics;

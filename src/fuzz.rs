@@ -1,0 +1,411 @@
+//! `wasim fuzz`: many seeds of a scenario, each in a child process of its own (a panic or
+//! a runaway seed takes only itself down), with the results gathered in seed order.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
+use wasim_sim::fuzz::FaultsMode;
+use wasim_sim::{RunOptions, Scenario, Violation};
+
+/// Seeds `first..=last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeedRange {
+    pub first: u64,
+    pub last: u64,
+}
+
+/// The most seeds one sweep takes (a sweep larger than this is split with `--shard`).
+const SEEDS_MAX: u64 = 10_000_000;
+
+/// `A..B` (B excluded) or `A..=B`.
+pub fn parse_seeds(s: &str) -> Result<SeedRange, String> {
+    let usage = || format!("`{s}`: seeds are a range `A..B` (B excluded) or `A..=B`, like 1..=200");
+    let (a, b, inclusive) = if let Some((a, b)) = s.split_once("..=") {
+        (a, b, true)
+    } else if let Some((a, b)) = s.split_once("..") {
+        (a, b, false)
+    } else {
+        return Err(usage());
+    };
+    let first: u64 = a.trim().parse().map_err(|_| usage())?;
+    let end: u64 = b.trim().parse().map_err(|_| usage())?;
+    let last = if inclusive { Some(end) } else { end.checked_sub(1) };
+    match last {
+        Some(last) if last >= first && last - first < SEEDS_MAX => Ok(SeedRange { first, last }),
+        Some(last) if last >= first => Err(format!("`{s}`: at most {SEEDS_MAX} seeds in one sweep (use --shard)")),
+        _ => Err(format!("`{s}`: the range holds no seed")),
+    }
+}
+
+/// `I/N`: the I-th of N shards (0-based, as a Kubernetes indexed Job numbers its pods).
+pub fn parse_shard(s: &str) -> Result<(u64, u64), String> {
+    let usage = || format!("`{s}`: a shard is `I/N` with 0 <= I < N, like 3/8");
+    let (i, n) = s.split_once('/').ok_or_else(usage)?;
+    let (i, n): (u64, u64) = (i.trim().parse().map_err(|_| usage())?, n.trim().parse().map_err(|_| usage())?);
+    if n == 0 || i >= n {
+        return Err(usage());
+    }
+    Ok((i, n))
+}
+
+pub fn parse_faults_mode(s: &str) -> Result<FaultsMode, String> {
+    FaultsMode::parse(s).ok_or_else(|| format!("`{s}`: faults are `random`, `none` or `scenario`"))
+}
+
+/// What one seed gave: one JSON line of `wasim fuzz --json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SeedResult {
+    pub seed: u64,
+    pub pass: bool,
+    /// The violations found (at most 20 per invariant), or the panic of a run that crashed
+    /// (invariant 0).
+    pub violations: Vec<SeedViolation>,
+    /// The faults the seed ran with, in words.
+    pub faults: Vec<String>,
+    pub simulated_s: u64,
+    pub events: u64,
+    /// The command that replays the seed exactly.
+    #[serde(default)]
+    pub replay: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SeedViolation {
+    pub invariant: u8,
+    pub name: String,
+    pub subject: String,
+    pub at_us: u64,
+    pub detail: String,
+}
+
+impl From<&Violation> for SeedViolation {
+    fn from(v: &Violation) -> Self {
+        SeedViolation {
+            invariant: v.invariant,
+            name: v.name.to_string(),
+            subject: v.subject.clone(),
+            at_us: v.at_us,
+            detail: v.detail.clone(),
+        }
+    }
+}
+
+/// The scenario one fuzzed seed runs: `base` with the seed's faults and workload, and the
+/// liveness extension if asked.
+pub fn fuzzed(base: &Scenario, seed: u64, mode: FaultsMode, liveness: bool) -> Scenario {
+    let mut s = wasim_sim::fuzz::derive(base, seed, mode);
+    if liveness {
+        wasim_sim::fuzz::with_liveness(&mut s);
+    }
+    s
+}
+
+/// Run one seed in this process and print its result as one JSON line (the child's side).
+pub fn run_seed(base: &Scenario, seed: u64, mode: FaultsMode, liveness: bool) -> ExitCode {
+    let scenario = fuzzed(base, seed, mode, liveness);
+    let outcome = wasim_sim::run(&scenario, &RunOptions { seed: Some(seed), ..RunOptions::default() });
+    let violations: Vec<SeedViolation> = outcome.checks.violations.iter().map(SeedViolation::from).collect();
+    let result = SeedResult {
+        seed,
+        pass: violations.is_empty(),
+        violations,
+        faults: scenario.faults.iter().map(describe).collect(),
+        simulated_s: outcome.simulated_s(),
+        events: outcome.counters.events,
+        replay: String::new(),
+    };
+    println!("{}", serde_json::to_string(&result).expect("a result serialises"));
+    ExitCode::SUCCESS
+}
+
+/// A fault in a few words: kind, target, window.
+fn describe(f: &wasim_sim::Fault) -> String {
+    let (at_s, lasts_s) = f.window_s();
+    format!("{} {} from {at_s} s for {lasts_s} s", f.kind(), f.target())
+}
+
+/// The options a sweep runs with.
+pub struct Sweep<'a> {
+    pub file: &'a Path,
+    pub seeds: SeedRange,
+    pub jobs: Option<u32>,
+    pub shard: Option<(u64, u64)>,
+    pub faults: FaultsMode,
+    pub json: bool,
+    pub liveness: bool,
+}
+
+impl Sweep<'_> {
+    /// The seeds this shard runs.
+    fn seeds(&self) -> Vec<u64> {
+        let (i, n) = self.shard.unwrap_or((0, 1));
+        (self.seeds.first..=self.seeds.last).filter(|s| (s - self.seeds.first) % n == i).collect()
+    }
+
+    /// The command that replays `seed` exactly.
+    fn replay(&self, seed: u64) -> String {
+        let mut c = format!("wasim scenario {} --seed {seed} --faults-of-seed {seed}", self.file.display());
+        if self.faults != FaultsMode::Random {
+            c += &format!(" --fuzz-faults {}", self.faults.name());
+        }
+        if self.liveness {
+            c += " --liveness";
+        }
+        c
+    }
+
+    /// The child process's command for `seed`.
+    fn child(&self, exe: &Path, seed: u64) -> Command {
+        let mut c = Command::new(exe);
+        c.arg("fuzz-seed").arg(self.file).arg("--seed").arg(seed.to_string());
+        c.arg("--faults").arg(self.faults.name());
+        if self.liveness {
+            c.arg("--liveness");
+        }
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    }
+
+    /// Run `seed` in a child process; a child that dies without a result failed with the
+    /// panic it printed.
+    fn run_one(&self, exe: &Path, seed: u64) -> SeedResult {
+        let output = self.child(exe, seed).output();
+        let parsed = output.as_ref().ok().and_then(|o| {
+            let line = String::from_utf8_lossy(&o.stdout);
+            serde_json::from_str::<SeedResult>(line.lines().last()?).ok().filter(|_| o.status.success())
+        });
+        let mut result = parsed.unwrap_or_else(|| {
+            let detail = match &output {
+                Ok(o) => {
+                    let stderr = String::from_utf8_lossy(&o.stderr);
+                    let panic = stderr.lines().skip_while(|l| !l.contains("panicked")).take(2).collect::<Vec<_>>();
+                    let said = if panic.is_empty() {
+                        stderr.lines().last().unwrap_or("").to_string()
+                    } else {
+                        panic.join(" ")
+                    };
+                    format!("the run died ({}): {said}", o.status)
+                }
+                Err(e) => format!("could not start the run: {e}"),
+            };
+            SeedResult {
+                seed,
+                pass: false,
+                violations: vec![SeedViolation {
+                    invariant: 0,
+                    name: "panic".into(),
+                    subject: "the run".into(),
+                    at_us: 0,
+                    detail,
+                }],
+                faults: Vec::new(),
+                simulated_s: 0,
+                events: 0,
+                replay: String::new(),
+            }
+        });
+        result.replay = self.replay(seed);
+        result
+    }
+
+    /// Run the sweep; exit 0 when every seed passes, 1 when one fails.
+    pub fn run(&self) -> ExitCode {
+        let seeds = self.seeds();
+        let exe = match std::env::current_exe() {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("error: cannot find the wasim executable to run seeds with: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let jobs =
+            self.jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |j| j as usize);
+        let shard = self.shard.map_or(String::new(), |(i, n)| format!(", shard {i}/{n}"));
+        eprintln!(
+            "fuzz {}: {} seeds ({}..={}{shard}), faults {}{}, {jobs} at a time",
+            self.file.display(),
+            seeds.len(),
+            self.seeds.first,
+            self.seeds.last,
+            self.faults.name(),
+            if self.liveness { ", liveness" } else { "" }
+        );
+        let started = Instant::now();
+        let progress = Progress::new(seeds.len() as u64);
+        let next = AtomicUsize::new(0);
+        let (tx, rx) = mpsc::channel::<(usize, SeedResult)>();
+        let mut failed = 0u64;
+        let mut printed = 0usize;
+        let mut pending: Vec<Option<SeedResult>> = vec![None; seeds.len()];
+        let out = Mutex::new(std::io::stdout());
+        std::thread::scope(|scope| {
+            for _ in 0..jobs.min(seeds.len()) {
+                let tx = tx.clone();
+                let (next, seeds, exe) = (&next, &seeds, &exe);
+                scope.spawn(move || loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&seed) = seeds.get(i) else { break };
+                    if tx.send((i, self.run_one(exe, seed))).is_err() {
+                        break;
+                    }
+                });
+            }
+            drop(tx);
+            // Results are printed in seed order, whatever order the children finish in.
+            for (i, result) in rx {
+                if !result.pass {
+                    failed += 1;
+                }
+                pending[i] = Some(result);
+                while let Some(Some(r)) = pending.get(printed) {
+                    let mut out = out.lock().expect("stdout lock");
+                    if self.json {
+                        let _ = writeln!(out, "{}", serde_json::to_string(r).expect("a result serialises"));
+                    } else if !r.pass {
+                        progress.suspend(|| {
+                            let _ = write!(out, "{}", render_failure(r));
+                        });
+                    }
+                    printed += 1;
+                }
+                progress.update(printed as u64, failed, started.elapsed());
+            }
+        });
+        progress.finish();
+        let wall_s = started.elapsed().as_secs_f64();
+        let line = format!(
+            "fuzz: {} seeds, {failed} failed, {:.0} seeds per minute ({wall_s:.1} s wall)",
+            seeds.len(),
+            seeds.len() as f64 / wall_s.max(1e-9) * 60.0
+        );
+        if self.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+        if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A failing seed for people: each invariant broken, its first subject and time, the replay.
+fn render_failure(r: &SeedResult) -> String {
+    let mut s = format!("seed {} FAILED\n", r.seed);
+    let mut named = std::collections::BTreeSet::new();
+    for v in &r.violations {
+        if named.insert(v.invariant) {
+            s += &format!(
+                "  invariant {} ({}): {} at {:.3} s: {}\n",
+                v.invariant,
+                v.name,
+                v.subject,
+                v.at_us as f64 / 1e6,
+                v.detail
+            );
+        }
+    }
+    if !r.faults.is_empty() {
+        s += &format!("  faults: {}\n", r.faults.join("; "));
+    }
+    s += &format!("  replay: {}\n", r.replay);
+    s
+}
+
+/// A progress bar on a terminal; elsewhere (CI logs) a line every ten seconds.
+struct Progress {
+    bar: Option<ProgressBar>,
+    total: u64,
+    last_line: Mutex<Instant>,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} seeds {pos}/{len} [{bar:30}] {msg} · {elapsed} wall · eta {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        Progress { bar, total, last_line: Mutex::new(Instant::now()) }
+    }
+
+    fn update(&self, done: u64, failed: u64, elapsed: Duration) {
+        let per_minute = done as f64 / elapsed.as_secs_f64().max(1e-9) * 60.0;
+        let msg = format!("{failed} failed · {per_minute:.0} seeds/min");
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(done);
+                bar.set_message(msg);
+            }
+            None => {
+                let mut last = self.last_line.lock().expect("progress lock");
+                if last.elapsed() >= Duration::from_secs(10) || done == self.total {
+                    eprintln!("  seeds {done}/{} · {msg}", self.total);
+                    *last = Instant::now();
+                }
+            }
+        }
+    }
+
+    fn suspend(&self, f: impl FnOnce()) {
+        match &self.bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_ranges_and_shards_parse_and_refuse_nonsense() {
+        assert_eq!(parse_seeds("1..=200"), Ok(SeedRange { first: 1, last: 200 }));
+        assert_eq!(parse_seeds("5..7"), Ok(SeedRange { first: 5, last: 6 }));
+        for bad in ["7..7", "9..=3", "1-200", "a..b", "..5", "0..=99999999999"] {
+            assert!(parse_seeds(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_shard("3/8"), Ok((3, 8)));
+        for bad in ["8/8", "1/0", "3", "-1/4"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shards_split_the_seeds_without_overlap_or_gap() {
+        let sweep = |shard| Sweep {
+            file: Path::new("s.toml"),
+            seeds: SeedRange { first: 10, last: 30 },
+            jobs: None,
+            shard,
+            faults: FaultsMode::Random,
+            json: false,
+            liveness: false,
+        };
+        let mut all: Vec<u64> = (0..4).flat_map(|i| sweep(Some((i, 4))).seeds()).collect();
+        all.sort_unstable();
+        assert_eq!(all, (10..=30).collect::<Vec<_>>());
+        assert_eq!(sweep(Some((1, 4))).seeds(), vec![11, 15, 19, 23, 27]);
+        assert_eq!(sweep(None).seeds().len(), 21);
+    }
+}
