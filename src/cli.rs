@@ -363,6 +363,9 @@ fn scenario(
 
     let (outcome, timing) = timed_run(&scenario, seed, trace_user);
     let mut summary = Summary::new(&outcome, &file_label);
+    if let Some((fault_seed, mode, liveness)) = fuzzed {
+        summary.replay += &crate::fuzz::replay_flags(fault_seed, mode, liveness);
+    }
     if compare_placements {
         let mut rows = vec![wasim_reports::PlacementRow::of(&summary)];
         for placement in wasim_sim::PlacementPolicy::ALL.into_iter().filter(|&p| p != scenario.balancer.placement) {

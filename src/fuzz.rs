@@ -129,6 +129,18 @@ fn describe(f: &wasim_sim::Fault) -> String {
     format!("{} {} from {at_s} s for {lasts_s} s", f.kind(), f.target())
 }
 
+/// What `wasim scenario` needs besides the seed to run a fuzzed seed again.
+pub fn replay_flags(fault_seed: u64, mode: FaultsMode, liveness: bool) -> String {
+    let mut flags = format!(" --faults-of-seed {fault_seed}");
+    if mode != FaultsMode::Random {
+        flags += &format!(" --fuzz-faults {}", mode.name());
+    }
+    if liveness {
+        flags += " --liveness";
+    }
+    flags
+}
+
 /// The options a sweep runs with.
 pub struct Sweep<'a> {
     pub file: &'a Path,
@@ -149,14 +161,11 @@ impl Sweep<'_> {
 
     /// The command that replays `seed` exactly.
     fn replay(&self, seed: u64) -> String {
-        let mut c = format!("wasim scenario {} --seed {seed} --faults-of-seed {seed}", self.file.display());
-        if self.faults != FaultsMode::Random {
-            c += &format!(" --fuzz-faults {}", self.faults.name());
-        }
-        if self.liveness {
-            c += " --liveness";
-        }
-        c
+        format!(
+            "wasim scenario {} --seed {seed}{}",
+            self.file.display(),
+            replay_flags(seed, self.faults, self.liveness)
+        )
     }
 
     /// The child process's command for `seed`.

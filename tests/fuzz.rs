@@ -1,0 +1,155 @@
+//! `wasim fuzz` end to end: the CI sweep, seed order and shards, a failing seed's report and
+//! its replay, bad input, and the batch recipes shipped for it (their syntax, and that
+//! their shards cover the seeds).
+
+mod common;
+use common::{scenario_file, stderr, wasim};
+use std::path::Path;
+use yaml_rust2::{Yaml, YamlLoader};
+
+const FUZZ_SMALL: &str = "scenarios/fuzz-small.toml";
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json_lines(o: &std::process::Output) -> Vec<serde_json::Value> {
+    stdout(o).lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect()
+}
+
+/// The CI sweep: 200 seeds of the fuzzing scenario with the workload perturbed per seed.
+/// (Random fault schedules still find failures: README, "Fuzzing", lists them.)
+#[test]
+fn two_hundred_seeds_without_faults_pass() {
+    let out = wasim(&["fuzz", FUZZ_SMALL, "--seeds", "1..=200", "--faults", "none", "--json"]);
+    let lines = json_lines(&out);
+    let failed: Vec<&serde_json::Value> = lines.iter().filter(|l| l["pass"] != true).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(lines.len(), 200);
+    let seeds: Vec<u64> = lines.iter().map(|l| l["seed"].as_u64().unwrap()).collect();
+    assert_eq!(seeds, (1..=200).collect::<Vec<_>>(), "one line per seed, in seed order");
+    assert!(stderr(&out).contains("fuzz: 200 seeds, 0 failed"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_shard_takes_every_nth_seed_and_a_seed_runs_the_same_every_time() {
+    let out = wasim(&["fuzz", FUZZ_SMALL, "--seeds", "10..20", "--shard", "2/4", "--json", "--jobs", "1"]);
+    let seeds: Vec<u64> = json_lines(&out).iter().map(|l| l["seed"].as_u64().unwrap()).collect();
+    assert_eq!(seeds, vec![12, 16]);
+    // The child's result, random faults included, is a function of the seed.
+    let once = wasim(&["fuzz-seed", FUZZ_SMALL, "--seed", "16"]);
+    let again = wasim(&["fuzz-seed", FUZZ_SMALL, "--seed", "16"]);
+    assert_eq!(stdout(&once), stdout(&again));
+    let line: serde_json::Value = serde_json::from_str(stdout(&once).trim()).unwrap();
+    assert!(!line["faults"].as_array().unwrap().is_empty(), "random faults were drawn: {line}");
+}
+
+/// The card's design without re-registration loses sessions in a failover: every seed fails
+/// invariant 6, names it with the replay command, and the replay fails the same way.
+#[test]
+fn a_failing_seed_is_named_with_a_replay_that_fails_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(FUZZ_SMALL).unwrap().replace("session_reregister = true", "")
+        + "\n[[faults]]\nkind = \"redis_down\"\ntarget = \"redis_session-0\"\nat_s = 10\nfailover_s = 3\nreplication_lag_ms = 2_000\n";
+    let file = scenario_file(dir.path(), "flawed.toml", &text);
+    let file = file.to_str().unwrap();
+    let out = wasim(&["fuzz", file, "--seeds", "3..=4", "--faults", "scenario"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = stdout(&out);
+    assert!(report.contains("seed 3 FAILED") && report.contains("invariant 6 (routing)"), "{report}");
+    let replay = format!("wasim scenario {file} --seed 3 --faults-of-seed 3 --fuzz-faults scenario");
+    assert!(report.contains(&format!("replay: {replay}")), "{report}");
+    assert!(report.contains("fuzz: 2 seeds, 2 failed"), "{report}");
+    let args: Vec<&str> = replay.split_whitespace().skip(1).collect();
+    let summary_dir = dir.path().join("replay");
+    let replayed = wasim(&[&args[..], &["--json", "--out", summary_dir.to_str().unwrap()]].concat());
+    assert_eq!(replayed.status.code(), Some(1));
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&replayed)).unwrap();
+    assert_eq!(summary["replay"], replay, "the report's own replay is the same command");
+    let fuzzed = wasim(&["fuzz-seed", file, "--seed", "3", "--faults", "scenario"]);
+    let fuzzed: serde_json::Value = serde_json::from_str(stdout(&fuzzed).trim()).unwrap();
+    let first = |v: &serde_json::Value| v["subject"].as_str().unwrap().to_string();
+    let violations = summary["invariants"]["violations"].as_array().expect("violations listed");
+    assert_eq!(
+        violations.iter().map(first).collect::<Vec<_>>(),
+        fuzzed["violations"].as_array().unwrap().iter().map(first).collect::<Vec<_>>(),
+        "the replay finds what the sweep found"
+    );
+}
+
+#[test]
+fn bad_input_exits_two() {
+    for args in [
+        vec!["fuzz", FUZZ_SMALL, "--seeds", "5..5"],
+        vec!["fuzz", FUZZ_SMALL, "--seeds", "1-9"],
+        vec!["fuzz", FUZZ_SMALL, "--shard", "4/4"],
+        vec!["fuzz", FUZZ_SMALL, "--faults", "some"],
+        vec!["fuzz", "no/such/file.toml"],
+        vec!["scenario", FUZZ_SMALL, "--fuzz-faults", "none"],
+    ] {
+        let out = wasim(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{args:?}");
+    }
+}
+
+fn yaml(path: &str) -> Yaml {
+    let text = std::fs::read_to_string(Path::new(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}")).remove(0)
+}
+
+/// The `wasim fuzz ...` command in a recipe's shell line, with a few seeds and the shard
+/// given, runs here (its flags are ones wasim takes).
+fn runs_here(line: &str, shard: &str) {
+    let start = line.find("fuzz ").expect("a wasim fuzz command");
+    let command = &line[start..line.find(" ||").unwrap_or(line.len())];
+    let mut args: Vec<String> = command.split_whitespace().map(|a| a.trim_matches('"').to_string()).collect();
+    for i in 0..args.len() {
+        if args[i] == "--seeds" {
+            args[i + 1] = "1..=16".into();
+        }
+        if args[i] == "--shard" {
+            args[i + 1] = shard.into();
+        }
+        if args[i].starts_with('>') {
+            args.truncate(i);
+            break;
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = wasim(&args);
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    assert_eq!(json_lines(&out).len(), 2, "16 seeds over 8 shards: {args:?}");
+}
+
+#[test]
+fn the_github_matrix_covers_every_shard_once() {
+    let w = yaml(".github/workflows/fuzz.yml");
+    let shards: u64 = w["env"]["SHARDS"].as_i64().expect("SHARDS") as u64;
+    let sweep = &w["jobs"]["sweep"];
+    let matrix: Vec<u64> =
+        sweep["strategy"]["matrix"]["shard"].as_vec().unwrap().iter().map(|s| s.as_i64().unwrap() as u64).collect();
+    assert_eq!(matrix, (0..shards).collect::<Vec<_>>());
+    let steps = sweep["steps"].as_vec().unwrap();
+    let run = steps.iter().filter_map(|s| s["run"].as_str()).find(|r| r.contains("wasim fuzz")).expect("a sweep step");
+    assert!(run.contains("--shard ${{ matrix.shard }}/$SHARDS") && run.contains("--json"), "{run}");
+    let expanded = run.replace("\\\n", " ").replace("${{ matrix.shard }}/$SHARDS", &format!("3/{shards}"));
+    runs_here(&expanded, &format!("3/{shards}"));
+    assert_eq!(w["jobs"]["gather"]["needs"].as_str(), Some("sweep"));
+}
+
+#[test]
+fn the_kubernetes_job_is_indexed_and_its_index_is_the_shard() {
+    let job = yaml("deploy/fuzz-job.yaml");
+    assert_eq!(job["kind"].as_str(), Some("Job"));
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"].as_str(), Some("Indexed"));
+    let n = spec["completions"].as_i64().unwrap();
+    assert_eq!(spec["parallelism"].as_i64(), Some(n));
+    let container = &spec["template"]["spec"]["containers"][0];
+    let line = container["args"][0].as_str().unwrap();
+    assert!(line.contains(&format!("--shard \"${{JOB_COMPLETION_INDEX}}/{n}\"")), "{line}");
+    assert!(line.contains("--json"), "{line}");
+    runs_here(line, &format!("5/{n}"));
+}
