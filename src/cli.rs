@@ -85,6 +85,14 @@ enum Command {
         /// whatever is still pending then has stalled (and fails invariants 1 and 8).
         #[arg(long)]
         liveness: bool,
+        /// Instead of sweeping, shrink this failing seed: drop, shorten and move its faults,
+        /// lower its users and load, shorten the run, while the same invariant still fails;
+        /// write the smallest failing scenario as a TOML file.
+        #[arg(long, value_name = "SEED", conflicts_with_all = ["shard", "json", "seeds"])]
+        shrink: Option<u64>,
+        /// Where --shrink writes the scenario (default: wasim-out/<name>-shrunk-<seed>.toml).
+        #[arg(long, value_name = "FILE", requires = "shrink")]
+        out: Option<PathBuf>,
     },
     /// One seed of a fuzz sweep, run in this process; prints its result as a JSON line.
     #[command(hide = true)]
@@ -177,12 +185,16 @@ pub fn main() -> ExitCode {
             let fuzzed = faults_of_seed.map(|s| (s, fuzz_faults, liveness));
             scenario(&file, seed, out, json, trace_user, compare_placements, fuzzed)
         }
-        Command::Fuzz { file, seeds, jobs, shard, faults, json, liveness } => {
+        Command::Fuzz { file, seeds, jobs, shard, faults, json, liveness, shrink, out } => {
             // The scenario is read here once, so that a bad file is one clear error.
-            if let Err(e) = load(&file) {
-                return bad_input(e);
+            let base = match load(&file) {
+                Ok(s) => s,
+                Err(e) => return bad_input(e),
+            };
+            match shrink {
+                Some(seed) => crate::fuzz::shrink(&base, &file, seed, faults, liveness, out),
+                None => crate::fuzz::Sweep { file: &file, seeds, jobs, shard, faults, json, liveness }.run(),
             }
-            crate::fuzz::Sweep { file: &file, seeds, jobs, shard, faults, json, liveness }.run()
         }
         Command::FuzzSeed { file, seed, faults, liveness } => match load(&file) {
             Ok(base) => crate::fuzz::run_seed(&base, seed, faults, liveness),

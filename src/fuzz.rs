@@ -129,6 +129,83 @@ fn describe(f: &wasim_sim::Fault) -> String {
     format!("{} {} from {at_s} s for {lasts_s} s", f.kind(), f.target())
 }
 
+/// Runs a shrink makes at most.
+const SHRINK_RUNS_MAX: usize = 400;
+
+/// `wasim fuzz FILE --shrink SEED`: shrink a failing seed and write the smallest scenario
+/// that still breaks the same invariant.
+pub fn shrink(
+    base: &Scenario,
+    file: &Path,
+    seed: u64,
+    mode: FaultsMode,
+    liveness: bool,
+    out: Option<std::path::PathBuf>,
+) -> ExitCode {
+    let start = fuzzed(base, seed, mode, liveness);
+    let options = RunOptions { seed: Some(seed), ..RunOptions::default() };
+    let outcome = wasim_sim::run(&start, &options);
+    let Some(broken) = outcome.checks.violations.iter().min_by_key(|v| v.invariant) else {
+        eprintln!("error: seed {seed} of {} passes every invariant: nothing to shrink", file.display());
+        return ExitCode::from(2);
+    };
+    let (invariant, name) = (broken.invariant, broken.name);
+    let path = out.unwrap_or_else(|| Path::new("wasim-out").join(format!("{}-shrunk-{seed}.toml", base.name)));
+    println!("shrinking seed {seed} of {}: invariant {invariant} ({name}) fails", file.display());
+    println!("  start: {}", wasim_sim::fuzz::Size::of(&start));
+    let mut n = 0;
+    let started = Instant::now();
+    let (smallest, run_seed) =
+        wasim_sim::fuzz::shrink(&start, seed, invariant, SHRINK_RUNS_MAX, |what, failed_with, size| {
+            n += 1;
+            let verdict = match failed_with {
+                Some(s) => format!("still fails (run seed {s}), kept"),
+                None => "passes, undone".to_string(),
+            };
+            println!("  [{n}] {what}: {verdict} · {size}");
+        });
+    let mut written = smallest.clone();
+    written.name = format!("{}-shrunk-{seed}", base.name);
+    written.seed = run_seed;
+    let size = wasim_sim::fuzz::Size::of(&smallest);
+    let header = format!(
+        "# Shrunk by `wasim fuzz {} --shrink {seed}` from seed {seed}'s faults and workload:\n\
+         # reproduces invariant {invariant} ({name}) with run seed {run_seed} (the file's seed).\n\
+         # Replay: wasim scenario {}\n\
+         # Size: {size} (from {}).\n\n",
+        file.display(),
+        path.display(),
+        wasim_sim::fuzz::Size::of(&start)
+    );
+    let text = header + &toml::to_string(&written).expect("a scenario serialises");
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if let Err(e) = std::fs::write(&path, text) {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
+    // The file as written, read back and run, must fail the same way.
+    let confirmed = Scenario::load(&path).map(|s| {
+        let o = wasim_sim::run(&s, &RunOptions::default());
+        o.checks.violations.iter().any(|v| v.invariant == invariant)
+    });
+    println!(
+        "smallest: {size} after {n} steps ({:.1} s wall){}",
+        started.elapsed().as_secs_f64(),
+        match confirmed {
+            Ok(true) => "; the written file fails the same way",
+            Ok(false) => "; WARNING: the written file does not fail again",
+            Err(_) => "; WARNING: the written file does not read back",
+        }
+    );
+    println!("written: {}\nreplay: wasim scenario {}", path.display(), path.display());
+    ExitCode::from(1)
+}
+
 /// What `wasim scenario` needs besides the seed to run a fuzzed seed again.
 pub fn replay_flags(fault_seed: u64, mode: FaultsMode, liveness: bool) -> String {
     let mut flags = format!(" --faults-of-seed {fault_seed}");

@@ -153,3 +153,33 @@ fn the_kubernetes_job_is_indexed_and_its_index_is_the_shard() {
     assert!(line.contains("--json"), "{line}");
     runs_here(line, &format!("5/{n}"));
 }
+
+/// Shrinking the flawed scenario's seed with random faults on top keeps only what the
+/// failure needs, writes it as a scenario that fails the same way, and says so.
+#[test]
+fn shrinking_writes_a_smaller_scenario_that_still_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(FUZZ_SMALL).unwrap().replace("session_reregister = true", "")
+        + "\n[[faults]]\nkind = \"redis_down\"\ntarget = \"redis_session-0\"\nat_s = 10\nfailover_s = 3\nreplication_lag_ms = 2_000\n";
+    let file = scenario_file(dir.path(), "flawed.toml", &text);
+    let shrunk = dir.path().join("shrunk.toml");
+    let out = wasim(&["fuzz", file.to_str().unwrap(), "--shrink", "5", "--out", shrunk.to_str().unwrap()]);
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}{}", stderr(&out));
+    assert!(said.contains("the written file fails the same way"), "{said}");
+    let start = wasim_sim::fuzz::derive(&common::parse(&text), 5, wasim_sim::fuzz::FaultsMode::Random);
+    let written = wasim_sim::Scenario::load(&shrunk).expect("the shrunk scenario reads back");
+    let (before, after) = (wasim_sim::fuzz::Size::of(&start), wasim_sim::fuzz::Size::of(&written));
+    assert!(after.faults < before.faults, "{before} -> {after}");
+    assert!(after <= before, "{before} -> {after}");
+    let header = std::fs::read_to_string(&shrunk).unwrap();
+    assert!(header.starts_with("# Shrunk by `wasim fuzz"), "{header}");
+    assert!(header.contains("reproduces invariant"), "{header}");
+    let o = wasim_sim::run(&written, &wasim_sim::RunOptions::default());
+    let first = |o: &wasim_sim::Outcome| o.checks.violations.iter().map(|v| v.invariant).min();
+    assert!(first(&o).is_some(), "the written scenario fails with its own seed");
+    // A passing seed has nothing to shrink.
+    let out = wasim(&["fuzz", FUZZ_SMALL, "--faults", "none", "--shrink", "1", "--out", shrunk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing to shrink"), "{}", stderr(&out));
+}

@@ -186,6 +186,181 @@ fn random_fault(s: &Scenario, rng: &mut ChaCha8Rng) -> Option<Fault> {
     Some(fault)
 }
 
+/// How big a failing scenario is, for shrinking: what a reader has to take in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size {
+    pub faults: usize,
+    /// Seconds of faults, summed.
+    pub fault_s: u64,
+    pub users: u64,
+    pub messages_per_s: u64,
+    /// Simulated seconds.
+    pub total_s: u64,
+}
+
+impl Size {
+    pub fn of(s: &Scenario) -> Size {
+        Size {
+            faults: s.faults.len(),
+            fault_s: s.faults.iter().map(|f| f.window_s().1).sum(),
+            users: s.users.concurrent,
+            messages_per_s: s.workload.messages_per_s,
+            total_s: s.total_s(),
+        }
+    }
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} faults ({} s of faults), {} users, {} msg/s, {} simulated s",
+            self.faults, self.fault_s, self.users, self.messages_per_s, self.total_s
+        )
+    }
+}
+
+/// The smaller variants of `s` shrinking tries, each with what it changed, in order: drop a
+/// fault, halve a fault's length, move a fault earlier, halve the users, halve the load,
+/// shorten the sends. Only variants the scenario checks accept.
+pub fn smaller(s: &Scenario) -> Vec<(String, Scenario)> {
+    let mut out: Vec<(String, Scenario)> = Vec::new();
+    let mut push = |what: String, c: Scenario| {
+        if crate::limits::check(&c).is_ok() {
+            out.push((what, c));
+        }
+    };
+    for i in 0..s.faults.len() {
+        let mut c = s.clone();
+        let f = c.faults.remove(i);
+        push(format!("remove fault {i} ({})", f.kind()), c);
+    }
+    for i in 0..s.faults.len() {
+        let mut c = s.clone();
+        let (_, lasts) = c.faults[i].window_s();
+        if lasts > 1 {
+            set_window(&mut c.faults[i], None, Some(lasts / 2));
+            push(format!("shorten fault {i} ({}) to {} s", c.faults[i].kind(), lasts / 2), c);
+        }
+    }
+    let ramp_s = s.users.connect_ramp_s;
+    for i in 0..s.faults.len() {
+        let mut c = s.clone();
+        let (at, _) = c.faults[i].window_s();
+        if at > ramp_s {
+            let earlier = ramp_s + (at - ramp_s) / 2;
+            set_window(&mut c.faults[i], Some(earlier), None);
+            push(format!("move fault {i} ({}) to {earlier} s", c.faults[i].kind()), c);
+        }
+    }
+    if s.users.concurrent > 20 {
+        let mut c = s.clone();
+        let users = s.users.concurrent / 2;
+        c.users.concurrent = users;
+        for f in &mut c.faults {
+            if let Fault::CutNetwork { users: cut, .. } = f {
+                *cut = (*cut).min(users);
+            }
+        }
+        push(format!("halve the users to {users}"), c);
+    }
+    if s.workload.messages_per_s > 1 {
+        let mut c = s.clone();
+        c.workload.messages_per_s = s.workload.messages_per_s / 2;
+        push(format!("halve the load to {} msg/s", c.workload.messages_per_s), c);
+    }
+    // The sends end no sooner than the last fault (a crash may outlast them).
+    let needed_s = s
+        .faults
+        .iter()
+        .map(|f| {
+            let (at, lasts) = f.window_s();
+            if matches!(f, Fault::Crash { .. }) {
+                at + 1
+            } else {
+                at + lasts
+            }
+        })
+        .max()
+        .unwrap_or(0);
+    let sends_end_s = s.warmup_s + s.duration_s;
+    if s.duration_s > 1 && needed_s < sends_end_s {
+        let mut c = s.clone();
+        let end = needed_s.max(s.warmup_s + 1).max(sends_end_s - s.duration_s.div_ceil(2));
+        c.duration_s = end - s.warmup_s;
+        push(format!("end the sends at {end} s"), c);
+    }
+    out
+}
+
+/// Set a fault's start and length (a Redis failover's delay is its length).
+fn set_window(f: &mut Fault, at: Option<u64>, lasts: Option<u64>) {
+    let (at_s, for_s) = match f {
+        Fault::CutNetwork { at_s, for_s, .. }
+        | Fault::LoseDeliveredAcks { at_s, for_s, .. }
+        | Fault::Crash { at_s, for_s, .. }
+        | Fault::Clog { at_s, for_s, .. }
+        | Fault::Latency { at_s, for_s, .. }
+        | Fault::PacketLoss { at_s, for_s, .. }
+        | Fault::ClockSkew { at_s, for_s, .. } => (at_s, for_s),
+        Fault::RedisDown { at_s, failover_s, .. } => (at_s, failover_s),
+    };
+    if let Some(at) = at {
+        *at_s = at;
+    }
+    if let Some(lasts) = lasts {
+        *for_s = lasts;
+    }
+}
+
+/// Run seeds a shrinking step tries a smaller variant with: its run seed first, then a few
+/// more, so that a failure that needs a lucky interleaving is not lost at the first change
+/// that moves the random streams.
+pub const SHRINK_SEEDS_PER_STEP: u64 = 3;
+
+/// Shrink `start` while a run of it still breaks `invariant`: take the first smaller variant
+/// that does (with run seed `seed`, or one of the next `SHRINK_SEEDS_PER_STEP - 1`), again
+/// and again, until none does or `runs_max` runs are spent. Returns the smallest scenario
+/// and the run seed it fails with. `step` hears of every variant tried (what changed, the
+/// seed it failed with if it did, the size kept).
+pub fn shrink(
+    start: &Scenario,
+    seed: u64,
+    invariant: u8,
+    runs_max: usize,
+    mut step: impl FnMut(&str, Option<u64>, Size),
+) -> (Scenario, u64) {
+    let fails = |s: &Scenario, seed: u64| {
+        let o = crate::run(s, &crate::RunOptions { seed: Some(seed), ..Default::default() });
+        o.checks.violations.iter().any(|v| v.invariant == invariant)
+    };
+    let (mut current, mut current_seed) = (start.clone(), seed);
+    let mut runs = 0;
+    'outer: while runs < runs_max {
+        for (what, candidate) in smaller(&current) {
+            let mut failed_with = None;
+            for k in 0..SHRINK_SEEDS_PER_STEP {
+                if runs >= runs_max {
+                    break 'outer;
+                }
+                runs += 1;
+                let s = current_seed.wrapping_add(k);
+                if fails(&candidate, s) {
+                    failed_with = Some(s);
+                    break;
+                }
+            }
+            step(&what, failed_with, Size::of(if failed_with.is_some() { &candidate } else { &current }));
+            if let Some(s) = failed_with {
+                (current, current_seed) = (candidate, s);
+                continue 'outer;
+            }
+        }
+        break;
+    }
+    (current, current_seed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +397,22 @@ mod tests {
             kinds.extend(s.faults.iter().map(|f| f.kind()));
         }
         assert_eq!(kinds.len(), 8, "{kinds:?}");
+    }
+
+    #[test]
+    fn every_smaller_variant_is_smaller_and_valid() {
+        let base = small();
+        for seed in 0..50 {
+            let s = derive(&base, seed, FaultsMode::Random);
+            for (what, c) in smaller(&s) {
+                crate::limits::check(&c).unwrap_or_else(|f| panic!("seed {seed}, {what}: {}", f.message));
+                let (a, b) = (Size::of(&c), Size::of(&s));
+                let later_fault = c.faults.iter().zip(&s.faults).any(|(x, y)| x.window_s().0 > y.window_s().0);
+                assert!(a != b || !later_fault, "seed {seed}, {what}: nothing changed");
+                assert!(a.faults <= b.faults && a.fault_s <= b.fault_s && a.users <= b.users, "seed {seed}, {what}");
+                assert!(a.messages_per_s <= b.messages_per_s && a.total_s <= b.total_s, "seed {seed}, {what}");
+            }
+        }
     }
 
     #[test]
