@@ -54,6 +54,9 @@ enum Command {
         /// With --faults-of-seed: the fuzz sweep's --liveness.
         #[arg(long, requires = "faults_of_seed")]
         liveness: bool,
+        /// Run with this planted bug (builds with the `planted-bugs` feature only).
+        #[arg(long, value_name = "NAME")]
+        plant: Option<String>,
     },
     /// Fuzz a scenario: run many seeds, each with a random fault schedule and a random
     /// perturbation of the workload drawn from the seed (README, "Fuzzing"), each in a
@@ -93,6 +96,10 @@ enum Command {
         /// Where --shrink writes the scenario (default: wasim-out/<name>-shrunk-<seed>.toml).
         #[arg(long, value_name = "FILE", requires = "shrink")]
         out: Option<PathBuf>,
+        /// Run every seed with this planted bug, to see the checkers catch it (`list` lists
+        /// them; builds with `--features planted-bugs` only).
+        #[arg(long, value_name = "NAME")]
+        plant: Option<String>,
     },
     /// One seed of a fuzz sweep, run in this process; prints its result as a JSON line.
     #[command(hide = true)]
@@ -104,6 +111,8 @@ enum Command {
         faults: wasim_sim::fuzz::FaultsMode,
         #[arg(long)]
         liveness: bool,
+        #[arg(long)]
+        plant: Option<String>,
     },
     /// Measure speed and memory: run a scenario (release build) and print simulated
     /// seconds per wall second, events per wall second and peak memory.
@@ -181,25 +190,38 @@ pub fn main() -> ExitCode {
             faults_of_seed,
             fuzz_faults,
             liveness,
+            plant,
         } => {
+            if let Err(e) = crate::fuzz::plant(plant.as_deref()) {
+                return bad_input(e);
+            }
             let fuzzed = faults_of_seed.map(|s| (s, fuzz_faults, liveness));
             scenario(&file, seed, out, json, trace_user, compare_placements, fuzzed)
         }
-        Command::Fuzz { file, seeds, jobs, shard, faults, json, liveness, shrink, out } => {
+        Command::Fuzz { file, seeds, jobs, shard, faults, json, liveness, shrink, out, plant } => {
+            if plant.as_deref() == Some("list") {
+                return crate::fuzz::list_plants();
+            }
+            let plant = match crate::fuzz::plant(plant.as_deref()) {
+                Ok(p) => p,
+                Err(e) => return bad_input(e),
+            };
             // The scenario is read here once, so that a bad file is one clear error.
             let base = match load(&file) {
                 Ok(s) => s,
                 Err(e) => return bad_input(e),
             };
             match shrink {
-                Some(seed) => crate::fuzz::shrink(&base, &file, seed, faults, liveness, out),
-                None => crate::fuzz::Sweep { file: &file, seeds, jobs, shard, faults, json, liveness }.run(),
+                Some(seed) => crate::fuzz::shrink(&base, &file, seed, faults, liveness, out, plant),
+                None => crate::fuzz::Sweep { file: &file, seeds, jobs, shard, faults, json, liveness, plant }.run(),
             }
         }
-        Command::FuzzSeed { file, seed, faults, liveness } => match load(&file) {
-            Ok(base) => crate::fuzz::run_seed(&base, seed, faults, liveness),
-            Err(e) => bad_input(e),
-        },
+        Command::FuzzSeed { file, seed, faults, liveness, plant } => {
+            match crate::fuzz::plant(plant.as_deref()).and_then(|_| load(&file)) {
+                Ok(base) => crate::fuzz::run_seed(&base, seed, faults, liveness),
+                Err(e) => bad_input(e),
+            }
+        }
         Command::Bench { file, runs } => bench(&file, runs),
         Command::Calibrate { quick, customers, tolerance, link_ms, seed, jobs, json } => {
             calibrate(quick, customers, tolerance, link_ms, seed, jobs, json)

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 use wasim_sim::fuzz::FaultsMode;
+use wasim_sim::plant::Plant;
 use wasim_sim::{RunOptions, Scenario, Violation};
 
 /// Seeds `first..=last`.
@@ -129,6 +130,32 @@ fn describe(f: &wasim_sim::Fault) -> String {
     format!("{} {} from {at_s} s for {lasts_s} s", f.kind(), f.target())
 }
 
+/// Plant the bug named `name` in this process (`None`: none), or say why not.
+pub fn plant(name: Option<&str>) -> Result<Option<Plant>, String> {
+    let Some(name) = name else { return Ok(None) };
+    let Some(p) = Plant::parse(name) else {
+        return Err(format!("--plant: no planted bug is called `{name}` (`wasim fuzz --plant list` lists them)"));
+    };
+    if !wasim_sim::plant::set_plant(Some(p)) {
+        return Err(
+            "--plant: this build has no planted bugs; build with `cargo build --release --features planted-bugs`"
+                .into(),
+        );
+    }
+    Ok(Some(p))
+}
+
+/// `wasim fuzz --plant list`.
+pub fn list_plants() -> ExitCode {
+    if !wasim_sim::plant::PLANTS_COMPILED {
+        println!("(this build has no planted bugs; build with `cargo build --release --features planted-bugs`)");
+    }
+    for p in Plant::ALL {
+        println!("{:<24} invariant {}  {}", p.name(), p.invariant(), p.description());
+    }
+    ExitCode::SUCCESS
+}
+
 /// Runs a shrink makes at most.
 const SHRINK_RUNS_MAX: usize = 400;
 
@@ -141,7 +168,9 @@ pub fn shrink(
     mode: FaultsMode,
     liveness: bool,
     out: Option<std::path::PathBuf>,
+    plant: Option<Plant>,
 ) -> ExitCode {
+    let plant_flag = plant.map_or(String::new(), |p| format!(" --plant {}", p.name()));
     let start = fuzzed(base, seed, mode, liveness);
     let options = RunOptions { seed: Some(seed), ..RunOptions::default() };
     let outcome = wasim_sim::run(&start, &options);
@@ -169,9 +198,9 @@ pub fn shrink(
     written.seed = run_seed;
     let size = wasim_sim::fuzz::Size::of(&smallest);
     let header = format!(
-        "# Shrunk by `wasim fuzz {} --shrink {seed}` from seed {seed}'s faults and workload:\n\
+        "# Shrunk by `wasim fuzz {}{plant_flag} --shrink {seed}` from seed {seed}'s faults and workload:\n\
          # reproduces invariant {invariant} ({name}) with run seed {run_seed} (the file's seed).\n\
-         # Replay: wasim scenario {}\n\
+         # Replay: wasim scenario {}{plant_flag}\n\
          # Size: {size} (from {}).\n\n",
         file.display(),
         path.display(),
@@ -202,7 +231,7 @@ pub fn shrink(
             Err(_) => "; WARNING: the written file does not read back",
         }
     );
-    println!("written: {}\nreplay: wasim scenario {}", path.display(), path.display());
+    println!("written: {}\nreplay: wasim scenario {}{plant_flag}", path.display(), path.display());
     ExitCode::from(1)
 }
 
@@ -227,6 +256,7 @@ pub struct Sweep<'a> {
     pub faults: FaultsMode,
     pub json: bool,
     pub liveness: bool,
+    pub plant: Option<Plant>,
 }
 
 impl Sweep<'_> {
@@ -238,8 +268,9 @@ impl Sweep<'_> {
 
     /// The command that replays `seed` exactly.
     fn replay(&self, seed: u64) -> String {
+        let plant = self.plant.map_or(String::new(), |p| format!(" --plant {}", p.name()));
         format!(
-            "wasim scenario {} --seed {seed}{}",
+            "wasim scenario {} --seed {seed}{}{plant}",
             self.file.display(),
             replay_flags(seed, self.faults, self.liveness)
         )
@@ -252,6 +283,9 @@ impl Sweep<'_> {
         c.arg("--faults").arg(self.faults.name());
         if self.liveness {
             c.arg("--liveness");
+        }
+        if let Some(p) = self.plant {
+            c.arg("--plant").arg(p.name());
         }
         c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         c
@@ -312,8 +346,9 @@ impl Sweep<'_> {
         let jobs =
             self.jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |j| j as usize);
         let shard = self.shard.map_or(String::new(), |(i, n)| format!(", shard {i}/{n}"));
+        let plant = self.plant.map_or(String::new(), |p| format!(", planted bug {}", p.name()));
         eprintln!(
-            "fuzz {}: {} seeds ({}..={}{shard}), faults {}{}, {jobs} at a time",
+            "fuzz {}: {} seeds ({}..={}{shard}), faults {}{}{plant}, {jobs} at a time",
             self.file.display(),
             seeds.len(),
             self.seeds.first,
@@ -487,6 +522,7 @@ mod tests {
             faults: FaultsMode::Random,
             json: false,
             liveness: false,
+            plant: None,
         };
         let mut all: Vec<u64> = (0..4).flat_map(|i| sweep(Some((i, 4))).seeds()).collect();
         all.sort_unstable();

@@ -1085,7 +1085,11 @@ impl ChatServer {
             }
             return;
         }
-        for msg in job.rows.into_iter().flatten() {
+        let mut rows = job.rows;
+        if crate::plant::planted(crate::plant::Plant::CatchUpUnsorted) {
+            rows.reverse();
+        }
+        for msg in rows.into_iter().flatten() {
             self.push(job.device, msg, now, out);
         }
         out.push(ChatServerOutput::ToDevice { device: job.device, frame: ServerFrame::FetchDone { upto } });

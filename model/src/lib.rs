@@ -13,6 +13,7 @@ mod frames;
 mod hint;
 mod ids;
 mod message;
+pub mod plant;
 mod presence;
 mod receipts;
 mod router;

@@ -324,7 +324,9 @@ impl PresenceStore {
 
     fn offline_status(&self, user: UserId) -> PresenceStatus {
         match self.record(user) {
-            Some(r) if r.hidden => PresenceStatus::Offline { last_seen: None },
+            Some(r) if r.hidden && !crate::plant::planted(crate::plant::Plant::LastSeenLeak) => {
+                PresenceStatus::Offline { last_seen: None }
+            }
             Some(r) if r.last_seen_ms > 0 => {
                 PresenceStatus::Offline { last_seen: Some(Time::from_ms(u64::from(r.last_seen_ms))) }
             }

@@ -82,6 +82,14 @@ impl SenderView {
 
     /// A receipt from the recipient arrived. Returns whether the shown state changed.
     pub fn on_receipt(&mut self, event: ReceiptEvent) -> bool {
+        if crate::plant::planted(crate::plant::Plant::ReceiptNotMonotone) {
+            // Planted: the latest receipt to arrive wins, even an older state.
+            let before = self.shown();
+            let mut state = ReceiptState::Sent;
+            state.apply(event);
+            self.receipt = Some(state);
+            return before != self.shown();
+        }
         let mut state = self.receipt.unwrap_or(ReceiptState::Sent);
         let moved = matches!(state.apply(event), Transition::Advanced(_));
         if moved || self.receipt.is_none() {

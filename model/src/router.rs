@@ -330,6 +330,9 @@ impl Router {
         out: &mut Vec<RouterOutput>,
     ) {
         if self.down.contains(server) {
+            if crate::plant::planted(crate::plant::Plant::DropStaleSession) {
+                return;
+            }
             self.reroute(server, slot, msg, out);
             return;
         }

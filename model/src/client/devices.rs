@@ -637,7 +637,10 @@ impl Devices {
         let Some(mut held) = self.held.remove(&DeviceKey::of(device)) else { return };
         // Fetched messages came first on the socket, live ones after: show all in id order,
         // each once, and acknowledge each now that it is shown.
-        held.sort_unstable_by_key(|m| m.id);
+        // (Planted: the device trusts the server's order, which the plant reverses.)
+        if !crate::plant::planted(crate::plant::Plant::CatchUpUnsorted) {
+            held.sort_unstable_by_key(|m| m.id);
+        }
         for msg in held {
             self.show(device, msg, true, out);
             ack(device, server, msg, now, out);
@@ -645,6 +648,9 @@ impl Devices {
         let since = self.since(index);
         let d = &mut self.devices[index];
         d.cursor = d.cursor.max(upto);
+        if crate::plant::planted(crate::plant::Plant::CursorSkipsOne) {
+            d.cursor = InboxPos(d.cursor.0 + 1);
+        }
         d.enter(DeviceState::Live, now);
         out.push(DeviceOutput::CaughtUp { device, since });
     }

@@ -1,0 +1,135 @@
+//! Planted bugs: deliberately broken variants of the real logic, compiled only with the
+//! cargo feature `planted-bugs` and chosen at run time (`wasim fuzz --plant NAME`), to
+//! prove that the checkers catch each kind of mistake. Without the feature `planted` is a
+//! constant `false` and every plant compiles away.
+//!
+//! The plant is one per process (a fuzz sweep runs each seed in its own process), so it is
+//! a process-wide setting rather than a field threaded through every state machine.
+
+/// A deliberate mistake in the real logic, with the invariant that must catch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plant {
+    /// The device de-duplicates by the message id instead of its conversation's order, so
+    /// a message pushed again (a lost ACK, a fetch of a pushed message) is shown again.
+    DedupWrongKey,
+    /// A catch-up pushes the inbox rows newest first, and the device shows what it held
+    /// during the catch-up in the order it came (the server's order, trusted). The device's
+    /// de-duplication keeps the newest shown per conversation, so the older rows are taken
+    /// for repeats: disorder becomes loss, and invariant 1 names it.
+    CatchUpUnsorted,
+    /// The inbox cursor moves one entry too far after a catch-up: the next catch-up skips
+    /// a message.
+    CursorSkipsOne,
+    /// The sender's view takes every receipt as it comes, even one older than what it shows.
+    ReceiptNotMonotone,
+    /// Last-seen is shown for a user who hides it.
+    LastSeenLeak,
+    /// The router drops a message whose recipient has no session, instead of leaving it in
+    /// the inbox.
+    DropStaleSession,
+}
+
+impl Plant {
+    /// Every plant, in the order `wasim fuzz --plant list` gives them.
+    pub const ALL: [Plant; 6] = [
+        Plant::DedupWrongKey,
+        Plant::CatchUpUnsorted,
+        Plant::CursorSkipsOne,
+        Plant::ReceiptNotMonotone,
+        Plant::LastSeenLeak,
+        Plant::DropStaleSession,
+    ];
+
+    /// The plant's name, as `--plant` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Plant::DedupWrongKey => "dedup-wrong-key",
+            Plant::CatchUpUnsorted => "catch-up-unsorted",
+            Plant::CursorSkipsOne => "cursor-skips-one",
+            Plant::ReceiptNotMonotone => "receipt-not-monotone",
+            Plant::LastSeenLeak => "last-seen-leak",
+            Plant::DropStaleSession => "drop-stale-session",
+        }
+    }
+
+    /// The invariant (DESIGN.md's number) that must name the plant.
+    pub fn invariant(self) -> u8 {
+        match self {
+            Plant::DedupWrongKey => 2,
+            Plant::CatchUpUnsorted => 1,
+            Plant::CursorSkipsOne => 1,
+            Plant::ReceiptNotMonotone => 3,
+            Plant::LastSeenLeak => 7,
+            Plant::DropStaleSession => 1,
+        }
+    }
+
+    /// What the plant breaks, in a line.
+    pub fn description(self) -> &'static str {
+        match self {
+            Plant::DedupWrongKey => "the device de-duplicates by message id, not by its conversation's order",
+            Plant::CatchUpUnsorted => "a catch-up pushes the inbox rows newest first and the device trusts its order",
+            Plant::CursorSkipsOne => "the inbox cursor moves one entry past the catch-up",
+            Plant::ReceiptNotMonotone => "the sender's view takes an older receipt over a newer one",
+            Plant::LastSeenLeak => "last-seen is shown for a user who hides it",
+            Plant::DropStaleSession => "the router drops a message whose recipient has no session",
+        }
+    }
+
+    /// The plant named `name`.
+    pub fn parse(name: &str) -> Option<Plant> {
+        Plant::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+#[cfg(feature = "planted-bugs")]
+static ACTIVE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether this build can plant bugs.
+pub const PLANTS_COMPILED: bool = cfg!(feature = "planted-bugs");
+
+/// Plant `plant` for the rest of the process (`None`: the real logic). Returns false when
+/// this build has no planted bugs.
+pub fn set_plant(plant: Option<Plant>) -> bool {
+    #[cfg(feature = "planted-bugs")]
+    {
+        let code = plant.map_or(0, |p| Plant::ALL.iter().position(|&q| q == p).expect("listed") as u8 + 1);
+        ACTIVE.store(code, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    {
+        plant.is_none()
+    }
+}
+
+/// Whether `plant` is planted (always false without the feature).
+#[inline(always)]
+pub fn planted(plant: Plant) -> bool {
+    #[cfg(feature = "planted-bugs")]
+    {
+        let code = Plant::ALL.iter().position(|&q| q == plant).expect("listed") as u8 + 1;
+        ACTIVE.load(std::sync::atomic::Ordering::Relaxed) == code
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    {
+        let _ = plant;
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_are_distinct() {
+        for p in Plant::ALL {
+            assert_eq!(Plant::parse(p.name()), Some(p));
+        }
+        let mut names: Vec<&str> = Plant::ALL.iter().map(|p| p.name()).collect();
+        names.dedup();
+        assert_eq!(names.len(), Plant::ALL.len());
+        assert_eq!(Plant::parse("list"), None);
+    }
+}
