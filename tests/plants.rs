@@ -68,6 +68,11 @@ plant_tests! {
     receipt_not_monotone: Plant::ReceiptNotMonotone,
     last_seen_leak: Plant::LastSeenLeak,
     drop_stale_session: Plant::DropStaleSession,
+    stale_session_kept: Plant::StaleSessionKept,
+    forget_unacked_on_close: Plant::ForgetUnackedOnClose,
+    forget_unacked_on_early_reconnect: Plant::ForgetUnackedOnEarlyReconnect,
+    commit_before_route: Plant::CommitBeforeRoute,
+    read_waits_for_more_replicas: Plant::ReadWaitsForMoreReplicas,
 }
 
 #[test]

@@ -645,6 +645,9 @@ impl ChatServer {
         let mut parts = 0;
         if self.connections.remove(key.0).is_some() {
             self.given_up_count += 1;
+            if crate::plant::planted(crate::plant::Plant::ForgetUnackedOnEarlyReconnect) {
+                self.unacked.remove(&key);
+            }
             for (msg, _) in self.unacked.remove(&key).unwrap_or_default() {
                 parts += 1;
                 self.send_handover(now, to, req, device.slot, msg, out);
@@ -849,6 +852,9 @@ impl ChatServer {
             // The device reconnects before this server noticed the old connection die:
             // what was pushed on the old one may be lost, so it goes back through the
             // inbox before the new session is set (and so before the fetch reads it).
+            if crate::plant::planted(crate::plant::Plant::ForgetUnackedOnEarlyReconnect) {
+                self.unacked.remove(&key);
+            }
             self.reroute_unacked(key, out);
         } else if self.connection_count() >= self.config.connections_max {
             out.push(Out::ToDevice { device, frame: ServerFrame::ConnectRefused { server: self.config.id, epoch } });
@@ -888,6 +894,9 @@ impl ChatServer {
         let Some(connection) = self.connections.remove(key.0) else {
             return false;
         };
+        if crate::plant::planted(crate::plant::Plant::ForgetUnackedOnClose) {
+            self.unacked.remove(&key);
+        }
         self.reroute_unacked(key, out);
         let epoch = Connection(connection).epoch_bits();
         out.push(ChatServerOutput::SessionClear { device, server: self.config.id, epoch });
@@ -1043,7 +1052,10 @@ impl ChatServer {
         if !read.replied.contains(&replica) {
             read.replied.push(replica);
         }
-        let (job_key, index, done) = (read.job, read.index, read.replied.len() >= usize::from(self.quorum));
+        // (Planted: a read waits for one answer more than the quorum it asked.)
+        let needed = usize::from(self.quorum)
+            + usize::from(crate::plant::planted(crate::plant::Plant::ReadWaitsForMoreReplicas));
+        let (job_key, index, done) = (read.job, read.index, read.replied.len() >= needed);
         if done {
             self.reads.remove(key);
         }

@@ -24,20 +24,37 @@ pub enum Plant {
     ReceiptNotMonotone,
     /// Last-seen is shown for a user who hides it.
     LastSeenLeak,
-    /// The router drops a message whose recipient has no session, instead of leaving it in
-    /// the inbox.
+    /// The router drops a message whose session points at a server that is down (stale),
+    /// instead of routing it again without that server.
     DropStaleSession,
+    /// The session store keeps a device's live session on its old server when the device
+    /// registers on another.
+    StaleSessionKept,
+    /// A server forgets what it pushed unacknowledged when a connection closes.
+    ForgetUnackedOnClose,
+    /// A server forgets what it pushed unacknowledged when the device connects again (here
+    /// or elsewhere) before the old connection timed out.
+    ForgetUnackedOnEarlyReconnect,
+    /// The router marks a record done (committable) when it reads it, before routing it.
+    CommitBeforeRoute,
+    /// A catch-up read waits for one replica's answer more than the quorum it asked.
+    ReadWaitsForMoreReplicas,
 }
 
 impl Plant {
     /// Every plant, in the order `wasim fuzz --plant list` gives them.
-    pub const ALL: [Plant; 6] = [
+    pub const ALL: [Plant; 11] = [
         Plant::DedupWrongKey,
         Plant::CatchUpUnsorted,
         Plant::CursorSkipsOne,
         Plant::ReceiptNotMonotone,
         Plant::LastSeenLeak,
         Plant::DropStaleSession,
+        Plant::StaleSessionKept,
+        Plant::ForgetUnackedOnClose,
+        Plant::ForgetUnackedOnEarlyReconnect,
+        Plant::CommitBeforeRoute,
+        Plant::ReadWaitsForMoreReplicas,
     ];
 
     /// The plant's name, as `--plant` takes it.
@@ -49,6 +66,11 @@ impl Plant {
             Plant::ReceiptNotMonotone => "receipt-not-monotone",
             Plant::LastSeenLeak => "last-seen-leak",
             Plant::DropStaleSession => "drop-stale-session",
+            Plant::StaleSessionKept => "stale-session-kept",
+            Plant::ForgetUnackedOnClose => "forget-unacked-on-close",
+            Plant::ForgetUnackedOnEarlyReconnect => "forget-unacked-on-early-reconnect",
+            Plant::CommitBeforeRoute => "commit-before-route",
+            Plant::ReadWaitsForMoreReplicas => "read-waits-for-more-replicas",
         }
     }
 
@@ -61,6 +83,11 @@ impl Plant {
             Plant::ReceiptNotMonotone => 3,
             Plant::LastSeenLeak => 7,
             Plant::DropStaleSession => 1,
+            Plant::StaleSessionKept => 6,
+            Plant::ForgetUnackedOnClose => 1,
+            Plant::ForgetUnackedOnEarlyReconnect => 1,
+            Plant::CommitBeforeRoute => 1,
+            Plant::ReadWaitsForMoreReplicas => 8,
         }
     }
 
@@ -72,7 +99,14 @@ impl Plant {
             Plant::CursorSkipsOne => "the inbox cursor moves one entry past the catch-up",
             Plant::ReceiptNotMonotone => "the sender's view takes an older receipt over a newer one",
             Plant::LastSeenLeak => "last-seen is shown for a user who hides it",
-            Plant::DropStaleSession => "the router drops a message whose recipient has no session",
+            Plant::DropStaleSession => "the router drops a message whose session points at a server that is down",
+            Plant::StaleSessionKept => "the session store keeps an old live server when the device registers elsewhere",
+            Plant::ForgetUnackedOnClose => "a server forgets its unacknowledged pushes when a connection closes",
+            Plant::ForgetUnackedOnEarlyReconnect => {
+                "a server forgets its unacknowledged pushes when the device reconnects before the timeout"
+            }
+            Plant::CommitBeforeRoute => "the router commits a record's offset before routing it",
+            Plant::ReadWaitsForMoreReplicas => "a catch-up read waits for more replicas than it asked",
         }
     }
 

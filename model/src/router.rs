@@ -378,6 +378,11 @@ impl Router {
     ) {
         match memory.judge(now, &msg, self.dedup_window) {
             Seen::New | Seen::Again => {
+                if crate::plant::planted(crate::plant::Plant::CommitBeforeRoute) {
+                    if let Some(Some(t)) = self.trackers.get_mut(partition as usize) {
+                        t.complete(offset);
+                    }
+                }
                 let req = self.lookups.insert(PendingRoute { partition, offset, msg }).data().as_ffi();
                 out.push(RouterOutput::RouteMessage { req, msg });
                 return;

@@ -277,7 +277,10 @@ impl SessionStore {
         }
         let field = &mut entry.devices[i];
         let previous = (*field < OFFLINE && *field != server.0).then_some(ServerId(*field));
-        *field = server.0;
+        // (Planted: a live session on another server is kept.)
+        if previous.is_none() || !crate::plant::planted(crate::plant::Plant::StaleSessionKept) {
+            *field = server.0;
+        }
         entry.epochs[i] = epoch;
         // Expiry in ms saturates after 49 days, far beyond any run plus a day's TTL; at
         // least 1, since 0 marks an absent key.
