@@ -73,6 +73,7 @@ plant_tests! {
     forget_unacked_on_early_reconnect: Plant::ForgetUnackedOnEarlyReconnect,
     commit_before_route: Plant::CommitBeforeRoute,
     read_waits_for_more_replicas: Plant::ReadWaitsForMoreReplicas,
+    presence_ttl_too_long: Plant::PresenceTtlTooLong,
 }
 
 #[test]

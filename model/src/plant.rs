@@ -39,11 +39,13 @@ pub enum Plant {
     CommitBeforeRoute,
     /// A catch-up read waits for one replica's answer more than the quorum it asked.
     ReadWaitsForMoreReplicas,
+    /// Presence keys are written with twice the configured TTL.
+    PresenceTtlTooLong,
 }
 
 impl Plant {
     /// Every plant, in the order `wasim fuzz --plant list` gives them.
-    pub const ALL: [Plant; 11] = [
+    pub const ALL: [Plant; 12] = [
         Plant::DedupWrongKey,
         Plant::CatchUpUnsorted,
         Plant::CursorSkipsOne,
@@ -55,6 +57,7 @@ impl Plant {
         Plant::ForgetUnackedOnEarlyReconnect,
         Plant::CommitBeforeRoute,
         Plant::ReadWaitsForMoreReplicas,
+        Plant::PresenceTtlTooLong,
     ];
 
     /// The plant's name, as `--plant` takes it.
@@ -71,6 +74,7 @@ impl Plant {
             Plant::ForgetUnackedOnEarlyReconnect => "forget-unacked-on-early-reconnect",
             Plant::CommitBeforeRoute => "commit-before-route",
             Plant::ReadWaitsForMoreReplicas => "read-waits-for-more-replicas",
+            Plant::PresenceTtlTooLong => "presence-ttl-too-long",
         }
     }
 
@@ -88,6 +92,7 @@ impl Plant {
             Plant::ForgetUnackedOnEarlyReconnect => 1,
             Plant::CommitBeforeRoute => 1,
             Plant::ReadWaitsForMoreReplicas => 8,
+            Plant::PresenceTtlTooLong => 7,
         }
     }
 
@@ -107,6 +112,7 @@ impl Plant {
             }
             Plant::CommitBeforeRoute => "the router commits a record's offset before routing it",
             Plant::ReadWaitsForMoreReplicas => "a catch-up read waits for more replicas than it asked",
+            Plant::PresenceTtlTooLong => "presence keys are written with twice the configured TTL",
         }
     }
 

@@ -79,6 +79,8 @@ pub struct PresenceNotify {
 struct Record {
     /// `presence:{user}` lives while `now < expires_ms`; 0 = no key.
     expires_ms: u32,
+    /// When the key was last written (SETEX), on the shard's clock.
+    written_ms: u32,
     last_seen_ms: u32,
     /// Devices connected (cleared by a clean disconnect).
     devices: u8,
@@ -110,6 +112,8 @@ pub struct PresenceStore {
     next_bucket: u64,
     /// Key lifetimes of watched users, `(user, set, expired)`, for the presence checker.
     lifetimes: Vec<(UserId, Time, Time)>,
+    /// Expiries of watched users' keys: (user, its last write, expiry), on its clock.
+    expiries: Vec<(UserId, Time, Time)>,
     opened: FxHashMap<UserId, Time>,
 }
 
@@ -136,6 +140,7 @@ impl PresenceStore {
             wheel: vec![Vec::new(); buckets],
             next_bucket: 0,
             lifetimes: Vec::new(),
+            expiries: Vec::new(),
             opened: FxHashMap::default(),
         }
     }
@@ -154,10 +159,11 @@ impl PresenceStore {
         match input {
             PresenceInput::Online { device, hide_last_seen } => self.online(now, device, Some(hide_last_seen), out),
             PresenceInput::Heartbeat { device } => {
-                let (expires, seen) = ((now + self.ttl).as_ms_u32(), now.as_ms_u32());
+                let (expires, seen) = ((now + self.key_ttl()).as_ms_u32(), now.as_ms_u32());
                 match self.record_mut(device.user) {
                     Some(r) if u64::from(r.expires_ms) > now.as_ms() => {
                         r.expires_ms = expires;
+                        r.written_ms = seen;
                         r.last_seen_ms = seen;
                     }
                     // A heartbeat after expiry comes from a connection the server still
@@ -199,7 +205,7 @@ impl PresenceStore {
     /// `SETEX presence:{user}` for a device (keeping the privacy setting when `None`), and
     /// tell subscribers if the user was not already announced online.
     fn online(&mut self, now: Time, device: DeviceId, hide_last_seen: Option<bool>, out: &mut Vec<PresenceNotify>) {
-        let expires = (now + self.ttl).as_ms_u32();
+        let expires = (now + self.key_ttl()).as_ms_u32();
         let r = self.record_or_insert(device.user);
         let was_live = u64::from(r.expires_ms) > now.as_ms();
         if let Some(hidden) = hide_last_seen {
@@ -207,6 +213,7 @@ impl PresenceStore {
         }
         r.devices |= 1 << device.slot.0;
         r.expires_ms = expires;
+        r.written_ms = now.as_ms_u32();
         r.last_seen_ms = now.as_ms_u32();
         let announce = !r.announced_online;
         r.announced_online = true;
@@ -256,6 +263,7 @@ impl PresenceStore {
         rec.announced_online = false;
         if let Some(set) = self.opened.remove(&user) {
             self.lifetimes.push((user, set, expired_at));
+            self.expiries.push((user, Time::from_ms(u64::from(r.written_ms)), expired_at));
         }
         if r.announced_online {
             let status = self.offline_status(user);
@@ -264,6 +272,22 @@ impl PresenceStore {
     }
 
     /// Lifetimes of keys of watched users, closed and still open at `now`.
+    /// Expiries of watched users' keys: (user, the key's last write, its expiry), both on
+    /// the shard's clock (a skewed clock shifts both). A key written with the configured
+    /// TTL expires that long after its last write.
+    pub fn key_expiries(&self) -> Vec<(UserId, Time, Time)> {
+        self.expiries.clone()
+    }
+
+    /// The TTL a key is written with: the configured one (planted: twice it).
+    fn key_ttl(&self) -> Duration {
+        if crate::plant::planted(crate::plant::Plant::PresenceTtlTooLong) {
+            self.ttl * 2
+        } else {
+            self.ttl
+        }
+    }
+
     pub fn key_lifetimes(&self, now: Time) -> Vec<(UserId, Time, Time)> {
         let mut all = self.lifetimes.clone();
         all.extend(self.opened.iter().map(|(&u, &set)| (u, set, now)));

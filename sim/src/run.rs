@@ -126,6 +126,7 @@ fn check_context(outcome: &Outcome) -> CheckContext {
         end: Time::from_secs(scenario.total_s()),
         quorum: scenario.fleet.cassandra_replication_factor / 2 + 1,
         in_flight_bound: IN_FLIGHT_BOUND_BASE + Duration::from_micros(backlog_us + links_us as u64 + detection_us),
+        presence_ttl: Duration::from_millis(scenario.users.presence_ttl_ms),
         hides_last_seen: Box::new(move |u| population.hides_last_seen(u)),
     }
 }

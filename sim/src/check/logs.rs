@@ -82,6 +82,8 @@ pub struct Logs {
     pub stored: Vec<MessageId>,
     /// Presence key lifetimes of watched users: (user, set, expired).
     pub key_lifetimes: Vec<(UserId, Time, Time)>,
+    /// Expiries of watched users' keys: (user, last write, expiry), on the shard's clock.
+    pub key_expiries: Vec<(UserId, Time, Time)>,
     /// Messages still on the network or waiting to leave a process at the end, sorted.
     pub in_transit: Vec<MessageId>,
     /// The session store's devices online at the end, with their servers, sorted.
@@ -117,6 +119,7 @@ impl Logs {
             registered: merged(parts, |l| &mut l.registered),
             stored: merged(parts, |l| &mut l.stored),
             key_lifetimes: merged(parts, |l| &mut l.key_lifetimes),
+            key_expiries: merged(parts, |l| &mut l.key_expiries),
             in_transit: merged(parts, |l| &mut l.in_transit),
             sessions: merged(parts, |l| &mut l.sessions),
             aliases: merged(parts, |l| &mut l.aliases),

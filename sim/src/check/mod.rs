@@ -105,6 +105,8 @@ pub struct CheckContext {
     /// How long before the end a delivery may still be on its way: a base for the slowest
     /// legitimate path plus the queues' backlog at the end.
     pub in_flight_bound: Duration,
+    /// The scenario's presence TTL (not the store's own).
+    pub presence_ttl: Duration,
     /// Whether a user hides last-seen.
     pub hides_last_seen: Box<dyn Fn(wasim_model::UserId) -> bool + Send + Sync>,
 }
@@ -361,6 +363,17 @@ fn order(displays: &[Display], r: &mut CheckReport) {
 ///    most a minute old when shown; a user hiding last-seen never reveals it.
 fn presence(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
     const LAST_SEEN_STALENESS_MAX_US: u64 = 60_000_000;
+    // A key lives at most the configured TTL after its last write (1 ms: stamps are in ms).
+    for &(user, last, expired) in &logs.key_expiries {
+        if expired.since(last) > cx.presence_ttl + Duration::from_millis(1) {
+            let detail = format!(
+                "its presence key lived until {expired}, {:.3} s after its last write at {last}; the TTL is {:.3} s",
+                expired.since(last).as_secs_f64(),
+                cx.presence_ttl.as_secs_f64()
+            );
+            r.add(violation(7, "presence", format!("user {}", user.0), expired, detail));
+        }
+    }
     for v in &logs.presence_views {
         let u = v.update;
         let subject = format!("user {}", u.target.0);
@@ -413,6 +426,7 @@ mod tests {
             end: Time::from_secs(100),
             quorum: 2,
             in_flight_bound: Duration::from_secs(10),
+            presence_ttl: Duration::from_secs(45),
             hides_last_seen: Box::new(|u| u.0 == 9),
         }
     }
@@ -579,6 +593,12 @@ mod tests {
         assert_eq!(invariants(&mut logs), vec![7], "online shown after the key expired");
         logs.key_lifetimes = vec![(UserId(3), Time::from_secs(1), Time::from_secs(6))];
         assert!(invariants(&mut logs).is_empty());
+
+        logs.key_expiries = vec![(UserId(3), Time::from_secs(10), Time::from_secs(55))];
+        assert!(invariants(&mut logs).is_empty(), "a key lives the TTL (45 s) after its last write");
+        logs.key_expiries = vec![(UserId(3), Time::from_secs(10), Time::from_ms(55_002))];
+        assert_eq!(invariants(&mut logs), vec![7], "a key outlived the scenario's TTL");
+        logs.key_expiries.clear();
 
         let stale = PresenceStatus::Offline { last_seen: Some(Time::from_secs(1)) };
         logs.presence_views = vec![view(3, stale, PresenceCause::Expired, 70)];
