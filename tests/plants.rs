@@ -74,6 +74,7 @@ plant_tests! {
     commit_before_route: Plant::CommitBeforeRoute,
     read_waits_for_more_replicas: Plant::ReadWaitsForMoreReplicas,
     presence_ttl_too_long: Plant::PresenceTtlTooLong,
+    close_marks_user_offline: Plant::CloseMarksUserOffline,
 }
 
 #[test]

@@ -41,11 +41,13 @@ pub enum Plant {
     ReadWaitsForMoreReplicas,
     /// Presence keys are written with twice the configured TTL.
     PresenceTtlTooLong,
+    /// A clean close of one device marks the whole user offline.
+    CloseMarksUserOffline,
 }
 
 impl Plant {
     /// Every plant, in the order `wasim fuzz --plant list` gives them.
-    pub const ALL: [Plant; 12] = [
+    pub const ALL: [Plant; 13] = [
         Plant::DedupWrongKey,
         Plant::CatchUpUnsorted,
         Plant::CursorSkipsOne,
@@ -58,6 +60,7 @@ impl Plant {
         Plant::CommitBeforeRoute,
         Plant::ReadWaitsForMoreReplicas,
         Plant::PresenceTtlTooLong,
+        Plant::CloseMarksUserOffline,
     ];
 
     /// The plant's name, as `--plant` takes it.
@@ -75,6 +78,7 @@ impl Plant {
             Plant::CommitBeforeRoute => "commit-before-route",
             Plant::ReadWaitsForMoreReplicas => "read-waits-for-more-replicas",
             Plant::PresenceTtlTooLong => "presence-ttl-too-long",
+            Plant::CloseMarksUserOffline => "close-marks-user-offline",
         }
     }
 
@@ -93,6 +97,7 @@ impl Plant {
             Plant::CommitBeforeRoute => 1,
             Plant::ReadWaitsForMoreReplicas => 8,
             Plant::PresenceTtlTooLong => 7,
+            Plant::CloseMarksUserOffline => 7,
         }
     }
 
@@ -113,6 +118,7 @@ impl Plant {
             Plant::CommitBeforeRoute => "the router commits a record's offset before routing it",
             Plant::ReadWaitsForMoreReplicas => "a catch-up read waits for more replicas than it asked",
             Plant::PresenceTtlTooLong => "presence keys are written with twice the configured TTL",
+            Plant::CloseMarksUserOffline => "a clean close of one device marks the whole user offline",
         }
     }
 

@@ -165,6 +165,9 @@ impl PresenceStore {
                         r.expires_ms = expires;
                         r.written_ms = seen;
                         r.last_seen_ms = seen;
+                        // A beating device is connected, whether or not its connect's
+                        // Online reached this shard (lost in a failover).
+                        r.devices |= 1 << device.slot.0;
                     }
                     // A heartbeat after expiry comes from a connection the server still
                     // holds: the key is set again, as SETEX would.
@@ -174,6 +177,9 @@ impl PresenceStore {
             PresenceInput::Offline { device } => {
                 let Some(r) = self.record_mut(device.user) else { return };
                 r.devices &= !(1 << device.slot.0);
+                if crate::plant::planted(crate::plant::Plant::CloseMarksUserOffline) {
+                    r.devices = 0;
+                }
                 r.last_seen_ms = now.as_ms_u32();
                 if r.devices == 0 && r.announced_online {
                     r.announced_online = false;

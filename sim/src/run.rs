@@ -101,6 +101,27 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Outcome {
 /// wolf, and a lost message stays lost however long one waits.
 const IN_FLIGHT_BOUND_BASE: Duration = Duration::from_secs(10);
 
+/// When a presence shard failed over or had its clock skewed, and until every key was
+/// written again after (a TTL and a heartbeat) plus the in-flight bound: the windows in
+/// which users may look offline by design.
+fn presence_faulted(scenario: &Scenario) -> Vec<(Time, Time)> {
+    use crate::scenario::Fault;
+    let settle_ms = scenario.users.presence_ttl_ms + scenario.users.heartbeat_interval_ms;
+    scenario
+        .faults
+        .iter()
+        .filter(|f| match f {
+            Fault::RedisDown { target, .. } | Fault::ClockSkew { target, .. } => target.starts_with("redis_presence-"),
+            _ => false,
+        })
+        .map(|f| {
+            let (at_s, lasts_s) = f.window_s();
+            let until = Time::from_secs(at_s + lasts_s) + Duration::from_millis(settle_ms) + IN_FLIGHT_BOUND_BASE;
+            (Time::from_secs(at_s), until)
+        })
+        .collect()
+}
+
 fn check_context(outcome: &Outcome) -> CheckContext {
     let scenario = &outcome.scenario;
     let population = Population::new(scenario);
@@ -127,6 +148,7 @@ fn check_context(outcome: &Outcome) -> CheckContext {
         quorum: scenario.fleet.cassandra_replication_factor / 2 + 1,
         in_flight_bound: IN_FLIGHT_BOUND_BASE + Duration::from_micros(backlog_us + links_us as u64 + detection_us),
         presence_ttl: Duration::from_millis(scenario.users.presence_ttl_ms),
+        presence_faulted: presence_faulted(scenario),
         hides_last_seen: Box::new(move |u| population.hides_last_seen(u)),
     }
 }

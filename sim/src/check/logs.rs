@@ -82,6 +82,9 @@ pub struct Logs {
     pub stored: Vec<MessageId>,
     /// Presence key lifetimes of watched users: (user, set, expired).
     pub key_lifetimes: Vec<(UserId, Time, Time)>,
+    /// Connected spells of the devices of users with a web client: (device, from, until;
+    /// `LogMs(u32::MAX)` if still connected at the end), sorted by device then start.
+    pub connected_spells: Vec<(DeviceKey, LogMs, LogMs)>,
     /// Expiries of watched users' keys: (user, last write, expiry), on the shard's clock.
     pub key_expiries: Vec<(UserId, Time, Time)>,
     /// Messages still on the network or waiting to leave a process at the end, sorted.
@@ -120,6 +123,7 @@ impl Logs {
             stored: merged(parts, |l| &mut l.stored),
             key_lifetimes: merged(parts, |l| &mut l.key_lifetimes),
             key_expiries: merged(parts, |l| &mut l.key_expiries),
+            connected_spells: merged(parts, |l| &mut l.connected_spells),
             in_transit: merged(parts, |l| &mut l.in_transit),
             sessions: merged(parts, |l| &mut l.sessions),
             aliases: merged(parts, |l| &mut l.aliases),
@@ -137,6 +141,7 @@ impl Logs {
         self.registered.sort();
         self.stored.sort();
         self.key_lifetimes.sort_unstable_by_key(|&(u, s, _)| (u, s));
+        self.connected_spells.sort_unstable_by_key(|&(d, from, _)| (d, from));
         self.in_transit.sort_unstable();
         self.in_transit.dedup();
         self.aliases.sort_unstable();

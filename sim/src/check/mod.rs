@@ -107,6 +107,9 @@ pub struct CheckContext {
     pub in_flight_bound: Duration,
     /// The scenario's presence TTL (not the store's own).
     pub presence_ttl: Duration,
+    /// When a presence shard failed over or had its clock skewed, and until its keys were
+    /// all written again after: users may look offline then by design (README).
+    pub presence_faulted: Vec<(Time, Time)>,
     /// Whether a user hides last-seen.
     pub hides_last_seen: Box<dyn Fn(wasim_model::UserId) -> bool + Send + Sync>,
 }
@@ -406,6 +409,28 @@ fn presence(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
             }
             PresenceStatus::Offline { last_seen: None } => {}
         }
+        // A clean close of one device does not show a user offline while another of its
+        // devices is connected: here, connected all through the in-flight bound before the
+        // watcher heard it (long before the notification could have been made).
+        let heard = v.received_at;
+        let faulted = cx.presence_faulted.iter().any(|&(from, until)| from <= heard && heard <= until);
+        if matches!(u.status, PresenceStatus::Offline { .. }) && u.cause == PresenceCause::Disconnected && !faulted {
+            let from = Time(heard.as_us().saturating_sub(cx.in_flight_bound.as_micros() as u64));
+            let phone = DeviceKey(u.target.0 * 2);
+            let first = logs.connected_spells.partition_point(|s| s.0 < phone);
+            let connected = logs.connected_spells[first..]
+                .iter()
+                .take_while(|s| s.0 .0 <= phone.0 + 1)
+                .find(|s| Time::from(s.1) <= from && (s.2 .0 == u32::MAX || Time::from(s.2) >= heard));
+            if let Some(&(device, since, _)) = connected {
+                let detail = format!(
+                    "shown offline (a device closed) to watcher {} at {heard} while its {} was connected since {since}",
+                    v.watcher.device().user.0,
+                    device
+                );
+                r.add(violation(7, "presence", format!("user {}", u.target.0), v.received_at, detail));
+            }
+        }
     }
 }
 
@@ -427,6 +452,7 @@ mod tests {
             quorum: 2,
             in_flight_bound: Duration::from_secs(10),
             presence_ttl: Duration::from_secs(45),
+            presence_faulted: Vec::new(),
             hides_last_seen: Box::new(|u| u.0 == 9),
         }
     }
@@ -582,6 +608,25 @@ mod tests {
     fn view(target: u32, status: PresenceStatus, cause: PresenceCause, changed_s: u64) -> crate::check::PresenceView {
         let update = PresenceUpdate { target: UserId(target), status, cause, changed_at: Time::from_secs(changed_s) };
         crate::check::PresenceView { watcher: PHONE_2, update, received_at: Time::from_secs(changed_s) }
+    }
+
+    #[test]
+    fn a_close_that_shows_a_user_offline_while_another_device_is_connected_is_caught() {
+        let mut logs = healthy();
+        let offline = PresenceStatus::Offline { last_seen: None };
+        logs.presence_views = vec![view(3, offline, PresenceCause::Disconnected, 30)];
+        let web_3 = DeviceKey(7);
+        logs.connected_spells = vec![(web_3, LogMs(1_000), LogMs(u32::MAX))];
+        assert_eq!(invariants(&mut logs), vec![7], "the web client was connected all along");
+        logs.connected_spells = vec![(web_3, LogMs(1_000), LogMs(29_000))];
+        assert!(invariants(&mut logs).is_empty(), "it had closed before the watcher heard it");
+        logs.connected_spells = vec![(web_3, LogMs(25_000), LogMs(u32::MAX))];
+        assert!(invariants(&mut logs).is_empty(), "connected within the bound: the news may be older");
+        logs.connected_spells = vec![(DeviceKey(9), LogMs(1_000), LogMs(u32::MAX))];
+        assert!(invariants(&mut logs).is_empty(), "another user's device");
+        logs.connected_spells = vec![(web_3, LogMs(1_000), LogMs(u32::MAX))];
+        logs.presence_views = vec![view(3, offline, PresenceCause::Expired, 30)];
+        assert!(invariants(&mut logs).is_empty(), "an expiry is judged by the key's life, not by connections");
     }
 
     #[test]

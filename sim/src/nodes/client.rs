@@ -77,6 +77,10 @@ pub(crate) struct ClientShard {
     /// When devices became live again after the measuring window began (reconnects):
     /// messages sent before that did not find them online.
     live_since: FxHashMap<DeviceKey, Time>,
+    /// Since when each connected device of a user with a web client has been connected
+    /// (for invariant 7: a user with a device connected is not shown offline because
+    /// another closed); empty without web clients.
+    up_since: FxHashMap<DeviceKey, Time>,
     reads: ReadWheel,
     read_delay: Sampler,
     latencies: Latencies,
@@ -168,6 +172,7 @@ impl ClientShard {
             outs: Vec::new(),
             registered: vec![0; (layout.users * layout.slots).div_ceil(64)],
             live_since: FxHashMap::default(),
+            up_since: FxHashMap::default(),
             reads: ReadWheel::default(),
             read_delay: Sampler::new(&s.workload.read_delay_ms, 1_000.0),
             latencies: Latencies::default(),
@@ -253,6 +258,30 @@ impl ClientShard {
     fn input(&mut self, t: Time, index: usize, input: DeviceInput, ctx: &mut Ctx) {
         self.devices.handle(t, index, input, &mut ctx.rng, &mut self.outs);
         self.apply(t, ctx);
+        self.track_connection(t, index, ctx);
+    }
+
+    /// Log the connected spells of the devices of users with a web client (a user with one
+    /// device has nothing to check): when one starts, and when it ends.
+    fn track_connection(&mut self, t: Time, index: usize, ctx: &mut Ctx) {
+        if self.layout().slots < 2 {
+            return;
+        }
+        let device = self.layout().device(index);
+        if !self.pop.has_web(device.user) {
+            return;
+        }
+        let key = DeviceKey::of(device);
+        match (self.devices.is_connected(index), self.up_since.get(&key).copied()) {
+            (true, None) => {
+                self.up_since.insert(key, t);
+            }
+            (false, Some(since)) => {
+                self.up_since.remove(&key);
+                ctx.logs.connected_spells.push((key, LogMs::of(since), LogMs::of(t)));
+            }
+            _ => {}
+        }
     }
 
     /// Carry out the devices' outputs produced at `t`.
@@ -719,6 +748,7 @@ impl Process for ClientShard {
         let from = self.topo.chat_server_of(env.from).expect("frames to devices come from chat servers");
         self.devices.on_frame(env.at, index, from, frame, &mut ctx.rng, &mut self.outs);
         self.apply(env.at, ctx);
+        self.track_connection(env.at, index, ctx);
     }
 
     #[inline]
@@ -743,6 +773,11 @@ impl Process for ClientShard {
     fn finish(&mut self, report: &mut NodeReport) {
         report.latencies = Some(std::mem::take(&mut self.latencies));
         report.gauge_end = self.devices.sends_in_flight() as u64;
+        // Spells still going at the end.
+        let mut open: Vec<(DeviceKey, LogMs, LogMs)> =
+            self.up_since.iter().map(|(&k, &since)| (k, LogMs::of(since), LogMs(u32::MAX))).collect();
+        open.sort_unstable_by_key(|s| s.0);
+        report.logs.connected_spells.append(&mut open);
         let connected = &mut report.logs.connected;
         connected.reserve_exact(self.devices.connected_count());
         for index in 0..self.devices.len() {
