@@ -117,9 +117,10 @@ pub enum ChatServerInput {
     ReceiptRelay { receipt: Receipt },
     /// The presence store notifies a watcher connected here.
     PresenceNotify { watcher: DeviceId, update: PresenceUpdate },
-    /// `device` connected to server `to` (fetch `req` there): close the connection held
-    /// here, if any, and hand over what it had pushed unacknowledged.
-    Takeover { req: u64, device: DeviceId, to: ServerId },
+    /// `device` connected to server `to` (fetch `req` there) with connection `epoch` (its
+    /// low 8 bits): close the connection held here, if it is older, and hand over what it
+    /// had pushed unacknowledged.
+    Takeover { req: u64, device: DeviceId, to: ServerId, epoch: u8 },
     /// A push the device's previous server had not seen acknowledged, for fetch `req`.
     Handover { req: u64, slot: DeviceSlot, msg: ChatMessage },
     /// The previous server handed over everything for fetch `req`: `parts` `Handover`s
@@ -177,7 +178,7 @@ pub enum ChatServerOutput {
     /// Forward a message to the server holding `slot` of its recipient.
     Forward { server: ServerId, slot: DeviceSlot, msg: ChatMessage },
     /// Ask the device's previous server to give the device up (`Takeover` there).
-    Takeover { server: ServerId, req: u64, device: DeviceId, to: ServerId },
+    Takeover { server: ServerId, req: u64, device: DeviceId, to: ServerId, epoch: u8 },
     /// Hand a push over to the server the device moved to.
     Handover { server: ServerId, req: u64, slot: DeviceSlot, msg: ChatMessage },
     /// Everything for a takeover was handed over.
@@ -512,7 +513,13 @@ impl ChatServer {
                 let previous = previous.filter(|&p| !self.down.contains(p));
                 let Some(job) = self.fetches.get_mut(key) else { return };
                 job.ended = Some((end, parts));
-                if let Some(from) = previous {
+                // Only a connection still open here takes the device over: the answer of a
+                // session write delayed past its connection's end (a failover held it) must
+                // not take the device from the server it has since connected to.
+                let device_key = DeviceKey::of(job.device);
+                let open = self.connections.get(device_key.0).is_some_and(|c| Connection(c).is_epoch(job.epoch));
+                let job = self.fetches.get_mut(key).expect("looked up above");
+                if let Some(from) = previous.filter(|_| open) {
                     // The device moved here while `from` still held it: `from` gives it up and
                     // hands over what it pushed unacknowledged, and the catch-up waits for
                     // that, so the device shows those before anything newer.
@@ -522,7 +529,8 @@ impl ChatServer {
                     self.takeovers += 1;
                     self.awaiting_handover.insert(DeviceKey::of(device), key);
                     self.takeover_deadlines.push_back((now + self.config.takeover_timeout, key));
-                    out.push(Out::Takeover { server: from, req, device, to: self.config.id });
+                    let epoch = job.epoch as u8;
+                    out.push(Out::Takeover { server: from, req, device, to: self.config.id, epoch });
                 }
                 self.try_finish_fetch(now, key, out);
             }
@@ -574,7 +582,7 @@ impl ChatServer {
                     out.push(Out::ToDevice { device: watcher, frame: ServerFrame::PresenceUpdate { update } });
                 }
             }
-            In::Takeover { req, device, to } => self.on_takeover(now, req, device, to, out),
+            In::Takeover { req, device, to, epoch } => self.on_takeover(now, req, device, to, epoch, out),
             In::Handover { req, slot, msg } => {
                 // Pushed like any message: held by the catching-up device, or passed along
                 // if the device moved on again while this server waited.
@@ -640,9 +648,25 @@ impl ChatServer {
     /// Another server took `device` over: close its connection here without telling the
     /// session or presence stores (both already point at the new server), and hand over
     /// what it had pushed unacknowledged. Answered once nothing for it can come back here.
-    fn on_takeover(&mut self, now: Time, req: u64, device: DeviceId, to: ServerId, out: &mut Vec<ChatServerOutput>) {
+    fn on_takeover(
+        &mut self,
+        now: Time,
+        req: u64,
+        device: DeviceId,
+        to: ServerId,
+        epoch: u8,
+        out: &mut Vec<ChatServerOutput>,
+    ) {
         let key = DeviceKey::of(device);
         let mut parts = 0;
+        // A connection here newer than the one asking stays: the device came back here
+        // after connecting there (the request was held up); nothing is handed over.
+        let newer_here =
+            self.connections.get(key.0).is_some_and(|c| crate::epoch_is_older(epoch, Connection(c).epoch_bits()));
+        if newer_here {
+            out.push(ChatServerOutput::TakeoverDone { server: to, req, parts: 0 });
+            return;
+        }
         if self.connections.remove(key.0).is_some() {
             self.given_up_count += 1;
             if crate::plant::planted(crate::plant::Plant::ForgetUnackedOnEarlyReconnect) {

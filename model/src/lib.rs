@@ -80,6 +80,13 @@ impl Consistency {
     }
 }
 
+/// Whether connection epoch `a` (its low 8 bits) is older than `b`, as serial numbers
+/// (RFC 1982): the low bits wrap, and what matters is which came later within half the
+/// range.
+pub fn epoch_is_older(a: u8, b: u8) -> bool {
+    (a.wrapping_sub(b) as i8) < 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

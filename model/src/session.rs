@@ -98,7 +98,7 @@ impl SessionWrite {
 /// Whether connection epoch `a` is older than `b`, as serial numbers (RFC 1982): the
 /// low bits wrap, and what matters is which came later within half the range.
 fn is_older(a: u8, b: u8) -> bool {
-    (a.wrapping_sub(b) as i8) < 0
+    crate::epoch_is_older(a, b)
 }
 
 /// A write the replica may not have: when, which entry, and the entry before it.

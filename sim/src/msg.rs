@@ -189,6 +189,7 @@ pub enum Msg {
         req: u64,
         device: DeviceId,
         to: ServerId,
+        epoch: u8,
     },
     Handover {
         req: u64,

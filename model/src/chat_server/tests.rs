@@ -479,8 +479,8 @@ fn a_device_that_moved_is_given_up_and_its_pushes_handed_over_before_its_catch_u
     // Bob's network came back; he connects to server 6, and the session still pointed at 5.
     let req = connect_req(&mut new, bob());
     let out = run(&mut new, Time::ZERO, In::InboxEnd { req, end: InboxPos(0), parts: 0, previous: Some(ServerId(5)) });
-    assert_eq!(out, vec![Out::Takeover { server: ServerId(5), req, device: bob(), to: ServerId(6) }]);
-    let out = run(&mut old, Time::ZERO, In::Takeover { req, device: bob(), to: ServerId(6) });
+    assert_eq!(out, vec![Out::Takeover { server: ServerId(5), req, device: bob(), to: ServerId(6), epoch: 1 }]);
+    let out = run(&mut old, Time::ZERO, In::Takeover { req, device: bob(), to: ServerId(6), epoch: 1 });
     assert_eq!(
         out,
         vec![
@@ -504,7 +504,7 @@ fn what_was_handed_over_is_routed_again_if_the_new_server_dies_before_the_window
     let mut old = server(5);
     connect(&mut old, bob());
     run(&mut old, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
-    let out = run(&mut old, Time::from_secs(1), In::Takeover { req: 3, device: bob(), to: ServerId(6) });
+    let out = run(&mut old, Time::from_secs(1), In::Takeover { req: 3, device: bob(), to: ServerId(6), epoch: 1 });
     assert!(out.contains(&Out::Handover { server: ServerId(6), req: 3, slot: DeviceSlot(0), msg: message(9) }));
     // Server 6 crashes while it holds the push (catching bob up, or waiting for his ACK):
     // the routers forwarded it to 5, so only 5 can route it again.
@@ -517,7 +517,7 @@ fn what_was_handed_over_is_routed_again_if_the_new_server_dies_before_the_window
     let mut old = server(5);
     connect(&mut old, bob());
     run(&mut old, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
-    run(&mut old, Time::from_secs(1), In::Takeover { req: 3, device: bob(), to: ServerId(6) });
+    run(&mut old, Time::from_secs(1), In::Takeover { req: 3, device: bob(), to: ServerId(6), epoch: 1 });
     let keep = ChatServerConfig::new(ServerId(5)).connection_timeout + HANDED_MARGIN;
     run(&mut old, Time::from_secs(1) + keep, In::ServerUp { server: ServerId(7) });
     old.handle_timeout(Time::from_secs(1) + keep, &mut Vec::new());
@@ -537,7 +537,10 @@ fn a_takeover_waits_for_the_reroutes_still_on_their_way_back() {
     let req = connect_req(&mut new, bob());
     run(&mut new, Time::ZERO, In::InboxEnd { req, end: InboxPos(0), parts: 0, previous: Some(ServerId(5)) });
     let t = Time::from_secs(46);
-    assert!(run(&mut old, t, In::Takeover { req, device: bob(), to: ServerId(6) }).is_empty(), "a reroute is out");
+    assert!(
+        run(&mut old, t, In::Takeover { req, device: bob(), to: ServerId(6), epoch: 1 }).is_empty(),
+        "a reroute is out"
+    );
     // A message routed to 5 before bob moved arrives now: it goes with the takeover.
     let late = ChatMessage { id: MessageId(10), ..message(9) };
     let out = run(&mut old, t, In::Forward { msg: late, slot: DeviceSlot(0) });
@@ -580,8 +583,8 @@ fn a_device_that_moves_twice_gets_what_the_first_server_held_through_the_second(
     // Bob moves on to c before a answered b.
     let req_c = connect_req(&mut c, bob());
     run(&mut c, Time::ZERO, In::InboxEnd { req: req_c, end: InboxPos(0), parts: 0, previous: Some(ServerId(2)) });
-    assert!(run(&mut b, Time::ZERO, In::Takeover { req: req_c, device: bob(), to: ServerId(3) }).is_empty());
-    let out = run(&mut a, Time::ZERO, In::Takeover { req: req_b, device: bob(), to: ServerId(2) });
+    assert!(run(&mut b, Time::ZERO, In::Takeover { req: req_c, device: bob(), to: ServerId(3), epoch: 1 }).is_empty());
+    let out = run(&mut a, Time::ZERO, In::Takeover { req: req_b, device: bob(), to: ServerId(2), epoch: 1 });
     let mut to_c = Vec::new();
     for o in out {
         let input = match o {
@@ -635,4 +638,25 @@ fn without_reregistration_a_failover_changes_nothing() {
     let mut s = server(0);
     connect(&mut s, bob());
     assert!(run(&mut s, Time::from_secs(5), In::SessionShardFailover { shard: 0, shards: 2 }).is_empty());
+}
+
+#[test]
+fn a_late_session_answer_takes_over_nothing() {
+    // Bob connected to 6 and closed; he is now back on 5 with a newer connection. The
+    // answer to 6's session write, held up by a failover, still names 5 as the previous
+    // server: 6 does not ask 5 for Bob (its own connection is gone).
+    let (mut five, mut six) = (server(5), server(6));
+    let req = connect_req(&mut six, bob());
+    run(&mut six, Time::ZERO, from(bob(), F::Disconnect { epoch: 1 }));
+    run(&mut five, Time::ZERO, from(bob(), F::Connect { epoch: 2, cursor: InboxPos(0), hide_last_seen: false }));
+    let out = run(
+        &mut six,
+        Time::from_secs(1),
+        In::InboxEnd { req, end: InboxPos(0), parts: 0, previous: Some(ServerId(5)) },
+    );
+    assert!(!out.iter().any(|o| matches!(o, Out::Takeover { .. })), "{out:?}");
+    // And a takeover from an older connection than the one held is answered without it.
+    let out = run(&mut five, Time::from_secs(1), In::Takeover { req: 7, device: bob(), to: ServerId(6), epoch: 1 });
+    assert_eq!(out, vec![Out::TakeoverDone { server: ServerId(6), req: 7, parts: 0 }]);
+    assert!(five.is_connected(bob()), "the newer connection stays");
 }

@@ -148,9 +148,9 @@ impl ChatNode {
                     let key = OrderKey::Conversation(msg.conversation);
                     ctx.send_ordered(topo.chat(server), t, Msg::Forward { msg, slot }, key)
                 }
-                Out::Takeover { server, req, device, to } => {
+                Out::Takeover { server, req, device, to, epoch } => {
                     ctx.trace_device(t, "takeover", device);
-                    ctx.send(topo.chat(server), t, Msg::Takeover { req, device, to })
+                    ctx.send(topo.chat(server), t, Msg::Takeover { req, device, to, epoch })
                 }
                 Out::Handover { server, req, slot, msg } => {
                     ctx.trace_msg(t, "handover", &msg, None);
@@ -186,7 +186,7 @@ impl Process for ChatNode {
             Msg::InboxEntry { req, pos, id, conversation } => In::InboxEntry { req, pos, id, conversation },
             Msg::StoredReceipt { req, receipt } => In::StoredReceipt { req, receipt },
             Msg::InboxEnd { req, end, parts, previous } => In::InboxEnd { req, end, parts, previous },
-            Msg::Takeover { req, device, to } => In::Takeover { req, device, to },
+            Msg::Takeover { req, device, to, epoch } => In::Takeover { req, device, to, epoch },
             Msg::Handover { req, slot, msg } => In::Handover { req, slot, msg },
             Msg::TakeoverDone { req, parts } => In::TakeoverDone { req, parts },
             Msg::ReceiptRouted { req, server } => In::ReceiptRouted { req, server },
