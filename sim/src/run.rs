@@ -122,6 +122,26 @@ fn presence_faulted(scenario: &Scenario) -> Vec<(Time, Time)> {
         .collect()
 }
 
+/// The stamps a presence shard with a skewed clock may make from the skew's start until its
+/// keys are written again after it ends, on its own clock: the window widened by the skew
+/// both ways, then a TTL and a heartbeat.
+fn presence_clock_jumps(scenario: &Scenario) -> Vec<(Time, Time)> {
+    use crate::scenario::Fault;
+    let settle = Duration::from_millis(scenario.users.presence_ttl_ms + scenario.users.heartbeat_interval_ms);
+    scenario
+        .faults
+        .iter()
+        .filter_map(|f| match *f {
+            Fault::ClockSkew { at_s, for_s, ref target, skew_ms } if target.starts_with("redis_presence-") => {
+                let off = Duration::from_millis(skew_ms.unsigned_abs());
+                let from = Time::from_secs(at_s).as_us().saturating_sub(off.as_micros() as u64);
+                Some((Time(from), Time::from_secs(at_s + for_s) + off + settle))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 fn check_context(outcome: &Outcome) -> CheckContext {
     let scenario = &outcome.scenario;
     let population = Population::new(scenario);
@@ -149,6 +169,7 @@ fn check_context(outcome: &Outcome) -> CheckContext {
         in_flight_bound: IN_FLIGHT_BOUND_BASE + Duration::from_micros(backlog_us + links_us as u64 + detection_us),
         presence_ttl: Duration::from_millis(scenario.users.presence_ttl_ms),
         presence_faulted: presence_faulted(scenario),
+        presence_clock_jumps: presence_clock_jumps(scenario),
         hides_last_seen: Box::new(move |u| population.hides_last_seen(u)),
     }
 }

@@ -110,6 +110,11 @@ pub struct CheckContext {
     /// When a presence shard failed over or had its clock skewed, and until its keys were
     /// all written again after: users may look offline then by design (README).
     pub presence_faulted: Vec<(Time, Time)>,
+    /// Stamps a presence shard made while its clock was skewed, and until its keys were
+    /// written again after, on its own clock: they cannot be ordered against the stamps
+    /// it made before and after (its clock jumped), so an online view stamped then is not
+    /// judged against the key's life.
+    pub presence_clock_jumps: Vec<(Time, Time)>,
     /// Whether a user hides last-seen.
     pub hides_last_seen: Box<dyn Fn(wasim_model::UserId) -> bool + Send + Sync>,
 }
@@ -381,6 +386,11 @@ fn presence(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
         let u = v.update;
         let subject = format!("user {}", u.target.0);
         match u.status {
+            PresenceStatus::Online
+                if cx
+                    .presence_clock_jumps
+                    .iter()
+                    .any(|&(from, until)| from <= u.changed_at && u.changed_at <= until) => {}
             PresenceStatus::Online => {
                 let first = logs.key_lifetimes.partition_point(|&(user, _, _)| user < u.target);
                 let lives = logs.key_lifetimes[first..]
@@ -453,6 +463,7 @@ mod tests {
             in_flight_bound: Duration::from_secs(10),
             presence_ttl: Duration::from_secs(45),
             presence_faulted: Vec::new(),
+            presence_clock_jumps: Vec::new(),
             hides_last_seen: Box::new(|u| u.0 == 9),
         }
     }
@@ -638,6 +649,13 @@ mod tests {
         assert_eq!(invariants(&mut logs), vec![7], "online shown after the key expired");
         logs.key_lifetimes = vec![(UserId(3), Time::from_secs(1), Time::from_secs(6))];
         assert!(invariants(&mut logs).is_empty());
+        // Stamped while the shard's clock jumped: not judged (its stamps do not order).
+        logs.key_lifetimes = vec![(UserId(3), Time::from_secs(1), Time::from_secs(4))];
+        let jumped = CheckContext { presence_clock_jumps: vec![(Time::from_secs(4), Time::from_secs(9))], ..cx() };
+        assert!(check_all(&mut logs, &jumped, false).violations.is_empty());
+        let elsewhere = CheckContext { presence_clock_jumps: vec![(Time::from_secs(6), Time::from_secs(9))], ..cx() };
+        assert_eq!(check_all(&mut logs, &elsewhere, false).violations.len(), 1);
+        logs.key_lifetimes = vec![(UserId(3), Time::from_secs(1), Time::from_secs(6))];
 
         logs.key_expiries = vec![(UserId(3), Time::from_secs(10), Time::from_secs(55))];
         assert!(invariants(&mut logs).is_empty(), "a key lives the TTL (45 s) after its last write");
