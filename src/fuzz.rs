@@ -1,5 +1,5 @@
-//! `wasim fuzz`: many seeds of a scenario, each in a child process of its own (a panic or
-//! a runaway seed takes only itself down), with the results gathered in seed order.
+//! `wasim fuzz`: many seeds of a scenario, each in a child process of its own (a seed that
+//! panics takes only itself down), with the results gathered in seed order.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -363,7 +363,6 @@ impl Sweep<'_> {
         let mut failed = 0u64;
         let mut printed = 0usize;
         let mut pending: Vec<Option<SeedResult>> = vec![None; seeds.len()];
-        let out = Mutex::new(std::io::stdout());
         std::thread::scope(|scope| {
             for _ in 0..jobs.min(seeds.len()) {
                 let tx = tx.clone();
@@ -383,13 +382,14 @@ impl Sweep<'_> {
                     failed += 1;
                 }
                 pending[i] = Some(result);
-                while let Some(Some(r)) = pending.get(printed) {
-                    let mut out = out.lock().expect("stdout lock");
+                // Each result is dropped once printed.
+                while let Some(r) = pending.get_mut(printed).and_then(Option::take) {
+                    let mut out = std::io::stdout().lock();
                     if self.json {
-                        let _ = writeln!(out, "{}", serde_json::to_string(r).expect("a result serialises"));
+                        let _ = writeln!(out, "{}", serde_json::to_string(&r).expect("a result serialises"));
                     } else if !r.pass {
                         progress.suspend(|| {
-                            let _ = write!(out, "{}", render_failure(r));
+                            let _ = write!(out, "{}", render_failure(&r));
                         });
                     }
                     printed += 1;

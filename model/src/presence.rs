@@ -277,7 +277,6 @@ impl PresenceStore {
         }
     }
 
-    /// Lifetimes of keys of watched users, closed and still open at `now`.
     /// Expiries of watched users' keys: (user, the key's last write, its expiry), both on
     /// the shard's clock (a skewed clock shifts both). A key written with the configured
     /// TTL expires that long after its last write.
@@ -294,6 +293,7 @@ impl PresenceStore {
         }
     }
 
+    /// Lifetimes of keys of watched users, closed and still open at `now`.
     pub fn key_lifetimes(&self, now: Time) -> Vec<(UserId, Time, Time)> {
         let mut all = self.lifetimes.clone();
         all.extend(self.opened.iter().map(|(&u, &set)| (u, set, now)));
