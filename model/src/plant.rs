@@ -9,8 +9,9 @@
 /// A deliberate mistake in the real logic, with the invariant that must catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Plant {
-    /// The device de-duplicates by the message id instead of its conversation's order, so
-    /// a message pushed again (a lost ACK, a fetch of a pushed message) is shown again.
+    /// The device recognises a repeat only if it is the last message it showed in the
+    /// conversation (a key of one id instead of the conversation's order), so an older
+    /// message pushed again (a lost ACK, a fetch of a pushed message) is shown again.
     DedupWrongKey,
     /// A catch-up pushes the inbox rows newest first, and the device shows what it held
     /// during the catch-up in the order it came (the server's order, trusted). The device's
@@ -104,7 +105,7 @@ impl Plant {
     /// What the plant breaks, in a line.
     pub fn description(self) -> &'static str {
         match self {
-            Plant::DedupWrongKey => "the device de-duplicates by message id, not by its conversation's order",
+            Plant::DedupWrongKey => "the device takes a message for a repeat only if it is the last one it showed",
             Plant::CatchUpUnsorted => "a catch-up pushes the inbox rows newest first and the device trusts its order",
             Plant::CursorSkipsOne => "the inbox cursor moves one entry past the catch-up",
             Plant::ReceiptNotMonotone => "the sender's view takes an older receipt over a newer one",
