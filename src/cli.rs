@@ -100,6 +100,9 @@ enum Command {
         /// them; builds with `--features planted-bugs` only).
         #[arg(long, value_name = "NAME")]
         plant: Option<String>,
+        /// A seed still running after this many wall seconds is killed and fails.
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        seed_limit_s: u64,
     },
     /// One seed of a fuzz sweep, run in this process; prints its result as a JSON line.
     #[command(hide = true)]
@@ -198,7 +201,7 @@ pub fn main() -> ExitCode {
             let fuzzed = faults_of_seed.map(|s| (s, fuzz_faults, liveness));
             scenario(&file, seed, out, json, trace_user, compare_placements, fuzzed)
         }
-        Command::Fuzz { file, seeds, jobs, shard, faults, json, liveness, shrink, out, plant } => {
+        Command::Fuzz { file, seeds, jobs, shard, faults, json, liveness, shrink, out, plant, seed_limit_s } => {
             if plant.as_deref() == Some("list") {
                 return crate::fuzz::list_plants();
             }
@@ -213,7 +216,11 @@ pub fn main() -> ExitCode {
             };
             match shrink {
                 Some(seed) => crate::fuzz::shrink(&base, &file, seed, faults, liveness, out, plant),
-                None => crate::fuzz::Sweep { file: &file, seeds, jobs, shard, faults, json, liveness, plant }.run(),
+                None => {
+                    let seed_limit = Duration::from_secs(seed_limit_s);
+                    crate::fuzz::Sweep { file: &file, seeds, jobs, shard, faults, json, liveness, plant, seed_limit }
+                        .run()
+                }
             }
         }
         Command::FuzzSeed { file, seed, faults, liveness, plant } => {

@@ -63,8 +63,8 @@ pub fn parse_faults_mode(s: &str) -> Result<FaultsMode, String> {
 pub struct SeedResult {
     pub seed: u64,
     pub pass: bool,
-    /// The violations found (at most 20 per invariant), or the panic of a run that crashed
-    /// (invariant 0).
+    /// The violations found (at most 20 per invariant), or why the run died (invariant 0:
+    /// a panic, or killed past the seed's wall-time limit).
     pub violations: Vec<SeedViolation>,
     /// The faults the seed ran with, in words.
     pub faults: Vec<String>,
@@ -257,6 +257,8 @@ pub struct Sweep<'a> {
     pub json: bool,
     pub liveness: bool,
     pub plant: Option<Plant>,
+    /// A seed still running after this is killed and fails.
+    pub seed_limit: Duration,
 }
 
 impl Sweep<'_> {
@@ -294,7 +296,7 @@ impl Sweep<'_> {
     /// Run `seed` in a child process; a child that dies without a result failed with the
     /// panic it printed.
     fn run_one(&self, exe: &Path, seed: u64) -> SeedResult {
-        let output = self.child(exe, seed).output();
+        let output = run_with_limit(self.child(exe, seed), self.seed_limit);
         let parsed = output.as_ref().ok().and_then(|o| {
             let line = String::from_utf8_lossy(&o.stdout);
             serde_json::from_str::<SeedResult>(line.lines().last()?).ok().filter(|_| o.status.success())
@@ -318,7 +320,7 @@ impl Sweep<'_> {
                 pass: false,
                 violations: vec![SeedViolation {
                     invariant: 0,
-                    name: "panic".into(),
+                    name: "run died".into(),
                     subject: "the run".into(),
                     at_us: 0,
                     detail,
@@ -415,6 +417,42 @@ impl Sweep<'_> {
             ExitCode::from(1)
         }
     }
+}
+
+/// Run `command` to its end, or kill it once it has run for `limit` (then the status says
+/// it was killed and stderr says why). Its output is read as it comes, so a chatty child
+/// never blocks on a full pipe.
+fn run_with_limit(mut command: Command, limit: Duration) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    let mut child = command.spawn()?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let started = Instant::now();
+    let (status, killed) = loop {
+        if let Some(status) = child.try_wait()? {
+            break (status, false);
+        }
+        if started.elapsed() >= limit {
+            let _ = child.kill();
+            break (child.wait()?, true);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let mut stderr = err.join().unwrap_or_default();
+    if killed {
+        stderr.extend(format!("\nkilled after {} s: the seed ran past --seed-limit-s\n", limit.as_secs()).bytes());
+    }
+    Ok(std::process::Output { status, stdout, stderr })
 }
 
 /// A failing seed for people: each invariant broken, its first subject and time, the replay.
@@ -523,6 +561,7 @@ mod tests {
             json: false,
             liveness: false,
             plant: None,
+            seed_limit: Duration::from_secs(1),
         };
         let mut all: Vec<u64> = (0..4).flat_map(|i| sweep(Some((i, 4))).seeds()).collect();
         all.sort_unstable();

@@ -184,3 +184,24 @@ fn shrinking_writes_a_smaller_scenario_that_still_fails() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("nothing to shrink"), "{}", stderr(&out));
 }
+
+/// A seed that runs past the limit is killed and fails; the sweep goes on.
+#[test]
+fn a_seed_past_its_wall_time_limit_is_killed_and_fails() {
+    let out = wasim(&[
+        "fuzz",
+        "scenarios/cell-1pct.toml",
+        "--seeds",
+        "1..=1",
+        "--faults",
+        "none",
+        "--seed-limit-s",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = &json_lines(&out)[0];
+    assert_eq!(line["pass"], false);
+    let detail = line["violations"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("killed after 1 s"), "{detail}");
+}
