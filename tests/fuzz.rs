@@ -205,3 +205,26 @@ fn a_seed_past_its_wall_time_limit_is_killed_and_fails() {
     let detail = line["violations"][0]["detail"].as_str().unwrap();
     assert!(detail.contains("killed after 1 s"), "{detail}");
 }
+
+/// The fuzzing scenario walks every path the summary counts (reached on each seed), and the
+/// ones the issue names happen inside one short run: TTL expiry and silence timeouts (the
+/// long cut), redelivery (lost ACKs), catch-ups, reconnects elsewhere (the crash).
+#[test]
+fn the_fuzzing_scenario_walks_every_path_on_every_seed() {
+    let scenario = wasim_sim::Scenario::load(Path::new("scenarios/fuzz-faults.toml")).unwrap();
+    let mut interrupted = 0;
+    for (seed, o) in common::sweep(&scenario, 1..5) {
+        assert!(o.checks.ok(), "seed {seed}: {:?}", &o.checks.violations[..o.checks.violations.len().min(3)]);
+        for s in wasim_reports::Summary::new(&o, "fuzz-faults").sometimes {
+            // A catch-up cut short is rare (a few a run): somewhere in the sweep.
+            if s.name == "catch_up_interrupted" {
+                interrupted += s.count;
+            } else {
+                assert!(s.reached, "seed {seed} never reached {}: {}", s.name, s.what);
+            }
+        }
+        let expired: u64 = o.per_second.iter().map(|p| p.shown_offline_by_expiry).sum();
+        assert!(expired > 0, "seed {seed}: no presence key expired");
+    }
+    assert!(interrupted > 0, "no catch-up was cut short in four seeds");
+}
