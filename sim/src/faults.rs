@@ -578,7 +578,7 @@ mod tests {
         let (session, other) = (topo.node(NodeKind::Redis, 1), topo.node(NodeKind::Redis, 0));
         let presence = topo.node(NodeKind::Presence, 0);
         let router = topo.node(NodeKind::Router, 0);
-        let mut rng = rand::rngs::mock::StepRng::new(0, 0);
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
         let mut held = |to: NodeIdx, at: Time| NetFault::delay(&p.net_faults(), router, to, false, at, 100, &mut rng);
         assert_eq!(held(session, Time::from_secs(11)), 3_000_100, "held until the promotion");
         assert_eq!(held(session, Time::from_secs(14)), 100, "after it");
