@@ -75,6 +75,7 @@ plant_tests! {
     read_waits_for_more_replicas: Plant::ReadWaitsForMoreReplicas,
     presence_ttl_too_long: Plant::PresenceTtlTooLong,
     close_marks_user_offline: Plant::CloseMarksUserOffline,
+    ack_before_quorum: Plant::AckBeforeQuorum,
 }
 
 #[test]

@@ -44,11 +44,13 @@ pub enum Plant {
     PresenceTtlTooLong,
     /// A clean close of one device marks the whole user offline.
     CloseMarksUserOffline,
+    /// The ✓ is sent after one replica's write instead of a quorum's.
+    AckBeforeQuorum,
 }
 
 impl Plant {
     /// Every plant, in the order `wasim fuzz --plant list` gives them.
-    pub const ALL: [Plant; 13] = [
+    pub const ALL: [Plant; 14] = [
         Plant::DedupWrongKey,
         Plant::CatchUpUnsorted,
         Plant::CursorSkipsOne,
@@ -62,6 +64,7 @@ impl Plant {
         Plant::ReadWaitsForMoreReplicas,
         Plant::PresenceTtlTooLong,
         Plant::CloseMarksUserOffline,
+        Plant::AckBeforeQuorum,
     ];
 
     /// The plant's name, as `--plant` takes it.
@@ -80,6 +83,7 @@ impl Plant {
             Plant::ReadWaitsForMoreReplicas => "read-waits-for-more-replicas",
             Plant::PresenceTtlTooLong => "presence-ttl-too-long",
             Plant::CloseMarksUserOffline => "close-marks-user-offline",
+            Plant::AckBeforeQuorum => "ack-before-quorum",
         }
     }
 
@@ -99,6 +103,7 @@ impl Plant {
             Plant::ReadWaitsForMoreReplicas => 8,
             Plant::PresenceTtlTooLong => 7,
             Plant::CloseMarksUserOffline => 7,
+            Plant::AckBeforeQuorum => 1,
         }
     }
 
@@ -120,6 +125,7 @@ impl Plant {
             Plant::ReadWaitsForMoreReplicas => "a catch-up read waits for more replicas than it asked",
             Plant::PresenceTtlTooLong => "presence keys are written with twice the configured TTL",
             Plant::CloseMarksUserOffline => "a clean close of one device marks the whole user offline",
+            Plant::AckBeforeQuorum => "the ✓ is sent after one replica's write instead of a quorum's",
         }
     }
 

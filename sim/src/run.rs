@@ -297,9 +297,10 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
         trace.append(&mut r.trace);
     }
     logs.in_transit.extend(shared.net.lock().expect("network lock").message_ids());
-    for disk in &shared.disks {
+    for (node, disk) in shared.disks.iter().enumerate() {
         let mut disk = disk.lock().expect("disk lock");
         logs.stored.extend(disk.ids());
+        logs.replica_writes.extend(disk.sampled_writes().iter().map(|&(id, at)| (id, node as u32, at)));
         // What outlives processes is freed now, not when the runtime (whose restart hooks
         // hold the shared state) goes: the checkers' peak comes next.
         *disk = Default::default();

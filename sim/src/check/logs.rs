@@ -82,6 +82,10 @@ pub struct Logs {
     pub stored: Vec<MessageId>,
     /// Presence key lifetimes of watched users: (user, set, expired).
     pub key_lifetimes: Vec<(UserId, Time, Time)>,
+    /// ✓s the chat servers sent, for the messages the quorum check samples: (id, when).
+    pub acks_sent: Vec<(MessageId, Time)>,
+    /// Replica writes of those messages: (id, replica node, when applied), sorted.
+    pub replica_writes: Vec<(MessageId, u32, Time)>,
     /// Connected spells of the devices of users with a web client: (device, from, until;
     /// `LogMs(u32::MAX)` if still connected at the end), sorted by device then start.
     pub connected_spells: Vec<(DeviceKey, LogMs, LogMs)>,
@@ -124,6 +128,8 @@ impl Logs {
             key_lifetimes: merged(parts, |l| &mut l.key_lifetimes),
             key_expiries: merged(parts, |l| &mut l.key_expiries),
             connected_spells: merged(parts, |l| &mut l.connected_spells),
+            acks_sent: merged(parts, |l| &mut l.acks_sent),
+            replica_writes: merged(parts, |l| &mut l.replica_writes),
             in_transit: merged(parts, |l| &mut l.in_transit),
             sessions: merged(parts, |l| &mut l.sessions),
             aliases: merged(parts, |l| &mut l.aliases),
@@ -142,6 +148,7 @@ impl Logs {
         self.stored.sort();
         self.key_lifetimes.sort_unstable_by_key(|&(u, s, _)| (u, s));
         self.connected_spells.sort_unstable_by_key(|&(d, from, _)| (d, from));
+        self.replica_writes.sort_unstable();
         self.in_transit.sort_unstable();
         self.in_transit.dedup();
         self.aliases.sort_unstable();

@@ -149,6 +149,7 @@ pub fn check_all(logs: &mut Logs, cx: &CheckContext, parallel: bool) -> CheckRep
         let mut a = CheckReport::default();
         logs.sort(&displays);
         no_loss(logs, cx, &mut a);
+        acked_on_a_quorum(logs, cx, &mut a);
         routing(logs, &mut a);
         liveness(logs, cx, &mut a);
         no_duplicate_display(logs, &mut a);
@@ -170,6 +171,33 @@ pub fn check_all(logs: &mut Logs, cx: &CheckContext, parallel: bool) -> CheckRep
     logs.sender_views = views;
     logs.displays = displays;
     r
+}
+
+/// Whether the ✓ check follows message `id`: one message in 16, by a hash of its id (so
+/// the logs stay small on a large run, and every process agrees without a word).
+#[inline]
+pub fn quorum_sampled(id: MessageId) -> bool {
+    id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60 == 0
+}
+
+/// 1 (at the moment of the promise). A ✓ means a quorum of replicas holds the row *then*:
+/// for the sampled messages, each ✓ a chat server sent must come after the quorum's
+/// writes were applied (distinct replicas; repairs later do not count).
+fn acked_on_a_quorum(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
+    for &(id, at) in &logs.acks_sent {
+        let first = logs.replica_writes.partition_point(|w| w.0 < id);
+        let mut replicas: Vec<u32> =
+            logs.replica_writes[first..].iter().take_while(|w| w.0 == id).filter(|w| w.2 <= at).map(|w| w.1).collect();
+        replicas.dedup();
+        if (replicas.len() as u32) < cx.quorum {
+            let detail = format!(
+                "✓ sent at {at} when {} of the {} replica writes a quorum needs were applied",
+                replicas.len(),
+                cx.quorum
+            );
+            r.add(violation(1, "no loss", format!("message {id}"), at, detail));
+        }
+    }
 }
 
 fn violation(invariant: u8, name: &'static str, subject: String, at: impl Into<Time>, detail: String) -> Violation {
@@ -619,6 +647,22 @@ mod tests {
     fn view(target: u32, status: PresenceStatus, cause: PresenceCause, changed_s: u64) -> crate::check::PresenceView {
         let update = PresenceUpdate { target: UserId(target), status, cause, changed_at: Time::from_secs(changed_s) };
         crate::check::PresenceView { watcher: PHONE_2, update, received_at: Time::from_secs(changed_s) }
+    }
+
+    #[test]
+    fn a_tick_sent_before_a_quorum_of_replica_writes_is_caught() {
+        let mut logs = healthy();
+        let id = MessageId(5);
+        logs.acks_sent = vec![(id, Time::from_secs(10))];
+        logs.replica_writes = vec![(id, 0, Time::from_secs(9)), (id, 1, Time::from_secs(10))];
+        assert!(invariants(&mut logs).is_empty(), "two replicas (the quorum of three) by the tick");
+        logs.replica_writes = vec![(id, 0, Time::from_secs(9)), (id, 1, Time::from_secs(11))];
+        assert_eq!(invariants(&mut logs), vec![1], "the second write came after the tick");
+        logs.replica_writes = vec![(id, 0, Time::from_secs(8)), (id, 0, Time::from_secs(9))];
+        assert_eq!(invariants(&mut logs), vec![1], "one replica written twice is one replica");
+        assert!(quorum_sampled(MessageId(0)));
+        let sampled = (0..16_000u64).filter(|&i| quorum_sampled(MessageId(i << 12))).count();
+        assert!((800..1_200).contains(&sampled), "about one in 16: {sampled}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! One Cassandra node: the `messages` rows of the token ranges it replicates.
 
-use wasim_model::{ChatMessage, ConversationId, MessageId};
+use wasim_model::{ChatMessage, ConversationId, MessageId, Time};
 
 /// The replicas of a conversation's partition: the node owning its token and the next
 /// `rf - 1` nodes on the ring (SimpleStrategy).
@@ -15,12 +15,25 @@ pub fn replicas(conversation: ConversationId, nodes: u32, rf: u32) -> impl Itera
 #[derive(Debug, Default)]
 pub struct CassandraNode {
     rows: Vec<ChatMessage>,
+    /// When writes of the messages the ✓ check samples were applied here (on disk, so
+    /// they outlive the process).
+    sampled_writes: Vec<(MessageId, Time)>,
 }
 
 impl CassandraNode {
     /// A node expecting about `rows` rows.
     pub fn with_capacity(rows: usize) -> CassandraNode {
-        CassandraNode { rows: Vec::with_capacity(rows) }
+        CassandraNode { rows: Vec::with_capacity(rows), sampled_writes: Vec::new() }
+    }
+
+    /// Note that a write of `id`, one the ✓ check samples, was applied at `at`.
+    pub fn log_sampled_write(&mut self, id: MessageId, at: Time) {
+        self.sampled_writes.push((id, at));
+    }
+
+    /// The sampled writes applied here, with when.
+    pub fn sampled_writes(&self) -> &[(MessageId, Time)] {
+        &self.sampled_writes
     }
 
     /// Apply a write: an upsert, so a retried write leaves one row.

@@ -72,7 +72,12 @@ impl Process for CassandraProcess {
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
         match env.msg {
             Msg::Write { req, msg } => {
-                self.shared.disks[self.index].lock().expect("disk lock").write(&msg);
+                let mut disk = self.shared.disks[self.index].lock().expect("disk lock");
+                disk.write(&msg);
+                if crate::check::quorum_sampled(msg.id) {
+                    disk.log_sampled_write(msg.id, done);
+                }
+                drop(disk);
                 ctx.counters.rows_written += 1;
                 ctx.send(env.from, done, Msg::WriteAck { req });
             }

@@ -77,6 +77,11 @@ impl ChatNode {
             match out {
                 Out::ToDevice { device, frame } => {
                     trace_frame(ctx, t, device, &frame);
+                    if let wasim_model::ServerFrame::SentAck { msg } = frame {
+                        if crate::check::quorum_sampled(msg.id) {
+                            ctx.logs.acks_sent.push((msg.id, t));
+                        }
+                    }
                     // One WebSocket: every frame keeps its order (a receipt overtaking the
                     // acceptance would reach a device that does not know it is connected).
                     let shard = topo.client_shard(device.user);
