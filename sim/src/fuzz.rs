@@ -239,7 +239,7 @@ pub fn smaller(s: &Scenario) -> Vec<(String, Scenario)> {
         let mut c = s.clone();
         let (_, lasts) = c.faults[i].window_s();
         if lasts > 1 {
-            set_window(&mut c.faults[i], None, Some(lasts / 2));
+            *c.faults[i].window_mut().1 = lasts / 2;
             push(format!("shorten fault {i} ({}) to {} s", c.faults[i].kind(), lasts / 2), c);
         }
     }
@@ -249,7 +249,7 @@ pub fn smaller(s: &Scenario) -> Vec<(String, Scenario)> {
         let (at, _) = c.faults[i].window_s();
         if at > ramp_s {
             let earlier = ramp_s + (at - ramp_s) / 2;
-            set_window(&mut c.faults[i], Some(earlier), None);
+            *c.faults[i].window_mut().0 = earlier;
             push(format!("move fault {i} ({}) to {earlier} s", c.faults[i].kind()), c);
         }
     }
@@ -291,26 +291,6 @@ pub fn smaller(s: &Scenario) -> Vec<(String, Scenario)> {
         push(format!("end the sends at {end} s"), c);
     }
     out
-}
-
-/// Set a fault's start and length (a Redis failover's delay is its length).
-fn set_window(f: &mut Fault, at: Option<u64>, lasts: Option<u64>) {
-    let (at_s, for_s) = match f {
-        Fault::CutNetwork { at_s, for_s, .. }
-        | Fault::LoseDeliveredAcks { at_s, for_s, .. }
-        | Fault::Crash { at_s, for_s, .. }
-        | Fault::Clog { at_s, for_s, .. }
-        | Fault::Latency { at_s, for_s, .. }
-        | Fault::PacketLoss { at_s, for_s, .. }
-        | Fault::ClockSkew { at_s, for_s, .. } => (at_s, for_s),
-        Fault::RedisDown { at_s, failover_s, .. } => (at_s, failover_s),
-    };
-    if let Some(at) = at {
-        *at_s = at;
-    }
-    if let Some(lasts) = lasts {
-        *for_s = lasts;
-    }
 }
 
 /// Run seeds a shrinking step tries a smaller variant with: its run seed first, then a few

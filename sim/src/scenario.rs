@@ -209,6 +209,21 @@ impl Fault {
         t_s >= at_s as f64 && t_s < (at_s + for_s) as f64
     }
 
+    /// The fault's start and length, to change them (a Redis failover's delay is its
+    /// length). The same match as `window_s`, which stays by value: it runs per device event.
+    pub fn window_mut(&mut self) -> (&mut u64, &mut u64) {
+        match self {
+            Fault::CutNetwork { at_s, for_s, .. }
+            | Fault::LoseDeliveredAcks { at_s, for_s, .. }
+            | Fault::Crash { at_s, for_s, .. }
+            | Fault::Clog { at_s, for_s, .. }
+            | Fault::Latency { at_s, for_s, .. }
+            | Fault::PacketLoss { at_s, for_s, .. }
+            | Fault::ClockSkew { at_s, for_s, .. } => (at_s, for_s),
+            Fault::RedisDown { at_s, failover_s, .. } => (at_s, failover_s),
+        }
+    }
+
     /// When the fault starts and how long it lasts, in seconds.
     pub fn window_s(&self) -> (u64, u64) {
         match *self {
