@@ -8,6 +8,7 @@
 
 /// A deliberate mistake in the real logic, with the invariant that must catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Plant {
     /// The device recognises a repeat only if it is the last message it showed in the
     /// conversation (a key of one id instead of the conversation's order), so an older
@@ -146,8 +147,7 @@ pub const PLANTS_COMPILED: bool = cfg!(feature = "planted-bugs");
 pub fn set_plant(plant: Option<Plant>) -> bool {
     #[cfg(feature = "planted-bugs")]
     {
-        let code = plant.map_or(0, |p| Plant::ALL.iter().position(|&q| q == p).expect("listed") as u8 + 1);
-        ACTIVE.store(code, std::sync::atomic::Ordering::Relaxed);
+        ACTIVE.store(plant.map_or(0, |p| p as u8 + 1), std::sync::atomic::Ordering::Relaxed);
         true
     }
     #[cfg(not(feature = "planted-bugs"))]
@@ -161,8 +161,7 @@ pub fn set_plant(plant: Option<Plant>) -> bool {
 pub fn planted(plant: Plant) -> bool {
     #[cfg(feature = "planted-bugs")]
     {
-        let code = Plant::ALL.iter().position(|&q| q == plant).expect("listed") as u8 + 1;
-        ACTIVE.load(std::sync::atomic::Ordering::Relaxed) == code
+        ACTIVE.load(std::sync::atomic::Ordering::Relaxed) == plant as u8 + 1
     }
     #[cfg(not(feature = "planted-bugs"))]
     {

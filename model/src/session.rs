@@ -95,12 +95,6 @@ impl SessionWrite {
     }
 }
 
-/// Whether connection epoch `a` is older than `b`, as serial numbers (RFC 1982): the
-/// low bits wrap, and what matters is which came later within half the range.
-fn is_older(a: u8, b: u8) -> bool {
-    crate::epoch_is_older(a, b)
-}
-
 /// A write the replica may not have: when, which entry, and the entry before it.
 #[derive(Clone, Copy, Debug)]
 struct Unreplicated {
@@ -266,7 +260,7 @@ impl SessionStore {
         let entry = *self.slot(user);
         let i = usize::from(slot.0);
         let expired = u64::from(entry.expires_ms) <= now.as_ms();
-        if !expired && entry.devices[i] != NO_DEVICE && is_older(epoch, entry.epochs[i]) {
+        if !expired && entry.devices[i] != NO_DEVICE && crate::epoch_is_older(epoch, entry.epochs[i]) {
             return SessionWrite::Stale;
         }
         self.log_write(index, now);

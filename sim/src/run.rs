@@ -101,50 +101,40 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Outcome {
 /// wolf, and a lost message stays lost however long one waits.
 const IN_FLIGHT_BOUND_BASE: Duration = Duration::from_secs(10);
 
-/// When a presence shard failed over or had its clock skewed, and until every key was
-/// written again after (a TTL and a heartbeat) plus the in-flight bound: the windows in
-/// which users may look offline by design.
-fn presence_faulted(scenario: &Scenario) -> Vec<(Time, Time)> {
-    use crate::scenario::Fault;
-    let settle_ms = scenario.users.presence_ttl_ms + scenario.users.heartbeat_interval_ms;
-    scenario
-        .faults
-        .iter()
-        .filter(|f| match f {
-            Fault::RedisDown { target, .. } | Fault::ClockSkew { target, .. } => target.starts_with("redis_presence-"),
-            _ => false,
-        })
-        .map(|f| {
-            let (at_s, lasts_s) = f.window_s();
-            let until = Time::from_secs(at_s + lasts_s) + Duration::from_millis(settle_ms) + IN_FLIGHT_BOUND_BASE;
-            (Time::from_secs(at_s), until)
-        })
-        .collect()
-}
+/// Windows of simulated time, (from, until).
+type Windows = Vec<(Time, Time)>;
 
-/// The stamps a presence shard with a skewed clock may make from the skew's start until its
-/// keys are written again after it ends, on its own clock: the window widened by the skew
-/// both ways, then a TTL and a heartbeat.
-fn presence_clock_jumps(scenario: &Scenario) -> Vec<(Time, Time)> {
+/// The windows of presence shards' faults: when users may look offline by design (a
+/// failover or a skewed clock, until every key was written again after, a TTL and a
+/// heartbeat, plus the in-flight bound), and when a skewed shard's stamps, on its own
+/// clock, cannot be ordered against its others (the skew's window widened by the skew both
+/// ways, until its keys were written again after).
+fn presence_windows(scenario: &Scenario) -> (Windows, Windows) {
     use crate::scenario::Fault;
     let settle = Duration::from_millis(scenario.users.presence_ttl_ms + scenario.users.heartbeat_interval_ms);
-    scenario
-        .faults
-        .iter()
-        .filter_map(|f| match *f {
-            Fault::ClockSkew { at_s, for_s, ref target, skew_ms } if target.starts_with("redis_presence-") => {
-                let off = Duration::from_millis(skew_ms.unsigned_abs());
-                let from = Time::from_secs(at_s).as_us().saturating_sub(off.as_micros() as u64);
-                Some((Time(from), Time::from_secs(at_s + for_s) + off + settle))
-            }
-            _ => None,
-        })
-        .collect()
+    let (mut faulted, mut jumps) = (Vec::new(), Vec::new());
+    for f in &scenario.faults {
+        let skew_ms = match *f {
+            Fault::RedisDown { ref target, .. } if target.starts_with("redis_presence-") => None,
+            Fault::ClockSkew { ref target, skew_ms, .. } if target.starts_with("redis_presence-") => Some(skew_ms),
+            _ => continue,
+        };
+        let (at_s, lasts_s) = f.window_s();
+        let settled = Time::from_secs(at_s + lasts_s) + settle;
+        faulted.push((Time::from_secs(at_s), settled + IN_FLIGHT_BOUND_BASE));
+        if let Some(skew_ms) = skew_ms {
+            let off = Duration::from_millis(skew_ms.unsigned_abs());
+            let from = Time::from_secs(at_s).as_us().saturating_sub(off.as_micros() as u64);
+            jumps.push((Time(from), settled + off));
+        }
+    }
+    (faulted, jumps)
 }
 
 fn check_context(outcome: &Outcome) -> CheckContext {
     let scenario = &outcome.scenario;
     let population = Population::new(scenario);
+    let (presence_faulted, presence_clock_jumps) = presence_windows(scenario);
     // A message may wait in each tier's queue in turn: add every tier's backlog at the end.
     let backlog_us: u64 = outcome.tiers.iter().map(|t| t.backlog_end.wait_us).sum();
     // A chain crosses up to 4 client links and 8 inside the datacenter, each at its p99;
@@ -168,8 +158,8 @@ fn check_context(outcome: &Outcome) -> CheckContext {
         quorum: scenario.fleet.cassandra_replication_factor / 2 + 1,
         in_flight_bound: IN_FLIGHT_BOUND_BASE + Duration::from_micros(backlog_us + links_us as u64 + detection_us),
         presence_ttl: Duration::from_millis(scenario.users.presence_ttl_ms),
-        presence_faulted: presence_faulted(scenario),
-        presence_clock_jumps: presence_clock_jumps(scenario),
+        presence_faulted,
+        presence_clock_jumps,
         hides_last_seen: Box::new(move |u| population.hides_last_seen(u)),
     }
 }

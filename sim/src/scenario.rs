@@ -210,23 +210,23 @@ impl Fault {
     }
 
     /// The fault's start and length, to change them (a Redis failover's delay is its
-    /// length). The same match as `window_s`, which stays by value: it runs per device event.
+    /// length).
     pub fn window_mut(&mut self) -> (&mut u64, &mut u64) {
-        match self {
-            Fault::CutNetwork { at_s, for_s, .. }
-            | Fault::LoseDeliveredAcks { at_s, for_s, .. }
-            | Fault::Crash { at_s, for_s, .. }
-            | Fault::Clog { at_s, for_s, .. }
-            | Fault::Latency { at_s, for_s, .. }
-            | Fault::PacketLoss { at_s, for_s, .. }
-            | Fault::ClockSkew { at_s, for_s, .. } => (at_s, for_s),
-            Fault::RedisDown { at_s, failover_s, .. } => (at_s, failover_s),
-        }
+        fault_window!(self)
     }
 
     /// When the fault starts and how long it lasts, in seconds.
     pub fn window_s(&self) -> (u64, u64) {
-        match *self {
+        let (at_s, lasts_s) = fault_window!(self);
+        (*at_s, *lasts_s)
+    }
+}
+
+/// A fault's (start, length) fields, borrowed as `$fault` is (shared or mutable): one match
+/// for `window_s` and `window_mut`.
+macro_rules! fault_window {
+    ($fault:expr) => {
+        match $fault {
             Fault::CutNetwork { at_s, for_s, .. }
             | Fault::LoseDeliveredAcks { at_s, for_s, .. }
             | Fault::Crash { at_s, for_s, .. }
@@ -236,8 +236,9 @@ impl Fault {
             | Fault::ClockSkew { at_s, for_s, .. } => (at_s, for_s),
             Fault::RedisDown { at_s, failover_s, .. } => (at_s, failover_s),
         }
-    }
+    };
 }
+use fault_window;
 
 /// The keys a `[[faults]]` entry may have, as a plain struct: an error in one then names its
 /// key and line, where an internally tagged enum would buffer the entry and lose both.
