@@ -1,12 +1,11 @@
-//! Clock skew on a chat server, end to end. Its Snowflake ids carry its clock, and the
-//! design orders and de-duplicates by id: a router drops a record older than the newest it
-//! routed for the same sender and conversation, and a device drops a message older than the
-//! newest it showed in the conversation. A skew smaller than the time between a sender's
-//! messages is harmless; a large one makes a sender's messages through a server that is
-//! behind look older than those it sent through the skewed one, and the checkers name the
-//! messages lost that way (a finding about the design: ids from different servers are only
-//! comparable if their clocks agree). A server whose clock jumps closes the connections it
-//! wrongly thinks silent, and their devices connect again.
+//! Clock skew on a chat server, end to end. Its Snowflake ids carry its clock, and devices
+//! list a conversation in id order: a skew smaller than the time between a sender's messages
+//! changes nothing; a large one makes a sender's messages through a server that is behind
+//! look older than those it sent through the skewed one, and the recipients' devices put
+//! them in their place above those (the order of a chat then follows the servers' clocks,
+//! not the sending: ids from different servers are only comparable if their clocks agree).
+//! Nothing is lost. A server whose clock jumps closes the connections it wrongly thinks
+//! silent, and their devices connect again.
 
 mod common;
 
@@ -34,19 +33,11 @@ fn a_small_skew_is_harmless() {
 }
 
 #[test]
-fn a_large_skew_makes_later_messages_look_late_and_the_checkers_say_so() {
-    let runs = common::sweep(&scenario(30_000), 1..4);
-    let mut named = 0;
-    for (seed, o) in &runs {
-        for v in &o.checks.violations {
-            assert_eq!(v.invariant, 1, "seed {seed}: only messages lost to the id order: {v:?}");
-        }
-        if !o.checks.ok() {
-            named += 1;
-            assert!(o.counters.late_dropped > 0, "seed {seed}: dropped as late by a router");
-        }
+fn a_large_skew_makes_later_messages_look_older_and_devices_put_them_in_place() {
+    for (seed, o) in common::sweep(&scenario(30_000), 1..4) {
+        assert!(o.checks.ok(), "seed {seed}: {:?}", &o.checks.violations[..o.checks.violations.len().min(3)]);
+        assert!(o.counters.shown_inserted > 0, "seed {seed}: messages put in place above newer-looking ones");
     }
-    assert!(named >= 2, "the checkers named the loss on {named} of 3 seeds");
 }
 
 #[test]

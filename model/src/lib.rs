@@ -27,7 +27,7 @@ pub use chat_server::{
 };
 pub use client::{
     Backoff, Balancer, BalancerConfig, ClientDevice, DeviceConfig, DeviceInput, DeviceOutput, DeviceState, Devices,
-    Displayed, Layout, Placement, SentMessages, UserSettings,
+    Displayed, Layout, Placement, SentMessages, Showing, UserSettings, SHOWN_EXACT,
 };
 pub use error::ModelError;
 pub use frames::{DeviceFrame, ServerFrame};
@@ -42,7 +42,10 @@ pub use presence::{
 };
 pub use receipts::{Receipt, ReceiptEvent, ReceiptState, SenderView, Transition};
 pub use router::{CommitTracker, RoutedMemory, Router, RouterInput, RouterOutput, ROUTER_IN_FLIGHT_PER_PARTITION_MAX};
-pub use session::{DeviceSession, Route, SessionEntry, SessionStore, SessionWrite, DEVICES_PER_USER_MAX};
+pub use session::{
+    DeviceSession, Route, SessionEntry, SessionStore, SessionWrite, DEVICES_PER_USER_MAX,
+    SESSION_SETTLE_AFTER_PROMOTION,
+};
 pub use table::{Table, TableKey};
 pub use time::Time;
 

@@ -11,13 +11,12 @@
 #[repr(u8)]
 pub enum Plant {
     /// The device recognises a repeat only if it is the last message it showed in the
-    /// conversation (a key of one id instead of the conversation's order), so an older
-    /// message pushed again (a lost ACK, a fetch of a pushed message) is shown again.
+    /// conversation (one id instead of the newest few), so an older message pushed again
+    /// (a lost ACK, a fetch of a pushed message) is shown again.
     DedupWrongKey,
-    /// A catch-up pushes the inbox rows newest first, and the device shows what it held
-    /// during the catch-up in the order it came (the server's order, trusted). The device's
-    /// de-duplication keeps the newest shown per conversation, so the older rows are taken
-    /// for repeats: disorder becomes loss, and invariant 1 names it.
+    /// A catch-up pushes the inbox rows newest first, and the device adds what it held
+    /// during the catch-up at the end of its conversations in the order it came (the
+    /// server's order, trusted) rather than each in its place: invariant 5 names it.
     CatchUpUnsorted,
     /// The inbox cursor moves one entry too far after a catch-up: the next catch-up skips
     /// a message.
@@ -92,7 +91,7 @@ impl Plant {
     pub fn invariant(self) -> u8 {
         match self {
             Plant::DedupWrongKey => 2,
-            Plant::CatchUpUnsorted => 1,
+            Plant::CatchUpUnsorted => 5,
             Plant::CursorSkipsOne => 1,
             Plant::ReceiptNotMonotone => 3,
             Plant::LastSeenLeak => 7,

@@ -212,10 +212,15 @@ impl PresenceStore {
     /// tell subscribers if the user was not already announced online.
     fn online(&mut self, now: Time, device: DeviceId, hide_last_seen: Option<bool>, out: &mut Vec<PresenceNotify>) {
         let expires = (now + self.key_ttl()).as_ms_u32();
+        let known = self.record(device.user).is_some_and(|r| r.seen);
         let r = self.record_or_insert(device.user);
         let was_live = u64::from(r.expires_ms) > now.as_ms();
-        if let Some(hidden) = hide_last_seen {
-            r.hidden = hidden;
+        match hide_last_seen {
+            Some(hidden) => r.hidden = hidden,
+            // A heartbeat before the connect's Online (lost in a failover, or held up): the
+            // user's setting is not known yet, so last-seen stays hidden until it is.
+            None if !known => r.hidden = true,
+            None => {}
         }
         r.devices |= 1 << device.slot.0;
         r.expires_ms = expires;
@@ -486,6 +491,22 @@ mod tests {
         let lifetimes = p.key_lifetimes(Time::from_secs(50));
         assert_eq!(lifetimes[0], (UserId(1), Time::ZERO, Time::from_secs(45)), "the first lifetime is kept");
         assert_eq!(lifetimes[1], (UserId(1), Time::from_ms(45_050), Time::from_secs(50)));
+    }
+
+    #[test]
+    fn a_heartbeat_before_the_setting_is_known_hides_last_seen() {
+        let mut p = PresenceStore::new(TTL);
+        subscribed(&mut p, Time::ZERO);
+        let mut out = Vec::new();
+        // The connect's Online (with the setting) was lost: a heartbeat sets the key.
+        p.handle(Time::ZERO, PresenceInput::Heartbeat { device: alice() }, &mut out);
+        p.handle(Time::from_secs(5), PresenceInput::Offline { device: alice() }, &mut out);
+        assert_eq!(out.last().unwrap().update.status, PresenceStatus::Offline { last_seen: None });
+        // Once the setting arrives, it holds.
+        p.handle(Time::from_secs(6), PresenceInput::Online { device: alice(), hide_last_seen: false }, &mut out);
+        p.handle(Time::from_secs(7), PresenceInput::Offline { device: alice() }, &mut out);
+        let shown = PresenceStatus::Offline { last_seen: Some(Time::from_secs(7)) };
+        assert_eq!(out.last().unwrap().update.status, shown);
     }
 
     #[test]

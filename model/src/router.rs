@@ -60,28 +60,18 @@ pub enum RouterOutput {
     Reroute { msg: ChatMessage, exclude: ServerId, slot: DeviceSlot },
 }
 
-/// A (conversation, sender) pair as one table key: conversation ids pack two user ids
-/// below 2^30, so a bit for which of the two sent it fits above them.
-fn sender_key(msg: &ChatMessage) -> u64 {
-    (msg.conversation.0 << 1) | u64::from(msg.from > msg.to)
-}
-
 /// What the routers remember of the records of one partition they routed: each client
-/// message's first id, to drop its repeats, and the newest id per (conversation, sender),
-/// to drop late records; for the dedup window. It lives in a state store backed by a
+/// message's first id, to drop its repeats, for the dedup window. It lives in a state store backed by a
 /// changelog topic (as Kafka Streams keeps one), so it outlives a router that crashes and
 /// moves with the partition when the consumer group rebalances: a router given the
 /// partition drops the repeats of what another routed.
 #[derive(Debug, Default)]
 pub struct RoutedMemory {
-    /// Client ids routed within the window, with the id they were routed under; and the
-    /// newest id routed per (conversation, sender). Compact open-addressing tables: an
-    /// entry per message routed.
+    /// Client ids routed within the window, with the id they were routed under: a compact
+    /// open-addressing table, an entry per message routed.
     routed_clients: Table<u64, MessageId>,
-    newest_routed: Table<u64, MessageId>,
-    /// (when, client key, conversation-and-sender key) of each record routed, in order,
-    /// for forgetting both past the window.
-    routed_order: VecDeque<(u32, u64, u64)>,
+    /// (when, client key) of each record routed, in order, for forgetting past the window.
+    routed_order: VecDeque<(u32, u64)>,
 }
 
 /// What the memory says of a record.
@@ -93,8 +83,6 @@ enum Seen {
     Again,
     /// Another attempt of a client message routed under this id.
     Repeat(MessageId),
-    /// Older than the newest routed for its sender in its conversation.
-    Late,
 }
 
 impl RoutedMemory {
@@ -103,7 +91,6 @@ impl RoutedMemory {
     #[inline]
     pub fn prefetch(&self, msg: &ChatMessage) {
         self.routed_clients.prefetch(msg.client_id().key());
-        self.newest_routed.prefetch(sender_key(msg));
     }
 
     /// Judge `msg` at `now`, remembering it if it is new: for `window` (forgetting what is
@@ -112,24 +99,15 @@ impl RoutedMemory {
         if let Some(window) = window {
             self.forget(now, window);
         }
-        // Mostly new records: each table is probed once, by inserting, and the rare repeat
-        // or late record puts back what it replaced (a lookup that misses costs as much as
-        // an insert).
+        // Mostly new records: the table is probed once, by inserting, and the rare repeat
+        // puts back what it replaced (a lookup that misses costs as much as an insert).
         let client = msg.client_id().key();
         if let Some(first) = self.routed_clients.insert(client, msg.id) {
             self.routed_clients.insert(client, first);
             return if first == msg.id { Seen::Again } else { Seen::Repeat(first) };
         }
-        let conversation = sender_key(msg);
-        if let Some(newest) = self.newest_routed.insert(conversation, msg.id) {
-            if msg.id < newest {
-                self.newest_routed.insert(conversation, newest);
-                self.routed_clients.remove(client);
-                return Seen::Late;
-            }
-        }
         if window.is_some() {
-            self.routed_order.push_back((now.as_ms_u32(), client, conversation));
+            self.routed_order.push_back((now.as_ms_u32(), client));
         }
         Seen::New
     }
@@ -137,16 +115,12 @@ impl RoutedMemory {
     /// Forget what was routed before `now - window`.
     fn forget(&mut self, now: Time, window: Duration) {
         let remember_from = now.as_ms().saturating_sub(window.as_millis() as u64);
-        while let Some(&(at_ms, client, conversation)) = self.routed_order.front() {
+        while let Some(&(at_ms, client)) = self.routed_order.front() {
             if u64::from(at_ms) >= remember_from {
                 break;
             }
             self.routed_order.pop_front();
             self.routed_clients.remove(client);
-            // Unless a newer message of the conversation was routed since.
-            if self.newest_routed.get(conversation).is_some_and(|n| n.timestamp_ms() < remember_from) {
-                self.newest_routed.remove(conversation);
-            }
         }
     }
 
@@ -236,7 +210,7 @@ pub struct Router {
     next_commit_at: Time,
     /// How long forwards are kept for replay.
     retain: Duration,
-    /// How long routed messages are remembered, to drop repeats and late records.
+    /// How long routed messages are remembered, to drop repeats.
     dedup_window: Option<Duration>,
     /// Forwards in the order they were made.
     kept: VecDeque<Kept>,
@@ -246,8 +220,6 @@ pub struct Router {
     replayed: u64,
     /// Records dropped as repeats of a client message routed already.
     repeats: u64,
-    /// Records dropped as late.
-    late: u64,
     /// Repeats dropped, with the id their client message was routed under: the ✓ of a
     /// retry names the retry's id, its recipients show the first one.
     aliases: Vec<(MessageId, MessageId)>,
@@ -272,7 +244,6 @@ impl Router {
             down: ServersDown::default(),
             replayed: 0,
             repeats: 0,
-            late: 0,
             aliases: Vec::new(),
         }
     }
@@ -287,12 +258,6 @@ impl Router {
         self.repeats
     }
 
-    /// Records dropped as late: a newer message of the same sender in the conversation was
-    /// routed first.
-    pub fn late(&self) -> u64 {
-        self.late
-    }
-
     /// Keep forwards for `retain` (default 60 s): at least as long as a chat server holds
     /// a push unacknowledged before it hands it back itself.
     pub fn with_retain(mut self, retain: Duration) -> Router {
@@ -300,8 +265,7 @@ impl Router {
         self
     }
 
-    /// Remember what was routed for `window` (default 10 minutes), to drop repeats and late
-    /// records: as long as a device may be away with a send it has no ✓ for.
+    /// Remember what was routed for `window` (default 10 minutes), to drop repeats: as long as a device may be away with a send it has no ✓ for.
     /// `None`: remember everything (a run that ends before the window passes forgets
     /// nothing anyway, and need not keep the order to forget it in).
     pub fn with_dedup_window(mut self, window: Option<Duration>) -> Router {
@@ -362,11 +326,10 @@ impl Router {
     /// The same record delivered again (pushed again from the commit) is routed again: the
     /// router that routed it may have died before it was done, and the devices show each
     /// message once.
-    /// Another attempt of a client message routed already is done with. A late record (the
-    /// sender's newer message in this conversation went first: the two came through
-    /// different chat servers, this one's write held up) is dropped too: the recipient's
-    /// devices would take it for a repeat; its ✓ was due on a connection the sender has
-    /// left, so the sender sends it again, under a new id. Dropped here, it is not lost.
+    /// Another attempt of a client message routed already is done with. A record older
+    /// than one routed before in its conversation (the two came through different chat
+    /// servers, this one's write held up, or their clocks disagree) is routed like any
+    /// other: the recipient's devices put it in its place.
     pub fn on_record(
         &mut self,
         now: Time,
@@ -391,7 +354,6 @@ impl Router {
                 self.repeats += 1;
                 self.aliases.push((msg.id, first));
             }
-            Seen::Late => self.late += 1,
         }
         if let Some(Some(t)) = self.trackers.get_mut(partition as usize) {
             t.complete(offset);
@@ -636,7 +598,7 @@ mod tests {
     }
 
     #[test]
-    fn a_late_record_of_a_sender_in_a_conversation_is_dropped() {
+    fn an_older_record_of_a_sender_in_a_conversation_is_routed() {
         let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
         let mut m = RoutedMemory::default();
         let newer = ChatMessage { id: MessageId(50), client_seq: 8, ..msg(5) };
@@ -645,12 +607,8 @@ mod tests {
         r.on_record(Time::ZERO, 0, 0, newer, &mut m, &mut out);
         out.clear();
         r.on_record(Time::ZERO, 0, 1, older, &mut m, &mut out);
-        assert!(out.is_empty(), "its sender sends it again under a newer id: {out:?}");
-        assert_eq!(r.late(), 1);
-        // The other party's older message in the same conversation is not late.
-        let reply = ChatMessage { id: MessageId(45), from: UserId(5), to: UserId(0), client_seq: 1, ..msg(5) };
-        r.on_record(Time::ZERO, 0, 2, reply, &mut m, &mut out);
-        assert!(matches!(out[..], [RouterOutput::RouteMessage { .. }]), "{out:?}");
+        assert!(matches!(out[..], [RouterOutput::RouteMessage { msg, .. }] if msg == older), "{out:?}");
+        assert_eq!(r.repeats(), 0);
     }
 
     #[test]

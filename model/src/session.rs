@@ -10,6 +10,12 @@ use strength_reduce::StrengthReducedU32;
 /// stays a fixed-size record.
 pub const DEVICES_PER_USER_MAX: usize = 2;
 
+/// How long a session shard that re-registers sessions after a failover routes a device it
+/// does not know as one it may have lost (see [`SessionStore::settle_after_promotion`]):
+/// chat servers learn of the promotion a datacenter hop after it and write their
+/// connections' sessions again at once, well within it.
+pub const SESSION_SETTLE_AFTER_PROMOTION: Duration = Duration::from_secs(5);
+
 /// What the session store knows of one device slot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeviceSession {
@@ -156,6 +162,11 @@ pub struct SessionStore {
     entries: Vec<Packed>,
     /// The writes a replica may not have yet, when the store tracks them.
     unreplicated: Option<ReplicationLag>,
+    /// How long after a promotion routing takes a device the store does not know for one
+    /// it may have lost (`None`: it never does, the card's design).
+    settle: Option<Duration>,
+    /// Until when it does so now.
+    unsure_until: Time,
     /// The shard count, as a divisor by multiplication: every command divides by it.
     stride: StrengthReducedU32,
     keys: usize,
@@ -174,6 +185,8 @@ impl SessionStore {
         SessionStore {
             entries: Vec::with_capacity(users),
             unreplicated: None,
+            settle: None,
+            unsure_until: Time::ZERO,
             stride: StrengthReducedU32::new(stride),
             keys: 0,
         }
@@ -185,9 +198,33 @@ impl SessionStore {
         self.unreplicated = Some(ReplicationLag { lag, writes: VecDeque::new() });
     }
 
-    /// The primary died at `crash`; its replica takes over without the writes it had not
-    /// received (those of the `lag` before the crash, and any after). Returns how many.
-    pub fn promote_replica(&mut self, crash: Time) -> u64 {
+    /// After a promotion, for `settle`, route as if a device the store does not know might
+    /// exist: a promoted replica may have lost the session writes that linked a user's
+    /// other device, and until its chat server has registered it again (it does so on
+    /// learning of the promotion), that device's messages get an inbox pointer, which it
+    /// fetches when it reconnects. Without this, they went nowhere.
+    pub fn settle_after_promotion(&mut self, settle: Duration) {
+        self.settle = Some(settle);
+    }
+
+    /// Route-or-inbox for `user` at `now` (see [`Route::for_session`]), with a device the
+    /// store does not know taken for one it may have lost while settling after a promotion.
+    pub fn route(&self, user: UserId, exclude: Option<ServerId>, now: Time) -> Route {
+        let entry = self.get(user, now);
+        let mut route = Route::for_session(entry.as_ref(), exclude);
+        if now < self.unsure_until && entry.is_some_and(|e| e.devices.contains(&DeviceSession::None)) {
+            route.inbox = true;
+        }
+        route
+    }
+
+    /// The primary died at `crash`; its replica takes over at `promoted` without the
+    /// writes it had not received (those of the `lag` before the crash, and any after).
+    /// Returns how many.
+    pub fn promote_replica(&mut self, crash: Time, promoted: Time) -> u64 {
+        if let Some(settle) = self.settle {
+            self.unsure_until = self.unsure_until.max(promoted + settle);
+        }
         let Some(log) = self.unreplicated.as_mut() else { return 0 };
         let since = Time(crash.as_us().saturating_sub(log.lag.as_micros() as u64));
         let mut lost = 0;
@@ -414,7 +451,7 @@ mod tests {
         s.clear(UserId(1), PHONE, ServerId(5), 2, ms(1_970));
         s.set(UserId(3), WEB, ServerId(6), 1, ms(1_980), DAY);
         // Crash at 2 s with a 100 ms lag: every write after 1.9 s is lost, newest first.
-        assert_eq!(s.promote_replica(ms(2_000)), 4);
+        assert_eq!(s.promote_replica(ms(2_000), ms(2_000)), 4);
         assert_eq!(s.get(UserId(1), ms(2_000)).unwrap().server_of(PHONE), Some(ServerId(3)), "back to the first");
         assert_eq!(s.get(UserId(2), ms(2_000)), None, "never replicated");
         assert_eq!(s.get(UserId(3), ms(2_000)), None);
@@ -423,7 +460,34 @@ mod tests {
             s.set(UserId(1), PHONE, ServerId(5), 2, ms(2_100), DAY),
             SessionWrite::Set { previous: Some(ServerId(3)) }
         );
-        assert_eq!(s.promote_replica(ms(5_000)), 0, "a second crash long after loses nothing");
+        assert_eq!(s.promote_replica(ms(5_000), ms(5_000)), 0, "a second crash long after loses nothing");
+    }
+
+    #[test]
+    fn while_settling_after_a_promotion_a_device_the_store_does_not_know_gets_the_inbox() {
+        let ms = Time::from_ms;
+        let mut s = SessionStore::default();
+        s.track_replication(Duration::from_millis(100));
+        s.settle_after_promotion(Duration::from_secs(5));
+        s.set(UserId(1), PHONE, ServerId(3), 1, ms(1_000), DAY);
+        // The web client links just before the crash: the promoted replica lacks it.
+        s.set(UserId(1), WEB, ServerId(4), 1, ms(1_950), DAY);
+        assert_eq!(s.promote_replica(ms(2_000), ms(3_000)), 1);
+        let settling = s.route(UserId(1), None, ms(7_999));
+        assert_eq!(settling, Route { forward: [Some(ServerId(3)), None], inbox: true }, "the web client may exist");
+        let settled = s.route(UserId(1), None, ms(8_000));
+        assert_eq!(settled, Route { forward: [Some(ServerId(3)), None], inbox: false });
+        // Its server registers it again: both devices are known, no inbox.
+        s.set(UserId(1), WEB, ServerId(4), 1, ms(3_500), DAY);
+        assert_eq!(
+            s.route(UserId(1), None, ms(4_000)),
+            Route { forward: [Some(ServerId(3)), Some(ServerId(4))], inbox: false }
+        );
+        // The card's design does not settle.
+        let mut card = SessionStore::default();
+        card.set(UserId(1), PHONE, ServerId(3), 1, ms(1_000), DAY);
+        card.promote_replica(ms(2_000), ms(3_000));
+        assert!(!card.route(UserId(1), None, ms(4_000)).inbox);
     }
 
     #[test]

@@ -351,11 +351,12 @@ pub struct CrashReport {
     pub writes_retried: u64,
     pub reads_retried: u64,
     pub rows_repaired: u64,
-    /// Sends devices made again for want of a ✓, and the records routers dropped as
-    /// repeats (pushed again by a new leader, or retried) or as late (the whole run).
+    /// Sends devices made again for want of a ✓, the records routers dropped as repeats
+    /// (pushed again by a new leader, or retried), and the messages devices put in their
+    /// place above newer ones that overtook them (the whole run).
     pub sends_retried: u64,
     pub repeats_dropped: u64,
-    pub late_dropped: u64,
+    pub shown_inserted: u64,
     /// Records pushed again from the routers' commit (after a leader election or a
     /// consumer-group rebalance), and partitions that changed router (whole run).
     pub records_pushed_again: u64,
@@ -664,7 +665,7 @@ fn crash_reports(o: &Outcome) -> Vec<CrashReport> {
                 rows_repaired: o.counters.rows_repaired,
                 sends_retried: o.counters.sends_retried,
                 repeats_dropped: o.counters.retries_dropped,
-                late_dropped: o.counters.late_dropped,
+                shown_inserted: o.counters.shown_inserted,
                 records_pushed_again: o.counters.records_pushed_again,
                 partitions_moved: o.counters.partitions_moved,
             }),

@@ -166,8 +166,8 @@ pub fn render_summary(s: &Summary) -> String {
     let c = &s.counters;
     let _ = writeln!(
         o,
-        "Lifecycle: {} inbox pointers · {} fetched on reconnect · {} duplicates dropped · {} reconnects · {} ACKs lost, {} re-sent · {} read receipts · {} receipts stored for offline senders · {} heartbeats · {} presence notifications",
-        c.inbox_adds, c.fetched, c.duplicates_dropped, c.reconnects, c.acks_lost, c.acks_resent, c.read_receipts, c.receipts_stored, c.heartbeats, c.presence_updates
+        "Lifecycle: {} inbox pointers · {} fetched on reconnect · {} duplicates dropped · {} shown in place above newer ones · {} reconnects · {} ACKs lost, {} re-sent · {} read receipts · {} receipts stored for offline senders · {} heartbeats · {} presence notifications",
+        c.inbox_adds, c.fetched, c.duplicates_dropped, c.shown_inserted, c.reconnects, c.acks_lost, c.acks_resent, c.read_receipts, c.receipts_stored, c.heartbeats, c.presence_updates
     );
     let reached: Vec<String> = s.sometimes.iter().map(|x| format!("{} {}", x.name, x.count)).collect();
     let _ = writeln!(o, "Paths reached: {}", reached.join(" · "));
@@ -280,8 +280,8 @@ fn render_crash(o: &mut String, c: &crate::summary::CrashReport, header: &str) {
     } else {
         let _ = writeln!(
             o,
-            "  whole run: {} writes sent again for want of a quorum · {} reads sent to every replica · {} rows repaired from peers on rejoining · {} sends retried for want of a ✓ · {} records dropped by routers as repeats, {} as late · {} records pushed again from the routers' commits · {} partitions moved between routers",
-            c.writes_retried, c.reads_retried, c.rows_repaired, c.sends_retried, c.repeats_dropped, c.late_dropped, c.records_pushed_again, c.partitions_moved
+            "  whole run: {} writes sent again for want of a quorum · {} reads sent to every replica · {} rows repaired from peers on rejoining · {} sends retried for want of a ✓ · {} records dropped by routers as repeats · {} messages shown in place above newer ones that overtook them · {} records pushed again from the routers' commits · {} partitions moved between routers",
+            c.writes_retried, c.reads_retried, c.rows_repaired, c.sends_retried, c.repeats_dropped, c.shown_inserted, c.records_pushed_again, c.partitions_moved
         );
     }
     for step in &c.timeline {

@@ -192,9 +192,6 @@ counters! {
         abandoned_after_faults,
         /// Records a router dropped as repeats of a client message it had routed.
         retries_dropped,
-        /// Records a router dropped as late (their sender's newer message in the
-        /// conversation went first; the sender sends them again).
-        late_dropped,
         /// Session writes the store ignored: a newer connection of the device had
         /// written first (the epoch fence).
         sessions_stale,
@@ -219,6 +216,9 @@ counters! {
         fetched,
         /// Arrivals not shown because the device had shown them already.
         duplicates_dropped,
+        /// Messages a device put in their place above newer ones of their conversation it
+        /// had shown (overtaken on their way, say by a move of the device between servers).
+        shown_inserted,
         /// Delivered ACKs lost in transit (fault).
         acks_lost,
         /// Pushes a server repeated because their ACK was overdue (on the device's heartbeat).

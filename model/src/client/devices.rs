@@ -1,6 +1,6 @@
 //! The devices of one client process and their state machine.
 
-use super::{Backoff, Balancer, BalancerConfig, Displayed, SentMessages};
+use super::{Backoff, Balancer, BalancerConfig, Displayed, SentMessages, Showing};
 use crate::{
     ChatMessage, ClientMsgId, DeviceFrame, DeviceId, DeviceKey, DeviceSlot, InboxPos, PresenceUpdate, Receipt,
     ReceiptState, ServerFrame, ServerId, Time, UserId,
@@ -175,8 +175,10 @@ pub enum DeviceOutput {
     Lost { device: DeviceId, server: ServerId, connected: bool },
     /// The server closed the connection and asked the device to connect again.
     GoneAway { device: DeviceId, server: ServerId },
-    /// The device showed a message (`fetched`: at the end of a catch-up).
-    Shown { device: DeviceId, msg: ChatMessage, fetched: bool },
+    /// The device showed a message (`fetched`: at the end of a catch-up; `inserted`: put in
+    /// its place above newer messages of its conversation shown before it, rather than
+    /// added at the end).
+    Shown { device: DeviceId, msg: ChatMessage, fetched: bool, inserted: bool },
     /// An arrival the device had shown already: acknowledged again, not shown.
     Duplicate { device: DeviceId, msg: ChatMessage },
     /// The catch-up that began at `since` is complete: the device is live.
@@ -624,7 +626,7 @@ impl Devices {
             }
             return;
         }
-        self.show(device, msg, false, out);
+        self.show(device, msg, false, false, out);
         ack(device, server, msg, now, out);
     }
 
@@ -637,12 +639,14 @@ impl Devices {
         let Some(mut held) = self.held.remove(&DeviceKey::of(device)) else { return };
         // Fetched messages came first on the socket, live ones after: show all in id order,
         // each once, and acknowledge each now that it is shown.
-        // (Planted: the device trusts the server's order, which the plant reverses.)
-        if !crate::plant::planted(crate::plant::Plant::CatchUpUnsorted) {
+        // (Planted: the device trusts the server's order, which the plant reverses, and adds
+        // each at the end of its conversation.)
+        let trusted = crate::plant::planted(crate::plant::Plant::CatchUpUnsorted);
+        if !trusted {
             held.sort_unstable_by_key(|m| m.id);
         }
         for msg in held {
-            self.show(device, msg, true, out);
+            self.show(device, msg, true, trusted, out);
             ack(device, server, msg, now, out);
         }
         let since = self.since(index);
@@ -675,11 +679,20 @@ impl Devices {
         }
     }
 
-    fn show(&mut self, device: DeviceId, msg: ChatMessage, fetched: bool, out: &mut Vec<DeviceOutput>) {
-        if self.displayed.show(device, &msg) {
-            out.push(DeviceOutput::Shown { device, msg, fetched });
-        } else {
-            out.push(DeviceOutput::Duplicate { device, msg });
+    /// Show `msg` on `device` once, in its place (or, `appending`, at the end whatever its
+    /// id: the planted catch-up-unsorted's device, which trusts the order it was sent).
+    fn show(
+        &mut self,
+        device: DeviceId,
+        msg: ChatMessage,
+        fetched: bool,
+        appending: bool,
+        out: &mut Vec<DeviceOutput>,
+    ) {
+        match self.displayed.show(device, &msg) {
+            Showing::Appended => out.push(DeviceOutput::Shown { device, msg, fetched, inserted: false }),
+            Showing::Inserted => out.push(DeviceOutput::Shown { device, msg, fetched, inserted: !appending }),
+            Showing::Repeat => out.push(DeviceOutput::Duplicate { device, msg }),
         }
     }
 

@@ -38,8 +38,37 @@ pub struct Display {
     pub at: LogMs,
     pub conversation: ConversationId,
     pub id: MessageId,
-    /// The client message it is (`ClientMsgId::key`): a retried send can come under another id.
-    pub client: u64,
+    /// The client message it is (`ClientMsgId::key`, whose top bits are free: sender ids
+    /// stay below 2^30), and in the top bit whether the device inserted it above newer
+    /// messages of its conversation rather than adding it at the end.
+    client_and_inserted: u64,
+}
+
+const INSERTED: u64 = 1 << 63;
+
+impl Display {
+    /// `client`: the message's `ClientMsgId::key`; `inserted`: put in place above newer ones.
+    pub fn new(
+        device: DeviceKey,
+        at: LogMs,
+        conversation: ConversationId,
+        id: MessageId,
+        client: u64,
+        inserted: bool,
+    ) -> Display {
+        debug_assert_eq!(client & INSERTED, 0, "client keys leave the top bit free");
+        Display { device, at, conversation, id, client_and_inserted: client | if inserted { INSERTED } else { 0 } }
+    }
+
+    /// The client message shown (`ClientMsgId::key`): a retried send can come under another id.
+    pub fn client(&self) -> u64 {
+        self.client_and_inserted & !INSERTED
+    }
+
+    /// Whether the device put it in its place above newer messages of its conversation.
+    pub fn inserted(&self) -> bool {
+        self.client_and_inserted & INSERTED != 0
+    }
 }
 
 /// A device with a connection when the run ends: 16 bytes (one per device of the run).

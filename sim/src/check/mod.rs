@@ -341,7 +341,8 @@ fn no_duplicate_display(logs: &Logs, r: &mut CheckReport) {
 /// 2, by client message: a send retried under a new id is the same message to its reader.
 /// (With the displays only: it runs beside the checkers that sort the other logs.)
 fn no_duplicate_by_client(displays: &[Display], r: &mut CheckReport) {
-    let mut by_client: Vec<(DeviceKey, u64, MessageId)> = displays.iter().map(|d| (d.device, d.client, d.id)).collect();
+    let mut by_client: Vec<(DeviceKey, u64, MessageId)> =
+        displays.iter().map(|d| (d.device, d.client(), d.id)).collect();
     by_client.sort_unstable();
     for w in by_client.windows(2) {
         let ((d0, c0, id0), (device, client, id)) = (w[0], w[1]);
@@ -380,18 +381,31 @@ fn reads_follow_displays(logs: &Logs, r: &mut CheckReport) {
     }
 }
 
-/// 5. Within a conversation, a device shows messages in id order.
+/// 5. Within a conversation, a device shows messages in id order: each is added at the end
+///    (newer than all it showed there before) or put in its place above newer ones, and
+///    says which; a message added at the end below one shown before breaks the order, and
+///    one said to be put in place that is newest was not.
 fn order(displays: &[Display], r: &mut CheckReport) {
     // Grouped by (device, conversation), in display order (time, then log position).
     let mut shown: Vec<(DeviceKey, u64, LogMs, u32, MessageId)> =
         displays.iter().enumerate().map(|(i, d)| (d.device, d.conversation.0, d.at, i as u32, d.id)).collect();
     shown.sort_unstable();
-    for w in shown.windows(2) {
-        let ((dev0, conv0, _, _, before), (device, conv, at, _, id)) = (w[0], w[1]);
-        if (dev0, conv0) == (device, conv) && before > id {
-            let detail = format!("the {device} showed {id} after {before}");
+    let mut newest = MessageId(0);
+    for (k, &(device, conv, at, i, id)) in shown.iter().enumerate() {
+        if k == 0 || (shown[k - 1].0, shown[k - 1].1) != (device, conv) {
+            newest = MessageId(0);
+        }
+        let inserted = displays[i as usize].inserted();
+        // (A repeat of the newest is invariant 2's to name.)
+        if !inserted && id < newest {
+            let detail = format!("the {device} added {id} at the end after {newest}");
+            r.add(violation(5, "order", format!("message {id}"), at, detail));
+        } else if inserted && id >= newest {
+            let detail =
+                format!("the {device} put {id} in place above newer ones, but the newest it showed was {newest}");
             r.add(violation(5, "order", format!("message {id}"), at, detail));
         }
+        newest = newest.max(id);
     }
 }
 
@@ -498,7 +512,7 @@ mod tests {
 
     fn display(device: DeviceKey, conversation: u64, id: u64, at_ms: u64) -> Display {
         let (conversation, id) = (ConversationId(conversation), MessageId(id));
-        Display { device, at: LogMs(at_ms as u32), conversation, id, client: id.0 }
+        Display::new(device, LogMs(at_ms as u32), conversation, id, id.0, false)
     }
 
     /// Message 7 to user 2 (phone = device 4), acknowledged, stored twice, shown once.
@@ -620,7 +634,7 @@ mod tests {
     #[test]
     fn a_client_message_shown_under_two_ids_is_caught() {
         let mut logs = healthy();
-        logs.displays.push(Display { id: MessageId(9), ..display(PHONE_2, 1, 7, 8) });
+        logs.displays.push(Display::new(PHONE_2, LogMs(8), ConversationId(1), MessageId(9), 7, false));
         assert_eq!(invariants(&mut logs), vec![2], "message 7 again as 9");
     }
 
@@ -631,7 +645,16 @@ mod tests {
         assert_eq!(invariants(&mut logs), vec![2]);
         let mut logs = healthy();
         logs.displays.insert(0, display(PHONE_2, 1, 9, 5));
-        assert_eq!(invariants(&mut logs), vec![5], "9 shown before 7 in one conversation");
+        assert_eq!(invariants(&mut logs), vec![5], "9 shown before 7, and 7 added at the end after it");
+        // Put in its place above 9, as a device does with a message that was overtaken.
+        let mut logs = healthy();
+        logs.displays[0] = Display::new(PHONE_2, LogMs(6), ConversationId(1), MessageId(7), 7, true);
+        logs.displays.insert(0, display(PHONE_2, 1, 9, 5));
+        assert!(invariants(&mut logs).is_empty(), "7 put in place above 9");
+        // Said to be put in place, but it was the newest.
+        let mut logs = healthy();
+        logs.displays[0] = Display::new(PHONE_2, LogMs(6), ConversationId(1), MessageId(7), 7, true);
+        assert_eq!(invariants(&mut logs), vec![5], "7 was the first shown: nothing to put it above");
     }
 
     #[test]

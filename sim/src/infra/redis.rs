@@ -87,14 +87,20 @@ impl RedisShard {
     /// The primary died at `crash`: the replica takes over without the session writes it
     /// had not received; how many. Inbox pointers and stored receipts are written with
     /// `WAIT 1` (the replica has them before the command answers), so they survive.
-    pub fn promote_replica(&mut self, crash: Time) -> u64 {
-        self.sessions.promote_replica(crash)
+    pub fn promote_replica(&mut self, crash: Time, promoted: Time) -> u64 {
+        self.sessions.promote_replica(crash, promoted)
+    }
+
+    /// Route unknown devices to the inbox for `settle` after a promotion (see
+    /// [`SessionStore::settle_after_promotion`]).
+    pub fn settle_after_promotion(&mut self, settle: Duration) {
+        self.sessions.settle_after_promotion(settle);
     }
 
     /// Route-or-inbox for `msg`'s recipient: the servers of its connected devices (other
     /// than `exclude`), with an inbox pointer written when any device needs one.
     pub fn route(&mut self, msg: &ChatMessage, exclude: Option<ServerId>, now: Time) -> Route {
-        let route = Route::for_session(self.sessions.get(msg.to, now).as_ref(), exclude);
+        let route = self.sessions.route(msg.to, exclude, now);
         if route.inbox {
             self.inbox_add(msg.to, msg.id, msg.conversation);
         }

@@ -319,7 +319,9 @@ impl ClientShard {
                 }
             }
             DeviceOutput::GoneAway { device, .. } => ctx.trace_device(t, "asked_to_reconnect", device),
-            DeviceOutput::Shown { device, msg, fetched } => self.on_shown(device, msg, t, fetched, ctx),
+            DeviceOutput::Shown { device, msg, fetched, inserted } => {
+                self.on_shown(device, msg, t, fetched, inserted, ctx)
+            }
             DeviceOutput::Duplicate { .. } => {
                 // Shown already: a push repeated because the first ACK was lost, or a fetch
                 // of something pushed before. It is acknowledged again.
@@ -452,16 +454,27 @@ impl ClientShard {
     }
 
     /// A message shown on a device: log it, measure it, and schedule its reading.
-    fn on_shown(&mut self, device: DeviceId, msg: wasim_model::ChatMessage, t: Time, fetched: bool, ctx: &mut Ctx) {
+    fn on_shown(
+        &mut self,
+        device: DeviceId,
+        msg: wasim_model::ChatMessage,
+        t: Time,
+        fetched: bool,
+        inserted: bool,
+        ctx: &mut Ctx,
+    ) {
         let key = DeviceKey::of(device);
-        let client = msg.client_id().key();
-        ctx.logs.displays.push(Display {
-            device: key,
-            at: LogMs::of(t),
-            conversation: msg.conversation,
-            id: msg.id,
-            client,
-        });
+        ctx.logs.displays.push(Display::new(
+            key,
+            LogMs::of(t),
+            msg.conversation,
+            msg.id,
+            msg.client_id().key(),
+            inserted,
+        ));
+        if inserted {
+            ctx.counters.shown_inserted += 1;
+        }
         ctx.trace_msg(t, if fetched { "displayed_after_fetch" } else { "displayed" }, &msg, Some(device));
         ctx.second(t).deliveries += 1;
         if fetched {

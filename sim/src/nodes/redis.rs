@@ -14,8 +14,8 @@ pub(crate) struct RedisNode {
     end: Time,
     fifo: Fifo,
     service: Sampler,
-    /// This shard's primary deaths still to come, in time order.
-    crashes: Vec<Time>,
+    /// This shard's primary deaths still to come, with their promotions, in time order.
+    crashes: Vec<(Time, Time)>,
 }
 
 impl RedisNode {
@@ -30,7 +30,10 @@ impl RedisNode {
         if let Some(lag) = mine.iter().map(|o| o.lag).max() {
             shard.track_replication(lag);
         }
-        let mut crashes: Vec<Time> = mine.iter().map(|o| o.down).collect();
+        if s.fleet.session_reregister {
+            shard.settle_after_promotion(wasim_model::SESSION_SETTLE_AFTER_PROMOTION);
+        }
+        let mut crashes: Vec<(Time, Time)> = mine.iter().map(|o| (o.down, o.promoted)).collect();
         crashes.sort();
         RedisNode { shard, index, end: Time::from_secs(s.total_s()), fifo, service, crashes }
     }
@@ -125,9 +128,9 @@ impl Process for RedisNode {
     /// replication lag before the crash. (Nothing reaches the shard from the crash until
     /// the promotion: its clients' commands wait for the new primary.)
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
-        while let Some(&crash) = self.crashes.first().filter(|&&c| now >= c) {
+        while let Some(&(crash, promoted)) = self.crashes.first().filter(|&&(c, _)| now >= c) {
             self.crashes.remove(0);
-            ctx.counters.sessions_lost_in_failover += self.shard.promote_replica(crash);
+            ctx.counters.sessions_lost_in_failover += self.shard.promote_replica(crash, promoted);
         }
     }
 

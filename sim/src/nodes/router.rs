@@ -145,6 +145,5 @@ impl Process for RouterNode {
         report.gauge_end = self.router.in_flight() as u64;
         report.counters.replayed += self.router.replayed();
         report.counters.retries_dropped += self.router.repeats();
-        report.counters.late_dropped += self.router.late();
     }
 }
