@@ -76,6 +76,7 @@ plant_tests! {
     presence_ttl_too_long: Plant::PresenceTtlTooLong,
     close_marks_user_offline: Plant::CloseMarksUserOffline,
     ack_before_quorum: Plant::AckBeforeQuorum,
+    stored_receipts_dropped: Plant::StoredReceiptsDropped,
 }
 
 #[test]

@@ -313,6 +313,15 @@ pub struct ChatServer {
     /// Pushes with when they were (last) pushed. Usually one is in flight per connection:
     /// kept inline, without a heap buffer.
     unacked: FxHashMap<DeviceKey, SmallVec<[(ChatMessage, Time); 1]>>,
+    /// Receipts pushed to a sender's phone that it has not said it heard (its heartbeats
+    /// name the last it heard), in the order pushed. When the connection ends they go back
+    /// to the session store, which stores them for the sender's next fetch (or relays them
+    /// to its new server): a receipt pushed into a connection that died is not lost.
+    /// Each with the sequence number it was pushed under.
+    unheard_receipts: FxHashMap<DeviceKey, SmallVec<[(u32, Receipt); 1]>>,
+    /// The last receipt sequence number given (one sequence for the server: a device
+    /// reports numbers of its current connection only, so they only grow).
+    receipt_seq: u32,
     writes: SlotMap<DefaultKey, PendingWrite>,
     /// Writes not yet published, per conversation, in the order their ids were minted: a
     /// conversation is published in id order even when a later write reaches its quorum
@@ -395,6 +404,8 @@ impl ChatServer {
             silence_checks: VecDeque::new(),
             silence_checks_from_s: 0,
             unacked: FxHashMap::default(),
+            unheard_receipts: FxHashMap::default(),
+            receipt_seq: 0,
             writes: SlotMap::new(),
             unpublished: FxHashMap::default(),
             publishes: SlotMap::new(),
@@ -572,6 +583,8 @@ impl ChatServer {
                 let Some(receipt) = self.receipts.remove(req_to_key(req)) else { return };
                 match server {
                     Some(s) if s == self.config.id => self.deliver_receipt(receipt, out),
+                    // The sender's session still names a server that is down: stored.
+                    Some(s) if self.down.contains(s) => self.route_receipt(receipt, Some(s), out),
                     Some(s) => out.push(Out::RelayReceipt { server: s, receipt }),
                     None => {} // stored for the offline sender
                 }
@@ -669,6 +682,7 @@ impl ChatServer {
         }
         if self.connections.remove(key.0).is_some() {
             self.given_up_count += 1;
+            self.reroute_receipts(key, out);
             if crate::plant::planted(crate::plant::Plant::ForgetUnackedOnEarlyReconnect) {
                 self.unacked.remove(&key);
             }
@@ -703,21 +717,25 @@ impl ChatServer {
             DeviceFrame::Connect { epoch, cursor, hide_last_seen } => {
                 self.on_connect(now, device, epoch, cursor, hide_last_seen, out)
             }
-            DeviceFrame::Disconnect { epoch } => {
+            DeviceFrame::Disconnect { epoch, receipts_heard } => {
                 // The close of an older socket, overtaken by the device's new connect,
                 // must not close the new one.
                 let current = self.connections.get(key.0).is_some_and(|c| Connection(c).is_epoch(epoch));
+                if current {
+                    self.forget_heard_receipts(key, receipts_heard);
+                }
                 if current && self.close(device, out) {
                     out.push(Out::Presence(PresenceInput::Offline { device }));
                 }
             }
-            DeviceFrame::Heartbeat => {
+            DeviceFrame::Heartbeat { receipts_heard } => {
                 if let Some(c) = self.connections.get_mut(key.0) {
                     let mut conn = Connection(*c);
                     conn.heard_at(now);
                     *c = conn.0;
                     out.push(Out::Presence(PresenceInput::Heartbeat { device }));
                     self.push_again_overdue(key, device, now, out);
+                    self.forget_heard_receipts(key, receipts_heard);
                 }
             }
             DeviceFrame::Send { to, client_seq, sent_at } => {
@@ -880,6 +898,7 @@ impl ChatServer {
                 self.unacked.remove(&key);
             }
             self.reroute_unacked(key, out);
+            self.reroute_receipts(key, out);
         } else if self.connection_count() >= self.config.connections_max {
             out.push(Out::ToDevice { device, frame: ServerFrame::ConnectRefused { server: self.config.id, epoch } });
             return;
@@ -922,6 +941,7 @@ impl ChatServer {
             self.unacked.remove(&key);
         }
         self.reroute_unacked(key, out);
+        self.reroute_receipts(key, out);
         let epoch = Connection(connection).epoch_bits();
         out.push(ChatServerOutput::SessionClear { device, server: self.config.id, epoch });
         true
@@ -937,6 +957,26 @@ impl ChatServer {
                 self.repushes += 1;
                 out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::Push { msg: *msg } });
             }
+        }
+    }
+
+    /// The device heard receipt number `heard` and, the socket keeping their order, every
+    /// one pushed before it: forget them.
+    fn forget_heard_receipts(&mut self, key: DeviceKey, heard: u32) {
+        let Some(held) = self.unheard_receipts.get_mut(&key) else { return };
+        let heard_count = held.iter().take_while(|&&(seq, _)| seq <= heard).count();
+        held.drain(..heard_count);
+        if held.is_empty() {
+            self.unheard_receipts.remove(&key);
+        }
+    }
+
+    /// The connection ended: the receipts it may not have heard go back to the session
+    /// store, with this server excluded (stored for the sender, or relayed to its new
+    /// server).
+    fn reroute_receipts(&mut self, key: DeviceKey, out: &mut Vec<ChatServerOutput>) {
+        for (_, receipt) in self.unheard_receipts.remove(&key).unwrap_or_default() {
+            self.route_receipt(receipt, Some(self.config.id), out);
         }
     }
 
@@ -1117,10 +1157,15 @@ impl ChatServer {
         let same_connection = self.connections.get(device_key.0).is_some_and(|c| Connection(c).is_epoch(job.epoch));
         if !same_connection {
             // Gone again (or connected again since, with a fetch of its own): the inbox
-            // still holds every entry for the next fetch, and the receipts taken from the
-            // store go back to it.
+            // still holds every entry for the next fetch. The receipts taken from the store
+            // go to the device's newer connection here, if it has one (its own fetch may
+            // have read the store before they could go back to it), else back to the store.
             for receipt in job.receipts {
-                self.route_receipt(receipt, Some(self.config.id), out);
+                if self.is_connected(job.device) {
+                    self.push_receipt(job.device, receipt, out);
+                } else {
+                    self.route_receipt(receipt, Some(self.config.id), out);
+                }
             }
             return;
         }
@@ -1128,22 +1173,44 @@ impl ChatServer {
         if crate::plant::planted(crate::plant::Plant::CatchUpUnsorted) {
             rows.reverse();
         }
+        // (Planted: the stored receipts are handed over only with inbox entries.)
+        let drop_receipts = rows.is_empty() && crate::plant::planted(crate::plant::Plant::StoredReceiptsDropped);
         for msg in rows.into_iter().flatten() {
             self.push(job.device, msg, now, out);
         }
         out.push(ChatServerOutput::ToDevice { device: job.device, frame: ServerFrame::FetchDone { upto } });
-        for receipt in job.receipts {
-            out.push(ChatServerOutput::ToDevice { device: job.device, frame: ServerFrame::Receipt { receipt } });
+        if !drop_receipts {
+            for receipt in job.receipts {
+                self.push_receipt(job.device, receipt, out);
+            }
         }
+    }
+
+    /// Push `receipt` to `device`, connected here, and hold it until the device says it
+    /// heard it. A device that hears none for long has the oldest handed back to the
+    /// session store at the limit (it may get them twice; its view takes each once).
+    fn push_receipt(&mut self, device: DeviceId, receipt: Receipt, out: &mut Vec<ChatServerOutput>) {
+        self.receipt_seq += 1;
+        let seq = self.receipt_seq;
+        let held = self.unheard_receipts.entry(DeviceKey::of(device)).or_default();
+        held.push((seq, receipt));
+        if held.len() > UNACKED_PER_CONNECTION_MAX {
+            let (_, oldest) = held.remove(0);
+            self.route_receipt(oldest, Some(self.config.id), out);
+        }
+        out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::Receipt { receipt, seq } });
     }
 
     /// Send a receipt to the server that minted the message (its Snowflake worker): the
     /// sender's server when it sent, and most likely still. That server shows it, or
-    /// routes it on if the sender has left.
+    /// routes it on if the sender has left. If that server is known to be down, the
+    /// session store routes it (or stores it) instead.
     fn send_receipt(&mut self, receipt: Receipt, out: &mut Vec<ChatServerOutput>) {
         let origin = ServerId(receipt.msg.id.worker());
         if origin == self.config.id {
             self.deliver_receipt(receipt, out);
+        } else if self.down.contains(origin) {
+            self.route_receipt(receipt, Some(origin), out);
         } else {
             out.push(ChatServerOutput::RelayReceipt { server: origin, receipt });
         }
@@ -1159,7 +1226,7 @@ impl ChatServer {
     fn deliver_receipt(&mut self, receipt: Receipt, out: &mut Vec<ChatServerOutput>) {
         let device = DeviceId::phone(receipt.msg.from);
         if self.is_connected(device) {
-            out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::Receipt { receipt } });
+            self.push_receipt(device, receipt, out);
         } else {
             self.route_receipt(receipt, Some(self.config.id), out);
         }

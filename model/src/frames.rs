@@ -9,10 +9,13 @@ use crate::{ChatMessage, InboxPos, PresenceUpdate, Receipt, ServerId, Time, User
 pub enum DeviceFrame {
     /// Open the device's `epoch`th connection; fetch the inbox from `cursor`.
     Connect { epoch: u32, cursor: InboxPos, hide_last_seen: bool },
-    /// Close the `epoch`th connection cleanly (the user closed the app).
-    Disconnect { epoch: u32 },
-    /// The 30 s keep-alive.
-    Heartbeat,
+    /// Close the `epoch`th connection cleanly (the user closed the app). `receipts_heard`:
+    /// as on a heartbeat.
+    Disconnect { epoch: u32, receipts_heard: u32 },
+    /// The 30 s keep-alive, which says the sequence number of the last receipt the device
+    /// heard on this connection (0 for none): the server holds the receipts it pushed
+    /// until the device has heard them, and forgets them up to that one.
+    Heartbeat { receipts_heard: u32 },
     /// A new message, with the device's retry-safe sequence number.
     Send { to: UserId, client_seq: u32, sent_at: Time },
     /// The device has the message (✓✓ grey for the sender); `at` is when it showed it.
@@ -36,8 +39,9 @@ pub enum ServerFrame {
     Push { msg: ChatMessage },
     /// Every inbox entry before `upto` has been pushed: the catch-up is complete.
     FetchDone { upto: InboxPos },
-    /// ✓✓ grey or blue for one of the device's messages.
-    Receipt { receipt: Receipt },
+    /// ✓✓ grey or blue for one of the device's messages, numbered by the server (its
+    /// receipts' sequence, from 1), so the device can say up to which it heard.
+    Receipt { receipt: Receipt, seq: u32 },
     /// A watched user's presence changed.
     PresenceUpdate { update: PresenceUpdate },
     /// The server closed the `epoch`th connection (the low 8 bits of it) and asks the

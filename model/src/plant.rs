@@ -46,11 +46,15 @@ pub enum Plant {
     CloseMarksUserOffline,
     /// The ✓ is sent after one replica's write instead of a quorum's.
     AckBeforeQuorum,
+    /// Receipts stored for an offline sender are handed over with its fetch only when the
+    /// fetch has inbox entries too: one with none drops them, and the sender's ✓✓ never
+    /// shows (receipt liveness, invariant 3).
+    StoredReceiptsDropped,
 }
 
 impl Plant {
     /// Every plant, in the order `wasim fuzz --plant list` gives them.
-    pub const ALL: [Plant; 14] = [
+    pub const ALL: [Plant; 15] = [
         Plant::DedupWrongKey,
         Plant::CatchUpUnsorted,
         Plant::CursorSkipsOne,
@@ -65,6 +69,7 @@ impl Plant {
         Plant::PresenceTtlTooLong,
         Plant::CloseMarksUserOffline,
         Plant::AckBeforeQuorum,
+        Plant::StoredReceiptsDropped,
     ];
 
     /// The plant's name, as `--plant` takes it.
@@ -84,6 +89,7 @@ impl Plant {
             Plant::PresenceTtlTooLong => "presence-ttl-too-long",
             Plant::CloseMarksUserOffline => "close-marks-user-offline",
             Plant::AckBeforeQuorum => "ack-before-quorum",
+            Plant::StoredReceiptsDropped => "stored-receipts-dropped",
         }
     }
 
@@ -104,6 +110,7 @@ impl Plant {
             Plant::PresenceTtlTooLong => 7,
             Plant::CloseMarksUserOffline => 7,
             Plant::AckBeforeQuorum => 1,
+            Plant::StoredReceiptsDropped => 3,
         }
     }
 
@@ -126,6 +133,7 @@ impl Plant {
             Plant::PresenceTtlTooLong => "presence keys are written with twice the configured TTL",
             Plant::CloseMarksUserOffline => "a clean close of one device marks the whole user offline",
             Plant::AckBeforeQuorum => "the ✓ is sent after one replica's write instead of a quorum's",
+            Plant::StoredReceiptsDropped => "receipts stored for an offline sender are dropped when its fetch is empty",
         }
     }
 

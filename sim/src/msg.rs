@@ -221,6 +221,19 @@ impl Msg {
             _ => None,
         }
     }
+
+    /// The message whose receipt (or the delivered ACK that makes one) this carries.
+    pub fn receipt_message_id(&self) -> Option<MessageId> {
+        use wasim_model::{DeviceFrame as F, ServerFrame as S};
+        match self {
+            Msg::ToDevice { frame: S::Receipt { receipt, .. }, .. }
+            | Msg::StoredReceipt { receipt, .. }
+            | Msg::RouteReceipt { receipt, .. }
+            | Msg::ReceiptRelay { receipt } => Some(receipt.msg.id),
+            Msg::Device { frame: F::DeliveredAck { msg, .. } | F::ReadAck { msg, .. }, .. } => Some(msg.id),
+            _ => None,
+        }
+    }
 }
 
 /// Keeps the hot path's copies small; a larger payload costs every hop.

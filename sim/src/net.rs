@@ -5,7 +5,7 @@
 //! least one tick), so the order in which nodes run within a tick cannot change results.
 
 use crate::limits::WHEEL_TICKS;
-use crate::msg::{Envelope, NodeIdx};
+use crate::msg::{Envelope, Msg, NodeIdx};
 use std::collections::BTreeMap;
 
 #[derive(Debug)]
@@ -80,12 +80,11 @@ impl Network {
     }
 
     /// The messages still on the network.
-    pub fn message_ids(&self) -> impl Iterator<Item = wasim_model::MessageId> + '_ {
-        self.inboxes
-            .iter()
-            .flat_map(|i| i.slots.iter().chain(i.far.values()))
-            .flatten()
-            .filter_map(|e| e.msg.message_id())
+    pub fn message_ids(
+        &self,
+        of: fn(&Msg) -> Option<wasim_model::MessageId>,
+    ) -> impl Iterator<Item = wasim_model::MessageId> + '_ {
+        self.inboxes.iter().flat_map(|i| i.slots.iter().chain(i.far.values())).flatten().filter_map(move |e| of(&e.msg))
     }
 
     /// Queue one message sent during `sender_tick`.
@@ -122,7 +121,10 @@ mod tests {
             at: Time(at_us),
             from: NodeIdx(0),
             seq: 0,
-            msg: Msg::Device { device: DeviceId::phone(UserId(1)), frame: DeviceFrame::Heartbeat },
+            msg: Msg::Device {
+                device: DeviceId::phone(UserId(1)),
+                frame: DeviceFrame::Heartbeat { receipts_heard: 0 },
+            },
         }
     }
 

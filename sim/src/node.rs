@@ -175,6 +175,11 @@ pub(crate) struct Ctx {
     pub logs: Logs,
     pub trace: Vec<TraceEvent>,
     pub traced: Option<UserId>,
+    /// When the tick being handled began. An arrival from a hop shorter than the tick
+    /// reaches its process a tick after it was sent, stamped with its own (earlier) time,
+    /// so what a process sends in answer can carry a stamp before this: causally, nothing
+    /// it handles in this tick happened before it.
+    pub tick_start: Time,
     outbox: Outbox,
     net: NetDraw,
 }
@@ -291,6 +296,7 @@ impl Ctx {
             logs: Logs::default(),
             trace: Vec::new(),
             traced: shared.traced_user(),
+            tick_start: Time::ZERO,
             outbox: Outbox::new(me, shared.tick_us),
             net: NetDraw {
                 rng: stream(Stream::Network),
@@ -461,6 +467,7 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
             ctx.traced = shared.traced_user();
         }
         shared.net.lock().expect("network lock").take(me, tick, &mut batch);
+        ctx.tick_start = Time(tick.saturating_sub(1) * shared.tick_us);
         arrival_order(&batch, Time(tick * shared.tick_us), &mut keys, &mut order);
         ctx.counters.events += batch.len() as u64;
         let at = |i: u32| &batch[i as usize];
@@ -508,7 +515,8 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
         }
     }
     let backlog_end = ctx.backlog(Time(tick * shared.tick_us));
-    ctx.logs.in_transit.extend(ctx.outbox.message_ids());
+    ctx.logs.in_transit.extend(ctx.outbox.message_ids(Msg::message_id));
+    ctx.logs.receipts_in_transit.extend(ctx.outbox.message_ids(Msg::receipt_message_id));
     let (kind, _) = shared.topo.locate(me);
     let mut report = NodeReport {
         kind,
@@ -538,7 +546,8 @@ mod tests {
     use wasim_model::{DeviceFrame, DeviceId};
 
     fn env(at_us: u64, from: u16, seq: u32) -> Envelope {
-        let msg = Msg::Device { device: DeviceId::phone(UserId(1)), frame: DeviceFrame::Heartbeat };
+        let msg =
+            Msg::Device { device: DeviceId::phone(UserId(1)), frame: DeviceFrame::Heartbeat { receipts_heard: 0 } };
         Envelope { at: Time(at_us), from: NodeIdx(from), seq, msg }
     }
 

@@ -134,12 +134,15 @@ impl Outbox {
     }
 
     /// The messages of sends not yet on the network.
-    pub fn message_ids(&self) -> impl Iterator<Item = wasim_model::MessageId> + '_ {
+    pub fn message_ids(
+        &self,
+        of: fn(&Msg) -> Option<wasim_model::MessageId>,
+    ) -> impl Iterator<Item = wasim_model::MessageId> + '_ {
         self.staged
             .iter()
             .chain(self.wheel.iter().flatten())
             .chain(self.far.values().flatten())
-            .filter_map(|s| s.env.msg.message_id())
+            .filter_map(move |s| of(&s.env.msg))
     }
 
     /// Sends waiting for a later tick, and the last departure among them.
@@ -241,7 +244,7 @@ mod tests {
     }
 
     fn msg() -> Msg {
-        Msg::Device { device: DeviceId::phone(UserId(1)), frame: DeviceFrame::Heartbeat }
+        Msg::Device { device: DeviceId::phone(UserId(1)), frame: DeviceFrame::Heartbeat { receipts_heard: 0 } }
     }
 
     fn flush(o: &mut Outbox, now_us: u64) -> Vec<(u16, u64)> {

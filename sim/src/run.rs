@@ -2,7 +2,7 @@
 
 use crate::check::{check_all, CheckContext, CheckReport, Logs};
 use crate::metrics::{Backlog, Counters, Latencies, NodeReport, SecondCounters, TraceEvent};
-use crate::msg::NodeIdx;
+use crate::msg::{Msg, NodeIdx};
 use crate::net::Network;
 use crate::node::Shared;
 use crate::population::Population;
@@ -101,6 +101,10 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Outcome {
 /// wolf, and a lost message stays lost however long one waits.
 const IN_FLIGHT_BOUND_BASE: Duration = Duration::from_secs(10);
 
+/// How long around a chat server's crash receipts may be lost with it, beyond the silence
+/// timeout and the queues' backlog: its death is known a datacenter hop after it.
+const RECEIPT_CRASH_MARGIN: Duration = Duration::from_secs(2);
+
 /// Windows of simulated time, (from, until).
 type Windows = Vec<(Time, Time)>;
 
@@ -131,6 +135,26 @@ fn presence_windows(scenario: &Scenario) -> (Windows, Windows) {
     (faulted, jumps)
 }
 
+/// When a receipt may die with a chat server (receipts have no replay, README): issued
+/// from a silence timeout before a chat server's crash (it may have held the receipt for
+/// a sender whose connection had died unnoticed) until its death is known (receipts on
+/// their way to it, or relayed to it before the other servers learn it is down; after
+/// that they go through the session store), each widened by `margin`.
+fn receipt_windows(scenario: &Scenario, margin: Duration) -> Windows {
+    use crate::scenario::Fault;
+    let held = Duration::from_millis(scenario.users.presence_ttl_ms) + margin;
+    let mut windows = Vec::new();
+    for f in &scenario.faults {
+        if let Fault::Crash { ref target, .. } = *f {
+            if target.starts_with("chat_server") {
+                let down = Time::from_secs(f.window_s().0);
+                windows.push((Time(down.as_us().saturating_sub(held.as_micros() as u64)), down + margin));
+            }
+        }
+    }
+    windows
+}
+
 fn check_context(outcome: &Outcome) -> CheckContext {
     let scenario = &outcome.scenario;
     let population = Population::new(scenario);
@@ -153,10 +177,13 @@ fn check_context(outcome: &Outcome) -> CheckContext {
         .any(|f| matches!(f, crate::scenario::Fault::Crash { detect: crate::scenario::Detect::Timeout, .. }));
     let detection_us =
         if half_open { (scenario.users.heartbeat_interval_ms + scenario.users.ping_timeout_ms) * 1_000 } else { 0 };
+    let in_flight_bound = IN_FLIGHT_BOUND_BASE + Duration::from_micros(backlog_us + links_us as u64 + detection_us);
     CheckContext {
         end: Time::from_secs(scenario.total_s()),
         quorum: scenario.fleet.cassandra_replication_factor / 2 + 1,
-        in_flight_bound: IN_FLIGHT_BOUND_BASE + Duration::from_micros(backlog_us + links_us as u64 + detection_us),
+        in_flight_bound,
+        // Around a crash: a few datacenter hops and the queues' backlog.
+        receipts_unprotected: receipt_windows(scenario, RECEIPT_CRASH_MARGIN + Duration::from_micros(backlog_us)),
         presence_ttl: Duration::from_millis(scenario.users.presence_ttl_ms),
         presence_faulted,
         presence_clock_jumps,
@@ -286,7 +313,11 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
     for r in &mut reports {
         trace.append(&mut r.trace);
     }
-    logs.in_transit.extend(shared.net.lock().expect("network lock").message_ids());
+    {
+        let net = shared.net.lock().expect("network lock");
+        logs.in_transit.extend(net.message_ids(Msg::message_id));
+        logs.receipts_in_transit.extend(net.message_ids(Msg::receipt_message_id));
+    }
     for (node, disk) in shared.disks.iter().enumerate() {
         let mut disk = disk.lock().expect("disk lock");
         logs.stored.extend(disk.ids());

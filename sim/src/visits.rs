@@ -116,7 +116,7 @@ impl OpKind {
             Msg::Device { frame, .. } => match frame {
                 DeviceFrame::Connect { .. } => K::Connect,
                 DeviceFrame::Disconnect { .. } => K::Disconnect,
-                DeviceFrame::Heartbeat => K::Heartbeat,
+                DeviceFrame::Heartbeat { .. } => K::Heartbeat,
                 DeviceFrame::Send { .. } => K::Send,
                 DeviceFrame::DeliveredAck { .. } => K::DeliveredAck,
                 DeviceFrame::ReadAck { .. } => K::ReadAck,
@@ -414,6 +414,8 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     let away = reads * (read_away + moved) + inboxed_fetched(s, t) * online.closed;
     r.add(K::RouteReceipt, away);
     r.add(K::ReceiptRouted, away);
+    // The store finds a phone that moved on its new server: relayed there.
+    r.add(K::ReceiptRelay, reads * moved);
     // Heartbeats: every connected device once per interval.
     let beats = users * (phone + web) / (s.users.heartbeat_interval_ms as f64 / 1e3);
     r.add(K::Heartbeat, beats);
@@ -447,7 +449,13 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     }
     r.add(K::WriteAck, retried * rf);
     r.add(K::Write, retried * rf);
-    r.add(K::FetchPart, reopens + fetched + away);
+    // Receipts pushed to a phone that closes before it heard them (in flight, a client
+    // round trip's worth) go back through the session store, stored for its next fetch.
+    let receipts_per_user = (delivered + reads) / users.max(1.0);
+    let unheard = closes * receipts_per_user * client_round_trip_s(s);
+    r.add(K::RouteReceipt, unheard);
+    r.add(K::ReceiptRouted, unheard);
+    r.add(K::FetchPart, reopens + fetched + away + unheard);
     r.add(K::ReadReply, fetched * quorum);
     r.add(K::Read, fetched * quorum);
     // A cut device's server keeps pushing into the dead socket until it reconnects or the
@@ -465,6 +473,22 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
             _ => None,
         })
         .sum();
+    // The same for the receipts it holds for such a phone: back through the session store
+    // when the connection is closed (stored for the phone's next fetch).
+    let receipts_held: f64 = s
+        .faults
+        .iter()
+        .filter_map(|f| match *f {
+            Fault::CutNetwork { for_s, users: cut, .. } => {
+                let noticed_s = (for_s as f64).min(s.users.presence_ttl_ms as f64 / 1e3);
+                Some(cut as f64 * receipts_per_user * noticed_s / s.duration_s as f64)
+            }
+            _ => None,
+        })
+        .sum();
+    r.add(K::RouteReceipt, receipts_held);
+    r.add(K::ReceiptRouted, receipts_held);
+    r.add(K::FetchPart, receipts_held);
     r.add(K::Reroute, rerouted + lost_acked + lost_in_flight);
     r.add(K::Rerouted, rerouted + lost_acked + lost_in_flight);
     // Presence: a command per connect and per close; watchers (phones with the chat open)

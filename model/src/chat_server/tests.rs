@@ -93,10 +93,13 @@ fn a_full_server_refuses() {
 fn clean_disconnect_clears_the_session_and_tells_presence() {
     let mut s = server(0);
     connect(&mut s, alice());
-    let out = run(&mut s, Time::ZERO, from(alice(), F::Disconnect { epoch: 1 }));
+    let out = run(&mut s, Time::ZERO, from(alice(), F::Disconnect { epoch: 1, receipts_heard: 0 }));
     assert_eq!(out[0], Out::SessionClear { device: alice(), server: ServerId(0), epoch: 1 });
     assert_eq!(out[1], Out::Presence(PresenceInput::Offline { device: alice() }));
-    assert!(run(&mut s, Time::ZERO, from(alice(), F::Disconnect { epoch: 1 })).is_empty(), "a second one is a no-op");
+    assert!(
+        run(&mut s, Time::ZERO, from(alice(), F::Disconnect { epoch: 1, receipts_heard: 0 })).is_empty(),
+        "a second one is a no-op"
+    );
 }
 
 #[test]
@@ -104,7 +107,7 @@ fn a_late_close_of_an_old_socket_leaves_the_new_connection_open() {
     let mut s = server(0);
     connect(&mut s, alice());
     run(&mut s, Time::ZERO, from(alice(), F::Connect { epoch: 2, cursor: InboxPos(0), hide_last_seen: false }));
-    assert!(run(&mut s, Time::ZERO, from(alice(), F::Disconnect { epoch: 1 })).is_empty());
+    assert!(run(&mut s, Time::ZERO, from(alice(), F::Disconnect { epoch: 1, receipts_heard: 0 })).is_empty());
     assert!(s.is_connected(alice()));
 }
 
@@ -114,7 +117,7 @@ fn session_writes_carry_the_connection_epoch_that_fences_them() {
     let out =
         run(&mut s, Time::ZERO, from(alice(), F::Connect { epoch: 258, cursor: InboxPos(0), hide_last_seen: false }));
     assert!(out.iter().any(|o| matches!(o, Out::SessionSet { epoch: 2, .. })), "the low 8 bits of 258: {out:?}");
-    let out = run(&mut s, Time::ZERO, from(alice(), F::Disconnect { epoch: 258 }));
+    let out = run(&mut s, Time::ZERO, from(alice(), F::Disconnect { epoch: 258, receipts_heard: 0 }));
     assert_eq!(out[0], Out::SessionClear { device: alice(), server: ServerId(0), epoch: 2 });
 }
 
@@ -122,7 +125,7 @@ fn session_writes_carry_the_connection_epoch_that_fences_them() {
 fn heartbeats_refresh_presence_and_silence_closes_without_presence_offline() {
     let mut s = server(0);
     connect(&mut s, alice());
-    let out = run(&mut s, Time::from_secs(30), from(alice(), F::Heartbeat));
+    let out = run(&mut s, Time::from_secs(30), from(alice(), F::Heartbeat { receipts_heard: 0 }));
     assert_eq!(out, vec![Out::Presence(PresenceInput::Heartbeat { device: alice() })]);
     let mut out = Vec::new();
     s.handle_timeout(Time::from_secs(74), &mut out);
@@ -215,16 +218,64 @@ fn a_receipt_for_a_message_minted_here_goes_straight_to_the_sender() {
 }
 
 #[test]
+fn receipts_are_held_until_the_sender_hears_them_and_handed_back_when_its_connection_ends() {
+    let mut s = server(0);
+    connect(&mut s, alice());
+    connect(&mut s, bob());
+    let receipt = |out: &[Out]| match out {
+        [Out::ToDevice { frame: S::Receipt { receipt, seq }, .. }] => (*receipt, *seq),
+        other => panic!("{other:?}"),
+    };
+    let (_, first) =
+        receipt(&run(&mut s, Time::ZERO, from(bob(), F::DeliveredAck { msg: message(9), at: Time::ZERO })));
+    // The same receipt again (a second delivered ACK): numbered apart.
+    let (_, second) =
+        receipt(&run(&mut s, Time::ZERO, from(bob(), F::DeliveredAck { msg: message(9), at: Time::ZERO })));
+    let (third, _) =
+        receipt(&run(&mut s, Time::ZERO, from(bob(), F::DeliveredAck { msg: message(10), at: Time::ZERO })));
+    assert_eq!((first, second), (1, 2));
+    // Alice heard up to the second: the third is still held, and hearing the second again
+    // changes nothing.
+    run(&mut s, Time::from_secs(1), from(alice(), F::Heartbeat { receipts_heard: second }));
+    run(&mut s, Time::from_secs(1), from(alice(), F::Heartbeat { receipts_heard: second }));
+    let out = run(&mut s, Time::from_secs(2), from(alice(), F::Disconnect { epoch: 1, receipts_heard: 0 }));
+    let routed: Vec<Receipt> = out
+        .iter()
+        .filter_map(|o| if let Out::RouteReceipt { receipt, .. } = o { Some(*receipt) } else { None })
+        .collect();
+    assert_eq!(routed, vec![third], "only the one not heard goes back to the store: {out:?}");
+    let clear = out.iter().position(|o| matches!(o, Out::SessionClear { .. })).unwrap();
+    let route = out.iter().position(|o| matches!(o, Out::RouteReceipt { .. })).unwrap();
+    assert!(route < clear, "handed back while the session still points here (so it is stored): {out:?}");
+}
+
+#[test]
 fn a_push_still_unacknowledged_is_pushed_again_on_the_next_heartbeat() {
     let mut s = server(3);
     connect(&mut s, bob());
     run(&mut s, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
     let again = |out: &[Out]| out.iter().filter(|o| matches!(o, Out::ToDevice { frame: S::Push { .. }, .. })).count();
-    assert_eq!(again(&run(&mut s, Time::from_secs(1), from(bob(), F::Heartbeat))), 0, "its ACK may be in flight");
-    assert_eq!(again(&run(&mut s, Time::from_secs(2), from(bob(), F::Heartbeat))), 1, "the ACK was lost");
-    assert_eq!(again(&run(&mut s, Time::from_secs(3), from(bob(), F::Heartbeat))), 0, "pushed again at 2 s");
+    assert_eq!(
+        again(&run(&mut s, Time::from_secs(1), from(bob(), F::Heartbeat { receipts_heard: 0 }))),
+        0,
+        "its ACK may be in flight"
+    );
+    assert_eq!(
+        again(&run(&mut s, Time::from_secs(2), from(bob(), F::Heartbeat { receipts_heard: 0 }))),
+        1,
+        "the ACK was lost"
+    );
+    assert_eq!(
+        again(&run(&mut s, Time::from_secs(3), from(bob(), F::Heartbeat { receipts_heard: 0 }))),
+        0,
+        "pushed again at 2 s"
+    );
     run(&mut s, Time::from_secs(3), from(bob(), F::DeliveredAck { msg: message(9), at: Time::from_secs(3) }));
-    assert_eq!(again(&run(&mut s, Time::from_secs(9), from(bob(), F::Heartbeat))), 0, "acknowledged");
+    assert_eq!(
+        again(&run(&mut s, Time::from_secs(9), from(bob(), F::Heartbeat { receipts_heard: 0 }))),
+        0,
+        "acknowledged"
+    );
 }
 
 #[test]
@@ -232,7 +283,7 @@ fn a_connection_lost_with_unacked_pushes_hands_them_back() {
     let mut s = server(5);
     connect(&mut s, bob());
     run(&mut s, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
-    let out = run(&mut s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1 }));
+    let out = run(&mut s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1, receipts_heard: 0 }));
     assert!(out.contains(&Out::Reroute { msg: message(9), exclude: ServerId(5), slot: DeviceSlot(0) }), "{out:?}");
 }
 
@@ -280,7 +331,7 @@ fn a_relayed_receipt_for_a_sender_who_left_is_routed_again() {
     assert!(matches!(out[..], [Out::RouteReceipt { exclude: Some(ServerId(2)), .. }]), "{out:?}");
     connect(&mut s, alice());
     let out = run(&mut s, Time::ZERO, In::ReceiptRelay { receipt });
-    assert_eq!(out, vec![to(alice(), S::Receipt { receipt })]);
+    assert_eq!(out, vec![to(alice(), S::Receipt { receipt, seq: 1 })]);
 }
 
 #[test]
@@ -313,7 +364,7 @@ fn a_fetch_reads_every_entry_and_pushes_in_inbox_order_then_stored_receipts() {
             to(bob(), S::Push { msg: message(3) }),
             to(bob(), S::Push { msg: message(5) }),
             to(bob(), S::FetchDone { upto: InboxPos(2) }),
-            to(bob(), S::Receipt { receipt: stored }),
+            to(bob(), S::Receipt { receipt: stored, seq: 1 }),
         ]
     );
 }
@@ -371,9 +422,25 @@ fn a_fetch_whose_device_left_hands_its_stored_receipts_back() {
     let Some(&Out::SessionSet { req, .. }) = out.iter().find(|o| matches!(o, Out::SessionSet { .. })) else { panic!() };
     let stored = Receipt { msg: message(1), state: ReceiptState::Read, by: alice(), at: Time::ZERO };
     run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: stored });
-    run(&mut s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1 }));
+    run(&mut s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1, receipts_heard: 0 }));
     let out = run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(0), parts: 1, previous: None });
     assert!(matches!(out[..], [Out::RouteReceipt { receipt, .. }] if receipt == stored), "{out:?}");
+}
+
+#[test]
+fn a_stale_fetch_gives_its_stored_receipts_to_the_devices_newer_connection_here() {
+    // The device closed and connected here again while its first fetch was held up (a
+    // session shard's failover): the second fetch read the store after the first had
+    // taken the receipts, so they go to the new connection, not back to the store.
+    let mut s = server(0);
+    let out = connect(&mut s, bob());
+    let Some(&Out::SessionSet { req, .. }) = out.iter().find(|o| matches!(o, Out::SessionSet { .. })) else { panic!() };
+    let stored = Receipt { msg: message(1), state: ReceiptState::Read, by: alice(), at: Time::ZERO };
+    run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: stored });
+    run(&mut s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1, receipts_heard: 0 }));
+    run(&mut s, Time::ZERO, from(bob(), F::Connect { epoch: 2, cursor: InboxPos(0), hide_last_seen: false }));
+    let out = run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(0), parts: 1, previous: None });
+    assert_eq!(out, vec![to(bob(), S::Receipt { receipt: stored, seq: 1 })]);
 }
 
 #[test]
@@ -465,7 +532,7 @@ fn a_close_hands_its_pushes_back_before_clearing_the_session() {
     let mut s = server(5);
     connect(&mut s, bob());
     run(&mut s, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
-    let out = run(&mut s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1 }));
+    let out = run(&mut s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1, receipts_heard: 0 }));
     let reroute = out.iter().position(|o| matches!(o, Out::Reroute { .. })).expect("rerouted");
     let clear = out.iter().position(|o| matches!(o, Out::SessionClear { .. })).expect("cleared");
     assert!(reroute < clear, "a connect elsewhere that still finds the session here waits for the reroute: {out:?}");
@@ -532,7 +599,7 @@ fn a_takeover_waits_for_the_reroutes_still_on_their_way_back() {
     run(&mut old, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
     // Server 5 closed the silent connection just before the takeover came: its push is on
     // its way back through the session store, which will route it to server 6.
-    let out = run(&mut old, Time::from_secs(46), from(bob(), F::Disconnect { epoch: 1 }));
+    let out = run(&mut old, Time::from_secs(46), from(bob(), F::Disconnect { epoch: 1, receipts_heard: 0 }));
     assert!(out.contains(&Out::Reroute { msg: message(9), exclude: ServerId(5), slot: DeviceSlot(0) }));
     let req = connect_req(&mut new, bob());
     run(&mut new, Time::ZERO, In::InboxEnd { req, end: InboxPos(0), parts: 0, previous: Some(ServerId(5)) });
@@ -647,7 +714,7 @@ fn a_late_session_answer_takes_over_nothing() {
     // server: 6 does not ask 5 for Bob (its own connection is gone).
     let (mut five, mut six) = (server(5), server(6));
     let req = connect_req(&mut six, bob());
-    run(&mut six, Time::ZERO, from(bob(), F::Disconnect { epoch: 1 }));
+    run(&mut six, Time::ZERO, from(bob(), F::Disconnect { epoch: 1, receipts_heard: 0 }));
     run(&mut five, Time::ZERO, from(bob(), F::Connect { epoch: 2, cursor: InboxPos(0), hide_last_seen: false }));
     let out = run(
         &mut six,

@@ -48,7 +48,7 @@ impl DeviceState {
     }
 }
 
-/// One device's state: 24 bytes, so that a process can hold millions in a flat vector.
+/// One device's state: 28 bytes, so that a process can hold millions in a flat vector.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClientDevice {
     /// When the device entered its state, in whole milliseconds (49 days fit).
@@ -66,6 +66,9 @@ pub struct ClientDevice {
     next_seq: u32,
     /// The inbox position the device has caught up to.
     cursor: InboxPos,
+    /// The sequence number of the last receipt it heard on its connection (0 for none),
+    /// which its heartbeats report.
+    receipts_heard: u32,
 }
 
 impl ClientDevice {
@@ -336,7 +339,7 @@ impl Devices {
         match frame {
             ServerFrame::Push { msg } => self.displayed.prefetch(self.layout.device(index), msg.conversation),
             ServerFrame::SentAck { msg } => self.sent.prefetch(msg.client_id()),
-            ServerFrame::Receipt { receipt } => self.sent.prefetch(receipt.msg.client_id()),
+            ServerFrame::Receipt { receipt, .. } => self.sent.prefetch(receipt.msg.client_id()),
             _ => {}
         }
     }
@@ -413,7 +416,7 @@ impl Devices {
                 }
                 let attached = matches!(d.state, DeviceState::Connecting) || d.state.is_connected();
                 if let (true, false, Some(server)) = (attached, d.network_down, d.server) {
-                    let frame = DeviceFrame::Disconnect { epoch: d.epoch };
+                    let frame = DeviceFrame::Disconnect { epoch: d.epoch, receipts_heard: d.receipts_heard };
                     out.push(DeviceOutput::Frame { device, server, frame });
                 }
                 self.detach(index, out);
@@ -535,6 +538,8 @@ impl Devices {
                     d.enter(DeviceState::CatchingUp, now);
                     d.failures = 0;
                     d.server = Some(server);
+                    // Receipts are numbered per server: a new connection starts afresh.
+                    d.receipts_heard = 0;
                     self.held.insert(DeviceKey::of(device), Vec::new());
                     self.set_connected(index, true);
                     out.push(DeviceOutput::Connected { device, server });
@@ -588,7 +593,8 @@ impl Devices {
                     ticks: changed.then_some(ReceiptState::Sent),
                 });
             }
-            ServerFrame::Receipt { receipt } => {
+            ServerFrame::Receipt { receipt, seq } => {
+                self.devices[index].receipts_heard = seq;
                 let ticks = self.sent.on_receipt(receipt.msg.client_id(), receipt.event());
                 out.push(DeviceOutput::ReceiptSeen { device, receipt, ticks });
             }
@@ -737,8 +743,9 @@ impl Devices {
 
     /// The device's heartbeat is due: it beats on its connection's server, if it has one.
     #[inline]
-    pub fn heartbeat(&self, index: usize) -> Option<ServerId> {
-        self.server(index)
+    pub fn heartbeat(&self, index: usize) -> Option<(ServerId, DeviceFrame)> {
+        let frame = DeviceFrame::Heartbeat { receipts_heard: self.devices[index].receipts_heard };
+        self.server(index).map(|server| (server, frame))
     }
 
     /// The user reads `msg` on the device at `index`: a read receipt goes out if the device

@@ -113,6 +113,13 @@ pub struct Logs {
     pub key_lifetimes: Vec<(UserId, Time, Time)>,
     /// ✓s the chat servers sent, for the messages the quorum check samples: (id, when).
     pub acks_sent: Vec<(MessageId, Time)>,
+    /// Receipts issued (a recipient device's delivered or read ACK reached a server), for
+    /// the messages the quorum check samples: (sender's client-message key, id, sender,
+    /// when, which).
+    pub receipts_issued: Vec<(u64, MessageId, UserId, LogMs, ReceiptState)>,
+    /// Messages whose receipts are still on the network or waiting to leave a process at
+    /// the end, sorted.
+    pub receipts_in_transit: Vec<MessageId>,
     /// Replica writes of those messages: (id, replica node, when applied), sorted.
     pub replica_writes: Vec<(MessageId, u32, Time)>,
     /// Connected spells of the devices of users with a web client: (device, from, until;
@@ -158,6 +165,8 @@ impl Logs {
             key_expiries: merged(parts, |l| &mut l.key_expiries),
             connected_spells: merged(parts, |l| &mut l.connected_spells),
             acks_sent: merged(parts, |l| &mut l.acks_sent),
+            receipts_issued: merged(parts, |l| &mut l.receipts_issued),
+            receipts_in_transit: merged(parts, |l| &mut l.receipts_in_transit),
             replica_writes: merged(parts, |l| &mut l.replica_writes),
             in_transit: merged(parts, |l| &mut l.in_transit),
             sessions: merged(parts, |l| &mut l.sessions),
@@ -180,6 +189,8 @@ impl Logs {
         self.replica_writes.sort_unstable();
         self.in_transit.sort_unstable();
         self.in_transit.dedup();
+        self.receipts_in_transit.sort_unstable();
+        self.receipts_in_transit.dedup();
         self.aliases.sort_unstable();
     }
 }

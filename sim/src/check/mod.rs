@@ -105,6 +105,9 @@ pub struct CheckContext {
     /// How long before the end a delivery may still be on its way: a base for the slowest
     /// legitimate path plus the queues' backlog at the end.
     pub in_flight_bound: Duration,
+    /// Windows in which a receipt issued may die with a chat server that crashed (receipts
+    /// have no replay): receipt liveness does not judge those.
+    pub receipts_unprotected: Vec<(Time, Time)>,
     /// The scenario's presence TTL (not the store's own).
     pub presence_ttl: Duration,
     /// When a presence shard failed over or had its clock skewed, and until its keys were
@@ -154,6 +157,7 @@ pub fn check_all(logs: &mut Logs, cx: &CheckContext, parallel: bool) -> CheckRep
         liveness(logs, cx, &mut a);
         no_duplicate_display(logs, &mut a);
         reads_follow_displays(logs, &mut a);
+        receipt_liveness(logs, &views, cx, &mut a);
         presence(logs, cx, &mut a);
         a
     };
@@ -371,6 +375,46 @@ fn views_monotone(sender_views: &[(u64, ReceiptState, LogMs)], r: &mut CheckRepo
     }
 }
 
+/// 3c. Receipt liveness: a ✓✓ (grey or blue) owed to a sender whose phone is connected
+///    and live at the end has reached it. For the sampled messages, every receipt issued
+///    before the in-flight bound (and outside the windows a crashed chat server may have
+///    taken it with it) must have brought the sender's view to its state, unless it is
+///    still on its way.
+fn receipt_liveness(logs: &Logs, views: &[(u64, ReceiptState, LogMs)], cx: &CheckContext, r: &mut CheckReport) {
+    if logs.receipts_issued.is_empty() {
+        return;
+    }
+    // The furthest each client message's view went.
+    let mut seen: Vec<(u64, ReceiptState)> = views.iter().map(|v| (v.0, v.1)).collect();
+    seen.sort_unstable();
+    let furthest = |key: u64| {
+        let end = seen.partition_point(|s| s.0 <= key);
+        seen[..end].last().filter(|s| s.0 == key).map(|s| s.1)
+    };
+    let recent_from = cx.end.as_us().saturating_sub(cx.in_flight_bound.as_micros() as u64);
+    for &(key, id, sender, at, state) in &logs.receipts_issued {
+        let t = at.time();
+        if t.as_us() >= recent_from || cx.receipts_unprotected.iter().any(|&(from, until)| from <= t && t < until) {
+            continue;
+        }
+        let phone = DeviceKey::of(wasim_model::DeviceId::phone(sender));
+        let live = logs
+            .connected
+            .binary_search_by_key(&phone, |c| c.device)
+            .is_ok_and(|i| logs.connected[i].catching_up_since.is_none());
+        let reached = furthest(key).is_some_and(|s| s >= state);
+        if !live || reached || logs.receipts_in_transit.binary_search(&id).is_ok() {
+            continue;
+        }
+        let (what, ticks) = if state == ReceiptState::Read { ("read", "blue ✓✓") } else { ("delivered", "✓✓") };
+        let detail = format!(
+            "{what} at {at}; the sender, user {}, has its phone connected and live at the end without its {ticks}",
+            sender.0
+        );
+        r.add(violation(3, "receipts monotone", format!("message {id}"), cx.end, detail));
+    }
+}
+
 /// 3b. Read implies delivered: a read receipt names a device that had shown the message.
 fn reads_follow_displays(logs: &Logs, r: &mut CheckReport) {
     for &(id, by, at) in &logs.reads {
@@ -503,6 +547,7 @@ mod tests {
             end: Time::from_secs(100),
             quorum: 2,
             in_flight_bound: Duration::from_secs(10),
+            receipts_unprotected: vec![(Time::from_secs(60), Time::from_secs(70))],
             presence_ttl: Duration::from_secs(45),
             presence_faulted: Vec::new(),
             presence_clock_jumps: Vec::new(),
@@ -655,6 +700,34 @@ mod tests {
         let mut logs = healthy();
         logs.displays[0] = Display::new(PHONE_2, LogMs(6), ConversationId(1), MessageId(7), 7, true);
         assert_eq!(invariants(&mut logs), vec![5], "7 was the first shown: nothing to put it above");
+    }
+
+    #[test]
+    fn a_receipt_owed_to_a_live_sender_that_never_arrived_is_caught() {
+        // User 1 (phone = device 2) sent message 7 (client key 1); user 2 read it at 50 s.
+        let phone_1 = DeviceKey(2);
+        let with = |views: Vec<(u64, ReceiptState, LogMs)>, issued_s: u64| {
+            let mut logs = healthy();
+            logs.connected.insert(0, connected(phone_1));
+            logs.sessions.insert(0, (phone_1, wasim_model::ServerId(1)));
+            logs.receipts_issued =
+                vec![(1, MessageId(7), UserId(1), LogMs::of(Time::from_secs(issued_s)), ReceiptState::Read)];
+            logs.sender_views = views;
+            logs
+        };
+        let read = (1, ReceiptState::Read, LogMs(51_000));
+        let delivered = (1, ReceiptState::Delivered, LogMs(51_000));
+        assert_eq!(invariants(&mut with(vec![], 50)), vec![3], "never reached the sender");
+        assert_eq!(invariants(&mut with(vec![delivered], 50)), vec![3], "grey, not blue");
+        assert!(invariants(&mut with(vec![delivered, read], 50)).is_empty());
+        assert!(invariants(&mut with(vec![], 95)).is_empty(), "within the in-flight bound of the end");
+        assert!(invariants(&mut with(vec![], 65)).is_empty(), "in a window a crashed server may have taken it");
+        let mut on_its_way = with(vec![], 50);
+        on_its_way.receipts_in_transit = vec![MessageId(7)];
+        assert!(invariants(&mut on_its_way).is_empty());
+        let mut away = with(vec![], 50);
+        away.connected.remove(0);
+        assert!(invariants(&mut away).is_empty(), "the sender's phone is not connected at the end");
     }
 
     #[test]

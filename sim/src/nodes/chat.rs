@@ -79,7 +79,10 @@ impl ChatNode {
                     trace_frame(ctx, t, device, &frame);
                     if let wasim_model::ServerFrame::SentAck { msg } = frame {
                         if crate::check::quorum_sampled(msg.id) {
-                            ctx.logs.acks_sent.push((msg.id, t));
+                            // Stamped no earlier than the tick it is sent in: a late arrival
+                            // (see `Ctx::tick_start`) may answer with an earlier stamp than
+                            // the replica writes this server had already heard of.
+                            ctx.logs.acks_sent.push((msg.id, t.max(ctx.tick_start)));
                         }
                     }
                     // One WebSocket: every frame keeps its order (a receipt overtaking the
@@ -176,7 +179,7 @@ fn trace_frame(ctx: &mut Ctx, t: Time, device: DeviceId, frame: &wasim_model::Se
         S::ConnectAccepted { .. } => ctx.trace_device(t, "connect_accepted", device),
         S::SentAck { msg } => ctx.trace_msg(t, "sent_ack", msg, Some(device)),
         S::Push { msg } => ctx.trace_msg(t, "push", msg, Some(device)),
-        S::Receipt { receipt } => ctx.trace_msg(t, "receipt", &receipt.msg, Some(device)),
+        S::Receipt { receipt, .. } => ctx.trace_msg(t, "receipt", &receipt.msg, Some(device)),
         S::GoAway { .. } => ctx.trace_device(t, "go_away", device),
         S::ConnectRefused { .. } | S::FetchDone { .. } | S::PresenceUpdate { .. } => {}
     }
@@ -184,6 +187,17 @@ fn trace_frame(ctx: &mut Ctx, t: Time, device: DeviceId, frame: &wasim_model::Se
 
 impl Process for ChatNode {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
+        use wasim_model::{DeviceFrame as F, ReceiptState};
+        if let Msg::Device { frame: F::DeliveredAck { msg, .. } | F::ReadAck { msg, .. }, .. } = env.msg {
+            // A receipt is issued (the server sends one for every delivered or read ACK):
+            // for receipt liveness, on the messages the quorum check samples.
+            if crate::check::quorum_sampled(msg.id) {
+                let read = matches!(env.msg, Msg::Device { frame: F::ReadAck { .. }, .. });
+                let state = if read { ReceiptState::Read } else { ReceiptState::Delivered };
+                let at = crate::check::LogMs::of(env.at);
+                ctx.logs.receipts_issued.push((msg.client_id().key(), msg.id, msg.from, at, state));
+            }
+        }
         let input = match env.msg {
             Msg::Device { device, frame } => In::Frame { device, frame },
             Msg::WriteAck { req } => In::WriteAck { req, replica: env.from.0 },

@@ -379,8 +379,8 @@ impl ClientShard {
             DeviceOutput::PresenceSeen { device, update } => self.on_presence(device, update, t, ctx),
             DeviceOutput::Unheard { frame, .. } => {
                 if let ServerFrame::Receipt { .. } = frame {
-                    // Receipts carry no acknowledgement: one on its way when the app
-                    // closes is not shown (the sender's ticks stay where they were).
+                    // On its way when the connection ended: not heard, so the server
+                    // hands it back to the session store for the next fetch.
                     ctx.counters.receipts_unheard += 1;
                 }
             }
@@ -408,7 +408,7 @@ impl ClientShard {
                 }
             }
             DeviceFrame::Disconnect { .. } => ctx.trace_device(t, "app_closed", device),
-            DeviceFrame::Heartbeat => ctx.counters.heartbeats += 1,
+            DeviceFrame::Heartbeat { .. } => ctx.counters.heartbeats += 1,
             DeviceFrame::ReadAck { msg, .. } => {
                 ctx.counters.reads_sent += 1;
                 ctx.trace_msg(t, "read", &msg, Some(device));
@@ -666,9 +666,9 @@ impl ClientShard {
         let mut beats = std::mem::take(&mut self.beats);
         self.heartbeats.due(self.previous_tick, now, |index, at| beats.push((index, at)));
         for &(index, at) in &beats {
-            if let Some(server) = self.devices.heartbeat(index) {
+            if let Some((server, frame)) = self.devices.heartbeat(index) {
                 let device = self.layout().device(index);
-                self.transmit(at, device, server, &DeviceFrame::Heartbeat, ctx);
+                self.transmit(at, device, server, &frame, ctx);
             }
         }
         beats.clear();

@@ -130,7 +130,11 @@ fn closing_the_app_during_a_catch_up_drops_what_it_held_unacknowledged() {
     assert_eq!(
         out,
         vec![
-            Out::Frame { device: phone(), server: SERVER, frame: DeviceFrame::Disconnect { epoch: 1 } },
+            Out::Frame {
+                device: phone(),
+                server: SERVER,
+                frame: DeviceFrame::Disconnect { epoch: 1, receipts_heard: 0 }
+            },
             Out::CatchUpInterrupted { device: phone(), held: 1 },
         ]
     );
@@ -292,7 +296,8 @@ fn sends_heartbeats_and_reads_need_a_connection_and_reads_respect_the_setting() 
     assert_eq!(seq(r.devices.send(Time::ZERO, PHONE, UserId(1))), 0);
     assert_eq!(seq(r.devices.send(Time::ZERO, PHONE, UserId(1))), 1);
     assert_eq!(r.devices.sends_in_flight(), 2);
-    assert_eq!(r.devices.heartbeat(PHONE), Some(SERVER));
+    let beat = DeviceFrame::Heartbeat { receipts_heard: 0 };
+    assert_eq!(r.devices.heartbeat(PHONE), Some((SERVER, beat)), "no receipt heard yet");
     assert!(r.devices.read(Time::ZERO, PHONE, msg(5, 1), SETTINGS).is_some());
     let off = UserSettings { read_receipts: false, ..SETTINGS };
     assert_eq!(r.devices.read(Time::ZERO, PHONE, msg(5, 1), off), None);
@@ -317,10 +322,10 @@ fn the_ticks_of_a_sent_message_move_forward_only() {
         }]
     );
     let receipt = Receipt { msg: mine, state: ReceiptState::Delivered, by: DeviceId::phone(UserId(1)), at: Time::ZERO };
-    let out = r.frame(2, PHONE, ServerFrame::Receipt { receipt });
+    let out = r.frame(2, PHONE, ServerFrame::Receipt { receipt, seq: 1 });
     let moved = Some((Some(ReceiptState::Sent), Some(ReceiptState::Delivered)));
     assert_eq!(out, vec![Out::ReceiptSeen { device: phone(), receipt, ticks: moved }]);
-    let out = r.frame(3, PHONE, ServerFrame::Receipt { receipt });
+    let out = r.frame(3, PHONE, ServerFrame::Receipt { receipt, seq: 2 });
     assert_eq!(out, vec![Out::ReceiptSeen { device: phone(), receipt, ticks: None }], "a repeat changes nothing");
 }
 
