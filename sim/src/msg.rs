@@ -222,6 +222,16 @@ impl Msg {
         }
     }
 
+    /// The device a server's "go away" (its connection closed) is on its way to.
+    pub fn closed_device(&self) -> Option<wasim_model::DeviceKey> {
+        match self {
+            Msg::ToDevice { device, frame: wasim_model::ServerFrame::GoAway { .. } } => {
+                Some(wasim_model::DeviceKey::of(*device))
+            }
+            _ => None,
+        }
+    }
+
     /// The message whose receipt (or the delivered ACK that makes one) this carries.
     pub fn receipt_message_id(&self) -> Option<MessageId> {
         use wasim_model::{DeviceFrame as F, ServerFrame as S};

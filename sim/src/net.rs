@@ -80,10 +80,7 @@ impl Network {
     }
 
     /// The messages still on the network.
-    pub fn message_ids(
-        &self,
-        of: fn(&Msg) -> Option<wasim_model::MessageId>,
-    ) -> impl Iterator<Item = wasim_model::MessageId> + '_ {
+    pub fn message_ids<T: Copy + 'static>(&self, of: fn(&Msg) -> Option<T>) -> impl Iterator<Item = T> + '_ {
         self.inboxes.iter().flat_map(|i| i.slots.iter().chain(i.far.values())).flatten().filter_map(move |e| of(&e.msg))
     }
 

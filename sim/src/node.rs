@@ -517,6 +517,7 @@ pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, bu
     let backlog_end = ctx.backlog(Time(tick * shared.tick_us));
     ctx.logs.in_transit.extend(ctx.outbox.message_ids(Msg::message_id));
     ctx.logs.receipts_in_transit.extend(ctx.outbox.message_ids(Msg::receipt_message_id));
+    ctx.logs.closing_in_transit.extend(ctx.outbox.message_ids(Msg::closed_device));
     let (kind, _) = shared.topo.locate(me);
     let mut report = NodeReport {
         kind,

@@ -134,10 +134,7 @@ impl Outbox {
     }
 
     /// The messages of sends not yet on the network.
-    pub fn message_ids(
-        &self,
-        of: fn(&Msg) -> Option<wasim_model::MessageId>,
-    ) -> impl Iterator<Item = wasim_model::MessageId> + '_ {
+    pub fn message_ids<T: Copy + 'static>(&self, of: fn(&Msg) -> Option<T>) -> impl Iterator<Item = T> + '_ {
         self.staged
             .iter()
             .chain(self.wheel.iter().flatten())

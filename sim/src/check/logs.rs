@@ -129,6 +129,9 @@ pub struct Logs {
     pub key_expiries: Vec<(UserId, Time, Time)>,
     /// Messages still on the network or waiting to leave a process at the end, sorted.
     pub in_transit: Vec<MessageId>,
+    /// Devices whose server closed their connection and whose "go away" is still on its
+    /// way at the end (they do not know yet), sorted.
+    pub closing_in_transit: Vec<DeviceKey>,
     /// The session store's devices online at the end, with their servers, sorted.
     pub sessions: Vec<(DeviceKey, wasim_model::ServerId)>,
     /// Retried sends the routers dropped as repeats: (the retry's id, the id its client
@@ -167,6 +170,7 @@ impl Logs {
             acks_sent: merged(parts, |l| &mut l.acks_sent),
             receipts_issued: merged(parts, |l| &mut l.receipts_issued),
             receipts_in_transit: merged(parts, |l| &mut l.receipts_in_transit),
+            closing_in_transit: merged(parts, |l| &mut l.closing_in_transit),
             replica_writes: merged(parts, |l| &mut l.replica_writes),
             in_transit: merged(parts, |l| &mut l.in_transit),
             sessions: merged(parts, |l| &mut l.sessions),
@@ -191,6 +195,8 @@ impl Logs {
         self.in_transit.dedup();
         self.receipts_in_transit.sort_unstable();
         self.receipts_in_transit.dedup();
+        self.closing_in_transit.sort_unstable();
+        self.closing_in_transit.dedup();
         self.aliases.sort_unstable();
     }
 }

@@ -296,7 +296,9 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
 }
 
 /// 6. Routing: a device live at the end (its catch-up done, so its connect's session write
-///    was applied) is where the session store routes its messages.
+///    was applied) is where the session store routes its messages. (Unless its server has
+///    closed the connection and the "go away" is still on its way: a socket whose frames
+///    wait behind a retransmission does not know it is closed.)
 fn routing(logs: &Logs, r: &mut CheckReport) {
     // Device keys are dense (user × 2 + slot): a table by key, where sorting a million
     // sessions would cost more than the check. Server ids stay below u16::MAX.
@@ -305,7 +307,8 @@ fn routing(logs: &Logs, r: &mut CheckReport) {
     for &(device, server) in &logs.sessions {
         server_of[device.0 as usize] = server.0;
     }
-    for c in logs.connected.iter().filter(|c| c.catching_up_since.is_none()) {
+    let closing = |c: &&ConnectedAtEnd| logs.closing_in_transit.binary_search(&c.device).is_ok();
+    for c in logs.connected.iter().filter(|c| c.catching_up_since.is_none()).filter(|c| !closing(c)) {
         let stored = server_of.get(c.device.0 as usize).filter(|&&s| s != u16::MAX).map(|&s| wasim_model::ServerId(s));
         if stored != Some(c.server) {
             let points = stored.map_or("nowhere".to_string(), |s| format!("to server {}", s.0));
@@ -671,6 +674,9 @@ mod tests {
         assert_eq!(invariants(&mut logs), vec![6], "stale: points at server 4");
         logs.sessions.clear();
         assert_eq!(invariants(&mut logs), vec![6], "points nowhere");
+        logs.closing_in_transit = vec![PHONE_2];
+        assert!(invariants(&mut logs).is_empty(), "its server closed it; the device is not told yet");
+        logs.closing_in_transit.clear();
         logs.connected[0].catching_up_since = Some(LogMs::of(Time::from_secs(99)));
         logs.displays.clear();
         assert!(invariants(&mut logs).is_empty(), "a device still catching up is not judged");

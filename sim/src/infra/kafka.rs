@@ -73,6 +73,12 @@ impl PartitionLog {
         }
     }
 
+    /// The messages of the records not yet committed, which a consumer given the
+    /// partition is fed again from the commit.
+    pub fn uncommitted(&self) -> impl Iterator<Item = &ChatMessage> + '_ {
+        self.records.iter()
+    }
+
     /// Records appended but not yet committed (consumer lag).
     pub fn lag(&self) -> u64 {
         self.end() - self.committed
