@@ -210,8 +210,9 @@ fn violation(invariant: u8, name: &'static str, subject: String, at: impl Into<T
 
 /// 1. Every message acknowledged to its sender is durably stored and shown on every
 ///    recipient device connected at the end of the run, whatever its state. A web client is
-///    owed the messages acknowledged after it first connected (linked): before that the
-///    session store does not know it exists. What is not shown yet but still on its way is
+///    owed the messages minted after it was linked: it had seen its first connection
+///    accepted and the session store had written its session (before that the store does
+///    not know it exists, and routes its messages nowhere). What is not shown yet but still on its way is
 ///    in flight, not lost: owed to a device whose catch-up is under way (invariant 8 judges
 ///    a catch-up that lasts too long), or acknowledged within the in-flight bound before the
 ///    end (it may still wait in a queue, on the network or for a retry).
@@ -259,7 +260,11 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
         while let Some(c) = connected.next_if(|c| c.device.device().user == to) {
             let web = c.device.device().slot.0 > 0;
             while linked.next_if(|&&(d, _)| d < c.device).is_some() {}
-            let linked_at = linked.peek().filter(|&&&(d, _)| d == c.device).map(|&&(_, at)| at);
+            // The later of its own first connect and the session store's first write of it.
+            let mut linked_at = None;
+            while let Some(&(_, at)) = linked.next_if(|&&(d, _)| d == c.device) {
+                linked_at = linked_at.max(Some(at));
+            }
             for &(id, _, acked_at) in &acked[i..end] {
                 // Minted (the id's timestamp) before the web client had seen its
                 // connection accepted: it may have been routed before the session store

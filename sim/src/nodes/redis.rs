@@ -16,6 +16,9 @@ pub(crate) struct RedisNode {
     service: Sampler,
     /// This shard's primary deaths still to come, with their promotions, in time order.
     crashes: Vec<(Time, Time)>,
+    /// Web clients whose session this shard has written (for the checkers: a web client is
+    /// owed what is routed once the store knows it).
+    linked: rustc_hash::FxHashSet<u32>,
 }
 
 impl RedisNode {
@@ -35,7 +38,15 @@ impl RedisNode {
         }
         let mut crashes: Vec<(Time, Time)> = mine.iter().map(|o| (o.down, o.promoted)).collect();
         crashes.sort();
-        RedisNode { shard, index, end: Time::from_secs(s.total_s()), fifo, service, crashes }
+        RedisNode {
+            shard,
+            index,
+            end: Time::from_secs(s.total_s()),
+            fifo,
+            service,
+            crashes,
+            linked: Default::default(),
+        }
     }
 }
 
@@ -48,6 +59,8 @@ impl Process for RedisNode {
                 if write == SessionWrite::Stale {
                     ctx.counters.sessions_stale += 1;
                     ctx.trace_device(done, "session_write_stale", device);
+                } else if device.slot.0 > 0 && self.linked.insert(wasim_model::DeviceKey::of(device).0) {
+                    ctx.logs.registered.push((wasim_model::DeviceKey::of(device), done));
                 }
                 let previous = write.previous();
                 // The answer is many messages, each with its own latency: the end names
