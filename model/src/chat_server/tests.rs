@@ -415,14 +415,20 @@ fn a_rerouted_message_is_pushed_here_or_forwarded_to_the_devices_server() {
     assert_eq!(out, vec![Out::Reroute { msg: message(9), exclude: ServerId(9), slot: web.slot }]);
 }
 
+/// Bob connects to server 0, the store hands a receipt to his fetch, and he closes before
+/// the fetch ends: its request and the receipt.
+fn fetch_with_a_stored_receipt_and_then_a_close(s: &mut ChatServer) -> (u64, Receipt) {
+    let req = connect_req(s, bob());
+    let stored = Receipt { msg: message(1), state: ReceiptState::Read, by: alice(), at: Time::ZERO };
+    run(s, Time::ZERO, In::StoredReceipt { req, receipt: stored });
+    run(s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1, receipts_heard: 0 }));
+    (req, stored)
+}
+
 #[test]
 fn a_fetch_whose_device_left_hands_its_stored_receipts_back() {
     let mut s = server(0);
-    let out = connect(&mut s, bob());
-    let Some(&Out::SessionSet { req, .. }) = out.iter().find(|o| matches!(o, Out::SessionSet { .. })) else { panic!() };
-    let stored = Receipt { msg: message(1), state: ReceiptState::Read, by: alice(), at: Time::ZERO };
-    run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: stored });
-    run(&mut s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1, receipts_heard: 0 }));
+    let (req, stored) = fetch_with_a_stored_receipt_and_then_a_close(&mut s);
     let out = run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(0), parts: 1, previous: None });
     assert!(matches!(out[..], [Out::RouteReceipt { receipt, .. }] if receipt == stored), "{out:?}");
 }
@@ -433,11 +439,7 @@ fn a_stale_fetch_gives_its_stored_receipts_to_the_devices_newer_connection_here(
     // session shard's failover): the second fetch read the store after the first had
     // taken the receipts, so they go to the new connection, not back to the store.
     let mut s = server(0);
-    let out = connect(&mut s, bob());
-    let Some(&Out::SessionSet { req, .. }) = out.iter().find(|o| matches!(o, Out::SessionSet { .. })) else { panic!() };
-    let stored = Receipt { msg: message(1), state: ReceiptState::Read, by: alice(), at: Time::ZERO };
-    run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: stored });
-    run(&mut s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1, receipts_heard: 0 }));
+    let (req, stored) = fetch_with_a_stored_receipt_and_then_a_close(&mut s);
     run(&mut s, Time::ZERO, from(bob(), F::Connect { epoch: 2, cursor: InboxPos(0), hide_last_seen: false }));
     let out = run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(0), parts: 1, previous: None });
     assert_eq!(out, vec![to(bob(), S::Receipt { receipt: stored, seq: 1 })]);
