@@ -195,11 +195,12 @@ pub fn main() -> ExitCode {
             liveness,
             plant,
         } => {
-            if let Err(e) = crate::fuzz::plant(plant.as_deref()) {
-                return bad_input(e);
-            }
-            let fuzzed = faults_of_seed.map(|s| (s, fuzz_faults, liveness));
-            scenario(&file, seed, out, json, trace_user, compare_placements, fuzzed)
+            let plant = match crate::fuzz::plant(plant.as_deref()) {
+                Ok(p) => p,
+                Err(e) => return bad_input(e),
+            };
+            let replaying = Replaying { faults_of_seed: faults_of_seed.map(|s| (s, fuzz_faults, liveness)), plant };
+            scenario(&file, seed, out, json, trace_user, compare_placements, replaying)
         }
         Command::Fuzz { file, seeds, jobs, shard, faults, json, liveness, shrink, out, plant, seed_limit_s } => {
             if plant.as_deref() == Some("list") {
@@ -253,7 +254,7 @@ fn calibrate(
         eprintln!("warning: this is a debug build; calibrate with `cargo run --release -- calibrate`");
     }
     let rows = plan(rhos, customers, link_ms.unwrap_or(wasim_sim::calibrate::LINK_MS));
-    let jobs = jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |j| j as usize);
+    let jobs = jobs_or_cores(jobs);
     eprintln!("calibrate: {} rows of {customers} requests, {jobs} at a time", rows.len());
     let started = Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -356,9 +357,21 @@ fn bench(file: &Path, runs: u32) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn bad_input(message: impl std::fmt::Display) -> ExitCode {
+/// `jobs`, or the core count by default.
+pub(crate) fn jobs_or_cores(jobs: Option<u32>) -> usize {
+    jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |j| j as usize)
+}
+
+pub(crate) fn bad_input(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(EXIT_BAD_INPUT)
+}
+
+/// How a `wasim scenario` run replays a fuzzed seed: the seed whose faults it takes, with
+/// the sweep's fault mode and liveness, if any, and the planted bug, if any.
+struct Replaying {
+    faults_of_seed: Option<(u64, wasim_sim::fuzz::FaultsMode, bool)>,
+    plant: Option<wasim_sim::plant::Plant>,
 }
 
 fn scenario(
@@ -368,8 +381,9 @@ fn scenario(
     json: bool,
     trace_user: Option<u32>,
     compare_placements: bool,
-    fuzzed: Option<(u64, wasim_sim::fuzz::FaultsMode, bool)>,
+    replaying: Replaying,
 ) -> ExitCode {
+    let Replaying { faults_of_seed: fuzzed, plant } = replaying;
     let mut scenario = match load(file) {
         Ok(s) => s,
         Err(e) => return bad_input(e),
@@ -407,6 +421,7 @@ fn scenario(
     if let Some((fault_seed, mode, liveness)) = fuzzed {
         summary.replay += &crate::fuzz::replay_flags(fault_seed, mode, liveness);
     }
+    summary.replay += &crate::fuzz::plant_flag(plant);
     if compare_placements {
         let mut rows = vec![wasim_reports::PlacementRow::of(&summary)];
         for placement in wasim_sim::PlacementPolicy::ALL.into_iter().filter(|&p| p != scenario.balancer.placement) {

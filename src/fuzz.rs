@@ -185,13 +185,15 @@ pub fn shrink(
     out: Option<std::path::PathBuf>,
     plant: Option<Plant>,
 ) -> ExitCode {
-    let plant_flag = plant.map_or(String::new(), |p| format!(" --plant {}", p.name()));
+    let plant_flag = plant_flag(plant);
     let start = fuzzed(base, seed, mode, liveness);
     let options = RunOptions { seed: Some(seed), ..RunOptions::default() };
     let outcome = wasim_sim::run(&start, &options);
     let Some(broken) = outcome.checks.violations.iter().min_by_key(|v| v.invariant) else {
-        eprintln!("error: seed {seed} of {} passes every invariant: nothing to shrink", file.display());
-        return ExitCode::from(2);
+        return crate::cli::bad_input(format!(
+            "seed {seed} of {} passes every invariant: nothing to shrink",
+            file.display()
+        ));
     };
     let (invariant, name) = (broken.invariant, broken.name);
     let path = out.unwrap_or_else(|| Path::new("wasim-out").join(format!("{}-shrunk-{seed}.toml", base.name)));
@@ -224,19 +226,14 @@ pub fn shrink(
     let text = header + &toml::to_string(&written).expect("a scenario serialises");
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return ExitCode::from(2);
+            return crate::cli::bad_input(format!("cannot write {}: {e}", path.display()));
         }
     }
     if let Err(e) = std::fs::write(&path, text) {
-        eprintln!("error: cannot write {}: {e}", path.display());
-        return ExitCode::from(2);
+        return crate::cli::bad_input(format!("cannot write {}: {e}", path.display()));
     }
     // The file as written, read back and run, must fail the same way.
-    let confirmed = Scenario::load(&path).map(|s| {
-        let o = wasim_sim::run(&s, &RunOptions::default());
-        o.checks.violations.iter().any(|v| v.invariant == invariant)
-    });
+    let confirmed = Scenario::load(&path).map(|s| wasim_sim::fuzz::breaks(&s, None, invariant));
     println!(
         "smallest: {size} after {n} steps ({:.1} s wall){}",
         started.elapsed().as_secs_f64(),
@@ -262,6 +259,11 @@ pub fn replay_flags(fault_seed: u64, mode: FaultsMode, liveness: bool) -> String
     flags
 }
 
+/// ` --plant NAME`, or nothing.
+pub fn plant_flag(plant: Option<Plant>) -> String {
+    plant.map_or(String::new(), |p| format!(" --plant {}", p.name()))
+}
+
 /// The options a sweep runs with.
 pub struct Sweep<'a> {
     pub file: &'a Path,
@@ -285,11 +287,11 @@ impl Sweep<'_> {
 
     /// The command that replays `seed` exactly.
     fn replay(&self, seed: u64) -> String {
-        let plant = self.plant.map_or(String::new(), |p| format!(" --plant {}", p.name()));
         format!(
-            "wasim scenario {} --seed {seed}{}{plant}",
+            "wasim scenario {} --seed {seed}{}{}",
             self.file.display(),
-            replay_flags(seed, self.faults, self.liveness)
+            replay_flags(seed, self.faults, self.liveness),
+            plant_flag(self.plant)
         )
     }
 
@@ -356,13 +358,9 @@ impl Sweep<'_> {
         let seeds = self.seeds();
         let exe = match std::env::current_exe() {
             Ok(e) => e,
-            Err(e) => {
-                eprintln!("error: cannot find the wasim executable to run seeds with: {e}");
-                return ExitCode::from(2);
-            }
+            Err(e) => return crate::cli::bad_input(format!("cannot find the wasim executable to run seeds with: {e}")),
         };
-        let jobs =
-            self.jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |j| j as usize);
+        let jobs = crate::cli::jobs_or_cores(self.jobs);
         let shard = self.shard.map_or(String::new(), |(i, n)| format!(", shard {i}/{n}"));
         let plant = self.plant.map_or(String::new(), |p| format!(", planted bug {}", p.name()));
         eprintln!(

@@ -285,8 +285,8 @@ impl PresenceStore {
     /// Expiries of watched users' keys: (user, the key's last write, its expiry), both on
     /// the shard's clock (a skewed clock shifts both). A key written with the configured
     /// TTL expires that long after its last write.
-    pub fn key_expiries(&self) -> Vec<(UserId, Time, Time)> {
-        self.expiries.clone()
+    pub fn take_key_expiries(&mut self) -> Vec<(UserId, Time, Time)> {
+        std::mem::take(&mut self.expiries)
     }
 
     /// The TTL a key is written with: the configured one (planted: twice it).

@@ -10,6 +10,7 @@
 //! intensities drawn within the limits a scenario file has.
 
 use crate::scenario::{Detect, DistConfig, Fault, Scenario};
+use crate::topology::{NodeKind, Topology};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -26,14 +27,12 @@ pub enum FaultsMode {
 }
 
 impl FaultsMode {
+    /// Every mode.
+    pub const ALL: [FaultsMode; 3] = [FaultsMode::Random, FaultsMode::None, FaultsMode::Scenario];
+
     /// The mode named `name` (`random`, `none`, `scenario`).
     pub fn parse(name: &str) -> Option<FaultsMode> {
-        match name {
-            "random" => Some(FaultsMode::Random),
-            "none" => Some(FaultsMode::None),
-            "scenario" => Some(FaultsMode::Scenario),
-            _ => None,
-        }
+        FaultsMode::ALL.into_iter().find(|m| m.name() == name)
     }
 
     /// The mode's name, as `parse` takes it.
@@ -69,8 +68,7 @@ pub fn derive(base: &Scenario, seed: u64, mode: FaultsMode) -> Scenario {
             let mut added = 0;
             while added < wanted && attempts < 8 * RANDOM_FAULTS_MAX && s.faults.len() < crate::limits::FAULTS_MAX {
                 attempts += 1;
-                let Some(fault) = random_fault(&s, &mut rng) else { continue };
-                s.faults.push(fault);
+                s.faults.push(random_fault(&s, &mut rng));
                 if crate::limits::check(&s).is_ok() {
                     added += 1;
                 } else {
@@ -124,46 +122,41 @@ fn scaled(d: DistConfig, factor: f64) -> DistConfig {
     }
 }
 
-/// One fault of a random kind, or `None` when the scenario leaves no room for one.
-fn random_fault(s: &Scenario, rng: &mut ChaCha8Rng) -> Option<Fault> {
+/// One fault of a random kind, starting after the connect ramp and ending by the end of
+/// the sends (the limits keep the ramp within the warm-up, so there is room).
+fn random_fault(s: &Scenario, rng: &mut ChaCha8Rng) -> Fault {
     let ramp_s = s.users.connect_ramp_s;
     let sends_end_s = s.warmup_s + s.duration_s;
-    if ramp_s >= sends_end_s {
-        return None;
-    }
     let at_s = rng.random_range(ramp_s..sends_end_s);
     let room_s = sends_end_s - at_s;
     let for_s = rng.random_range(1..=room_s.min(10));
-    let fleet = &s.fleet;
-    let one_of = |rng: &mut ChaCha8Rng, kind: &str, count: u32| format!("{kind}-{}", rng.random_range(0..count.max(1)));
+    let topo = Topology::new(s);
+    let one_of =
+        |rng: &mut ChaCha8Rng, kind: NodeKind| format!("{}-{}", kind.name(), rng.random_range(0..topo.count(kind)));
     let link = |rng: &mut ChaCha8Rng| if rng.random_bool(0.5) { "client_server" } else { "in_datacenter" }.to_string();
-    let fault = match rng.random_range(0..8) {
+    match rng.random_range(0..8) {
         0 => Fault::CutNetwork { at_s, for_s, users: rng.random_range(1..=(s.users.concurrent / 10).max(1)) },
         1 => Fault::LoseDeliveredAcks { at_s, for_s, share: rng.random_range(0.05..=0.5) },
         2 => {
             let target = match rng.random_range(0..4) {
-                0 => one_of(rng, "chat_server", fleet.chat_servers),
-                1 => one_of(rng, "cassandra", fleet.cassandra_nodes),
-                2 => one_of(rng, "kafka", fleet.kafka_brokers),
-                _ => one_of(rng, "router", fleet.routers),
+                0 => one_of(rng, NodeKind::ChatServer),
+                1 => one_of(rng, NodeKind::Cassandra),
+                2 => one_of(rng, NodeKind::Kafka),
+                _ => one_of(rng, NodeKind::Router),
             };
             let detect = if rng.random_bool(0.5) { Detect::Reset } else { Detect::Timeout };
             Fault::Crash { at_s, for_s: rng.random_range(1..=20), target, detect }
         }
         3 => {
-            let kinds =
-                ["chat_server", "client_shard", "redis_session", "redis_presence", "cassandra", "kafka", "router"];
+            let kinds = NodeKind::ALL;
             let a = rng.random_range(0..kinds.len());
             let b = (a + rng.random_range(1..kinds.len())) % kinds.len();
-            Fault::Clog { at_s, for_s: for_s.min(5), between: kinds[a].to_string(), and: kinds[b].to_string() }
+            Fault::Clog { at_s, for_s: for_s.min(5), between: kinds[a].name().into(), and: kinds[b].name().into() }
         }
         4 => Fault::Latency { at_s, for_s, link: link(rng), add_ms: rng.random_range(5.0..=300.0_f64).round() },
         5 => {
-            let target = if rng.random_bool(0.5) {
-                one_of(rng, "redis_session", fleet.redis_session_shards)
-            } else {
-                one_of(rng, "redis_presence", fleet.redis_presence_shards)
-            };
+            let target =
+                if rng.random_bool(0.5) { one_of(rng, NodeKind::Redis) } else { one_of(rng, NodeKind::Presence) };
             Fault::RedisDown { at_s, failover_s: for_s, target, replication_lag_ms: rng.random_range(0..=1_000) }
         }
         6 => Fault::PacketLoss {
@@ -173,17 +166,19 @@ fn random_fault(s: &Scenario, rng: &mut ChaCha8Rng) -> Option<Fault> {
             share: (rng.random_range(0.01..=0.3_f64) * 100.0).round() / 100.0,
         },
         _ => {
-            let target = if rng.random_bool(0.75) {
-                one_of(rng, "chat_server", fleet.chat_servers)
-            } else {
-                one_of(rng, "redis_presence", fleet.redis_presence_shards)
-            };
+            let target =
+                if rng.random_bool(0.75) { one_of(rng, NodeKind::ChatServer) } else { one_of(rng, NodeKind::Presence) };
             let size = rng.random_range(1..=5_000_i64);
             let skew_ms = if rng.random_bool(0.5) { size } else { -size.min(at_s as i64 * 1_000) };
             Fault::ClockSkew { at_s, for_s, target, skew_ms: if skew_ms == 0 { 1 } else { skew_ms } }
         }
-    };
-    Some(fault)
+    }
+}
+
+/// Whether running `s` (with `seed`, else its own) breaks `invariant`.
+pub fn breaks(s: &Scenario, seed: Option<u64>, invariant: u8) -> bool {
+    let o = crate::run(s, &crate::RunOptions { seed, ..Default::default() });
+    o.checks.violations.iter().any(|v| v.invariant == invariant)
 }
 
 /// How big a failing scenario is, for shrinking: what a reader has to take in.
@@ -310,10 +305,7 @@ pub fn shrink(
     runs_max: usize,
     mut step: impl FnMut(&str, Option<u64>, Size),
 ) -> (Scenario, u64) {
-    let fails = |s: &Scenario, seed: u64| {
-        let o = crate::run(s, &crate::RunOptions { seed: Some(seed), ..Default::default() });
-        o.checks.violations.iter().any(|v| v.invariant == invariant)
-    };
+    let fails = |s: &Scenario, seed: u64| breaks(s, Some(seed), invariant);
     let (mut current, mut current_seed) = (start.clone(), seed);
     let mut runs = 0;
     'outer: while runs < runs_max {

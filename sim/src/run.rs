@@ -135,8 +135,7 @@ fn presence_windows(scenario: &Scenario) -> (Windows, Windows) {
         faulted.push((Time::from_secs(at_s), settled + IN_FLIGHT_BOUND_BASE));
         if let Some(skew_ms) = skew_ms {
             let off = Duration::from_millis(skew_ms.unsigned_abs());
-            let from = Time::from_secs(at_s).as_us().saturating_sub(off.as_micros() as u64);
-            jumps.push((Time(from), settled + off));
+            jumps.push((Time::from_secs(at_s) - off, settled + off));
         }
     }
     (faulted, jumps)
@@ -155,7 +154,7 @@ fn receipt_windows(scenario: &Scenario, margin: Duration) -> Windows {
         if let Fault::Crash { ref target, .. } = *f {
             if target.starts_with("chat_server") {
                 let down = Time::from_secs(f.window_s().0);
-                windows.push((Time(down.as_us().saturating_sub(held.as_micros() as u64)), down + margin));
+                windows.push((down - held, down + margin));
             }
         }
     }
@@ -184,11 +183,10 @@ fn check_context(outcome: &Outcome) -> CheckContext {
         .any(|f| matches!(f, crate::scenario::Fault::Crash { detect: crate::scenario::Detect::Timeout, .. }));
     let detection_us =
         if half_open { (scenario.users.heartbeat_interval_ms + scenario.users.ping_timeout_ms) * 1_000 } else { 0 };
-    let in_flight_bound = IN_FLIGHT_BOUND_BASE + Duration::from_micros(backlog_us + links_us as u64 + detection_us);
     CheckContext {
         end: Time::from_secs(scenario.total_s()),
         quorum: scenario.fleet.cassandra_replication_factor / 2 + 1,
-        in_flight_bound,
+        in_flight_bound: IN_FLIGHT_BOUND_BASE + Duration::from_micros(backlog_us + links_us as u64 + detection_us),
         // Around a crash: a few datacenter hops and the queues' backlog.
         receipts_unprotected: receipt_windows(scenario, RECEIPT_CRASH_MARGIN + Duration::from_micros(backlog_us)),
         presence_ttl: Duration::from_millis(scenario.users.presence_ttl_ms),

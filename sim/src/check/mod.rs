@@ -204,6 +204,11 @@ fn acked_on_a_quorum(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
     }
 }
 
+/// Whether `t` falls in one of `windows` (each inclusive).
+fn within(windows: &[(Time, Time)], t: Time) -> bool {
+    windows.iter().any(|&(from, until)| from <= t && t <= until)
+}
+
 fn violation(invariant: u8, name: &'static str, subject: String, at: impl Into<Time>, detail: String) -> Violation {
     Violation { invariant, name, subject, at_us: at.into().as_us(), detail }
 }
@@ -279,7 +284,7 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
     }
     // Built in (recipient, slot, id) order, which is (device, id) order.
     assert!(owed.is_sorted_by_key(|o| (o.0, o.1)), "owed messages are built in device order");
-    let recent_from = cx.end.as_us().saturating_sub(cx.in_flight_bound.as_micros() as u64);
+    let recent_from = cx.end - cx.in_flight_bound;
     let mut shown = logs.displays_by_device.iter().peekable();
     for (device, id, acked_at, catching_up) in owed {
         while shown.next_if(|&&s| s < (device, id)).is_some() {}
@@ -290,7 +295,7 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
             r.in_flight.owed_to_devices_catching_up += 1;
         } else if logs.in_transit.binary_search(&id).is_ok() {
             r.in_flight.owed_in_transit += 1;
-        } else if acked_at.time().as_us() >= recent_from {
+        } else if acked_at.time() >= recent_from {
             r.in_flight.owed_acked_recently += 1;
         } else {
             let detail =
@@ -399,10 +404,10 @@ fn receipt_liveness(logs: &Logs, views: &[(u64, ReceiptState, LogMs)], cx: &Chec
         let end = seen.partition_point(|s| s.0 <= key);
         seen[..end].last().filter(|s| s.0 == key).map(|s| s.1)
     };
-    let recent_from = cx.end.as_us().saturating_sub(cx.in_flight_bound.as_micros() as u64);
+    let recent_from = cx.end - cx.in_flight_bound;
     for &(key, id, sender, at, state) in &logs.receipts_issued {
         let t = at.time();
-        if t.as_us() >= recent_from || cx.receipts_unprotected.iter().any(|&(from, until)| from <= t && t < until) {
+        if t >= recent_from || within(&cx.receipts_unprotected, t) {
             continue;
         }
         let phone = DeviceKey::of(wasim_model::DeviceId::phone(sender));
@@ -480,11 +485,7 @@ fn presence(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
         let u = v.update;
         let subject = format!("user {}", u.target.0);
         match u.status {
-            PresenceStatus::Online
-                if cx
-                    .presence_clock_jumps
-                    .iter()
-                    .any(|&(from, until)| from <= u.changed_at && u.changed_at <= until) => {}
+            PresenceStatus::Online if within(&cx.presence_clock_jumps, u.changed_at) => {}
             PresenceStatus::Online => {
                 let first = logs.key_lifetimes.partition_point(|&(user, _, _)| user < u.target);
                 let lives = logs.key_lifetimes[first..]
@@ -517,10 +518,10 @@ fn presence(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
         // devices is connected: here, connected all through the in-flight bound before the
         // watcher heard it (long before the notification could have been made).
         let heard = v.received_at;
-        let faulted = cx.presence_faulted.iter().any(|&(from, until)| from <= heard && heard <= until);
+        let faulted = within(&cx.presence_faulted, heard);
         if matches!(u.status, PresenceStatus::Offline { .. }) && u.cause == PresenceCause::Disconnected && !faulted {
-            let from = Time(heard.as_us().saturating_sub(cx.in_flight_bound.as_micros() as u64));
-            let phone = DeviceKey(u.target.0 * 2);
+            let from = heard - cx.in_flight_bound;
+            let phone = DeviceKey::of(DeviceId::phone(u.target));
             let first = logs.connected_spells.partition_point(|s| s.0 < phone);
             let connected = logs.connected_spells[first..]
                 .iter()

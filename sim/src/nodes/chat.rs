@@ -188,12 +188,15 @@ fn trace_frame(ctx: &mut Ctx, t: Time, device: DeviceId, frame: &wasim_model::Se
 impl Process for ChatNode {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
         use wasim_model::{DeviceFrame as F, ReceiptState};
-        if let Msg::Device { frame: F::DeliveredAck { msg, .. } | F::ReadAck { msg, .. }, .. } = env.msg {
-            // A receipt is issued (the server sends one for every delivered or read ACK):
-            // for receipt liveness, on the messages the quorum check samples.
+        // A receipt is issued (the server sends one for every delivered or read ACK): for
+        // receipt liveness, on the messages the quorum check samples.
+        let issued = match env.msg {
+            Msg::Device { frame: F::DeliveredAck { msg, .. }, .. } => Some((msg, ReceiptState::Delivered)),
+            Msg::Device { frame: F::ReadAck { msg, .. }, .. } => Some((msg, ReceiptState::Read)),
+            _ => None,
+        };
+        if let Some((msg, state)) = issued {
             if crate::check::quorum_sampled(msg.id) {
-                let read = matches!(env.msg, Msg::Device { frame: F::ReadAck { .. }, .. });
-                let state = if read { ReceiptState::Read } else { ReceiptState::Delivered };
                 let at = crate::check::LogMs::of(env.at);
                 ctx.logs.receipts_issued.push((msg.client_id().key(), msg.id, msg.from, at, state));
             }

@@ -100,7 +100,7 @@ impl Process for PresenceNode {
 
     fn finish(&mut self, report: &mut NodeReport) {
         report.logs.key_lifetimes = self.store.key_lifetimes(self.now);
-        report.logs.key_expiries = self.store.key_expiries();
+        report.logs.key_expiries = self.store.take_key_expiries();
         self.fifo.report_into(report);
         report.gauge_end = self.store.len() as u64;
     }
