@@ -57,6 +57,10 @@ enum Command {
         /// Run with this planted bug (builds with the `planted-bugs` feature only).
         #[arg(long, value_name = "NAME")]
         plant: Option<String>,
+        /// Threads that run a tick's processes side by side (default: the machine's
+        /// cores). The outputs are byte-identical whatever the count.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        threads: Option<u32>,
     },
     /// Fuzz a scenario: run many seeds, each with a random fault schedule and a random
     /// perturbation of the workload drawn from the seed (README, "Fuzzing"), each in a
@@ -126,6 +130,9 @@ enum Command {
         /// Runs to make; the median run is reported.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
         runs: u32,
+        /// Threads that run a tick's processes side by side (default: the machine's cores).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        threads: Option<u32>,
     },
     /// Check the engine's queues against queueing theory: single-tier runs (Redis,
     /// Cassandra, Kafka, router, chat server; 1 and 4 workers; ρ = 0.5, 0.8, 0.9) beside
@@ -194,13 +201,15 @@ pub fn main() -> ExitCode {
             fuzz_faults,
             liveness,
             plant,
+            threads,
         } => {
             let plant = match crate::fuzz::plant(plant.as_deref()) {
                 Ok(p) => p,
                 Err(e) => return bad_input(e),
             };
             let replaying = Replaying { faults_of_seed: faults_of_seed.map(|s| (s, fuzz_faults, liveness)), plant };
-            scenario(&file, seed, out, json, trace_user, compare_placements, replaying)
+            let options = RunOptions { seed, trace_user, threads: jobs_or_cores(threads), progress_ms: None };
+            scenario(&file, out, json, options, compare_placements, replaying)
         }
         Command::Fuzz { file, seeds, jobs, shard, faults, json, liveness, shrink, out, plant, seed_limit_s } => {
             if plant.as_deref() == Some("list") {
@@ -230,7 +239,7 @@ pub fn main() -> ExitCode {
                 Err(e) => bad_input(e),
             }
         }
-        Command::Bench { file, runs } => bench(&file, runs),
+        Command::Bench { file, runs, threads } => bench(&file, runs, jobs_or_cores(threads)),
         Command::Calibrate { quick, customers, tolerance, link_ms, seed, jobs, json } => {
             calibrate(quick, customers, tolerance, link_ms, seed, jobs, json)
         }
@@ -305,11 +314,11 @@ fn load(file: &Path) -> Result<Scenario, String> {
 }
 
 /// Run the simulation with a progress bar, timing it on the real clock.
-fn timed_run(scenario: &Scenario, seed: u64, trace_user: Option<u32>) -> (wasim_sim::Outcome, Timing) {
+fn timed_run(scenario: &Scenario, options: &RunOptions) -> (wasim_sim::Outcome, Timing) {
     let progress = Arc::new(AtomicU64::new(0));
     let bar = spawn_progress(progress.clone(), scenario.total_s() * 1_000, scenario.warmup_s * 1_000);
     let started = Instant::now();
-    let outcome = wasim_sim::run(scenario, &RunOptions { seed: Some(seed), progress_ms: Some(progress), trace_user });
+    let outcome = wasim_sim::run(scenario, &RunOptions { progress_ms: Some(progress), ..options.clone() });
     let wall_s = started.elapsed().as_secs_f64();
     let rss_at_warmup_end = bar.finish();
     let peak_rss_bytes = peak_rss_bytes();
@@ -335,7 +344,7 @@ fn timed_run(scenario: &Scenario, seed: u64, trace_user: Option<u32>) -> (wasim_
     (outcome, timing)
 }
 
-fn bench(file: &Path, runs: u32) -> ExitCode {
+fn bench(file: &Path, runs: u32, threads: usize) -> ExitCode {
     let scenario = match load(file) {
         Ok(s) => s,
         Err(e) => return bad_input(e),
@@ -343,11 +352,17 @@ fn bench(file: &Path, runs: u32) -> ExitCode {
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; benchmark with `cargo run --release -- bench`");
     }
-    println!("bench {} ({}): {runs} run(s), seed {}", scenario.name, file.display(), scenario.seed);
+    println!(
+        "bench {} ({}): {runs} run(s), seed {}, {threads} thread(s)",
+        scenario.name,
+        file.display(),
+        scenario.seed
+    );
+    let options = RunOptions { seed: Some(scenario.seed), threads, ..RunOptions::default() };
     let mut timings: Vec<Timing> = (1..=runs)
         .map(|i| {
             reset_peak_rss();
-            let (_, t) = timed_run(&scenario, scenario.seed, None);
+            let (_, t) = timed_run(&scenario, &options);
             println!("  run {i}: {}", render_timing(&t).trim_end());
             t
         })
@@ -376,10 +391,9 @@ struct Replaying {
 
 fn scenario(
     file: &Path,
-    seed: Option<u64>,
     out: Option<PathBuf>,
     json: bool,
-    trace_user: Option<u32>,
+    options: RunOptions,
     compare_placements: bool,
     replaying: Replaying,
 ) -> ExitCode {
@@ -397,7 +411,7 @@ fn scenario(
             file.display()
         ));
     }
-    if trace_user.is_some_and(|u| u64::from(u) >= scenario.users.concurrent) {
+    if options.trace_user.is_some_and(|u| u64::from(u) >= scenario.users.concurrent) {
         return bad_input(format!("--trace-user: the scenario has users 0 to {}", scenario.users.concurrent - 1));
     }
     // The scenario's name is validated to stay inside wasim-out/. The folder is checked
@@ -407,7 +421,8 @@ fn scenario(
         Ok(r) => r,
         Err(e) => return bad_input(format!("cannot write the report to {}: {e}", dir.display())),
     };
-    let seed = seed.unwrap_or(scenario.seed);
+    let seed = options.seed.unwrap_or(scenario.seed);
+    let options = RunOptions { seed: Some(seed), ..options };
     let file_label = file.display().to_string();
     let settings = render_settings(&scenario, seed, &file_label);
     if json {
@@ -416,7 +431,7 @@ fn scenario(
         print!("{settings}");
     }
 
-    let (outcome, timing) = timed_run(&scenario, seed, trace_user);
+    let (outcome, timing) = timed_run(&scenario, &options);
     let mut summary = Summary::new(&outcome, &file_label);
     if let Some((fault_seed, mode, liveness)) = fuzzed {
         summary.replay += &crate::fuzz::replay_flags(fault_seed, mode, liveness);
@@ -428,7 +443,7 @@ fn scenario(
             let mut other = scenario.clone();
             other.balancer.placement = placement;
             eprintln!("compare placements: the same crash with {}", placement.name());
-            let (o, _) = timed_run(&other, seed, None);
+            let (o, _) = timed_run(&other, &RunOptions { trace_user: None, ..options.clone() });
             rows.push(wasim_reports::PlacementRow::of(&Summary::new(&o, &file_label)));
         }
         summary.placement_comparison = rows;

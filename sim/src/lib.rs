@@ -12,6 +12,7 @@ mod check;
 mod dist;
 mod faults;
 pub mod fuzz;
+mod gang;
 mod infra;
 mod limits;
 mod metrics;

@@ -1,10 +1,11 @@
-//! The tick loop every simulated process runs, and the context its handlers use.
+//! The tick loop of every simulated process (`Runner`, run by the supervisor), and the
+//! context its handlers use.
 
 use crate::check::Logs;
 use crate::dist::Sampler;
 use crate::metrics::{Backlog, Counters, NodeReport, SecondCounters, TraceEvent};
 use crate::msg::{Envelope, Msg, NodeIdx};
-use crate::net::Network;
+use crate::net::{NetPart, Network};
 use crate::outbox::{Latency, Outbox};
 use crate::population::Population;
 use crate::scenario::Scenario;
@@ -12,23 +13,16 @@ use crate::topology::{Link, NodeKind, Topology};
 use crate::visits::{OpCounts, OpKind, OP_KINDS};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use wasim_model::{ChatMessage, ConversationId, DeviceId, DeviceKey, Time, UserId};
 
 /// The logical clock every process follows. The supervisor advances it one tick at a
-/// time and wakes the processes; madsim only advances its own clock once every process
-/// has finished the tick, so all of tick `k` happens before any of tick `k + 1`.
-///
-/// (madsim's `sleep_until` rounds every sleep up to at least 1 ms from "now", and "now"
-/// creeps forward a little at every poll, so per-process sleeps would drift apart.)
+/// time and runs every live process's tick; madsim's clock follows it (one madsim sleep per
+/// tick), so all of tick `k` happens before any of tick `k + 1`.
 #[derive(Default)]
 pub(crate) struct TickClock {
     tick: AtomicU64,
-    waiting: Mutex<Vec<Waker>>,
 }
 
 impl TickClock {
@@ -37,42 +31,15 @@ impl TickClock {
         self.tick.load(Ordering::Acquire)
     }
 
-    /// Move to the next tick and wake every waiting process.
+    /// Move to the next tick; returns it.
     pub fn advance(&self) -> u64 {
-        let t = self.tick.fetch_add(1, Ordering::AcqRel) + 1;
-        for w in self.waiting.lock().expect("clock lock").drain(..) {
-            w.wake();
-        }
-        t
-    }
-
-    /// Wait for a tick later than `after`; returns it.
-    pub fn after(&self, after: u64) -> NextTick<'_> {
-        NextTick { clock: self, after }
-    }
-}
-
-/// Future of [`TickClock::after`].
-pub(crate) struct NextTick<'a> {
-    clock: &'a TickClock,
-    after: u64,
-}
-
-impl Future for NextTick<'_> {
-    type Output = u64;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u64> {
-        let t = self.clock.now();
-        if t > self.after {
-            return Poll::Ready(t);
-        }
-        self.clock.waiting.lock().expect("clock lock").push(cx.waker().clone());
-        Poll::Pending
+        self.tick.fetch_add(1, Ordering::AcqRel) + 1
     }
 }
 
 /// What all processes share: the network, the layout and the run's settings.
 pub(crate) struct Shared {
-    pub net: Mutex<Network>,
+    pub net: Network,
     /// The fault schedule (the fault layer).
     pub faults: crate::faults::FaultPlan,
     /// The Cassandra nodes' disks: their rows outlive a crashed process.
@@ -87,24 +54,25 @@ pub(crate) struct Shared {
     pub aliases: Mutex<Vec<(wasim_model::MessageId, wasim_model::MessageId)>>,
     /// Rows each Cassandra node repaired when it rejoined (for its report).
     pub repaired: Vec<AtomicU64>,
-    /// The tick before which each process was last restarted: a restarted process is built
-    /// on its first poll, after the supervisor moved the clock on, and starts from there.
-    pub restarted_for: Vec<AtomicU64>,
     pub topo: Arc<Topology>,
     pub scenario: Scenario,
     pub seed: u64,
     pub clock: TickClock,
     pub tick_us: u64,
-    pub end_tick: u64,
     pub reports: Mutex<Vec<Option<NodeReport>>>,
+    /// Each live process, built by its madsim node's task and run by the supervisor tick
+    /// by tick (`None`: not started yet, or killed).
+    pub procs: Vec<Mutex<Option<Box<dyn Runner>>>>,
     pub population: Population,
     /// The slowest hop latency any process drew (before faults), client-server then
     /// in-datacenter: the checkers allow for it (kept here, it outlives a crashed sender).
     pub slowest_hop_us: [AtomicU64; 2],
-    /// The user whose messages go to trace.csv (`u32::MAX`: none yet). Without one asked
-    /// for or cut by a fault, the first client shard to see a chat server crash picks a
-    /// device it held, so that the crash report can tell that device's story.
-    pub traced: AtomicU32,
+    /// The user whose messages go to trace.csv, with the tick it was picked in, packed as
+    /// `tick << 32 | user` (`u64::MAX`: none yet). Without one asked for or cut by a
+    /// fault, a device displaced by the first chat server crash is picked, so that the crash
+    /// report can tell its story: the lowest user offered in the first tick any client
+    /// shard saw the crash (the shards run side by side: the least, not the first to come).
+    pub traced: AtomicU64,
     /// Whether the traced user is to be picked at the first chat server crash.
     pub trace_a_crash: bool,
     /// Simulated ms reached, for a progress display outside the simulation.
@@ -120,15 +88,16 @@ impl Shared {
     }
 
     /// The process of the broker leading `partition` at `t`.
-    /// The user whose messages are traced, if one is chosen yet.
-    pub fn traced_user(&self) -> Option<UserId> {
-        let u = self.traced.load(Ordering::Relaxed);
-        (u != u32::MAX).then_some(UserId(u))
+    /// The user whose messages are traced in `tick`, if one was chosen before it.
+    pub fn traced_user(&self, tick: u64) -> Option<UserId> {
+        let packed = self.traced.load(Ordering::Relaxed);
+        (packed != u64::MAX && packed >> 32 < tick).then_some(UserId(packed as u32))
     }
 
-    /// Trace `user` from now on, unless a user is traced already; whether it is now.
-    pub fn trace_from_now(&self, user: UserId) -> bool {
-        self.traced.compare_exchange(u32::MAX, user.0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    /// Offer `user`, displaced in `tick`, for tracing from the next tick on: the earliest
+    /// tick's lowest user is kept, whichever shard offers first.
+    pub fn offer_trace(&self, tick: u64, user: UserId) {
+        self.traced.fetch_min((tick << 32) | u64::from(user.0), Ordering::Relaxed);
     }
 
     pub fn broker(&self, partition: u32, t: wasim_model::Time) -> crate::msg::NodeIdx {
@@ -295,7 +264,7 @@ impl Ctx {
             per_second: vec![SecondCounters::default(); shared.scenario.total_s() as usize + 1],
             logs: Logs::default(),
             trace: Vec::new(),
-            traced: shared.traced_user(),
+            traced: shared.traced_user(shared.clock.now() + 1),
             tick_start: Time::ZERO,
             outbox: Outbox::new(me, shared.tick_us),
             net: NetDraw {
@@ -444,99 +413,145 @@ fn arrival_order(batch: &[Envelope], until: Time, keys: &mut OrderKeys, order: &
     }
 }
 
-/// Build a process (with its context, for the draws its state needs), run its tick loop
-/// until the end of the run, then file its report.
-pub(crate) async fn run_process<P: Process>(shared: Arc<Shared>, me: NodeIdx, build: impl FnOnce(&mut Ctx) -> P) {
+/// A built process with its context and the loop's state between ticks: what the
+/// supervisor runs each tick (see `Shared::procs`).
+pub(crate) trait Runner: Send {
+    /// Take the arrivals of `tick` from the process's part of the network.
+    fn take(&mut self, net: &mut NetPart, tick: u64);
+    /// Handle the tick's arrivals in order, then the tick; what leaves waits in the
+    /// outbox until `deliver`.
+    fn run_tick(&mut self, shared: &Shared, tick: u64);
+    /// Put what leaves in `tick` on the network.
+    fn deliver(&mut self, shared: &Shared, net: &mut NetPart, tick: u64);
+    /// File the process's report at the end of the run.
+    fn file(self: Box<Self>, shared: &Shared, tick: u64);
+}
+
+struct ProcessRunner<P: Process> {
+    ctx: Ctx,
+    process: P,
+    me: NodeIdx,
+    window_end_tick: u64,
+    window: (Time, Time),
+    ops: OpCounts,
+    backlog_window_end: Backlog,
+    batch: Vec<Envelope>,
+    keys: OrderKeys,
+    order: Vec<u32>,
+    published_slowest: [u64; 2],
+}
+
+/// Build a process (with its context, for the draws its state needs) and hand it to the
+/// supervisor, which runs its ticks until the end of the run (or until the process is
+/// killed) and then has it file its report.
+pub(crate) async fn run_process<P: Process + Send + 'static>(
+    shared: Arc<Shared>,
+    me: NodeIdx,
+    build: impl FnOnce(&mut Ctx) -> P,
+) {
     let mut ctx = Ctx::new(&shared, me);
-    let mut process = build(&mut ctx);
-    let window_end_tick = shared.measure_until().as_us() / shared.tick_us;
-    let window = (shared.measure_from(), shared.measure_until());
-    let mut ops: OpCounts = [0; OP_KINDS];
-    let mut backlog_window_end = Backlog::default();
-    let mut batch: Vec<Envelope> = Vec::new();
-    let mut keys = OrderKeys::default();
-    let mut order: Vec<u32> = Vec::new();
-    // A restarted process handles the tick it was restarted for (the clock has moved on by
-    // the time it is built); a process started with the run, every tick from the first.
-    let restarted = shared.restarted_for[usize::from(me.0)].swap(u64::MAX, Ordering::AcqRel);
-    let mut tick = if restarted == u64::MAX { shared.clock.now() } else { restarted };
-    let mut published_slowest = [0u64; 2];
-    loop {
-        tick = shared.clock.after(tick).await;
+    let process = build(&mut ctx);
+    let runner = ProcessRunner {
+        ctx,
+        process,
+        me,
+        window_end_tick: shared.measure_until().as_us() / shared.tick_us,
+        window: (shared.measure_from(), shared.measure_until()),
+        ops: [0; OP_KINDS],
+        backlog_window_end: Backlog::default(),
+        batch: Vec::new(),
+        keys: OrderKeys::default(),
+        order: Vec::new(),
+        published_slowest: [0; 2],
+    };
+    *shared.procs[usize::from(me.0)].lock().expect("process lock") = Some(Box::new(runner));
+}
+
+impl<P: Process + Send> Runner for ProcessRunner<P> {
+    fn take(&mut self, net: &mut NetPart, tick: u64) {
+        net.take(self.me, tick, &mut self.batch);
+    }
+
+    fn run_tick(&mut self, shared: &Shared, tick: u64) {
+        let ctx = &mut self.ctx;
+        let process = &mut self.process;
         if shared.trace_a_crash && ctx.traced.is_none() {
-            ctx.traced = shared.traced_user();
+            ctx.traced = shared.traced_user(tick);
         }
-        shared.net.lock().expect("network lock").take(me, tick, &mut batch);
         ctx.tick_start = Time(tick.saturating_sub(1) * shared.tick_us);
-        arrival_order(&batch, Time(tick * shared.tick_us), &mut keys, &mut order);
+        let batch = &self.batch;
+        arrival_order(batch, Time(tick * shared.tick_us), &mut self.keys, &mut self.order);
         ctx.counters.events += batch.len() as u64;
         let at = |i: u32| &batch[i as usize];
-        for &i in order.iter().take(PREFETCH_AHEAD) {
+        for &i in self.order.iter().take(PREFETCH_AHEAD) {
             process.prefetch(at(i));
         }
-        for (k, &i) in order.iter().enumerate() {
+        for (k, &i) in self.order.iter().enumerate() {
             if k % PREFETCH_AHEAD == 0 {
-                for &ahead in order.iter().skip(k + PREFETCH_AHEAD).take(PREFETCH_AHEAD) {
+                for &ahead in self.order.iter().skip(k + PREFETCH_AHEAD).take(PREFETCH_AHEAD) {
                     process.prefetch(at(ahead));
                 }
             }
             let env = at(i);
-            if env.at >= window.0 && env.at < window.1 {
+            if env.at >= self.window.0 && env.at < self.window.1 {
                 if let Some((kind, n)) = OpKind::of(&env.msg) {
-                    ops[kind as usize] += n;
+                    self.ops[kind as usize] += n;
                 }
             }
-            process.on_message(env, &mut ctx);
+            process.on_message(env, ctx);
         }
-        batch.clear();
+        self.batch.clear();
         let now = Time(tick * shared.tick_us);
-        process.on_tick(now, &mut ctx);
-        // The network is locked only if something leaves this tick.
-        let mut net = None;
+        process.on_tick(now, ctx);
+    }
+
+    fn deliver(&mut self, shared: &Shared, net: &mut NetPart, tick: u64) {
+        let ctx = &mut self.ctx;
+        let now = Time(tick * shared.tick_us);
         let may_drop = shared.faults.may_drop();
         ctx.outbox.flush(now, |to, env| {
             if !(may_drop && shared.faults.drops(to, tick, env.at)) {
-                net.get_or_insert_with(|| shared.net.lock().expect("network lock")).deliver_one(tick, to, env)
+                net.deliver_one(tick, to, env)
             }
         });
-        drop(net);
-        for (class, published) in published_slowest.iter_mut().enumerate() {
+        for (class, published) in self.published_slowest.iter_mut().enumerate() {
             let slowest = ctx.net.slowest_us[class];
             if slowest > *published {
                 shared.slowest_hop_us[class].fetch_max(slowest, Ordering::Relaxed);
                 *published = slowest;
             }
         }
-        if tick == window_end_tick {
-            backlog_window_end = ctx.backlog(now);
-        }
-        if tick >= shared.end_tick {
-            break;
+        if tick == self.window_end_tick {
+            self.backlog_window_end = ctx.backlog(now);
         }
     }
-    let backlog_end = ctx.backlog(Time(tick * shared.tick_us));
-    ctx.logs.in_transit.extend(ctx.outbox.message_ids(Msg::message_id));
-    ctx.logs.receipts_in_transit.extend(ctx.outbox.message_ids(Msg::receipt_message_id));
-    ctx.logs.closing_in_transit.extend(ctx.outbox.message_ids(Msg::closed_device));
-    let (kind, _) = shared.topo.locate(me);
-    let mut report = NodeReport {
-        kind,
-        counters: ctx.counters,
-        per_second: std::mem::take(&mut ctx.per_second),
-        latencies: None,
-        logs: std::mem::take(&mut ctx.logs),
-        trace: std::mem::take(&mut ctx.trace),
-        workers: 0,
-        busy_us: 0,
-        served: 0,
-        gauge_end: 0,
-        backlog_window_end,
-        backlog_end,
-        ops,
-        sojourns: None,
-    };
-    process.finish(&mut report);
-    shared.reports.lock().expect("reports lock")[usize::from(me.0)] = Some(report);
+
+    fn file(self: Box<Self>, shared: &Shared, tick: u64) {
+        let ProcessRunner { mut ctx, mut process, me, ops, backlog_window_end, .. } = *self;
+        let backlog_end = ctx.backlog(Time(tick * shared.tick_us));
+        ctx.logs.in_transit.extend(ctx.outbox.message_ids(Msg::message_id));
+        ctx.logs.receipts_in_transit.extend(ctx.outbox.message_ids(Msg::receipt_message_id));
+        ctx.logs.closing_in_transit.extend(ctx.outbox.message_ids(Msg::closed_device));
+        let (kind, _) = shared.topo.locate(me);
+        let mut report = NodeReport {
+            kind,
+            counters: ctx.counters,
+            per_second: std::mem::take(&mut ctx.per_second),
+            latencies: None,
+            logs: std::mem::take(&mut ctx.logs),
+            trace: std::mem::take(&mut ctx.trace),
+            workers: 0,
+            busy_us: 0,
+            served: 0,
+            gauge_end: 0,
+            backlog_window_end,
+            backlog_end,
+            ops,
+            sojourns: None,
+        };
+        process.finish(&mut report);
+        shared.reports.lock().expect("reports lock")[usize::from(me.0)] = Some(report);
+    }
 }
 
 #[cfg(test)]

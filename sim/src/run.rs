@@ -1,6 +1,7 @@
 //! Building the simulated world on madsim, running it, and gathering what it measured.
 
 use crate::check::{check_all, CheckContext, CheckReport, Logs};
+use crate::gang::Gang;
 use crate::metrics::{Backlog, Counters, Latencies, NodeReport, SecondCounters, TraceEvent};
 use crate::msg::{Msg, NodeIdx};
 use crate::net::Network;
@@ -9,7 +10,7 @@ use crate::population::Population;
 use crate::scenario::Scenario;
 use crate::topology::{NodeKind, Topology};
 use crate::visits::{OpCounts, OP_KINDS};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasim_model::{Time, UserId};
@@ -24,6 +25,9 @@ pub struct RunOptions {
     pub progress_ms: Option<Arc<AtomicU64>>,
     /// Trace this user's messages (default: the first user a network cut hits).
     pub trace_user: Option<u32>,
+    /// Threads that run a tick's processes side by side (0 or 1: the calling thread
+    /// alone). The outputs are the same whatever the count.
+    pub threads: usize,
 }
 
 /// One tier's load, summed over its processes, over the measuring window.
@@ -88,8 +92,11 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Outcome {
     let seed = options.seed.unwrap_or(scenario.seed);
     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     let trace_user = options.trace_user.map(UserId);
+    // Made before the simulation starts: madsim forbids spawning threads inside it.
+    let gang = Gang::new(options.threads);
     let (mut outcome, mut logs) =
-        rt.block_on(simulate_traced(scenario.clone(), seed, options.progress_ms.clone(), trace_user, None));
+        rt.block_on(simulate_traced(scenario.clone(), seed, options.progress_ms.clone(), trace_user, None, &gang));
+    drop(gang);
     // Outside the simulation, where threads are allowed: the checkers use both cores.
     outcome.checks = check_all(&mut logs, &check_context(&outcome), true);
     outcome
@@ -198,7 +205,7 @@ fn check_context(outcome: &Outcome) -> CheckContext {
 
 /// Run a scenario inside the current madsim runtime (for `Runtime::check_determinism`).
 pub async fn simulate(scenario: Scenario, seed: u64, progress_ms: Option<Arc<AtomicU64>>) -> Outcome {
-    let (mut outcome, mut logs) = simulate_traced(scenario, seed, progress_ms, None, None).await;
+    let (mut outcome, mut logs) = simulate_traced(scenario, seed, progress_ms, None, None, &Gang::new(1)).await;
     outcome.checks = check_all(&mut logs, &check_context(&outcome), false);
     outcome
 }
@@ -207,7 +214,7 @@ pub async fn simulate(scenario: Scenario, seed: u64, progress_ms: Option<Arc<Ato
 /// probe makes no promises to check).
 pub(crate) fn simulate_with_probe(scenario: &Scenario, seed: u64, probe: crate::calibrate::ProbePlan) -> Outcome {
     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-    rt.block_on(simulate_traced(scenario.clone(), seed, None, None, Some(probe))).0
+    rt.block_on(simulate_traced(scenario.clone(), seed, None, None, Some(probe), &Gang::new(1))).0
 }
 
 async fn simulate_traced(
@@ -216,8 +223,10 @@ async fn simulate_traced(
     progress_ms: Option<Arc<AtomicU64>>,
     trace_user: Option<UserId>,
     probe: Option<crate::calibrate::ProbePlan>,
+    gang: &Gang,
 ) -> (Outcome, Logs) {
     let topo = Arc::new(Topology::new(&scenario));
+    let plan = Plan::new(&topo, gang.threads());
     let nodes = topo.node_count();
     let tick_us = scenario.tick_us;
     let end_tick = scenario.total_s() * 1_000_000 / tick_us;
@@ -230,7 +239,6 @@ async fn simulate_traced(
     let kafka_logs = (0..scenario.fleet.kafka_partitions).map(|_| Mutex::default()).collect();
     let routed = (0..scenario.fleet.kafka_partitions).map(|_| Mutex::default()).collect();
     let repaired = (0..scenario.fleet.cassandra_nodes).map(|_| AtomicU64::new(0)).collect();
-    let restarted_for = (0..nodes).map(|_| AtomicU64::new(u64::MAX)).collect();
     let shared = Arc::new(Shared {
         faults,
         disks,
@@ -238,18 +246,17 @@ async fn simulate_traced(
         routed,
         aliases: Mutex::default(),
         repaired,
-        restarted_for,
         slowest_hop_us: [AtomicU64::new(0), AtomicU64::new(0)],
         population,
-        traced: AtomicU32::new(traced.map_or(u32::MAX, |u| u.0)),
+        traced: AtomicU64::new(traced.map_or(u64::MAX, |u| u64::from(u.0))),
+        procs: (0..nodes).map(|_| Mutex::new(None)).collect(),
         trace_a_crash: traced.is_none() && scenario.crashes_a_chat_server(),
-        net: Mutex::new(Network::new(nodes, tick_us)),
+        net: Network::new(&plan.part_of, tick_us),
         topo: topo.clone(),
         scenario: scenario.clone(),
         seed,
         clock: Default::default(),
         tick_us,
-        end_tick,
         reports: Mutex::new(vec![None; nodes]),
         progress_ms: progress_ms.clone(),
         probe,
@@ -267,34 +274,139 @@ async fn simulate_traced(
             .build();
         ids.push(node.id());
     }
-    // The supervisor drives the logical clock: one madsim sleep per tick, after which
-    // every process has finished the previous tick. Crashes happen between ticks: a killed
+    // The supervisor drives the logical clock: one madsim sleep per tick, then every live
+    // process's tick, side by side on the gang. Crashes happen between ticks: a killed
     // process loses its memory and what was on its way to it; a restarted one starts
-    // empty from the scenario, like a fresh process.
+    // empty from the scenario, like a fresh process (its node's task builds it during a
+    // yield, before the tick it was restarted for).
     let tick = Duration::from_micros(tick_us);
     while shared.clock.now() < end_tick {
         madsim::time::sleep(tick).await;
+        let mut restarted = Vec::new();
         for event in shared.faults.process_events(shared.clock.now() + 1) {
             match event {
                 crate::faults::ProcessEvent::Kill(n) => {
                     handle.kill(ids[usize::from(n.0)]);
-                    shared.net.lock().expect("network lock").clear(n);
+                    *shared.procs[usize::from(n.0)].lock().expect("process lock") = None;
+                    shared.net.clear(n);
                 }
                 crate::faults::ProcessEvent::Restart(n) => {
                     if let (NodeKind::Cassandra, i) = shared.topo.locate(n) {
                         let rows = crate::nodes::cassandra::repair(&shared, i);
                         shared.repaired[i as usize].store(rows, Ordering::Relaxed);
                     }
-                    shared.restarted_for[usize::from(n.0)].store(shared.clock.now(), Ordering::Release);
+                    *shared.procs[usize::from(n.0)].lock().expect("process lock") = None;
                     handle.restart(ids[usize::from(n.0)]);
+                    restarted.push(n);
                 }
             }
         }
         let t = shared.clock.advance();
+        if !restarted.is_empty() {
+            Built { shared: &shared, nodes: &restarted }.await;
+        }
+        plan.run_tick(&shared, gang, t);
         shared.progress_ms.store(t * tick_us / 1_000, Ordering::Relaxed);
     }
-    madsim::time::sleep(tick).await;
+    let end = shared.clock.now();
+    for slot in &shared.procs {
+        let runner = slot.lock().expect("process lock").take();
+        if let Some(runner) = runner {
+            runner.file(&shared, end);
+        }
+    }
     collect(&shared, scenario, seed)
+}
+
+/// Resolves once the processes `nodes` are built: their restarted nodes' tasks run while
+/// the supervisor yields (no simulated time passes).
+struct Built<'a> {
+    shared: &'a Shared,
+    nodes: &'a [NodeIdx],
+}
+
+impl std::future::Future for Built<'_> {
+    type Output = ();
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let built = |n: &NodeIdx| self.shared.procs[usize::from(n.0)].lock().expect("process lock").is_some();
+        if self.nodes.iter().all(built) {
+            return std::task::Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+/// How a tick is spread over the gang's threads: the processes in parts, one per thread,
+/// balanced by a rough weight per kind (client shards heaviest, then chat servers). The
+/// Kafka brokers and the routers share the partition logs and the routers' memory (a
+/// router taking a partition over reads the offset its broker commits, within a tick), so
+/// they are all in one part and run in process order, and what one reads of the other does
+/// not depend on the threads. Within a part, processes run in index order.
+struct Plan {
+    /// Each process's part.
+    part_of: Vec<u16>,
+    /// The processes of each part, in index order.
+    parts: Vec<Vec<NodeIdx>>,
+}
+
+impl Plan {
+    fn new(topo: &Topology, threads: usize) -> Plan {
+        let n = topo.node_count();
+        let parts = threads.clamp(1, n.max(1));
+        let mut part_of = vec![0u16; n];
+        let mut load = vec![0u32; parts];
+        let lightest = |weight: u32, load: &mut Vec<u32>| {
+            let p = (0..parts).min_by_key(|&p| (load[p], p)).expect("a part");
+            load[p] += weight;
+            p as u16
+        };
+        let weight = |kind: NodeKind| match kind {
+            NodeKind::ClientShard => 4,
+            NodeKind::ChatServer => 2,
+            _ => 1,
+        };
+        let mut shared_logs = Vec::new();
+        for kind in
+            [NodeKind::ClientShard, NodeKind::ChatServer, NodeKind::Cassandra, NodeKind::Redis, NodeKind::Presence]
+        {
+            for i in (0..n).filter(|&i| topo.locate(NodeIdx(i as u16)).0 == kind) {
+                part_of[i] = lightest(weight(kind), &mut load);
+            }
+        }
+        for i in 0..n {
+            if matches!(topo.locate(NodeIdx(i as u16)).0, NodeKind::Kafka | NodeKind::Router) {
+                shared_logs.push(i);
+            }
+        }
+        let p = lightest(shared_logs.len() as u32, &mut load);
+        for i in shared_logs {
+            part_of[i] = p;
+        }
+        let mut by_part = vec![Vec::new(); parts];
+        for (i, &p) in part_of.iter().enumerate() {
+            by_part[usize::from(p)].push(NodeIdx(i as u16));
+        }
+        Plan { part_of, parts: by_part }
+    }
+
+    /// Run tick `t` of every live process, each part on a thread of the gang: take the
+    /// mail of the last tick, then each process's arrivals, tick and sends.
+    fn run_tick(&self, shared: &Shared, gang: &Gang, t: u64) {
+        let procs = &shared.procs;
+        gang.run(self.parts.len(), &|k| {
+            let mut part = shared.net.part(k);
+            shared.net.receive_mail(&mut part, t);
+            for n in &self.parts[k] {
+                if let Some(runner) = procs[usize::from(n.0)].lock().expect("process lock").as_mut() {
+                    runner.take(&mut part, t);
+                    runner.run_tick(shared, t);
+                    runner.deliver(shared, &mut part, t);
+                }
+            }
+            shared.net.post_mail(&mut part, t);
+        });
+    }
 }
 
 /// Gather the processes' reports; the checkers run on the returned logs afterwards.
@@ -319,7 +431,7 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
         trace.append(&mut r.trace);
     }
     {
-        let net = shared.net.lock().expect("network lock");
+        let net = &shared.net;
         logs.in_transit.extend(net.message_ids(Msg::message_id));
         logs.receipts_in_transit.extend(net.message_ids(Msg::receipt_message_id));
         logs.closing_in_transit.extend(net.message_ids(Msg::closed_device));

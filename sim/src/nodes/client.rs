@@ -563,7 +563,7 @@ impl ClientShard {
 
     /// Chat servers crashing by `now`: each device attached to one notices when the fault
     /// layer says (a reset crossing its link, or pings unanswered).
-    fn tick_crashes(&mut self, now: Time, ctx: &mut Ctx) {
+    fn tick_crashes(&mut self, now: Time) {
         if self.shared.faults.crashes().is_empty() {
             return;
         }
@@ -582,8 +582,8 @@ impl ClientShard {
                 self.displaced.insert(index as u32, crash.down);
                 // The crash report tells one displaced device's story: the first one.
                 let user = self.devices.layout().device(index).user;
-                if self.shared.trace_a_crash && self.shared.trace_from_now(user) {
-                    ctx.traced = Some(user);
+                if self.shared.trace_a_crash {
+                    self.shared.offer_trace(now.as_us() / self.shared.tick_us, user);
                 }
             }
         }
@@ -772,7 +772,7 @@ impl Process for ClientShard {
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
-        self.tick_crashes(now, ctx);
+        self.tick_crashes(now);
         self.tick_cuts(now, ctx);
         self.tick_timers(now, ctx);
         self.tick_app_closes(now, ctx);

@@ -30,7 +30,8 @@ fn send_reroute(
     ctx.send_ordered(topo.redis(msg.to), t, reroute, crate::node::OrderKey::Session(msg.to));
 }
 
-/// Start process `me`: build its state from the scenario and run its tick loop.
+/// Start process `me`: build its state from the scenario and hand it to the supervisor,
+/// which runs its ticks.
 pub(crate) async fn start(shared: Arc<Shared>, me: NodeIdx) {
     let (kind, i) = shared.topo.locate(me);
     let s = shared.clone();
