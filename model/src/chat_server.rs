@@ -15,8 +15,8 @@
 use crate::table::U32Map;
 use crate::{
     ChatMessage, Consistency, ConversationId, DeviceFrame, DeviceId, DeviceKey, DeviceSlot, InboxPos, MessageId,
-    PresenceInput, PresenceUpdate, Receipt, ReceiptState, Route, ServerFrame, ServerId, ServersDown, Snowflake, Time,
-    UserId, DEVICES_PER_USER_MAX,
+    PresenceInput, PresenceUpdate, Receipt, ReceiptState, Recipient, Route, ServerFrame, ServerId, ServersDown,
+    Snowflake, Time, UserId, DEVICES_PER_USER_MAX,
 };
 use rustc_hash::FxHashMap;
 use slotmap::{DefaultKey, Key, KeyData, SlotMap};
@@ -137,6 +137,9 @@ pub enum ChatServerInput {
     /// The answer to a `SessionRefresh`: whether the store did not already route the
     /// device here (its session was lost, or named another server).
     SessionRefreshed { device: DeviceId, epoch: u8, changed: bool },
+    /// A replica wrote group receipt row `req`: `completed` says the aggregate this write
+    /// completed there (every recipient delivered, or read), if it did.
+    GroupReceiptWritten { req: u64, completed: Option<ReceiptState> },
 }
 
 /// The effects a chat server asks its environment to perform.
@@ -183,6 +186,20 @@ pub enum ChatServerOutput {
     Handover { server: ServerId, req: u64, slot: DeviceSlot, msg: ChatMessage },
     /// Everything for a takeover was handed over.
     TakeoverDone { server: ServerId, req: u64, parts: u32 },
+    /// Write the row (message, member) -> delivered | read of the group receipts table to
+    /// every replica of the message's partition; each answers `GroupReceiptWritten`.
+    WriteGroupReceipt { req: u64, receipt: Receipt },
+}
+
+/// A group receipt row being written: the member's receipt, and how many replicas
+/// answered. The aggregate's receipt goes to the sender once, when the first replica says
+/// this write completed it there (another replica may say so of another member's write:
+/// the sender's view takes a receipt once).
+#[derive(Debug)]
+struct GroupReceiptWrite {
+    receipt: Receipt,
+    answers: u8,
+    sent: bool,
 }
 
 #[derive(Debug)]
@@ -333,6 +350,10 @@ pub struct ChatServer {
     /// Publish deadlines in the order they were set (a deadline is always now + timeout).
     publish_deadlines: VecDeque<(Time, DefaultKey)>,
     receipts: SlotMap<DefaultKey, Receipt>,
+    /// Group receipt rows being written, with their deadlines (now + write timeout): a
+    /// replica that never answers (down) does not keep one for ever.
+    group_receipts: SlotMap<DefaultKey, GroupReceiptWrite>,
+    group_receipt_deadlines: VecDeque<(Time, DefaultKey)>,
     fetches: SlotMap<DefaultKey, FetchJob>,
     reads: SlotMap<DefaultKey, PendingRead>,
     /// Pushes repeated because their acknowledgement was overdue.
@@ -411,6 +432,8 @@ impl ChatServer {
             publishes: SlotMap::new(),
             publish_deadlines: VecDeque::new(),
             receipts: SlotMap::new(),
+            group_receipts: SlotMap::new(),
+            group_receipt_deadlines: VecDeque::new(),
             fetches: SlotMap::new(),
             reads: SlotMap::new(),
             repushes: 0,
@@ -546,6 +569,7 @@ impl ChatServer {
                 self.try_finish_fetch(now, key, out);
             }
             In::ReadReply { req, row, replica } => self.on_read_reply(now, req, row, replica, out),
+            In::GroupReceiptWritten { req, completed } => self.on_group_receipt_written(req, completed, out),
             In::Forward { msg, slot } => {
                 let device = DeviceId { user: msg.to, slot };
                 self.push(device, msg, now, out);
@@ -742,9 +766,15 @@ impl ChatServer {
                 let Some(epoch) = self.connections.get(key.0).map(|c| Connection(c).epoch_bits()) else {
                     return; // a frame from a connection this server closed: the client retries
                 };
+                // A group message is stored and published once, for every member: its
+                // copies for the members name each one.
+                let (conversation, to) = match to {
+                    Recipient::User(u) => (ConversationId::direct(device.user, u), u),
+                    Recipient::Group(g) => (ConversationId::group(g), UserId::GROUP),
+                };
                 let msg = ChatMessage {
                     id: self.snowflake.next(now),
-                    conversation: ConversationId::direct(device.user, to),
+                    conversation,
                     from: device.user,
                     to,
                     client_seq,
@@ -765,10 +795,10 @@ impl ChatServer {
                         self.unacked.remove(&key);
                     }
                 }
-                self.send_receipt(Receipt { msg, state: ReceiptState::Delivered, by: device, at }, out);
+                self.member_receipt(now, Receipt { msg, state: ReceiptState::Delivered, by: device, at }, out);
             }
             DeviceFrame::ReadAck { msg, at } => {
-                self.send_receipt(Receipt { msg, state: ReceiptState::Read, by: device, at }, out);
+                self.member_receipt(now, Receipt { msg, state: ReceiptState::Read, by: device, at }, out);
             }
             DeviceFrame::Subscribe { target } => {
                 if self.is_connected(device) {
@@ -787,6 +817,10 @@ impl ChatServer {
     /// what a quorum has not answered, re-publish what Kafka has not acknowledged, close
     /// silent connections. Call once per tick.
     pub fn handle_timeout(&mut self, now: Time, out: &mut Vec<ChatServerOutput>) {
+        while self.group_receipt_deadlines.front().is_some_and(|&(deadline, _)| deadline <= now) {
+            let (_, key) = self.group_receipt_deadlines.pop_front().expect("a deadline");
+            self.group_receipts.remove(key);
+        }
         let keep = self.config.connection_timeout + HANDED_MARGIN;
         while self.handed.front().is_some_and(|h| h.at + keep <= now) {
             self.handed.pop_front();
@@ -1176,6 +1210,9 @@ impl ChatServer {
         // (Planted: the stored receipts are handed over only with inbox entries.)
         let drop_receipts = rows.is_empty() && crate::plant::planted(crate::plant::Plant::StoredReceiptsDropped);
         for msg in rows.into_iter().flatten() {
+            // A group message's row is stored once for every member: this copy is the
+            // fetching member's.
+            let msg = if msg.to == UserId::GROUP { ChatMessage { to: job.device.user, ..msg } } else { msg };
             self.push(job.device, msg, now, out);
         }
         out.push(ChatServerOutput::ToDevice { device: job.device, frame: ServerFrame::FetchDone { upto } });
@@ -1199,6 +1236,36 @@ impl ChatServer {
             self.route_receipt(oldest, Some(self.config.id), out);
         }
         out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::Receipt { receipt, seq } });
+    }
+
+    /// A recipient's device acknowledged a message: a 1:1 receipt goes to the sender; a
+    /// group member's is a row of the group receipts table, and the sender hears only of
+    /// the aggregate (every member delivered, every member read) once a write completes it.
+    fn member_receipt(&mut self, now: Time, receipt: Receipt, out: &mut Vec<ChatServerOutput>) {
+        if receipt.msg.conversation.group_id().is_none() {
+            return self.send_receipt(receipt, out);
+        }
+        let key = self.group_receipts.insert(GroupReceiptWrite { receipt, answers: 0, sent: false });
+        self.group_receipt_deadlines.push_back((now + self.config.write_timeout, key));
+        out.push(ChatServerOutput::WriteGroupReceipt { req: key_to_req(key), receipt });
+    }
+
+    /// A replica answered a group receipt row's write.
+    fn on_group_receipt_written(&mut self, req: u64, completed: Option<ReceiptState>, out: &mut Vec<ChatServerOutput>) {
+        let key = req_to_key(req);
+        let Some(w) = self.group_receipts.get_mut(key) else { return };
+        w.answers += 1;
+        let replicas = self.config.replication_factor;
+        if let (Some(state), false) = (completed, w.sent) {
+            w.sent = true;
+            let member = w.receipt;
+            // The aggregate's receipt: for the message as the sender sent it.
+            let msg = ChatMessage { to: UserId::GROUP, ..member.msg };
+            self.send_receipt(Receipt { msg, state, ..member }, out);
+        }
+        if self.group_receipts.get(key).is_some_and(|w| w.answers >= replicas) {
+            self.group_receipts.remove(key);
+        }
     }
 
     /// Send a receipt to the server that minted the message (its Snowflake worker): the

@@ -2,7 +2,7 @@
 //! `DeviceFrame`s and consumes `ServerFrame`s; the chat server the reverse. The simulator
 //! carries them as they are.
 
-use crate::{ChatMessage, InboxPos, PresenceUpdate, Receipt, ServerId, Time, UserId};
+use crate::{ChatMessage, InboxPos, PresenceUpdate, Receipt, Recipient, ServerId, Time, UserId};
 
 /// A frame a device sends to its chat server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub enum DeviceFrame {
     /// until the device has heard them, and forgets them up to that one.
     Heartbeat { receipts_heard: u32 },
     /// A new message, with the device's retry-safe sequence number.
-    Send { to: UserId, client_seq: u32, sent_at: Time },
+    Send { to: Recipient, client_seq: u32, sent_at: Time },
     /// The device has the message (✓✓ grey for the sender); `at` is when it showed it.
     DeliveredAck { msg: ChatMessage, at: Time },
     /// The user read the message (✓✓ blue for the sender).

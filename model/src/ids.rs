@@ -81,6 +81,33 @@ impl ConversationId {
     pub fn hash64(self) -> u64 {
         mix64(self.0)
     }
+
+    /// A group's conversation: `(group + 1) << 32`. A direct conversation packs its
+    /// lower user id above the higher one, so its low half is never 0 unless both are user 0
+    /// (no one messages themselves): the two kinds never meet. Group numbers stay below
+    /// `GROUPS_MAX`, so the top two bits stay free as for direct conversations.
+    pub fn group(g: GroupId) -> ConversationId {
+        assert!(g.0 < GROUPS_MAX, "group {} beyond the id space", g.0);
+        ConversationId((u64::from(g.0) + 1) << 32)
+    }
+
+    /// The group this conversation is, if it is a group's.
+    pub fn group_id(self) -> Option<GroupId> {
+        (self.0 as u32 == 0 && self.0 >> 32 != 0).then(|| GroupId((self.0 >> 32) as u32 - 1))
+    }
+}
+
+/// A group chat (up to `GROUP_MEMBERS_MAX` members).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupId(pub u32);
+
+/// Group numbers: below 2^29, so a group's conversation id keeps its top bits free.
+pub const GROUPS_MAX: u32 = 1 << 29;
+
+impl UserId {
+    /// The recipient of a group message as stored once for all members (each member's copy
+    /// names the member).
+    pub const GROUP: UserId = UserId(u32::MAX);
 }
 
 impl UserId {
@@ -190,6 +217,18 @@ impl Snowflake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_and_direct_conversations_never_meet() {
+        for g in [0, 1, 7, GROUPS_MAX - 1] {
+            let c = ConversationId::group(GroupId(g));
+            assert_eq!(c.group_id(), Some(GroupId(g)));
+            assert_eq!(c.0 >> 62, 0, "top bits free");
+        }
+        for (a, b) in [(0, 1), (1, 0), (5, 9), (1 << 29, 3), (999_999_999, 999_999_998)] {
+            assert_eq!(ConversationId::direct(UserId(a), UserId(b)).group_id(), None, "{a} and {b}");
+        }
+    }
 
     #[test]
     fn snowflake_embeds_time_and_worker() {

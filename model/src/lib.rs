@@ -9,6 +9,7 @@ mod capacity;
 mod chat_server;
 mod client;
 mod error;
+mod fanout;
 mod frames;
 mod hint;
 mod ids;
@@ -30,17 +31,20 @@ pub use client::{
     Displayed, Layout, Placement, SentMessages, Showing, UserSettings, SHOWN_EXACT,
 };
 pub use error::ModelError;
+pub use fanout::{Fanout, FanoutConfig, FanoutInput, FanoutOutput, FORWARD_BATCH_MAX, MEMBERS_PAGE, ROUTE_BATCH_MAX};
 pub use frames::{DeviceFrame, ServerFrame};
 pub use hint::prefetch;
 pub use ids::{
-    fast_range, ClientMsgId, ConversationId, DeviceId, DeviceKey, DeviceSlot, InboxPos, MessageId, ServerId,
-    ServersDown, Snowflake, UserId,
+    fast_range, ClientMsgId, ConversationId, DeviceId, DeviceKey, DeviceSlot, GroupId, InboxPos, MessageId, ServerId,
+    ServersDown, Snowflake, UserId, GROUPS_MAX,
 };
-pub use message::ChatMessage;
+pub use message::{ChatMessage, Recipient};
 pub use presence::{
     PresenceCause, PresenceInput, PresenceNotify, PresenceStatus, PresenceStore, PresenceUpdate, WATCHERS_PER_USER_MAX,
 };
-pub use receipts::{Receipt, ReceiptEvent, ReceiptState, SenderView, Transition};
+pub use receipts::{
+    GroupCounters, GroupReceipts, Receipt, ReceiptEvent, ReceiptState, SenderView, Transition, GROUP_MEMBERS_MAX,
+};
 pub use router::{CommitTracker, RoutedMemory, Router, RouterInput, RouterOutput, ROUTER_IN_FLIGHT_PER_PARTITION_MAX};
 pub use session::{
     DeviceSession, Route, SessionEntry, SessionStore, SessionWrite, DEVICES_PER_USER_MAX,

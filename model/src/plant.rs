@@ -50,11 +50,15 @@ pub enum Plant {
     /// fetch has inbox entries too: one with none drops them, and the sender's ✓✓ never
     /// shows (receipt liveness, invariant 3).
     StoredReceiptsDropped,
+    /// The group receipts table counts acknowledgements instead of members: a member's
+    /// second device, a read after the delivered ACK or a re-sent ACK counts again, so the
+    /// sender's ✓✓ shows before every member has the message (invariant 4).
+    GroupCountsDevices,
 }
 
 impl Plant {
     /// Every plant, in the order `wasim fuzz --plant list` gives them.
-    pub const ALL: [Plant; 15] = [
+    pub const ALL: [Plant; 16] = [
         Plant::DedupWrongKey,
         Plant::CatchUpUnsorted,
         Plant::CursorSkipsOne,
@@ -70,6 +74,7 @@ impl Plant {
         Plant::CloseMarksUserOffline,
         Plant::AckBeforeQuorum,
         Plant::StoredReceiptsDropped,
+        Plant::GroupCountsDevices,
     ];
 
     /// The plant's name, as `--plant` takes it.
@@ -90,6 +95,7 @@ impl Plant {
             Plant::CloseMarksUserOffline => "close-marks-user-offline",
             Plant::AckBeforeQuorum => "ack-before-quorum",
             Plant::StoredReceiptsDropped => "stored-receipts-dropped",
+            Plant::GroupCountsDevices => "group-counts-devices",
         }
     }
 
@@ -111,6 +117,7 @@ impl Plant {
             Plant::CloseMarksUserOffline => 7,
             Plant::AckBeforeQuorum => 1,
             Plant::StoredReceiptsDropped => 3,
+            Plant::GroupCountsDevices => 4,
         }
     }
 
@@ -134,6 +141,7 @@ impl Plant {
             Plant::CloseMarksUserOffline => "a clean close of one device marks the whole user offline",
             Plant::AckBeforeQuorum => "the ✓ is sent after one replica's write instead of a quorum's",
             Plant::StoredReceiptsDropped => "receipts stored for an offline sender are dropped when its fetch is empty",
+            Plant::GroupCountsDevices => "the group receipts table counts acknowledgements, not members",
         }
     }
 

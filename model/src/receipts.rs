@@ -185,3 +185,366 @@ impl Receipt {
         }
     }
 }
+
+/// The largest group: WhatsApp's group size limit, and the design card's example of a
+/// fan-out whose receipts must be stored compactly (one message, 1,023 recipients).
+pub const GROUP_MEMBERS_MAX: u32 = 1_024;
+
+// The table stores positions, counts and the member count in `u16`.
+const _: () = assert!(GROUP_MEMBERS_MAX <= u16::MAX as u32);
+
+/// The receipt rows of one group message on one replica: the design card's option B, a
+/// table (message, recipient) -> delivered | read, written by the recipient's chat server
+/// when one of the member's devices acknowledges.
+///
+/// A member is identified by its position in the group's member list (`0..members`). A
+/// member counts as delivered when any of its devices has the message, so several devices,
+/// repeated ACKs and re-deliveries all write the same row: writes are idempotent, and a
+/// row only moves forward (read implies delivered). The sender's own position is not a
+/// recipient: its writes are ignored and it is not waited for.
+///
+/// Stored compactly because a replica holds these for many messages: two bitsets of
+/// `members` bits (delivered, read) in one allocation, and the two counts, which are
+/// option A's counters derived from the rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupReceipts {
+    /// The delivered bitset in the first `words` words, the read bitset in the next.
+    bits: Box<[u64]>,
+    members: u16,
+    sender_position: Option<u16>,
+    delivered: u16,
+    read: u16,
+}
+
+impl GroupReceipts {
+    /// No rows yet for a group of `members` members. `sender_position` is the sender's
+    /// position in the member list, or `None` when the sender is not a member (a group it
+    /// has left): then every member is a recipient.
+    pub fn new(members: u32, sender_position: Option<u32>) -> GroupReceipts {
+        assert!(members <= GROUP_MEMBERS_MAX, "group of {members} members exceeds {GROUP_MEMBERS_MAX}");
+        if let Some(sender) = sender_position {
+            assert!(sender < members, "sender position {sender} outside a group of {members}");
+        }
+        let words = members.div_ceil(u64::BITS) as usize;
+        GroupReceipts {
+            bits: vec![0; 2 * words].into_boxed_slice(),
+            members: members as u16,
+            sender_position: sender_position.map(|p| p as u16),
+            delivered: 0,
+            read: 0,
+        }
+    }
+
+    /// Write the row of the member at `position` with `Delivered` or `Read` (read sets
+    /// delivered too). Returns what the sender's aggregate became by this write, if it
+    /// changed: `Delivered` when this write made every recipient delivered, `Read` when it
+    /// made every recipient read (a read overtaking the last delivered completes both at
+    /// once, reported as `Read`). Repeats and the sender's own position return `None`.
+    pub fn write(&mut self, position: u32, state: ReceiptState) -> Option<ReceiptState> {
+        self.assert_position(position);
+        assert!(state != ReceiptState::Sent, "a receipt row is written only by a delivered or read ACK");
+        if self.sender_position == Some(position as u16) {
+            return None;
+        }
+        let before = self.aggregate();
+        let counts_acks = crate::plant::planted(crate::plant::Plant::GroupCountsDevices);
+        if Self::set(self.delivered_words_mut(), position) || counts_acks {
+            self.delivered = (self.delivered + 1).min(self.recipients() as u16);
+        }
+        if state == ReceiptState::Read && Self::set(self.read_words_mut(), position) {
+            self.read += 1;
+        }
+        let after = self.aggregate();
+        (after != before).then_some(after)
+    }
+
+    /// Option A's counters, derived from the rows: (delivered, read) recipients.
+    pub fn counters(&self) -> (u32, u32) {
+        (u32::from(self.delivered), u32::from(self.read))
+    }
+
+    /// The aggregate the sender sees: `Read` when every recipient has read, `Delivered`
+    /// when every recipient has it, else `Sent`. With no recipients (a group of only the
+    /// sender) there is nothing to wait for: `Read` from the start.
+    pub fn aggregate(&self) -> ReceiptState {
+        let recipients = self.recipients();
+        if u32::from(self.read) == recipients {
+            ReceiptState::Read
+        } else if u32::from(self.delivered) == recipients {
+            ReceiptState::Delivered
+        } else {
+            ReceiptState::Sent
+        }
+    }
+
+    /// Recipients: the members but the sender.
+    pub fn recipients(&self) -> u32 {
+        u32::from(self.members) - u32::from(self.sender_position.is_some())
+    }
+
+    /// Whether the member at `position` counts as delivered (never the sender).
+    pub fn delivered(&self, position: u32) -> bool {
+        self.assert_position(position);
+        Self::get(self.delivered_words(), position)
+    }
+
+    /// Whether the member at `position` has read (never the sender).
+    pub fn read(&self, position: u32) -> bool {
+        self.assert_position(position);
+        Self::get(self.read_words(), position)
+    }
+
+    /// Bytes this holds, for memory reports: 2 bits per member rounded up to 64-bit words,
+    /// plus the header.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + std::mem::size_of_val(&*self.bits)
+    }
+
+    fn assert_position(&self, position: u32) {
+        assert!(position < u32::from(self.members), "position {position} outside a group of {}", self.members);
+    }
+
+    fn words(&self) -> usize {
+        self.bits.len() / 2
+    }
+
+    fn delivered_words(&self) -> &[u64] {
+        &self.bits[..self.words()]
+    }
+
+    fn read_words(&self) -> &[u64] {
+        &self.bits[self.words()..]
+    }
+
+    fn delivered_words_mut(&mut self) -> &mut [u64] {
+        let words = self.words();
+        &mut self.bits[..words]
+    }
+
+    fn read_words_mut(&mut self) -> &mut [u64] {
+        let words = self.words();
+        &mut self.bits[words..]
+    }
+
+    fn get(words: &[u64], position: u32) -> bool {
+        words[(position / u64::BITS) as usize] & (1 << (position % u64::BITS)) != 0
+    }
+
+    /// Set the bit; returns whether it was clear before (the row moved).
+    fn set(words: &mut [u64], position: u32) -> bool {
+        let word = &mut words[(position / u64::BITS) as usize];
+        let mask = 1 << (position % u64::BITS);
+        let was_clear = *word & mask == 0;
+        *word |= mask;
+        was_clear
+    }
+}
+
+/// Option A: counters kept on the message row and bumped by the same writes, what a design
+/// without the table would keep. To stay idempotent each bump must still know the row's
+/// previous state (a repeated ACK or a member's second device must not count twice), which
+/// is why the table is the source of truth; these exist to check that its derived counters
+/// agree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupCounters {
+    /// Recipients that have the message.
+    pub delivered: u32,
+    /// Recipients that have read it.
+    pub read: u32,
+}
+
+impl GroupCounters {
+    /// Count one write that moved a recipient's row from `before` to `after` (equal when
+    /// the write changed nothing).
+    pub fn apply(&mut self, before: ReceiptState, after: ReceiptState) {
+        assert!(before <= after, "a receipt row never goes back: {before:?} -> {after:?}");
+        if before < ReceiptState::Delivered && after >= ReceiptState::Delivered {
+            self.delivered += 1;
+        }
+        if before < ReceiptState::Read && after >= ReceiptState::Read {
+            self.read += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+
+    /// The row of `position` as a state, read back from the two bitsets.
+    fn row(g: &GroupReceipts, position: u32) -> ReceiptState {
+        match (g.delivered(position), g.read(position)) {
+            (_, true) => ReceiptState::Read,
+            (true, false) => ReceiptState::Delivered,
+            (false, false) => ReceiptState::Sent,
+        }
+    }
+
+    #[test]
+    fn delivered_shown_only_when_the_last_recipient_is_delivered() {
+        let mut g = GroupReceipts::new(500, Some(0));
+        assert_eq!(g.recipients(), 499);
+        for p in 1..499 {
+            assert_eq!(g.write(p, ReceiptState::Delivered), None, "member {p} is not the last");
+            assert_eq!(g.aggregate(), ReceiptState::Sent);
+        }
+        assert_eq!(g.counters(), (498, 0));
+        assert_eq!(g.write(499, ReceiptState::Delivered), Some(ReceiptState::Delivered));
+        assert_eq!(g.aggregate(), ReceiptState::Delivered);
+        assert_eq!(g.counters(), (499, 0));
+    }
+
+    #[test]
+    fn read_shown_only_when_every_recipient_has_read() {
+        let mut g = GroupReceipts::new(64, Some(63));
+        for p in 0..63 {
+            g.write(p, ReceiptState::Delivered);
+        }
+        assert_eq!(g.aggregate(), ReceiptState::Delivered);
+        for p in 1..63 {
+            assert_eq!(g.write(p, ReceiptState::Read), None);
+            assert_eq!(g.aggregate(), ReceiptState::Delivered);
+        }
+        assert_eq!(g.write(0, ReceiptState::Read), Some(ReceiptState::Read));
+        assert_eq!(g.aggregate(), ReceiptState::Read);
+        assert_eq!(g.counters(), (63, 63));
+    }
+
+    #[test]
+    fn second_device_or_repeated_ack_changes_nothing() {
+        let mut g = GroupReceipts::new(3, Some(0));
+        assert_eq!(g.write(1, ReceiptState::Delivered), None);
+        let after_first = g.clone();
+        // The member's second device, then a re-delivery's ACK: the same row.
+        assert_eq!(g.write(1, ReceiptState::Delivered), None);
+        assert_eq!(g.write(1, ReceiptState::Delivered), None);
+        assert_eq!(g, after_first);
+        assert_eq!(g.write(1, ReceiptState::Read), None);
+        let after_read = g.clone();
+        assert_eq!(g.write(1, ReceiptState::Read), None);
+        assert_eq!(g.write(1, ReceiptState::Delivered), None, "a late delivered must not undo read");
+        assert_eq!(g, after_read);
+        assert_eq!(g.counters(), (1, 1));
+    }
+
+    #[test]
+    fn sender_position_is_ignored_and_not_needed_for_completion() {
+        let mut g = GroupReceipts::new(3, Some(1));
+        assert_eq!(g.write(1, ReceiptState::Read), None);
+        assert!(!g.delivered(1) && !g.read(1));
+        assert_eq!(g.counters(), (0, 0));
+        assert_eq!(g.write(0, ReceiptState::Read), None);
+        assert_eq!(g.write(2, ReceiptState::Read), Some(ReceiptState::Read));
+        assert_eq!(g.counters(), (2, 2));
+    }
+
+    #[test]
+    fn sender_outside_the_group_waits_for_every_member() {
+        let mut g = GroupReceipts::new(2, None);
+        assert_eq!(g.recipients(), 2);
+        assert_eq!(g.write(0, ReceiptState::Delivered), None);
+        assert_eq!(g.write(1, ReceiptState::Delivered), Some(ReceiptState::Delivered));
+    }
+
+    #[test]
+    fn read_overtaking_delivered_counts_as_both() {
+        let mut g = GroupReceipts::new(3, Some(0));
+        assert_eq!(g.write(1, ReceiptState::Read), None);
+        assert!(g.delivered(1) && g.read(1));
+        assert_eq!(g.counters(), (1, 1));
+        // The last recipient's read completes delivered and read at once: reported as read.
+        assert_eq!(g.write(2, ReceiptState::Read), Some(ReceiptState::Read));
+        assert_eq!(g.write(2, ReceiptState::Delivered), None, "the overtaken delivered arrives late");
+        assert_eq!(g.counters(), (2, 2));
+    }
+
+    #[test]
+    fn group_of_only_the_sender_has_nothing_to_wait_for() {
+        let mut g = GroupReceipts::new(1, Some(0));
+        assert_eq!(g.recipients(), 0);
+        assert_eq!(g.aggregate(), ReceiptState::Read);
+        assert_eq!(g.write(0, ReceiptState::Read), None);
+        assert_eq!(g.counters(), (0, 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "outside a group")]
+    fn position_beyond_members_is_a_caller_bug() {
+        GroupReceipts::new(3, Some(0)).write(3, ReceiptState::Delivered);
+    }
+
+    #[test]
+    fn largest_group_holds_about_two_bits_per_member() {
+        let g = GroupReceipts::new(GROUP_MEMBERS_MAX, Some(0));
+        let rows = 2 * GROUP_MEMBERS_MAX as usize / 8;
+        assert!(g.bytes() >= rows && g.bytes() <= rows + 64, "{} bytes", g.bytes());
+    }
+
+    /// xorshift64: a seeded, dependency-free generator, enough to shuffle writes.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn below(&mut self, n: u32) -> u32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % u64::from(n)) as u32
+        }
+    }
+
+    /// Random writes (repeats, overtaking reads, the sender's position) until every
+    /// recipient has read, checking after each write that the derived counters, the rows
+    /// and option A's incremental counters agree.
+    fn run_group(rng: &mut XorShift, members: u32, sender: Option<u32>) -> Vec<ReceiptState> {
+        let mut g = GroupReceipts::new(members, sender);
+        let mut option_a = GroupCounters::default();
+        let mut reported = Vec::new();
+        while g.counters().1 < g.recipients() {
+            let position = rng.below(members);
+            let state = if rng.below(3) == 0 { ReceiptState::Read } else { ReceiptState::Delivered };
+            let before = row(&g, position);
+            reported.extend(g.write(position, state));
+            option_a.apply(before, row(&g, position));
+            let rows = (0..members).map(|p| row(&g, p));
+            let delivered = rows.clone().filter(|&r| r >= ReceiptState::Delivered).count() as u32;
+            let read = rows.filter(|&r| r == ReceiptState::Read).count() as u32;
+            assert_eq!(g.counters(), (delivered, read));
+            assert_eq!(g.counters(), (option_a.delivered, option_a.read));
+        }
+        reported
+    }
+
+    #[test]
+    fn random_writes_keep_counters_consistent_and_report_completion_once() {
+        let seed: u64 = 0x5eed_f9c0;
+        let mut rng = XorShift(seed);
+        // How often each completion shape occurred: the run must reach both.
+        let (mut in_two_steps, mut at_once) = (0, 0);
+        for case in 0..40 {
+            // Small groups too: completing both at once needs every other recipient read
+            // before the last one is delivered, which a large group almost never sees.
+            let members_max = match case % 8 {
+                0 => GROUP_MEMBERS_MAX,
+                1 | 3 | 5 => 4,
+                _ => 80,
+            };
+            let members = 1 + rng.below(members_max);
+            let sender = if rng.below(4) == 0 { None } else { Some(rng.below(members)) };
+            let reported = run_group(&mut rng, members, sender);
+            let context = format!("seed={seed:#x} case={case} members={members} sender={sender:?}");
+            if members - u32::from(sender.is_some()) == 0 {
+                assert!(reported.is_empty(), "{context}: nothing to wait for, nothing to report");
+                continue;
+            }
+            // Read is reported exactly once, last; Delivered at most once, before it (a
+            // single write may complete both, reported as Read alone).
+            assert_eq!(reported.last(), Some(&ReceiptState::Read), "{context}: {reported:?}");
+            match reported.as_slice() {
+                [ReceiptState::Delivered, ReceiptState::Read] => in_two_steps += 1,
+                [ReceiptState::Read] => at_once += 1,
+                _ => panic!("{context}: completion reported as {reported:?}"),
+            }
+        }
+        assert!(in_two_steps > 0 && at_once > 0, "seed={seed:#x}: {in_two_steps} two-step, {at_once} at once");
+    }
+}

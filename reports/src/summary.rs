@@ -298,7 +298,66 @@ pub struct Summary {
     /// run's first (the card's task 1.1).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub placement_comparison: Vec<PlacementRow>,
+    /// What the group traffic did (absent without groups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<GroupSummary>,
     pub scenario: Scenario,
+}
+
+/// The group messaging figures: the card's task 2.2 (when ✓✓ and blue show for a large
+/// group), the fan-out's load and the storage of store-once against a copy per member.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupSummary {
+    #[serde(flatten)]
+    pub stats: wasim_sim::GroupStats,
+    /// Group sends per second offered (groups x messages per group per second) and made.
+    pub offered_msg_per_s: f64,
+    pub sent_msg_per_s: f64,
+    /// Pushes of group messages to member devices per second (measured window, whole fleet).
+    pub pushes_per_s: f64,
+    /// Network messages of the fan-out per group message: route requests (a batch of
+    /// members per session shard) and forwards (a batch of devices per chat server),
+    /// against one of each per recipient without batching.
+    pub route_requests_per_message: f64,
+    pub forwards_per_message: f64,
+    /// Rows written to the group receipts table per second (replica writes).
+    pub receipt_rows_per_s: f64,
+    /// Storage of the window's group messages: one row each plus an 8-byte inbox pointer
+    /// per offline member (store once, route many), against a row per member.
+    pub storage_store_once_bytes: u64,
+    pub storage_copy_per_member_bytes: u64,
+    /// The group receipts table on all replicas at the end (2 bits per member per message
+    /// and a header).
+    pub receipt_table_bytes: u64,
+}
+
+/// Bytes of a message row in the card's storage estimate.
+pub const MESSAGE_ROW_BYTES: u64 = 100;
+/// Bytes of an inbox pointer (a message id).
+pub const INBOX_POINTER_BYTES: u64 = 8;
+
+impl GroupSummary {
+    fn new(o: &Outcome, window_s: f64) -> Option<GroupSummary> {
+        let stats = o.groups.clone()?;
+        let s = &o.scenario;
+        let c = &o.counters;
+        let per_message = |n: u64| if c.group_sends == 0 { 0.0 } else { round3(n as f64 / c.group_sends as f64) };
+        let messages = stats.messages;
+        Some(GroupSummary {
+            offered_msg_per_s: round3(f64::from(s.groups.active) * s.groups.messages_per_group_per_s),
+            sent_msg_per_s: round3(c.group_sends_measured as f64 / window_s),
+            pushes_per_s: round3(c.group_pushes as f64 / o.simulated_s() as f64),
+            route_requests_per_message: per_message(c.group_route_requests),
+            forwards_per_message: per_message(c.group_forwards),
+            receipt_rows_per_s: round3(c.receipt_rows_written as f64 / o.simulated_s() as f64),
+            storage_store_once_bytes: messages * MESSAGE_ROW_BYTES
+                + (c.group_inbox_adds as f64 * messages as f64 / c.group_sends.max(1) as f64) as u64
+                    * INBOX_POINTER_BYTES,
+            storage_copy_per_member_bytes: stats.recipients * MESSAGE_ROW_BYTES,
+            receipt_table_bytes: o.receipt_table_bytes,
+            stats,
+        })
+    }
 }
 
 /// What a chat server crash did, and how the fleet recovered.
@@ -814,6 +873,11 @@ impl Summary {
                 &l.presence_detection,
             ),
             LatencySummary::new(
+                "group_delivery",
+                "send -> a group member's device has it (members online at send)",
+                &l.group_delivery,
+            ),
+            LatencySummary::new(
                 "delivery_after_sender_wait",
                 "send -> recipient device has it, for messages that waited in the sender's app (no connection, or sent again after one closed)",
                 &l.delivery_after_sender_wait,
@@ -821,10 +885,14 @@ impl Summary {
         ];
         // A run without deliveries shows nothing holds; a run in which no watched user
         // changed status simply did not exercise presence.
-        let slos = vec![
+        let mut slos = vec![
             slo("delivery latency", &latencies[0], s.slo.delivery_ms_p99, Verdict::Fail),
             slo("presence propagation", &latencies[1], s.slo.presence_ms_p99, Verdict::NoData),
         ];
+        if s.groups.active > 0 {
+            // Each member's delivery against the same objective, apart from 1:1.
+            slos.push(slo("group delivery latency", &latencies[7], s.slo.delivery_ms_p99, Verdict::Fail));
+        }
         let c = &o.counters;
         let availability = Availability::new(s, c);
         let slos_hold = slos.iter().all(|v| v.verdict != Verdict::Fail) && availability.verdict != Verdict::Fail;
@@ -881,6 +949,7 @@ impl Summary {
             crashes: crash_reports(o),
             redis_outages: redis_outage_reports(o),
             placement_comparison: Vec::new(),
+            groups: GroupSummary::new(o, window_s),
             scenario: s.clone(),
         }
     }

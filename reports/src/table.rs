@@ -111,6 +111,62 @@ fn latency_row(o: &mut String, label: &str, l: &LatencySummary) {
 }
 
 /// The summary table: SLO verdicts first, then latencies, throughput and tiers.
+/// The group section: load, the card's task 2.2 milestones, fan-out batching, storage.
+fn render_groups(o: &mut String, g: &crate::summary::GroupSummary) {
+    let st = &g.stats;
+    let _ = writeln!(
+        o,
+        "Groups: {} groups of {:.0} members on average (at most {}) · offered {:.0} msg/s · sent {:.0} · {:.0} pushes/s to members · {:.0} receipt-table rows/s",
+        st.groups, st.members_mean, st.members_max, g.offered_msg_per_s, g.sent_msg_per_s, g.pushes_per_s, g.receipt_rows_per_s
+    );
+    let _ = writeln!(
+        o,
+        "  {} messages in the window to {} recipients: ✓✓ shown for {} ({:.1}%), blue for {} ({:.1}%); {} recipients never had theirs by the end",
+        st.messages,
+        st.recipients,
+        st.double_ticks,
+        100.0 * st.double_ticks as f64 / st.messages.max(1) as f64,
+        st.blue,
+        100.0 * st.blue as f64 / st.messages.max(1) as f64,
+        st.recipients_never_delivered
+    );
+    let _ = writeln!(o, "  from send (ms)            reached      p50      p99      max");
+    for (what, m) in [("delivered", &st.delivered), ("read", &st.read)] {
+        for (point, sp) in [("first member", &m.first), ("half of them", &m.majority), ("every member", &m.all)] {
+            let _ = writeln!(
+                o,
+                "  {what:<9} {point:<14} {:>9} {:>8.1} {:>8.1} {:>8.1}",
+                sp.reached, sp.p50_ms, sp.p99_ms, sp.max_ms
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "  fan-out per message: {:.1} route requests, {:.1} forwards (batched; unbatched: one each per recipient) · storage of the window's messages: {} store once + pointers, {} a copy per member · receipts table {}",
+        g.route_requests_per_message,
+        g.forwards_per_message,
+        bytes(g.storage_store_once_bytes),
+        bytes(g.storage_copy_per_member_bytes),
+        bytes(g.receipt_table_bytes)
+    );
+}
+
+/// Bytes, in the largest binary unit that keeps a number of at least 1.
+fn bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
 pub fn render_summary(s: &Summary) -> String {
     let mut o = String::new();
     let header =
@@ -163,6 +219,9 @@ pub fn render_summary(s: &Summary) -> String {
         "\nThroughput (measured window): offered {} msg/s · sent {:.0} · ✓ {:.0} · shown on devices {:.0} msg/s",
         t.offered_msg_per_s, t.sent_msg_per_s, t.acked_msg_per_s, t.delivered_msg_per_s
     );
+    if let Some(g) = &s.groups {
+        render_groups(&mut o, g);
+    }
     let c = &s.counters;
     let _ = writeln!(
         o,

@@ -27,6 +27,20 @@ pub enum Sampler {
     },
 }
 
+/// One draw of `d` in its own units, exact and uncapped (for the rare draws of long
+/// durations, such as how long a user stays offline, which a `Sampler` would cap).
+pub fn draw_uncapped<R: Rng>(d: &DistConfig, rng: &mut R) -> f64 {
+    let u: f64 = rng.random_range(f64::EPSILON..1.0);
+    match *d {
+        DistConfig::Constant { value } => value,
+        DistConfig::Uniform { min, max } => min + (max - min) * u,
+        DistConfig::Exponential { mean } => Exact::Exponential { mean }.quantile(u),
+        DistConfig::Lognormal { p50, p99 } => {
+            Exact::LogNormal { mu: p50.ln(), sigma: (p99 / p50).ln() / crate::scenario::Z_99 }.quantile(u)
+        }
+    }
+}
+
 /// The exact inverse distribution function of a continuous distribution.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Exact {

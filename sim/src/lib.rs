@@ -13,6 +13,7 @@ mod dist;
 mod faults;
 pub mod fuzz;
 mod gang;
+mod groups;
 mod infra;
 mod limits;
 mod metrics;
@@ -29,6 +30,7 @@ mod visits;
 mod workload;
 
 pub use check::{CheckReport, InFlight, Violation};
+pub use groups::{GroupStats, Milestones, Spread};
 pub use metrics::{Backlog, Counters, Latencies, SecondCounters, TraceEvent, LATENCY_US_MAX};
 pub use population::Population;
 pub use run::{run, simulate, Outcome, RunOptions, TierStats};

@@ -62,6 +62,19 @@ pub const ROUTERS_MAX: u32 = 1_024;
 /// routers) x partitions is at most 10M slots, about 640 MiB. The card needs 378,000.
 pub const PARTITION_SLOTS_MAX: u64 = 10_000_000;
 
+/// WhatsApp's group size limit, the card's example group.
+pub use wasim_model::GROUP_MEMBERS_MAX;
+/// Groups with traffic: a thousand times the card's 1,000 active groups; each group's
+/// members are kept (4 bytes each), so 1M groups of 1,024 take 4 GiB.
+pub const GROUPS_ACTIVE_MAX: u32 = 1_000_000;
+/// Members of all groups together (4 bytes each, plus what fan-out and receipts keep per
+/// member): 256M members are 1 GiB of membership.
+pub const GROUP_MEMBERSHIPS_MAX: u64 = 256_000_000;
+/// Messages per group per second: a group chat is people typing (the card's is 1).
+pub const MESSAGES_PER_GROUP_PER_S_MAX: f64 = 100.0;
+/// Fan-out instances: as many as routers at most.
+pub const FANOUTS_MAX: u32 = ROUTERS_MAX;
+
 /// No one messages more than 10,000 distinct people; above that the workload is a
 /// broadcast, which 1:1 messaging does not model.
 pub const CONTACTS_PER_USER_MAX: u32 = 10_000;
@@ -196,6 +209,7 @@ pub(crate) fn check(s: &Scenario) -> Result<(), Failure> {
     check_fleet_relations(s)?;
     check_users(s)?;
     check_workload(s)?;
+    check_groups(s)?;
     check_distributions(s)?;
     check_workers_and_slos(s)?;
     check_faults(s)
@@ -481,9 +495,84 @@ fn check_workload(s: &Scenario) -> Result<(), Failure> {
     Ok(())
 }
 
+fn check_groups(s: &Scenario) -> Result<(), Failure> {
+    let g = &s.groups;
+    let u = &s.users;
+    if u.registered != 0 {
+        in_range(
+            "users.registered",
+            u.registered,
+            u.concurrent,
+            USERS_MAX,
+            "at least the concurrent users; ids are u32",
+        )
+        .map_err(|f| f.related(&["users.concurrent"]))?;
+    }
+    check_distribution(&u.offline_for_s, 1e6, TOTAL_S_MAX * 1_000_000).or_else(|m| fail("users.offline_for_s", m))?;
+    if g.active == 0 {
+        return Ok(());
+    }
+    in_range("groups.active", g.active.into(), 1, GROUPS_ACTIVE_MAX.into(), "a thousand times the card's 1,000")?;
+    let (least, most) = match g.members {
+        DistConfig::Constant { value } => (value, value),
+        DistConfig::Uniform { min, max } => (min, max),
+        _ => return fail("groups.members", "must be `constant` or `uniform` (a whole number of members)".into()),
+    };
+    if !(least.is_finite() && most.is_finite() && least >= 2.0 && least <= most) {
+        return fail(
+            "groups.members",
+            format!("{least} to {most}: a group has at least 2 members (a sender and one more)"),
+        );
+    }
+    if most > f64::from(GROUP_MEMBERS_MAX) {
+        return fail(
+            "groups.members",
+            format!("up to {most} members: at most {GROUP_MEMBERS_MAX} (WhatsApp's group size limit)"),
+        );
+    }
+    if most > s.registered_users() as f64 {
+        return fail_related(
+            "groups.members",
+            &["users.registered", "users.concurrent"],
+            format!("up to {most} members, but only {} users have an account", n(s.registered_users())),
+        );
+    }
+    let memberships = u64::from(g.active) * most as u64;
+    if memberships > GROUP_MEMBERSHIPS_MAX {
+        return fail_related(
+            "groups.active",
+            &["groups.members"],
+            format!("up to {} members in all; at most {} (each is kept)", n(memberships), n(GROUP_MEMBERSHIPS_MAX)),
+        );
+    }
+    let rate = g.messages_per_group_per_s;
+    if !(rate > 0.0 && rate <= MESSAGES_PER_GROUP_PER_S_MAX) {
+        return fail(
+            "groups.messages_per_group_per_s",
+            format!("{rate} is not above 0 and at most {MESSAGES_PER_GROUP_PER_S_MAX} (people typing)"),
+        );
+    }
+    in_range("fleet.fanouts", s.fleet.fanouts.into(), 1, FANOUTS_MAX.into(), "as many as routers at most")?;
+    in_range(
+        "fleet.group_partitions",
+        s.fleet.group_partitions.into(),
+        1,
+        KAFKA_PARTITIONS_MAX.into(),
+        "every broker and fan-out keeps a slot per partition",
+    )?;
+    if s.fleet.fanouts > s.fleet.group_partitions {
+        return fail_related(
+            "fleet.fanouts",
+            &["fleet.group_partitions"],
+            format!("more fan-out instances than partitions ({}) leaves some idle", s.fleet.group_partitions),
+        );
+    }
+    Ok(())
+}
+
 fn check_distributions(s: &Scenario) -> Result<(), Failure> {
     // (field, distribution, microseconds per unit, largest parameter in µs)
-    let dists: [(&str, &DistConfig, f64, u64); 9] = [
+    let dists: [(&str, &DistConfig, f64, u64); 11] = [
         ("network.client_server_ms", &s.network.client_server_ms, 1e3, NETWORK_MS_MAX * 1_000),
         ("network.in_datacenter_ms", &s.network.in_datacenter_ms, 1e3, NETWORK_MS_MAX * 1_000),
         ("service_us.chat_server", &s.service_us.chat_server, 1.0, DIST_US_MAX),
@@ -491,6 +580,8 @@ fn check_distributions(s: &Scenario) -> Result<(), Failure> {
         ("service_us.redis", &s.service_us.redis, 1.0, DIST_US_MAX),
         ("service_us.cassandra_write", &s.service_us.cassandra_write, 1.0, DIST_US_MAX),
         ("service_us.kafka", &s.service_us.kafka, 1.0, DIST_US_MAX),
+        ("service_us.fanout", &s.service_us.fanout, 1.0, DIST_US_MAX),
+        ("service_us.membership_page", &s.service_us.membership_page, 1.0, DIST_US_MAX),
         ("workload.read_delay_ms", &s.workload.read_delay_ms, 1e3, DIST_US_MAX),
         ("workload.app_closed_ms", &s.workload.app_closed_ms, 1e3, DIST_US_MAX),
     ];
@@ -503,7 +594,11 @@ fn check_distributions(s: &Scenario) -> Result<(), Failure> {
 /// A distribution's parameters are finite, non-negative, ordered, and within `max_us`.
 fn check_distribution(d: &DistConfig, unit_us: f64, max_us: u64) -> Result<(), String> {
     let max = max_us as f64 / unit_us;
-    let unit = if unit_us == 1.0 { "µs" } else { "ms" };
+    let unit = match unit_us {
+        1.0 => "µs",
+        1e3 => "ms",
+        _ => "s",
+    };
     let within = |name: &str, v: f64| -> Result<(), String> {
         if !v.is_finite() || v < 0.0 {
             return Err(format!("{name} = {v} must be a finite number, at least 0"));
@@ -555,6 +650,7 @@ fn check_workers_and_slos(s: &Scenario) -> Result<(), Failure> {
         ("workers.redis", w.redis),
         ("workers.cassandra", w.cassandra),
         ("workers.kafka", w.kafka),
+        ("workers.fanout", w.fanout),
     ];
     for (field, value) in workers {
         in_range(field, value.into(), 1, WORKERS_MAX.into(), "a queue needs a worker; 32 times Cassandra's default")?;

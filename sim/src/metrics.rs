@@ -47,6 +47,9 @@ pub struct Latencies {
     /// Send -> shown, for messages that waited in their sender's app first (written
     /// without a connection, or sent again after one closed): not part of `delivery`.
     pub delivery_after_sender_wait: Histogram<u64>,
+    /// Send -> a group member's device has it (members online at send): judged against
+    /// the same delivery SLO, apart from 1:1.
+    pub group_delivery: Histogram<u64>,
 }
 
 impl Default for Latencies {
@@ -64,6 +67,7 @@ impl Default for Latencies {
             delivery_during: latency_histogram(),
             delivery_after: latency_histogram(),
             delivery_after_sender_wait: latency_histogram(),
+            group_delivery: latency_histogram(),
         }
     }
 }
@@ -77,7 +81,7 @@ impl Latencies {
     }
 
     /// Every histogram with its name.
-    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 12] {
+    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 13] {
         [
             ("delivery", &self.delivery),
             ("sent_ack", &self.sent_ack),
@@ -91,14 +95,15 @@ impl Latencies {
             ("delivery_during_faults", &self.delivery_during),
             ("delivery_after_faults", &self.delivery_after),
             ("delivery_after_sender_wait", &self.delivery_after_sender_wait),
+            ("group_delivery", &self.group_delivery),
         ]
     }
 
-    fn all(&self) -> [&Histogram<u64>; 12] {
+    fn all(&self) -> [&Histogram<u64>; 13] {
         self.named().map(|(_, h)| h)
     }
 
-    fn all_mut(&mut self) -> [&mut Histogram<u64>; 12] {
+    fn all_mut(&mut self) -> [&mut Histogram<u64>; 13] {
         [
             &mut self.delivery,
             &mut self.sent_ack,
@@ -112,6 +117,7 @@ impl Latencies {
             &mut self.delivery_during,
             &mut self.delivery_after,
             &mut self.delivery_after_sender_wait,
+            &mut self.group_delivery,
         ]
     }
 }
@@ -260,6 +266,27 @@ counters! {
         records_appended,
         /// Route-or-inbox operations served by session shards.
         routes,
+        /// Group sends put on the wire by devices (whole run; counted in `sends` too).
+        group_sends,
+        /// Group sends in the measuring window.
+        group_sends_measured,
+        /// Group messages sent in the window shown on member devices online at send.
+        group_deliveries_measured,
+        /// Route-or-inbox operations of group members that wrote an inbox pointer.
+        group_inbox_adds,
+        /// Membership pages the fan-out read.
+        membership_pages,
+        /// Route requests the fan-out sent to session shards (a batch of members each).
+        group_route_requests,
+        /// Forwards the fan-out sent to chat servers (a batch of devices each).
+        group_forwards,
+        /// Pushes of group messages chat servers made to member devices.
+        group_pushes,
+        /// Rows written to the group receipts table (replica writes).
+        receipt_rows_written,
+        /// Group aggregates completed (every member delivered, or every member read), as
+        /// replicas reported them.
+        group_aggregates_completed,
         /// Network messages handled by processes.
         events,
     }

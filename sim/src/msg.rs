@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 use wasim_model::{
-    ChatMessage, ConversationId, DeviceFrame, DeviceId, InboxPos, MessageId, PresenceInput, PresenceUpdate, Receipt,
-    Route, ServerFrame, ServerId, Time, UserId,
+    ChatMessage, ConversationId, DeviceFrame, DeviceId, DeviceKey, GroupId, InboxPos, MessageId, PresenceInput,
+    PresenceUpdate, Receipt, ReceiptState, Route, ServerFrame, ServerId, Time, UserId, FORWARD_BATCH_MAX,
+    ROUTE_BATCH_MAX,
 };
 
 /// The most heartbeat refreshes one pipelined presence message carries: a chat server
@@ -200,6 +201,64 @@ pub enum Msg {
         req: u64,
         parts: u32,
     },
+    // fan-out <-> Cassandra: a page of a group's membership. The reply stands for the
+    // page's rows: the fan-out reads the members from the store's contents (membership
+    // does not change during a run), the network carries the request's cost and latency.
+    ReadMembers {
+        req: u64,
+        group: GroupId,
+        page: u32,
+    },
+    MembersRead {
+        req: u64,
+        group: GroupId,
+        page: u32,
+    },
+    // fan-out <-> session Redis: route-or-inbox for up to `ROUTE_BATCH_MAX` members.
+    RouteGroup {
+        req: u64,
+        msg: ChatMessage,
+        count: u8,
+        members: [UserId; ROUTE_BATCH_MAX],
+    },
+    /// Each member's servers, phone then web client (`NO_SERVER`: not there).
+    GroupRouted {
+        req: u64,
+        count: u8,
+        servers: [[u16; 2]; ROUTE_BATCH_MAX],
+    },
+    // fan-out -> chat server: one message for up to `FORWARD_BATCH_MAX` of its devices.
+    GroupForward {
+        msg: ChatMessage,
+        count: u8,
+        devices: [DeviceKey; FORWARD_BATCH_MAX],
+    },
+    // chat server <-> Cassandra: the group receipts table's row (message, member).
+    ReceiptRow {
+        req: u64,
+        id: MessageId,
+        conversation: ConversationId,
+        sender: UserId,
+        member: UserId,
+        state: ReceiptState,
+    },
+    ReceiptRowAck {
+        req: u64,
+        completed: Option<ReceiptState>,
+    },
+}
+
+/// In `Msg::GroupRouted`, a device slot with no server.
+pub const NO_SERVER: u16 = u16::MAX;
+
+/// A member's servers as `Msg::GroupRouted` carries them.
+pub fn pack_route(route: &Route) -> [u16; 2] {
+    route.forward.map(|s| s.map_or(NO_SERVER, |s| s.0))
+}
+
+/// The route `pack_route` packed (the inbox flag is the session shard's business).
+pub fn unpack_route(servers: [u16; 2]) -> Route {
+    Route { forward: servers.map(|s| (s != NO_SERVER).then_some(ServerId(s))), inbox: false }
 }
 
 impl Msg {
@@ -214,6 +273,8 @@ impl Msg {
             | Msg::Produce { msg, .. }
             | Msg::Record { msg, .. }
             | Msg::Forward { msg, .. }
+            | Msg::RouteGroup { msg, .. }
+            | Msg::GroupForward { msg, .. }
             | Msg::Handover { msg, .. } => Some(msg.id),
             Msg::Read { id, .. } | Msg::InboxEntry { id, .. } => Some(*id),
             Msg::ReadReply { row, .. } => row.map(|m| m.id),
@@ -240,6 +301,7 @@ impl Msg {
             | Msg::StoredReceipt { receipt, .. }
             | Msg::RouteReceipt { receipt, .. }
             | Msg::ReceiptRelay { receipt } => Some(receipt.msg.id),
+            Msg::ReceiptRow { id, .. } => Some(*id),
             Msg::Device { frame: F::DeliveredAck { msg, .. } | F::ReadAck { msg, .. }, .. } => Some(msg.id),
             _ => None,
         }

@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     /// by tick (`None`: not started yet, or killed).
     pub procs: Vec<Mutex<Option<Box<dyn Runner>>>>,
     pub population: Population,
+    /// The groups with traffic and their members.
+    pub groups: crate::groups::Groups,
     /// The slowest hop latency any process drew (before faults), client-server then
     /// in-datacenter: the checkers allow for it (kept here, it outlives a crashed sender).
     pub slowest_hop_us: [AtomicU64; 2],
@@ -105,7 +107,12 @@ impl Shared {
     }
 
     /// The router consuming `partition` at `t` (the consumer group's assignment).
+    /// A partition of the group-messages topic goes to its fan-out instance (fan-outs do
+    /// not crash: no fault targets them).
     pub fn consumer(&self, partition: u32, t: wasim_model::Time) -> crate::msg::NodeIdx {
+        if partition >= self.topo.partitions {
+            return self.topo.fanout_of(partition);
+        }
         self.topo.node(crate::topology::NodeKind::Router, self.faults.consumer(partition, t))
     }
 
@@ -233,6 +240,10 @@ pub(crate) enum Stream {
     Faults = 5,
     /// Set-up of a process's state (heartbeat phases).
     Setup = 6,
+    /// When registered users who start offline come online.
+    Offline = 7,
+    /// Group sends: when, which group, from which member.
+    GroupSends = 8,
 }
 
 /// Streams reserved per process (more than `Stream` uses, so purposes can be added without

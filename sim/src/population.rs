@@ -43,7 +43,7 @@ impl Population {
             })
             .collect();
         Population {
-            users: u.concurrent,
+            users: s.registered_users(),
             web_share: u.devices_per_user.web,
             hide_share: u.hide_last_seen_share,
             receipts_off_share: u.read_receipts_off_share,

@@ -78,6 +78,10 @@ pub struct Outcome {
     pub chat_connections_end: Vec<Option<u64>>,
     /// The slowest hop latency drawn in the run, client-server then in-datacenter, in µs.
     pub slowest_hop_us: [u64; 2],
+    /// What the group traffic did (`None`: no groups).
+    pub groups: Option<crate::groups::GroupStats>,
+    /// Bytes of the group receipts table on all replicas at the end.
+    pub receipt_table_bytes: u64,
 }
 
 impl Outcome {
@@ -98,7 +102,9 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Outcome {
         rt.block_on(simulate_traced(scenario.clone(), seed, options.progress_ms.clone(), trace_user, None, &gang));
     drop(gang);
     // Outside the simulation, where threads are allowed: the checkers use both cores.
-    outcome.checks = check_all(&mut logs, &check_context(&outcome), true);
+    let cx = check_context(&outcome);
+    outcome.checks = check_all(&mut logs, &cx, true);
+    outcome.groups = crate::groups::GroupStats::from_logs(&logs, &cx.groups, scenario);
     outcome
 }
 
@@ -199,6 +205,7 @@ fn check_context(outcome: &Outcome) -> CheckContext {
         presence_ttl: Duration::from_millis(scenario.users.presence_ttl_ms),
         presence_faulted,
         presence_clock_jumps,
+        groups: crate::groups::Groups::new(scenario, outcome.seed),
         hides_last_seen: Box::new(move |u| population.hides_last_seen(u)),
     }
 }
@@ -236,7 +243,7 @@ async fn simulate_traced(
     let faults = crate::faults::FaultPlan::new(&scenario, &topo);
     let disks =
         (0..scenario.fleet.cassandra_nodes).map(|_| Mutex::new(crate::nodes::cassandra::disk(&scenario))).collect();
-    let kafka_logs = (0..scenario.fleet.kafka_partitions).map(|_| Mutex::default()).collect();
+    let kafka_logs = (0..topo.all_partitions()).map(|_| Mutex::default()).collect();
     let routed = (0..scenario.fleet.kafka_partitions).map(|_| Mutex::default()).collect();
     let repaired = (0..scenario.fleet.cassandra_nodes).map(|_| AtomicU64::new(0)).collect();
     let shared = Arc::new(Shared {
@@ -248,6 +255,7 @@ async fn simulate_traced(
         repaired,
         slowest_hop_us: [AtomicU64::new(0), AtomicU64::new(0)],
         population,
+        groups: crate::groups::Groups::new(&scenario, seed),
         traced: AtomicU64::new(traced.map_or(u64::MAX, |u| u64::from(u.0))),
         procs: (0..nodes).map(|_| Mutex::new(None)).collect(),
         trace_a_crash: traced.is_none() && scenario.crashes_a_chat_server(),
@@ -445,8 +453,10 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
             logs.in_transit.extend(log.lock().expect("log lock").uncommitted().map(|m| m.id));
         }
     }
+    let mut receipt_table_bytes = 0;
     for (node, disk) in shared.disks.iter().enumerate() {
         let mut disk = disk.lock().expect("disk lock");
+        receipt_table_bytes += disk.group_receipts_bytes();
         logs.stored.extend(disk.ids());
         logs.replica_writes.extend(disk.sampled_writes().iter().map(|&(id, at)| (id, node as u32, at)));
         // What outlives processes is freed now, not when the runtime (whose restart hooks
@@ -516,6 +526,8 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
         silent: silent.into_iter().map(|i| node_names[i].clone()).collect(),
         chat_connections_end,
         slowest_hop_us: shared.slowest_hop_us.each_ref().map(|a| a.load(Ordering::Relaxed)),
+        groups: None,
+        receipt_table_bytes,
         scenario,
         seed,
         node_count: shared.topo.node_count(),

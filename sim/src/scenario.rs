@@ -97,6 +97,8 @@ pub struct Scenario {
     #[serde(default)]
     pub workload: Workload,
     #[serde(default)]
+    pub groups: Groups,
+    #[serde(default)]
     pub network: Network,
     #[serde(default)]
     pub service_us: ServiceTimes,
@@ -443,6 +445,11 @@ pub struct Fleet {
     /// inbox meanwhile (default false: the card's design, which does nothing, so those
     /// devices are routed to their inbox until they next reconnect).
     pub session_reregister: bool,
+    /// Fan-out service instances, the consumer group of the group-messages topic (default
+    /// 2; present only when `groups.active` > 0).
+    pub fanouts: u32,
+    /// Partitions of the `group-messages` topic (default 4).
+    pub group_partitions: u32,
 }
 
 impl Default for Fleet {
@@ -461,6 +468,8 @@ impl Default for Fleet {
             kafka_session_timeout_ms: 10_000,
             redis_presence_shards: 1,
             session_reregister: false,
+            fanouts: 2,
+            group_partitions: 4,
         }
     }
 }
@@ -487,6 +496,14 @@ impl Default for DevicesPerUser {
 pub struct Users {
     /// Users online during the run (default 10,000).
     pub concurrent: u64,
+    /// Users with an account (default 0: as many as `concurrent`). Those beyond the
+    /// concurrent ones start offline (their messages wait in their inboxes) and come online
+    /// after `offline_for_s`; they are members of groups and contacts like the others, and
+    /// send nothing while offline.
+    pub registered: u64,
+    /// How long a registered user who starts offline stays so (default exponential, mean
+    /// 600: most of a short run's offline users stay offline).
+    pub offline_for_s: DistConfig,
     /// Devices of each kind per user (default phone 1.0, web 0.2).
     pub devices_per_user: DevicesPerUser,
     /// Contacts each user messages, drawn from the whole population (default 20).
@@ -520,6 +537,8 @@ impl Default for Users {
     fn default() -> Self {
         Users {
             concurrent: 10_000,
+            registered: 0,
+            offline_for_s: d_exponential(600.0),
             devices_per_user: DevicesPerUser::default(),
             contacts_per_user: 20,
             connect_ramp_s: 2,
@@ -564,6 +583,26 @@ impl Default for Workload {
     }
 }
 
+/// Group chats: one sender, every other member a recipient (the card's group deep dive).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Groups {
+    /// Groups that carry messages during the run (default 0: no group traffic).
+    pub active: u32,
+    /// Members per group, sender included: `constant` or `uniform` (whole numbers, at most
+    /// 1,024, WhatsApp's limit; default constant 64).
+    pub members: DistConfig,
+    /// Messages each group carries per second, Poisson, from a member drawn uniformly
+    /// (default 1.0, the card's example); a member whose app is closed sends nothing.
+    pub messages_per_group_per_s: f64,
+}
+
+impl Default for Groups {
+    fn default() -> Self {
+        Groups { active: 0, members: DistConfig::Constant { value: 64.0 }, messages_per_group_per_s: 1.0 }
+    }
+}
+
 /// One-way network latency per link class, in milliseconds.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -597,6 +636,12 @@ pub struct ServiceTimes {
     pub cassandra_write: DistConfig,
     /// One Kafka append or commit (default exponential, mean 100).
     pub kafka: DistConfig,
+    /// A fan-out instance handling one record, page or route reply (default exponential,
+    /// mean 20, as a router).
+    pub fanout: DistConfig,
+    /// Reading one page of a group's membership (256 members) from a Cassandra replica
+    /// (default log-normal p50 500, p99 3,000).
+    pub membership_page: DistConfig,
 }
 
 impl Default for ServiceTimes {
@@ -607,6 +652,8 @@ impl Default for ServiceTimes {
             redis: d_exponential(10.0),
             cassandra_write: DistConfig::Lognormal { p50: 400.0, p99: 3_000.0 },
             kafka: d_exponential(100.0),
+            fanout: d_exponential(20.0),
+            membership_page: DistConfig::Lognormal { p50: 500.0, p99: 3_000.0 },
         }
     }
 }
@@ -625,11 +672,13 @@ pub struct Workers {
     pub cassandra: u32,
     /// A broker's request handler threads (default 8).
     pub kafka: u32,
+    /// Cores of a fan-out instance (default 8).
+    pub fanout: u32,
 }
 
 impl Default for Workers {
     fn default() -> Self {
-        Workers { chat_server: 16, router: 8, redis: 1, cassandra: 32, kafka: 8 }
+        Workers { chat_server: 16, router: 8, redis: 1, cassandra: 32, kafka: 8, fanout: 8 }
     }
 }
 
@@ -822,10 +871,34 @@ impl Scenario {
             f.cassandra_nodes,
             f.kafka_brokers,
             f.routers,
+            self.fanout_processes(),
         ]
         .into_iter()
         .map(u64::from)
         .sum()
+    }
+
+    /// Fan-out instances of the run: none without group traffic.
+    pub fn fanout_processes(&self) -> u32 {
+        if self.groups.active > 0 {
+            self.fleet.fanouts
+        } else {
+            0
+        }
+    }
+
+    /// Partitions of the group-messages topic: none without group traffic.
+    pub fn group_partitions(&self) -> u32 {
+        if self.groups.active > 0 {
+            self.fleet.group_partitions
+        } else {
+            0
+        }
+    }
+
+    /// Users with an account: `users.registered`, at least the concurrent ones.
+    pub fn registered_users(&self) -> u64 {
+        self.users.registered.max(self.users.concurrent)
     }
 
     /// Total simulated time: warm-up, measured load, then the drain. Validation keeps it

@@ -17,11 +17,12 @@ pub enum NodeKind {
     Cassandra,
     Kafka,
     Router,
+    Fanout,
 }
 
 impl NodeKind {
     /// All kinds, in network order.
-    pub const ALL: [NodeKind; 7] = [
+    pub const ALL: [NodeKind; 8] = [
         NodeKind::ChatServer,
         NodeKind::ClientShard,
         NodeKind::Redis,
@@ -29,6 +30,7 @@ impl NodeKind {
         NodeKind::Cassandra,
         NodeKind::Kafka,
         NodeKind::Router,
+        NodeKind::Fanout,
     ];
 
     /// What a tier's end-of-run gauge counts, in reports.
@@ -41,6 +43,7 @@ impl NodeKind {
             NodeKind::Cassandra => "replica rows",
             NodeKind::Kafka => "consumer lag (records)",
             NodeKind::Router => "routes in flight",
+            NodeKind::Fanout => "group messages in flight",
         }
     }
 
@@ -54,6 +57,7 @@ impl NodeKind {
             NodeKind::Cassandra => "cassandra",
             NodeKind::Kafka => "kafka",
             NodeKind::Router => "router",
+            NodeKind::Fanout => "fanout",
         }
     }
 }
@@ -71,7 +75,7 @@ pub enum Link {
 #[derive(Clone, Debug)]
 pub struct Topology {
     /// First index and count of each kind, in `NodeKind::ALL` order.
-    ranges: [(u16, u16); 7],
+    ranges: [(u16, u16); 8],
     /// The counts that place users, as divisors by multiplication (a placement is computed
     /// for nearly every message).
     client_shards: StrengthReducedU32,
@@ -79,7 +83,11 @@ pub struct Topology {
     presence_shards: StrengthReducedU32,
     pub users: u64,
     pub replication_factor: u32,
+    /// Partitions of the `messages` topic (`0..partitions`).
     pub partitions: u32,
+    /// Partitions of the `group-messages` topic, numbered after those
+    /// (`partitions..partitions + group_partitions`).
+    pub group_partitions: u32,
 }
 
 impl Topology {
@@ -94,8 +102,9 @@ impl Topology {
             f.cassandra_nodes,
             f.kafka_brokers,
             f.routers,
+            s.fanout_processes(),
         ];
-        let mut ranges = [(0u16, 0u16); 7];
+        let mut ranges = [(0u16, 0u16); 8];
         let mut next = 0u16;
         for (r, &c) in ranges.iter_mut().zip(&counts) {
             *r = (next, c as u16);
@@ -106,15 +115,16 @@ impl Topology {
             client_shards: StrengthReducedU32::new(f.client_shards),
             session_shards: StrengthReducedU32::new(f.redis_session_shards),
             presence_shards: StrengthReducedU32::new(f.redis_presence_shards),
-            users: s.users.concurrent,
+            users: s.registered_users(),
             replication_factor: f.cassandra_replication_factor,
             partitions: f.kafka_partitions,
+            group_partitions: s.group_partitions(),
         }
     }
 
     /// Number of processes.
     pub fn node_count(&self) -> usize {
-        let (first, count) = self.ranges[NodeKind::Router as usize];
+        let (first, count) = self.ranges[NodeKind::Fanout as usize];
         usize::from(first + count)
     }
 
@@ -195,10 +205,26 @@ impl Topology {
         replicas(c, self.count(NodeKind::Cassandra), self.replication_factor).map(|i| self.node(NodeKind::Cassandra, i))
     }
 
-    /// The Kafka partition of a conversation (keyed by conversation: per-chat order).
+    /// The Kafka partition of a conversation (keyed by conversation: per-chat order): of
+    /// the `messages` topic, or for a group of the `group-messages` topic.
     pub fn partition(&self, c: ConversationId) -> u32 {
         // A different mix than the Cassandra token, so the two placements are independent.
-        fast_range(c.hash64().rotate_left(17), self.partitions)
+        let hash = c.hash64().rotate_left(17);
+        match c.group_id() {
+            Some(_) => self.partitions + fast_range(hash, self.group_partitions),
+            None => fast_range(hash, self.partitions),
+        }
+    }
+
+    /// Partitions of both topics: the brokers keep a log of each.
+    pub fn all_partitions(&self) -> u32 {
+        self.partitions + self.group_partitions
+    }
+
+    /// The fan-out instance consuming a partition of the group-messages topic.
+    pub fn fanout_of(&self, partition: u32) -> NodeIdx {
+        debug_assert!(partition >= self.partitions, "partition {partition} is not of the group topic");
+        self.node(NodeKind::Fanout, (partition - self.partitions) % self.count(NodeKind::Fanout))
     }
 }
 

@@ -123,6 +123,14 @@ impl OpKind {
                 DeviceFrame::Subscribe { .. } => K::Subscribe,
             },
             Msg::ToDevice { .. } => return None,
+            // Group traffic is not in the visit table (it predicts the 1:1 path).
+            Msg::ReadMembers { .. }
+            | Msg::MembersRead { .. }
+            | Msg::RouteGroup { .. }
+            | Msg::GroupRouted { .. }
+            | Msg::GroupForward { .. }
+            | Msg::ReceiptRow { .. }
+            | Msg::ReceiptRowAck { .. } => return None,
             Msg::Write { .. } => K::Write,
             Msg::WriteAck { .. } => K::WriteAck,
             Msg::Read { .. } => K::Read,

@@ -51,7 +51,7 @@ fn message(id: u64) -> ChatMessage {
 
 /// Send from Alice and return the Persist request.
 fn send(s: &mut ChatServer, now: Time) -> (u64, ChatMessage) {
-    let out = run(s, now, from(alice(), F::Send { to: UserId(2), client_seq: 7, sent_at: now }));
+    let out = run(s, now, from(alice(), F::Send { to: Recipient::User(UserId(2)), client_seq: 7, sent_at: now }));
     match out.as_slice() {
         [Out::Persist { req, msg }] => (*req, *msg),
         other => panic!("expected one Persist, got {other:?}"),
@@ -155,7 +155,11 @@ fn send_persists_with_a_snowflake_id_of_this_server() {
 #[test]
 fn a_send_on_a_closed_connection_is_ignored() {
     let mut s = server(0);
-    let out = run(&mut s, Time::ZERO, from(alice(), F::Send { to: UserId(2), client_seq: 0, sent_at: Time::ZERO }));
+    let out = run(
+        &mut s,
+        Time::ZERO,
+        from(alice(), F::Send { to: Recipient::User(UserId(2)), client_seq: 0, sent_at: Time::ZERO }),
+    );
     assert!(out.is_empty());
 }
 

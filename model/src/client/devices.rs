@@ -3,7 +3,7 @@
 use super::{Backoff, Balancer, BalancerConfig, Displayed, SentMessages, Showing};
 use crate::{
     ChatMessage, ClientMsgId, DeviceFrame, DeviceId, DeviceKey, DeviceSlot, InboxPos, PresenceUpdate, Receipt,
-    ReceiptState, ServerFrame, ServerId, Time, UserId,
+    ReceiptState, Recipient, ServerFrame, ServerId, Time, UserId,
 };
 use rand::Rng;
 use rustc_hash::FxHashMap;
@@ -229,7 +229,7 @@ pub struct Devices {
 #[derive(Clone, Copy, Debug)]
 struct UnackedSend {
     client_seq: u32,
-    to: UserId,
+    to: Recipient,
     sent_at: Time,
     /// The epoch of the connection it last went on.
     epoch: u32,
@@ -705,7 +705,7 @@ impl Devices {
     /// The user of the phone at `index` sends a message to `to`, if the phone is connected:
     /// the frame to put on its connection, with a fresh client sequence number (which
     /// makes a retried send recognisable).
-    pub fn send(&mut self, now: Time, index: usize, to: UserId) -> Option<(ServerId, DeviceFrame)> {
+    pub fn send(&mut self, now: Time, index: usize, to: Recipient) -> Option<(ServerId, DeviceFrame)> {
         let server = self.server(index)?;
         let device = self.layout.device(index);
         let d = &mut self.devices[index];
@@ -725,7 +725,7 @@ impl Devices {
     /// device's own network is down (the wait is then the user's, not the system's: the
     /// send is marked abandoned, and left out of availability like one the user closed the
     /// app on).
-    pub fn queue_send(&mut self, now: Time, index: usize, to: UserId) -> Option<bool> {
+    pub fn queue_send(&mut self, now: Time, index: usize, to: Recipient) -> Option<bool> {
         let device = self.layout.device(index);
         let d = &mut self.devices[index];
         if d.state == DeviceState::Closed || d.state.is_connected() {
@@ -758,7 +758,10 @@ impl Devices {
         settings: UserSettings,
     ) -> Option<(ServerId, DeviceFrame)> {
         let server = self.server(index)?;
-        settings.read_receipts.then_some((server, DeviceFrame::ReadAck { msg, at: now }))
+        // Group read receipts go out whatever the member's 1:1 setting, as WhatsApp's do:
+        // blue could never show in a large group otherwise.
+        let sends = settings.read_receipts || msg.conversation.group_id().is_some();
+        sends.then_some((server, DeviceFrame::ReadAck { msg, at: now }))
     }
 
     /// The user opens the chat with `target` on the device at `index`: it subscribes to the

@@ -81,6 +81,19 @@ pub struct ConnectedAtEnd {
     pub server: wasim_model::ServerId,
 }
 
+/// A group message acknowledged (✓) to its sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckedGroup {
+    /// The sender's client-message key.
+    pub key: u64,
+    pub id: MessageId,
+    pub group: wasim_model::GroupId,
+    pub sender: UserId,
+    /// When the sender sent it, and when its ✓ came.
+    pub sent: LogMs,
+    pub acked: LogMs,
+}
+
 /// A presence notification a watcher received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PresenceView {
@@ -94,6 +107,8 @@ pub struct PresenceView {
 pub struct Logs {
     /// Messages acknowledged (✓) to their senders: id, recipient, when.
     pub acked: Vec<(MessageId, UserId, LogMs)>,
+    /// Group messages acknowledged (✓) to their senders.
+    pub acked_groups: Vec<AckedGroup>,
     /// Displays in the order each device showed them.
     pub displays: Vec<Display>,
     /// (device, id) of every display, sorted (filled by `sort`).
@@ -102,6 +117,9 @@ pub struct Logs {
     pub sender_views: Vec<(u64, ReceiptState, LogMs)>,
     /// Read receipts the senders received: message, reading device, when.
     pub reads: Vec<(MessageId, DeviceKey, LogMs)>,
+    /// Group messages members read (their read ACK left the device): message, member,
+    /// when.
+    pub member_reads: Vec<(MessageId, UserId, LogMs)>,
     pub presence_views: Vec<PresenceView>,
     /// Devices with a connection at the end, sorted.
     pub connected: Vec<ConnectedAtEnd>,
@@ -157,10 +175,12 @@ impl Logs {
         let parts = &mut parts[..];
         Logs {
             acked: merged(parts, |l| &mut l.acked),
+            acked_groups: merged(parts, |l| &mut l.acked_groups),
             displays: merged(parts, |l| &mut l.displays),
             displays_by_device: Vec::new(),
             sender_views: merged(parts, |l| &mut l.sender_views),
             reads: merged(parts, |l| &mut l.reads),
+            member_reads: merged(parts, |l| &mut l.member_reads),
             presence_views: merged(parts, |l| &mut l.presence_views),
             connected: merged(parts, |l| &mut l.connected),
             registered: merged(parts, |l| &mut l.registered),

@@ -4,7 +4,7 @@
 
 mod logs;
 
-pub use logs::{ConnectedAtEnd, Display, LogMs, Logs, PresenceView};
+pub use logs::{AckedGroup, ConnectedAtEnd, Display, LogMs, Logs, PresenceView};
 
 use serde::Serialize;
 use std::time::Duration;
@@ -120,6 +120,9 @@ pub struct CheckContext {
     pub presence_clock_jumps: Vec<(Time, Time)>,
     /// Whether a user hides last-seen.
     pub hides_last_seen: Box<dyn Fn(wasim_model::UserId) -> bool + Send + Sync>,
+    /// The groups and their members: a group message is owed to every member but its
+    /// sender.
+    pub groups: crate::groups::Groups,
 }
 
 /// Run every checker over the merged logs. With `parallel`, the two independent groups of
@@ -131,6 +134,7 @@ pub fn check_all(logs: &mut Logs, cx: &CheckContext, parallel: bool) -> CheckRep
             (1, "no loss"),
             (2, "no duplicate display"),
             (3, "receipts monotone"),
+            (4, "group aggregate"),
             (5, "order within a conversation"),
             (6, "routing"),
             (7, "presence"),
@@ -158,6 +162,7 @@ pub fn check_all(logs: &mut Logs, cx: &CheckContext, parallel: bool) -> CheckRep
         no_duplicate_display(logs, &mut a);
         reads_follow_displays(logs, &mut a);
         receipt_liveness(logs, &views, cx, &mut a);
+        group_aggregate(logs, &views, &displays, cx, &mut a);
         presence(logs, cx, &mut a);
         a
     };
@@ -237,6 +242,9 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
     acked.sort(); // nearly sorted already: ids grow with time in each process's log
                   // A message acknowledged twice (its retry's ✓ and the first attempt's) is judged once,
                   // from its first acknowledgement.
+                  // A group message once (it is stored once), under the group recipient.
+    acked.extend(logs.acked_groups.iter().map(|a| (a.id, wasim_model::UserId::GROUP, a.acked)));
+    acked.sort();
     acked.dedup_by_key(|a| a.0);
     let mut stored = logs.stored.iter().peekable();
     for &(id, _, acked_at) in &acked {
@@ -251,7 +259,15 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
         }
     }
     // What each device connected at the end is owed: (device, message, acknowledged at,
-    // whether the device is catching up).
+    // whether the device is catching up). A group message is owed to each member but the
+    // sender.
+    acked.retain(|a| a.1 != wasim_model::UserId::GROUP);
+    let mut groups_acked = logs.acked_groups.clone();
+    groups_acked.sort_unstable_by_key(|a| (a.id, a.acked));
+    groups_acked.dedup_by_key(|a| a.id);
+    for a in &groups_acked {
+        acked.extend(cx.groups.members(a.group).iter().filter(|&&m| m != a.sender).map(|&m| (a.id, m, a.acked)));
+    }
     acked.sort_unstable_by_key(|&(id, to, _)| (to, id));
     let mut owed: Vec<(DeviceKey, MessageId, LogMs, bool)> = Vec::with_capacity(acked.len());
     let mut connected = logs.connected.iter().peekable();
@@ -301,6 +317,77 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
             let detail =
                 format!("acknowledged at {acked_at}; the {device} is connected and live at the end without it");
             r.add(violation(1, "no loss", format!("message {id}"), cx.end, detail));
+        }
+    }
+}
+
+/// 4. Group aggregate: a group message's sender sees ✓✓ only once every member but the
+///    sender has it on a device (each member counts as delivered when any of its devices
+///    showed it), and blue only once every such member has read it. Judged at the first
+///    time the sender's view reached each state.
+fn group_aggregate(
+    logs: &Logs,
+    views: &[(u64, ReceiptState, LogMs)],
+    displays: &[Display],
+    cx: &CheckContext,
+    r: &mut CheckReport,
+) {
+    use rustc_hash::FxHashMap;
+    use wasim_model::{GroupId, UserId};
+    if logs.acked_groups.is_empty() {
+        return;
+    }
+    // Each group message by its sender's client key: (id, group, sender).
+    let mut messages: FxHashMap<u64, (MessageId, GroupId, UserId)> = FxHashMap::default();
+    for a in &logs.acked_groups {
+        messages.entry(a.key).or_insert((a.id, a.group, a.sender));
+    }
+    // The first time each sender's view showed ✓✓ and blue.
+    let mut first: FxHashMap<u64, [Option<LogMs>; 2]> = FxHashMap::default();
+    for &(key, state, at) in views {
+        if !messages.contains_key(&key) || state < ReceiptState::Delivered {
+            continue;
+        }
+        let seen = first.entry(key).or_default();
+        for (i, reached) in [true, state == ReceiptState::Read].into_iter().enumerate() {
+            if reached && seen[i].is_none_or(|t| at < t) {
+                seen[i] = Some(at);
+            }
+        }
+    }
+    // When each member first had each group message, and first read it.
+    let mut had: FxHashMap<(MessageId, UserId), LogMs> = FxHashMap::default();
+    for d in displays.iter().filter(|d| d.conversation.group_id().is_some()) {
+        let t = had.entry((d.id, d.device.device().user)).or_insert(d.at);
+        *t = (*t).min(d.at);
+    }
+    let mut read: FxHashMap<(MessageId, UserId), LogMs> = FxHashMap::default();
+    for &(id, member, at) in &logs.member_reads {
+        let t = read.entry((id, member)).or_insert(at);
+        *t = (*t).min(at);
+    }
+    let mut keys: Vec<&u64> = first.keys().collect();
+    keys.sort_unstable();
+    for key in keys {
+        let (id, group, sender) = messages[key];
+        for (i, (what, by)) in [("✓✓", &had), ("blue ✓✓", &read)].into_iter().enumerate() {
+            let Some(shown_at) = first[key][i] else { continue };
+            let missing = cx
+                .groups
+                .members(group)
+                .iter()
+                .filter(|&&m| m != sender)
+                .find(|&&m| by.get(&(id, m)).is_none_or(|&t| t > shown_at));
+            if let Some(m) = missing {
+                let not_yet = if i == 0 { "had not had it" } else { "had not read it" };
+                let detail = format!(
+                    "the sender saw {what} at {shown_at} but member {} of group {} ({} members) {not_yet} by then",
+                    m.0,
+                    group.0,
+                    cx.groups.size(group)
+                );
+                r.add(violation(4, "group aggregate", format!("message {id}"), shown_at, detail));
+            }
         }
     }
 }

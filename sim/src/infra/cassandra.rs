@@ -1,6 +1,7 @@
 //! One Cassandra node: the `messages` rows of the token ranges it replicates.
 
-use wasim_model::{ChatMessage, ConversationId, MessageId, Time};
+use rustc_hash::FxHashMap;
+use wasim_model::{ChatMessage, ConversationId, GroupReceipts, MessageId, ReceiptState, Time};
 
 /// The replicas of a conversation's partition: the node owning its token and the next
 /// `rf - 1` nodes on the ring (SimpleStrategy).
@@ -18,12 +19,41 @@ pub struct CassandraNode {
     /// When writes of the messages the ✓ check samples were applied here (on disk, so
     /// they outlive the process).
     sampled_writes: Vec<(MessageId, Time)>,
+    /// The group receipts table's rows of the group messages this node replicates: per
+    /// message, a delivered and a read bit per member (option B), the counters derived.
+    group_receipts: FxHashMap<MessageId, GroupReceipts>,
 }
 
 impl CassandraNode {
     /// A node expecting about `rows` rows.
     pub fn with_capacity(rows: usize) -> CassandraNode {
-        CassandraNode { rows: Vec::with_capacity(rows), sampled_writes: Vec::new() }
+        CassandraNode {
+            rows: Vec::with_capacity(rows),
+            sampled_writes: Vec::new(),
+            group_receipts: FxHashMap::default(),
+        }
+    }
+
+    /// Write the group receipts row of the member at `position` for message `id` of a
+    /// group of `members` (the sender at `sender_position`): what the aggregate became by
+    /// this write, if it changed (see `GroupReceipts::write`).
+    pub fn write_group_receipt(
+        &mut self,
+        id: MessageId,
+        members: u32,
+        sender_position: Option<u32>,
+        position: u32,
+        state: ReceiptState,
+    ) -> Option<ReceiptState> {
+        self.group_receipts
+            .entry(id)
+            .or_insert_with(|| GroupReceipts::new(members, sender_position))
+            .write(position, state)
+    }
+
+    /// Bytes the group receipts table takes on this node.
+    pub fn group_receipts_bytes(&self) -> u64 {
+        self.group_receipts.values().map(|r| r.bytes() as u64).sum()
     }
 
     /// Note that a write of `id`, one the ✓ check samples, was applied at `at`.

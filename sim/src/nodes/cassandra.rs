@@ -14,6 +14,8 @@ pub(crate) struct CassandraProcess {
     index: usize,
     fifo: Fifo,
     service: Sampler,
+    /// Reading a page of a group's membership.
+    page_service: Sampler,
     repaired: u64,
 }
 
@@ -27,7 +29,8 @@ impl CassandraProcess {
             &s.service_us.cassandra_write,
         );
         let repaired = shared.repaired[index as usize].load(std::sync::atomic::Ordering::Relaxed);
-        CassandraProcess { shared: shared.clone(), index: index as usize, fifo, service, repaired }
+        let page_service = Sampler::new(&s.service_us.membership_page, 1.0);
+        CassandraProcess { shared: shared.clone(), index: index as usize, fifo, service, page_service, repaired }
     }
 }
 
@@ -61,16 +64,39 @@ const REPAIR_MARGIN_MS: u64 = 5_000;
 /// A node's disk, made for the rows it is expected to hold: no doubling (and a 3x peak)
 /// as they grow.
 pub(crate) fn disk(s: &crate::scenario::Scenario) -> CassandraNode {
-    let rows =
-        s.workload.messages_per_s * (s.warmup_s + s.duration_s) * u64::from(s.fleet.cassandra_replication_factor)
-            / u64::from(s.fleet.cassandra_nodes);
+    let group_messages_per_s = f64::from(s.groups.active) * s.groups.messages_per_group_per_s;
+    let rows = (s.workload.messages_per_s + group_messages_per_s as u64)
+        * (s.warmup_s + s.duration_s)
+        * u64::from(s.fleet.cassandra_replication_factor)
+        / u64::from(s.fleet.cassandra_nodes);
     CassandraNode::with_capacity(rows as usize * 21 / 20)
 }
 
 impl Process for CassandraProcess {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
-        let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
+        let service = match env.msg {
+            Msg::ReadMembers { .. } => self.page_service.sample_us(&mut ctx.rng),
+            _ => self.service.sample_us(&mut ctx.rng),
+        };
+        let done = self.fifo.serve(env.at, service);
         match env.msg {
+            Msg::ReadMembers { req, group, page } => {
+                ctx.send(env.from, done, Msg::MembersRead { req, group, page });
+            }
+            Msg::ReceiptRow { req, id, conversation, sender, member, state } => {
+                let groups = &self.shared.groups;
+                let group = conversation.group_id().expect("a group message's receipt");
+                let position = groups.position(group, member).expect("a receipt from a member");
+                let mut disk = self.shared.disks[self.index].lock().expect("disk lock");
+                let members = groups.size(group);
+                let completed = disk.write_group_receipt(id, members, groups.position(group, sender), position, state);
+                drop(disk);
+                ctx.counters.receipt_rows_written += 1;
+                if completed.is_some() {
+                    ctx.counters.group_aggregates_completed += 1;
+                }
+                ctx.send(env.from, done, Msg::ReceiptRowAck { req, completed });
+            }
             Msg::Write { req, msg } => {
                 let mut disk = self.shared.disks[self.index].lock().expect("disk lock");
                 disk.write(&msg);

@@ -77,6 +77,11 @@ impl ChatNode {
             match out {
                 Out::ToDevice { device, frame } => {
                     trace_frame(ctx, t, device, &frame);
+                    if let wasim_model::ServerFrame::Push { msg } = frame {
+                        if msg.conversation.group_id().is_some() {
+                            ctx.counters.group_pushes += 1;
+                        }
+                    }
                     if let wasim_model::ServerFrame::SentAck { msg } = frame {
                         if crate::check::quorum_sampled(msg.id) {
                             // Stamped no earlier than the tick it is sent in: a late arrival
@@ -167,6 +172,20 @@ impl ChatNode {
                 Out::TakeoverDone { server, req, parts } => {
                     ctx.send(topo.chat(server), t, Msg::TakeoverDone { req, parts })
                 }
+                Out::WriteGroupReceipt { req, receipt } => {
+                    let msg = receipt.msg;
+                    let row = Msg::ReceiptRow {
+                        req,
+                        id: msg.id,
+                        conversation: msg.conversation,
+                        sender: msg.from,
+                        member: receipt.by.user,
+                        state: receipt.state,
+                    };
+                    for replica in topo.replicas(msg.conversation) {
+                        ctx.send(replica, t, row);
+                    }
+                }
             }
         }
     }
@@ -190,19 +209,36 @@ impl Process for ChatNode {
         use wasim_model::{DeviceFrame as F, ReceiptState};
         // A receipt is issued (the server sends one for every delivered or read ACK): for
         // receipt liveness, on the messages the quorum check samples.
+        // (A group member's ACK writes a row of the receipts table: the sender hears only of
+        // the aggregate, which invariant 4 checks.)
         let issued = match env.msg {
             Msg::Device { frame: F::DeliveredAck { msg, .. }, .. } => Some((msg, ReceiptState::Delivered)),
             Msg::Device { frame: F::ReadAck { msg, .. }, .. } => Some((msg, ReceiptState::Read)),
             _ => None,
-        };
+        }
+        .filter(|(msg, _)| msg.conversation.group_id().is_none());
         if let Some((msg, state)) = issued {
             if crate::check::quorum_sampled(msg.id) {
                 let at = crate::check::LogMs::of(env.at);
                 ctx.logs.receipts_issued.push((msg.client_id().key(), msg.id, msg.from, at, state));
             }
         }
+        if let Msg::GroupForward { msg, count, devices } = env.msg {
+            // One message for several devices connected here: each is a push of the
+            // member's copy, served in turn.
+            let mut done = env.at;
+            for key in &devices[..usize::from(count)] {
+                let device = key.device();
+                done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
+                let input = In::Forward { msg: wasim_model::ChatMessage { to: device.user, ..msg }, slot: device.slot };
+                self.server.handle(self.shared.faults.clock(self.me, done), input, &mut self.outs);
+            }
+            self.emit(done, ctx);
+            return;
+        }
         let input = match env.msg {
             Msg::Device { device, frame } => In::Frame { device, frame },
+            Msg::ReceiptRowAck { req, completed } => In::GroupReceiptWritten { req, completed },
             Msg::WriteAck { req } => In::WriteAck { req, replica: env.from.0 },
             Msg::ReadReply { req, row } => In::ReadReply { req, row, replica: env.from.0 },
             Msg::InboxEntry { req, pos, id, conversation } => In::InboxEntry { req, pos, id, conversation },

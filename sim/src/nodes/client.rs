@@ -22,9 +22,9 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 use wasim_model::{
-    Backoff, DeviceConfig, DeviceFrame, DeviceId, DeviceInput, DeviceKey, DeviceOutput, DeviceState, Devices, Layout,
-    PresenceCause, PresenceStatus, PresenceUpdate, Receipt, ReceiptState, ServerFrame, ServerId, Time, UserId,
-    UserSettings, DEVICES_PER_USER_MAX,
+    Backoff, DeviceConfig, DeviceFrame, DeviceId, DeviceInput, DeviceKey, DeviceOutput, DeviceState, Devices, GroupId,
+    Layout, PresenceCause, PresenceStatus, PresenceUpdate, Receipt, ReceiptState, Recipient, ServerFrame, ServerId,
+    Time, UserId, UserSettings, DEVICES_PER_USER_MAX,
 };
 
 /// The workload's random streams, one per purpose (see `Stream`).
@@ -33,6 +33,7 @@ struct WorkloadRng {
     closes: ChaCha8Rng,
     reads: ChaCha8Rng,
     faults: ChaCha8Rng,
+    group_sends: ChaCha8Rng,
 }
 
 /// What a device's timer is for.
@@ -84,8 +85,10 @@ pub(crate) struct ClientShard {
     reads: ReadWheel,
     read_delay: Sampler,
     latencies: Latencies,
-    /// Initial connects: local user `i` connects at `ramp_us * i / users`.
+    /// Initial connects: local user `i` connects at `ramp_us * i / local_online`.
     next_connect: usize,
+    /// Local users online from the start (`0..local_online`); the others come online later.
+    local_online: usize,
     ramp_us: u64,
     /// Device timers: (time, device index, what for).
     timers: BinaryHeap<Reverse<(Time, u32, Timer)>>,
@@ -118,7 +121,13 @@ pub(crate) struct ClientShard {
     /// The reads and the sends of the current tick, drawn before any is made so that the
     /// device records they touch are loaded together (buffers kept between ticks).
     reads_due: Vec<(Time, DeviceKey, wasim_model::ChatMessage)>,
-    sends_due: Vec<(Time, usize, UserId)>,
+    sends_due: Vec<(Time, usize, Recipient)>,
+    /// The group sends of this shard's members: (cumulative weight, group, local user),
+    /// each member of a group of `n` weighing `1 / n` (a group's sends come from a member
+    /// drawn uniformly), and the Poisson process over them.
+    group_senders: Vec<(f64, GroupId, u32)>,
+    next_group_send_at: Time,
+    mean_group_gap_us: f64,
     /// The end of the previous tick: heartbeats are due in (previous, now].
     previous_tick: Time,
     /// The workload's draws, a stream per process it drives.
@@ -133,9 +142,13 @@ impl ClientShard {
         let s = &shared.scenario;
         let shards = s.fleet.client_shards;
         let users = s.users.concurrent;
-        let local = (users - u64::from(shard)).div_ceil(u64::from(shards)) as usize;
+        let local = (s.registered_users() - u64::from(shard)).div_ceil(u64::from(shards)) as usize;
+        // The users online from the start (the first `concurrent` ids): they connect on the
+        // ramp and send the 1:1 load. The others are registered but offline until their
+        // `offline_for_s` passes.
+        let local_online = (users.saturating_sub(u64::from(shard))).div_ceil(u64::from(shards)) as usize;
         // This shard's share of the offered load, when all of its users are online.
-        let rate_per_us = s.workload.messages_per_s as f64 * local as f64 / users as f64 / 1e6;
+        let rate_per_us = s.workload.messages_per_s as f64 * local_online as f64 / users as f64 / 1e6;
         let pop = shared.population.clone();
         let slots = if s.users.devices_per_user.web > 0.0 { DEVICES_PER_USER_MAX } else { 1 };
         let layout = Layout::new(shard, shards, local, slots);
@@ -150,6 +163,30 @@ impl ClientShard {
                 (Time::from_secs(at_s), Time::from_secs(at_s + for_s))
             })
             .collect();
+        // Registered users who start offline open the app when their time offline is up.
+        let mut timers = BinaryHeap::new();
+        if local > local_online {
+            let mut rng = ctx.stream(Stream::Offline);
+            for i in local_online..local {
+                let at = Time((crate::dist::draw_uncapped(&s.users.offline_for_s, &mut rng) * 1e6) as u64);
+                timers.push(Reverse((at, (i * slots) as u32, Timer::Open)));
+                if pop.has_web(layout.user(i)) {
+                    timers.push(Reverse((at, (i * slots + 1) as u32, Timer::Open)));
+                }
+            }
+        }
+        // The members of groups held here, each weighing 1 / its group's size: the shard's
+        // group sends are Poisson at the groups' rate times the total weight.
+        let me = shared.topo.node(crate::topology::NodeKind::ClientShard, shard);
+        let mut group_senders = Vec::new();
+        let mut group_weight = 0.0;
+        for (g, members) in shared.groups.iter() {
+            let weight = 1.0 / members.len() as f64;
+            for &m in members.iter().filter(|&&m| shared.topo.client_shard(m) == me) {
+                group_weight += weight;
+                group_senders.push((group_weight, g, (layout.index(DeviceId::phone(m)) / slots) as u32));
+            }
+        }
         let backoff = Backoff {
             base: Duration::from_millis(s.users.reconnect_backoff_ms_base),
             cap: Duration::from_millis(s.users.reconnect_backoff_ms_max),
@@ -177,8 +214,9 @@ impl ClientShard {
             read_delay: Sampler::new(&s.workload.read_delay_ms, 1_000.0),
             latencies: Latencies::default(),
             next_connect: 0,
+            local_online,
             ramp_us: s.users.connect_ramp_s * 1_000_000,
-            timers: BinaryHeap::new(),
+            timers,
             next_close_at: Time(s.users.connect_ramp_s * 1_000_000),
             mean_close_gap_us: 3_600e6 / (s.workload.app_closes_per_hour * local as f64),
             app_closed: Sampler::new(&s.workload.app_closed_ms, 1_000.0),
@@ -203,12 +241,20 @@ impl ClientShard {
             // the top of the heap, and holds memory there that the allocator could return.
             reads_due: Vec::with_capacity(DUE_PER_TICK_TYPICAL),
             sends_due: Vec::with_capacity(DUE_PER_TICK_TYPICAL),
+            mean_group_gap_us: if group_weight > 0.0 {
+                1e6 / (s.groups.messages_per_group_per_s * group_weight)
+            } else {
+                f64::INFINITY
+            },
+            group_senders,
+            next_group_send_at: Time::ZERO,
             previous_tick: Time::ZERO,
             rng: WorkloadRng {
                 sends: ctx.stream(Stream::Sends),
                 closes: ctx.stream(Stream::Closes),
                 reads: ctx.stream(Stream::Reads),
                 faults: ctx.stream(Stream::Faults),
+                group_sends: ctx.stream(Stream::GroupSends),
             },
             measure: (shared.measure_from(), shared.measure_until()),
             shared: shared.clone(),
@@ -370,7 +416,18 @@ impl ClientShard {
                 }
                 ctx.trace_msg(t, "sent_ack_seen", &msg, Some(device));
                 ctx.second(t).sent_acks += 1;
-                ctx.logs.acked.push((msg.id, msg.to, LogMs::of(t)));
+                match msg.conversation.group_id() {
+                    // Owed to every member but the sender: the checkers expand it.
+                    Some(group) => ctx.logs.acked_groups.push(crate::check::AckedGroup {
+                        key: msg.client_id().key(),
+                        id: msg.id,
+                        group,
+                        sender: msg.from,
+                        sent: LogMs::of(msg.sent_at),
+                        acked: LogMs::of(t),
+                    }),
+                    None => ctx.logs.acked.push((msg.id, msg.to, LogMs::of(t))),
+                }
                 if let Some(state) = ticks {
                     ctx.logs.sender_views.push((msg.client_id().key(), state, LogMs::of(t)));
                 }
@@ -411,10 +468,13 @@ impl ClientShard {
             DeviceFrame::Heartbeat { .. } => ctx.counters.heartbeats += 1,
             DeviceFrame::ReadAck { msg, .. } => {
                 ctx.counters.reads_sent += 1;
+                if msg.conversation.group_id().is_some() {
+                    ctx.logs.member_reads.push((msg.id, device.user, LogMs::of(t)));
+                }
                 ctx.trace_msg(t, "read", &msg, Some(device));
             }
             DeviceFrame::Send { to, .. } => {
-                if ctx.traces(device.user) || ctx.traces(to) {
+                if ctx.traces(device.user) || matches!(to, Recipient::User(u) if ctx.traces(u)) {
                     ctx.trace_device(t, "send", device);
                 }
             }
@@ -488,7 +548,12 @@ impl ClientShard {
         if self.measured(msg.sent_at) && online_at_send && !fetched && waited_in_app {
             record_us(&mut self.latencies.delivery_after_sender_wait, t.as_us() - msg.sent_at.as_us());
         }
-        if self.measured(msg.sent_at) && online_at_send && !fetched && !waited_in_app {
+        let one_to_one = msg.conversation.group_id().is_none();
+        if self.measured(msg.sent_at) && online_at_send && !fetched && !waited_in_app && !one_to_one {
+            record_us(&mut self.latencies.group_delivery, t.as_us() - msg.sent_at.as_us());
+            ctx.counters.group_deliveries_measured += 1;
+        }
+        if self.measured(msg.sent_at) && online_at_send && !fetched && !waited_in_app && one_to_one {
             let latency_us = t.as_us() - msg.sent_at.as_us();
             record_us(&mut self.latencies.delivery, latency_us);
             ctx.counters.deliveries_measured += 1;
@@ -592,9 +657,9 @@ impl ClientShard {
     /// The initial connects of the ramp.
     fn tick_connects(&mut self, now: Time, ctx: &mut Ctx) {
         let layout = self.layout();
-        while self.next_connect < layout.users {
+        while self.next_connect < self.local_online {
             let i = self.next_connect;
-            let t = Time(self.ramp_us * i as u64 / layout.users as u64);
+            let t = Time(self.ramp_us * i as u64 / self.local_online as u64);
             if t > now {
                 break;
             }
@@ -696,6 +761,26 @@ impl ClientShard {
         self.reads_due = due;
     }
 
+    /// Group sends due by `now`: from a member drawn with its weight, from its phone.
+    fn draw_group_sends(&mut self, now: Time, due: &mut Vec<(Time, usize, Recipient)>) {
+        let Some(&(total, _, _)) = self.group_senders.last() else { return };
+        let from = due.len();
+        while self.next_group_send_at <= now && self.next_group_send_at < self.measure.1 {
+            let t = self.next_group_send_at;
+            let gap_ns = self.mean_group_gap_us * 1e3 * self.rng.group_sends.sample::<f64, _>(Exp1);
+            self.next_group_send_at = t + Duration::from_nanos(gap_ns as u64);
+            let x = self.rng.group_sends.random_range(0.0..total);
+            let k = self.group_senders.partition_point(|&(cumulative, _, _)| cumulative <= x);
+            let (_, group, i) = self.group_senders[k.min(self.group_senders.len() - 1)];
+            let index = i as usize * self.layout().slots;
+            self.devices.prefetch_device(index);
+            due.push((t, index, Recipient::Group(group)));
+        }
+        if due.len() > from {
+            due.sort_by_key(|&(t, index, _)| (t, index));
+        }
+    }
+
     fn tick_sends(&mut self, now: Time, ctx: &mut Ctx) {
         // The draws come first (they do not depend on the devices), then the sends.
         let mut due = std::mem::take(&mut self.sends_due);
@@ -703,13 +788,14 @@ impl ClientShard {
             let t = self.next_send_at;
             let gap_ns = self.mean_gap_us * 1e3 * self.rng.sends.sample::<f64, _>(Exp1);
             self.next_send_at = t + Duration::from_nanos(gap_ns as u64);
-            let i = self.rng.sends.random_range(0..self.layout().users);
+            let i = self.rng.sends.random_range(0..self.local_online);
             let from = self.layout().user(i);
             let j = self.rng.sends.random_range(0..self.contacts);
             let index = i * self.layout().slots;
             self.devices.prefetch_device(index);
-            due.push((t, index, self.contact(from, j)));
+            due.push((t, index, Recipient::User(self.contact(from, j))));
         }
+        self.draw_group_sends(now, &mut due);
         for &(t, index, to) in &due {
             // Poisson sends from phones with the app open: a draw that lands on a closed
             // app is not a send; one that lands on an app without a connection waits in
@@ -735,6 +821,10 @@ impl ClientShard {
                 },
             };
             ctx.counters.sends += 1;
+            if let Recipient::Group(_) = to {
+                ctx.counters.group_sends += 1;
+                ctx.counters.group_sends_measured += u64::from(self.measured(t));
+            }
             if self.measured(t) {
                 let c = &mut ctx.counters;
                 c.sends_measured += 1;

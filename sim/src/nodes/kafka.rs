@@ -40,8 +40,8 @@ impl KafkaNode {
             fifo,
             service,
             pushes: Vec::new(),
-            leads: vec![false; shared.topo.partitions as usize],
-            consumers: (0..shared.topo.partitions).map(|p| (shared.consumer(p, Time::ZERO), 0)).collect(),
+            leads: vec![false; shared.topo.all_partitions() as usize],
+            consumers: (0..shared.topo.all_partitions()).map(|p| (shared.consumer(p, Time::ZERO), 0)).collect(),
             consumers_at: Time::ZERO,
         };
         // Without crashes leadership never moves: take it now. A broker of a run with

@@ -4,6 +4,7 @@
 pub(crate) mod cassandra;
 mod chat;
 mod client;
+mod fanout;
 mod kafka;
 mod presence;
 mod probe;
@@ -46,6 +47,7 @@ pub(crate) async fn start(shared: Arc<Shared>, me: NodeIdx) {
         NodeKind::Cassandra => run_process(s, me, |_| cassandra::CassandraProcess::new(&shared, i)).await,
         NodeKind::Kafka => run_process(s, me, |_| kafka::KafkaNode::new(&shared, me)).await,
         NodeKind::Router => run_process(s, me, |_| router::RouterNode::new(&shared, me)).await,
+        NodeKind::Fanout => run_process(s, me, |_| fanout::FanoutNode::new(&shared, me)).await,
     }
 }
 

@@ -26,7 +26,7 @@ impl RedisNode {
         let s = &shared.scenario;
         let (fifo, service) =
             super::queue(shared, crate::topology::NodeKind::Redis, s.workers.redis, &s.service_us.redis);
-        let users = s.users.concurrent / u64::from(s.fleet.redis_session_shards);
+        let users = s.registered_users() / u64::from(s.fleet.redis_session_shards);
         let me = shared.topo.node(crate::topology::NodeKind::Redis, index);
         let mine: Vec<_> = shared.faults.redis_outages().iter().filter(|o| o.node == me).copied().collect();
         let mut shard = RedisShard::with_stride(s.fleet.redis_session_shards, users as usize);
@@ -110,6 +110,27 @@ impl Process for RedisNode {
                     Msg::Rerouted { msg, route, slot },
                     OrderKey::Conversation(msg.conversation),
                 );
+            }
+            Msg::RouteGroup { req, msg, count, members } => {
+                // A pipeline of route-or-inbox commands, one per member's copy.
+                let mut servers = [[crate::msg::NO_SERVER; 2]; wasim_model::ROUTE_BATCH_MAX];
+                let mut done = done;
+                for (k, &member) in members[..usize::from(count)].iter().enumerate() {
+                    if k > 0 {
+                        done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
+                    }
+                    ctx.counters.routes += 1;
+                    let copy = wasim_model::ChatMessage { to: member, ..msg };
+                    let route = self.shard.route(&copy, None, done);
+                    if route.inbox {
+                        ctx.counters.inbox_adds += 1;
+                        ctx.counters.group_inbox_adds += 1;
+                        ctx.trace_msg(done, "inbox_add", &copy, None);
+                    }
+                    servers[k] = crate::msg::pack_route(&route);
+                }
+                let reply = Msg::GroupRouted { req, count, servers };
+                ctx.send_ordered(env.from, done, reply, OrderKey::Conversation(msg.conversation));
             }
             Msg::RouteReceipt { req, receipt, exclude } => {
                 let server = self.shard.route_receipt(receipt, exclude, done);

@@ -286,15 +286,15 @@ fn without_a_network_the_device_sends_nothing_and_reconnects_soon_after_it_retur
 #[test]
 fn sends_heartbeats_and_reads_need_a_connection_and_reads_respect_the_setting() {
     let mut r = Rig::new();
-    assert_eq!(r.devices.send(Time::ZERO, PHONE, UserId(1)), None);
+    assert_eq!(r.devices.send(Time::ZERO, PHONE, Recipient::User(UserId(1))), None);
     assert_eq!(r.devices.heartbeat(PHONE), None);
     r.connect(0, PHONE);
     let seq = |s: Option<(ServerId, DeviceFrame)>| match s {
         Some((SERVER, DeviceFrame::Send { client_seq, .. })) => client_seq,
         other => panic!("{other:?}"),
     };
-    assert_eq!(seq(r.devices.send(Time::ZERO, PHONE, UserId(1))), 0);
-    assert_eq!(seq(r.devices.send(Time::ZERO, PHONE, UserId(1))), 1);
+    assert_eq!(seq(r.devices.send(Time::ZERO, PHONE, Recipient::User(UserId(1)))), 0);
+    assert_eq!(seq(r.devices.send(Time::ZERO, PHONE, Recipient::User(UserId(1)))), 1);
     assert_eq!(r.devices.sends_in_flight(), 2);
     let beat = DeviceFrame::Heartbeat { receipts_heard: 0 };
     assert_eq!(r.devices.heartbeat(PHONE), Some((SERVER, beat)), "no receipt heard yet");
@@ -308,7 +308,7 @@ fn sends_heartbeats_and_reads_need_a_connection_and_reads_respect_the_setting() 
 fn the_ticks_of_a_sent_message_move_forward_only() {
     let mut r = Rig::new();
     r.connect(0, PHONE);
-    r.devices.send(Time::ZERO, PHONE, UserId(1));
+    r.devices.send(Time::ZERO, PHONE, Recipient::User(UserId(1)));
     let mine = ChatMessage { from: UserId(0), to: UserId(1), client_seq: 0, ..msg(3, 1) };
     let out = r.frame(1, PHONE, ServerFrame::SentAck { msg: mine });
     assert_eq!(
@@ -333,7 +333,7 @@ fn the_ticks_of_a_sent_message_move_forward_only() {
 fn a_send_without_its_tick_goes_again_on_the_next_connection_only() {
     let mut r = Rig::new();
     r.connect(0, PHONE);
-    let (_, send) = r.devices.send(Time::from_ms(1), PHONE, UserId(1)).expect("connected");
+    let (_, send) = r.devices.send(Time::from_ms(1), PHONE, Recipient::User(UserId(1))).expect("connected");
     let out = r.frame(2, PHONE, ServerFrame::FetchDone { upto: InboxPos(0) });
     assert!(!out.iter().any(|o| matches!(o, Out::Frame { frame: DeviceFrame::Send { .. }, .. })), "same connection");
     let out = r.input(3, PHONE, In::AppClose);

@@ -1,0 +1,251 @@
+//! The groups of a run: who is a member of which, drawn from the run seed. Membership does
+//! not change during a run; the fan-out reads it page by page from the store (the cost is
+//! the store's, the contents are these), the receipts table numbers members by their
+//! position here, and the checkers owe a group message to these members.
+
+use crate::scenario::{DistConfig, Scenario};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use wasim_model::{GroupId, Time, UserId, MEMBERS_PAGE};
+
+/// The groups with traffic, members sorted by user id within each group.
+#[derive(Clone, Debug, Default)]
+pub struct Groups {
+    /// `members[starts[g]..starts[g + 1]]` are group `g`'s.
+    starts: Vec<u32>,
+    members: Vec<UserId>,
+}
+
+impl Groups {
+    /// The groups of `scenario` for run `seed`: each group's size drawn from
+    /// `groups.members`, its members drawn uniformly from the registered users (distinct).
+    pub fn new(scenario: &Scenario, seed: u64) -> Groups {
+        let g = &scenario.groups;
+        let users = scenario.registered_users();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6772_6f75_7073); // "groups"
+        let mut starts = Vec::with_capacity(g.active as usize + 1);
+        let mut members = Vec::new();
+        starts.push(0);
+        for _ in 0..g.active {
+            let size = match g.members {
+                DistConfig::Constant { value } => value as u64,
+                DistConfig::Uniform { min, max } => rng.random_range(min as u64..=max as u64),
+                _ => unreachable!("validated: constant or uniform"),
+            };
+            let size = size.min(users) as usize;
+            // Draws until `size` distinct users: uniform over the sets of that size.
+            let mut group: Vec<UserId> = Vec::with_capacity(size);
+            while group.len() < size {
+                while group.len() < size {
+                    group.push(UserId(rng.random_range(0..users) as u32));
+                }
+                group.sort_unstable();
+                group.dedup();
+            }
+            members.extend(group);
+            starts.push(members.len() as u32);
+        }
+        Groups { starts, members }
+    }
+
+    /// Groups with traffic.
+    pub fn len(&self) -> u32 {
+        self.starts.len().saturating_sub(1) as u32
+    }
+
+    /// A group's members, by user id.
+    pub fn members(&self, g: GroupId) -> &[UserId] {
+        let i = g.0 as usize;
+        &self.members[self.starts[i] as usize..self.starts[i + 1] as usize]
+    }
+
+    /// Members of a group (its size).
+    pub fn size(&self, g: GroupId) -> u32 {
+        self.members(g).len() as u32
+    }
+
+    /// Page `page` of a group's membership (`MEMBERS_PAGE` members each).
+    pub fn page(&self, g: GroupId, page: u32) -> &[UserId] {
+        let members = self.members(g);
+        let from = (page * MEMBERS_PAGE) as usize;
+        &members[from.min(members.len())..(from + MEMBERS_PAGE as usize).min(members.len())]
+    }
+
+    /// A member's position in its group (the receipts table's row number), if a member.
+    pub fn position(&self, g: GroupId, u: UserId) -> Option<u32> {
+        self.members(g).binary_search(&u).ok().map(|p| p as u32)
+    }
+
+    /// Memberships of all groups together.
+    pub fn memberships(&self) -> u64 {
+        self.members.len() as u64
+    }
+
+    /// Every group with its members, in group order.
+    pub fn iter(&self) -> impl Iterator<Item = (GroupId, &[UserId])> + '_ {
+        (0..self.len()).map(move |g| (GroupId(g), self.members(GroupId(g))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(text: &str) -> Scenario {
+        Scenario::parse(text, std::path::Path::new("t.toml"), "t").unwrap()
+    }
+
+    #[test]
+    fn members_are_distinct_sorted_and_sized_as_asked() {
+        let s = scenario(
+            "[users]\nconcurrent = 2000\nregistered = 3000\n[groups]\nactive = 20\nmembers = { dist = \"uniform\", min = 2, max = 1024 }\n",
+        );
+        let groups = Groups::new(&s, 7);
+        assert_eq!(groups.len(), 20);
+        for (g, members) in groups.iter() {
+            assert!((2..=1024).contains(&members.len()), "group {} has {}", g.0, members.len());
+            assert!(members.windows(2).all(|w| w[0] < w[1]), "sorted and distinct");
+            assert!(members.iter().all(|u| u.0 < 3000), "registered users only");
+            for (p, &u) in members.iter().enumerate() {
+                assert_eq!(groups.position(g, u), Some(p as u32));
+            }
+            let paged: Vec<UserId> = (0..members.len().div_ceil(MEMBERS_PAGE as usize) as u32)
+                .flat_map(|p| groups.page(g, p).iter().copied())
+                .collect();
+            assert_eq!(paged, members, "the pages cover the group once");
+        }
+        assert_ne!(Groups::new(&s, 8).members(GroupId(0)), groups.members(GroupId(0)), "drawn from the seed");
+    }
+}
+
+/// When members had a group message, or read it, from its send: the first recipient
+/// member, half of them (rounded up) and every one, each over the messages that got that far.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Milestones {
+    pub first: Spread,
+    pub majority: Spread,
+    pub all: Spread,
+}
+
+/// A milestone over messages: how many reached it, and its p50, p99 and max in ms.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Spread {
+    pub reached: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Spread {
+    fn of(mut ms: Vec<f64>) -> Spread {
+        if ms.is_empty() {
+            return Spread::default();
+        }
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+        Spread { reached: ms.len() as u64, p50_ms: at(0.5), p99_ms: at(0.99), max_ms: ms[ms.len() - 1] }
+    }
+}
+
+/// What a run's group traffic did: the card's task 2.2 (when ✓✓ and blue show for a large
+/// group) and the group figures of the report. Computed from the checkers' logs.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct GroupStats {
+    pub groups: u32,
+    pub members_mean: f64,
+    pub members_max: u32,
+    /// Group messages sent in the measuring window and acknowledged (✓) to their senders.
+    pub messages: u64,
+    /// Recipients of those messages (members but the sender), in all.
+    pub recipients: u64,
+    /// Send -> the first recipient member, half of them and all of them had it on a device.
+    pub delivered: Milestones,
+    /// Send -> the first, half and all of them read it.
+    pub read: Milestones,
+    /// Of those messages, the ones whose sender saw ✓✓ (every member had it) and blue
+    /// (every member read it) by the end.
+    pub double_ticks: u64,
+    pub blue: u64,
+    /// Recipients who never had the message by the end (offline members, mostly).
+    pub recipients_never_delivered: u64,
+}
+
+impl GroupStats {
+    /// The stats of a run's group messages, from its logs.
+    pub fn from_logs(logs: &crate::check::Logs, groups: &Groups, scenario: &Scenario) -> Option<GroupStats> {
+        use crate::check::LogMs;
+        use rustc_hash::FxHashMap;
+        use wasim_model::{MessageId, ReceiptState};
+        if groups.len() == 0 {
+            return None;
+        }
+        let window = (Time::from_secs(scenario.warmup_s), Time::from_secs(scenario.warmup_s + scenario.duration_s));
+        let mut messages: Vec<&crate::check::AckedGroup> =
+            logs.acked_groups.iter().filter(|a| a.sent.time() >= window.0 && a.sent.time() < window.1).collect();
+        messages.sort_unstable_by_key(|a| (a.id, a.acked));
+        messages.dedup_by_key(|a| a.id);
+        let mut had: FxHashMap<(MessageId, UserId), LogMs> = FxHashMap::default();
+        for d in logs.displays.iter().filter(|d| d.conversation.group_id().is_some()) {
+            let t = had.entry((d.id, d.device.device().user)).or_insert(d.at);
+            *t = (*t).min(d.at);
+        }
+        let mut read: FxHashMap<(MessageId, UserId), LogMs> = FxHashMap::default();
+        for &(id, member, at) in &logs.member_reads {
+            let t = read.entry((id, member)).or_insert(at);
+            *t = (*t).min(at);
+        }
+        let mut views: FxHashMap<u64, ReceiptState> = FxHashMap::default();
+        for &(key, state, _) in &logs.sender_views {
+            let v = views.entry(key).or_insert(state);
+            *v = (*v).max(state);
+        }
+        let mut stats = GroupStats {
+            groups: groups.len(),
+            members_mean: groups.memberships() as f64 / f64::from(groups.len()),
+            members_max: groups.iter().map(|(_, m)| m.len() as u32).max().unwrap_or(0),
+            messages: messages.len() as u64,
+            ..GroupStats::default()
+        };
+        let mut milestones: [[Vec<f64>; 3]; 2] = Default::default();
+        for a in &messages {
+            let recipients: Vec<UserId> = groups.members(a.group).iter().copied().filter(|&m| m != a.sender).collect();
+            stats.recipients += recipients.len() as u64;
+            for (k, by) in [&had, &read].into_iter().enumerate() {
+                let mut ms: Vec<f64> = recipients
+                    .iter()
+                    .filter_map(|&m| by.get(&(a.id, m)))
+                    .map(|t| t.time().as_us().saturating_sub(a.sent.time().as_us()) as f64 / 1e3)
+                    .collect();
+                if k == 0 {
+                    stats.recipients_never_delivered += (recipients.len() - ms.len()) as u64;
+                }
+                if recipients.is_empty() {
+                    continue;
+                }
+                ms.sort_by(f64::total_cmp);
+                let majority = recipients.len().div_ceil(2);
+                for (j, n) in [1, majority, recipients.len()].into_iter().enumerate() {
+                    if ms.len() >= n {
+                        milestones[k][j].push(ms[n - 1]);
+                    }
+                }
+            }
+            match views.get(&a.key) {
+                Some(ReceiptState::Read) => {
+                    stats.double_ticks += 1;
+                    stats.blue += 1;
+                }
+                Some(ReceiptState::Delivered) => stats.double_ticks += 1,
+                _ => {}
+            }
+        }
+        let [delivered, read] = milestones.map(|[first, majority, all]| Milestones {
+            first: Spread::of(first),
+            majority: Spread::of(majority),
+            all: Spread::of(all),
+        });
+        stats.delivered = delivered;
+        stats.read = read;
+        Some(stats)
+    }
+}
