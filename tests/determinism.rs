@@ -77,7 +77,8 @@ fn the_thread_count_does_not_change_a_byte() {
     );
     let crash_file = scenario_file(dir.path(), "crash.toml", &crash);
     let shipped = common::repo_root().join("scenarios/fuzz-faults.toml");
-    for (name, scenario) in [("fuzz-faults", shipped), ("crash", crash_file)] {
+    let groups = common::repo_root().join("scenarios/small/group-500-receipts.toml");
+    for (name, scenario) in [("fuzz-faults", shipped), ("crash", crash_file), ("groups", groups)] {
         let runs: Vec<Vec<(String, Vec<u8>)>> = ["1", "2", "3"]
             .iter()
             .map(|threads| {
@@ -94,7 +95,12 @@ fn the_thread_count_does_not_change_a_byte() {
                 report_files(&out)
             })
             .collect();
-        assert!(runs[0].iter().any(|(f, bytes)| f == "trace.csv" && bytes.len() > 100), "{name}: a story was traced");
+        if name != "groups" {
+            assert!(
+                runs[0].iter().any(|(f, bytes)| f == "trace.csv" && bytes.len() > 100),
+                "{name}: a story was traced"
+            );
+        }
         for (threads, run) in [(2, &runs[1]), (3, &runs[2])] {
             assert_eq!(run.len(), runs[0].len(), "{name}: the same files with {threads} threads");
             for ((file, a), (_, b)) in runs[0].iter().zip(run) {

@@ -12,9 +12,19 @@ use wasim_sim::plant::Plant;
 const SCENARIO: &str = "scenarios/fuzz-faults.toml";
 const SEEDS: &str = "1..=20";
 
-/// Each seed's broken invariants in a sweep of `SCENARIO` (with `plant`, if any).
-fn sweep(plant: Option<Plant>) -> BTreeMap<u64, Vec<u64>> {
-    let mut args = vec!["fuzz", SCENARIO, "--seeds", SEEDS, "--faults", "scenario", "--json"];
+/// The scenario a plant is swept on, and the sweep's faults: the fault walk of
+/// `SCENARIO`, or for a group plant a small group scenario (without faults).
+fn swept_on(plant: Plant) -> (&'static str, &'static str) {
+    match plant {
+        Plant::GroupCountsDevices => ("scenarios/small/group-500-receipts.toml", "none"),
+        _ => (SCENARIO, "scenario"),
+    }
+}
+
+/// Each seed's broken invariants in a sweep of `scenario` with `faults` (with `plant`, if
+/// any).
+fn sweep(scenario: &str, faults: &str, plant: Option<Plant>) -> BTreeMap<u64, Vec<u64>> {
+    let mut args = vec!["fuzz", scenario, "--seeds", SEEDS, "--faults", faults, "--json"];
     if let Some(p) = plant {
         args.extend(["--plant", p.name()]);
     }
@@ -34,9 +44,10 @@ fn sweep(plant: Option<Plant>) -> BTreeMap<u64, Vec<u64>> {
 }
 
 fn caught(plant: Plant) {
-    let real = sweep(None);
+    let (scenario, faults) = swept_on(plant);
+    let real = sweep(scenario, faults, None);
     assert!(real.values().all(Vec::is_empty), "the real logic passes every seed: {real:?}");
-    let planted = sweep(Some(plant));
+    let planted = sweep(scenario, faults, Some(plant));
     let want = u64::from(plant.invariant());
     let first = planted.iter().find(|(_, broken)| broken.contains(&want)).map(|(&s, _)| s);
     assert!(first.is_some(), "{}: invariant {want} never named in {SEEDS}: {planted:?}", plant.name());
@@ -77,6 +88,7 @@ plant_tests! {
     close_marks_user_offline: Plant::CloseMarksUserOffline,
     ack_before_quorum: Plant::AckBeforeQuorum,
     stored_receipts_dropped: Plant::StoredReceiptsDropped,
+    group_counts_devices: Plant::GroupCountsDevices,
 }
 
 #[test]

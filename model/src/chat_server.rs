@@ -137,9 +137,10 @@ pub enum ChatServerInput {
     /// The answer to a `SessionRefresh`: whether the store did not already route the
     /// device here (its session was lost, or named another server).
     SessionRefreshed { device: DeviceId, epoch: u8, changed: bool },
-    /// A replica wrote group receipt row `req`: `completed` says the aggregate this write
-    /// completed there (every recipient delivered, or read), if it did.
-    GroupReceiptWritten { req: u64, completed: Option<ReceiptState> },
+    /// A replica of the group receipts table says a member's row completed the aggregate
+    /// there (every member but the sender delivered, or read): `receipt` is the
+    /// aggregate's, for the sender.
+    GroupAggregate { receipt: Receipt },
 }
 
 /// The effects a chat server asks its environment to perform.
@@ -187,19 +188,10 @@ pub enum ChatServerOutput {
     /// Everything for a takeover was handed over.
     TakeoverDone { server: ServerId, req: u64, parts: u32 },
     /// Write the row (message, member) -> delivered | read of the group receipts table to
-    /// every replica of the message's partition; each answers `GroupReceiptWritten`.
-    WriteGroupReceipt { req: u64, receipt: Receipt },
-}
-
-/// A group receipt row being written: the member's receipt, and how many replicas
-/// answered. The aggregate's receipt goes to the sender once, when the first replica says
-/// this write completed it there (another replica may say so of another member's write:
-/// the sender's view takes a receipt once).
-#[derive(Debug)]
-struct GroupReceiptWrite {
-    receipt: Receipt,
-    answers: u8,
-    sent: bool,
+    /// every replica of the message's partition, unacknowledged (a replica down misses it;
+    /// the others have it); a replica whose rows this write completes answers
+    /// `GroupAggregate`.
+    WriteGroupReceipt { receipt: Receipt },
 }
 
 #[derive(Debug)]
@@ -350,10 +342,6 @@ pub struct ChatServer {
     /// Publish deadlines in the order they were set (a deadline is always now + timeout).
     publish_deadlines: VecDeque<(Time, DefaultKey)>,
     receipts: SlotMap<DefaultKey, Receipt>,
-    /// Group receipt rows being written, with their deadlines (now + write timeout): a
-    /// replica that never answers (down) does not keep one for ever.
-    group_receipts: SlotMap<DefaultKey, GroupReceiptWrite>,
-    group_receipt_deadlines: VecDeque<(Time, DefaultKey)>,
     fetches: SlotMap<DefaultKey, FetchJob>,
     reads: SlotMap<DefaultKey, PendingRead>,
     /// Pushes repeated because their acknowledgement was overdue.
@@ -432,8 +420,6 @@ impl ChatServer {
             publishes: SlotMap::new(),
             publish_deadlines: VecDeque::new(),
             receipts: SlotMap::new(),
-            group_receipts: SlotMap::new(),
-            group_receipt_deadlines: VecDeque::new(),
             fetches: SlotMap::new(),
             reads: SlotMap::new(),
             repushes: 0,
@@ -569,7 +555,9 @@ impl ChatServer {
                 self.try_finish_fetch(now, key, out);
             }
             In::ReadReply { req, row, replica } => self.on_read_reply(now, req, row, replica, out),
-            In::GroupReceiptWritten { req, completed } => self.on_group_receipt_written(req, completed, out),
+            // The aggregate goes to the sender like any receipt (another replica may say so
+            // too, of another member's write: the sender's view takes a receipt once).
+            In::GroupAggregate { receipt } => self.send_receipt(receipt, out),
             In::Forward { msg, slot } => {
                 let device = DeviceId { user: msg.to, slot };
                 self.push(device, msg, now, out);
@@ -795,10 +783,10 @@ impl ChatServer {
                         self.unacked.remove(&key);
                     }
                 }
-                self.member_receipt(now, Receipt { msg, state: ReceiptState::Delivered, by: device, at }, out);
+                self.member_receipt(Receipt { msg, state: ReceiptState::Delivered, by: device, at }, out);
             }
             DeviceFrame::ReadAck { msg, at } => {
-                self.member_receipt(now, Receipt { msg, state: ReceiptState::Read, by: device, at }, out);
+                self.member_receipt(Receipt { msg, state: ReceiptState::Read, by: device, at }, out);
             }
             DeviceFrame::Subscribe { target } => {
                 if self.is_connected(device) {
@@ -817,10 +805,6 @@ impl ChatServer {
     /// what a quorum has not answered, re-publish what Kafka has not acknowledged, close
     /// silent connections. Call once per tick.
     pub fn handle_timeout(&mut self, now: Time, out: &mut Vec<ChatServerOutput>) {
-        while self.group_receipt_deadlines.front().is_some_and(|&(deadline, _)| deadline <= now) {
-            let (_, key) = self.group_receipt_deadlines.pop_front().expect("a deadline");
-            self.group_receipts.remove(key);
-        }
         let keep = self.config.connection_timeout + HANDED_MARGIN;
         while self.handed.front().is_some_and(|h| h.at + keep <= now) {
             self.handed.pop_front();
@@ -1241,31 +1225,11 @@ impl ChatServer {
     /// A recipient's device acknowledged a message: a 1:1 receipt goes to the sender; a
     /// group member's is a row of the group receipts table, and the sender hears only of
     /// the aggregate (every member delivered, every member read) once a write completes it.
-    fn member_receipt(&mut self, now: Time, receipt: Receipt, out: &mut Vec<ChatServerOutput>) {
+    fn member_receipt(&mut self, receipt: Receipt, out: &mut Vec<ChatServerOutput>) {
         if receipt.msg.conversation.group_id().is_none() {
             return self.send_receipt(receipt, out);
         }
-        let key = self.group_receipts.insert(GroupReceiptWrite { receipt, answers: 0, sent: false });
-        self.group_receipt_deadlines.push_back((now + self.config.write_timeout, key));
-        out.push(ChatServerOutput::WriteGroupReceipt { req: key_to_req(key), receipt });
-    }
-
-    /// A replica answered a group receipt row's write.
-    fn on_group_receipt_written(&mut self, req: u64, completed: Option<ReceiptState>, out: &mut Vec<ChatServerOutput>) {
-        let key = req_to_key(req);
-        let Some(w) = self.group_receipts.get_mut(key) else { return };
-        w.answers += 1;
-        let replicas = self.config.replication_factor;
-        if let (Some(state), false) = (completed, w.sent) {
-            w.sent = true;
-            let member = w.receipt;
-            // The aggregate's receipt: for the message as the sender sent it.
-            let msg = ChatMessage { to: UserId::GROUP, ..member.msg };
-            self.send_receipt(Receipt { msg, state, ..member }, out);
-        }
-        if self.group_receipts.get(key).is_some_and(|w| w.answers >= replicas) {
-            self.group_receipts.remove(key);
-        }
+        out.push(ChatServerOutput::WriteGroupReceipt { receipt });
     }
 
     /// Send a receipt to the server that minted the message (its Snowflake worker): the

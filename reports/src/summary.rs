@@ -921,7 +921,8 @@ impl Summary {
             slos,
             availability,
             throughput: Throughput {
-                offered_msg_per_s: s.workload.messages_per_s,
+                offered_msg_per_s: s.workload.messages_per_s
+                    + (f64::from(s.groups.active) * s.groups.messages_per_group_per_s).round() as u64,
                 sent_msg_per_s: round3(c.sends_measured as f64 / window_s),
                 acked_msg_per_s: round3(c.sent_acks_measured as f64 / window_s),
                 delivered_msg_per_s: round3(c.deliveries_measured as f64 / window_s),

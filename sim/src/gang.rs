@@ -9,9 +9,10 @@
 //! afterwards, in process order, by the caller.
 //!
 //! A tick is about a tenth of a millisecond of work, so the helpers wait for the next one
-//! by spinning (a futex wake-up would cost about as much as a small tick), then by
-//! yielding. madsim forbids spawning threads inside the simulation: the gang is made
-//! before it starts and lent to it.
+//! by spinning a little (a futex wake-up would cost about as much as a small tick), then
+//! by yielding, then asleep until woken: a gang sharing the cores with other work (two
+//! runs at once) gives them back. madsim forbids spawning threads inside the simulation:
+//! the gang is made before it starts and lent to it.
 
 use std::any::Any;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -22,8 +23,13 @@ use std::thread::JoinHandle;
 /// The work of one call: items `0..n` of `f`.
 type Work<'a> = &'a (dyn Fn(usize) + Sync);
 
-/// Spins of a waiting helper before it starts yielding its core.
-const SPINS_BEFORE_YIELD: u32 = 20_000;
+/// Spins of a waiting thread before it starts yielding its core (about 50 µs).
+const SPINS_BEFORE_YIELD: u32 = 1_000;
+/// Yields of a waiting helper before it sleeps until woken.
+const YIELDS_BEFORE_SLEEP: u32 = 100;
+/// The longest a sleeping helper sleeps before it looks again (a wake-up is never lost:
+/// parking returns at once after an unpark; this only bounds the cost of a mistake).
+const SLEEP: std::time::Duration = std::time::Duration::from_millis(1);
 
 struct Inner {
     /// Bumped for every call; a helper works when it sees a new value.
@@ -109,10 +115,13 @@ impl Gang {
         inner.next.store(0, Ordering::Release);
         inner.done.store(0, Ordering::Release);
         inner.call.fetch_add(1, Ordering::AcqRel);
+        for h in &self.helpers {
+            h.thread().unpark();
+        }
         let mine = inner.work(f);
         let mut spins = 0u32;
         while inner.done.load(Ordering::Acquire) < self.helpers.len() {
-            wait(&mut spins);
+            wait(&mut spins, false);
         }
         *inner.work.lock().expect("gang lock") = None;
         let theirs = inner.panic.lock().expect("gang lock").take();
@@ -126,20 +135,23 @@ impl Drop for Gang {
     fn drop(&mut self) {
         self.inner.stop.store(true, Ordering::Release);
         for h in self.helpers.drain(..) {
+            h.thread().unpark();
             let _ = h.join();
         }
     }
 }
 
-/// Spin a while, then yield the core: a helper waiting through a long sequential phase
-/// (the checkers, a report) does not keep a core busy.
+/// Spin a while, then yield the core; a helper (`sleeps`) then sleeps until woken, so that
+/// one waiting through a long sequential phase (a connect ramp's set-up) keeps no core.
 #[inline]
-fn wait(spins: &mut u32) {
-    if *spins < SPINS_BEFORE_YIELD {
-        *spins += 1;
+fn wait(waited: &mut u32, sleeps: bool) {
+    *waited = waited.saturating_add(1);
+    if *waited <= SPINS_BEFORE_YIELD {
         std::hint::spin_loop();
-    } else {
+    } else if !sleeps || *waited <= SPINS_BEFORE_YIELD + YIELDS_BEFORE_SLEEP {
         std::thread::yield_now();
+    } else {
+        std::thread::park_timeout(SLEEP);
     }
 }
 
@@ -155,7 +167,7 @@ fn helper(inner: &Inner) {
             if inner.stop.load(Ordering::Acquire) {
                 return;
             }
-            wait(&mut spins);
+            wait(&mut spins, true);
         };
         seen = call;
         let work = inner.work.lock().expect("gang lock").expect("work set before the call");

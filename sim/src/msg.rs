@@ -3,8 +3,7 @@
 use std::time::Duration;
 use wasim_model::{
     ChatMessage, ConversationId, DeviceFrame, DeviceId, DeviceKey, GroupId, InboxPos, MessageId, PresenceInput,
-    PresenceUpdate, Receipt, ReceiptState, Route, ServerFrame, ServerId, Time, UserId, FORWARD_BATCH_MAX,
-    ROUTE_BATCH_MAX,
+    PresenceUpdate, Receipt, Route, ServerFrame, ServerId, Time, UserId, FORWARD_BATCH_MAX, ROUTE_BATCH_MAX,
 };
 
 /// The most heartbeat refreshes one pipelined presence message carries: a chat server
@@ -233,18 +232,14 @@ pub enum Msg {
         count: u8,
         devices: [DeviceKey; FORWARD_BATCH_MAX],
     },
-    // chat server <-> Cassandra: the group receipts table's row (message, member).
+    // chat server <-> Cassandra: the group receipts table's row (message, member), from
+    // the member's receipt; a replica whose rows it completes answers with the aggregate's
+    // receipt, for the sender.
     ReceiptRow {
-        req: u64,
-        id: MessageId,
-        conversation: ConversationId,
-        sender: UserId,
-        member: UserId,
-        state: ReceiptState,
+        receipt: Receipt,
     },
-    ReceiptRowAck {
-        req: u64,
-        completed: Option<ReceiptState>,
+    GroupAggregate {
+        receipt: Receipt,
     },
 }
 
@@ -301,7 +296,7 @@ impl Msg {
             | Msg::StoredReceipt { receipt, .. }
             | Msg::RouteReceipt { receipt, .. }
             | Msg::ReceiptRelay { receipt } => Some(receipt.msg.id),
-            Msg::ReceiptRow { id, .. } => Some(*id),
+            Msg::ReceiptRow { receipt } | Msg::GroupAggregate { receipt } => Some(receipt.msg.id),
             Msg::Device { frame: F::DeliveredAck { msg, .. } | F::ReadAck { msg, .. }, .. } => Some(msg.id),
             _ => None,
         }

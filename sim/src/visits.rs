@@ -130,7 +130,7 @@ impl OpKind {
             | Msg::GroupRouted { .. }
             | Msg::GroupForward { .. }
             | Msg::ReceiptRow { .. }
-            | Msg::ReceiptRowAck { .. } => return None,
+            | Msg::GroupAggregate { .. } => return None,
             Msg::Write { .. } => K::Write,
             Msg::WriteAck { .. } => K::WriteAck,
             Msg::Read { .. } => K::Read,

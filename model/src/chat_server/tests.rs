@@ -1,5 +1,5 @@
 use super::*;
-use crate::{PresenceCause, PresenceStatus};
+use crate::{GroupId, PresenceCause, PresenceStatus};
 use DeviceFrame as F;
 use ServerFrame as S;
 
@@ -732,4 +732,62 @@ fn a_late_session_answer_takes_over_nothing() {
     let out = run(&mut five, Time::from_secs(1), In::Takeover { req: 7, device: bob(), to: ServerId(6), epoch: 1 });
     assert_eq!(out, vec![Out::TakeoverDone { server: ServerId(6), req: 7, parts: 0 }]);
     assert!(five.is_connected(bob()), "the newer connection stays");
+}
+
+/// A group message from Alice to group 7, as stored, minted by server `worker`.
+fn group_message(id_ms: u64, worker: u16) -> ChatMessage {
+    ChatMessage {
+        id: Snowflake::new(worker).next(Time::from_ms(id_ms)),
+        conversation: ConversationId::group(GroupId(7)),
+        from: UserId(1),
+        to: UserId::GROUP,
+        client_seq: 3,
+        sent_at: Time::ZERO,
+    }
+}
+
+#[test]
+fn a_group_send_is_stored_once_for_the_group() {
+    let mut s = server(0);
+    connect(&mut s, alice());
+    let out = run(
+        &mut s,
+        Time::ZERO,
+        from(alice(), F::Send { to: Recipient::Group(GroupId(7)), client_seq: 1, sent_at: Time::ZERO }),
+    );
+    match out.as_slice() {
+        [Out::Persist { msg, .. }] => {
+            assert_eq!(msg.conversation, ConversationId::group(GroupId(7)));
+            assert_eq!(msg.to, UserId::GROUP, "one row for every member");
+        }
+        other => panic!("expected one Persist, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_members_ack_writes_a_receipt_row_and_the_aggregate_reaches_the_sender() {
+    let mut s = server(0);
+    connect(&mut s, bob());
+    let copy = ChatMessage { to: UserId(2), ..group_message(5, 0) };
+    let out = run(&mut s, Time::ZERO, from(bob(), F::DeliveredAck { msg: copy, at: Time::ZERO }));
+    match out.as_slice() {
+        [Out::WriteGroupReceipt { receipt }] => {
+            assert_eq!((receipt.state, receipt.by, receipt.msg.to), (ReceiptState::Delivered, bob(), UserId(2)));
+        }
+        other => panic!("a row of the receipts table, not a receipt to the sender: {other:?}"),
+    }
+    // A replica says a write completed the aggregate: it goes to the sender (Alice, not
+    // here: through the session store).
+    let aggregate = Receipt { msg: group_message(5, 0), state: ReceiptState::Delivered, by: bob(), at: Time::ZERO };
+    let out = run(&mut s, Time::ZERO, In::GroupAggregate { receipt: aggregate });
+    assert!(matches!(out.as_slice(), [Out::RouteReceipt { receipt, .. }] if *receipt == aggregate), "{out:?}");
+}
+
+#[test]
+fn a_one_to_one_ack_still_goes_straight_to_the_sender() {
+    let mut s = server(0);
+    connect(&mut s, bob());
+    let out = run(&mut s, Time::ZERO, from(bob(), F::DeliveredAck { msg: message(9), at: Time::ZERO }));
+    assert!(out.iter().all(|o| !matches!(o, Out::WriteGroupReceipt { .. })), "{out:?}");
+    assert!(!out.is_empty());
 }

@@ -648,6 +648,7 @@ mod tests {
             presence_faulted: Vec::new(),
             presence_clock_jumps: Vec::new(),
             hides_last_seen: Box::new(|u| u.0 == 9),
+            groups: Default::default(),
         }
     }
 

@@ -83,19 +83,26 @@ impl Process for CassandraProcess {
             Msg::ReadMembers { req, group, page } => {
                 ctx.send(env.from, done, Msg::MembersRead { req, group, page });
             }
-            Msg::ReceiptRow { req, id, conversation, sender, member, state } => {
-                let groups = &self.shared.groups;
-                let group = conversation.group_id().expect("a group message's receipt");
-                let position = groups.position(group, member).expect("a receipt from a member");
-                let mut disk = self.shared.disks[self.index].lock().expect("disk lock");
+            Msg::ReceiptRow { receipt } => {
+                let (groups, msg) = (&self.shared.groups, receipt.msg);
+                let group = msg.conversation.group_id().expect("a group message's receipt");
+                let position = groups.position(group, receipt.by.user).expect("a receipt from a member");
                 let members = groups.size(group);
-                let completed = disk.write_group_receipt(id, members, groups.position(group, sender), position, state);
+                let sender = groups.position(group, msg.from);
+                let mut disk = self.shared.disks[self.index].lock().expect("disk lock");
+                let completed = disk.write_group_receipt(msg.id, members, sender, position, receipt.state);
                 drop(disk);
                 ctx.counters.receipt_rows_written += 1;
-                if completed.is_some() {
+                // The writer waits for no acknowledgement of a receipt row (a replica down
+                // misses it; the others have it, and each can complete the aggregate); a
+                // replica answers only the write that completed the aggregate there, with
+                // the aggregate's receipt for the sender (the message as the sender sent it).
+                if let Some(state) = completed {
                     ctx.counters.group_aggregates_completed += 1;
+                    let msg = wasim_model::ChatMessage { to: wasim_model::UserId::GROUP, ..msg };
+                    let aggregate = wasim_model::Receipt { msg, state, ..receipt };
+                    ctx.send(env.from, done, Msg::GroupAggregate { receipt: aggregate });
                 }
-                ctx.send(env.from, done, Msg::ReceiptRowAck { req, completed });
             }
             Msg::Write { req, msg } => {
                 let mut disk = self.shared.disks[self.index].lock().expect("disk lock");

@@ -172,18 +172,9 @@ impl ChatNode {
                 Out::TakeoverDone { server, req, parts } => {
                     ctx.send(topo.chat(server), t, Msg::TakeoverDone { req, parts })
                 }
-                Out::WriteGroupReceipt { req, receipt } => {
-                    let msg = receipt.msg;
-                    let row = Msg::ReceiptRow {
-                        req,
-                        id: msg.id,
-                        conversation: msg.conversation,
-                        sender: msg.from,
-                        member: receipt.by.user,
-                        state: receipt.state,
-                    };
-                    for replica in topo.replicas(msg.conversation) {
-                        ctx.send(replica, t, row);
+                Out::WriteGroupReceipt { receipt } => {
+                    for replica in topo.replicas(receipt.msg.conversation) {
+                        ctx.send(replica, t, Msg::ReceiptRow { receipt });
                     }
                 }
             }
@@ -238,7 +229,7 @@ impl Process for ChatNode {
         }
         let input = match env.msg {
             Msg::Device { device, frame } => In::Frame { device, frame },
-            Msg::ReceiptRowAck { req, completed } => In::GroupReceiptWritten { req, completed },
+            Msg::GroupAggregate { receipt } => In::GroupAggregate { receipt },
             Msg::WriteAck { req } => In::WriteAck { req, replica: env.from.0 },
             Msg::ReadReply { req, row } => In::ReadReply { req, row, replica: env.from.0 },
             Msg::InboxEntry { req, pos, id, conversation } => In::InboxEntry { req, pos, id, conversation },

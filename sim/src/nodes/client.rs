@@ -61,6 +61,10 @@ fn of_phase<T>(phase: usize, [before, during, after]: [T; 3]) -> T {
     }
 }
 
+/// Draws of a group's sender before a group send is given up (every member drawn had the
+/// app closed).
+const GROUP_SENDER_DRAWS: usize = 16;
+
 /// Reads or sends of one shard in one tick at the card's load per shard, with a wide
 /// margin (a Poisson mean of about 3).
 const DUE_PER_TICK_TYPICAL: usize = 256;
@@ -761,6 +765,15 @@ impl ClientShard {
         self.reads_due = due;
     }
 
+    /// The entries of `group_senders` of the group of entry `k` (they are contiguous).
+    fn group_range(&self, k: usize) -> std::ops::Range<usize> {
+        let k = k.min(self.group_senders.len() - 1);
+        let group = self.group_senders[k].1;
+        let from = self.group_senders[..k].iter().rposition(|e| e.1 != group).map_or(0, |p| p + 1);
+        let until = k + self.group_senders[k..].iter().take_while(|e| e.1 == group).count();
+        from..until
+    }
+
     /// Group sends due by `now`: from a member drawn with its weight, from its phone.
     fn draw_group_sends(&mut self, now: Time, due: &mut Vec<(Time, usize, Recipient)>) {
         let Some(&(total, _, _)) = self.group_senders.last() else { return };
@@ -771,7 +784,17 @@ impl ClientShard {
             self.next_group_send_at = t + Duration::from_nanos(gap_ns as u64);
             let x = self.rng.group_sends.random_range(0.0..total);
             let k = self.group_senders.partition_point(|&(cumulative, _, _)| cumulative <= x);
-            let (_, group, i) = self.group_senders[k.min(self.group_senders.len() - 1)];
+            let (_, group, mut i) = self.group_senders[k.min(self.group_senders.len() - 1)];
+            // The group's sends come from its members whose app is open: a draw that
+            // lands on a closed app draws again among the group's members held here (a
+            // few times: a group with none open here sends nothing from here).
+            let members = self.group_range(k);
+            for _ in 0..GROUP_SENDER_DRAWS {
+                if self.devices.state(i as usize * self.layout().slots) != wasim_model::DeviceState::Closed {
+                    break;
+                }
+                i = self.group_senders[self.rng.group_sends.random_range(members.clone())].2;
+            }
             let index = i as usize * self.layout().slots;
             self.devices.prefetch_device(index);
             due.push((t, index, Recipient::Group(group)));
