@@ -187,6 +187,9 @@ pub enum ChatServerOutput {
     Handover { server: ServerId, req: u64, slot: DeviceSlot, msg: ChatMessage },
     /// Everything for a takeover was handed over.
     TakeoverDone { server: ServerId, req: u64, parts: u32 },
+    /// `UPDATE messages SET status` of a 1:1 message's row on every replica of its
+    /// partition (the card's data model), unacknowledged.
+    WriteStatus { id: MessageId, conversation: ConversationId, state: ReceiptState },
     /// Write the row (message, member) -> delivered | read of the group receipts table to
     /// every replica of the message's partition, unacknowledged (a replica down misses it;
     /// the others have it); a replica whose rows this write completes answers
@@ -1222,11 +1225,14 @@ impl ChatServer {
         out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::Receipt { receipt, seq } });
     }
 
-    /// A recipient's device acknowledged a message: a 1:1 receipt goes to the sender; a
+    /// A recipient's device acknowledged a message: a 1:1 receipt updates the row's status
+    /// and goes to the sender; a
     /// group member's is a row of the group receipts table, and the sender hears only of
     /// the aggregate (every member delivered, every member read) once a write completes it.
     fn member_receipt(&mut self, receipt: Receipt, out: &mut Vec<ChatServerOutput>) {
         if receipt.msg.conversation.group_id().is_none() {
+            let (id, conversation) = (receipt.msg.id, receipt.msg.conversation);
+            out.push(ChatServerOutput::WriteStatus { id, conversation, state: receipt.state });
             return self.send_receipt(receipt, out);
         }
         out.push(ChatServerOutput::WriteGroupReceipt { receipt });

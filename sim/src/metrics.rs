@@ -284,6 +284,10 @@ counters! {
         group_pushes,
         /// Rows written to the group receipts table (replica writes).
         receipt_rows_written,
+        /// 1:1 message rows' status updates (replica writes), and those that reached a
+        /// replica before the row did (not applied).
+        status_writes,
+        status_writes_before_row,
         /// Group aggregates completed (every member delivered, or every member read), as
         /// replicas reported them.
         group_aggregates_completed,

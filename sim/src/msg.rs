@@ -241,6 +241,12 @@ pub enum Msg {
     GroupAggregate {
         receipt: Receipt,
     },
+    /// chat server -> Cassandra: a 1:1 message row's status.
+    StatusWrite {
+        id: MessageId,
+        conversation: ConversationId,
+        state: wasim_model::ReceiptState,
+    },
 }
 
 /// In `Msg::GroupRouted`, a device slot with no server.

@@ -93,6 +93,8 @@ ops! {
     Write => Cassandra, "write";
     /// A replica read of a message row (catch-up).
     Read => Cassandra, "read";
+    /// A replica write of a 1:1 message row's status (a delivered or read ACK).
+    StatusWrite => Cassandra, "status_write";
     /// An append to the `messages` topic.
     Produce => Kafka, "produce";
     /// A router commits its offsets.
@@ -131,6 +133,7 @@ impl OpKind {
             | Msg::GroupForward { .. }
             | Msg::ReceiptRow { .. }
             | Msg::GroupAggregate { .. } => return None,
+            Msg::StatusWrite { .. } => K::StatusWrite,
             Msg::Write { .. } => K::Write,
             Msg::WriteAck { .. } => K::WriteAck,
             Msg::Read { .. } => K::Read,
@@ -391,6 +394,8 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     let reads = sends * read_share * phone * cdf(&s.workload.read_delay_ms, (t - shown_from) * 1e3);
     r.add(K::ReadAck, reads);
     r.add(K::ReceiptRelay, reads * relayed);
+    // Each ACK updates the message row's status on every replica.
+    r.add(K::StatusWrite, (delivered + reads) * rf);
     // A receipt reaches the server that minted the message; if the sender's phone is not
     // connected there it goes through the session store (stored if the phone is away). A read receipt comes a read delay D
     // after the send. The sender's phone, connected at the send, then goes away at rate c

@@ -16,6 +16,8 @@ pub fn replicas(conversation: ConversationId, nodes: u32, rf: u32) -> impl Itera
 #[derive(Debug, Default)]
 pub struct CassandraNode {
     rows: Vec<ChatMessage>,
+    /// Each row's `status` column (the card's data model), by row: a receipt state.
+    statuses: Vec<ReceiptState>,
     /// When writes of the messages the ✓ check samples were applied here (on disk, so
     /// they outlive the process).
     sampled_writes: Vec<(MessageId, Time)>,
@@ -29,6 +31,7 @@ impl CassandraNode {
     pub fn with_capacity(rows: usize) -> CassandraNode {
         CassandraNode {
             rows: Vec::with_capacity(rows),
+            statuses: Vec::with_capacity(rows),
             sampled_writes: Vec::new(),
             group_receipts: FxHashMap::default(),
         }
@@ -70,6 +73,7 @@ impl CassandraNode {
     pub fn write(&mut self, msg: &ChatMessage) {
         if self.rows.last().is_none_or(|r| r.id < msg.id) {
             self.rows.push(*msg); // the common case: the newest id so far
+            self.statuses.push(ReceiptState::Sent);
             return;
         }
         // Nearly in order: search back from the end before falling back to bisection.
@@ -83,7 +87,29 @@ impl CassandraNode {
             self.rows[at] = *msg;
         } else {
             self.rows.insert(at, *msg);
+            self.statuses.insert(at, ReceiptState::Sent);
         }
+    }
+
+    /// `UPDATE messages SET status = ... WHERE conversation = ... AND id = ...`: the
+    /// status only moves forward (a late delivered receipt does not undo a read). Returns
+    /// whether the row was here (a status may reach a replica before the row does: it is
+    /// not applied then, and the row's own write comes with status sent).
+    pub fn set_status(&mut self, conversation: ConversationId, id: MessageId, state: ReceiptState) -> bool {
+        let at = self.rows.partition_point(|r| r.id < id);
+        if self.rows.get(at).is_some_and(|r| r.id == id && r.conversation == conversation) {
+            self.statuses[at] = self.statuses[at].max(state);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The status of a row, if here.
+    #[cfg(test)]
+    pub fn status(&self, conversation: ConversationId, id: MessageId) -> Option<ReceiptState> {
+        let at = self.rows.partition_point(|r| r.id < id);
+        self.rows.get(at).filter(|r| r.id == id && r.conversation == conversation).map(|_| self.statuses[at])
     }
 
     /// Read the row of `(conversation, id)`.
@@ -155,5 +181,20 @@ mod tests {
         assert_eq!(n.read(msg(9).conversation, MessageId(9)), Some(msg(9)));
         assert_eq!(n.read(msg(9).conversation, MessageId(4)), None);
         assert_eq!(n.read(ConversationId(1), MessageId(9)), None, "the partition key must match");
+    }
+
+    #[test]
+    fn a_rows_status_only_moves_forward_and_waits_for_its_row() {
+        let mut node = CassandraNode::default();
+        let c = msg(5).conversation;
+        assert!(!node.set_status(c, MessageId(5), ReceiptState::Delivered), "no row yet: not applied");
+        node.write(&msg(7));
+        node.write(&msg(5)); // lands before 7: its status moves with it
+        assert_eq!(node.status(c, MessageId(5)), Some(ReceiptState::Sent));
+        assert!(node.set_status(c, MessageId(5), ReceiptState::Read));
+        assert!(node.set_status(c, MessageId(5), ReceiptState::Delivered), "a late delivered receipt");
+        assert_eq!(node.status(c, MessageId(5)), Some(ReceiptState::Read), "does not undo the read");
+        assert_eq!(node.status(c, MessageId(7)), Some(ReceiptState::Sent));
+        assert_eq!(node.status(ConversationId(99), MessageId(7)), None, "another partition's id");
     }
 }

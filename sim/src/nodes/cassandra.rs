@@ -104,6 +104,13 @@ impl Process for CassandraProcess {
                     ctx.send(env.from, done, Msg::GroupAggregate { receipt: aggregate });
                 }
             }
+            Msg::StatusWrite { id, conversation, state } => {
+                let mut disk = self.shared.disks[self.index].lock().expect("disk lock");
+                let applied = disk.set_status(conversation, id, state);
+                drop(disk);
+                ctx.counters.status_writes += 1;
+                ctx.counters.status_writes_before_row += u64::from(!applied);
+            }
             Msg::Write { req, msg } => {
                 let mut disk = self.shared.disks[self.index].lock().expect("disk lock");
                 disk.write(&msg);

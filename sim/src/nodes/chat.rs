@@ -172,6 +172,11 @@ impl ChatNode {
                 Out::TakeoverDone { server, req, parts } => {
                     ctx.send(topo.chat(server), t, Msg::TakeoverDone { req, parts })
                 }
+                Out::WriteStatus { id, conversation, state } => {
+                    for replica in topo.replicas(conversation) {
+                        ctx.send(replica, t, Msg::StatusWrite { id, conversation, state });
+                    }
+                }
                 Out::WriteGroupReceipt { receipt } => {
                     for replica in topo.replicas(receipt.msg.conversation) {
                         ctx.send(replica, t, Msg::ReceiptRow { receipt });
