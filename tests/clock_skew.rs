@@ -34,10 +34,14 @@ fn a_small_skew_is_harmless() {
 
 #[test]
 fn a_large_skew_makes_later_messages_look_older_and_devices_put_them_in_place() {
-    for (seed, o) in common::sweep(&scenario(30_000), 1..4) {
+    // Only a sender who moves between servers across the skew in one conversation makes
+    // it (a handful a run, some runs none): counted over the seeds.
+    let mut inserted = 0;
+    for (seed, o) in common::sweep(&scenario(30_000), 1..7) {
         assert!(o.checks.ok(), "seed {seed}: {:?}", &o.checks.violations[..o.checks.violations.len().min(3)]);
-        assert!(o.counters.shown_inserted > 0, "seed {seed}: messages put in place above newer-looking ones");
+        inserted += o.counters.shown_inserted;
     }
+    assert!(inserted >= 3, "{inserted} messages put in place above newer-looking ones over 6 seeds");
 }
 
 #[test]

@@ -244,6 +244,9 @@ pub(crate) enum Stream {
     Offline = 7,
     /// Group sends: when, which group, from which member.
     GroupSends = 8,
+    /// Service times of the writes that make no reply (message rows' status, group
+    /// receipt rows): their draws leave the replies' service times as they were.
+    SilentWrites = 9,
 }
 
 /// Streams reserved per process (more than `Stream` uses, so purposes can be added without
@@ -252,7 +255,7 @@ const STREAMS_PER_PROCESS: u64 = 16;
 
 /// The ChaCha stream of `purpose` in process `me`, derived from the run seed and the
 /// process index, so the scheduler's order cannot change which numbers a process draws.
-fn stream_rng(seed: u64, me: NodeIdx, purpose: Stream) -> ChaCha8Rng {
+pub(crate) fn stream_rng(seed: u64, me: NodeIdx, purpose: Stream) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(u64::from(me.0) * STREAMS_PER_PROCESS + purpose as u64 + 1);
     rng

@@ -16,6 +16,8 @@ pub(crate) struct CassandraProcess {
     service: Sampler,
     /// Reading a page of a group's membership.
     page_service: Sampler,
+    /// The draws of the writes that make no reply (see `Stream::SilentWrites`).
+    silent_rng: rand_chacha::ChaCha8Rng,
     repaired: u64,
 }
 
@@ -30,7 +32,17 @@ impl CassandraProcess {
         );
         let repaired = shared.repaired[index as usize].load(std::sync::atomic::Ordering::Relaxed);
         let page_service = Sampler::new(&s.service_us.membership_page, 1.0);
-        CassandraProcess { shared: shared.clone(), index: index as usize, fifo, service, page_service, repaired }
+        let me = shared.topo.node(crate::topology::NodeKind::Cassandra, index);
+        let silent_rng = crate::node::stream_rng(shared.seed, me, crate::node::Stream::SilentWrites);
+        CassandraProcess {
+            shared: shared.clone(),
+            index: index as usize,
+            fifo,
+            service,
+            page_service,
+            silent_rng,
+            repaired,
+        }
     }
 }
 
@@ -76,6 +88,7 @@ impl Process for CassandraProcess {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
         let service = match env.msg {
             Msg::ReadMembers { .. } => self.page_service.sample_us(&mut ctx.rng),
+            Msg::StatusWrite { .. } | Msg::ReceiptRow { .. } => self.service.sample_us(&mut self.silent_rng),
             _ => self.service.sample_us(&mut ctx.rng),
         };
         let done = self.fifo.serve(env.at, service);
