@@ -18,6 +18,9 @@ warmup_s = 2
 drain_s = 2
 tick_us = {tick_us}
 
+[fleet]
+cassandra_nodes = 6                 # light load: each ACK writes its row's status too
+
 [users]
 concurrent = 40_000
 connect_ramp_s = 1

@@ -187,6 +187,9 @@ pub enum ChatServerOutput {
     Handover { server: ServerId, req: u64, slot: DeviceSlot, msg: ChatMessage },
     /// Everything for a takeover was handed over.
     TakeoverDone { server: ServerId, req: u64, parts: u32 },
+    /// `SELECT ... FROM messages WHERE conversation = ? AND id < ? ORDER BY id DESC LIMIT ?`
+    /// from one replica: a page of a chat's history.
+    ReadHistory { conversation: ConversationId, before: MessageId, limit: u32 },
     /// `UPDATE messages SET status` of a 1:1 message's row on every replica of its
     /// partition (the card's data model), unacknowledged.
     WriteStatus { id: MessageId, conversation: ConversationId, state: ReceiptState },
@@ -306,6 +309,8 @@ const CONNECTIONS_RESERVED_MAX: u32 = 1 << 20;
 /// The most pushes one connection may have unacknowledged. A device that stops ACKing is
 /// closed by the heartbeat timeout well before this matters; the limit bounds memory.
 pub const UNACKED_PER_CONNECTION_MAX: usize = 4_096;
+/// Messages of a chat's history page (the card's query: the last 50).
+pub const HISTORY_PAGE: u32 = 50;
 /// The most inbox entries one fetch pushes; the rest come with the next fetch.
 pub const FETCH_ENTRIES_MAX: usize = 10_000;
 
@@ -794,6 +799,10 @@ impl ChatServer {
             DeviceFrame::Subscribe { target } => {
                 if self.is_connected(device) {
                     out.push(Out::Subscribe { watcher: device, server: self.config.id, target });
+                    // Opening the chat shows its latest messages: the first page of a
+                    // keyset pagination over the conversation's partition.
+                    let conversation = ConversationId::direct(device.user, target);
+                    out.push(Out::ReadHistory { conversation, before: MessageId(u64::MAX), limit: HISTORY_PAGE });
                 }
             }
         }

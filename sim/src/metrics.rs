@@ -288,6 +288,9 @@ counters! {
         /// replica before the row did (not applied).
         status_writes,
         status_writes_before_row,
+        /// History pages read when chats were opened, and the rows they held.
+        history_pages,
+        history_rows,
         /// Group aggregates completed (every member delivered, or every member read), as
         /// replicas reported them.
         group_aggregates_completed,

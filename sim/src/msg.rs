@@ -241,6 +241,17 @@ pub enum Msg {
     GroupAggregate {
         receipt: Receipt,
     },
+    /// chat server <-> Cassandra: a page of a chat's history (keyset pagination: the rows
+    /// of `conversation` before `before`, newest first, at most `limit`), answered with how
+    /// many rows the page holds.
+    ReadHistory {
+        conversation: ConversationId,
+        before: MessageId,
+        limit: u32,
+    },
+    HistoryPage {
+        rows: u32,
+    },
     /// chat server -> Cassandra: a 1:1 message row's status.
     StatusWrite {
         id: MessageId,

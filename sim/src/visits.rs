@@ -95,6 +95,8 @@ ops! {
     Read => Cassandra, "read";
     /// A replica write of a 1:1 message row's status (a delivered or read ACK).
     StatusWrite => Cassandra, "status_write";
+    /// A page of a chat's history read from one replica (opening the chat).
+    ReadHistory => Cassandra, "read_history";
     /// An append to the `messages` topic.
     Produce => Kafka, "produce";
     /// A router commits its offsets.
@@ -134,6 +136,8 @@ impl OpKind {
             | Msg::ReceiptRow { .. }
             | Msg::GroupAggregate { .. } => return None,
             Msg::StatusWrite { .. } => K::StatusWrite,
+            Msg::ReadHistory { .. } => K::ReadHistory,
+            Msg::HistoryPage { .. } => return None,
             Msg::Write { .. } => K::Write,
             Msg::WriteAck { .. } => K::WriteAck,
             Msg::Read { .. } => K::Read,
@@ -512,6 +516,8 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     r.add(K::PresenceCommand, reopens + closes);
     r.add(K::Subscribe, reopens * s.users.chat_open_share);
     r.add(K::PresenceSubscribe, reopens * s.users.chat_open_share);
+    // Opening the chat reads its last page of history.
+    r.add(K::ReadHistory, reopens * s.users.chat_open_share);
     r.add(K::PresenceNotify, (reopens + closes) * (1.0 - w) * watchers + reopens * s.users.chat_open_share);
     r.add(K::Commit, f64::from(s.fleet.kafka_partitions) * COMMITS_PER_PARTITION_PER_S);
     r

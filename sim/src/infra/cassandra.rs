@@ -10,6 +10,9 @@ pub fn replicas(conversation: ConversationId, nodes: u32, rf: u32) -> impl Itera
     (0..rf).map(move |i| if first + i >= nodes { first + i - nodes } else { first + i })
 }
 
+/// Rows per entry of a node's sparse index (see `CassandraNode::marks`).
+const ROWS_PER_MARK: usize = 8;
+
 /// The rows one node holds, kept sorted by message id. Rows arrive nearly in id order
 /// (ids embed the send time), so an insert lands near the end and shifts few rows; a
 /// read by (conversation, id) is a binary search. 40 bytes a row.
@@ -18,6 +21,15 @@ pub struct CassandraNode {
     rows: Vec<ChatMessage>,
     /// Each row's `status` column (the card's data model), by row: a receipt state.
     statuses: Vec<ReceiptState>,
+    /// Rows per conversation (partition), for history pages. A count, not the rows: the
+    /// first page of a chat's history (before the newest) holds the last `limit` of them,
+    /// and nothing reads the rows of a page.
+    partition_rows: FxHashMap<ConversationId, u32>,
+    /// The id of every `ROWS_PER_MARK`th row: a sparse index small enough to stay in cache,
+    /// which finds a row's block without a miss per bisection step over the rows. Valid
+    /// for the rows it covers; an insert before its end cuts it back, and a lookup extends
+    /// it.
+    marks: std::cell::RefCell<Vec<MessageId>>,
     /// When writes of the messages the ✓ check samples were applied here (on disk, so
     /// they outlive the process).
     sampled_writes: Vec<(MessageId, Time)>,
@@ -32,6 +44,8 @@ impl CassandraNode {
         CassandraNode {
             rows: Vec::with_capacity(rows),
             statuses: Vec::with_capacity(rows),
+            partition_rows: FxHashMap::default(),
+            marks: Default::default(),
             sampled_writes: Vec::new(),
             group_receipts: FxHashMap::default(),
         }
@@ -74,6 +88,7 @@ impl CassandraNode {
         if self.rows.last().is_none_or(|r| r.id < msg.id) {
             self.rows.push(*msg); // the common case: the newest id so far
             self.statuses.push(ReceiptState::Sent);
+            *self.partition_rows.entry(msg.conversation).or_default() += 1;
             return;
         }
         // Nearly in order: search back from the end before falling back to bisection.
@@ -87,8 +102,17 @@ impl CassandraNode {
             self.rows[at] = *msg;
         } else {
             self.rows.insert(at, *msg);
+            self.marks.get_mut().truncate(at / ROWS_PER_MARK);
             self.statuses.insert(at, ReceiptState::Sent);
+            *self.partition_rows.entry(msg.conversation).or_default() += 1;
         }
+    }
+
+    /// The rows of a history page: `conversation`'s before `before`, at most `limit`. Only
+    /// the first page (before the newest, `MessageId(u64::MAX)`) is read.
+    pub fn history(&self, conversation: ConversationId, before: MessageId, limit: u32) -> u32 {
+        assert_eq!(before, MessageId(u64::MAX), "only a chat's first page is read");
+        self.partition_rows.get(&conversation).copied().unwrap_or(0).min(limit)
     }
 
     /// `UPDATE messages SET status = ... WHERE conversation = ... AND id = ...`: the
@@ -96,7 +120,7 @@ impl CassandraNode {
     /// whether the row was here (a status may reach a replica before the row does: it is
     /// not applied then, and the row's own write comes with status sent).
     pub fn set_status(&mut self, conversation: ConversationId, id: MessageId, state: ReceiptState) -> bool {
-        let at = self.rows.partition_point(|r| r.id < id);
+        let at = self.position(id);
         if self.rows.get(at).is_some_and(|r| r.id == id && r.conversation == conversation) {
             self.statuses[at] = self.statuses[at].max(state);
             true
@@ -105,10 +129,28 @@ impl CassandraNode {
         }
     }
 
+    /// Where the row of `id` is, or would go: its block by the sparse index, then within
+    /// the block (a node's rows are far larger than the cache: bisecting them costs a miss
+    /// per step, and a read receipt's row is tens of thousands of rows back).
+    fn position(&self, id: MessageId) -> usize {
+        let mut marks = self.marks.borrow_mut();
+        // Rows moved by an insert were cut off (`write`); rows added since are marked now.
+        let marked = marks.len() * ROWS_PER_MARK;
+        if marked < self.rows.len() {
+            marks.extend(self.rows[marked..].iter().step_by(ROWS_PER_MARK).map(|r| r.id));
+        }
+        // The last block whose first id is below `id` holds its place, or its place is
+        // the start of the next.
+        let block = marks.partition_point(|&m| m < id).saturating_sub(1);
+        let from = block * ROWS_PER_MARK;
+        let until = (from + ROWS_PER_MARK).min(self.rows.len());
+        from + self.rows[from..until].partition_point(|r| r.id < id)
+    }
+
     /// The status of a row, if here.
     #[cfg(test)]
     pub fn status(&self, conversation: ConversationId, id: MessageId) -> Option<ReceiptState> {
-        let at = self.rows.partition_point(|r| r.id < id);
+        let at = self.position(id);
         self.rows.get(at).filter(|r| r.id == id && r.conversation == conversation).map(|_| self.statuses[at])
     }
 
@@ -196,5 +238,30 @@ mod tests {
         assert_eq!(node.status(c, MessageId(5)), Some(ReceiptState::Read), "does not undo the read");
         assert_eq!(node.status(c, MessageId(7)), Some(ReceiptState::Sent));
         assert_eq!(node.status(ConversationId(99), MessageId(7)), None, "another partition's id");
+    }
+
+    #[test]
+    fn a_row_is_found_wherever_it_is_whatever_the_spacing_of_ids() {
+        let mut node = CassandraNode::default();
+        // Ids bunched and spread (a burst, then a quiet spell), some missing.
+        let ids: Vec<u64> = (0..5_000u64).map(|i| if i < 2_500 { i * 3 } else { 10_000 + i * i }).collect();
+        for &id in &ids {
+            node.write(&msg(id));
+        }
+        for probe in [0, 1, 3, 299, 7_497, 7_498, 10_000 + 2_500 * 2_500, 10_000 + 4_999 * 4_999, u64::MAX - 1] {
+            let want = node.rows.partition_point(|r| r.id.0 < probe);
+            assert_eq!(node.position(MessageId(probe)), want, "id {probe}");
+        }
+        for &id in ids.iter().step_by(97) {
+            assert_eq!(node.rows[node.position(MessageId(id))].id.0, id);
+        }
+        // Rows inserted before the end, after lookups marked them: still found.
+        for id in [1, 4, 7_000, 10_000 + 3_000 * 3_000 + 1] {
+            node.write(&msg(id));
+            assert_eq!(node.rows[node.position(MessageId(id))].id.0, id);
+        }
+        for &id in ids.iter().step_by(89) {
+            assert_eq!(node.rows[node.position(MessageId(id))].id.0, id, "after inserts");
+        }
     }
 }

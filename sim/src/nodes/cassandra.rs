@@ -117,6 +117,11 @@ impl Process for CassandraProcess {
                     ctx.send(env.from, done, Msg::GroupAggregate { receipt: aggregate });
                 }
             }
+            Msg::ReadHistory { conversation, before, limit } => {
+                let rows =
+                    self.shared.disks[self.index].lock().expect("disk lock").history(conversation, before, limit);
+                ctx.send(env.from, done, Msg::HistoryPage { rows });
+            }
             Msg::StatusWrite { id, conversation, state } => {
                 let mut disk = self.shared.disks[self.index].lock().expect("disk lock");
                 let applied = disk.set_status(conversation, id, state);

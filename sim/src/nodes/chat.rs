@@ -172,6 +172,10 @@ impl ChatNode {
                 Out::TakeoverDone { server, req, parts } => {
                     ctx.send(topo.chat(server), t, Msg::TakeoverDone { req, parts })
                 }
+                Out::ReadHistory { conversation, before, limit } => {
+                    let replica = topo.replicas(conversation).next().expect("a replica");
+                    ctx.send(replica, t, Msg::ReadHistory { conversation, before, limit });
+                }
                 Out::WriteStatus { id, conversation, state } => {
                     for replica in topo.replicas(conversation) {
                         ctx.send(replica, t, Msg::StatusWrite { id, conversation, state });
@@ -235,6 +239,12 @@ impl Process for ChatNode {
         let input = match env.msg {
             Msg::Device { device, frame } => In::Frame { device, frame },
             Msg::GroupAggregate { receipt } => In::GroupAggregate { receipt },
+            Msg::HistoryPage { rows } => {
+                // The page goes to the app, which renders it: the server only passes it on.
+                ctx.counters.history_pages += 1;
+                ctx.counters.history_rows += u64::from(rows);
+                return;
+            }
             Msg::WriteAck { req } => In::WriteAck { req, replica: env.from.0 },
             Msg::ReadReply { req, row } => In::ReadReply { req, row, replica: env.from.0 },
             Msg::InboxEntry { req, pos, id, conversation } => In::InboxEntry { req, pos, id, conversation },
