@@ -387,7 +387,13 @@ fn subscriptions_and_presence_updates_go_through_the_watchers_server() {
     assert!(run(&mut s, Time::ZERO, from(bob(), F::Subscribe { target: UserId(1) })).is_empty(), "not connected");
     connect(&mut s, bob());
     let out = run(&mut s, Time::ZERO, from(bob(), F::Subscribe { target: UserId(1) }));
-    assert_eq!(out, vec![Out::Subscribe { watcher: bob(), server: ServerId(6), target: UserId(1) }]);
+    // Opening the chat also reads its history's first page (the last 50 messages).
+    let history = Out::ReadHistory {
+        conversation: ConversationId::direct(UserId(2), UserId(1)),
+        before: MessageId(u64::MAX),
+        limit: HISTORY_PAGE,
+    };
+    assert_eq!(out, vec![Out::Subscribe { watcher: bob(), server: ServerId(6), target: UserId(1) }, history]);
     let update = PresenceUpdate {
         target: UserId(1),
         status: PresenceStatus::Online,
