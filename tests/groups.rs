@@ -112,3 +112,21 @@ fn group_fields_need_groups_to_mean_anything_and_are_checked() {
         assert_eq!(e.field, field, "{text}");
     }
 }
+
+#[test]
+fn group_scenarios_pass_100_seeds_of_random_faults() {
+    // Chat server crashes (the fan-out routes what it forwarded there again), Cassandra
+    // nodes down (a membership page asked again of the next replica), broker and router
+    // crashes (records come again from the commit; a retried send is dropped as a repeat),
+    // cuts, clogs, lost ACKs, skews: every invariant holds for every member's devices.
+    for file in ["scenarios/small/group-500-receipts.toml", "scenarios/small/group-1024.toml"] {
+        let out = wasim(&["fuzz", file, "--seeds", "1..=100", "--json"]);
+        let failed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.contains("\"pass\":true"))
+            .map(|l| l.chars().take(300).collect())
+            .collect();
+        assert!(failed.is_empty(), "{file}: {failed:?}");
+        assert_eq!(out.status.code(), Some(0), "{file}: {}", stderr(&out));
+    }
+}

@@ -15,8 +15,21 @@
 //! in as few batches as possible; the record's offset is then done, and commits advance
 //! over done offsets in order (see [`CommitTracker`]). Delivery is at least once: after a
 //! crash or a rebalance records come again from the commit, and devices drop the repeats.
+//!
+//! As the routers do for 1:1 messages, the fan-out keeps what it forwarded for as long as
+//! a chat server may hold a push unacknowledged (`retain`), and when it learns a server is
+//! down it routes each of those devices' copies again without that server (to the
+//! device's new server, or its inbox); while a server is down, what is forwarded to it
+//! goes the same way. A page read not answered in time (its replica is down) is asked
+//! again of the next replica.
 
-use crate::{ChatMessage, CommitTracker, DeviceId, DeviceKey, Route, ServerId, Time, UserId, GROUP_MEMBERS_MAX};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::{
+    ChatMessage, CommitTracker, DeviceId, DeviceKey, DeviceSlot, Route, ServerId, ServersDown, Time, UserId,
+    GROUP_MEMBERS_MAX,
+};
 use rustc_hash::FxHashSet;
 use slotmap::{DefaultKey, Key, KeyData, SlotMap};
 
@@ -37,12 +50,18 @@ const _: () = assert!(ROUTE_BATCH_MAX > 0 && ROUTE_BATCH_MAX <= u8::MAX as usize
 const _: () = assert!(FORWARD_BATCH_MAX > 0 && FORWARD_BATCH_MAX <= u8::MAX as usize, "a forward batch counts in a u8");
 const _: () = assert!(MEMBERS_PAGE > 0 && MEMBERS_PAGE <= GROUP_MEMBERS_MAX, "a group fits in whole pages");
 
+/// A page read not answered within this is asked again, of the next replica.
+pub const PAGE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Settings of one fan-out instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FanoutConfig {
     /// Partitions of the group-message topic (indexes `0..partitions`). No default: it must
     /// match the topic.
     pub partitions: u32,
+    /// How long forwards are kept to route again should their chat server go down (zero:
+    /// not kept, as when no chat server crashes).
+    pub retain: Duration,
 }
 
 /// Inputs to a fan-out instance.
@@ -64,14 +83,22 @@ pub enum FanoutInput<'a> {
     /// A session shard routed the members of route request `req`, in the order they were
     /// asked: one route per member (the shard wrote the inbox pointers already).
     Routed { req: u64, routes: &'a [Route] },
+    /// A chat server is down (its connections reset, or its health checks failed).
+    ServerDown { server: ServerId },
+    /// It is back (restarted, empty).
+    ServerUp { server: ServerId },
+    /// The session store routed again a member's copy this instance sent back (`Reroute`)
+    /// for device `slot`.
+    Rerouted { msg: ChatMessage, route: Route, slot: DeviceSlot },
 }
 
 /// Effects a fan-out instance asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FanoutOutput {
     /// Read page `page` (0-based, [`MEMBERS_PAGE`] members each) of group `group`'s
-    /// membership; answer with [`FanoutInput::Page`].
-    ReadPage { req: u64, group: u32, page: u32 },
+    /// membership from a replica (the `attempt`th: the first, then the next after a
+    /// timeout); answer with [`FanoutInput::Page`].
+    ReadPage { req: u64, group: u32, page: u32, attempt: u8 },
     /// Route-or-inbox for the first `count` of `members` (all held by session shard
     /// `shard`), for message `msg`; answer with [`FanoutInput::Routed`].
     Route { req: u64, shard: u32, msg: ChatMessage, members: [UserId; ROUTE_BATCH_MAX], count: u8 },
@@ -80,13 +107,16 @@ pub enum FanoutOutput {
     Forward { server: ServerId, msg: ChatMessage, devices: [DeviceKey; FORWARD_BATCH_MAX], count: u8 },
     /// Commit the partition's offset: every record below it is fanned out.
     Commit { partition: u32, offset: u64 },
+    /// Route-or-inbox again a member's copy `msg` for device `slot`, treating `exclude` as
+    /// gone (the server is down); answer with [`FanoutInput::Rerouted`].
+    Reroute { msg: ChatMessage, exclude: ServerId, slot: DeviceSlot },
 }
 
 /// What a request of this instance waits for.
 #[derive(Clone, Copy, Debug)]
 enum Ask {
-    /// A page of the record's group membership.
-    Page,
+    /// Page `page` of the record's group membership, asked at `at` (the `attempt`th time).
+    Page { page: u32, at: Time, attempt: u8 },
     /// The routes of the first `count` of these members, in this order.
     Route { members: [UserId; ROUTE_BATCH_MAX], count: u8 },
 }
@@ -104,6 +134,7 @@ struct Pending {
     partition: u32,
     offset: u64,
     msg: ChatMessage,
+    group: u32,
     /// Page reads not answered yet.
     pages_left: u32,
     /// Route requests not answered yet.
@@ -128,6 +159,17 @@ pub struct Fanout {
     /// One page's members to route, with their shards: kept between pages to spare an
     /// allocation per page.
     by_shard: Vec<(u32, UserId)>,
+    /// Forwards kept for `retain`, in the order made: (when, server, message, devices).
+    handed: VecDeque<(Time, ServerId, ChatMessage, [DeviceKey; FORWARD_BATCH_MAX], u8)>,
+    retain: Duration,
+    down: ServersDown,
+    /// Copies routed again because their server was down.
+    replayed: u64,
+    /// The first id each client message was fanned out under: a retried send (its ✓ was
+    /// lost, so its sender sent it again and another server minted a new id) is dropped,
+    /// as the routers drop 1:1 repeats.
+    fanned: rustc_hash::FxHashMap<u64, crate::MessageId>,
+    repeats: u64,
 }
 
 impl Fanout {
@@ -138,7 +180,23 @@ impl Fanout {
             requests: SlotMap::new(),
             trackers: vec![None; config.partitions as usize],
             by_shard: Vec::new(),
+            handed: VecDeque::new(),
+            retain: config.retain,
+            down: ServersDown::default(),
+            replayed: 0,
+            fanned: rustc_hash::FxHashMap::default(),
+            repeats: 0,
         }
+    }
+
+    /// Retried sends dropped as repeats of a client message fanned out under another id.
+    pub fn repeats(&self) -> u64 {
+        self.repeats
+    }
+
+    /// Member copies routed again because their chat server was down.
+    pub fn replayed(&self) -> u64 {
+        self.replayed
     }
 
     /// Whether this instance consumes `partition` (it was assigned it and not revoked).
@@ -152,11 +210,10 @@ impl Fanout {
     }
 
     /// Handle one input, appending effects to `out`. `shard_of(user)` names the session
-    /// shard holding a user (the caller's placement). Nothing here depends on the time
-    /// yet: `_now` keeps the shape of every other component.
+    /// shard holding a user (the caller's placement).
     pub fn handle(
         &mut self,
-        _now: Time,
+        now: Time,
         input: FanoutInput<'_>,
         shard_of: impl Fn(UserId) -> u32,
         out: &mut Vec<FanoutOutput>,
@@ -167,16 +224,92 @@ impl Fanout {
             }
             FanoutInput::Revoked { partition } => self.revoke(partition),
             FanoutInput::Record { partition, offset, msg, group, members } => {
-                self.on_record(partition, offset, msg, group, members, out);
+                self.on_record(now, partition, offset, msg, group, members, out);
             }
-            FanoutInput::Page { req, members } => self.on_page(req, members, &shard_of, out),
-            FanoutInput::Routed { req, routes } => self.on_routed(req, routes, out),
+            FanoutInput::Page { req, members } => self.on_page(now, req, members, &shard_of, out),
+            FanoutInput::Routed { req, routes } => self.on_routed(now, req, routes, out),
+            FanoutInput::ServerDown { server } => {
+                self.down.insert(server);
+                // What was forwarded there and may not have been pushed: route each copy
+                // again without it.
+                let (gone, kept): (VecDeque<_>, VecDeque<_>) =
+                    std::mem::take(&mut self.handed).into_iter().partition(|h| h.1 == server);
+                self.handed = kept;
+                for (_, _, msg, devices, count) in gone {
+                    for d in &devices[..usize::from(count)] {
+                        self.reroute(msg, *d, server, out);
+                    }
+                }
+            }
+            FanoutInput::ServerUp { server } => self.down.remove(server),
+            FanoutInput::Rerouted { msg, route, slot } => {
+                if let Some(server) = route.forward[usize::from(slot.0)] {
+                    let device = DeviceKey::of(DeviceId { user: msg.to, slot });
+                    let mut devices = [DeviceKey::default(); FORWARD_BATCH_MAX];
+                    devices[0] = device;
+                    // The copy goes as the group's message; the server names the member.
+                    let msg = ChatMessage { to: UserId::GROUP, ..msg };
+                    self.forward(now, server, msg, devices, 1, out);
+                }
+            }
         }
+    }
+
+    /// Route `device`'s copy of `msg` again, without `exclude`.
+    fn reroute(&mut self, msg: ChatMessage, device: DeviceKey, exclude: ServerId, out: &mut Vec<FanoutOutput>) {
+        let d = device.device();
+        self.replayed += 1;
+        out.push(FanoutOutput::Reroute { msg: ChatMessage { to: d.user, ..msg }, exclude, slot: d.slot });
+    }
+
+    /// Forward `msg` to `server` for the first `count` of `devices`, or route them again if
+    /// the server is known to be down; kept for `retain`.
+    fn forward(
+        &mut self,
+        now: Time,
+        server: ServerId,
+        msg: ChatMessage,
+        devices: [DeviceKey; FORWARD_BATCH_MAX],
+        count: u8,
+        out: &mut Vec<FanoutOutput>,
+    ) {
+        if self.down.contains(server) {
+            for d in &devices[..usize::from(count)] {
+                self.reroute(msg, *d, server, out);
+            }
+            return;
+        }
+        if !self.retain.is_zero() {
+            self.handed.push_back((now, server, msg, devices, count));
+        }
+        out.push(FanoutOutput::Forward { server, msg, devices, count });
     }
 
     /// Commits due (call once per tick): one `Commit` per owned partition, ascending, whose
     /// committable offset moved since the last.
-    pub fn on_tick(&mut self, _now: Time, out: &mut Vec<FanoutOutput>) {
+    pub fn on_tick(&mut self, now: Time, out: &mut Vec<FanoutOutput>) {
+        while self.handed.front().is_some_and(|h| h.0 + self.retain <= now) {
+            self.handed.pop_front();
+        }
+        // Page reads not answered in time: asked again of the next replica (in request
+        // order, so the same every run).
+        let mut late: Vec<(DefaultKey, DefaultKey, u32, u8)> = self
+            .requests
+            .iter()
+            .filter_map(|(k, q)| match q.ask {
+                Ask::Page { page, at, attempt } if at + PAGE_TIMEOUT <= now => Some((k, q.record, page, attempt)),
+                _ => None,
+            })
+            .collect();
+        late.sort_unstable_by_key(|l| l.0);
+        for (k, record, page, attempt) in late {
+            self.requests.remove(k);
+            let group = self.records[record].group;
+            let attempt = attempt.wrapping_add(1);
+            let req =
+                self.requests.insert(Request { record, ask: Ask::Page { page, at: now, attempt } }).data().as_ffi();
+            out.push(FanoutOutput::ReadPage { req, group, page, attempt });
+        }
         for (p, t) in self.trackers.iter_mut().enumerate() {
             if let Some(offset) = t.as_mut().and_then(CommitTracker::poll_commit) {
                 out.push(FanoutOutput::Commit { partition: p as u32, offset });
@@ -201,8 +334,10 @@ impl Fanout {
     }
 
     /// Start fanning out a record: ask every membership page at once.
+    #[allow(clippy::too_many_arguments)]
     fn on_record(
         &mut self,
+        now: Time,
         partition: u32,
         offset: u64,
         msg: ChatMessage,
@@ -214,20 +349,28 @@ impl Fanout {
             return;
         }
         assert!(members <= GROUP_MEMBERS_MAX, "group {group} has {members} members, over {GROUP_MEMBERS_MAX}");
+        let first = *self.fanned.entry(msg.client_id().key()).or_insert(msg.id);
+        if first != msg.id {
+            self.repeats += 1;
+            self.tracker_slot(partition).as_mut().expect("an owned partition").complete(offset);
+            return;
+        }
         // At least one page even for a count of 0: the store's membership is what counts.
         let pages = members.div_ceil(MEMBERS_PAGE).max(1);
         let record = self.records.insert(Pending {
             partition,
             offset,
             msg,
+            group,
             pages_left: pages,
             routes_left: 0,
             asked: FxHashSet::default(),
             forwards: Vec::new(),
         });
         for page in 0..pages {
-            let req = self.requests.insert(Request { record, ask: Ask::Page }).data().as_ffi();
-            out.push(FanoutOutput::ReadPage { req, group, page });
+            let ask = Ask::Page { page, at: now, attempt: 0 };
+            let req = self.requests.insert(Request { record, ask }).data().as_ffi();
+            out.push(FanoutOutput::ReadPage { req, group, page, attempt: 0 });
         }
     }
 
@@ -241,6 +384,7 @@ impl Fanout {
     /// already), by shard ascending, in page order within a shard.
     fn on_page(
         &mut self,
+        now: Time,
         req: u64,
         members: &[UserId],
         shard_of: &impl Fn(UserId) -> u32,
@@ -249,7 +393,7 @@ impl Fanout {
         let Some(Request { record, ask }) = self.take_request(req) else {
             return;
         };
-        assert!(matches!(ask, Ask::Page), "request {req} is a route request, answered as a page");
+        assert!(matches!(ask, Ask::Page { .. }), "request {req} is a route request, answered as a page");
         assert!(members.len() <= MEMBERS_PAGE as usize, "a page of {} members", members.len());
         let r = self.records.get_mut(record).expect("a request's record is in flight");
         r.pages_left -= 1;
@@ -274,11 +418,11 @@ impl Fanout {
                 out.push(FanoutOutput::Route { req, shard: batch[0].0, msg: r.msg, members: asked, count });
             }
         }
-        self.finish_if_done(record, out);
+        self.finish_if_done(now, record, out);
     }
 
     /// A shard's routes for a batch: note each connected device with its server.
-    fn on_routed(&mut self, req: u64, routes: &[Route], out: &mut Vec<FanoutOutput>) {
+    fn on_routed(&mut self, now: Time, req: u64, routes: &[Route], out: &mut Vec<FanoutOutput>) {
         let Some(Request { record, ask }) = self.take_request(req) else {
             return;
         };
@@ -294,12 +438,12 @@ impl Fanout {
             }
         }
         r.routes_left -= 1;
-        self.finish_if_done(record, out);
+        self.finish_if_done(now, record, out);
     }
 
     /// Once every page is read and every route answered: forward to each server, ascending,
     /// in batches of its devices in the order routed, and mark the offset done.
-    fn finish_if_done(&mut self, record: DefaultKey, out: &mut Vec<FanoutOutput>) {
+    fn finish_if_done(&mut self, now: Time, record: DefaultKey, out: &mut Vec<FanoutOutput>) {
         let r = &self.records[record];
         if r.pages_left > 0 || r.routes_left > 0 {
             return;
@@ -314,7 +458,7 @@ impl Fanout {
                     *slot = d;
                 }
                 let count = batch.len() as u8;
-                out.push(FanoutOutput::Forward { server: batch[0].0, msg: r.msg, devices, count });
+                self.forward(now, batch[0].0, r.msg, devices, count, out);
             }
         }
         // A record in flight belongs to an owned partition: revoking drops its records.
@@ -364,7 +508,7 @@ mod tests {
 
     /// An instance owning both partitions of a two-partition topic, from offset 0.
     fn fanout() -> Fanout {
-        let mut f = Fanout::new(FanoutConfig { partitions: 2 });
+        let mut f = Fanout::new(FanoutConfig { partitions: 2, retain: Duration::ZERO });
         run(&mut f, FanoutInput::Assigned { partition: 0, offset: 0 });
         run(&mut f, FanoutInput::Assigned { partition: 1, offset: 0 });
         f
@@ -380,7 +524,7 @@ mod tests {
     fn record(f: &mut Fanout, partition: u32, offset: u64, members: u32) -> Vec<u64> {
         let out = run(f, FanoutInput::Record { partition, offset, msg: msg(), group: GROUP, members });
         let reads = out.iter().enumerate().map(|(i, o)| match *o {
-            FanoutOutput::ReadPage { req, group: GROUP, page } if page as usize == i => req,
+            FanoutOutput::ReadPage { req, group: GROUP, page, .. } if page as usize == i => req,
             _ => panic!("{out:?}"),
         });
         reads.collect()
@@ -574,10 +718,70 @@ mod tests {
 
     #[test]
     fn records_of_a_partition_not_assigned_are_ignored() {
-        let mut f = Fanout::new(FanoutConfig { partitions: 2 });
+        let mut f = Fanout::new(FanoutConfig { partitions: 2, retain: Duration::ZERO });
         run(&mut f, FanoutInput::Assigned { partition: 0, offset: 5 });
         assert!(f.owns(0) && !f.owns(1));
         assert_eq!(record(&mut f, 1, 0, 2), Vec::<u64>::new());
         assert_eq!(f.in_flight(), 0);
+    }
+
+    #[test]
+    fn forwards_to_a_server_that_goes_down_are_routed_again_without_it() {
+        let mut f = Fanout::new(FanoutConfig { partitions: 2, retain: Duration::from_secs(50) });
+        run(&mut f, FanoutInput::Assigned { partition: 0, offset: 0 });
+        let reads = record(&mut f, 0, 0, 3);
+        let asked = page(&mut f, reads[0], &[SENDER, UserId(4), UserId(5)]);
+        let mut sent = Vec::new();
+        for (req, _, members) in asked {
+            sent.extend(routed(&mut f, req, members.len(), online(2)));
+        }
+        assert_eq!(forwards(&sent), vec![(ServerId(2), vec![phone(4), phone(5)])]);
+        // Server 2 goes down: each copy it was handed is routed again without it.
+        let out = run(&mut f, FanoutInput::ServerDown { server: ServerId(2) });
+        let again: Vec<(UserId, ServerId)> = out
+            .iter()
+            .map(|o| match *o {
+                FanoutOutput::Reroute { msg, exclude, slot: DeviceSlot(0) } => (msg.to, exclude),
+                _ => panic!("{out:?}"),
+            })
+            .collect();
+        assert_eq!(again, vec![(UserId(4), ServerId(2)), (UserId(5), ServerId(2))]);
+        // The store found user 4 on server 3: forwarded there, as the group's message.
+        let copy = ChatMessage { to: UserId(4), ..msg() };
+        let out = run(&mut f, FanoutInput::Rerouted { msg: copy, route: online(3), slot: DeviceSlot(0) });
+        assert_eq!(forwards(&out), vec![(ServerId(3), vec![phone(4)])]);
+        // While server 2 is down, what is forwarded to it is routed again at once.
+        let reads = record(&mut f, 0, 1, 2);
+        let asked = page(&mut f, reads[0], &[SENDER, UserId(6)]);
+        let out = routed(&mut f, asked[0].0, 1, online(2));
+        assert!(matches!(out[..], [FanoutOutput::Reroute { exclude: ServerId(2), .. }]), "{out:?}");
+        assert_eq!(f.replayed(), 3);
+    }
+
+    #[test]
+    fn a_page_read_unanswered_in_time_is_asked_again_of_the_next_replica() {
+        let mut f = fanout();
+        let first = record(&mut f, 0, 0, 3)[0];
+        let mut out = Vec::new();
+        f.on_tick(Time::ZERO + PAGE_TIMEOUT, &mut out);
+        let again = match out[..] {
+            [FanoutOutput::ReadPage { req, group: GROUP, page: 0, attempt: 1 }] => req,
+            _ => panic!("{out:?}"),
+        };
+        // The late answer to the first read is ignored; the second is taken.
+        assert!(page(&mut f, first, &[SENDER, UserId(4), UserId(5)]).is_empty());
+        assert_eq!(page(&mut f, again, &[SENDER, UserId(4), UserId(5)]).len(), 2);
+    }
+
+    #[test]
+    fn a_retried_send_under_a_new_id_is_dropped_as_a_repeat() {
+        let mut f = fanout();
+        record(&mut f, 0, 0, 3);
+        let retry = ChatMessage { id: MessageId(99), ..msg() };
+        let out = run(&mut f, FanoutInput::Record { partition: 0, offset: 1, msg: retry, group: GROUP, members: 3 });
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(f.repeats(), 1);
+        // The same record again (a replay from the commit) is fanned out again.
+        assert_eq!(record(&mut f, 0, 0, 3).len(), 1);
     }
 }

@@ -28,7 +28,7 @@ pub use chat_server::{
 };
 pub use client::{
     Backoff, Balancer, BalancerConfig, ClientDevice, DeviceConfig, DeviceInput, DeviceOutput, DeviceState, Devices,
-    Displayed, Layout, Placement, SentMessages, Showing, UserSettings, SHOWN_EXACT,
+    Displayed, Layout, Placement, SentMessages, Showing, UserSettings, SHOWN_EXACT, SHOWN_EXACT_GROUP,
 };
 pub use error::ModelError;
 pub use fanout::{Fanout, FanoutConfig, FanoutInput, FanoutOutput, FORWARD_BATCH_MAX, MEMBERS_PAGE, ROUTE_BATCH_MAX};

@@ -175,23 +175,25 @@ impl GroupStats {
     pub fn from_logs(logs: &crate::check::Logs, groups: &Groups, scenario: &Scenario) -> Option<GroupStats> {
         use crate::check::LogMs;
         use rustc_hash::FxHashMap;
-        use wasim_model::{MessageId, ReceiptState};
+        use wasim_model::ReceiptState;
         if groups.len() == 0 {
             return None;
         }
         let window = (Time::from_secs(scenario.warmup_s), Time::from_secs(scenario.warmup_s + scenario.duration_s));
         let mut messages: Vec<&crate::check::AckedGroup> =
             logs.acked_groups.iter().filter(|a| a.sent.time() >= window.0 && a.sent.time() < window.1).collect();
-        messages.sort_unstable_by_key(|a| (a.id, a.acked));
-        messages.dedup_by_key(|a| a.id);
-        let mut had: FxHashMap<(MessageId, UserId), LogMs> = FxHashMap::default();
+        // By client message: a retried send comes under another id (its first send's
+        // time is kept).
+        messages.sort_unstable_by_key(|a| (a.key, a.sent));
+        messages.dedup_by_key(|a| a.key);
+        let mut had: FxHashMap<(u64, UserId), LogMs> = FxHashMap::default();
         for d in logs.displays.iter().filter(|d| d.conversation.group_id().is_some()) {
-            let t = had.entry((d.id, d.device.device().user)).or_insert(d.at);
+            let t = had.entry((d.client(), d.device.device().user)).or_insert(d.at);
             *t = (*t).min(d.at);
         }
-        let mut read: FxHashMap<(MessageId, UserId), LogMs> = FxHashMap::default();
-        for &(id, member, at) in &logs.member_reads {
-            let t = read.entry((id, member)).or_insert(at);
+        let mut read: FxHashMap<(u64, UserId), LogMs> = FxHashMap::default();
+        for &(key, member, at) in &logs.member_reads {
+            let t = read.entry((key, member)).or_insert(at);
             *t = (*t).min(at);
         }
         let mut views: FxHashMap<u64, ReceiptState> = FxHashMap::default();
@@ -213,7 +215,7 @@ impl GroupStats {
             for (k, by) in [&had, &read].into_iter().enumerate() {
                 let mut ms: Vec<f64> = recipients
                     .iter()
-                    .filter_map(|&m| by.get(&(a.id, m)))
+                    .filter_map(|&m| by.get(&(a.key, m)))
                     .map(|t| t.time().as_us().saturating_sub(a.sent.time().as_us()) as f64 / 1e3)
                     .collect();
                 if k == 0 {

@@ -18,6 +18,9 @@ impl TableKey for Shown {
 
 /// How many of a conversation's newest ids shown a device remembers exactly.
 pub const SHOWN_EXACT: usize = 4;
+/// As many for a group conversation: many senders, so a message held up on its way (a
+/// broker's failover, a move between servers) is overtaken by more of its conversation's.
+pub const SHOWN_EXACT_GROUP: usize = 32;
 
 /// What showing a message did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,74 +36,97 @@ pub enum Showing {
 }
 
 /// What a set of devices has shown: per (device, conversation), the `SHOWN_EXACT` newest
-/// ids shown, newest first (zero where fewer were shown). A conversation's view is kept in
-/// id order, as a messaging app lists a chat by its messages' time: a message older than
-/// the newest shown is put in its place if it was not shown, which the newest ids tell
-/// exactly down to the oldest of them; one older still is taken for a repeat (delivery is
-/// at-least-once, so repeats of old messages are common, and a message overtaken by
-/// `SHOWN_EXACT` newer ones of its conversation on its way is not).
+/// ids shown (`SHOWN_EXACT_GROUP` in a group), newest first (zero where fewer were shown).
+/// A conversation's view is kept in id order, as a messaging app lists a chat by its
+/// messages' time: a message older than the newest shown is put in its place if it was not
+/// shown, which the newest ids tell exactly down to the oldest of them; one older still is
+/// taken for a repeat (delivery is at-least-once, so repeats of old messages are common,
+/// and a message overtaken by that many newer ones of its conversation on its way is not).
 #[derive(Debug, Default)]
 pub struct Displayed {
     newest: Table<Shown, [MessageId; SHOWN_EXACT]>,
+    group_newest: Table<Shown, [MessageId; SHOWN_EXACT_GROUP]>,
+}
+
+/// Show `id` among the newest ids remembered (see `Displayed`).
+fn show_among<const N: usize>(newest: &mut [MessageId; N], id: MessageId) -> Showing {
+    if crate::plant::planted(crate::plant::Plant::DedupWrongKey) {
+        // Planted: a repeat is recognised only if it is the last message shown.
+        if id == newest[0] {
+            return Showing::Repeat;
+        }
+        let appended = id > newest[0];
+        newest.copy_within(0..N - 1, 1);
+        newest[0] = id;
+        return if appended { Showing::Appended } else { Showing::Inserted };
+    }
+    // Newest first: the place of `id` among the ids remembered.
+    match newest.iter().position(|&shown| shown <= id) {
+        None => Showing::Repeat,
+        Some(i) if newest[i] == id => Showing::Repeat,
+        Some(i) => {
+            newest.copy_within(i..N - 1, i + 1);
+            newest[i] = id;
+            if i == 0 {
+                Showing::Appended
+            } else {
+                Showing::Inserted
+            }
+        }
+    }
+}
+
+/// Whether `id` was shown, by the newest ids remembered: exactly if it is no older than the
+/// oldest of them, else taken to have been.
+fn shown_among(newest: &[MessageId], id: MessageId) -> bool {
+    match newest.iter().position(|&shown| shown <= id) {
+        None => true,
+        Some(i) => newest[i] == id,
+    }
 }
 
 impl Displayed {
     /// Show `msg` on `device` unless it was shown already.
     pub fn show(&mut self, device: DeviceId, msg: &ChatMessage) -> Showing {
-        let newest = self.newest.get_or_insert_default(Shown(DeviceKey::of(device), msg.conversation));
-        if crate::plant::planted(crate::plant::Plant::DedupWrongKey) {
-            // Planted: a repeat is recognised only if it is the last message shown.
-            if msg.id == newest[0] {
-                return Showing::Repeat;
-            }
-            let appended = msg.id > newest[0];
-            newest.copy_within(0..SHOWN_EXACT - 1, 1);
-            newest[0] = msg.id;
-            return if appended { Showing::Appended } else { Showing::Inserted };
-        }
-        // Newest first: the place of `msg` among the ids remembered.
-        let place = newest.iter().position(|&id| id <= msg.id);
-        match place {
-            None => Showing::Repeat,
-            Some(i) if newest[i] == msg.id => Showing::Repeat,
-            Some(i) => {
-                newest.copy_within(i..SHOWN_EXACT - 1, i + 1);
-                newest[i] = msg.id;
-                if i == 0 {
-                    Showing::Appended
-                } else {
-                    Showing::Inserted
-                }
-            }
+        let key = Shown(DeviceKey::of(device), msg.conversation);
+        if msg.conversation.group_id().is_some() {
+            show_among(self.group_newest.get_or_insert_default(key), msg.id)
+        } else {
+            show_among(self.newest.get_or_insert_default(key), msg.id)
         }
     }
 
     /// Whether `device` has shown `msg`: exactly if it is no older than the oldest id
     /// remembered for its conversation, else taken to have been.
     pub fn has_shown(&self, device: DeviceId, msg: &ChatMessage) -> bool {
-        self.newest.get(Shown(DeviceKey::of(device), msg.conversation)).is_some_and(|newest| {
-            match newest.iter().position(|&id| id <= msg.id) {
-                None => true,
-                Some(i) => newest[i] == msg.id,
-            }
-        })
+        let key = Shown(DeviceKey::of(device), msg.conversation);
+        if msg.conversation.group_id().is_some() {
+            self.group_newest.get(key).is_some_and(|newest| shown_among(newest, msg.id))
+        } else {
+            self.newest.get(key).is_some_and(|newest| shown_among(newest, msg.id))
+        }
     }
 
     /// A hint that `device` gets a message of `conversation` soon: its entry is loaded
     /// meanwhile.
     #[inline]
     pub fn prefetch(&self, device: DeviceId, conversation: ConversationId) {
-        self.newest.prefetch(Shown(DeviceKey::of(device), conversation));
+        let key = Shown(DeviceKey::of(device), conversation);
+        if conversation.group_id().is_some() {
+            self.group_newest.prefetch(key);
+        } else {
+            self.newest.prefetch(key);
+        }
     }
 
     /// Conversations tracked.
     pub fn len(&self) -> usize {
-        self.newest.len()
+        self.newest.len() + self.group_newest.len()
     }
 
     /// Whether nothing was shown yet.
     pub fn is_empty(&self) -> bool {
-        self.newest.is_empty()
+        self.newest.is_empty() && self.group_newest.is_empty()
     }
 }
 

@@ -18,5 +18,5 @@ mod sent;
 pub use backoff::Backoff;
 pub use balancer::{Balancer, BalancerConfig, Placement};
 pub use devices::{ClientDevice, DeviceConfig, DeviceInput, DeviceOutput, DeviceState, Devices, Layout, UserSettings};
-pub use displayed::{Displayed, Showing, SHOWN_EXACT};
+pub use displayed::{Displayed, Showing, SHOWN_EXACT, SHOWN_EXACT_GROUP};
 pub use sent::SentMessages;

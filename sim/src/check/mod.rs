@@ -302,9 +302,16 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
     assert!(owed.is_sorted_by_key(|o| (o.0, o.1)), "owed messages are built in device order");
     let recent_from = cx.end - cx.in_flight_bound;
     let mut shown = logs.displays_by_device.iter().peekable();
+    // A group message's client message, by id: a member that had it under another id (a
+    // retry of the send) has it.
+    let group_keys: rustc_hash::FxHashMap<MessageId, u64> = groups_acked.iter().map(|a| (a.id, a.key)).collect();
+    let had_client = |device: DeviceKey, key: u64| logs.group_displays_by_client.binary_search(&(device, key)).is_ok();
     for (device, id, acked_at, catching_up) in owed {
         while shown.next_if(|&&s| s < (device, id)).is_some() {}
         if shown.peek() == Some(&&(device, id)) {
+            continue;
+        }
+        if group_keys.get(&id).is_some_and(|&key| had_client(device, key)) {
             continue;
         }
         if catching_up {
@@ -337,7 +344,9 @@ fn group_aggregate(
     if logs.acked_groups.is_empty() {
         return;
     }
-    // Each group message by its sender's client key: (id, group, sender).
+    // Each group message by its sender's client key: (id, group, sender). Members are
+    // judged by the client message they had (a retried send comes under another id, which
+    // a device that had the first takes for a repeat).
     let mut messages: FxHashMap<u64, (MessageId, GroupId, UserId)> = FxHashMap::default();
     for a in &logs.acked_groups {
         messages.entry(a.key).or_insert((a.id, a.group, a.sender));
@@ -356,14 +365,14 @@ fn group_aggregate(
         }
     }
     // When each member first had each group message, and first read it.
-    let mut had: FxHashMap<(MessageId, UserId), LogMs> = FxHashMap::default();
+    let mut had: FxHashMap<(u64, UserId), LogMs> = FxHashMap::default();
     for d in displays.iter().filter(|d| d.conversation.group_id().is_some()) {
-        let t = had.entry((d.id, d.device.device().user)).or_insert(d.at);
+        let t = had.entry((d.client(), d.device.device().user)).or_insert(d.at);
         *t = (*t).min(d.at);
     }
-    let mut read: FxHashMap<(MessageId, UserId), LogMs> = FxHashMap::default();
-    for &(id, member, at) in &logs.member_reads {
-        let t = read.entry((id, member)).or_insert(at);
+    let mut read: FxHashMap<(u64, UserId), LogMs> = FxHashMap::default();
+    for &(key, member, at) in &logs.member_reads {
+        let t = read.entry((key, member)).or_insert(at);
         *t = (*t).min(at);
     }
     let mut keys: Vec<&u64> = first.keys().collect();
@@ -377,7 +386,7 @@ fn group_aggregate(
                 .members(group)
                 .iter()
                 .filter(|&&m| m != sender)
-                .find(|&&m| by.get(&(id, m)).is_none_or(|&t| t > shown_at));
+                .find(|&&m| by.get(&(*key, m)).is_none_or(|&t| t > shown_at));
             if let Some(m) = missing {
                 let not_yet = if i == 0 { "had not had it" } else { "had not read it" };
                 let detail = format!(

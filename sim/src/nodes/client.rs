@@ -473,7 +473,7 @@ impl ClientShard {
             DeviceFrame::ReadAck { msg, .. } => {
                 ctx.counters.reads_sent += 1;
                 if msg.conversation.group_id().is_some() {
-                    ctx.logs.member_reads.push((msg.id, device.user, LogMs::of(t)));
+                    ctx.logs.member_reads.push((msg.client_id().key(), device.user, LogMs::of(t)));
                 }
                 ctx.trace_msg(t, "read", &msg, Some(device));
             }

@@ -22,6 +22,7 @@ pub(crate) struct FanoutNode {
     service: Sampler,
     outs: Vec<Out>,
     routes: Vec<Route>,
+    peers: crate::faults::PeerNotices,
 }
 
 impl FanoutNode {
@@ -29,7 +30,9 @@ impl FanoutNode {
         let s = &shared.scenario;
         let topo = shared.topo.clone();
         let (fifo, service) = super::queue(shared, NodeKind::Fanout, s.workers.fanout, &s.service_us.fanout);
-        let mut fanout = Fanout::new(FanoutConfig { partitions: topo.group_partitions });
+        // Forwards are kept to route again only if a chat server crashes (as the routers').
+        let retain = s.forwards_kept();
+        let mut fanout = Fanout::new(FanoutConfig { partitions: topo.group_partitions, retain });
         let mut outs = Vec::new();
         // Each instance takes its partitions of the group topic from their committed offsets.
         for local in 0..topo.group_partitions {
@@ -39,17 +42,28 @@ impl FanoutNode {
                 fanout.handle(Time::ZERO, In::Assigned { partition: local, offset }, |_| 0, &mut outs);
             }
         }
-        FanoutNode { shared: shared.clone(), topo, fanout, fifo, service, outs, routes: Vec::new() }
+        FanoutNode {
+            shared: shared.clone(),
+            topo,
+            fanout,
+            fifo,
+            service,
+            outs,
+            routes: Vec::new(),
+            peers: crate::faults::PeerNotices::default(),
+        }
     }
 
     fn emit(&mut self, t: Time, ctx: &mut Ctx) {
         let topo = &*self.topo;
         for out in self.outs.drain(..) {
             match out {
-                Out::ReadPage { req, group, page } => {
+                Out::ReadPage { req, group, page, attempt } => {
                     let group = GroupId(group);
-                    // One replica of the group's partition answers a page (LOCAL_ONE).
-                    let replica = topo.replicas(ConversationId::group(group)).next().expect("a replica");
+                    // One replica of the group's partition answers a page (LOCAL_ONE); a
+                    // read asked again goes to the next.
+                    let replicas: Vec<_> = topo.replicas(ConversationId::group(group)).collect();
+                    let replica = replicas[usize::from(attempt) % replicas.len()];
                     ctx.counters.membership_pages += 1;
                     ctx.send(replica, t, Msg::ReadMembers { req, group, page });
                 }
@@ -72,6 +86,7 @@ impl FanoutNode {
                     let partition = topo.partitions + partition;
                     ctx.send(self.shared.broker(partition, t), t, Msg::Commit { partition, offset })
                 }
+                Out::Reroute { msg, exclude, slot } => super::send_reroute(ctx, topo, t, msg, exclude, slot),
             }
         }
     }
@@ -103,12 +118,19 @@ impl Process for FanoutNode {
                 self.fanout.handle(done, In::Routed { req, routes: &routes }, shard_of, &mut self.outs);
                 self.routes = routes;
             }
+            Msg::Rerouted { msg, route, slot } => {
+                self.fanout.handle(done, In::Rerouted { msg, route, slot }, shard_of, &mut self.outs);
+            }
             ref other => unreachable!("fan-out got {other:?}"),
         }
         self.emit(done, ctx);
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
+        for (server, down) in self.peers.notices(&self.shared.faults, now).0 {
+            let input = if down { In::ServerDown { server } } else { In::ServerUp { server } };
+            self.fanout.handle(now, input, |_| 0, &mut self.outs);
+        }
         self.fanout.on_tick(now, &mut self.outs);
         self.emit(now, ctx);
     }
@@ -116,5 +138,7 @@ impl Process for FanoutNode {
     fn finish(&mut self, report: &mut NodeReport) {
         self.fifo.report_into(report);
         report.gauge_end = self.fanout.in_flight() as u64;
+        report.counters.replayed += self.fanout.replayed();
+        report.counters.retries_dropped += self.fanout.repeats();
     }
 }
