@@ -58,8 +58,9 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         plant: Option<String>,
         /// Threads that run a tick's processes side by side (default: the machine's
-        /// cores). The outputs are byte-identical whatever the count.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        /// cores; 1 for runs that share the cores). The outputs are byte-identical whatever
+        /// the count.
+        #[arg(long, env = "WASIM_THREADS", value_parser = clap::value_parser!(u32).range(1..=64))]
         threads: Option<u32>,
     },
     /// Fuzz a scenario: run many seeds, each with a random fault schedule and a random
@@ -131,7 +132,7 @@ enum Command {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
         runs: u32,
         /// Threads that run a tick's processes side by side (default: the machine's cores).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        #[arg(long, env = "WASIM_THREADS", value_parser = clap::value_parser!(u32).range(1..=64))]
         threads: Option<u32>,
     },
     /// Check the engine's queues against queueing theory: single-tier runs (Redis,

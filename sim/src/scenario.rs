@@ -1017,12 +1017,30 @@ impl Scenario {
             backlog,
             self.workload.messages_per_s as f64 * (1.0 + u.devices_per_user.web) * self.forwards_kept().as_secs_f64(),
             self.workload.messages_per_s as f64 * self.dedup_window().as_secs_f64().min(self.total_s() as f64),
+            (self.registered_users() - u.concurrent) as f64,
+            f64::from(self.groups.active) * self.group_members_max(),
+            f64::from(self.groups.active) * self.groups.messages_per_group_per_s * run_s * self.group_members_max(),
+            f64::from(self.groups.active)
+                * self.groups.messages_per_group_per_s
+                * run_s
+                * self.group_members_max()
+                * (users / self.registered_users() as f64),
         ]
+    }
+
+    /// The most members a group of this scenario can have (0 without groups).
+    fn group_members_max(&self) -> f64 {
+        match self.groups.members {
+            _ if self.groups.active == 0 => 0.0,
+            DistConfig::Constant { value } => value,
+            DistConfig::Uniform { max, .. } => max,
+            _ => f64::from(crate::limits::GROUP_MEMBERS_MAX),
+        }
     }
 }
 
 /// The terms of the memory estimate.
-const MEMORY_FEATURES: usize = 17;
+const MEMORY_FEATURES: usize = 21;
 
 /// One term of the memory estimate: bytes per unit of its feature, and whether it grows
 /// over the run (rather than being there from the ramp's end).
@@ -1045,11 +1063,11 @@ const fn grows(bytes: f64) -> MemoryTerm {
 /// slow connect ramps, heavy app-close churn, short fleets, lost ACKs and network cuts,
 /// then raised so that no run is above its estimate (README, "Memory").
 const MEMORY_TERMS: [MemoryTerm; MEMORY_FEATURES] = [
-    held(7.0e6),   // the binary, the runtime, the quantile tables
+    held(10.0e6),  // the binary, the runtime, the quantile tables, the gang's threads
     held(145.0),   // a user: phone, session and presence keys, checker state
     held(400.0),   // a web client: its device, connection and session entries, a display logged per message
     held(230.0),   // a watcher: its subscription
-    grows(120.0),  // a replica row written, and its message in the checkers' logs
+    grows(155.0),  // a replica row written (its status, its partition's count), its message in the checkers' logs
     grows(30.0),   // a connect or close: its presence key lifetime, its registration, its notifications
     held(250e3),   // a process: its network wheel, outbox and queue
     held(1.4e6),   // a client shard's latency histograms
@@ -1062,6 +1080,10 @@ const MEMORY_TERMS: [MemoryTerm; MEMORY_FEATURES] = [
     grows(130.0),  // a request an overloaded tier has not served: its reply waiting in an outbox
     held(48.0),    // a forward a router keeps for replay should its chat server crash
     held(50.0),    // a message a router remembers, to drop its repeats and late copies
+    held(200.0),   // a registered user offline at the start: its devices, its wake-up timer
+    held(40.0),    // a group membership: the member list, a group sender entry
+    grows(40.0),   // a group message's recipient: the checkers' expansion, its inbox pointer or receipt bits
+    grows(260.0),  // one online at the start: its display and read, their checkers' maps, the receipt rows
 ];
 
 /// Bytes at the end of the connect ramp per connect per second of the ramp: the connects

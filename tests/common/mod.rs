@@ -49,7 +49,12 @@ pub fn simulate(text: &str) -> wasim_sim::Outcome {
 
 /// Run `wasim` with arguments.
 pub fn wasim(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_wasim")).args(args).output().expect("the wasim binary runs")
+    // Tests run side by side: each run on one thread (a test asking for more says so).
+    std::process::Command::new(env!("CARGO_BIN_EXE_wasim"))
+        .args(args)
+        .env("WASIM_THREADS", "1")
+        .output()
+        .expect("the wasim binary runs")
 }
 
 /// Write `text` to `name` inside `dir` and return its path.
@@ -94,6 +99,7 @@ pub fn wasim_within(args: &[&str], limit: std::time::Duration) -> Finished {
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_wasim"))
         .args(args)
+        .env("WASIM_THREADS", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -225,22 +225,22 @@ impl Process for ChatNode {
         }
         if let Msg::GroupForward { msg, count, devices } = env.msg {
             // One message for several devices connected here: each is a push of the
-            // member's copy, served in turn.
-            let mut done = env.at;
+            // member's copy, served in turn, and leaves when its own service ends.
             for key in &devices[..usize::from(count)] {
                 let device = key.device();
-                done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
+                let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
                 let input = In::Forward { msg: wasim_model::ChatMessage { to: device.user, ..msg }, slot: device.slot };
                 self.server.handle(self.shared.faults.clock(self.me, done), input, &mut self.outs);
+                self.emit(done, ctx);
             }
-            self.emit(done, ctx);
             return;
         }
         let input = match env.msg {
             Msg::Device { device, frame } => In::Frame { device, frame },
             Msg::GroupAggregate { receipt } => In::GroupAggregate { receipt },
             Msg::HistoryPage { rows } => {
-                // The page goes to the app, which renders it: the server only passes it on.
+                // The page would go on to the app, which renders it: not modelled past the
+                // server (the device has the messages it shows; the read's cost is the point).
                 ctx.counters.history_pages += 1;
                 ctx.counters.history_rows += u64::from(rows);
                 return;
