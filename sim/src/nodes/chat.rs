@@ -225,14 +225,15 @@ impl Process for ChatNode {
         }
         if let Msg::GroupForward { msg, count, devices } = env.msg {
             // One message for several devices connected here: each is a push of the
-            // member's copy, served in turn, and leaves when its own service ends.
+            // member's copy, served in turn; the frames leave when the batch is served.
+            let mut done = env.at;
             for key in &devices[..usize::from(count)] {
                 let device = key.device();
-                let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
+                done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
                 let input = In::Forward { msg: wasim_model::ChatMessage { to: device.user, ..msg }, slot: device.slot };
                 self.server.handle(self.shared.faults.clock(self.me, done), input, &mut self.outs);
-                self.emit(done, ctx);
             }
+            self.emit(done, ctx);
             return;
         }
         let input = match env.msg {
