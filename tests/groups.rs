@@ -48,6 +48,9 @@ fn group_1024_small_holds_on_20_seeds_and_fans_out_in_batches() {
         assert!(o.checks.ok(), "seed {seed}: {:?}", &o.checks.violations[..o.checks.violations.len().min(3)]);
         let g = groups(&o);
         assert_eq!(g.members_max, 1_024);
+        // 8 groups of 1,024 over 4,000 registered users.
+        assert!((g.groups_per_user_mean - 8.0 * 1_024.0 / 4_000.0).abs() < 1e-9, "{}", g.groups_per_user_mean);
+        assert!(g.groups_per_user_max >= 3, "some user is in several groups: {}", g.groups_per_user_max);
         let c = &o.counters;
         // Half the members are online: each message is pushed to about 512 of them, and
         // the offline half gets inbox pointers.

@@ -116,8 +116,16 @@ fn render_groups(o: &mut String, g: &crate::summary::GroupSummary) {
     let st = &g.stats;
     let _ = writeln!(
         o,
-        "Groups: {} groups of {:.0} members on average (at most {}) · offered {:.0} msg/s · sent {:.0} · {:.0} pushes/s to members · {:.0} receipt-table rows/s",
-        st.groups, st.members_mean, st.members_max, g.offered_msg_per_s, g.sent_msg_per_s, g.pushes_per_s, g.receipt_rows_per_s
+        "Groups: {} groups of {:.0} members on average (at most {}; {:.2} groups per user, at most {}) · offered {:.0} msg/s · sent {:.0} · {:.0} pushes/s to members · {:.0} receipt-table rows/s",
+        st.groups,
+        st.members_mean,
+        st.members_max,
+        st.groups_per_user_mean,
+        st.groups_per_user_max,
+        g.offered_msg_per_s,
+        g.sent_msg_per_s,
+        g.pushes_per_s,
+        g.receipt_rows_per_s
     );
     let _ = writeln!(
         o,

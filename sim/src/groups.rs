@@ -179,6 +179,9 @@ pub struct GroupStats {
     pub groups: u32,
     pub members_mean: f64,
     pub members_max: u32,
+    /// Groups per registered user: the mean, and the most any user is in.
+    pub groups_per_user_mean: f64,
+    pub groups_per_user_max: u32,
     /// Group messages sent in the measuring window and acknowledged (✓) to their senders.
     pub messages: u64,
     /// Recipients of those messages (members but the sender), in all.
@@ -226,7 +229,15 @@ impl GroupStats {
             let v = views.entry(key).or_insert(state);
             *v = (*v).max(state);
         }
+        let mut per_user = vec![0u32; scenario.registered_users() as usize];
+        for (_, members) in groups.iter() {
+            for m in members {
+                per_user[m.0 as usize] += 1;
+            }
+        }
         let mut stats = GroupStats {
+            groups_per_user_mean: groups.memberships() as f64 / per_user.len().max(1) as f64,
+            groups_per_user_max: per_user.iter().copied().max().unwrap_or(0),
             groups: groups.len(),
             members_mean: groups.memberships() as f64 / f64::from(groups.len()),
             members_max: groups.iter().map(|(_, m)| m.len() as u32).max().unwrap_or(0),
