@@ -201,7 +201,6 @@ pub struct GroupStats {
 impl GroupStats {
     /// The stats of a run's group messages, from its logs.
     pub fn from_logs(logs: &crate::check::Logs, groups: &Groups, scenario: &Scenario) -> Option<GroupStats> {
-        use crate::check::LogMs;
         use rustc_hash::FxHashMap;
         use wasim_model::ReceiptState;
         if groups.len() == 0 {
@@ -214,16 +213,9 @@ impl GroupStats {
         // time is kept).
         messages.sort_unstable_by_key(|a| (a.key, a.sent));
         messages.dedup_by_key(|a| a.key);
-        let mut had: FxHashMap<(u64, UserId), LogMs> = FxHashMap::default();
-        for d in logs.displays.iter().filter(|d| d.conversation.group_id().is_some()) {
-            let t = had.entry((d.client(), d.device.device().user)).or_insert(d.at);
-            *t = (*t).min(d.at);
-        }
-        let mut read: FxHashMap<(u64, UserId), LogMs> = FxHashMap::default();
-        for &(key, member, at) in &logs.member_reads {
-            let t = read.entry((key, member)).or_insert(at);
-            *t = (*t).min(at);
-        }
+        // Who had and who read each client message, first time only, joined with the
+        // messages below.
+        let (had, read) = crate::check::group_firsts(logs, &logs.displays);
         let mut views: FxHashMap<u64, ReceiptState> = FxHashMap::default();
         for &(key, state, _) in &logs.sender_views {
             let v = views.entry(key).or_insert(state);
@@ -246,23 +238,27 @@ impl GroupStats {
         };
         let mut milestones: [[Vec<f64>; 3]; 2] = Default::default();
         for a in &messages {
-            let recipients: Vec<UserId> = groups.members(a.group).iter().copied().filter(|&m| m != a.sender).collect();
-            stats.recipients += recipients.len() as u64;
+            let members = groups.members(a.group);
+            let recipients = members.len() - usize::from(members.binary_search(&a.sender).is_ok());
+            stats.recipients += recipients as u64;
             for (k, by) in [&had, &read].into_iter().enumerate() {
-                let mut ms: Vec<f64> = recipients
+                let from = by.partition_point(|e| e.0 < a.key);
+                let until = from + by[from..].partition_point(|e| e.0 == a.key);
+                // (The sender's own devices are not sent its group message.)
+                let mut ms: Vec<f64> = by[from..until]
                     .iter()
-                    .filter_map(|&m| by.get(&(a.key, m)))
-                    .map(|t| t.time().as_us().saturating_sub(a.sent.time().as_us()) as f64 / 1e3)
+                    .filter(|e| e.1 != a.sender)
+                    .map(|e| e.2.time().as_us().saturating_sub(a.sent.time().as_us()) as f64 / 1e3)
                     .collect();
                 if k == 0 {
-                    stats.recipients_never_delivered += (recipients.len() - ms.len()) as u64;
+                    stats.recipients_never_delivered += recipients.saturating_sub(ms.len()) as u64;
                 }
-                if recipients.is_empty() {
+                if recipients == 0 {
                     continue;
                 }
                 ms.sort_by(f64::total_cmp);
-                let majority = recipients.len().div_ceil(2);
-                for (j, n) in [1, majority, recipients.len()].into_iter().enumerate() {
+                let majority = recipients.div_ceil(2);
+                for (j, n) in [1, majority, recipients].into_iter().enumerate() {
                     if ms.len() >= n {
                         milestones[k][j].push(ms[n - 1]);
                     }

@@ -8,7 +8,7 @@ pub use logs::{AckedGroup, ConnectedAtEnd, Display, LogMs, Logs, PresenceView};
 
 use serde::Serialize;
 use std::time::Duration;
-use wasim_model::{DeviceId, DeviceKey, MessageId, PresenceCause, PresenceStatus, ReceiptState, Time};
+use wasim_model::{DeviceId, DeviceKey, MessageId, PresenceCause, PresenceStatus, ReceiptState, Time, UserId};
 
 /// One invariant violation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -340,7 +340,7 @@ fn group_aggregate(
     r: &mut CheckReport,
 ) {
     use rustc_hash::FxHashMap;
-    use wasim_model::{GroupId, UserId};
+    use wasim_model::GroupId;
     if logs.acked_groups.is_empty() {
         return;
     }
@@ -365,28 +365,22 @@ fn group_aggregate(
         }
     }
     // When each member first had each group message, and first read it.
-    let mut had: FxHashMap<(u64, UserId), LogMs> = FxHashMap::default();
-    for d in displays.iter().filter(|d| d.conversation.group_id().is_some()) {
-        let t = had.entry((d.client(), d.device.device().user)).or_insert(d.at);
-        *t = (*t).min(d.at);
-    }
-    let mut read: FxHashMap<(u64, UserId), LogMs> = FxHashMap::default();
-    for &(key, member, at) in &logs.member_reads {
-        let t = read.entry((key, member)).or_insert(at);
-        *t = (*t).min(at);
-    }
+    let (had, read) = group_firsts(logs, displays);
     let mut keys: Vec<&u64> = first.keys().collect();
     keys.sort_unstable();
     for key in keys {
         let (id, group, sender) = messages[key];
         for (i, (what, by)) in [("✓✓", &had), ("blue ✓✓", &read)].into_iter().enumerate() {
             let Some(shown_at) = first[key][i] else { continue };
-            let missing = cx
-                .groups
-                .members(group)
-                .iter()
-                .filter(|&&m| m != sender)
-                .find(|&&m| by.get(&(*key, m)).is_none_or(|&t| t > shown_at));
+            // The message's (member, first time) run, in member order: merged with the
+            // member list, also in member order.
+            let from = by.partition_point(|e| e.0 < *key);
+            let run = &by[from..from + by[from..].partition_point(|e| e.0 == *key)];
+            let mut run = run.iter().peekable();
+            let missing = cx.groups.members(group).iter().filter(|&&m| m != sender).find(|&&m| {
+                while run.next_if(|e| e.1 < m).is_some() {}
+                run.peek().is_none_or(|e| e.1 != m || e.2 > shown_at)
+            });
             if let Some(m) = missing {
                 let not_yet = if i == 0 { "had not had it" } else { "had not read it" };
                 let detail = format!(
@@ -399,6 +393,27 @@ fn group_aggregate(
             }
         }
     }
+}
+
+/// (client key, member, when) of each member's first time with each group message, sorted
+/// and one per (client key, member).
+pub(crate) type MemberFirsts = Vec<(u64, UserId, LogMs)>;
+
+/// The first time each member had each group message (on any device) and first read it,
+/// by the sender's client message. Sorted runs, not hash maps: group-1024 logs millions of
+/// member displays.
+pub(crate) fn group_firsts(logs: &Logs, displays: &[Display]) -> (MemberFirsts, MemberFirsts) {
+    let first_by_key = |mut v: MemberFirsts| {
+        v.sort_unstable();
+        v.dedup_by_key(|e| (e.0, e.1));
+        v
+    };
+    let had = displays
+        .iter()
+        .filter(|d| d.conversation.group_id().is_some())
+        .map(|d| (d.client(), d.device.device().user, d.at))
+        .collect();
+    (first_by_key(had), first_by_key(logs.member_reads.clone()))
 }
 
 /// 6. Routing: a device live at the end (its catch-up done, so its connect's session write
