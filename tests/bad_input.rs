@@ -102,3 +102,13 @@ fn drain_s_zero_is_refused_with_the_reason() {
     assert_eq!(code, Some(2));
     assert!(err.contains(&format!("{path}:1: field `drain_s`")) && err.contains("in flight"), "{err}");
 }
+
+#[test]
+fn a_fault_naming_a_kind_the_scenario_lacks_is_refused() {
+    // No groups, so no fan-out processes: a clog of one is a mistake, not a no-op.
+    let text = "[[faults]]\nkind = \"clog\"\nat_s = 3\nfor_s = 1\nbetween = \"fanout-0\"\nand = \"chat_server\"\n";
+    let (code, err, path) = run_bad(text);
+    assert_eq!(code, Some(2));
+    assert!(err.contains(&format!("{path}:5: field `faults[0].between`")), "{err}");
+    assert!(err.contains("no fanout processes"), "{err}");
+}

@@ -115,8 +115,8 @@ pub enum FanoutOutput {
 /// What a request of this instance waits for.
 #[derive(Clone, Copy, Debug)]
 enum Ask {
-    /// Page `page` of the record's group membership, asked at `at` (the `attempt`th time).
-    Page { page: u32, at: Time, attempt: u8 },
+    /// Page `page` of the record's group membership, asked the `attempt`th time.
+    Page { page: u32, attempt: u8 },
     /// The routes of the first `count` of these members, in this order.
     Route { members: [UserId; ROUTE_BATCH_MAX], count: u8 },
 }
@@ -161,6 +161,9 @@ pub struct Fanout {
     by_shard: Vec<(u32, UserId)>,
     /// Forwards kept for `retain`, in the order made: (when, server, message, devices).
     handed: VecDeque<(Time, ServerId, ChatMessage, [DeviceKey; FORWARD_BATCH_MAX], u8)>,
+    /// Page reads with when each is due (asked + `PAGE_TIMEOUT`), in the order asked: one
+    /// not answered by then is asked again.
+    page_deadlines: VecDeque<(Time, DefaultKey)>,
     retain: Duration,
     down: ServersDown,
     /// Copies routed again because their server was down.
@@ -181,6 +184,7 @@ impl Fanout {
             trackers: vec![None; config.partitions as usize],
             by_shard: Vec::new(),
             handed: VecDeque::new(),
+            page_deadlines: VecDeque::new(),
             retain: config.retain,
             down: ServersDown::default(),
             replayed: 0,
@@ -232,10 +236,7 @@ impl Fanout {
                 self.down.insert(server);
                 // What was forwarded there and may not have been pushed: route each copy
                 // again without it.
-                let (gone, kept): (VecDeque<_>, VecDeque<_>) =
-                    std::mem::take(&mut self.handed).into_iter().partition(|h| h.1 == server);
-                self.handed = kept;
-                for (_, _, msg, devices, count) in gone {
+                for (_, _, msg, devices, count) in crate::take_matching(&mut self.handed, |h| h.1 == server) {
                     for d in &devices[..usize::from(count)] {
                         self.reroute(msg, *d, server, out);
                     }
@@ -291,24 +292,16 @@ impl Fanout {
         while self.handed.front().is_some_and(|h| h.0 + self.retain <= now) {
             self.handed.pop_front();
         }
-        // Page reads not answered in time: asked again of the next replica (in request
-        // order, so the same every run).
-        let mut late: Vec<(DefaultKey, DefaultKey, u32, u8)> = self
-            .requests
-            .iter()
-            .filter_map(|(k, q)| match q.ask {
-                Ask::Page { page, at, attempt } if at + PAGE_TIMEOUT <= now => Some((k, q.record, page, attempt)),
-                _ => None,
-            })
-            .collect();
-        late.sort_unstable_by_key(|l| l.0);
-        for (k, record, page, attempt) in late {
-            self.requests.remove(k);
+        // Page reads not answered in time: asked again of the next replica.
+        while self.page_deadlines.front().is_some_and(|&(due, _)| due <= now) {
+            let (_, key) = self.page_deadlines.pop_front().expect("checked");
+            // Answered (or its record revoked) meanwhile: nothing to do.
+            let Some(&Request { record, ask: Ask::Page { page, attempt } }) = self.requests.get(key) else {
+                continue;
+            };
+            self.requests.remove(key);
             let group = self.records[record].group;
-            let attempt = attempt.wrapping_add(1);
-            let req =
-                self.requests.insert(Request { record, ask: Ask::Page { page, at: now, attempt } }).data().as_ffi();
-            out.push(FanoutOutput::ReadPage { req, group, page, attempt });
+            self.ask_page(now, record, group, page, attempt.wrapping_add(1), out);
         }
         for (p, t) in self.trackers.iter_mut().enumerate() {
             if let Some(offset) = t.as_mut().and_then(CommitTracker::poll_commit) {
@@ -368,10 +361,23 @@ impl Fanout {
             forwards: Vec::new(),
         });
         for page in 0..pages {
-            let ask = Ask::Page { page, at: now, attempt: 0 };
-            let req = self.requests.insert(Request { record, ask }).data().as_ffi();
-            out.push(FanoutOutput::ReadPage { req, group, page, attempt: 0 });
+            self.ask_page(now, record, group, page, 0, out);
         }
+    }
+
+    /// Read `page` of `group` for `record`, the `attempt`th time.
+    fn ask_page(
+        &mut self,
+        now: Time,
+        record: DefaultKey,
+        group: u32,
+        page: u32,
+        attempt: u8,
+        out: &mut Vec<FanoutOutput>,
+    ) {
+        let key = self.requests.insert(Request { record, ask: Ask::Page { page, attempt } });
+        self.page_deadlines.push_back((now + PAGE_TIMEOUT, key));
+        out.push(FanoutOutput::ReadPage { req: key.data().as_ffi(), group, page, attempt });
     }
 
     /// Take request `req` out of the requests in flight, if it is one (an unknown id is a
@@ -405,18 +411,10 @@ impl Fanout {
         }
         // A stable sort: members keep their page order within a shard.
         self.by_shard.sort_by_key(|&(shard, _)| shard);
-        for run in self.by_shard.chunk_by(|a, b| a.0 == b.0) {
-            for batch in run.chunks(ROUTE_BATCH_MAX) {
-                let mut asked = [UserId::default(); ROUTE_BATCH_MAX];
-                for (slot, &(_, m)) in asked.iter_mut().zip(batch) {
-                    *slot = m;
-                }
-                let count = batch.len() as u8;
-                let ask = Ask::Route { members: asked, count };
-                let req = self.requests.insert(Request { record, ask }).data().as_ffi();
-                r.routes_left += 1;
-                out.push(FanoutOutput::Route { req, shard: batch[0].0, msg: r.msg, members: asked, count });
-            }
+        for (shard, members, count) in batches::<_, _, ROUTE_BATCH_MAX>(&self.by_shard) {
+            let req = self.requests.insert(Request { record, ask: Ask::Route { members, count } }).data().as_ffi();
+            r.routes_left += 1;
+            out.push(FanoutOutput::Route { req, shard, msg: r.msg, members, count });
         }
         self.finish_if_done(now, record, out);
     }
@@ -451,20 +449,27 @@ impl Fanout {
         let mut r = self.records.remove(record).expect("checked above");
         // A stable sort: devices keep the order they were routed in within a server.
         r.forwards.sort_by_key(|&(server, _)| server);
-        for run in r.forwards.chunk_by(|a, b| a.0 == b.0) {
-            for batch in run.chunks(FORWARD_BATCH_MAX) {
-                let mut devices = [DeviceKey::default(); FORWARD_BATCH_MAX];
-                for (slot, &(_, d)) in devices.iter_mut().zip(batch) {
-                    *slot = d;
-                }
-                let count = batch.len() as u8;
-                self.forward(now, batch[0].0, r.msg, devices, count, out);
-            }
+        for (server, devices, count) in batches::<_, _, FORWARD_BATCH_MAX>(&r.forwards) {
+            self.forward(now, server, r.msg, devices, count, out);
         }
         // A record in flight belongs to an owned partition: revoking drops its records.
         let tracker = self.trackers[r.partition as usize].as_mut();
         tracker.expect("a record in flight has its partition's tracker").complete(r.offset);
     }
+}
+
+/// `sorted` (its items grouped by key) in batches of at most `N` items of one key: each as
+/// (key, the items and defaults after them, how many items).
+fn batches<K: Copy + PartialEq, T: Copy + Default, const N: usize>(
+    sorted: &[(K, T)],
+) -> impl Iterator<Item = (K, [T; N], u8)> + '_ {
+    sorted.chunk_by(|a, b| a.0 == b.0).flat_map(|run| run.chunks(N)).map(|batch| {
+        let mut items = [T::default(); N];
+        for (slot, &(_, t)) in items.iter_mut().zip(batch) {
+            *slot = t;
+        }
+        (batch[0].0, items, batch.len() as u8)
+    })
 }
 
 #[cfg(test)]

@@ -148,7 +148,9 @@ fn random_fault(s: &Scenario, rng: &mut ChaCha8Rng) -> Fault {
             Fault::Crash { at_s, for_s: rng.random_range(1..=20), target, detect }
         }
         3 => {
-            let kinds = NodeKind::ALL;
+            // Between kinds the scenario has (no fan-out without groups).
+            let topo = crate::topology::Topology::new(s);
+            let kinds: Vec<NodeKind> = NodeKind::ALL.into_iter().filter(|&k| topo.count(k) > 0).collect();
             let a = rng.random_range(0..kinds.len());
             let b = (a + rng.random_range(1..kinds.len())) % kinds.len();
             Fault::Clog { at_s, for_s: for_s.min(5), between: kinds[a].name().into(), and: kinds[b].name().into() }

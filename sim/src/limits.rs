@@ -885,6 +885,9 @@ pub fn process_set(s: &Scenario, name: &str) -> Result<ProcessSet, String> {
         ));
     };
     let count = crate::topology::Topology::new(s).count(kind);
+    if count == 0 {
+        return Err(format!("`{name}`: the scenario has no {kind_name} processes"));
+    }
     match index {
         None => Ok(ProcessSet { kind, one: None }),
         Some(i) => match i.parse::<u32>() {

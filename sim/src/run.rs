@@ -375,9 +375,15 @@ impl Plan {
             _ => 1,
         };
         let mut shared_logs = Vec::new();
-        for kind in
-            [NodeKind::ClientShard, NodeKind::ChatServer, NodeKind::Cassandra, NodeKind::Redis, NodeKind::Presence]
-        {
+        let kinds = [
+            NodeKind::ClientShard,
+            NodeKind::ChatServer,
+            NodeKind::Cassandra,
+            NodeKind::Redis,
+            NodeKind::Presence,
+            NodeKind::Fanout,
+        ];
+        for kind in kinds {
             for i in (0..n).filter(|&i| topo.locate(NodeIdx(i as u16)).0 == kind) {
                 part_of[i] = lightest(weight(kind), &mut load);
             }

@@ -29,7 +29,7 @@ pub struct CassandraNode {
     /// which finds a row's block without a miss per bisection step over the rows. Valid
     /// for the rows it covers; an insert before its end cuts it back, and a lookup extends
     /// it.
-    marks: std::cell::RefCell<Vec<MessageId>>,
+    marks: Vec<MessageId>,
     /// When writes of the messages the ✓ check samples were applied here (on disk, so
     /// they outlive the process).
     sampled_writes: Vec<(MessageId, Time)>,
@@ -102,7 +102,7 @@ impl CassandraNode {
             self.rows[at] = *msg;
         } else {
             self.rows.insert(at, *msg);
-            self.marks.get_mut().truncate(at / ROWS_PER_MARK);
+            self.marks.truncate(at / ROWS_PER_MARK);
             self.statuses.insert(at, ReceiptState::Sent);
             *self.partition_rows.entry(msg.conversation).or_default() += 1;
         }
@@ -132,16 +132,15 @@ impl CassandraNode {
     /// Where the row of `id` is, or would go: its block by the sparse index, then within
     /// the block (a node's rows are far larger than the cache: bisecting them costs a miss
     /// per step, and a read receipt's row is tens of thousands of rows back).
-    fn position(&self, id: MessageId) -> usize {
-        let mut marks = self.marks.borrow_mut();
+    fn position(&mut self, id: MessageId) -> usize {
         // Rows moved by an insert were cut off (`write`); rows added since are marked now.
-        let marked = marks.len() * ROWS_PER_MARK;
+        let marked = self.marks.len() * ROWS_PER_MARK;
         if marked < self.rows.len() {
-            marks.extend(self.rows[marked..].iter().step_by(ROWS_PER_MARK).map(|r| r.id));
+            self.marks.extend(self.rows[marked..].iter().step_by(ROWS_PER_MARK).map(|r| r.id));
         }
         // The last block whose first id is below `id` holds its place, or its place is
         // the start of the next.
-        let block = marks.partition_point(|&m| m < id).saturating_sub(1);
+        let block = self.marks.partition_point(|&m| m < id).saturating_sub(1);
         let from = block * ROWS_PER_MARK;
         let until = (from + ROWS_PER_MARK).min(self.rows.len());
         from + self.rows[from..until].partition_point(|r| r.id < id)
@@ -149,7 +148,7 @@ impl CassandraNode {
 
     /// The status of a row, if here.
     #[cfg(test)]
-    pub fn status(&self, conversation: ConversationId, id: MessageId) -> Option<ReceiptState> {
+    pub fn status(&mut self, conversation: ConversationId, id: MessageId) -> Option<ReceiptState> {
         let at = self.position(id);
         self.rows.get(at).filter(|r| r.id == id && r.conversation == conversation).map(|_| self.statuses[at])
     }
@@ -253,15 +252,18 @@ mod tests {
             assert_eq!(node.position(MessageId(probe)), want, "id {probe}");
         }
         for &id in ids.iter().step_by(97) {
-            assert_eq!(node.rows[node.position(MessageId(id))].id.0, id);
+            let at = node.position(MessageId(id));
+            assert_eq!(node.rows[at].id.0, id);
         }
         // Rows inserted before the end, after lookups marked them: still found.
         for id in [1, 4, 7_000, 10_000 + 3_000 * 3_000 + 1] {
             node.write(&msg(id));
-            assert_eq!(node.rows[node.position(MessageId(id))].id.0, id);
+            let at = node.position(MessageId(id));
+            assert_eq!(node.rows[at].id.0, id);
         }
         for &id in ids.iter().step_by(89) {
-            assert_eq!(node.rows[node.position(MessageId(id))].id.0, id, "after inserts");
+            let at = node.position(MessageId(id));
+            assert_eq!(node.rows[at].id.0, id, "after inserts");
         }
     }
 }

@@ -790,7 +790,7 @@ impl ClientShard {
             // few times: a group with none open here sends nothing from here).
             let members = self.group_range(k);
             for _ in 0..GROUP_SENDER_DRAWS {
-                if self.devices.state(i as usize * self.layout().slots) != wasim_model::DeviceState::Closed {
+                if self.devices.state(i as usize * self.layout().slots) != DeviceState::Closed {
                     break;
                 }
                 i = self.group_senders[self.rng.group_sends.random_range(members.clone())].2;

@@ -95,19 +95,19 @@ impl FanoutNode {
 impl Process for FanoutNode {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
-        let shared = self.shared.clone();
+        let groups = &self.shared.groups;
         let shards = self.topo.count(NodeKind::Redis);
         let shard_of = move |u: UserId| u.0 % shards;
         match env.msg {
             Msg::Record { partition, offset, msg } => {
                 let group = msg.conversation.group_id().expect("a group message on the group topic");
-                let members = shared.groups.size(group);
+                let members = groups.size(group);
                 let partition = partition - self.topo.partitions;
                 let input = In::Record { partition, offset, msg, group: group.0, members };
                 self.fanout.handle(done, input, shard_of, &mut self.outs);
             }
             Msg::MembersRead { req, group, page } => {
-                let members = shared.groups.page(group, page);
+                let members = groups.page(group, page);
                 self.fanout.handle(done, In::Page { req, members }, shard_of, &mut self.outs);
             }
             Msg::GroupRouted { req, count, servers } => {
