@@ -203,64 +203,83 @@ const _: () = assert!(GROUP_MEMBERS_MAX <= u16::MAX as u32);
 /// row only moves forward (read implies delivered). The sender's own position is not a
 /// recipient: its writes are ignored and it is not waited for.
 ///
-/// Stored compactly because a replica holds these for many messages: two bitsets of
-/// `members` bits (delivered, read) in one allocation, and the two counts, which are
-/// option A's counters derived from the rows.
+/// Stored compactly because a replica holds these for many messages, in one run of 64-bit
+/// words (so that a replica can keep all its messages' tables in one arena, see
+/// `GroupReceipts::init`): a header word (the member count, the sender's position and the
+/// two counts, which are option A's counters derived from the rows), then for each 64
+/// members a delivered word and a read word side by side, so that writing a row touches
+/// the header and one 16-byte pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GroupReceipts {
-    /// The delivered bitset in the first `words` words, the read bitset in the next.
-    bits: Box<[u64]>,
-    members: u16,
-    sender_position: Option<u16>,
-    delivered: u16,
-    read: u16,
+pub struct GroupReceipts<S = Box<[u64]>> {
+    words: S,
 }
+
+/// In the header, a sender outside the group.
+const NO_SENDER: u64 = u16::MAX as u64;
 
 impl GroupReceipts {
     /// No rows yet for a group of `members` members. `sender_position` is the sender's
     /// position in the member list, or `None` when the sender is not a member (a group it
     /// has left): then every member is a recipient.
     pub fn new(members: u32, sender_position: Option<u32>) -> GroupReceipts {
+        let mut words = vec![0; Self::words_for(members)].into_boxed_slice();
+        Self::init(&mut words, members, sender_position);
+        GroupReceipts { words }
+    }
+
+    /// The words the table of a group of `members` takes.
+    pub fn words_for(members: u32) -> usize {
+        1 + 2 * members.div_ceil(u64::BITS) as usize
+    }
+
+    /// Set up an empty table in `words` (`words_for(members)` of them; see `new`).
+    pub fn init(words: &mut [u64], members: u32, sender_position: Option<u32>) {
         assert!(members <= GROUP_MEMBERS_MAX, "group of {members} members exceeds {GROUP_MEMBERS_MAX}");
         if let Some(sender) = sender_position {
             assert!(sender < members, "sender position {sender} outside a group of {members}");
         }
-        let words = members.div_ceil(u64::BITS) as usize;
-        GroupReceipts {
-            bits: vec![0; 2 * words].into_boxed_slice(),
-            members: members as u16,
-            sender_position: sender_position.map(|p| p as u16),
-            delivered: 0,
-            read: 0,
-        }
+        assert_eq!(words.len(), GroupReceipts::words_for(members), "a table's words");
+        words.fill(0);
+        words[0] = u64::from(members) | sender_position.map_or(NO_SENDER, u64::from) << 16;
     }
 
-    /// Write the row of the member at `position` with `Delivered` or `Read` (read sets
-    /// delivered too). Returns what the sender's aggregate became by this write, if it
-    /// changed: `Delivered` when this write made every recipient delivered, `Read` when it
-    /// made every recipient read (a read overtaking the last delivered completes both at
-    /// once, reported as `Read`). Repeats and the sender's own position return `None`.
-    pub fn write(&mut self, position: u32, state: ReceiptState) -> Option<ReceiptState> {
-        self.assert_position(position);
-        assert!(state != ReceiptState::Sent, "a receipt row is written only by a delivered or read ACK");
-        if self.sender_position == Some(position as u16) {
-            return None;
-        }
-        let before = self.aggregate();
-        let counts_acks = crate::plant::planted(crate::plant::Plant::GroupCountsDevices);
-        if Self::set(self.delivered_words_mut(), position) || counts_acks {
-            self.delivered = (self.delivered + 1).min(self.recipients() as u16);
-        }
-        if state == ReceiptState::Read && Self::set(self.read_words_mut(), position) {
-            self.read += 1;
-        }
-        let after = self.aggregate();
-        (after != before).then_some(after)
+    /// The words of the table whose header word is `header`.
+    pub fn words_of(header: u64) -> usize {
+        Self::words_for((header & 0xffff) as u32)
+    }
+
+    /// Where in a table's words the row at `position` lies (its delivered word; the read
+    /// word follows it).
+    pub fn row_word(position: u32) -> usize {
+        Self::word(position, 0)
+    }
+}
+
+impl<S> GroupReceipts<S> {
+    /// The table `init` set up in `words`.
+    pub fn from_words(words: S) -> GroupReceipts<S> {
+        GroupReceipts { words }
+    }
+}
+
+impl<S: AsRef<[u64]>> GroupReceipts<S> {
+    fn header(&self) -> u64 {
+        self.words.as_ref()[0]
+    }
+
+    fn members(&self) -> u32 {
+        (self.header() & 0xffff) as u32
+    }
+
+    fn sender_position(&self) -> Option<u32> {
+        let p = self.header() >> 16 & 0xffff;
+        (p != NO_SENDER).then_some(p as u32)
     }
 
     /// Option A's counters, derived from the rows: (delivered, read) recipients.
     pub fn counters(&self) -> (u32, u32) {
-        (u32::from(self.delivered), u32::from(self.read))
+        let h = self.header();
+        ((h >> 32 & 0xffff) as u32, (h >> 48) as u32)
     }
 
     /// The aggregate the sender sees: `Read` when every recipient has read, `Delivered`
@@ -268,9 +287,10 @@ impl GroupReceipts {
     /// sender) there is nothing to wait for: `Read` from the start.
     pub fn aggregate(&self) -> ReceiptState {
         let recipients = self.recipients();
-        if u32::from(self.read) == recipients {
+        let (delivered, read) = self.counters();
+        if read == recipients {
             ReceiptState::Read
-        } else if u32::from(self.delivered) == recipients {
+        } else if delivered == recipients {
             ReceiptState::Delivered
         } else {
             ReceiptState::Sent
@@ -279,64 +299,80 @@ impl GroupReceipts {
 
     /// Recipients: the members but the sender.
     pub fn recipients(&self) -> u32 {
-        u32::from(self.members) - u32::from(self.sender_position.is_some())
+        self.members() - u32::from(self.sender_position().is_some())
     }
 
     /// Whether the member at `position` counts as delivered (never the sender).
     pub fn delivered(&self, position: u32) -> bool {
-        self.assert_position(position);
-        Self::get(self.delivered_words(), position)
+        self.bit(position, 0)
     }
 
     /// Whether the member at `position` has read (never the sender).
     pub fn read(&self, position: u32) -> bool {
-        self.assert_position(position);
-        Self::get(self.read_words(), position)
+        self.bit(position, 1)
     }
 
-    /// Bytes this holds, for memory reports: 2 bits per member rounded up to 64-bit words,
-    /// plus the header.
+    /// Bytes this holds, for memory reports: the header and 2 bits per member rounded up
+    /// to 64-bit words.
     pub fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + std::mem::size_of_val(&*self.bits)
+        std::mem::size_of_val(self.words.as_ref())
+    }
+
+    /// A hint that the row at `position` is written soon: its words are loaded meanwhile.
+    #[inline]
+    pub fn prefetch(&self, position: u32) {
+        if let Some(pair) = self.words.as_ref().get(Self::word(position, 0)) {
+            crate::prefetch(pair);
+        }
     }
 
     fn assert_position(&self, position: u32) {
-        assert!(position < u32::from(self.members), "position {position} outside a group of {}", self.members);
+        assert!(position < self.members(), "position {position} outside a group of {}", self.members());
     }
 
-    fn words(&self) -> usize {
-        self.bits.len() / 2
+    /// The word of `position`'s delivered (`which` 0) or read (1) bit.
+    #[inline]
+    fn word(position: u32, which: usize) -> usize {
+        1 + 2 * (position / u64::BITS) as usize + which
     }
 
-    fn delivered_words(&self) -> &[u64] {
-        &self.bits[..self.words()]
+    fn bit(&self, position: u32, which: usize) -> bool {
+        self.assert_position(position);
+        self.words.as_ref()[Self::word(position, which)] & (1 << (position % u64::BITS)) != 0
     }
+}
 
-    fn read_words(&self) -> &[u64] {
-        &self.bits[self.words()..]
-    }
-
-    fn delivered_words_mut(&mut self) -> &mut [u64] {
-        let words = self.words();
-        &mut self.bits[..words]
-    }
-
-    fn read_words_mut(&mut self) -> &mut [u64] {
-        let words = self.words();
-        &mut self.bits[words..]
-    }
-
-    fn get(words: &[u64], position: u32) -> bool {
-        words[(position / u64::BITS) as usize] & (1 << (position % u64::BITS)) != 0
-    }
-
-    /// Set the bit; returns whether it was clear before (the row moved).
-    fn set(words: &mut [u64], position: u32) -> bool {
-        let word = &mut words[(position / u64::BITS) as usize];
+impl<S: AsRef<[u64]> + AsMut<[u64]>> GroupReceipts<S> {
+    /// Write the row of the member at `position` with `Delivered` or `Read` (read sets
+    /// delivered too). Returns what the sender's aggregate became by this write, if it
+    /// changed: `Delivered` when this write made every recipient delivered, `Read` when it
+    /// made every recipient read (a read overtaking the last delivered completes both at
+    /// once, reported as `Read`). Repeats and the sender's own position return `None`.
+    pub fn write(&mut self, position: u32, state: ReceiptState) -> Option<ReceiptState> {
+        self.assert_position(position);
+        assert!(state != ReceiptState::Sent, "a receipt row is written only by a delivered or read ACK");
+        if self.sender_position() == Some(position) {
+            return None;
+        }
+        let before = self.aggregate();
+        let counts_acks = crate::plant::planted(crate::plant::Plant::GroupCountsDevices);
+        let recipients = u64::from(self.recipients());
         let mask = 1 << (position % u64::BITS);
-        let was_clear = *word & mask == 0;
-        *word |= mask;
-        was_clear
+        let words = self.words.as_mut();
+        let (d, r) = (Self::word(position, 0), Self::word(position, 1));
+        let mut header = words[0];
+        if words[d] & mask == 0 || counts_acks {
+            words[d] |= mask;
+            let delivered = (header >> 32 & 0xffff) + 1;
+            header = header & !(0xffff << 32) | delivered.min(recipients) << 32;
+        }
+        if state == ReceiptState::Read && words[r] & mask == 0 {
+            words[r] |= mask;
+            header += 1 << 48;
+        }
+        words[0] = header;
+        let after = self.aggregate();
+        (after != before).then_some(after)
     }
 }
 

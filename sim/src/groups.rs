@@ -16,6 +16,29 @@ pub struct Groups {
     members: Vec<UserId>,
 }
 
+/// Each user's groups, in group order: `groups[starts[u]..starts[u + 1]]`.
+#[derive(Clone, Debug, Default)]
+pub struct GroupsOf {
+    starts: Vec<u32>,
+    groups: Vec<GroupId>,
+}
+
+impl GroupsOf {
+    /// The groups `u` is a member of, in group order.
+    pub fn of(&self, u: UserId) -> &[GroupId] {
+        let i = u.0 as usize;
+        match (self.starts.get(i), self.starts.get(i + 1)) {
+            (Some(&from), Some(&until)) => &self.groups[from as usize..until as usize],
+            _ => &[],
+        }
+    }
+
+    /// How many groups `u` is in.
+    pub fn count(&self, u: UserId) -> u32 {
+        self.of(u).len() as u32
+    }
+}
+
 impl Groups {
     /// The groups of `scenario` for run `seed`: each group's size drawn from
     /// `groups.members`, its members drawn uniformly from the registered users (distinct).
@@ -43,6 +66,19 @@ impl Groups {
                 group.dedup();
             }
             members.extend(group);
+            starts.push(members.len() as u32);
+        }
+        Groups { starts, members }
+    }
+
+    /// Groups of the given members (each list sorted, distinct), for tests.
+    #[cfg(test)]
+    pub(crate) fn of_lists(lists: &[&[u32]]) -> Groups {
+        let mut starts = vec![0];
+        let mut members = Vec::new();
+        for list in lists {
+            assert!(list.is_sorted() && list.windows(2).all(|w| w[0] < w[1]), "sorted and distinct");
+            members.extend(list.iter().map(|&u| UserId(u)));
             starts.push(members.len() as u32);
         }
         Groups { starts, members }
@@ -77,12 +113,7 @@ impl Groups {
     /// list, where bisecting it costs a miss a step (every receipt row looks one up).
     pub fn position(&self, g: GroupId, u: UserId) -> Option<u32> {
         let members = self.members(g);
-        let (Some(&first), Some(&last)) = (members.first(), members.last()) else { return None };
-        if u < first || u > last {
-            return None;
-        }
-        let span = u64::from(last.0 - first.0).max(1);
-        let guess = (u64::from(u.0 - first.0) * (members.len() as u64 - 1) / span) as usize;
+        let guess = self.guess(members, u)?;
         let (mut lo, mut hi) = (guess, guess + 1);
         let mut step = 8;
         while lo > 0 && members[lo] > u {
@@ -96,6 +127,49 @@ impl Groups {
             step *= 2;
         }
         members[lo..hi].binary_search(&u).ok().map(|p| (lo + p) as u32)
+    }
+
+    /// Each user's groups (the reverse of the member lists).
+    pub fn of_users(&self) -> GroupsOf {
+        let users = self.members.iter().map(|u| u.0 as usize + 1).max().unwrap_or(0);
+        let mut starts = vec![0u32; users + 1];
+        for m in &self.members {
+            starts[m.0 as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut next = starts.clone();
+        let mut groups = vec![GroupId(0); self.members.len()];
+        for (g, members) in self.iter() {
+            for m in members {
+                groups[next[m.0 as usize] as usize] = g;
+                next[m.0 as usize] += 1;
+            }
+        }
+        GroupsOf { starts, groups }
+    }
+
+    /// A hint that `position(g, u)` comes soon: the line of the member list it guesses is
+    /// loaded meanwhile.
+    #[inline]
+    pub fn prefetch_position(&self, g: GroupId, u: UserId) {
+        let members = self.members(g);
+        if let Some(guess) = self.guess(members, u) {
+            wasim_model::prefetch(&members[guess]);
+        }
+    }
+
+    /// Where `u` would be in `members` if they were spread evenly between the first and
+    /// the last (`None`: outside them).
+    #[inline]
+    fn guess(&self, members: &[UserId], u: UserId) -> Option<usize> {
+        let (&first, &last) = (members.first()?, members.last()?);
+        if u < first || u > last {
+            return None;
+        }
+        let span = u64::from(last.0 - first.0).max(1);
+        Some((u64::from(u.0 - first.0) * (members.len() as u64 - 1) / span) as usize)
     }
 
     /// Memberships of all groups together.
@@ -112,6 +186,29 @@ impl Groups {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_users_groups_are_the_groups_listing_it() {
+        let groups = Groups::of_lists(&[&[1, 4, 9], &[4], &[], &[0, 9, 12]]);
+        let of = groups.of_users();
+        for u in 0..15 {
+            let expected: Vec<GroupId> =
+                groups.iter().filter(|(_, m)| m.contains(&UserId(u))).map(|(g, _)| g).collect();
+            assert_eq!(of.of(UserId(u)), &expected[..], "user {u}");
+            assert_eq!(of.count(UserId(u)) as usize, expected.len());
+        }
+        assert!(Groups::default().of_users().of(UserId(3)).is_empty());
+    }
+
+    #[test]
+    fn a_position_prefetch_and_lookup_agree_on_members_and_outsiders() {
+        let groups = Groups::of_lists(&[&[2, 3, 50, 51, 52, 900, 1_000]]);
+        for u in [0, 2, 3, 4, 50, 52, 53, 899, 900, 1_000, 1_001] {
+            groups.prefetch_position(GroupId(0), UserId(u));
+            let expected = groups.members(GroupId(0)).iter().position(|&m| m == UserId(u)).map(|p| p as u32);
+            assert_eq!(groups.position(GroupId(0), UserId(u)), expected, "user {u}");
+        }
+    }
 
     fn scenario(text: &str) -> Scenario {
         Scenario::parse(text, std::path::Path::new("t.toml"), "t").unwrap()
@@ -200,7 +297,12 @@ pub struct GroupStats {
 
 impl GroupStats {
     /// The stats of a run's group messages, from its logs.
-    pub fn from_logs(logs: &crate::check::Logs, groups: &Groups, scenario: &Scenario) -> Option<GroupStats> {
+    pub fn from_logs(
+        logs: &crate::check::Logs,
+        firsts: &crate::check::GroupFirsts,
+        groups: &Groups,
+        scenario: &Scenario,
+    ) -> Option<GroupStats> {
         use rustc_hash::FxHashMap;
         use wasim_model::ReceiptState;
         if groups.len() == 0 {
@@ -215,7 +317,7 @@ impl GroupStats {
         messages.dedup_by_key(|a| a.key);
         // Who had and who read each client message, first time only, joined with the
         // messages below.
-        let (had, read) = crate::check::group_firsts(logs, &logs.displays);
+        let (had, read) = firsts;
         let mut views: FxHashMap<u64, ReceiptState> = FxHashMap::default();
         for &(key, state, _) in &logs.sender_views {
             let v = views.entry(key).or_insert(state);

@@ -234,9 +234,12 @@ pub enum Msg {
     },
     // chat server <-> Cassandra: the group receipts table's row (message, member), from
     // the member's receipt; a replica whose rows it completes answers with the aggregate's
-    // receipt, for the sender.
+    // receipt, for the sender. `position` is the member's place in the group's member list
+    // (the row's index in a replica's table), looked up once by the writer rather than by
+    // every replica.
     ReceiptRow {
         receipt: Receipt,
+        position: u16,
     },
     GroupAggregate {
         receipt: Receipt,
@@ -313,7 +316,7 @@ impl Msg {
             | Msg::StoredReceipt { receipt, .. }
             | Msg::RouteReceipt { receipt, .. }
             | Msg::ReceiptRelay { receipt } => Some(receipt.msg.id),
-            Msg::ReceiptRow { receipt } | Msg::GroupAggregate { receipt } => Some(receipt.msg.id),
+            Msg::ReceiptRow { receipt, .. } | Msg::GroupAggregate { receipt } => Some(receipt.msg.id),
             Msg::Device { frame: F::DeliveredAck { msg, .. } | F::ReadAck { msg, .. }, .. } => Some(msg.id),
             _ => None,
         }

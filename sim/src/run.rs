@@ -103,8 +103,9 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Outcome {
     drop(gang);
     // Outside the simulation, where threads are allowed: the checkers use both cores.
     let cx = check_context(&outcome);
-    outcome.checks = check_all(&mut logs, &cx, true);
-    outcome.groups = crate::groups::GroupStats::from_logs(&logs, &cx.groups, scenario);
+    let (checks, firsts) = crate::check::check_all_with_firsts(&mut logs, &cx, true);
+    outcome.checks = checks;
+    outcome.groups = crate::groups::GroupStats::from_logs(&logs, &firsts, &cx.groups, scenario);
     outcome
 }
 

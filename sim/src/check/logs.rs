@@ -113,10 +113,6 @@ pub struct Logs {
     pub displays: Vec<Display>,
     /// (device, id) of every display, sorted (filled by `sort`).
     pub displays_by_device: Vec<(DeviceKey, MessageId)>,
-    /// (device, client message) of every display of a group message, sorted (filled by
-    /// `sort`): a member that had a group message under one id takes a retry of it,
-    /// under another, for a repeat.
-    pub group_displays_by_client: Vec<(DeviceKey, u64)>,
     /// Every change of a sender's view: client-id key, new state, when.
     pub sender_views: Vec<(u64, ReceiptState, LogMs)>,
     /// Read receipts the senders received: message, reading device, when.
@@ -182,7 +178,6 @@ impl Logs {
             acked_groups: merged(parts, |l| &mut l.acked_groups),
             displays: merged(parts, |l| &mut l.displays),
             displays_by_device: Vec::new(),
-            group_displays_by_client: Vec::new(),
             sender_views: merged(parts, |l| &mut l.sender_views),
             reads: merged(parts, |l| &mut l.reads),
             member_reads: merged(parts, |l| &mut l.member_reads),
@@ -210,9 +205,6 @@ impl Logs {
     pub fn sort(&mut self, displays: &[Display]) {
         self.displays_by_device = displays.iter().map(|d| (d.device, d.id)).collect();
         self.displays_by_device.sort_unstable();
-        self.group_displays_by_client =
-            displays.iter().filter(|d| d.conversation.group_id().is_some()).map(|d| (d.device, d.client())).collect();
-        self.group_displays_by_client.sort_unstable();
         // These arrive as one sorted run per process: the stable sort merges runs.
         self.connected.sort_unstable_by_key(|c| c.device);
         self.registered.sort();

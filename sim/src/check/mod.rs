@@ -129,6 +129,12 @@ pub struct CheckContext {
 /// checkers run on two threads (only outside the simulation, which forbids threads); the
 /// report is the same either way.
 pub fn check_all(logs: &mut Logs, cx: &CheckContext, parallel: bool) -> CheckReport {
+    check_all_with_firsts(logs, cx, parallel).0
+}
+
+/// `check_all`, also handing back the members' first times with each group message that
+/// the group checker joined (the group stats use them too).
+pub fn check_all_with_firsts(logs: &mut Logs, cx: &CheckContext, parallel: bool) -> (CheckReport, GroupFirsts) {
     let mut r = CheckReport {
         checked: vec![
             (1, "no loss"),
@@ -145,28 +151,31 @@ pub fn check_all(logs: &mut Logs, cx: &CheckContext, parallel: bool) -> CheckRep
     };
     // Group B reads only what group A does not write.
     let (views, displays) = (std::mem::take(&mut logs.sender_views), std::mem::take(&mut logs.displays));
+    let member_reads = std::mem::take(&mut logs.member_reads);
+    let acked_groups = logs.acked_groups.clone();
     let group_b = || {
         let mut b = CheckReport::default();
         views_monotone(&views, &mut b);
-        order(&displays, &mut b);
         no_duplicate_by_client(&displays, &mut b);
-        b
+        let firsts = group_firsts(&member_reads, &displays);
+        group_aggregate(&acked_groups, &views, &firsts, cx, &mut b);
+        (b, firsts)
     };
     let group_a = |logs: &mut Logs| {
         let mut a = CheckReport::default();
         logs.sort(&displays);
-        no_loss(logs, cx, &mut a);
+        no_loss(logs, &displays, cx, &mut a);
         acked_on_a_quorum(logs, cx, &mut a);
         routing(logs, &mut a);
         liveness(logs, cx, &mut a);
         no_duplicate_display(logs, &mut a);
         reads_follow_displays(logs, &mut a);
         receipt_liveness(logs, &views, cx, &mut a);
-        group_aggregate(logs, &views, &displays, cx, &mut a);
         presence(logs, cx, &mut a);
+        order(&displays, &mut a);
         a
     };
-    let (a, b) = if parallel {
+    let (a, (b, firsts)) = if parallel {
         std::thread::scope(|s| {
             let b = s.spawn(group_b);
             let a = group_a(logs);
@@ -179,7 +188,8 @@ pub fn check_all(logs: &mut Logs, cx: &CheckContext, parallel: bool) -> CheckRep
     r.merge(b);
     logs.sender_views = views;
     logs.displays = displays;
-    r
+    logs.member_reads = member_reads;
+    (r, firsts)
 }
 
 /// Whether the ✓ check follows message `id`: one message in 16, by a hash of its id (so
@@ -226,7 +236,7 @@ fn violation(invariant: u8, name: &'static str, subject: String, at: impl Into<T
 ///    in flight, not lost: owed to a device whose catch-up is under way (invariant 8 judges
 ///    a catch-up that lasts too long), or acknowledged within the in-flight bound before the
 ///    end (it may still wait in a queue, on the network or for a retry).
-fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
+fn no_loss(logs: &Logs, displays: &[Display], cx: &CheckContext, r: &mut CheckReport) {
     // Merge joins over sorted logs: a binary search per message would cost a cache miss
     // per step on logs of millions of entries.
     let mut acked = logs.acked.clone();
@@ -258,26 +268,45 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
             r.add(violation(1, "no loss", format!("message {id}"), acked_at, detail));
         }
     }
-    // What each device connected at the end is owed: (device, message, acknowledged at,
-    // whether the device is catching up). A group message is owed to each member but the
-    // sender.
+    // What each device connected at the end is owed, user by user (in device order, as
+    // `connected` and the displays are sorted): its 1:1 messages, and its groups' messages
+    // from others. Group messages are looked up through each user's groups rather than
+    // expanded to every member (offline members included) and sorted.
     acked.retain(|a| a.1 != wasim_model::UserId::GROUP);
+    acked.sort_unstable_by_key(|&(id, to, _)| (to, id));
     let mut groups_acked = logs.acked_groups.clone();
     groups_acked.sort_unstable_by_key(|a| (a.id, a.acked));
     groups_acked.dedup_by_key(|a| a.id);
-    for a in &groups_acked {
-        acked.extend(cx.groups.members(a.group).iter().filter(|&&m| m != a.sender).map(|&m| (a.id, m, a.acked)));
-    }
-    acked.sort_unstable_by_key(|&(id, to, _)| (to, id));
-    let mut owed: Vec<(DeviceKey, MessageId, LogMs, bool)> = Vec::with_capacity(acked.len());
+    groups_acked.sort_unstable_by_key(|a| (a.group, a.id));
+    let group_run = |g: wasim_model::GroupId| {
+        let from = groups_acked.partition_point(|a| a.group < g);
+        &groups_acked[from..from + groups_acked[from..].partition_point(|a| a.group == g)]
+    };
+    let groups_of = cx.groups.of_users();
+    let recent_from = cx.end - cx.in_flight_bound;
+    let mut one_to_one = acked.iter().peekable();
     let mut connected = logs.connected.iter().peekable();
     let mut linked = logs.registered.iter().peekable();
-    let mut i = 0;
-    while i < acked.len() {
-        let to = acked[i].1;
-        let end = i + acked[i..].iter().take_while(|a| a.1 == to).count();
-        let phone = DeviceKey::of(DeviceId::phone(to));
-        while connected.next_if(|c| c.device < phone).is_some() {}
+    let mut shown = logs.displays_by_device.iter().peekable();
+    // A user's messages: (id, acknowledged at, the group message's client key).
+    let mut mine: Vec<(MessageId, LogMs, Option<u64>)> = Vec::new();
+    // Owed and not shown under its id, in (device, id) order: (device, id, acknowledged
+    // at, catching up, client key).
+    let mut unshown: Vec<(DeviceKey, MessageId, LogMs, bool, Option<u64>)> = Vec::new();
+    while let Some(first) = connected.peek() {
+        let to = first.device.device().user;
+        mine.clear();
+        while one_to_one.next_if(|a| a.1 < to).is_some() {}
+        while let Some(a) = one_to_one.next_if(|a| a.1 == to) {
+            mine.push((a.0, a.2, None));
+        }
+        let groups = groups_of.of(to);
+        for &g in groups {
+            mine.extend(group_run(g).iter().filter(|a| a.sender != to).map(|a| (a.id, a.acked, Some(a.key))));
+        }
+        if !groups.is_empty() {
+            mine.sort_unstable_by_key(|m| m.0);
+        }
         while let Some(c) = connected.next_if(|c| c.device.device().user == to) {
             let web = c.device.device().slot.0 > 0;
             while linked.next_if(|&&(d, _)| d < c.device).is_some() {}
@@ -286,32 +315,35 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
             while let Some(&(_, at)) = linked.next_if(|&&(d, _)| d == c.device) {
                 linked_at = linked_at.max(Some(at));
             }
-            for &(id, _, acked_at) in &acked[i..end] {
+            for &(id, acked_at, key) in &mine {
                 // Minted (the id's timestamp) before the web client had seen its
                 // connection accepted: it may have been routed before the session store
                 // knew the client existed.
                 if web && linked_at.is_some_and(|at| id.timestamp_ms() <= at.as_ms()) {
                     continue;
                 }
-                owed.push((c.device, id, acked_at, c.catching_up_since.is_some()));
+                while shown.next_if(|&&s| s < (c.device, id)).is_some() {}
+                if shown.peek() != Some(&&(c.device, id)) {
+                    unshown.push((c.device, id, acked_at, c.catching_up_since.is_some(), key));
+                }
             }
         }
-        i = end;
     }
-    // Built in (recipient, slot, id) order, which is (device, id) order.
-    assert!(owed.is_sorted_by_key(|o| (o.0, o.1)), "owed messages are built in device order");
-    let recent_from = cx.end - cx.in_flight_bound;
-    let mut shown = logs.displays_by_device.iter().peekable();
-    // A group message's client message, by id: a member that had it under another id (a
-    // retry of the send) has it.
-    let group_keys: rustc_hash::FxHashMap<MessageId, u64> = groups_acked.iter().map(|a| (a.id, a.key)).collect();
-    let had_client = |device: DeviceKey, key: u64| logs.group_displays_by_client.binary_search(&(device, key)).is_ok();
-    for (device, id, acked_at, catching_up) in owed {
-        while shown.next_if(|&&s| s < (device, id)).is_some() {}
-        if shown.peek() == Some(&&(device, id)) {
-            continue;
-        }
-        if group_keys.get(&id).is_some_and(|&key| had_client(device, key)) {
+    // A member that had a group message under another id (a retry of the send) has it:
+    // looked up for the few not shown under their id.
+    let mut had_client: rustc_hash::FxHashSet<(DeviceKey, u64)> =
+        unshown.iter().filter_map(|u| u.4.map(|key| (u.0, key))).collect();
+    if !had_client.is_empty() {
+        let shown_keys: rustc_hash::FxHashSet<(DeviceKey, u64)> = displays
+            .iter()
+            .filter(|d| d.conversation.group_id().is_some())
+            .map(|d| (d.device, d.client()))
+            .filter(|k| had_client.contains(k))
+            .collect();
+        had_client = shown_keys;
+    }
+    for (device, id, acked_at, catching_up, key) in unshown {
+        if key.is_some_and(|key| had_client.contains(&(device, key))) {
             continue;
         }
         if catching_up {
@@ -333,22 +365,22 @@ fn no_loss(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
 ///    showed it), and blue only once every such member has read it. Judged at the first
 ///    time the sender's view reached each state.
 fn group_aggregate(
-    logs: &Logs,
+    acked_groups: &[AckedGroup],
     views: &[(u64, ReceiptState, LogMs)],
-    displays: &[Display],
+    firsts: &GroupFirsts,
     cx: &CheckContext,
     r: &mut CheckReport,
 ) {
     use rustc_hash::FxHashMap;
     use wasim_model::GroupId;
-    if logs.acked_groups.is_empty() {
+    if acked_groups.is_empty() {
         return;
     }
     // Each group message by its sender's client key: (id, group, sender). Members are
     // judged by the client message they had (a retried send comes under another id, which
     // a device that had the first takes for a repeat).
     let mut messages: FxHashMap<u64, (MessageId, GroupId, UserId)> = FxHashMap::default();
-    for a in &logs.acked_groups {
+    for a in acked_groups {
         messages.entry(a.key).or_insert((a.id, a.group, a.sender));
     }
     // The first time each sender's view showed ✓✓ and blue.
@@ -365,7 +397,7 @@ fn group_aggregate(
         }
     }
     // When each member first had each group message, and first read it.
-    let (had, read) = group_firsts(logs, displays);
+    let (had, read) = firsts;
     let mut keys: Vec<&u64> = first.keys().collect();
     keys.sort_unstable();
     for key in keys {
@@ -399,10 +431,13 @@ fn group_aggregate(
 /// and one per (client key, member).
 pub(crate) type MemberFirsts = Vec<(u64, UserId, LogMs)>;
 
+/// When each member first had each group message, and when it first read it.
+pub type GroupFirsts = (MemberFirsts, MemberFirsts);
+
 /// The first time each member had each group message (on any device) and first read it,
 /// by the sender's client message. Sorted runs, not hash maps: group-1024 logs millions of
 /// member displays.
-pub(crate) fn group_firsts(logs: &Logs, displays: &[Display]) -> (MemberFirsts, MemberFirsts) {
+fn group_firsts(member_reads: &[(u64, UserId, LogMs)], displays: &[Display]) -> GroupFirsts {
     let first_by_key = |mut v: MemberFirsts| {
         v.sort_unstable();
         v.dedup_by_key(|e| (e.0, e.1));
@@ -413,7 +448,7 @@ pub(crate) fn group_firsts(logs: &Logs, displays: &[Display]) -> (MemberFirsts, 
         .filter(|d| d.conversation.group_id().is_some())
         .map(|d| (d.client(), d.device.device().user, d.at))
         .collect();
-    (first_by_key(had), first_by_key(logs.member_reads.clone()))
+    (first_by_key(had), first_by_key(member_reads.to_vec()))
 }
 
 /// 6. Routing: a device live at the end (its catch-up done, so its connect's session write
@@ -700,6 +735,73 @@ mod tests {
         assert_eq!(serial.violations, parallel.violations);
         assert_eq!(serial.counts, parallel.counts);
         serial.violations.iter().map(|v| v.invariant).collect()
+    }
+
+    /// Group 0 of users 1, 2 and 3; user 1 sent message 40 (client key 400), acknowledged
+    /// at 5 s; users 2 (phone and web) and 3 (phone) are connected at the end, user 3 has
+    /// it, user 2 has it on its phone only.
+    fn group_logs() -> (Logs, CheckContext) {
+        let conversation = ConversationId::group(wasim_model::GroupId(0)).0;
+        let member = |device: DeviceKey, id: u64| {
+            Display::new(device, LogMs(6_000), ConversationId(conversation), MessageId(id), 400, false)
+        };
+        let phone_3 = DeviceKey(6);
+        let logs = Logs {
+            acked_groups: vec![AckedGroup {
+                key: 400,
+                id: MessageId(40),
+                group: wasim_model::GroupId(0),
+                sender: UserId(1),
+                sent: LogMs(4_900),
+                acked: LogMs(5_000),
+            }],
+            displays: vec![member(PHONE_2, 40), member(phone_3, 40)],
+            connected: vec![connected(PHONE_2), connected(WEB_2), connected(phone_3)],
+            sessions: vec![
+                (PHONE_2, wasim_model::ServerId(1)),
+                (WEB_2, wasim_model::ServerId(1)),
+                (phone_3, wasim_model::ServerId(1)),
+            ],
+            stored: vec![MessageId(40), MessageId(40)],
+            ..Logs::default()
+        };
+        let cx = CheckContext { groups: crate::groups::Groups::of_lists(&[&[1, 2, 3]]), ..cx() };
+        (logs, cx)
+    }
+
+    #[test]
+    fn a_group_message_is_owed_to_every_connected_device_of_every_member_but_the_sender() {
+        let (mut logs, cx) = group_logs();
+        let report = check_all(&mut logs, &cx, true);
+        let lost: Vec<&str> =
+            report.violations.iter().filter(|v| v.invariant == 1).map(|v| v.detail.as_str()).collect();
+        assert_eq!(lost.len(), 1, "{report:?}");
+        assert!(lost[0].contains(&WEB_2.to_string()), "names the web client without it: {}", lost[0]);
+        // Shown there under a retry's id (the same client message): it has it.
+        logs.displays.push(Display::new(
+            WEB_2,
+            LogMs(7_000),
+            ConversationId::group(wasim_model::GroupId(0)),
+            MessageId(41),
+            400,
+            false,
+        ));
+        let report = check_all(&mut logs, &cx, false);
+        assert!(report.violations.iter().all(|v| v.invariant != 1), "{report:?}");
+        // The sender's own devices are owed nothing; a non-member's nothing either.
+        let (mut logs, cx) = group_logs();
+        logs.displays.push(Display::new(
+            WEB_2,
+            LogMs(7_000),
+            ConversationId::group(wasim_model::GroupId(0)),
+            MessageId(40),
+            400,
+            false,
+        ));
+        logs.connected.insert(0, connected(DeviceKey(2)));
+        logs.connected.push(connected(DeviceKey(8)));
+        let report = check_all(&mut logs, &cx, true);
+        assert!(report.violations.iter().all(|v| v.invariant != 1), "{report:?}");
     }
 
     #[test]

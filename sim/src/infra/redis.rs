@@ -5,7 +5,6 @@
 //! device reconnecting and a message being routed to its inbox.
 
 use rustc_hash::FxHashMap;
-use std::collections::VecDeque;
 use std::time::Duration;
 use wasim_model::{
     ChatMessage, ConversationId, DeviceId, InboxPos, MessageId, Receipt, Route, ServerId, SessionStore, SessionWrite,
@@ -18,35 +17,123 @@ pub const INBOX_LEN_MAX: usize = 100_000;
 /// The most receipts stored for one offline sender; past this the oldest are dropped.
 pub const STORED_RECEIPTS_MAX: usize = 10_000;
 
-/// `inbox:{user}`: a sorted set scored by the order of addition (its members name the
-/// message and its conversation, so rows can be read back). Entries are numbered from 0
-/// for the life of the inbox; the oldest are trimmed at `INBOX_LEN_MAX`.
-#[derive(Debug, Default)]
-struct Inbox {
-    /// The position of `entries[0]`.
-    base: u32,
-    entries: VecDeque<(MessageId, ConversationId)>,
+/// The shard's `inbox:{user}` sorted sets, scored by the order of addition (their members
+/// name the message and its conversation, so rows can be read back). A user's entries are
+/// numbered from 0 for the life of the inbox; past `INBOX_LEN_MAX` the oldest no longer
+/// count.
+///
+/// Laid out for the write path, where a group message adds a pointer to each of hundreds
+/// of offline members' inboxes at once: the entries of all inboxes go to one log, each
+/// linked to the same user's entry before it, and each user has a head (its newest entry
+/// and its count) in a dense table by user. An add touches the head and the log's tail;
+/// a hash map of growing queues cost a miss at the table, one at the queue, and a copy
+/// each time a queue grew. A fetch (a device reconnecting) walks its chain back.
+#[derive(Debug)]
+struct Inboxes {
+    /// The users `u % stride == shard`: user `u`'s head is `heads[u / stride]`.
+    stride: strength_reduce::StrengthReducedU32,
+    heads: Vec<InboxHead>,
+    log: Vec<InboxEntry>,
 }
 
-impl Inbox {
-    fn end(&self) -> InboxPos {
-        InboxPos(self.base + self.entries.len() as u32)
+/// A user's inbox: its newest entry in the log (plus one; 0: none) and how many were ever
+/// added.
+#[derive(Clone, Copy, Debug, Default)]
+struct InboxHead {
+    newest: u32,
+    count: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct InboxEntry {
+    id: MessageId,
+    conversation: ConversationId,
+    /// The same user's entry before this one (plus one; 0: none).
+    previous: u32,
+}
+
+impl InboxHead {
+    /// The position of the oldest entry still counted.
+    fn base(&self) -> u32 {
+        self.count.saturating_sub(INBOX_LEN_MAX as u32)
+    }
+}
+
+impl Inboxes {
+    fn with_stride(stride: u32) -> Inboxes {
+        Inboxes { stride: strength_reduce::StrengthReducedU32::new(stride), heads: Vec::new(), log: Vec::new() }
+    }
+
+    fn index(&self, user: UserId) -> usize {
+        (user.0 / self.stride) as usize
+    }
+
+    fn head(&self, user: UserId) -> InboxHead {
+        self.heads.get(self.index(user)).copied().unwrap_or_default()
+    }
+
+    fn prefetch(&self, user: UserId) {
+        if let Some(h) = self.heads.get(self.index(user)) {
+            wasim_model::prefetch(h);
+        }
+    }
+
+    /// Add an entry; returns whether an old one stopped counting (the inbox was full).
+    fn add(&mut self, user: UserId, id: MessageId, conversation: ConversationId) -> bool {
+        let i = self.index(user);
+        if i >= self.heads.len() {
+            self.heads.resize(i + 1, InboxHead::default());
+        }
+        let head = &mut self.heads[i];
+        assert!(self.log.len() < u32::MAX as usize, "a session shard holds more than 4 billion inbox pointers");
+        self.log.push(InboxEntry { id, conversation, previous: head.newest });
+        head.newest = self.log.len() as u32;
+        head.count += 1;
+        head.count > INBOX_LEN_MAX as u32
+    }
+
+    /// The entries of `user` from position `cursor` on (no earlier than the oldest still
+    /// counted), oldest first; and the position after the last.
+    fn since(&self, user: UserId, cursor: InboxPos) -> (Vec<(InboxPos, MessageId, ConversationId)>, InboxPos) {
+        let head = self.head(user);
+        let first = cursor.0.max(head.base());
+        let mut entries = Vec::with_capacity(head.count.saturating_sub(first) as usize);
+        let (mut at, mut pos) = (head.newest, head.count);
+        while pos > first {
+            let e = self.log[at as usize - 1];
+            pos -= 1;
+            entries.push((InboxPos(pos), e.id, e.conversation));
+            at = e.previous;
+        }
+        entries.reverse();
+        (entries, InboxPos(head.count))
     }
 }
 
 /// The data of one shard.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RedisShard {
     sessions: SessionStore,
-    inboxes: FxHashMap<UserId, Inbox>,
+    inboxes: Inboxes,
     receipts: FxHashMap<UserId, Vec<Receipt>>,
     dropped: u64,
+}
+
+impl Default for RedisShard {
+    fn default() -> Self {
+        RedisShard::with_stride(1, 0)
+    }
 }
 
 impl RedisShard {
     /// A shard for the users `u % stride == shard`, sized for about `users` keys.
     pub fn with_stride(stride: u32, users: usize) -> RedisShard {
-        RedisShard { sessions: SessionStore::with_stride(stride, users), ..RedisShard::default() }
+        RedisShard {
+            sessions: SessionStore::with_stride(stride, users),
+            inboxes: Inboxes::with_stride(stride),
+            receipts: FxHashMap::default(),
+            dropped: 0,
+        }
     }
 
     /// A hint that a command for `user`'s keys comes soon: the session entry is loaded
@@ -54,6 +141,7 @@ impl RedisShard {
     #[inline]
     pub fn prefetch(&self, user: UserId) {
         self.sessions.prefetch(user);
+        self.inboxes.prefetch(user);
     }
 
     /// `SET session:{user}` for one device's connection `epoch` with a TTL, fenced by the
@@ -111,11 +199,7 @@ impl RedisShard {
     /// back by a server after an earlier fetch read it) takes a new position, so a device
     /// that fetched past its old one fetches it again; the device shows it once.
     pub fn inbox_add(&mut self, user: UserId, id: MessageId, conversation: ConversationId) {
-        let inbox = self.inboxes.entry(user).or_default();
-        inbox.entries.push_back((id, conversation));
-        if inbox.entries.len() > INBOX_LEN_MAX {
-            inbox.entries.pop_front();
-            inbox.base += 1;
+        if self.inboxes.add(user, id, conversation) {
             self.dropped += 1;
         }
     }
@@ -126,15 +210,8 @@ impl RedisShard {
         &self,
         user: UserId,
         cursor: InboxPos,
-    ) -> (impl Iterator<Item = (InboxPos, MessageId, ConversationId)> + '_, InboxPos) {
-        let Some(inbox) = self.inboxes.get(&user) else {
-            return (None.into_iter().flatten(), InboxPos(0));
-        };
-        let first = cursor.0.max(inbox.base);
-        let skip = ((first - inbox.base) as usize).min(inbox.entries.len());
-        let entries =
-            inbox.entries.range(skip..).enumerate().map(move |(i, &(id, c))| (InboxPos(first + i as u32), id, c));
-        (Some(entries).into_iter().flatten(), inbox.end())
+    ) -> (Vec<(InboxPos, MessageId, ConversationId)>, InboxPos) {
+        self.inboxes.since(user, cursor)
     }
 
     /// Route a receipt to the server of the sender's phone, or store it for the sender's
@@ -196,7 +273,7 @@ mod tests {
 
     fn ids(r: &RedisShard, user: UserId, cursor: u32) -> (Vec<u64>, InboxPos) {
         let (entries, end) = r.inbox_since(user, InboxPos(cursor));
-        (entries.map(|e| e.1 .0).collect(), end)
+        (entries.iter().map(|e| e.1 .0).collect(), end)
     }
 
     #[test]
@@ -210,6 +287,27 @@ mod tests {
         assert_eq!(ids(&r, u, 2), (vec![9], InboxPos(3)));
         assert_eq!(ids(&r, u, 7), (vec![], InboxPos(3)), "a cursor past the end reads nothing");
         assert_eq!(ids(&r, UserId(5), 0), (vec![], InboxPos(0)));
+    }
+
+    #[test]
+    fn interleaved_inboxes_of_one_shard_keep_their_own_entries_and_positions() {
+        // Shard 1 of 4: users 1, 5, 9, ... Their adds interleave in the shard's log.
+        let mut r = RedisShard::with_stride(4, 0);
+        let users = [UserId(1), UserId(5), UserId(4_001)];
+        for round in 0..50u64 {
+            for (k, &u) in users.iter().enumerate() {
+                if round % (k as u64 + 1) == 0 {
+                    r.inbox_add(u, MessageId(1_000 * k as u64 + round), ConversationId(1));
+                }
+            }
+        }
+        for (k, &u) in users.iter().enumerate() {
+            let all: Vec<u64> =
+                (0..50).filter(|round| round % (k as u64 + 1) == 0).map(|round| 1_000 * k as u64 + round).collect();
+            assert_eq!(ids(&r, u, 0), (all.clone(), InboxPos(all.len() as u32)), "user {}", u.0);
+            assert_eq!(ids(&r, u, 3), (all[3..].to_vec(), InboxPos(all.len() as u32)), "user {} from 3", u.0);
+        }
+        assert_eq!(ids(&r, UserId(9), 0), (vec![], InboxPos(0)), "a user with no inbox");
     }
 
     #[test]

@@ -182,8 +182,11 @@ impl ChatNode {
                     }
                 }
                 Out::WriteGroupReceipt { receipt } => {
+                    let group = receipt.msg.conversation.group_id().expect("a group message's receipt");
+                    let position = shared.groups.position(group, receipt.by.user).expect("a receipt from a member");
+                    let position = u16::try_from(position).expect("positions fit a group of at most 1,024");
                     for replica in topo.replicas(receipt.msg.conversation) {
-                        ctx.send(replica, t, Msg::ReceiptRow { receipt });
+                        ctx.send(replica, t, Msg::ReceiptRow { receipt, position });
                     }
                 }
             }
@@ -275,8 +278,21 @@ impl Process for ChatNode {
     fn prefetch(&self, env: &Envelope) {
         use wasim_model::DeviceFrame as F;
         let device = match env.msg {
-            Msg::Device { frame: F::DeliveredAck { msg, .. } | F::ReadAck { msg, .. }, .. } => {
-                DeviceId::phone(msg.from)
+            // A member's ACK of a group message writes its receipts row, at its position.
+            Msg::Device { device, frame: F::DeliveredAck { msg, .. } | F::ReadAck { msg, .. } } => {
+                match msg.conversation.group_id() {
+                    Some(group) => {
+                        self.shared.groups.prefetch_position(group, device.user);
+                        device
+                    }
+                    None => DeviceId::phone(msg.from),
+                }
+            }
+            Msg::GroupForward { count, devices, .. } => {
+                for key in &devices[..usize::from(count)] {
+                    self.server.prefetch(key.device());
+                }
+                return;
             }
             Msg::Device { device, .. } => device,
             Msg::Forward { msg, slot } => DeviceId { user: msg.to, slot },

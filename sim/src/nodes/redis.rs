@@ -153,6 +153,12 @@ impl Process for RedisNode {
             }
             Msg::RouteMessage { msg, .. } | Msg::Reroute { msg, .. } => msg.to,
             Msg::RouteReceipt { receipt, .. } => receipt.msg.from,
+            Msg::RouteGroup { count, members, .. } => {
+                for &m in &members[..usize::from(count)] {
+                    self.shard.prefetch(m);
+                }
+                return;
+            }
             _ => return,
         };
         self.shard.prefetch(user);
