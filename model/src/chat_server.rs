@@ -12,6 +12,7 @@
 //! order. Receipts (delivered, read) go to the sender's server, or are stored for a sender
 //! who is offline and handed over when the sender reconnects.
 
+use crate::held::Held;
 use crate::table::U32Map;
 use crate::{
     ChatMessage, Consistency, ConversationId, DeviceFrame, DeviceId, DeviceKey, DeviceSlot, InboxPos, MessageId,
@@ -329,13 +330,13 @@ pub struct ChatServer {
     /// Pushes not yet acknowledged by the device, per connection.
     /// Pushes with when they were (last) pushed. Usually one is in flight per connection:
     /// kept inline, without a heap buffer.
-    unacked: FxHashMap<DeviceKey, SmallVec<[(ChatMessage, Time); 1]>>,
+    unacked: Held<(ChatMessage, Time)>,
     /// Receipts pushed to a sender's phone that it has not said it heard (its heartbeats
     /// name the last it heard), in the order pushed. When the connection ends they go back
     /// to the session store, which stores them for the sender's next fetch (or relays them
     /// to its new server): a receipt pushed into a connection that died is not lost.
     /// Each with the sequence number it was pushed under.
-    unheard_receipts: FxHashMap<DeviceKey, SmallVec<[(u32, Receipt); 1]>>,
+    unheard_receipts: Held<(u32, Receipt)>,
     /// The last receipt sequence number given (one sequence for the server: a device
     /// reports numbers of its current connection only, so they only grow).
     receipt_seq: u32,
@@ -420,8 +421,8 @@ impl ChatServer {
             config,
             silence_checks: VecDeque::new(),
             silence_checks_from_s: 0,
-            unacked: FxHashMap::default(),
-            unheard_receipts: FxHashMap::default(),
+            unacked: Held::default(),
+            unheard_receipts: Held::default(),
             receipt_seq: 0,
             writes: SlotMap::new(),
             unpublished: FxHashMap::default(),
@@ -485,7 +486,10 @@ impl ChatServer {
     /// meanwhile (see `prefetch`).
     #[inline]
     pub fn prefetch(&self, device: DeviceId) {
-        self.connections.prefetch(DeviceKey::of(device).0);
+        let key = DeviceKey::of(device);
+        self.connections.prefetch(key.0);
+        self.unacked.prefetch(key);
+        self.unheard_receipts.prefetch(key);
     }
 
     /// Whether `device` is connected here.
@@ -500,7 +504,7 @@ impl ChatServer {
             + self.receipts.len()
             + self.fetches.len()
             + self.given_up.len()
-            + self.unacked.values().map(|u| u.len()).sum::<usize>()
+            + self.unacked.len()
     }
 
     /// Handle one input at `now`, appending effects to `out`.
@@ -704,9 +708,9 @@ impl ChatServer {
             self.given_up_count += 1;
             self.reroute_receipts(key, out);
             if crate::plant::planted(crate::plant::Plant::ForgetUnackedOnEarlyReconnect) {
-                self.unacked.remove(&key);
+                self.unacked.take(key);
             }
-            for (msg, _) in self.unacked.remove(&key).unwrap_or_default() {
+            for (msg, _) in self.unacked.take(key) {
                 parts += 1;
                 self.send_handover(now, to, req, device.slot, msg, out);
             }
@@ -784,13 +788,7 @@ impl ChatServer {
                 out.push(Out::Persist { req: key_to_req(key), msg });
             }
             DeviceFrame::DeliveredAck { msg, at } => {
-                if let Some(pending) = self.unacked.get_mut(&key) {
-                    pending.retain(|(m, _)| m.id != msg.id);
-                    if pending.is_empty() {
-                        // Most connections are idle: keep no entry (and no buffer) for them.
-                        self.unacked.remove(&key);
-                    }
-                }
+                self.unacked.retain(key, |(m, _)| m.id != msg.id);
                 self.member_receipt(Receipt { msg, state: ReceiptState::Delivered, by: device, at }, out);
             }
             DeviceFrame::ReadAck { msg, at } => {
@@ -925,7 +923,7 @@ impl ChatServer {
             // what was pushed on the old one may be lost, so it goes back through the
             // inbox before the new session is set (and so before the fetch reads it).
             if crate::plant::planted(crate::plant::Plant::ForgetUnackedOnEarlyReconnect) {
-                self.unacked.remove(&key);
+                self.unacked.take(key);
             }
             self.reroute_unacked(key, out);
             self.reroute_receipts(key, out);
@@ -968,7 +966,7 @@ impl ChatServer {
             return false;
         };
         if crate::plant::planted(crate::plant::Plant::ForgetUnackedOnClose) {
-            self.unacked.remove(&key);
+            self.unacked.take(key);
         }
         self.reroute_unacked(key, out);
         self.reroute_receipts(key, out);
@@ -980,39 +978,35 @@ impl ChatServer {
     /// The device is alive (it beat): push again what it has not acknowledged for a
     /// while: its ACK, or the push, was lost; it will show a message once and ACK again.
     fn push_again_overdue(&mut self, key: DeviceKey, device: DeviceId, now: Time, out: &mut Vec<ChatServerOutput>) {
-        let Some(pending) = self.unacked.get_mut(&key) else { return };
-        for (msg, pushed_at) in pending.iter_mut() {
-            if *pushed_at + self.config.ack_wait <= now {
+        let (ack_wait, repushes) = (self.config.ack_wait, &mut self.repushes);
+        self.unacked.for_each_mut(key, |(msg, pushed_at)| {
+            if *pushed_at + ack_wait <= now {
                 *pushed_at = now;
-                self.repushes += 1;
+                *repushes += 1;
                 out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::Push { msg: *msg } });
             }
-        }
+        });
     }
 
     /// The device heard receipt number `heard` and, the socket keeping their order, every
     /// one pushed before it: forget them.
     fn forget_heard_receipts(&mut self, key: DeviceKey, heard: u32) {
-        let Some(held) = self.unheard_receipts.get_mut(&key) else { return };
-        let heard_count = held.iter().take_while(|&&(seq, _)| seq <= heard).count();
-        held.drain(..heard_count);
-        if held.is_empty() {
-            self.unheard_receipts.remove(&key);
-        }
+        // Held in the order pushed, so in sequence order: those heard are a prefix.
+        self.unheard_receipts.retain(key, |&(seq, _)| seq > heard);
     }
 
     /// The connection ended: the receipts it may not have heard go back to the session
     /// store, with this server excluded (stored for the sender, or relayed to its new
     /// server).
     fn reroute_receipts(&mut self, key: DeviceKey, out: &mut Vec<ChatServerOutput>) {
-        for (_, receipt) in self.unheard_receipts.remove(&key).unwrap_or_default() {
+        for (_, receipt) in self.unheard_receipts.take(key) {
             self.route_receipt(receipt, Some(self.config.id), out);
         }
     }
 
     fn reroute_unacked(&mut self, key: DeviceKey, out: &mut Vec<ChatServerOutput>) {
         let slot = key.device().slot;
-        for (msg, _) in self.unacked.remove(&key).unwrap_or_default() {
+        for (msg, _) in self.unacked.take(key) {
             self.reroute(msg, slot, out);
         }
     }
@@ -1069,9 +1063,9 @@ impl ChatServer {
             self.reroute(msg, device.slot, out);
             return;
         }
-        let pending = self.unacked.entry(DeviceKey::of(device)).or_default();
-        if pending.len() < UNACKED_PER_CONNECTION_MAX {
-            pending.push((msg, now));
+        let key = DeviceKey::of(device);
+        if self.unacked.count(key) < UNACKED_PER_CONNECTION_MAX {
+            self.unacked.push(key, (msg, now));
         }
         out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::Push { msg } });
     }
@@ -1225,10 +1219,9 @@ impl ChatServer {
     fn push_receipt(&mut self, device: DeviceId, receipt: Receipt, out: &mut Vec<ChatServerOutput>) {
         self.receipt_seq += 1;
         let seq = self.receipt_seq;
-        let held = self.unheard_receipts.entry(DeviceKey::of(device)).or_default();
-        held.push((seq, receipt));
-        if held.len() > UNACKED_PER_CONNECTION_MAX {
-            let (_, oldest) = held.remove(0);
+        let key = DeviceKey::of(device);
+        if self.unheard_receipts.push(key, (seq, receipt)) > UNACKED_PER_CONNECTION_MAX {
+            let (_, oldest) = self.unheard_receipts.pop_front(key).expect("held just now");
             self.route_receipt(oldest, Some(self.config.id), out);
         }
         out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::Receipt { receipt, seq } });

@@ -11,6 +11,7 @@ mod client;
 mod error;
 mod fanout;
 mod frames;
+mod held;
 mod hint;
 mod ids;
 mod message;

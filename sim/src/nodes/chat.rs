@@ -280,10 +280,12 @@ impl Process for ChatNode {
         let device = match env.msg {
             // A member's ACK of a group message writes its receipts row, at its position.
             Msg::Device { device, frame: F::DeliveredAck { msg, .. } | F::ReadAck { msg, .. } } => {
+                // The device's holding (the push it acknowledges) is touched either way.
+                self.server.prefetch(device);
                 match msg.conversation.group_id() {
                     Some(group) => {
                         self.shared.groups.prefetch_position(group, device.user);
-                        device
+                        return;
                     }
                     None => DeviceId::phone(msg.from),
                 }
