@@ -17,6 +17,9 @@ const SEEDS: &str = "1..=20";
 fn swept_on(plant: Plant) -> (&'static str, &'static str) {
     match plant {
         Plant::GroupCountsDevices => ("scenarios/small/group-500-receipts.toml", "none"),
+        // With the fault walk: the checker must tell a record waiting on a reply delayed
+        // by a lossy link (in flight) from one waiting on a reply that is gone.
+        Plant::FanoutLosesRouteReply => ("scenarios/small/group-1024.toml", "random"),
         _ => (SCENARIO, "scenario"),
     }
 }
@@ -89,6 +92,7 @@ plant_tests! {
     ack_before_quorum: Plant::AckBeforeQuorum,
     stored_receipts_dropped: Plant::StoredReceiptsDropped,
     group_counts_devices: Plant::GroupCountsDevices,
+    fanout_loses_route_reply: Plant::FanoutLosesRouteReply,
 }
 
 #[test]

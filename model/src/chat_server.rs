@@ -20,7 +20,7 @@ use crate::{
     Snowflake, Time, UserId, DEVICES_PER_USER_MAX,
 };
 use rustc_hash::FxHashMap;
-use slotmap::{DefaultKey, Key, KeyData, SlotMap};
+use slotmap::{DefaultKey, SlotMap};
 use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -62,6 +62,9 @@ pub struct ChatServerConfig {
     /// connections on that shard, and ask a device whose session the new primary had lost
     /// to reconnect (default false: the card's design does nothing).
     pub session_reregister: bool,
+    /// How many times this server was restarted before this start (its request ids tell
+    /// answers to its predecessors' requests apart: see `ReqIds`).
+    pub incarnation: u32,
 }
 
 impl ChatServerConfig {
@@ -81,6 +84,7 @@ impl ChatServerConfig {
             read_retry_after: Duration::from_millis(100),
             takeover_timeout: Duration::from_secs(5),
             session_reregister: false,
+            incarnation: 0,
         }
     }
 }
@@ -319,6 +323,8 @@ pub const FETCH_ENTRIES_MAX: usize = 10_000;
 #[derive(Debug)]
 pub struct ChatServer {
     config: ChatServerConfig,
+    /// The ids of this incarnation's requests.
+    req_ids: crate::ReqIds,
     quorum: u8,
     snowflake: Snowflake,
     /// Connected devices, by `DeviceKey`: looked up on nearly every event, so a compact
@@ -401,14 +407,6 @@ struct Handed {
 /// margin the routers keep their forwards by).
 const HANDED_MARGIN: Duration = Duration::from_secs(5);
 
-fn key_to_req(k: DefaultKey) -> u64 {
-    k.data().as_ffi()
-}
-
-fn req_to_key(req: u64) -> DefaultKey {
-    KeyData::from_ffi(req).into()
-}
-
 impl ChatServer {
     /// A freshly started server with no connections.
     pub fn new(config: ChatServerConfig) -> ChatServer {
@@ -418,6 +416,7 @@ impl ChatServer {
             connections: U32Map::with_capacity(
                 config.connections_expected.min(config.connections_max).min(CONNECTIONS_RESERVED_MAX) as usize,
             ),
+            req_ids: crate::ReqIds::new(config.incarnation),
             config,
             silence_checks: VecDeque::new(),
             silence_checks_from_s: 0,
@@ -516,7 +515,7 @@ impl ChatServer {
             In::WriteAck { req, replica } => self.on_write_ack(now, req, replica, out),
             In::ProduceAck { req } => {
                 // A late or duplicate ACK finds nothing: the entry was already removed.
-                if let Some(p) = self.publishes.remove(req_to_key(req)) {
+                if let Some(p) = self.publishes.remove(self.req_ids.key(req)) {
                     let key = DeviceKey::of(p.device).0;
                     if self.connections.get(key).is_some_and(|c| Connection(c).is_epoch(u32::from(p.epoch))) {
                         out.push(Out::ToDevice { device: p.device, frame: ServerFrame::SentAck { msg: p.msg } });
@@ -534,14 +533,14 @@ impl ChatServer {
             }
             In::InboxEntry { req, pos, id, conversation } => self.on_inbox_entry(now, req, pos, id, conversation, out),
             In::StoredReceipt { req, receipt } => {
-                if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
+                if let Some(job) = self.fetches.get_mut(self.req_ids.key(req)) {
                     job.receipts.push(receipt);
                     job.parts_received += 1;
-                    self.try_finish_fetch(now, req_to_key(req), out);
+                    self.try_finish_fetch(now, self.req_ids.key(req), out);
                 }
             }
             In::InboxEnd { req, end, parts, previous } => {
-                let key = req_to_key(req);
+                let key = self.req_ids.key(req);
                 let previous = previous.filter(|&p| !self.down.contains(p));
                 let Some(job) = self.fetches.get_mut(key) else { return };
                 job.ended = Some((end, parts));
@@ -604,7 +603,7 @@ impl ChatServer {
                 }
             }
             In::ReceiptRouted { req, server } => {
-                let Some(receipt) = self.receipts.remove(req_to_key(req)) else { return };
+                let Some(receipt) = self.receipts.remove(self.req_ids.key(req)) else { return };
                 match server {
                     Some(s) if s == self.config.id => self.deliver_receipt(receipt, out),
                     // The sender's session still names a server that is down: stored.
@@ -624,9 +623,9 @@ impl ChatServer {
                 // Pushed like any message: held by the catching-up device, or passed along
                 // if the device moved on again while this server waited.
                 self.push(DeviceId { user: msg.to, slot }, msg, now, out);
-                if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
+                if let Some(job) = self.fetches.get_mut(self.req_ids.key(req)) {
                     job.handover_received += 1;
-                    self.try_finish_fetch(now, req_to_key(req), out);
+                    self.try_finish_fetch(now, self.req_ids.key(req), out);
                 }
             }
             In::ServerDown { server } => {
@@ -674,9 +673,9 @@ impl ChatServer {
                 }
             }
             In::TakeoverDone { req, parts } => {
-                if let Some(job) = self.fetches.get_mut(req_to_key(req)) {
+                if let Some(job) = self.fetches.get_mut(self.req_ids.key(req)) {
                     job.handover_sent = Some(parts);
-                    self.try_finish_fetch(now, req_to_key(req), out);
+                    self.try_finish_fetch(now, self.req_ids.key(req), out);
                 }
             }
         }
@@ -785,7 +784,7 @@ impl ChatServer {
                 let key = self.writes.insert(write);
                 self.write_deadlines.push_back((now + self.config.write_timeout, key));
                 self.unpublished.entry(msg.conversation).or_default().push(key);
-                out.push(Out::Persist { req: key_to_req(key), msg });
+                out.push(Out::Persist { req: self.req_ids.req(key), msg });
             }
             DeviceFrame::DeliveredAck { msg, at } => {
                 self.unacked.retain(key, |(m, _)| m.id != msg.id);
@@ -828,7 +827,7 @@ impl ChatServer {
                 let msg = w.msg;
                 self.writes_retried += 1;
                 self.write_deadlines.push_back((now + self.config.write_timeout, key));
-                out.push(ChatServerOutput::Persist { req: key_to_req(key), msg });
+                out.push(ChatServerOutput::Persist { req: self.req_ids.req(key), msg });
             }
         }
         for again in [false, true] {
@@ -846,7 +845,7 @@ impl ChatServer {
                     let (id, conversation) = (r.id, r.conversation);
                     self.reads_retried += 1;
                     self.read_again_deadlines.push_back((now + self.config.write_timeout, key));
-                    out.push(ChatServerOutput::ReadAll { req: key_to_req(key), id, conversation });
+                    out.push(ChatServerOutput::ReadAll { req: self.req_ids.req(key), id, conversation });
                 }
             }
         }
@@ -858,7 +857,7 @@ impl ChatServer {
             if let Some(p) = self.publishes.get(key) {
                 let msg = p.msg;
                 self.publish_deadlines.push_back((now + self.config.publish_timeout, key));
-                out.push(ChatServerOutput::Publish { req: key_to_req(key), msg });
+                out.push(ChatServerOutput::Publish { req: self.req_ids.req(key), msg });
             }
         }
         while let Some(&(deadline, key)) = self.takeover_deadlines.front() {
@@ -948,7 +947,7 @@ impl ChatServer {
             handover_received: 0,
             handover_sent: None,
         };
-        let req = key_to_req(self.fetches.insert(job));
+        let req = self.req_ids.req(self.fetches.insert(job));
         out.push(Out::ToDevice { device, frame: ServerFrame::ConnectAccepted { server: self.config.id, epoch } });
         let (server, ttl) = (self.config.id, self.config.session_ttl);
         out.push(Out::SessionSet { req, device, server, epoch: epoch as u8, ttl, cursor });
@@ -1071,7 +1070,7 @@ impl ChatServer {
     }
 
     fn on_write_ack(&mut self, now: Time, req: u64, replica: u16, out: &mut Vec<ChatServerOutput>) {
-        let key = req_to_key(req);
+        let key = self.req_ids.key(req);
         let Some(w) = self.writes.get_mut(key) else {
             return; // a replica answering after the quorum did: nothing left to do
         };
@@ -1101,7 +1100,7 @@ impl ChatServer {
         let key = self.publishes.insert(PendingPublish { msg, device, epoch, write: head });
         self.writes[head].publish = Some(key);
         self.publish_deadlines.push_back((now + self.config.publish_timeout, key));
-        out.push(ChatServerOutput::Publish { req: key_to_req(key), msg });
+        out.push(ChatServerOutput::Publish { req: self.req_ids.req(key), msg });
     }
 
     fn on_inbox_entry(
@@ -1113,7 +1112,7 @@ impl ChatServer {
         conversation: ConversationId,
         out: &mut Vec<ChatServerOutput>,
     ) {
-        let job_key = req_to_key(req);
+        let job_key = self.req_ids.key(req);
         let Some(job) = self.fetches.get_mut(job_key) else { return };
         job.parts_received += 1;
         if job.rows.len() >= FETCH_ENTRIES_MAX {
@@ -1127,7 +1126,7 @@ impl ChatServer {
         job.reads_pending += 1;
         let read = self.reads.insert(PendingRead { job: job_key, index, replied: SmallVec::new(), id, conversation });
         self.read_deadlines.push_back((now + self.config.read_retry_after, read));
-        out.push(ChatServerOutput::Read { req: key_to_req(read), id, conversation });
+        out.push(ChatServerOutput::Read { req: self.req_ids.req(read), id, conversation });
     }
 
     fn on_read_reply(
@@ -1138,7 +1137,7 @@ impl ChatServer {
         replica: u16,
         out: &mut Vec<ChatServerOutput>,
     ) {
-        let key = req_to_key(req);
+        let key = self.req_ids.key(req);
         let Some(read) = self.reads.get_mut(key) else { return };
         if !read.replied.contains(&replica) {
             read.replied.push(replica);
@@ -1256,7 +1255,7 @@ impl ChatServer {
     }
 
     fn route_receipt(&mut self, receipt: Receipt, exclude: Option<ServerId>, out: &mut Vec<ChatServerOutput>) {
-        let req = key_to_req(self.receipts.insert(receipt));
+        let req = self.req_ids.req(self.receipts.insert(receipt));
         out.push(ChatServerOutput::RouteReceipt { req, receipt, exclude });
     }
 

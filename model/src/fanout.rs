@@ -213,6 +213,12 @@ impl Fanout {
         self.records.len()
     }
 
+    /// The requests in flight (page reads, route batches), each as (the message it fans
+    /// out, its `req` id), in no particular order.
+    pub fn waiting(&self) -> impl Iterator<Item = (crate::MessageId, u64)> + '_ {
+        self.requests.iter().map(|(key, q)| (self.records[q.record].msg.id, key.data().as_ffi()))
+    }
+
     /// Handle one input, appending effects to `out`. `shard_of(user)` names the session
     /// shard holding a user (the caller's placement).
     pub fn handle(
@@ -424,6 +430,9 @@ impl Fanout {
         let Some(Request { record, ask }) = self.take_request(req) else {
             return;
         };
+        if crate::plant::planted(crate::plant::Plant::FanoutLosesRouteReply) && req.is_multiple_of(16) {
+            return;
+        }
         let Ask::Route { members, count } = ask else {
             panic!("request {req} is a page read, answered with routes");
         };

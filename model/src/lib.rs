@@ -18,6 +18,7 @@ mod message;
 pub mod plant;
 mod presence;
 mod receipts;
+mod req;
 mod router;
 mod session;
 mod table;
@@ -46,6 +47,7 @@ pub use presence::{
 pub use receipts::{
     GroupCounters, GroupReceipts, Receipt, ReceiptEvent, ReceiptState, SenderView, Transition, GROUP_MEMBERS_MAX,
 };
+pub use req::ReqIds;
 pub use router::{CommitTracker, RoutedMemory, Router, RouterInput, RouterOutput, ROUTER_IN_FLIGHT_PER_PARTITION_MAX};
 pub use session::{
     DeviceSession, Route, SessionEntry, SessionStore, SessionWrite, DEVICES_PER_USER_MAX,

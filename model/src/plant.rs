@@ -54,11 +54,15 @@ pub enum Plant {
     /// second device, a read after the delivered ACK or a re-sent ACK counts again, so the
     /// sender's ✓✓ shows before every member has the message (invariant 4).
     GroupCountsDevices,
+    /// The fan-out mislays the reply to one route batch in sixteen: the record waits for
+    /// it forever, its members never get the message, and nothing it waits on is in flight
+    /// (invariant 1).
+    FanoutLosesRouteReply,
 }
 
 impl Plant {
     /// Every plant, in the order `wasim fuzz --plant list` gives them.
-    pub const ALL: [Plant; 16] = [
+    pub const ALL: [Plant; 17] = [
         Plant::DedupWrongKey,
         Plant::CatchUpUnsorted,
         Plant::CursorSkipsOne,
@@ -75,6 +79,7 @@ impl Plant {
         Plant::AckBeforeQuorum,
         Plant::StoredReceiptsDropped,
         Plant::GroupCountsDevices,
+        Plant::FanoutLosesRouteReply,
     ];
 
     /// The plant's name, as `--plant` takes it.
@@ -96,6 +101,7 @@ impl Plant {
             Plant::AckBeforeQuorum => "ack-before-quorum",
             Plant::StoredReceiptsDropped => "stored-receipts-dropped",
             Plant::GroupCountsDevices => "group-counts-devices",
+            Plant::FanoutLosesRouteReply => "fanout-loses-route-reply",
         }
     }
 
@@ -118,6 +124,7 @@ impl Plant {
             Plant::AckBeforeQuorum => 1,
             Plant::StoredReceiptsDropped => 3,
             Plant::GroupCountsDevices => 4,
+            Plant::FanoutLosesRouteReply => 1,
         }
     }
 
@@ -142,6 +149,9 @@ impl Plant {
             Plant::AckBeforeQuorum => "the ✓ is sent after one replica's write instead of a quorum's",
             Plant::StoredReceiptsDropped => "receipts stored for an offline sender are dropped when its fetch is empty",
             Plant::GroupCountsDevices => "the group receipts table counts acknowledgements, not members",
+            Plant::FanoutLosesRouteReply => {
+                "the fan-out mislays one route batch's reply in sixteen and waits for it forever"
+            }
         }
     }
 

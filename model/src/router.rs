@@ -23,7 +23,7 @@
 //! sender has left, and the sender sends it again under a newer id.
 
 use crate::{ChatMessage, DeviceSlot, MessageId, Route, ServerId, ServersDown, Table, Time};
-use slotmap::{DefaultKey, Key, KeyData, SlotMap};
+use slotmap::{DefaultKey, SlotMap};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -204,6 +204,8 @@ struct PendingRoute {
 #[derive(Debug)]
 pub struct Router {
     lookups: SlotMap<DefaultKey, PendingRoute>,
+    /// The ids of this incarnation's route requests.
+    req_ids: crate::ReqIds,
     /// Indexed by partition number; `None` for partitions assigned elsewhere.
     trackers: Vec<Option<CommitTracker>>,
     commit_interval: Duration,
@@ -235,6 +237,7 @@ impl Router {
         }
         Router {
             lookups: SlotMap::new(),
+            req_ids: crate::ReqIds::default(),
             trackers,
             commit_interval,
             next_commit_at: Time::ZERO,
@@ -260,6 +263,13 @@ impl Router {
 
     /// Keep forwards for `retain` (default 60 s): at least as long as a chat server holds
     /// a push unacknowledged before it hands it back itself.
+    /// A router restarted `incarnation` times before this start: answers to its
+    /// predecessors' route requests are ignored (see `ReqIds`).
+    pub fn with_incarnation(mut self, incarnation: u32) -> Router {
+        self.req_ids = crate::ReqIds::new(incarnation);
+        self
+    }
+
     pub fn with_retain(mut self, retain: Duration) -> Router {
         self.retain = retain;
         self
@@ -320,6 +330,12 @@ impl Router {
         self.lookups.len()
     }
 
+    /// The routes waiting on the session store, each as (its message, its `req` id), in
+    /// no particular order.
+    pub fn waiting(&self) -> impl Iterator<Item = (crate::MessageId, u64)> + '_ {
+        self.lookups.iter().map(|(key, p)| (p.msg.id, self.req_ids.req(key)))
+    }
+
     /// A record of `partition` at `offset`, delivered by the broker, judged against the
     /// partition's `memory` (see [`RoutedMemory`]).
     ///
@@ -346,7 +362,7 @@ impl Router {
                         t.complete(offset);
                     }
                 }
-                let req = self.lookups.insert(PendingRoute { partition, offset, msg }).data().as_ffi();
+                let req = self.req_ids.req(self.lookups.insert(PendingRoute { partition, offset, msg }));
                 out.push(RouterOutput::RouteMessage { req, msg });
                 return;
             }
@@ -364,7 +380,7 @@ impl Router {
     pub fn handle(&mut self, now: Time, input: RouterInput, out: &mut Vec<RouterOutput>) {
         match input {
             RouterInput::Routed { req, route } => {
-                let Some(r) = self.lookups.remove(KeyData::from_ffi(req).into()) else {
+                let Some(r) = self.lookups.remove(self.req_ids.key(req)) else {
                     return;
                 };
                 for (slot, server) in route.forwards() {
@@ -485,6 +501,22 @@ mod tests {
         let mut out = Vec::new();
         r.handle(Time::ZERO, RouterInput::Routed { req, route: INBOX_ONLY }, &mut out);
         assert!(out.is_empty(), "the session store already wrote the inbox pointer");
+    }
+
+    #[test]
+    fn an_answer_to_the_previous_incarnations_request_is_not_taken_for_this_ones() {
+        // The router crashed with a route request held by a failing-over session shard;
+        // restarted, it asks again for another message under the same table slot.
+        let mut before = Router::new(1, &[(0, 0)], Duration::from_millis(100));
+        let mut after = Router::new(1, &[(0, 0)], Duration::from_millis(100)).with_incarnation(1);
+        let mut m = RoutedMemory::default();
+        let old = lookup(&mut before, &mut m, 0, 0, 5);
+        let mut m = RoutedMemory::default();
+        let new = lookup(&mut after, &mut m, 0, 1, 6);
+        assert_ne!(old, new);
+        let mut out = Vec::new();
+        after.handle(Time::ZERO, RouterInput::Routed { req: old, route: INBOX_ONLY }, &mut out);
+        assert!(out.is_empty() && after.in_flight() == 1, "the old answer settles nothing: {out:?}");
     }
 
     #[test]

@@ -298,6 +298,19 @@ impl Msg {
         }
     }
 
+    /// A request a router or a fan-out waits on with a message in hand (a route, a
+    /// membership page, a batch of member routes) or its reply: whether it is the reply,
+    /// and the request's id (unique within the asking process).
+    pub fn awaited_request(&self) -> Option<(bool, u64)> {
+        match *self {
+            Msg::RouteMessage { req, .. } | Msg::ReadMembers { req, .. } | Msg::RouteGroup { req, .. } => {
+                Some((false, req))
+            }
+            Msg::Routed { req, .. } | Msg::MembersRead { req, .. } | Msg::GroupRouted { req, .. } => Some((true, req)),
+            _ => None,
+        }
+    }
+
     /// The device a server's "go away" (its connection closed) is on its way to.
     pub fn closed_device(&self) -> Option<wasim_model::DeviceKey> {
         match self {

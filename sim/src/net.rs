@@ -134,6 +134,30 @@ impl Network {
         }
     }
 
+    /// The awaited requests and replies still on the network (between ticks), each as
+    /// (the asking process, the request's id): see `Msg::awaited_request`.
+    pub fn awaited_requests(&self) -> Vec<(NodeIdx, u64)> {
+        let mut reqs = Vec::new();
+        let mut of = |to: NodeIdx, env: &Envelope| {
+            if let Some((reply, req)) = env.msg.awaited_request() {
+                reqs.push((if reply { to } else { env.from }, req));
+            }
+        };
+        for (node, &(p, local)) in self.owner.iter().enumerate() {
+            let part = self.parts[usize::from(p)].lock().expect("network lock");
+            let inbox = &part.inboxes[local as usize];
+            for env in inbox.slots.iter().chain(inbox.far.values()).flatten() {
+                of(NodeIdx(node as u16), env);
+            }
+        }
+        for mail in &self.mail {
+            for (to, env) in mail.lock().expect("mail lock").iter() {
+                of(*to, env);
+            }
+        }
+        reqs
+    }
+
     /// The messages still on the network (between ticks).
     pub fn message_ids<T: Copy + 'static>(&self, of: fn(&Msg) -> Option<T>) -> Vec<T> {
         let mut ids = Vec::new();
@@ -286,6 +310,29 @@ mod tests {
         assert_eq!(tick_of_two_parts(&network, 7, &[]), Vec::<u64>::new());
         assert_eq!(tick_of_two_parts(&network, 8, &[]), vec![7_300]);
         assert!(network.message_ids(|m| Some(m.closed_device().is_none())).is_empty(), "all taken");
+    }
+
+    #[test]
+    fn awaited_requests_and_replies_are_found_in_inboxes_and_mail_under_the_asking_process() {
+        let network = Network::new(&[0, 1, 1], 1_000);
+        let route = |from: u16, msg: Msg| Envelope { at: Time(5_500), from: NodeIdx(from), seq: 0, msg };
+        let reply = Msg::Routed { req: 7, route: wasim_model::Route { forward: [None, None], inbox: true } };
+        let request = Msg::ReadMembers { req: 9, group: wasim_model::GroupId(0), page: 0 };
+        {
+            // Node 0 (part 0) asks node 1 (part 1): in the mail until the tick ends.
+            let mut part = network.part(0);
+            part.deliver_one(5, NodeIdx(1), &route(0, request));
+            network.post_mail(&mut part, 5);
+        }
+        // Node 1 answers node 2's request (the same part: straight to its inbox).
+        network.part(1).deliver_one(5, NodeIdx(2), &route(1, reply));
+        let mut found = network.awaited_requests();
+        found.sort_unstable();
+        assert_eq!(
+            found,
+            vec![(NodeIdx(0), 9), (NodeIdx(2), 7)],
+            "the asker: the sender of a request, the receiver of a reply"
+        );
     }
 
     #[test]

@@ -142,6 +142,17 @@ impl Outbox {
             .filter_map(move |s| of(&s.env.msg))
     }
 
+    /// The awaited requests and replies this process has yet to send, each as (the asking
+    /// process, the request's id): see `Msg::awaited_request`.
+    pub fn awaited_requests(&self) -> impl Iterator<Item = (NodeIdx, u64)> + '_ {
+        let from = self.from;
+        self.staged
+            .iter()
+            .chain(self.wheel.iter().flatten())
+            .chain(self.far.values().flatten())
+            .filter_map(move |s| s.env.msg.awaited_request().map(|(reply, req)| (if reply { s.to } else { from }, req)))
+    }
+
     /// Sends waiting for a later tick, and the last departure among them.
     pub fn backlog(&self) -> (usize, Time) {
         let last = self.wheel.iter().chain(self.far.values()).flatten().map(|s| s.depart).max().unwrap_or(Time::ZERO);

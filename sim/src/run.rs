@@ -175,6 +175,20 @@ fn receipt_windows(scenario: &Scenario, margin: Duration) -> Windows {
     windows
 }
 
+/// By chat server: the most its clock ran ahead in the scenario's skew faults, in ms.
+fn mint_ahead_ms(scenario: &Scenario) -> Vec<u64> {
+    let mut ahead = vec![0; scenario.fleet.chat_servers as usize];
+    for f in &scenario.faults {
+        if let crate::scenario::Fault::ClockSkew { ref target, skew_ms, .. } = *f {
+            let server = target.strip_prefix("chat_server-").and_then(|i| i.parse::<usize>().ok());
+            if let Some(a) = server.and_then(|i| ahead.get_mut(i)) {
+                *a = (*a).max(skew_ms.max(0) as u64);
+            }
+        }
+    }
+    ahead
+}
+
 fn check_context(outcome: &Outcome) -> CheckContext {
     let scenario = &outcome.scenario;
     let population = Population::new(scenario);
@@ -207,6 +221,7 @@ fn check_context(outcome: &Outcome) -> CheckContext {
         presence_faulted,
         presence_clock_jumps,
         groups: crate::groups::Groups::new(scenario, outcome.seed),
+        mint_ahead_ms: mint_ahead_ms(scenario),
         hides_last_seen: Box::new(move |u| population.hides_last_seen(u)),
     }
 }
@@ -450,13 +465,25 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
         logs.in_transit.extend(net.message_ids(Msg::message_id));
         logs.receipts_in_transit.extend(net.message_ids(Msg::receipt_message_id));
         logs.closing_in_transit.extend(net.message_ids(Msg::closed_device));
+        // A message a router or a fan-out still holds at the end, waiting on a request or a
+        // reply that is still on its way (a hop retransmitted for seconds through a lossy
+        // link), is in flight; one held for a request that is gone is not.
+        let mut requests = std::mem::take(&mut logs.requests_in_transit);
+        requests.extend(net.awaited_requests().into_iter().map(|(node, req)| (node.0, req)));
+        requests.sort_unstable();
+        let waiting = std::mem::take(&mut logs.messages_awaiting);
+        let in_flight = waiting.iter().filter(|&&(_, node, req)| requests.binary_search(&(node, req)).is_ok());
+        logs.in_transit.extend(in_flight.map(|&(id, _, _)| id));
     }
     // A partition whose consumer is dead at the end, its group not yet rebalanced (the
     // session timeout has not passed), holds its uncommitted records for the router that
-    // takes it over: in flight, not lost.
+    // takes it over: in flight, not lost. So does one whose leader is dead at the end with
+    // no other broker to take over (the log is durable; it is read again once the broker
+    // is back).
     let end = Time::from_secs(scenario.total_s());
     for (p, log) in shared.kafka_logs.iter().enumerate() {
-        if shared.faults.is_down(shared.consumer(p as u32, end), end) {
+        let p = p as u32;
+        if shared.faults.is_down(shared.consumer(p, end), end) || shared.faults.is_down(shared.broker(p, end), end) {
             logs.in_transit.extend(log.lock().expect("log lock").uncommitted().map(|m| m.id));
         }
     }

@@ -148,6 +148,12 @@ pub struct Logs {
     pub key_expiries: Vec<(UserId, Time, Time)>,
     /// Messages still on the network or waiting to leave a process at the end, sorted.
     pub in_transit: Vec<MessageId>,
+    /// Messages a router or a fan-out still held at the end, each with a request it
+    /// waited on for it: (message, asking process, request id).
+    pub messages_awaiting: Vec<(MessageId, u16, u64)>,
+    /// Awaited requests and replies (`Msg::awaited_request`) waiting to leave a process at
+    /// the end: (asking process, request id).
+    pub requests_in_transit: Vec<(u16, u64)>,
     /// Devices whose server closed their connection and whose "go away" is still on its
     /// way at the end (they do not know yet), sorted.
     pub closing_in_transit: Vec<DeviceKey>,
@@ -194,6 +200,8 @@ impl Logs {
             closing_in_transit: merged(parts, |l| &mut l.closing_in_transit),
             replica_writes: merged(parts, |l| &mut l.replica_writes),
             in_transit: merged(parts, |l| &mut l.in_transit),
+            messages_awaiting: merged(parts, |l| &mut l.messages_awaiting),
+            requests_in_transit: merged(parts, |l| &mut l.requests_in_transit),
             sessions: merged(parts, |l| &mut l.sessions),
             aliases: merged(parts, |l| &mut l.aliases),
         }

@@ -123,6 +123,10 @@ pub struct CheckContext {
     /// The groups and their members: a group message is owed to every member but its
     /// sender.
     pub groups: crate::groups::Groups,
+    /// By chat server (the Snowflake worker that mints ids): the most its clock ran ahead
+    /// in a skew fault, in ms, so that an id's timestamp may be that much later than the
+    /// real time it was minted at.
+    pub mint_ahead_ms: Vec<u64>,
 }
 
 /// Run every checker over the merged logs. With `parallel`, the two independent groups of
@@ -316,10 +320,14 @@ fn no_loss(logs: &Logs, displays: &[Display], cx: &CheckContext, r: &mut CheckRe
                 linked_at = linked_at.max(Some(at));
             }
             for &(id, acked_at, key) in &mine {
-                // Minted (the id's timestamp) before the web client had seen its
-                // connection accepted: it may have been routed before the session store
-                // knew the client existed.
-                if web && linked_at.is_some_and(|at| id.timestamp_ms() <= at.as_ms()) {
+                // Minted before the web client had seen its connection accepted: it may
+                // have been routed before the session store knew the client existed. The
+                // id's timestamp is the minting server's clock, which may have run ahead
+                // (a skew fault): the earliest it may have been minted is that much before;
+                // the ✓, which follows the minting, bounds it too.
+                let ahead = cx.mint_ahead_ms.get(usize::from(id.worker())).copied().unwrap_or(0);
+                let minted_ms = id.timestamp_ms().saturating_sub(ahead).min(u64::from(acked_at.0));
+                if web && linked_at.is_some_and(|at| minted_ms <= at.as_ms()) {
                     continue;
                 }
                 while shown.next_if(|&&s| s < (c.device, id)).is_some() {}
@@ -708,6 +716,7 @@ mod tests {
             presence_clock_jumps: Vec::new(),
             hides_last_seen: Box::new(|u| u.0 == 9),
             groups: Default::default(),
+            mint_ahead_ms: Vec::new(),
         }
     }
 
@@ -885,6 +894,30 @@ mod tests {
         };
         assert_eq!(invariants(&mut with_web(1)), vec![1], "linked at 1 ms: the web client is owed it");
         assert!(invariants(&mut with_web(6)).is_empty(), "linked at 6 ms: minted before, not owed");
+    }
+
+    #[test]
+    fn a_web_client_is_not_owed_a_message_minted_earlier_by_a_server_whose_clock_ran_ahead() {
+        // Minted by a server 400 ms ahead: its id says 410 ms; its ✓ came at 20 ms.
+        let skewed = MessageId(410 << 22);
+        let with_web = |acked_ms: u32| {
+            let mut logs = healthy();
+            logs.acked = vec![(skewed, UserId(2), LogMs(acked_ms))];
+            logs.displays = vec![display(PHONE_2, 1, skewed.0, 30)];
+            logs.stored = vec![skewed; 2];
+            logs.connected.push(connected(WEB_2));
+            logs.sessions.push((WEB_2, wasim_model::ServerId(1)));
+            logs.registered = vec![(WEB_2, Time::from_ms(50))];
+            logs
+        };
+        assert!(invariants(&mut with_web(20)).is_empty(), "acknowledged at 20 ms, before the link at 50 ms");
+        assert_eq!(invariants(&mut with_web(60)), vec![1], "acknowledged at 60 ms: it may have been routed after");
+        // Its server's clock ran up to 400 ms ahead: minted as early as 10 ms, maybe
+        // routed before the link however late its ✓ came.
+        let ahead = CheckContext { mint_ahead_ms: vec![400], ..cx() };
+        assert!(check_all(&mut with_web(60), &ahead, false).ok());
+        let less = CheckContext { mint_ahead_ms: vec![300], ..cx() };
+        assert!(!check_all(&mut with_web(60), &less, false).ok(), "minted at 110 ms at the earliest");
     }
 
     #[test]

@@ -50,6 +50,8 @@ impl ChatNode {
         config.replication_factor = s.fleet.cassandra_replication_factor as u8;
         config.connection_timeout = Duration::from_millis(s.users.presence_ttl_ms);
         config.session_reregister = s.fleet.session_reregister;
+        let me = shared.topo.node(NodeKind::ChatServer, i);
+        config.incarnation = shared.faults.restarts_by(me, Time(shared.clock.now() * shared.tick_us)) as u32;
         let (fifo, service) = super::queue(
             shared,
             crate::topology::NodeKind::ChatServer,

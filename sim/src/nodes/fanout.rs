@@ -23,6 +23,7 @@ pub(crate) struct FanoutNode {
     outs: Vec<Out>,
     routes: Vec<Route>,
     peers: crate::faults::PeerNotices,
+    me: NodeIdx,
 }
 
 impl FanoutNode {
@@ -51,6 +52,7 @@ impl FanoutNode {
             outs,
             routes: Vec::new(),
             peers: crate::faults::PeerNotices::default(),
+            me,
         }
     }
 
@@ -136,6 +138,8 @@ impl Process for FanoutNode {
     }
 
     fn finish(&mut self, report: &mut NodeReport) {
+        let me = self.me.0;
+        report.logs.messages_awaiting.extend(self.fanout.waiting().map(|(id, req)| (id, me, req)));
         self.fifo.report_into(report);
         report.gauge_end = self.fanout.in_flight() as u64;
         report.counters.replayed += self.fanout.replayed();

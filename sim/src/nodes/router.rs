@@ -43,6 +43,7 @@ impl RouterNode {
             super::queue(shared, crate::topology::NodeKind::Router, s.workers.router, &s.service_us.router);
         RouterNode {
             router: Router::new(topo.partitions, &offsets, COMMIT_INTERVAL)
+                .with_incarnation(shared.faults.restarts_by(me, now) as u32)
                 .with_retain(s.forwards_kept())
                 .with_dedup_window(if s.remembers_all_routed() { None } else { Some(s.dedup_window()) }),
             topo,
@@ -141,6 +142,8 @@ impl Process for RouterNode {
     }
 
     fn finish(&mut self, report: &mut NodeReport) {
+        let me = self.me.0;
+        report.logs.messages_awaiting.extend(self.router.waiting().map(|(id, req)| (id, me, req)));
         self.fifo.report_into(report);
         report.gauge_end = self.router.in_flight() as u64;
         report.counters.replayed += self.router.replayed();
