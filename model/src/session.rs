@@ -13,8 +13,13 @@ pub const DEVICES_PER_USER_MAX: usize = 2;
 /// How long a session shard that re-registers sessions after a failover routes a device it
 /// does not know as one it may have lost (see [`SessionStore::settle_after_promotion`]):
 /// chat servers learn of the promotion a datacenter hop after it and write their
-/// connections' sessions again at once, well within it.
-pub const SESSION_SETTLE_AFTER_PROMOTION: Duration = Duration::from_secs(5);
+/// connections' sessions again at once, but a write on a lossy link can take TCP's whole
+/// retransmission backoff (six retransmissions from a 200 ms timeout: 12.6 s) to arrive,
+/// twice that if another waited before it on the connection, and what was routed
+/// meanwhile must wait in the inbox for the device it skipped. The
+/// cost: for this long, a message to a user with a device slot the store does not know
+/// (a user with no web client) leaves an inbox pointer too, which its devices skip.
+pub const SESSION_SETTLE_AFTER_PROMOTION: Duration = Duration::from_secs(30);
 
 /// What the session store knows of one device slot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

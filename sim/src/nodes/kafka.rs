@@ -74,7 +74,10 @@ impl KafkaNode {
     fn follow_consumers(&mut self, now: Time, ctx: &mut Ctx) {
         for p in 0..self.consumers.len() {
             if self.follow_consumer(p, now, ctx) {
-                self.push(p as u32, now, ctx);
+                // Pushed from the time the move was seen at (a request served from its
+                // exact arrival may have looked later than the tick's start): a router
+                // restarted then must not be sent to before it is up.
+                self.push(p as u32, now.max(self.consumers_at), ctx);
             }
         }
     }
