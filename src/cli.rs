@@ -135,6 +135,19 @@ enum Command {
         #[arg(long, env = "WASIM_THREADS", value_parser = clap::value_parser!(u32).range(1..=64))]
         threads: Option<u32>,
     },
+    /// The card's "Scale & Estimation" table: each row's value on the card beside the value
+    /// recomputed from its inputs (the card's, or a scenario's), the formula, and a flag
+    /// where they disagree or the card contradicts itself; then polling against WebSockets
+    /// for the same users and messages.
+    ///
+    /// Exit status: 0, or 2 on bad input.
+    Estimate {
+        /// A scenario whose users, load, heartbeat, fleet and groups replace the card's.
+        file: Option<PathBuf>,
+        /// table, md, csv or json.
+        #[arg(long, default_value = "table", value_parser = parse_estimate_format)]
+        format: wasim_reports::EstimateFormat,
+    },
     /// Check the engine's queues against queueing theory: single-tier runs (Redis,
     /// Cassandra, Kafka, router, chat server; 1 and 4 workers; ρ = 0.5, 0.8, 0.9) beside
     /// the M/M/c closed form of their mean, p50 and p99 sojourn.
@@ -164,6 +177,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_estimate_format(s: &str) -> Result<wasim_reports::EstimateFormat, String> {
+    use wasim_reports::EstimateFormat as F;
+    match s {
+        "table" => Ok(F::Table),
+        "md" | "markdown" => Ok(F::Markdown),
+        "csv" => Ok(F::Csv),
+        "json" => Ok(F::Json),
+        _ => Err("one of table, md, csv, json".into()),
+    }
 }
 
 fn parse_link_ms(s: &str) -> Result<f64, String> {
@@ -241,6 +265,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Bench { file, runs, threads } => bench(&file, runs, jobs_or_cores(threads)),
+        Command::Estimate { file, format } => estimate(file.as_deref(), format),
         Command::Calibrate { quick, customers, tolerance, link_ms, seed, jobs, json } => {
             calibrate(quick, customers, tolerance, link_ms, seed, jobs, json)
         }
@@ -305,6 +330,24 @@ fn calibrate(
     } else {
         ExitCode::from(1)
     }
+}
+
+/// `wasim estimate`: the card's table, from the card's inputs or a scenario's.
+fn estimate(file: Option<&Path>, format: wasim_reports::EstimateFormat) -> ExitCode {
+    use wasim_sim::estimate::{estimate, transports, EstimateInputs};
+    let (inputs, from, against_card) = match file {
+        None => (EstimateInputs::card(), "the card".to_string(), true),
+        Some(f) => match Scenario::load(f) {
+            Ok(s) => (s.estimate_inputs(), format!("{} (the card's where it has none)", f.display()), false),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+        },
+    };
+    let report = wasim_reports::EstimateReport::new(&from, &estimate(&inputs, against_card), &transports(&inputs));
+    print!("{}", wasim_reports::render_estimate(&report, format));
+    ExitCode::SUCCESS
 }
 
 /// Load a scenario and check it fits the machine; the error is ready to print.

@@ -9,6 +9,7 @@ mod capacity;
 mod chat_server;
 mod client;
 mod error;
+pub mod estimate;
 mod fanout;
 mod frames;
 mod held;

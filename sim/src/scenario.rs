@@ -897,6 +897,31 @@ impl Scenario {
     }
 
     /// Users with an account: `users.registered`, at least the concurrent ones.
+    /// The card's estimation inputs with this scenario's numbers where it has them: users
+    /// (its registered users, all taken as daily users), users online, messages a day (1:1
+    /// and group sends), the heartbeat, connections a chat server, replicas, and the groups;
+    /// the card's own for the rest (message sizes, node sizes, history kept).
+    pub fn estimate_inputs(&self) -> wasim_model::estimate::EstimateInputs {
+        let card = wasim_model::estimate::EstimateInputs::card();
+        let registered = self.registered_users() as f64;
+        let concurrent = self.users.concurrent as f64;
+        let group_sends = f64::from(self.groups.active) * self.groups.messages_per_group_per_s;
+        wasim_model::estimate::EstimateInputs {
+            users: registered,
+            dau: registered,
+            concurrent,
+            messages_per_day: (self.workload.messages_per_s as f64 + group_sends) * wasim_model::estimate::DAY_S,
+            replication: f64::from(self.fleet.cassandra_replication_factor),
+            connections_per_server: f64::from(self.fleet.connections_per_server_max),
+            heartbeat_s: self.users.heartbeat_interval_ms as f64 / 1e3,
+            groups_active: f64::from(self.groups.active),
+            group_members: if self.groups.active > 0 { self.groups.members.mean() } else { 0.0 },
+            group_messages_per_s: self.groups.messages_per_group_per_s,
+            online_share: if registered > 0.0 { concurrent / registered } else { 0.0 },
+            ..card
+        }
+    }
+
     pub fn registered_users(&self) -> u64 {
         self.users.registered.max(self.users.concurrent)
     }

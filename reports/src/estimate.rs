@@ -1,0 +1,244 @@
+//! `wasim estimate`: the card's estimation table beside the recomputed values, as a text
+//! table, Markdown, CSV or JSON.
+
+use serde::Serialize;
+use wasim_sim::estimate::{downtime_s_per_year, si, si_bytes, EstimateRow, TransportRow};
+
+/// The output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EstimateFormat {
+    Table,
+    Markdown,
+    Csv,
+    Json,
+}
+
+/// What `wasim estimate` prints: where the inputs came from, the rows and the transports.
+#[derive(Debug, Serialize)]
+pub struct EstimateReport {
+    /// "the card" or the scenario file.
+    pub inputs_from: String,
+    pub rows: Vec<EstimateRowOut>,
+    pub transports: Vec<TransportOut>,
+    /// The card's non-functional targets, with what they imply.
+    pub targets: Vec<(String, String)>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EstimateRowOut {
+    pub component: String,
+    pub card: Option<String>,
+    pub card_value: Option<f64>,
+    pub value: f64,
+    pub unit: String,
+    pub formula: String,
+    pub flag: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TransportOut {
+    pub transport: String,
+    pub requests_per_s: f64,
+    pub empty_share: f64,
+    pub worst_latency_s: f64,
+    pub worst_wait: String,
+    pub formula: String,
+}
+
+impl EstimateReport {
+    pub fn new(inputs_from: &str, rows: &[EstimateRow], transports: &[TransportRow]) -> EstimateReport {
+        let downtime_min = downtime_s_per_year(0.9999) / 60.0;
+        EstimateReport {
+            inputs_from: inputs_from.to_string(),
+            rows: rows
+                .iter()
+                .map(|r| EstimateRowOut {
+                    component: r.component.to_string(),
+                    card: r.card_text.map(str::to_string),
+                    card_value: r.card,
+                    value: r.value,
+                    unit: r.unit.to_string(),
+                    formula: r.formula.clone(),
+                    flag: r.flag.clone(),
+                })
+                .collect(),
+            transports: transports
+                .iter()
+                .map(|t| TransportOut {
+                    transport: t.transport.to_string(),
+                    requests_per_s: t.requests_per_s,
+                    empty_share: t.empty_share,
+                    worst_latency_s: t.worst_latency_s,
+                    worst_wait: t.worst_wait.clone(),
+                    formula: t.formula.clone(),
+                })
+                .collect(),
+            targets: vec![
+                ("Delivery latency p99 < 500 ms".into(), "`wasim scenario`'s delivery SLO".into()),
+                ("Presence propagation p99 < 1 s".into(), "`wasim scenario`'s presence SLO".into()),
+                ("Availability 99.99%".into(), format!("{downtime_min:.1} minutes of downtime a year")),
+                ("Durability: zero message loss".into(), "invariant 1 (no loss), checked after every run".into()),
+            ],
+        }
+    }
+}
+
+/// A value in its unit, readable: bytes in B/KB/.../PB, counts in full, others in
+/// engineering form.
+fn show(value: f64, unit: &str) -> String {
+    match unit {
+        "bytes" => si_bytes(value),
+        "bytes/day" => format!("{}/day", si_bytes(value)),
+        "bytes/s" => format!("{}/s", si_bytes(value)),
+        "servers" | "nodes" => format!("{} {unit}", thousands(value as u64)),
+        other => format!("{} {other}", si(value)),
+    }
+}
+
+fn thousands(v: u64) -> String {
+    let digits = v.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Render `r` in `format`.
+pub fn render_estimate(r: &EstimateReport, format: EstimateFormat) -> String {
+    match format {
+        EstimateFormat::Table => table(r),
+        EstimateFormat::Markdown => markdown(r),
+        EstimateFormat::Csv => csv_rows(r),
+        EstimateFormat::Json => serde_json::to_string_pretty(r).expect("the estimate serializes") + "\n",
+    }
+}
+
+fn table(r: &EstimateReport) -> String {
+    let mut o = format!("Scale & estimation (inputs: {})\n\n", r.inputs_from);
+    o += &format!("  {:<28} {:>14} {:>16}  formula\n", "component", "card", "recomputed");
+    for row in &r.rows {
+        let card = row.card.as_deref().unwrap_or("-");
+        let mark = if row.flag.is_some() { " !" } else { "" };
+        o += &format!(
+            "  {:<28} {:>14} {:>16}  {}{mark}\n",
+            row.component,
+            card,
+            show(row.value, &row.unit),
+            row.formula
+        );
+    }
+    let flagged: Vec<&EstimateRowOut> = r.rows.iter().filter(|row| row.flag.is_some()).collect();
+    if !flagged.is_empty() {
+        o += "\n  ! where the card disagrees with its own inputs:\n";
+        for row in flagged {
+            o += &format!("    {}: {}\n", row.component, row.flag.as_deref().unwrap_or_default());
+        }
+    }
+    o += "\nPolling or WebSockets (the card's comparison), for the same users and messages\n\n";
+    o += &format!("  {:<14} {:>14} {:>8} {:>14}  formula\n", "transport", "requests/s", "empty", "worst wait");
+    for t in &r.transports {
+        o += &format!(
+            "  {:<14} {:>14} {:>7.1}% {:>14}  {}\n",
+            t.transport,
+            si(t.requests_per_s),
+            t.empty_share * 100.0,
+            t.worst_wait,
+            t.formula
+        );
+    }
+    o += "\nTargets\n\n";
+    for (target, meaning) in &r.targets {
+        o += &format!("  {target}: {meaning}\n");
+    }
+    o
+}
+
+fn markdown(r: &EstimateReport) -> String {
+    let mut o = format!("## Scale & estimation\n\nInputs: {}.\n\n", r.inputs_from);
+    o += "| Component | Card | Recomputed | Formula | Flag |\n|---|---:|---:|---|---|\n";
+    for row in &r.rows {
+        o += &format!(
+            "| {} | {} | {} | {} | {} |\n",
+            row.component,
+            row.card.as_deref().unwrap_or("—"),
+            show(row.value, &row.unit),
+            row.formula,
+            row.flag.as_deref().unwrap_or("")
+        );
+    }
+    o += "\n### Polling or WebSockets\n\n| Transport | Requests/s | Empty | Worst wait | Formula |\n|---|---:|---:|---|---|\n";
+    for t in &r.transports {
+        o += &format!(
+            "| {} | {} | {:.1}% | {} | {} |\n",
+            t.transport,
+            si(t.requests_per_s),
+            t.empty_share * 100.0,
+            t.worst_wait,
+            t.formula
+        );
+    }
+    o += "\n### Targets\n\n";
+    for (target, meaning) in &r.targets {
+        o += &format!("- {target}: {meaning}\n");
+    }
+    o
+}
+
+fn csv_rows(r: &EstimateReport) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["component", "card", "card_value", "recomputed", "unit", "formula", "flag"]).expect("in memory");
+    for row in &r.rows {
+        w.write_record([
+            row.component.clone(),
+            row.card.clone().unwrap_or_default(),
+            row.card_value.map(|v| v.to_string()).unwrap_or_default(),
+            row.value.to_string(),
+            row.unit.clone(),
+            row.formula.clone(),
+            row.flag.clone().unwrap_or_default(),
+        ])
+        .expect("in memory");
+    }
+    String::from_utf8(w.into_inner().expect("in memory")).expect("UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasim_sim::estimate::{estimate, transports, EstimateInputs};
+
+    fn card() -> EstimateReport {
+        let i = EstimateInputs::card();
+        EstimateReport::new("the card", &estimate(&i, true), &transports(&i))
+    }
+
+    #[test]
+    fn every_format_holds_every_row_with_its_recomputed_value() {
+        let r = card();
+        for format in [EstimateFormat::Table, EstimateFormat::Markdown, EstimateFormat::Csv] {
+            let text = render_estimate(&r, format);
+            for row in &r.rows {
+                assert!(text.contains(&row.component), "{format:?} lacks {}", row.component);
+            }
+            assert!(text.contains("1.157M"), "{format:?}: the throughput recomputed");
+        }
+        let json: serde_json::Value = serde_json::from_str(&render_estimate(&r, EstimateFormat::Json)).unwrap();
+        assert_eq!(json["rows"].as_array().unwrap().len(), r.rows.len());
+        assert_eq!(json["rows"][0]["value"].as_f64(), Some(1_000.0));
+        let csv = render_estimate(&r, EstimateFormat::Csv);
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        assert_eq!(reader.records().count(), r.rows.len());
+    }
+
+    #[test]
+    fn the_table_marks_and_explains_the_flagged_rows() {
+        let text = render_estimate(&card(), EstimateFormat::Table);
+        assert!(text.contains("where the card disagrees"));
+        assert!(text.contains("Kafka throughput: "), "{text}");
+        assert!(text.contains("52.6 minutes of downtime a year"));
+    }
+}
