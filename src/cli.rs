@@ -147,6 +147,10 @@ enum Command {
         /// table, md, csv or json.
         #[arg(long, default_value = "table", value_parser = parse_estimate_format)]
         format: wasim_reports::EstimateFormat,
+        /// A report folder of a run of the scenario: its measured load per tier goes beside
+        /// the predictions.
+        #[arg(long, value_name = "DIR", requires = "file")]
+        run: Option<PathBuf>,
     },
     /// Check the engine's queues against queueing theory: single-tier runs (Redis,
     /// Cassandra, Kafka, router, chat server; 1 and 4 workers; ρ = 0.5, 0.8, 0.9) beside
@@ -265,7 +269,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Bench { file, runs, threads } => bench(&file, runs, jobs_or_cores(threads)),
-        Command::Estimate { file, format } => estimate(file.as_deref(), format),
+        Command::Estimate { file, format, run } => estimate(file.as_deref(), format, run.as_deref()),
         Command::Calibrate { quick, customers, tolerance, link_ms, seed, jobs, json } => {
             calibrate(quick, customers, tolerance, link_ms, seed, jobs, json)
         }
@@ -333,21 +337,59 @@ fn calibrate(
 }
 
 /// `wasim estimate`: the card's table, from the card's inputs or a scenario's.
-fn estimate(file: Option<&Path>, format: wasim_reports::EstimateFormat) -> ExitCode {
+fn estimate(file: Option<&Path>, format: wasim_reports::EstimateFormat, run: Option<&Path>) -> ExitCode {
     use wasim_sim::estimate::{estimate, transports, EstimateInputs};
-    let (inputs, from, against_card) = match file {
-        None => (EstimateInputs::card(), "the card".to_string(), true),
-        Some(f) => match Scenario::load(f) {
-            Ok(s) => (s.estimate_inputs(), format!("{} (the card's where it has none)", f.display()), false),
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(EXIT_BAD_INPUT);
-            }
-        },
+    let scenario = match file.map(Scenario::load).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
     };
-    let report = wasim_reports::EstimateReport::new(&from, &estimate(&inputs, against_card), &transports(&inputs));
+    let (inputs, from, against_card) = match (&scenario, file) {
+        (Some(s), Some(f)) => (s.estimate_inputs(), format!("{} (the card's where it has none)", f.display()), false),
+        _ => (EstimateInputs::card(), "the card".to_string(), true),
+    };
+    let measured = match run.map(measured_tiers).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let mut report = wasim_reports::EstimateReport::new(&from, &estimate(&inputs, against_card), &transports(&inputs));
+    if let Some(s) = &scenario {
+        report.tiers = wasim_sim::predicted_load(s)
+            .iter()
+            .map(|load| {
+                let m =
+                    measured.as_ref().and_then(|m| m.iter().find(|(t, _, _)| t == load.tier)).map(|&(_, o, u)| (o, u));
+                wasim_reports::TierAnalytic::new(load, m)
+            })
+            .collect();
+        report.run = run.map(|d| d.display().to_string());
+    }
     print!("{}", wasim_reports::render_estimate(&report, format));
     ExitCode::SUCCESS
+}
+
+/// A run folder's measured load per tier: (tier, operations a second per node, mean
+/// utilisation), from its summary.json.
+fn measured_tiers(dir: &Path) -> Result<Vec<(String, f64, f64)>, String> {
+    let path = dir.join("summary.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not a run's summary: {e}", path.display()))?;
+    let tiers = json["tiers"].as_array().ok_or_else(|| format!("{}: no `tiers` in it", path.display()))?;
+    tiers
+        .iter()
+        .map(|t| {
+            let field =
+                |name: &str| t[name].as_f64().ok_or_else(|| format!("{}: a tier without `{name}`", path.display()));
+            let tier = t["tier"].as_str().ok_or_else(|| format!("{}: a tier without `tier`", path.display()))?;
+            Ok((tier.to_string(), field("ops_per_s_per_node")?, field("utilisation_mean")?))
+        })
+        .collect()
 }
 
 /// Load a scenario and check it fits the machine; the error is ready to print.

@@ -36,6 +36,26 @@ fn a_scenario_moves_the_rows_and_a_bad_one_is_refused() {
     assert_eq!(wasim(&["estimate", "--format", "xml"]).status.code(), Some(2));
 }
 
+#[test]
+fn a_runs_measured_load_goes_beside_the_predicted_one() {
+    let dir = tempfile_dir().join("run");
+    let file = scenario_file(&tempfile_dir(), "run.toml", SMALL);
+    let out = wasim(&["scenario", file.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+    assert!(out.status.code().is_some_and(|c| c <= 1), "{}", stderr(&out));
+    let out = wasim(&["estimate", file.to_str().unwrap(), "--run", dir.to_str().unwrap(), "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    let tiers = json["tiers"].as_array().expect("tiers with a scenario");
+    let redis = tiers.iter().find(|t| t["tier"] == "redis_session").expect("a session tier");
+    let (predicted, measured) =
+        (redis["ops_per_s_per_node"].as_f64().unwrap(), redis["measured_ops_per_s_per_node"].as_f64().unwrap());
+    assert!((measured / predicted - 1.0).abs() < 0.25, "predicted {predicted}, measured {measured}");
+    assert!(redis["sojourn_ms_p99"].as_f64().unwrap() > redis["sojourn_ms_mean"].as_f64().unwrap());
+    let nowhere = wasim(&["estimate", file.to_str().unwrap(), "--run", "/nonexistent/run"]);
+    assert_eq!(nowhere.status.code(), Some(2));
+    assert!(stderr(&nowhere).contains("summary.json"), "{}", stderr(&nowhere));
+}
+
 fn tempfile_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("wasim-estimate-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

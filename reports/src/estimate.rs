@@ -22,6 +22,56 @@ pub struct EstimateReport {
     pub transports: Vec<TransportOut>,
     /// The card's non-functional targets, with what they imply.
     pub targets: Vec<(String, String)>,
+    /// With a scenario: each tier's analytic prediction (the visit table's load on an
+    /// M/M/c queue per node), and with `--run` what a run of it measured.
+    pub tiers: Vec<TierAnalytic>,
+    /// The run folder the measured columns come from.
+    pub run: Option<String>,
+}
+
+/// One tier: the load the visit table predicts, what queueing theory says of it, and what
+/// a run measured.
+#[derive(Debug, Serialize)]
+pub struct TierAnalytic {
+    pub tier: String,
+    pub nodes: u32,
+    pub workers_per_node: u32,
+    pub service_us_mean: f64,
+    /// λ per node, predicted.
+    pub ops_per_s_per_node: f64,
+    /// ρ = λ·E[S] / c.
+    pub utilisation: f64,
+    /// Erlang C (the share of requests that wait), Little's L (requests in a node), the
+    /// mean and p99 time in a node (ms); `None` when the node is saturated (ρ >= 1).
+    pub wait_probability: Option<f64>,
+    pub in_node_mean: Option<f64>,
+    pub sojourn_ms_mean: Option<f64>,
+    pub sojourn_ms_p99: Option<f64>,
+    /// From the run's summary.json: operations a second per node and mean utilisation.
+    pub measured_ops_per_s_per_node: Option<f64>,
+    pub measured_utilisation: Option<f64>,
+}
+
+impl TierAnalytic {
+    /// `load`'s prediction on an M/M/c queue per node, with what a run measured (`(ops/s per
+    /// node, utilisation)`, if given).
+    pub fn new(load: &wasim_sim::TierLoad, measured: Option<(f64, f64)>) -> TierAnalytic {
+        let queue = wasim_sim::estimate_queue(load);
+        TierAnalytic {
+            tier: load.tier.to_string(),
+            nodes: load.nodes,
+            workers_per_node: load.workers_per_node,
+            service_us_mean: load.service_us_mean,
+            ops_per_s_per_node: load.ops_per_s_per_node,
+            utilisation: load.utilisation,
+            wait_probability: queue.map(|q| q.erlang_c()),
+            in_node_mean: queue.map(|q| q.in_system_mean()),
+            sojourn_ms_mean: queue.map(|q| q.sojourn_s_mean() * 1e3),
+            sojourn_ms_p99: queue.map(|q| q.sojourn_s_quantile(0.99) * 1e3),
+            measured_ops_per_s_per_node: measured.map(|m| m.0),
+            measured_utilisation: measured.map(|m| m.1),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -79,6 +129,8 @@ impl EstimateReport {
                 ("Availability 99.99%".into(), format!("{downtime_min:.1} minutes of downtime a year")),
                 ("Durability: zero message loss".into(), "invariant 1 (no loss), checked after every run".into()),
             ],
+            tiers: Vec::new(),
+            run: None,
         }
     }
 }
@@ -154,6 +206,48 @@ fn table(r: &EstimateReport) -> String {
     for (target, meaning) in &r.targets {
         o += &format!("  {target}: {meaning}\n");
     }
+    if !r.tiers.is_empty() {
+        o += "\nTiers: the visit table's load per node on an M/M/c queue (exponential service)";
+        match &r.run {
+            Some(run) => o += &format!(", beside what {run} measured\n\n"),
+            None => o += " (`--run DIR` adds what a run measured)\n\n",
+        }
+        o += &format!(
+            "  {:<15} {:>5} {:>7} {:>10} {:>12} {:>7} {:>8} {:>7} {:>10} {:>10} {:>12} {:>9}\n",
+            "tier",
+            "nodes",
+            "workers",
+            "service",
+            "ops/s/node",
+            "util",
+            "P(wait)",
+            "L",
+            "mean",
+            "p99",
+            "measured/node",
+            "util"
+        );
+        for t in &r.tiers {
+            let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("saturated".to_string(), f);
+            let measured = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".to_string(), f);
+            o += &format!(
+                "  {:<15} {:>5} {:>7} {:>8.0}µs {:>12} {:>6.1}% {:>8} {:>7} {:>10} {:>10} {:>12} {:>9}\n",
+                t.tier,
+                t.nodes,
+                t.workers_per_node,
+                t.service_us_mean,
+                si(t.ops_per_s_per_node),
+                t.utilisation * 100.0,
+                opt(t.wait_probability, &|p| format!("{:.3}", p)),
+                opt(t.in_node_mean, &|l| format!("{l:.2}")),
+                opt(t.sojourn_ms_mean, &|ms| format!("{ms:.3} ms")),
+                opt(t.sojourn_ms_p99, &|ms| format!("{ms:.3} ms")),
+                measured(t.measured_ops_per_s_per_node, &si),
+                measured(t.measured_utilisation, &|u| format!("{:.1}%", u * 100.0)),
+            );
+        }
+        o += "\n  util = λ·E[S] / workers; P(wait) = Erlang C; L = λ·W (Little); p99 from the M/M/c sojourn distribution.\n";
+    }
     o
 }
 
@@ -184,6 +278,25 @@ fn markdown(r: &EstimateReport) -> String {
     o += "\n### Targets\n\n";
     for (target, meaning) in &r.targets {
         o += &format!("- {target}: {meaning}\n");
+    }
+    if !r.tiers.is_empty() {
+        o += "\n### Tiers (visit table on M/M/c per node)\n\n| Tier | Nodes | Workers | Ops/s a node | Util | P(wait) | Mean | p99 | Measured ops/s a node | Measured util |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        for t in &r.tiers {
+            let opt = |v: Option<f64>| v.map_or("saturated".to_string(), |v| format!("{v:.3}"));
+            o += &format!(
+                "| {} | {} | {} | {} | {:.1}% | {} | {} ms | {} ms | {} | {} |\n",
+                t.tier,
+                t.nodes,
+                t.workers_per_node,
+                si(t.ops_per_s_per_node),
+                t.utilisation * 100.0,
+                opt(t.wait_probability),
+                opt(t.sojourn_ms_mean),
+                opt(t.sojourn_ms_p99),
+                t.measured_ops_per_s_per_node.map_or("—".into(), si),
+                t.measured_utilisation.map_or("—".into(), |u| format!("{:.1}%", u * 100.0)),
+            );
+        }
     }
     o
 }
@@ -232,6 +345,31 @@ mod tests {
         let csv = render_estimate(&r, EstimateFormat::Csv);
         let mut reader = csv::Reader::from_reader(csv.as_bytes());
         assert_eq!(reader.records().count(), r.rows.len());
+    }
+
+    #[test]
+    fn a_tier_on_one_worker_at_half_load_is_the_m_m_1_worked_by_hand() {
+        // 500 requests a second of 1 ms on one worker: ρ = 0.5, W = 1 / (μ - λ) = 2 ms,
+        // L = λ·W = 1, P(wait) = ρ, p99 = ln(100) / (μ - λ) = 9.21 ms (an M/M/1 sojourn
+        // is exponential at μ - λ).
+        let load = wasim_sim::TierLoad {
+            tier: "router",
+            nodes: 1,
+            workers_per_node: 1,
+            ops_per_s: 500.0,
+            ops_per_s_per_node: 500.0,
+            service_us_mean: 1_000.0,
+            utilisation: 0.5,
+            nodes_for_target: 1,
+        };
+        let t = TierAnalytic::new(&load, Some((498.0, 0.49)));
+        assert!((t.wait_probability.unwrap() - 0.5).abs() < 1e-12);
+        assert!((t.in_node_mean.unwrap() - 1.0).abs() < 1e-9);
+        assert!((t.sojourn_ms_mean.unwrap() - 2.0).abs() < 1e-9);
+        assert!((t.sojourn_ms_p99.unwrap() - 100f64.ln() / 500.0 * 1e3).abs() < 1e-6);
+        assert_eq!(t.measured_utilisation, Some(0.49));
+        let saturated = TierAnalytic::new(&wasim_sim::TierLoad { ops_per_s_per_node: 1_000.0, ..load }, None);
+        assert_eq!(saturated.sojourn_ms_p99, None, "ρ = 1 has no steady state");
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod summary;
 mod table;
 
 pub use calibration::{calibration_passes, render_calibration};
-pub use estimate::{render_estimate, EstimateFormat, EstimateReport};
+pub use estimate::{render_estimate, EstimateFormat, EstimateReport, TierAnalytic};
 pub use files::{write_report, ReportDir, ReportFiles};
 pub use summary::{LatencySummary, OpLoad, PlacementRow, SloVerdict, Sometimes, Summary, Verdict};
 pub use table::{render_settings, render_summary, render_timing, Timing};

@@ -40,7 +40,8 @@ pub use scenario::{
 };
 pub use topology::NodeKind;
 pub use visits::{
-    predicted_load, predicted_load_from, predicted_rates, OpCounts, OpKind, TierLoad, OP_KINDS, TARGET_UTILISATION,
+    estimate_queue, predicted_load, predicted_load_from, predicted_rates, OpCounts, OpKind, TierLoad, OP_KINDS,
+    TARGET_UTILISATION,
 };
 pub use wasim_model::estimate;
 pub use wasim_model::plant;

@@ -543,6 +543,15 @@ pub struct TierLoad {
     pub nodes_for_target: u32,
 }
 
+/// A node of `load`'s tier as an M/M/c queue (its predicted arrivals, mean service time and
+/// workers); `None` when it is saturated or idle.
+pub fn estimate_queue(load: &TierLoad) -> Option<wasim_model::Mmc> {
+    if load.ops_per_s_per_node <= 0.0 {
+        return None;
+    }
+    wasim_model::Mmc::new(load.ops_per_s_per_node, load.service_us_mean / 1e6, load.workers_per_node).ok()
+}
+
 /// Every serving tier's predicted load, from the visit table.
 pub fn predicted_load(s: &Scenario) -> Vec<TierLoad> {
     predicted_load_from(s, &predicted_rates(s))
