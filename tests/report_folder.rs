@@ -51,3 +51,31 @@ fn a_folder_holding_other_files_is_not_replaced() {
     assert!(stderr(&o).contains("small.toml") && stderr(&o).contains("refusing"), "{}", stderr(&o));
     assert!(path.exists(), "the user's file is still there");
 }
+
+#[test]
+fn the_report_folder_holds_plots_of_the_runs_own_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario_file(dir.path(), "small.toml", SMALL);
+    let out = dir.path().join("report");
+    let o = wasim(&["scenario", path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for slo in summary["slos"].as_array().unwrap() {
+        let metric = slo["metric"].as_str().unwrap();
+        let svg = std::fs::read_to_string(out.join(format!("latency_{metric}.svg"))).expect("a CDF per SLO metric");
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{metric}: an SVG document");
+        assert!(svg.contains("small, seed 5"), "{metric}: the title names the scenario and seed");
+        let samples = slo["samples"].as_u64().unwrap();
+        assert!(
+            svg.contains(&format!("({samples} samples)")),
+            "{metric}: the legend holds the run's {samples} samples"
+        );
+        let objective = slo["objective_ms"].as_f64().unwrap();
+        assert!(svg.contains(&format!("p99 &lt; {objective} ms")), "{metric}: the SLO line");
+    }
+    let throughput = std::fs::read_to_string(out.join("throughput.svg")).expect("a throughput plot");
+    for label in ["sends", "delivered", "simulated time (s)", "per simulated second"] {
+        assert!(throughput.contains(label), "throughput.svg lacks {label}");
+    }
+}

@@ -168,7 +168,48 @@ fn write_files(dir: &Path, outcome: &Outcome, summary: &Summary, timing: &Timing
     if !outcome.trace.is_empty() {
         put("trace.csv", trace(outcome)?)?;
     }
+    for (name, svg) in plots(outcome, summary) {
+        put(&name, svg.into_bytes())?;
+    }
     Ok(written)
+}
+
+/// The report's SVG plots: each SLO metric's latency CDF with its threshold, and the
+/// throughput over time with the fault windows shaded.
+fn plots(o: &Outcome, s: &Summary) -> Vec<(String, String)> {
+    let run = format!("{}, seed {}", s.scenario_name, s.seed);
+    let mut plots = Vec::new();
+    for slo in s.slos.iter().filter(|v| v.objective_ms > 0.0) {
+        if let Some((_, h)) = o.latencies.named().into_iter().find(|(name, _)| *name == slo.metric) {
+            let title = format!("{} latency: {run}", slo.metric);
+            plots.push((
+                format!("latency_{}.svg", slo.metric),
+                crate::plot::latency_cdf_svg(&title, slo.metric, h, slo.objective_ms),
+            ));
+        }
+    }
+    let seconds = o.simulated_s() as usize;
+    let per_s = |f: fn(&wasim_sim::SecondCounters) -> u64| -> Vec<f64> {
+        o.per_second.iter().take(seconds).map(|c| f(c) as f64).collect()
+    };
+    let series = [
+        ("sends", per_s(|c| c.sends)),
+        ("✓ (stored)", per_s(|c| c.sent_acks)),
+        ("delivered", per_s(|c| c.deliveries)),
+        ("receipts", per_s(|c| c.receipts)),
+    ];
+    let faults: Vec<(f64, f64)> = o
+        .scenario
+        .faults
+        .iter()
+        .map(|f| {
+            let (from, until) = f.window_s();
+            (from as f64, until as f64)
+        })
+        .collect();
+    let title = format!("Throughput: {run}");
+    plots.push(("throughput.svg".into(), crate::plot::over_time_svg(&title, "per simulated second", &series, &faults)));
+    plots
 }
 
 fn json<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {

@@ -1,0 +1,147 @@
+//! SVG plots of a run, drawn with plotters (its SVG backend needs no font library).
+
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+
+/// Plot size in pixels.
+const SIZE: (u32, u32) = (900, 520);
+
+/// Colours of the series, in order.
+const SERIES: [RGBColor; 4] =
+    [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
+
+/// The latency distribution of `h` (µs) as a CDF: the share of samples at or below each
+/// latency, in ms, with the SLO's threshold drawn as a vertical line.
+pub fn latency_cdf_svg(title: &str, metric: &str, h: &Histogram<u64>, slo_ms: f64) -> String {
+    let mut points: Vec<(f64, f64)> = Vec::new();
+    if !h.is_empty() {
+        points.push((0.0, 0.0));
+        for v in h.iter_quantiles(4) {
+            points.push((v.value_iterated_to() as f64 / 1e3, v.quantile_iterated_to()));
+        }
+    }
+    let x_max = points.iter().map(|p| p.0).fold(slo_ms * 1.2, f64::max).max(1.0);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).expect("an SVG in memory");
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_max, 0.0..1.0)
+            .expect("an SVG in memory");
+        chart
+            .configure_mesh()
+            .x_desc(format!("{metric} latency (ms)"))
+            .y_desc("share of samples at or below")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .draw()
+            .expect("an SVG in memory");
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), SERIES[0].stroke_width(2)))
+            .expect("an SVG in memory")
+            .label(format!("{metric} ({} samples)", h.len()))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], SERIES[0].stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(vec![(slo_ms, 0.0), (slo_ms, 1.0)], SERIES[3].stroke_width(2)))
+            .expect("an SVG in memory")
+            .label(format!("SLO: p99 < {slo_ms} ms"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], SERIES[3].stroke_width(2)));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .expect("an SVG in memory");
+        root.present().expect("an SVG in memory");
+    }
+    svg
+}
+
+/// Per-second series over the run (`series`: a name and a value per second), with the
+/// fault windows (`[from, until)` in s) shaded.
+pub fn over_time_svg(title: &str, y_desc: &str, series: &[(&str, Vec<f64>)], faults: &[(f64, f64)]) -> String {
+    let seconds = series.iter().map(|s| s.1.len()).max().unwrap_or(0).max(1) as f64;
+    let y_max = series.iter().flat_map(|s| s.1.iter().copied()).fold(1.0, f64::max) * 1.1;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).expect("an SVG in memory");
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..seconds, 0.0..y_max)
+            .expect("an SVG in memory");
+        chart
+            .configure_mesh()
+            .x_desc("simulated time (s)")
+            .y_desc(y_desc)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw()
+            .expect("an SVG in memory");
+        if !faults.is_empty() {
+            chart
+                .draw_series(faults.iter().map(|&(from, until)| {
+                    Rectangle::new(
+                        [(from, 0.0), (until.min(seconds), y_max)],
+                        RGBColor(200, 200, 200).mix(0.4).filled(),
+                    )
+                }))
+                .expect("an SVG in memory")
+                .label("fault windows")
+                .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], RGBColor(200, 200, 200).filled()));
+        }
+        for (k, (name, values)) in series.iter().enumerate() {
+            let colour = SERIES[k % SERIES.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    values.iter().enumerate().map(|(i, &v)| (i as f64 + 0.5, v)),
+                    colour.stroke_width(2),
+                ))
+                .expect("an SVG in memory")
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .expect("an SVG in memory");
+        root.present().expect("an SVG in memory");
+    }
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cdf_holds_its_title_its_axes_and_its_slo_line() {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        for us in [10_000u64, 20_000, 30_000, 40_000, 450_000] {
+            h.record(us).unwrap();
+        }
+        let svg = latency_cdf_svg("delivery, baseline seed 1", "delivery", &h, 500.0);
+        assert!(svg.starts_with("<svg"), "{}", &svg[..60.min(svg.len())]);
+        assert!(svg.contains("baseline seed 1") && svg.contains("delivery latency (ms)"));
+        assert!(svg.contains("SLO: p99 &lt; 500 ms") || svg.contains("SLO: p99 < 500 ms"));
+        assert!(svg.contains("5 samples"));
+        assert!(svg.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn a_series_over_time_shades_its_faults() {
+        let svg = over_time_svg("t", "messages/s", &[("sends", vec![1.0, 2.0, 3.0])], &[(1.0, 2.0)]);
+        assert!(svg.contains("fault windows") && svg.contains("sends") && svg.contains("simulated time (s)"));
+        assert!(svg.contains("<rect"), "the fault window is a rectangle");
+    }
+}
