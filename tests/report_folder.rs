@@ -78,4 +78,8 @@ fn the_report_folder_holds_plots_of_the_runs_own_numbers() {
     for label in ["sends", "delivered", "simulated time (s)", "per simulated second"] {
         assert!(throughput.contains(label), "throughput.svg lacks {label}");
     }
+    let connections = std::fs::read_to_string(out.join("connections.svg")).expect("a connections plot");
+    for server in ["chat_server-0", "chat_server-1", "chat_server-2"] {
+        assert!(connections.contains(server), "connections.svg lacks {server}: three servers, a line each");
+    }
 }

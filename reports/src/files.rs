@@ -193,10 +193,10 @@ fn plots(o: &Outcome, s: &Summary) -> Vec<(String, String)> {
         o.per_second.iter().take(seconds).map(|c| f(c) as f64).collect()
     };
     let series = [
-        ("sends", per_s(|c| c.sends)),
-        ("✓ (stored)", per_s(|c| c.sent_acks)),
-        ("delivered", per_s(|c| c.deliveries)),
-        ("receipts", per_s(|c| c.receipts)),
+        ("sends".to_string(), per_s(|c| c.sends)),
+        ("✓ (stored)".to_string(), per_s(|c| c.sent_acks)),
+        ("delivered".to_string(), per_s(|c| c.deliveries)),
+        ("receipts".to_string(), per_s(|c| c.receipts)),
     ];
     let faults: Vec<(f64, f64)> = o
         .scenario
@@ -209,7 +209,44 @@ fn plots(o: &Outcome, s: &Summary) -> Vec<(String, String)> {
         .collect();
     let title = format!("Throughput: {run}");
     plots.push(("throughput.svg".into(), crate::plot::over_time_svg(&title, "per simulated second", &series, &faults)));
+    let title = format!("Connections per chat server: {run}");
+    plots.push(("connections.svg".into(), crate::plot::over_time_svg(&title, "connections", &connections(o), &faults)));
     plots
+}
+
+/// The connections plot's series: each chat server's when there are few; else the fewest,
+/// the mean and the most over the servers, and each server a fault crashes.
+fn connections(o: &Outcome) -> Vec<(String, Vec<f64>)> {
+    const EACH_MAX: usize = 8;
+    let servers = &o.chat_connections_per_second;
+    let as_f64 = |s: &Vec<u32>| s.iter().map(|&c| f64::from(c)).collect::<Vec<f64>>();
+    if servers.len() <= EACH_MAX {
+        return servers.iter().enumerate().map(|(i, s)| (format!("chat_server-{i}"), as_f64(s))).collect();
+    }
+    let seconds = servers.iter().map(Vec::len).max().unwrap_or(0);
+    let across = |f: &dyn Fn(&mut dyn Iterator<Item = f64>) -> f64| -> Vec<f64> {
+        (0..seconds).map(|t| f(&mut servers.iter().map(|s| f64::from(s[t])))).collect()
+    };
+    let mut series = vec![
+        ("fewest".to_string(), across(&|it| it.fold(f64::INFINITY, f64::min))),
+        (
+            "mean".to_string(),
+            across(&|it| {
+                let (sum, n) = it.fold((0.0, 0.0), |(s, n), v| (s + v, n + 1.0));
+                sum / n
+            }),
+        ),
+        ("most".to_string(), across(&|it| it.fold(0.0, f64::max))),
+    ];
+    for f in &o.scenario.faults {
+        if let wasim_sim::Fault::Crash { ref target, .. } = *f {
+            let index = target.strip_prefix("chat_server-").and_then(|i| i.parse::<usize>().ok());
+            if let Some(s) = index.and_then(|i| servers.get(i)) {
+                series.push((target.clone(), as_f64(s)));
+            }
+        }
+    }
+    series
 }
 
 fn json<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {

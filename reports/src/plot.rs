@@ -63,7 +63,7 @@ pub fn latency_cdf_svg(title: &str, metric: &str, h: &Histogram<u64>, slo_ms: f6
 
 /// Per-second series over the run (`series`: a name and a value per second), with the
 /// fault windows (`[from, until)` in s) shaded.
-pub fn over_time_svg(title: &str, y_desc: &str, series: &[(&str, Vec<f64>)], faults: &[(f64, f64)]) -> String {
+pub fn over_time_svg(title: &str, y_desc: &str, series: &[(String, Vec<f64>)], faults: &[(f64, f64)]) -> String {
     let seconds = series.iter().map(|s| s.1.len()).max().unwrap_or(0).max(1) as f64;
     let y_max = series.iter().flat_map(|s| s.1.iter().copied()).fold(1.0, f64::max) * 1.1;
     let mut svg = String::new();
@@ -105,7 +105,7 @@ pub fn over_time_svg(title: &str, y_desc: &str, series: &[(&str, Vec<f64>)], fau
                     colour.stroke_width(2),
                 ))
                 .expect("an SVG in memory")
-                .label(*name)
+                .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
         }
         chart
@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn a_series_over_time_shades_its_faults() {
-        let svg = over_time_svg("t", "messages/s", &[("sends", vec![1.0, 2.0, 3.0])], &[(1.0, 2.0)]);
+        let svg = over_time_svg("t", "messages/s", &[("sends".into(), vec![1.0, 2.0, 3.0])], &[(1.0, 2.0)]);
         assert!(svg.contains("fault windows") && svg.contains("sends") && svg.contains("simulated time (s)"));
         assert!(svg.contains("<rect"), "the fault window is a rectangle");
     }

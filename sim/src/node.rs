@@ -69,6 +69,10 @@ pub(crate) struct Shared {
     /// The slowest hop latency any process drew (before faults), client-server then
     /// in-datacenter: the checkers allow for it (kept here, it outlives a crashed sender).
     pub slowest_hop_us: [AtomicU64; 2],
+    /// Connections each chat server held at the start of each simulated second:
+    /// `chat_connections[server * seconds + second]`, seconds = the run's plus one (kept
+    /// here, so a crashed server's series survives it; a dead server's seconds stay 0).
+    pub chat_connections: Vec<std::sync::atomic::AtomicU32>,
     /// The user whose messages go to trace.csv, with the tick it was picked in, packed as
     /// `tick << 32 | user` (`u64::MAX`: none yet). Without one asked for or cut by a
     /// fault, a device displaced by the first chat server crash is picked, so that the crash

@@ -76,6 +76,9 @@ pub struct Outcome {
     pub silent: Vec<String>,
     /// Connections each chat server held at the end (`None`: dead at the end).
     pub chat_connections_end: Vec<Option<u64>>,
+    /// Connections each chat server held at the start of each simulated second (0 while
+    /// dead): one series per server.
+    pub chat_connections_per_second: Vec<Vec<u32>>,
     /// The slowest hop latency drawn in the run, client-server then in-datacenter, in µs.
     pub slowest_hop_us: [u64; 2],
     /// What the group traffic did (`None`: no groups).
@@ -270,6 +273,9 @@ async fn simulate_traced(
         aliases: Mutex::default(),
         repaired,
         slowest_hop_us: [AtomicU64::new(0), AtomicU64::new(0)],
+        chat_connections: (0..u64::from(scenario.fleet.chat_servers) * (scenario.total_s() + 1))
+            .map(|_| std::sync::atomic::AtomicU32::new(0))
+            .collect(),
         population,
         groups: crate::groups::Groups::new(&scenario, seed),
         traced: AtomicU64::new(traced.map_or(u64::MAX, |u| u64::from(u.0))),
@@ -559,6 +565,14 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
     let outcome = Outcome {
         silent: silent.into_iter().map(|i| node_names[i].clone()).collect(),
         chat_connections_end,
+        chat_connections_per_second: {
+            let seconds = scenario.total_s() as usize + 1;
+            shared
+                .chat_connections
+                .chunks(seconds)
+                .map(|s| s.iter().map(|c| c.load(Ordering::Relaxed)).collect())
+                .collect()
+        },
         slowest_hop_us: shared.slowest_hop_us.each_ref().map(|a| a.load(Ordering::Relaxed)),
         groups: None,
         receipt_table_bytes,

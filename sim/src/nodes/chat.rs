@@ -26,6 +26,8 @@ pub(crate) struct ChatNode {
     peers: crate::faults::PeerNotices,
     shared: Arc<Shared>,
     me: NodeIdx,
+    /// The next whole simulated second whose connection count is to be recorded.
+    next_second: u64,
 }
 
 /// Send the pending heartbeat refreshes for one presence shard in one pipelined message,
@@ -68,6 +70,7 @@ impl ChatNode {
             peers: crate::faults::PeerNotices::default(),
             shared: shared.clone(),
             me: shared.topo.node(NodeKind::ChatServer, i),
+            next_second: (shared.clock.now() * shared.tick_us).div_ceil(1_000_000),
         }
     }
 
@@ -308,6 +311,14 @@ impl Process for ChatNode {
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
+        // The connections held as each simulated second starts, for the connections plot.
+        let seconds = self.shared.scenario.total_s() + 1;
+        while now.as_us() >= self.next_second * 1_000_000 && self.next_second < seconds {
+            let server = u64::from(self.server.id().0);
+            let slot = &self.shared.chat_connections[(server * seconds + self.next_second) as usize];
+            slot.store(self.server.connection_count(), std::sync::atomic::Ordering::Relaxed);
+            self.next_second += 1;
+        }
         let (servers, failovers) = self.peers.notices(&self.shared.faults, now);
         let clock = self.shared.faults.clock(self.me, now);
         for (server, down) in servers {
