@@ -78,6 +78,13 @@ fn the_report_folder_holds_plots_of_the_runs_own_numbers() {
     for label in ["sends", "delivered", "simulated time (s)", "per simulated second"] {
         assert!(throughput.contains(label), "throughput.svg lacks {label}");
     }
+    let latencies = summary["latencies"].as_array().unwrap();
+    let detection = latencies.iter().find(|l| l["name"] == "presence_detection").expect("a detection entry");
+    let detected = detection["count"].as_u64().unwrap();
+    if detected > 0 {
+        let svg = std::fs::read_to_string(out.join("presence_detection.svg")).expect("a presence detection plot");
+        assert!(svg.contains(&format!("{detected} samples")), "the plot holds the run's {detected} detections");
+    }
     let connections = std::fs::read_to_string(out.join("connections.svg")).expect("a connections plot");
     for server in ["chat_server-0", "chat_server-1", "chat_server-2"] {
         assert!(connections.contains(server), "connections.svg lacks {server}: three servers, a line each");

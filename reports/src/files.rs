@@ -209,6 +209,11 @@ fn plots(o: &Outcome, s: &Summary) -> Vec<(String, String)> {
         .collect();
     let title = format!("Throughput: {run}");
     plots.push(("throughput.svg".into(), crate::plot::over_time_svg(&title, "per simulated second", &series, &faults)));
+    if !o.latencies.presence_detection.is_empty() {
+        let title = format!("Presence detection (a silent device to shown offline): {run}");
+        let svg = crate::plot::histogram_svg(&title, "time to detect (s)", &o.latencies.presence_detection, 40);
+        plots.push(("presence_detection.svg".into(), svg));
+    }
     let title = format!("Connections per chat server: {run}");
     plots.push(("connections.svg".into(), crate::plot::over_time_svg(&title, "connections", &connections(o), &faults)));
     plots

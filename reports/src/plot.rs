@@ -61,6 +61,59 @@ pub fn latency_cdf_svg(title: &str, metric: &str, h: &Histogram<u64>, slo_ms: f6
     svg
 }
 
+/// A histogram of `h` (µs) in `bins` equal bins up to its maximum, in seconds: how many
+/// samples fell in each.
+pub fn histogram_svg(title: &str, x_desc: &str, h: &Histogram<u64>, bins: u32) -> String {
+    let max_s = (h.max() as f64 / 1e6).max(1e-3);
+    let width = max_s / f64::from(bins);
+    let mut counts = vec![0u64; bins as usize];
+    for v in h.iter_recorded() {
+        let s = h.median_equivalent(v.value_iterated_to()) as f64 / 1e6;
+        let bin = ((s / width) as usize).min(bins as usize - 1);
+        counts[bin] += v.count_at_value();
+    }
+    // Whole counts on the axis: a label per count while they are few.
+    let y_max = (counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.1).ceil();
+    let y_labels = if y_max <= 10.0 { y_max as usize + 1 } else { 10 };
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).expect("an SVG in memory");
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..max_s * 1.05, 0.0..y_max)
+            .expect("an SVG in memory");
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc("samples")
+            .y_labels(y_labels)
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw()
+            .expect("an SVG in memory");
+        chart
+            .draw_series(counts.iter().enumerate().map(|(i, &c)| {
+                let from = i as f64 * width;
+                Rectangle::new([(from, 0.0), (from + width, c as f64)], SERIES[0].mix(0.7).filled())
+            }))
+            .expect("an SVG in memory")
+            .label(format!("{} samples", h.len()))
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], SERIES[0].filled()));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .expect("an SVG in memory");
+        root.present().expect("an SVG in memory");
+    }
+    svg
+}
+
 /// Per-second series over the run (`series`: a name and a value per second), with the
 /// fault windows (`[from, until)` in s) shaded.
 pub fn over_time_svg(title: &str, y_desc: &str, series: &[(String, Vec<f64>)], faults: &[(f64, f64)]) -> String {
