@@ -85,6 +85,12 @@ fn the_report_folder_holds_plots_of_the_runs_own_numbers() {
         let svg = std::fs::read_to_string(out.join("presence_detection.svg")).expect("a presence detection plot");
         assert!(svg.contains(&format!("{detected} samples")), "the plot holds the run's {detected} detections");
     }
+    let report = std::fs::read_to_string(out.join("report.md")).expect("a report.md");
+    assert!(report.starts_with("# small (seed 5): PASS"), "the verdict first: {}", &report[..80.min(report.len())]);
+    for part in ["![throughput.svg](throughput.svg)", "## Tiers and sizing", "## Invariants", "All hold", "## Replay"] {
+        assert!(report.contains(part), "report.md lacks {part}");
+    }
+    assert!(report.contains(summary["replay"].as_str().unwrap()), "the replay command");
     let connections = std::fs::read_to_string(out.join("connections.svg")).expect("a connections plot");
     for server in ["chat_server-0", "chat_server-1", "chat_server-2"] {
         assert!(connections.contains(server), "connections.svg lacks {server}: three servers, a line each");

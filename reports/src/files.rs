@@ -168,9 +168,12 @@ fn write_files(dir: &Path, outcome: &Outcome, summary: &Summary, timing: &Timing
     if !outcome.trace.is_empty() {
         put("trace.csv", trace(outcome)?)?;
     }
-    for (name, svg) in plots(outcome, summary) {
+    let plots = plots(outcome, summary);
+    let names: Vec<String> = plots.iter().map(|(name, _)| name.clone()).collect();
+    for (name, svg) in plots {
         put(&name, svg.into_bytes())?;
     }
+    put("report.md", crate::markdown::render_report_md(summary, &names).into_bytes())?;
     Ok(written)
 }
 

@@ -4,6 +4,7 @@
 mod calibration;
 mod estimate;
 mod files;
+mod markdown;
 mod plot;
 mod summary;
 mod table;

@@ -1,0 +1,132 @@
+//! `report.md`: the run for a reader, readable on GitHub as it is: the verdicts first, then
+//! what a fault did, the plots, the latencies, the tiers with their sizing, the invariants
+//! checked and the replay command.
+
+use crate::summary::{LatencySummary, Summary};
+use wasim_sim::TARGET_UTILISATION;
+
+fn ms(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+fn latency_row(o: &mut String, l: &LatencySummary) {
+    o.push_str(&format!(
+        "| {} | {} | {} | {} | {} | {} | {} |\n",
+        l.name,
+        l.count,
+        ms(l.p50_ms),
+        ms(l.p90_ms),
+        ms(l.p99_ms),
+        ms(l.max_ms),
+        l.definition
+    ));
+}
+
+/// The report of `s`; `plots` are the SVG files written beside it.
+pub fn render_report_md(s: &Summary, plots: &[String]) -> String {
+    let mut o = format!("# {} (seed {}): {}\n\n", s.scenario_name, s.seed, s.verdict);
+    o += "| Objective | Measured | Samples | Verdict |\n|---|---:|---:|---|\n";
+    for v in &s.slos {
+        o += &format!(
+            "| {}: {} | p99 {} ms | {} | **{}** |\n",
+            v.metric,
+            v.objective,
+            ms(v.measured_ms),
+            v.samples,
+            v.verdict
+        );
+    }
+    let a = &s.availability;
+    o += &format!(
+        "| availability ≥ {:.2}% (✓ within {} ms) | {:.4}% | {} sends | **{}** |\n\n",
+        a.objective * 100.0,
+        a.ack_timeout_ms,
+        a.measured * 100.0,
+        a.sends,
+        a.verdict
+    );
+    if !s.fault_windows.is_empty() {
+        o += "## Faults\n\n| # | Kind | Target | From (s) | Until (s) |\n|---:|---|---|---:|---:|\n";
+        for f in &s.fault_windows {
+            o += &format!("| {} | {} | {} | {} | {} |\n", f.index, f.kind, f.target, f.from_s, f.until_s);
+        }
+        o += "\n";
+    }
+    for c in &s.crashes {
+        o += &format!(
+            "## {} crashed at {} s (restarted at {} s, detected by {})\n\n",
+            c.target, c.at_s, c.restarted_at_s, c.detect
+        );
+        o += &format!(
+            "{} connections lost; their devices were connected again after p50 {} ms, p99 {} ms, max {} ms \
+             (placement: {}), at most {} reconnects in one second; {} connects refused, {} failed. \
+             Delivery p99 before the fault {} ms, during {} ms, after {} ms.\n\n",
+            c.connections_lost,
+            ms(c.time_to_reconnect.p50_ms),
+            ms(c.time_to_reconnect.p99_ms),
+            ms(c.time_to_reconnect.max_ms),
+            c.placement,
+            c.reconnects_per_s_peak,
+            c.connects_refused,
+            c.connects_failed,
+            ms(c.delivery_before.p99_ms),
+            ms(c.delivery_during.p99_ms),
+            ms(c.delivery_after.p99_ms),
+        );
+    }
+    if !plots.is_empty() {
+        o += "## Plots\n\n";
+        for p in plots {
+            o += &format!("![{p}]({p})\n\n");
+        }
+    }
+    o += "## Latencies (ms)\n\n| Metric | Samples | p50 | p90 | p99 | max | Definition |\n|---|---:|---:|---:|---:|---:|---|\n";
+    for l in &s.latencies {
+        latency_row(&mut o, l);
+    }
+    o += &format!(
+        "\n## Tiers and sizing\n\nMeasured in the window {}–{} s. Nodes for {:.0}% = ceil(nodes × measured utilisation / {:.2}): \
+         the fleet this load needs at the target utilisation.\n\n",
+        s.measured_window_s[0],
+        s.measured_window_s[1],
+        TARGET_UTILISATION * 100.0,
+        TARGET_UTILISATION
+    );
+    o += "| Tier | Nodes | Ops/s | Ops/s a node | Utilisation | Predicted | Nodes for 70% |\n|---|---:|---:|---:|---:|---:|---:|\n";
+    for t in s.tiers.iter().filter(|t| t.nodes > 0) {
+        let needed = (f64::from(t.nodes) * t.utilisation_mean / TARGET_UTILISATION).ceil().max(1.0);
+        o += &format!(
+            "| {} | {} | {:.0} | {:.0} | {:.1}% | {:.1}% | {} |\n",
+            t.tier,
+            t.nodes,
+            t.ops_per_s,
+            t.ops_per_s_per_node,
+            t.utilisation_mean * 100.0,
+            t.utilisation_predicted * 100.0,
+            needed
+        );
+    }
+    let connected: u64 = s.tiers.iter().filter(|t| t.tier == "chat_server").map(|t| t.gauge_end).sum();
+    let per_server = u64::from(s.scenario.fleet.connections_per_server_max);
+    o += &format!(
+        "\nChat servers by connections: ceil({connected} connections at the end / {per_server} a server) = {} (by CPU, the table's).\n",
+        connected.div_ceil(per_server.max(1))
+    );
+    let inv = &s.invariants;
+    o += "\n## Invariants\n\n";
+    let checked: Vec<String> = inv.checked.iter().map(|(n, name)| format!("{n} {name}")).collect();
+    if inv.violations.is_empty() {
+        o += &format!("All hold: {}.\n", checked.join(", "));
+    } else {
+        o += &format!("Checked: {}. Violated:\n\n", checked.join(", "));
+        for v in &inv.violations {
+            o += &format!("- invariant {} ({}), {}: {}\n", v.invariant, v.name, v.subject, v.detail);
+        }
+    }
+    o += &format!("\n## Replay\n\n```sh\n{}\n```\n", s.replay);
+    o
+}
