@@ -10,6 +10,29 @@ const SIZE: (u32, u32) = (900, 520);
 const SERIES: [RGBColor; 4] =
     [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
 
+/// A plot's x and y axes: seconds, milliseconds, counts.
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// Draw the legend at `position` and write the SVG out.
+fn finish<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    root: &DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    position: SeriesLabelPosition,
+) {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .expect("an SVG in memory");
+    root.present().expect("an SVG in memory");
+}
+
 /// The latency distribution of `h` (µs) as a CDF: the share of samples at or below each
 /// latency, in ms, with the SLO's threshold drawn as a vertical line.
 pub fn latency_cdf_svg(title: &str, metric: &str, h: &Histogram<u64>, slo_ms: f64) -> String {
@@ -49,14 +72,7 @@ pub fn latency_cdf_svg(title: &str, metric: &str, h: &Histogram<u64>, slo_ms: f6
             .expect("an SVG in memory")
             .label(format!("SLO: p99 < {slo_ms} ms"))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], SERIES[3].stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .expect("an SVG in memory");
-        root.present().expect("an SVG in memory");
+        finish(&mut chart, &root, SeriesLabelPosition::LowerRight);
     }
     svg
 }
@@ -102,14 +118,7 @@ pub fn histogram_svg(title: &str, x_desc: &str, h: &Histogram<u64>, bins: u32) -
             .expect("an SVG in memory")
             .label(format!("{} samples", h.len()))
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], SERIES[0].filled()));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .expect("an SVG in memory");
-        root.present().expect("an SVG in memory");
+        finish(&mut chart, &root, SeriesLabelPosition::UpperRight);
     }
     svg
 }
@@ -161,14 +170,7 @@ pub fn over_time_svg(title: &str, y_desc: &str, series: &[(String, Vec<f64>)], f
                 .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .expect("an SVG in memory");
-        root.present().expect("an SVG in memory");
+        finish(&mut chart, &root, SeriesLabelPosition::UpperRight);
     }
     svg
 }
