@@ -84,37 +84,29 @@ impl<T: Copy + std::fmt::Debug> Held<T> {
 
     /// Take the oldest item of `key`.
     pub fn pop_front(&mut self, key: DeviceKey) -> Option<T> {
-        let (mut first, mut taken) = (true, None);
-        self.retain_counted(key, |_| !std::mem::take(&mut first), &mut taken);
+        let mut taken = None;
+        self.retain(key, |&item| {
+            let oldest = taken.is_none();
+            if oldest {
+                taken = Some(item);
+            }
+            !oldest
+        });
         taken
     }
 
     /// Keep only the items of `key` that `keep` accepts, in their order.
     pub fn retain(&mut self, key: DeviceKey, mut keep: impl FnMut(&T) -> bool) {
-        self.retain_counted(key, |item| keep(item), &mut None);
-    }
-
-    /// `retain`, noting the first item dropped in `dropped` (if none yet).
-    fn retain_counted(&mut self, key: DeviceKey, mut keep: impl FnMut(&T) -> bool, dropped: &mut Option<T>) {
         let k = u64::from(key.0);
         let Some(head) = self.heads.get_mut(k) else { return };
-        let mut note = |item: &T| {
-            let kept = keep(item);
-            if !kept && dropped.is_none() {
-                *dropped = Some(*item);
-            }
-            kept
-        };
-        let before = self.len;
-        let first = head.first.filter(|item| note(item));
-        let list = (head.more > 0).then(|| &mut self.more[head.more as usize - 1]);
-        let mut held = usize::from(head.first.is_some());
-        let mut remaining = usize::from(first.is_some());
-        head.first = first;
-        if let Some(list) = list {
-            held += list.len();
-            list.retain(|item| note(item));
-            remaining += list.len();
+        // A device in the table holds a first item.
+        head.first = head.first.filter(|item| keep(item));
+        let mut dropped = usize::from(head.first.is_none());
+        if head.more > 0 {
+            let list = &mut self.more[head.more as usize - 1];
+            let held = list.len();
+            list.retain(|item| keep(item));
+            dropped += held - list.len();
             if head.first.is_none() && !list.is_empty() {
                 head.first = Some(list.remove(0));
             }
@@ -123,7 +115,7 @@ impl<T: Copy + std::fmt::Debug> Held<T> {
                 head.more = 0;
             }
         }
-        self.len = before - (held - remaining);
+        self.len -= dropped;
         if head.first.is_none() {
             self.heads.remove(k);
         }

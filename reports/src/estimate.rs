@@ -142,21 +142,9 @@ fn show(value: f64, unit: &str) -> String {
         "bytes" => si_bytes(value),
         "bytes/day" => format!("{}/day", si_bytes(value)),
         "bytes/s" => format!("{}/s", si_bytes(value)),
-        "servers" | "nodes" => format!("{} {unit}", thousands(value as u64)),
+        "servers" | "nodes" => format!("{} {unit}", wasim_sim::thousands(value as u64)),
         other => format!("{} {other}", si(value)),
     }
-}
-
-fn thousands(v: u64) -> String {
-    let digits = v.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Render `r` in `format`.

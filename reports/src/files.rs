@@ -248,9 +248,8 @@ fn connections(o: &Outcome) -> Vec<(String, Vec<f64>)> {
     ];
     for f in &o.scenario.faults {
         if let wasim_sim::Fault::Crash { ref target, .. } = *f {
-            let index = target.strip_prefix("chat_server-").and_then(|i| i.parse::<usize>().ok());
-            if let Some(s) = index.and_then(|i| servers.get(i)) {
-                series.push((target.clone(), as_f64(s)));
+            if let Ok((wasim_sim::NodeKind::ChatServer, i)) = wasim_sim::crash_target(&o.scenario, target) {
+                series.push((target.clone(), as_f64(&servers[i as usize])));
             }
         }
     }

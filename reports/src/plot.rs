@@ -33,6 +33,32 @@ fn finish<'a, 'b: 'a>(
     root.present().expect("an SVG in memory");
 }
 
+/// Draw a plot of `title` on axes `x` and `y`: `body` draws the mesh and the series, then
+/// the legend goes at `legend`; returns the SVG document.
+fn plot(
+    title: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    legend: SeriesLabelPosition,
+    body: impl FnOnce(&mut Chart<'_, '_>),
+) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).expect("an SVG in memory");
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x, y)
+            .expect("an SVG in memory");
+        body(&mut chart);
+        finish(&mut chart, &root, legend);
+    }
+    svg
+}
+
 /// The latency distribution of `h` (µs) as a CDF: the share of samples at or below each
 /// latency, in ms, with the SLO's threshold drawn as a vertical line.
 pub fn latency_cdf_svg(title: &str, metric: &str, h: &Histogram<u64>, slo_ms: f64) -> String {
@@ -44,17 +70,7 @@ pub fn latency_cdf_svg(title: &str, metric: &str, h: &Histogram<u64>, slo_ms: f6
         }
     }
     let x_max = points.iter().map(|p| p.0).fold(slo_ms * 1.2, f64::max).max(1.0);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).expect("an SVG in memory");
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(16)
-            .x_label_area_size(44)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..x_max, 0.0..1.0)
-            .expect("an SVG in memory");
+    plot(title, 0.0..x_max, 0.0..1.0, SeriesLabelPosition::LowerRight, |chart| {
         chart
             .configure_mesh()
             .x_desc(format!("{metric} latency (ms)"))
@@ -72,9 +88,7 @@ pub fn latency_cdf_svg(title: &str, metric: &str, h: &Histogram<u64>, slo_ms: f6
             .expect("an SVG in memory")
             .label(format!("SLO: p99 < {slo_ms} ms"))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], SERIES[3].stroke_width(2)));
-        finish(&mut chart, &root, SeriesLabelPosition::LowerRight);
-    }
-    svg
+    })
 }
 
 /// A histogram of `h` (µs) in `bins` equal bins up to its maximum, in seconds: how many
@@ -91,17 +105,7 @@ pub fn histogram_svg(title: &str, x_desc: &str, h: &Histogram<u64>, bins: u32) -
     // Whole counts on the axis: a label per count while they are few.
     let y_max = (counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.1).ceil();
     let y_labels = if y_max <= 10.0 { y_max as usize + 1 } else { 10 };
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).expect("an SVG in memory");
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(16)
-            .x_label_area_size(44)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..max_s * 1.05, 0.0..y_max)
-            .expect("an SVG in memory");
+    plot(title, 0.0..max_s * 1.05, 0.0..y_max, SeriesLabelPosition::UpperRight, |chart| {
         chart
             .configure_mesh()
             .x_desc(x_desc)
@@ -118,9 +122,7 @@ pub fn histogram_svg(title: &str, x_desc: &str, h: &Histogram<u64>, bins: u32) -
             .expect("an SVG in memory")
             .label(format!("{} samples", h.len()))
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], SERIES[0].filled()));
-        finish(&mut chart, &root, SeriesLabelPosition::UpperRight);
-    }
-    svg
+    })
 }
 
 /// Per-second series over the run (`series`: a name and a value per second), with the
@@ -128,17 +130,7 @@ pub fn histogram_svg(title: &str, x_desc: &str, h: &Histogram<u64>, bins: u32) -
 pub fn over_time_svg(title: &str, y_desc: &str, series: &[(String, Vec<f64>)], faults: &[(f64, f64)]) -> String {
     let seconds = series.iter().map(|s| s.1.len()).max().unwrap_or(0).max(1) as f64;
     let y_max = series.iter().flat_map(|s| s.1.iter().copied()).fold(1.0, f64::max) * 1.1;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).expect("an SVG in memory");
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(16)
-            .x_label_area_size(44)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..seconds, 0.0..y_max)
-            .expect("an SVG in memory");
+    plot(title, 0.0..seconds, 0.0..y_max, SeriesLabelPosition::UpperRight, |chart| {
         chart
             .configure_mesh()
             .x_desc("simulated time (s)")
@@ -170,9 +162,7 @@ pub fn over_time_svg(title: &str, y_desc: &str, series: &[(String, Vec<f64>)], f
                 .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
         }
-        finish(&mut chart, &root, SeriesLabelPosition::UpperRight);
-    }
-    svg
+    })
 }
 
 #[cfg(test)]

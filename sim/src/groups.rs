@@ -32,11 +32,6 @@ impl GroupsOf {
             _ => &[],
         }
     }
-
-    /// How many groups `u` is in.
-    pub fn count(&self, u: UserId) -> u32 {
-        self.of(u).len() as u32
-    }
 }
 
 impl Groups {
@@ -195,7 +190,6 @@ mod tests {
             let expected: Vec<GroupId> =
                 groups.iter().filter(|(_, m)| m.contains(&UserId(u))).map(|(g, _)| g).collect();
             assert_eq!(of.of(UserId(u)), &expected[..], "user {u}");
-            assert_eq!(of.count(UserId(u)) as usize, expected.len());
         }
         assert!(Groups::default().of_users().of(UserId(3)).is_empty());
     }

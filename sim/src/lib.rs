@@ -31,6 +31,7 @@ mod workload;
 
 pub use check::{CheckReport, InFlight, Violation};
 pub use groups::{GroupStats, Milestones, Spread};
+pub use limits::{crash_target, thousands};
 pub use metrics::{Backlog, Counters, Latencies, SecondCounters, TraceEvent, LATENCY_US_MAX};
 pub use population::Population;
 pub use run::{run, simulate, Outcome, RunOptions, TierStats};

@@ -157,8 +157,10 @@ impl Failure {
     }
 }
 
-/// `v` with thousands separators, for messages.
-fn n(v: impl Into<u128>) -> String {
+use self::thousands as n;
+
+/// `v` with thousands separators, for messages and reports.
+pub fn thousands(v: impl Into<u128>) -> String {
     let digits = v.into().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

@@ -183,9 +183,8 @@ fn mint_ahead_ms(scenario: &Scenario) -> Vec<u64> {
     let mut ahead = vec![0; scenario.fleet.chat_servers as usize];
     for f in &scenario.faults {
         if let crate::scenario::Fault::ClockSkew { ref target, skew_ms, .. } = *f {
-            let server = target.strip_prefix("chat_server-").and_then(|i| i.parse::<usize>().ok());
-            if let Some(a) = server.and_then(|i| ahead.get_mut(i)) {
-                *a = (*a).max(skew_ms.max(0) as u64);
+            if let Ok((NodeKind::ChatServer, i)) = crate::limits::skew_target(scenario, target) {
+                ahead[i as usize] = ahead[i as usize].max(skew_ms.max(0) as u64);
             }
         }
     }
