@@ -62,6 +62,10 @@ enum Command {
         /// the count.
         #[arg(long, env = "WASIM_THREADS", value_parser = clap::value_parser!(u32).range(1..=64))]
         threads: Option<u32>,
+        /// The utilisation each tier is sized to for the card's full load (report.md and
+        /// summary.json's `sizing`): above 0, at most 1.
+        #[arg(long, value_name = "RHO", default_value_t = wasim_sim::TARGET_UTILISATION, value_parser = parse_utilisation)]
+        target_utilisation: f64,
     },
     /// Fuzz a scenario: run many seeds, each with a random fault schedule and a random
     /// perturbation of the workload drawn from the seed (README, "Fuzzing"), each in a
@@ -204,6 +208,15 @@ fn parse_link_ms(s: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_utilisation(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("not a number: {e}"))?;
+    if v.is_finite() && v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err("a utilisation above 0 and at most 1 (0.7 is 70%)".into())
+    }
+}
+
 fn parse_percent(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|e| format!("not a number: {e}"))?;
     if v.is_finite() && v > 0.0 && v <= 100.0 {
@@ -231,6 +244,7 @@ pub fn main() -> ExitCode {
             liveness,
             plant,
             threads,
+            target_utilisation,
         } => {
             let plant = match crate::fuzz::plant(plant.as_deref()) {
                 Ok(p) => p,
@@ -238,7 +252,7 @@ pub fn main() -> ExitCode {
             };
             let replaying = Replaying { faults_of_seed: faults_of_seed.map(|s| (s, fuzz_faults, liveness)), plant };
             let options = RunOptions { seed, trace_user, threads: jobs_or_cores(threads), progress_ms: None };
-            scenario(&file, out, json, options, compare_placements, replaying)
+            scenario(&file, out, json, options, compare_placements, replaying, target_utilisation)
         }
         Command::Fuzz { file, seeds, jobs, shard, faults, json, liveness, shrink, out, plant, seed_limit_s } => {
             if plant.as_deref() == Some("list") {
@@ -482,6 +496,7 @@ fn scenario(
     options: RunOptions,
     compare_placements: bool,
     replaying: Replaying,
+    target_utilisation: f64,
 ) -> ExitCode {
     let Replaying { faults_of_seed: fuzzed, plant } = replaying;
     let mut scenario = match load(file) {
@@ -518,7 +533,7 @@ fn scenario(
     }
 
     let (outcome, timing) = timed_run(&scenario, &options);
-    let mut summary = Summary::new(&outcome, &file_label);
+    let mut summary = Summary::with_target(&outcome, &file_label, target_utilisation);
     if let Some((fault_seed, mode, liveness)) = fuzzed {
         summary.replay += &crate::fuzz::replay_flags(fault_seed, mode, liveness);
     }

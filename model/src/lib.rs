@@ -46,7 +46,8 @@ pub use presence::{
     PresenceCause, PresenceInput, PresenceNotify, PresenceStatus, PresenceStore, PresenceUpdate, WATCHERS_PER_USER_MAX,
 };
 pub use receipts::{
-    GroupCounters, GroupReceipts, Receipt, ReceiptEvent, ReceiptState, SenderView, Transition, GROUP_MEMBERS_MAX,
+    sender_transition, GroupCounters, GroupReceipts, Receipt, ReceiptEvent, ReceiptState, SenderEvent,
+    SenderTransitionCounts, SenderView, Transition, GROUP_MEMBERS_MAX, RECEIPT_TRANSITIONS, SENDER_TRANSITIONS,
 };
 pub use req::ReqIds;
 pub use router::{CommitTracker, RoutedMemory, Router, RouterInput, RouterOutput, ROUTER_IN_FLIGHT_PER_PARTITION_MAX};

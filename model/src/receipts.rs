@@ -31,21 +31,98 @@ pub enum Transition {
     Unchanged,
 }
 
+/// The receipt state machine as a table: each row is a (state, event) that moves the
+/// state, and where to. A (state, event) not in the table leaves the state as it is (a
+/// duplicate or late event: idempotence, monotonicity). Read implies delivered, so a read
+/// ACK that overtakes its delivered ACK moves straight to `Read`.
+pub const RECEIPT_TRANSITIONS: [(ReceiptState, ReceiptEvent, ReceiptState); 3] = [
+    (ReceiptState::Sent, ReceiptEvent::DeliveredAck, ReceiptState::Delivered),
+    (ReceiptState::Sent, ReceiptEvent::ReadAck, ReceiptState::Read),
+    (ReceiptState::Delivered, ReceiptEvent::ReadAck, ReceiptState::Read),
+];
+
 impl ReceiptState {
-    /// Apply an event. States only move forward; read implies delivered, so a read ACK
-    /// that overtakes its delivered ACK moves straight to `Read`.
+    /// The row of `RECEIPT_TRANSITIONS` that `event` fires in this state, if any.
+    pub fn step(self, event: ReceiptEvent) -> Option<usize> {
+        RECEIPT_TRANSITIONS.iter().position(|&(from, on, _)| from == self && on == event)
+    }
+
+    /// Apply an event, by the table.
     pub fn apply(&mut self, event: ReceiptEvent) -> Transition {
-        let target = match event {
-            ReceiptEvent::DeliveredAck => ReceiptState::Delivered,
-            ReceiptEvent::ReadAck => ReceiptState::Read,
-        };
-        if target > *self {
-            *self = target;
-            Transition::Advanced(target)
-        } else {
-            Transition::Unchanged
+        match self.step(event) {
+            Some(row) => {
+                *self = RECEIPT_TRANSITIONS[row].2;
+                Transition::Advanced(*self)
+            }
+            None => Transition::Unchanged,
         }
     }
+
+    /// Its name in reports and diagrams.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReceiptState::Sent => "sent ✓",
+            ReceiptState::Delivered => "delivered ✓✓",
+            ReceiptState::Read => "read ✓✓ (blue)",
+        }
+    }
+}
+
+impl ReceiptEvent {
+    /// Its name in reports and diagrams.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReceiptEvent::DeliveredAck => "delivered receipt",
+            ReceiptEvent::ReadAck => "read receipt",
+        }
+    }
+}
+
+/// What moves the ticks the sender's device shows: the server's ✓, or a receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SenderEvent {
+    ServerAck,
+    Receipt(ReceiptEvent),
+}
+
+impl SenderEvent {
+    /// Its name in reports and diagrams.
+    pub fn name(self) -> &'static str {
+        match self {
+            SenderEvent::ServerAck => "server ACK",
+            SenderEvent::Receipt(e) => e.name(),
+        }
+    }
+}
+
+/// The ticks the sender's device shows as a state machine: `None` is in flight (no tick
+/// yet). The server's ✓ moves in flight to sent; a receipt moves by `RECEIPT_TRANSITIONS`
+/// from what is shown (in flight counts as sent: the ✓ and the ✓✓ travel different paths
+/// and a receipt may come first); any other (state, event) changes nothing. Built from
+/// `RECEIPT_TRANSITIONS`, and what `SenderView` follows.
+pub const SENDER_TRANSITIONS: [(Option<ReceiptState>, SenderEvent, Option<ReceiptState>); 6] = {
+    let r = RECEIPT_TRANSITIONS;
+    [
+        (None, SenderEvent::ServerAck, Some(ReceiptState::Sent)),
+        (None, SenderEvent::Receipt(r[0].1), Some(r[0].2)),
+        (None, SenderEvent::Receipt(r[1].1), Some(r[1].2)),
+        (Some(r[0].0), SenderEvent::Receipt(r[0].1), Some(r[0].2)),
+        (Some(r[1].0), SenderEvent::Receipt(r[1].1), Some(r[1].2)),
+        (Some(r[2].0), SenderEvent::Receipt(r[2].1), Some(r[2].2)),
+    ]
+};
+
+/// Times each row of `SENDER_TRANSITIONS` fired.
+pub type SenderTransitionCounts = [u64; SENDER_TRANSITIONS.len()];
+
+/// The row of `SENDER_TRANSITIONS` that moved the shown ticks from `before` to `after` on
+/// `event` (`None`: nothing moved).
+pub fn sender_transition(
+    before: Option<ReceiptState>,
+    event: SenderEvent,
+    after: Option<ReceiptState>,
+) -> Option<usize> {
+    SENDER_TRANSITIONS.iter().position(|&(from, on, to)| from == before && on == event && to == after)
 }
 
 /// What the sender's device shows for one of its messages. The ✓ (server ACK) and the
@@ -110,6 +187,50 @@ impl SenderView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sender_view_moves_exactly_by_the_table() {
+        // Every reachable view (✓ or not, receipt or not) and every event: a change is a
+        // row of the table, and a row of the table is a change.
+        let events = [
+            SenderEvent::ServerAck,
+            SenderEvent::Receipt(ReceiptEvent::DeliveredAck),
+            SenderEvent::Receipt(ReceiptEvent::ReadAck),
+        ];
+        let mut views = vec![SenderView::default()];
+        let mut fired = [false; SENDER_TRANSITIONS.len()];
+        while let Some(view) = views.pop() {
+            for event in events {
+                let mut v = view;
+                let before = v.shown();
+                let changed = match event {
+                    SenderEvent::ServerAck => v.on_server_ack(),
+                    SenderEvent::Receipt(e) => v.on_receipt(e),
+                };
+                let row = SENDER_TRANSITIONS.iter().position(|&(from, on, _)| from == before && on == event);
+                assert_eq!(changed, row.is_some(), "{view:?} on {event:?}");
+                if let Some(row) = row {
+                    assert_eq!(v.shown(), SENDER_TRANSITIONS[row].2);
+                    assert_eq!(sender_transition(before, event, v.shown()), Some(row));
+                    fired[row] = true;
+                }
+                if v != view {
+                    views.push(v);
+                }
+            }
+        }
+        assert!(fired.iter().all(|&f| f), "every row is reachable: {fired:?}");
+    }
+
+    #[test]
+    fn the_receipt_table_is_what_apply_follows() {
+        for (from, event, to) in RECEIPT_TRANSITIONS {
+            let mut s = from;
+            assert_eq!(s.apply(event), Transition::Advanced(to));
+        }
+        let mut read = ReceiptState::Read;
+        assert_eq!(read.apply(ReceiptEvent::DeliveredAck), Transition::Unchanged);
+    }
 
     #[test]
     fn sent_to_delivered_to_read() {

@@ -173,6 +173,8 @@ fn write_files(dir: &Path, outcome: &Outcome, summary: &Summary, timing: &Timing
     for (name, svg) in plots {
         put(&name, svg.into_bytes())?;
     }
+    put("architecture.svg", crate::diagram::architecture_svg(summary).into_bytes())?;
+    put("receipts.svg", crate::diagram::receipts_svg(summary).into_bytes())?;
     put("report.md", crate::markdown::render_report_md(summary, &names).into_bytes())?;
     Ok(written)
 }
@@ -192,15 +194,6 @@ fn plots(o: &Outcome, s: &Summary) -> Vec<(String, String)> {
         }
     }
     let seconds = o.simulated_s() as usize;
-    let per_s = |f: fn(&wasim_sim::SecondCounters) -> u64| -> Vec<f64> {
-        o.per_second.iter().take(seconds).map(|c| f(c) as f64).collect()
-    };
-    let series = [
-        ("sends".to_string(), per_s(|c| c.sends)),
-        ("✓ (stored)".to_string(), per_s(|c| c.sent_acks)),
-        ("delivered".to_string(), per_s(|c| c.deliveries)),
-        ("receipts".to_string(), per_s(|c| c.receipts)),
-    ];
     let faults: Vec<(f64, f64)> = o
         .scenario
         .faults
@@ -210,6 +203,52 @@ fn plots(o: &Outcome, s: &Summary) -> Vec<(String, String)> {
             (from as f64, until as f64)
         })
         .collect();
+    for (metric, series) in o.latencies_per_second.named() {
+        if series.iter().all(Option::is_none) {
+            continue;
+        }
+        let quantile = |q: f64| -> Vec<f64> {
+            (0..seconds)
+                .map(|i| {
+                    series.get(i).and_then(Option::as_ref).map_or(f64::NAN, |h| h.value_at_quantile(q) as f64 / 1e3)
+                })
+                .collect()
+        };
+        let mut lines = vec![("p50".to_string(), quantile(0.5)), ("p99".to_string(), quantile(0.99))];
+        let objective = s.slos.iter().find(|v| v.metric == metric).map(|v| v.objective_ms);
+        if let Some(ms) = objective {
+            lines.push((format!("SLO: p99 < {ms} ms"), vec![ms; seconds]));
+        }
+        let title = format!("{metric} latency by the second its event began: {run}");
+        plots.push((
+            format!("latency_over_time_{metric}.svg"),
+            crate::plot::over_time_svg(&title, &format!("{metric} latency (ms)"), &lines, &faults),
+        ));
+    }
+    let utilisation: Vec<(String, Vec<f64>)> = o
+        .work_per_second
+        .iter()
+        .map(|t| (t.kind.name().to_string(), t.utilisation().iter().take(seconds).map(|u| u * 100.0).collect()))
+        .collect();
+    let title = format!("Utilisation per tier (work arrived ÷ capacity): {run}");
+    plots
+        .push(("utilisation.svg".into(), crate::plot::over_time_svg(&title, "utilisation (%)", &utilisation, &faults)));
+    let [messages, groups] = &o.kafka_lag_per_second;
+    let mut lag = vec![("messages topic".to_string(), messages.iter().take(seconds).map(|&v| v as f64).collect())];
+    if groups.iter().any(|&v| v > 0) {
+        lag.push(("group-messages topic".to_string(), groups.iter().take(seconds).map(|&v| v as f64).collect()));
+    }
+    let title = format!("Kafka consumer lag (appended, not yet committed): {run}");
+    plots.push(("kafka_lag.svg".into(), crate::plot::over_time_svg(&title, "records", &lag, &faults)));
+    let per_s = |f: fn(&wasim_sim::SecondCounters) -> u64| -> Vec<f64> {
+        o.per_second.iter().take(seconds).map(|c| f(c) as f64).collect()
+    };
+    let series = [
+        ("sends".to_string(), per_s(|c| c.sends)),
+        ("✓ (stored)".to_string(), per_s(|c| c.sent_acks)),
+        ("delivered".to_string(), per_s(|c| c.deliveries)),
+        ("receipts".to_string(), per_s(|c| c.receipts)),
+    ];
     let title = format!("Throughput: {run}");
     plots.push(("throughput.svg".into(), crate::plot::over_time_svg(&title, "per simulated second", &series, &faults)));
     if !o.latencies.presence_detection.is_empty() {
@@ -264,7 +303,18 @@ fn json<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
 
 fn timeseries(o: &Outcome) -> io::Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["second", "sends", "sent_acks", "deliveries", "receipts", "faults_active"])?;
+    let mut header: Vec<String> =
+        ["second", "sends", "sent_acks", "deliveries", "receipts"].iter().map(|h| h.to_string()).collect();
+    let latency = o.latencies_per_second.named();
+    for (metric, _) in latency {
+        header.push(format!("{metric}_p50_ms"));
+        header.push(format!("{metric}_p99_ms"));
+    }
+    header.extend(o.work_per_second.iter().map(|t| format!("utilisation_{}", t.kind.name())));
+    header.extend(["kafka_lag_messages".to_string(), "kafka_lag_group_messages".to_string()]);
+    header.push("faults_active".into());
+    w.write_record(&header)?;
+    let utilisation: Vec<Vec<f64>> = o.work_per_second.iter().map(|t| t.utilisation()).collect();
     for (i, s) in o.per_second.iter().enumerate().take(o.simulated_s() as usize) {
         // The faults active in this second, as `index:kind` joined by `;` (empty if none).
         let faults: Vec<String> = o
@@ -275,14 +325,26 @@ fn timeseries(o: &Outcome) -> io::Result<Vec<u8>> {
             .filter(|(_, f)| f.active_at(i as f64))
             .map(|(k, f)| format!("{k}:{}", f.kind()))
             .collect();
-        w.write_record([
+        let mut row = vec![
             i.to_string(),
             s.sends.to_string(),
             s.sent_acks.to_string(),
             s.deliveries.to_string(),
             s.receipts.to_string(),
-            faults.join(";"),
-        ])?;
+        ];
+        // Percentiles of the events that began in this second (empty: none did).
+        for (_, series) in latency {
+            let h = series.get(i).and_then(Option::as_ref);
+            for q in [0.5, 0.99] {
+                row.push(h.map_or(String::new(), |h| format!("{:.3}", h.value_at_quantile(q) as f64 / 1e3)));
+            }
+        }
+        row.extend(utilisation.iter().map(|u| u.get(i).map_or(String::new(), |u| format!("{u:.4}"))));
+        for lag in &o.kafka_lag_per_second {
+            row.push(lag.get(i).map_or(String::new(), u64::to_string));
+        }
+        row.push(faults.join(";"));
+        w.write_record(&row)?;
     }
     w.into_inner().map_err(|e| io::Error::other(e.to_string()))
 }

@@ -2,6 +2,7 @@
 //! the per-second time series (CSV) and HdrHistogram percentile files (.hgrm).
 
 mod calibration;
+mod diagram;
 mod estimate;
 mod files;
 mod markdown;

@@ -116,6 +116,20 @@ pub fn render_report_md(s: &Summary, plots: &[String]) -> String {
         "\nChat servers by connections: ceil({connected} connections at the end / {per_server} a server) = {} (by CPU, the table's).\n",
         connected.div_ceil(per_server.max(1))
     );
+    o += &sizing(s);
+    o += "\n## Architecture as run\n\nEvery tier of the simulated fleet and the network messages a second each flow \
+          carried in the measuring window ([architecture.svg](architecture.svg)).\n\n```mermaid\n";
+    o += &crate::diagram::architecture_mermaid(s);
+    o += "```\n\n## Receipt state machine as run\n\nThe ticks a sender sees, from the model's transition table, each \
+          transition with the times it fired ([receipts.svg](receipts.svg)).\n\n```mermaid\n";
+    o += &crate::diagram::receipts_mermaid(s);
+    o += "```\n";
+    if s.receipt_state_machine.off_table > 0 {
+        o += &format!(
+            "\n**{} moves of the ticks are not in the table** (the ticks went back: a bug).\n",
+            s.receipt_state_machine.off_table
+        );
+    }
     let inv = &s.invariants;
     o += "\n## Invariants\n\n";
     let checked: Vec<String> = inv.checked.iter().map(|(n, name)| format!("{n} {name}")).collect();
@@ -128,5 +142,34 @@ pub fn render_report_md(s: &Summary, plots: &[String]) -> String {
         }
     }
     o += &format!("\n## Replay\n\n```sh\n{}\n```\n", s.replay);
+    o
+}
+
+/// The sizing for the card's full load, with every formula.
+fn sizing(s: &Summary) -> String {
+    let z = &s.sizing;
+    let mut o = format!(
+        "\n### Sizing for the card's full load ({} users, {} msg/s, {} group msg/s) at {:.0}% utilisation\n\n",
+        wasim_sim::estimate::si(z.card_users),
+        wasim_sim::estimate::si(z.card_messages_per_s),
+        wasim_sim::estimate::si(z.card_group_messages_per_s),
+        z.target_utilisation * 100.0
+    );
+    o += "| Tier | By | Nodes in this run | Nodes needed | Over 3 zones | Formula |\n|---|---|---:|---:|---:|---|\n";
+    for r in &z.rows {
+        o += &format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.tier,
+            r.by,
+            r.nodes_run,
+            wasim_sim::thousands(r.nodes),
+            wasim_sim::thousands(r.nodes_three_zones),
+            r.formula
+        );
+    }
+    o += "\n";
+    for n in &z.notes {
+        o += &format!("- {n}\n");
+    }
     o
 }

@@ -6,9 +6,19 @@ use plotters::prelude::*;
 /// Plot size in pixels.
 const SIZE: (u32, u32) = (900, 520);
 
-/// Colours of the series, in order.
-const SERIES: [RGBColor; 4] =
-    [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
+/// Colours of the series, in order (the "tab10" palette: told apart by most readers).
+const SERIES: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
 
 /// A plot's x and y axes: seconds, milliseconds, counts.
 type Chart<'a, 'b> = ChartContext<
@@ -125,11 +135,12 @@ pub fn histogram_svg(title: &str, x_desc: &str, h: &Histogram<u64>, bins: u32) -
     })
 }
 
-/// Per-second series over the run (`series`: a name and a value per second), with the
-/// fault windows (`[from, until)` in s) shaded.
+/// Per-second series over the run (`series`: a name and a value per second; a second
+/// without a value is NaN, and the line joins its neighbours), with the fault windows
+/// (`[from, until)` in s) shaded.
 pub fn over_time_svg(title: &str, y_desc: &str, series: &[(String, Vec<f64>)], faults: &[(f64, f64)]) -> String {
     let seconds = series.iter().map(|s| s.1.len()).max().unwrap_or(0).max(1) as f64;
-    let y_max = series.iter().flat_map(|s| s.1.iter().copied()).fold(1.0, f64::max) * 1.1;
+    let y_max = series.iter().flat_map(|s| s.1.iter().copied()).filter(|v| v.is_finite()).fold(1.0, f64::max) * 1.1;
     plot(title, 0.0..seconds, 0.0..y_max, SeriesLabelPosition::UpperRight, |chart| {
         chart
             .configure_mesh()
@@ -155,7 +166,7 @@ pub fn over_time_svg(title: &str, y_desc: &str, series: &[(String, Vec<f64>)], f
             let colour = SERIES[k % SERIES.len()];
             chart
                 .draw_series(LineSeries::new(
-                    values.iter().enumerate().map(|(i, &v)| (i as f64 + 0.5, v)),
+                    values.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| (i as f64 + 0.5, v)),
                     colour.stroke_width(2),
                 ))
                 .expect("an SVG in memory")

@@ -301,6 +301,13 @@ pub struct Summary {
     /// What the group traffic did (absent without groups).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<GroupSummary>,
+    /// The nodes each tier needs for the card's full load, with the formulas.
+    pub sizing: wasim_sim::Sizing,
+    /// Network messages a second between tiers in the window (the architecture diagram).
+    pub flows: Vec<Flow>,
+    /// The sender's tick state machine from the model's table, with the times each
+    /// transition fired (the receipt diagram).
+    pub receipt_state_machine: ReceiptMachine,
     pub scenario: Scenario,
 }
 
@@ -848,9 +855,63 @@ fn scenario_hash(s: &Scenario) -> String {
     format!("{h:016x}")
 }
 
+/// Messages a second from one tier to another.
+#[derive(Clone, Debug, Serialize)]
+pub struct Flow {
+    pub from: &'static str,
+    pub to: &'static str,
+    pub messages_per_s: f64,
+}
+
+/// One transition of the sender's ticks: from a state (`None`: in flight, no tick) on an
+/// event to another, and the times it fired in the run (every second, every device).
+#[derive(Clone, Debug, Serialize)]
+pub struct TransitionCount {
+    pub from: &'static str,
+    pub event: &'static str,
+    pub to: &'static str,
+    pub fired: u64,
+}
+
+/// The sender's tick state machine as it ran.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReceiptMachine {
+    pub transitions: Vec<TransitionCount>,
+    /// Moves of the ticks that no transition of the table allows (0 unless the model has a
+    /// bug).
+    pub off_table: u64,
+}
+
+/// The name of a state of the sender's ticks.
+pub fn tick_name(state: Option<wasim_sim::ReceiptState>) -> &'static str {
+    state.map_or("in flight", wasim_sim::ReceiptState::name)
+}
+
+impl ReceiptMachine {
+    fn new(o: &Outcome) -> ReceiptMachine {
+        let (fired, off_table) = o.receipt_transitions;
+        let transitions = wasim_sim::SENDER_TRANSITIONS
+            .iter()
+            .zip(fired)
+            .map(|(&(from, event, to), fired)| TransitionCount {
+                from: tick_name(from),
+                event: event.name(),
+                to: tick_name(to),
+                fired,
+            })
+            .collect();
+        ReceiptMachine { transitions, off_table }
+    }
+}
+
 impl Summary {
     /// Summarise an outcome. `file` is the scenario path, for the replay command.
     pub fn new(o: &Outcome, file: &str) -> Summary {
+        Summary::with_target(o, file, wasim_sim::TARGET_UTILISATION)
+    }
+
+    /// Summarise an outcome, sizing the tiers to `target` utilisation.
+    pub fn with_target(o: &Outcome, file: &str, target: f64) -> Summary {
         let s = &o.scenario;
         let window_s = s.duration_s as f64;
         let rates = predicted_rates(s);
@@ -951,6 +1012,17 @@ impl Summary {
             redis_outages: redis_outage_reports(o),
             placement_comparison: Vec::new(),
             groups: GroupSummary::new(o, window_s),
+            sizing: wasim_sim::sizing(o, target, wasim_sim::NodeCapacity::default()),
+            flows: o
+                .flows
+                .iter()
+                .map(|&(from, to, n)| Flow {
+                    from: from.name(),
+                    to: to.name(),
+                    messages_per_s: round3(n as f64 / window_s),
+                })
+                .collect(),
+            receipt_state_machine: ReceiptMachine::new(o),
             scenario: s.clone(),
         }
     }

@@ -25,6 +25,7 @@ mod outbox;
 mod population;
 mod run;
 mod scenario;
+mod sizing;
 mod topology;
 mod visits;
 mod workload;
@@ -32,13 +33,16 @@ mod workload;
 pub use check::{CheckReport, InFlight, Violation};
 pub use groups::{GroupStats, Milestones, Spread};
 pub use limits::{crash_target, thousands};
-pub use metrics::{Backlog, Counters, Latencies, SecondCounters, TraceEvent, LATENCY_US_MAX};
+pub use metrics::{
+    Backlog, Counters, Latencies, SecondCounters, SecondHistogram, SecondLatencies, TraceEvent, LATENCY_US_MAX,
+};
 pub use population::Population;
-pub use run::{run, simulate, Outcome, RunOptions, TierStats};
+pub use run::{run, simulate, Outcome, RunOptions, TierStats, TierWork};
 pub use scenario::{
     Detect, DevicesPerUser, DistConfig, Fault, Fleet, LoadBalancer, Network, PlacementPolicy, Scenario, ScenarioError,
     ServiceTimes, Slo, Users, Workers, Workload,
 };
+pub use sizing::{sizing, three_zones, NodeCapacity, Sizing, SizingRow};
 pub use topology::NodeKind;
 pub use visits::{
     estimate_queue, predicted_load, predicted_load_from, predicted_rates, OpCounts, OpKind, TierLoad, OP_KINDS,
@@ -46,3 +50,4 @@ pub use visits::{
 };
 pub use wasim_model::estimate;
 pub use wasim_model::plant;
+pub use wasim_model::{ReceiptState, SenderEvent, SENDER_TRANSITIONS};

@@ -122,6 +122,60 @@ impl Latencies {
     }
 }
 
+/// A latency histogram for one simulated second: 2 significant digits (1%), enough for a
+/// plot, at a sixteenth of the memory of the run's histograms.
+pub type SecondHistogram = Histogram<u32>;
+
+/// Latencies by the simulated second their event began (a send, a status change), the
+/// whole run, for the percentiles over time. A second with no sample keeps no histogram.
+#[derive(Clone, Debug, Default)]
+pub struct SecondLatencies {
+    /// Send -> shown, 1:1 (as `Latencies::delivery`, but every second, not only the window).
+    pub delivery: Vec<Option<Box<SecondHistogram>>>,
+    /// Send -> shown on a group member's device (as `Latencies::group_delivery`).
+    pub group_delivery: Vec<Option<Box<SecondHistogram>>>,
+    /// A status change -> a watcher's view (as `Latencies::presence`).
+    pub presence: Vec<Option<Box<SecondHistogram>>>,
+}
+
+impl SecondLatencies {
+    /// Record `us` for an event that began at `began`.
+    #[inline]
+    pub fn record(series: &mut Vec<Option<Box<SecondHistogram>>>, began: Time, us: u64) {
+        let second = (began.as_us() / 1_000_000) as usize;
+        if series.len() <= second {
+            series.resize(second + 1, None);
+        }
+        let h = series[second].get_or_insert_with(|| {
+            Box::new(Histogram::new_with_bounds(1, LATENCY_US_MAX, 2).expect("valid histogram bounds"))
+        });
+        h.saturating_record(us.clamp(1, LATENCY_US_MAX));
+    }
+
+    /// Every series with the SLO metric it follows.
+    pub fn named(&self) -> [(&'static str, &Vec<Option<Box<SecondHistogram>>>); 3] {
+        [("delivery", &self.delivery), ("group_delivery", &self.group_delivery), ("presence", &self.presence)]
+    }
+
+    /// Merge another set into this one.
+    pub fn add(&mut self, o: &SecondLatencies) {
+        for (a, b) in
+            [&mut self.delivery, &mut self.group_delivery, &mut self.presence].into_iter().zip(o.named().map(|n| n.1))
+        {
+            if a.len() < b.len() {
+                a.resize(b.len(), None);
+            }
+            for (x, y) in a.iter_mut().zip(b) {
+                match (x.as_mut(), y) {
+                    (Some(x), Some(y)) => x.add(&**y).expect("same bounds"),
+                    (None, Some(y)) => *x = Some(y.clone()),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 /// One event of the traced user's messages, for trace.csv.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceEvent {
@@ -358,4 +412,11 @@ pub struct NodeReport {
     pub backlog_end: Backlog,
     /// Operations served in the window, by kind (see `visits`).
     pub ops: crate::visits::OpCounts,
+    /// Arrivals in the window by the sender's kind (`NodeKind as usize`).
+    pub arrivals_from: [u64; NodeKind::ALL.len()],
+    /// Only client shards: latencies by the second their event began.
+    pub latencies_per_second: Option<SecondLatencies>,
+    /// Only client shards: times each row of the sender's tick state machine fired, and
+    /// moves no row allows.
+    pub receipt_transitions: Option<(wasim_model::SenderTransitionCounts, u64)>,
 }

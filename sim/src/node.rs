@@ -73,6 +73,12 @@ pub(crate) struct Shared {
     /// `chat_connections[server * seconds + second]`, seconds = the run's plus one (kept
     /// here, so a crashed server's series survives it; a dead server's seconds stay 0).
     pub chat_connections: Vec<std::sync::atomic::AtomicU32>,
+    /// Service time booked by each process's queue in each simulated second (the work that
+    /// arrived): `work_us[node * seconds + second]`, seconds as for `chat_connections`
+    /// (kept here, so a crashed process's seconds survive it).
+    pub work_us: Vec<AtomicU64>,
+    /// Each process's kind, by network index (what a flow between tiers is counted by).
+    pub kinds: Vec<crate::topology::NodeKind>,
     /// The user whose messages go to trace.csv, with the tick it was picked in, packed as
     /// `tick << 32 | user` (`u64::MAX`: none yet). Without one asked for or cut by a
     /// fault, a device displaced by the first chat server crash is picked, so that the crash
@@ -141,6 +147,10 @@ pub(crate) trait Process {
     #[inline]
     fn prefetch(&self, _env: &Envelope) {}
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx);
+    /// The process's queue, if it serves requests (for the work it books each second).
+    fn queue(&self) -> Option<&crate::infra::Fifo> {
+        None
+    }
     /// Fill in the process-specific parts of the final report.
     fn finish(&mut self, report: &mut NodeReport);
 }
@@ -457,6 +467,12 @@ struct ProcessRunner<P: Process> {
     keys: OrderKeys,
     order: Vec<u32>,
     published_slowest: [u64; 2],
+    /// The queue's booked work already published to `Shared::work_us`, and the second
+    /// booking now.
+    published_work_us: u64,
+    work_second: u64,
+    /// Arrivals in the measuring window by the sender's kind.
+    arrivals_from: [u64; NodeKind::ALL.len()],
 }
 
 /// Build a process (with its context, for the draws its state needs) and hand it to the
@@ -481,6 +497,9 @@ pub(crate) async fn run_process<P: Process + Send + 'static>(
         keys: OrderKeys::default(),
         order: Vec::new(),
         published_slowest: [0; 2],
+        published_work_us: 0,
+        work_second: shared.clock.now() * shared.tick_us / 1_000_000,
+        arrivals_from: [0; NodeKind::ALL.len()],
     };
     *shared.procs[usize::from(me.0)].lock().expect("process lock") = Some(Box::new(runner));
 }
@@ -515,6 +534,7 @@ impl<P: Process + Send> Runner for ProcessRunner<P> {
                 if let Some((kind, n)) = OpKind::of(&env.msg) {
                     self.ops[kind as usize] += n;
                 }
+                self.arrivals_from[shared.kinds[usize::from(env.from.0)] as usize] += 1;
             }
             process.on_message(env, ctx);
         }
@@ -542,10 +562,22 @@ impl<P: Process + Send> Runner for ProcessRunner<P> {
         if tick == self.window_end_tick {
             self.backlog_window_end = ctx.backlog(now);
         }
+        // At the first tick past a second's end: the work the queue booked in it (a tick
+        // that straddles the end counts to the second it began in).
+        if now.as_us() >= (self.work_second + 1) * 1_000_000 {
+            if let Some(queue) = self.process.queue() {
+                let seconds = shared.scenario.total_s() + 1;
+                let booked = queue.booked_us();
+                let slot = u64::from(self.me.0) * seconds + self.work_second.min(seconds - 1);
+                shared.work_us[slot as usize].fetch_add(booked - self.published_work_us, Ordering::Relaxed);
+                self.published_work_us = booked;
+            }
+            self.work_second = now.as_us() / 1_000_000;
+        }
     }
 
     fn file(self: Box<Self>, shared: &Shared, tick: u64) {
-        let ProcessRunner { mut ctx, mut process, me, ops, backlog_window_end, .. } = *self;
+        let ProcessRunner { mut ctx, mut process, me, ops, backlog_window_end, arrivals_from, .. } = *self;
         let backlog_end = ctx.backlog(Time(tick * shared.tick_us));
         ctx.logs.in_transit.extend(ctx.outbox.message_ids(Msg::message_id));
         ctx.logs.receipts_in_transit.extend(ctx.outbox.message_ids(Msg::receipt_message_id));
@@ -567,7 +599,10 @@ impl<P: Process + Send> Runner for ProcessRunner<P> {
             backlog_window_end,
             backlog_end,
             ops,
+            arrivals_from,
             sojourns: None,
+            latencies_per_second: None,
+            receipt_transitions: None,
         };
         process.finish(&mut report);
         shared.reports.lock().expect("reports lock")[usize::from(me.0)] = Some(report);

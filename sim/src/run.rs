@@ -2,7 +2,7 @@
 
 use crate::check::{check_all, CheckContext, CheckReport, Logs};
 use crate::gang::Gang;
-use crate::metrics::{Backlog, Counters, Latencies, NodeReport, SecondCounters, TraceEvent};
+use crate::metrics::{Backlog, Counters, Latencies, NodeReport, SecondCounters, SecondLatencies, TraceEvent};
 use crate::msg::{Msg, NodeIdx};
 use crate::net::Network;
 use crate::node::Shared;
@@ -85,6 +85,38 @@ pub struct Outcome {
     pub groups: Option<crate::groups::GroupStats>,
     /// Bytes of the group receipts table on all replicas at the end.
     pub receipt_table_bytes: u64,
+    /// Latencies by the simulated second their event began, the whole run.
+    pub latencies_per_second: SecondLatencies,
+    /// Each serving tier's work per simulated second: service time booked by its queues
+    /// (the work that arrived), and the tier's capacity (workers x 1 s), in µs.
+    pub work_per_second: Vec<TierWork>,
+    /// Consumer lag at the start of each simulated second: the `messages` topic, then the
+    /// group-messages topic (records appended, not yet committed, all partitions).
+    pub kafka_lag_per_second: [Vec<u64>; 2],
+    /// Network messages in the measuring window between tiers: (from, to, count), each
+    /// pair of tiers that exchanged any, in `NodeKind` order.
+    pub flows: Vec<(NodeKind, NodeKind, u64)>,
+    /// Times each row of the sender's tick state machine (`SENDER_TRANSITIONS`) fired on
+    /// the devices, and moves of the ticks no row allows (a bug).
+    pub receipt_transitions: (wasim_model::SenderTransitionCounts, u64),
+}
+
+/// A tier's work over time.
+#[derive(Clone, Debug)]
+pub struct TierWork {
+    pub kind: NodeKind,
+    /// Workers of all its processes x 1 s, in µs.
+    pub capacity_us_per_s: u64,
+    /// Service time booked by its queues in each second, in µs.
+    pub work_us: Vec<u64>,
+}
+
+impl TierWork {
+    /// Utilisation in each second: work booked over capacity (above 1 when more work
+    /// arrives than the tier can serve).
+    pub fn utilisation(&self) -> Vec<f64> {
+        self.work_us.iter().map(|&w| w as f64 / self.capacity_us_per_s.max(1) as f64).collect()
+    }
 }
 
 impl Outcome {
@@ -275,6 +307,8 @@ async fn simulate_traced(
         chat_connections: (0..u64::from(scenario.fleet.chat_servers) * (scenario.total_s() + 1))
             .map(|_| std::sync::atomic::AtomicU32::new(0))
             .collect(),
+        work_us: (0..nodes as u64 * (scenario.total_s() + 1)).map(|_| AtomicU64::new(0)).collect(),
+        kinds: (0..nodes).map(|i| topo.locate(NodeIdx(i as u16)).0).collect(),
         population,
         groups: crate::groups::Groups::new(&scenario, seed),
         traced: AtomicU64::new(traced.map_or(u64::MAX, |u| u64::from(u.0))),
@@ -309,6 +343,8 @@ async fn simulate_traced(
     // empty from the scenario, like a fresh process (its node's task builds it during a
     // yield, before the tick it was restarted for).
     let tick = Duration::from_micros(tick_us);
+    // Consumer lag of each topic at the start of each simulated second.
+    let mut lag = KafkaLag::default();
     while shared.clock.now() < end_tick {
         madsim::time::sleep(tick).await;
         let mut restarted = Vec::new();
@@ -336,6 +372,7 @@ async fn simulate_traced(
         }
         plan.run_tick(&shared, gang, t);
         shared.progress_ms.store(t * tick_us / 1_000, Ordering::Relaxed);
+        lag.sample(&shared, t * tick_us);
     }
     let end = shared.clock.now();
     for slot in &shared.procs {
@@ -344,7 +381,39 @@ async fn simulate_traced(
             runner.file(&shared, end);
         }
     }
-    collect(&shared, scenario, seed)
+    let (mut outcome, logs) = collect(&shared, scenario, seed);
+    outcome.kafka_lag_per_second = [lag.messages, lag.group_messages];
+    (outcome, logs)
+}
+
+/// The consumer lag of the Kafka topics (records appended and not yet committed, all
+/// partitions), sampled at the start of each simulated second.
+#[derive(Default)]
+struct KafkaLag {
+    messages: Vec<u64>,
+    group_messages: Vec<u64>,
+}
+
+impl KafkaLag {
+    /// Sample at `now_us` if a second began since the last sample.
+    fn sample(&mut self, shared: &Shared, now_us: u64) {
+        let second = (now_us / 1_000_000) as usize;
+        if self.messages.len() > second {
+            return;
+        }
+        let (mut messages, mut groups) = (0, 0);
+        for (p, log) in shared.kafka_logs.iter().enumerate() {
+            let lag = log.lock().expect("log lock").lag();
+            if (p as u32) < shared.topo.partitions {
+                messages += lag;
+            } else {
+                groups += lag;
+            }
+        }
+        // Seconds a long tick skipped hold the same value.
+        self.messages.resize(second + 1, messages);
+        self.group_messages.resize(second + 1, groups);
+    }
 }
 
 /// Resolves once the processes `nodes` are built: their restarted nodes' tasks run while
@@ -520,7 +589,22 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
             }
         }
     }
+    let mut latencies_per_second = SecondLatencies::default();
+    let mut arrivals = [[0u64; NodeKind::ALL.len()]; NodeKind::ALL.len()];
+    let mut receipt_transitions = ([0; wasim_model::SENDER_TRANSITIONS.len()], 0);
     for r in &reports {
+        for (a, b) in arrivals[r.kind as usize].iter_mut().zip(r.arrivals_from) {
+            *a += b;
+        }
+        if let Some(l) = &r.latencies_per_second {
+            latencies_per_second.add(l);
+        }
+        if let Some((fired, off)) = r.receipt_transitions {
+            for (a, b) in receipt_transitions.0.iter_mut().zip(fired) {
+                *a += b;
+            }
+            receipt_transitions.1 += off;
+        }
         for (a, b) in ops.iter_mut().zip(r.ops) {
             *a += b;
         }
@@ -533,7 +617,7 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
         }
     }
     let window_us = scenario.duration_s as f64 * 1e6;
-    let tiers = NodeKind::ALL
+    let tiers: Vec<TierStats> = NodeKind::ALL
         .iter()
         .filter(|&&k| k != NodeKind::ClientShard)
         .map(|&kind| {
@@ -560,8 +644,39 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
             format!("{}-{k}", kind.name())
         })
         .collect();
+    let flows = NodeKind::ALL
+        .iter()
+        .flat_map(|&from| NodeKind::ALL.iter().map(move |&to| (from, to)))
+        .map(|(from, to)| (from, to, arrivals[to as usize][from as usize]))
+        .filter(|&(_, _, n)| n > 0)
+        .collect();
+    let seconds = scenario.total_s() as usize + 1;
+    let work_per_second = NodeKind::ALL
+        .iter()
+        .filter(|&&k| k != NodeKind::ClientShard)
+        .filter_map(|&kind| {
+            let (first, count) = shared.topo.range(kind);
+            let workers = tiers.iter().find(|t: &&TierStats| t.kind == kind).map_or(0, |t| t.workers_per_node);
+            if count == 0 || workers == 0 {
+                return None;
+            }
+            let mut work_us = vec![0u64; seconds];
+            for n in usize::from(first)..usize::from(first + count) {
+                for (w, slot) in work_us.iter_mut().zip(&shared.work_us[n * seconds..(n + 1) * seconds]) {
+                    *w += slot.load(Ordering::Relaxed);
+                }
+            }
+            work_us.truncate(seconds - 1);
+            Some(TierWork { kind, capacity_us_per_s: u64::from(count) * u64::from(workers) * 1_000_000, work_us })
+        })
+        .collect();
     let checks = CheckReport::default();
     let outcome = Outcome {
+        latencies_per_second,
+        work_per_second,
+        kafka_lag_per_second: Default::default(),
+        flows,
+        receipt_transitions,
         silent: silent.into_iter().map(|i| node_names[i].clone()).collect(),
         chat_connections_end,
         chat_connections_per_second: {

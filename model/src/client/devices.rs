@@ -382,6 +382,12 @@ impl Devices {
         self.sent.in_flight()
     }
 
+    /// Times each row of the sender's tick state machine (`SENDER_TRANSITIONS`) fired on
+    /// these devices, and moves no row allows.
+    pub fn receipt_transitions(&self) -> (crate::SenderTransitionCounts, u64) {
+        self.sent.transitions_fired()
+    }
+
     /// Sends still waiting for their ✓ (sent again on the next connection).
     pub fn sends_unacked(&self) -> usize {
         self.unacked_sends.values().map(|p| p.len()).sum()

@@ -1,5 +1,6 @@
 //! The ticks (✓, ✓✓ grey, ✓✓ blue) of messages a set of devices sent.
 
+use crate::receipts::{sender_transition, SenderEvent, SenderTransitionCounts};
 use crate::{ClientMsgId, ReceiptEvent, ReceiptState, SenderView, Table};
 
 /// The ticks of messages in flight from a set of devices, keyed by client id. An entry
@@ -9,6 +10,10 @@ use crate::{ClientMsgId, ReceiptEvent, ReceiptState, SenderView, Table};
 #[derive(Debug, Default)]
 pub struct SentMessages {
     views: Table<u64, SenderView>,
+    /// Times each row of `SENDER_TRANSITIONS` moved a view here.
+    fired: SenderTransitionCounts,
+    /// Moves of a view that no row of the table allows (a bug: the ticks went back).
+    off_table: u64,
 }
 
 impl SentMessages {
@@ -22,7 +27,12 @@ impl SentMessages {
     pub fn on_server_ack(&mut self, id: ClientMsgId) -> (bool, bool) {
         let Some(view) = self.views.get_mut(id.key()) else { return (false, false) };
         let first = !view.is_acked();
+        let before = view.shown();
         let changed = view.on_server_ack();
+        if changed {
+            let after = view.shown();
+            self.count(before, SenderEvent::ServerAck, after);
+        }
         self.forget_if_settled(id);
         (first, changed)
     }
@@ -40,6 +50,7 @@ impl SentMessages {
             return None;
         }
         let after = view.shown();
+        self.count(before, SenderEvent::Receipt(event), after);
         self.forget_if_settled(id);
         Some((before, after))
     }
@@ -61,6 +72,18 @@ impl SentMessages {
         self.views.len()
     }
 
+    /// Times each row of `SENDER_TRANSITIONS` fired, and moves no row allows.
+    pub fn transitions_fired(&self) -> (SenderTransitionCounts, u64) {
+        (self.fired, self.off_table)
+    }
+
+    fn count(&mut self, before: Option<ReceiptState>, event: SenderEvent, after: Option<ReceiptState>) {
+        match sender_transition(before, event, after) {
+            Some(row) => self.fired[row] += 1,
+            None => self.off_table += 1,
+        }
+    }
+
     fn forget_if_settled(&mut self, id: ClientMsgId) {
         // Read is the last state; once the ✓ and the read receipt are in, nothing can
         // move this view again.
@@ -74,6 +97,24 @@ impl SentMessages {
 mod tests {
     use super::*;
     use crate::UserId;
+
+    #[test]
+    fn each_move_of_the_ticks_counts_its_row_of_the_table() {
+        let mut s = SentMessages::default();
+        let (a, b) = (ClientMsgId { sender: UserId(1), seq: 1 }, ClientMsgId { sender: UserId(1), seq: 2 });
+        s.on_send(a);
+        s.on_send(b);
+        s.on_server_ack(a);
+        s.on_receipt(a, ReceiptEvent::DeliveredAck);
+        s.on_receipt(a, ReceiptEvent::DeliveredAck);
+        s.on_receipt(a, ReceiptEvent::ReadAck);
+        s.on_receipt(b, ReceiptEvent::ReadAck);
+        s.on_server_ack(b);
+        let (fired, off) = s.transitions_fired();
+        // ✓ from in flight; delivered from sent; read from delivered; read before the ✓.
+        assert_eq!(fired, [1, 0, 1, 1, 0, 1]);
+        assert_eq!(off, 0);
+    }
 
     #[test]
     fn sent_messages_forget_once_read_and_acked_in_any_order() {

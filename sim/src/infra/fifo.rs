@@ -145,6 +145,9 @@ pub struct Fifo {
     /// Service time inside the measuring window, for utilisation.
     busy_us: u64,
     served: u64,
+    /// Service time of every request served, whole run: the work that arrived, for the
+    /// utilisation over time.
+    booked_us: u64,
     window: (Time, Time),
     /// Each visit's time in queue and service, for arrivals in the window (calibration).
     sojourns: Option<Box<Histogram<u64>>>,
@@ -161,6 +164,7 @@ impl Fifo {
             latest: Time::ZERO,
             busy_us: 0,
             served: 0,
+            booked_us: 0,
             window,
             sojourns: None,
         }
@@ -234,6 +238,7 @@ impl Fifo {
     /// (so that utilisation cannot exceed 100%).
     #[inline]
     fn account(&mut self, arrival: Time, start: Time, departure: Time) {
+        self.booked_us += departure.as_us() - start.as_us();
         let (from, until) = self.window;
         if arrival >= from && arrival < until {
             self.served += 1;
@@ -296,6 +301,12 @@ impl Fifo {
     /// Requests that arrived in the window.
     pub fn served(&self) -> u64 {
         self.served
+    }
+
+    /// Service time of every request served so far, whole run, in µs (booked when the
+    /// request arrives, so an overloaded queue books more than a second a second).
+    pub fn booked_us(&self) -> u64 {
+        self.booked_us
     }
 }
 

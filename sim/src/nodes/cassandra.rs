@@ -157,6 +157,10 @@ impl Process for CassandraProcess {
 
     fn on_tick(&mut self, _now: Time, _ctx: &mut Ctx) {}
 
+    fn queue(&self) -> Option<&Fifo> {
+        Some(&self.fifo)
+    }
+
     fn finish(&mut self, report: &mut NodeReport) {
         // The rows themselves are read off the disks at the end (a node dead then keeps them).
         self.fifo.report_into(report);

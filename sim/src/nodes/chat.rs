@@ -340,6 +340,10 @@ impl Process for ChatNode {
         }
     }
 
+    fn queue(&self) -> Option<&Fifo> {
+        Some(&self.fifo)
+    }
+
     fn finish(&mut self, report: &mut NodeReport) {
         self.fifo.report_into(report);
         report.gauge_end = u64::from(self.server.connection_count());

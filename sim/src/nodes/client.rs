@@ -6,7 +6,7 @@
 
 use crate::check::{ConnectedAtEnd, Display, LogMs, PresenceView};
 use crate::dist::Sampler;
-use crate::metrics::{record_us, Latencies, NodeReport};
+use crate::metrics::{record_us, Latencies, NodeReport, SecondLatencies};
 use crate::msg::{Envelope, Msg};
 use crate::node::{Ctx, Process, Shared, Stream};
 use crate::population::Population;
@@ -89,6 +89,8 @@ pub(crate) struct ClientShard {
     reads: ReadWheel,
     read_delay: Sampler,
     latencies: Latencies,
+    /// Latencies by the second their event began (the whole run), for plots over time.
+    latencies_per_second: SecondLatencies,
     /// Initial connects: local user `i` connects at `ramp_us * i / local_online`.
     next_connect: usize,
     /// Local users online from the start (`0..local_online`); the others come online later.
@@ -217,6 +219,7 @@ impl ClientShard {
             reads: ReadWheel::default(),
             read_delay: Sampler::new(&s.workload.read_delay_ms, 1_000.0),
             latencies: Latencies::default(),
+            latencies_per_second: SecondLatencies::default(),
             next_connect: 0,
             local_online,
             ramp_us: s.users.connect_ramp_s * 1_000_000,
@@ -553,6 +556,14 @@ impl ClientShard {
             record_us(&mut self.latencies.delivery_after_sender_wait, t.as_us() - msg.sent_at.as_us());
         }
         let one_to_one = msg.conversation.group_id().is_none();
+        if online_at_send && !fetched && !waited_in_app {
+            let series = if one_to_one {
+                &mut self.latencies_per_second.delivery
+            } else {
+                &mut self.latencies_per_second.group_delivery
+            };
+            SecondLatencies::record(series, msg.sent_at, t.as_us() - msg.sent_at.as_us());
+        }
         if self.measured(msg.sent_at) && online_at_send && !fetched && !waited_in_app && !one_to_one {
             record_us(&mut self.latencies.group_delivery, t.as_us() - msg.sent_at.as_us());
             ctx.counters.group_deliveries_measured += 1;
@@ -616,9 +627,13 @@ impl ClientShard {
         ctx.logs.presence_views.push(PresenceView { watcher, update, received_at: t });
         let measured = update.changed_at >= self.measure.0 && update.changed_at < self.measure.1;
         match update.cause {
-            PresenceCause::Connected | PresenceCause::Disconnected if measured => {
+            PresenceCause::Connected | PresenceCause::Disconnected => {
                 // Stamped on the presence shard's clock, which a fault may put ahead.
-                record_us(&mut self.latencies.presence, t.as_us().saturating_sub(update.changed_at.as_us()));
+                let us = t.as_us().saturating_sub(update.changed_at.as_us());
+                SecondLatencies::record(&mut self.latencies_per_second.presence, update.changed_at, us);
+                if measured {
+                    record_us(&mut self.latencies.presence, us);
+                }
             }
             PresenceCause::Expired => {
                 ctx.second(t).shown_offline_by_expiry += 1;
@@ -898,6 +913,8 @@ impl Process for ClientShard {
 
     fn finish(&mut self, report: &mut NodeReport) {
         report.latencies = Some(std::mem::take(&mut self.latencies));
+        report.latencies_per_second = Some(std::mem::take(&mut self.latencies_per_second));
+        report.receipt_transitions = Some(self.devices.receipt_transitions());
         report.gauge_end = self.devices.sends_in_flight() as u64;
         // Spells still going at the end.
         let mut open: Vec<(DeviceKey, LogMs, LogMs)> =

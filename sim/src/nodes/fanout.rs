@@ -137,6 +137,10 @@ impl Process for FanoutNode {
         self.emit(now, ctx);
     }
 
+    fn queue(&self) -> Option<&Fifo> {
+        Some(&self.fifo)
+    }
+
     fn finish(&mut self, report: &mut NodeReport) {
         let me = self.me.0;
         report.logs.messages_awaiting.extend(self.fanout.waiting().map(|(id, req)| (id, me, req)));

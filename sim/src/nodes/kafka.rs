@@ -150,6 +150,10 @@ impl Process for KafkaNode {
         }
     }
 
+    fn queue(&self) -> Option<&Fifo> {
+        Some(&self.fifo)
+    }
+
     fn finish(&mut self, report: &mut NodeReport) {
         self.fifo.report_into(report);
         report.gauge_end = (0..self.leads.len())

@@ -98,6 +98,10 @@ impl Process for PresenceNode {
         self.now = self.now.max(clock);
     }
 
+    fn queue(&self) -> Option<&Fifo> {
+        Some(&self.fifo)
+    }
+
     fn finish(&mut self, report: &mut NodeReport) {
         report.logs.key_lifetimes = self.store.key_lifetimes(self.now);
         report.logs.key_expiries = self.store.take_key_expiries();

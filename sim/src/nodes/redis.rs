@@ -174,6 +174,10 @@ impl Process for RedisNode {
         }
     }
 
+    fn queue(&self) -> Option<&Fifo> {
+        Some(&self.fifo)
+    }
+
     fn finish(&mut self, report: &mut NodeReport) {
         self.fifo.report_into(report);
         report.gauge_end = self.shard.session_count() as u64;

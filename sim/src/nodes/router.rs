@@ -141,6 +141,10 @@ impl Process for RouterNode {
         }
     }
 
+    fn queue(&self) -> Option<&Fifo> {
+        Some(&self.fifo)
+    }
+
     fn finish(&mut self, report: &mut NodeReport) {
         let me = self.me.0;
         report.logs.messages_awaiting.extend(self.router.waiting().map(|(id, req)| (id, me, req)));
