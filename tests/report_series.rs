@@ -143,18 +143,7 @@ fn the_diagrams_are_drawn_from_the_run() {
     assert!(acked > 0 && acked <= sends, "{acked} ✓ of {sends} sends");
     assert!(fired("sent", "delivered") <= acked, "a ✓✓ from ✓ needs the ✓ first");
     let receipts = svg(&r.out, "receipts.svg");
-    let thousands = |n: u64| {
-        let d = n.to_string();
-        let mut o = String::new();
-        for (i, c) in d.chars().enumerate() {
-            if i > 0 && (d.len() - i) % 3 == 0 {
-                o.push(',');
-            }
-            o.push(c);
-        }
-        o
-    };
-    assert!(receipts.contains(&format!("server ACK × {}", thousands(acked))), "receipts.svg holds the ✓ count");
+    assert!(receipts.contains(&format!("server ACK × {}", wasim_sim::thousands(acked))), "receipts.svg holds the ✓ count");
 }
 
 #[test]
