@@ -16,6 +16,10 @@ struct Run {
 fn run(text: &str, extra: &[&str]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let path = scenario_file(dir.path(), "small.toml", text);
+    run_file(dir, &path, extra)
+}
+
+fn run_file(dir: tempfile::TempDir, path: &Path, extra: &[&str]) -> Run {
     let out = dir.path().join("report");
     let mut args = vec!["scenario", path.to_str().unwrap(), "--out", out.to_str().unwrap()];
     args.extend(extra);
@@ -211,9 +215,10 @@ fn a_target_utilisation_outside_zero_to_one_is_refused() {
 #[cfg(feature = "planted-bugs")]
 #[test]
 fn ticks_that_go_back_are_counted_off_the_table() {
-    // The planted bug lets the latest receipt win: a late delivered receipt moves blue
-    // ✓✓ back to grey, a move the table does not have.
-    let r = run(SMALL, &["--plant", "receipt-not-monotone"]);
+    // The planted bug lets the latest receipt win: a late delivered receipt (re-sent after
+    // a lost ACK) moves blue ✓✓ back to grey, a move the table does not have.
+    let scenario = Path::new("scenarios/fuzz-faults.toml");
+    let r = run_file(tempfile::tempdir().unwrap(), scenario, &["--plant", "receipt-not-monotone"]);
     let off = r.summary["receipt_state_machine"]["off_table"].as_u64().unwrap();
     assert!(off > 0, "the backward moves are counted");
     let report = std::fs::read_to_string(r.out.join("report.md")).unwrap();
