@@ -18,8 +18,13 @@ fn same_seed_gives_byte_identical_report_files() {
     let scenario = scenario_file(dir.path(), "small.toml", SMALL);
     let a = run_to(dir.path(), &scenario, "11", "a");
     let b = run_to(dir.path(), &scenario, "11", "b");
-    for file in ["summary.json", "timeseries.csv", "delivery.hgrm", "sent_ack.hgrm", "receipt.hgrm", "trace.csv"] {
-        let (x, y) = (std::fs::read(a.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap());
+    let (x, y) = (report_files(&a), report_files(&b));
+    let names: Vec<&str> = x.iter().map(|(n, _)| n.as_str()).collect();
+    for file in ["summary.json", "timeseries.csv", "delivery.hgrm", "trace.csv", "report.md", "architecture.svg"] {
+        assert!(names.contains(&file), "{file} is missing: {names:?}");
+    }
+    assert_eq!(names, y.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>());
+    for ((file, x), (_, y)) in x.iter().zip(&y) {
         assert!(!x.is_empty(), "{file} is empty");
         assert!(x == y, "{file} differs between two runs with the same seed");
     }
