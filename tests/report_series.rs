@@ -147,7 +147,10 @@ fn the_diagrams_are_drawn_from_the_run() {
     assert!(acked > 0 && acked <= sends, "{acked} ✓ of {sends} sends");
     assert!(fired("sent", "delivered") <= acked, "a ✓✓ from ✓ needs the ✓ first");
     let receipts = svg(&r.out, "receipts.svg");
-    assert!(receipts.contains(&format!("server ACK × {}", wasim_sim::thousands(acked))), "receipts.svg holds the ✓ count");
+    assert!(
+        receipts.contains(&format!("server ACK × {}", wasim_sim::thousands(acked))),
+        "receipts.svg holds the ✓ count"
+    );
 }
 
 #[test]

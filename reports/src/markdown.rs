@@ -26,6 +26,18 @@ fn latency_row(o: &mut String, l: &LatencySummary) {
     ));
 }
 
+/// A fault's timeline as a table.
+fn timeline(o: &mut String, steps: &[crate::summary::TimelineStep]) {
+    if steps.is_empty() {
+        return;
+    }
+    *o += "| After the fault (ms) | What happened |\n|---:|---|\n";
+    for step in steps {
+        *o += &format!("| {} | {} |\n", ms(step.at_ms), step.what);
+    }
+    *o += "\n";
+}
+
 /// The report of `s`; `plots` are the SVG files written beside it.
 pub fn render_report_md(s: &Summary, plots: &[String]) -> String {
     let mut o = format!("# {} (seed {}): {}\n\n", s.scenario_name, s.seed, s.verdict);
@@ -77,6 +89,48 @@ pub fn render_report_md(s: &Summary, plots: &[String]) -> String {
             ms(c.delivery_during.p99_ms),
             ms(c.delivery_after.p99_ms),
         );
+        o += &format!(
+            "Delivered later than the SLO because of it: {} (the latest {} ms); lost: {}; replayed by routers: {}; \
+             watchers shown a user offline during it: {} (as long before: {}).\n\n",
+            c.delayed_past_slo,
+            ms(c.delayed_max_ms),
+            c.lost,
+            c.replayed,
+            c.shown_offline_during,
+            c.shown_offline_before
+        );
+        timeline(&mut o, &c.timeline);
+    }
+    for r in &s.redis_outages {
+        o += &format!(
+            "## {} failed over at {} s (replica promoted at {} s, replication lag {} ms)\n\n",
+            r.target, r.at_s, r.promoted_at_s, r.replication_lag_ms
+        );
+        if r.session {
+            o += &format!(
+                "Session writes the replica lacked: {}; re-registered by chat servers: {} (re-registration {}); \
+                 devices asked to reconnect: {}. Delivery p99 before {} ms, during {} ms, after {} ms; {} delivered \
+                 later than the SLO (the latest {} ms); lost: {}; misrouted at the end: {}.\n\n",
+                r.sessions_lost,
+                r.sessions_reregistered,
+                if r.reregister { "on" } else { "off" },
+                r.devices_sent_away,
+                ms(r.delivery_before.p99_ms),
+                ms(r.delivery_during.p99_ms),
+                ms(r.delivery_after.p99_ms),
+                r.delayed_past_slo,
+                ms(r.delayed_max_ms),
+                r.lost,
+                r.misrouted
+            );
+        } else {
+            o += &format!(
+                "Watchers shown a user offline by an expired key from the failure to a TTL after the promotion: {} \
+                 (in as long before it: {}).\n\n",
+                r.shown_offline_during, r.shown_offline_before
+            );
+        }
+        timeline(&mut o, &r.timeline);
     }
     if !plots.is_empty() {
         o += "## Plots\n\n";
