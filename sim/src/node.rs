@@ -453,6 +453,8 @@ pub(crate) trait Runner: Send {
     fn deliver(&mut self, shared: &Shared, net: &mut NetPart, tick: u64);
     /// File the process's report at the end of the run.
     fn file(self: Box<Self>, shared: &Shared, tick: u64);
+    /// The trace events so far (of a process being killed: they outlive it in trace.csv).
+    fn take_trace(&mut self) -> Vec<TraceEvent>;
 }
 
 struct ProcessRunner<P: Process> {
@@ -574,6 +576,10 @@ impl<P: Process + Send> Runner for ProcessRunner<P> {
             }
             self.work_second = now.as_us() / 1_000_000;
         }
+    }
+
+    fn take_trace(&mut self) -> Vec<TraceEvent> {
+        std::mem::take(&mut self.ctx.trace)
     }
 
     fn file(self: Box<Self>, shared: &Shared, tick: u64) {

@@ -345,6 +345,7 @@ async fn simulate_traced(
     let tick = Duration::from_micros(tick_us);
     // Consumer lag of each topic at the start of each simulated second.
     let mut lag = KafkaLag::default();
+    let mut dead_traces = Vec::new();
     while shared.clock.now() < end_tick {
         madsim::time::sleep(tick).await;
         let mut restarted = Vec::new();
@@ -352,7 +353,11 @@ async fn simulate_traced(
             match event {
                 crate::faults::ProcessEvent::Kill(n) => {
                     handle.kill(ids[usize::from(n.0)]);
-                    *shared.procs[usize::from(n.0)].lock().expect("process lock") = None;
+                    let killed = shared.procs[usize::from(n.0)].lock().expect("process lock").take();
+                    // Its memory dies with it, but not what trace.csv saw it do.
+                    if let Some(mut runner) = killed {
+                        dead_traces.append(&mut runner.take_trace());
+                    }
                     shared.net.clear(n);
                 }
                 crate::faults::ProcessEvent::Restart(n) => {
@@ -383,6 +388,10 @@ async fn simulate_traced(
     }
     let (mut outcome, logs) = collect(&shared, scenario, seed);
     outcome.kafka_lag_per_second = [lag.messages, lag.group_messages];
+    if !dead_traces.is_empty() {
+        outcome.trace.append(&mut dead_traces);
+        outcome.trace.sort_by_key(|e: &TraceEvent| (e.at, e.node, e.event));
+    }
     (outcome, logs)
 }
 
