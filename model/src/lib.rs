@@ -50,7 +50,9 @@ pub use receipts::{
     SenderTransitionCounts, SenderView, Transition, GROUP_MEMBERS_MAX, RECEIPT_TRANSITIONS, SENDER_TRANSITIONS,
 };
 pub use req::ReqIds;
-pub use router::{CommitTracker, RoutedMemory, Router, RouterInput, RouterOutput, ROUTER_IN_FLIGHT_PER_PARTITION_MAX};
+pub use router::{
+    CommitTracker, Memories, RoutedMemory, Router, RouterInput, RouterOutput, ROUTER_IN_FLIGHT_PER_PARTITION_MAX,
+};
 pub use session::{
     DeviceSession, Route, SessionEntry, SessionStore, SessionWrite, DEVICES_PER_USER_MAX,
     SESSION_SETTLE_AFTER_PROMOTION,

@@ -36,9 +36,9 @@ pub enum RouterInput {
     ServerDown { server: ServerId },
     /// A chat server is back (restarted, empty).
     ServerUp { server: ServerId },
-    /// The session store routed again a message this router sent back (`Reroute`) for
-    /// device `slot`.
-    Rerouted { msg: ChatMessage, route: Route, slot: DeviceSlot },
+    /// The session store routed again a message of `partition` this router (or one that
+    /// had the partition before) sent back (`Reroute`) for device `slot`.
+    Rerouted { msg: ChatMessage, route: Route, slot: DeviceSlot, partition: u32 },
     /// A rebalance of the consumer group gave this router `partition`, to consume from its
     /// committed `offset` (what another router routed past it comes again: the devices
     /// show it once).
@@ -61,10 +61,13 @@ pub enum RouterOutput {
 }
 
 /// What the routers remember of the records of one partition they routed: each client
-/// message's first id, to drop its repeats, for the dedup window. It lives in a state store backed by a
-/// changelog topic (as Kafka Streams keeps one), so it outlives a router that crashes and
-/// moves with the partition when the consumer group rebalances: a router given the
-/// partition drops the repeats of what another routed.
+/// message's first id, to drop its repeats, for the dedup window; the forwards kept for
+/// replay; and the replays the session store has not answered yet. It lives in a state
+/// store backed by a changelog topic (as Kafka Streams keeps one), so it outlives a router
+/// that crashes and moves with the partition when the consumer group rebalances: a router
+/// given the partition drops the repeats of what another routed, replays what another
+/// forwarded to a server that goes down, and asks again for the replays whose answers
+/// went to a router that died.
 #[derive(Debug, Default)]
 pub struct RoutedMemory {
     /// Client ids routed within the window, with the id they were routed under: a compact
@@ -72,6 +75,37 @@ pub struct RoutedMemory {
     routed_clients: Table<u64, MessageId>,
     /// (when, client key) of each record routed, in order, for forgetting past the window.
     routed_order: VecDeque<(u32, u64)>,
+    /// Forwards of this partition's records, in the order they were made, kept for replay.
+    kept: VecDeque<Kept>,
+    /// Replays asked of the session store and not answered yet.
+    rerouting: Vec<Rerouting>,
+}
+
+/// A replay asked of the session store: route `msg` again for `slot` without `exclude`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Rerouting {
+    msg: ChatMessage,
+    exclude: ServerId,
+    slot: DeviceSlot,
+}
+
+/// The partitions' memories a router works on (see [`RoutedMemory`]): each partition's,
+/// by number.
+pub trait Memories {
+    fn memory(&mut self, partition: u32) -> &mut RoutedMemory;
+}
+
+impl Memories for [RoutedMemory] {
+    fn memory(&mut self, partition: u32) -> &mut RoutedMemory {
+        &mut self[partition as usize]
+    }
+}
+
+impl Memories for RoutedMemory {
+    /// A router of one partition.
+    fn memory(&mut self, _partition: u32) -> &mut RoutedMemory {
+        self
+    }
 }
 
 /// What the memory says of a record.
@@ -127,6 +161,17 @@ impl RoutedMemory {
     /// Messages remembered.
     pub fn len(&self) -> usize {
         self.routed_clients.len()
+    }
+
+    /// Forwards kept for replay.
+    pub fn kept(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// The messages of the replays asked of the session store and not answered (held for
+    /// a router of the partition).
+    pub fn rerouting(&self) -> impl Iterator<Item = MessageId> + '_ {
+        self.rerouting.iter().map(|r| r.msg.id)
     }
 
     /// Whether nothing is remembered.
@@ -210,12 +255,10 @@ pub struct Router {
     trackers: Vec<Option<CommitTracker>>,
     commit_interval: Duration,
     next_commit_at: Time,
-    /// How long forwards are kept for replay.
+    /// How long forwards are kept for replay (in the partitions' memories).
     retain: Duration,
     /// How long routed messages are remembered, to drop repeats.
     dedup_window: Option<Duration>,
-    /// Forwards in the order they were made.
-    kept: VecDeque<Kept>,
     /// Chat servers known to be down.
     down: ServersDown,
     /// Messages routed again because their server went down.
@@ -243,7 +286,6 @@ impl Router {
             next_commit_at: Time::ZERO,
             retain: Duration::from_secs(60),
             dedup_window: Some(Duration::from_secs(600)),
-            kept: VecDeque::new(),
             down: ServersDown::default(),
             replayed: 0,
             repeats: 0,
@@ -288,18 +330,13 @@ impl Router {
         self.replayed
     }
 
-    /// Forwards kept for replay.
-    pub fn kept(&self) -> usize {
-        self.kept.len()
-    }
-
-    /// Forward `msg` to `server` for `slot`, or, if the server is down, route it again
-    /// without it.
+    /// Forward `msg` (of `memory`'s partition) to `server` for `slot`, or, if the server
+    /// is down, route it again without it.
     fn forward(
         &mut self,
         now: Time,
-        server: ServerId,
-        slot: DeviceSlot,
+        memory: &mut RoutedMemory,
+        (server, slot): (ServerId, DeviceSlot),
         msg: ChatMessage,
         out: &mut Vec<RouterOutput>,
     ) {
@@ -307,17 +344,47 @@ impl Router {
             if crate::plant::planted(crate::plant::Plant::DropStaleSession) {
                 return;
             }
-            self.reroute(server, slot, msg, out);
+            Self::reroute(memory, Rerouting { msg, exclude: server, slot }, out);
             return;
         }
         if !self.retain.is_zero() {
-            self.kept.push_back(Kept { at_ms: now.as_ms_u32(), server, slot, msg });
+            memory.kept.push_back(Kept { at_ms: now.as_ms_u32(), server, slot, msg });
         }
         out.push(RouterOutput::Forward { server, slot, msg });
     }
 
-    fn reroute(&mut self, server: ServerId, slot: DeviceSlot, msg: ChatMessage, out: &mut Vec<RouterOutput>) {
-        out.push(RouterOutput::Reroute { msg, exclude: server, slot });
+    /// Ask the session store to route again, and hold the question in the partition's
+    /// memory until it is answered.
+    fn reroute(memory: &mut RoutedMemory, r: Rerouting, out: &mut Vec<RouterOutput>) {
+        memory.rerouting.push(r);
+        out.push(RouterOutput::Reroute { msg: r.msg, exclude: r.exclude, slot: r.slot });
+    }
+
+    /// The partitions this router consumes.
+    fn owned(&self) -> Vec<u32> {
+        (0..self.trackers.len() as u32).filter(|&p| self.owns(p)).collect()
+    }
+
+    /// Take over `partition`'s memory: ask again for the replays it holds (their answers
+    /// may have gone to a router that died; an answer that comes twice is used once), and
+    /// replay what it kept for servers known to be down.
+    fn take_over(&mut self, memory: &mut RoutedMemory, out: &mut Vec<RouterOutput>) {
+        for r in &memory.rerouting {
+            out.push(RouterOutput::Reroute { msg: r.msg, exclude: r.exclude, slot: r.slot });
+        }
+        let down = &self.down;
+        for k in crate::take_matching(&mut memory.kept, |k| down.contains(k.server)) {
+            self.replayed += 1;
+            Self::reroute(memory, Rerouting { msg: k.msg, exclude: k.server, slot: k.slot }, out);
+        }
+    }
+
+    /// Take over the memories of the partitions this router was started with (a router
+    /// restarted after a crash: see `take_over`).
+    pub fn resume(&mut self, memories: &mut (impl Memories + ?Sized), out: &mut Vec<RouterOutput>) {
+        for p in self.owned() {
+            self.take_over(memories.memory(p), out);
+        }
     }
 
     /// Whether this router consumes `partition` (it was assigned it and not revoked).
@@ -376,15 +443,23 @@ impl Router {
         }
     }
 
-    /// Handle one input, appending effects to `out`.
-    pub fn handle(&mut self, now: Time, input: RouterInput, out: &mut Vec<RouterOutput>) {
+    /// Handle one input, appending effects to `out`; `memories` holds the partitions'
+    /// memories.
+    pub fn handle(
+        &mut self,
+        now: Time,
+        input: RouterInput,
+        memories: &mut (impl Memories + ?Sized),
+        out: &mut Vec<RouterOutput>,
+    ) {
         match input {
             RouterInput::Routed { req, route } => {
                 let Some(r) = self.lookups.remove(self.req_ids.key(req)) else {
                     return;
                 };
+                let memory = memories.memory(r.partition);
                 for (slot, server) in route.forwards() {
-                    self.forward(now, server, slot, r.msg, out);
+                    self.forward(now, memory, (server, slot), r.msg, out);
                 }
                 if let Some(Some(t)) = self.trackers.get_mut(r.partition as usize) {
                     t.complete(r.offset);
@@ -395,15 +470,19 @@ impl Router {
                     return;
                 }
                 // Everything forwarded to it that it may not have delivered, in order.
-                for k in crate::take_matching(&mut self.kept, |k| k.server == server) {
-                    self.replayed += 1;
-                    self.reroute(server, k.slot, k.msg, out);
+                for p in self.owned() {
+                    let memory = memories.memory(p);
+                    for k in crate::take_matching(&mut memory.kept, |k| k.server == server) {
+                        self.replayed += 1;
+                        Self::reroute(memory, Rerouting { msg: k.msg, exclude: server, slot: k.slot }, out);
+                    }
                 }
             }
             RouterInput::ServerUp { server } => self.down.remove(server),
             RouterInput::Assigned { partition, offset } => {
                 if let Some(t) = self.trackers.get_mut(partition as usize) {
                     *t = Some(CommitTracker::starting_at(offset));
+                    self.take_over(memories.memory(partition), out);
                 }
             }
             RouterInput::Revoked { partition } => {
@@ -411,23 +490,35 @@ impl Router {
                     *t = None;
                 }
             }
-            RouterInput::Rerouted { msg, route, slot } => {
+            RouterInput::Rerouted { msg, route, slot, partition } => {
+                // The question leaves the partition's memory; an answer to a question
+                // asked twice (by a router that died and by the one that took over) is
+                // used once.
+                let memory = memories.memory(partition);
+                let Some(i) = memory.rerouting.iter().position(|r| r.msg.id == msg.id && r.slot == slot) else {
+                    return;
+                };
+                memory.rerouting.swap_remove(i);
                 // Only this slot's part of the route: the other devices had the message
                 // routed to them already. A device still on a server that is down is
                 // routed again without that server (its session moves only when it
                 // reconnects, so this ends); one without a server got an inbox pointer.
                 if let Some(server) = route.forward[usize::from(slot.0)] {
-                    self.forward(now, server, slot, msg, out);
+                    self.forward(now, memory, (server, slot), msg, out);
                 }
             }
         }
     }
 
-    /// Commit progress every commit interval. Call once per tick.
-    pub fn handle_timeout(&mut self, now: Time, out: &mut Vec<RouterOutput>) {
+    /// Forget forwards past the retention and commit progress every commit interval.
+    /// Call once per tick.
+    pub fn handle_timeout(&mut self, now: Time, memories: &mut (impl Memories + ?Sized), out: &mut Vec<RouterOutput>) {
         let keep_from = now.as_ms().saturating_sub(self.retain.as_millis() as u64);
-        while self.kept.front().is_some_and(|k| u64::from(k.at_ms) < keep_from) {
-            self.kept.pop_front();
+        for p in self.owned() {
+            let kept = &mut memories.memory(p).kept;
+            while kept.front().is_some_and(|k| u64::from(k.at_ms) < keep_from) {
+                kept.pop_front();
+            }
         }
         if now < self.next_commit_at {
             return;
@@ -476,7 +567,7 @@ mod tests {
         let req = lookup(&mut r, &mut m, 0, 0, 5);
         let mut out = Vec::new();
         let route = Route { forward: [Some(ServerId(9)), Some(ServerId(2))], inbox: false };
-        r.handle(Time::ZERO, RouterInput::Routed { req, route }, &mut out);
+        r.handle(Time::ZERO, RouterInput::Routed { req, route }, &mut m, &mut out);
         (r, m, out)
     }
 
@@ -499,7 +590,7 @@ mod tests {
         let mut m = RoutedMemory::default();
         let req = lookup(&mut r, &mut m, 0, 0, 5);
         let mut out = Vec::new();
-        r.handle(Time::ZERO, RouterInput::Routed { req, route: INBOX_ONLY }, &mut out);
+        r.handle(Time::ZERO, RouterInput::Routed { req, route: INBOX_ONLY }, &mut m, &mut out);
         assert!(out.is_empty(), "the session store already wrote the inbox pointer");
     }
 
@@ -515,7 +606,7 @@ mod tests {
         let new = lookup(&mut after, &mut m, 0, 1, 6);
         assert_ne!(old, new);
         let mut out = Vec::new();
-        after.handle(Time::ZERO, RouterInput::Routed { req: old, route: INBOX_ONLY }, &mut out);
+        after.handle(Time::ZERO, RouterInput::Routed { req: old, route: INBOX_ONLY }, &mut m, &mut out);
         assert!(out.is_empty() && after.in_flight() == 1, "the old answer settles nothing: {out:?}");
     }
 
@@ -526,18 +617,18 @@ mod tests {
         let a = lookup(&mut r, &mut m, 1, 10, 1);
         let b = lookup(&mut r, &mut m, 1, 11, 2);
         let mut out = Vec::new();
-        r.handle(Time::ZERO, RouterInput::Routed { req: b, route: INBOX_ONLY }, &mut out);
+        r.handle(Time::ZERO, RouterInput::Routed { req: b, route: INBOX_ONLY }, &mut m, &mut out);
         out.clear();
-        r.handle_timeout(Time::ZERO, &mut out);
+        r.handle_timeout(Time::ZERO, &mut m, &mut out);
         assert!(out.is_empty(), "offset 10 is not done yet, nothing to commit");
-        r.handle(Time::ZERO, RouterInput::Routed { req: a, route: INBOX_ONLY }, &mut out);
+        r.handle(Time::ZERO, RouterInput::Routed { req: a, route: INBOX_ONLY }, &mut m, &mut out);
         out.clear();
-        r.handle_timeout(Time::from_ms(50), &mut out);
+        r.handle_timeout(Time::from_ms(50), &mut m, &mut out);
         assert!(out.is_empty(), "commits wait for the commit interval");
-        r.handle_timeout(Time::from_ms(100), &mut out);
+        r.handle_timeout(Time::from_ms(100), &mut m, &mut out);
         assert_eq!(out, vec![RouterOutput::Commit { partition: 1, offset: 12 }]);
         out.clear();
-        r.handle_timeout(Time::from_ms(200), &mut out);
+        r.handle_timeout(Time::from_ms(200), &mut m, &mut out);
         assert!(out.is_empty(), "an unchanged offset is not committed again");
     }
 
@@ -553,8 +644,8 @@ mod tests {
     #[test]
     fn stale_reply_is_ignored() {
         let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
-        let mut out = Vec::new();
-        r.handle(Time::ZERO, RouterInput::Routed { req: 77, route: INBOX_ONLY }, &mut out);
+        let (mut m, mut out) = (RoutedMemory::default(), Vec::new());
+        r.handle(Time::ZERO, RouterInput::Routed { req: 77, route: INBOX_ONLY }, &mut m, &mut out);
         assert!(out.is_empty());
     }
 
@@ -570,7 +661,7 @@ mod tests {
         assert_eq!(r.repeats(), 1);
         assert_eq!(r.take_aliases(), vec![(MessageId(99), msg(5).id)]);
         // Past the window (ten minutes) it would be routed again.
-        r.handle_timeout(Time::from_secs(601), &mut out);
+        r.handle_timeout(Time::from_secs(601), &mut m, &mut out);
         out.clear();
         r.on_record(Time::from_secs(601), 0, 2, retry, &mut m, &mut out);
         assert!(matches!(out[..], [RouterOutput::RouteMessage { .. }]));
@@ -595,16 +686,16 @@ mod tests {
         let req = lookup(&mut r, &mut m, 0, 0, 5);
         let mut out = Vec::new();
         let route = Route { forward: [Some(ServerId(9)), None], inbox: false };
-        r.handle(Time::ZERO, RouterInput::Routed { req, route }, &mut out);
+        r.handle(Time::ZERO, RouterInput::Routed { req, route }, &mut m, &mut out);
         assert_eq!(out.len(), 1, "forwarded: {out:?}");
-        assert_eq!(r.kept(), 0);
+        assert_eq!(m.kept(), 0);
     }
 
     #[test]
     fn what_went_to_a_server_that_goes_down_is_routed_again_without_it() {
         let (mut r, mut m, mut out) = routed_to_9_and_2();
         out.clear();
-        r.handle(Time::from_ms(5), RouterInput::ServerDown { server: ServerId(9) }, &mut out);
+        r.handle(Time::from_ms(5), RouterInput::ServerDown { server: ServerId(9) }, &mut m, &mut out);
         assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(5), exclude: ServerId(9), slot: DeviceSlot(0) }]);
         assert_eq!(r.replayed(), 1);
         // The store says the phone is still on 9 (it has not reconnected) and the web on 2:
@@ -612,21 +703,31 @@ mod tests {
         // copy went to the inbox. Routed again without 9, nothing more is forwarded.
         out.clear();
         let route = Route { forward: [None, Some(ServerId(2))], inbox: true };
-        r.handle(Time::from_ms(6), RouterInput::Rerouted { msg: msg(5), route, slot: DeviceSlot(0) }, &mut out);
+        r.handle(
+            Time::from_ms(6),
+            RouterInput::Rerouted { msg: msg(5), route, slot: DeviceSlot(0), partition: 0 },
+            &mut m,
+            &mut out,
+        );
         assert!(out.is_empty(), "{out:?}");
         // While 9 is down, what is routed to it goes back to the store at once.
         let req = lookup(&mut r, &mut m, 0, 1, 6);
         out.clear();
         let route = Route { forward: [Some(ServerId(9)), None], inbox: false };
-        r.handle(Time::from_ms(7), RouterInput::Routed { req, route }, &mut out);
+        r.handle(Time::from_ms(7), RouterInput::Routed { req, route }, &mut m, &mut out);
         assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(6), exclude: ServerId(9), slot: DeviceSlot(0) }]);
         // The phone reconnected to 4 meanwhile: forwarded there.
         out.clear();
         let route = Route { forward: [Some(ServerId(4)), None], inbox: false };
-        r.handle(Time::from_ms(8), RouterInput::Rerouted { msg: msg(6), route, slot: DeviceSlot(0) }, &mut out);
+        r.handle(
+            Time::from_ms(8),
+            RouterInput::Rerouted { msg: msg(6), route, slot: DeviceSlot(0), partition: 0 },
+            &mut m,
+            &mut out,
+        );
         assert_eq!(out, vec![RouterOutput::Forward { server: ServerId(4), slot: DeviceSlot(0), msg: msg(6) }]);
-        r.handle(Time::from_ms(9), RouterInput::ServerUp { server: ServerId(9) }, &mut out);
-        assert_eq!(r.kept(), 2, "the forwards to 2 and 4");
+        r.handle(Time::from_ms(9), RouterInput::ServerUp { server: ServerId(9) }, &mut m, &mut out);
+        assert_eq!(m.kept(), 2, "the forwards to 2 and 4");
     }
 
     #[test]
@@ -652,21 +753,60 @@ mod tests {
         // partition to another, from the commit (0): the record comes again, and is routed
         // again (the first routing died); the sender's retry is a repeat.
         let mut second = Router::new(1, &[], Duration::from_millis(100));
-        second.handle(Time::from_secs(10), RouterInput::Assigned { partition: 0, offset: 0 }, &mut Vec::new());
+        second.handle(Time::from_secs(10), RouterInput::Assigned { partition: 0, offset: 0 }, &mut m, &mut Vec::new());
         let req = lookup(&mut second, &mut m, 0, 0, 5);
         let mut out = Vec::new();
         let retry = ChatMessage { id: MessageId(99), ..msg(5) };
         second.on_record(Time::from_secs(10), 0, 1, retry, &mut m, &mut out);
         assert!(out.is_empty(), "the first routed it: {out:?}");
         assert_eq!(second.take_aliases(), vec![(MessageId(99), MessageId(5))]);
-        second.handle(Time::from_secs(10), RouterInput::Routed { req, route: INBOX_ONLY }, &mut out);
-        second.handle_timeout(Time::from_secs(10), &mut out);
+        second.handle(Time::from_secs(10), RouterInput::Routed { req, route: INBOX_ONLY }, &mut m, &mut out);
+        second.handle_timeout(Time::from_secs(10), &mut m, &mut out);
         assert_eq!(out, vec![RouterOutput::Commit { partition: 0, offset: 2 }]);
         // Taken away again, it commits it no more.
-        second.handle(Time::from_secs(11), RouterInput::Revoked { partition: 0 }, &mut Vec::new());
+        second.handle(Time::from_secs(11), RouterInput::Revoked { partition: 0 }, &mut m, &mut Vec::new());
         let mut out = Vec::new();
         second.on_record(Time::from_secs(11), 0, 2, msg(6), &mut m, &mut out);
-        second.handle_timeout(Time::from_secs(12), &mut out);
+        second.handle_timeout(Time::from_secs(12), &mut m, &mut out);
         assert!(!out.iter().any(|o| matches!(o, RouterOutput::Commit { .. })), "{out:?}");
+    }
+
+    #[test]
+    fn a_replay_whose_answer_died_with_its_router_is_asked_again_by_the_next() {
+        // Router 1 forwarded message 5 to the phone on 9; 9 went down, router 1 asked the
+        // session store to route it again, and died before the answer came.
+        let (mut first, mut m, _) = routed_to_9_and_2();
+        let mut out = Vec::new();
+        first.handle(Time::from_ms(5), RouterInput::ServerDown { server: ServerId(9) }, &mut m, &mut out);
+        assert_eq!(m.rerouting().collect::<Vec<_>>(), vec![msg(5).id]);
+        drop(first);
+        // The partition's next router asks again when it takes the partition over.
+        let mut second = Router::new(1, &[], Duration::from_millis(100));
+        out.clear();
+        second.handle(Time::from_secs(3), RouterInput::Assigned { partition: 0, offset: 1 }, &mut m, &mut out);
+        let again = RouterOutput::Reroute { msg: msg(5), exclude: ServerId(9), slot: DeviceSlot(0) };
+        assert_eq!(out, vec![again]);
+        // Both answers come (the first was held up, not lost): the phone, now on 4, gets
+        // one forward.
+        let route = Route { forward: [Some(ServerId(4)), None], inbox: false };
+        let answer = RouterInput::Rerouted { msg: msg(5), route, slot: DeviceSlot(0), partition: 0 };
+        out.clear();
+        second.handle(Time::from_secs(3), answer, &mut m, &mut out);
+        second.handle(Time::from_secs(3), answer, &mut m, &mut out);
+        assert_eq!(out, vec![RouterOutput::Forward { server: ServerId(4), slot: DeviceSlot(0), msg: msg(5) }]);
+        assert_eq!(m.rerouting().count(), 0);
+    }
+
+    #[test]
+    fn what_a_dead_router_forwarded_is_replayed_by_the_next_when_its_server_goes_down() {
+        let (first, mut m, _) = routed_to_9_and_2();
+        drop(first);
+        let mut second = Router::new(1, &[(0, 1)], Duration::from_millis(100));
+        let mut out = Vec::new();
+        second.resume(&mut m, &mut out);
+        assert!(out.is_empty(), "nothing to replay while 9 is up: {out:?}");
+        second.handle(Time::from_ms(5), RouterInput::ServerDown { server: ServerId(9) }, &mut m, &mut out);
+        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(5), exclude: ServerId(9), slot: DeviceSlot(0) }]);
+        assert_eq!(second.replayed(), 1);
     }
 }

@@ -569,6 +569,13 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
         if shared.faults.is_down(shared.consumer(p, end), end) || shared.faults.is_down(shared.broker(p, end), end) {
             logs.in_transit.extend(log.lock().expect("log lock").uncommitted().map(|m| m.id));
         }
+        // So are the replays a dead router left unanswered: its partition's next router
+        // asks again for them.
+        if let Some(memory) = shared.routed.get(p as usize) {
+            if shared.faults.is_down(shared.consumer(p, end), end) {
+                logs.in_transit.extend(memory.lock().expect("memory lock").rerouting());
+            }
+        }
     }
     let mut receipt_table_bytes = 0;
     for (node, disk) in shared.disks.iter().enumerate() {

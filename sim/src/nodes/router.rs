@@ -8,8 +8,35 @@ use crate::msg::{Envelope, Msg, NodeIdx};
 use crate::node::{Ctx, OrderKey, Process, Shared};
 use crate::topology::Topology;
 use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
-use wasim_model::{Router, RouterInput as In, RouterOutput as Out, Time};
+use wasim_model::{Memories, RoutedMemory, Router, RouterInput as In, RouterOutput as Out, Time};
+
+/// The partitions' memories (`Shared::routed`), each locked when first needed and held
+/// until the handler is done.
+struct Locked<'a> {
+    all: &'a [Mutex<RoutedMemory>],
+    held: Vec<(u32, MutexGuard<'a, RoutedMemory>)>,
+}
+
+impl<'a> Locked<'a> {
+    fn new(all: &'a [Mutex<RoutedMemory>]) -> Locked<'a> {
+        Locked { all, held: Vec::new() }
+    }
+}
+
+impl Memories for Locked<'_> {
+    fn memory(&mut self, partition: u32) -> &mut RoutedMemory {
+        let i = match self.held.iter().position(|(p, _)| *p == partition) {
+            Some(i) => i,
+            None => {
+                self.held.push((partition, self.all[partition as usize].lock().expect("memory lock")));
+                self.held.len() - 1
+            }
+        };
+        &mut self.held[i].1
+    }
+}
 
 /// How often a router commits its progress (Kafka's auto-commit default is 5 s; routers
 /// commit explicitly and often, so a restart replays little).
@@ -25,6 +52,9 @@ pub(crate) struct RouterNode {
     peers: PeerNotices,
     shared: Arc<Shared>,
     me: NodeIdx,
+    /// Whether the partitions' memories were taken over (a restarted router asks again
+    /// for the replays its predecessor left unanswered).
+    resumed: bool,
 }
 
 impl RouterNode {
@@ -53,6 +83,7 @@ impl RouterNode {
             peers: PeerNotices::default(),
             shared: shared.clone(),
             me,
+            resumed: false,
         }
     }
 
@@ -69,7 +100,7 @@ impl RouterNode {
             } else {
                 In::Revoked { partition }
             };
-            self.router.handle(now, input, &mut self.outs);
+            self.router.handle(now, input, &mut Locked::new(&self.shared.routed), &mut self.outs);
         }
     }
 
@@ -110,10 +141,12 @@ impl Process for RouterNode {
         }
         let input = match env.msg {
             Msg::Routed { req, route } => In::Routed { req, route },
-            Msg::Rerouted { msg, route, slot } => In::Rerouted { msg, route, slot },
+            Msg::Rerouted { msg, route, slot } => {
+                In::Rerouted { msg, route, slot, partition: self.topo.partition(msg.conversation) }
+            }
             other => unreachable!("router got {other:?}"),
         };
-        self.router.handle(done, input, &mut self.outs);
+        self.router.handle(done, input, &mut Locked::new(&self.shared.routed), &mut self.outs);
         self.emit(done, ctx);
     }
 
@@ -125,14 +158,23 @@ impl Process for RouterNode {
     }
 
     fn on_tick(&mut self, now: Time, ctx: &mut Ctx) {
+        let shared = self.shared.clone();
+        let mut memories = Locked::new(&shared.routed);
+        if !self.resumed {
+            self.resumed = true;
+            self.router.resume(&mut memories, &mut self.outs);
+        }
+        drop(memories);
         if self.shared.faults.moves_consumers() {
             self.rebalance(now);
         }
+        let mut memories = Locked::new(&shared.routed);
         for (server, down) in self.peers.notices(&self.shared.faults, now).0 {
             let input = if down { In::ServerDown { server } } else { In::ServerUp { server } };
-            self.router.handle(now, input, &mut self.outs);
+            self.router.handle(now, input, &mut memories, &mut self.outs);
         }
-        self.router.handle_timeout(now, &mut self.outs);
+        self.router.handle_timeout(now, &mut memories, &mut self.outs);
+        drop(memories);
         self.emit(now, ctx);
         // The checker's record of repeats, kept outside the process: it outlives a crash.
         let aliases = self.router.take_aliases();
