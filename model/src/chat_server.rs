@@ -472,6 +472,12 @@ impl ChatServer {
     }
 
     /// Replies a read waits for.
+    /// The catch-up reads waiting for replies: the device each is for, and the row's
+    /// conversation (which places it on its replicas).
+    pub fn reads_waiting(&self) -> impl Iterator<Item = (DeviceId, ConversationId)> + '_ {
+        self.reads.values().filter_map(|r| self.fetches.get(r.job).map(|job| (job.device, r.conversation)))
+    }
+
     pub fn read_quorum(&self) -> u8 {
         self.quorum
     }

@@ -1,5 +1,6 @@
 //! Serve loop of a chat server.
 
+use crate::check::LogMs;
 use crate::dist::Sampler;
 use crate::infra::Fifo;
 use crate::metrics::NodeReport;
@@ -357,5 +358,22 @@ impl Process for ChatNode {
         let (refreshes, go_aways) = self.server.reregistered();
         report.counters.sessions_reregistered += refreshes;
         report.counters.devices_sent_away += go_aways;
+        // Catch-ups held up at the end by a read whose row had no quorum of replicas up:
+        // the last moment it had none, looked for back from the end in 100 ms steps.
+        let end = Time(self.shared.clock.now() * self.shared.tick_us);
+        let quorum = usize::from(self.server.read_quorum());
+        let (shared, step) = (&self.shared, Duration::from_millis(100));
+        let short = |conversation, t| {
+            shared.topo.replicas(conversation).filter(|&n| !shared.faults.is_down(n, t)).count() < quorum
+        };
+        for (device, conversation) in self.server.reads_waiting() {
+            let mut t = end;
+            while t > Time::ZERO && !short(conversation, t) {
+                t = Time(t.as_us().saturating_sub(step.as_micros() as u64));
+            }
+            if short(conversation, t) {
+                report.logs.catch_ups_blocked.push((wasim_model::DeviceKey::of(device), LogMs::of(t)));
+            }
+        }
     }
 }
