@@ -5,6 +5,7 @@ mod calibration;
 mod estimate;
 mod files;
 mod markdown;
+pub mod multi;
 mod plot;
 mod summary;
 mod table;

@@ -165,6 +165,86 @@ pub fn over_time_svg(title: &str, y_desc: &str, series: &[(String, Vec<f64>)], f
     })
 }
 
+/// One SLO metric's p99 at each offered load tried: (offered msg/s, p99 ms, the run passed).
+pub struct KneeSeries {
+    pub name: String,
+    pub points: Vec<(f64, f64, bool)>,
+}
+
+/// Latency against load: each series' p99 (ms, on a log scale: it grows by orders of
+/// magnitude past the knee) against the offered load (msg/s), a dashed line at each
+/// objective, and the knee as a vertical line. A passing run's point is a dot, a failing
+/// run's a cross.
+pub fn knee_svg(title: &str, series: &[KneeSeries], thresholds: &[(String, f64)], knee: Option<(f64, String)>) -> String {
+    // Plotted as log10(ms) on a linear axis whose labels read in ms.
+    let log = |ms: f64| ms.max(0.1).log10();
+    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(thresholds.iter().map(|t| t.1));
+    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(log(y)), hi.max(log(y))));
+    let (y_min, y_max) = if lo.is_finite() { (lo.floor(), (hi + 0.3).ceil()) } else { (0.0, 3.0) };
+    let x_max = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(1.0, f64::max) * 1.08;
+    plot(title, 0.0..x_max, y_min..y_max, SeriesLabelPosition::UpperLeft, |chart| {
+        chart
+            .configure_mesh()
+            .x_desc("offered load (msg/s)")
+            .y_desc("p99 latency (ms, log scale)")
+            .x_label_formatter(&|x| wasim_sim::thousands(x.max(0.0).round() as u64))
+            .y_labels(((y_max - y_min) * 2.0) as usize + 1)
+            .y_label_formatter(&|y| {
+                let ms = 10f64.powf(*y);
+                if ms >= 1.0 {
+                    wasim_sim::thousands(ms.round() as u64)
+                } else {
+                    format!("{ms:.1}")
+                }
+            })
+            .draw()
+            .expect("an SVG in memory");
+        for (k, (label, ms)) in thresholds.iter().enumerate() {
+            let colour = SERIES[(k + series.len()) % SERIES.len()];
+            let style = colour.stroke_width(1);
+            chart
+                .draw_series(DashedLineSeries::new(vec![(0.0, log(*ms)), (x_max, log(*ms))], 8, 5, style))
+                .expect("an SVG in memory")
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
+        if let Some((x, label)) = &knee {
+            let style = BLACK.stroke_width(2);
+            chart
+                .draw_series(DashedLineSeries::new(vec![(*x, y_min), (*x, y_max)], 4, 4, style))
+                .expect("an SVG in memory")
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
+        for (k, s) in series.iter().enumerate() {
+            let colour = SERIES[k % SERIES.len()];
+            let points: Vec<(f64, f64, bool)> = s.points.iter().map(|&(x, y, pass)| (x, log(y), pass)).collect();
+            chart
+                .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.1)), colour.stroke_width(2)))
+                .expect("an SVG in memory")
+                .label(s.name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+            chart
+                .draw_series(points.iter().filter(|p| p.2).map(|p| Circle::new((p.0, p.1), 4, colour.filled())))
+                .expect("an SVG in memory");
+            chart
+                .draw_series(points.iter().filter(|p| !p.2).map(|p| Cross::new((p.0, p.1), 5, colour.stroke_width(2))))
+                .expect("an SVG in memory");
+        }
+        // The markers' meaning, in the legend only.
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+            .expect("an SVG in memory")
+            .label("run passed every SLO")
+            .legend(|(x, y)| Circle::new((x + 10, y), 4, BLACK.filled()));
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+            .expect("an SVG in memory")
+            .label("run failed")
+            .legend(|(x, y)| Cross::new((x + 10, y), 5, BLACK.stroke_width(2)));
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +268,24 @@ mod tests {
         let svg = over_time_svg("t", "messages/s", &[("sends".into(), vec![1.0, 2.0, 3.0])], &[(1.0, 2.0)]);
         assert!(svg.contains("fault windows") && svg.contains("sends") && svg.contains("simulated time (s)"));
         assert!(svg.contains("<rect"), "the fault window is a rectangle");
+    }
+
+    #[test]
+    fn a_knee_plot_names_its_axes_its_objectives_and_its_knee() {
+        let series = [KneeSeries {
+            name: "delivery latency p99".into(),
+            points: vec![(1_000.0, 120.0, true), (2_000.0, 180.0, true), (4_000.0, 9_000.0, false)],
+        }];
+        let svg = knee_svg(
+            "s, seed 1",
+            &series,
+            &[("SLO delivery: p99 < 500 ms".into(), 500.0)],
+            Some((2_000.0, "knee: 2,000 msg/s".into())),
+        );
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        for text in ["s, seed 1", "offered load (msg/s)", "p99 latency (ms, log scale)", "SLO delivery", "knee: 2,000 msg/s"] {
+            assert!(svg.contains(text), "{text}");
+        }
+        assert!(svg.contains("<circle"), "passing runs are dots");
     }
 }
