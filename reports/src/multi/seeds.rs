@@ -4,6 +4,7 @@
 use super::{ms, percent, RunDigest, Spread};
 use serde::Serialize;
 use std::fmt::Write;
+use wasim_sim::thousands;
 
 /// One seed's run, as the caller gathered it.
 #[derive(Clone, Debug)]
@@ -110,7 +111,7 @@ impl SeedsReport {
             name: "availability".into(),
             label: "availability".into(),
             unit: "%",
-            objective: Some(format!(">= {:.4}% acknowledged within the ACK timeout", a.objective * 100.0)),
+            objective: Some(format!(">= {}% acknowledged in time", trimmed(a.objective * 100.0))),
             values: digests.iter().map(|d| d.filter(|d| d.availability.sends > 0).map(|d| d.availability.measured * 100.0)).collect(),
             spread: None,
             seeds_pass: Some(digests.iter().filter(|d| d.is_some_and(|d| d.availability.verdict != "FAIL")).count()),
@@ -196,6 +197,12 @@ fn value(x: f64, unit: &str) -> String {
     }
 }
 
+/// `x` to 4 decimals without trailing zeros: 99.99, 100.
+fn trimmed(x: f64) -> String {
+    let s = format!("{x:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 fn seed_list(seeds: &[u64]) -> String {
     match (seeds.first(), seeds.last()) {
         (Some(a), Some(b)) if b - a + 1 == seeds.len() as u64 => format!("{a}..={b}"),
@@ -212,7 +219,7 @@ pub fn render_seeds_table(r: &SeedsReport) -> String {
         r.scenario_name,
         r.file,
         r.bootstrap.what,
-        r.bootstrap.resamples,
+        thousands(r.bootstrap.resamples as u64),
         r.bootstrap.rng,
         r.bootstrap.rng_seed
     );
@@ -237,15 +244,18 @@ pub fn render_seeds_table(r: &SeedsReport) -> String {
         let _ = writeln!(o, "  {line}");
     }
     o += "\nPer seed\n";
-    let heads: Vec<String> = r.rows.iter().map(|row| row.label.clone()).collect();
-    let _ = writeln!(o, "  {:>6}  {:<7} {}  report", "seed", "verdict", heads.iter().map(|h| format!("{h:>22}")).collect::<String>());
+    // Each column as wide as its heading, so the table lines up whatever the SLOs' names.
+    let widths: Vec<usize> = r.rows.iter().map(|row| row.label.chars().count().max(9) + 2).collect();
+    let heads: String = r.rows.iter().zip(&widths).map(|(row, &w)| format!("{:>w$}", row.label)).collect();
+    let _ = writeln!(o, "  {:>6}  {:<7}{heads}  report", "seed", "verdict");
     for (j, line) in r.runs.iter().enumerate() {
         let cells: String = r
             .rows
             .iter()
-            .map(|row| format!("{:>22}", row.values[j].map_or("-".into(), |v| value(v, row.unit))))
+            .zip(&widths)
+            .map(|(row, &w)| format!("{:>w$}", row.values[j].map_or("-".into(), |v| value(v, row.unit))))
             .collect();
-        let _ = writeln!(o, "  {:>6}  {:<7} {cells}  {}", line.seed, line.verdict, line.dir);
+        let _ = writeln!(o, "  {:>6}  {:<7}{cells}  {}", line.seed, line.verdict, line.dir);
         for f in &line.failed {
             let _ = writeln!(o, "          {f}");
         }
@@ -263,7 +273,7 @@ pub fn render_seeds_md(r: &SeedsReport) -> String {
         r.seeds_pass,
         r.file,
         r.bootstrap.what,
-        r.bootstrap.resamples,
+        thousands(r.bootstrap.resamples as u64),
         r.bootstrap.rng,
         r.bootstrap.rng_seed
     );
