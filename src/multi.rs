@@ -208,11 +208,8 @@ impl Runs<'_> {
 fn progress_line(r: &Result<RunDigest, String>) -> String {
     match r {
         Ok(d) => {
-            let slos: Vec<String> = d
-                .slos
-                .iter()
-                .map(|v| format!("{} p99 {:.1} ms {}", v.name, v.measured_ms, v.verdict))
-                .collect();
+            let slos: Vec<String> =
+                d.slos.iter().map(|v| format!("{} p99 {:.1} ms {}", v.name, v.measured_ms, v.verdict)).collect();
             format!("{} · {}", d.verdict, slos.join(" · "))
         }
         Err(e) => format!("DIED · {e}"),
@@ -266,7 +263,10 @@ fn seeds(
         .map(|(&seed, r)| SeedRun { seed, dir: format!("seed-{seed}"), result: r.expect("every seed ran") })
         .collect();
     if runs_done.iter().all(|r| r.result.is_err()) {
-        eprintln!("error: no seed's run produced a summary; the first said: {}", runs_done[0].result.as_ref().err().map_or("", |e| e.as_str()));
+        eprintln!(
+            "error: no seed's run produced a summary; the first said: {}",
+            runs_done[0].result.as_ref().err().map_or("", |e| e.as_str())
+        );
         return ExitCode::from(1);
     }
     let scale = runs.load_scale.map_or(String::new(), |x| format!(" --load-scale {x}"));
@@ -296,7 +296,10 @@ fn seeds(
 /// scenario or the machine's memory refuse it; and why.
 fn knee_ceiling(scenario: &Scenario) -> (u64, String) {
     let base = scenario.workload.messages_per_s;
-    let fits = |load: u64| scaled(scenario, load as f64 / base as f64);
+    let fits = |load: u64| {
+        let s = scale_load(scenario, load as f64 / base as f64).map_err(|e| format!("its {e}"))?;
+        crate::cli::check_memory(&s)
+    };
     let top = base.saturating_mul(KNEE_FACTOR_MAX);
     let Err(why) = fits(top) else {
         return (top, format!("the ceiling is x{KNEE_FACTOR_MAX}, the search's limit"));
@@ -311,7 +314,14 @@ fn knee_ceiling(scenario: &Scenario) -> (u64, String) {
             not = mid;
         }
     }
-    (fit, format!("the ceiling is {fit} msg/s, the most this scenario may offer ({why})"))
+    let top = wasim_sim::thousands(top);
+    (
+        fit,
+        format!(
+            "the ceiling is {} msg/s, the most this scenario may offer: at x{KNEE_FACTOR_MAX} ({top} msg/s) {why}",
+            wasim_sim::thousands(fit)
+        ),
+    )
 }
 
 /// `--find-max-load`: the knee search, one run at a time on `threads` threads.

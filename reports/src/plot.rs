@@ -165,24 +165,40 @@ pub fn over_time_svg(title: &str, y_desc: &str, series: &[(String, Vec<f64>)], f
     })
 }
 
-/// One SLO metric's p99 at each offered load tried: (offered msg/s, p99 ms, the run passed).
+/// One SLO metric's p99 at each offered load tried: (offered msg/s, p99 ms, within its
+/// objective).
 pub struct KneeSeries {
     pub name: String,
     pub points: Vec<(f64, f64, bool)>,
 }
 
+/// An objective's line on a knee plot, in the colour of the series `colour_of`.
+pub struct KneeObjective {
+    pub label: String,
+    pub ms: f64,
+    pub colour_of: usize,
+}
+
 /// Latency against load: each series' p99 (ms, on a log scale: it grows by orders of
 /// magnitude past the knee) against the offered load (msg/s), a dashed line at each
-/// objective, and the knee as a vertical line. A passing run's point is a dot, a failing
-/// run's a cross.
-pub fn knee_svg(title: &str, series: &[KneeSeries], thresholds: &[(String, f64)], knee: Option<(f64, String)>) -> String {
+/// objective in its series' colour, and the knee as a vertical line. A point within its
+/// objective is a dot, one past it a cross.
+pub fn knee_svg(
+    title: &str,
+    series: &[KneeSeries],
+    objectives: &[KneeObjective],
+    knee: Option<(f64, String)>,
+) -> String {
     // Plotted as log10(ms) on a linear axis whose labels read in ms.
     let log = |ms: f64| ms.max(0.1).log10();
-    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(thresholds.iter().map(|t| t.1));
+    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(objectives.iter().map(|o| o.ms));
     let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(log(y)), hi.max(log(y))));
     let (y_min, y_max) = if lo.is_finite() { (lo.floor(), (hi + 0.3).ceil()) } else { (0.0, 3.0) };
-    let x_max = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(1.0, f64::max) * 1.08;
-    plot(title, 0.0..x_max, y_min..y_max, SeriesLabelPosition::UpperLeft, |chart| {
+    let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let (x_lo, x_hi) = (xs().fold(f64::INFINITY, f64::min), xs().fold(1.0, f64::max));
+    let margin = (x_hi - x_lo.min(x_hi)).max(x_hi * 0.1) * 0.08;
+    let (x_min, x_max) = ((x_lo.min(x_hi) - margin).max(0.0), x_hi + margin);
+    plot(title, x_min..x_max, y_min..y_max, SeriesLabelPosition::UpperLeft, |chart| {
         chart
             .configure_mesh()
             .x_desc("offered load (msg/s)")
@@ -199,14 +215,13 @@ pub fn knee_svg(title: &str, series: &[KneeSeries], thresholds: &[(String, f64)]
             })
             .draw()
             .expect("an SVG in memory");
-        for (k, (label, ms)) in thresholds.iter().enumerate() {
-            let colour = SERIES[(k + series.len()) % SERIES.len()];
-            let style = colour.stroke_width(1);
+        for o in objectives {
+            let style = SERIES[o.colour_of % SERIES.len()].stroke_width(1);
             chart
-                .draw_series(DashedLineSeries::new(vec![(0.0, log(*ms)), (x_max, log(*ms))], 8, 5, style))
+                .draw_series(DashedLineSeries::new(vec![(x_min, log(o.ms)), (x_max, log(o.ms))], 8, 5, style))
                 .expect("an SVG in memory")
-                .label(label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+                .label(o.label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y), (x + 12, y), (x + 20, y)], style));
         }
         if let Some((x, label)) = &knee {
             let style = BLACK.stroke_width(2);
@@ -218,7 +233,7 @@ pub fn knee_svg(title: &str, series: &[KneeSeries], thresholds: &[(String, f64)]
         }
         for (k, s) in series.iter().enumerate() {
             let colour = SERIES[k % SERIES.len()];
-            let points: Vec<(f64, f64, bool)> = s.points.iter().map(|&(x, y, pass)| (x, log(y), pass)).collect();
+            let points: Vec<(f64, f64, bool)> = s.points.iter().map(|&(x, y, ok)| (x, log(y), ok)).collect();
             chart
                 .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.1)), colour.stroke_width(2)))
                 .expect("an SVG in memory")
@@ -235,12 +250,12 @@ pub fn knee_svg(title: &str, series: &[KneeSeries], thresholds: &[(String, f64)]
         chart
             .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
             .expect("an SVG in memory")
-            .label("run passed every SLO")
+            .label("p99 within its SLO")
             .legend(|(x, y)| Circle::new((x + 10, y), 4, BLACK.filled()));
         chart
             .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
             .expect("an SVG in memory")
-            .label("run failed")
+            .label("p99 past its SLO")
             .legend(|(x, y)| Cross::new((x + 10, y), 5, BLACK.stroke_width(2)));
     })
 }
@@ -279,11 +294,13 @@ mod tests {
         let svg = knee_svg(
             "s, seed 1",
             &series,
-            &[("SLO delivery: p99 < 500 ms".into(), 500.0)],
+            &[KneeObjective { label: "SLO delivery: p99 < 500 ms".into(), ms: 500.0, colour_of: 0 }],
             Some((2_000.0, "knee: 2,000 msg/s".into())),
         );
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        for text in ["s, seed 1", "offered load (msg/s)", "p99 latency (ms, log scale)", "SLO delivery", "knee: 2,000 msg/s"] {
+        for text in
+            ["s, seed 1", "offered load (msg/s)", "p99 latency (ms, log scale)", "SLO delivery", "knee: 2,000 msg/s"]
+        {
             assert!(svg.contains(text), "{text}");
         }
         assert!(svg.contains("<circle"), "passing runs are dots");

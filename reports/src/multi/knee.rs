@@ -172,8 +172,8 @@ impl KneeReport {
         let knee = pass.map(line).map(|p| Knee {
             load_msg_per_s: p.load_msg_per_s,
             offered_msg_per_s: p.offered_msg_per_s,
-            of_scenario: p.offered_msg_per_s as f64 / search.scenario_offered_msg_per_s.max(1) as f64,
-            of_card_load: p.offered_msg_per_s as f64 / card_load_msg_per_s,
+            of_scenario: round3(p.offered_msg_per_s as f64 / search.scenario_offered_msg_per_s.max(1) as f64),
+            of_card_load: round3(p.offered_msg_per_s as f64 / card_load_msg_per_s),
             failed_at_offered_msg_per_s: failed_line.map(|f| f.offered_msg_per_s),
         });
         let first_failure = failed_line.map(|f| FirstFailure {
@@ -190,7 +190,7 @@ impl KneeReport {
             scenario_offered_msg_per_s: search.scenario_offered_msg_per_s,
             limits: search.limits,
             ceiling_note: search.ceiling_note,
-            card_load_msg_per_s,
+            card_load_msg_per_s: round3(card_load_msg_per_s),
             end,
             conclusion,
             knee,
@@ -233,6 +233,10 @@ fn conclusion(end: &KneeStep, lines: &[KneeLine], limits: &KneeLimits) -> String
         ),
         KneeStep::Try { .. } => unreachable!("the search has ended"),
     }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1_000.0).round() / 1_000.0
 }
 
 fn percent(x: f64) -> String {
@@ -390,30 +394,35 @@ pub fn render_knee_svg(r: &KneeReport) -> String {
                 .iter()
                 .filter_map(|l| {
                     let v = l.slos.iter().find(|v| &v.name == n)?;
-                    Some((l.offered_msg_per_s as f64, v.p99_ms?, l.pass))
+                    Some((l.offered_msg_per_s as f64, v.p99_ms?, v.verdict != "FAIL"))
                 })
                 .collect(),
         })
         .collect();
-    // One line per objective: SLOs that share one (delivery and group delivery) share it.
-    let mut objectives: Vec<(f64, Vec<&str>)> = Vec::new();
-    for v in r.runs.iter().flat_map(|l| l.slos.iter()) {
-        match objectives.iter_mut().find(|o| o.0 == v.objective_ms) {
-            Some(o) if !o.1.contains(&v.name.as_str()) => o.1.push(&v.name),
-            Some(_) => {}
-            None => objectives.push((v.objective_ms, vec![&v.name])),
+    // One line per objective, in the colour of its first SLO: SLOs that share one (delivery
+    // and group delivery) share the line.
+    let mut objectives: Vec<(f64, Vec<&str>, usize)> = Vec::new();
+    for (k, n) in names.iter().enumerate() {
+        let Some(objective_ms) = r.runs.iter().flat_map(|l| &l.slos).find(|v| &v.name == n).map(|v| v.objective_ms)
+        else {
+            continue;
+        };
+        match objectives.iter_mut().find(|o| o.0 == objective_ms) {
+            Some(o) => o.1.push(short(n)),
+            None => objectives.push((objective_ms, vec![short(n)], k)),
         }
     }
-    let thresholds: Vec<(String, f64)> = objectives
-        .iter()
-        .map(|(objective_ms, names)| {
-            let names: Vec<&str> = names.iter().map(|n| short(n)).collect();
-            (format!("SLO {}: p99 < {} ms", names.join(", "), ms(*objective_ms)), *objective_ms)
+    let objectives: Vec<crate::plot::KneeObjective> = objectives
+        .into_iter()
+        .map(|(objective_ms, names, k)| crate::plot::KneeObjective {
+            label: format!("SLO {}: p99 < {} ms", names.join(", "), ms(objective_ms)),
+            ms: objective_ms,
+            colour_of: k,
         })
         .collect();
     let knee = r.knee.as_ref().map(|k| {
         (k.offered_msg_per_s as f64, format!("knee: {} msg/s (x{:.2})", thousands(k.offered_msg_per_s), k.of_scenario))
     });
     let title = format!("{}, seed {}: p99 latency against offered load", r.scenario_name, r.seed);
-    crate::plot::knee_svg(&title, &series, &thresholds, knee)
+    crate::plot::knee_svg(&title, &series, &objectives, knee)
 }

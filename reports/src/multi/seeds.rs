@@ -77,7 +77,14 @@ impl SeedsReport {
     /// The report of `runs` (any order; sorted by seed here). The bootstrap draws
     /// `resamples` resamples per figure from a generator seeded with `rng_seed`. Panics
     /// without runs or without a summary among them: the caller refuses that first.
-    pub fn new(scenario_name: &str, file: &str, mut runs: Vec<SeedRun>, resamples: usize, rng_seed: u64, replay: String) -> SeedsReport {
+    pub fn new(
+        scenario_name: &str,
+        file: &str,
+        mut runs: Vec<SeedRun>,
+        resamples: usize,
+        rng_seed: u64,
+        replay: String,
+    ) -> SeedsReport {
         runs.sort_by_key(|r| r.seed);
         let first = runs.iter().find_map(|r| r.result.as_ref().ok()).expect("at least one run has a summary");
         let digests: Vec<Option<&RunDigest>> = runs.iter().map(|r| r.result.as_ref().ok()).collect();
@@ -89,9 +96,14 @@ impl SeedsReport {
                 label: format!("{} p99", slo.name),
                 unit: "ms",
                 objective: Some(slo.objective.clone()),
-                values: digests.iter().map(|d| d.and_then(of).filter(|v| v.samples > 0).map(|v| v.measured_ms)).collect(),
+                values: digests
+                    .iter()
+                    .map(|d| d.and_then(of).filter(|v| v.samples > 0).map(|v| v.measured_ms))
+                    .collect(),
                 spread: None,
-                seeds_pass: Some(digests.iter().filter(|d| d.and_then(of).is_some_and(|v| v.verdict != "FAIL")).count()),
+                seeds_pass: Some(
+                    digests.iter().filter(|d| d.and_then(of).is_some_and(|v| v.verdict != "FAIL")).count(),
+                ),
             });
             if slo.metric == "delivery" {
                 let p50 = |d: &RunDigest| d.latency("delivery").filter(|l| l.count > 0).map(|l| l.p50_ms);
@@ -112,7 +124,10 @@ impl SeedsReport {
             label: "availability".into(),
             unit: "%",
             objective: Some(format!(">= {}% acknowledged in time", trimmed(a.objective * 100.0))),
-            values: digests.iter().map(|d| d.filter(|d| d.availability.sends > 0).map(|d| d.availability.measured * 100.0)).collect(),
+            values: digests
+                .iter()
+                .map(|d| d.filter(|d| d.availability.sends > 0).map(|d| d.availability.measured * 100.0))
+                .collect(),
             spread: None,
             seeds_pass: Some(digests.iter().filter(|d| d.is_some_and(|d| d.availability.verdict != "FAIL")).count()),
         });
@@ -223,7 +238,11 @@ pub fn render_seeds_table(r: &SeedsReport) -> String {
         r.bootstrap.rng,
         r.bootstrap.rng_seed
     );
-    let _ = writeln!(o, "  {:<34} {:>9} {:>9} {:>9}   {:<21} {:>6}", "figure", "min", "median", "max", "median 95% CI", "seeds");
+    let _ = writeln!(
+        o,
+        "  {:<34} {:>9} {:>9} {:>9}   {:<21} {:>6}",
+        "figure", "min", "median", "max", "median 95% CI", "seeds"
+    );
     for row in &r.rows {
         let label = format!("{} ({})", row.label, row.unit);
         let cells = match &row.spread {
