@@ -12,7 +12,7 @@ use wasim_reports::multi::{
 };
 use wasim_sim::knee::{next_step, scale_load, KneeLimits, KneeStep};
 use wasim_sim::plant::Plant;
-use wasim_sim::Scenario;
+use wasim_sim::{thousands, Scenario};
 
 /// The most seeds one `--seeds` takes: a spread needs tens, a sweep is `wasim fuzz`'s job.
 const SEEDS_MAX: u32 = 1_000;
@@ -314,12 +314,12 @@ fn knee_ceiling(scenario: &Scenario) -> (u64, String) {
             not = mid;
         }
     }
-    let top = wasim_sim::thousands(top);
+    let top = thousands(top);
     (
         fit,
         format!(
             "the ceiling is {} msg/s, the most this scenario may offer: at x{KNEE_FACTOR_MAX} ({top} msg/s) {why}",
-            wasim_sim::thousands(fit)
+            thousands(fit)
         ),
     )
 }
@@ -341,10 +341,11 @@ fn knee(
         s.workload.messages_per_s + (f64::from(s.groups.active) * s.groups.messages_per_group_per_s).round() as u64
     };
     eprintln!(
-        "{}: knee search with seed {seed} from {base} msg/s (1:1), {} msg/s to {} msg/s, to {}%, at most {runs_max} runs; reports in {}/load-<msg/s>/",
+        "{}: knee search with seed {seed} from {} msg/s (1:1), {} msg/s to {} msg/s, to {}%, at most {runs_max} runs; reports in {}/load-<msg/s>/",
         scenario.name,
-        limits.floor,
-        limits.ceiling,
+        thousands(base),
+        thousands(limits.floor),
+        thousands(limits.ceiling),
         tolerance * 100.0,
         out.display()
     );
@@ -364,7 +365,7 @@ fn knee(
         eprintln!(
             "  run {}: {} msg/s offered (x{factor:.3}): {} ({:.1} s wall)",
             made.len() + 1,
-            scaled_offered,
+            thousands(scaled_offered),
             progress_line(&result),
             t.elapsed().as_secs_f64()
         );

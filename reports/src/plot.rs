@@ -193,7 +193,9 @@ pub fn knee_svg(
     let log = |ms: f64| ms.max(0.1).log10();
     let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(objectives.iter().map(|o| o.ms));
     let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(log(y)), hi.max(log(y))));
-    let (y_min, y_max) = if lo.is_finite() { (lo.floor(), (hi + 0.3).ceil()) } else { (0.0, 3.0) };
+    // Whole half-decades (where the labels fall), with room above the highest point.
+    let (y_min, y_max) =
+        if lo.is_finite() { ((lo * 2.0).floor() / 2.0, ((hi + 0.15) * 2.0).ceil() / 2.0) } else { (0.0, 3.0) };
     let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let (x_lo, x_hi) = (xs().fold(f64::INFINITY, f64::min), xs().fold(1.0, f64::max));
     let margin = (x_hi - x_lo.min(x_hi)).max(x_hi * 0.1) * 0.08;
@@ -204,7 +206,7 @@ pub fn knee_svg(
             .x_desc("offered load (msg/s)")
             .y_desc("p99 latency (ms, log scale)")
             .x_label_formatter(&|x| wasim_sim::thousands(x.max(0.0).round() as u64))
-            .y_labels(((y_max - y_min) * 2.0) as usize + 1)
+            .y_labels(((y_max - y_min) * 2.0).round() as usize + 1)
             .y_label_formatter(&|y| {
                 let ms = 10f64.powf(*y);
                 if ms >= 1.0 {
