@@ -125,7 +125,7 @@ pub fn dispatch(args: &MultiArgs, asked: Asked<'_>) -> Option<ExitCode> {
         Some(n) => seeds(&runs, &scenario, seed, n, args.jobs, &out, asked.json),
         None => {
             let threads = crate::cli::jobs_or_cores(asked.threads);
-            let search = (args.knee_tolerance / 100.0, args.knee_runs_max as usize);
+            let search = (args.knee_tolerance, args.knee_runs_max as usize);
             knee(&runs, &scenario, seed, search, threads, &out, asked.json)
         }
     })
@@ -324,38 +324,28 @@ fn knee_ceiling(scenario: &Scenario) -> (u64, String) {
     )
 }
 
-/// `--find-max-load`: the knee search, one run at a time on `threads` threads.
-fn knee(
+/// Everything a scenario offers a second: 1:1 and group sends.
+fn offered(s: &Scenario) -> u64 {
+    s.workload.messages_per_s + (f64::from(s.groups.active) * s.groups.messages_per_group_per_s).round() as u64
+}
+
+/// Make the runs the knee search asks for, one at a time on `threads` threads; the runs in
+/// the order made, and how the search ended.
+fn search_knee(
     runs: &Runs<'_>,
     scenario: &Scenario,
     seed: u64,
-    (tolerance, runs_max): (f64, usize),
+    limits: &KneeLimits,
     threads: usize,
     out: &Path,
-    json: bool,
-) -> ExitCode {
+) -> (Vec<KneeRun>, KneeStep) {
     let base = scenario.workload.messages_per_s;
-    let (ceiling, ceiling_note) = knee_ceiling(scenario);
-    let limits = KneeLimits { start: base, ceiling, floor: (base / KNEE_FACTOR_MAX).max(1), tolerance, runs_max };
-    let offered = |s: &Scenario| {
-        s.workload.messages_per_s + (f64::from(s.groups.active) * s.groups.messages_per_group_per_s).round() as u64
-    };
-    eprintln!(
-        "{}: knee search with seed {seed} from {} msg/s (1:1), {} msg/s to {} msg/s, to {}%, at most {runs_max} runs; reports in {}/load-<msg/s>/",
-        scenario.name,
-        thousands(base),
-        thousands(limits.floor),
-        thousands(limits.ceiling),
-        tolerance * 100.0,
-        out.display()
-    );
-    let started = Instant::now();
     let mut tried: Vec<(u64, bool)> = Vec::new();
     let mut made: Vec<KneeRun> = Vec::new();
-    let end = loop {
-        let load = match next_step(&tried, &limits) {
+    loop {
+        let load = match next_step(&tried, limits) {
             KneeStep::Try { load } => load,
-            end => break end,
+            end => return (made, end),
         };
         let factor = load as f64 / base as f64;
         let t = Instant::now();
@@ -370,14 +360,36 @@ fn knee(
             t.elapsed().as_secs_f64()
         );
         tried.push((load, pass));
-        made.push(KneeRun {
-            load_msg_per_s: load,
-            factor,
-            offered_msg_per_s: scaled_offered,
-            dir: format!("load-{load}"),
-            result,
-        });
-    };
+        let dir = format!("load-{load}");
+        made.push(KneeRun { load_msg_per_s: load, factor, offered_msg_per_s: scaled_offered, dir, result });
+    }
+}
+
+/// `--find-max-load`: the knee search, one run at a time on `threads` threads, to within
+/// `tolerance_percent`.
+fn knee(
+    runs: &Runs<'_>,
+    scenario: &Scenario,
+    seed: u64,
+    (tolerance_percent, runs_max): (f64, usize),
+    threads: usize,
+    out: &Path,
+    json: bool,
+) -> ExitCode {
+    let base = scenario.workload.messages_per_s;
+    let (ceiling, ceiling_note) = knee_ceiling(scenario);
+    let tolerance = tolerance_percent / 100.0;
+    let limits = KneeLimits { start: base, ceiling, floor: (base / KNEE_FACTOR_MAX).max(1), tolerance, runs_max };
+    eprintln!(
+        "{}: knee search with seed {seed} from {} msg/s (1:1), {} msg/s to {} msg/s, to {tolerance_percent}%, at most {runs_max} runs; reports in {}/load-<msg/s>/",
+        scenario.name,
+        thousands(base),
+        thousands(limits.floor),
+        thousands(limits.ceiling),
+        out.display()
+    );
+    let started = Instant::now();
+    let (made, end) = search_knee(runs, scenario, seed, &limits, threads, out);
     let file = runs.file.display().to_string();
     let search = KneeSearch {
         scenario_name: &scenario.name,
@@ -389,8 +401,7 @@ fn knee(
         limits,
         ceiling_note,
         replay: runs.replay(&format!(
-            " --find-max-load --seed {seed} --knee-tolerance {} --knee-runs-max {runs_max}",
-            tolerance * 100.0
+            " --find-max-load --seed {seed} --knee-tolerance {tolerance_percent} --knee-runs-max {runs_max}"
         )),
     };
     let report = KneeReport::new(search, &made, end);

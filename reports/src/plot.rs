@@ -179,6 +179,25 @@ pub struct KneeObjective {
     pub colour_of: usize,
 }
 
+/// The knee plot's y values: log10 of milliseconds, on a linear axis whose labels read in ms.
+fn knee_log(ms: f64) -> f64 {
+    ms.max(0.1).log10()
+}
+
+/// The knee plot's axes: x over the loads tried with a margin, y (log10 ms) over the points
+/// and objectives in whole half-decades (where the labels fall), with room above the highest
+/// for the legend.
+fn knee_axes(series: &[KneeSeries], objectives: &[KneeObjective]) -> ((f64, f64), (f64, f64)) {
+    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(objectives.iter().map(|o| o.ms));
+    let (lo, hi) =
+        ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(knee_log(y)), hi.max(knee_log(y))));
+    let y = if lo.is_finite() { ((lo * 2.0).floor() / 2.0, ((hi + 0.45) * 2.0).ceil() / 2.0) } else { (0.0, 3.0) };
+    let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let (x_lo, x_hi) = (xs().fold(f64::INFINITY, f64::min), xs().fold(1.0, f64::max));
+    let margin = (x_hi - x_lo.min(x_hi)).max(x_hi * 0.1) * 0.08;
+    (((x_lo.min(x_hi) - margin).max(0.0), x_hi + margin), y)
+}
+
 /// Latency against load: each series' p99 (ms, on a log scale: it grows by orders of
 /// magnitude past the knee) against the offered load (msg/s), a dashed line at each
 /// objective in its series' colour, and the knee as a vertical line. A point within its
@@ -189,17 +208,8 @@ pub fn knee_svg(
     objectives: &[KneeObjective],
     knee: Option<(f64, String)>,
 ) -> String {
-    // Plotted as log10(ms) on a linear axis whose labels read in ms.
-    let log = |ms: f64| ms.max(0.1).log10();
-    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(objectives.iter().map(|o| o.ms));
-    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(log(y)), hi.max(log(y))));
-    // Whole half-decades (where the labels fall), with room above the highest point.
-    let (y_min, y_max) =
-        if lo.is_finite() { ((lo * 2.0).floor() / 2.0, ((hi + 0.15) * 2.0).ceil() / 2.0) } else { (0.0, 3.0) };
-    let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-    let (x_lo, x_hi) = (xs().fold(f64::INFINITY, f64::min), xs().fold(1.0, f64::max));
-    let margin = (x_hi - x_lo.min(x_hi)).max(x_hi * 0.1) * 0.08;
-    let (x_min, x_max) = ((x_lo.min(x_hi) - margin).max(0.0), x_hi + margin);
+    let log = knee_log;
+    let ((x_min, x_max), (y_min, y_max)) = knee_axes(series, objectives);
     plot(title, x_min..x_max, y_min..y_max, SeriesLabelPosition::UpperLeft, |chart| {
         chart
             .configure_mesh()

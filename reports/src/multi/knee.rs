@@ -91,6 +91,8 @@ pub struct KneeReport {
     pub end: KneeStep,
     /// How the search ended, in a sentence.
     pub conclusion: String,
+    /// The highest load that passed below the lowest that failed: the knee when `end` is
+    /// `found`, a lower bound of it otherwise.
     pub knee: Option<Knee>,
     pub first_failure: Option<FirstFailure>,
     /// Every load tried, lowest first.
@@ -200,6 +202,16 @@ impl KneeReport {
         }
     }
 
+    /// What `knee` is: the knee when the search bracketed it, else only the highest load
+    /// that passed (the knee lies above it).
+    fn knee_label(&self) -> &'static str {
+        if self.found() {
+            "knee"
+        } else {
+            "highest load that passed (the knee is above it)"
+        }
+    }
+
     /// Whether the search found a knee: a bracket of a passing and a failing load.
     pub fn found(&self) -> bool {
         matches!(self.end, KneeStep::Found { .. })
@@ -210,7 +222,7 @@ fn conclusion(end: &KneeStep, lines: &[KneeLine], limits: &KneeLimits) -> String
     let offered = |load: u64| {
         lines.iter().find(|l| l.load_msg_per_s == load).map_or(String::from("?"), |l| thousands(l.offered_msg_per_s))
     };
-    let tol = limits.tolerance * 100.0;
+    let tol = pct(limits.tolerance);
     match *end {
         KneeStep::Found { pass, fail } => format!(
             "knee found: every SLO holds at {} msg/s offered and one fails at {} msg/s (within {tol}%)",
@@ -233,6 +245,12 @@ fn conclusion(end: &KneeStep, lines: &[KneeLine], limits: &KneeLimits) -> String
         ),
         KneeStep::Try { .. } => unreachable!("the search has ended"),
     }
+}
+
+/// A share as a percentage without float noise: 0.05 -> `5`, 0.025 -> `2.5`.
+fn pct(share: f64) -> String {
+    let s = format!("{:.3}", share * 100.0);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn round3(x: f64) -> f64 {
@@ -263,7 +281,8 @@ fn headline(r: &KneeReport) -> Vec<String> {
     let mut lines = vec![r.conclusion.clone()];
     if let Some(k) = &r.knee {
         lines.push(format!(
-            "knee: {} msg/s offered = x{:.2} the scenario's {} msg/s = x{:.2} the card's load for its users ({} msg/s: 1.16M msg/s per 100M online)",
+            "{}: {} msg/s offered = x{:.2} the scenario's {} msg/s = x{:.2} the card's load for its users ({} msg/s: 1.16M msg/s per 100M online)",
+            r.knee_label(),
             thousands(k.offered_msg_per_s),
             k.of_scenario,
             thousands(r.scenario_offered_msg_per_s),
@@ -297,7 +316,7 @@ pub fn render_knee_table(r: &KneeReport) -> String {
         thousands(r.scenario_offered_msg_per_s),
         fmt_factor(r.limits.ceiling as f64 / r.limits.start as f64),
         fmt_factor(r.limits.floor as f64 / r.limits.start as f64),
-        r.limits.tolerance * 100.0,
+        pct(r.limits.tolerance),
         r.ceiling_note
     );
     let names = slo_names(r);
@@ -351,7 +370,7 @@ pub fn render_knee_md(r: &KneeReport, plot: &str) -> String {
         fmt_factor(r.limits.floor as f64 / r.limits.start as f64),
         fmt_factor(r.limits.ceiling as f64 / r.limits.start as f64),
         r.ceiling_note,
-        r.limits.tolerance * 100.0,
+        pct(r.limits.tolerance),
         r.limits.runs_max
     );
     let names = slo_names(r);
@@ -421,7 +440,10 @@ pub fn render_knee_svg(r: &KneeReport) -> String {
         })
         .collect();
     let knee = r.knee.as_ref().map(|k| {
-        (k.offered_msg_per_s as f64, format!("knee: {} msg/s (x{:.2})", thousands(k.offered_msg_per_s), k.of_scenario))
+        (
+            k.offered_msg_per_s as f64,
+            format!("{}: {} msg/s (x{:.2})", r.knee_label(), thousands(k.offered_msg_per_s), k.of_scenario),
+        )
     });
     let title = format!("{}, seed {}: p99 latency against offered load", r.scenario_name, r.seed);
     crate::plot::knee_svg(&title, &series, &objectives, knee)

@@ -86,51 +86,8 @@ impl SeedsReport {
         replay: String,
     ) -> SeedsReport {
         runs.sort_by_key(|r| r.seed);
-        let first = runs.iter().find_map(|r| r.result.as_ref().ok()).expect("at least one run has a summary");
         let digests: Vec<Option<&RunDigest>> = runs.iter().map(|r| r.result.as_ref().ok()).collect();
-        let mut rows = Vec::new();
-        for (i, slo) in first.slos.iter().enumerate() {
-            let of = |d: &RunDigest| d.slos.get(i).filter(|v| v.name == slo.name).cloned();
-            rows.push(SeedRow {
-                name: slo.name.clone(),
-                label: format!("{} p99", slo.name),
-                unit: "ms",
-                objective: Some(slo.objective.clone()),
-                values: digests
-                    .iter()
-                    .map(|d| d.and_then(of).filter(|v| v.samples > 0).map(|v| v.measured_ms))
-                    .collect(),
-                spread: None,
-                seeds_pass: Some(
-                    digests.iter().filter(|d| d.and_then(of).is_some_and(|v| v.verdict != "FAIL")).count(),
-                ),
-            });
-            if slo.metric == "delivery" {
-                let p50 = |d: &RunDigest| d.latency("delivery").filter(|l| l.count > 0).map(|l| l.p50_ms);
-                rows.push(SeedRow {
-                    name: slo.name.clone(),
-                    label: format!("{} p50", slo.name),
-                    unit: "ms",
-                    objective: None,
-                    values: digests.iter().map(|d| d.and_then(p50)).collect(),
-                    spread: None,
-                    seeds_pass: None,
-                });
-            }
-        }
-        let a = &first.availability;
-        rows.push(SeedRow {
-            name: "availability".into(),
-            label: "availability".into(),
-            unit: "%",
-            objective: Some(format!(">= {}% acknowledged in time", trimmed(a.objective * 100.0))),
-            values: digests
-                .iter()
-                .map(|d| d.filter(|d| d.availability.sends > 0).map(|d| d.availability.measured * 100.0))
-                .collect(),
-            spread: None,
-            seeds_pass: Some(digests.iter().filter(|d| d.is_some_and(|d| d.availability.verdict != "FAIL")).count()),
-        });
+        let mut rows = rows(&digests);
         for row in &mut rows {
             let measured: Vec<f64> = row.values.iter().flatten().copied().collect();
             row.spread = Spread::of(&measured, resamples, rng_seed);
@@ -179,6 +136,49 @@ impl SeedsReport {
         ));
         lines
     }
+}
+
+/// The figures of each seed (`None`: its run died): each SLO's p99, delivery's p50 and
+/// availability, without their spread yet. Panics without a digest: the caller has one.
+fn rows(digests: &[Option<&RunDigest>]) -> Vec<SeedRow> {
+    let first = digests.iter().flatten().next().expect("at least one run has a summary");
+    let passing = |pass: &dyn Fn(&RunDigest) -> bool| Some(digests.iter().flatten().filter(|d| pass(d)).count());
+    let mut rows = Vec::new();
+    for (i, slo) in first.slos.iter().enumerate() {
+        let of = |d: &RunDigest| d.slos.get(i).filter(|v| v.name == slo.name).cloned();
+        rows.push(SeedRow {
+            name: slo.name.clone(),
+            label: format!("{} p99", slo.name),
+            unit: "ms",
+            objective: Some(slo.objective.clone()),
+            values: digests.iter().map(|d| d.and_then(of).filter(|v| v.samples > 0).map(|v| v.measured_ms)).collect(),
+            spread: None,
+            seeds_pass: passing(&|d| of(d).is_some_and(|v| v.verdict != "FAIL")),
+        });
+        if slo.metric == "delivery" {
+            let p50 = |d: &RunDigest| d.latency("delivery").filter(|l| l.count > 0).map(|l| l.p50_ms);
+            rows.push(SeedRow {
+                name: slo.name.clone(),
+                label: format!("{} p50", slo.name),
+                unit: "ms",
+                objective: None,
+                values: digests.iter().map(|d| d.and_then(p50)).collect(),
+                spread: None,
+                seeds_pass: None,
+            });
+        }
+    }
+    let availability = |d: &RunDigest| (d.availability.sends > 0).then_some(d.availability.measured * 100.0);
+    rows.push(SeedRow {
+        name: "availability".into(),
+        label: "availability".into(),
+        unit: "%",
+        objective: Some(format!(">= {}% acknowledged in time", trimmed(first.availability.objective * 100.0))),
+        values: digests.iter().map(|d| d.and_then(availability)).collect(),
+        spread: None,
+        seeds_pass: passing(&|d| d.availability.verdict != "FAIL"),
+    });
+    rows
 }
 
 impl SeedLine {
