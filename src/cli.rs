@@ -66,6 +66,8 @@ enum Command {
         /// summary.json's `sizing`): above 0, at most 1.
         #[arg(long, value_name = "RHO", default_value_t = wasim_sim::TARGET_UTILISATION, value_parser = parse_utilisation)]
         target_utilisation: f64,
+        #[command(flatten)]
+        multi: crate::multi::MultiArgs,
     },
     /// Fuzz a scenario: run many seeds, each with a random fault schedule and a random
     /// perturbation of the workload drawn from the seed (README, "Fuzzing"), each in a
@@ -245,12 +247,18 @@ pub fn main() -> ExitCode {
             plant,
             threads,
             target_utilisation,
+            multi,
         } => {
             let plant = match crate::fuzz::plant(plant.as_deref()) {
                 Ok(p) => p,
                 Err(e) => return bad_input(e),
             };
-            let replaying = Replaying { faults_of_seed: faults_of_seed.map(|s| (s, fuzz_faults, liveness)), plant };
+            let asked = crate::multi::Asked { file: &file, seed, out: out.clone(), json, plant, threads };
+            if let Some(code) = crate::multi::dispatch(&multi, asked) {
+                return code;
+            }
+            let faults_of_seed = faults_of_seed.map(|s| (s, fuzz_faults, liveness));
+            let replaying = Replaying { faults_of_seed, plant, load_scale: multi.load_scale };
             let options = RunOptions { seed, trace_user, threads: jobs_or_cores(threads), progress_ms: None };
             scenario(&file, out, json, options, compare_placements, replaying, target_utilisation)
         }
@@ -407,7 +415,7 @@ fn measured_tiers(dir: &Path) -> Result<Vec<(String, f64, f64)>, String> {
 }
 
 /// Load a scenario and check it fits the machine; the error is ready to print.
-fn load(file: &Path) -> Result<Scenario, String> {
+pub(crate) fn load(file: &Path) -> Result<Scenario, String> {
     let scenario = Scenario::load(file).map_err(|e| e.to_string())?;
     check_memory(&scenario).map_err(|message| format!("{}: {message}", file.display()))?;
     Ok(scenario)
@@ -483,10 +491,12 @@ pub(crate) fn bad_input(message: impl std::fmt::Display) -> ExitCode {
 }
 
 /// How a `wasim scenario` run replays a fuzzed seed: the seed whose faults it takes, with
-/// the sweep's fault mode and liveness, if any, and the planted bug, if any.
+/// the sweep's fault mode and liveness, if any, and the planted bug, if any; and the factor
+/// on its load (`--load-scale`), if any.
 struct Replaying {
     faults_of_seed: Option<(u64, wasim_sim::fuzz::FaultsMode, bool)>,
     plant: Option<wasim_sim::plant::Plant>,
+    load_scale: Option<f64>,
 }
 
 fn scenario(
@@ -498,11 +508,17 @@ fn scenario(
     replaying: Replaying,
     target_utilisation: f64,
 ) -> ExitCode {
-    let Replaying { faults_of_seed: fuzzed, plant } = replaying;
+    let Replaying { faults_of_seed: fuzzed, plant, load_scale } = replaying;
     let mut scenario = match load(file) {
         Ok(s) => s,
         Err(e) => return bad_input(e),
     };
+    if let Some(x) = load_scale {
+        scenario = match crate::multi::scaled(&scenario, x) {
+            Ok(s) => s,
+            Err(e) => return bad_input(e),
+        };
+    }
     if let Some((fault_seed, mode, liveness)) = fuzzed {
         scenario = crate::fuzz::fuzzed(&scenario, fault_seed, mode, liveness);
     }
@@ -538,6 +554,7 @@ fn scenario(
         summary.replay += &crate::fuzz::replay_flags(fault_seed, mode, liveness);
     }
     summary.replay += &crate::fuzz::plant_flag(plant);
+    summary.replay += &load_scale.map_or(String::new(), |x| format!(" --load-scale {x}"));
     if compare_placements {
         let mut rows = vec![wasim_reports::PlacementRow::of(&summary)];
         for placement in wasim_sim::PlacementPolicy::ALL.into_iter().filter(|&p| p != scenario.balancer.placement) {
@@ -568,7 +585,7 @@ fn scenario(
 }
 
 /// Refuse a scenario whose estimated memory exceeds what the machine has available.
-fn check_memory(s: &Scenario) -> Result<(), String> {
+pub(crate) fn check_memory(s: &Scenario) -> Result<(), String> {
     let needed = s.estimated_memory_bytes();
     let Some(available) = mem_available_bytes() else { return Ok(()) };
     if needed > available {
@@ -588,7 +605,7 @@ fn read_kib(path: &str, key: &str) -> Option<u64> {
     Some(kib * 1_024)
 }
 
-fn mem_available_bytes() -> Option<u64> {
+pub(crate) fn mem_available_bytes() -> Option<u64> {
     read_kib("/proc/meminfo", "MemAvailable:")
 }
 

@@ -6,8 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use wasim_sim::fuzz::FaultsMode;
 use wasim_sim::plant::Plant;
@@ -313,23 +312,14 @@ impl Sweep<'_> {
     /// Run `seed` in a child process; a child that dies without a result failed with the
     /// panic it printed.
     fn run_one(&self, exe: &Path, seed: u64) -> SeedResult {
-        let output = run_with_limit(self.child(exe, seed), self.seed_limit);
+        let output = crate::children::run_with_limit(self.child(exe, seed), self.seed_limit, "--seed-limit-s");
         let parsed = output.as_ref().ok().and_then(|o| {
             let line = String::from_utf8_lossy(&o.stdout);
             serde_json::from_str::<SeedResult>(line.lines().last()?).ok().filter(|_| o.status.success())
         });
         let mut result = parsed.unwrap_or_else(|| {
             let detail = match &output {
-                Ok(o) => {
-                    let stderr = String::from_utf8_lossy(&o.stderr);
-                    let panic = stderr.lines().skip_while(|l| !l.contains("panicked")).take(2).collect::<Vec<_>>();
-                    let said = if panic.is_empty() {
-                        stderr.lines().last().unwrap_or("").to_string()
-                    } else {
-                        panic.join(" ")
-                    };
-                    format!("the run died ({}): {said}", o.status)
-                }
+                Ok(o) => crate::children::why_died(o),
                 Err(e) => format!("could not start the run: {e}"),
             };
             SeedResult {
@@ -374,32 +364,21 @@ impl Sweep<'_> {
         );
         let started = Instant::now();
         let progress = Progress::new(seeds.len() as u64);
-        let next = AtomicUsize::new(0);
-        let (tx, rx) = mpsc::channel::<(usize, SeedResult)>();
         let (mut failed, mut by_design) = (0u64, 0u64);
         let mut printed = 0usize;
         let mut pending: Vec<Option<SeedResult>> = vec![None; seeds.len()];
-        std::thread::scope(|scope| {
-            for _ in 0..jobs.min(seeds.len()) {
-                let tx = tx.clone();
-                let (next, seeds, exe) = (&next, &seeds, &exe);
-                scope.spawn(move || loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&seed) = seeds.get(i) else { break };
-                    if tx.send((i, self.run_one(exe, seed))).is_err() {
-                        break;
-                    }
-                });
-            }
-            drop(tx);
-            // Results are printed in seed order, whatever order the children finish in.
-            for (i, result) in rx {
+        crate::children::pool(
+            seeds.len(),
+            jobs,
+            |i| self.run_one(&exe, seeds[i]),
+            |i, result| {
                 if !result.pass {
                     failed += 1;
                     by_design += u64::from(result.sessions_lost_by_design);
                 }
                 pending[i] = Some(result);
-                // Each result is dropped once printed.
+                // Results are printed in seed order, whatever order the children finish in;
+                // each is dropped once printed.
                 while let Some(r) = pending.get_mut(printed).and_then(Option::take) {
                     let mut out = std::io::stdout().lock();
                     if self.json {
@@ -412,8 +391,8 @@ impl Sweep<'_> {
                     printed += 1;
                 }
                 progress.update(printed as u64, failed, started.elapsed());
-            }
-        });
+            },
+        );
         progress.finish();
         let wall_s = started.elapsed().as_secs_f64();
         let design = if by_design > 0 {
@@ -439,42 +418,6 @@ impl Sweep<'_> {
             ExitCode::from(1)
         }
     }
-}
-
-/// Run `command` to its end, or kill it once it has run for `limit` (then the status says
-/// it was killed and stderr says why). Its output is read as it comes, so a chatty child
-/// never blocks on a full pipe.
-fn run_with_limit(mut command: Command, limit: Duration) -> std::io::Result<std::process::Output> {
-    use std::io::Read;
-    let mut child = command.spawn()?;
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let started = Instant::now();
-    let (status, killed) = loop {
-        if let Some(status) = child.try_wait()? {
-            break (status, false);
-        }
-        if started.elapsed() >= limit {
-            let _ = child.kill();
-            break (child.wait()?, true);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = out.join().unwrap_or_default();
-    let mut stderr = err.join().unwrap_or_default();
-    if killed {
-        stderr.extend(format!("\nkilled after {} s: the seed ran past --seed-limit-s\n", limit.as_secs()).bytes());
-    }
-    Ok(std::process::Output { status, stdout, stderr })
 }
 
 /// A failing seed for people: each invariant broken, its first subject and time, the replay.

@@ -1,7 +1,9 @@
 //! The wasim command line: parse, validate, dispatch. No simulation logic lives here.
 
+mod children;
 mod cli;
 mod fuzz;
+mod multi;
 
 use std::process::ExitCode;
 

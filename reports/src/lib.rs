@@ -6,6 +6,7 @@ mod diagram;
 mod estimate;
 mod files;
 mod markdown;
+pub mod multi;
 mod plot;
 mod summary;
 mod table;

@@ -176,6 +176,113 @@ pub fn over_time_svg(title: &str, y_desc: &str, series: &[(String, Vec<f64>)], f
     })
 }
 
+/// One SLO metric's p99 at each offered load tried: (offered msg/s, p99 ms, within its
+/// objective).
+pub struct KneeSeries {
+    pub name: String,
+    pub points: Vec<(f64, f64, bool)>,
+}
+
+/// An objective's line on a knee plot, in the colour of the series `colour_of`.
+pub struct KneeObjective {
+    pub label: String,
+    pub ms: f64,
+    pub colour_of: usize,
+}
+
+/// The knee plot's y values: log10 of milliseconds, on a linear axis whose labels read in ms.
+fn knee_log(ms: f64) -> f64 {
+    ms.max(0.1).log10()
+}
+
+/// The knee plot's axes: x over the loads tried with a margin, y (log10 ms) over the points
+/// and objectives in whole half-decades (where the labels fall), with room above the highest
+/// for the legend.
+fn knee_axes(series: &[KneeSeries], objectives: &[KneeObjective]) -> ((f64, f64), (f64, f64)) {
+    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(objectives.iter().map(|o| o.ms));
+    let (lo, hi) =
+        ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(knee_log(y)), hi.max(knee_log(y))));
+    let y = if lo.is_finite() { ((lo * 2.0).floor() / 2.0, ((hi + 0.45) * 2.0).ceil() / 2.0) } else { (0.0, 3.0) };
+    let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let (x_lo, x_hi) = (xs().fold(f64::INFINITY, f64::min), xs().fold(1.0, f64::max));
+    let margin = (x_hi - x_lo.min(x_hi)).max(x_hi * 0.1) * 0.08;
+    (((x_lo.min(x_hi) - margin).max(0.0), x_hi + margin), y)
+}
+
+/// Latency against load: each series' p99 (ms, on a log scale: it grows by orders of
+/// magnitude past the knee) against the offered load (msg/s), a dashed line at each
+/// objective in its series' colour, and the knee as a vertical line. A point within its
+/// objective is a dot, one past it a cross.
+pub fn knee_svg(
+    title: &str,
+    series: &[KneeSeries],
+    objectives: &[KneeObjective],
+    knee: Option<(f64, String)>,
+) -> String {
+    let log = knee_log;
+    let ((x_min, x_max), (y_min, y_max)) = knee_axes(series, objectives);
+    plot(title, x_min..x_max, y_min..y_max, SeriesLabelPosition::UpperLeft, |chart| {
+        chart
+            .configure_mesh()
+            .x_desc("offered load (msg/s)")
+            .y_desc("p99 latency (ms, log scale)")
+            .x_label_formatter(&|x| wasim_sim::thousands(x.max(0.0).round() as u64))
+            .y_labels(((y_max - y_min) * 2.0).round() as usize + 1)
+            .y_label_formatter(&|y| {
+                let ms = 10f64.powf(*y);
+                if ms >= 1.0 {
+                    wasim_sim::thousands(ms.round() as u64)
+                } else {
+                    format!("{ms:.1}")
+                }
+            })
+            .draw()
+            .expect("an SVG in memory");
+        for o in objectives {
+            let style = SERIES[o.colour_of % SERIES.len()].stroke_width(1);
+            chart
+                .draw_series(DashedLineSeries::new(vec![(x_min, log(o.ms)), (x_max, log(o.ms))], 8, 5, style))
+                .expect("an SVG in memory")
+                .label(o.label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y), (x + 12, y), (x + 20, y)], style));
+        }
+        if let Some((x, label)) = &knee {
+            let style = BLACK.stroke_width(2);
+            chart
+                .draw_series(DashedLineSeries::new(vec![(*x, y_min), (*x, y_max)], 4, 4, style))
+                .expect("an SVG in memory")
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
+        for (k, s) in series.iter().enumerate() {
+            let colour = SERIES[k % SERIES.len()];
+            let points: Vec<(f64, f64, bool)> = s.points.iter().map(|&(x, y, ok)| (x, log(y), ok)).collect();
+            chart
+                .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.1)), colour.stroke_width(2)))
+                .expect("an SVG in memory")
+                .label(s.name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+            chart
+                .draw_series(points.iter().filter(|p| p.2).map(|p| Circle::new((p.0, p.1), 4, colour.filled())))
+                .expect("an SVG in memory");
+            chart
+                .draw_series(points.iter().filter(|p| !p.2).map(|p| Cross::new((p.0, p.1), 5, colour.stroke_width(2))))
+                .expect("an SVG in memory");
+        }
+        // The markers' meaning, in the legend only.
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+            .expect("an SVG in memory")
+            .label("p99 within its SLO")
+            .legend(|(x, y)| Circle::new((x + 10, y), 4, BLACK.filled()));
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+            .expect("an SVG in memory")
+            .label("p99 past its SLO")
+            .legend(|(x, y)| Cross::new((x + 10, y), 5, BLACK.stroke_width(2)));
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +306,26 @@ mod tests {
         let svg = over_time_svg("t", "messages/s", &[("sends".into(), vec![1.0, 2.0, 3.0])], &[(1.0, 2.0)]);
         assert!(svg.contains("fault windows") && svg.contains("sends") && svg.contains("simulated time (s)"));
         assert!(svg.contains("<rect"), "the fault window is a rectangle");
+    }
+
+    #[test]
+    fn a_knee_plot_names_its_axes_its_objectives_and_its_knee() {
+        let series = [KneeSeries {
+            name: "delivery latency p99".into(),
+            points: vec![(1_000.0, 120.0, true), (2_000.0, 180.0, true), (4_000.0, 9_000.0, false)],
+        }];
+        let svg = knee_svg(
+            "s, seed 1",
+            &series,
+            &[KneeObjective { label: "SLO delivery: p99 < 500 ms".into(), ms: 500.0, colour_of: 0 }],
+            Some((2_000.0, "knee: 2,000 msg/s".into())),
+        );
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        for text in
+            ["s, seed 1", "offered load (msg/s)", "p99 latency (ms, log scale)", "SLO delivery", "knee: 2,000 msg/s"]
+        {
+            assert!(svg.contains(text), "{text}");
+        }
+        assert!(svg.contains("<circle"), "passing runs are dots");
     }
 }

@@ -15,6 +15,7 @@ pub mod fuzz;
 mod gang;
 mod groups;
 mod infra;
+pub mod knee;
 mod limits;
 mod metrics;
 mod msg;
