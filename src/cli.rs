@@ -253,7 +253,8 @@ pub fn main() -> ExitCode {
                 Ok(p) => p,
                 Err(e) => return bad_input(e),
             };
-            let asked = crate::multi::Asked { file: &file, seed, out: out.clone(), json, plant, threads };
+            let asked =
+                crate::multi::Asked { file: &file, seed, out: out.clone(), json, plant, threads, target_utilisation };
             if let Some(code) = crate::multi::dispatch(&multi, asked) {
                 return code;
             }

@@ -93,6 +93,8 @@ pub struct Asked<'a> {
     pub json: bool,
     pub plant: Option<Plant>,
     pub threads: Option<u32>,
+    /// The utilisation each run's sizing is made for.
+    pub target_utilisation: f64,
 }
 
 /// Run `--seeds` or `--find-max-load` if asked; `None` when neither was (a single run).
@@ -119,7 +121,13 @@ pub fn dispatch(args: &MultiArgs, asked: Asked<'_>) -> Option<ExitCode> {
         Ok(e) => e,
         Err(e) => return Some(crate::cli::bad_input(format!("cannot find the wasim executable to run with: {e}"))),
     };
-    let runs = Runs { exe, file: asked.file, plant: asked.plant, load_scale: args.load_scale };
+    let runs = Runs {
+        exe,
+        file: asked.file,
+        plant: asked.plant,
+        load_scale: args.load_scale,
+        target_utilisation: asked.target_utilisation,
+    };
     let seed = asked.seed.unwrap_or(scenario.seed);
     Some(match args.seeds {
         Some(n) => seeds(&runs, &scenario, seed, n, args.jobs, &out, asked.json),
@@ -168,6 +176,8 @@ struct Runs<'a> {
     plant: Option<Plant>,
     /// The user's --load-scale, passed on to every run (the knee search sets its own).
     load_scale: Option<f64>,
+    /// The user's --target-utilisation, passed on to every run.
+    target_utilisation: f64,
 }
 
 impl Runs<'_> {
@@ -183,6 +193,7 @@ impl Runs<'_> {
         if let Some(p) = self.plant {
             c.arg("--plant").arg(p.name());
         }
+        c.arg("--target-utilisation").arg(self.target_utilisation.to_string());
         c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let o = crate::children::run_with_limit(c, RUN_WALL_LIMIT, "a day of wall time")
             .map_err(|e| format!("could not start the run: {e}"))?;

@@ -16,8 +16,10 @@ fn three_seeds_give_the_spread_of_their_own_values_the_same_bytes_every_time() {
     let dir = tempfile::tempdir().unwrap();
     let file = scenario_file(dir.path(), "small.toml", SMALL);
     let out = dir.path().join("out");
-    let run =
-        || wasim(&["scenario", file.to_str().unwrap(), "--seeds", "3", "--seed", "11", "--out", out.to_str().unwrap()]);
+    let run = || {
+        let args = ["--seeds", "3", "--seed", "11", "--target-utilisation", "0.5", "--out", out.to_str().unwrap()];
+        wasim(&[&["scenario", file.to_str().unwrap()][..], &args].concat())
+    };
     let o = run();
     let report = read_json(&out.join("seeds.json"));
     assert_eq!(report["seeds"], serde_json::json!([11, 12, 13]), "{}", stderr(&o));
@@ -26,6 +28,7 @@ fn three_seeds_give_the_spread_of_their_own_values_the_same_bytes_every_time() {
         [11, 12, 13].iter().map(|s| read_json(&out.join(format!("seed-{s}/summary.json")))).collect();
     for (s, seed) in summaries.iter().zip([11, 12, 13]) {
         assert_eq!(s["seed"], seed);
+        assert_eq!(s["sizing"]["target_utilisation"], 0.5, "each run sizes to the target asked for");
     }
     let rows = report["rows"].as_array().unwrap();
     let delivery = rows.iter().find(|r| r["label"] == "delivery latency p99").expect("a delivery row");
