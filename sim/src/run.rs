@@ -223,6 +223,24 @@ fn mint_ahead_ms(scenario: &Scenario) -> Vec<u64> {
     ahead
 }
 
+/// When each user's session shard last came back from a failover before the end.
+fn session_back(scenario: &Scenario) -> Box<dyn Fn(UserId) -> Time + Send + Sync> {
+    let end = scenario.total_s();
+    let mut back = vec![Time::ZERO; scenario.fleet.redis_session_shards as usize];
+    for f in &scenario.faults {
+        if let crate::scenario::Fault::RedisDown { at_s, failover_s, ref target, .. } = *f {
+            if let Ok((NodeKind::Redis, shard)) = crate::limits::redis_target(scenario, target) {
+                if at_s < end {
+                    let b = &mut back[shard as usize];
+                    *b = (*b).max(Time::from_secs((at_s + failover_s).min(end)));
+                }
+            }
+        }
+    }
+    let topo = Topology::new(scenario);
+    Box::new(move |u| back[topo.locate(topo.redis(u)).1 as usize])
+}
+
 fn check_context(outcome: &Outcome) -> CheckContext {
     let scenario = &outcome.scenario;
     let population = Population::new(scenario);
@@ -256,6 +274,7 @@ fn check_context(outcome: &Outcome) -> CheckContext {
         presence_clock_jumps,
         groups: crate::groups::Groups::new(scenario, outcome.seed),
         mint_ahead_ms: mint_ahead_ms(scenario),
+        session_back: session_back(scenario),
         hides_last_seen: Box::new(move |u| population.hides_last_seen(u)),
     }
 }

@@ -123,6 +123,10 @@ pub struct CheckContext {
     /// The groups and their members: a group message is owed to every member but its
     /// sender.
     pub groups: crate::groups::Groups,
+    /// When a user's session shard last came back from a failover before the end (zero:
+    /// never down): a catch-up waits for its shard's session write and inbox read, and is
+    /// judged from then.
+    pub session_back: Box<dyn Fn(wasim_model::UserId) -> Time + Send + Sync>,
     /// By chat server (the Snowflake worker that mints ids): the most its clock ran ahead
     /// in a skew fault, in ms, so that an id's timestamp may be that much later than the
     /// real time it was minted at.
@@ -485,7 +489,8 @@ fn routing(logs: &Logs, r: &mut CheckReport) {
 /// 8. Liveness: a device connected at the end has finished its catch-up unless it began
 ///    within the in-flight bound before the end (which covers the queues' backlog then);
 ///    one that waits on a read of a row no quorum of replicas was up for is judged from
-///    when a quorum was back.
+///    when a quorum was back, and any from when its session shard was back from a
+///    failover.
 fn liveness(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
     for c in &logs.connected {
         let Some(mut since) = c.catching_up_since.map(Time::from) else { continue };
@@ -493,6 +498,7 @@ fn liveness(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
         if let Ok(i) = blocked {
             since = since.max(Time::from(logs.catch_ups_blocked[i].1));
         }
+        since = since.max((cx.session_back)(c.device.device().user));
         if cx.end.since(since) > cx.in_flight_bound {
             let detail = format!(
                 "connected at {since} and still catching up at the end, {:.1} s later (bound {:.1} s)",
@@ -723,6 +729,7 @@ mod tests {
             hides_last_seen: Box::new(|u| u.0 == 9),
             groups: Default::default(),
             mint_ahead_ms: Vec::new(),
+            session_back: Box::new(|_| Time::ZERO),
         }
     }
 
@@ -890,6 +897,9 @@ mod tests {
         assert!(invariants(&mut logs).is_empty(), "a quorum back 5 s before the end");
         logs.catch_ups_blocked = vec![(PHONE_2, LogMs::of(Time::from_secs(80)))];
         assert_eq!(invariants(&mut logs), vec![8], "a quorum back 20 s before the end");
+        // Its session shard back from a failover 5 s before the end: judged from then.
+        let back = CheckContext { session_back: Box::new(|u| Time::from_secs(if u.0 == 2 { 95 } else { 0 })), ..cx() };
+        assert!(check_all(&mut logs, &back, false).ok());
     }
 
     #[test]
