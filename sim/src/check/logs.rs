@@ -123,8 +123,8 @@ pub struct Logs {
     pub presence_views: Vec<PresenceView>,
     /// Devices with a connection at the end, sorted.
     pub connected: Vec<ConnectedAtEnd>,
-    /// When each device first connected, and when a session shard first wrote a web
-    /// client's session: (device, time), sorted.
+    /// When each web client first connected, and when a session shard first wrote its
+    /// session: (device, time), sorted (a phone is owed every message, linked or not).
     pub registered: Vec<(DeviceKey, Time)>,
     /// Ids of every replica row, sorted (one entry per replica).
     pub stored: Vec<MessageId>,

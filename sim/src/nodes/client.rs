@@ -503,7 +503,10 @@ impl ClientShard {
         let (word, bit) = (&mut self.registered[index / 64], 1u64 << (index % 64));
         if *word & bit == 0 {
             *word |= bit;
-            ctx.logs.registered.push((key, t));
+            // The checker asks only when a web client linked (a phone is owed everything).
+            if device.slot.0 > 0 {
+                ctx.logs.registered.push((key, t));
+            }
         } else {
             ctx.counters.reconnects += 1;
         }
