@@ -514,7 +514,7 @@ impl Router {
     /// Call once per tick.
     pub fn handle_timeout(&mut self, now: Time, memories: &mut (impl Memories + ?Sized), out: &mut Vec<RouterOutput>) {
         let keep_from = now.as_ms().saturating_sub(self.retain.as_millis() as u64);
-        for p in self.owned() {
+        for p in (0..self.trackers.len() as u32).filter(|&p| self.owns(p)) {
             let kept = &mut memories.memory(p).kept;
             while kept.front().is_some_and(|k| u64::from(k.at_ms) < keep_from) {
                 kept.pop_front();

@@ -12,29 +12,27 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use wasim_model::{Memories, RoutedMemory, Router, RouterInput as In, RouterOutput as Out, Time};
 
-/// The partitions' memories (`Shared::routed`), each locked when first needed and held
-/// until the handler is done.
+/// The partitions' memories (`Shared::routed`): the one a handler works on is locked
+/// when it asks for it and held until it asks for another or is done (the model borrows
+/// one memory at a time).
 struct Locked<'a> {
     all: &'a [Mutex<RoutedMemory>],
-    held: Vec<(u32, MutexGuard<'a, RoutedMemory>)>,
+    held: Option<(u32, MutexGuard<'a, RoutedMemory>)>,
 }
 
 impl<'a> Locked<'a> {
     fn new(all: &'a [Mutex<RoutedMemory>]) -> Locked<'a> {
-        Locked { all, held: Vec::new() }
+        Locked { all, held: None }
     }
 }
 
 impl Memories for Locked<'_> {
     fn memory(&mut self, partition: u32) -> &mut RoutedMemory {
-        let i = match self.held.iter().position(|(p, _)| *p == partition) {
-            Some(i) => i,
-            None => {
-                self.held.push((partition, self.all[partition as usize].lock().expect("memory lock")));
-                self.held.len() - 1
-            }
-        };
-        &mut self.held[i].1
+        if self.held.as_ref().is_none_or(|(p, _)| *p != partition) {
+            self.held = None;
+            self.held = Some((partition, self.all[partition as usize].lock().expect("memory lock")));
+        }
+        &mut self.held.as_mut().expect("locked above").1
     }
 }
 
