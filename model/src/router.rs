@@ -261,6 +261,10 @@ pub struct Router {
     dedup_window: Option<Duration>,
     /// Chat servers known to be down.
     down: ServersDown,
+    /// When each chat server was last learnt to go down (ms), for as long as forwards are
+    /// kept: a partition taken over later replays what was forwarded to a server before it
+    /// went down, even if it is back by then (it came back empty).
+    went_down: Vec<(ServerId, u32)>,
     /// Messages routed again because their server went down.
     replayed: u64,
     /// Records dropped as repeats of a client message routed already.
@@ -286,6 +290,7 @@ impl Router {
             next_commit_at: Time::ZERO,
             retain: Duration::from_secs(60),
             dedup_window: Some(Duration::from_secs(600)),
+            went_down: Vec::new(),
             down: ServersDown::default(),
             replayed: 0,
             repeats: 0,
@@ -367,13 +372,16 @@ impl Router {
 
     /// Take over `partition`'s memory: ask again for the replays it holds (their answers
     /// may have gone to a router that died; an answer that comes twice is used once), and
-    /// replay what it kept for servers known to be down.
+    /// replay what it kept for servers that went down after the forward (down now, or
+    /// down and back since: they came back empty).
     fn take_over(&mut self, memory: &mut RoutedMemory, out: &mut Vec<RouterOutput>) {
         for r in &memory.rerouting {
             out.push(RouterOutput::Reroute { msg: r.msg, exclude: r.exclude, slot: r.slot });
         }
-        let down = &self.down;
-        for k in crate::take_matching(&mut memory.kept, |k| down.contains(k.server)) {
+        let (down, went_down) = (&self.down, &self.went_down);
+        let lost =
+            |k: &Kept| down.contains(k.server) || went_down.iter().any(|&(s, at_ms)| s == k.server && at_ms >= k.at_ms);
+        for k in crate::take_matching(&mut memory.kept, lost) {
             self.replayed += 1;
             Self::reroute(memory, Rerouting { msg: k.msg, exclude: k.server, slot: k.slot }, out);
         }
@@ -469,6 +477,8 @@ impl Router {
                 if !self.down.insert(server) {
                     return;
                 }
+                self.went_down.retain(|&(s, _)| s != server);
+                self.went_down.push((server, now.as_ms_u32()));
                 // Everything forwarded to it that it may not have delivered, in order.
                 for p in self.owned() {
                     let memory = memories.memory(p);
@@ -808,5 +818,22 @@ mod tests {
         second.handle(Time::from_ms(5), RouterInput::ServerDown { server: ServerId(9) }, &mut m, &mut out);
         assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(5), exclude: ServerId(9), slot: DeviceSlot(0) }]);
         assert_eq!(second.replayed(), 1);
+    }
+
+    #[test]
+    fn a_forward_to_a_server_that_crashed_and_came_back_is_replayed_by_the_next_router() {
+        // The partition's router died with a forward to 9 kept; 9 crashed and restarted
+        // (empty) while the partition had no router; the router given it replays it.
+        let (first, mut m, _) = routed_to_9_and_2();
+        drop(first);
+        let mut second = Router::new(1, &[], Duration::from_millis(100));
+        let mut out = Vec::new();
+        second.handle(Time::from_secs(1), RouterInput::ServerDown { server: ServerId(9) }, &mut m, &mut out);
+        second.handle(Time::from_secs(2), RouterInput::ServerUp { server: ServerId(9) }, &mut m, &mut out);
+        assert!(out.is_empty(), "not its partition yet: {out:?}");
+        second.handle(Time::from_secs(3), RouterInput::Assigned { partition: 0, offset: 1 }, &mut m, &mut out);
+        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(5), exclude: ServerId(9), slot: DeviceSlot(0) }]);
+        // The forward to 2, which stayed up, is kept.
+        assert_eq!(m.kept(), 1);
     }
 }
