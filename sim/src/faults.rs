@@ -83,8 +83,10 @@ const _: () = assert!(
 
 impl NetFault {
     /// The delay of a hop from `me` to `to` leaving at `depart`, drawn `drawn` µs (`rng`
-    /// draws packet losses, inside a loss window only).
-    pub fn delay(
+    /// draws packet losses, inside a loss window only); and the delay without the clogs'
+    /// holds: the hop's own latency with the latency spikes and the retransmissions of
+    /// lost packets (how slow a link may be, where a clog is a link held shut).
+    pub fn delays(
         faults: &[NetFault],
         me: NodeIdx,
         to: NodeIdx,
@@ -92,9 +94,9 @@ impl NetFault {
         depart: Time,
         drawn: u64,
         rng: &mut impl Rng,
-    ) -> u64 {
+    ) -> (u64, u64) {
         let within = |n: NodeIdx, (first, count): (u16, u16)| n.0.wrapping_sub(first) < count;
-        let mut delay = drawn;
+        let (mut delay, mut unclogged) = (drawn, drawn);
         for f in faults.iter().filter(|f| depart >= f.from && depart < f.until) {
             match f.what {
                 NetEffect::Clog { a, b } => {
@@ -105,6 +107,7 @@ impl NetFault {
                 NetEffect::Latency { client: c, add_us } => {
                     if c == client {
                         delay += add_us;
+                        unclogged += add_us;
                     }
                 }
                 NetEffect::Loss { client: c, share } => {
@@ -114,12 +117,13 @@ impl NetFault {
                             break;
                         }
                         delay += rto;
+                        unclogged += rto;
                         rto *= 2;
                     }
                 }
             }
         }
-        delay
+        (delay, unclogged)
     }
 }
 
@@ -583,7 +587,8 @@ mod tests {
         let presence = topo.node(NodeKind::Presence, 0);
         let router = topo.node(NodeKind::Router, 0);
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-        let mut held = |to: NodeIdx, at: Time| NetFault::delay(&p.net_faults(), router, to, false, at, 100, &mut rng);
+        let mut held =
+            |to: NodeIdx, at: Time| NetFault::delays(&p.net_faults(), router, to, false, at, 100, &mut rng).0;
         assert_eq!(held(session, Time::from_secs(11)), 3_000_100, "held until the promotion");
         assert_eq!(held(session, Time::from_secs(14)), 100, "after it");
         assert_eq!(held(other, Time::from_secs(11)), 100, "the other shard");

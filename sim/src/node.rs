@@ -66,8 +66,9 @@ pub(crate) struct Shared {
     pub population: Population,
     /// The groups with traffic and their members.
     pub groups: crate::groups::Groups,
-    /// The slowest hop latency any process drew (before faults), client-server then
-    /// in-datacenter: the checkers allow for it (kept here, it outlives a crashed sender).
+    /// The slowest hop any process made (its latency with spikes and retransmissions, not
+    /// a clog's hold), client-server then in-datacenter: the checkers allow for it (kept
+    /// here, it outlives a crashed sender).
     pub slowest_hop_us: [AtomicU64; 2],
     /// Connections each chat server held at the start of each simulated second:
     /// `chat_connections[server * seconds + second]`, seconds = the run's plus one (kept
@@ -188,7 +189,8 @@ struct NetDraw {
     /// if any.
     me: NodeIdx,
     faults: Option<Arc<Vec<crate::faults::NetFault>>>,
-    /// The slowest latency drawn so far (before faults), client-server then in-datacenter.
+    /// The slowest hop so far, client-server then in-datacenter: its latency with spikes
+    /// and retransmissions (not a clog's hold).
     slowest_us: [u64; 2],
 }
 
@@ -198,11 +200,12 @@ impl Latency for NetDraw {
         let client = self.client || to.0.wrapping_sub(self.clients.0) < self.clients.1;
         let class = usize::from(!client);
         let drawn = self.latency[class].sample_us(&mut self.rng);
-        self.slowest_us[class] = self.slowest_us[class].max(drawn);
-        match &self.faults {
-            None => drawn,
-            Some(faults) => crate::faults::NetFault::delay(faults, self.me, to, client, depart, drawn, &mut self.rng),
-        }
+        let (delay, slow) = match &self.faults {
+            None => (drawn, drawn),
+            Some(faults) => crate::faults::NetFault::delays(faults, self.me, to, client, depart, drawn, &mut self.rng),
+        };
+        self.slowest_us[class] = self.slowest_us[class].max(slow);
+        delay
     }
 }
 

@@ -79,7 +79,8 @@ pub struct Outcome {
     /// Connections each chat server held at the start of each simulated second (0 while
     /// dead): one series per server.
     pub chat_connections_per_second: Vec<Vec<u32>>,
-    /// The slowest hop latency drawn in the run, client-server then in-datacenter, in µs.
+    /// The slowest hop of the run (its latency with spikes and retransmissions, not a
+    /// clog's hold), client-server then in-datacenter, in µs.
     pub slowest_hop_us: [u64; 2],
     /// What the group traffic did (`None`: no groups).
     pub groups: Option<crate::groups::GroupStats>,
@@ -248,7 +249,8 @@ fn check_context(outcome: &Outcome) -> CheckContext {
     // A message may wait in each tier's queue in turn: add every tier's backlog at the end.
     let backlog_us: u64 = outcome.tiers.iter().map(|t| t.backlog_end.wait_us).sum();
     // A chain crosses up to 4 client links and 8 inside the datacenter, each at its p99;
-    // the slowest hop the run drew (a heavy tail's rare extreme, legitimate) may be one.
+    // the slowest hop the run made (a heavy tail's rare extreme, or a packet retransmitted
+    // through a lossy link: legitimate) may be one.
     let (client_p99_us, dc_p99_us) =
         (scenario.network.client_server_ms.p99() * 1e3, scenario.network.in_datacenter_ms.p99() * 1e3);
     let [slowest_client_us, slowest_dc_us] = outcome.slowest_hop_us.map(|us| us as f64);
