@@ -54,7 +54,7 @@ pub use router::{
     CommitTracker, Memories, RoutedMemory, Router, RouterInput, RouterOutput, ROUTER_IN_FLIGHT_PER_PARTITION_MAX,
 };
 pub use session::{
-    DeviceSession, Route, SessionEntry, SessionStore, SessionWrite, DEVICES_PER_USER_MAX,
+    DeviceSession, Exclusion, Route, SessionEntry, SessionStore, SessionWrite, DEVICES_PER_USER_MAX,
     SESSION_SETTLE_AFTER_PROMOTION,
 };
 pub use table::{Table, TableKey};

@@ -39,6 +39,33 @@ pub struct SessionEntry {
     pub devices: [DeviceSession; DEVICES_PER_USER_MAX],
     /// The key's expiry on the store's clock (`EX 86400` on every connect).
     pub expires_at: Time,
+    /// When a device field was last written (set or cleared), to the ms.
+    pub written_at: Time,
+}
+
+/// A server to route around: "its connection to the device is gone", decided at
+/// `decided_at` (a router or a chat server found the server down, or the device no longer
+/// on it). It is about the session as it was then: a session written since (the device
+/// connected again, maybe to the same server restarted) is routed as it stands, else a
+/// device back on that server would get an inbox pointer it has already fetched past.
+/// (8 bytes: it travels in messages; the times compare to the ms, as the store keeps them.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exclusion {
+    pub server: ServerId,
+    decided_ms: u32,
+}
+
+impl Exclusion {
+    /// `server` excluded as of `decided_at`.
+    pub fn new(server: ServerId, decided_at: Time) -> Exclusion {
+        Exclusion { server, decided_ms: decided_at.as_ms_u32() }
+    }
+
+    /// Whether the exclusion holds for `server` in `entry`: the same server, and the
+    /// session not written since the exclusion was decided (within its ms).
+    pub fn holds(&self, entry: &SessionEntry, server: ServerId) -> bool {
+        self.server == server && entry.written_at.as_ms() <= u64::from(self.decided_ms)
+    }
 }
 
 impl SessionEntry {
@@ -60,10 +87,11 @@ pub struct Route {
 }
 
 impl Route {
-    /// Route for a user given the session (if any). Devices on `exclude` count as offline:
-    /// a server that lost a device must not be routed back to itself. Every user has a
+    /// Route for a user given the session (if any). Devices on `exclude` count as offline
+    /// (while the exclusion holds: see [`Exclusion`]): a server that lost a device must not
+    /// be routed back to itself. Every user has a
     /// phone, so a user without a session gets an inbox pointer.
-    pub fn for_session(entry: Option<&SessionEntry>, exclude: Option<ServerId>) -> Route {
+    pub fn for_session(entry: Option<&SessionEntry>, exclude: Option<Exclusion>) -> Route {
         let mut route = Route::default();
         let Some(e) = entry else {
             route.inbox = true;
@@ -71,7 +99,7 @@ impl Route {
         };
         for (i, d) in e.devices.iter().enumerate() {
             match *d {
-                DeviceSession::Online(s) if Some(s) != exclude => route.forward[i] = Some(s),
+                DeviceSession::Online(s) if !exclude.is_some_and(|x| x.holds(e, s)) => route.forward[i] = Some(s),
                 DeviceSession::Online(_) | DeviceSession::Offline => route.inbox = true,
                 DeviceSession::None if i == 0 => route.inbox = true,
                 DeviceSession::None => {}
@@ -132,6 +160,8 @@ struct Packed {
     /// fence that keeps a late write of an older connection from overwriting a newer one.
     epochs: [u8; DEVICES_PER_USER_MAX],
     expires_ms: u32,
+    /// When a device field was last written, in ms.
+    written_ms: u32,
 }
 
 /// Device field codes; server ids stay below 1,024 (Snowflake worker bits).
@@ -147,11 +177,17 @@ impl Packed {
                 s => DeviceSession::Online(ServerId(s)),
             }),
             expires_at: Time::from_ms(u64::from(self.expires_ms)),
+            written_at: Time::from_ms(u64::from(self.written_ms)),
         }
     }
 
     fn empty() -> Packed {
-        Packed { devices: [NO_DEVICE; DEVICES_PER_USER_MAX], epochs: [0; DEVICES_PER_USER_MAX], expires_ms: 0 }
+        Packed {
+            devices: [NO_DEVICE; DEVICES_PER_USER_MAX],
+            epochs: [0; DEVICES_PER_USER_MAX],
+            expires_ms: 0,
+            written_ms: 0,
+        }
     }
 }
 
@@ -214,7 +250,7 @@ impl SessionStore {
 
     /// Route-or-inbox for `user` at `now` (see [`Route::for_session`]), with a device the
     /// store does not know taken for one it may have lost while settling after a promotion.
-    pub fn route(&self, user: UserId, exclude: Option<ServerId>, now: Time) -> Route {
+    pub fn route(&self, user: UserId, exclude: Option<Exclusion>, now: Time) -> Route {
         let entry = self.get(user, now);
         let mut route = Route::for_session(entry.as_ref(), exclude);
         if now < self.unsure_until && entry.is_some_and(|e| e.devices.contains(&DeviceSession::None)) {
@@ -318,6 +354,7 @@ impl SessionStore {
             *field = server.0;
         }
         entry.epochs[i] = epoch;
+        entry.written_ms = now.as_ms_u32();
         // Expiry in ms saturates after 49 days, far beyond any run plus a day's TTL; at
         // least 1, since 0 marks an absent key.
         entry.expires_ms = (now + ttl).as_ms_u32().max(1);
@@ -336,6 +373,7 @@ impl SessionStore {
         if self.entries.get(index).is_some_and(|e| e.devices[i] == server.0 && e.epochs[i] == epoch) {
             self.log_write(index, now);
             self.entries[index].devices[i] = OFFLINE;
+            self.entries[index].written_ms = now.as_ms_u32();
         }
     }
 
@@ -511,7 +549,25 @@ mod tests {
     fn an_excluded_server_is_treated_as_offline() {
         let mut s = SessionStore::default();
         s.set(UserId(1), PHONE, ServerId(3), 1, Time::ZERO, DAY);
-        let r = Route::for_session(s.get(UserId(1), Time::ZERO).as_ref(), Some(ServerId(3)));
+        let exclude = Some(Exclusion::new(ServerId(3), Time::from_secs(1)));
+        let r = Route::for_session(s.get(UserId(1), Time::from_secs(2)).as_ref(), exclude);
+        assert_eq!(r, Route { forward: [None, None], inbox: true });
+    }
+
+    #[test]
+    fn an_exclusion_does_not_outlive_the_session_it_was_about() {
+        // Server 3 was found down at 1 s; the phone connected again to it, restarted, at
+        // 5 s: a replay excluding 3, decided at 1 s and applied at 6 s, goes to 3 (the
+        // phone has fetched its inbox already and would not read a new pointer).
+        let mut s = SessionStore::default();
+        s.set(UserId(1), PHONE, ServerId(3), 1, Time::ZERO, DAY);
+        s.set(UserId(1), PHONE, ServerId(3), 2, Time::from_secs(5), DAY);
+        let exclude = Some(Exclusion::new(ServerId(3), Time::from_secs(1)));
+        let r = Route::for_session(s.get(UserId(1), Time::from_secs(6)).as_ref(), exclude);
+        assert_eq!(r, Route { forward: [Some(ServerId(3)), None], inbox: false });
+        // Decided after that write, it holds.
+        let exclude = Some(Exclusion::new(ServerId(3), Time::from_secs(5)));
+        let r = Route::for_session(s.get(UserId(1), Time::from_secs(6)).as_ref(), exclude);
         assert_eq!(r, Route { forward: [None, None], inbox: true });
     }
 

@@ -108,7 +108,7 @@ pub enum Msg {
     /// A chat server's route-or-inbox for a message it could not deliver.
     Reroute {
         msg: ChatMessage,
-        exclude: ServerId,
+        exclude: wasim_model::Exclusion,
         slot: wasim_model::DeviceSlot,
     },
     Rerouted {
@@ -135,7 +135,7 @@ pub enum Msg {
     RouteReceipt {
         req: u64,
         receipt: Receipt,
-        exclude: Option<ServerId>,
+        exclude: Option<wasim_model::Exclusion>,
     },
     ReceiptRouted {
         req: u64,

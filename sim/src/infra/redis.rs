@@ -187,7 +187,7 @@ impl RedisShard {
 
     /// Route-or-inbox for `msg`'s recipient: the servers of its connected devices (other
     /// than `exclude`), with an inbox pointer written when any device needs one.
-    pub fn route(&mut self, msg: &ChatMessage, exclude: Option<ServerId>, now: Time) -> Route {
+    pub fn route(&mut self, msg: &ChatMessage, exclude: Option<wasim_model::Exclusion>, now: Time) -> Route {
         let route = self.sessions.route(msg.to, exclude, now);
         if route.inbox {
             self.inbox_add(msg.to, msg.id, msg.conversation);
@@ -215,12 +215,18 @@ impl RedisShard {
     }
 
     /// Route a receipt to the server of the sender's phone, or store it for the sender's
-    /// next fetch when the phone is offline (or only on `exclude`).
-    pub fn route_receipt(&mut self, receipt: Receipt, exclude: Option<ServerId>, now: Time) -> Option<ServerId> {
+    /// next fetch when the phone is offline (or only on `exclude`, while it holds).
+    pub fn route_receipt(
+        &mut self,
+        receipt: Receipt,
+        exclude: Option<wasim_model::Exclusion>,
+        now: Time,
+    ) -> Option<ServerId> {
         let sender = receipt.msg.from;
-        let server = self.sessions.get(sender, now).and_then(|e| e.server_of(wasim_model::DeviceSlot(0)));
-        match server {
-            Some(s) if Some(s) != exclude => Some(s),
+        let entry = self.sessions.get(sender, now);
+        let server = entry.and_then(|e| e.server_of(wasim_model::DeviceSlot(0)));
+        match (server, entry) {
+            (Some(s), Some(e)) if !exclude.is_some_and(|x| x.holds(&e, s)) => Some(s),
             _ => {
                 let stored = self.receipts.entry(sender).or_default();
                 stored.push(receipt);
@@ -342,7 +348,7 @@ mod tests {
         let route = r.route(&msg(2), None, Time::ZERO);
         assert_eq!(route.forward[0], Some(ServerId(3)));
         assert!(!route.inbox);
-        let route = r.route(&msg(3), Some(ServerId(3)), Time::ZERO);
+        let route = r.route(&msg(3), Some(wasim_model::Exclusion::new(ServerId(3), Time::ZERO)), Time::ZERO);
         assert!(route.inbox, "the excluded server counts as offline");
         assert_eq!(ids(&r, UserId(2), 0).0, vec![1, 3]);
     }

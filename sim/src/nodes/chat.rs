@@ -155,6 +155,7 @@ impl ChatNode {
                 }
                 Out::RouteReceipt { req, receipt, exclude } => {
                     let sender = receipt.msg.from;
+                    let exclude = exclude.map(|server| wasim_model::Exclusion::new(server, t));
                     let msg = Msg::RouteReceipt { req, receipt, exclude };
                     ctx.send_ordered(topo.redis(sender), t, msg, OrderKey::Session(sender))
                 }

@@ -27,6 +27,8 @@ fn send_reroute(
     exclude: wasim_model::ServerId,
     slot: wasim_model::DeviceSlot,
 ) {
+    // Decided now: a session written after this is routed as it stands.
+    let exclude = wasim_model::Exclusion::new(exclude, t);
     let reroute = crate::msg::Msg::Reroute { msg, exclude, slot };
     ctx.send_ordered(topo.redis(msg.to), t, reroute, crate::node::OrderKey::Session(msg.to));
 }
