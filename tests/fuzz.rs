@@ -57,6 +57,21 @@ fn replays_a_crashed_router_left_unanswered_are_asked_again() {
     assert!(stderr(&out).contains("fuzz: 6 seeds, 0 failed"), "{}", stderr(&out));
 }
 
+/// Other seeds of the fault walk with random faults that failed on the way to a fix of
+/// theirs (with the routers' replays durable, before the rest):
+/// 7055 (an exclusion that outlived its session), 8133 (a forward to a server that crashed
+/// and came back, while its partition had no router), 6156 (a forward held on a lossy link
+/// past the time the router kept it for replay), 8169 (a catch-up through a lossy link
+/// judged against the latency drawn before the loss).
+#[test]
+fn seeds_fixed_since_stay_fixed() {
+    for seed in ["6156", "7055", "8133", "8169"] {
+        let range = format!("{seed}..={seed}");
+        let out = wasim(&["fuzz", "scenarios/fuzz-faults.toml", "--seeds", &range, "--json"]);
+        assert_eq!(out.status.code(), Some(0), "seed {seed}: {}", stdout(&out));
+    }
+}
+
 #[test]
 fn a_shard_takes_every_nth_seed_and_a_seed_runs_the_same_every_time() {
     let out = wasim(&["fuzz", FUZZ_SMALL, "--seeds", "10..20", "--shard", "2/4", "--json", "--jobs", "1"]);

@@ -22,7 +22,7 @@
 //! through another server whose write was held up, its ✓ was due on a connection the
 //! sender has left, and the sender sends it again under a newer id.
 
-use crate::{ChatMessage, DeviceSlot, MessageId, Route, ServerId, ServersDown, Table, Time};
+use crate::{ChatMessage, DeviceSlot, Exclusion, MessageId, Route, ServerId, ServersDown, Table, Time};
 use slotmap::{DefaultKey, SlotMap};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -56,8 +56,9 @@ pub enum RouterOutput {
     Forward { server: ServerId, slot: DeviceSlot, msg: ChatMessage },
     /// Commit the partition's offset: every record below it is routed.
     Commit { partition: u32, offset: u64 },
-    /// Route-or-inbox again, treating `exclude` as gone (the server is down).
-    Reroute { msg: ChatMessage, exclude: ServerId, slot: DeviceSlot },
+    /// Route-or-inbox again, treating `exclude` as gone (the server is down, and the
+    /// device's session on it dates from before it went down).
+    Reroute { msg: ChatMessage, exclude: Exclusion, slot: DeviceSlot },
 }
 
 /// What the routers remember of the records of one partition they routed: each client
@@ -85,7 +86,7 @@ pub struct RoutedMemory {
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Rerouting {
     msg: ChatMessage,
-    exclude: ServerId,
+    exclude: Exclusion,
     slot: DeviceSlot,
 }
 
@@ -261,9 +262,9 @@ pub struct Router {
     dedup_window: Option<Duration>,
     /// Chat servers known to be down.
     down: ServersDown,
-    /// When each chat server was last learnt to go down (ms), for as long as forwards are
-    /// kept: a partition taken over later replays what was forwarded to a server before it
-    /// went down, even if it is back by then (it came back empty).
+    /// When each chat server was last learnt to go down (ms; an entry a server): a
+    /// partition taken over later replays what was forwarded to a server before it went
+    /// down, even if it is back by then (it came back empty).
     went_down: Vec<(ServerId, u32)>,
     /// Messages routed again because their server went down.
     replayed: u64,
@@ -349,7 +350,8 @@ impl Router {
             if crate::plant::planted(crate::plant::Plant::DropStaleSession) {
                 return;
             }
-            Self::reroute(memory, Rerouting { msg, exclude: server, slot }, out);
+            let exclude = Exclusion::new(server, self.went_down_at(server).unwrap_or(now));
+            Self::reroute(memory, Rerouting { msg, exclude, slot }, out);
             return;
         }
         if !self.retain.is_zero() {
@@ -365,6 +367,11 @@ impl Router {
         out.push(RouterOutput::Reroute { msg: r.msg, exclude: r.exclude, slot: r.slot });
     }
 
+    /// When `server` was last learnt to go down, if it was.
+    fn went_down_at(&self, server: ServerId) -> Option<Time> {
+        self.went_down.iter().find(|w| w.0 == server).map(|w| Time::from_ms(u64::from(w.1)))
+    }
+
     /// The partitions this router consumes.
     fn owned(&self) -> Vec<u32> {
         (0..self.trackers.len() as u32).filter(|&p| self.owns(p)).collect()
@@ -378,12 +385,15 @@ impl Router {
         for r in &memory.rerouting {
             out.push(RouterOutput::Reroute { msg: r.msg, exclude: r.exclude, slot: r.slot });
         }
-        let (down, went_down) = (&self.down, &self.went_down);
-        let lost =
-            |k: &Kept| down.contains(k.server) || went_down.iter().any(|&(s, at_ms)| s == k.server && at_ms >= k.at_ms);
+        let went_down = &self.went_down;
+        let lost = |k: &Kept| went_down.iter().any(|&(s, at_ms)| s == k.server && at_ms >= k.at_ms);
         for k in crate::take_matching(&mut memory.kept, lost) {
             self.replayed += 1;
-            Self::reroute(memory, Rerouting { msg: k.msg, exclude: k.server, slot: k.slot }, out);
+            // About the sessions from before it went down: a device back on it since (it
+            // restarted) is routed to it.
+            let down_at = self.went_down_at(k.server).expect("it went down");
+            let exclude = Exclusion::new(k.server, down_at);
+            Self::reroute(memory, Rerouting { msg: k.msg, exclude, slot: k.slot }, out);
         }
     }
 
@@ -484,7 +494,8 @@ impl Router {
                     let memory = memories.memory(p);
                     for k in crate::take_matching(&mut memory.kept, |k| k.server == server) {
                         self.replayed += 1;
-                        Self::reroute(memory, Rerouting { msg: k.msg, exclude: server, slot: k.slot }, out);
+                        let exclude = Exclusion::new(server, now);
+                        Self::reroute(memory, Rerouting { msg: k.msg, exclude, slot: k.slot }, out);
                     }
                 }
             }
@@ -559,6 +570,11 @@ mod tests {
     }
 
     const INBOX_ONLY: Route = Route { forward: [None, None], inbox: true };
+
+    /// Server `server` excluded as of `ms`.
+    fn x(server: u16, ms: u64) -> Exclusion {
+        Exclusion::new(ServerId(server), Time::from_ms(ms))
+    }
 
     fn lookup(r: &mut Router, m: &mut RoutedMemory, partition: u32, offset: u64, to: u32) -> u64 {
         let mut out = Vec::new();
@@ -706,7 +722,7 @@ mod tests {
         let (mut r, mut m, mut out) = routed_to_9_and_2();
         out.clear();
         r.handle(Time::from_ms(5), RouterInput::ServerDown { server: ServerId(9) }, &mut m, &mut out);
-        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(5), exclude: ServerId(9), slot: DeviceSlot(0) }]);
+        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(5), exclude: x(9, 5), slot: DeviceSlot(0) }]);
         assert_eq!(r.replayed(), 1);
         // The store says the phone is still on 9 (it has not reconnected) and the web on 2:
         // the web already had it (only the phone's slot is decided here) and the phone's
@@ -725,7 +741,7 @@ mod tests {
         out.clear();
         let route = Route { forward: [Some(ServerId(9)), None], inbox: false };
         r.handle(Time::from_ms(7), RouterInput::Routed { req, route }, &mut m, &mut out);
-        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(6), exclude: ServerId(9), slot: DeviceSlot(0) }]);
+        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(6), exclude: x(9, 5), slot: DeviceSlot(0) }]);
         // The phone reconnected to 4 meanwhile: forwarded there.
         out.clear();
         let route = Route { forward: [Some(ServerId(4)), None], inbox: false };
@@ -794,7 +810,7 @@ mod tests {
         let mut second = Router::new(1, &[], Duration::from_millis(100));
         out.clear();
         second.handle(Time::from_secs(3), RouterInput::Assigned { partition: 0, offset: 1 }, &mut m, &mut out);
-        let again = RouterOutput::Reroute { msg: msg(5), exclude: ServerId(9), slot: DeviceSlot(0) };
+        let again = RouterOutput::Reroute { msg: msg(5), exclude: x(9, 5), slot: DeviceSlot(0) };
         assert_eq!(out, vec![again]);
         // Both answers come (the first was held up, not lost): the phone, now on 4, gets
         // one forward.
@@ -816,7 +832,7 @@ mod tests {
         second.resume(&mut m, &mut out);
         assert!(out.is_empty(), "nothing to replay while 9 is up: {out:?}");
         second.handle(Time::from_ms(5), RouterInput::ServerDown { server: ServerId(9) }, &mut m, &mut out);
-        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(5), exclude: ServerId(9), slot: DeviceSlot(0) }]);
+        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(5), exclude: x(9, 5), slot: DeviceSlot(0) }]);
         assert_eq!(second.replayed(), 1);
     }
 
@@ -832,7 +848,7 @@ mod tests {
         second.handle(Time::from_secs(2), RouterInput::ServerUp { server: ServerId(9) }, &mut m, &mut out);
         assert!(out.is_empty(), "not its partition yet: {out:?}");
         second.handle(Time::from_secs(3), RouterInput::Assigned { partition: 0, offset: 1 }, &mut m, &mut out);
-        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(5), exclude: ServerId(9), slot: DeviceSlot(0) }]);
+        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(5), exclude: x(9, 1_000), slot: DeviceSlot(0) }]);
         // The forward to 2, which stayed up, is kept.
         assert_eq!(m.kept(), 1);
     }

@@ -76,6 +76,9 @@ pub enum NetEffect {
 /// retransmissions of one segment counted (then the timeout is 200 ms × 2^6 = 12.8 s).
 const RTO_MIN_US: u64 = 200_000;
 const RETRANSMISSIONS_MAX: u32 = 6;
+/// The most a hop's retransmissions add on a lossy link: every one of them, the timeout
+/// doubling (12.6 s).
+pub(crate) const RETRANSMISSION_BACKOFF_MAX_US: u64 = RTO_MIN_US * ((1 << RETRANSMISSIONS_MAX) - 1);
 const _: () = assert!(
     2 * RTO_MIN_US * ((1 << RETRANSMISSIONS_MAX) - 1) < wasim_model::SESSION_SETTLE_AFTER_PROMOTION.as_micros() as u64,
     "a session refresh delayed by the whole backoff, twice, still arrives while the shard settles"

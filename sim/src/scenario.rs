@@ -831,9 +831,26 @@ impl Scenario {
 
     /// How long a router keeps what it forwarded, to route it again if the chat server
     /// crashes: as long as a server holds a push unacknowledged before it closes the silent
-    /// connection and hands the push back itself (the presence TTL), and a margin.
+    /// connection and hands the push back itself (the presence TTL), and a margin; and as
+    /// long as the scenario's faults may hold a forward on its way (a lossy link's
+    /// retransmissions, a latency spike, a clog of the routers' or the chat servers'
+    /// links): one that reaches its server after the server died is lost with it.
     pub fn forward_retain(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.users.presence_ttl_ms + 5_000)
+        let datacenter = |link: &str| link == "in_datacenter";
+        let serving = |t: &str| t.starts_with("router") || t.starts_with("chat_server");
+        let on_the_way_ms: u64 = self
+            .faults
+            .iter()
+            .map(|f| match f {
+                Fault::PacketLoss { link, .. } if datacenter(link) => {
+                    crate::faults::RETRANSMISSION_BACKOFF_MAX_US / 1_000
+                }
+                Fault::Latency { link, add_ms, .. } if datacenter(link) => add_ms.ceil() as u64,
+                Fault::Clog { for_s, between, and, .. } if serving(between) || serving(and) => for_s * 1_000,
+                _ => 0,
+            })
+            .sum();
+        std::time::Duration::from_millis(self.users.presence_ttl_ms + 5_000 + on_the_way_ms)
     }
 
     /// How long the routers of this run keep forwards: `forward_retain`, or nothing when no

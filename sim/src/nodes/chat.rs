@@ -151,7 +151,8 @@ impl ChatNode {
                 }
                 Out::Reroute { msg, exclude, slot } => {
                     ctx.trace_msg(t, "reroute", &msg, None);
-                    super::send_reroute(ctx, topo, t, msg, exclude, slot);
+                    // Decided now: a session written after this is routed as it stands.
+                    super::send_reroute(ctx, topo, t, msg, wasim_model::Exclusion::new(exclude, t), slot);
                 }
                 Out::RouteReceipt { req, receipt, exclude } => {
                     let sender = receipt.msg.from;

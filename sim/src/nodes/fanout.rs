@@ -88,7 +88,9 @@ impl FanoutNode {
                     let partition = topo.partitions + partition;
                     ctx.send(self.shared.broker(partition, t), t, Msg::Commit { partition, offset })
                 }
-                Out::Reroute { msg, exclude, slot } => super::send_reroute(ctx, topo, t, msg, exclude, slot),
+                Out::Reroute { msg, exclude, slot } => {
+                    super::send_reroute(ctx, topo, t, msg, wasim_model::Exclusion::new(exclude, t), slot)
+                }
             }
         }
     }

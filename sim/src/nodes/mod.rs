@@ -16,19 +16,17 @@ use crate::node::{run_process, Shared};
 use crate::topology::NodeKind;
 use std::sync::Arc;
 
-/// Route-or-inbox again in the recipient's session shard, treating `exclude` as gone (a
-/// chat server's and a router's way of handing a message back), in order with the user's
-/// other session commands.
+/// Route-or-inbox again in the recipient's session shard, treating `exclude` as gone while
+/// it holds (a chat server's and a router's way of handing a message back), in order with
+/// the user's other session commands.
 fn send_reroute(
     ctx: &mut crate::node::Ctx,
     topo: &crate::topology::Topology,
     t: wasim_model::Time,
     msg: wasim_model::ChatMessage,
-    exclude: wasim_model::ServerId,
+    exclude: wasim_model::Exclusion,
     slot: wasim_model::DeviceSlot,
 ) {
-    // Decided now: a session written after this is routed as it stands.
-    let exclude = wasim_model::Exclusion::new(exclude, t);
     let reroute = crate::msg::Msg::Reroute { msg, exclude, slot };
     ctx.send_ordered(topo.redis(msg.to), t, reroute, crate::node::OrderKey::Session(msg.to));
 }
