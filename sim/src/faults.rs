@@ -422,6 +422,23 @@ impl FaultPlan {
         self.crash_covering(node, t).is_some()
     }
 
+    /// When `quorum` of `nodes` were up again after the last time up to `until` that fewer
+    /// were (`until` itself if fewer are up then); `None` if they never were short.
+    pub fn quorum_back(&self, nodes: &[NodeIdx], quorum: usize, until: Time) -> Option<Time> {
+        let short = |t: Time| nodes.iter().filter(|&&n| !self.is_down(n, t)).count() < quorum;
+        if short(until) {
+            return Some(until);
+        }
+        // The count rises only as a crash of one of them ends, in the tick after its last.
+        self.crashes
+            .iter()
+            .filter(|c| nodes.contains(&c.node))
+            .map(|c| (Time(c.up_tick * self.tick_us), Time((c.up_tick + 1) * self.tick_us)))
+            .filter(|&(last_down, back)| back <= until && short(last_down))
+            .map(|(_, back)| back)
+            .max()
+    }
+
     /// Chat servers going down or coming back, as routers and servers learn of it, in
     /// `(from, to]`: (server, down).
     pub fn peer_notices(&self, from: Time, to: Time) -> impl Iterator<Item = (ServerId, bool)> + '_ {
@@ -508,6 +525,26 @@ mod tests {
         let s = Scenario::parse(&text, std::path::Path::new("t.toml"), "t").unwrap();
         let topo = Topology::new(&s);
         (FaultPlan::new(&s, &topo), topo)
+    }
+
+    #[test]
+    fn a_quorum_is_back_when_enough_crashes_have_ended() {
+        // Chat servers 1 (12 to 20 s) and 2 (10 to 15 s) of 1, 2, 3: two of three up again
+        // at 15 s; short again from 16 s if 3 goes down then too.
+        let crash = |n: u32, at: u32, lasts: u32| {
+            format!("[[faults]]\nkind = \"crash\"\nat_s = {at}\nfor_s = {lasts}\ntarget = \"chat_server-{n}\"\n")
+        };
+        let (p, topo) = plan(&crash(1, 12, 8));
+        let nodes: Vec<NodeIdx> = (1..4).map(|i| topo.node(NodeKind::ChatServer, i)).collect();
+        let s = Time::from_secs;
+        assert_eq!(p.quorum_back(&nodes, 2, s(9)), None, "never short before the crashes");
+        assert_eq!(p.quorum_back(&nodes, 2, s(13)), Some(s(13)), "short now");
+        let back = p.quorum_back(&nodes, 2, s(30)).expect("short from 12 to 15 s");
+        assert!(back > s(15) - Duration::from_millis(2) && back <= s(15) + Duration::from_millis(2), "{back:?}");
+        let (p, topo) = plan(&(crash(1, 12, 8) + &crash(3, 16, 2)));
+        let nodes: Vec<NodeIdx> = (1..4).map(|i| topo.node(NodeKind::ChatServer, i)).collect();
+        let back = p.quorum_back(&nodes, 2, s(30)).expect("short again from 16 to 18 s");
+        assert!(back > s(18) - Duration::from_millis(2) && back <= s(18) + Duration::from_millis(2), "{back:?}");
     }
 
     #[test]

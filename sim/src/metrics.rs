@@ -15,7 +15,7 @@ pub fn latency_histogram() -> Histogram<u64> {
 
 /// Record a latency in µs, clamped into the histogram's range.
 #[inline]
-pub fn record_us(h: &mut Histogram<u64>, us: u64) {
+pub fn record_us<T: hdrhistogram::Counter>(h: &mut Histogram<T>, us: u64) {
     h.saturating_record(us.clamp(1, LATENCY_US_MAX));
 }
 
@@ -149,7 +149,7 @@ impl SecondLatencies {
         let h = series[second].get_or_insert_with(|| {
             Box::new(Histogram::new_with_bounds(1, LATENCY_US_MAX, 2).expect("valid histogram bounds"))
         });
-        h.saturating_record(us.clamp(1, LATENCY_US_MAX));
+        record_us(h, us);
     }
 
     /// Every series with the SLO metric it follows.

@@ -159,7 +159,7 @@ pub struct Logs {
     pub closing_in_transit: Vec<DeviceKey>,
     /// Devices whose catch-up waits at the end on a read of a row that had no quorum of
     /// replicas up (a Cassandra outage holds it up by design: reads are quorum reads), with
-    /// the last moment it had none (the end: none yet), sorted.
+    /// when a quorum was back (the end: not yet), sorted.
     pub catch_ups_blocked: Vec<(DeviceKey, LogMs)>,
     /// The session store's devices online at the end, with their servers, sorted.
     pub sessions: Vec<(DeviceKey, wasim_model::ServerId)>,

@@ -360,21 +360,14 @@ impl Process for ChatNode {
         let (refreshes, go_aways) = self.server.reregistered();
         report.counters.sessions_reregistered += refreshes;
         report.counters.devices_sent_away += go_aways;
-        // Catch-ups held up at the end by a read whose row had no quorum of replicas up:
-        // the last moment it had none, looked for back from the end in 100 ms steps.
+        // Catch-ups held up at the end by a read whose row had no quorum of replicas up, with
+        // when a quorum was back (the end: not yet).
         let end = Time(self.shared.clock.now() * self.shared.tick_us);
         let quorum = usize::from(self.server.read_quorum());
-        let (shared, step) = (&self.shared, Duration::from_millis(100));
-        let short = |conversation, t| {
-            shared.topo.replicas(conversation).filter(|&n| !shared.faults.is_down(n, t)).count() < quorum
-        };
         for (device, conversation) in self.server.reads_waiting() {
-            let mut t = end;
-            while t > Time::ZERO && !short(conversation, t) {
-                t = Time(t.as_us().saturating_sub(step.as_micros() as u64));
-            }
-            if short(conversation, t) {
-                report.logs.catch_ups_blocked.push((wasim_model::DeviceKey::of(device), LogMs::of(t)));
+            let replicas: Vec<NodeIdx> = self.shared.topo.replicas(conversation).collect();
+            if let Some(back) = self.shared.faults.quorum_back(&replicas, quorum, end) {
+                report.logs.catch_ups_blocked.push((wasim_model::DeviceKey::of(device), LogMs::of(back)));
             }
         }
     }
