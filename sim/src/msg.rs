@@ -321,6 +321,16 @@ impl Msg {
         }
     }
 
+    /// The device told its catch-up is done, if this tells one.
+    pub fn caught_up_device(&self) -> Option<wasim_model::DeviceKey> {
+        match self {
+            Msg::ToDevice { device, frame: wasim_model::ServerFrame::FetchDone { .. } } => {
+                Some(wasim_model::DeviceKey::of(*device))
+            }
+            _ => None,
+        }
+    }
+
     /// The message whose receipt (or the delivered ACK that makes one) this carries.
     pub fn receipt_message_id(&self) -> Option<MessageId> {
         use wasim_model::{DeviceFrame as F, ServerFrame as S};

@@ -591,6 +591,7 @@ impl<P: Process + Send> Runner for ProcessRunner<P> {
         ctx.logs.in_transit.extend(ctx.outbox.message_ids(Msg::message_id));
         ctx.logs.receipts_in_transit.extend(ctx.outbox.message_ids(Msg::receipt_message_id));
         ctx.logs.closing_in_transit.extend(ctx.outbox.message_ids(Msg::closed_device));
+        ctx.logs.caught_up_in_transit.extend(ctx.outbox.message_ids(Msg::caught_up_device));
         let requests = ctx.outbox.awaited_requests().map(|(node, req)| (node.0, req));
         ctx.logs.requests_in_transit.extend(requests);
         let (kind, _) = shared.topo.locate(me);

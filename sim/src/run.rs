@@ -569,6 +569,7 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
         logs.in_transit.extend(net.message_ids(Msg::message_id));
         logs.receipts_in_transit.extend(net.message_ids(Msg::receipt_message_id));
         logs.closing_in_transit.extend(net.message_ids(Msg::closed_device));
+        logs.caught_up_in_transit.extend(net.message_ids(Msg::caught_up_device));
         // A message a router or a fan-out still holds at the end, waiting on a request or a
         // reply that is still on its way (a hop retransmitted for seconds through a lossy
         // link), is in flight; one held for a request that is gone is not.

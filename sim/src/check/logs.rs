@@ -157,6 +157,9 @@ pub struct Logs {
     /// Devices whose server closed their connection and whose "go away" is still on its
     /// way at the end (they do not know yet), sorted.
     pub closing_in_transit: Vec<DeviceKey>,
+    /// Devices whose server finished their catch-up and whose "fetch done" is still on its
+    /// way at the end, sorted.
+    pub caught_up_in_transit: Vec<DeviceKey>,
     /// Devices whose catch-up waits at the end on a read of a row that had no quorum of
     /// replicas up (a Cassandra outage holds it up by design: reads are quorum reads), with
     /// when a quorum was back (the end: not yet), sorted.
@@ -202,6 +205,7 @@ impl Logs {
             receipts_issued: merged(parts, |l| &mut l.receipts_issued),
             receipts_in_transit: merged(parts, |l| &mut l.receipts_in_transit),
             closing_in_transit: merged(parts, |l| &mut l.closing_in_transit),
+            caught_up_in_transit: merged(parts, |l| &mut l.caught_up_in_transit),
             catch_ups_blocked: merged(parts, |l| &mut l.catch_ups_blocked),
             replica_writes: merged(parts, |l| &mut l.replica_writes),
             in_transit: merged(parts, |l| &mut l.in_transit),
@@ -231,6 +235,8 @@ impl Logs {
         self.receipts_in_transit.dedup();
         self.closing_in_transit.sort_unstable();
         self.closing_in_transit.dedup();
+        self.caught_up_in_transit.sort_unstable();
+        self.caught_up_in_transit.dedup();
         self.catch_ups_blocked.sort_unstable();
         self.catch_ups_blocked.dedup();
         self.aliases.sort_unstable();

@@ -496,10 +496,13 @@ fn routing(logs: &Logs, r: &mut CheckReport) {
 ///    within the in-flight bound before the end (which covers the queues' backlog then);
 ///    one that waits on a read of a row no quorum of replicas was up for is judged from
 ///    when a quorum was back, and any from when its session shard was back from a
-///    failover.
+///    failover. One whose server has finished it, the news still on its way, is done.
 fn liveness(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
     for c in &logs.connected {
         let Some(mut since) = c.catching_up_since.map(Time::from) else { continue };
+        if logs.caught_up_in_transit.binary_search(&c.device).is_ok() {
+            continue;
+        }
         let blocked = logs.catch_ups_blocked.binary_search_by_key(&c.device, |b| b.0);
         if let Ok(i) = blocked {
             since = since.max(Time::from(logs.catch_ups_blocked[i].1));
@@ -906,6 +909,9 @@ mod tests {
         // Its session shard back from a failover 5 s before the end: judged from then.
         let back = CheckContext { session_back: Box::new(|u| Time::from_secs(if u.0 == 2 { 95 } else { 0 })), ..cx() };
         assert!(check_all(&mut logs, &back, false).ok());
+        // Its server finished it; the device is not told yet.
+        logs.caught_up_in_transit = vec![PHONE_2];
+        assert!(invariants(&mut logs).is_empty(), "a catch-up done, its news on the way");
     }
 
     #[test]
