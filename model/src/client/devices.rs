@@ -377,6 +377,12 @@ impl Devices {
         Time::from_ms(u64::from(self.devices[index].since_ms))
     }
 
+    /// Whether the ticks of `id`, sent by one of these devices, are still followed (not
+    /// settled at read and forgotten).
+    pub fn sent_holds(&self, id: ClientMsgId) -> bool {
+        self.sent.holds(id)
+    }
+
     /// Messages sent by these devices still waiting for a tick.
     pub fn sends_in_flight(&self) -> usize {
         self.sent.in_flight()

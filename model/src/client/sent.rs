@@ -61,6 +61,11 @@ impl SentMessages {
         self.views.get(id.key()).and_then(SenderView::shown)
     }
 
+    /// Whether `id`'s ticks are still followed (sent here, not settled at read).
+    pub fn holds(&self, id: ClientMsgId) -> bool {
+        self.views.get(id.key()).is_some()
+    }
+
     /// A hint that news of `id` arrives soon: its entry is loaded meanwhile.
     #[inline]
     pub fn prefetch(&self, id: ClientMsgId) {

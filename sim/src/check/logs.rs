@@ -1,6 +1,6 @@
 //! What processes record for the checkers.
 
-use wasim_model::{ConversationId, DeviceKey, MessageId, PresenceUpdate, ReceiptState, Time, UserId};
+use wasim_model::{ConversationId, DeviceKey, MessageId, PresenceUpdate, ReceiptState, Table, Time, UserId};
 
 /// A time in a log: whole milliseconds (49 days fit), so that logs of millions of entries
 /// stay compact; the checkers need no finer resolution.
@@ -113,8 +113,15 @@ pub struct Logs {
     pub displays: Vec<Display>,
     /// (device, id) of every display, sorted (filled by `sort`).
     pub displays_by_device: Vec<(DeviceKey, MessageId)>,
-    /// Every change of a sender's view: client-id key, new state, when.
+    /// Changes of a sender's view the checks after the run need (a group message's, for
+    /// the aggregate; a sampled one's, for receipt liveness): client-id key, new state,
+    /// when. Every change is checked as it comes (`sender_view`).
     pub sender_views: Vec<(u64, ReceiptState, LogMs)>,
+    /// The last view of each message its sender still follows, for the check as the run
+    /// goes (this process's own: not merged).
+    pub(crate) views_followed: Table<u64, Option<ReceiptState>>,
+    /// Violations found as the run went.
+    pub early: Vec<super::Violation>,
     /// Read receipts the senders received: message, reading device, when.
     pub reads: Vec<(MessageId, DeviceKey, LogMs)>,
     /// Group messages members read (their read ACK left the device): the client message
@@ -172,6 +179,35 @@ pub struct Logs {
 }
 
 impl Logs {
+    /// The sender's view of client message `key` changed to `state` at `at`. Checked at
+    /// once against its last change (3a: it never goes back), and kept for the checks
+    /// after the run when `keep`. `followed`: whether the sender still follows the
+    /// message's ticks after this change (once settled at read it forgets it, and so does
+    /// the check: nothing can change the view again), so that what the check holds lives
+    /// as long as what the devices hold, not for the run.
+    pub fn sender_view(&mut self, key: u64, state: ReceiptState, at: LogMs, keep: bool, followed: bool) {
+        if let Some(&Some(before)) = self.views_followed.get(key) {
+            if before > state {
+                let detail = format!("sender's view went from {before:?} to {state:?}");
+                let subject = format!("client message {}:{}", key >> 32, key & 0xffff_ffff);
+                self.early.push(super::violation(3, "receipts monotone", subject, at, detail));
+            }
+        }
+        if followed {
+            self.views_followed.insert(key, Some(state));
+        } else {
+            self.views_followed.remove(key);
+        }
+        if keep {
+            self.sender_views.push((key, state, at));
+        }
+    }
+
+    /// Messages whose views the check as the run goes follows.
+    pub fn views_followed_len(&self) -> usize {
+        self.views_followed.len()
+    }
+
     /// The processes' logs merged into one, in the order given. Each merged log is
     /// allocated once at its final size and each part is freed as soon as it is copied, so
     /// the merge holds little more than one copy of the logs (appending part by part
@@ -185,6 +221,9 @@ impl Logs {
             }
             out
         }
+        fn merged_owned<T>(parts: &mut [Logs], field: impl Fn(&mut Logs) -> &mut Vec<T>) -> Vec<T> {
+            parts.iter_mut().flat_map(|p| std::mem::take(field(p))).collect()
+        }
         let parts = &mut parts[..];
         Logs {
             acked: merged(parts, |l| &mut l.acked),
@@ -192,6 +231,8 @@ impl Logs {
             displays: merged(parts, |l| &mut l.displays),
             displays_by_device: Vec::new(),
             sender_views: merged(parts, |l| &mut l.sender_views),
+            views_followed: Table::default(),
+            early: merged_owned(parts, |l| &mut l.early),
             reads: merged(parts, |l| &mut l.reads),
             member_reads: merged(parts, |l| &mut l.member_reads),
             presence_views: merged(parts, |l| &mut l.presence_views),

@@ -1,7 +1,7 @@
 //! One Cassandra node: the `messages` rows of the token ranges it replicates.
 
 use rustc_hash::FxHashMap;
-use wasim_model::{ChatMessage, ConversationId, GroupReceipts, MessageId, ReceiptState, Table, Time};
+use wasim_model::{ChatMessage, ConversationId, GroupId, GroupReceipts, MessageId, ReceiptState, Table, Time, UserId};
 
 /// The replicas of a conversation's partition: the node owning its token and the next
 /// `rf - 1` nodes on the ring (SimpleStrategy).
@@ -10,15 +10,77 @@ pub fn replicas(conversation: ConversationId, nodes: u32, rf: u32) -> impl Itera
     (0..rf).map(move |i| if first + i >= nodes { first + i - nodes } else { first + i })
 }
 
+/// A row as a node keeps it: 28 bytes where a `ChatMessage` takes 40. The partition key is
+/// not stored: a 1:1 message's conversation is its two users', and a group message's row
+/// (stored once for all members, `to` = `UserId::GROUP`) keeps its group in place of the
+/// recipient. Packed to 4 bytes, so that the two 64-bit fields leave no padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, packed(4))]
+struct Row {
+    id: MessageId,
+    sent_at: Time,
+    from: UserId,
+    /// The recipient, or `GROUP_ROW | group` for a group message's row.
+    to: u32,
+    client_seq: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Row>() == 28);
+
+/// The mark of a group message's row in `Row::to`: user ids and group numbers stay below
+/// 2^30, and `UserId::GROUP` is `u32::MAX`.
+const GROUP_ROW: u32 = 1 << 31;
+
+impl Row {
+    fn of(msg: &ChatMessage) -> Row {
+        let to = match msg.conversation.group_id() {
+            Some(group) => {
+                assert_eq!(msg.to, UserId::GROUP, "a group message's row is stored once, for all members");
+                GROUP_ROW | group.0
+            }
+            None => {
+                assert_eq!(msg.conversation, ConversationId::direct(msg.from, msg.to), "a 1:1 message's partition");
+                msg.to.0
+            }
+        };
+        Row { id: msg.id, sent_at: msg.sent_at, from: msg.from, to, client_seq: msg.client_seq }
+    }
+
+    fn id(&self) -> MessageId {
+        self.id
+    }
+
+    fn conversation(&self) -> ConversationId {
+        let (from, to) = (self.from, self.to);
+        if to & GROUP_ROW != 0 {
+            ConversationId::group(GroupId(to & !GROUP_ROW))
+        } else {
+            ConversationId::direct(from, UserId(to))
+        }
+    }
+
+    fn message(&self) -> ChatMessage {
+        let to = if self.to & GROUP_ROW != 0 { UserId::GROUP } else { UserId(self.to) };
+        ChatMessage {
+            id: self.id,
+            conversation: self.conversation(),
+            from: self.from,
+            to,
+            client_seq: self.client_seq,
+            sent_at: self.sent_at,
+        }
+    }
+}
+
 /// Rows per entry of a node's sparse index (see `CassandraNode::marks`).
 const ROWS_PER_MARK: usize = 8;
 
 /// The rows one node holds, kept sorted by message id. Rows arrive nearly in id order
 /// (ids embed the send time), so an insert lands near the end and shifts few rows; a
-/// read by (conversation, id) is a binary search. 40 bytes a row.
+/// read by (conversation, id) is a binary search. 29 bytes a row (28 and its status).
 #[derive(Debug, Default)]
 pub struct CassandraNode {
-    rows: Vec<ChatMessage>,
+    rows: Vec<Row>,
     /// Each row's `status` column (the card's data model), by row: a receipt state.
     statuses: Vec<ReceiptState>,
     /// Rows per conversation (partition), for history pages. A count, not the rows: the
@@ -120,23 +182,23 @@ impl CassandraNode {
 
     /// Apply a write: an upsert, so a retried write leaves one row.
     pub fn write(&mut self, msg: &ChatMessage) {
-        if self.rows.last().is_none_or(|r| r.id < msg.id) {
-            self.rows.push(*msg); // the common case: the newest id so far
+        if self.rows.last().is_none_or(|r| r.id() < msg.id) {
+            self.rows.push(Row::of(msg)); // the common case: the newest id so far
             self.statuses.push(ReceiptState::Sent);
             *self.partition_rows.entry(msg.conversation).or_default() += 1;
             return;
         }
         // Nearly in order: search back from the end before falling back to bisection.
         let tail = self.rows.len().saturating_sub(64);
-        let at = if self.rows[tail].id < msg.id {
-            tail + self.rows[tail..].partition_point(|r| r.id < msg.id)
+        let at = if self.rows[tail].id() < msg.id {
+            tail + self.rows[tail..].partition_point(|r| r.id() < msg.id)
         } else {
-            self.rows.partition_point(|r| r.id < msg.id)
+            self.rows.partition_point(|r| r.id() < msg.id)
         };
-        if self.rows.get(at).is_some_and(|r| r.id == msg.id) {
-            self.rows[at] = *msg;
+        if self.rows.get(at).is_some_and(|r| r.id() == msg.id) {
+            self.rows[at] = Row::of(msg);
         } else {
-            self.rows.insert(at, *msg);
+            self.rows.insert(at, Row::of(msg));
             self.marks.truncate(at / ROWS_PER_MARK);
             self.statuses.insert(at, ReceiptState::Sent);
             *self.partition_rows.entry(msg.conversation).or_default() += 1;
@@ -156,7 +218,7 @@ impl CassandraNode {
     /// not applied then, and the row's own write comes with status sent).
     pub fn set_status(&mut self, conversation: ConversationId, id: MessageId, state: ReceiptState) -> bool {
         let at = self.position(id);
-        if self.rows.get(at).is_some_and(|r| r.id == id && r.conversation == conversation) {
+        if self.rows.get(at).is_some_and(|r| r.id() == id && r.conversation() == conversation) {
             self.statuses[at] = self.statuses[at].max(state);
             true
         } else {
@@ -171,33 +233,33 @@ impl CassandraNode {
         // Rows moved by an insert were cut off (`write`); rows added since are marked now.
         let marked = self.marks.len() * ROWS_PER_MARK;
         if marked < self.rows.len() {
-            self.marks.extend(self.rows[marked..].iter().step_by(ROWS_PER_MARK).map(|r| r.id));
+            self.marks.extend(self.rows[marked..].iter().step_by(ROWS_PER_MARK).map(|r| r.id()));
         }
         // The last block whose first id is below `id` holds its place, or its place is
         // the start of the next.
         let block = self.marks.partition_point(|&m| m < id).saturating_sub(1);
         let from = block * ROWS_PER_MARK;
         let until = (from + ROWS_PER_MARK).min(self.rows.len());
-        from + self.rows[from..until].partition_point(|r| r.id < id)
+        from + self.rows[from..until].partition_point(|r| r.id() < id)
     }
 
     /// The status of a row, if here.
     #[cfg(test)]
     pub fn status(&mut self, conversation: ConversationId, id: MessageId) -> Option<ReceiptState> {
         let at = self.position(id);
-        self.rows.get(at).filter(|r| r.id == id && r.conversation == conversation).map(|_| self.statuses[at])
+        self.rows.get(at).filter(|r| r.id() == id && r.conversation() == conversation).map(|_| self.statuses[at])
     }
 
     /// Read the row of `(conversation, id)`.
     pub fn read(&self, conversation: ConversationId, id: MessageId) -> Option<ChatMessage> {
-        let at = self.rows.partition_point(|r| r.id < id);
-        self.rows.get(at).filter(|r| r.id == id && r.conversation == conversation).copied()
+        let at = self.rows.partition_point(|r| r.id() < id);
+        self.rows.get(at).filter(|r| r.id() == id && r.conversation() == conversation).map(Row::message)
     }
 
     /// The rows whose ids were minted at or after `ms` (ids lead with their time).
     pub fn rows_since_ms(&self, ms: u64) -> impl Iterator<Item = ChatMessage> + '_ {
-        let from = self.rows.partition_point(|r| r.id.timestamp_ms() < ms);
-        self.rows[from..].iter().copied()
+        let from = self.rows.partition_point(|r| r.id().timestamp_ms() < ms);
+        self.rows[from..].iter().map(Row::message)
     }
 
     /// Rows held.
@@ -207,7 +269,7 @@ impl CassandraNode {
 
     /// The ids of the rows held, ascending.
     pub fn ids(&self) -> impl Iterator<Item = MessageId> + '_ {
-        self.rows.iter().map(|r| r.id)
+        self.rows.iter().map(Row::id)
     }
 }
 
@@ -248,6 +310,26 @@ mod tests {
             client_seq: 0,
             sent_at: Time::ZERO,
         }
+    }
+
+    #[test]
+    fn a_row_gives_back_the_message_written() {
+        let direct = ChatMessage { sent_at: Time(123_456_789_012), client_seq: u32::MAX, ..msg(7) };
+        assert_eq!(Row::of(&direct).message(), direct);
+        let high = ChatMessage {
+            conversation: ConversationId::direct(UserId((1 << 30) - 1), UserId((1 << 30) - 2)),
+            from: UserId((1 << 30) - 1),
+            to: UserId((1 << 30) - 2),
+            ..direct
+        };
+        assert_eq!(Row::of(&high).message(), high);
+        let group = ChatMessage {
+            conversation: ConversationId::group(GroupId(wasim_model::GROUPS_MAX - 1)),
+            to: UserId::GROUP,
+            ..direct
+        };
+        assert_eq!(Row::of(&group).message(), group);
+        assert_eq!(Row::of(&group).conversation(), group.conversation);
     }
 
     #[test]
@@ -306,22 +388,22 @@ mod tests {
             node.write(&msg(id));
         }
         for probe in [0, 1, 3, 299, 7_497, 7_498, 10_000 + 2_500 * 2_500, 10_000 + 4_999 * 4_999, u64::MAX - 1] {
-            let want = node.rows.partition_point(|r| r.id.0 < probe);
+            let want = node.rows.partition_point(|r| r.id().0 < probe);
             assert_eq!(node.position(MessageId(probe)), want, "id {probe}");
         }
         for &id in ids.iter().step_by(97) {
             let at = node.position(MessageId(id));
-            assert_eq!(node.rows[at].id.0, id);
+            assert_eq!(node.rows[at].id().0, id);
         }
         // Rows inserted before the end, after lookups marked them: still found.
         for id in [1, 4, 7_000, 10_000 + 3_000 * 3_000 + 1] {
             node.write(&msg(id));
             let at = node.position(MessageId(id));
-            assert_eq!(node.rows[at].id.0, id);
+            assert_eq!(node.rows[at].id().0, id);
         }
         for &id in ids.iter().step_by(89) {
             let at = node.position(MessageId(id));
-            assert_eq!(node.rows[at].id.0, id, "after inserts");
+            assert_eq!(node.rows[at].id().0, id, "after inserts");
         }
     }
 }

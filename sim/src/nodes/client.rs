@@ -53,6 +53,15 @@ enum Timer {
 
 /// The one of three (before the faults, during a fault window, after) for `phase` (see
 /// `ClientShard::phase`).
+/// A change of the sender's view of `msg` to `state`: checked as it comes, and kept for
+/// the checks after the run if they need it (a group message's for the aggregate, a
+/// sampled one's for receipt liveness).
+fn log_view(ctx: &mut Ctx, msg: &wasim_model::ChatMessage, state: ReceiptState, t: Time, followed: bool) {
+    let key = msg.client_id().key();
+    let keep = msg.conversation.group_id().is_some() || crate::check::views_sampled(key);
+    ctx.logs.sender_view(key, state, LogMs::of(t), keep, followed);
+}
+
 fn of_phase<T>(phase: usize, [before, during, after]: [T; 3]) -> T {
     match phase {
         0 => before,
@@ -436,7 +445,8 @@ impl ClientShard {
                     None => ctx.logs.acked.push((msg.id, msg.to, LogMs::of(t))),
                 }
                 if let Some(state) = ticks {
-                    ctx.logs.sender_views.push((msg.client_id().key(), state, LogMs::of(t)));
+                    let followed = self.devices.sent_holds(msg.client_id());
+                    log_view(ctx, &msg, state, t, followed);
                 }
             }
             DeviceOutput::ReceiptSeen { receipt, ticks, .. } => self.on_receipt(receipt, ticks, t, ctx),
@@ -598,7 +608,8 @@ impl ClientShard {
         let msg = receipt.msg;
         if let Some((before, after)) = ticks {
             let shown = after.unwrap_or(ReceiptState::Read);
-            ctx.logs.sender_views.push((msg.client_id().key(), shown, LogMs::of(t)));
+            let followed = self.devices.sent_holds(msg.client_id());
+            log_view(ctx, &msg, shown, t, followed);
             if before < Some(ReceiptState::Delivered) && self.measured(msg.sent_at) {
                 ctx.counters.double_ticks_measured += 1;
             }
