@@ -128,13 +128,15 @@ enum Command {
         #[arg(long)]
         plant: Option<String>,
     },
-    /// Measure speed and memory: run a scenario (release build) and print simulated
-    /// seconds per wall second, events per wall second and peak memory.
+    /// Measure speed and memory: run each scenario (release build) and print simulated
+    /// seconds per wall second, events per wall second, peak memory, bytes per user and per
+    /// message, and the memory estimate beside the peak. A scenario too large for the
+    /// machine is not run: its row says so, with its estimate.
     Bench {
-        /// The scenario to measure.
-        #[arg(default_value = "scenarios/cell-1pct.toml")]
-        file: PathBuf,
-        /// Runs to make; the median run is reported.
+        /// The scenarios to measure (default: the 1% cell and the card's full load).
+        #[arg(default_values = ["scenarios/cell-1pct.toml", "scenarios/peak.toml"])]
+        files: Vec<PathBuf>,
+        /// Runs to make of each; the median run is reported.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
         runs: u32,
         /// Threads that run a tick's processes side by side (default: the machine's cores).
@@ -291,7 +293,7 @@ pub fn main() -> ExitCode {
                 Err(e) => bad_input(e),
             }
         }
-        Command::Bench { file, runs, threads } => bench(&file, runs, jobs_or_cores(threads)),
+        Command::Bench { files, runs, threads } => bench(&files, runs, jobs_or_cores(threads)),
         Command::Estimate { file, format, run } => estimate(file.as_deref(), format, run.as_deref()),
         Command::Calibrate { quick, customers, tolerance, link_ms, seed, jobs, json } => {
             calibrate(quick, customers, tolerance, link_ms, seed, jobs, json)
@@ -441,6 +443,7 @@ fn timed_run(scenario: &Scenario, options: &RunOptions) -> (wasim_sim::Outcome, 
         events_per_wall_s: events as f64 / wall_s,
         peak_rss_bytes,
         bytes_per_user: peak_rss_bytes.map(|b| b as f64 / scenario.users.concurrent as f64),
+        bytes_per_user_at_warmup_end: rss_at_warmup_end.map(|b| b as f64 / scenario.users.concurrent as f64),
         // What the measured window added to the peak, per message sent in it: the state
         // that grows with messages (rows, logs, in-flight work), apart from the users'.
         bytes_per_message: match (peak_rss_bytes, rss_at_warmup_end) {
@@ -453,32 +456,86 @@ fn timed_run(scenario: &Scenario, options: &RunOptions) -> (wasim_sim::Outcome, 
     (outcome, timing)
 }
 
-fn bench(file: &Path, runs: u32, threads: usize) -> ExitCode {
-    let scenario = match load(file) {
-        Ok(s) => s,
-        Err(e) => return bad_input(e),
-    };
+fn bench(files: &[PathBuf], runs: u32, threads: usize) -> ExitCode {
+    // Every file is read first: a bad one stops the benchmark before anything runs.
+    let mut scenarios = Vec::new();
+    for file in files {
+        match Scenario::load(file) {
+            Ok(s) => scenarios.push((file, s)),
+            Err(e) => return bad_input(e),
+        }
+    }
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; benchmark with `cargo run --release -- bench`");
     }
-    println!(
-        "bench {} ({}): {runs} run(s), seed {}, {threads} thread(s)",
-        scenario.name,
-        file.display(),
-        scenario.seed
-    );
-    let options = RunOptions { seed: Some(scenario.seed), threads, ..RunOptions::default() };
-    let mut timings: Vec<Timing> = (1..=runs)
-        .map(|i| {
-            reset_peak_rss();
-            let (_, t) = timed_run(&scenario, &options);
-            println!("  run {i}: {}", render_timing(&t).trim_end());
-            t
-        })
-        .collect();
-    timings.sort_by(|a, b| a.simulated_per_wall_s.total_cmp(&b.simulated_per_wall_s));
-    print!("median: {}", render_timing(&timings[timings.len() / 2]));
+    let mut rows = Vec::new();
+    for (file, scenario) in scenarios {
+        println!(
+            "bench {} ({}): {runs} run(s), seed {}, {threads} thread(s)",
+            scenario.name,
+            file.display(),
+            scenario.seed
+        );
+        let estimate = scenario.estimated_memory_bytes();
+        if let Err(refusal) = check_memory(&scenario) {
+            println!("  not run: {refusal}");
+            rows.push(BenchRow { name: scenario.name.clone(), timing: None, estimate });
+            continue;
+        }
+        let options = RunOptions { seed: Some(scenario.seed), threads, ..RunOptions::default() };
+        let mut timings: Vec<Timing> = (1..=runs)
+            .map(|i| {
+                reset_peak_rss();
+                let (_, t) = timed_run(&scenario, &options);
+                println!("  run {i}: {}", render_timing(&t).trim_end());
+                t
+            })
+            .collect();
+        timings.sort_by(|a, b| a.simulated_per_wall_s.total_cmp(&b.simulated_per_wall_s));
+        let median = timings.swap_remove(timings.len() / 2);
+        print!("  median: {}", render_timing(&median));
+        rows.push(BenchRow { name: scenario.name.clone(), timing: Some(median), estimate });
+    }
+    print!("{}", render_bench_rows(&rows));
     ExitCode::SUCCESS
+}
+
+/// One scenario's line of the benchmark's closing table: its median run (none if the
+/// machine could not hold it) and the memory the estimate gave it.
+struct BenchRow {
+    name: String,
+    timing: Option<Timing>,
+    estimate: u64,
+}
+
+fn render_bench_rows(rows: &[BenchRow]) -> String {
+    use std::fmt::Write as _;
+    let mib = |b: f64| b / f64::from(1u32 << 20);
+    let mut o = String::from(
+        "\nscenario        sim s/wall s   events/wall s   peak MiB   estimate MiB (÷ peak)   bytes/user (at warm-up end)   bytes/message\n",
+    );
+    for r in rows {
+        let _ = write!(o, "{:<15} ", r.name);
+        let Some(t) = &r.timing else {
+            let _ = writeln!(o, "not run: estimated {:.0} MiB, more than this machine has", mib(r.estimate as f64));
+            continue;
+        };
+        let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or_else(|| "-".to_string(), f);
+        let peak = t.peak_rss_bytes.map(|b| b as f64);
+        let _ = writeln!(
+            o,
+            "{:>12.3}   {:>12.2}M   {:>8}   {:>12} ({:>5})   {:>10} ({:>10})   {:>13}",
+            t.simulated_per_wall_s,
+            t.events_per_wall_s / 1e6,
+            opt(peak, &|p| format!("{:.0}", mib(p))),
+            format!("{:.0}", mib(r.estimate as f64)),
+            opt(peak, &|p| format!("{:.2}", r.estimate as f64 / p)),
+            opt(t.bytes_per_user, &|b| format!("{b:.0}")),
+            opt(t.bytes_per_user_at_warmup_end, &|b| format!("{b:.0}")),
+            opt(t.bytes_per_message, &|b| format!("{b:.0}")),
+        );
+    }
+    o
 }
 
 /// `jobs`, or the core count by default.

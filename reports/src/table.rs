@@ -17,6 +17,9 @@ pub struct Timing {
     /// Peak resident memory of the process, when the platform tells.
     pub peak_rss_bytes: Option<u64>,
     pub bytes_per_user: Option<f64>,
+    /// Resident memory at the end of the warm-up (the users connected, their state built),
+    /// per user.
+    pub bytes_per_user_at_warmup_end: Option<f64>,
     /// Peak memory added after the warm-up, per message sent in the measured window.
     pub bytes_per_message: Option<f64>,
 }
