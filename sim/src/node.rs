@@ -42,7 +42,10 @@ pub(crate) struct Shared {
     pub net: Network,
     /// The fault schedule (the fault layer).
     pub faults: crate::faults::FaultPlan,
-    /// The Cassandra nodes' disks: their rows outlive a crashed process.
+    /// The Cassandra nodes' disks, which outlive a crashed process: the `messages` rows
+    /// by primary token range (`ranges[n]`: the partitions node `n` owns the token of),
+    /// each row with the replicas holding it, and each node's own data.
+    pub ranges: Vec<Mutex<crate::infra::RangeRows>>,
     pub disks: Vec<Mutex<crate::infra::CassandraNode>>,
     /// The `messages` topic's partition logs, replicated: they outlive a broker.
     pub kafka_logs: Vec<Mutex<crate::infra::PartitionLog>>,

@@ -312,13 +312,15 @@ async fn simulate_traced(
     let population = Population::new(&scenario);
     let traced = trace_user.or(population.first_cut_user());
     let faults = crate::faults::FaultPlan::new(&scenario, &topo);
-    let disks =
-        (0..scenario.fleet.cassandra_nodes).map(|_| Mutex::new(crate::nodes::cassandra::disk(&scenario))).collect();
+    let ranges =
+        (0..scenario.fleet.cassandra_nodes).map(|_| Mutex::new(crate::nodes::cassandra::range(&scenario))).collect();
+    let disks = (0..scenario.fleet.cassandra_nodes).map(|_| Mutex::default()).collect();
     let kafka_logs = (0..topo.all_partitions()).map(|_| Mutex::default()).collect();
     let routed = (0..scenario.fleet.kafka_partitions).map(|_| Mutex::default()).collect();
     let repaired = (0..scenario.fleet.cassandra_nodes).map(|_| AtomicU64::new(0)).collect();
     let shared = Arc::new(Shared {
         faults,
+        ranges,
         disks,
         kafka_logs,
         routed,
@@ -600,10 +602,16 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
         }
     }
     let mut receipt_table_bytes = 0;
+    for range in &shared.ranges {
+        let mut range = range.lock().expect("range lock");
+        logs.stored.extend(range.ids());
+        // What outlives processes is freed now, not when the runtime (whose restart hooks
+        // hold the shared state) goes: the checkers' peak comes next.
+        *range = Default::default();
+    }
     for (node, disk) in shared.disks.iter().enumerate() {
         let mut disk = disk.lock().expect("disk lock");
         receipt_table_bytes += disk.group_receipts_bytes();
-        logs.stored.extend(disk.ids());
         logs.replica_writes.extend(disk.sampled_writes().iter().map(|&(id, at)| (id, node as u32, at)));
         // What outlives processes is freed now, not when the runtime (whose restart hooks
         // hold the shared state) goes: the checkers' peak comes next.

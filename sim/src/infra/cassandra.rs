@@ -1,4 +1,6 @@
-//! One Cassandra node: the `messages` rows of the token ranges it replicates.
+//! The Cassandra tier's data: the `messages` rows, kept once per token range with which of
+//! the range's replicas hold each row (`RangeRows`), and each node's own group receipts
+//! table (`CassandraNode`).
 
 use rustc_hash::FxHashMap;
 use wasim_model::{ChatMessage, ConversationId, GroupId, GroupReceipts, MessageId, ReceiptState, Table, Time, UserId};
@@ -6,7 +8,7 @@ use wasim_model::{ChatMessage, ConversationId, GroupId, GroupReceipts, MessageId
 /// The replicas of a conversation's partition: the node owning its token and the next
 /// `rf - 1` nodes on the ring (SimpleStrategy).
 pub fn replicas(conversation: ConversationId, nodes: u32, rf: u32) -> impl Iterator<Item = u32> {
-    let first = wasim_model::fast_range(conversation.hash64(), nodes);
+    let first = first_replica(conversation, nodes);
     (0..rf).map(move |i| if first + i >= nodes { first + i - nodes } else { first + i })
 }
 
@@ -72,16 +74,30 @@ impl Row {
     }
 }
 
-/// Rows per entry of a node's sparse index (see `CassandraNode::marks`).
+/// Rows per entry of a range's sparse index (see `RangeRows::marks`).
 const ROWS_PER_MARK: usize = 8;
 
-/// The rows one node holds, kept sorted by message id. Rows arrive nearly in id order
-/// (ids embed the send time), so an insert lands near the end and shifts few rows; a
-/// read by (conversation, id) is a binary search. 29 bytes a row (28 and its status).
+/// The first replica of `conversation`'s partition: the node owning its token, whose
+/// primary range holds it.
+pub fn first_replica(conversation: ConversationId, nodes: u32) -> u32 {
+    wasim_model::fast_range(conversation.hash64(), nodes)
+}
+
+/// The rows of the partitions one node owns the token of (its primary range), each kept
+/// once with which of the range's `rf` replicas (that node and the next ones on the ring)
+/// hold it: the replicas of a row hold the same bytes, and a node's disk is the rows of
+/// the ranges it replicates that it holds. Kept sorted by message id: rows arrive nearly
+/// in id order (ids embed the send time), so an insert lands near the end and shifts few
+/// rows; a lookup by (conversation, id) goes by a sparse index. 31 bytes a row, where a
+/// row per replica took 3 x 41.
 #[derive(Debug, Default)]
-pub struct CassandraNode {
+pub struct RangeRows {
     rows: Vec<Row>,
-    /// Each row's `status` column (the card's data model), by row: a receipt state.
+    /// Per row, bit `i`: replica `i` of the range holds it (up to 16 replicas).
+    holders: Vec<u16>,
+    /// Per row, the `status` column (the card's data model): the furthest state a
+    /// replica holding the row applied. (Nothing reads it back but the tests: the
+    /// sender's ticks travel as receipts.)
     statuses: Vec<ReceiptState>,
     /// Rows per conversation (partition), for history pages. A count, not the rows: the
     /// first page of a chat's history (before the newest) holds the last `limit` of them,
@@ -92,6 +108,147 @@ pub struct CassandraNode {
     /// for the rows it covers; an insert before its end cuts it back, and a lookup extends
     /// it.
     marks: Vec<MessageId>,
+}
+
+const _: () = assert!(crate::limits::REPLICATION_FACTOR_MAX <= u16::BITS, "a row's holders fit a u16");
+
+impl RangeRows {
+    /// A range expecting about `rows` rows.
+    pub fn with_capacity(rows: usize) -> RangeRows {
+        RangeRows {
+            rows: Vec::with_capacity(rows),
+            holders: Vec::with_capacity(rows),
+            statuses: Vec::with_capacity(rows),
+            ..RangeRows::default()
+        }
+    }
+
+    /// Replica `replica` of the range applies a write: an upsert, so a retried write (the
+    /// same bytes: an id is minted once) leaves one row.
+    pub fn write(&mut self, msg: &ChatMessage, replica: u32) {
+        let bit = 1u16 << replica;
+        if self.rows.last().is_none_or(|r| r.id() < msg.id) {
+            // The common case: the newest id so far.
+            self.rows.push(Row::of(msg));
+            self.holders.push(bit);
+            self.statuses.push(ReceiptState::Sent);
+            *self.partition_rows.entry(msg.conversation).or_default() += 1;
+            return;
+        }
+        // Nearly in order: search back from the end before falling back to bisection.
+        let tail = self.rows.len().saturating_sub(64);
+        let at = if self.rows[tail].id() < msg.id {
+            tail + self.rows[tail..].partition_point(|r| r.id() < msg.id)
+        } else {
+            self.rows.partition_point(|r| r.id() < msg.id)
+        };
+        if self.rows.get(at).is_some_and(|r| r.id() == msg.id) {
+            self.holders[at] |= bit;
+        } else {
+            self.rows.insert(at, Row::of(msg));
+            self.holders.insert(at, bit);
+            self.statuses.insert(at, ReceiptState::Sent);
+            self.marks.truncate(at / ROWS_PER_MARK);
+            *self.partition_rows.entry(msg.conversation).or_default() += 1;
+        }
+    }
+
+    /// The rows of a history page: `conversation`'s before `before`, at most `limit`. Only
+    /// the first page (before the newest, `MessageId(u64::MAX)`) is read. (Counted over the
+    /// range's replicas: one that missed a write still answers for its partition's size.)
+    pub fn history(&self, conversation: ConversationId, before: MessageId, limit: u32) -> u32 {
+        assert_eq!(before, MessageId(u64::MAX), "only a chat's first page is read");
+        self.partition_rows.get(&conversation).copied().unwrap_or(0).min(limit)
+    }
+
+    /// `UPDATE messages SET status = ... WHERE conversation = ... AND id = ...` at replica
+    /// `replica`: the status only moves forward (a late delivered receipt does not undo a
+    /// read). Returns whether the replica holds the row (a status may reach a replica
+    /// before the row does: it is not applied then, and the row's own write comes with
+    /// status sent).
+    pub fn set_status(
+        &mut self,
+        conversation: ConversationId,
+        id: MessageId,
+        state: ReceiptState,
+        replica: u32,
+    ) -> bool {
+        let at = self.position(id);
+        if self.holds_at(at, conversation, id, replica) {
+            self.statuses[at] = self.statuses[at].max(state);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn holds_at(&self, at: usize, conversation: ConversationId, id: MessageId, replica: u32) -> bool {
+        self.rows.get(at).is_some_and(|r| r.id() == id && r.conversation() == conversation)
+            && self.holders[at] & (1 << replica) != 0
+    }
+
+    /// Where the row of `id` is, or would go: its block by the sparse index, then within
+    /// the block (a range's rows are far larger than the cache: bisecting them costs a miss
+    /// per step, and a read receipt's row is tens of thousands of rows back).
+    fn position(&mut self, id: MessageId) -> usize {
+        // Rows moved by an insert were cut off (`write`); rows added since are marked now.
+        let marked = self.marks.len() * ROWS_PER_MARK;
+        if marked < self.rows.len() {
+            self.marks.extend(self.rows[marked..].iter().step_by(ROWS_PER_MARK).map(|r| r.id()));
+        }
+        // The last block whose first id is below `id` holds its place, or its place is
+        // the start of the next.
+        let block = self.marks.partition_point(|&m| m < id).saturating_sub(1);
+        let from = block * ROWS_PER_MARK;
+        let until = (from + ROWS_PER_MARK).min(self.rows.len());
+        from + self.rows[from..until].partition_point(|r| r.id() < id)
+    }
+
+    /// The status of a row at `replica`, if it holds it.
+    #[cfg(test)]
+    pub fn status(&mut self, conversation: ConversationId, id: MessageId, replica: u32) -> Option<ReceiptState> {
+        let at = self.position(id);
+        self.holds_at(at, conversation, id, replica).then(|| self.statuses[at])
+    }
+
+    /// Read the row of `(conversation, id)` at `replica`.
+    pub fn read(&mut self, conversation: ConversationId, id: MessageId, replica: u32) -> Option<ChatMessage> {
+        let at = self.position(id);
+        self.holds_at(at, conversation, id, replica).then(|| self.rows[at].message())
+    }
+
+    /// Repair replica `replica` from its peers (`nodetool repair`): the rows minted at or
+    /// after `ms` (ids lead with their time) that another replica holds and it does not
+    /// are copied to it. Returns the rows copied.
+    pub fn repair(&mut self, ms: u64, replica: u32) -> u64 {
+        let from = self.rows.partition_point(|r| r.id().timestamp_ms() < ms);
+        let bit = 1u16 << replica;
+        let mut copied = 0;
+        for holders in &mut self.holders[from..] {
+            if *holders & bit == 0 && *holders != 0 {
+                *holders |= bit;
+                copied += 1;
+            }
+        }
+        copied
+    }
+
+    /// Rows replica `replica` holds.
+    pub fn held_by(&self, replica: u32) -> usize {
+        self.holders.iter().filter(|&&h| h & (1 << replica) != 0).count()
+    }
+
+    /// The ids of the rows held, ascending, each once per replica holding it.
+    pub fn ids(&self) -> impl Iterator<Item = MessageId> + '_ {
+        self.rows.iter().zip(&self.holders).flat_map(|(r, &h)| std::iter::repeat_n(r.id(), h.count_ones() as usize))
+    }
+}
+
+/// One Cassandra node's own data: the group receipts rows of the group messages it
+/// replicates, and when it applied the writes the ✓ check samples. (Its `messages` rows
+/// are its ranges' `RangeRows`.)
+#[derive(Debug, Default)]
+pub struct CassandraNode {
     /// When writes of the messages the ✓ check samples were applied here (on disk, so
     /// they outlive the process).
     sampled_writes: Vec<(MessageId, Time)>,
@@ -106,19 +263,6 @@ pub struct CassandraNode {
 }
 
 impl CassandraNode {
-    /// A node expecting about `rows` rows.
-    pub fn with_capacity(rows: usize) -> CassandraNode {
-        CassandraNode {
-            rows: Vec::with_capacity(rows),
-            statuses: Vec::with_capacity(rows),
-            partition_rows: FxHashMap::default(),
-            marks: Default::default(),
-            sampled_writes: Vec::new(),
-            group_index: Table::default(),
-            group_words: Vec::new(),
-        }
-    }
-
     /// Write the group receipts row of the member at `position` for message `id`: what
     /// the aggregate became by this write, if it changed (see `GroupReceipts::write`). The
     /// message's first row here sets up its table from `table`: the group's size and the
@@ -178,98 +322,6 @@ impl CassandraNode {
     /// The sampled writes applied here, with when.
     pub fn sampled_writes(&self) -> &[(MessageId, Time)] {
         &self.sampled_writes
-    }
-
-    /// Apply a write: an upsert, so a retried write leaves one row.
-    pub fn write(&mut self, msg: &ChatMessage) {
-        if self.rows.last().is_none_or(|r| r.id() < msg.id) {
-            self.rows.push(Row::of(msg)); // the common case: the newest id so far
-            self.statuses.push(ReceiptState::Sent);
-            *self.partition_rows.entry(msg.conversation).or_default() += 1;
-            return;
-        }
-        // Nearly in order: search back from the end before falling back to bisection.
-        let tail = self.rows.len().saturating_sub(64);
-        let at = if self.rows[tail].id() < msg.id {
-            tail + self.rows[tail..].partition_point(|r| r.id() < msg.id)
-        } else {
-            self.rows.partition_point(|r| r.id() < msg.id)
-        };
-        if self.rows.get(at).is_some_and(|r| r.id() == msg.id) {
-            self.rows[at] = Row::of(msg);
-        } else {
-            self.rows.insert(at, Row::of(msg));
-            self.marks.truncate(at / ROWS_PER_MARK);
-            self.statuses.insert(at, ReceiptState::Sent);
-            *self.partition_rows.entry(msg.conversation).or_default() += 1;
-        }
-    }
-
-    /// The rows of a history page: `conversation`'s before `before`, at most `limit`. Only
-    /// the first page (before the newest, `MessageId(u64::MAX)`) is read.
-    pub fn history(&self, conversation: ConversationId, before: MessageId, limit: u32) -> u32 {
-        assert_eq!(before, MessageId(u64::MAX), "only a chat's first page is read");
-        self.partition_rows.get(&conversation).copied().unwrap_or(0).min(limit)
-    }
-
-    /// `UPDATE messages SET status = ... WHERE conversation = ... AND id = ...`: the
-    /// status only moves forward (a late delivered receipt does not undo a read). Returns
-    /// whether the row was here (a status may reach a replica before the row does: it is
-    /// not applied then, and the row's own write comes with status sent).
-    pub fn set_status(&mut self, conversation: ConversationId, id: MessageId, state: ReceiptState) -> bool {
-        let at = self.position(id);
-        if self.rows.get(at).is_some_and(|r| r.id() == id && r.conversation() == conversation) {
-            self.statuses[at] = self.statuses[at].max(state);
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Where the row of `id` is, or would go: its block by the sparse index, then within
-    /// the block (a node's rows are far larger than the cache: bisecting them costs a miss
-    /// per step, and a read receipt's row is tens of thousands of rows back).
-    fn position(&mut self, id: MessageId) -> usize {
-        // Rows moved by an insert were cut off (`write`); rows added since are marked now.
-        let marked = self.marks.len() * ROWS_PER_MARK;
-        if marked < self.rows.len() {
-            self.marks.extend(self.rows[marked..].iter().step_by(ROWS_PER_MARK).map(|r| r.id()));
-        }
-        // The last block whose first id is below `id` holds its place, or its place is
-        // the start of the next.
-        let block = self.marks.partition_point(|&m| m < id).saturating_sub(1);
-        let from = block * ROWS_PER_MARK;
-        let until = (from + ROWS_PER_MARK).min(self.rows.len());
-        from + self.rows[from..until].partition_point(|r| r.id() < id)
-    }
-
-    /// The status of a row, if here.
-    #[cfg(test)]
-    pub fn status(&mut self, conversation: ConversationId, id: MessageId) -> Option<ReceiptState> {
-        let at = self.position(id);
-        self.rows.get(at).filter(|r| r.id() == id && r.conversation() == conversation).map(|_| self.statuses[at])
-    }
-
-    /// Read the row of `(conversation, id)`.
-    pub fn read(&self, conversation: ConversationId, id: MessageId) -> Option<ChatMessage> {
-        let at = self.rows.partition_point(|r| r.id() < id);
-        self.rows.get(at).filter(|r| r.id() == id && r.conversation() == conversation).map(Row::message)
-    }
-
-    /// The rows whose ids were minted at or after `ms` (ids lead with their time).
-    pub fn rows_since_ms(&self, ms: u64) -> impl Iterator<Item = ChatMessage> + '_ {
-        let from = self.rows.partition_point(|r| r.id().timestamp_ms() < ms);
-        self.rows[from..].iter().map(Row::message)
-    }
-
-    /// Rows held.
-    pub fn row_count(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// The ids of the rows held, ascending.
-    pub fn ids(&self) -> impl Iterator<Item = MessageId> + '_ {
-        self.rows.iter().map(Row::id)
     }
 }
 
@@ -353,39 +405,67 @@ mod tests {
 
     #[test]
     fn writes_out_of_order_are_read_back_and_upserted() {
-        let mut n = CassandraNode::default();
+        let mut n = RangeRows::default();
         for id in [5, 3, 9, 5] {
-            n.write(&msg(id));
+            n.write(&msg(id), 0);
         }
-        assert_eq!(n.row_count(), 3);
+        assert_eq!(n.held_by(0), 3);
         assert_eq!(n.ids().map(|i| i.0).collect::<Vec<_>>(), vec![3, 5, 9]);
-        assert_eq!(n.read(msg(9).conversation, MessageId(9)), Some(msg(9)));
-        assert_eq!(n.read(msg(9).conversation, MessageId(4)), None);
-        assert_eq!(n.read(ConversationId(1), MessageId(9)), None, "the partition key must match");
+        assert_eq!(n.read(msg(9).conversation, MessageId(9), 0), Some(msg(9)));
+        assert_eq!(n.read(msg(9).conversation, MessageId(4), 0), None);
+        assert_eq!(n.read(ConversationId(1), MessageId(9), 0), None, "the partition key must match");
+    }
+
+    #[test]
+    fn each_replica_holds_what_it_applied_and_a_repair_copies_what_it_missed() {
+        let mut range = RangeRows::default();
+        let c = msg(1).conversation;
+        for id in 1..=4 {
+            range.write(&msg(id), 0);
+        }
+        range.write(&msg(2), 2);
+        range.write(&msg(4), 2);
+        assert_eq!((range.held_by(0), range.held_by(1), range.held_by(2)), (4, 0, 2));
+        assert_eq!(range.read(c, MessageId(3), 2), None, "replica 2 missed 3");
+        assert_eq!(range.read(c, MessageId(4), 2), Some(msg(4)));
+        assert!(!range.set_status(c, MessageId(3), ReceiptState::Read, 2), "not held there: not applied");
+        assert_eq!(range.ids().map(|i| i.0).collect::<Vec<_>>(), vec![1, 2, 2, 3, 4, 4], "an id per replica");
+        assert_eq!(range.history(c, MessageId(u64::MAX), 10), 4, "the partition's rows, once each");
+        // Replica 1 was down for all of it: it copies every row held elsewhere.
+        assert_eq!(range.repair(0, 1), 4);
+        assert_eq!(range.repair(0, 1), 0, "nothing left to copy");
+        assert_eq!(range.read(c, MessageId(3), 1), Some(msg(3)));
+        // A repair goes back only as far as asked: ids lead with their mint time.
+        let mut late = RangeRows::default();
+        let minted_at = |ms: u64| ChatMessage { id: MessageId(ms << 22), ..msg(0) };
+        late.write(&minted_at(1_000), 0);
+        late.write(&minted_at(9_000), 0);
+        assert_eq!(late.repair(5_000, 2), 1);
+        assert_eq!((late.held_by(2), late.held_by(0)), (1, 2));
     }
 
     #[test]
     fn a_rows_status_only_moves_forward_and_waits_for_its_row() {
-        let mut node = CassandraNode::default();
+        let mut node = RangeRows::default();
         let c = msg(5).conversation;
-        assert!(!node.set_status(c, MessageId(5), ReceiptState::Delivered), "no row yet: not applied");
-        node.write(&msg(7));
-        node.write(&msg(5)); // lands before 7: its status moves with it
-        assert_eq!(node.status(c, MessageId(5)), Some(ReceiptState::Sent));
-        assert!(node.set_status(c, MessageId(5), ReceiptState::Read));
-        assert!(node.set_status(c, MessageId(5), ReceiptState::Delivered), "a late delivered receipt");
-        assert_eq!(node.status(c, MessageId(5)), Some(ReceiptState::Read), "does not undo the read");
-        assert_eq!(node.status(c, MessageId(7)), Some(ReceiptState::Sent));
-        assert_eq!(node.status(ConversationId(99), MessageId(7)), None, "another partition's id");
+        assert!(!node.set_status(c, MessageId(5), ReceiptState::Delivered, 0), "no row yet: not applied");
+        node.write(&msg(7), 0);
+        node.write(&msg(5), 0); // lands before 7: its status moves with it
+        assert_eq!(node.status(c, MessageId(5), 0), Some(ReceiptState::Sent));
+        assert!(node.set_status(c, MessageId(5), ReceiptState::Read, 0));
+        assert!(node.set_status(c, MessageId(5), ReceiptState::Delivered, 0), "a late delivered receipt");
+        assert_eq!(node.status(c, MessageId(5), 0), Some(ReceiptState::Read), "does not undo the read");
+        assert_eq!(node.status(c, MessageId(7), 0), Some(ReceiptState::Sent));
+        assert_eq!(node.status(ConversationId(99), MessageId(7), 0), None, "another partition's id");
     }
 
     #[test]
     fn a_row_is_found_wherever_it_is_whatever_the_spacing_of_ids() {
-        let mut node = CassandraNode::default();
+        let mut node = RangeRows::default();
         // Ids bunched and spread (a burst, then a quiet spell), some missing.
         let ids: Vec<u64> = (0..5_000u64).map(|i| if i < 2_500 { i * 3 } else { 10_000 + i * i }).collect();
         for &id in &ids {
-            node.write(&msg(id));
+            node.write(&msg(id), 0);
         }
         for probe in [0, 1, 3, 299, 7_497, 7_498, 10_000 + 2_500 * 2_500, 10_000 + 4_999 * 4_999, u64::MAX - 1] {
             let want = node.rows.partition_point(|r| r.id().0 < probe);
@@ -397,7 +477,7 @@ mod tests {
         }
         // Rows inserted before the end, after lookups marked them: still found.
         for id in [1, 4, 7_000, 10_000 + 3_000 * 3_000 + 1] {
-            node.write(&msg(id));
+            node.write(&msg(id), 0);
             let at = node.position(MessageId(id));
             assert_eq!(node.rows[at].id().0, id);
         }

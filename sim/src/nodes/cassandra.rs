@@ -1,9 +1,9 @@
 //! Serve loop of a Cassandra node. Its rows are on disk: they outlive the process (in
-//! `Shared::disks`). A node that comes back after a crash has missed the writes made
+//! `Shared::ranges`, with the replicas of each row that hold it). A node that comes back after a crash has missed the writes made
 //! while it was down: it repairs them from its peers as it rejoins.
 
 use crate::dist::Sampler;
-use crate::infra::{CassandraNode, Fifo};
+use crate::infra::Fifo;
 use crate::metrics::NodeReport;
 use crate::msg::{Envelope, Msg};
 use crate::node::{Ctx, Process, Shared};
@@ -56,32 +56,41 @@ pub(crate) fn repair(shared: &Shared, index: u32) -> u64 {
     let now = Time(shared.clock.now() * shared.tick_us);
     let Some(crash) = shared.faults.crashes().iter().rfind(|c| c.node == me && c.down <= now) else { return 0 };
     let since = crash.down.as_ms().saturating_sub(REPAIR_MARGIN_MS);
-    let topo = &shared.topo;
-    let mut missed = Vec::new();
-    for (_, disk) in shared.disks.iter().enumerate().filter(|&(i, _)| i != index as usize) {
-        let peer = disk.lock().expect("disk lock");
-        missed.extend(peer.rows_since_ms(since).filter(|r| topo.replicas(r.conversation).any(|n| n == me)));
-    }
-    let mut disk = shared.disks[index as usize].lock().expect("disk lock");
-    for row in &missed {
-        disk.write(row);
-    }
-    missed.len() as u64
+    let (nodes, rf) = (shared.scenario.fleet.cassandra_nodes, shared.scenario.fleet.cassandra_replication_factor);
+    // This node is replica `i` of the range owned by the node `i` places before it.
+    (0..rf.min(nodes))
+        .map(|i| {
+            let first = (index + nodes - i) % nodes;
+            shared.ranges[first as usize].lock().expect("range lock").repair(since, i)
+        })
+        .sum()
 }
 
 /// How far before its crash a rejoining node repairs from: writes on their way to it when
 /// it died were lost with it.
 const REPAIR_MARGIN_MS: u64 = 5_000;
 
-/// A node's disk, made for the rows it is expected to hold: no doubling (and a 3x peak)
-/// as they grow.
-pub(crate) fn disk(s: &crate::scenario::Scenario) -> CassandraNode {
+/// A primary range's rows, made for the rows it is expected to hold: no doubling (and a
+/// 3x peak) as they grow.
+pub(crate) fn range(s: &crate::scenario::Scenario) -> crate::infra::RangeRows {
     let group_messages_per_s = f64::from(s.groups.active) * s.groups.messages_per_group_per_s;
-    let rows = (s.workload.messages_per_s + group_messages_per_s as u64)
-        * (s.warmup_s + s.duration_s)
-        * u64::from(s.fleet.cassandra_replication_factor)
+    let rows = (s.workload.messages_per_s + group_messages_per_s as u64) * (s.warmup_s + s.duration_s)
         / u64::from(s.fleet.cassandra_nodes);
-    CassandraNode::with_capacity(rows as usize * 21 / 20)
+    crate::infra::RangeRows::with_capacity(rows as usize * 21 / 20)
+}
+
+impl CassandraProcess {
+    /// The range holding `conversation`'s rows, and which of its replicas this node is.
+    fn range_of(
+        &self,
+        conversation: wasim_model::ConversationId,
+    ) -> (std::sync::MutexGuard<'_, crate::infra::RangeRows>, u32) {
+        let nodes = self.shared.scenario.fleet.cassandra_nodes;
+        let first = crate::infra::first_replica(conversation, nodes);
+        let replica = (self.index as u32 + nodes - first) % nodes;
+        debug_assert!(replica < self.shared.scenario.fleet.cassandra_replication_factor, "a replica of the range");
+        (self.shared.ranges[first as usize].lock().expect("range lock"), replica)
+    }
 }
 
 impl Process for CassandraProcess {
@@ -126,29 +135,30 @@ impl Process for CassandraProcess {
                 }
             }
             Msg::ReadHistory { conversation, before, limit } => {
-                let rows =
-                    self.shared.disks[self.index].lock().expect("disk lock").history(conversation, before, limit);
+                let rows = self.range_of(conversation).0.history(conversation, before, limit);
                 ctx.send(env.from, done, Msg::HistoryPage { rows });
             }
             Msg::StatusWrite { id, conversation, state } => {
-                let mut disk = self.shared.disks[self.index].lock().expect("disk lock");
-                let applied = disk.set_status(conversation, id, state);
-                drop(disk);
+                let (mut range, replica) = self.range_of(conversation);
+                let applied = range.set_status(conversation, id, state, replica);
+                drop(range);
                 ctx.counters.status_writes += 1;
                 ctx.counters.status_writes_before_row += u64::from(!applied);
             }
             Msg::Write { req, msg } => {
-                let mut disk = self.shared.disks[self.index].lock().expect("disk lock");
-                disk.write(&msg);
+                let (mut range, replica) = self.range_of(msg.conversation);
+                range.write(&msg, replica);
+                drop(range);
                 if crate::check::quorum_sampled(msg.id) {
-                    disk.log_sampled_write(msg.id, done);
+                    self.shared.disks[self.index].lock().expect("disk lock").log_sampled_write(msg.id, done);
                 }
-                drop(disk);
                 ctx.counters.rows_written += 1;
                 ctx.send(env.from, done, Msg::WriteAck { req });
             }
             Msg::Read { req, id, conversation } => {
-                let row = self.shared.disks[self.index].lock().expect("disk lock").read(conversation, id);
+                let (mut range, replica) = self.range_of(conversation);
+                let row = range.read(conversation, id, replica);
+                drop(range);
                 ctx.send(env.from, done, Msg::ReadReply { req, row });
             }
             other => unreachable!("cassandra got {other:?}"),
@@ -164,7 +174,14 @@ impl Process for CassandraProcess {
     fn finish(&mut self, report: &mut NodeReport) {
         // The rows themselves are read off the disks at the end (a node dead then keeps them).
         self.fifo.report_into(report);
-        report.gauge_end = self.shared.disks[self.index].lock().expect("disk lock").row_count() as u64;
+        let (nodes, rf) =
+            (self.shared.scenario.fleet.cassandra_nodes, self.shared.scenario.fleet.cassandra_replication_factor);
+        let index = self.index as u32;
+        report.gauge_end = (0..rf.min(nodes))
+            .map(|i| {
+                self.shared.ranges[((index + nodes - i) % nodes) as usize].lock().expect("range lock").held_by(i) as u64
+            })
+            .sum();
         report.counters.rows_repaired += self.repaired;
     }
 }
