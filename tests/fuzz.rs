@@ -73,6 +73,19 @@ fn seeds_fixed_since_stay_fixed() {
     }
 }
 
+/// The fault walk, its checkers following one conversation in 4 (as a run too large for
+/// its logs does): no false alarm from following a conversation's messages but not its
+/// rows, reads or receipts.
+#[test]
+fn a_sample_of_conversations_checks_cleanly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(common::repo_root().join("scenarios/fuzz-faults.toml")).expect("the fault walk");
+    let file = scenario_file(dir.path(), "sampled", &format!("{text}\n[checks]\nconversations_one_in = 4\n"));
+    let out = wasim(&["fuzz", file.to_str().unwrap(), "--seeds", "1..=60", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stderr(&out).contains("fuzz: 60 seeds, 0 failed"), "{}", stderr(&out));
+}
+
 #[test]
 fn a_shard_takes_every_nth_seed_and_a_seed_runs_the_same_every_time() {
     let out = wasim(&["fuzz", FUZZ_SMALL, "--seeds", "10..20", "--shard", "2/4", "--json", "--jobs", "1"]);

@@ -95,6 +95,29 @@ plant_tests! {
     fanout_loses_route_reply: Plant::FanoutLosesRouteReply,
 }
 
+/// A run that follows a sample of its conversations (as the card's full load does) still
+/// names the plants its per-message logs catch: each conversation it follows, it follows
+/// whole.
+#[test]
+fn a_sample_of_conversations_still_catches_what_the_logs_catch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(common::repo_root().join(SCENARIO)).expect("the fault walk");
+    let sampled =
+        common::scenario_file(dir.path(), "sampled", &format!("{text}\n[checks]\nconversations_one_in = 2\n"));
+    let sampled = sampled.to_str().expect("a UTF-8 path");
+    let real = sweep(sampled, "scenario", None);
+    assert!(real.values().all(Vec::is_empty), "the real logic passes every seed: {real:?}");
+    for plant in [Plant::DedupWrongKey, Plant::CatchUpUnsorted, Plant::CursorSkipsOne, Plant::ReceiptNotMonotone] {
+        let planted = sweep(sampled, "scenario", Some(plant));
+        let want = u64::from(plant.invariant());
+        assert!(
+            planted.values().any(|b| b.contains(&want)),
+            "{}: invariant {want} never named: {planted:?}",
+            plant.name()
+        );
+    }
+}
+
 #[test]
 fn the_plants_are_listed_and_a_wrong_name_is_refused() {
     let out = wasim(&["fuzz", SCENARIO, "--plant", "list"]);

@@ -195,8 +195,18 @@ pub fn render_report_md(s: &Summary, plots: &[String]) -> String {
             o += &format!("- invariant {} ({}), {}: {}\n", v.invariant, v.name, v.subject, v.detail);
         }
     }
+    if inv.conversations_checked_one_in > 1 {
+        o += &format!("\n{}\n", sampled_note(inv.conversations_checked_one_in));
+    }
     o += &format!("\n## Replay\n\n```sh\n{}\n```\n", s.replay);
     o
+}
+
+/// What a run that checks a sample of its conversations says about it.
+pub(crate) fn sampled_note(one_in: u32) -> String {
+    format!(
+        "The checkers followed one conversation in {one_in} (`checks.conversations_one_in`, or chosen so that a large run's logs fit the machine; by a hash of the conversation, each followed whole: its messages, displays, reads, receipts and rows). Routing, liveness and presence are checked for every device and user."
+    )
 }
 
 /// The sizing for the card's full load, with every formula.

@@ -254,6 +254,9 @@ pub fn render_summary(s: &Summary) -> String {
             f.bound_ms as f64 / 1e3
         );
     }
+    if inv.conversations_checked_one_in > 1 {
+        let _ = writeln!(o, "\n{}", crate::markdown::sampled_note(inv.conversations_checked_one_in));
+    }
     if inv.ok() {
         let _ = writeln!(o, "\nInvariants: all hold ({})", names.join(", "));
     } else {

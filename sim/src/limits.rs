@@ -661,7 +661,14 @@ fn check_workers_and_slos(s: &Scenario) -> Result<(), Failure> {
     in_range("slo.delivery_ms_p99", s.slo.delivery_ms_p99, 1, SLO_MS_MAX, why)?;
     in_range("slo.presence_ms_p99", s.slo.presence_ms_p99, 1, SLO_MS_MAX, why)?;
     in_range("slo.sent_ack_timeout_ms", s.slo.sent_ack_timeout_ms, 1, SLO_MS_MAX, why)?;
-    share("slo.availability", s.slo.availability)
+    share("slo.availability", s.slo.availability)?;
+    if let Some(one_in) = s.checks.conversations_one_in {
+        in_range("checks.conversations_one_in", one_in.into(), 1, 1 << 16, "one conversation in up to 65,536")?;
+        if !one_in.is_power_of_two() {
+            return fail("checks.conversations_one_in", format!("must be a power of two (1, 2, 4, ...), not {one_in}"));
+        }
+    }
+    Ok(())
 }
 
 fn check_faults(s: &Scenario) -> Result<(), Failure> {

@@ -296,7 +296,7 @@ impl Ctx {
             rng: stream(Stream::Handlers),
             counters: Counters::default(),
             per_second: vec![SecondCounters::default(); shared.scenario.total_s() as usize + 1],
-            logs: Logs::default(),
+            logs: Logs::following(shared.scenario.checked_one_in()),
             trace: Vec::new(),
             traced: shared.traced_user(shared.clock.now() + 1),
             tick_start: Time::ZERO,

@@ -108,6 +108,8 @@ pub struct Scenario {
     pub balancer: LoadBalancer,
     #[serde(default)]
     pub slo: Slo,
+    #[serde(default)]
+    pub checks: Checks,
     /// Faults with their times (default none).
     #[serde(default)]
     pub faults: Vec<Fault>,
@@ -736,6 +738,16 @@ impl PlacementPolicy {
     }
 }
 
+/// How the invariant checkers follow the run.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Checks {
+    /// Follow one conversation in this many (a power of two; default: all of them, unless
+    /// the run would log more than `CHECKED_DISPLAYS_MAX` displays, then the smallest
+    /// power of two that keeps it within that).
+    pub conversations_one_in: Option<u32>,
+}
+
 /// The service-level objectives the verdicts are judged against.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -913,6 +925,27 @@ impl Scenario {
         }
     }
 
+    /// The checkers follow one conversation in this many: `checks.conversations_one_in`
+    /// if set, else 1 (all) unless the run would
+    /// log more than `CHECKED_DISPLAYS_MAX` displays (the largest of the checkers' logs,
+    /// one per device a message is shown on), then the smallest power of two that keeps
+    /// the displays of the conversations followed below it (the card's full load: 8).
+    pub fn checked_one_in(&self) -> u32 {
+        if let Some(one_in) = self.checks.conversations_one_in {
+            return one_in;
+        }
+        let group_displays = f64::from(self.groups.active)
+            * self.groups.messages_per_group_per_s
+            * if self.groups.active > 0 { self.groups.members.mean() } else { 0.0 };
+        let displays = (self.workload.messages_per_s as f64 * (1.0 + self.users.devices_per_user.web) + group_displays)
+            * (self.warmup_s + self.duration_s) as f64;
+        let mut one_in = 1u32;
+        while displays / f64::from(one_in) > CHECKED_DISPLAYS_MAX && one_in < 1 << 16 {
+            one_in *= 2;
+        }
+        one_in
+    }
+
     /// Users with an account: `users.registered`, at least the concurrent ones.
     /// The card's estimation inputs with this scenario's numbers where it has them: users
     /// (its registered users, all taken as daily users), users online, messages a day (1:1
@@ -1080,6 +1113,11 @@ impl Scenario {
         }
     }
 }
+
+/// The most displays the checkers log in a run: a larger run checks a sample of its
+/// conversations (`Scenario::checked_one_in`), so that the logs (about 100 bytes a message
+/// followed) stay within a few GiB.
+pub const CHECKED_DISPLAYS_MAX: f64 = 40e6;
 
 /// The terms of the memory estimate.
 const MEMORY_FEATURES: usize = 21;

@@ -122,6 +122,9 @@ pub struct Logs {
     pub(crate) views_followed: Table<u64, Option<ReceiptState>>,
     /// Violations found as the run went.
     pub early: Vec<super::Violation>,
+    /// The checkers follow one conversation in this many (0 or 1: all): what concerns the
+    /// others is not logged (`Logs::checks`).
+    pub conversations_one_in: u32,
     /// Read receipts the senders received: message, reading device, when.
     pub reads: Vec<(MessageId, DeviceKey, LogMs)>,
     /// Group messages members read (their read ACK left the device): the client message
@@ -179,6 +182,17 @@ pub struct Logs {
 }
 
 impl Logs {
+    /// Logs that follow one conversation in `one_in` (see `check::checks_conversation`).
+    pub fn following(one_in: u32) -> Logs {
+        Logs { conversations_one_in: one_in, ..Logs::default() }
+    }
+
+    /// Whether the checkers follow `conversation`: what concerns it is logged.
+    #[inline]
+    pub fn checks(&self, conversation: ConversationId) -> bool {
+        super::checks_conversation(conversation, self.conversations_one_in)
+    }
+
     /// The sender's view of client message `key` changed to `state` at `at`. Checked at
     /// once against its last change (3a: it never goes back), and kept for the checks
     /// after the run when `keep`. `followed`: whether the sender still follows the
@@ -232,6 +246,7 @@ impl Logs {
             displays_by_device: Vec::new(),
             sender_views: merged(parts, |l| &mut l.sender_views),
             views_followed: Table::default(),
+            conversations_one_in: parts.iter().map(|p| p.conversations_one_in).max().unwrap_or(1),
             early: merged_owned(parts, |l| &mut l.early),
             reads: merged(parts, |l| &mut l.reads),
             member_reads: merged(parts, |l| &mut l.member_reads),

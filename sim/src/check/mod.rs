@@ -38,6 +38,9 @@ pub struct CheckReport {
     pub counts: Vec<(u8, u64)>,
     /// What was owed but still on its way when the run ended: not lost.
     pub in_flight: InFlight,
+    /// The checkers followed one conversation in this many (1: all; a run too large for
+    /// its logs to fit checks a sample, `Scenario::checked_one_in`).
+    pub conversations_checked_one_in: u32,
 }
 
 /// Messages owed to devices connected at the end, not shown yet but still on their way.
@@ -156,6 +159,7 @@ pub fn check_all_with_firsts(logs: &mut Logs, cx: &CheckContext, parallel: bool)
             (8, "liveness"),
         ],
         in_flight: InFlight { bound_ms: cx.in_flight_bound.as_millis() as u64, ..InFlight::default() },
+        conversations_checked_one_in: logs.conversations_one_in.max(1),
         ..CheckReport::default()
     };
     // Group B reads only what group A does not write.
@@ -202,6 +206,15 @@ pub fn check_all_with_firsts(logs: &mut Logs, cx: &CheckContext, parallel: bool)
     logs.displays = displays;
     logs.member_reads = member_reads;
     (r, firsts)
+}
+
+/// Whether the checkers follow `conversation` in a run that checks one conversation in
+/// `one_in` (a power of two; `Scenario::checked_one_in`): by a hash of the conversation,
+/// so that every process agrees without a word and each conversation followed is followed
+/// whole (its messages, displays, reads, receipts and rows). Every one when `one_in` is 1.
+#[inline]
+pub fn checks_conversation(conversation: wasim_model::ConversationId, one_in: u32) -> bool {
+    one_in <= 1 || conversation.0.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> (64 - one_in.trailing_zeros()) == 0
 }
 
 /// Whether the receipt liveness check follows client message `key` (`ClientMsgId::key`):

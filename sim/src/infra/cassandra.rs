@@ -238,9 +238,14 @@ impl RangeRows {
         self.holders.iter().filter(|&&h| h & (1 << replica) != 0).count()
     }
 
-    /// The ids of the rows held, ascending, each once per replica holding it.
-    pub fn ids(&self) -> impl Iterator<Item = MessageId> + '_ {
-        self.rows.iter().zip(&self.holders).flat_map(|(r, &h)| std::iter::repeat_n(r.id(), h.count_ones() as usize))
+    /// The ids of the rows held of the conversations the checkers follow (one in
+    /// `one_in`), ascending, each once per replica holding it.
+    pub fn ids(&self, one_in: u32) -> impl Iterator<Item = MessageId> + '_ {
+        self.rows
+            .iter()
+            .zip(&self.holders)
+            .filter(move |(r, _)| crate::check::checks_conversation(r.conversation(), one_in))
+            .flat_map(|(r, &h)| std::iter::repeat_n(r.id(), h.count_ones() as usize))
     }
 }
 
@@ -410,7 +415,7 @@ mod tests {
             n.write(&msg(id), 0);
         }
         assert_eq!(n.held_by(0), 3);
-        assert_eq!(n.ids().map(|i| i.0).collect::<Vec<_>>(), vec![3, 5, 9]);
+        assert_eq!(n.ids(1).map(|i| i.0).collect::<Vec<_>>(), vec![3, 5, 9]);
         assert_eq!(n.read(msg(9).conversation, MessageId(9), 0), Some(msg(9)));
         assert_eq!(n.read(msg(9).conversation, MessageId(4), 0), None);
         assert_eq!(n.read(ConversationId(1), MessageId(9), 0), None, "the partition key must match");
@@ -429,7 +434,7 @@ mod tests {
         assert_eq!(range.read(c, MessageId(3), 2), None, "replica 2 missed 3");
         assert_eq!(range.read(c, MessageId(4), 2), Some(msg(4)));
         assert!(!range.set_status(c, MessageId(3), ReceiptState::Read, 2), "not held there: not applied");
-        assert_eq!(range.ids().map(|i| i.0).collect::<Vec<_>>(), vec![1, 2, 2, 3, 4, 4], "an id per replica");
+        assert_eq!(range.ids(1).map(|i| i.0).collect::<Vec<_>>(), vec![1, 2, 2, 3, 4, 4], "an id per replica");
         assert_eq!(range.history(c, MessageId(u64::MAX), 10), 4, "the partition's rows, once each");
         // Replica 1 was down for all of it: it copies every row held elsewhere.
         assert_eq!(range.repair(0, 1), 4);

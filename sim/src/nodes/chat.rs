@@ -229,7 +229,7 @@ impl Process for ChatNode {
         }
         .filter(|(msg, _)| msg.conversation.group_id().is_none());
         if let Some((msg, state)) = issued {
-            if crate::check::views_sampled(msg.client_id().key()) {
+            if crate::check::views_sampled(msg.client_id().key()) && ctx.logs.checks(msg.conversation) {
                 let at = crate::check::LogMs::of(env.at);
                 ctx.logs.receipts_issued.push((msg.client_id().key(), msg.id, msg.from, at, state));
             }

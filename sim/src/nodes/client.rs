@@ -58,7 +58,8 @@ enum Timer {
 /// sampled one's for receipt liveness).
 fn log_view(ctx: &mut Ctx, msg: &wasim_model::ChatMessage, state: ReceiptState, t: Time, followed: bool) {
     let key = msg.client_id().key();
-    let keep = msg.conversation.group_id().is_some() || crate::check::views_sampled(key);
+    let keep = (msg.conversation.group_id().is_some() || crate::check::views_sampled(key))
+        && ctx.logs.checks(msg.conversation);
     ctx.logs.sender_view(key, state, LogMs::of(t), keep, followed);
 }
 
@@ -433,6 +434,7 @@ impl ClientShard {
                 ctx.trace_msg(t, "sent_ack_seen", &msg, Some(device));
                 ctx.second(t).sent_acks += 1;
                 match msg.conversation.group_id() {
+                    _ if !ctx.logs.checks(msg.conversation) => {}
                     // Owed to every member but the sender: the checkers expand it.
                     Some(group) => ctx.logs.acked_groups.push(crate::check::AckedGroup {
                         key: msg.client_id().key(),
@@ -485,7 +487,7 @@ impl ClientShard {
             DeviceFrame::Heartbeat { .. } => ctx.counters.heartbeats += 1,
             DeviceFrame::ReadAck { msg, .. } => {
                 ctx.counters.reads_sent += 1;
-                if msg.conversation.group_id().is_some() {
+                if msg.conversation.group_id().is_some() && ctx.logs.checks(msg.conversation) {
                     ctx.logs.member_reads.push((msg.client_id().key(), device.user, LogMs::of(t)));
                 }
                 ctx.trace_msg(t, "read", &msg, Some(device));
@@ -544,14 +546,10 @@ impl ClientShard {
         ctx: &mut Ctx,
     ) {
         let key = DeviceKey::of(device);
-        ctx.logs.displays.push(Display::new(
-            key,
-            LogMs::of(t),
-            msg.conversation,
-            msg.id,
-            msg.client_id().key(),
-            inserted,
-        ));
+        if ctx.logs.checks(msg.conversation) {
+            let client = msg.client_id().key();
+            ctx.logs.displays.push(Display::new(key, LogMs::of(t), msg.conversation, msg.id, client, inserted));
+        }
         if inserted {
             ctx.counters.shown_inserted += 1;
         }
@@ -619,7 +617,9 @@ impl ClientShard {
         let since_ack = t.as_us().saturating_sub(receipt.at.as_us());
         if read {
             ctx.counters.read_receipts += 1;
-            ctx.logs.reads.push((msg.id, DeviceKey::of(receipt.by), LogMs::of(t)));
+            if ctx.logs.checks(msg.conversation) {
+                ctx.logs.reads.push((msg.id, DeviceKey::of(receipt.by), LogMs::of(t)));
+            }
             if self.measured(msg.sent_at) {
                 record_us(&mut self.latencies.read_receipt, since_ack);
             }
