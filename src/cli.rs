@@ -142,6 +142,9 @@ enum Command {
         /// Threads that run a tick's processes side by side (default: the machine's cores).
         #[arg(long, env = "WASIM_THREADS", value_parser = clap::value_parser!(u32).range(1..=64))]
         threads: Option<u32>,
+        /// (Internal: a child measuring one of several scenarios ends with its table row.)
+        #[arg(long, hide = true)]
+        table_row: bool,
     },
     /// The card's "Scale & Estimation" table: each row's value on the card beside the value
     /// recomputed from its inputs (the card's, or a scenario's), the formula, and a flag
@@ -293,7 +296,7 @@ pub fn main() -> ExitCode {
                 Err(e) => bad_input(e),
             }
         }
-        Command::Bench { files, runs, threads } => bench(&files, runs, jobs_or_cores(threads)),
+        Command::Bench { files, runs, threads, table_row } => bench(&files, runs, jobs_or_cores(threads), table_row),
         Command::Estimate { file, format, run } => estimate(file.as_deref(), format, run.as_deref()),
         Command::Calibrate { quick, customers, tolerance, link_ms, seed, jobs, json } => {
             calibrate(quick, customers, tolerance, link_ms, seed, jobs, json)
@@ -456,7 +459,7 @@ fn timed_run(scenario: &Scenario, options: &RunOptions) -> (wasim_sim::Outcome, 
     (outcome, timing)
 }
 
-fn bench(files: &[PathBuf], runs: u32, threads: usize) -> ExitCode {
+fn bench(files: &[PathBuf], runs: u32, threads: usize, table_row: bool) -> ExitCode {
     // Every file is read first: a bad one stops the benchmark before anything runs.
     let mut scenarios = Vec::new();
     for file in files {
@@ -465,43 +468,95 @@ fn bench(files: &[PathBuf], runs: u32, threads: usize) -> ExitCode {
             Err(e) => return bad_input(e),
         }
     }
-    if cfg!(debug_assertions) {
+    if cfg!(debug_assertions) && !table_row {
         eprintln!("warning: this is a debug build; benchmark with `cargo run --release -- bench`");
     }
     let mut rows = Vec::new();
     for (file, scenario) in scenarios {
-        println!(
-            "bench {} ({}): {runs} run(s), seed {}, {threads} thread(s)",
-            scenario.name,
-            file.display(),
-            scenario.seed
-        );
-        let estimate = scenario.estimated_memory_bytes();
-        if let Err(refusal) = check_memory(&scenario) {
-            println!("  not run: {refusal}");
-            rows.push(BenchRow { name: scenario.name.clone(), timing: None, estimate });
-            continue;
-        }
-        let options = RunOptions { seed: Some(scenario.seed), threads, ..RunOptions::default() };
-        let mut timings: Vec<Timing> = (1..=runs)
-            .map(|i| {
-                reset_peak_rss();
-                let (_, t) = timed_run(&scenario, &options);
-                println!("  run {i}: {}", render_timing(&t).trim_end());
-                t
-            })
-            .collect();
-        timings.sort_by(|a, b| a.simulated_per_wall_s.total_cmp(&b.simulated_per_wall_s));
-        let median = timings.swap_remove(timings.len() / 2);
-        print!("  median: {}", render_timing(&median));
-        rows.push(BenchRow { name: scenario.name.clone(), timing: Some(median), estimate });
+        // Several scenarios: each is measured in a process of its own, so that none
+        // reports the heap another left behind (an allocator keeps freed memory resident).
+        let row = if files.len() > 1 {
+            match bench_in_child(file, runs, threads) {
+                Ok(row) => row,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", file.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            bench_here(file, &scenario, runs, threads)
+        };
+        rows.push(row);
     }
-    print!("{}", render_bench_rows(&rows));
+    if table_row {
+        let row = rows.pop().expect("one scenario");
+        println!("{TABLE_ROW}{}", serde_json::to_string(&row).expect("a row serialises"));
+    } else {
+        print!("{}", render_bench_rows(&rows));
+    }
     ExitCode::SUCCESS
+}
+
+/// What starts the line a child measuring one scenario ends with: its row, as JSON.
+const TABLE_ROW: &str = "table-row ";
+
+/// Measure one scenario in this process.
+fn bench_here(file: &Path, scenario: &Scenario, runs: u32, threads: usize) -> BenchRow {
+    println!(
+        "bench {} ({}): {runs} run(s), seed {}, {threads} thread(s)",
+        scenario.name,
+        file.display(),
+        scenario.seed
+    );
+    let estimate = scenario.estimated_memory_bytes();
+    if let Err(refusal) = check_memory(scenario) {
+        println!("  not run: {refusal}");
+        return BenchRow { name: scenario.name.clone(), timing: None, estimate };
+    }
+    let options = RunOptions { seed: Some(scenario.seed), threads, ..RunOptions::default() };
+    let mut timings: Vec<Timing> = (1..=runs)
+        .map(|i| {
+            reset_peak_rss();
+            let (_, t) = timed_run(scenario, &options);
+            println!("  run {i}: {}", render_timing(&t).trim_end());
+            t
+        })
+        .collect();
+    timings.sort_by(|a, b| a.simulated_per_wall_s.total_cmp(&b.simulated_per_wall_s));
+    let median = timings.swap_remove(timings.len() / 2);
+    print!("  median: {}", render_timing(&median));
+    BenchRow { name: scenario.name.clone(), timing: Some(median), estimate }
+}
+
+/// Measure one scenario in a child process of this executable, passing its lines through.
+fn bench_in_child(file: &Path, runs: u32, threads: usize) -> Result<BenchRow, String> {
+    use std::io::BufRead as _;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let mut child = std::process::Command::new(exe)
+        .arg("bench")
+        .arg(file)
+        .args(["--runs", &runs.to_string(), "--threads", &threads.to_string(), "--table-row"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start a child: {e}"))?;
+    let mut row = None;
+    for line in std::io::BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line.map_err(|e| format!("reading the child's output: {e}"))?;
+        match line.strip_prefix(TABLE_ROW) {
+            Some(json) => row = Some(serde_json::from_str(json).map_err(|e| format!("the child's row: {e}"))?),
+            None => println!("{line}"),
+        }
+    }
+    let status = child.wait().map_err(|e| format!("waiting for the child: {e}"))?;
+    match row {
+        Some(row) if status.success() => Ok(row),
+        _ => Err(format!("the measuring process failed ({status})")),
+    }
 }
 
 /// One scenario's line of the benchmark's closing table: its median run (none if the
 /// machine could not hold it) and the memory the estimate gave it.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct BenchRow {
     name: String,
     timing: Option<Timing>,
@@ -512,10 +567,10 @@ fn render_bench_rows(rows: &[BenchRow]) -> String {
     use std::fmt::Write as _;
     let mib = |b: f64| b / f64::from(1u32 << 20);
     let mut o = String::from(
-        "\nscenario        sim s/wall s   events/wall s   peak MiB   estimate MiB (÷ peak)   bytes/user (at warm-up end)   bytes/message\n",
+        "\nscenario             sim s/wall s   events/wall s   peak MiB   estimate MiB (÷ peak)   bytes/user (at warm-up end)   bytes/message\n",
     );
     for r in rows {
-        let _ = write!(o, "{:<15} ", r.name);
+        let _ = write!(o, "{:<20} ", r.name);
         let Some(t) = &r.timing else {
             let _ = writeln!(o, "not run: estimated {:.0} MiB, more than this machine has", mib(r.estimate as f64));
             continue;
@@ -676,8 +731,16 @@ fn rss_bytes() -> Option<u64> {
 }
 
 /// Reset the process's peak-memory mark (Linux: `5` to clear_refs), so each benchmark run
-/// reports its own peak. Where that is not possible, later runs report the process's peak.
+/// reports its own peak. The allocator first hands back what the last run freed, which it
+/// would otherwise keep resident (a small scenario measured after a large one would report
+/// the large one's heap). Where that is not possible, later runs report the process's peak.
 fn reset_peak_rss() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free heap pages to the system; no memory in use
+    // moves.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 

@@ -107,7 +107,15 @@ fn a_sample_of_conversations_still_catches_what_the_logs_catch() {
     let sampled = sampled.to_str().expect("a UTF-8 path");
     let real = sweep(sampled, "scenario", None);
     assert!(real.values().all(Vec::is_empty), "the real logic passes every seed: {real:?}");
-    for plant in [Plant::DedupWrongKey, Plant::CatchUpUnsorted, Plant::CursorSkipsOne, Plant::ReceiptNotMonotone] {
+    let plants = [
+        Plant::DedupWrongKey,
+        Plant::CatchUpUnsorted,
+        Plant::CursorSkipsOne,
+        Plant::ReceiptNotMonotone,
+        Plant::CloseMarksUserOffline,
+        Plant::PresenceTtlTooLong,
+    ];
+    for plant in plants {
         let planted = sweep(sampled, "scenario", Some(plant));
         let want = u64::from(plant.invariant());
         assert!(

@@ -205,7 +205,7 @@ pub fn render_report_md(s: &Summary, plots: &[String]) -> String {
 /// What a run that checks a sample of its conversations says about it.
 pub(crate) fn sampled_note(one_in: u32) -> String {
     format!(
-        "The checkers followed one conversation in {one_in} (`checks.conversations_one_in`, or chosen so that a large run's logs fit the machine; by a hash of the conversation, each followed whole: its messages, displays, reads, receipts and rows). Routing, liveness and presence are checked for every device and user."
+        "The checkers followed one conversation in {one_in} (`checks.conversations_one_in`, or chosen so that a large run's logs fit the machine; by a hash of the conversation, each followed whole: its messages, displays, reads, receipts and rows). Presence is checked for one user in as many; routing and liveness for every device."
     )
 }
 

@@ -1,13 +1,13 @@
 //! Text rendering for a terminal: the derived settings before a run, the summary after.
 
 use crate::summary::{LatencySummary, Summary};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 use wasim_sim::{predicted_load, Scenario, TARGET_UTILISATION};
 
 /// Wall-clock figures of a run. Kept apart from the summary, which must be identical
 /// for the same scenario and seed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Timing {
     pub simulated_s: f64,
     pub wall_s: f64,

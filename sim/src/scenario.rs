@@ -1005,6 +1005,12 @@ impl Scenario {
         }
     }
 
+    /// The memory estimate term by term: each term's bytes, and whether it grows with the
+    /// run (see `MEMORY_TERMS`).
+    pub fn memory_terms(&self) -> Vec<(f64, bool)> {
+        self.memory_features().into_iter().zip(MEMORY_TERMS).map(|(x, t)| (x * t.bytes, t.grows_with_run)).collect()
+    }
+
     /// What the memory of a run grows with, term by term (see `MEMORY_TERMS`).
     fn memory_features(&self) -> [f64; MEMORY_FEATURES] {
         let (f, u) = (&self.fleet, &self.users);

@@ -187,6 +187,13 @@ impl Logs {
         Logs { conversations_one_in: one_in, ..Logs::default() }
     }
 
+    /// Whether the presence checker follows what watchers see of `user` (see
+    /// `check::checks_user`).
+    #[inline]
+    pub fn checks_user(&self, user: UserId) -> bool {
+        super::checks_user(user, self.conversations_one_in)
+    }
+
     /// Whether the checkers follow `conversation`: what concerns it is logged.
     #[inline]
     pub fn checks(&self, conversation: ConversationId) -> bool {

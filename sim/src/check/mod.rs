@@ -217,6 +217,13 @@ pub fn checks_conversation(conversation: wasim_model::ConversationId, one_in: u3
     one_in <= 1 || conversation.0.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> (64 - one_in.trailing_zeros()) == 0
 }
 
+/// Whether the presence checker follows what watchers see of `user` in a run that checks
+/// one conversation in `one_in` (it follows one user in as many, by a hash of the user).
+#[inline]
+pub fn checks_user(user: UserId, one_in: u32) -> bool {
+    one_in <= 1 || u64::from(user.0).wrapping_mul(0x9FB2_1C65_1E98_DF25) >> (64 - one_in.trailing_zeros()) == 0
+}
+
 /// Whether the receipt liveness check follows client message `key` (`ClientMsgId::key`):
 /// one in 16, by a hash of the key (a retried send keeps its key), so that the sender's
 /// views it needs after the run stay a sixteenth of all.

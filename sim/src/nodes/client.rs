@@ -331,7 +331,7 @@ impl ClientShard {
             return;
         }
         let device = self.layout().device(index);
-        if !self.pop.has_web(device.user) {
+        if !self.pop.has_web(device.user) || !ctx.logs.checks_user(device.user) {
             return;
         }
         let key = DeviceKey::of(device);
@@ -637,8 +637,10 @@ impl ClientShard {
         if matches!(update.status, PresenceStatus::Offline { last_seen: Some(_) }) {
             ctx.counters.last_seen_shown += 1;
         }
-        let watcher = DeviceKey::of(device);
-        ctx.logs.presence_views.push(PresenceView { watcher, update, received_at: t });
+        if ctx.logs.checks_user(update.target) {
+            let watcher = DeviceKey::of(device);
+            ctx.logs.presence_views.push(PresenceView { watcher, update, received_at: t });
+        }
         let measured = update.changed_at >= self.measure.0 && update.changed_at < self.measure.1;
         match update.cause {
             PresenceCause::Connected | PresenceCause::Disconnected => {
