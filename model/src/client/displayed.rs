@@ -1,19 +1,22 @@
 //! Which messages a set of devices has shown, for showing each once and in its place.
 
-use crate::{ChatMessage, ConversationId, DeviceId, DeviceKey, MessageId, Table, TableKey};
+use crate::{ChatMessage, ConversationId, DeviceId, DeviceKey, MessageId, Table};
 
-/// A device and a conversation, as one key of `Displayed`'s table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Shown(DeviceKey, ConversationId);
-
-impl TableKey for Shown {
-    // Device keys stay below 2^31.
-    const EMPTY: Shown = Shown(DeviceKey(u32::MAX), ConversationId(u64::MAX));
-
-    #[inline]
-    fn hash(self) -> u64 {
-        (self.1 .0 ^ u64::from(self.0 .0).rotate_left(40)).hash()
-    }
+/// A device and one of its conversations as one key of `Displayed`'s tables: the device
+/// key in the top half, and in the bottom half the other user of a 1:1 conversation (the
+/// one that is not the device's user) or, marked by the top bit, the group's conversation
+/// number. Conversations pack user ids below 2^30, so the halves never meet; the key is
+/// never `u64::MAX` (device keys stay below 2^31).
+#[inline]
+fn shown_key(device: DeviceId, conversation: ConversationId) -> u64 {
+    let (high, low) = ((conversation.0 >> 32) as u32, conversation.0 as u32);
+    let other = if conversation.group_id().is_some() {
+        (1 << 31) | high
+    } else {
+        debug_assert!(high == device.user.0 || low == device.user.0, "a device shows its own conversations");
+        high ^ low ^ device.user.0
+    };
+    (u64::from(DeviceKey::of(device).0) << 32) | u64::from(other)
 }
 
 /// How many of a conversation's newest ids shown a device remembers exactly.
@@ -42,10 +45,16 @@ pub enum Showing {
 /// shown, which the newest ids tell exactly down to the oldest of them; one older still is
 /// taken for a repeat (delivery is at-least-once, so repeats of old messages are common,
 /// and a message overtaken by that many newer ones of its conversation on its way is not).
+///
+/// Most of a large run's (device, 1:1 conversation) pairs show one message: the newest id
+/// of each is kept in a table of 16-byte slots, and the ids after it only for the pairs
+/// that showed more than one (a slot of 48 bytes for every pair took three times as much).
 #[derive(Debug, Default)]
 pub struct Displayed {
-    newest: Table<Shown, [MessageId; SHOWN_EXACT]>,
-    group_newest: Table<Shown, [MessageId; SHOWN_EXACT_GROUP]>,
+    newest: Table<u64, MessageId>,
+    /// The next newest ids of the pairs that showed more than one, newest first.
+    older: Table<u64, [MessageId; SHOWN_EXACT - 1]>,
+    group_newest: Table<u64, [MessageId; SHOWN_EXACT_GROUP]>,
 }
 
 /// Show `id` among the newest ids remembered (see `Displayed`).
@@ -88,30 +97,44 @@ fn shown_among(newest: &[MessageId], id: MessageId) -> bool {
 impl Displayed {
     /// Show `msg` on `device` unless it was shown already.
     pub fn show(&mut self, device: DeviceId, msg: &ChatMessage) -> Showing {
-        let key = Shown(DeviceKey::of(device), msg.conversation);
+        let key = shown_key(device, msg.conversation);
         if msg.conversation.group_id().is_some() {
-            show_among(self.group_newest.get_or_insert_default(key), msg.id)
-        } else {
-            show_among(self.newest.get_or_insert_default(key), msg.id)
+            return show_among(self.group_newest.get_or_insert_default(key), msg.id);
         }
+        let newest = self.newest.get_or_insert_default(key);
+        if *newest == MessageId(0) {
+            // The pair's first: nothing older to keep.
+            *newest = msg.id;
+            return Showing::Appended;
+        }
+        let mut ids = [*newest; SHOWN_EXACT];
+        ids[1..].copy_from_slice(&self.older.get(key).copied().unwrap_or_default());
+        let showing = show_among(&mut ids, msg.id);
+        if showing != Showing::Repeat {
+            *self.newest.get_mut(key).expect("inserted above") = ids[0];
+            self.older.insert(key, ids[1..].try_into().expect("SHOWN_EXACT - 1 ids"));
+        }
+        showing
     }
 
     /// Whether `device` has shown `msg`: exactly if it is no older than the oldest id
     /// remembered for its conversation, else taken to have been.
     pub fn has_shown(&self, device: DeviceId, msg: &ChatMessage) -> bool {
-        let key = Shown(DeviceKey::of(device), msg.conversation);
+        let key = shown_key(device, msg.conversation);
         if msg.conversation.group_id().is_some() {
-            self.group_newest.get(key).is_some_and(|newest| shown_among(newest, msg.id))
-        } else {
-            self.newest.get(key).is_some_and(|newest| shown_among(newest, msg.id))
+            return self.group_newest.get(key).is_some_and(|newest| shown_among(newest, msg.id));
         }
+        let Some(&newest) = self.newest.get(key) else { return false };
+        let mut ids = [newest; SHOWN_EXACT];
+        ids[1..].copy_from_slice(&self.older.get(key).copied().unwrap_or_default());
+        shown_among(&ids, msg.id)
     }
 
     /// A hint that `device` gets a message of `conversation` soon: its entry is loaded
     /// meanwhile.
     #[inline]
     pub fn prefetch(&self, device: DeviceId, conversation: ConversationId) {
-        let key = Shown(DeviceKey::of(device), conversation);
+        let key = shown_key(device, conversation);
         if conversation.group_id().is_some() {
             self.group_newest.prefetch(key);
         } else {
@@ -135,15 +158,37 @@ mod tests {
     use super::*;
     use crate::{Time, UserId};
 
-    fn msg(id: u64, conversation: u64) -> ChatMessage {
+    /// Message `id` to user 2 in its conversation with user `other`.
+    fn msg(id: u64, other: u32) -> ChatMessage {
         ChatMessage {
             id: MessageId(id),
-            conversation: ConversationId(conversation),
-            from: UserId(1),
+            conversation: ConversationId::direct(UserId(other), UserId(2)),
+            from: UserId(other),
             to: UserId(2),
             client_seq: 0,
             sent_at: Time::ZERO,
         }
+    }
+
+    #[test]
+    fn keys_tell_devices_conversations_and_groups_apart() {
+        let (phone, web) = (DeviceId::phone(UserId(2)), DeviceId { user: UserId(2), slot: crate::DeviceSlot(1) });
+        let direct = |a: u32| ConversationId::direct(UserId(a), UserId(2));
+        let mut keys = vec![
+            shown_key(phone, direct(1)),
+            shown_key(phone, direct(3)),
+            shown_key(phone, direct((1 << 30) - 1)),
+            shown_key(web, direct(1)),
+            shown_key(phone, ConversationId::group(crate::GroupId(1))),
+            shown_key(phone, ConversationId::group(crate::GroupId(2))),
+            shown_key(web, ConversationId::group(crate::GroupId(1))),
+        ];
+        assert_eq!(shown_key(phone, direct(1)), shown_key(phone, ConversationId::direct(UserId(2), UserId(1))));
+        let n = keys.len();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "distinct");
+        assert!(keys.iter().all(|&k| k != u64::MAX));
     }
 
     #[test]
