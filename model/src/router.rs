@@ -74,8 +74,11 @@ pub struct RoutedMemory {
     /// Client ids routed within the window, with the id they were routed under: a compact
     /// open-addressing table, an entry per message routed.
     routed_clients: Table<u64, MessageId>,
-    /// (when, client key) of each record routed, in order, for forgetting past the window.
-    routed_order: VecDeque<(u32, u64)>,
+    /// The client key of each record routed, in order, for forgetting past the window;
+    /// `routed_runs` says when they were routed: (ms, how many keys in a row), 8 bytes a
+    /// record where (ms, key) pairs took 16.
+    routed_order: VecDeque<u64>,
+    routed_runs: VecDeque<(u32, u32)>,
     /// Forwards of this partition's records, in the order they were made, kept for replay.
     kept: VecDeque<Kept>,
     /// Replays asked of the session store and not answered yet.
@@ -142,7 +145,12 @@ impl RoutedMemory {
             return if first == msg.id { Seen::Again } else { Seen::Repeat(first) };
         }
         if window.is_some() {
-            self.routed_order.push_back((now.as_ms_u32(), client));
+            self.routed_order.push_back(client);
+            let ms = now.as_ms_u32();
+            match self.routed_runs.back_mut() {
+                Some((at_ms, count)) if *at_ms == ms => *count += 1,
+                _ => self.routed_runs.push_back((ms, 1)),
+            }
         }
         Seen::New
     }
@@ -150,12 +158,14 @@ impl RoutedMemory {
     /// Forget what was routed before `now - window`.
     fn forget(&mut self, now: Time, window: Duration) {
         let remember_from = now.as_ms().saturating_sub(window.as_millis() as u64);
-        while let Some(&(at_ms, client)) = self.routed_order.front() {
+        while let Some(&(at_ms, count)) = self.routed_runs.front() {
             if u64::from(at_ms) >= remember_from {
                 break;
             }
-            self.routed_order.pop_front();
-            self.routed_clients.remove(client);
+            self.routed_runs.pop_front();
+            for client in self.routed_order.drain(..count as usize) {
+                self.routed_clients.remove(client);
+            }
         }
     }
 

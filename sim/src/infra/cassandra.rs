@@ -2,7 +2,6 @@
 //! the range's replicas hold each row (`RangeRows`), and each node's own group receipts
 //! table (`CassandraNode`).
 
-use rustc_hash::FxHashMap;
 use wasim_model::{ChatMessage, ConversationId, GroupId, GroupReceipts, MessageId, ReceiptState, Table, Time, UserId};
 
 /// The replicas of a conversation's partition: the node owning its token and the next
@@ -102,7 +101,7 @@ pub struct RangeRows {
     /// Rows per conversation (partition), for history pages. A count, not the rows: the
     /// first page of a chat's history (before the newest) holds the last `limit` of them,
     /// and nothing reads the rows of a page.
-    partition_rows: FxHashMap<ConversationId, u32>,
+    partition_rows: PartitionCounts,
     /// The id of every `ROWS_PER_MARK`th row: a sparse index small enough to stay in cache,
     /// which finds a row's block without a miss per bisection step over the rows. Valid
     /// for the rows it covers; an insert before its end cuts it back, and a lookup extends
@@ -132,7 +131,7 @@ impl RangeRows {
             self.rows.push(Row::of(msg));
             self.holders.push(bit);
             self.statuses.push(ReceiptState::Sent);
-            *self.partition_rows.entry(msg.conversation).or_default() += 1;
+            self.partition_rows.add(msg.conversation);
             return;
         }
         // Nearly in order: search back from the end before falling back to bisection.
@@ -149,7 +148,7 @@ impl RangeRows {
             self.holders.insert(at, bit);
             self.statuses.insert(at, ReceiptState::Sent);
             self.marks.truncate(at / ROWS_PER_MARK);
-            *self.partition_rows.entry(msg.conversation).or_default() += 1;
+            self.partition_rows.add(msg.conversation);
         }
     }
 
@@ -158,7 +157,8 @@ impl RangeRows {
     /// range's replicas: one that missed a write still answers for its partition's size.)
     pub fn history(&self, conversation: ConversationId, before: MessageId, limit: u32) -> u32 {
         assert_eq!(before, MessageId(u64::MAX), "only a chat's first page is read");
-        self.partition_rows.get(&conversation).copied().unwrap_or(0).min(limit)
+        assert!(limit <= u32::from(u8::MAX), "a history page holds at most {} rows", u8::MAX);
+        u32::from(self.partition_rows.get(conversation)).min(limit)
     }
 
     /// `UPDATE messages SET status = ... WHERE conversation = ... AND id = ...` at replica
@@ -246,6 +246,70 @@ impl RangeRows {
             .zip(&self.holders)
             .filter(move |(r, _)| crate::check::checks_conversation(r.conversation(), one_in))
             .flat_map(|(r, &h)| std::iter::repeat_n(r.id(), h.count_ones() as usize))
+    }
+}
+
+/// Rows per partition, counted up to 255 (a history page holds fewer): an open-addressing
+/// table of the conversations' ids with a byte each beside them, 9 bytes a slot where a
+/// hash map of `(ConversationId, u32)` took 17. Most partitions of a large run hold one
+/// row, so this is an entry per message.
+#[derive(Debug, Default)]
+struct PartitionCounts {
+    keys: Vec<u64>,
+    counts: Vec<u8>,
+    len: usize,
+}
+
+impl PartitionCounts {
+    /// No conversation id is `u64::MAX` (both halves stay below 2^30).
+    const EMPTY: u64 = u64::MAX;
+
+    /// Where `conversation` is, or would go.
+    fn slot(&self, conversation: ConversationId) -> usize {
+        let mask = self.keys.len() - 1;
+        let mut i = conversation.hash64() as usize & mask;
+        while self.keys[i] != conversation.0 && self.keys[i] != Self::EMPTY {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
+    /// One more row of `conversation`.
+    fn add(&mut self, conversation: ConversationId) {
+        // Grow past 7/8 full (and from empty).
+        if (self.len + 1) * 8 > self.keys.len() * 7 {
+            self.grow();
+        }
+        let i = self.slot(conversation);
+        if self.keys[i] == Self::EMPTY {
+            self.keys[i] = conversation.0;
+            self.len += 1;
+        }
+        self.counts[i] = self.counts[i].saturating_add(1);
+    }
+
+    /// Rows of `conversation`, up to 255.
+    fn get(&self, conversation: ConversationId) -> u8 {
+        if self.keys.is_empty() {
+            return 0;
+        }
+        let i = self.slot(conversation);
+        if self.keys[i] == conversation.0 {
+            self.counts[i]
+        } else {
+            0
+        }
+    }
+
+    fn grow(&mut self) {
+        let slots = (self.keys.len() * 2).max(16);
+        let keys = std::mem::replace(&mut self.keys, vec![Self::EMPTY; slots]);
+        let counts = std::mem::replace(&mut self.counts, vec![0; slots]);
+        for (key, count) in keys.into_iter().zip(counts).filter(|&(k, _)| k != Self::EMPTY) {
+            let i = self.slot(ConversationId(key));
+            self.keys[i] = key;
+            self.counts[i] = count;
+        }
     }
 }
 
@@ -387,6 +451,27 @@ mod tests {
         };
         assert_eq!(Row::of(&group).message(), group);
         assert_eq!(Row::of(&group).conversation(), group.conversation);
+    }
+
+    #[test]
+    fn partition_counts_count_each_conversation_up_to_255() {
+        let mut counts = PartitionCounts::default();
+        let c = |u: u32| ConversationId::direct(UserId(u), UserId(u + 1));
+        assert_eq!(counts.get(c(1)), 0, "empty");
+        for u in 0..10_000 {
+            for _ in 0..=(u % 3) {
+                counts.add(c(u));
+            }
+        }
+        counts.add(ConversationId::group(GroupId(7)));
+        assert!((0..10_000).all(|u| u32::from(counts.get(c(u))) == u % 3 + 1));
+        assert_eq!(counts.get(ConversationId::group(GroupId(7))), 1);
+        assert_eq!(counts.get(c(20_000)), 0);
+        for _ in 0..300 {
+            counts.add(c(0));
+        }
+        assert_eq!(counts.get(c(0)), 255, "saturates");
+        assert_eq!(counts.len, 10_001);
     }
 
     #[test]
