@@ -472,7 +472,9 @@ impl std::future::Future for Built<'_> {
 /// Kafka brokers and the routers share the partition logs and the routers' memory (a
 /// router taking a partition over reads the offset its broker commits, within a tick), so
 /// they are all in one part and run in process order, and what one reads of the other does
-/// not depend on the threads. Within a part, processes run in index order.
+/// not depend on the threads. So are the Cassandra nodes, which share their ranges' rows
+/// (a history page counts the rows its partition holds, written by any replica). Within a
+/// part, processes run in index order.
 struct Plan {
     /// Each process's part.
     part_of: Vec<u16>,
@@ -497,14 +499,8 @@ impl Plan {
             _ => 1,
         };
         let mut shared_logs = Vec::new();
-        let kinds = [
-            NodeKind::ClientShard,
-            NodeKind::ChatServer,
-            NodeKind::Cassandra,
-            NodeKind::Redis,
-            NodeKind::Presence,
-            NodeKind::Fanout,
-        ];
+        let kinds =
+            [NodeKind::ClientShard, NodeKind::ChatServer, NodeKind::Redis, NodeKind::Presence, NodeKind::Fanout];
         for kind in kinds {
             for i in (0..n).filter(|&i| topo.locate(NodeIdx(i as u16)).0 == kind) {
                 part_of[i] = lightest(weight(kind), &mut load);
@@ -515,9 +511,17 @@ impl Plan {
                 shared_logs.push(i);
             }
         }
-        let p = lightest(shared_logs.len() as u32, &mut load);
-        for i in shared_logs {
-            part_of[i] = p;
+        let mut shared_rows = Vec::new();
+        for i in 0..n {
+            if topo.locate(NodeIdx(i as u16)).0 == NodeKind::Cassandra {
+                shared_rows.push(i);
+            }
+        }
+        for group in [shared_rows, shared_logs] {
+            let p = lightest(group.len() as u32, &mut load);
+            for i in group {
+                part_of[i] = p;
+            }
         }
         let mut by_part = vec![Vec::new(); parts];
         for (i, &p) in part_of.iter().enumerate() {
