@@ -112,3 +112,27 @@ fn a_fault_naming_a_kind_the_scenario_lacks_is_refused() {
     assert!(err.contains(&format!("{path}:5: field `faults[0].between`")), "{err}");
     assert!(err.contains("no fanout processes"), "{err}");
 }
+
+/// `wasim bench` over several scenarios: each measured in a process of its own, then a
+/// table of the medians with each estimate; one too large for the machine is reported with
+/// its estimate, not run, and the others still are.
+#[test]
+fn bench_tabulates_several_scenarios_and_reports_one_too_large_without_running_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = scenario_file(dir.path(), "tiny.toml", &common::send_path_only());
+    let huge = scenario_file(
+        dir.path(),
+        "huge.toml",
+        "name = \"huge\"\n[fleet]\nchat_servers = 1000\nconnections_per_server_max = 1_000_000\n[users]\nconcurrent = 1_000_000_000\n",
+    );
+    let out = wasim(&["bench", small.to_str().unwrap(), huge.to_str().unwrap(), "--runs", "1", "--threads", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = common::stdout(&out);
+    let table = text.split("scenario ").nth(1).unwrap_or_else(|| panic!("no closing table: {text}"));
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows[1].starts_with("huge") && rows[1].contains("not run: estimated"), "{table}");
+    assert!(rows[0].contains('M') && !rows[0].contains("not run"), "{table}");
+    assert!(text.contains("median: Run:"), "{text}");
+    assert!(!text.contains("table-row"), "the children's rows are not printed: {text}");
+}
