@@ -539,11 +539,21 @@ impl ChatServer {
             }
             In::InboxEntry { req, pos, id, conversation } => self.on_inbox_entry(now, req, pos, id, conversation, out),
             In::StoredReceipt { req, receipt } => {
-                if let Some(job) = self.fetches.get_mut(self.req_ids.key(req)) {
-                    job.receipts.push(receipt);
-                    job.parts_received += 1;
-                    self.try_finish_fetch(now, self.req_ids.key(req), out);
+                let key = self.req_ids.key(req);
+                let Some(job) = self.fetches.get_mut(key) else { return };
+                job.parts_received += 1;
+                // Pushed at once to the connection that fetched it, held until heard like
+                // any receipt: were it kept for the end of the catch-up, which may wait long
+                // on quorum reads, a crash meanwhile would take it (the store gave it up).
+                // (Planted: kept for the end, where it goes only with inbox entries.)
+                let (device, epoch) = (job.device, job.epoch);
+                let open = self.connections.get(DeviceKey::of(device).0).is_some_and(|c| Connection(c).is_epoch(epoch));
+                if open && !crate::plant::planted(crate::plant::Plant::StoredReceiptsDropped) {
+                    self.push_receipt(device, receipt, out);
+                } else {
+                    self.fetches[key].receipts.push(receipt);
                 }
+                self.try_finish_fetch(now, key, out);
             }
             In::InboxEnd { req, end, parts, previous } => {
                 let key = self.req_ids.key(req);
@@ -1166,7 +1176,7 @@ impl ChatServer {
     }
 
     /// Push a finished fetch in inbox order, tell the device where the fetch ended, then
-    /// hand over its stored receipts.
+    /// hand over the stored receipts that came while its connection was not open here.
     fn try_finish_fetch(&mut self, now: Time, key: DefaultKey, out: &mut Vec<ChatServerOutput>) {
         let job = &self.fetches[key];
         let Some((end, parts_sent)) = job.ended else { return };

@@ -250,10 +250,17 @@ impl SessionStore {
 
     /// Route-or-inbox for `user` at `now` (see [`Route::for_session`]), with a device the
     /// store does not know taken for one it may have lost while settling after a promotion.
+    /// A message routed again (`exclude`: a replay, or one a server found its device gone
+    /// from) also gets an inbox pointer: the server it now goes to may die before the
+    /// device acknowledges it, and a chat server's replay is kept by no router to be sent
+    /// again. The device fetches it on its next connect and shows it once.
     pub fn route(&self, user: UserId, exclude: Option<Exclusion>, now: Time) -> Route {
         let entry = self.get(user, now);
         let mut route = Route::for_session(entry.as_ref(), exclude);
         if now < self.unsure_until && entry.is_some_and(|e| e.devices.contains(&DeviceSession::None)) {
+            route.inbox = true;
+        }
+        if exclude.is_some() {
             route.inbox = true;
         }
         route
@@ -569,6 +576,23 @@ mod tests {
         let exclude = Some(Exclusion::new(ServerId(3), Time::from_secs(5)));
         let r = Route::for_session(s.get(UserId(1), Time::from_secs(6)).as_ref(), exclude);
         assert_eq!(r, Route { forward: [None, None], inbox: true });
+    }
+
+    #[test]
+    fn a_message_routed_again_also_leaves_an_inbox_pointer() {
+        // The phone moved from server 3 to server 4: a message server 3 found it gone from
+        // goes to 4, and to the inbox too, should 4 die before the phone acknowledges it.
+        let mut s = SessionStore::default();
+        s.set(UserId(1), PHONE, ServerId(4), 1, Time::from_secs(1), DAY);
+        let exclude = Some(Exclusion::new(ServerId(3), Time::from_secs(2)));
+        assert_eq!(
+            s.route(UserId(1), exclude, Time::from_secs(2)),
+            Route { forward: [Some(ServerId(4)), None], inbox: true }
+        );
+        assert_eq!(
+            s.route(UserId(1), None, Time::from_secs(2)),
+            Route { forward: [Some(ServerId(4)), None], inbox: false }
+        );
     }
 
     #[test]
