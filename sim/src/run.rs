@@ -211,6 +211,16 @@ fn receipt_windows(scenario: &Scenario, margin: Duration) -> Windows {
     windows
 }
 
+/// When each chat server that crashes is down: (server, down, back up).
+fn servers_down(scenario: &Scenario) -> Vec<(wasim_model::ServerId, Time, Time)> {
+    let topo = Topology::new(scenario);
+    crate::faults::FaultPlan::new(scenario, &topo)
+        .crashes()
+        .iter()
+        .filter_map(|c| c.server.map(|server| (server, c.down, c.up)))
+        .collect()
+}
+
 /// By chat server: the most its clock ran ahead in the scenario's skew faults, in ms.
 fn mint_ahead_ms(scenario: &Scenario) -> Vec<u64> {
     let mut ahead = vec![0; scenario.fleet.chat_servers as usize];
@@ -276,6 +286,7 @@ fn check_context(outcome: &Outcome) -> CheckContext {
         presence_clock_jumps,
         groups: crate::groups::Groups::new(scenario, outcome.seed),
         mint_ahead_ms: mint_ahead_ms(scenario),
+        servers_down: servers_down(scenario),
         session_back: session_back(scenario),
         hides_last_seen: Box::new(move |u| population.hides_last_seen(u)),
     }

@@ -143,7 +143,7 @@ pub struct Logs {
     /// ✓s the chat servers sent, for the messages the quorum check samples: (id, when).
     pub acks_sent: Vec<(MessageId, Time)>,
     /// Receipts issued (a recipient device's delivered or read ACK reached a server), for
-    /// the messages the quorum check samples: (sender's client-message key, id, sender,
+    /// the client messages receipt liveness samples (`check::views_sampled`): (sender's client-message key, id, sender,
     /// when, which).
     pub receipts_issued: Vec<(u64, MessageId, UserId, LogMs, ReceiptState)>,
     /// Messages whose receipts are still on the network or waiting to leave a process at
@@ -152,8 +152,9 @@ pub struct Logs {
     /// Replica writes of those messages: (id, replica node, when applied), sorted.
     pub replica_writes: Vec<(MessageId, u32, Time)>,
     /// Connected spells of the devices of users with a web client: (device, from, until;
-    /// `LogMs(u32::MAX)` if still connected at the end), sorted by device then start.
-    pub connected_spells: Vec<(DeviceKey, LogMs, LogMs)>,
+    /// `LogMs(u32::MAX)` if still connected at the end; its server), sorted by device then
+    /// start.
+    pub connected_spells: Vec<(DeviceKey, LogMs, LogMs, wasim_model::ServerId)>,
     /// Expiries of watched users' keys: (user, last write, expiry), on the shard's clock.
     pub key_expiries: Vec<(UserId, Time, Time)>,
     /// Messages still on the network or waiting to leave a process at the end, sorted.
@@ -290,7 +291,7 @@ impl Logs {
         self.registered.sort();
         self.stored.sort();
         self.key_lifetimes.sort_unstable_by_key(|&(u, s, _)| (u, s));
-        self.connected_spells.sort_unstable_by_key(|&(d, from, _)| (d, from));
+        self.connected_spells.sort_unstable_by_key(|&(d, from, _, _)| (d, from));
         self.replica_writes.sort_unstable();
         self.in_transit.sort_unstable();
         self.in_transit.dedup();

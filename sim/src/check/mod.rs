@@ -131,6 +131,10 @@ pub struct CheckContext {
     /// never down): a catch-up waits for its shard's session write and inbox read, and is
     /// judged from then.
     pub session_back: Box<dyn Fn(wasim_model::UserId) -> Time + Send + Sync>,
+    /// When each chat server that crashed was down: (server, down, back up). A device on
+    /// one does not know it until a heartbeat goes unanswered, but it is connected to
+    /// nothing meanwhile.
+    pub servers_down: Vec<(wasim_model::ServerId, Time, Time)>,
     /// By chat server (the Snowflake worker that mints ids): the most its clock ran ahead
     /// in a skew fault, in ms, so that an id's timestamp may be that much later than the
     /// real time it was minted at.
@@ -712,7 +716,8 @@ fn presence(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
         }
         // A clean close of one device does not show a user offline while another of its
         // devices is connected: here, connected all through the in-flight bound before the
-        // watcher heard it (long before the notification could have been made).
+        // watcher heard it (long before the notification could have been made), to a
+        // server that was up all that time.
         let heard = v.received_at;
         let faulted = within(&cx.presence_faulted, heard);
         if matches!(u.status, PresenceStatus::Offline { .. }) && u.cause == PresenceCause::Disconnected && !faulted {
@@ -722,8 +727,11 @@ fn presence(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
             let connected = logs.connected_spells[first..]
                 .iter()
                 .take_while(|s| s.0 .0 <= phone.0 + 1)
+                .filter(|s| {
+                    !cx.servers_down.iter().any(|&(server, down, up)| server == s.3 && down <= heard && up >= from)
+                })
                 .find(|s| Time::from(s.1) <= from && (s.2 .0 == u32::MAX || Time::from(s.2) >= heard));
-            if let Some(&(device, since, _)) = connected {
+            if let Some(&(device, since, _, _)) = connected {
                 let detail = format!(
                     "shown offline (a device closed) to watcher {} at {heard} while its {} was connected since {since}",
                     v.watcher.device().user.0,
@@ -759,6 +767,7 @@ mod tests {
             hides_last_seen: Box::new(|u| u.0 == 9),
             groups: Default::default(),
             mint_ahead_ms: Vec::new(),
+            servers_down: Vec::new(),
             session_back: Box::new(|_| Time::ZERO),
         }
     }
@@ -1096,15 +1105,21 @@ mod tests {
         let offline = PresenceStatus::Offline { last_seen: None };
         logs.presence_views = vec![view(3, offline, PresenceCause::Disconnected, 30)];
         let web_3 = DeviceKey(7);
-        logs.connected_spells = vec![(web_3, LogMs(1_000), LogMs(u32::MAX))];
+        let on_1 = wasim_model::ServerId(1);
+        logs.connected_spells = vec![(web_3, LogMs(1_000), LogMs(u32::MAX), on_1)];
         assert_eq!(invariants(&mut logs), vec![7], "the web client was connected all along");
-        logs.connected_spells = vec![(web_3, LogMs(1_000), LogMs(29_000))];
+        let mut down = cx();
+        down.servers_down = vec![(on_1, Time::from_secs(24), Time::from_secs(40))];
+        assert!(check_all(&mut logs, &down, false).ok(), "its server had crashed: connected to nothing");
+        down.servers_down = vec![(on_1, Time::from_secs(31), Time::from_secs(40))];
+        assert!(!check_all(&mut logs, &down, false).ok(), "its server crashed only after");
+        logs.connected_spells = vec![(web_3, LogMs(1_000), LogMs(29_000), on_1)];
         assert!(invariants(&mut logs).is_empty(), "it had closed before the watcher heard it");
-        logs.connected_spells = vec![(web_3, LogMs(25_000), LogMs(u32::MAX))];
+        logs.connected_spells = vec![(web_3, LogMs(25_000), LogMs(u32::MAX), on_1)];
         assert!(invariants(&mut logs).is_empty(), "connected within the bound: the news may be older");
-        logs.connected_spells = vec![(DeviceKey(9), LogMs(1_000), LogMs(u32::MAX))];
+        logs.connected_spells = vec![(DeviceKey(9), LogMs(1_000), LogMs(u32::MAX), on_1)];
         assert!(invariants(&mut logs).is_empty(), "another user's device");
-        logs.connected_spells = vec![(web_3, LogMs(1_000), LogMs(u32::MAX))];
+        logs.connected_spells = vec![(web_3, LogMs(1_000), LogMs(u32::MAX), on_1)];
         logs.presence_views = vec![view(3, offline, PresenceCause::Expired, 30)];
         assert!(invariants(&mut logs).is_empty(), "an expiry is judged by the key's life, not by connections");
     }

@@ -95,7 +95,7 @@ pub(crate) struct ClientShard {
     /// Since when each connected device of a user with a web client has been connected
     /// (for invariant 7: a user with a device connected is not shown offline because
     /// another closed); empty without web clients.
-    up_since: FxHashMap<DeviceKey, Time>,
+    up_since: FxHashMap<DeviceKey, (Time, wasim_model::ServerId)>,
     reads: ReadWheel,
     read_delay: Sampler,
     latencies: Latencies,
@@ -337,11 +337,12 @@ impl ClientShard {
         let key = DeviceKey::of(device);
         match (self.devices.is_connected(index), self.up_since.get(&key).copied()) {
             (true, None) => {
-                self.up_since.insert(key, t);
+                let server = self.devices.server(index).expect("a connected device has a server");
+                self.up_since.insert(key, (t, server));
             }
-            (false, Some(since)) => {
+            (false, Some((since, server))) => {
                 self.up_since.remove(&key);
-                ctx.logs.connected_spells.push((key, LogMs::of(since), LogMs::of(t)));
+                ctx.logs.connected_spells.push((key, LogMs::of(since), LogMs::of(t), server));
             }
             _ => {}
         }
@@ -933,8 +934,8 @@ impl Process for ClientShard {
         report.receipt_transitions = Some(self.devices.receipt_transitions());
         report.gauge_end = self.devices.sends_in_flight() as u64;
         // Spells still going at the end.
-        let mut open: Vec<(DeviceKey, LogMs, LogMs)> =
-            self.up_since.iter().map(|(&k, &since)| (k, LogMs::of(since), LogMs(u32::MAX))).collect();
+        let mut open: Vec<(DeviceKey, LogMs, LogMs, wasim_model::ServerId)> =
+            self.up_since.iter().map(|(&k, &(since, server))| (k, LogMs::of(since), LogMs(u32::MAX), server)).collect();
         open.sort_unstable_by_key(|s| s.0);
         report.logs.connected_spells.append(&mut open);
         let connected = &mut report.logs.connected;
