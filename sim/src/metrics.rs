@@ -157,6 +157,29 @@ impl SecondLatencies {
         [("delivery", &self.delivery), ("group_delivery", &self.group_delivery), ("presence", &self.presence)]
     }
 
+    /// Move the histograms of the seconds before `second` into `into` (their sums are the
+    /// same whenever they are merged): a process keeps only its recent seconds, not one
+    /// histogram per second of the run. A late event of a second moved starts it again.
+    pub fn move_before(&mut self, second: usize, into: &mut SecondLatencies) {
+        for (a, b) in [&mut into.delivery, &mut into.group_delivery, &mut into.presence].into_iter().zip([
+            &mut self.delivery,
+            &mut self.group_delivery,
+            &mut self.presence,
+        ]) {
+            let end = second.min(b.len());
+            if a.len() < end {
+                a.resize(end, None);
+            }
+            for (x, y) in a.iter_mut().zip(&mut b[..end]) {
+                match (x.as_mut(), y.take()) {
+                    (Some(x), Some(y)) => x.add(&*y).expect("same bounds"),
+                    (None, Some(y)) => *x = Some(y),
+                    _ => {}
+                }
+            }
+        }
+    }
+
     /// Merge another set into this one.
     pub fn add(&mut self, o: &SecondLatencies) {
         for (a, b) in

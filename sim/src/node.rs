@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     /// each row with the replicas holding it, and each node's own data.
     pub ranges: Vec<Mutex<crate::infra::RangeRows>>,
     pub disks: Vec<Mutex<crate::infra::CassandraNode>>,
+    /// The client shards' latency histograms of seconds long past, merged as the run goes
+    /// (see `ClientShard::on_tick`).
+    pub past_seconds: Mutex<crate::metrics::SecondLatencies>,
     /// The `messages` topic's partition logs, replicated: they outlive a broker.
     pub kafka_logs: Vec<Mutex<crate::infra::PartitionLog>>,
     /// What the routers remember of each partition's routed records: a changelog-backed

@@ -333,6 +333,7 @@ async fn simulate_traced(
         faults,
         ranges,
         disks,
+        past_seconds: Mutex::default(),
         kafka_logs,
         routed,
         aliases: Mutex::default(),
@@ -650,7 +651,8 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
             }
         }
     }
-    let mut latencies_per_second = SecondLatencies::default();
+    // The seconds the client shards handed on as the run went, then their recent ones.
+    let mut latencies_per_second = std::mem::take(&mut *shared.past_seconds.lock().expect("seconds lock"));
     let mut arrivals = [[0u64; NodeKind::ALL.len()]; NodeKind::ALL.len()];
     let mut receipt_transitions = ([0; wasim_model::SENDER_TRANSITIONS.len()], 0);
     for r in &reports {

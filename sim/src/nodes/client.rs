@@ -53,6 +53,9 @@ enum Timer {
 
 /// The one of three (before the faults, during a fault window, after) for `phase` (see
 /// `ClientShard::phase`).
+/// Seconds of per-second latency histograms a client shard keeps before handing them on.
+const PER_SECOND_KEPT_S: u64 = 10;
+
 /// A change of the sender's view of `msg` to `state`: checked as it comes, and kept for
 /// the checks after the run if they need it (a group message's for the aggregate, a
 /// sampled one's for receipt liveness).
@@ -925,6 +928,14 @@ impl Process for ClientShard {
         self.tick_heartbeats(now, ctx);
         self.tick_reads(now, ctx);
         self.tick_sends(now, ctx);
+        // At each second's start, hand the histograms of the seconds long past to the run
+        // (their events have all ended, but for a rare late one): a large run's shards
+        // would otherwise keep one per metric and second each.
+        let second = now.as_us() / 1_000_000;
+        if second != self.previous_tick.as_us() / 1_000_000 && second > PER_SECOND_KEPT_S {
+            let before = (second - PER_SECOND_KEPT_S) as usize;
+            self.latencies_per_second.move_before(before, &mut self.shared.past_seconds.lock().expect("seconds lock"));
+        }
         self.previous_tick = now;
     }
 
