@@ -535,9 +535,18 @@ impl Plan {
                 part_of[i] = p;
             }
         }
-        let mut by_part = vec![Vec::new(); parts];
-        for (i, &p) in part_of.iter().enumerate() {
-            by_part[usize::from(p)].push(NodeIdx(i as u16));
+        // More threads than groups to place leave parts empty: numbered without them, so
+        // that every part (and the network's part for it) holds a process.
+        let mut renumbered = vec![u16::MAX; parts];
+        let mut by_part: Vec<Vec<NodeIdx>> = Vec::new();
+        for (i, p) in part_of.iter_mut().enumerate() {
+            let q = &mut renumbered[usize::from(*p)];
+            if *q == u16::MAX {
+                *q = by_part.len() as u16;
+                by_part.push(Vec::new());
+            }
+            *p = *q;
+            by_part[usize::from(*q)].push(NodeIdx(i as u16));
         }
         Plan { part_of, parts: by_part }
     }
