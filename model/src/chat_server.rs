@@ -502,6 +502,11 @@ impl ChatServer {
         self.connections.contains_key(DeviceKey::of(device).0)
     }
 
+    /// Whether `device`'s connection here is still the one of `epoch`.
+    fn is_open(&self, device: DeviceId, epoch: u32) -> bool {
+        self.connections.get(DeviceKey::of(device).0).is_some_and(|c| Connection(c).is_epoch(epoch))
+    }
+
     /// Operations waiting on another tier or a device.
     pub fn pending(&self) -> usize {
         self.writes.len()
@@ -522,8 +527,7 @@ impl ChatServer {
             In::ProduceAck { req } => {
                 // A late or duplicate ACK finds nothing: the entry was already removed.
                 if let Some(p) = self.publishes.remove(self.req_ids.key(req)) {
-                    let key = DeviceKey::of(p.device).0;
-                    if self.connections.get(key).is_some_and(|c| Connection(c).is_epoch(u32::from(p.epoch))) {
+                    if self.is_open(p.device, u32::from(p.epoch)) {
                         out.push(Out::ToDevice { device: p.device, frame: ServerFrame::SentAck { msg: p.msg } });
                     }
                     self.writes.remove(p.write);
@@ -547,8 +551,7 @@ impl ChatServer {
                 // on quorum reads, a crash meanwhile would take it (the store gave it up).
                 // (Planted: kept for the end, where it goes only with inbox entries.)
                 let (device, epoch) = (job.device, job.epoch);
-                let open = self.connections.get(DeviceKey::of(device).0).is_some_and(|c| Connection(c).is_epoch(epoch));
-                if open && !crate::plant::planted(crate::plant::Plant::StoredReceiptsDropped) {
+                if self.is_open(device, epoch) && !crate::plant::planted(crate::plant::Plant::StoredReceiptsDropped) {
                     self.push_receipt(device, receipt, out);
                 } else {
                     self.fetches[key].receipts.push(receipt);
@@ -563,8 +566,8 @@ impl ChatServer {
                 // Only a connection still open here takes the device over: the answer of a
                 // session write delayed past its connection's end (a failover held it) must
                 // not take the device from the server it has since connected to.
-                let device_key = DeviceKey::of(job.device);
-                let open = self.connections.get(device_key.0).is_some_and(|c| Connection(c).is_epoch(job.epoch));
+                let (device, epoch) = (job.device, job.epoch);
+                let open = self.is_open(device, epoch);
                 let job = self.fetches.get_mut(key).expect("looked up above");
                 if let Some(from) = previous.filter(|_| open) {
                     // The device moved here while `from` still held it: `from` gives it up and
@@ -1193,7 +1196,7 @@ impl ChatServer {
             self.awaiting_handover.remove(&device_key);
             self.try_finish_takeover(device_key, out);
         }
-        let same_connection = self.connections.get(device_key.0).is_some_and(|c| Connection(c).is_epoch(job.epoch));
+        let same_connection = self.is_open(job.device, job.epoch);
         if !same_connection {
             // Gone again (or connected again since, with a fetch of its own): the inbox
             // still holds every entry for the next fetch. The receipts taken from the store

@@ -161,23 +161,16 @@ impl SecondLatencies {
     /// same whenever they are merged): a process keeps only its recent seconds, not one
     /// histogram per second of the run. A late event of a second moved starts it again.
     pub fn move_before(&mut self, second: usize, into: &mut SecondLatencies) {
-        for (a, b) in [&mut into.delivery, &mut into.group_delivery, &mut into.presence].into_iter().zip([
+        let mut past = SecondLatencies::default();
+        for (a, b) in [&mut past.delivery, &mut past.group_delivery, &mut past.presence].into_iter().zip([
             &mut self.delivery,
             &mut self.group_delivery,
             &mut self.presence,
         ]) {
             let end = second.min(b.len());
-            if a.len() < end {
-                a.resize(end, None);
-            }
-            for (x, y) in a.iter_mut().zip(&mut b[..end]) {
-                match (x.as_mut(), y.take()) {
-                    (Some(x), Some(y)) => x.add(&*y).expect("same bounds"),
-                    (None, Some(y)) => *x = Some(y),
-                    _ => {}
-                }
-            }
+            *a = b[..end].iter_mut().map(Option::take).collect();
         }
+        into.add(&past);
     }
 
     /// Merge another set into this one.

@@ -233,14 +233,20 @@ pub fn checks_user(user: UserId, one_in: u32) -> bool {
 /// views it needs after the run stay a sixteenth of all.
 #[inline]
 pub fn views_sampled(key: u64) -> bool {
-    key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60 == 0
+    one_in_16(key)
 }
 
 /// Whether the ✓ check follows message `id`: one message in 16, by a hash of its id (so
 /// the logs stay small on a large run, and every process agrees without a word).
 #[inline]
 pub fn quorum_sampled(id: MessageId) -> bool {
-    id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60 == 0
+    one_in_16(id.0)
+}
+
+/// One value in 16, by a multiplicative hash.
+#[inline]
+fn one_in_16(x: u64) -> bool {
+    x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60 == 0
 }
 
 /// 1 (at the moment of the promise). A ✓ means a quorum of replicas holds the row *then*:

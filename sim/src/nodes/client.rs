@@ -56,14 +56,15 @@ enum Timer {
 /// Seconds of per-second latency histograms a client shard keeps before handing them on.
 const PER_SECOND_KEPT_S: u64 = 10;
 
-/// A change of the sender's view of `msg` to `state`: checked as it comes, and kept for
-/// the checks after the run if they need it (a group message's for the aggregate, a
-/// sampled one's for receipt liveness).
-fn log_view(ctx: &mut Ctx, msg: &wasim_model::ChatMessage, state: ReceiptState, t: Time, followed: bool) {
+/// A change of the sender's view of `msg` to `state`: checked as it comes (for as long as
+/// the sender's `devices` follow the message), and kept for the checks after the run if
+/// they need it (a group message's for the aggregate, a sampled one's for receipt
+/// liveness).
+fn log_view(ctx: &mut Ctx, devices: &Devices, msg: &wasim_model::ChatMessage, state: ReceiptState, t: Time) {
     let key = msg.client_id().key();
     let keep = (msg.conversation.group_id().is_some() || crate::check::views_sampled(key))
         && ctx.logs.checks(msg.conversation);
-    ctx.logs.sender_view(key, state, LogMs::of(t), keep, followed);
+    ctx.logs.sender_view(key, state, LogMs::of(t), keep, devices.sent_holds(msg.client_id()));
 }
 
 fn of_phase<T>(phase: usize, [before, during, after]: [T; 3]) -> T {
@@ -451,8 +452,7 @@ impl ClientShard {
                     None => ctx.logs.acked.push((msg.id, msg.to, LogMs::of(t))),
                 }
                 if let Some(state) = ticks {
-                    let followed = self.devices.sent_holds(msg.client_id());
-                    log_view(ctx, &msg, state, t, followed);
+                    log_view(ctx, &self.devices, &msg, state, t);
                 }
             }
             DeviceOutput::ReceiptSeen { receipt, ticks, .. } => self.on_receipt(receipt, ticks, t, ctx),
@@ -610,8 +610,7 @@ impl ClientShard {
         let msg = receipt.msg;
         if let Some((before, after)) = ticks {
             let shown = after.unwrap_or(ReceiptState::Read);
-            let followed = self.devices.sent_holds(msg.client_id());
-            log_view(ctx, &msg, shown, t, followed);
+            log_view(ctx, &self.devices, &msg, shown, t);
             if before < Some(ReceiptState::Delivered) && self.measured(msg.sent_at) {
                 ctx.counters.double_ticks_measured += 1;
             }
