@@ -780,6 +780,11 @@ impl ChatServer {
                     self.forget_heard_receipts(key, receipts_heard);
                 }
             }
+            DeviceFrame::ReceiptsHeard { upto } => {
+                if self.connections.get(key.0).is_some() {
+                    self.forget_heard_receipts(key, upto);
+                }
+            }
             DeviceFrame::Send { to, client_seq, sent_at } => {
                 let Some(epoch) = self.connections.get(key.0).map(|c| Connection(c).epoch_bits()) else {
                     return; // a frame from a connection this server closed: the client retries

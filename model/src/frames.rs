@@ -16,6 +16,10 @@ pub enum DeviceFrame {
     /// heard on this connection (0 for none): the server holds the receipts it pushed
     /// until the device has heard them, and forgets them up to that one.
     Heartbeat { receipts_heard: u32 },
+    /// The device heard receipt number `upto` (and, the socket keeping their order, every
+    /// one before it): sent as each receipt comes, so the server forgets it within a round
+    /// trip, not at the next heartbeat (the heartbeat still says it, should this be lost).
+    ReceiptsHeard { upto: u32 },
     /// A new message, with the device's retry-safe sequence number.
     Send { to: Recipient, client_seq: u32, sent_at: Time },
     /// The device has the message (✓✓ grey for the sender); `at` is when it showed it.

@@ -47,6 +47,8 @@ ops! {
     ReadAck => ChatServer, "read_ack";
     /// A watcher opens a chat.
     Subscribe => ChatServer, "subscribe";
+    /// A device says it heard a receipt (the server stops holding it).
+    ReceiptsHeard => ChatServer, "receipts_heard";
     /// A Cassandra replica acknowledges a write.
     WriteAck => ChatServer, "write_ack";
     /// A Cassandra replica answers a read (catch-up).
@@ -125,6 +127,7 @@ impl OpKind {
                 DeviceFrame::DeliveredAck { .. } => K::DeliveredAck,
                 DeviceFrame::ReadAck { .. } => K::ReadAck,
                 DeviceFrame::Subscribe { .. } => K::Subscribe,
+                DeviceFrame::ReceiptsHeard { .. } => K::ReceiptsHeard,
             },
             Msg::ToDevice { .. } => return None,
             // Group traffic is not in the visit table (it predicts the 1:1 path).
@@ -398,6 +401,9 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     let reads = sends * read_share * phone * cdf(&s.workload.read_delay_ms, (t - shown_from) * 1e3);
     r.add(K::ReadAck, reads);
     r.add(K::ReceiptRelay, reads * relayed);
+    // Each ACK becomes a receipt pushed to the sender's phone (now, or at its next fetch),
+    // which says it heard it.
+    r.add(K::ReceiptsHeard, delivered + reads);
     // Each ACK updates the message row's status on every replica.
     r.add(K::StatusWrite, (delivered + reads) * rf);
     // A receipt reaches the server that minted the message; if the sender's phone is not

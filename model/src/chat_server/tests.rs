@@ -246,9 +246,10 @@ fn receipts_are_held_until_the_sender_hears_them_and_handed_back_when_its_connec
     let (third, _) =
         receipt(&run(&mut s, Time::ZERO, from(bob(), F::DeliveredAck { msg: message(10), at: Time::ZERO })));
     assert_eq!((first, second), (1, 2));
-    // Alice heard up to the second: the third is still held, and hearing the second again
-    // changes nothing.
-    run(&mut s, Time::from_secs(1), from(alice(), F::Heartbeat { receipts_heard: second }));
+    // Alice heard up to the second (she says so as each comes, and again on her heartbeat):
+    // the third is still held, and hearing the second again changes nothing.
+    run(&mut s, Time::from_secs(1), from(alice(), F::ReceiptsHeard { upto: first }));
+    run(&mut s, Time::from_secs(1), from(alice(), F::ReceiptsHeard { upto: second }));
     run(&mut s, Time::from_secs(1), from(alice(), F::Heartbeat { receipts_heard: second }));
     let out = run(&mut s, Time::from_secs(2), from(alice(), F::Disconnect { epoch: 1, receipts_heard: 0 }));
     let routed: Vec<Receipt> = out

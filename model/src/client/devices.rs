@@ -607,6 +607,7 @@ impl Devices {
             }
             ServerFrame::Receipt { receipt, seq } => {
                 self.devices[index].receipts_heard = seq;
+                out.push(DeviceOutput::Frame { device, server: from, frame: DeviceFrame::ReceiptsHeard { upto: seq } });
                 let ticks = self.sent.on_receipt(receipt.msg.client_id(), receipt.event());
                 out.push(DeviceOutput::ReceiptSeen { device, receipt, ticks });
             }

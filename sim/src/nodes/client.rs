@@ -501,7 +501,7 @@ impl ClientShard {
                     ctx.trace_device(t, "send", device);
                 }
             }
-            DeviceFrame::Subscribe { .. } => {}
+            DeviceFrame::Subscribe { .. } | DeviceFrame::ReceiptsHeard { .. } => {}
         }
         let to = self.topo.chat(server);
         if let DeviceFrame::Send { .. } = frame {

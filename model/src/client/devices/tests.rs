@@ -324,9 +324,15 @@ fn the_ticks_of_a_sent_message_move_forward_only() {
     let receipt = Receipt { msg: mine, state: ReceiptState::Delivered, by: DeviceId::phone(UserId(1)), at: Time::ZERO };
     let out = r.frame(2, PHONE, ServerFrame::Receipt { receipt, seq: 1 });
     let moved = Some((Some(ReceiptState::Sent), Some(ReceiptState::Delivered)));
-    assert_eq!(out, vec![Out::ReceiptSeen { device: phone(), receipt, ticks: moved }]);
+    // Heard: the device says so at once, so the server stops holding it.
+    let heard = |upto| Out::Frame { device: phone(), server: SERVER, frame: DeviceFrame::ReceiptsHeard { upto } };
+    assert_eq!(out, vec![heard(1), Out::ReceiptSeen { device: phone(), receipt, ticks: moved }]);
     let out = r.frame(3, PHONE, ServerFrame::Receipt { receipt, seq: 2 });
-    assert_eq!(out, vec![Out::ReceiptSeen { device: phone(), receipt, ticks: None }], "a repeat changes nothing");
+    assert_eq!(
+        out,
+        vec![heard(2), Out::ReceiptSeen { device: phone(), receipt, ticks: None }],
+        "a repeat changes nothing"
+    );
 }
 
 #[test]
