@@ -41,7 +41,7 @@ pub use ids::{
     fast_range, ClientMsgId, ConversationId, DeviceId, DeviceKey, DeviceSlot, GroupId, InboxPos, MessageId, ServerId,
     ServersDown, Snowflake, UserId, GROUPS_MAX,
 };
-pub use message::{ChatMessage, Recipient};
+pub use message::{ChatMessage, PackedMessage, Recipient};
 pub use presence::{
     PresenceCause, PresenceInput, PresenceNotify, PresenceStatus, PresenceStore, PresenceUpdate, WATCHERS_PER_USER_MAX,
 };

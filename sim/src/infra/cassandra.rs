@@ -2,7 +2,9 @@
 //! the range's replicas hold each row (`RangeRows`), and each node's own group receipts
 //! table (`CassandraNode`).
 
-use wasim_model::{ChatMessage, ConversationId, GroupId, GroupReceipts, MessageId, ReceiptState, Table, Time, UserId};
+use wasim_model::{
+    ChatMessage, ConversationId, GroupReceipts, MessageId, PackedMessage, ReceiptState, Table, Time, UserId,
+};
 
 /// The replicas of a conversation's partition: the node owning its token and the next
 /// `rf - 1` nodes on the ring (SimpleStrategy).
@@ -11,66 +13,15 @@ pub fn replicas(conversation: ConversationId, nodes: u32, rf: u32) -> impl Itera
     (0..rf).map(move |i| if first + i >= nodes { first + i - nodes } else { first + i })
 }
 
-/// A row as a node keeps it: 28 bytes where a `ChatMessage` takes 40. The partition key is
-/// not stored: a 1:1 message's conversation is its two users', and a group message's row
-/// (stored once for all members, `to` = `UserId::GROUP`) keeps its group in place of the
-/// recipient. Packed to 4 bytes, so that the two 64-bit fields leave no padding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(C, packed(4))]
-struct Row {
-    id: MessageId,
-    sent_at: Time,
-    from: UserId,
-    /// The recipient, or `GROUP_ROW | group` for a group message's row.
-    to: u32,
-    client_seq: u32,
-}
+/// A row as a node keeps it: the partition key is not stored (`PackedMessage`), and a
+/// group message's row, stored once for all members, names `UserId::GROUP`.
+type Row = PackedMessage;
 
-const _: () = assert!(std::mem::size_of::<Row>() == 28);
-
-/// The mark of a group message's row in `Row::to`: user ids and group numbers stay below
-/// 2^30, and `UserId::GROUP` is `u32::MAX`.
-const GROUP_ROW: u32 = 1 << 31;
-
-impl Row {
-    fn of(msg: &ChatMessage) -> Row {
-        let to = match msg.conversation.group_id() {
-            Some(group) => {
-                assert_eq!(msg.to, UserId::GROUP, "a group message's row is stored once, for all members");
-                GROUP_ROW | group.0
-            }
-            None => {
-                assert_eq!(msg.conversation, ConversationId::direct(msg.from, msg.to), "a 1:1 message's partition");
-                msg.to.0
-            }
-        };
-        Row { id: msg.id, sent_at: msg.sent_at, from: msg.from, to, client_seq: msg.client_seq }
+fn row(msg: &ChatMessage) -> Row {
+    if msg.conversation.group_id().is_some() {
+        assert_eq!(msg.to, UserId::GROUP, "a group message's row is stored once, for all members");
     }
-
-    fn id(&self) -> MessageId {
-        self.id
-    }
-
-    fn conversation(&self) -> ConversationId {
-        let (from, to) = (self.from, self.to);
-        if to & GROUP_ROW != 0 {
-            ConversationId::group(GroupId(to & !GROUP_ROW))
-        } else {
-            ConversationId::direct(from, UserId(to))
-        }
-    }
-
-    fn message(&self) -> ChatMessage {
-        let to = if self.to & GROUP_ROW != 0 { UserId::GROUP } else { UserId(self.to) };
-        ChatMessage {
-            id: self.id,
-            conversation: self.conversation(),
-            from: self.from,
-            to,
-            client_seq: self.client_seq,
-            sent_at: self.sent_at,
-        }
-    }
+    PackedMessage::of(msg)
 }
 
 /// Rows per entry of a range's sparse index (see `RangeRows::marks`).
@@ -128,7 +79,7 @@ impl RangeRows {
         let bit = 1u16 << replica;
         if self.rows.last().is_none_or(|r| r.id() < msg.id) {
             // The common case: the newest id so far.
-            self.rows.push(Row::of(msg));
+            self.rows.push(row(msg));
             self.holders.push(bit);
             self.statuses.push(ReceiptState::Sent);
             self.partition_rows.add(msg.conversation);
@@ -144,7 +95,7 @@ impl RangeRows {
         if self.rows.get(at).is_some_and(|r| r.id() == msg.id) {
             self.holders[at] |= bit;
         } else {
-            self.rows.insert(at, Row::of(msg));
+            self.rows.insert(at, row(msg));
             self.holders.insert(at, bit);
             self.statuses.insert(at, ReceiptState::Sent);
             self.marks.truncate(at / ROWS_PER_MARK);
@@ -214,7 +165,7 @@ impl RangeRows {
     /// Read the row of `(conversation, id)` at `replica`.
     pub fn read(&mut self, conversation: ConversationId, id: MessageId, replica: u32) -> Option<ChatMessage> {
         let at = self.position(id);
-        self.holds_at(at, conversation, id, replica).then(|| self.rows[at].message())
+        self.holds_at(at, conversation, id, replica).then(|| self.rows[at].message(UserId::GROUP))
     }
 
     /// Repair replica `replica` from its peers (`nodetool repair`): the rows minted at or
@@ -431,26 +382,6 @@ mod tests {
             client_seq: 0,
             sent_at: Time::ZERO,
         }
-    }
-
-    #[test]
-    fn a_row_gives_back_the_message_written() {
-        let direct = ChatMessage { sent_at: Time(123_456_789_012), client_seq: u32::MAX, ..msg(7) };
-        assert_eq!(Row::of(&direct).message(), direct);
-        let high = ChatMessage {
-            conversation: ConversationId::direct(UserId((1 << 30) - 1), UserId((1 << 30) - 2)),
-            from: UserId((1 << 30) - 1),
-            to: UserId((1 << 30) - 2),
-            ..direct
-        };
-        assert_eq!(Row::of(&high).message(), high);
-        let group = ChatMessage {
-            conversation: ConversationId::group(GroupId(wasim_model::GROUPS_MAX - 1)),
-            to: UserId::GROUP,
-            ..direct
-        };
-        assert_eq!(Row::of(&group).message(), group);
-        assert_eq!(Row::of(&group).conversation(), group.conversation);
     }
 
     #[test]
