@@ -348,6 +348,7 @@ impl CassandraNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasim_model::GroupId;
 
     #[test]
     fn group_receipt_tables_of_many_messages_in_one_node_agree_with_standalone_tables() {
