@@ -47,7 +47,9 @@ fn without_reregistration_the_checkers_name_the_devices_the_replica_lost() {
     let without = scaled("redis-down-no-reregister.toml", 8_000, 2_000);
     assert!(!without.fleet.session_reregister && with.fleet.session_reregister);
     let mut named = 0;
-    let runs = common::sweep(&with, 1..6).into_iter().zip(common::sweep(&without, 1..6));
+    // Whether a seed's failover loses a session a message then needs is the luck of its
+    // timing (about a third of seeds do): 20 seeds, of which a fifth must name it.
+    let runs = common::sweep(&with, 1..21).into_iter().zip(common::sweep(&without, 1..21));
     for ((seed, o), (_, without)) in runs {
         assert!(o.checks.ok(), "seed {seed}: {:?}", &o.checks.violations[..o.checks.violations.len().min(3)]);
         let sent_away = o.counters.devices_sent_away;
@@ -62,7 +64,7 @@ fn without_reregistration_the_checkers_name_the_devices_the_replica_lost() {
             assert!(o.checks.ok(), "seed {seed}: nothing was lost to repair, yet {:?}", o.checks.violations);
         }
     }
-    assert!(named >= 3, "the checkers named the flaw on {named} of 5 seeds");
+    assert!(named >= 4, "the checkers named the flaw on {named} of 20 seeds");
 }
 
 #[test]

@@ -106,7 +106,7 @@ fn the_diagrams_are_drawn_from_the_run() {
     let device_ops: f64 = ops
         .iter()
         .filter(|o| {
-            ["connect", "disconnect", "heartbeat", "send", "delivered_ack", "read_ack", "subscribe"]
+            ["connect", "disconnect", "heartbeat", "send", "delivered_ack", "read_ack", "subscribe", "receipts_heard"]
                 .contains(&o["op"].as_str().unwrap())
         })
         .map(|o| o["measured_per_s"].as_f64().unwrap())
