@@ -1027,7 +1027,7 @@ impl Scenario {
         let run_s = (self.warmup_s + self.duration_s) as f64;
         let per_user_per_s = self.workload.messages_per_s as f64 / users.max(1.0);
         let (mut cut_devices, mut long_cut_messages, mut acks_lost) = (0.0, 0.0, 0.0);
-        let mut stalled_sends = 0.0;
+        let (mut stalled_sends, mut failover_sends) = (0.0, 0.0);
         for fault in &self.faults {
             match *fault {
                 Fault::CutNetwork { for_s, users: cut, .. } => {
@@ -1059,6 +1059,11 @@ impl Scenario {
                 Fault::RedisDown { ref target, failover_s, .. } => {
                     if target.starts_with("redis_session-") {
                         stalled_sends += self.workload.messages_per_s as f64 * failover_s as f64;
+                        // The mitigation (re-registering, sending devices away to reconnect)
+                        // holds more for the sends of the failover.
+                        if f.session_reregister {
+                            failover_sends += self.workload.messages_per_s as f64 * failover_s as f64;
+                        }
                     }
                 }
                 Fault::Crash { ref target, for_s, .. } => {
@@ -1113,6 +1118,7 @@ impl Scenario {
             self.workload.messages_per_s as f64 * u.devices_per_user.web * run_s,
             self.workload.messages_per_s as f64 * (1.0 + u.devices_per_user.web),
             online_recipients / run_s.max(1.0),
+            failover_sends,
         ]
     }
 
@@ -1133,7 +1139,7 @@ impl Scenario {
 pub const CHECKED_DISPLAYS_MAX: f64 = 40e6;
 
 /// The terms of the memory estimate.
-const MEMORY_FEATURES: usize = 25;
+const MEMORY_FEATURES: usize = 26;
 
 /// One term of the memory estimate: bytes per unit of its feature, and whether it grows
 /// over the run (rather than being there from the ramp's end).
@@ -1157,30 +1163,31 @@ const fn grows(bytes: f64) -> MemoryTerm {
 /// then raised so that no run is above its estimate (README, "Memory").
 const MEMORY_TERMS: [MemoryTerm; MEMORY_FEATURES] = [
     held(11.0e6),  // the binary, the runtime, the quantile tables, the gang's threads
-    held(155.0),   // a user: phone, connection, session and presence keys, inbox, checker state
+    held(173.0),   // a user: phone, connection, session and presence keys, inbox, checker state
     held(400.0),   // a web client: its device, connection and session entries, a display logged per message
     held(230.0),   // a watcher: its subscription
-    grows(33.0),   // a replica row written: its share of the row, its partition's count, the message's shown ids
-    grows(30.0),   // a connect or close: its presence key lifetime, its registration, its notifications
-    held(250e3),   // a process: its network wheel, outbox and queue
-    held(1.4e6),   // a client shard's latency histograms
-    held(390.0),   // a connect queued behind a Redis shard a fast ramp overloads
-    held(420.0),   // a subscription queued likewise (its answer waits too)
-    held(900.0),   // a device cut off: what its server holds for it, its reconnect and catch-up
-    grows(100.0),  // a replica read of an inbox entry: the pointer, the fetch's rows, the re-push
+    grows(15.0), // a replica row written: its share of the row (kept once per range), its partition's count, the message's shown ids
+    grows(30.0), // a connect or close: its presence key lifetime, its registration, its notifications
+    held(250e3), // a process: its network wheel, outbox and queue
+    held(1.4e6), // a client shard's latency histograms
+    held(390.0), // a connect queued behind a Redis shard a fast ramp overloads
+    held(420.0), // a subscription queued likewise (its answer waits too)
+    held(900.0), // a device cut off: what its server holds for it, its reconnect and catch-up
+    grows(100.0), // a replica read of an inbox entry: the pointer, the fetch's rows, the re-push
     grows(1300.0), // a message for a device cut past the timeout: rerouted, then fetched in a burst
-    grows(80.0),   // a delivered ACK lost: the push held, pushed again or handed back to the inbox
-    grows(130.0),  // a request an overloaded tier has not served: its reply waiting in an outbox
-    held(48.0),    // a forward a router keeps for replay should its chat server crash
-    held(40.0),    // a message a router remembers, to drop its repeats and late copies
-    held(200.0),   // a registered user offline at the start: its devices, its wake-up timer
-    held(40.0),    // a group membership: the member list, a group sender entry
-    grows(10.0),   // a group message's recipient: its inbox pointer or receipt bits
-    grows(50.0),   // one online at the start: its shown ids, the receipt rows
-    grows(62.0), // a display the checkers follow (one conversation in `checks.conversations_one_in`): its display, ✓, read in their logs
+    grows(80.0), // a delivered ACK lost: the push held, pushed again or handed back to the inbox
+    grows(130.0), // a request an overloaded tier has not served: its reply waiting in an outbox
+    held(48.0),  // a forward a router keeps for replay should its chat server crash
+    held(26.0),  // a message a router remembers, to drop its repeats and late copies
+    held(200.0), // a registered user offline at the start: its devices, its wake-up timer
+    held(40.0),  // a group membership: the member list, a group sender entry
+    grows(10.0), // a group message's recipient: its inbox pointer or receipt bits
+    grows(18.0), // one online at the start: its shown ids, the receipt rows
+    grows(117.0), // a display the checkers follow (one conversation in `checks.conversations_one_in`): its display, ✓, read in their logs
     grows(250.0), // a 1:1 message's copy for a web client: its push, receipt and display on their way
-    held(5_000.0), // a 1:1 message a second to each device: what is on its way at any time (receipts held until the next heartbeat, reads pending, pushes)
-    held(1_700.0), // a group message a second to each member online: its pushes and reads on their way
+    held(1_500.0), // a 1:1 message a second to each device: what is on its way at any time (reads pending, pushes, receipts until heard)
+    held(600.0),   // a group message a second to each member online: its pushes and reads on their way
+    held(1_700.0), // a send during a session shard's failover with re-registration: its routes retried, the devices sent away, their fetches
 ];
 
 /// Bytes at the end of the connect ramp per connect per second of the ramp: the connects
