@@ -781,7 +781,7 @@ impl ChatServer {
                 }
             }
             DeviceFrame::ReceiptsHeard { upto } => {
-                if self.connections.get(key.0).is_some() {
+                if self.is_connected(device) {
                     self.forget_heard_receipts(key, upto);
                 }
             }

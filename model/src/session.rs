@@ -257,10 +257,8 @@ impl SessionStore {
     pub fn route(&self, user: UserId, exclude: Option<Exclusion>, now: Time) -> Route {
         let entry = self.get(user, now);
         let mut route = Route::for_session(entry.as_ref(), exclude);
-        if now < self.unsure_until && entry.is_some_and(|e| e.devices.contains(&DeviceSession::None)) {
-            route.inbox = true;
-        }
-        if exclude.is_some() {
+        let maybe_lost = now < self.unsure_until && entry.is_some_and(|e| e.devices.contains(&DeviceSession::None));
+        if maybe_lost || exclude.is_some() {
             route.inbox = true;
         }
         route

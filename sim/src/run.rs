@@ -523,12 +523,8 @@ impl Plan {
                 shared_logs.push(i);
             }
         }
-        let mut shared_rows = Vec::new();
-        for i in 0..n {
-            if topo.locate(NodeIdx(i as u16)).0 == NodeKind::Cassandra {
-                shared_rows.push(i);
-            }
-        }
+        let shared_rows: Vec<usize> =
+            (0..n).filter(|&i| topo.locate(NodeIdx(i as u16)).0 == NodeKind::Cassandra).collect();
         for group in [shared_rows, shared_logs] {
             let p = lightest(group.len() as u32, &mut load);
             for i in group {

@@ -925,11 +925,11 @@ impl Scenario {
         }
     }
 
-    /// The checkers follow one conversation in this many: `checks.conversations_one_in`
-    /// if set, else 1 (all) unless the run would
-    /// log more than `CHECKED_DISPLAYS_MAX` displays (the largest of the checkers' logs,
-    /// one per device a message is shown on), then the smallest power of two that keeps
-    /// the displays of the conversations followed below it (the card's full load: 8).
+    /// The checkers follow one conversation in this many: `checks.conversations_one_in` if
+    /// set, else 1 (all) unless the run would log more than `CHECKED_DISPLAYS_MAX` displays
+    /// (the largest of the checkers' logs, one per device a message is shown on), then the
+    /// smallest power of two that keeps the displays of the conversations followed below it
+    /// (the card's full load: 8).
     pub fn checked_one_in(&self) -> u32 {
         if let Some(one_in) = self.checks.conversations_one_in {
             return one_in;
@@ -986,7 +986,7 @@ impl Scenario {
     /// The limits keep every term far below `u64::MAX`; the arithmetic saturates anyway, so
     /// that no scenario can wrap the estimate down to a size that looks harmless.
     pub fn estimated_memory_bytes(&self) -> u64 {
-        let terms = self.memory_features().into_iter().zip(MEMORY_TERMS).map(|(x, t)| (x * t.bytes, t.grows_with_run));
+        let terms = self.memory_terms().into_iter();
         // The peak comes at the end of the run (what it grew with) or, after a fast connect
         // ramp, at the ramp's end: the state that does not grow with the run, plus the
         // connects in flight, which the run reuses once they are done.
@@ -1058,11 +1058,12 @@ impl Scenario {
                 // meanwhile (an upper bound: the whole load); a presence shard's are lost.
                 Fault::RedisDown { ref target, failover_s, .. } => {
                     if target.starts_with("redis_session-") {
-                        stalled_sends += self.workload.messages_per_s as f64 * failover_s as f64;
+                        let sends = self.workload.messages_per_s as f64 * failover_s as f64;
+                        stalled_sends += sends;
                         // The mitigation (re-registering, sending devices away to reconnect)
                         // holds more for the sends of the failover.
                         if f.session_reregister {
-                            failover_sends += self.workload.messages_per_s as f64 * failover_s as f64;
+                            failover_sends += sends;
                         }
                     }
                 }
@@ -1075,16 +1076,16 @@ impl Scenario {
                 }
             }
         }
-        // Work a tier past capacity cannot serve waits, its replies held in an outbox: the
-        // excess of its predicted load over its capacity, for the run. The largest such
-        // excess, not their sum: a tier behind an overloaded one is offered only what that
-        // one lets through.
         // Group messages' recipients online at the start (the others wait in inboxes).
         let online_recipients = f64::from(self.groups.active)
             * self.groups.messages_per_group_per_s
             * run_s
             * self.group_members_max()
             * (users / self.registered_users() as f64);
+        // Work a tier past capacity cannot serve waits, its replies held in an outbox: the
+        // excess of its predicted load over its capacity, for the run. The largest such
+        // excess, not their sum: a tier behind an overloaded one is offered only what that
+        // one lets through.
         let backlog: f64 = crate::visits::predicted_load_from(self, &rates)
             .iter()
             .filter(|t| t.utilisation > 1.0)

@@ -143,8 +143,8 @@ pub struct Logs {
     /// ✓s the chat servers sent, for the messages the quorum check samples: (id, when).
     pub acks_sent: Vec<(MessageId, Time)>,
     /// Receipts issued (a recipient device's delivered or read ACK reached a server), for
-    /// the client messages receipt liveness samples (`check::views_sampled`): (sender's client-message key, id, sender,
-    /// when, which).
+    /// the client messages receipt liveness samples (`check::views_sampled`): (sender's
+    /// client-message key, id, sender, when, which).
     pub receipts_issued: Vec<(u64, MessageId, UserId, LogMs, ReceiptState)>,
     /// Messages whose receipts are still on the network or waiting to leave a process at
     /// the end, sorted.

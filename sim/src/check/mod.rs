@@ -1,7 +1,8 @@
 //! Invariant checkers, apart from the code they check. Processes record what they
 //! observed (logs); after the run each checker reads the merged logs and reports
 //! violations. What can be judged as it happens is judged then, and not logged (the
-//! sender's views going back: `Logs::sender_view`). Invariants 1, 2, 3, 5, 6, 7 and 8 of DESIGN.md are checked here.
+//! sender's views going back: `Logs::sender_view`). Invariants 1, 2, 3, 5, 6, 7 and 8 of
+//! DESIGN.md are checked here.
 
 mod logs;
 
@@ -218,14 +219,14 @@ pub fn check_all_with_firsts(logs: &mut Logs, cx: &CheckContext, parallel: bool)
 /// whole (its messages, displays, reads, receipts and rows). Every one when `one_in` is 1.
 #[inline]
 pub fn checks_conversation(conversation: wasim_model::ConversationId, one_in: u32) -> bool {
-    one_in <= 1 || conversation.0.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> (64 - one_in.trailing_zeros()) == 0
+    hashed_one_in(conversation.0, 0xD6E8_FEB8_6659_FD93, one_in)
 }
 
 /// Whether the presence checker follows what watchers see of `user` in a run that checks
 /// one conversation in `one_in` (it follows one user in as many, by a hash of the user).
 #[inline]
 pub fn checks_user(user: UserId, one_in: u32) -> bool {
-    one_in <= 1 || u64::from(user.0).wrapping_mul(0x9FB2_1C65_1E98_DF25) >> (64 - one_in.trailing_zeros()) == 0
+    hashed_one_in(u64::from(user.0), 0x9FB2_1C65_1E98_DF25, one_in)
 }
 
 /// Whether the receipt liveness check follows client message `key` (`ClientMsgId::key`):
@@ -246,7 +247,14 @@ pub fn quorum_sampled(id: MessageId) -> bool {
 /// One value in 16, by a multiplicative hash.
 #[inline]
 fn one_in_16(x: u64) -> bool {
-    x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60 == 0
+    hashed_one_in(x, 0x9E37_79B9_7F4A_7C15, 16)
+}
+
+/// One value of `x` in `one_in` (a power of two; every one for 0 or 1): those whose hash,
+/// `x` times the odd `multiplier`, starts with as many zero bits.
+#[inline]
+fn hashed_one_in(x: u64, multiplier: u64, one_in: u32) -> bool {
+    one_in <= 1 || x.wrapping_mul(multiplier) >> (64 - one_in.trailing_zeros()) == 0
 }
 
 /// 1 (at the moment of the promise). A ✓ means a quorum of replicas holds the row *then*:

@@ -1,6 +1,7 @@
 //! Serve loop of a Cassandra node. Its rows are on disk: they outlive the process (in
-//! `Shared::ranges`, with the replicas of each row that hold it). A node that comes back after a crash has missed the writes made
-//! while it was down: it repairs them from its peers as it rejoins.
+//! `Shared::ranges`, with the replicas of each row that hold it). A node that comes back
+//! after a crash has missed the writes made while it was down: it repairs them from its
+//! peers as it rejoins.
 
 use crate::dist::Sampler;
 use crate::infra::Fifo;
@@ -56,14 +57,20 @@ pub(crate) fn repair(shared: &Shared, index: u32) -> u64 {
     let now = Time(shared.clock.now() * shared.tick_us);
     let Some(crash) = shared.faults.crashes().iter().rfind(|c| c.node == me && c.down <= now) else { return 0 };
     let since = crash.down.as_ms().saturating_sub(REPAIR_MARGIN_MS);
+    replicated_ranges(shared, index).map(|(mut range, replica)| range.repair(since, replica)).sum()
+}
+
+/// The ranges node `index` replicates, each with which of its replicas the node is: it is
+/// replica `i` of the range owned by the node `i` places before it on the ring.
+fn replicated_ranges(
+    shared: &Shared,
+    index: u32,
+) -> impl Iterator<Item = (std::sync::MutexGuard<'_, crate::infra::RangeRows>, u32)> {
     let (nodes, rf) = (shared.scenario.fleet.cassandra_nodes, shared.scenario.fleet.cassandra_replication_factor);
-    // This node is replica `i` of the range owned by the node `i` places before it.
-    (0..rf.min(nodes))
-        .map(|i| {
-            let first = (index + nodes - i) % nodes;
-            shared.ranges[first as usize].lock().expect("range lock").repair(since, i)
-        })
-        .sum()
+    (0..rf.min(nodes)).map(move |i| {
+        let first = (index + nodes - i) % nodes;
+        (shared.ranges[first as usize].lock().expect("range lock"), i)
+    })
 }
 
 /// How far before its crash a rejoining node repairs from: writes on their way to it when
@@ -174,13 +181,8 @@ impl Process for CassandraProcess {
     fn finish(&mut self, report: &mut NodeReport) {
         // The rows themselves are read off the disks at the end (a node dead then keeps them).
         self.fifo.report_into(report);
-        let (nodes, rf) =
-            (self.shared.scenario.fleet.cassandra_nodes, self.shared.scenario.fleet.cassandra_replication_factor);
-        let index = self.index as u32;
-        report.gauge_end = (0..rf.min(nodes))
-            .map(|i| {
-                self.shared.ranges[((index + nodes - i) % nodes) as usize].lock().expect("range lock").held_by(i) as u64
-            })
+        report.gauge_end = replicated_ranges(&self.shared, self.index as u32)
+            .map(|(range, replica)| range.held_by(replica) as u64)
             .sum();
         report.counters.rows_repaired += self.repaired;
     }

@@ -51,8 +51,6 @@ enum Timer {
     ConnectFailed(ServerId, u32),
 }
 
-/// The one of three (before the faults, during a fault window, after) for `phase` (see
-/// `ClientShard::phase`).
 /// Seconds of per-second latency histograms a client shard keeps before handing them on.
 const PER_SECOND_KEPT_S: u64 = 10;
 
@@ -67,6 +65,8 @@ fn log_view(ctx: &mut Ctx, devices: &Devices, msg: &wasim_model::ChatMessage, st
     ctx.logs.sender_view(key, state, LogMs::of(t), keep, devices.sent_holds(msg.client_id()));
 }
 
+/// The one of three (before the faults, during a fault window, after) for `phase` (see
+/// `ClientShard::phase`).
 fn of_phase<T>(phase: usize, [before, during, after]: [T; 3]) -> T {
     match phase {
         0 => before,
