@@ -65,10 +65,15 @@ fn replays_a_crashed_router_left_unanswered_are_asked_again() {
 /// judged against the latency drawn before the loss), 7222 (a catch-up held by a Cassandra
 /// outage, finished as the run ended, its news on the way), 9220 (a message a chat server
 /// routed again, its device gone, to a server that crashed before the device acknowledged
-/// it: no router kept that replay; it now leaves an inbox pointer too).
+/// it: no router kept that replay; it now leaves an inbox pointer too), 9321 (a phone's
+/// fetch held by a session shard's failover, answered with its stored receipts after its
+/// chat server crashed: the store had given them up; it now keeps them until heard), 10844
+/// (a receipt routed while the session shard failed over, answered after the asking chat
+/// server crashed: the store now relays it to the sender's server itself), 10091 (a close
+/// was the first a failing-over presence shard heard of a user who hides last-seen).
 #[test]
 fn seeds_fixed_since_stay_fixed() {
-    for seed in ["6156", "7055", "7222", "8133", "8169", "9220"] {
+    for seed in ["6156", "7055", "7222", "8133", "8169", "9220", "9321", "10844", "10091"] {
         let range = format!("{seed}..={seed}");
         let out = wasim(&["fuzz", "scenarios/fuzz-faults.toml", "--seeds", &range, "--json"]);
         assert_eq!(out.status.code(), Some(0), "seed {seed}: {}", stdout(&out));

@@ -9,8 +9,9 @@
 //! pushes unacknowledged, hands its messages back to the session store's route-or-inbox
 //! operation, so nothing acknowledged is dropped. Connect: set the session, then fetch the
 //! inbox since the device's cursor, read the rows with a quorum read and push them in id
-//! order. Receipts (delivered, read) go to the sender's server, or are stored for a sender
-//! who is offline and handed over when the sender reconnects.
+//! order. Receipts (delivered, read) go to the sender's server (the session store finds it,
+//! and relays them there, when the sender moved), or are stored for a sender who is
+//! offline and handed over when the sender reconnects (kept until the phone heard them).
 
 use crate::held::Held;
 use crate::table::U32Map;
@@ -100,8 +101,9 @@ pub enum ChatServerInput {
     ProduceAck { req: u64 },
     /// One entry of an inbox fetch, at position `pos` (entries arrive in inbox order).
     InboxEntry { req: u64, pos: InboxPos, id: MessageId, conversation: ConversationId },
-    /// A receipt stored for this (then offline) sender, handed over with the fetch.
-    StoredReceipt { req: u64, receipt: Receipt },
+    /// A receipt stored for this (then offline) sender, handed over with the fetch under
+    /// the store's number `stored` (the store keeps it until told it was heard).
+    StoredReceipt { req: u64, receipt: Receipt, stored: u32 },
     /// The end of an inbox fetch: the inbox holds entries up to (not including) `end`;
     /// `parts` entries and stored receipts were sent before it (they may arrive after it).
     /// `previous` is the other server the session pointed the device at until this
@@ -180,6 +182,9 @@ pub enum ChatServerOutput {
     Reroute { msg: ChatMessage, exclude: ServerId, slot: DeviceSlot },
     /// Find the sender's server for a receipt, or store the receipt for later.
     RouteReceipt { req: u64, receipt: Receipt, exclude: Option<ServerId> },
+    /// The phone of `user` heard the receipts stored for it up to the store's number
+    /// `upto`: the store may forget them.
+    ForgetStoredReceipts { user: UserId, upto: u32 },
     /// Relay a receipt to the server holding the sender.
     RelayReceipt { server: ServerId, receipt: Receipt },
     /// Subscribe this server's watcher to `target`'s presence channel.
@@ -241,7 +246,8 @@ struct FetchJob {
     /// Rows read so far, by position in the inbox order.
     rows: Vec<Option<ChatMessage>>,
     reads_pending: usize,
-    receipts: Vec<Receipt>,
+    /// Stored receipts that came while the connection was not open, with their numbers.
+    receipts: Vec<(Receipt, u32)>,
     /// Once the fetch ended: the inbox position it read up to, and how many entries and
     /// stored receipts the store sent.
     ended: Option<(InboxPos, u32)>,
@@ -343,6 +349,11 @@ pub struct ChatServer {
     /// to its new server): a receipt pushed into a connection that died is not lost.
     /// Each with the sequence number it was pushed under.
     unheard_receipts: Held<(u32, Receipt)>,
+    /// Per phone that was handed stored receipts: the sequence number the last was pushed
+    /// under, and the store's number of the newest. Once the phone heard it, the store is
+    /// told to forget them; until then the store keeps them, so a server that dies with
+    /// them unheard (or a fetch answer that finds it dead) loses none.
+    stored_unheard: FxHashMap<DeviceKey, (u32, u32)>,
     /// The last receipt sequence number given (one sequence for the server: a device
     /// reports numbers of its current connection only, so they only grow).
     receipt_seq: u32,
@@ -422,6 +433,7 @@ impl ChatServer {
             silence_checks_from_s: 0,
             unacked: Held::default(),
             unheard_receipts: Held::default(),
+            stored_unheard: FxHashMap::default(),
             receipt_seq: 0,
             writes: SlotMap::new(),
             unpublished: FxHashMap::default(),
@@ -542,7 +554,7 @@ impl ChatServer {
                 }
             }
             In::InboxEntry { req, pos, id, conversation } => self.on_inbox_entry(now, req, pos, id, conversation, out),
-            In::StoredReceipt { req, receipt } => {
+            In::StoredReceipt { req, receipt, stored } => {
                 let key = self.req_ids.key(req);
                 let Some(job) = self.fetches.get_mut(key) else { return };
                 job.parts_received += 1;
@@ -552,9 +564,9 @@ impl ChatServer {
                 // (Planted: kept for the end, where it goes only with inbox entries.)
                 let (device, epoch) = (job.device, job.epoch);
                 if self.is_open(device, epoch) && !crate::plant::planted(crate::plant::Plant::StoredReceiptsDropped) {
-                    self.push_receipt(device, receipt, out);
+                    self.push_stored_receipt(device, receipt, stored, out);
                 } else {
-                    self.fetches[key].receipts.push(receipt);
+                    self.fetches[key].receipts.push((receipt, stored));
                 }
                 self.try_finish_fetch(now, key, out);
             }
@@ -623,12 +635,11 @@ impl ChatServer {
             }
             In::ReceiptRouted { req, server } => {
                 let Some(receipt) = self.receipts.remove(self.req_ids.key(req)) else { return };
-                match server {
-                    Some(s) if s == self.config.id => self.deliver_receipt(receipt, out),
-                    // The sender's session still names a server that is down: stored.
-                    Some(s) if self.down.contains(s) => self.route_receipt(receipt, Some(s), out),
-                    Some(s) => out.push(Out::RelayReceipt { server: s, receipt }),
-                    None => {} // stored for the offline sender
+                // The store relayed it to the sender's server (this one or another), or
+                // stored it for the offline sender; unless the sender's session still names
+                // a server that is down: then it is routed again without that server.
+                if let Some(s) = server.filter(|&s| self.down.contains(s)) {
+                    self.route_receipt(receipt, Some(s), out);
                 }
             }
             In::ReceiptRelay { receipt } => self.deliver_receipt(receipt, out),
@@ -764,7 +775,7 @@ impl ChatServer {
                 // must not close the new one.
                 let current = self.connections.get(key.0).is_some_and(|c| Connection(c).is_epoch(epoch));
                 if current {
-                    self.forget_heard_receipts(key, receipts_heard);
+                    self.forget_heard_receipts(key, receipts_heard, out);
                 }
                 if current && self.close(device, out) {
                     out.push(Out::Presence(PresenceInput::Offline { device }));
@@ -777,12 +788,12 @@ impl ChatServer {
                     *c = conn.0;
                     out.push(Out::Presence(PresenceInput::Heartbeat { device }));
                     self.push_again_overdue(key, device, now, out);
-                    self.forget_heard_receipts(key, receipts_heard);
+                    self.forget_heard_receipts(key, receipts_heard, out);
                 }
             }
             DeviceFrame::ReceiptsHeard { upto } => {
                 if self.is_connected(device) {
-                    self.forget_heard_receipts(key, upto);
+                    self.forget_heard_receipts(key, upto, out);
                 }
             }
             DeviceFrame::Send { to, client_seq, sent_at } => {
@@ -1013,15 +1024,24 @@ impl ChatServer {
 
     /// The device heard receipt number `heard` and, the socket keeping their order, every
     /// one pushed before it: forget them.
-    fn forget_heard_receipts(&mut self, key: DeviceKey, heard: u32) {
+    fn forget_heard_receipts(&mut self, key: DeviceKey, heard: u32, out: &mut Vec<ChatServerOutput>) {
         // Held in the order pushed, so in sequence order: those heard are a prefix.
         self.unheard_receipts.retain(key, |&(seq, _)| seq > heard);
+        if let Some(&(seq, upto)) = self.stored_unheard.get(&key) {
+            if seq <= heard {
+                self.stored_unheard.remove(&key);
+                out.push(ChatServerOutput::ForgetStoredReceipts { user: key.device().user, upto });
+            }
+        }
     }
 
     /// The connection ended: the receipts it may not have heard go back to the session
     /// store, with this server excluded (stored for the sender, or relayed to its new
     /// server).
     fn reroute_receipts(&mut self, key: DeviceKey, out: &mut Vec<ChatServerOutput>) {
+        // Stored ones not heard stay stored as well: the phone may get them twice, and
+        // its view takes each once.
+        self.stored_unheard.remove(&key);
         for (_, receipt) in self.unheard_receipts.take(key) {
             self.route_receipt(receipt, Some(self.config.id), out);
         }
@@ -1207,9 +1227,10 @@ impl ChatServer {
             // still holds every entry for the next fetch. The receipts taken from the store
             // go to the device's newer connection here, if it has one (its own fetch may
             // have read the store before they could go back to it), else back to the store.
-            for receipt in job.receipts {
+            // (The store keeps them too, until a phone hears them.)
+            for (receipt, stored) in job.receipts {
                 if self.is_connected(job.device) {
-                    self.push_receipt(job.device, receipt, out);
+                    self.push_stored_receipt(job.device, receipt, stored, out);
                 } else {
                     self.route_receipt(receipt, Some(self.config.id), out);
                 }
@@ -1230,16 +1251,30 @@ impl ChatServer {
         }
         out.push(ChatServerOutput::ToDevice { device: job.device, frame: ServerFrame::FetchDone { upto } });
         if !drop_receipts {
-            for receipt in job.receipts {
-                self.push_receipt(job.device, receipt, out);
+            for (receipt, stored) in job.receipts {
+                self.push_stored_receipt(job.device, receipt, stored, out);
             }
         }
+    }
+
+    /// Push a receipt the store handed over under its number `stored`; the store is told
+    /// to forget it once the phone heard it.
+    fn push_stored_receipt(
+        &mut self,
+        device: DeviceId,
+        receipt: Receipt,
+        stored: u32,
+        out: &mut Vec<ChatServerOutput>,
+    ) {
+        let seq = self.push_receipt(device, receipt, out);
+        let newest = self.stored_unheard.get(&DeviceKey::of(device)).map_or(stored, |&(_, n)| n.max(stored));
+        self.stored_unheard.insert(DeviceKey::of(device), (seq, newest));
     }
 
     /// Push `receipt` to `device`, connected here, and hold it until the device says it
     /// heard it. A device that hears none for long has the oldest handed back to the
     /// session store at the limit (it may get them twice; its view takes each once).
-    fn push_receipt(&mut self, device: DeviceId, receipt: Receipt, out: &mut Vec<ChatServerOutput>) {
+    fn push_receipt(&mut self, device: DeviceId, receipt: Receipt, out: &mut Vec<ChatServerOutput>) -> u32 {
         self.receipt_seq += 1;
         let seq = self.receipt_seq;
         let key = DeviceKey::of(device);
@@ -1248,6 +1283,7 @@ impl ChatServer {
             self.route_receipt(oldest, Some(self.config.id), out);
         }
         out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::Receipt { receipt, seq } });
+        seq
     }
 
     /// A recipient's device acknowledged a message: a 1:1 receipt updates the row's status

@@ -359,7 +359,10 @@ impl PresenceStore {
 
     fn offline_status(&self, user: UserId) -> PresenceStatus {
         match self.record(user) {
-            Some(r) if r.hidden && !crate::plant::planted(crate::plant::Plant::LastSeenLeak) => {
+            // Hidden, or not known: a close whose connect's Online (with the setting) and
+            // heartbeats were all lost (a failover) leaves a last-seen on a record that
+            // never learnt the user's setting.
+            Some(r) if (r.hidden || !r.seen) && !crate::plant::planted(crate::plant::Plant::LastSeenLeak) => {
                 PresenceStatus::Offline { last_seen: None }
             }
             Some(r) if r.last_seen_ms > 0 => {
@@ -507,6 +510,20 @@ mod tests {
         p.handle(Time::from_secs(7), PresenceInput::Offline { device: alice() }, &mut out);
         let shown = PresenceStatus::Offline { last_seen: Some(Time::from_secs(7)) };
         assert_eq!(out.last().unwrap().update.status, shown);
+    }
+
+    #[test]
+    fn a_close_before_the_setting_is_known_hides_last_seen() {
+        // The connect's Online and every heartbeat were lost (the shard failing over);
+        // the close is the first this shard hears of the user (fuzz-faults seed 10091).
+        let mut p = PresenceStore::new(TTL);
+        let mut out = Vec::new();
+        // Another user's record makes room for alice's (records are a dense table).
+        let carol = DeviceId::phone(UserId(9));
+        p.handle(Time::ZERO, PresenceInput::Online { device: carol, hide_last_seen: false }, &mut out);
+        p.handle(Time::from_secs(5), PresenceInput::Offline { device: alice() }, &mut out);
+        let out = subscribed(&mut p, Time::from_secs(6));
+        assert_eq!(out.last().unwrap().update.status, PresenceStatus::Offline { last_seen: None }, "{out:?}");
     }
 
     #[test]

@@ -125,6 +125,12 @@ pub enum Msg {
     StoredReceipt {
         req: u64,
         receipt: Receipt,
+        stored: u32,
+    },
+    /// Forget the receipts stored for `user` up to number `upto`: its phone heard them.
+    ForgetReceipts {
+        user: UserId,
+        upto: u32,
     },
     InboxEnd {
         req: u64,

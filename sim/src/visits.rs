@@ -85,6 +85,8 @@ ops! {
     Reroute => Redis, "reroute";
     /// Route a receipt, or store it for an offline sender.
     RouteReceipt => Redis, "route_receipt";
+    /// Forget stored receipts the phone heard (after a fetch handed them over).
+    ForgetReceipts => Redis, "forget_receipts";
     /// `SETEX` on a connect, last-seen on a close.
     PresenceCommand => Presence, "presence_command";
     /// `EXPIRE` on a heartbeat (each command of a pipeline).
@@ -155,6 +157,7 @@ impl OpKind {
             Msg::Rerouted { .. } => K::Rerouted,
             Msg::InboxEntry { .. } | Msg::StoredReceipt { .. } | Msg::InboxEnd { .. } => K::FetchPart,
             Msg::RouteReceipt { .. } => K::RouteReceipt,
+            Msg::ForgetReceipts { .. } => K::ForgetReceipts,
             Msg::ReceiptRouted { .. } => K::ReceiptRouted,
             Msg::Presence(_) => K::PresenceCommand,
             Msg::PresenceHeartbeats { count, .. } => return Some((K::PresenceRefresh, u64::from(*count))),
@@ -479,6 +482,9 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     r.add(K::RouteReceipt, unheard);
     r.add(K::ReceiptRouted, unheard);
     r.add(K::FetchPart, reopens + fetched + away + unheard);
+    // A fetch that hands stored receipts over tells the store to forget them once the
+    // phone heard them: one command a fetch, so no more than the receipts nor the fetches.
+    r.add(K::ForgetReceipts, (away + unheard).min(reopens));
     r.add(K::ReadReply, fetched * quorum);
     r.add(K::Read, fetched * quorum);
     // A cut device's server keeps pushing into the dead socket until it reconnects or the
@@ -512,6 +518,16 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     r.add(K::RouteReceipt, receipts_held);
     r.add(K::ReceiptRouted, receipts_held);
     r.add(K::FetchPart, receipts_held);
+    // Each cut phone that had receipts stored forgets them after its reconnect's fetch.
+    let cut_reconnects: f64 = s
+        .faults
+        .iter()
+        .filter_map(|f| match *f {
+            Fault::CutNetwork { users: cut, .. } => Some(cut as f64 / s.duration_s as f64),
+            _ => None,
+        })
+        .sum();
+    r.add(K::ForgetReceipts, receipts_held.min(cut_reconnects));
     r.add(K::Reroute, rerouted + lost_acked + lost_in_flight);
     r.add(K::Rerouted, rerouted + lost_acked + lost_in_flight);
     // Presence: a command per connect and per close; watchers (phones with the chat open)

@@ -329,11 +329,16 @@ fn routed_receipt(s: &mut ChatServer, server: Option<ServerId>) -> Vec<Out> {
 }
 
 #[test]
-fn receipts_for_a_sender_who_left_go_to_its_new_server_or_stay_stored() {
+fn receipts_for_a_sender_who_left_are_relayed_by_the_store_or_stay_stored() {
     let mut s = server(0);
-    let out = routed_receipt(&mut s, Some(ServerId(8)));
-    assert!(matches!(out[..], [Out::RelayReceipt { server: ServerId(8), .. }]), "{out:?}");
+    // The store relays it to the new server itself (the asking server may be gone by the
+    // time a failover lets the store answer).
+    assert!(routed_receipt(&mut s, Some(ServerId(8))).is_empty());
     assert!(routed_receipt(&mut s, None).is_empty(), "stored for the offline sender");
+    // A server this one knows is down: routed again without it.
+    run(&mut s, Time::ZERO, In::ServerDown { server: ServerId(8) });
+    let out = routed_receipt(&mut s, Some(ServerId(8)));
+    assert!(matches!(out[..], [Out::RouteReceipt { exclude: Some(ServerId(8)), .. }]), "{out:?}");
 }
 
 #[test]
@@ -363,7 +368,7 @@ fn a_fetch_pushes_stored_receipts_at_once_and_its_entries_in_inbox_order() {
     // A stored receipt goes to the device as it comes, held until heard: the catch-up
     // may wait long on its reads, and a crash meanwhile would take it with the server.
     let stored = Receipt { msg: message(1), state: ReceiptState::Read, by: alice(), at: Time::ZERO };
-    let out = run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: stored });
+    let out = run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: stored, stored: 7 });
     assert_eq!(out, vec![to(bob(), S::Receipt { receipt: stored, seq: 1 })]);
     assert!(
         run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(2), parts: 3, previous: None }).is_empty(),
@@ -441,9 +446,36 @@ fn a_rerouted_message_is_pushed_here_or_forwarded_to_the_devices_server() {
 fn fetch_with_a_stored_receipt_and_then_a_close(s: &mut ChatServer) -> (u64, Receipt, Vec<Out>) {
     let req = connect_req(s, bob());
     let stored = Receipt { msg: message(1), state: ReceiptState::Read, by: alice(), at: Time::ZERO };
-    run(s, Time::ZERO, In::StoredReceipt { req, receipt: stored });
+    run(s, Time::ZERO, In::StoredReceipt { req, receipt: stored, stored: 7 });
     let closed = run(s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1, receipts_heard: 0 }));
     (req, stored, closed)
+}
+
+#[test]
+fn the_store_forgets_stored_receipts_only_once_the_phone_heard_them() {
+    // The store keeps what it handed over: a server that dies before the phone heard a
+    // stored receipt (or a fetch answer that finds it dead) must not lose it.
+    let mut s = server(0);
+    let req = connect_req(&mut s, bob());
+    let stored = Receipt { msg: message(1), state: ReceiptState::Read, by: alice(), at: Time::ZERO };
+    run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: stored, stored: 7 });
+    let later = Receipt { msg: message(2), ..stored };
+    run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: later, stored: 9 });
+    let forgets = |out: &[Out]| out.iter().filter(|o| matches!(o, Out::ForgetStoredReceipts { .. })).count();
+    // Hearing the first (sequence 1) is not hearing the second.
+    assert_eq!(forgets(&run(&mut s, Time::ZERO, from(bob(), F::ReceiptsHeard { upto: 1 }))), 0);
+    let out = run(&mut s, Time::ZERO, from(bob(), F::ReceiptsHeard { upto: 2 }));
+    assert!(out.contains(&Out::ForgetStoredReceipts { user: bob().user, upto: 9 }), "{out:?}");
+    // Told once.
+    let out = run(&mut s, Time::ZERO, from(bob(), F::Heartbeat { receipts_heard: 2 }));
+    assert_eq!(forgets(&out), 0, "{out:?}");
+}
+
+#[test]
+fn a_stored_receipt_not_heard_when_the_connection_ends_stays_stored() {
+    let mut s = server(0);
+    let (_, _, closed) = fetch_with_a_stored_receipt_and_then_a_close(&mut s);
+    assert_eq!(closed.iter().filter(|o| matches!(o, Out::ForgetStoredReceipts { .. })).count(), 0, "{closed:?}");
 }
 
 #[test]
@@ -467,7 +499,7 @@ fn a_stale_fetch_gives_its_stored_receipts_to_the_devices_newer_connection_here(
     run(&mut s, Time::ZERO, from(bob(), F::Disconnect { epoch: 1, receipts_heard: 0 }));
     let stored = Receipt { msg: message(1), state: ReceiptState::Read, by: alice(), at: Time::ZERO };
     // The first fetch's receipt comes after its connection closed: kept for its end.
-    assert!(run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: stored }).is_empty());
+    assert!(run(&mut s, Time::ZERO, In::StoredReceipt { req, receipt: stored, stored: 7 }).is_empty());
     run(&mut s, Time::ZERO, from(bob(), F::Connect { epoch: 2, cursor: InboxPos(0), hide_last_seen: false }));
     let out = run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(0), parts: 1, previous: None });
     assert_eq!(out, vec![to(bob(), S::Receipt { receipt: stored, seq: 1 })]);

@@ -115,7 +115,11 @@ impl Inboxes {
 pub struct RedisShard {
     sessions: SessionStore,
     inboxes: Inboxes,
-    receipts: FxHashMap<UserId, Vec<Receipt>>,
+    /// Receipts stored for offline senders, each under a number of the shard's (`stored`),
+    /// in the order stored.
+    receipts: FxHashMap<UserId, Vec<(u32, Receipt)>>,
+    /// The last number given to a stored receipt.
+    stored: u32,
     dropped: u64,
 }
 
@@ -132,6 +136,7 @@ impl RedisShard {
             sessions: SessionStore::with_stride(stride, users),
             inboxes: Inboxes::with_stride(stride),
             receipts: FxHashMap::default(),
+            stored: 0,
             dropped: 0,
         }
     }
@@ -228,8 +233,9 @@ impl RedisShard {
         match (server, entry) {
             (Some(s), Some(e)) if !exclude.is_some_and(|x| x.holds(&e, s)) => Some(s),
             _ => {
+                self.stored = self.stored.wrapping_add(1).max(1);
                 let stored = self.receipts.entry(sender).or_default();
-                stored.push(receipt);
+                stored.push((self.stored, receipt));
                 if stored.len() > STORED_RECEIPTS_MAX {
                     stored.remove(0);
                     self.dropped += 1;
@@ -239,9 +245,21 @@ impl RedisShard {
         }
     }
 
-    /// Hand over (and forget) the receipts stored for `user`.
-    pub fn take_receipts(&mut self, user: UserId) -> Vec<Receipt> {
-        self.receipts.remove(&user).unwrap_or_default()
+    /// The receipts stored for `user`, each with its number, oldest first. They stay
+    /// stored until the server they went to says the phone heard them
+    /// (`forget_receipts`): a server that dies with them unheard loses nothing.
+    pub fn stored_receipts(&self, user: UserId) -> &[(u32, Receipt)] {
+        self.receipts.get(&user).map_or(&[], Vec::as_slice)
+    }
+
+    /// Forget the receipts stored for `user` up to number `upto` (handed over and heard).
+    pub fn forget_receipts(&mut self, user: UserId, upto: u32) {
+        if let Some(stored) = self.receipts.get_mut(&user) {
+            stored.retain(|&(n, _)| n > upto);
+            if stored.is_empty() {
+                self.receipts.remove(&user);
+            }
+        }
     }
 
     /// Call `f` for each device online at `now` with its server (see
@@ -354,7 +372,7 @@ mod tests {
     }
 
     #[test]
-    fn receipts_for_an_offline_sender_are_stored_until_taken() {
+    fn receipts_for_an_offline_sender_are_stored_until_heard() {
         let mut r = RedisShard::default();
         let receipt =
             Receipt { msg: msg(1), state: ReceiptState::Read, by: DeviceId::phone(UserId(2)), at: Time::ZERO };
@@ -367,7 +385,16 @@ mod tests {
             Duration::from_secs(9),
         );
         assert_eq!(r.route_receipt(receipt, None, Time::ZERO), Some(ServerId(8)));
-        assert_eq!(r.take_receipts(UserId(1)), vec![receipt]);
-        assert!(r.take_receipts(UserId(1)).is_empty());
+        assert_eq!(r.stored_receipts(UserId(1)), &[(1, receipt)]);
+        // Handing them over forgets nothing: the server they go to may die first.
+        assert_eq!(r.stored_receipts(UserId(1)), &[(1, receipt)]);
+        // One stored after the hand-over outlives the forget of those handed over.
+        let later = Receipt { state: ReceiptState::Delivered, ..receipt };
+        r.session_clear(DeviceId::phone(UserId(1)), ServerId(8), 1, Time::ZERO);
+        assert_eq!(r.route_receipt(later, None, Time::ZERO), None);
+        r.forget_receipts(UserId(1), 1);
+        assert_eq!(r.stored_receipts(UserId(1)), &[(2, later)]);
+        r.forget_receipts(UserId(1), 2);
+        assert!(r.stored_receipts(UserId(1)).is_empty());
     }
 }

@@ -110,6 +110,10 @@ impl ChatNode {
                     let msg = Msg::SessionRefresh { device, server, epoch, ttl };
                     ctx.send_ordered(topo.redis(device.user), t, msg, OrderKey::Session(device.user))
                 }
+                Out::ForgetStoredReceipts { user, upto } => {
+                    let msg = Msg::ForgetReceipts { user, upto };
+                    ctx.send_ordered(topo.redis(user), t, msg, OrderKey::Session(user))
+                }
                 Out::SessionClear { device, server, epoch } => {
                     ctx.trace_device(t, "connection_closed", device);
                     let msg = Msg::SessionClear { device, server, epoch };
@@ -260,7 +264,7 @@ impl Process for ChatNode {
             Msg::WriteAck { req } => In::WriteAck { req, replica: env.from.0 },
             Msg::ReadReply { req, row } => In::ReadReply { req, row, replica: env.from.0 },
             Msg::InboxEntry { req, pos, id, conversation } => In::InboxEntry { req, pos, id, conversation },
-            Msg::StoredReceipt { req, receipt } => In::StoredReceipt { req, receipt },
+            Msg::StoredReceipt { req, receipt, stored } => In::StoredReceipt { req, receipt, stored },
             Msg::InboxEnd { req, end, parts, previous } => In::InboxEnd { req, end, parts, previous },
             Msg::Takeover { req, device, to, epoch } => In::Takeover { req, device, to, epoch },
             Msg::Handover { req, slot, msg } => In::Handover { req, slot, msg },

@@ -19,6 +19,7 @@ pub(crate) struct RedisNode {
     /// Web clients whose session this shard has written (for the checkers: a web client is
     /// owed what is routed once the store knows it).
     linked: rustc_hash::FxHashSet<u32>,
+    topo: std::sync::Arc<crate::topology::Topology>,
 }
 
 impl RedisNode {
@@ -46,6 +47,7 @@ impl RedisNode {
             service,
             crashes,
             linked: Default::default(),
+            topo: shared.topo.clone(),
         }
     }
 }
@@ -73,14 +75,15 @@ impl Process for RedisNode {
                 }
                 // Stored receipts belong to the sender's phone, which sent the messages.
                 if device.slot.0 == 0 {
-                    for receipt in self.shard.take_receipts(device.user) {
-                        ctx.send(env.from, done, Msg::StoredReceipt { req, receipt });
+                    for &(stored, receipt) in self.shard.stored_receipts(device.user) {
+                        ctx.send(env.from, done, Msg::StoredReceipt { req, receipt, stored });
                         parts += 1;
                     }
                 }
                 ctx.send(env.from, done, Msg::InboxEnd { req, end, parts, previous });
             }
             Msg::SessionClear { device, server, epoch } => self.shard.session_clear(device, server, epoch, done),
+            Msg::ForgetReceipts { user, upto } => self.shard.forget_receipts(user, upto),
             Msg::SessionRefresh { device, server, epoch, ttl } => {
                 let before = self.shard.session_server(device, done);
                 let write = self.shard.session_set(device, server, epoch, done, ttl);
@@ -134,9 +137,15 @@ impl Process for RedisNode {
             }
             Msg::RouteReceipt { req, receipt, exclude } => {
                 let server = self.shard.route_receipt(receipt, exclude, done);
-                if server.is_none() {
-                    ctx.counters.receipts_stored += 1;
-                    ctx.trace_msg(done, "receipt_stored", &receipt.msg, Some(receipt.by));
+                match server {
+                    None => {
+                        ctx.counters.receipts_stored += 1;
+                        ctx.trace_msg(done, "receipt_stored", &receipt.msg, Some(receipt.by));
+                    }
+                    // Published to the server's channel: the store relays it itself, so the
+                    // receipt does not depend on the asking server outliving the command (a
+                    // failover may hold it for seconds).
+                    Some(server) => ctx.send(self.topo.chat(server), done, Msg::ReceiptRelay { receipt }),
                 }
                 ctx.send(env.from, done, Msg::ReceiptRouted { req, server });
             }
@@ -153,6 +162,7 @@ impl Process for RedisNode {
             }
             Msg::RouteMessage { msg, .. } | Msg::Reroute { msg, .. } => msg.to,
             Msg::RouteReceipt { receipt, .. } => receipt.msg.from,
+            Msg::ForgetReceipts { user, .. } => user,
             Msg::RouteGroup { count, members, .. } => {
                 for &m in &members[..usize::from(count)] {
                     self.shard.prefetch(m);
