@@ -99,8 +99,11 @@ pub enum ChatServerInput {
     WriteAck { req: u64, replica: u16 },
     /// Kafka acknowledged a publish.
     ProduceAck { req: u64 },
-    /// One entry of an inbox fetch, at position `pos` (entries arrive in inbox order).
-    InboxEntry { req: u64, pos: InboxPos, id: MessageId, conversation: ConversationId },
+    /// One entry of an inbox fetch, at position `pos` (entries arrive in inbox order): the
+    /// message it names (a group message's copy naming this member), whose row is read.
+    /// (The store's pointer names the message; the simulation carries its bytes with it,
+    /// so that Cassandra need only know which replicas hold the row.)
+    InboxEntry { req: u64, pos: InboxPos, msg: ChatMessage },
     /// A receipt stored for this (then offline) sender, handed over with the fetch under
     /// the store's number `stored` (the store keeps it until told it was heard).
     StoredReceipt { req: u64, receipt: Receipt, stored: u32 },
@@ -109,8 +112,8 @@ pub enum ChatServerInput {
     /// `previous` is the other server the session pointed the device at until this
     /// connect: it may still hold the device's old connection, with pushes unacknowledged.
     InboxEnd { req: u64, end: InboxPos, parts: u32, previous: Option<ServerId> },
-    /// Replica `replica`'s answer to a read.
-    ReadReply { req: u64, row: Option<ChatMessage>, replica: u16 },
+    /// Replica `replica`'s answer to a read: whether it holds the row.
+    ReadReply { req: u64, held: bool, replica: u16 },
     /// A message for `slot` of its recipient, connected here (from the router or another
     /// chat server).
     Forward { msg: ChatMessage, slot: DeviceSlot },
@@ -279,8 +282,8 @@ struct PendingRead {
     index: usize,
     /// The replicas that answered.
     replied: SmallVec<[u16; 3]>,
-    id: MessageId,
-    conversation: ConversationId,
+    /// The message whose row is read (the fetching member's copy of a group message).
+    msg: ChatMessage,
 }
 
 /// A connection packed into 4 bytes, so a 100K-connection table stays small enough to
@@ -487,7 +490,7 @@ impl ChatServer {
     /// The catch-up reads waiting for replies: the device each is for, and the row's
     /// conversation (which places it on its replicas).
     pub fn reads_waiting(&self) -> impl Iterator<Item = (DeviceId, ConversationId)> + '_ {
-        self.reads.values().filter_map(|r| self.fetches.get(r.job).map(|job| (job.device, r.conversation)))
+        self.reads.values().filter_map(|r| self.fetches.get(r.job).map(|job| (job.device, r.msg.conversation)))
     }
 
     pub fn read_quorum(&self) -> u8 {
@@ -553,7 +556,7 @@ impl ChatServer {
                     self.publish_next(now, conversation, out);
                 }
             }
-            In::InboxEntry { req, pos, id, conversation } => self.on_inbox_entry(now, req, pos, id, conversation, out),
+            In::InboxEntry { req, pos, msg } => self.on_inbox_entry(now, req, pos, msg, out),
             In::StoredReceipt { req, receipt, stored } => {
                 let key = self.req_ids.key(req);
                 let Some(job) = self.fetches.get_mut(key) else { return };
@@ -596,7 +599,7 @@ impl ChatServer {
                 }
                 self.try_finish_fetch(now, key, out);
             }
-            In::ReadReply { req, row, replica } => self.on_read_reply(now, req, row, replica, out),
+            In::ReadReply { req, held, replica } => self.on_read_reply(now, req, held, replica, out),
             // The aggregate goes to the sender like any receipt (another replica may say so
             // too, of another member's write: the sender's view takes a receipt once).
             In::GroupAggregate { receipt } => self.send_receipt(receipt, out),
@@ -877,7 +880,7 @@ impl ChatServer {
             }
             for key in due {
                 if let Some(r) = self.reads.get(key) {
-                    let (id, conversation) = (r.id, r.conversation);
+                    let (id, conversation) = (r.msg.id, r.msg.conversation);
                     self.reads_retried += 1;
                     self.read_again_deadlines.push_back((now + self.config.write_timeout, key));
                     out.push(ChatServerOutput::ReadAll { req: self.req_ids.req(key), id, conversation });
@@ -1152,8 +1155,7 @@ impl ChatServer {
         now: Time,
         req: u64,
         pos: InboxPos,
-        id: MessageId,
-        conversation: ConversationId,
+        msg: ChatMessage,
         out: &mut Vec<ChatServerOutput>,
     ) {
         let job_key = self.req_ids.key(req);
@@ -1168,19 +1170,12 @@ impl ChatServer {
         let index = job.rows.len();
         job.rows.push(None);
         job.reads_pending += 1;
-        let read = self.reads.insert(PendingRead { job: job_key, index, replied: SmallVec::new(), id, conversation });
+        let read = self.reads.insert(PendingRead { job: job_key, index, replied: SmallVec::new(), msg });
         self.read_deadlines.push_back((now + self.config.read_retry_after, read));
-        out.push(ChatServerOutput::Read { req: self.req_ids.req(read), id, conversation });
+        out.push(ChatServerOutput::Read { req: self.req_ids.req(read), id: msg.id, conversation: msg.conversation });
     }
 
-    fn on_read_reply(
-        &mut self,
-        now: Time,
-        req: u64,
-        row: Option<ChatMessage>,
-        replica: u16,
-        out: &mut Vec<ChatServerOutput>,
-    ) {
+    fn on_read_reply(&mut self, now: Time, req: u64, held: bool, replica: u16, out: &mut Vec<ChatServerOutput>) {
         let key = self.req_ids.key(req);
         let Some(read) = self.reads.get_mut(key) else { return };
         if !read.replied.contains(&replica) {
@@ -1189,13 +1184,13 @@ impl ChatServer {
         // (Planted: a read waits for one answer more than the quorum it asked.)
         let needed = usize::from(self.quorum)
             + usize::from(crate::plant::planted(crate::plant::Plant::ReadWaitsForMoreReplicas));
-        let (job_key, index, done) = (read.job, read.index, read.replied.len() >= needed);
+        let (job_key, index, msg, done) = (read.job, read.index, read.msg, read.replied.len() >= needed);
         if done {
             self.reads.remove(key);
         }
         let Some(job) = self.fetches.get_mut(job_key) else { return };
-        if row.is_some() {
-            job.rows[index] = row;
+        if held {
+            job.rows[index] = Some(msg);
         }
         if done {
             job.reads_pending -= 1;
@@ -1244,9 +1239,6 @@ impl ChatServer {
         // (Planted: the stored receipts are handed over only with inbox entries.)
         let drop_receipts = rows.is_empty() && crate::plant::planted(crate::plant::Plant::StoredReceiptsDropped);
         for msg in rows.into_iter().flatten() {
-            // A group message's row is stored once for every member: this copy is the
-            // fetching member's.
-            let msg = if msg.to == UserId::GROUP { ChatMessage { to: job.device.user, ..msg } } else { msg };
             self.push(job.device, msg, now, out);
         }
         out.push(ChatServerOutput::ToDevice { device: job.device, frame: ServerFrame::FetchDone { upto } });

@@ -65,9 +65,10 @@ pub enum Msg {
         id: MessageId,
         conversation: ConversationId,
     },
+    /// Whether the replica holds the row.
     ReadReply {
         req: u64,
-        row: Option<ChatMessage>,
+        held: bool,
     },
     // chat server / router <-> session Redis
     /// Set the session, then read the inbox since `cursor` (one script).
@@ -119,8 +120,7 @@ pub enum Msg {
     InboxEntry {
         req: u64,
         pos: InboxPos,
-        id: MessageId,
-        conversation: ConversationId,
+        msg: ChatMessage,
     },
     StoredReceipt {
         req: u64,
@@ -297,8 +297,8 @@ impl Msg {
             | Msg::RouteGroup { msg, .. }
             | Msg::GroupForward { msg, .. }
             | Msg::Handover { msg, .. } => Some(msg.id),
-            Msg::Read { id, .. } | Msg::InboxEntry { id, .. } => Some(*id),
-            Msg::ReadReply { row, .. } => row.map(|m| m.id),
+            Msg::Read { id, .. } => Some(*id),
+            Msg::InboxEntry { msg, .. } => Some(msg.id),
             Msg::ToDevice { frame: S::Push { msg } | S::SentAck { msg }, .. } => Some(msg.id),
             _ => None,
         }

@@ -625,7 +625,8 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
     let mut receipt_table_bytes = 0;
     for range in &shared.ranges {
         let mut range = range.lock().expect("range lock");
-        logs.stored.extend(range.ids(logs.conversations_one_in));
+        debug_assert!(logs.conversations_one_in == shared.scenario.checked_one_in());
+        logs.stored.extend(range.followed_ids());
         // What outlives processes is freed now, not when the runtime (whose restart hooks
         // hold the shared state) goes: the checkers' peak comes next.
         *range = Default::default();

@@ -359,8 +359,7 @@ fn a_fetch_pushes_stored_receipts_at_once_and_its_entries_in_inbox_order() {
     let Some(&Out::SessionSet { req, .. }) = out.iter().find(|o| matches!(o, Out::SessionSet { .. })) else { panic!() };
     let mut reads = Vec::new();
     for (pos, id) in [(0, 3), (1, 5)] {
-        let conversation = message(id).conversation;
-        let out = run(&mut s, Time::ZERO, In::InboxEntry { req, pos: InboxPos(pos), id: MessageId(id), conversation });
+        let out = run(&mut s, Time::ZERO, In::InboxEntry { req, pos: InboxPos(pos), msg: message(id) });
         let Out::Read { req: r, id: MessageId(i), .. } = out[0] else { panic!("{out:?}") };
         assert_eq!(i, id);
         reads.push(r);
@@ -375,10 +374,10 @@ fn a_fetch_pushes_stored_receipts_at_once_and_its_entries_in_inbox_order() {
         "reads still pending"
     );
     // Replies arrive out of order; one replica of the first read lacks the row.
-    run(&mut s, Time::ZERO, In::ReadReply { req: reads[1], row: Some(message(5)), replica: 12 });
-    run(&mut s, Time::ZERO, In::ReadReply { req: reads[0], row: None, replica: 13 });
-    assert!(run(&mut s, Time::ZERO, In::ReadReply { req: reads[1], row: Some(message(5)), replica: 14 }).is_empty());
-    let out = run(&mut s, Time::ZERO, In::ReadReply { req: reads[0], row: Some(message(3)), replica: 15 });
+    run(&mut s, Time::ZERO, In::ReadReply { req: reads[1], held: true, replica: 12 });
+    run(&mut s, Time::ZERO, In::ReadReply { req: reads[0], held: false, replica: 13 });
+    assert!(run(&mut s, Time::ZERO, In::ReadReply { req: reads[1], held: true, replica: 14 }).is_empty());
+    let out = run(&mut s, Time::ZERO, In::ReadReply { req: reads[0], held: true, replica: 15 });
     assert_eq!(
         out,
         vec![
@@ -418,7 +417,7 @@ fn stale_replies_are_ignored() {
     for input in [
         In::WriteAck { req: 12345, replica: 6 },
         In::ReceiptRouted { req: 12345, server: None },
-        In::ReadReply { req: 12345, row: None, replica: 16 },
+        In::ReadReply { req: 12345, held: false, replica: 16 },
         In::InboxEnd { req: 12345, end: InboxPos(0), parts: 0, previous: None },
     ] {
         assert!(run(&mut s, Time::ZERO, input).is_empty(), "{input:?}");
@@ -510,10 +509,10 @@ fn a_fetch_capped_at_its_limit_ends_before_the_first_entry_left_out() {
     let mut s = server(0);
     let out = connect(&mut s, bob());
     let Some(&Out::SessionSet { req, .. }) = out.iter().find(|o| matches!(o, Out::SessionSet { .. })) else { panic!() };
-    let conversation = message(1).conversation;
     let mut reads = Vec::new();
     for pos in 0..FETCH_ENTRIES_MAX as u32 + 5 {
-        let entry = In::InboxEntry { req, pos: InboxPos(100 + pos), id: MessageId(u64::from(pos) + 1), conversation };
+        let msg = ChatMessage { id: MessageId(u64::from(pos) + 1), ..message(1) };
+        let entry = In::InboxEntry { req, pos: InboxPos(100 + pos), msg };
         if let [Out::Read { req: r, .. }] = run(&mut s, Time::ZERO, entry)[..] {
             reads.push(r);
         }
@@ -522,10 +521,9 @@ fn a_fetch_capped_at_its_limit_ends_before_the_first_entry_left_out() {
     let parts = FETCH_ENTRIES_MAX as u32 + 5;
     run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(100 + parts), parts, previous: None });
     let mut last = Vec::new();
-    for (i, r) in reads.into_iter().enumerate() {
-        let row = ChatMessage { id: MessageId(i as u64 + 1), ..message(1) };
-        run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(row), replica: 17 });
-        last = run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(row), replica: 18 });
+    for r in reads {
+        run(&mut s, Time::ZERO, In::ReadReply { req: r, held: true, replica: 17 });
+        last = run(&mut s, Time::ZERO, In::ReadReply { req: r, held: true, replica: 18 });
     }
     let upto = InboxPos(100 + FETCH_ENTRIES_MAX as u32);
     assert!(last.contains(&to(bob(), S::FetchDone { upto })), "the next fetch starts at the first left out");
@@ -565,11 +563,10 @@ fn a_fetch_end_that_overtakes_its_entries_waits_for_them() {
         run(&mut s, Time::ZERO, In::InboxEnd { req, end: InboxPos(1), parts: 1, previous: None }).is_empty(),
         "one entry to come"
     );
-    let conversation = message(3).conversation;
-    let out = run(&mut s, Time::ZERO, In::InboxEntry { req, pos: InboxPos(0), id: MessageId(3), conversation });
+    let out = run(&mut s, Time::ZERO, In::InboxEntry { req, pos: InboxPos(0), msg: message(3) });
     let Out::Read { req: r, .. } = out[0] else { panic!("{out:?}") };
-    run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(message(3)), replica: 19 });
-    let out = run(&mut s, Time::ZERO, In::ReadReply { req: r, row: Some(message(3)), replica: 20 });
+    run(&mut s, Time::ZERO, In::ReadReply { req: r, held: true, replica: 19 });
+    let out = run(&mut s, Time::ZERO, In::ReadReply { req: r, held: true, replica: 20 });
     assert_eq!(out, vec![to(bob(), S::Push { msg: message(3) }), to(bob(), S::FetchDone { upto: InboxPos(1) })]);
 }
 

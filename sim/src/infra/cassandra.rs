@@ -2,9 +2,7 @@
 //! the range's replicas hold each row (`RangeRows`), and each node's own group receipts
 //! table (`CassandraNode`).
 
-use wasim_model::{
-    ChatMessage, ConversationId, GroupReceipts, MessageId, PackedMessage, ReceiptState, Table, Time, UserId,
-};
+use wasim_model::{ChatMessage, ConversationId, GroupReceipts, MessageId, ReceiptState, Table, Time, UserId};
 
 /// The replicas of a conversation's partition: the node owning its token and the next
 /// `rf - 1` nodes on the ring (SimpleStrategy).
@@ -13,15 +11,11 @@ pub fn replicas(conversation: ConversationId, nodes: u32, rf: u32) -> impl Itera
     (0..rf).map(move |i| if first + i >= nodes { first + i - nodes } else { first + i })
 }
 
-/// A row as a node keeps it: the partition key is not stored (`PackedMessage`), and a
-/// group message's row, stored once for all members, names `UserId::GROUP`.
-type Row = PackedMessage;
-
-fn row(msg: &ChatMessage) -> Row {
+/// A group message's row is stored once, for all members (it names `UserId::GROUP`).
+fn check_row(msg: &ChatMessage) {
     if msg.conversation.group_id().is_some() {
         assert_eq!(msg.to, UserId::GROUP, "a group message's row is stored once, for all members");
     }
-    PackedMessage::of(msg)
 }
 
 /// Rows per entry of a range's sparse index (see `RangeRows::marks`).
@@ -38,11 +32,16 @@ pub fn first_replica(conversation: ConversationId, nodes: u32) -> u32 {
 /// hold it: the replicas of a row hold the same bytes, and a node's disk is the rows of
 /// the ranges it replicates that it holds. Kept sorted by message id: rows arrive nearly
 /// in id order (ids embed the send time), so an insert lands near the end and shifts few
-/// rows; a lookup by (conversation, id) goes by a sparse index. 31 bytes a row, where a
-/// row per replica took 3 x 41.
+/// rows; a lookup by id (unique: a Snowflake) goes by a sparse index.
+///
+/// A row is kept as its id, which replicas hold it and its status: 12 bytes, where its
+/// bytes took 31 (41 a replica before that). What a read returns is whether the replica
+/// holds the row; the message it names travels with the inbox pointer that asks for it
+/// (the only reads of rows by id are a catch-up's, of the entries of an inbox), so the
+/// simulation keeps a message's bytes once, with the few pointers, not with every row.
 #[derive(Debug, Default)]
 pub struct RangeRows {
-    rows: Vec<Row>,
+    ids: Vec<MessageId>,
     /// Per row, bit `i`: replica `i` of the range holds it (up to 16 replicas).
     holders: Vec<u16>,
     /// Per row, the `status` column (the card's data model): the furthest state a
@@ -58,46 +57,60 @@ pub struct RangeRows {
     /// for the rows it covers; an insert before its end cuts it back, and a lookup extends
     /// it.
     marks: Vec<MessageId>,
+    /// Per row, whether the checkers follow its conversation (one in `one_in`): they
+    /// compare the rows held with the ✓s given (the partition key is not kept).
+    followed: Vec<bool>,
+    one_in: u32,
 }
 
 const _: () = assert!(crate::limits::REPLICATION_FACTOR_MAX <= u16::BITS, "a row's holders fit a u16");
 
 impl RangeRows {
-    /// A range expecting about `rows` rows.
-    pub fn with_capacity(rows: usize) -> RangeRows {
+    /// A range expecting about `rows` rows, whose checkers follow one conversation in
+    /// `one_in`.
+    pub fn with_capacity(rows: usize, one_in: u32) -> RangeRows {
         RangeRows {
-            rows: Vec::with_capacity(rows),
+            ids: Vec::with_capacity(rows),
             holders: Vec::with_capacity(rows),
             statuses: Vec::with_capacity(rows),
+            followed: Vec::with_capacity(rows),
+            one_in,
             ..RangeRows::default()
         }
+    }
+
+    fn follows(&self, conversation: ConversationId) -> bool {
+        crate::check::checks_conversation(conversation, self.one_in.max(1))
     }
 
     /// Replica `replica` of the range applies a write: an upsert, so a retried write (the
     /// same bytes: an id is minted once) leaves one row.
     pub fn write(&mut self, msg: &ChatMessage, replica: u32) {
         let bit = 1u16 << replica;
-        if self.rows.last().is_none_or(|r| r.id() < msg.id) {
+        check_row(msg);
+        if self.ids.last().is_none_or(|&id| id < msg.id) {
             // The common case: the newest id so far.
-            self.rows.push(row(msg));
+            self.ids.push(msg.id);
             self.holders.push(bit);
             self.statuses.push(ReceiptState::Sent);
+            self.followed.push(self.follows(msg.conversation));
             self.partition_rows.add(msg.conversation);
             return;
         }
         // Nearly in order: search back from the end before falling back to bisection.
-        let tail = self.rows.len().saturating_sub(64);
-        let at = if self.rows[tail].id() < msg.id {
-            tail + self.rows[tail..].partition_point(|r| r.id() < msg.id)
+        let tail = self.ids.len().saturating_sub(64);
+        let at = if self.ids[tail] < msg.id {
+            tail + self.ids[tail..].partition_point(|&id| id < msg.id)
         } else {
-            self.rows.partition_point(|r| r.id() < msg.id)
+            self.ids.partition_point(|&id| id < msg.id)
         };
-        if self.rows.get(at).is_some_and(|r| r.id() == msg.id) {
+        if self.ids.get(at) == Some(&msg.id) {
             self.holders[at] |= bit;
         } else {
-            self.rows.insert(at, row(msg));
+            self.ids.insert(at, msg.id);
             self.holders.insert(at, bit);
             self.statuses.insert(at, ReceiptState::Sent);
+            self.followed.insert(at, self.follows(msg.conversation));
             self.marks.truncate(at / ROWS_PER_MARK);
             self.partition_rows.add(msg.conversation);
         }
@@ -117,15 +130,9 @@ impl RangeRows {
     /// read). Returns whether the replica holds the row (a status may reach a replica
     /// before the row does: it is not applied then, and the row's own write comes with
     /// status sent).
-    pub fn set_status(
-        &mut self,
-        conversation: ConversationId,
-        id: MessageId,
-        state: ReceiptState,
-        replica: u32,
-    ) -> bool {
+    pub fn set_status(&mut self, id: MessageId, state: ReceiptState, replica: u32) -> bool {
         let at = self.position(id);
-        if self.holds_at(at, conversation, id, replica) {
+        if self.holds_at(at, id, replica) {
             self.statuses[at] = self.statuses[at].max(state);
             true
         } else {
@@ -133,9 +140,8 @@ impl RangeRows {
         }
     }
 
-    fn holds_at(&self, at: usize, conversation: ConversationId, id: MessageId, replica: u32) -> bool {
-        self.rows.get(at).is_some_and(|r| r.id() == id && r.conversation() == conversation)
-            && self.holders[at] & (1 << replica) != 0
+    fn holds_at(&self, at: usize, id: MessageId, replica: u32) -> bool {
+        self.ids.get(at) == Some(&id) && self.holders[at] & (1 << replica) != 0
     }
 
     /// Where the row of `id` is, or would go: its block by the sparse index, then within
@@ -144,35 +150,36 @@ impl RangeRows {
     fn position(&mut self, id: MessageId) -> usize {
         // Rows moved by an insert were cut off (`write`); rows added since are marked now.
         let marked = self.marks.len() * ROWS_PER_MARK;
-        if marked < self.rows.len() {
-            self.marks.extend(self.rows[marked..].iter().step_by(ROWS_PER_MARK).map(|r| r.id()));
+        if marked < self.ids.len() {
+            self.marks.extend(self.ids[marked..].iter().step_by(ROWS_PER_MARK));
         }
         // The last block whose first id is below `id` holds its place, or its place is
         // the start of the next.
         let block = self.marks.partition_point(|&m| m < id).saturating_sub(1);
         let from = block * ROWS_PER_MARK;
-        let until = (from + ROWS_PER_MARK).min(self.rows.len());
-        from + self.rows[from..until].partition_point(|r| r.id() < id)
+        let until = (from + ROWS_PER_MARK).min(self.ids.len());
+        from + self.ids[from..until].partition_point(|&i| i < id)
     }
 
     /// The status of a row at `replica`, if it holds it.
     #[cfg(test)]
-    pub fn status(&mut self, conversation: ConversationId, id: MessageId, replica: u32) -> Option<ReceiptState> {
+    pub fn status(&mut self, id: MessageId, replica: u32) -> Option<ReceiptState> {
         let at = self.position(id);
-        self.holds_at(at, conversation, id, replica).then(|| self.statuses[at])
+        self.holds_at(at, id, replica).then(|| self.statuses[at])
     }
 
-    /// Read the row of `(conversation, id)` at `replica`.
-    pub fn read(&mut self, conversation: ConversationId, id: MessageId, replica: u32) -> Option<ChatMessage> {
+    /// Read the row of `id` at `replica`: whether it holds it (the message travels with
+    /// the pointer that asks: see `RangeRows`).
+    pub fn read(&mut self, id: MessageId, replica: u32) -> bool {
         let at = self.position(id);
-        self.holds_at(at, conversation, id, replica).then(|| self.rows[at].message(UserId::GROUP))
+        self.holds_at(at, id, replica)
     }
 
     /// Repair replica `replica` from its peers (`nodetool repair`): the rows minted at or
     /// after `ms` (ids lead with their time) that another replica holds and it does not
     /// are copied to it. Returns the rows copied.
     pub fn repair(&mut self, ms: u64, replica: u32) -> u64 {
-        let from = self.rows.partition_point(|r| r.id().timestamp_ms() < ms);
+        let from = self.ids.partition_point(|id| id.timestamp_ms() < ms);
         let bit = 1u16 << replica;
         let mut copied = 0;
         for holders in &mut self.holders[from..] {
@@ -189,14 +196,15 @@ impl RangeRows {
         self.holders.iter().filter(|&&h| h & (1 << replica) != 0).count()
     }
 
-    /// The ids of the rows held of the conversations the checkers follow (one in
-    /// `one_in`), ascending, each once per replica holding it.
-    pub fn ids(&self, one_in: u32) -> impl Iterator<Item = MessageId> + '_ {
-        self.rows
+    /// The ids of the rows held of the conversations the checkers follow, ascending, each
+    /// once per replica holding it.
+    pub fn followed_ids(&self) -> impl Iterator<Item = MessageId> + '_ {
+        self.ids
             .iter()
             .zip(&self.holders)
-            .filter(move |(r, _)| crate::check::checks_conversation(r.conversation(), one_in))
-            .flat_map(|(r, &h)| std::iter::repeat_n(r.id(), h.count_ones() as usize))
+            .zip(&self.followed)
+            .filter(|(_, &followed)| followed)
+            .flat_map(|((&id, &h), _)| std::iter::repeat_n(id, h.count_ones() as usize))
     }
 }
 
@@ -432,10 +440,10 @@ mod tests {
             n.write(&msg(id), 0);
         }
         assert_eq!(n.held_by(0), 3);
-        assert_eq!(n.ids(1).map(|i| i.0).collect::<Vec<_>>(), vec![3, 5, 9]);
-        assert_eq!(n.read(msg(9).conversation, MessageId(9), 0), Some(msg(9)));
-        assert_eq!(n.read(msg(9).conversation, MessageId(4), 0), None);
-        assert_eq!(n.read(ConversationId(1), MessageId(9), 0), None, "the partition key must match");
+        assert_eq!(n.followed_ids().map(|i| i.0).collect::<Vec<_>>(), vec![3, 5, 9]);
+        assert!(n.read(MessageId(9), 0));
+        assert!(!n.read(MessageId(4), 0));
+        assert!(!n.read(MessageId(9), 1), "another replica's");
     }
 
     #[test]
@@ -448,15 +456,15 @@ mod tests {
         range.write(&msg(2), 2);
         range.write(&msg(4), 2);
         assert_eq!((range.held_by(0), range.held_by(1), range.held_by(2)), (4, 0, 2));
-        assert_eq!(range.read(c, MessageId(3), 2), None, "replica 2 missed 3");
-        assert_eq!(range.read(c, MessageId(4), 2), Some(msg(4)));
-        assert!(!range.set_status(c, MessageId(3), ReceiptState::Read, 2), "not held there: not applied");
-        assert_eq!(range.ids(1).map(|i| i.0).collect::<Vec<_>>(), vec![1, 2, 2, 3, 4, 4], "an id per replica");
+        assert!(!range.read(MessageId(3), 2), "replica 2 missed 3");
+        assert!(range.read(MessageId(4), 2));
+        assert!(!range.set_status(MessageId(3), ReceiptState::Read, 2), "not held there: not applied");
+        assert_eq!(range.followed_ids().map(|i| i.0).collect::<Vec<_>>(), vec![1, 2, 2, 3, 4, 4], "an id per replica");
         assert_eq!(range.history(c, MessageId(u64::MAX), 10), 4, "the partition's rows, once each");
         // Replica 1 was down for all of it: it copies every row held elsewhere.
         assert_eq!(range.repair(0, 1), 4);
         assert_eq!(range.repair(0, 1), 0, "nothing left to copy");
-        assert_eq!(range.read(c, MessageId(3), 1), Some(msg(3)));
+        assert!(range.read(MessageId(3), 1));
         // A repair goes back only as far as asked: ids lead with their mint time.
         let mut late = RangeRows::default();
         let minted_at = |ms: u64| ChatMessage { id: MessageId(ms << 22), ..msg(0) };
@@ -469,16 +477,15 @@ mod tests {
     #[test]
     fn a_rows_status_only_moves_forward_and_waits_for_its_row() {
         let mut node = RangeRows::default();
-        let c = msg(5).conversation;
-        assert!(!node.set_status(c, MessageId(5), ReceiptState::Delivered, 0), "no row yet: not applied");
+        assert!(!node.set_status(MessageId(5), ReceiptState::Delivered, 0), "no row yet: not applied");
         node.write(&msg(7), 0);
         node.write(&msg(5), 0); // lands before 7: its status moves with it
-        assert_eq!(node.status(c, MessageId(5), 0), Some(ReceiptState::Sent));
-        assert!(node.set_status(c, MessageId(5), ReceiptState::Read, 0));
-        assert!(node.set_status(c, MessageId(5), ReceiptState::Delivered, 0), "a late delivered receipt");
-        assert_eq!(node.status(c, MessageId(5), 0), Some(ReceiptState::Read), "does not undo the read");
-        assert_eq!(node.status(c, MessageId(7), 0), Some(ReceiptState::Sent));
-        assert_eq!(node.status(ConversationId(99), MessageId(7), 0), None, "another partition's id");
+        assert_eq!(node.status(MessageId(5), 0), Some(ReceiptState::Sent));
+        assert!(node.set_status(MessageId(5), ReceiptState::Read, 0));
+        assert!(node.set_status(MessageId(5), ReceiptState::Delivered, 0), "a late delivered receipt");
+        assert_eq!(node.status(MessageId(5), 0), Some(ReceiptState::Read), "does not undo the read");
+        assert_eq!(node.status(MessageId(7), 0), Some(ReceiptState::Sent));
+        assert_eq!(node.status(MessageId(6), 0), None, "no such row");
     }
 
     #[test]
@@ -490,22 +497,22 @@ mod tests {
             node.write(&msg(id), 0);
         }
         for probe in [0, 1, 3, 299, 7_497, 7_498, 10_000 + 2_500 * 2_500, 10_000 + 4_999 * 4_999, u64::MAX - 1] {
-            let want = node.rows.partition_point(|r| r.id().0 < probe);
+            let want = node.ids.partition_point(|r| r.0 < probe);
             assert_eq!(node.position(MessageId(probe)), want, "id {probe}");
         }
         for &id in ids.iter().step_by(97) {
             let at = node.position(MessageId(id));
-            assert_eq!(node.rows[at].id().0, id);
+            assert_eq!(node.ids[at].0, id);
         }
         // Rows inserted before the end, after lookups marked them: still found.
         for id in [1, 4, 7_000, 10_000 + 3_000 * 3_000 + 1] {
             node.write(&msg(id), 0);
             let at = node.position(MessageId(id));
-            assert_eq!(node.rows[at].id().0, id);
+            assert_eq!(node.ids[at].0, id);
         }
         for &id in ids.iter().step_by(89) {
             let at = node.position(MessageId(id));
-            assert_eq!(node.rows[at].id().0, id, "after inserts");
+            assert_eq!(node.ids[at].0, id, "after inserts");
         }
     }
 }

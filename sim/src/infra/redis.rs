@@ -7,8 +7,7 @@
 use rustc_hash::FxHashMap;
 use std::time::Duration;
 use wasim_model::{
-    ChatMessage, ConversationId, DeviceId, InboxPos, MessageId, Receipt, Route, ServerId, SessionStore, SessionWrite,
-    Time, UserId,
+    ChatMessage, DeviceId, InboxPos, PackedMessage, Receipt, Route, ServerId, SessionStore, SessionWrite, Time, UserId,
 };
 
 /// The most pointers one inbox holds. A phone offline for weeks must not grow a shard
@@ -44,13 +43,18 @@ struct InboxHead {
     count: u32,
 }
 
+/// A pointer: `conversation:id` in Redis. The simulation keeps the message it names with
+/// it (packed), so that the fetch can carry it and Cassandra need keep only which replicas
+/// hold each row, not its bytes: the inbox holds the few messages some device has yet to
+/// fetch, where the rows were every message.
 #[derive(Clone, Copy, Debug)]
 struct InboxEntry {
-    id: MessageId,
-    conversation: ConversationId,
+    msg: PackedMessage,
     /// The same user's entry before this one (plus one; 0: none).
     previous: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<InboxEntry>() == 32);
 
 impl InboxHead {
     /// The position of the oldest entry still counted.
@@ -79,14 +83,14 @@ impl Inboxes {
     }
 
     /// Add an entry; returns whether an old one stopped counting (the inbox was full).
-    fn add(&mut self, user: UserId, id: MessageId, conversation: ConversationId) -> bool {
+    fn add(&mut self, user: UserId, msg: &ChatMessage) -> bool {
         let i = self.index(user);
         if i >= self.heads.len() {
             self.heads.resize(i + 1, InboxHead::default());
         }
         let head = &mut self.heads[i];
         assert!(self.log.len() < u32::MAX as usize, "a session shard holds more than 4 billion inbox pointers");
-        self.log.push(InboxEntry { id, conversation, previous: head.newest });
+        self.log.push(InboxEntry { msg: PackedMessage::of(msg), previous: head.newest });
         head.newest = self.log.len() as u32;
         head.count += 1;
         head.count > INBOX_LEN_MAX as u32
@@ -94,7 +98,7 @@ impl Inboxes {
 
     /// The entries of `user` from position `cursor` on (no earlier than the oldest still
     /// counted), oldest first; and the position after the last.
-    fn since(&self, user: UserId, cursor: InboxPos) -> (Vec<(InboxPos, MessageId, ConversationId)>, InboxPos) {
+    fn since(&self, user: UserId, cursor: InboxPos) -> (Vec<(InboxPos, ChatMessage)>, InboxPos) {
         let head = self.head(user);
         let first = cursor.0.max(head.base());
         let mut entries = Vec::with_capacity(head.count.saturating_sub(first) as usize);
@@ -102,7 +106,7 @@ impl Inboxes {
         while pos > first {
             let e = self.log[at as usize - 1];
             pos -= 1;
-            entries.push((InboxPos(pos), e.id, e.conversation));
+            entries.push((InboxPos(pos), e.msg.message(user)));
             at = e.previous;
         }
         entries.reverse();
@@ -195,7 +199,7 @@ impl RedisShard {
     pub fn route(&mut self, msg: &ChatMessage, exclude: Option<wasim_model::Exclusion>, now: Time) -> Route {
         let route = self.sessions.route(msg.to, exclude, now);
         if route.inbox {
-            self.inbox_add(msg.to, msg.id, msg.conversation);
+            self.inbox_add(msg.to, msg);
         }
         route
     }
@@ -203,19 +207,15 @@ impl RedisShard {
     /// `ZADD inbox:{user} <next position> conversation:id`. A message added again (handed
     /// back by a server after an earlier fetch read it) takes a new position, so a device
     /// that fetched past its old one fetches it again; the device shows it once.
-    pub fn inbox_add(&mut self, user: UserId, id: MessageId, conversation: ConversationId) {
-        if self.inboxes.add(user, id, conversation) {
+    pub fn inbox_add(&mut self, user: UserId, msg: &ChatMessage) {
+        if self.inboxes.add(user, msg) {
             self.dropped += 1;
         }
     }
 
     /// `ZRANGEBYSCORE inbox:{user} [cursor +inf WITHSCORES`: the entries from `cursor` on,
     /// in the order they were added, with their positions; and the position after the last.
-    pub fn inbox_since(
-        &self,
-        user: UserId,
-        cursor: InboxPos,
-    ) -> (Vec<(InboxPos, MessageId, ConversationId)>, InboxPos) {
+    pub fn inbox_since(&self, user: UserId, cursor: InboxPos) -> (Vec<(InboxPos, ChatMessage)>, InboxPos) {
         self.inboxes.since(user, cursor)
     }
 
@@ -282,12 +282,12 @@ impl RedisShard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasim_model::{DeviceSlot, ReceiptState};
+    use wasim_model::{ConversationId, DeviceSlot, MessageId, ReceiptState};
 
     fn msg(id: u64) -> ChatMessage {
         ChatMessage {
             id: MessageId(id),
-            conversation: ConversationId(7),
+            conversation: ConversationId::direct(UserId(1), UserId(2)),
             from: UserId(1),
             to: UserId(2),
             client_seq: 0,
@@ -297,7 +297,31 @@ mod tests {
 
     fn ids(r: &RedisShard, user: UserId, cursor: u32) -> (Vec<u64>, InboxPos) {
         let (entries, end) = r.inbox_since(user, InboxPos(cursor));
-        (entries.iter().map(|e| e.1 .0).collect(), end)
+        (entries.iter().map(|e| e.1.id.0).collect(), end)
+    }
+
+    /// A message to `user` with id `id`.
+    fn to(user: UserId, id: u64) -> ChatMessage {
+        ChatMessage { to: user, conversation: ConversationId::direct(UserId(1), user), ..msg(id) }
+    }
+
+    #[test]
+    fn an_inbox_gives_back_the_message_a_pointer_names_a_group_messages_as_the_members_copy() {
+        let mut r = RedisShard::default();
+        let one = to(UserId(4), 5);
+        let group = ChatMessage {
+            conversation: ConversationId::group(wasim_model::GroupId(3)),
+            to: UserId::GROUP,
+            client_seq: 8,
+            sent_at: Time::from_ms(70),
+            ..msg(6)
+        };
+        r.inbox_add(UserId(4), &one);
+        r.inbox_add(UserId(4), &ChatMessage { to: UserId(4), ..group });
+        r.inbox_add(UserId(9), &ChatMessage { to: UserId(9), ..group });
+        let entries = |u| r.inbox_since(u, InboxPos(0)).0.into_iter().map(|e| e.1).collect::<Vec<_>>();
+        assert_eq!(entries(UserId(4)), vec![one, ChatMessage { to: UserId(4), ..group }]);
+        assert_eq!(entries(UserId(9)), vec![ChatMessage { to: UserId(9), ..group }]);
     }
 
     #[test]
@@ -305,7 +329,7 @@ mod tests {
         let mut r = RedisShard::default();
         let u = UserId(4);
         for id in [5, 3, 9] {
-            r.inbox_add(u, MessageId(id), ConversationId(1));
+            r.inbox_add(u, &to(u, id));
         }
         assert_eq!(ids(&r, u, 0), (vec![5, 3, 9], InboxPos(3)));
         assert_eq!(ids(&r, u, 2), (vec![9], InboxPos(3)));
@@ -321,7 +345,7 @@ mod tests {
         for round in 0..50u64 {
             for (k, &u) in users.iter().enumerate() {
                 if round % (k as u64 + 1) == 0 {
-                    r.inbox_add(u, MessageId(1_000 * k as u64 + round), ConversationId(1));
+                    r.inbox_add(u, &to(u, 1_000 * k as u64 + round));
                 }
             }
         }
@@ -338,10 +362,10 @@ mod tests {
     fn a_message_added_again_is_read_again_past_an_old_cursor() {
         let mut r = RedisShard::default();
         let u = UserId(4);
-        r.inbox_add(u, MessageId(3), ConversationId(1));
-        r.inbox_add(u, MessageId(9), ConversationId(1));
+        r.inbox_add(u, &to(u, 3));
+        r.inbox_add(u, &to(u, 9));
         // A device fetched both (cursor 2); a server hands 3 back (its push was lost).
-        r.inbox_add(u, MessageId(3), ConversationId(1));
+        r.inbox_add(u, &to(u, 3));
         assert_eq!(ids(&r, u, 2), (vec![3], InboxPos(3)));
     }
 
@@ -350,7 +374,7 @@ mod tests {
         let mut r = RedisShard::default();
         let u = UserId(1);
         for id in 0..INBOX_LEN_MAX as u64 + 2 {
-            r.inbox_add(u, MessageId(id), ConversationId(1));
+            r.inbox_add(u, &to(u, id));
         }
         assert_eq!(r.dropped(), 2);
         let (first, end) = ids(&r, u, 0);

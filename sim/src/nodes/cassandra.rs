@@ -83,7 +83,7 @@ pub(crate) fn range(s: &crate::scenario::Scenario) -> crate::infra::RangeRows {
     let group_messages_per_s = f64::from(s.groups.active) * s.groups.messages_per_group_per_s;
     let rows = (s.workload.messages_per_s + group_messages_per_s as u64) * (s.warmup_s + s.duration_s)
         / u64::from(s.fleet.cassandra_nodes);
-    crate::infra::RangeRows::with_capacity(rows as usize * 21 / 20)
+    crate::infra::RangeRows::with_capacity(rows as usize * 21 / 20, s.checked_one_in())
 }
 
 impl CassandraProcess {
@@ -147,7 +147,7 @@ impl Process for CassandraProcess {
             }
             Msg::StatusWrite { id, conversation, state } => {
                 let (mut range, replica) = self.range_of(conversation);
-                let applied = range.set_status(conversation, id, state, replica);
+                let applied = range.set_status(id, state, replica);
                 drop(range);
                 ctx.counters.status_writes += 1;
                 ctx.counters.status_writes_before_row += u64::from(!applied);
@@ -164,9 +164,9 @@ impl Process for CassandraProcess {
             }
             Msg::Read { req, id, conversation } => {
                 let (mut range, replica) = self.range_of(conversation);
-                let row = range.read(conversation, id, replica);
+                let held = range.read(id, replica);
                 drop(range);
-                ctx.send(env.from, done, Msg::ReadReply { req, row });
+                ctx.send(env.from, done, Msg::ReadReply { req, held });
             }
             other => unreachable!("cassandra got {other:?}"),
         }

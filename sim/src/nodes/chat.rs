@@ -262,8 +262,8 @@ impl Process for ChatNode {
                 return;
             }
             Msg::WriteAck { req } => In::WriteAck { req, replica: env.from.0 },
-            Msg::ReadReply { req, row } => In::ReadReply { req, row, replica: env.from.0 },
-            Msg::InboxEntry { req, pos, id, conversation } => In::InboxEntry { req, pos, id, conversation },
+            Msg::ReadReply { req, held } => In::ReadReply { req, held, replica: env.from.0 },
+            Msg::InboxEntry { req, pos, msg } => In::InboxEntry { req, pos, msg },
             Msg::StoredReceipt { req, receipt, stored } => In::StoredReceipt { req, receipt, stored },
             Msg::InboxEnd { req, end, parts, previous } => In::InboxEnd { req, end, parts, previous },
             Msg::Takeover { req, device, to, epoch } => In::Takeover { req, device, to, epoch },

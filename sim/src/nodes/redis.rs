@@ -69,8 +69,8 @@ impl Process for RedisNode {
                 // how many came before it, so the server waits for them all.
                 let mut parts = 0;
                 let (entries, end) = self.shard.inbox_since(device.user, cursor);
-                for (pos, id, conversation) in entries {
-                    ctx.send(env.from, done, Msg::InboxEntry { req, pos, id, conversation });
+                for (pos, msg) in entries {
+                    ctx.send(env.from, done, Msg::InboxEntry { req, pos, msg });
                     parts += 1;
                 }
                 // Stored receipts belong to the sender's phone, which sent the messages.
