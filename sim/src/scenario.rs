@@ -1166,8 +1166,8 @@ const MEMORY_TERMS: [MemoryTerm; MEMORY_FEATURES] = [
     held(11.0e6),  // the binary, the runtime, the quantile tables, the gang's threads
     held(173.0),   // a user: phone, connection, session and presence keys, inbox, checker state
     held(400.0),   // a web client: its device, connection and session entries, a display logged per message
-    held(230.0),   // a watcher: its subscription
-    grows(15.0), // a replica row written: its share of the row (kept once per range), its partition's count, the message's shown ids
+    held(186.0),   // a watcher: its subscription
+    grows(9.0), // a replica row written: its share of the row (id, holders, status), its partition's count, the message's shown ids
     grows(30.0), // a connect or close: its presence key lifetime, its registration, its notifications
     held(250e3), // a process: its network wheel, outbox and queue
     held(1.4e6), // a client shard's latency histograms
@@ -1178,10 +1178,10 @@ const MEMORY_TERMS: [MemoryTerm; MEMORY_FEATURES] = [
     grows(1300.0), // a message for a device cut past the timeout: rerouted, then fetched in a burst
     grows(80.0), // a delivered ACK lost: the push held, pushed again or handed back to the inbox
     grows(130.0), // a request an overloaded tier has not served: its reply waiting in an outbox
-    held(48.0),  // a forward a router keeps for replay should its chat server crash
-    held(26.0),  // a message a router remembers, to drop its repeats and late copies
+    held(48.0), // a forward a router keeps for replay should its chat server crash
+    held(26.0), // a message a router remembers, to drop its repeats and late copies
     held(200.0), // a registered user offline at the start: its devices, its wake-up timer
-    held(40.0),  // a group membership: the member list, a group sender entry
+    held(40.0), // a group membership: the member list, a group sender entry
     grows(10.0), // a group message's recipient: its inbox pointer or receipt bits
     grows(18.0), // one online at the start: its shown ids, the receipt rows
     grows(117.0), // a display the checkers follow (one conversation in `checks.conversations_one_in`): its display, ✓, read in their logs
