@@ -3,7 +3,7 @@
 //! process and checker agrees on it without storing it.
 
 use crate::scenario::{Fault, Scenario};
-use wasim_model::{Time, UserId};
+use wasim_model::{ConversationId, Time, UserId};
 
 /// Salts that make each trait an independent draw.
 const SALT_WEB: u64 = 0x5745_4221;
@@ -72,6 +72,27 @@ impl Population {
         draw(u, SALT_WATCH) < self.watch_share
     }
 
+    /// The `j`th contact of `u`: a fixed pseudo-random other user, so the social graph
+    /// costs no memory.
+    pub fn contact(&self, u: UserId, j: u32) -> UserId {
+        let n = self.users;
+        let h = UserId(u.0 ^ j.rotate_left(24)).hash64() ^ u64::from(j);
+        // n <= a billion: the other user is u + 1 + (h mod n - 1), wrapped below n.
+        let other = u64::from(u.0) + 1 + u64::from(wasim_model::fast_range(h, (n - 1) as u32));
+        UserId(if other >= n { other - n } else { other } as u32)
+    }
+
+    /// Whether a page of `conversation`'s history may be read in the run: a chat a watcher
+    /// opens (with its first contact; opening it reads the first page). Cassandra counts
+    /// the rows of only these partitions: the count is read for nothing else.
+    pub fn opens_chat(&self, conversation: ConversationId) -> bool {
+        if conversation.group_id().is_some() || self.watch_share == 0.0 {
+            return false;
+        }
+        let (a, b) = (UserId((conversation.0 >> 32) as u32), UserId(conversation.0 as u32));
+        (self.watches(a) && self.contact(a, 0) == b) || (self.watches(b) && self.contact(b, 0) == a)
+    }
+
     /// The network cut hitting the user, if any: every `users / count`th user from user 0.
     ///
     /// The `j`th cut starts from user `j` instead, so that several cuts hit different users
@@ -106,6 +127,25 @@ mod tests {
         assert!((web - 0.2).abs() < 0.01, "{web}");
         assert!((hide - 0.1).abs() < 0.01, "{hide}");
         assert!((both - 0.02).abs() < 0.005, "{both}");
+    }
+
+    #[test]
+    fn the_chats_watchers_open_are_the_ones_paged_and_few_others_are() {
+        let text = "[users]\nconcurrent = 10000\nchat_open_share = 0.1\n";
+        let s = Scenario::parse(text, std::path::Path::new("x"), "x").unwrap();
+        let p = Population::new(&s);
+        let (mut opened, mut others) = (0, 0);
+        for u in (0..10_000).map(UserId) {
+            let first = ConversationId::direct(u, p.contact(u, 0));
+            if p.watches(u) {
+                assert!(p.opens_chat(first), "user {u:?} opens the chat with its first contact");
+                opened += 1;
+            }
+            others += usize::from(p.opens_chat(ConversationId::direct(u, p.contact(u, 1))));
+        }
+        assert!((800..1_200).contains(&opened), "{opened}");
+        assert!(others < 20, "another contact's chat is paged only if it is that one's first: {others}");
+        assert!(!p.opens_chat(ConversationId::group(wasim_model::GroupId(3))));
     }
 
     #[test]

@@ -81,7 +81,6 @@ pub struct Topology {
     client_shards: StrengthReducedU32,
     session_shards: StrengthReducedU32,
     presence_shards: StrengthReducedU32,
-    pub users: u64,
     pub replication_factor: u32,
     /// Partitions of the `messages` topic (`0..partitions`).
     pub partitions: u32,
@@ -115,7 +114,6 @@ impl Topology {
             client_shards: StrengthReducedU32::new(f.client_shards),
             session_shards: StrengthReducedU32::new(f.redis_session_shards),
             presence_shards: StrengthReducedU32::new(f.redis_presence_shards),
-            users: s.registered_users(),
             replication_factor: f.cassandra_replication_factor,
             partitions: f.kafka_partitions,
             group_partitions: s.group_partitions(),

@@ -50,8 +50,12 @@ pub struct RangeRows {
     statuses: Vec<ReceiptState>,
     /// Rows per conversation (partition), for history pages. A count, not the rows: the
     /// first page of a chat's history (before the newest) holds the last `limit` of them,
-    /// and nothing reads the rows of a page.
+    /// and nothing reads the rows of a page. Kept only for the partitions a run may page
+    /// (`paged`: the chats watchers open), where one per message took about 9 bytes.
     partition_rows: PartitionCounts,
+    /// The population, whose watchers' opened chats are the partitions paged (`None`:
+    /// every partition is counted).
+    paged: Option<crate::population::Population>,
     /// The id of every `ROWS_PER_MARK`th row: a sparse index small enough to stay in cache,
     /// which finds a row's block without a miss per bisection step over the rows. Valid
     /// for the rows it covers; an insert before its end cuts it back, and a lookup extends
@@ -67,9 +71,10 @@ const _: () = assert!(crate::limits::REPLICATION_FACTOR_MAX <= u16::BITS, "a row
 
 impl RangeRows {
     /// A range expecting about `rows` rows, whose checkers follow one conversation in
-    /// `one_in`.
-    pub fn with_capacity(rows: usize, one_in: u32) -> RangeRows {
+    /// `one_in`, counting the rows of the partitions `paged` pages.
+    pub fn with_capacity(rows: usize, one_in: u32, paged: crate::population::Population) -> RangeRows {
         RangeRows {
+            paged: Some(paged),
             ids: Vec::with_capacity(rows),
             holders: Vec::with_capacity(rows),
             statuses: Vec::with_capacity(rows),
@@ -83,6 +88,17 @@ impl RangeRows {
         crate::check::checks_conversation(conversation, self.one_in.max(1))
     }
 
+    /// Whether a page of `conversation` may be read (its rows are counted).
+    fn counts(&self, conversation: ConversationId) -> bool {
+        self.paged.as_ref().is_none_or(|p| p.opens_chat(conversation))
+    }
+
+    fn count_row(&mut self, conversation: ConversationId) {
+        if self.counts(conversation) {
+            self.partition_rows.add(conversation);
+        }
+    }
+
     /// Replica `replica` of the range applies a write: an upsert, so a retried write (the
     /// same bytes: an id is minted once) leaves one row.
     pub fn write(&mut self, msg: &ChatMessage, replica: u32) {
@@ -94,7 +110,7 @@ impl RangeRows {
             self.holders.push(bit);
             self.statuses.push(ReceiptState::Sent);
             self.followed.push(self.follows(msg.conversation));
-            self.partition_rows.add(msg.conversation);
+            self.count_row(msg.conversation);
             return;
         }
         // Nearly in order: search back from the end before falling back to bisection.
@@ -112,7 +128,7 @@ impl RangeRows {
             self.statuses.insert(at, ReceiptState::Sent);
             self.followed.insert(at, self.follows(msg.conversation));
             self.marks.truncate(at / ROWS_PER_MARK);
-            self.partition_rows.add(msg.conversation);
+            self.count_row(msg.conversation);
         }
     }
 
@@ -121,6 +137,7 @@ impl RangeRows {
     /// range's replicas: one that missed a write still answers for its partition's size.)
     pub fn history(&self, conversation: ConversationId, before: MessageId, limit: u32) -> u32 {
         assert_eq!(before, MessageId(u64::MAX), "only a chat's first page is read");
+        assert!(self.counts(conversation), "a page of a partition whose rows are not counted: see `paged`");
         assert!(limit <= u32::from(u8::MAX), "a history page holds at most {} rows", u8::MAX);
         u32::from(self.partition_rows.get(conversation)).min(limit)
     }

@@ -83,7 +83,11 @@ pub(crate) fn range(s: &crate::scenario::Scenario) -> crate::infra::RangeRows {
     let group_messages_per_s = f64::from(s.groups.active) * s.groups.messages_per_group_per_s;
     let rows = (s.workload.messages_per_s + group_messages_per_s as u64) * (s.warmup_s + s.duration_s)
         / u64::from(s.fleet.cassandra_nodes);
-    crate::infra::RangeRows::with_capacity(rows as usize * 21 / 20, s.checked_one_in())
+    crate::infra::RangeRows::with_capacity(
+        rows as usize * 21 / 20,
+        s.checked_one_in(),
+        crate::population::Population::new(s),
+    )
 }
 
 impl CassandraProcess {

@@ -311,14 +311,9 @@ impl ClientShard {
         UserSettings { hide_last_seen: self.pop.hides_last_seen(u), read_receipts: !self.pop.read_receipts_off(u) }
     }
 
-    /// The `j`th contact of `u`: a fixed pseudo-random other user, so the social graph
-    /// costs no memory.
+    /// The `j`th contact of `u` (see `Population::contact`).
     fn contact(&self, u: UserId, j: u32) -> UserId {
-        let n = self.topo.users;
-        let h = UserId(u.0 ^ j.rotate_left(24)).hash64() ^ u64::from(j);
-        // n <= a billion: the other user is u + 1 + (h mod n - 1), wrapped below n.
-        let other = u64::from(u.0) + 1 + u64::from(wasim_model::fast_range(h, (n - 1) as u32));
-        UserId(if other >= n { other - n } else { other } as u32)
+        self.pop.contact(u, j)
     }
 
     /// Feed one input to the device at `index` at `t` and carry out what it asks.
