@@ -48,18 +48,18 @@ impl DeviceState {
     }
 }
 
-/// One device's state: 28 bytes, so that a process can hold millions in a flat vector.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// One device's state: 24 bytes, so that a process can hold millions in a flat vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientDevice {
     /// When the device entered its state, in whole milliseconds (49 days fit).
     since_ms: u32,
-    /// The server of the current connection or attempt.
-    server: Option<ServerId>,
+    /// The server of the current connection or attempt (`NO_SERVER`: none).
+    server: u16,
     state: DeviceState,
-    /// The device knows it has no network (the phone's radio or Wi-Fi is gone).
-    network_down: bool,
-    /// Consecutive failed connect attempts: they widen the backoff window.
-    failures: u8,
+    /// Bit 7: the device knows it has no network (the phone's radio or Wi-Fi is gone).
+    /// Bits 0-6: consecutive failed connect attempts, which widen the backoff window
+    /// (counted up to 127: the window stops widening long before).
+    down_and_failures: u8,
     /// Which of the device's connections this is: frames about a connection name it, so a
     /// late answer to an old attempt cannot be taken for the current one.
     epoch: u32,
@@ -71,7 +71,58 @@ pub struct ClientDevice {
     receipts_heard: u32,
 }
 
+const _: () = assert!(std::mem::size_of::<ClientDevice>() == 24);
+
+/// `ClientDevice::server` of a device with no server (server ids, Snowflake workers, stay
+/// below 1,024).
+const NO_SERVER: u16 = u16::MAX;
+
+impl Default for ClientDevice {
+    fn default() -> Self {
+        ClientDevice {
+            since_ms: 0,
+            server: NO_SERVER,
+            state: DeviceState::default(),
+            down_and_failures: 0,
+            epoch: 0,
+            next_seq: 0,
+            cursor: InboxPos::default(),
+            receipts_heard: 0,
+        }
+    }
+}
+
 impl ClientDevice {
+    fn server(&self) -> Option<ServerId> {
+        (self.server != NO_SERVER).then_some(ServerId(self.server))
+    }
+
+    fn set_server(&mut self, server: Option<ServerId>) {
+        self.server = server.map_or(NO_SERVER, |s| s.0);
+    }
+
+    fn take_server(&mut self) -> Option<ServerId> {
+        let server = self.server();
+        self.server = NO_SERVER;
+        server
+    }
+
+    fn network_down(&self) -> bool {
+        self.down_and_failures & 0x80 != 0
+    }
+
+    fn set_network_down(&mut self, down: bool) {
+        self.down_and_failures = (self.down_and_failures & 0x7f) | (u8::from(down) << 7);
+    }
+
+    fn failures(&self) -> u8 {
+        self.down_and_failures & 0x7f
+    }
+
+    fn set_failures(&mut self, failures: u8) {
+        self.down_and_failures = (self.down_and_failures & 0x80) | failures.min(0x7f);
+    }
+
     /// Move to `state` at `now` (a state entered again keeps its start).
     fn enter(&mut self, state: DeviceState, now: Time) {
         if self.state != state {
@@ -287,7 +338,7 @@ impl Devices {
         }
         let d = &self.devices[index];
         assert!(d.state.is_connected(), "the connected bitmap agrees with the state");
-        d.server
+        d.server()
     }
 
     /// The epoch of the device's current (or last) connection or attempt.
@@ -298,7 +349,7 @@ impl Devices {
     /// The server of the device's connection or connect attempt, if it has one.
     pub fn attempt_server(&self, index: usize) -> Option<ServerId> {
         let d = &self.devices[index];
-        (d.state == DeviceState::Connecting || d.state.is_connected()).then_some(d.server).flatten()
+        (d.state == DeviceState::Connecting || d.state.is_connected()).then_some(d.server()).flatten()
     }
 
     /// Whether the device at `index` has a connection.
@@ -364,7 +415,7 @@ impl Devices {
 
     /// Consecutive failed connect attempts of the device at `index`.
     pub fn failures(&self, index: usize) -> u32 {
-        u32::from(self.devices[index].failures)
+        u32::from(self.devices[index].failures())
     }
 
     /// The inbox position the device at `index` has caught up to.
@@ -414,7 +465,7 @@ impl Devices {
             DeviceInput::AppOpen { settings } => {
                 if d.state == DeviceState::Closed {
                     self.devices[index].enter(DeviceState::Waiting, now);
-                    if !d.network_down {
+                    if !d.network_down() {
                         self.attempt(now, index, settings, rng, out);
                     }
                 }
@@ -427,7 +478,7 @@ impl Devices {
                     }
                 }
                 let attached = matches!(d.state, DeviceState::Connecting) || d.state.is_connected();
-                if let (true, false, Some(server)) = (attached, d.network_down, d.server) {
+                if let (true, false, Some(server)) = (attached, d.network_down(), d.server()) {
                     let frame = DeviceFrame::Disconnect { epoch: d.epoch, receipts_heard: d.receipts_heard };
                     out.push(DeviceOutput::Frame { device, server, frame });
                 }
@@ -439,30 +490,30 @@ impl Devices {
                 self.detach(index, out);
                 self.set_connected(index, false);
                 let d = &mut self.devices[index];
-                d.network_down = true;
+                d.set_network_down(true);
                 if d.state != DeviceState::Closed {
                     d.enter(DeviceState::Waiting, now);
                 }
             }
             DeviceInput::NetworkBack => {
                 let d = &mut self.devices[index];
-                d.network_down = false;
+                d.set_network_down(false);
                 if d.state == DeviceState::Waiting {
                     // The connectivity change wakes the app: a fresh start, jittered so that
                     // devices whose network returns together do not reconnect together.
-                    d.failures = 0;
+                    d.set_failures(0);
                     let at = now + self.config.backoff.delay(0, rng);
                     out.push(DeviceOutput::RetryAt { device, at });
                 }
             }
             DeviceInput::RetryDue { settings } => {
-                if d.state == DeviceState::Waiting && !d.network_down {
+                if d.state == DeviceState::Waiting && !d.network_down() {
                     self.attempt(now, index, settings, rng, out);
                 }
             }
             DeviceInput::ConnectionLost { server, epoch } => {
                 let attached = d.state == DeviceState::Connecting || d.state.is_connected();
-                if attached && d.server == Some(server) && d.epoch == epoch {
+                if attached && d.server() == Some(server) && d.epoch == epoch {
                     // A connection that was up starts its backoff afresh (a crowd losing one
                     // server spreads over the first window); a failing attempt widens it.
                     let connected = d.state.is_connected();
@@ -470,7 +521,7 @@ impl Devices {
                 }
             }
             DeviceInput::ConnectFailed { server, epoch } => {
-                if d.state == DeviceState::Connecting && d.epoch == epoch && d.server == Some(server) {
+                if d.state == DeviceState::Connecting && d.epoch == epoch && d.server() == Some(server) {
                     self.fail(now, index, server, false, rng, out);
                 }
             }
@@ -494,8 +545,8 @@ impl Devices {
         self.balancer.take_out(server, now);
         let d = &mut self.devices[index];
         d.enter(DeviceState::Waiting, now);
-        d.failures = if connected { 0 } else { d.failures.saturating_add(1) };
-        let at = now + self.config.backoff.delay(u32::from(d.failures), rng);
+        d.set_failures(if connected { 0 } else { d.failures().saturating_add(1) });
+        let at = now + self.config.backoff.delay(u32::from(d.failures()), rng);
         out.push(DeviceOutput::Lost { device, server, connected });
         out.push(DeviceOutput::RetryAt { device, at });
     }
@@ -513,7 +564,7 @@ impl Devices {
         let d = &mut self.devices[index];
         d.epoch = d.epoch.wrapping_add(1);
         d.enter(DeviceState::Connecting, now);
-        d.server = Some(server);
+        d.set_server(Some(server));
         let frame = DeviceFrame::Connect { epoch: d.epoch, cursor: d.cursor, hide_last_seen: settings.hide_last_seen };
         out.push(DeviceOutput::Frame { device, server, frame });
     }
@@ -526,7 +577,7 @@ impl Devices {
         }
         let d = &mut self.devices[index];
         let attached = d.state == DeviceState::Connecting || d.state.is_connected();
-        if let (true, Some(server)) = (attached, d.server.take()) {
+        if let (true, Some(server)) = (attached, d.take_server()) {
             self.balancer.release(server);
         }
     }
@@ -548,8 +599,8 @@ impl Devices {
                 let d = &mut self.devices[index];
                 if d.state == DeviceState::Connecting && epoch == d.epoch {
                     d.enter(DeviceState::CatchingUp, now);
-                    d.failures = 0;
-                    d.server = Some(server);
+                    d.set_failures(0);
+                    d.set_server(Some(server));
                     // Receipts are numbered per server: a new connection starts afresh.
                     d.receipts_heard = 0;
                     self.held.insert(DeviceKey::of(device), Vec::new());
@@ -562,20 +613,20 @@ impl Devices {
                 let d = self.devices[index];
                 if d.state == DeviceState::Connecting && epoch == d.epoch {
                     // Full: the balancer skips it until a health check finds room.
-                    if let Some(placed) = d.server {
+                    if let Some(placed) = d.server() {
                         self.balancer.release(placed);
                     }
                     self.balancer.take_out(server, now);
                     let d = &mut self.devices[index];
                     d.enter(DeviceState::Waiting, now);
-                    d.server = None;
-                    d.failures = d.failures.saturating_add(1);
-                    let at = now + self.config.backoff.delay(u32::from(d.failures), rng);
+                    d.set_server(None);
+                    d.set_failures(d.failures().saturating_add(1));
+                    let at = now + self.config.backoff.delay(u32::from(d.failures()), rng);
                     out.push(DeviceOutput::Refused { device, server });
                     out.push(DeviceOutput::RetryAt { device, at });
                 }
             }
-            _ if !self.is_connected(index) || self.devices[index].server != Some(from) => {
+            _ if !self.is_connected(index) || self.devices[index].server() != Some(from) => {
                 // A frame for a connection the device no longer has: gone with it. One
                 // server's frames to a device keep their order, so a frame of an earlier
                 // connection to the current server arrived before its acceptance; one from
@@ -620,7 +671,7 @@ impl Devices {
                     self.set_connected(index, false);
                     let d = &mut self.devices[index];
                     d.enter(DeviceState::Waiting, now);
-                    d.failures = 0;
+                    d.set_failures(0);
                     let at = now + self.config.backoff.delay(0, rng);
                     out.push(DeviceOutput::GoneAway { device, server });
                     out.push(DeviceOutput::RetryAt { device, at });
@@ -631,7 +682,7 @@ impl Devices {
 
     fn on_push(&mut self, now: Time, index: usize, msg: ChatMessage, out: &mut Vec<DeviceOutput>) {
         let device = self.layout.device(index);
-        let server = self.devices[index].server.expect("a connected device has a server");
+        let server = self.devices[index].server().expect("a connected device has a server");
         if self.devices[index].state == DeviceState::CatchingUp {
             if self.displayed.has_shown(device, &msg) {
                 // Shown before (a repeat of a push whose ACK was lost): that survives a
@@ -654,7 +705,7 @@ impl Devices {
         if self.devices[index].state != DeviceState::CatchingUp {
             return;
         }
-        let server = self.devices[index].server.expect("a connected device has a server");
+        let server = self.devices[index].server().expect("a connected device has a server");
         let Some(mut held) = self.held.remove(&DeviceKey::of(device)) else { return };
         // Fetched messages came first on the socket, live ones after: show all in id order,
         // each once, and acknowledge each now that it is shown.
@@ -746,7 +797,7 @@ impl Devices {
         }
         let client_seq = d.next_seq;
         d.next_seq = d.next_seq.wrapping_add(1);
-        let offline = d.network_down;
+        let offline = d.network_down();
         self.sent.on_send(ClientMsgId { sender: device.user, seq: client_seq });
         // An epoch no connection has: it goes on the next one accepted.
         let pending = UnackedSend { client_seq, to, sent_at: now, epoch: u32::MAX, abandoned: offline };

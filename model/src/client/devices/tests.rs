@@ -400,3 +400,20 @@ fn a_go_away_reconnects_afresh_without_taking_the_server_out_of_service() {
     assert!(matches!(out[0], Out::Frame { frame: DeviceFrame::Connect { .. }, .. }), "{out:?}");
     assert_eq!(r.epoch(PHONE), epoch + 1);
 }
+
+#[test]
+fn a_device_packs_its_network_flag_and_failures_in_one_byte_and_its_server_in_two() {
+    let mut d = ClientDevice::default();
+    assert_eq!((d.server(), d.network_down(), d.failures()), (None, false, 0));
+    d.set_failures(200);
+    d.set_network_down(true);
+    assert_eq!((d.network_down(), d.failures()), (true, 127), "failures counted up to 127");
+    d.set_failures(3);
+    assert_eq!((d.network_down(), d.failures()), (true, 3));
+    d.set_network_down(false);
+    assert_eq!((d.network_down(), d.failures()), (false, 3));
+    d.set_server(Some(ServerId(1_023)));
+    assert_eq!(d.server(), Some(ServerId(1_023)));
+    assert_eq!(d.take_server(), Some(ServerId(1_023)));
+    assert_eq!(d.server(), None);
+}
