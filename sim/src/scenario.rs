@@ -1028,6 +1028,7 @@ impl Scenario {
         let per_user_per_s = self.workload.messages_per_s as f64 / users.max(1.0);
         let (mut cut_devices, mut long_cut_messages, mut acks_lost) = (0.0, 0.0, 0.0);
         let (mut stalled_sends, mut failover_sends) = (0.0, 0.0);
+        let mut cassandra_down: Vec<(u64, u64)> = Vec::new();
         for fault in &self.faults {
             match *fault {
                 Fault::CutNetwork { for_s, users: cut, .. } => {
@@ -1067,15 +1068,34 @@ impl Scenario {
                         }
                     }
                 }
-                Fault::Crash { ref target, for_s, .. } => {
+                Fault::Crash { ref target, at_s, for_s, .. } => {
                     if target.starts_with("chat_server-") {
                         cut_devices += devices / f64::from(f.chat_servers);
+                    } else if target.starts_with("cassandra-") {
+                        cassandra_down.push((at_s, at_s + for_s));
                     } else {
                         stalled_sends += self.workload.messages_per_s as f64 * for_s as f64;
                     }
                 }
             }
         }
+        // Cassandra nodes down hold up the writes of the partitions that lose their quorum:
+        // while enough of a partition's replicas are down (one of three is not), the share
+        // of the partitions two down nodes both replicate (at most rf - 1 ranges of the ring).
+        let (rf, nodes) = (f.cassandra_replication_factor, f.cassandra_nodes.max(1));
+        let need = rf - rf / 2;
+        let mut edges: Vec<(u64, i64)> = cassandra_down.iter().flat_map(|&(a, b)| [(a, 1), (b, -1)]).collect();
+        edges.sort_unstable();
+        let (mut down, mut since, mut quorum_lost_s) = (0i64, 0u64, 0u64);
+        for (t, step) in edges {
+            if down >= i64::from(need) {
+                quorum_lost_s += t - since;
+            }
+            down += step;
+            since = t;
+        }
+        let share = f64::from(if need <= 1 { rf } else { rf - 1 }) / f64::from(nodes);
+        stalled_sends += self.workload.messages_per_s as f64 * quorum_lost_s as f64 * share.min(1.0);
         // Group messages' recipients online at the start (the others wait in inboxes).
         let online_recipients = f64::from(self.groups.active)
             * self.groups.messages_per_group_per_s
@@ -1164,10 +1184,10 @@ const fn grows(bytes: f64) -> MemoryTerm {
 /// then raised so that no run is above its estimate (README, "Memory").
 const MEMORY_TERMS: [MemoryTerm; MEMORY_FEATURES] = [
     held(11.0e6),  // the binary, the runtime, the quantile tables, the gang's threads
-    held(173.0),   // a user: phone, connection, session and presence keys, inbox, checker state
+    held(169.0),   // a user: phone (24 bytes), connection, session and presence keys, inbox, checker state
     held(400.0),   // a web client: its device, connection and session entries, a display logged per message
     held(186.0),   // a watcher: its subscription
-    grows(9.0), // a replica row written: its share of the row (id, holders, status), its partition's count, the message's shown ids
+    grows(6.0), // a replica row written: its share of the row (id, holders, status), the message's shown ids (partitions are counted only where paged)
     grows(30.0), // a connect or close: its presence key lifetime, its registration, its notifications
     held(250e3), // a process: its network wheel, outbox and queue
     held(1.4e6), // a client shard's latency histograms
