@@ -14,6 +14,12 @@ struct Inbox {
     slots: Vec<Vec<Envelope>>,
     /// Arrivals at least `WHEEL_TICKS` ahead, with their tick; rare (long latency tails).
     far: BTreeMap<u64, Vec<Envelope>>,
+    /// This process's drained slot buffers, reused while still warm in cache. Slots hold
+    /// no buffer while empty, so memory follows the messages in flight, not the wheel's
+    /// size; and a buffer a burst grew (a group message's fan-out) is cut back to about
+    /// twice the arrivals of the tick that returns it, so a process's buffers follow its
+    /// own load (buffers shared among processes took the capacity of the busiest burst).
+    pool: Vec<Vec<Envelope>>,
 }
 
 /// How often (in ticks) a process's far arrivals are looked through: every half turn of the
@@ -23,6 +29,9 @@ const FAR_MIGRATION_TICKS: u64 = WHEEL_TICKS / 2;
 /// Buffers larger than this are freed rather than pooled, so that one burst (a reconnect
 /// storm) does not leave every slot holding a huge buffer.
 const POOLED_CAPACITY_MAX: usize = 4_096;
+
+/// Pooled buffers are not cut back below this.
+const POOLED_CAPACITY_MIN: usize = 16;
 
 /// wasim's network, split into parts: each part holds the inboxes of the processes one
 /// thread runs, and is locked by that thread for a whole tick. A message between parts
@@ -46,9 +55,6 @@ pub struct NetPart {
     me: u16,
     inboxes: Vec<Inbox>,
     owner: std::sync::Arc<[(u16, u32)]>,
-    /// Drained slot buffers, reused while still warm in cache. Slots hold no buffer while
-    /// empty, so memory follows the messages in flight, not the wheel's size.
-    pool: Vec<Vec<Envelope>>,
     /// What this tick's processes sent to each other part.
     outgoing: Vec<Vec<(NodeIdx, Envelope)>>,
     tick_us: u64,
@@ -68,7 +74,8 @@ impl Network {
                 (p, local)
             })
             .collect();
-        let inbox = || Inbox { slots: (0..WHEEL_TICKS).map(|_| Vec::new()).collect(), far: BTreeMap::new() };
+        let inbox =
+            || Inbox { slots: (0..WHEEL_TICKS).map(|_| Vec::new()).collect(), far: BTreeMap::new(), pool: Vec::new() };
         Network {
             parts: (0..parts)
                 .map(|p| {
@@ -76,7 +83,6 @@ impl Network {
                         me: p as u16,
                         inboxes: (0..counts[p]).map(|_| inbox()).collect(),
                         owner: owner.clone(),
-                        pool: Vec::new(),
                         outgoing: vec![Vec::new(); parts],
                         tick_us,
                     })
@@ -181,9 +187,13 @@ impl NetPart {
         debug_assert_eq!(p, self.me, "a process takes from its own part");
         let inbox = &mut self.inboxes[local as usize];
         assert!(out.is_empty(), "the buffer of the last tick was handled");
-        let old = std::mem::replace(out, std::mem::take(&mut inbox.slots[(tick % WHEEL_TICKS) as usize]));
+        let mut old = std::mem::replace(out, std::mem::take(&mut inbox.slots[(tick % WHEEL_TICKS) as usize]));
         if old.capacity() > 0 && old.capacity() <= POOLED_CAPACITY_MAX {
-            self.pool.push(old);
+            let fits = (out.len() * 2).max(POOLED_CAPACITY_MIN);
+            if old.capacity() > 2 * fits {
+                old.shrink_to(fits);
+            }
+            inbox.pool.push(old);
         }
         // Arrivals far ahead move into the wheel once they come within its reach: every
         // half turn, so each waits in the overflow without costing every tick a scan (a
@@ -221,7 +231,7 @@ impl NetPart {
         if tick - sender_tick < WHEEL_TICKS {
             let slot = &mut inbox.slots[(tick % WHEEL_TICKS) as usize];
             if slot.capacity() == 0 {
-                if let Some(buffer) = self.pool.pop() {
+                if let Some(buffer) = inbox.pool.pop() {
                     *slot = buffer;
                 }
             }
@@ -265,6 +275,24 @@ mod tests {
         assert_eq!(arrivals(&mut net, 6), vec![5_200], "a sub-tick hop waits for the next tick");
         assert_eq!(arrivals(&mut net, 7), Vec::<u64>::new());
         assert_eq!(arrivals(&mut net, 8), vec![7_300], "exact time kept, delivered at ceil");
+    }
+
+    #[test]
+    fn a_buffer_a_burst_grew_is_cut_back_to_the_load_of_the_tick_that_returns_it() {
+        let network = Network::new(&[0, 0], 1_000);
+        let mut net = network.part(0);
+        for _ in 0..3_000 {
+            net.deliver_one(0, NodeIdx(1), &env(1_000));
+        }
+        net.deliver_one(0, NodeIdx(1), &env(2_000));
+        let mut out = Vec::new();
+        net.take(NodeIdx(1), 1, &mut out);
+        assert_eq!(out.len(), 3_000, "the burst");
+        out.clear();
+        net.take(NodeIdx(1), 2, &mut out);
+        assert_eq!(out.len(), 1);
+        let pooled: Vec<usize> = net.inboxes[1].pool.iter().map(Vec::capacity).collect();
+        assert!(pooled.iter().all(|&c| c <= 2 * POOLED_CAPACITY_MIN), "cut back: {pooled:?}");
     }
 
     #[test]

@@ -1184,12 +1184,12 @@ const fn grows(bytes: f64) -> MemoryTerm {
 /// then raised so that no run is above its estimate (README, "Memory").
 const MEMORY_TERMS: [MemoryTerm; MEMORY_FEATURES] = [
     held(11.0e6),  // the binary, the runtime, the quantile tables, the gang's threads
-    held(169.0),   // a user: phone (24 bytes), connection, session and presence keys, inbox, checker state
+    held(138.0),   // a user: phone (24 bytes), connection, session and presence keys, inbox, checker state
     held(400.0),   // a web client: its device, connection and session entries, a display logged per message
     held(186.0),   // a watcher: its subscription
     grows(6.0), // a replica row written: its share of the row (id, holders, status), the message's shown ids (partitions are counted only where paged)
     grows(30.0), // a connect or close: its presence key lifetime, its registration, its notifications
-    held(250e3), // a process: its network wheel, outbox and queue
+    held(190e3), // a process: its network wheel (its own buffers, cut back after a burst), outbox and queue
     held(1.4e6), // a client shard's latency histograms
     held(390.0), // a connect queued behind a Redis shard a fast ramp overloads
     held(420.0), // a subscription queued likewise (its answer waits too)
