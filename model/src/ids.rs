@@ -91,6 +91,11 @@ impl ConversationId {
         ConversationId((u64::from(g.0) + 1) << 32)
     }
 
+    /// The two users of a 1:1 conversation (the lower id first); `None` for a group's.
+    pub fn direct_users(self) -> Option<(UserId, UserId)> {
+        self.group_id().is_none().then_some((UserId((self.0 >> 32) as u32), UserId(self.0 as u32)))
+    }
+
     /// The group this conversation is, if it is a group's.
     pub fn group_id(self) -> Option<GroupId> {
         (self.0 as u32 == 0 && self.0 >> 32 != 0).then(|| GroupId((self.0 >> 32) as u32 - 1))

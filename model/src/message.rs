@@ -27,11 +27,10 @@ impl ChatMessage {
 }
 
 /// A message packed into 28 bytes where a `ChatMessage` takes 40, for what is kept in
-/// bulk (Cassandra's rows, the reads waiting for their time). The conversation is not
-/// stored: a 1:1 message's is its two users', and a group message keeps its group in place
-/// of the recipient (a member's copy names the member, which the holder gives back on
-/// unpacking: the row stored once for all members names `UserId::GROUP`). Packed to 4
-/// bytes, so that the two 64-bit fields leave no padding.
+/// bulk (the inbox pointers' messages, the reads waiting for their time). The conversation
+/// is not stored: a 1:1 message's is its two users', and a group message keeps its group
+/// in place of the recipient (a member's copy names the member, which the holder gives
+/// back on unpacking). Packed to 4 bytes, so that the two 64-bit fields leave no padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C, packed(4))]
 pub struct PackedMessage {
@@ -65,12 +64,6 @@ impl PackedMessage {
             }
         };
         PackedMessage { id: msg.id, sent_at: msg.sent_at, from: msg.from, to, client_seq: msg.client_seq }
-    }
-
-    /// The message id.
-    #[inline]
-    pub fn id(&self) -> MessageId {
-        self.id
     }
 
     /// The message's conversation.

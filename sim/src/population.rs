@@ -86,10 +86,7 @@ impl Population {
     /// opens (with its first contact; opening it reads the first page). Cassandra counts
     /// the rows of only these partitions: the count is read for nothing else.
     pub fn opens_chat(&self, conversation: ConversationId) -> bool {
-        if conversation.group_id().is_some() || self.watch_share == 0.0 {
-            return false;
-        }
-        let (a, b) = (UserId((conversation.0 >> 32) as u32), UserId(conversation.0 as u32));
+        let Some((a, b)) = conversation.direct_users().filter(|_| self.watch_share > 0.0) else { return false };
         (self.watches(a) && self.contact(a, 0) == b) || (self.watches(b) && self.contact(b, 0) == a)
     }
 

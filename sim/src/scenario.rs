@@ -1084,16 +1084,7 @@ impl Scenario {
         // of the partitions two down nodes both replicate (at most rf - 1 ranges of the ring).
         let (rf, nodes) = (f.cassandra_replication_factor, f.cassandra_nodes.max(1));
         let need = rf - rf / 2;
-        let mut edges: Vec<(u64, i64)> = cassandra_down.iter().flat_map(|&(a, b)| [(a, 1), (b, -1)]).collect();
-        edges.sort_unstable();
-        let (mut down, mut since, mut quorum_lost_s) = (0i64, 0u64, 0u64);
-        for (t, step) in edges {
-            if down >= i64::from(need) {
-                quorum_lost_s += t - since;
-            }
-            down += step;
-            since = t;
-        }
+        let quorum_lost_s = seconds_with_at_least(&cassandra_down, need);
         let share = f64::from(if need <= 1 { rf } else { rf - 1 }) / f64::from(nodes);
         stalled_sends += self.workload.messages_per_s as f64 * quorum_lost_s as f64 * share.min(1.0);
         // Group messages' recipients online at the start (the others wait in inboxes).
@@ -1158,6 +1149,21 @@ impl Scenario {
 /// conversations (`Scenario::checked_one_in`), so that the logs (about 100 bytes a message
 /// followed) stay within a few GiB.
 pub const CHECKED_DISPLAYS_MAX: f64 = 40e6;
+
+/// Seconds during which at least `need` of the `[from, until)` intervals overlap.
+fn seconds_with_at_least(intervals: &[(u64, u64)], need: u32) -> u64 {
+    let mut edges: Vec<(u64, i64)> = intervals.iter().flat_map(|&(a, b)| [(a, 1), (b, -1)]).collect();
+    edges.sort_unstable();
+    let (mut open, mut since, mut seconds) = (0i64, 0u64, 0u64);
+    for (t, step) in edges {
+        if open >= i64::from(need) {
+            seconds += t - since;
+        }
+        open += step;
+        since = t;
+    }
+    seconds
+}
 
 /// The terms of the memory estimate.
 const MEMORY_FEATURES: usize = 26;

@@ -503,30 +503,20 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
         })
         .sum();
     // The same for the receipts it holds for such a phone: back through the session store
-    // when the connection is closed (stored for the phone's next fetch).
-    let receipts_held: f64 = s
-        .faults
-        .iter()
-        .filter_map(|f| match *f {
-            Fault::CutNetwork { for_s, users: cut, .. } => {
-                let noticed_s = (for_s as f64).min(s.users.presence_ttl_ms as f64 / 1e3);
-                Some(cut as f64 * receipts_per_user * noticed_s / s.duration_s as f64)
-            }
-            _ => None,
-        })
-        .sum();
+    // when the connection is closed (stored for the phone's next fetch); and each cut
+    // phone reconnects once.
+    let (receipts_held, cut_reconnects) = s.faults.iter().fold((0.0, 0.0), |(held, reconnects), f| match *f {
+        Fault::CutNetwork { for_s, users: cut, .. } => {
+            let noticed_s = (for_s as f64).min(s.users.presence_ttl_ms as f64 / 1e3);
+            let duration_s = s.duration_s as f64;
+            (held + cut as f64 * receipts_per_user * noticed_s / duration_s, reconnects + cut as f64 / duration_s)
+        }
+        _ => (held, reconnects),
+    });
     r.add(K::RouteReceipt, receipts_held);
     r.add(K::ReceiptRouted, receipts_held);
     r.add(K::FetchPart, receipts_held);
-    // Each cut phone that had receipts stored forgets them after its reconnect's fetch.
-    let cut_reconnects: f64 = s
-        .faults
-        .iter()
-        .filter_map(|f| match *f {
-            Fault::CutNetwork { users: cut, .. } => Some(cut as f64 / s.duration_s as f64),
-            _ => None,
-        })
-        .sum();
+    // A phone that had receipts stored forgets them after its reconnect's fetch.
     r.add(K::ForgetReceipts, receipts_held.min(cut_reconnects));
     r.add(K::Reroute, rerouted + lost_acked + lost_in_flight);
     r.add(K::Rerouted, rerouted + lost_acked + lost_in_flight);
