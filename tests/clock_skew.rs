@@ -77,4 +77,16 @@ fn a_skew_names_a_chat_server() {
     refused("target = \"chat_server-1\"\nskew_ms = 0\n", "nonzero");
     refused("target = \"chat_server-1\"\nskew_ms = 60001\n", "at most 60000");
     refused("target = \"chat_server-1\"\n", "needs `target`");
+    // One clock, one skew at a time: two that overlap (they would add up) are refused,
+    // one after the other or on another process are not.
+    let skew = |target: &str, at_s: u64| {
+        format!("[[faults]]\nkind = \"clock_skew\"\ntarget = \"{target}\"\nat_s = {at_s}\nfor_s = 2\nskew_ms = -2000\n")
+    };
+    let parse = |faults: String| {
+        wasim_sim::Scenario::parse(&format!("[fleet]\nchat_servers = 2\n{faults}"), std::path::Path::new("s.toml"), "s")
+    };
+    let e = parse(skew("chat_server-1", 3) + &skew("chat_server-1", 4)).unwrap_err();
+    assert!(e.to_string().contains("already skewed then"), "{e}");
+    parse(skew("chat_server-1", 3) + &skew("chat_server-1", 5)).expect("one after the other");
+    parse(skew("chat_server-1", 3) + &skew("chat_server-0", 4)).expect("two clocks");
 }

@@ -73,7 +73,7 @@ fn replays_a_crashed_router_left_unanswered_are_asked_again() {
 /// was the first a failing-over presence shard heard of a user who hides last-seen).
 #[test]
 fn seeds_fixed_since_stay_fixed() {
-    for seed in ["6156", "7055", "7222", "8133", "8169", "9220", "9321", "10844", "10091"] {
+    for seed in ["6156", "7055", "7222", "8133", "8169", "9220", "9321", "10844", "10091", "32239"] {
         let range = format!("{seed}..={seed}");
         let out = wasim(&["fuzz", "scenarios/fuzz-faults.toml", "--seeds", &range, "--json"]);
         assert_eq!(out.status.code(), Some(0), "seed {seed}: {}", stdout(&out));

@@ -697,6 +697,24 @@ fn check_faults(s: &Scenario) -> Result<(), Failure> {
                 );
             }
         }
+        // Nor two skews of one clock: it reads one time (skews that overlapped added up, and
+        // two late ones took a clock before the run began, where it stuck at zero).
+        if let Fault::ClockSkew { ref target, .. } = *fault {
+            let (at_s, for_s) = fault.window_s();
+            let overlap = s.faults[..i].iter().any(|f| {
+                let (a, d) = f.window_s();
+                matches!(*f, Fault::ClockSkew { target: ref t, .. }
+                    if t == target && at_s < a.saturating_add(d) && a < at_s.saturating_add(for_s))
+            });
+            if overlap {
+                return fail(
+                    &format!("faults[{i}].at_s"),
+                    format!(
+                        "clock_skew: {target}'s clock is already skewed then (an earlier skew of it overlaps this one)"
+                    ),
+                );
+            }
+        }
         check_fault(s, fault).map_err(|f| {
             let field = if f.field.is_empty() { format!("faults[{i}]") } else { format!("faults[{i}].{}", f.field) };
             Failure { field, related: Vec::new(), message: format!("{}: {}", fault.kind(), f.message) }
