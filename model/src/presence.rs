@@ -78,18 +78,50 @@ pub struct PresenceNotify {
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Record {
-    /// `presence:{user}` lives while `now < expires_ms`; 0 = no key.
-    expires_ms: u32,
-    /// When the key was last written (SETEX), on the shard's clock.
+    /// When the key was last written (SETEX), on the shard's clock. A live key expires
+    /// the TTL after it (`PresenceStore::expires_ms`): every write sets it for the TTL.
     written_ms: u32,
     last_seen_ms: u32,
-    /// Devices connected (cleared by a clean disconnect).
-    devices: u8,
-    /// What subscribers were last told.
-    announced_online: bool,
-    hidden: bool,
-    /// Whether the user was ever online (the record exists).
-    seen: bool,
+    /// The devices connected (a bit per slot, cleared by a clean disconnect), and the
+    /// flags `LIVE`, `ANNOUNCED`, `HIDDEN`, `SEEN`: 12 bytes a user, where a field each
+    /// (and the expiry) took 16.
+    bits: u8,
+}
+
+/// `presence:{user}` exists (it expires the TTL after its last write).
+const LIVE: u8 = 1 << 4;
+/// What subscribers were last told: online.
+const ANNOUNCED: u8 = 1 << 5;
+/// The user hides last-seen.
+const HIDDEN: u8 = 1 << 6;
+/// The user was ever online (the record exists).
+const SEEN: u8 = 1 << 7;
+/// The device bits.
+const DEVICES: u8 = (1 << DEVICES_PER_USER_MAX) - 1;
+
+const _: () = assert!(DEVICES_PER_USER_MAX <= 4, "device bits fit below the flags");
+const _: () = assert!(std::mem::size_of::<Record>() == 12);
+
+impl Record {
+    #[inline]
+    fn has(&self, flag: u8) -> bool {
+        self.bits & flag != 0
+    }
+
+    #[inline]
+    fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.bits |= flag;
+        } else {
+            self.bits &= !flag;
+        }
+    }
+
+    /// The devices connected, a bit per slot.
+    #[inline]
+    fn devices(&self) -> u8 {
+        self.bits & DEVICES
+    }
 }
 
 /// Expiry checks are bucketed by this; an expiry is noticed at most this late.
@@ -151,7 +183,7 @@ impl PresenceStore {
 
     /// `GET presence:{user}`: whether the key lives at `now`.
     pub fn is_online(&self, user: UserId, now: Time) -> bool {
-        self.record(user).is_some_and(|r| u64::from(r.expires_ms) > now.as_ms())
+        self.record(user).is_some_and(|r| u64::from(self.expires_ms(r)) > now.as_ms())
     }
 
     /// Handle one input at `now`.
@@ -163,15 +195,15 @@ impl PresenceStore {
         match input {
             PresenceInput::Online { device, hide_last_seen } => self.online(now, device, Some(hide_last_seen), out),
             PresenceInput::Heartbeat { device } => {
-                let (expires, seen) = ((now + self.key_ttl()).as_ms_u32(), now.as_ms_u32());
+                let live = self.is_online(device.user, now);
+                let seen = now.as_ms_u32();
                 match self.record_mut(device.user) {
-                    Some(r) if u64::from(r.expires_ms) > now.as_ms() => {
-                        r.expires_ms = expires;
+                    Some(r) if live => {
                         r.written_ms = seen;
                         r.last_seen_ms = seen;
                         // A beating device is connected, whether or not its connect's
                         // Online reached this shard (lost in a failover).
-                        r.devices |= 1 << device.slot.0;
+                        r.set(1 << device.slot.0, true);
                     }
                     // A heartbeat after expiry comes from a connection the server still
                     // holds: the key is set again, as SETEX would.
@@ -180,13 +212,13 @@ impl PresenceStore {
             }
             PresenceInput::Offline { device } => {
                 let Some(r) = self.record_mut(device.user) else { return };
-                r.devices &= !(1 << device.slot.0);
+                r.set(1 << device.slot.0, false);
                 if crate::plant::planted(crate::plant::Plant::CloseMarksUserOffline) {
-                    r.devices = 0;
+                    r.set(DEVICES, false);
                 }
                 r.last_seen_ms = now.as_ms_u32();
-                if r.devices == 0 && r.announced_online {
-                    r.announced_online = false;
+                if r.devices() == 0 && r.has(ANNOUNCED) {
+                    r.set(ANNOUNCED, false);
                     let status = self.offline_status(device.user);
                     self.notify(device.user, status, PresenceCause::Disconnected, now, out);
                 }
@@ -198,7 +230,7 @@ impl PresenceStore {
                     subs.push((watcher, server));
                 }
                 let status = match self.record(target) {
-                    Some(r) if r.announced_online && self.is_online(target, now) => PresenceStatus::Online,
+                    Some(r) if r.has(ANNOUNCED) && self.is_online(target, now) => PresenceStatus::Online,
                     _ => self.offline_status(target),
                 };
                 if self.is_online(target, now) {
@@ -215,23 +247,23 @@ impl PresenceStore {
     /// `SETEX presence:{user}` for a device (keeping the privacy setting when `None`), and
     /// tell subscribers if the user was not already announced online.
     fn online(&mut self, now: Time, device: DeviceId, hide_last_seen: Option<bool>, out: &mut Vec<PresenceNotify>) {
-        let expires = (now + self.key_ttl()).as_ms_u32();
-        let known = self.record(device.user).is_some_and(|r| r.seen);
+        let expires = now.as_ms_u32() + self.key_ttl_ms();
+        let known = self.record(device.user).is_some_and(|r| r.has(SEEN));
+        let was_live = self.is_online(device.user, now);
         let r = self.record_or_insert(device.user);
-        let was_live = u64::from(r.expires_ms) > now.as_ms();
         match hide_last_seen {
-            Some(hidden) => r.hidden = hidden,
+            Some(hidden) => r.set(HIDDEN, hidden),
             // A heartbeat before the connect's Online (lost in a failover, or held up): the
             // user's setting is not known yet, so last-seen stays hidden until it is.
-            None if !known => r.hidden = true,
+            None if !known => r.set(HIDDEN, true),
             None => {}
         }
-        r.devices |= 1 << device.slot.0;
-        r.expires_ms = expires;
+        r.set(1 << device.slot.0, true);
+        r.set(LIVE, true);
         r.written_ms = now.as_ms_u32();
         r.last_seen_ms = now.as_ms_u32();
-        let announce = !r.announced_online;
-        r.announced_online = true;
+        let announce = !r.has(ANNOUNCED);
+        r.set(ANNOUNCED, true);
         if !was_live {
             self.schedule(device.user, expires);
             if self.subscribers.contains_key(&device.user) {
@@ -251,11 +283,12 @@ impl PresenceStore {
             let users = std::mem::take(&mut self.wheel[slot]);
             for user in users {
                 let Some(r) = self.record(user).copied() else { continue };
-                if r.expires_ms == 0 {
+                if !r.has(LIVE) {
                     continue;
                 }
-                if u64::from(r.expires_ms) > now.as_ms() {
-                    self.schedule(user, r.expires_ms);
+                let expires = self.expires_ms(&r);
+                if u64::from(expires) > now.as_ms() {
+                    self.schedule(user, expires);
                     continue;
                 }
                 self.expire_if_due(user, now, out);
@@ -268,19 +301,18 @@ impl PresenceStore {
     /// time on, and subscribers told of an online user hear that it went offline then.
     fn expire_if_due(&mut self, user: UserId, now: Time, out: &mut Vec<PresenceNotify>) {
         let Some(r) = self.record(user).copied() else { return };
-        if r.expires_ms == 0 || u64::from(r.expires_ms) > now.as_ms() {
+        let expires = self.expires_ms(&r);
+        if !r.has(LIVE) || u64::from(expires) > now.as_ms() {
             return;
         }
-        let expired_at = Time::from_ms(u64::from(r.expires_ms));
+        let expired_at = Time::from_ms(u64::from(expires));
         let rec = self.record_mut(user).expect("record read above");
-        rec.expires_ms = 0;
-        rec.devices = 0;
-        rec.announced_online = false;
+        rec.set(LIVE | DEVICES | ANNOUNCED, false);
         if let Some(set) = self.opened.remove(&user) {
             self.lifetimes.push((user, set, expired_at));
             self.expiries.push((user, Time::from_ms(u64::from(r.written_ms)), expired_at));
         }
-        if r.announced_online {
+        if r.has(ANNOUNCED) {
             let status = self.offline_status(user);
             self.notify(user, status, PresenceCause::Expired, expired_at, out);
         }
@@ -299,6 +331,22 @@ impl PresenceStore {
             self.ttl * 2
         } else {
             self.ttl
+        }
+    }
+
+    /// The key TTL in ms (keys are stamped to the ms).
+    #[inline]
+    fn key_ttl_ms(&self) -> u32 {
+        self.key_ttl().as_millis() as u32
+    }
+
+    /// When `r`'s key expires (0: it has none): the TTL after its last write.
+    #[inline]
+    fn expires_ms(&self, r: &Record) -> u32 {
+        if r.has(LIVE) {
+            r.written_ms + self.key_ttl_ms()
+        } else {
+            0
         }
     }
 
@@ -348,8 +396,8 @@ impl PresenceStore {
             self.records.resize(i + 1, Record::default());
         }
         let r = &mut self.records[i];
-        if !r.seen {
-            r.seen = true;
+        if !r.has(SEEN) {
+            r.set(SEEN, true);
             self.known += 1;
         }
         r
@@ -366,7 +414,7 @@ impl PresenceStore {
             // Hidden, or not known: a close whose connect's Online (with the setting) and
             // heartbeats were all lost (a failover) leaves a last-seen on a record that
             // never learnt the user's setting.
-            Some(r) if (r.hidden || !r.seen) && !crate::plant::planted(crate::plant::Plant::LastSeenLeak) => {
+            Some(r) if (r.has(HIDDEN) || !r.has(SEEN)) && !crate::plant::planted(crate::plant::Plant::LastSeenLeak) => {
                 PresenceStatus::Offline { last_seen: None }
             }
             Some(r) if r.last_seen_ms > 0 => {
@@ -389,8 +437,6 @@ impl PresenceStore {
         out.extend(subs.iter().map(|&(watcher, server)| PresenceNotify { watcher, server, update }));
     }
 }
-
-const _: () = assert!(DEVICES_PER_USER_MAX <= 8, "device bits fit a u8");
 
 #[cfg(test)]
 mod tests {
