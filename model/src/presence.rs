@@ -122,6 +122,22 @@ impl Record {
     fn devices(&self) -> u8 {
         self.bits & DEVICES
     }
+
+    /// When the key expires, written with a TTL of `ttl_ms` (0: there is no key).
+    #[inline]
+    fn expires_ms(&self, ttl_ms: u32) -> u32 {
+        if self.has(LIVE) {
+            self.written_ms + ttl_ms
+        } else {
+            0
+        }
+    }
+
+    /// Whether the key lives at `now`.
+    #[inline]
+    fn live_at(&self, ttl_ms: u32, now: Time) -> bool {
+        u64::from(self.expires_ms(ttl_ms)) > now.as_ms()
+    }
 }
 
 /// Expiry checks are bucketed by this; an expiry is noticed at most this late.
@@ -183,7 +199,7 @@ impl PresenceStore {
 
     /// `GET presence:{user}`: whether the key lives at `now`.
     pub fn is_online(&self, user: UserId, now: Time) -> bool {
-        self.record(user).is_some_and(|r| u64::from(self.expires_ms(r)) > now.as_ms())
+        self.record(user).is_some_and(|r| r.live_at(self.key_ttl_ms(), now))
     }
 
     /// Handle one input at `now`.
@@ -195,10 +211,9 @@ impl PresenceStore {
         match input {
             PresenceInput::Online { device, hide_last_seen } => self.online(now, device, Some(hide_last_seen), out),
             PresenceInput::Heartbeat { device } => {
-                let live = self.is_online(device.user, now);
-                let seen = now.as_ms_u32();
+                let (ttl_ms, seen) = (self.key_ttl_ms(), now.as_ms_u32());
                 match self.record_mut(device.user) {
-                    Some(r) if live => {
+                    Some(r) if r.live_at(ttl_ms, now) => {
                         r.written_ms = seen;
                         r.last_seen_ms = seen;
                         // A beating device is connected, whether or not its connect's
@@ -247,9 +262,10 @@ impl PresenceStore {
     /// `SETEX presence:{user}` for a device (keeping the privacy setting when `None`), and
     /// tell subscribers if the user was not already announced online.
     fn online(&mut self, now: Time, device: DeviceId, hide_last_seen: Option<bool>, out: &mut Vec<PresenceNotify>) {
-        let expires = now.as_ms_u32() + self.key_ttl_ms();
-        let known = self.record(device.user).is_some_and(|r| r.has(SEEN));
-        let was_live = self.is_online(device.user, now);
+        let ttl_ms = self.key_ttl_ms();
+        let expires = now.as_ms_u32() + ttl_ms;
+        let (known, was_live) =
+            self.record(device.user).map_or((false, false), |r| (r.has(SEEN), r.live_at(ttl_ms, now)));
         let r = self.record_or_insert(device.user);
         match hide_last_seen {
             Some(hidden) => r.set(HIDDEN, hidden),
@@ -286,7 +302,7 @@ impl PresenceStore {
                 if !r.has(LIVE) {
                     continue;
                 }
-                let expires = self.expires_ms(&r);
+                let expires = r.expires_ms(self.key_ttl_ms());
                 if u64::from(expires) > now.as_ms() {
                     self.schedule(user, expires);
                     continue;
@@ -301,7 +317,7 @@ impl PresenceStore {
     /// time on, and subscribers told of an online user hear that it went offline then.
     fn expire_if_due(&mut self, user: UserId, now: Time, out: &mut Vec<PresenceNotify>) {
         let Some(r) = self.record(user).copied() else { return };
-        let expires = self.expires_ms(&r);
+        let expires = r.expires_ms(self.key_ttl_ms());
         if !r.has(LIVE) || u64::from(expires) > now.as_ms() {
             return;
         }
@@ -338,16 +354,6 @@ impl PresenceStore {
     #[inline]
     fn key_ttl_ms(&self) -> u32 {
         self.key_ttl().as_millis() as u32
-    }
-
-    /// When `r`'s key expires (0: it has none): the TTL after its last write.
-    #[inline]
-    fn expires_ms(&self, r: &Record) -> u32 {
-        if r.has(LIVE) {
-            r.written_ms + self.key_ttl_ms()
-        } else {
-            0
-        }
     }
 
     /// Lifetimes of keys of watched users, closed and still open at `now`.

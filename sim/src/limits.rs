@@ -679,39 +679,25 @@ fn check_faults(s: &Scenario) -> Result<(), Failure> {
         );
     }
     for (i, fault) in s.faults.iter().enumerate() {
-        // Two crashes of one process must not overlap: it is down, or it is not.
-        if let Fault::Crash { ref target, .. } | Fault::RedisDown { ref target, .. } = *fault {
+        // Two faults of one state of one process must not overlap: it is down or it is not
+        // (a crash, a Redis failover), and its clock reads one time (skews that overlapped
+        // added up, and two late ones took a clock before the run began, where it stuck).
+        if let Some((state, target)) = exclusive_state(fault) {
             let (at_s, for_s) = fault.window_s();
             let overlap = s.faults[..i].iter().any(|f| {
                 let (a, d) = f.window_s();
-                matches!(*f, Fault::Crash { target: ref t, .. } | Fault::RedisDown { target: ref t, .. }
-                    if t == target && at_s < a.saturating_add(d) && a < at_s.saturating_add(for_s))
+                exclusive_state(f) == Some((state, target))
+                    && at_s < a.saturating_add(d)
+                    && a < at_s.saturating_add(for_s)
             });
             if overlap {
+                let what = match state {
+                    ExclusiveState::Down => format!("{target} is already down then"),
+                    ExclusiveState::Clock => format!("{target}'s clock is already skewed then"),
+                };
                 return fail(
                     &format!("faults[{i}].at_s"),
-                    format!(
-                        "{}: {target} is already down then (an earlier fault of it overlaps this one)",
-                        fault.kind()
-                    ),
-                );
-            }
-        }
-        // Nor two skews of one clock: it reads one time (skews that overlapped added up, and
-        // two late ones took a clock before the run began, where it stuck at zero).
-        if let Fault::ClockSkew { ref target, .. } = *fault {
-            let (at_s, for_s) = fault.window_s();
-            let overlap = s.faults[..i].iter().any(|f| {
-                let (a, d) = f.window_s();
-                matches!(*f, Fault::ClockSkew { target: ref t, .. }
-                    if t == target && at_s < a.saturating_add(d) && a < at_s.saturating_add(for_s))
-            });
-            if overlap {
-                return fail(
-                    &format!("faults[{i}].at_s"),
-                    format!(
-                        "clock_skew: {target}'s clock is already skewed then (an earlier skew of it overlaps this one)"
-                    ),
+                    format!("{}: {what} (an earlier fault of it overlaps this one)", fault.kind()),
                 );
             }
         }
@@ -721,6 +707,24 @@ fn check_faults(s: &Scenario) -> Result<(), Failure> {
         })?;
     }
     Ok(())
+}
+
+/// A state of a process that one fault at a time may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ExclusiveState {
+    /// Down: a crash, or a Redis shard failing over.
+    Down,
+    /// Its clock, skewed.
+    Clock,
+}
+
+/// The state of which process `fault` holds for its window, if one at a time may.
+fn exclusive_state(fault: &Fault) -> Option<(ExclusiveState, &str)> {
+    match *fault {
+        Fault::Crash { ref target, .. } | Fault::RedisDown { ref target, .. } => Some((ExclusiveState::Down, target)),
+        Fault::ClockSkew { ref target, .. } => Some((ExclusiveState::Clock, target)),
+        _ => None,
+    }
 }
 
 /// Check one fault; the failure names a key of the fault (or none).

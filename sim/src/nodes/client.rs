@@ -311,11 +311,6 @@ impl ClientShard {
         UserSettings { hide_last_seen: self.pop.hides_last_seen(u), read_receipts: !self.pop.read_receipts_off(u) }
     }
 
-    /// The `j`th contact of `u` (see `Population::contact`).
-    fn contact(&self, u: UserId, j: u32) -> UserId {
-        self.pop.contact(u, j)
-    }
-
     /// Feed one input to the device at `index` at `t` and carry out what it asks.
     fn input(&mut self, t: Time, index: usize, input: DeviceInput, ctx: &mut Ctx) {
         self.devices.handle(t, index, input, &mut ctx.rng, &mut self.outs);
@@ -527,7 +522,7 @@ impl ClientShard {
             record_us(&mut self.latencies.reconnect, t.as_us() - crashed_at.as_us());
         }
         if device.slot.0 == 0 && self.pop.watches(device.user) {
-            let target = self.contact(device.user, 0);
+            let target = self.pop.contact(device.user, 0);
             if let Some((server, frame)) = self.devices.subscribe(index, target) {
                 self.transmit(t, device, server, &frame, ctx);
             }
@@ -845,7 +840,7 @@ impl ClientShard {
             let j = self.rng.sends.random_range(0..self.contacts);
             let index = i * self.layout().slots;
             self.devices.prefetch_device(index);
-            due.push((t, index, Recipient::User(self.contact(from, j))));
+            due.push((t, index, Recipient::User(self.pop.contact(from, j))));
         }
         self.draw_group_sends(now, &mut due);
         for &(t, index, to) in &due {
