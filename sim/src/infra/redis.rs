@@ -27,21 +27,31 @@ pub const STORED_RECEIPTS_MAX: usize = 10_000;
 /// and its count) in a dense table by user. An add touches the head and the log's tail;
 /// a hash map of growing queues cost a miss at the table, one at the queue, and a copy
 /// each time a queue grew. A fetch (a device reconnecting) walks its chain back.
+///
+/// A group message's pointers go to a log of their own, 8 bytes each, naming the message
+/// kept once for the members a pipeline adds it for (`group_messages`), where a copy with
+/// each pointer took 32: the members offline when a group speaks (on a connect ramp, most
+/// of them) took most of the inboxes' memory.
 #[derive(Debug)]
 struct Inboxes {
     /// The users `u % stride == shard`: user `u`'s head is `heads[u / stride]`.
     stride: strength_reduce::StrengthReducedU32,
     heads: Vec<InboxHead>,
     log: Vec<InboxEntry>,
+    group_log: Vec<GroupEntry>,
+    group_messages: Vec<PackedMessage>,
 }
 
-/// A user's inbox: its newest entry in the log (plus one; 0: none) and how many were ever
-/// added.
+/// A user's inbox: its newest entry (a `Link`) and how many were ever added.
 #[derive(Clone, Copy, Debug, Default)]
 struct InboxHead {
     newest: u32,
     count: u32,
 }
+
+/// A link to an entry: its index in `Inboxes::log` plus one, or with `GROUP_LINK` set in
+/// `Inboxes::group_log`; 0: none.
+const GROUP_LINK: u32 = 1 << 31;
 
 /// A pointer: `conversation:id` in Redis. The simulation keeps the message it names with
 /// it (packed), so that the fetch can carry it and Cassandra need keep only which replicas
@@ -50,11 +60,19 @@ struct InboxHead {
 #[derive(Clone, Copy, Debug)]
 struct InboxEntry {
     msg: PackedMessage,
-    /// The same user's entry before this one (plus one; 0: none).
+    /// The same user's entry before this one (a link).
     previous: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<InboxEntry>() == 32);
+
+/// A pointer to a group message: the message (its index in `Inboxes::group_messages`) and
+/// the same user's entry before this one (a link).
+#[derive(Clone, Copy, Debug)]
+struct GroupEntry {
+    message: u32,
+    previous: u32,
+}
 
 impl InboxHead {
     /// The position of the oldest entry still counted.
@@ -64,8 +82,17 @@ impl InboxHead {
 }
 
 impl Inboxes {
-    fn with_stride(stride: u32) -> Inboxes {
-        Inboxes { stride: strength_reduce::StrengthReducedU32::new(stride), heads: Vec::new(), log: Vec::new() }
+    /// Inboxes of the users `u % stride == shard`, about `users` of them: their heads are
+    /// reserved at once (grown one user at a time, a doubling vector held up to twice
+    /// what they take, 8 bytes a user; reserved pages cost memory only once written).
+    fn with_stride(stride: u32, users: usize) -> Inboxes {
+        Inboxes {
+            stride: strength_reduce::StrengthReducedU32::new(stride),
+            heads: Vec::with_capacity(users),
+            log: Vec::new(),
+            group_log: Vec::new(),
+            group_messages: Vec::new(),
+        }
     }
 
     fn index(&self, user: UserId) -> usize {
@@ -89,9 +116,21 @@ impl Inboxes {
             self.heads.resize(i + 1, InboxHead::default());
         }
         let head = &mut self.heads[i];
-        assert!(self.log.len() < u32::MAX as usize, "a session shard holds more than 4 billion inbox pointers");
-        self.log.push(InboxEntry { msg: PackedMessage::of(msg), previous: head.newest });
-        head.newest = self.log.len() as u32;
+        let packed = PackedMessage::of(msg);
+        if msg.conversation.group_id().is_some() {
+            // The members' copies pack alike (a group message's recipient is left out).
+            if self.group_messages.last() != Some(&packed) {
+                self.group_messages.push(packed);
+            }
+            assert!(self.group_log.len() < GROUP_LINK as usize - 1, "a session shard holds 2 billion group pointers");
+            let message = (self.group_messages.len() - 1) as u32;
+            self.group_log.push(GroupEntry { message, previous: head.newest });
+            head.newest = GROUP_LINK | self.group_log.len() as u32;
+        } else {
+            assert!(self.log.len() < GROUP_LINK as usize - 1, "a session shard holds 2 billion inbox pointers");
+            self.log.push(InboxEntry { msg: packed, previous: head.newest });
+            head.newest = self.log.len() as u32;
+        }
         head.count += 1;
         head.count > INBOX_LEN_MAX as u32
     }
@@ -104,10 +143,17 @@ impl Inboxes {
         let mut entries = Vec::with_capacity(head.count.saturating_sub(first) as usize);
         let (mut at, mut pos) = (head.newest, head.count);
         while pos > first {
-            let e = self.log[at as usize - 1];
             pos -= 1;
-            entries.push((InboxPos(pos), e.msg.message(user)));
-            at = e.previous;
+            let msg = if at & GROUP_LINK != 0 {
+                let e = self.group_log[(at & !GROUP_LINK) as usize - 1];
+                at = e.previous;
+                self.group_messages[e.message as usize]
+            } else {
+                let e = self.log[at as usize - 1];
+                at = e.previous;
+                e.msg
+            };
+            entries.push((InboxPos(pos), msg.message(user)));
         }
         entries.reverse();
         (entries, InboxPos(head.count))
@@ -138,7 +184,7 @@ impl RedisShard {
     pub fn with_stride(stride: u32, users: usize) -> RedisShard {
         RedisShard {
             sessions: SessionStore::with_stride(stride, users),
-            inboxes: Inboxes::with_stride(stride),
+            inboxes: Inboxes::with_stride(stride, users),
             receipts: FxHashMap::default(),
             stored: 0,
             dropped: 0,
@@ -322,6 +368,61 @@ mod tests {
         let entries = |u| r.inbox_since(u, InboxPos(0)).0.into_iter().map(|e| e.1).collect::<Vec<_>>();
         assert_eq!(entries(UserId(4)), vec![one, ChatMessage { to: UserId(4), ..group }]);
         assert_eq!(entries(UserId(9)), vec![ChatMessage { to: UserId(9), ..group }]);
+    }
+
+    #[test]
+    fn inboxes_mixing_group_and_direct_pointers_read_back_as_queues_of_their_messages() {
+        // Against a queue per user: random adds of 1:1 messages and of group messages to
+        // runs of members (a pipeline's batch, sometimes the same message again later),
+        // read from random cursors.
+        let mut r = RedisShard::with_stride(3, 10);
+        let mut model: Vec<Vec<ChatMessage>> = vec![Vec::new(); 30];
+        let mut x = 0x9e37_79b9_u64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let users: Vec<u32> = (0..30).filter(|u| u % 3 == 1).collect();
+        let mut last_group = None;
+        for id in 1..3_000u64 {
+            if next(3) == 0 {
+                let u = users[next(users.len() as u64) as usize];
+                let m = to(UserId(u), id);
+                r.inbox_add(UserId(u), &m);
+                model[u as usize].push(m);
+            } else {
+                let group = match last_group {
+                    Some(g) if next(4) == 0 => g,
+                    _ => ChatMessage {
+                        conversation: ConversationId::group(wasim_model::GroupId(next(5) as u32)),
+                        to: UserId::GROUP,
+                        client_seq: next(100) as u32,
+                        sent_at: Time::from_ms(id),
+                        ..msg(id)
+                    },
+                };
+                last_group = Some(group);
+                for _ in 0..=next(4) {
+                    let u = users[next(users.len() as u64) as usize];
+                    let copy = ChatMessage { to: UserId(u), ..group };
+                    r.inbox_add(UserId(u), &copy);
+                    model[u as usize].push(copy);
+                }
+            }
+        }
+        for &u in &users {
+            let want = &model[u as usize];
+            for cursor in [0, 1, want.len() as u32 / 2, want.len() as u32, want.len() as u32 + 3] {
+                let (got, end) = r.inbox_since(UserId(u), InboxPos(cursor));
+                assert_eq!(end, InboxPos(want.len() as u32));
+                let expected: Vec<_> =
+                    want.iter().enumerate().skip(cursor as usize).map(|(i, m)| (InboxPos(i as u32), *m)).collect();
+                assert_eq!(got, expected, "user {u} from {cursor}");
+            }
+        }
+        assert!(r.inboxes.group_messages.len() < r.inboxes.group_log.len(), "members' copies share a message");
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl Process for CassandraProcess {
                 let (mut range, replica) = self.range_of(msg.conversation);
                 range.write(&msg, replica);
                 drop(range);
-                if crate::check::quorum_sampled(msg.id) {
+                if crate::check::quorum_sampled(&msg, &ctx.logs) {
                     self.shared.disks[self.index].lock().expect("disk lock").log_sampled_write(msg.id, done);
                 }
                 ctx.counters.rows_written += 1;

@@ -89,7 +89,7 @@ impl ChatNode {
                         }
                     }
                     if let wasim_model::ServerFrame::SentAck { msg } = frame {
-                        if crate::check::quorum_sampled(msg.id) {
+                        if crate::check::quorum_sampled(&msg, &ctx.logs) {
                             // Stamped no earlier than the tick it is sent in: a late arrival
                             // (see `Ctx::tick_start`) may answer with an earlier stamp than
                             // the replica writes this server had already heard of.

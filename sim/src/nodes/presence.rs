@@ -30,7 +30,7 @@ impl PresenceNode {
             store: PresenceStore::with_stride(
                 Duration::from_millis(s.users.presence_ttl_ms),
                 s.fleet.redis_presence_shards,
-                (s.users.concurrent / u64::from(s.fleet.redis_presence_shards)) as usize,
+                s.registered_users().div_ceil(u64::from(s.fleet.redis_presence_shards)) as usize,
             ),
             topo: shared.topo.clone(),
             fifo,

@@ -27,7 +27,7 @@ impl RedisNode {
         let s = &shared.scenario;
         let (fifo, service) =
             super::queue(shared, crate::topology::NodeKind::Redis, s.workers.redis, &s.service_us.redis);
-        let users = s.registered_users() / u64::from(s.fleet.redis_session_shards);
+        let users = s.registered_users().div_ceil(u64::from(s.fleet.redis_session_shards));
         let me = shared.topo.node(crate::topology::NodeKind::Redis, index);
         let mine: Vec<_> = shared.faults.redis_outages().iter().filter(|o| o.node == me).copied().collect();
         let mut shard = RedisShard::with_stride(s.fleet.redis_session_shards, users as usize);
