@@ -2,7 +2,7 @@
 //! of pending reads.
 
 use rand::Rng;
-use wasim_model::{fast_range, ChatMessage, DeviceKey, PackedMessage, Time};
+use wasim_model::{fast_range, ChatMessage, ConversationId, DeviceKey, MessageId, PackedMessage, Time, UserId};
 
 /// When each device beats in every `interval`: its own phase, uniform over the interval
 /// whatever the tick. The phases are a stratified sample (one per `interval / n` slot,
@@ -101,14 +101,42 @@ const READ_BUCKET_US: u64 = 100_000;
 /// Reads further ahead than this are made at this horizon (beyond the samplers' 60 s cap).
 const READ_HORIZON_US: u64 = 65_000_000;
 
-/// A read waiting for its time: its time within its bucket, the device, and the message
-/// packed (36 bytes where the message itself took 48).
-type PendingRead = (u32, DeviceKey, PackedMessage);
+/// A 1:1 read waiting for its time: its time within its bucket, the reader's device (its
+/// user is the recipient) and the rest of the message, 32 bytes.
+#[derive(Clone, Copy, Debug)]
+struct DirectRead {
+    offset: u32,
+    device: DeviceKey,
+    from: UserId,
+    client_seq: u32,
+    id: MessageId,
+    sent_at: Time,
+}
+
+const _: () = assert!(std::mem::size_of::<DirectRead>() == 32);
+
+/// A member's read of a group message waiting for its time: its time within its bucket,
+/// the member's device, and the message's index in `ReadWheel::group_messages`, 12 bytes
+/// where a copy of the message with each took 36 (the members of the card's groups read
+/// a million copies a second).
+#[derive(Clone, Copy, Debug)]
+struct GroupRead {
+    offset: u32,
+    device: DeviceKey,
+    message: u32,
+}
 
 /// The reads the users will make, by time.
 #[derive(Debug)]
 pub(crate) struct ReadWheel {
-    buckets: Vec<Vec<PendingRead>>,
+    buckets: Vec<Vec<DirectRead>>,
+    group_buckets: Vec<Vec<GroupRead>>,
+    /// The group messages with reads waiting, each with how many: a slot is reused once
+    /// its reads are all made (`free`).
+    group_messages: Vec<(PackedMessage, u32)>,
+    free: Vec<u32>,
+    /// The slots of the group messages with reads waiting, by id.
+    group_slots: rustc_hash::FxHashMap<MessageId, u32>,
     /// The next bucket to open.
     next_bucket: u64,
     /// Reads of opened buckets, latest first.
@@ -117,8 +145,13 @@ pub(crate) struct ReadWheel {
 
 impl Default for ReadWheel {
     fn default() -> Self {
+        let len = (READ_HORIZON_US / READ_BUCKET_US) as usize + 2;
         ReadWheel {
-            buckets: vec![Vec::new(); (READ_HORIZON_US / READ_BUCKET_US) as usize + 2],
+            buckets: vec![Vec::new(); len],
+            group_buckets: vec![Vec::new(); len],
+            group_messages: Vec::new(),
+            free: Vec::new(),
+            group_slots: Default::default(),
             next_bucket: 0,
             near: Vec::new(),
         }
@@ -133,11 +166,37 @@ impl ReadWheel {
         if bucket < self.next_bucket {
             let i = self.near.partition_point(|&(t, _, _)| t > at);
             self.near.insert(i, (at, device, PackedMessage::of(&msg)));
-        } else {
-            let len = self.buckets.len() as u64;
-            let offset = (at.as_us() % READ_BUCKET_US) as u32;
-            self.buckets[(bucket % len) as usize].push((offset, device, PackedMessage::of(&msg)));
+            return;
         }
+        let slot = (bucket % self.buckets.len() as u64) as usize;
+        let offset = (at.as_us() % READ_BUCKET_US) as u32;
+        if msg.conversation.group_id().is_some() {
+            let message = self.group_message(PackedMessage::of(&msg));
+            self.group_buckets[slot].push(GroupRead { offset, device, message });
+        } else {
+            assert_eq!(device.device().user, msg.to, "a 1:1 message is read by its recipient");
+            let (id, sent_at, from, client_seq) = (msg.id, msg.sent_at, msg.from, msg.client_seq);
+            self.buckets[slot].push(DirectRead { offset, device, from, client_seq, id, sent_at });
+        }
+    }
+
+    /// The slot of group message `packed` (the members' copies pack alike), counting one
+    /// more read of it.
+    fn group_message(&mut self, packed: PackedMessage) -> u32 {
+        let (messages, free) = (&mut self.group_messages, &mut self.free);
+        let i = *self.group_slots.entry(packed.id()).or_insert_with(|| match free.pop() {
+            Some(i) => {
+                messages[i as usize] = (packed, 0);
+                i
+            }
+            None => {
+                messages.push((packed, 0));
+                (messages.len() - 1) as u32
+            }
+        });
+        debug_assert!(self.group_messages[i as usize].0 == packed, "a group message's copies pack alike");
+        self.group_messages[i as usize].1 += 1;
+        i
     }
 
     /// Reads due by `now`, in time order.
@@ -147,12 +206,35 @@ impl ReadWheel {
             let base = self.next_bucket * READ_BUCKET_US;
             let slot = (self.next_bucket % len) as usize;
             // Latest first; what is left of earlier buckets is earlier still, so it goes last.
-            // The bucket's buffer is freed, not kept: the wheel comes round to it only
+            // The bucket's buffers are freed, not kept: the wheel comes round to them only
             // after a full horizon, and memory should follow the reads pending.
-            let mut bucket = std::mem::take(&mut self.buckets[slot]);
-            bucket.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
+            let direct = std::mem::take(&mut self.buckets[slot]);
+            let group = std::mem::take(&mut self.group_buckets[slot]);
+            let mut near = Vec::with_capacity(direct.len() + group.len() + self.near.len());
+            near.extend(direct.into_iter().map(|r| {
+                let msg = ChatMessage {
+                    id: r.id,
+                    conversation: ConversationId::direct(r.from, r.device.device().user),
+                    from: r.from,
+                    to: r.device.device().user,
+                    client_seq: r.client_seq,
+                    sent_at: r.sent_at,
+                };
+                (r.offset, r.device, PackedMessage::of(&msg))
+            }));
+            for r in group {
+                let (m, readers) = &mut self.group_messages[r.message as usize];
+                near.push((r.offset, r.device, *m));
+                *readers -= 1;
+                if *readers == 0 {
+                    self.group_slots.remove(&m.id());
+                    self.free.push(r.message);
+                }
+            }
+            // The same order whatever the order scheduled: by time, then device, then id.
+            near.sort_unstable_by_key(|&(offset, d, m)| std::cmp::Reverse((offset, d, m.id())));
             let mut near: Vec<_> =
-                bucket.into_iter().map(|(offset, d, m)| (Time(base + u64::from(offset)), d, m)).collect();
+                near.into_iter().map(|(offset, d, m)| (Time(base + u64::from(offset)), d, m)).collect();
             near.append(&mut self.near);
             self.near = near;
             self.next_bucket += 1;
@@ -167,7 +249,9 @@ impl ReadWheel {
     /// Reads waiting.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.near.len() + self.buckets.iter().map(Vec::len).sum::<usize>()
+        self.near.len()
+            + self.buckets.iter().map(Vec::len).sum::<usize>()
+            + self.group_buckets.iter().map(Vec::len).sum::<usize>()
     }
 }
 
@@ -225,6 +309,66 @@ mod tests {
                 assert!((14_990_000..=15_010_000).contains(&apart), "user {u}'s devices beat {apart} µs apart");
             }
         }
+    }
+
+    #[test]
+    fn direct_and_group_reads_come_once_each_at_their_times_with_the_readers_copies() {
+        // Random 1:1 reads and members' reads of group messages scheduled interleaved (a
+        // group message's copies reach its members at different times), against the list
+        // of what was scheduled.
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut w = ReadWheel::default();
+        let mut want = Vec::new();
+        let mut got = Vec::new();
+        let mut now = 0u64;
+        let mut live_groups: Vec<ChatMessage> = Vec::new();
+        for id in 1..20_000u64 {
+            now += rng.random_range(0..3_000);
+            let device = DeviceKey::of(wasim_model::DeviceId::phone(UserId(rng.random_range(0..500))));
+            let user = device.device().user;
+            let msg = if rng.random_bool(0.5) {
+                let from = UserId(500 + rng.random_range(0..100));
+                ChatMessage {
+                    id: MessageId(id),
+                    conversation: ConversationId::direct(from, user),
+                    from,
+                    to: user,
+                    client_seq: rng.random(),
+                    sent_at: Time(now.saturating_sub(rng.random_range(0..1_000_000))),
+                }
+            } else {
+                if live_groups.is_empty() || rng.random_bool(0.05) {
+                    live_groups.push(ChatMessage {
+                        id: MessageId(id),
+                        conversation: ConversationId::group(wasim_model::GroupId(rng.random_range(0..4))),
+                        from: UserId(600),
+                        to: UserId::GROUP,
+                        client_seq: rng.random(),
+                        sent_at: Time(now),
+                    });
+                    if live_groups.len() > 8 {
+                        live_groups.remove(0);
+                    }
+                }
+                let g = live_groups[rng.random_range(0..live_groups.len())];
+                ChatMessage { to: user, ..g }
+            };
+            let at = Time(now + rng.random_range(0..5_000_000));
+            w.schedule(Time(now), at, device, msg);
+            want.push((at.as_us(), device, msg));
+            if id % 50 == 0 {
+                w.due(Time(now), |t, d, m| got.push((t.as_us(), d, m)));
+            }
+        }
+        w.due(Time(now + 70_000_000), |t, d, m| got.push((t.as_us(), d, m)));
+        assert_eq!(w.len(), 0);
+        assert!(got.windows(2).all(|p| p[0].0 <= p[1].0), "in time order");
+        let key = |r: &(u64, DeviceKey, ChatMessage)| (r.0, r.1, r.2.id);
+        got.sort_by_key(key);
+        want.sort_by_key(key);
+        assert_eq!(got, want, "each read once, at its time, with the reader's copy");
+        assert!(w.group_messages.len() < 1_000, "slots reused: {}", w.group_messages.len());
+        assert!(w.group_slots.is_empty());
     }
 
     #[test]
