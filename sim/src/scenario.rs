@@ -1152,7 +1152,7 @@ impl Scenario {
 const CHECKS_UNSAMPLED_SHARE: f64 = 0.04;
 
 /// The most displays the checkers log in a run: a larger run checks a sample of its
-/// conversations (`Scenario::checked_one_in`), so that the logs (about 100 bytes a message
+/// conversations (`Scenario::checked_one_in`), so that the logs (the estimate charges 152 bytes a message
 /// followed) stay within a few GiB.
 pub const CHECKED_DISPLAYS_MAX: f64 = 40e6;
 
@@ -1196,12 +1196,12 @@ const fn grows(bytes: f64) -> MemoryTerm {
 /// then raised so that no run is above its estimate (README, "Memory").
 const MEMORY_TERMS: [MemoryTerm; MEMORY_FEATURES] = [
     held(11.0e6),  // the binary, the runtime, the quantile tables, the gang's threads
-    held(138.0),   // a user: phone (24 bytes), connection, session and presence keys, inbox, checker state
+    held(149.0),   // a user: phone (24 bytes), connection, session and presence keys, inbox, checker state
     held(400.0),   // a web client: its device, connection and session entries, a display logged per message
     held(186.0),   // a watcher: its subscription
     grows(6.0), // a replica row written: its share of the row (id, holders, status), the message's shown ids (partitions are counted only where paged)
     grows(30.0), // a connect or close: its presence key lifetime, its registration, its notifications
-    held(190e3), // a process: its network wheel (its own buffers, cut back after a burst), outbox and queue
+    held(156e3), // a process: its network wheel (its own buffers, cut back after a burst), outbox and queue
     held(1.4e6), // a client shard's latency histograms
     held(390.0), // a connect queued behind a Redis shard a fast ramp overloads
     held(420.0), // a subscription queued likewise (its answer waits too)
@@ -1214,12 +1214,12 @@ const MEMORY_TERMS: [MemoryTerm; MEMORY_FEATURES] = [
     held(26.0), // a message a router remembers, to drop its repeats and late copies
     held(200.0), // a registered user offline at the start: its devices, its wake-up timer
     held(40.0), // a group membership: the member list, a group sender entry
-    grows(10.0), // a group message's recipient: its inbox pointer or receipt bits
-    grows(18.0), // one online at the start: its shown ids, the receipt rows
-    grows(117.0), // a display, followed by the checkers (one conversation in `checks.conversations_one_in`; `CHECKS_UNSAMPLED_SHARE` of it whatever the sample): its display, ✓, read in their logs
+    grows(6.0), // a group message's recipient: its inbox pointer or receipt bits
+    grows(2.5), // one online at the start: its shown ids, the receipt rows
+    grows(152.0), // a display, followed by the checkers (one conversation in `checks.conversations_one_in`; `CHECKS_UNSAMPLED_SHARE` of it whatever the sample): its display, ✓, read in their logs
     grows(250.0), // a 1:1 message's copy for a web client: its push, receipt and display on their way
-    held(1_500.0), // a 1:1 message a second to each device: what is on its way at any time (reads pending, pushes, receipts until heard)
-    held(600.0),   // a group message a second to each member online: its pushes and reads on their way
+    held(830.0), // a 1:1 message a second to each device: what is on its way at any time (reads pending, pushes, receipts until heard)
+    held(300.0), // a group message a second to each member online: its pushes and reads on their way
     held(1_700.0), // a send during a session shard's failover with re-registration: its routes retried, the devices sent away, their fetches
 ];
 
