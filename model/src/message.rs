@@ -66,12 +66,6 @@ impl PackedMessage {
         PackedMessage { id: msg.id, sent_at: msg.sent_at, from: msg.from, to, client_seq: msg.client_seq }
     }
 
-    /// The message's id.
-    #[inline]
-    pub fn id(&self) -> MessageId {
-        self.id
-    }
-
     /// The message's conversation.
     #[inline]
     pub fn conversation(&self) -> ConversationId {

@@ -139,8 +139,8 @@ pub(crate) struct ReadWheel {
     group_slots: rustc_hash::FxHashMap<MessageId, u32>,
     /// The next bucket to open.
     next_bucket: u64,
-    /// Reads of opened buckets, latest first.
-    near: Vec<(Time, DeviceKey, PackedMessage)>,
+    /// Reads of opened buckets with the readers' copies of their messages, latest first.
+    near: Vec<(Time, DeviceKey, ChatMessage)>,
 }
 
 impl Default for ReadWheel {
@@ -165,13 +165,13 @@ impl ReadWheel {
         let bucket = at.as_us() / READ_BUCKET_US;
         if bucket < self.next_bucket {
             let i = self.near.partition_point(|&(t, _, _)| t > at);
-            self.near.insert(i, (at, device, PackedMessage::of(&msg)));
+            self.near.insert(i, (at, device, msg));
             return;
         }
         let slot = (bucket % self.buckets.len() as u64) as usize;
         let offset = (at.as_us() % READ_BUCKET_US) as u32;
         if msg.conversation.group_id().is_some() {
-            let message = self.group_message(PackedMessage::of(&msg));
+            let message = self.group_message(&msg);
             self.group_buckets[slot].push(GroupRead { offset, device, message });
         } else {
             assert_eq!(device.device().user, msg.to, "a 1:1 message is read by its recipient");
@@ -180,11 +180,12 @@ impl ReadWheel {
         }
     }
 
-    /// The slot of group message `packed` (the members' copies pack alike), counting one
-    /// more read of it.
-    fn group_message(&mut self, packed: PackedMessage) -> u32 {
+    /// The slot of group message `msg` (a member's copy: the copies pack alike), counting
+    /// one more read of it.
+    fn group_message(&mut self, msg: &ChatMessage) -> u32 {
+        let packed = PackedMessage::of(msg);
         let (messages, free) = (&mut self.group_messages, &mut self.free);
-        let i = *self.group_slots.entry(packed.id()).or_insert_with(|| match free.pop() {
+        let i = *self.group_slots.entry(msg.id).or_insert_with(|| match free.pop() {
             Some(i) => {
                 messages[i as usize] = (packed, 0);
                 i
@@ -212,27 +213,30 @@ impl ReadWheel {
             let group = std::mem::take(&mut self.group_buckets[slot]);
             let mut near = Vec::with_capacity(direct.len() + group.len() + self.near.len());
             near.extend(direct.into_iter().map(|r| {
+                let reader = r.device.device().user;
                 let msg = ChatMessage {
                     id: r.id,
-                    conversation: ConversationId::direct(r.from, r.device.device().user),
+                    conversation: ConversationId::direct(r.from, reader),
                     from: r.from,
-                    to: r.device.device().user,
+                    to: reader,
                     client_seq: r.client_seq,
                     sent_at: r.sent_at,
                 };
-                (r.offset, r.device, PackedMessage::of(&msg))
+                (r.offset, r.device, msg)
             }));
             for r in group {
                 let (m, readers) = &mut self.group_messages[r.message as usize];
-                near.push((r.offset, r.device, *m));
+                // A member's copy names the member: the device's user.
+                let msg = m.message(r.device.device().user);
+                near.push((r.offset, r.device, msg));
                 *readers -= 1;
                 if *readers == 0 {
-                    self.group_slots.remove(&m.id());
+                    self.group_slots.remove(&msg.id);
                     self.free.push(r.message);
                 }
             }
             // The same order whatever the order scheduled: by time, then device, then id.
-            near.sort_unstable_by_key(|&(offset, d, m)| std::cmp::Reverse((offset, d, m.id())));
+            near.sort_unstable_by_key(|&(offset, d, m)| std::cmp::Reverse((offset, d, m.id)));
             let mut near: Vec<_> =
                 near.into_iter().map(|(offset, d, m)| (Time(base + u64::from(offset)), d, m)).collect();
             near.append(&mut self.near);
@@ -241,8 +245,7 @@ impl ReadWheel {
         }
         while self.near.last().is_some_and(|&(t, _, _)| t <= now) {
             let (t, d, m) = self.near.pop().expect("checked");
-            // A member's copy of a group message names the member: the device's user.
-            read(t, d, m.message(d.device().user));
+            read(t, d, m);
         }
     }
 

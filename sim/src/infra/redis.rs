@@ -377,13 +377,9 @@ mod tests {
         // read from random cursors.
         let mut r = RedisShard::with_stride(3, 10);
         let mut model: Vec<Vec<ChatMessage>> = vec![Vec::new(); 30];
-        let mut x = 0x9e37_79b9_u64;
-        let mut next = |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut next = |n: u64| rng.random_range(0..n);
         let users: Vec<u32> = (0..30).filter(|u| u % 3 == 1).collect();
         let mut last_group = None;
         for id in 1..3_000u64 {
