@@ -1,7 +1,7 @@
 //! Every shipped scenario, on seeds of its own: the invariants hold, the visit table's
-//! prediction of each tier's load agrees with what the run served within 5%, and
-//! lifecycle-mix reaches every path it is there to walk. (cell-1pct, the benchmark, is
-//! the largest: one seed.)
+//! prediction of each tier's load (group traffic included) agrees with what the run
+//! served within 5%, and lifecycle-mix reaches every path it is there to walk.
+//! (cell-1pct, the benchmark, is the largest: one seed.)
 
 mod common;
 use wasim_reports::Summary;
@@ -39,12 +39,10 @@ fn shipped_scenarios_keep_their_invariants_and_their_predicted_load() {
             // A crashed process's measurements die with it, a failed-over store serves its
             // held commands at once, and the visit table predicts a healthy fleet: fault
             // scenarios of processes are judged by their invariants only.
-            // Nor are group scenarios: the visit table predicts the 1:1 path.
-            if scenario.groups.active > 0
-                || scenario
-                    .faults
-                    .iter()
-                    .any(|f| matches!(f, wasim_sim::Fault::Crash { .. } | wasim_sim::Fault::RedisDown { .. }))
+            if scenario
+                .faults
+                .iter()
+                .any(|f| matches!(f, wasim_sim::Fault::Crash { .. } | wasim_sim::Fault::RedisDown { .. }))
             {
                 continue;
             }

@@ -7,7 +7,7 @@
 use crate::run::Outcome;
 use crate::scenario::Scenario;
 use crate::topology::NodeKind;
-use crate::visits::{predicted_load, OpKind};
+use crate::visits::predicted_load;
 use serde::Serialize;
 use wasim_model::estimate::{si, si_bytes, EstimateInputs, DAY_S};
 
@@ -76,8 +76,8 @@ fn nodes_for(demand: f64, per_node: f64) -> u64 {
     ((demand / per_node) - 1e-9).ceil().max(1.0) as u64
 }
 
-/// The run's scenario at the card's load: its users and messages, no faults, and a fleet
-/// with room for every device (what the visit table predicts the 1:1 operations from).
+/// The run's scenario at the card's load: its users, messages and groups, no faults, and a
+/// fleet with room for every device (what the visit table predicts the operations from).
 fn at_card_load(s: &Scenario, card: &EstimateInputs) -> Scenario {
     let mut c = s.clone();
     c.faults.clear();
@@ -87,6 +87,9 @@ fn at_card_load(s: &Scenario, card: &EstimateInputs) -> Scenario {
     c.workload.messages_per_s = (card.messages_per_day / DAY_S).round() as u64;
     let devices = card.concurrent * (1.0 + s.users.devices_per_user.web);
     c.fleet.chat_servers = (devices / f64::from(s.fleet.connections_per_server_max)).ceil() as u32;
+    c.groups.active = card.groups_active.round() as u32;
+    c.groups.members = crate::scenario::DistConfig::Constant { value: card.group_members };
+    c.groups.messages_per_group_per_s = card.group_messages_per_s;
     c
 }
 
@@ -97,12 +100,10 @@ pub fn sizing(o: &Outcome, target: f64, capacity: NodeCapacity) -> Sizing {
     let card_msgs = card.messages_per_day / DAY_S;
     let card_group_msgs = card.groups_active * card.group_messages_per_s;
     let window_s = s.duration_s as f64;
-    let run_group_msgs = o.counters.group_sends_measured as f64 / window_s;
-    // Group work grows with the members a message reaches: the card's 1,024 against the
-    // run's mean.
+    // A group message's receipts grow with the members it reaches: the card's 1,024
+    // against the run's mean.
     let run_members = if s.groups.active > 0 { s.groups.members.mean() } else { 0.0 };
     let members_scale = if run_members > 0.0 { card.group_members / run_members } else { 0.0 };
-    let group_scale = if run_group_msgs > 0.0 { card_group_msgs / run_group_msgs * members_scale } else { 0.0 };
     let predicted = predicted_load(&at_card_load(s, &card));
     let mut rows = Vec::new();
     let mut notes = Vec::new();
@@ -128,25 +129,11 @@ pub fn sizing(o: &Outcome, target: f64, capacity: NodeCapacity) -> Sizing {
         if ops_run <= 0.0 || t.workers_per_node == 0 {
             continue;
         }
-        // The 1:1 path's operations (the visit table's kinds) and the rest (group traffic).
-        let one_to_one_run: f64 =
-            OpKind::ALL.iter().filter(|k| k.tier() == t.kind).map(|&k| o.ops[k as usize] as f64).sum::<f64>()
-                / window_s;
-        let group_run = (ops_run - one_to_one_run).max(0.0);
-        let card_one_to_one = predicted.iter().find(|p| p.tier == t.kind.name()).map_or(0.0, |p| p.ops_per_s);
-        let card_ops = card_one_to_one + group_run * group_scale;
+        // The card's operations, 1:1 and group, from the visit table; an operation costs
+        // what the run's did on average.
+        let card_ops = predicted.iter().find(|p| p.tier == t.kind.name()).map_or(0.0, |p| p.ops_per_s);
         let cost_us = busy / ops_run * 1e6;
         let per_node = f64::from(t.workers_per_node) * target * 1e6 / cost_us;
-        let groups = if group_run > 0.0 {
-            format!(
-                " + {} group ops/s × {group_scale:.3} (the card's {} group msg/s ÷ the run's {run_group_msgs:.1}, × {} members ÷ {run_members:.0})",
-                si(group_run),
-                si(card_group_msgs),
-                card.group_members
-            )
-        } else {
-            String::new()
-        };
         rows.push(row(
             t.kind,
             "cpu",
@@ -155,8 +142,8 @@ pub fn sizing(o: &Outcome, target: f64, capacity: NodeCapacity) -> Sizing {
             "ops/s",
             per_node,
             format!(
-                "ceil(({} ops/s (card, visit table){groups}) × {:.1} µs an op (measured) ÷ ({} worker{} × {target}))",
-                si(card_one_to_one),
+                "ceil({} ops/s (card, visit table: 1:1 and groups) × {:.1} µs an op (measured) ÷ ({} worker{} × {target}))",
+                si(card_ops),
                 cost_us,
                 t.workers_per_node,
                 if t.workers_per_node == 1 { "" } else { "s" }
@@ -254,16 +241,14 @@ pub fn sizing(o: &Outcome, target: f64, capacity: NodeCapacity) -> Sizing {
             _ => {}
         }
     }
-    if run_group_msgs <= 0.0 {
-        notes.push(format!(
-            "this run carried no group messages: the card's {} group messages a second (and their fan-out) are not in the CPU rows",
-            si(card_group_msgs)
-        ));
-    }
     notes.push(format!(
-        "CPU rows: the card's 1:1 operations a second from the visit table for {} users and {} msg/s on this scenario's behaviour (heartbeat, app closes, devices), times what an operation cost in this run (busy time ÷ operations, group work included)",
+        "CPU rows: the card's operations a second from the visit table for {} users, {} msg/s and {} groups of {} members at {} msg/s each, on this scenario's behaviour (heartbeat, app closes, devices), times what an operation cost in this run on average (busy time ÷ operations){}",
         si(card.concurrent),
-        si(card_msgs)
+        si(card_msgs),
+        si(card.groups_active),
+        card.group_members,
+        card.group_messages_per_s,
+        if s.groups.active > 0 { "" } else { "; this run carried no group messages, so their operations are costed at the 1:1 operations' average" }
     ));
     notes.push(
         "three zones: any two must carry the full load, so each zone holds half of it: 3 × ceil(nodes ÷ 2)".into(),

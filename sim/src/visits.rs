@@ -109,6 +109,24 @@ ops! {
     Record => Router, "record";
     /// The session store's answer to a route.
     Routed => Router, "routed";
+    /// A group message pushed to one device here (a fan-out's forward of a batch of up to
+    /// `FORWARD_BATCH_MAX` devices is served a push at a time).
+    GroupPush => ChatServer, "group_push";
+    /// A Cassandra replica completed a group message's receipts (✓✓ for its sender).
+    GroupAggregate => ChatServer, "group_aggregate";
+    /// Route-or-inbox for one member's copy of a group message (a pipeline of a route
+    /// batch counts one per member).
+    RouteMember => Redis, "route_member";
+    /// A replica write of a group receipts table row (a member's delivered or read ACK).
+    ReceiptRow => Cassandra, "receipt_row";
+    /// A page of a group's membership read from one replica (`MEMBERS_PAGE` members).
+    MembersPage => Cassandra, "members_page";
+    /// A record of the group-message topic delivered to a fan-out.
+    GroupRecord => Fanout, "group_record";
+    /// A replica's answer to a membership page read.
+    MembersRead => Fanout, "members_read";
+    /// The session store's answer to a route batch.
+    GroupRouted => Fanout, "group_routed";
 }
 
 /// The number of kinds.
@@ -132,14 +150,13 @@ impl OpKind {
                 DeviceFrame::ReceiptsHeard { .. } => K::ReceiptsHeard,
             },
             Msg::ToDevice { .. } => return None,
-            // Group traffic is not in the visit table (it predicts the 1:1 path).
-            Msg::ReadMembers { .. }
-            | Msg::MembersRead { .. }
-            | Msg::RouteGroup { .. }
-            | Msg::GroupRouted { .. }
-            | Msg::GroupForward { .. }
-            | Msg::ReceiptRow { .. }
-            | Msg::GroupAggregate { .. } => return None,
+            Msg::ReadMembers { .. } => K::MembersPage,
+            Msg::MembersRead { .. } => K::MembersRead,
+            Msg::RouteGroup { count, .. } => return Some((K::RouteMember, u64::from(*count))),
+            Msg::GroupRouted { .. } => K::GroupRouted,
+            Msg::GroupForward { count, .. } => return Some((K::GroupPush, u64::from(*count))),
+            Msg::ReceiptRow { .. } => K::ReceiptRow,
+            Msg::GroupAggregate { .. } => K::GroupAggregate,
             Msg::StatusWrite { .. } => K::StatusWrite,
             Msg::ReadHistory { .. } => K::ReadHistory,
             Msg::HistoryPage { .. } => return None,
@@ -165,6 +182,8 @@ impl OpKind {
             Msg::PresenceNotify { .. } => K::PresenceNotify,
             Msg::Produce { .. } => K::Produce,
             Msg::ProduceAck { .. } => K::ProduceAck,
+            // The group topic's records go to the fan-outs, the messages topic's to the routers.
+            Msg::Record { msg, .. } if msg.conversation.group_id().is_some() => K::GroupRecord,
             Msg::Record { .. } => K::Record,
             Msg::Commit { .. } => K::Commit,
             Msg::Forward { .. } => K::Forward,
@@ -330,11 +349,59 @@ fn reopens_per_user(s: &Scenario, online: &Online) -> f64 {
 /// T (1 - e^{-(t - ramp) / T}) on average, and away a client round trip longer). Sends
 /// come from connected phones only.
 fn inboxed_fetched(s: &Scenario, t: f64) -> f64 {
+    inboxed_fetched_of(s, t, s.workload.messages_per_s as f64)
+}
+
+/// `inboxed_fetched` for copies arriving at `copies_per_s` over all users.
+fn inboxed_fetched_of(s: &Scenario, t: f64, copies_per_s: f64) -> f64 {
     let online = online_at(s, t);
     let big_t = s.workload.app_closed_ms.mean() / 1_000.0;
     let since = (t - s.users.connect_ramp_s as f64).max(0.0);
     let away_for = big_t * (1.0 - (-since / big_t).exp()) + client_round_trip_s(s);
-    reopens_per_user(s, &online) * s.workload.messages_per_s as f64 * online.phone() * away_for
+    reopens_per_user(s, &online) * copies_per_s * online.phone() * away_for
+}
+
+/// Steps of the convolution in `shown_then_read`.
+const READ_STEPS: usize = 64;
+
+/// The reads at `t` of group copies sent at a steady rate from time 0, as a share of that
+/// rate: the shown rate (`2u / R` of it at u < R, all of it after the ramp R) convolved with
+/// the read delay (see `add_group_rates`).
+fn shown_then_read(s: &Scenario, t: f64) -> f64 {
+    let ramp = s.users.connect_ramp_s as f64;
+    let shown = |u: f64| if u < ramp { 2.0 * u / ramp } else { 1.0 };
+    let step = t / READ_STEPS as f64;
+    let read_by = |age_s: f64| cdf(&s.workload.read_delay_ms, age_s * 1e3);
+    (0..READ_STEPS)
+        .map(|k| {
+            let (a, b) = (k as f64 * step, (k + 1) as f64 * step);
+            shown((a + b) / 2.0) * (read_by(t - a) - read_by(t - b))
+        })
+        .sum()
+}
+
+/// Batches sent when `n` items land at random, evenly, on `bins` bins and each bin's are
+/// sent in batches of at most `cap`: `bins` x E[ceil(X / cap)] with X ~ Binomial(n, 1 /
+/// bins) (summed over X's distribution, in logarithms: 2^-1024 is below a float).
+fn batches(n: u32, bins: u32, cap: u32) -> f64 {
+    if n == 0 || bins == 0 {
+        return 0.0;
+    }
+    if bins == 1 {
+        return f64::from(n.div_ceil(cap));
+    }
+    let p = 1.0 / f64::from(bins);
+    let (ln_p, ln_q) = (p.ln(), (-p).ln_1p());
+    let mut ln_choose = 0.0;
+    let mut expected = 0.0;
+    for k in 0..=n {
+        if k > 0 {
+            ln_choose += f64::from(n - k + 1).ln() - f64::from(k).ln();
+        }
+        let pmf = (ln_choose + f64::from(k) * ln_p + f64::from(n - k) * ln_q).exp();
+        expected += pmf * f64::from(k.div_ceil(cap));
+    }
+    f64::from(bins) * expected
 }
 
 /// The chance at `t` that a push to a connected phone goes back to the inbox because a
@@ -532,7 +599,72 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     r.add(K::ReadHistory, reopens * s.users.chat_open_share);
     r.add(K::PresenceNotify, (reopens + closes) * (1.0 - w) * watchers + reopens * s.users.chat_open_share);
     r.add(K::Commit, f64::from(s.fleet.kafka_partitions) * COMMITS_PER_PARTITION_PER_S);
+    if s.groups.active > 0 {
+        add_group_rates(s, t, &online, &mut r);
+    }
     r
+}
+
+/// The group messages' rates at `t` (`Online` at `t`). A group message is sent, stored
+/// once and published once, to the group topic. Its fan-out reads the membership a page of
+/// `MEMBERS_PAGE` at a time from one replica, asks each member's session shard to route
+/// it (a request per shard per batch of `ROUTE_BATCH_MAX` of a page's members, each member
+/// one route-or-inbox), then pushes it to each member's connected devices (batched per
+/// chat server, each push served there). Each member's devices acknowledge it, and the
+/// phone reads it, as a 1:1 recipient's do (a member offline fetches it from the inbox at
+/// its next connect); each ACK is a row of the group receipts table on every replica, and
+/// a replica holding every member's delivered row answers with the ✓✓ for the sender.
+/// Groups are taken at their mean size; the sender's own copy is skipped.
+///
+/// Group messages are sent at their rate from the start, not as users connect: a member
+/// connecting at c in the ramp R is shown the copies sent before at once, so copies are
+/// shown at 2u/R of the rate at u < R (all shown by R), and the reads that lag them spill
+/// past the ramp: the read rate at t is the shown rate convolved with the read delay.
+/// The ✓✓ of a group completes at once only if every member's phone was there at the send;
+/// the rest wait for members away (with a thousand members, one nearly always is, and the
+/// slowest of them is back minutes later): only the first are counted.
+fn add_group_rates(s: &Scenario, t: f64, online: &Online, r: &mut Rates) {
+    use wasim_model::{MEMBERS_PAGE, ROUTE_BATCH_MAX};
+    use OpKind as K;
+    let w = s.users.devices_per_user.web;
+    let (phone, web) = (online.phone(), online.web(w));
+    let rf = f64::from(s.fleet.cassandra_replication_factor);
+    let quorum = f64::from(Consistency::Quorum.acks_required(s.fleet.cassandra_replication_factor as u8));
+    let members = s.groups.members.mean().round().max(1.0) as u32;
+    let recipients = f64::from(members - 1);
+    let sends = f64::from(s.groups.active) * s.groups.messages_per_group_per_s;
+    for kind in [K::Send, K::ProduceAck, K::Produce, K::GroupRecord] {
+        r.add(kind, sends);
+    }
+    r.add(K::Write, sends * rf);
+    r.add(K::WriteAck, sends * rf);
+    let pages = members.div_ceil(MEMBERS_PAGE);
+    r.add(K::MembersPage, sends * f64::from(pages));
+    r.add(K::MembersRead, sends * f64::from(pages));
+    let (shards, cap) = (s.fleet.redis_session_shards, ROUTE_BATCH_MAX as u32);
+    let route_batches: f64 =
+        (0..pages).map(|p| batches((members - p * MEMBERS_PAGE).min(MEMBERS_PAGE), shards, cap)).sum();
+    r.add(K::RouteMember, sends * recipients);
+    r.add(K::GroupRouted, sends * route_batches);
+    r.add(K::GroupPush, sends * recipients * (phone + web));
+    let delivered = sends * recipients * (1.0 + w);
+    let read_share = 1.0 - s.users.read_receipts_off_share;
+    let reads = sends * recipients * read_share * phone * shown_then_read(s, t);
+    r.add(K::DeliveredAck, delivered);
+    r.add(K::ReadAck, reads);
+    r.add(K::ReceiptRow, (delivered + reads) * rf);
+    let all_there = (online.phone() / online.ramp.max(f64::MIN_POSITIVE)).min(1.0).powf(recipients);
+    r.add(K::GroupAggregate, sends * rf * all_there);
+    // A fan-out commits a partition at the first tick after records completed on it: once
+    // a tick at most, so with completions at rate q a partition commits in a share
+    // 1 - e^(-q x tick) of the ticks.
+    let (partitions, tick_s) = (f64::from(s.group_partitions()), s.tick_us as f64 / 1e6);
+    let commits = partitions / tick_s * (1.0 - (-sends / partitions * tick_s).exp());
+    r.add(K::Commit, commits);
+    let fetched = inboxed_fetched_of(s, t, sends * recipients);
+    r.add(K::FetchPart, fetched);
+    r.add(K::Read, fetched * quorum);
+    r.add(K::ReadReply, fetched * quorum);
 }
 
 /// The utilisation a tier is sized to when a prediction suggests a node count.
@@ -579,9 +711,12 @@ pub fn predicted_load_from(s: &Scenario, rates: &[f64; OP_KINDS]) -> Vec<TierLoa
         (NodeKind::Cassandra, f.cassandra_nodes, w.cassandra, st.cassandra_write.mean()),
         (NodeKind::Kafka, f.kafka_brokers, w.kafka, st.kafka.mean()),
         (NodeKind::Router, f.routers, w.router, st.router.mean()),
+        (NodeKind::Fanout, s.fanout_processes(), w.fanout, st.fanout.mean()),
     ];
     tiers
         .into_iter()
+        // A run without groups has no fan-out.
+        .filter(|&(_, nodes, _, _)| nodes > 0)
         .map(|(kind, nodes, workers, service_us_mean)| {
             let ops_per_s: f64 = OpKind::ALL.iter().filter(|k| k.tier() == kind).map(|&k| rates[k as usize]).sum();
             // Busy workers' worth of work, in nodes: what the tier's node count is sized by.
@@ -618,6 +753,35 @@ mod tests {
         for (z, p) in [(0.0, 0.5), (1.959_964, 0.975), (-Z_99, 0.01)] {
             assert!((normal_cdf(z) - p).abs() < 1e-6, "{z}: {}", normal_cdf(z));
         }
+    }
+
+    #[test]
+    fn batches_follow_the_binomial_spread() {
+        assert_eq!(batches(0, 4, 11), 0.0);
+        assert_eq!(batches(23, 1, 11), 3.0, "one bin: ceil(23 / 11)");
+        // Two items on two bins: both on one (1/2) or one each (1/2).
+        assert!((batches(2, 2, 1) - 2.0).abs() < 1e-12, "a batch per item");
+        assert!((batches(2, 2, 2) - 1.5).abs() < 1e-12, "one batch, or one in each bin");
+        // A thousand items on a thousand bins: about e^-1 of the bins empty, the rest hold
+        // few enough for one batch each.
+        let b = batches(1_000, 1_000, 11);
+        assert!((b - 1_000.0 * (1.0 - (-1.0f64).exp())).abs() < 1.0, "{b}");
+    }
+
+    #[test]
+    fn a_quiet_group_scenario_predicts_its_fan_out_exactly() {
+        // Everyone online from the start, nobody closes the app, reads off: each group
+        // message reaches its 255 other members once.
+        let text = "duration_s = 10\nwarmup_s = 2\n[users]\nconcurrent = 1000\nconnect_ramp_s = 1\ndevices_per_user = { phone = 1.0, web = 0.0 }\nread_receipts_off_share = 1.0\nchat_open_share = 0.0\n[workload]\nmessages_per_s = 100\napp_closes_per_hour = 0\n[fleet]\nchat_servers = 4\nredis_session_shards = 1\n[groups]\nactive = 2\nmembers = { dist = \"constant\", value = 256 }\nmessages_per_group_per_s = 1.0\n";
+        let s = Scenario::parse(text, std::path::Path::new("x"), "x").unwrap();
+        let r = predicted_rates(&s);
+        let at = |k: OpKind| r[k as usize];
+        assert!((at(OpKind::RouteMember) - 510.0).abs() < 1e-9);
+        assert!((at(OpKind::MembersPage) - 2.0).abs() < 1e-9, "one page a message");
+        assert!((at(OpKind::GroupRouted) - 2.0 * 24.0).abs() < 1e-9, "ceil(256 / 11) batches on one shard");
+        assert!((at(OpKind::GroupPush) - 510.0).abs() < 1e-9);
+        assert!((at(OpKind::ReceiptRow) - 3.0 * 510.0).abs() < 1e-9, "a delivered row on each of 3 replicas");
+        assert!((at(OpKind::Send) - 102.0).abs() < 1e-9, "1:1 and group sends");
     }
 
     #[test]
