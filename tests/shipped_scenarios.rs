@@ -52,7 +52,14 @@ fn shipped_scenarios_keep_their_invariants_and_their_predicted_load() {
             // predicts (read ACKs about 16% above it, receipts through the session store
             // about 30%): its chat server and session store sit at 4-5%, and Cassandra,
             // which writes each ACK's status, at 5-6%.
-            let tolerance = if name == "lifecycle-mix" { 0.07 } else { 0.05 };
+            // group-500-receipts's load is nearly all its groups': some 600 group sends in the
+            // window, whose Poisson count alone varies by 4% (one standard deviation), and
+            // every member's route, push and receipt row follows it.
+            let tolerance = match name.as_str() {
+                "lifecycle-mix" => 0.07,
+                "group-500-receipts" => 0.08,
+                _ => 0.05,
+            };
             for t in &summary.tiers {
                 assert!(
                     t.prediction_error.abs() <= tolerance,

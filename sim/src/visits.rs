@@ -349,7 +349,14 @@ fn reopens_per_user(s: &Scenario, online: &Online) -> f64 {
 /// T (1 - e^{-(t - ramp) / T}) on average, and away a client round trip longer). Sends
 /// come from connected phones only.
 fn inboxed_fetched(s: &Scenario, t: f64) -> f64 {
-    inboxed_fetched_of(s, t, s.workload.messages_per_s as f64)
+    inboxed_fetched_of(s, t, s.workload.messages_per_s as f64 * present_share(s))
+}
+
+/// The share of the registered users that come online in the run: recipients (contacts and
+/// group members) are drawn from all of them, and a message to one never online waits in
+/// the inbox past the run's end.
+fn present_share(s: &Scenario) -> f64 {
+    s.users.concurrent as f64 / s.registered_users() as f64
 }
 
 /// `inboxed_fetched` for copies arriving at `copies_per_s` over all users.
@@ -461,14 +468,15 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     r.add(K::Write, sends * rf);
     // Each message reaches every device of its recipient: now if connected, else at its
     // next connect from the inbox; each device acknowledges it once.
-    r.add(K::Forward, sends * (phone + web));
-    let delivered = sends * (1.0 + w);
+    let present = present_share(s);
+    r.add(K::Forward, sends * (phone + web) * present);
+    let delivered = sends * (1.0 + w) * present;
     r.add(K::DeliveredAck, delivered);
     r.add(K::ReceiptRelay, delivered * relayed);
     // The recipient reads on the phone after the read delay, if the app is open then.
     let read_share = 1.0 - s.users.read_receipts_off_share;
     let shown_from = s.users.connect_ramp_s as f64 / 2.0;
-    let reads = sends * read_share * phone * cdf(&s.workload.read_delay_ms, (t - shown_from) * 1e3);
+    let reads = sends * read_share * phone * present * cdf(&s.workload.read_delay_ms, (t - shown_from) * 1e3);
     r.add(K::ReadAck, reads);
     r.add(K::ReceiptRelay, reads * relayed);
     // Each ACK becomes a receipt pushed to the sender's phone (now, or at its next fetch),
@@ -633,6 +641,8 @@ fn add_group_rates(s: &Scenario, t: f64, online: &Online, r: &mut Rates) {
     let members = s.groups.members.mean().round().max(1.0) as u32;
     let recipients = f64::from(members - 1);
     let sends = f64::from(s.groups.active) * s.groups.messages_per_group_per_s;
+    // Members are drawn from the registered users; those never online get none of it.
+    let reached = recipients * present_share(s);
     for kind in [K::Send, K::ProduceAck, K::Produce, K::GroupRecord] {
         r.add(kind, sends);
     }
@@ -646,14 +656,15 @@ fn add_group_rates(s: &Scenario, t: f64, online: &Online, r: &mut Rates) {
         (0..pages).map(|p| batches((members - p * MEMBERS_PAGE).min(MEMBERS_PAGE), shards, cap)).sum();
     r.add(K::RouteMember, sends * recipients);
     r.add(K::GroupRouted, sends * route_batches);
-    r.add(K::GroupPush, sends * recipients * (phone + web));
-    let delivered = sends * recipients * (1.0 + w);
+    r.add(K::GroupPush, sends * reached * (phone + web));
+    let delivered = sends * reached * (1.0 + w);
     let read_share = 1.0 - s.users.read_receipts_off_share;
-    let reads = sends * recipients * read_share * phone * shown_then_read(s, t);
+    let reads = sends * reached * read_share * phone * shown_then_read(s, t);
     r.add(K::DeliveredAck, delivered);
     r.add(K::ReadAck, reads);
     r.add(K::ReceiptRow, (delivered + reads) * rf);
-    let all_there = (online.phone() / online.ramp.max(f64::MIN_POSITIVE)).min(1.0).powf(recipients);
+    let there = present_share(s) * (online.phone() / online.ramp.max(f64::MIN_POSITIVE)).min(1.0);
+    let all_there = there.powf(recipients);
     r.add(K::GroupAggregate, sends * rf * all_there);
     // A fan-out commits a partition at the first tick after records completed on it: once
     // a tick at most, so with completions at rate q a partition commits in a share
@@ -661,7 +672,7 @@ fn add_group_rates(s: &Scenario, t: f64, online: &Online, r: &mut Rates) {
     let (partitions, tick_s) = (f64::from(s.group_partitions()), s.tick_us as f64 / 1e6);
     let commits = partitions / tick_s * (1.0 - (-sends / partitions * tick_s).exp());
     r.add(K::Commit, commits);
-    let fetched = inboxed_fetched_of(s, t, sends * recipients);
+    let fetched = inboxed_fetched_of(s, t, sends * reached);
     r.add(K::FetchPart, fetched);
     r.add(K::Read, fetched * quorum);
     r.add(K::ReadReply, fetched * quorum);
