@@ -435,13 +435,14 @@ fn timed_run(scenario: &Scenario, options: &RunOptions) -> (wasim_sim::Outcome, 
     let started = Instant::now();
     let outcome = wasim_sim::run(scenario, &RunOptions { progress_ms: Some(progress), ..options.clone() });
     let wall_s = started.elapsed().as_secs_f64();
-    let rss_at_warmup_end = bar.finish();
+    let (rss_at_warmup_end, startup) = bar.finish();
     let peak_rss_bytes = peak_rss_bytes();
     let simulated_s = outcome.simulated_s() as f64;
     let events = outcome.counters.events;
     let timing = Timing {
         simulated_s,
         wall_s,
+        startup_s: startup.map(|d| d.as_secs_f64()),
         simulated_per_wall_s: simulated_s / wall_s,
         events,
         events_per_wall_s: events as f64 / wall_s,
@@ -568,7 +569,7 @@ fn render_bench_rows(rows: &[BenchRow]) -> String {
     use std::fmt::Write as _;
     let mib = |b: f64| b / f64::from(1u32 << 20);
     let mut o = String::from(
-        "\nscenario             sim s/wall s   events/wall s   peak MiB   estimate MiB (÷ peak)   bytes/user (at warm-up end)   bytes/message\n",
+        "\nscenario             start-up s   sim s/wall s   events/wall s   peak MiB   estimate MiB (÷ peak)   bytes/user (at warm-up end)   bytes/message\n",
     );
     for r in rows {
         let _ = write!(o, "{:<20} ", r.name);
@@ -580,7 +581,8 @@ fn render_bench_rows(rows: &[BenchRow]) -> String {
         let peak = t.peak_rss_bytes.map(|b| b as f64);
         let _ = writeln!(
             o,
-            "{:>12.3}   {:>12.2}M   {:>8}   {:>12} ({:>5})   {:>10} ({:>10})   {:>13}",
+            "{:>10}   {:>12.3}   {:>12.2}M   {:>8}   {:>12} ({:>5})   {:>10} ({:>10})   {:>13}",
+            opt(t.startup_s, &|s| format!("{s:.2}")),
             t.simulated_per_wall_s,
             t.events_per_wall_s / 1e6,
             opt(peak, &|p| format!("{:.0}", mib(p))),
@@ -769,30 +771,38 @@ fn reset_peak_rss() {
 /// A progress bar on another thread, which reads the real clock; the simulation thread
 /// only publishes the simulated milliseconds it reached.
 /// It also notes the resident memory when the simulation passes `warmup_ms` (the end of the
-/// warm-up: users connected, sends about to be measured).
+/// warm-up: users connected, sends about to be measured), and the start-up: the wall time
+/// until the first simulated millisecond is done (the processes' state built), which the
+/// bar shows as it goes.
 fn spawn_progress(progress: Arc<AtomicU64>, total_ms: u64, warmup_ms: u64) -> ProgressGuard {
     let bar = ProgressBar::new(total_ms);
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} simulated {pos}/{len} ms [{bar:30}] {percent}% · {elapsed} wall · eta {eta}",
+            "{spinner} {msg}simulated {pos}/{len} ms [{bar:30}] {percent}% · {elapsed} wall · eta {eta}",
         )
         .expect("valid template")
         .progress_chars("=> "),
     );
+    bar.set_message("building the users' state (devices, sessions, presence, connections) · ");
     let done = Arc::new(AtomicBool::new(false));
     let (b, d) = (bar.clone(), done.clone());
+    let started = Instant::now();
     let thread = std::thread::spawn(move || {
-        let mut at_warmup_end = None;
+        let (mut at_warmup_end, mut startup) = (None, None);
         while !d.load(Ordering::Relaxed) {
             let ms = progress.load(Ordering::Relaxed);
             b.set_position(ms);
+            if startup.is_none() && ms > 0 {
+                startup = Some(started.elapsed());
+                b.set_message("");
+            }
             if at_warmup_end.is_none() && ms >= warmup_ms {
                 at_warmup_end = rss_bytes();
             }
             // Often until the warm-up ends, so the memory then is read close to it.
             std::thread::sleep(Duration::from_millis(if at_warmup_end.is_none() { 5 } else { 100 }));
         }
-        at_warmup_end
+        (at_warmup_end, startup)
     });
     ProgressGuard { bar, done, thread: Some(thread) }
 }
@@ -800,15 +810,16 @@ fn spawn_progress(progress: Arc<AtomicU64>, total_ms: u64, warmup_ms: u64) -> Pr
 struct ProgressGuard {
     bar: ProgressBar,
     done: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Option<u64>>>,
+    thread: Option<std::thread::JoinHandle<(Option<u64>, Option<Duration>)>>,
 }
 
 impl ProgressGuard {
-    /// Stop the display; the resident memory at the end of the warm-up, if it was read.
-    fn finish(mut self) -> Option<u64> {
+    /// Stop the display; the resident memory at the end of the warm-up and the start-up,
+    /// if they were read.
+    fn finish(mut self) -> (Option<u64>, Option<Duration>) {
         self.done.store(true, Ordering::Relaxed);
-        let at_warmup_end = self.thread.take().and_then(|t| t.join().ok()).flatten();
+        let read = self.thread.take().and_then(|t| t.join().ok()).unwrap_or_default();
         self.bar.finish_and_clear();
-        at_warmup_end
+        read
     }
 }

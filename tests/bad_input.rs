@@ -134,5 +134,6 @@ fn bench_tabulates_several_scenarios_and_reports_one_too_large_without_running_i
     assert!(rows[1].starts_with("huge") && rows[1].contains("not run: estimated"), "{table}");
     assert!(rows[0].contains('M') && !rows[0].contains("not run"), "{table}");
     assert!(text.contains("median: Run:"), "{text}");
+    assert!(text.contains("s of them building the state"), "the start-up is timed: {text}");
     assert!(!text.contains("table-row"), "the children's rows are not printed: {text}");
 }

@@ -11,6 +11,11 @@ use wasim_sim::{predicted_load, Scenario, TARGET_UTILISATION};
 pub struct Timing {
     pub simulated_s: f64,
     pub wall_s: f64,
+    /// Wall seconds before the first simulated tick was done: building every process's
+    /// state (the users' devices, sessions, presence keys, connection tables), within
+    /// `wall_s`.
+    #[serde(default)]
+    pub startup_s: Option<f64>,
     pub simulated_per_wall_s: f64,
     pub events: u64,
     pub events_per_wall_s: f64,
@@ -437,9 +442,10 @@ fn render_redis_outage(o: &mut String, r: &crate::summary::RedisOutageReport, he
 /// The run's speed.
 pub fn render_timing(t: &Timing) -> String {
     let mut o = format!(
-        "Run: {:.0} simulated s in {:.2} wall s = {:.1} simulated s per wall s · {} events = {:.2}M events per wall s",
+        "Run: {:.0} simulated s in {:.2} wall s{} = {:.1} simulated s per wall s · {} events = {:.2}M events per wall s",
         t.simulated_s,
         t.wall_s,
+        t.startup_s.map_or_else(String::new, |s| format!(" ({s:.2} s of them building the state)")),
         t.simulated_per_wall_s,
         t.events,
         t.events_per_wall_s / 1e6
