@@ -174,6 +174,12 @@ impl MessageId {
     pub fn worker(self) -> u16 {
         ((self.0 >> SEQUENCE_BITS) & u64::from(WORKERS_MAX - 1)) as u16
     }
+
+    /// A well-mixed 64-bit hash of the id, for partitioning by message (the group receipts
+    /// table's Cassandra token).
+    pub fn hash64(self) -> u64 {
+        mix64(self.0)
+    }
 }
 
 impl fmt::Display for MessageId {

@@ -1,11 +1,11 @@
 //! Where every simulated process sits on the network, and the placement functions
 //! (sharding, partitioning, replica sets) that map keys to processes.
 
-use crate::infra::replicas;
+use crate::infra::{receipt_replicas, replicas};
 use crate::msg::NodeIdx;
 use crate::scenario::Scenario;
 use strength_reduce::StrengthReducedU32;
-use wasim_model::{fast_range, ConversationId, ServerId, UserId};
+use wasim_model::{fast_range, ConversationId, MessageId, ServerId, UserId};
 
 /// The kinds of simulated process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -201,6 +201,12 @@ impl Topology {
     /// The replicas of a conversation's partition.
     pub fn replicas(&self, c: ConversationId) -> impl Iterator<Item = NodeIdx> + '_ {
         replicas(c, self.count(NodeKind::Cassandra), self.replication_factor).map(|i| self.node(NodeKind::Cassandra, i))
+    }
+
+    /// The Cassandra nodes replicating group message `id`'s receipts rows.
+    pub fn receipt_replicas(&self, id: MessageId) -> impl Iterator<Item = NodeIdx> + '_ {
+        receipt_replicas(id, self.count(NodeKind::Cassandra), self.replication_factor)
+            .map(|i| self.node(NodeKind::Cassandra, i))
     }
 
     /// The Kafka partition of a conversation (keyed by conversation: per-chat order): of

@@ -7,7 +7,19 @@ use wasim_model::{ChatMessage, ConversationId, GroupReceipts, MessageId, Receipt
 /// The replicas of a conversation's partition: the node owning its token and the next
 /// `rf - 1` nodes on the ring (SimpleStrategy).
 pub fn replicas(conversation: ConversationId, nodes: u32, rf: u32) -> impl Iterator<Item = u32> {
-    let first = first_replica(conversation, nodes);
+    ring_from(first_replica(conversation, nodes), nodes, rf)
+}
+
+/// The replicas of a group message's partition of the group receipts table, keyed by the
+/// message (the card's `message_receipts`, `PRIMARY KEY (message_id, recipient_id)`): its
+/// members' rows are spread over the ring message by message, not held by the group's own
+/// replicas (a thousand members' ACKs a second on the three nodes of each group).
+pub fn receipt_replicas(id: MessageId, nodes: u32, rf: u32) -> impl Iterator<Item = u32> {
+    ring_from(wasim_model::fast_range(id.hash64(), nodes), nodes, rf)
+}
+
+/// `first` and the next `rf - 1` nodes on a ring of `nodes`.
+fn ring_from(first: u32, nodes: u32, rf: u32) -> impl Iterator<Item = u32> {
     (0..rf).map(move |i| if first + i >= nodes { first + i - nodes } else { first + i })
 }
 
@@ -448,6 +460,22 @@ mod tests {
             hits[replicas(c, 4, 1).next().unwrap() as usize] += 1;
         }
         assert!(hits.iter().all(|&h| h > 800), "{hits:?}");
+    }
+
+    #[test]
+    fn one_groups_receipts_spread_over_the_ring_message_by_message() {
+        // A group's messages, minted by one server a millisecond apart: their receipts
+        // partitions (keyed by message) land on every node, evenly, where the group's own
+        // partition is one node's.
+        let mut hits = [0u32; 16];
+        let mut ids = wasim_model::Snowflake::new(3);
+        for ms in 0..16_000u64 {
+            let id = ids.next(Time::from_ms(ms));
+            let r: Vec<u32> = receipt_replicas(id, 16, 3).collect();
+            assert_eq!(r, [r[0], (r[0] + 1) % 16, (r[0] + 2) % 16], "consecutive replicas");
+            hits[r[0] as usize] += 1;
+        }
+        assert!(hits.iter().all(|&h| (800..1_200).contains(&h)), "{hits:?}");
     }
 
     #[test]

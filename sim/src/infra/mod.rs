@@ -7,7 +7,7 @@ mod fifo;
 mod kafka;
 mod redis;
 
-pub use cassandra::{first_replica, replicas, CassandraNode, RangeRows};
+pub use cassandra::{first_replica, receipt_replicas, replicas, CassandraNode, RangeRows};
 pub use fifo::Fifo;
 pub use kafka::PartitionLog;
 pub use redis::RedisShard;

@@ -197,7 +197,7 @@ impl ChatNode {
                     let group = receipt.msg.conversation.group_id().expect("a group message's receipt");
                     let position = shared.groups.position(group, receipt.by.user).expect("a receipt from a member");
                     let position = u16::try_from(position).expect("positions fit a group of at most 1,024");
-                    for replica in topo.replicas(receipt.msg.conversation) {
+                    for replica in topo.receipt_replicas(receipt.msg.id) {
                         ctx.send(replica, t, Msg::ReceiptRow { receipt, position });
                     }
                 }
