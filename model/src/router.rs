@@ -124,6 +124,12 @@ enum Seen {
 }
 
 impl RoutedMemory {
+    /// A memory made for `messages` messages remembered at once: the table of client ids
+    /// holds them without growing.
+    pub fn with_capacity(messages: usize) -> RoutedMemory {
+        RoutedMemory { routed_clients: Table::with_capacity(messages), ..RoutedMemory::default() }
+    }
+
     /// A hint that a record of `msg` comes soon: the table slots it will look up are
     /// loaded meanwhile.
     #[inline]

@@ -295,6 +295,14 @@ pub const HELD_PER_DEVICE_MAX: usize = 16_384;
 const _: () = assert!(HELD_PER_DEVICE_MAX > crate::chat_server::FETCH_ENTRIES_MAX);
 
 impl Devices {
+    /// The same devices, their record of what they showed made for about `pairs` (device,
+    /// 1:1 conversation) pairs (before anything is shown).
+    pub fn expecting_shown(mut self, pairs: usize) -> Devices {
+        assert!(self.displayed.is_empty(), "sized before anything is shown");
+        self.displayed = Displayed::with_capacity(pairs);
+        self
+    }
+
     /// The devices of `layout`, all closed.
     pub fn new(layout: Layout, config: DeviceConfig) -> Devices {
         Devices {

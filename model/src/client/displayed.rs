@@ -95,6 +95,12 @@ fn shown_among(newest: &[MessageId], id: MessageId) -> bool {
 }
 
 impl Displayed {
+    /// A record made for about `pairs` (device, 1:1 conversation) pairs: their newest ids'
+    /// table holds them without growing.
+    pub fn with_capacity(pairs: usize) -> Displayed {
+        Displayed { newest: Table::with_capacity(pairs), ..Displayed::default() }
+    }
+
     /// Show `msg` on `device` unless it was shown already.
     pub fn show(&mut self, device: DeviceId, msg: &ChatMessage) -> Showing {
         let key = shown_key(device, msg.conversation);

@@ -229,7 +229,8 @@ impl ClientShard {
                         virtual_nodes: s.balancer.virtual_nodes,
                     },
                 },
-            ),
+            )
+            .expecting_shown(s.shown_pairs_expected(layout.users)),
             outs: Vec::new(),
             registered: vec![0; (layout.users * layout.slots).div_ceil(64)],
             live_since: FxHashMap::default(),
