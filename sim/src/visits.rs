@@ -250,9 +250,11 @@ pub(crate) const COMMITS_PER_PARTITION_PER_S: f64 = 1.0 / crate::nodes::router::
 pub fn predicted_rates(s: &Scenario) -> [f64; OP_KINDS] {
     let (from, until) = (s.warmup_s as f64, (s.warmup_s + s.duration_s) as f64);
     let step = (until - from) / STEPS as f64;
+    // A group message's route requests do not change with time: counted once.
+    let route_batches = group_route_batches(s);
     let mut sum = Rates::default();
     for i in 0..STEPS {
-        let r = rates_at(s, from + (i as f64 + 0.5) * step);
+        let r = rates_at(s, from + (i as f64 + 0.5) * step, route_batches);
         for (acc, v) in sum.0.iter_mut().zip(r.0) {
             *acc += v / STEPS as f64;
         }
@@ -368,6 +370,20 @@ fn inboxed_fetched_of(s: &Scenario, t: f64, copies_per_s: f64) -> f64 {
     reopens_per_user(s, &online) * copies_per_s * online.phone() * away_for
 }
 
+/// The route requests a group message of the scenario's mean size takes: each membership
+/// page's members split by session shard, in batches of at most `ROUTE_BATCH_MAX`.
+fn group_route_batches(s: &Scenario) -> f64 {
+    use wasim_model::{MEMBERS_PAGE, ROUTE_BATCH_MAX};
+    if s.groups.active == 0 {
+        return 0.0;
+    }
+    let members = s.groups.members.mean().round().max(1.0) as u32;
+    let (shards, cap) = (s.fleet.redis_session_shards, ROUTE_BATCH_MAX as u32);
+    (0..members.div_ceil(MEMBERS_PAGE))
+        .map(|p| batches((members - p * MEMBERS_PAGE).min(MEMBERS_PAGE), shards, cap))
+        .sum()
+}
+
 /// Steps of the convolution in `shown_then_read`.
 const READ_STEPS: usize = 64;
 
@@ -378,13 +394,10 @@ fn shown_then_read(s: &Scenario, t: f64) -> f64 {
     let ramp = s.users.connect_ramp_s as f64;
     let shown = |u: f64| if u < ramp { 2.0 * u / ramp } else { 1.0 };
     let step = t / READ_STEPS as f64;
-    let read_by = |age_s: f64| cdf(&s.workload.read_delay_ms, age_s * 1e3);
-    (0..READ_STEPS)
-        .map(|k| {
-            let (a, b) = (k as f64 * step, (k + 1) as f64 * step);
-            shown((a + b) / 2.0) * (read_by(t - a) - read_by(t - b))
-        })
-        .sum()
+    // Read by t, of the copies shown at each step's bounds.
+    let read_by: Vec<f64> =
+        (0..=READ_STEPS).map(|k| cdf(&s.workload.read_delay_ms, (t - k as f64 * step) * 1e3)).collect();
+    (0..READ_STEPS).map(|k| shown((k as f64 + 0.5) * step) * (read_by[k] - read_by[k + 1])).sum()
 }
 
 /// Batches sent when `n` items land at random, evenly, on `bins` bins and each bin's are
@@ -447,8 +460,8 @@ fn closes_at(s: &Scenario, t: f64, online: &Online) -> f64 {
     s.users.concurrent as f64 * online.phone() * c
 }
 
-/// The rates of every kind at `t`.
-fn rates_at(s: &Scenario, t: f64) -> Rates {
+/// The rates of every kind at `t`; a group message takes `route_batches` route requests.
+fn rates_at(s: &Scenario, t: f64, route_batches: f64) -> Rates {
     use OpKind as K;
     let (users, w) = (s.users.concurrent as f64, s.users.devices_per_user.web);
     let online = online_at(s, t);
@@ -608,7 +621,7 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
     r.add(K::PresenceNotify, (reopens + closes) * (1.0 - w) * watchers + reopens * s.users.chat_open_share);
     r.add(K::Commit, f64::from(s.fleet.kafka_partitions) * COMMITS_PER_PARTITION_PER_S);
     if s.groups.active > 0 {
-        add_group_rates(s, t, &online, &mut r);
+        add_group_rates(s, t, &online, route_batches, &mut r);
     }
     r
 }
@@ -631,8 +644,8 @@ fn rates_at(s: &Scenario, t: f64) -> Rates {
 /// The ✓✓ of a group completes at once only if every member's phone was there at the send;
 /// the rest wait for members away (with a thousand members, one nearly always is, and the
 /// slowest of them is back minutes later): only the first are counted.
-fn add_group_rates(s: &Scenario, t: f64, online: &Online, r: &mut Rates) {
-    use wasim_model::{MEMBERS_PAGE, ROUTE_BATCH_MAX};
+fn add_group_rates(s: &Scenario, t: f64, online: &Online, route_batches: f64, r: &mut Rates) {
+    use wasim_model::MEMBERS_PAGE;
     use OpKind as K;
     let w = s.users.devices_per_user.web;
     let (phone, web) = (online.phone(), online.web(w));
@@ -651,9 +664,6 @@ fn add_group_rates(s: &Scenario, t: f64, online: &Online, r: &mut Rates) {
     let pages = members.div_ceil(MEMBERS_PAGE);
     r.add(K::MembersPage, sends * f64::from(pages));
     r.add(K::MembersRead, sends * f64::from(pages));
-    let (shards, cap) = (s.fleet.redis_session_shards, ROUTE_BATCH_MAX as u32);
-    let route_batches: f64 =
-        (0..pages).map(|p| batches((members - p * MEMBERS_PAGE).min(MEMBERS_PAGE), shards, cap)).sum();
     r.add(K::RouteMember, sends * recipients);
     r.add(K::GroupRouted, sends * route_batches);
     r.add(K::GroupPush, sends * reached * (phone + web));
