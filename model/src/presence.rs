@@ -76,17 +76,22 @@ pub struct PresenceNotify {
     pub update: PresenceUpdate,
 }
 
+/// A user's presence record: 9 bytes, unaligned (aligned to its `u32`s it took 12, 300 MB
+/// more over the card's 100M users).
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(C, packed)]
 struct Record {
     /// When the key was last written (SETEX), on the shard's clock. A live key expires
     /// the TTL after it (`PresenceStore::expires_ms`): every write sets it for the TTL.
     written_ms: u32,
     last_seen_ms: u32,
     /// The devices connected (a bit per slot, cleared by a clean disconnect), and the
-    /// flags `LIVE`, `ANNOUNCED`, `HIDDEN`, `SEEN`: 12 bytes a user, where a field each
+    /// flags `LIVE`, `ANNOUNCED`, `HIDDEN`, `SEEN`: 9 bytes a user, where a field each
     /// (and the expiry) took 16.
     bits: u8,
 }
+
+const _: () = assert!(std::mem::size_of::<Record>() == 9);
 
 /// `presence:{user}` exists (it expires the TTL after its last write).
 const LIVE: u8 = 1 << 4;
@@ -100,7 +105,6 @@ const SEEN: u8 = 1 << 7;
 const DEVICES: u8 = (1 << DEVICES_PER_USER_MAX) - 1;
 
 const _: () = assert!(DEVICES_PER_USER_MAX <= 4, "device bits fit below the flags");
-const _: () = assert!(std::mem::size_of::<Record>() == 12);
 
 impl Record {
     #[inline]

@@ -150,10 +150,12 @@ struct ReplicationLag {
     writes: VecDeque<Unreplicated>,
 }
 
-/// A stored session value packed into 12 bytes (indexed by user, no key), so a shard holding
-/// millions of users stays small and cache-friendly. Expiry is kept in whole
+/// A stored session value packed into 14 bytes (indexed by user, no key), so a shard holding
+/// millions of users stays small and cache-friendly: aligned to 2 bytes, not to its `u32`s'
+/// 4, which would pad it to 16 (200 MB over the card's 100M users). Expiry is kept in whole
 /// milliseconds, Redis's own TTL resolution.
 #[derive(Clone, Copy, Debug)]
+#[repr(C, packed(2))]
 struct Packed {
     devices: [u16; DEVICES_PER_USER_MAX],
     /// The low bits of the connection epoch that last wrote each device's field: the
@@ -167,6 +169,8 @@ struct Packed {
 /// Device field codes; server ids stay below 1,024 (Snowflake worker bits).
 const NO_DEVICE: u16 = u16::MAX;
 const OFFLINE: u16 = u16::MAX - 1;
+
+const _: () = assert!(std::mem::size_of::<Packed>() == 14);
 
 impl Packed {
     fn unpack(self) -> SessionEntry {

@@ -1122,6 +1122,16 @@ impl Scenario {
         // excess of its predicted load over its capacity, for the run. The largest such
         // excess, not their sum: a tier behind an overloaded one is offered only what that
         // one lets through.
+        // The catch-ups' reads of 1:1 messages: a group message's inbox pointers and the
+        // copies fetched are the group recipients' terms (its reads are in `rates` for the
+        // tiers' load, not counted twice here).
+        let one_to_one_reads = if self.groups.active > 0 {
+            let mut one_to_one = self.clone();
+            one_to_one.groups.active = 0;
+            crate::visits::predicted_rates(&one_to_one)[K::Read as usize]
+        } else {
+            per_s(K::Read)
+        };
         let backlog: f64 = crate::visits::predicted_load_from(self, &rates)
             .iter()
             .filter(|t| t.utilisation > 1.0)
@@ -1140,7 +1150,7 @@ impl Scenario {
             queued(devices, f.redis_session_shards),
             queued(presence_ops, f.redis_presence_shards) * (watchers / presence_ops.max(1.0)),
             cut_devices,
-            per_s(K::Read) * run_s,
+            one_to_one_reads * run_s,
             long_cut_messages,
             acks_lost,
             backlog,
@@ -1222,7 +1232,7 @@ const fn grows(bytes: f64) -> MemoryTerm {
 /// then raised so that no run is above its estimate (README, "Memory").
 const MEMORY_TERMS: [MemoryTerm; MEMORY_FEATURES] = [
     held(11.0e6),  // the binary, the runtime, the quantile tables, the gang's threads
-    held(149.0),   // a user: phone (24 bytes), connection, session and presence keys, inbox, checker state
+    held(144.0),   // a user: phone (24 bytes), connection, session (14) and presence (9) keys, inbox, checker state
     held(400.0),   // a web client: its device, connection and session entries, a display logged per message
     held(186.0),   // a watcher: its subscription
     grows(6.0), // a replica row written: its share of the row (id, holders, status), the message's shown ids (partitions are counted only where paged)
