@@ -889,26 +889,30 @@ impl Scenario {
         std::time::Duration::from_secs(600)
     }
 
+    /// Seconds of 1:1 sends at the full rate: sends ramp up with the connects (the ramp
+    /// counts half) and stop at the measuring window's end.
+    fn sends_s(&self) -> f64 {
+        (self.warmup_s + self.duration_s) as f64 - self.users.connect_ramp_s as f64 / 2.0
+    }
+
     /// The (device, 1:1 conversation) pairs `users` users' devices show a message of by the
-    /// end, expected, 5% over: a user is sent its share of the messages (sends ramp up with
-    /// the connects and stop at the window's end) by its contacts, and shows a pair for each
-    /// contact that sent one, on each device: contacts x (1 - e^(-received / contacts)).
-    /// Their table is made for them, not grown to them.
+    /// end, expected, 5% over: a user is sent its share of the messages (`sends_s`) by its
+    /// contacts, and shows a pair for each contact that sent one, on each device:
+    /// contacts x (1 - e^(-received / contacts)). Their table is made for them, not grown
+    /// to them.
     pub fn shown_pairs_expected(&self, users: usize) -> usize {
-        let sends_s = (self.warmup_s + self.duration_s) as f64 - self.users.connect_ramp_s as f64 / 2.0;
-        let received = self.workload.messages_per_s as f64 * sends_s / self.registered_users() as f64;
+        let received = self.workload.messages_per_s as f64 * self.sends_s() / self.registered_users() as f64;
         let contacts = f64::from(self.users.contacts_per_user.max(1));
         let per_user = contacts * (1.0 - (-received / contacts).exp());
         (users as f64 * (1.0 + self.users.devices_per_user.web) * per_user * 1.05).ceil() as usize
     }
 
     /// The 1:1 messages a router's memory of one partition holds at most, expected: those
-    /// sent within the dedup window (sends ramp up with the connects, so the ramp counts
-    /// half, and stop at the window's end), spread over the partitions, 5% over for the
-    /// partitions' spread and the retries. Its table is made for them, not grown to them.
+    /// sent within the dedup window (`sends_s`), spread over the partitions, 5% over for
+    /// the partitions' spread and the retries. Its table is made for them, not grown to
+    /// them.
     pub fn routed_per_partition(&self) -> usize {
-        let sends_s = (self.warmup_s + self.duration_s) as f64 - self.users.connect_ramp_s as f64 / 2.0;
-        let remembered_s = sends_s.min(self.dedup_window().as_secs_f64());
+        let remembered_s = self.sends_s().min(self.dedup_window().as_secs_f64());
         let per_partition =
             self.workload.messages_per_s as f64 * remembered_s / f64::from(self.fleet.kafka_partitions.max(1));
         (per_partition * 1.05).ceil() as usize
@@ -1118,10 +1122,6 @@ impl Scenario {
             * run_s
             * self.group_members_max()
             * (users / self.registered_users() as f64);
-        // Work a tier past capacity cannot serve waits, its replies held in an outbox: the
-        // excess of its predicted load over its capacity, for the run. The largest such
-        // excess, not their sum: a tier behind an overloaded one is offered only what that
-        // one lets through.
         // The catch-ups' reads of 1:1 messages: a group message's inbox pointers and the
         // copies fetched are the group recipients' terms (its reads are in `rates` for the
         // tiers' load, not counted twice here).
@@ -1132,6 +1132,10 @@ impl Scenario {
         } else {
             per_s(K::Read)
         };
+        // Work a tier past capacity cannot serve waits, its replies held in an outbox: the
+        // excess of its predicted load over its capacity, for the run. The largest such
+        // excess, not their sum: a tier behind an overloaded one is offered only what that
+        // one lets through.
         let backlog: f64 = crate::visits::predicted_load_from(self, &rates)
             .iter()
             .filter(|t| t.utilisation > 1.0)

@@ -776,6 +776,10 @@ mod tests {
         }
     }
 
+    /// Phones only, nobody closes the app or watches, reads off (ends in `[fleet]`, for
+    /// more fleet lines and sections).
+    const QUIET: &str = "duration_s = 10\nwarmup_s = 2\n[users]\nconcurrent = 1000\nconnect_ramp_s = 1\ndevices_per_user = { phone = 1.0, web = 0.0 }\nread_receipts_off_share = 1.0\nchat_open_share = 0.0\n[workload]\nmessages_per_s = 100\napp_closes_per_hour = 0\n[fleet]\nchat_servers = 4\n";
+
     #[test]
     fn batches_follow_the_binomial_spread() {
         assert_eq!(batches(0, 4, 11), 0.0);
@@ -793,8 +797,8 @@ mod tests {
     fn a_quiet_group_scenario_predicts_its_fan_out_exactly() {
         // Everyone online from the start, nobody closes the app, reads off: each group
         // message reaches its 255 other members once.
-        let text = "duration_s = 10\nwarmup_s = 2\n[users]\nconcurrent = 1000\nconnect_ramp_s = 1\ndevices_per_user = { phone = 1.0, web = 0.0 }\nread_receipts_off_share = 1.0\nchat_open_share = 0.0\n[workload]\nmessages_per_s = 100\napp_closes_per_hour = 0\n[fleet]\nchat_servers = 4\nredis_session_shards = 1\n[groups]\nactive = 2\nmembers = { dist = \"constant\", value = 256 }\nmessages_per_group_per_s = 1.0\n";
-        let s = Scenario::parse(text, std::path::Path::new("x"), "x").unwrap();
+        let text = format!("{QUIET}redis_session_shards = 1\n[groups]\nactive = 2\nmembers = {{ dist = \"constant\", value = 256 }}\nmessages_per_group_per_s = 1.0\n");
+        let s = Scenario::parse(&text, std::path::Path::new("x"), "x").unwrap();
         let r = predicted_rates(&s);
         let at = |k: OpKind| r[k as usize];
         assert!((at(OpKind::RouteMember) - 510.0).abs() < 1e-9);
@@ -809,8 +813,7 @@ mod tests {
     fn a_quiet_scenario_predicts_the_send_path_exactly() {
         // Phones only, nobody closes the app or watches, reads off: every message visits
         // each tier a fixed number of times.
-        let text = "duration_s = 10\nwarmup_s = 2\n[users]\nconcurrent = 1000\nconnect_ramp_s = 1\ndevices_per_user = { phone = 1.0, web = 0.0 }\nread_receipts_off_share = 1.0\nchat_open_share = 0.0\n[workload]\nmessages_per_s = 100\napp_closes_per_hour = 0\n[fleet]\nchat_servers = 4\n";
-        let s = Scenario::parse(text, std::path::Path::new("x"), "x").unwrap();
+        let s = Scenario::parse(QUIET, std::path::Path::new("x"), "x").unwrap();
         let r = predicted_rates(&s);
         let at = |k: OpKind| r[k as usize];
         assert!((at(OpKind::Send) - 100.0).abs() < 1e-9);
