@@ -3,9 +3,9 @@
 //! chat open (subscribed) hear of a change. One `PresenceStore` is one Redis shard's data
 //! plus the shard's keyspace-expiry handling, done in bulk per tick.
 
-use crate::{DeviceId, ServerId, Time, UserId, DEVICES_PER_USER_MAX};
+use crate::table::Table;
+use crate::{DeviceId, DeviceSlot, ServerId, Time, UserId, DEVICES_PER_USER_MAX};
 use rustc_hash::FxHashMap;
-use smallvec::SmallVec;
 use std::time::Duration;
 use strength_reduce::StrengthReducedU32;
 
@@ -157,10 +157,12 @@ pub struct PresenceStore {
     /// The shard count, as a divisor by multiplication: every command divides by it.
     stride: StrengthReducedU32,
     known: usize,
-    /// Each watched user's watchers, with their servers: most have one (a chat opened by
-    /// one contact), kept inline in the map's entry (a heap buffer a user took 48 bytes
-    /// more).
-    subscribers: FxHashMap<UserId, SmallVec<[(DeviceId, ServerId); 1]>>,
+    /// Each watched user's watchers, with their servers, in the order they subscribed:
+    /// the first in a compact table (most have one: a chat opened by one contact), 12
+    /// bytes a slot where a hash map's entry with the watchers inline took about 54 bytes
+    /// a watcher; the others, in order, in `more_subscribers`.
+    subscribers: Table<u32, Subscriber>,
+    more_subscribers: FxHashMap<UserId, Vec<Subscriber>>,
     /// A ring of expiry buckets: each user with a key sits in the bucket of its expiry
     /// (or earlier: a refreshed key is moved on when its old bucket comes due).
     wheel: Vec<Vec<UserId>>,
@@ -177,6 +179,24 @@ pub struct PresenceStore {
 /// fan-out storm (the card's point: notify open chats, not all 300 contacts).
 pub const WATCHERS_PER_USER_MAX: usize = 256;
 
+/// A watcher of a user's presence channel and its server, packed into 8 bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Subscriber {
+    watcher: UserId,
+    server: ServerId,
+    slot: DeviceSlot,
+}
+
+impl Subscriber {
+    fn new(watcher: DeviceId, server: ServerId) -> Subscriber {
+        Subscriber { watcher: watcher.user, server, slot: watcher.slot }
+    }
+
+    fn watcher(self) -> DeviceId {
+        DeviceId { user: self.watcher, slot: self.slot }
+    }
+}
+
 impl PresenceStore {
     /// An empty shard with the key TTL (card: 45 s), holding every user.
     pub fn new(ttl: Duration) -> PresenceStore {
@@ -192,7 +212,8 @@ impl PresenceStore {
             records: Vec::with_capacity(users),
             stride: StrengthReducedU32::new(stride),
             known: 0,
-            subscribers: FxHashMap::default(),
+            subscribers: Table::default(),
+            more_subscribers: FxHashMap::default(),
             wheel: vec![Vec::new(); buckets],
             next_bucket: 0,
             lifetimes: Vec::new(),
@@ -243,11 +264,7 @@ impl PresenceStore {
                 }
             }
             PresenceInput::Subscribe { watcher, server, target } => {
-                let subs = self.subscribers.entry(target).or_default();
-                subs.retain(|&mut (w, _)| w != watcher);
-                if subs.len() < WATCHERS_PER_USER_MAX {
-                    subs.push((watcher, server));
-                }
+                self.subscribe(target, Subscriber::new(watcher, server));
                 let status = match self.record(target) {
                     Some(r) if r.has(ANNOUNCED) && self.is_online(target, now) => PresenceStatus::Online,
                     _ => self.offline_status(target),
@@ -286,7 +303,7 @@ impl PresenceStore {
         r.set(ANNOUNCED, true);
         if !was_live {
             self.schedule(device.user, expires);
-            if self.subscribers.contains_key(&device.user) {
+            if self.subscribers.get(device.user.0).is_some() {
                 self.opened.insert(device.user, now);
             }
         }
@@ -442,9 +459,41 @@ impl PresenceStore {
         at: Time,
         out: &mut Vec<PresenceNotify>,
     ) {
-        let Some(subs) = self.subscribers.get(&target) else { return };
+        let Some(&first) = self.subscribers.get(target.0) else { return };
         let update = PresenceUpdate { target, status, cause, changed_at: at };
-        out.extend(subs.iter().map(|&(watcher, server)| PresenceNotify { watcher, server, update }));
+        let more = self.more_subscribers.get(&target).map_or(&[][..], Vec::as_slice);
+        out.extend(std::iter::once(first).chain(more.iter().copied()).map(|s| PresenceNotify {
+            watcher: s.watcher(),
+            server: s.server,
+            update,
+        }));
+    }
+
+    /// Add `sub` to `target`'s channel, last (a watcher subscribed already moves there),
+    /// unless the channel is full.
+    fn subscribe(&mut self, target: UserId, sub: Subscriber) {
+        let Some(&first) = self.subscribers.get(target.0) else {
+            self.subscribers.insert(target.0, sub);
+            return;
+        };
+        let more = self.more_subscribers.entry(target).or_default();
+        if first.watcher() == sub.watcher() {
+            if more.is_empty() {
+                // The only watcher, again.
+                self.more_subscribers.remove(&target);
+                self.subscribers.insert(target.0, sub);
+                return;
+            }
+            self.subscribers.insert(target.0, more.remove(0));
+        } else {
+            more.retain(|s| s.watcher() != sub.watcher());
+        }
+        if 1 + more.len() < WATCHERS_PER_USER_MAX {
+            more.push(sub);
+        }
+        if more.is_empty() {
+            self.more_subscribers.remove(&target);
+        }
     }
 }
 
@@ -503,6 +552,43 @@ mod tests {
         let carol = DeviceId::phone(UserId(3));
         p.handle(Time::from_secs(1), PresenceInput::Online { device: carol, hide_last_seen: false }, &mut out);
         assert!(out.is_empty(), "nobody watches carol");
+    }
+
+    #[test]
+    fn watchers_are_told_in_the_order_they_subscribed_a_repeat_moving_last_and_the_channel_is_capped() {
+        let mut p = PresenceStore::new(TTL);
+        let watcher = |u: u32| DeviceId::phone(UserId(100 + u));
+        let subscribe = |p: &mut PresenceStore, u: u32| {
+            let input = PresenceInput::Subscribe { watcher: watcher(u), server: ServerId(u as u16), target: UserId(1) };
+            p.handle(Time::ZERO, input, &mut Vec::new());
+        };
+        let told = |p: &mut PresenceStore, at: u64| {
+            let mut out = Vec::new();
+            let device = alice();
+            p.handle(Time::from_secs(at), PresenceInput::Online { device, hide_last_seen: false }, &mut out);
+            p.handle(Time::from_secs(at), PresenceInput::Offline { device }, &mut out);
+            out.iter().take(out.len() / 2).map(|n| (n.watcher.user.0 - 100, n.server.0)).collect::<Vec<_>>()
+        };
+        for u in [1, 2, 3] {
+            subscribe(&mut p, u);
+        }
+        assert_eq!(told(&mut p, 1), vec![(1, 1), (2, 2), (3, 3)]);
+        subscribe(&mut p, 2);
+        assert_eq!(told(&mut p, 2), vec![(1, 1), (3, 3), (2, 2)], "a repeat moves last");
+        subscribe(&mut p, 1);
+        assert_eq!(told(&mut p, 3), vec![(3, 3), (2, 2), (1, 1)], "the first too");
+        let mut q = PresenceStore::new(TTL);
+        subscribe(&mut q, 7);
+        subscribe(&mut q, 7);
+        assert_eq!(told(&mut q, 1), vec![(7, 7)], "a lone watcher again is still one");
+        for u in 0..WATCHERS_PER_USER_MAX as u32 + 10 {
+            subscribe(&mut q, u);
+        }
+        // 7 (subscribed first) moves to its place among the others when it subscribes
+        // again; those past the cap are not added.
+        let all = told(&mut q, 2);
+        let expected: Vec<_> = (0..WATCHERS_PER_USER_MAX as u32).map(|u| (u, u as u16)).collect();
+        assert_eq!(all, expected, "capped, in order");
     }
 
     #[test]

@@ -209,6 +209,14 @@ pub trait TableKey: Copy + Eq {
     fn hash(self) -> u64;
 }
 
+impl TableKey for u32 {
+    const EMPTY: u32 = u32::MAX;
+    #[inline]
+    fn hash(self) -> u64 {
+        u64::from(self).wrapping_mul(FIBONACCI)
+    }
+}
+
 impl TableKey for u64 {
     const EMPTY: u64 = u64::MAX;
     #[inline]

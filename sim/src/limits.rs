@@ -48,9 +48,10 @@ pub const CLIENT_SHARDS_MAX: u32 = 1_024;
 pub const REDIS_SHARDS_MAX: u32 = 1_024;
 /// About 4 times the card's ~548 Cassandra nodes.
 pub const CASSANDRA_NODES_MAX: u32 = 2_048;
-/// Real clusters write 3 (at most 5) replicas; 15 leaves room to experiment while a quorum
-/// write stays a small fan-out, and fits the chat server's `u8` replica count.
-pub const REPLICATION_FACTOR_MAX: u32 = 15;
+/// Real clusters write 3 (at most 5) replicas; 13 leaves room to experiment while a quorum
+/// write stays a small fan-out, and a row's holders fit 13 bits of its cell beside its
+/// status (the card's full load: 150M rows, 2 bytes each).
+pub const REPLICATION_FACTOR_MAX: u32 = 13;
 /// About 34 times the card's 30 brokers.
 pub const KAFKA_BROKERS_MAX: u32 = 1_024;
 /// About 170 times the card's 600 partitions; every broker and router keeps a slot per

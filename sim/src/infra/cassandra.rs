@@ -54,12 +54,9 @@ pub fn first_replica(conversation: ConversationId, nodes: u32) -> u32 {
 #[derive(Debug, Default)]
 pub struct RangeRows {
     ids: Vec<MessageId>,
-    /// Per row, bit `i`: replica `i` of the range holds it (up to 16 replicas).
-    holders: Vec<u16>,
-    /// Per row, the `status` column (the card's data model): the furthest state a
-    /// replica holding the row applied. (Nothing reads it back but the tests: the
-    /// sender's ticks travel as receipts.)
-    statuses: Vec<ReceiptState>,
+    /// Per row, which replicas hold it, its status and whether it is followed, in one
+    /// `u16` (see [`Cell`]): 10 bytes a row with its id, where three vectors took 12.
+    cells: Vec<Cell>,
     /// Rows per conversation (partition), for history pages. A count, not the rows: the
     /// first page of a chat's history (before the newest) holds the last `limit` of them,
     /// and nothing reads the rows of a page. Kept only for the partitions a run may page
@@ -73,13 +70,51 @@ pub struct RangeRows {
     /// for the rows it covers; an insert before its end cuts it back, and a lookup extends
     /// it.
     marks: Vec<MessageId>,
-    /// Per row, whether the checkers follow its conversation (one in `one_in`): they
-    /// compare the rows held with the ✓s given (the partition key is not kept).
-    followed: Vec<bool>,
     one_in: u32,
 }
 
-const _: () = assert!(crate::limits::REPLICATION_FACTOR_MAX <= u16::BITS, "a row's holders fit a u16");
+/// A row's cell besides its id:
+/// - bits 0-12: bit `i` says replica `i` of the range holds the row;
+/// - bits 13-14: the `status` column (the card's data model), the furthest state a replica
+///   holding the row applied (nothing reads it back but the tests: the sender's ticks
+///   travel as receipts);
+/// - bit 15: the checkers follow its conversation (one in `one_in`): they compare the rows
+///   held with the ✓s given (the partition key is not kept).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Cell(u16);
+
+const HOLDER_BITS: u32 = 13;
+const HOLDERS: u16 = (1 << HOLDER_BITS) - 1;
+const STATUS_SHIFT: u32 = HOLDER_BITS;
+const FOLLOWED: u16 = 1 << 15;
+const _: () = assert!(crate::limits::REPLICATION_FACTOR_MAX <= HOLDER_BITS, "a row's holders fit its cell");
+
+impl Cell {
+    fn new(holder: u16, followed: bool) -> Cell {
+        Cell(holder | if followed { FOLLOWED } else { 0 })
+    }
+
+    fn holders(self) -> u16 {
+        self.0 & HOLDERS
+    }
+
+    fn followed(self) -> bool {
+        self.0 & FOLLOWED != 0
+    }
+
+    fn status(self) -> ReceiptState {
+        match (self.0 >> STATUS_SHIFT) & 3 {
+            0 => ReceiptState::Sent,
+            1 => ReceiptState::Delivered,
+            _ => ReceiptState::Read,
+        }
+    }
+
+    fn advance(&mut self, state: ReceiptState) {
+        let state = self.status().max(state) as u16;
+        self.0 = (self.0 & !(3 << STATUS_SHIFT)) | (state << STATUS_SHIFT);
+    }
+}
 
 impl RangeRows {
     /// A range expecting about `rows` rows, whose checkers follow one conversation in
@@ -88,9 +123,7 @@ impl RangeRows {
         RangeRows {
             paged: Some(paged),
             ids: Vec::with_capacity(rows),
-            holders: Vec::with_capacity(rows),
-            statuses: Vec::with_capacity(rows),
-            followed: Vec::with_capacity(rows),
+            cells: Vec::with_capacity(rows),
             one_in,
             ..RangeRows::default()
         }
@@ -119,9 +152,7 @@ impl RangeRows {
         if self.ids.last().is_none_or(|&id| id < msg.id) {
             // The common case: the newest id so far.
             self.ids.push(msg.id);
-            self.holders.push(bit);
-            self.statuses.push(ReceiptState::Sent);
-            self.followed.push(self.follows(msg.conversation));
+            self.cells.push(Cell::new(bit, self.follows(msg.conversation)));
             self.count_row(msg.conversation);
             return;
         }
@@ -133,12 +164,10 @@ impl RangeRows {
             self.ids.partition_point(|&id| id < msg.id)
         };
         if self.ids.get(at) == Some(&msg.id) {
-            self.holders[at] |= bit;
+            self.cells[at].0 |= bit;
         } else {
             self.ids.insert(at, msg.id);
-            self.holders.insert(at, bit);
-            self.statuses.insert(at, ReceiptState::Sent);
-            self.followed.insert(at, self.follows(msg.conversation));
+            self.cells.insert(at, Cell::new(bit, self.follows(msg.conversation)));
             self.marks.truncate(at / ROWS_PER_MARK);
             self.count_row(msg.conversation);
         }
@@ -162,7 +191,7 @@ impl RangeRows {
     pub fn set_status(&mut self, id: MessageId, state: ReceiptState, replica: u32) -> bool {
         let at = self.position(id);
         if self.holds_at(at, id, replica) {
-            self.statuses[at] = self.statuses[at].max(state);
+            self.cells[at].advance(state);
             true
         } else {
             false
@@ -170,7 +199,7 @@ impl RangeRows {
     }
 
     fn holds_at(&self, at: usize, id: MessageId, replica: u32) -> bool {
-        self.ids.get(at) == Some(&id) && self.holders[at] & (1 << replica) != 0
+        self.ids.get(at) == Some(&id) && self.cells[at].holders() & (1 << replica) != 0
     }
 
     /// Where the row of `id` is, or would go: its block by the sparse index, then within
@@ -194,7 +223,7 @@ impl RangeRows {
     #[cfg(test)]
     pub fn status(&mut self, id: MessageId, replica: u32) -> Option<ReceiptState> {
         let at = self.position(id);
-        self.holds_at(at, id, replica).then(|| self.statuses[at])
+        self.holds_at(at, id, replica).then(|| self.cells[at].status())
     }
 
     /// Read the row of `id` at `replica`: whether it holds it (the message travels with
@@ -211,9 +240,9 @@ impl RangeRows {
         let from = self.ids.partition_point(|id| id.timestamp_ms() < ms);
         let bit = 1u16 << replica;
         let mut copied = 0;
-        for holders in &mut self.holders[from..] {
-            if *holders & bit == 0 && *holders != 0 {
-                *holders |= bit;
+        for cell in &mut self.cells[from..] {
+            if cell.holders() & bit == 0 && cell.holders() != 0 {
+                cell.0 |= bit;
                 copied += 1;
             }
         }
@@ -222,7 +251,7 @@ impl RangeRows {
 
     /// Rows replica `replica` holds.
     pub fn held_by(&self, replica: u32) -> usize {
-        self.holders.iter().filter(|&&h| h & (1 << replica) != 0).count()
+        self.cells.iter().filter(|c| c.holders() & (1 << replica) != 0).count()
     }
 
     /// The ids of the rows held of the conversations the checkers follow, ascending, each
@@ -230,10 +259,9 @@ impl RangeRows {
     pub fn followed_ids(&self) -> impl Iterator<Item = MessageId> + '_ {
         self.ids
             .iter()
-            .zip(&self.holders)
-            .zip(&self.followed)
-            .filter(|(_, &followed)| followed)
-            .flat_map(|((&id, &h), _)| std::iter::repeat_n(id, h.count_ones() as usize))
+            .zip(&self.cells)
+            .filter(|(_, c)| c.followed())
+            .flat_map(|(&id, c)| std::iter::repeat_n(id, c.holders().count_ones() as usize))
     }
 }
 
@@ -531,6 +559,29 @@ mod tests {
         assert_eq!(node.status(MessageId(5), 0), Some(ReceiptState::Read), "does not undo the read");
         assert_eq!(node.status(MessageId(7), 0), Some(ReceiptState::Sent));
         assert_eq!(node.status(MessageId(6), 0), None, "no such row");
+    }
+
+    #[test]
+    fn a_rows_cell_keeps_its_holders_status_and_following_apart() {
+        let last = crate::limits::REPLICATION_FACTOR_MAX - 1;
+        let (mut followed, mut not) = (RangeRows::default(), RangeRows { one_in: 1 << 20, ..RangeRows::default() });
+        let (a, b) = (msg(1), ChatMessage { conversation: ConversationId::direct(UserId(7), UserId(9)), ..msg(2) });
+        for range in [&mut followed, &mut not] {
+            for replica in [0, last] {
+                range.write(&a, replica);
+                range.write(&b, replica);
+            }
+            for state in [ReceiptState::Delivered, ReceiptState::Read, ReceiptState::Sent] {
+                assert!(range.set_status(a.id, state, last));
+            }
+            assert_eq!(range.status(a.id, 0), Some(ReceiptState::Read));
+            assert_eq!(range.status(b.id, last), Some(ReceiptState::Sent));
+            assert_eq!((range.held_by(0), range.held_by(last), range.held_by(1)), (2, 2, 0));
+            assert_eq!(range.repair(0, 1), 2);
+        }
+        assert_eq!(followed.followed_ids().count(), 6, "two rows, three replicas each");
+        let expected: usize = [a, b].iter().filter(|m| not.follows(m.conversation)).count() * 3;
+        assert_eq!(not.followed_ids().count(), expected, "the rows not followed are not listed");
     }
 
     #[test]
