@@ -510,7 +510,8 @@ fn bench_here(file: &Path, scenario: &Scenario, runs: u32, threads: usize) -> Be
         file.display(),
         scenario.seed
     );
-    let estimate = scenario.estimated_memory_bytes();
+    let estimate =
+        mem_available_bytes().map_or(scenario.estimated_memory_bytes(), |available| estimate_here(scenario, available));
     if let Err(refusal) = check_memory(scenario) {
         println!("  not run: {refusal}");
         return BenchRow { name: scenario.name.clone(), timing: None, estimate };
@@ -702,16 +703,32 @@ fn scenario(
 
 /// Refuse a scenario whose estimated memory exceeds what the machine has available.
 pub(crate) fn check_memory(s: &Scenario) -> Result<(), String> {
-    let needed = s.estimated_memory_bytes();
     let Some(available) = mem_available_bytes() else { return Ok(()) };
+    let needed = estimate_here(s, available);
     if needed > available {
+        let mapped = if maps_large_buffers(s, available) { " (mapping its large buffers)" } else { "" };
         return Err(format!(
-            "too large for this machine: estimated {:.1} GiB of memory, {:.1} GiB available (reduce users.concurrent, workload.messages_per_s or duration_s)",
+            "too large for this machine: estimated {:.1} GiB of memory{mapped}, {:.1} GiB available (reduce users.concurrent, workload.messages_per_s or duration_s)",
             needed as f64 / (1u64 << 30) as f64,
             available as f64 / (1u64 << 30) as f64
         ));
     }
     Ok(())
+}
+
+/// Whether a run of `s` maps its large buffers on a machine with `available` bytes free
+/// (see `fit_allocator`).
+fn maps_large_buffers(s: &Scenario, available: u64) -> bool {
+    s.estimated_memory_bytes() > available / 4
+}
+
+/// The memory estimate of a run of `s` here: lower where it maps its large buffers.
+fn estimate_here(s: &Scenario, available: u64) -> u64 {
+    if maps_large_buffers(s, available) {
+        s.estimated_memory_bytes_mapped()
+    } else {
+        s.estimated_memory_bytes()
+    }
 }
 
 fn read_kib(path: &str, key: &str) -> Option<u64> {
@@ -731,7 +748,7 @@ fn read_kib(path: &str, key: &str) -> Option<u64> {
 /// wall second: the pages are faulted in again); others take everything under 32 MiB from the
 /// heap (cell-1pct: as fast as glibc's own setting, 5% more memory).
 fn fit_allocator(scenario: &Scenario) {
-    let bound = mem_available_bytes().is_some_and(|available| scenario.estimated_memory_bytes() > available / 4);
+    let bound = mem_available_bytes().is_some_and(|available| maps_large_buffers(scenario, available));
     let threshold = if bound { 128 << 10 } else { 32 << 20 };
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets a parameter of the allocator, which takes its own lock.

@@ -57,7 +57,7 @@ pub use session::{
     DeviceSession, Exclusion, Route, SessionEntry, SessionStore, SessionWrite, DEVICES_PER_USER_MAX,
     SESSION_SETTLE_AFTER_PROMOTION,
 };
-pub use table::{Table, TableKey};
+pub use table::{SplitU64, Table, TableKey};
 pub use time::Time;
 
 /// Take the entries of `queue` that `matches` out of it, both parts keeping their order

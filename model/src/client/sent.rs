@@ -1,7 +1,7 @@
 //! The ticks (✓, ✓✓ grey, ✓✓ blue) of messages a set of devices sent.
 
 use crate::receipts::{sender_transition, SenderEvent, SenderTransitionCounts};
-use crate::{ClientMsgId, ReceiptEvent, ReceiptState, SenderView, Table};
+use crate::{ClientMsgId, ReceiptEvent, ReceiptState, SenderView, SplitU64, Table};
 
 /// The ticks of messages in flight from a set of devices, keyed by client id. An entry
 /// lives from the send until the ✓ and the read receipt have arrived, in any order; a
@@ -9,23 +9,32 @@ use crate::{ClientMsgId, ReceiptEvent, ReceiptState, SenderView, Table};
 /// late receipt for it changes nothing.
 #[derive(Debug, Default)]
 pub struct SentMessages {
-    views: Table<u64, SenderView>,
+    /// By client id: 12-byte slots (a `u64` key would pad them to 16).
+    views: Table<SplitU64, SenderView>,
     /// Times each row of `SENDER_TRANSITIONS` moved a view here.
     fired: SenderTransitionCounts,
     /// Moves of a view that no row of the table allows (a bug: the ticks went back).
     off_table: u64,
 }
 
+const _: () = assert!(std::mem::size_of::<(SplitU64, SenderView)>() == 12);
+
+/// The table key of a client id.
+#[inline]
+fn key(id: ClientMsgId) -> SplitU64 {
+    SplitU64::from(id.key())
+}
+
 impl SentMessages {
     /// The device sent `id`: its ticks start empty.
     pub fn on_send(&mut self, id: ClientMsgId) {
-        self.views.insert(id.key(), SenderView::default());
+        self.views.insert(key(id), SenderView::default());
     }
 
     /// The server's ✓ for `id` arrived. Returns whether it is the first ✓ for it, and
     /// whether the shown ticks changed.
     pub fn on_server_ack(&mut self, id: ClientMsgId) -> (bool, bool) {
-        let Some(view) = self.views.get_mut(id.key()) else { return (false, false) };
+        let Some(view) = self.views.get_mut(key(id)) else { return (false, false) };
         let first = !view.is_acked();
         let before = view.shown();
         let changed = view.on_server_ack();
@@ -44,7 +53,7 @@ impl SentMessages {
         id: ClientMsgId,
         event: ReceiptEvent,
     ) -> Option<(Option<ReceiptState>, Option<ReceiptState>)> {
-        let view = self.views.get_mut(id.key())?;
+        let view = self.views.get_mut(key(id))?;
         let before = view.shown();
         if !view.on_receipt(event) {
             return None;
@@ -58,18 +67,18 @@ impl SentMessages {
     /// What the sender's device shows for `id` now (`None`: in flight or settled and
     /// forgotten).
     pub fn shown(&self, id: ClientMsgId) -> Option<ReceiptState> {
-        self.views.get(id.key()).and_then(SenderView::shown)
+        self.views.get(key(id)).and_then(SenderView::shown)
     }
 
     /// Whether `id`'s ticks are still followed (sent here, not settled at read).
     pub fn holds(&self, id: ClientMsgId) -> bool {
-        self.views.get(id.key()).is_some()
+        self.views.get(key(id)).is_some()
     }
 
     /// A hint that news of `id` arrives soon: its entry is loaded meanwhile.
     #[inline]
     pub fn prefetch(&self, id: ClientMsgId) {
-        self.views.prefetch(id.key());
+        self.views.prefetch(key(id));
     }
 
     /// Messages still waiting for a tick.
@@ -92,8 +101,8 @@ impl SentMessages {
     fn forget_if_settled(&mut self, id: ClientMsgId) {
         // Read is the last state; once the ✓ and the read receipt are in, nothing can
         // move this view again.
-        if self.views.get(id.key()).is_some_and(|v| v.settled_at(ReceiptState::Read)) {
-            self.views.remove(id.key());
+        if self.views.get(key(id)).is_some_and(|v| v.settled_at(ReceiptState::Read)) {
+            self.views.remove(key(id));
         }
     }
 }
