@@ -510,11 +510,10 @@ fn bench_here(file: &Path, scenario: &Scenario, runs: u32, threads: usize) -> Be
         file.display(),
         scenario.seed
     );
-    let estimate =
-        mem_available_bytes().map_or(scenario.estimated_memory_bytes(), |available| estimate_here(scenario, available));
+    let estimate = estimate_here(scenario, mem_available_bytes());
     if let Err(refusal) = check_memory(scenario) {
         println!("  not run: {refusal}");
-        return BenchRow { name: scenario.name.clone(), timing: None, estimate };
+        return BenchRow { name: scenario.name.clone(), timing: None, estimate: estimate.bytes };
     }
     let options = RunOptions { seed: Some(scenario.seed), threads, ..RunOptions::default() };
     let mut timings: Vec<Timing> = (1..=runs)
@@ -528,7 +527,7 @@ fn bench_here(file: &Path, scenario: &Scenario, runs: u32, threads: usize) -> Be
     timings.sort_by(|a, b| a.simulated_per_wall_s.total_cmp(&b.simulated_per_wall_s));
     let median = timings.swap_remove(timings.len() / 2);
     print!("  median: {}", render_timing(&median));
-    BenchRow { name: scenario.name.clone(), timing: Some(median), estimate }
+    BenchRow { name: scenario.name.clone(), timing: Some(median), estimate: estimate.bytes }
 }
 
 /// Measure one scenario in a child process of this executable, passing its lines through.
@@ -704,30 +703,33 @@ fn scenario(
 /// Refuse a scenario whose estimated memory exceeds what the machine has available.
 pub(crate) fn check_memory(s: &Scenario) -> Result<(), String> {
     let Some(available) = mem_available_bytes() else { return Ok(()) };
-    let needed = estimate_here(s, available);
-    if needed > available {
-        let mapped = if maps_large_buffers(s, available) { " (mapping its large buffers)" } else { "" };
+    let needed = estimate_here(s, Some(available));
+    if needed.bytes > available {
+        let mapped = if needed.mapped { " (mapping its large buffers)" } else { "" };
         return Err(format!(
             "too large for this machine: estimated {:.1} GiB of memory{mapped}, {:.1} GiB available (reduce users.concurrent, workload.messages_per_s or duration_s)",
-            needed as f64 / (1u64 << 30) as f64,
+            needed.bytes as f64 / (1u64 << 30) as f64,
             available as f64 / (1u64 << 30) as f64
         ));
     }
     Ok(())
 }
 
-/// Whether a run of `s` maps its large buffers on a machine with `available` bytes free
-/// (see `fit_allocator`).
-fn maps_large_buffers(s: &Scenario, available: u64) -> bool {
-    s.estimated_memory_bytes() > available / 4
+/// The memory estimate of a run here, and whether it maps its large buffers.
+struct EstimateHere {
+    bytes: u64,
+    mapped: bool,
 }
 
-/// The memory estimate of a run of `s` here: lower where it maps its large buffers.
-fn estimate_here(s: &Scenario, available: u64) -> u64 {
-    if maps_large_buffers(s, available) {
-        s.estimated_memory_bytes_mapped()
+/// The memory estimate of a run of `s` on a machine with `available` bytes free: a run
+/// whose estimate is over a quarter of them maps its large buffers (see `fit_allocator`),
+/// and peaks at `MAPPED_PEAK_SHARE` of it.
+fn estimate_here(s: &Scenario, available: Option<u64>) -> EstimateHere {
+    let bytes = s.estimated_memory_bytes();
+    if available.is_some_and(|available| bytes > available / 4) {
+        EstimateHere { bytes: (bytes as f64 * wasim_sim::MAPPED_PEAK_SHARE) as u64, mapped: true }
     } else {
-        s.estimated_memory_bytes()
+        EstimateHere { bytes, mapped: false }
     }
 }
 
@@ -748,7 +750,7 @@ fn read_kib(path: &str, key: &str) -> Option<u64> {
 /// wall second: the pages are faulted in again); others take everything under 32 MiB from the
 /// heap (cell-1pct: as fast as glibc's own setting, 5% more memory).
 fn fit_allocator(scenario: &Scenario) {
-    let bound = mem_available_bytes().is_some_and(|available| maps_large_buffers(scenario, available));
+    let bound = estimate_here(scenario, mem_available_bytes()).mapped;
     let threshold = if bound { 128 << 10 } else { 32 << 20 };
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets a parameter of the allocator, which takes its own lock.

@@ -41,7 +41,7 @@ pub use population::Population;
 pub use run::{run, simulate, Outcome, RunOptions, TierStats, TierWork};
 pub use scenario::{
     Detect, DevicesPerUser, DistConfig, Fault, Fleet, LoadBalancer, Network, PlacementPolicy, Scenario, ScenarioError,
-    ServiceTimes, Slo, Users, Workers, Workload,
+    ServiceTimes, Slo, Users, Workers, Workload, MAPPED_PEAK_SHARE,
 };
 pub use sizing::{sizing, three_zones, NodeCapacity, Sizing, SizingRow};
 pub use topology::NodeKind;

@@ -912,20 +912,23 @@ impl Scenario {
     /// the partitions' spread and the retries. Its table is made for them, not grown to
     /// them.
     pub fn routed_per_partition(&self) -> usize {
-        let remembered_s = self.sends_s().min(self.dedup_window().as_secs_f64());
         let per_partition =
-            self.workload.messages_per_s as f64 * remembered_s / f64::from(self.fleet.kafka_partitions.max(1));
+            self.workload.messages_per_s as f64 * self.remembered_s() / f64::from(self.fleet.kafka_partitions.max(1));
         (per_partition * 1.05).ceil() as usize
     }
 
+    /// Seconds of sends the routers remember at once: the dedup window or the run's sends,
+    /// whichever is shorter.
+    fn remembered_s(&self) -> f64 {
+        self.sends_s().max(0.0).min(self.dedup_window().as_secs_f64())
+    }
+
     /// The messages the routers remember at most, as slots of their tables
-    /// (`routed_per_partition`): those of the dedup window or of the run's sends, whichever
-    /// is shorter; a window shorter than the run also keeps each message's key in order
-    /// for forgetting it (8 bytes, in a queue that doubles: as much as 0.6 of a slot).
+    /// (`routed_per_partition`); a window shorter than the run also keeps each message's key
+    /// in order for forgetting it (8 bytes, in a queue that doubles: as much as 0.6 of a slot).
     fn routed_remembered(&self) -> f64 {
-        let (window_s, sends_s) = (self.dedup_window().as_secs_f64(), self.sends_s().max(0.0));
-        let ordered = if self.remembers_all_routed() { 0.0 } else { 0.6 * window_s.min(sends_s) };
-        self.workload.messages_per_s as f64 * (window_s.min(sends_s) + ordered)
+        let ordered = if self.remembers_all_routed() { 0.0 } else { 0.6 };
+        self.workload.messages_per_s as f64 * self.remembered_s() * (1.0 + ordered)
     }
 
     /// Processes of every kind (each field is a `u32`, so the sum fits).
@@ -1042,13 +1045,6 @@ impl Scenario {
         } else {
             u64::MAX
         }
-    }
-
-    /// The estimate for a run that maps its large buffers (`wasim scenario` does when the
-    /// estimate is over a quarter of the memory available: each goes back to the system
-    /// when freed, rather than staying with the heap): `MAPPED_PEAK_SHARE` of it.
-    pub fn estimated_memory_bytes_mapped(&self) -> u64 {
-        (self.estimated_memory_bytes() as f64 * MAPPED_PEAK_SHARE) as u64
     }
 
     /// The memory estimate term by term: each term's bytes, and whether it grows with the
@@ -1208,7 +1204,9 @@ impl Scenario {
 /// following one conversation in 64, near 1.1 of their peaks.
 const CHECKS_UNSAMPLED_SHARE: f64 = 0.01;
 
-/// The share of the estimate a run that maps its large buffers peaks at: the terms are
+/// The share of the estimate a run that maps its large buffers peaks at (`wasim scenario`
+/// maps them when the estimate is over a quarter of the memory available: each goes back
+/// to the system when freed, rather than staying with the heap): the terms are
 /// fitted to runs that take them from the heap, where one freed between live allocations
 /// stays with the process. Measured: the full load at 1%, 5 to 7% lower mapped; the
 /// estimate is 1.02 to 1.05 times the heap runs' peaks (1%, 4%, cell-8pct) and 1.15 times
