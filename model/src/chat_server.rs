@@ -941,7 +941,7 @@ impl ChatServer {
         if self.silence_checks.len() <= i {
             self.silence_checks.resize_with(i + 1, Vec::new);
         }
-        self.silence_checks[i].push(key);
+        crate::push_compactly(&mut self.silence_checks[i], key);
     }
 
     fn on_connect(

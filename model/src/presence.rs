@@ -433,7 +433,7 @@ impl PresenceStore {
     fn schedule(&mut self, user: UserId, expires_ms: u32) {
         let bucket = u64::from(expires_ms).div_ceil(EXPIRY_BUCKET_MS).max(self.next_bucket);
         let slot = (bucket % self.wheel.len() as u64) as usize;
-        self.wheel[slot].push(user);
+        crate::push_compactly(&mut self.wheel[slot], user);
     }
 
     fn offline_status(&self, user: UserId) -> PresenceStatus {

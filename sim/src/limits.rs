@@ -48,10 +48,10 @@ pub const CLIENT_SHARDS_MAX: u32 = 1_024;
 pub const REDIS_SHARDS_MAX: u32 = 1_024;
 /// About 4 times the card's ~548 Cassandra nodes.
 pub const CASSANDRA_NODES_MAX: u32 = 2_048;
-/// Real clusters write 3 (at most 5) replicas; 13 leaves room to experiment while a quorum
-/// write stays a small fan-out, and a row's holders fit 13 bits of its cell beside its
-/// status (the card's full load: 150M rows, 2 bytes each).
-pub const REPLICATION_FACTOR_MAX: u32 = 13;
+/// Real clusters write 3 (at most 5) replicas; 12 leaves room to experiment while a quorum
+/// write stays a small fan-out, and a row's holders fit 12 bits of its `u64` beside its
+/// status and its id (the card's full load: 150M rows, 8 bytes each).
+pub const REPLICATION_FACTOR_MAX: u32 = 12;
 /// About 34 times the card's 30 brokers.
 pub const KAFKA_BROKERS_MAX: u32 = 1_024;
 /// About 170 times the card's 600 partitions; every broker and router keeps a slot per
@@ -93,6 +93,10 @@ pub const MESSAGES_PER_S_MAX: u64 = 100_000_000;
 /// A person types at most a few messages a second; a higher offered load per online user
 /// (the card's is 0.012 msg/s) is a load generator, not a population.
 pub const SENDS_PER_USER_PER_S_MAX: u64 = 10;
+/// A Snowflake worker (a chat server) mints at most 4,096 ids a millisecond and borrows
+/// from the next one beyond; a quarter of that on average, 1,000 times the card's 1,160 a
+/// server, keeps its ids on its clock, and a day's ids within what a stored row holds.
+pub const MESSAGES_PER_SERVER_PER_S_MAX: u64 = 1_000_000;
 /// Once a second per phone, all hour long, is already far beyond any user (default 6).
 pub const APP_CLOSES_PER_HOUR_MAX: f64 = 3_600.0;
 /// Every sample is capped at `SAMPLE_US_MAX` (60 s): a distribution whose mean, median,
@@ -485,6 +489,21 @@ fn check_workload(s: &Scenario) -> Result<(), Failure> {
                 "{} msg/s from {} users is more than {SENDS_PER_USER_PER_S_MAX} msg/s per user (a person types a few messages a second at most)",
                 n(w.messages_per_s),
                 n(s.users.concurrent)
+            ),
+        );
+    }
+    // Every 1:1 and group message is minted by the sender's server.
+    let minted = w.messages_per_s as f64 + f64::from(s.groups.active) * s.groups.messages_per_group_per_s;
+    let servers = u64::from(s.fleet.chat_servers.max(1));
+    if minted > (MESSAGES_PER_SERVER_PER_S_MAX * servers) as f64 {
+        return fail_related(
+            "workload.messages_per_s",
+            &["fleet.chat_servers", "groups.active", "groups.messages_per_group_per_s"],
+            format!(
+                "{} msg/s over {} chat servers is more than {} msg/s a server (a Snowflake worker mints 4,096 ids a millisecond; beyond a quarter of that its ids run ahead of its clock)",
+                n(minted.round() as u64),
+                n(servers),
+                n(MESSAGES_PER_SERVER_PER_S_MAX)
             ),
         );
     }

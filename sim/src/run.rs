@@ -327,9 +327,9 @@ async fn simulate_traced(
         (0..scenario.fleet.cassandra_nodes).map(|_| Mutex::new(crate::nodes::cassandra::range(&scenario))).collect();
     let disks = (0..scenario.fleet.cassandra_nodes).map(|_| Mutex::default()).collect();
     let kafka_logs = (0..topo.all_partitions()).map(|_| Mutex::default()).collect();
-    let per_partition = scenario.routed_per_partition();
+    let (per_partition, forwards) = (scenario.routed_per_partition(), scenario.forwards_per_partition());
     let routed = (0..scenario.fleet.kafka_partitions)
-        .map(|_| Mutex::new(wasim_model::RoutedMemory::with_capacity(per_partition)))
+        .map(|_| Mutex::new(wasim_model::RoutedMemory::with_capacity(per_partition, forwards)))
         .collect();
     let repaired = (0..scenario.fleet.cassandra_nodes).map(|_| AtomicU64::new(0)).collect();
     let shared = Arc::new(Shared {

@@ -172,11 +172,14 @@ impl ReadWheel {
         let offset = (at.as_us() % READ_BUCKET_US) as u32;
         if msg.conversation.group_id().is_some() {
             let message = self.group_message(&msg);
-            self.group_buckets[slot].push(GroupRead { offset, device, message });
+            wasim_model::push_compactly(&mut self.group_buckets[slot], GroupRead { offset, device, message });
         } else {
             assert_eq!(device.device().user, msg.to, "a 1:1 message is read by its recipient");
             let (id, sent_at, from, client_seq) = (msg.id, msg.sent_at, msg.from, msg.client_seq);
-            self.buckets[slot].push(DirectRead { offset, device, from, client_seq, id, sent_at });
+            wasim_model::push_compactly(
+                &mut self.buckets[slot],
+                DirectRead { offset, device, from, client_seq, id, sent_at },
+            );
         }
     }
 

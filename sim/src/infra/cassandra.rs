@@ -46,17 +46,16 @@ pub fn first_replica(conversation: ConversationId, nodes: u32) -> u32 {
 /// in id order (ids embed the send time), so an insert lands near the end and shifts few
 /// rows; a lookup by id (unique: a Snowflake) goes by a sparse index.
 ///
-/// A row is kept as its id, which replicas hold it and its status: 12 bytes, where its
-/// bytes took 31 (41 a replica before that). What a read returns is whether the replica
-/// holds the row; the message it names travels with the inbox pointer that asks for it
-/// (the only reads of rows by id are a catch-up's, of the entries of an inbox), so the
-/// simulation keeps a message's bytes once, with the few pointers, not with every row.
+/// A row is kept as its id, which replicas hold it and its status, in one `u64` (see
+/// [`Row`]): 8 bytes, where its bytes took 31 (41 a replica before that). What a read
+/// returns is whether the replica holds the row; the message it names travels with the
+/// inbox pointer that asks for it (the only reads of rows by id are a catch-up's, of the
+/// entries of an inbox), so the simulation keeps a message's bytes once, with the few
+/// pointers, not with every row.
 #[derive(Debug, Default)]
 pub struct RangeRows {
-    ids: Vec<MessageId>,
-    /// Per row, which replicas hold it, its status and whether it is followed, in one
-    /// `u16` (see [`Cell`]): 10 bytes a row with its id, where three vectors took 12.
-    cells: Vec<Cell>,
+    /// The rows, by id (a row's id leads its bits: see [`Row`]).
+    rows: Vec<Row>,
     /// Rows per conversation (partition), for history pages. A count, not the rows: the
     /// first page of a chat's history (before the newest) holds the last `limit` of them,
     /// and nothing reads the rows of a page. Kept only for the partitions a run may page
@@ -73,28 +72,47 @@ pub struct RangeRows {
     one_in: u32,
 }
 
-/// A row's cell besides its id:
-/// - bits 0-12: bit `i` says replica `i` of the range holds the row;
-/// - bits 13-14: the `status` column (the card's data model), the furthest state a replica
+/// A row: its id in the top 49 bits, and below them
+/// - bits 0-11: bit `i` says replica `i` of the range holds the row;
+/// - bits 12-13: the `status` column (the card's data model), the furthest state a replica
 ///   holding the row applied (nothing reads it back but the tests: the sender's ticks
 ///   travel as receipts);
-/// - bit 15: the checkers follow its conversation (one in `one_in`): they compare the rows
+/// - bit 14: the checkers follow its conversation (one in `one_in`): they compare the rows
 ///   held with the ✓s given (the partition key is not kept).
+///
+/// Rows in id order are in the order of their `u64`s. An id fits 49 bits: its milliseconds
+/// (from the start of the run: a day and a minute's skew fit 27 bits) above 22 bits of
+/// worker and sequence; the id and a `u16` cell beside it took 10 bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Cell(u16);
+struct Row(u64);
 
-const HOLDER_BITS: u32 = 13;
-const HOLDERS: u16 = (1 << HOLDER_BITS) - 1;
+const HOLDER_BITS: u32 = 12;
+const HOLDERS: u64 = (1 << HOLDER_BITS) - 1;
 const STATUS_SHIFT: u32 = HOLDER_BITS;
-const FOLLOWED: u16 = 1 << 15;
+const FOLLOWED: u64 = 1 << 14;
+const ID_SHIFT: u32 = 15;
+/// Ids below this fit a row.
+const ROW_ID_END: u64 = 1 << (64 - ID_SHIFT);
 const _: () = assert!(crate::limits::REPLICATION_FACTOR_MAX <= HOLDER_BITS, "a row's holders fit its cell");
+const _: () = assert!(
+    ((crate::limits::TOTAL_S_MAX * 1_000 + crate::limits::SKEW_MS_MAX + 1) << 22) < ROW_ID_END,
+    "a run's ids fit a row"
+);
 
-impl Cell {
-    fn new(holder: u16, followed: bool) -> Cell {
-        Cell(holder | if followed { FOLLOWED } else { 0 })
+impl Row {
+    fn new(id: MessageId, holder: u64, followed: bool) -> Row {
+        assert!(
+            id.0 < ROW_ID_END,
+            "message id {id} is beyond the {ROW_ID_END} a row holds: its server minted more than 4,096 ids a millisecond for hours"
+        );
+        Row((id.0 << ID_SHIFT) | holder | if followed { FOLLOWED } else { 0 })
     }
 
-    fn holders(self) -> u16 {
+    fn id(self) -> MessageId {
+        MessageId(self.0 >> ID_SHIFT)
+    }
+
+    fn holders(self) -> u64 {
         self.0 & HOLDERS
     }
 
@@ -111,7 +129,7 @@ impl Cell {
     }
 
     fn advance(&mut self, state: ReceiptState) {
-        let state = self.status().max(state) as u16;
+        let state = self.status().max(state) as u64;
         self.0 = (self.0 & !(3 << STATUS_SHIFT)) | (state << STATUS_SHIFT);
     }
 }
@@ -120,13 +138,7 @@ impl RangeRows {
     /// A range expecting about `rows` rows, whose checkers follow one conversation in
     /// `one_in`, counting the rows of the partitions `paged` pages.
     pub fn with_capacity(rows: usize, one_in: u32, paged: crate::population::Population) -> RangeRows {
-        RangeRows {
-            paged: Some(paged),
-            ids: Vec::with_capacity(rows),
-            cells: Vec::with_capacity(rows),
-            one_in,
-            ..RangeRows::default()
-        }
+        RangeRows { paged: Some(paged), rows: Vec::with_capacity(rows), one_in, ..RangeRows::default() }
     }
 
     fn follows(&self, conversation: ConversationId) -> bool {
@@ -147,27 +159,25 @@ impl RangeRows {
     /// Replica `replica` of the range applies a write: an upsert, so a retried write (the
     /// same bytes: an id is minted once) leaves one row.
     pub fn write(&mut self, msg: &ChatMessage, replica: u32) {
-        let bit = 1u16 << replica;
+        let bit = 1u64 << replica;
         check_row(msg);
-        if self.ids.last().is_none_or(|&id| id < msg.id) {
+        if self.rows.last().is_none_or(|r| r.id() < msg.id) {
             // The common case: the newest id so far.
-            self.ids.push(msg.id);
-            self.cells.push(Cell::new(bit, self.follows(msg.conversation)));
+            self.rows.push(Row::new(msg.id, bit, self.follows(msg.conversation)));
             self.count_row(msg.conversation);
             return;
         }
         // Nearly in order: search back from the end before falling back to bisection.
-        let tail = self.ids.len().saturating_sub(64);
-        let at = if self.ids[tail] < msg.id {
-            tail + self.ids[tail..].partition_point(|&id| id < msg.id)
+        let tail = self.rows.len().saturating_sub(64);
+        let at = if self.rows[tail].id() < msg.id {
+            tail + self.rows[tail..].partition_point(|r| r.id() < msg.id)
         } else {
-            self.ids.partition_point(|&id| id < msg.id)
+            self.rows.partition_point(|r| r.id() < msg.id)
         };
-        if self.ids.get(at) == Some(&msg.id) {
-            self.cells[at].0 |= bit;
+        if self.rows.get(at).is_some_and(|r| r.id() == msg.id) {
+            self.rows[at].0 |= bit;
         } else {
-            self.ids.insert(at, msg.id);
-            self.cells.insert(at, Cell::new(bit, self.follows(msg.conversation)));
+            self.rows.insert(at, Row::new(msg.id, bit, self.follows(msg.conversation)));
             self.marks.truncate(at / ROWS_PER_MARK);
             self.count_row(msg.conversation);
         }
@@ -191,7 +201,7 @@ impl RangeRows {
     pub fn set_status(&mut self, id: MessageId, state: ReceiptState, replica: u32) -> bool {
         let at = self.position(id);
         if self.holds_at(at, id, replica) {
-            self.cells[at].advance(state);
+            self.rows[at].advance(state);
             true
         } else {
             false
@@ -199,7 +209,7 @@ impl RangeRows {
     }
 
     fn holds_at(&self, at: usize, id: MessageId, replica: u32) -> bool {
-        self.ids.get(at) == Some(&id) && self.cells[at].holders() & (1 << replica) != 0
+        self.rows.get(at).is_some_and(|r| r.id() == id && r.holders() & (1 << replica) != 0)
     }
 
     /// Where the row of `id` is, or would go: its block by the sparse index, then within
@@ -208,22 +218,22 @@ impl RangeRows {
     fn position(&mut self, id: MessageId) -> usize {
         // Rows moved by an insert were cut off (`write`); rows added since are marked now.
         let marked = self.marks.len() * ROWS_PER_MARK;
-        if marked < self.ids.len() {
-            self.marks.extend(self.ids[marked..].iter().step_by(ROWS_PER_MARK));
+        if marked < self.rows.len() {
+            self.marks.extend(self.rows[marked..].iter().step_by(ROWS_PER_MARK).map(|r| r.id()));
         }
         // The last block whose first id is below `id` holds its place, or its place is
         // the start of the next.
         let block = self.marks.partition_point(|&m| m < id).saturating_sub(1);
         let from = block * ROWS_PER_MARK;
-        let until = (from + ROWS_PER_MARK).min(self.ids.len());
-        from + self.ids[from..until].partition_point(|&i| i < id)
+        let until = (from + ROWS_PER_MARK).min(self.rows.len());
+        from + self.rows[from..until].partition_point(|r| r.id() < id)
     }
 
     /// The status of a row at `replica`, if it holds it.
     #[cfg(test)]
     pub fn status(&mut self, id: MessageId, replica: u32) -> Option<ReceiptState> {
         let at = self.position(id);
-        self.holds_at(at, id, replica).then(|| self.cells[at].status())
+        self.holds_at(at, id, replica).then(|| self.rows[at].status())
     }
 
     /// Read the row of `id` at `replica`: whether it holds it (the message travels with
@@ -237,12 +247,12 @@ impl RangeRows {
     /// after `ms` (ids lead with their time) that another replica holds and it does not
     /// are copied to it. Returns the rows copied.
     pub fn repair(&mut self, ms: u64, replica: u32) -> u64 {
-        let from = self.ids.partition_point(|id| id.timestamp_ms() < ms);
-        let bit = 1u16 << replica;
+        let from = self.rows.partition_point(|r| r.id().timestamp_ms() < ms);
+        let bit = 1u64 << replica;
         let mut copied = 0;
-        for cell in &mut self.cells[from..] {
-            if cell.holders() & bit == 0 && cell.holders() != 0 {
-                cell.0 |= bit;
+        for row in &mut self.rows[from..] {
+            if row.holders() & bit == 0 && row.holders() != 0 {
+                row.0 |= bit;
                 copied += 1;
             }
         }
@@ -251,17 +261,16 @@ impl RangeRows {
 
     /// Rows replica `replica` holds.
     pub fn held_by(&self, replica: u32) -> usize {
-        self.cells.iter().filter(|c| c.holders() & (1 << replica) != 0).count()
+        self.rows.iter().filter(|r| r.holders() & (1 << replica) != 0).count()
     }
 
     /// The ids of the rows held of the conversations the checkers follow, ascending, each
     /// once per replica holding it.
     pub fn followed_ids(&self) -> impl Iterator<Item = MessageId> + '_ {
-        self.ids
+        self.rows
             .iter()
-            .zip(&self.cells)
-            .filter(|(_, c)| c.followed())
-            .flat_map(|(&id, c)| std::iter::repeat_n(id, c.holders().count_ones() as usize))
+            .filter(|r| r.followed())
+            .flat_map(|r| std::iter::repeat_n(r.id(), r.holders().count_ones() as usize))
     }
 }
 
@@ -562,10 +571,12 @@ mod tests {
     }
 
     #[test]
-    fn a_rows_cell_keeps_its_holders_status_and_following_apart() {
+    fn a_row_keeps_its_id_holders_status_and_following_apart() {
         let last = crate::limits::REPLICATION_FACTOR_MAX - 1;
         let (mut followed, mut not) = (RangeRows::default(), RangeRows { one_in: 1 << 20, ..RangeRows::default() });
-        let (a, b) = (msg(1), ChatMessage { conversation: ConversationId::direct(UserId(7), UserId(9)), ..msg(2) });
+        // The largest id a row holds, then a smaller one: inserted before it.
+        let (a, b) =
+            (msg(ROW_ID_END - 1), ChatMessage { conversation: ConversationId::direct(UserId(7), UserId(9)), ..msg(2) });
         for range in [&mut followed, &mut not] {
             for replica in [0, last] {
                 range.write(&a, replica);
@@ -578,6 +589,7 @@ mod tests {
             assert_eq!(range.status(b.id, last), Some(ReceiptState::Sent));
             assert_eq!((range.held_by(0), range.held_by(last), range.held_by(1)), (2, 2, 0));
             assert_eq!(range.repair(0, 1), 2);
+            assert_eq!(range.rows.iter().map(|r| r.id()).collect::<Vec<_>>(), [b.id, a.id]);
         }
         assert_eq!(followed.followed_ids().count(), 6, "two rows, three replicas each");
         let expected: usize = [a, b].iter().filter(|m| not.follows(m.conversation)).count() * 3;
@@ -593,22 +605,22 @@ mod tests {
             node.write(&msg(id), 0);
         }
         for probe in [0, 1, 3, 299, 7_497, 7_498, 10_000 + 2_500 * 2_500, 10_000 + 4_999 * 4_999, u64::MAX - 1] {
-            let want = node.ids.partition_point(|r| r.0 < probe);
+            let want = node.rows.partition_point(|r| r.id().0 < probe);
             assert_eq!(node.position(MessageId(probe)), want, "id {probe}");
         }
         for &id in ids.iter().step_by(97) {
             let at = node.position(MessageId(id));
-            assert_eq!(node.ids[at].0, id);
+            assert_eq!(node.rows[at].id().0, id);
         }
         // Rows inserted before the end, after lookups marked them: still found.
         for id in [1, 4, 7_000, 10_000 + 3_000 * 3_000 + 1] {
             node.write(&msg(id), 0);
             let at = node.position(MessageId(id));
-            assert_eq!(node.ids[at].0, id);
+            assert_eq!(node.rows[at].id().0, id);
         }
         for &id in ids.iter().step_by(89) {
             let at = node.position(MessageId(id));
-            assert_eq!(node.ids[at].0, id, "after inserts");
+            assert_eq!(node.rows[at].id().0, id, "after inserts");
         }
     }
 }

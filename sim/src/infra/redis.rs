@@ -7,7 +7,8 @@
 use rustc_hash::FxHashMap;
 use std::time::Duration;
 use wasim_model::{
-    ChatMessage, DeviceId, InboxPos, PackedMessage, Receipt, Route, ServerId, SessionStore, SessionWrite, Time, UserId,
+    ChatMessage, DeviceId, InboxPos, PackedMessage, Receipt, Route, ServerId, SessionStore, SessionWrite, Table, Time,
+    UserId,
 };
 
 /// The most pointers one inbox holds. A phone offline for weeks must not grow a shard
@@ -23,10 +24,13 @@ pub const STORED_RECEIPTS_MAX: usize = 10_000;
 ///
 /// Laid out for the write path, where a group message adds a pointer to each of hundreds
 /// of offline members' inboxes at once: the entries of all inboxes go to one log, each
-/// linked to the same user's entry before it, and each user has a head (its newest entry
-/// and its count) in a dense table by user. An add touches the head and the log's tail;
-/// a hash map of growing queues cost a miss at the table, one at the queue, and a copy
-/// each time a queue grew. A fetch (a device reconnecting) walks its chain back.
+/// linked to the same user's entry before it, and each user with an inbox has a head (its
+/// newest entry and its count) in a compact table by user. An add touches the head and
+/// the log's tail; a hash map of growing queues cost a miss at the table, one at the
+/// queue, and a copy each time a queue grew. A fetch (a device reconnecting) walks its
+/// chain back. Few users have an inbox even at the card's full load (one in seven: the
+/// others were online for every message), so the heads take 12-byte slots for those only,
+/// where a dense vector took 8 bytes for every user of the shard.
 ///
 /// A group message's pointers go to a log of their own, 8 bytes each, naming the message
 /// kept once for the members a pipeline adds it for (`group_messages`), where a copy with
@@ -34,9 +38,8 @@ pub const STORED_RECEIPTS_MAX: usize = 10_000;
 /// of them) took most of the inboxes' memory.
 #[derive(Debug)]
 struct Inboxes {
-    /// The users `u % stride == shard`: user `u`'s head is `heads[u / stride]`.
-    stride: strength_reduce::StrengthReducedU32,
-    heads: Vec<InboxHead>,
+    /// The heads of the users with an inbox.
+    heads: Table<u32, InboxHead>,
     log: Vec<InboxEntry>,
     group_log: Vec<GroupEntry>,
     group_messages: Vec<PackedMessage>,
@@ -82,40 +85,21 @@ impl InboxHead {
 }
 
 impl Inboxes {
-    /// Inboxes of the users `u % stride == shard`, about `users` of them: their heads are
-    /// reserved at once (grown one user at a time, a doubling vector held up to twice
-    /// what they take, 8 bytes a user; reserved pages cost memory only once written).
-    fn with_stride(stride: u32, users: usize) -> Inboxes {
-        Inboxes {
-            stride: strength_reduce::StrengthReducedU32::new(stride),
-            heads: Vec::with_capacity(users),
-            log: Vec::new(),
-            group_log: Vec::new(),
-            group_messages: Vec::new(),
-        }
-    }
-
-    fn index(&self, user: UserId) -> usize {
-        (user.0 / self.stride) as usize
+    fn new() -> Inboxes {
+        Inboxes { heads: Table::default(), log: Vec::new(), group_log: Vec::new(), group_messages: Vec::new() }
     }
 
     fn head(&self, user: UserId) -> InboxHead {
-        self.heads.get(self.index(user)).copied().unwrap_or_default()
+        self.heads.get(user.0).copied().unwrap_or_default()
     }
 
     fn prefetch(&self, user: UserId) {
-        if let Some(h) = self.heads.get(self.index(user)) {
-            wasim_model::prefetch(h);
-        }
+        self.heads.prefetch(user.0);
     }
 
     /// Add an entry; returns whether an old one stopped counting (the inbox was full).
     fn add(&mut self, user: UserId, msg: &ChatMessage) -> bool {
-        let i = self.index(user);
-        if i >= self.heads.len() {
-            self.heads.resize(i + 1, InboxHead::default());
-        }
-        let head = &mut self.heads[i];
+        let head = self.heads.get_or_insert_default(user.0);
         let packed = PackedMessage::of(msg);
         if msg.conversation.group_id().is_some() {
             // The members' copies pack alike (a group message's recipient is left out).
@@ -124,11 +108,11 @@ impl Inboxes {
             }
             assert!(self.group_log.len() < GROUP_LINK as usize - 1, "a session shard holds 2 billion group pointers");
             let message = (self.group_messages.len() - 1) as u32;
-            self.group_log.push(GroupEntry { message, previous: head.newest });
+            wasim_model::push_compactly(&mut self.group_log, GroupEntry { message, previous: head.newest });
             head.newest = GROUP_LINK | self.group_log.len() as u32;
         } else {
             assert!(self.log.len() < GROUP_LINK as usize - 1, "a session shard holds 2 billion inbox pointers");
-            self.log.push(InboxEntry { msg: packed, previous: head.newest });
+            wasim_model::push_compactly(&mut self.log, InboxEntry { msg: packed, previous: head.newest });
             head.newest = self.log.len() as u32;
         }
         head.count += 1;
@@ -184,7 +168,7 @@ impl RedisShard {
     pub fn with_stride(stride: u32, users: usize) -> RedisShard {
         RedisShard {
             sessions: SessionStore::with_stride(stride, users),
-            inboxes: Inboxes::with_stride(stride, users),
+            inboxes: Inboxes::new(),
             receipts: FxHashMap::default(),
             stored: 0,
             dropped: 0,
