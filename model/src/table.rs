@@ -45,6 +45,22 @@ impl Default for U32Map {
     }
 }
 
+/// The slot a hash picks among `n`: its top bits, scaled (no power of two needed).
+#[inline]
+fn slot_of(hash: u64, n: usize) -> usize {
+    ((u128::from(hash) * n as u128) >> 64) as usize
+}
+
+/// The slot after `i` among `n`, round the end.
+#[inline]
+fn next_slot(i: usize, n: usize) -> usize {
+    if i + 1 == n {
+        0
+    } else {
+        i + 1
+    }
+}
+
 /// In a backward-shift deletion, whether the entry at slot `j`, whose home slot is `home`,
 /// must stay rather than fill the gap at `gap`: its home lies cyclically in `(gap, j]`, and
 /// moving it before its home would hide it from lookups.
@@ -80,7 +96,7 @@ impl U32Map {
     /// pick its slot.
     #[inline]
     fn home(&self, stored: u32) -> usize {
-        ((u128::from(u64::from(stored).wrapping_mul(FIBONACCI)) * self.slots.len() as u128) >> 64) as usize
+        slot_of(u64::from(stored).wrapping_mul(FIBONACCI), self.slots.len())
     }
 
     /// The stored form of a key.
@@ -92,11 +108,7 @@ impl U32Map {
     /// The slot after `i`, round the end.
     #[inline]
     fn after(&self, i: usize) -> usize {
-        if i + 1 == self.slots.len() {
-            0
-        } else {
-            i + 1
-        }
+        next_slot(i, self.slots.len())
     }
 
     /// The slot holding `key`, if any.
@@ -313,17 +325,13 @@ impl<K: TableKey, V: Copy + Default> Table<K, V> {
     /// The hash scaled to the slots: its top bits decide.
     #[inline]
     fn home(&self, key: K) -> usize {
-        ((u128::from(key.hash()) * self.slots.len() as u128) >> 64) as usize
+        slot_of(key.hash(), self.slots.len())
     }
 
     /// The slot after `i`, round the end.
     #[inline]
     fn after(&self, i: usize) -> usize {
-        if i + 1 == self.slots.len() {
-            0
-        } else {
-            i + 1
-        }
+        next_slot(i, self.slots.len())
     }
 
     /// The slot holding `key`, or the empty slot where it would go.

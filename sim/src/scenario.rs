@@ -908,24 +908,30 @@ impl Scenario {
     }
 
     /// The 1:1 messages a router's memory of one partition holds at most, expected: those
-    /// sent within the dedup window (`sends_s`), spread over the partitions, 5% over for
-    /// the partitions' spread and the retries. Its table is made for them, not grown to
-    /// them.
+    /// sent within the dedup window (`sends_s`), spread over the partitions. Its table is
+    /// made for them, not grown to them.
     pub fn routed_per_partition(&self) -> usize {
-        let per_partition =
-            self.workload.messages_per_s as f64 * self.remembered_s() / f64::from(self.fleet.kafka_partitions.max(1));
-        (per_partition * 1.05).ceil() as usize
+        self.per_partition(self.workload.messages_per_s as f64 * self.remembered_s())
     }
 
-    /// The forwards a router's memory of one partition keeps at most, expected: those made
-    /// within the retention (`forwards_kept`), a copy for each device, spread over the
-    /// partitions, 5% over. Its queue is made for them, not grown to them.
+    /// The forwards a router's memory of one partition keeps at most, expected (see
+    /// `forwards_held`). Its queue is made for them, not grown to them.
     pub fn forwards_per_partition(&self) -> usize {
-        let per_partition = self.workload.messages_per_s as f64
+        self.per_partition(self.forwards_held())
+    }
+
+    /// The forwards the routers keep at once: those made within the retention
+    /// (`forwards_kept`), a copy for each device.
+    fn forwards_held(&self) -> f64 {
+        self.workload.messages_per_s as f64
             * (1.0 + self.users.devices_per_user.web)
             * self.forwards_kept().as_secs_f64()
-            / f64::from(self.fleet.kafka_partitions.max(1));
-        (per_partition * 1.05).ceil() as usize
+    }
+
+    /// `total` spread over the Kafka partitions, 5% over for the partitions' spread and the
+    /// retries.
+    fn per_partition(&self, total: f64) -> usize {
+        (total / f64::from(self.fleet.kafka_partitions.max(1)) * 1.05).ceil() as usize
     }
 
     /// Seconds of sends the routers remember at once: the dedup window or the run's sends,
@@ -1182,7 +1188,7 @@ impl Scenario {
             long_cut_messages,
             acks_lost,
             backlog,
-            self.workload.messages_per_s as f64 * (1.0 + u.devices_per_user.web) * self.forwards_kept().as_secs_f64(),
+            self.forwards_held(),
             self.routed_remembered(),
             (self.registered_users() - u.concurrent) as f64,
             f64::from(self.groups.active) * self.group_members_max(),

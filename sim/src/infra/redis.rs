@@ -36,7 +36,7 @@ pub const STORED_RECEIPTS_MAX: usize = 10_000;
 /// kept once for the members a pipeline adds it for (`group_messages`), where a copy with
 /// each pointer took 32: the members offline when a group speaks (on a connect ramp, most
 /// of them) took most of the inboxes' memory.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Inboxes {
     /// The heads of the users with an inbox.
     heads: Table<u32, InboxHead>,
@@ -85,10 +85,6 @@ impl InboxHead {
 }
 
 impl Inboxes {
-    fn new() -> Inboxes {
-        Inboxes { heads: Table::default(), log: Vec::new(), group_log: Vec::new(), group_messages: Vec::new() }
-    }
-
     fn head(&self, user: UserId) -> InboxHead {
         self.heads.get(user.0).copied().unwrap_or_default()
     }
@@ -168,7 +164,7 @@ impl RedisShard {
     pub fn with_stride(stride: u32, users: usize) -> RedisShard {
         RedisShard {
             sessions: SessionStore::with_stride(stride, users),
-            inboxes: Inboxes::new(),
+            inboxes: Inboxes::default(),
             receipts: FxHashMap::default(),
             stored: 0,
             dropped: 0,
