@@ -1,7 +1,7 @@
 //! Chat server crashes end to end, on scaled-down copies of the shipped crash scenarios
 //! (the same fleet shape, about 2K users per server): every invariant holds on 20 seeds,
-//! the displaced devices reconnect, what the dead server held reaches its devices through
-//! the routers' replay, and the variant without headroom shows the refusals.
+//! the displaced devices reconnect, what the dead server held unacknowledged reaches its
+//! devices through the routers' replay, and the variant without headroom shows the refusals.
 
 mod common;
 use wasim_sim::{Outcome, Scenario};
@@ -42,7 +42,7 @@ fn assert_recovered(o: &Outcome, what: &str) {
 #[test]
 fn a_crashed_server_loses_nothing_over_twenty_seeds() {
     let s = scaled("crash-server-47.toml", 2_000);
-    let mut lost_connections = 0;
+    let (mut lost_connections, mut replayed) = (0, 0);
     for (seed, o) in common::sweep(&s, 1..21) {
         assert_recovered(&o, &format!("seed {seed}"));
         let c = &o.counters;
@@ -57,7 +57,9 @@ fn a_crashed_server_loses_nothing_over_twenty_seeds() {
             c.connections_lost
         );
         assert!(o.latencies.reconnect.max() < 3_000_000, "seed {seed}: backoff of 1 s and a health check");
-        assert!(c.replayed > 0, "seed {seed}: the routers routed again what they had forwarded to it");
+        // What the routers and fan-outs route again is only what no device had
+        // acknowledged when the server died (a few pushes on their way at this load).
+        replayed += c.replayed;
         // A reset is noticed at once: sends caught in the crash go again within seconds.
         let summary = wasim_reports::Summary::new(&o, "crash");
         let a = &summary.availability;
@@ -71,6 +73,7 @@ fn a_crashed_server_loses_nothing_over_twenty_seeds() {
         assert!(noticed < caught_up && caught_up < Some(3_000.0), "seed {seed}: {steps:?}");
     }
     assert!(lost_connections > 0);
+    assert!(replayed > 0, "over 20 seeds the routers routed again some pushes the dead server held unacknowledged");
 }
 
 #[test]

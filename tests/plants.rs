@@ -93,6 +93,7 @@ plant_tests! {
     stored_receipts_dropped: Plant::StoredReceiptsDropped,
     group_counts_devices: Plant::GroupCountsDevices,
     fanout_loses_route_reply: Plant::FanoutLosesRouteReply,
+    acked_on_push: Plant::AckedOnPush,
 }
 
 /// A run that follows a sample of its conversations (as the card's full load does) still

@@ -63,6 +63,10 @@ pub struct ChatServerConfig {
     /// connections on that shard, and ask a device whose session the new primary had lost
     /// to reconnect (default false: the card's design does nothing).
     pub session_reregister: bool,
+    /// Tell the routers and fan-outs when a device acknowledges a push (`Acked`), so that
+    /// they keep what they forwarded for replay only until then (default false: they keep
+    /// nothing, as in a run where no chat server crashes).
+    pub acks_to_forwarders: bool,
     /// How many times this server was restarted before this start (its request ids tell
     /// answers to its predecessors' requests apart: see `ReqIds`).
     pub incarnation: u32,
@@ -85,6 +89,7 @@ impl ChatServerConfig {
             read_retry_after: Duration::from_millis(100),
             takeover_timeout: Duration::from_secs(5),
             session_reregister: false,
+            acks_to_forwarders: false,
             incarnation: 0,
         }
     }
@@ -206,6 +211,10 @@ pub enum ChatServerOutput {
     /// `UPDATE messages SET status` of a 1:1 message's row on every replica of its
     /// partition (the card's data model), unacknowledged.
     WriteStatus { id: MessageId, conversation: ConversationId, state: ReceiptState },
+    /// Tell the consumer of the message's partition (a router, or for a group message a
+    /// fan-out) that `device` acknowledged a push of it: what was forwarded for it need
+    /// not be kept for replay any more.
+    Acked { id: MessageId, conversation: ConversationId, device: DeviceId },
     /// Write the row (message, member) -> delivered | read of the group receipts table to
     /// every replica of the message's partition, unacknowledged (a replica down misses it;
     /// the others have it); a replica whose rows this write completes answers
@@ -825,7 +834,11 @@ impl ChatServer {
                 out.push(Out::Persist { req: self.req_ids.req(key), msg });
             }
             DeviceFrame::DeliveredAck { msg, at } => {
+                let held = self.unacked.count(key);
                 self.unacked.retain(key, |(m, _)| m.id != msg.id);
+                if self.config.acks_to_forwarders && self.unacked.count(key) < held {
+                    out.push(Out::Acked { id: msg.id, conversation: msg.conversation, device });
+                }
                 self.member_receipt(Receipt { msg, state: ReceiptState::Delivered, by: device, at }, out);
             }
             DeviceFrame::ReadAck { msg, at } => {
@@ -1114,6 +1127,10 @@ impl ChatServer {
             self.unacked.push(key, (msg, now));
         }
         out.push(ChatServerOutput::ToDevice { device, frame: ServerFrame::Push { msg } });
+        if self.config.acks_to_forwarders && crate::plant::planted(crate::plant::Plant::AckedOnPush) {
+            // Planted: the forwarders forget the forward before the device has it.
+            out.push(ChatServerOutput::Acked { id: msg.id, conversation: msg.conversation, device });
+        }
     }
 
     fn on_write_ack(&mut self, now: Time, req: u64, replica: u16, out: &mut Vec<ChatServerOutput>) {

@@ -16,21 +16,22 @@
 //! over done offsets in order (see [`CommitTracker`]). Delivery is at least once: after a
 //! crash or a rebalance records come again from the commit, and devices drop the repeats.
 //!
-//! As the routers do for 1:1 messages, the fan-out keeps what it forwarded for as long as
-//! a chat server may hold a push unacknowledged (`retain`), and when it learns a server is
-//! down it routes each of those devices' copies again without that server (to the
-//! device's new server, or its inbox); while a server is down, what is forwarded to it
-//! goes the same way. A page read not answered in time (its replica is down) is asked
+//! As the routers do for 1:1 messages, the fan-out keeps each device's copy it forwarded
+//! until the chat server says the device acknowledged it (`Acked`), or at most for as long
+//! as a chat server may hold a push unacknowledged (`retain`), and when it learns a server
+//! is down it routes each copy it keeps for that server again without it (to the device's
+//! new server, or its inbox); while a server is down, what is forwarded to it goes the
+//! same way. A page read not answered in time (its replica is down) is asked
 //! again of the next replica.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::{
-    ChatMessage, CommitTracker, DeviceId, DeviceKey, DeviceSlot, Route, ServerId, ServersDown, Time, UserId,
-    GROUP_MEMBERS_MAX,
+    ChatMessage, CommitTracker, DeviceId, DeviceKey, DeviceSlot, MessageId, PackedMessage, Route, ServerId,
+    ServersDown, Time, UserId, GROUP_MEMBERS_MAX,
 };
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use slotmap::{DefaultKey, Key, KeyData, SlotMap};
 
 /// Members per route request: the request carries the message and the members' ids, and
@@ -49,6 +50,19 @@ pub const MEMBERS_PAGE: u32 = 256;
 const _: () = assert!(ROUTE_BATCH_MAX > 0 && ROUTE_BATCH_MAX <= u8::MAX as usize, "a route batch counts in a u8");
 const _: () = assert!(FORWARD_BATCH_MAX > 0 && FORWARD_BATCH_MAX <= u8::MAX as usize, "a forward batch counts in a u8");
 const _: () = assert!(MEMBERS_PAGE > 0 && MEMBERS_PAGE <= GROUP_MEMBERS_MAX, "a group fits in whole pages");
+
+/// How often an instance forgets the copies kept past `retain` (an acknowledgement lost
+/// on its way): each is kept for `retain`, and at most this much longer.
+const HANDED_SWEEP: Duration = Duration::from_secs(1);
+
+/// A device's copy forwarded and kept for replay: when, to which server, the group's
+/// message (packed; the member is the device's user).
+#[derive(Clone, Copy, Debug)]
+struct Handed {
+    at: Time,
+    server: ServerId,
+    msg: PackedMessage,
+}
 
 /// A page read not answered within this is asked again, of the next replica.
 pub const PAGE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -90,6 +104,9 @@ pub enum FanoutInput<'a> {
     /// The session store routed again a member's copy this instance sent back (`Reroute`)
     /// for device `slot`.
     Rerouted { msg: ChatMessage, route: Route, slot: DeviceSlot },
+    /// A chat server says `device` acknowledged the push of its copy of group message `id`:
+    /// the copy need not be kept for replay.
+    Acked { id: MessageId, device: DeviceKey },
 }
 
 /// Effects a fan-out instance asks for.
@@ -159,8 +176,11 @@ pub struct Fanout {
     /// One page's members to route, with their shards: kept between pages to spare an
     /// allocation per page.
     by_shard: Vec<(u32, UserId)>,
-    /// Forwards kept for `retain`, in the order made: (when, server, message, devices).
-    handed: VecDeque<(Time, ServerId, ChatMessage, [DeviceKey; FORWARD_BATCH_MAX], u8)>,
+    /// Each device's copy forwarded and not yet acknowledged, kept for at most `retain`, by
+    /// (message, device).
+    handed: FxHashMap<(MessageId, DeviceKey), Handed>,
+    /// When the copies kept past `retain` are next forgotten.
+    next_sweep_at: Time,
     /// Page reads with when each is due (asked + `PAGE_TIMEOUT`), in the order asked: one
     /// not answered by then is asked again.
     page_deadlines: VecDeque<(Time, DefaultKey)>,
@@ -183,7 +203,8 @@ impl Fanout {
             requests: SlotMap::new(),
             trackers: vec![None; config.partitions as usize],
             by_shard: Vec::new(),
-            handed: VecDeque::new(),
+            handed: FxHashMap::default(),
+            next_sweep_at: Time::ZERO,
             page_deadlines: VecDeque::new(),
             retain: config.retain,
             down: ServersDown::default(),
@@ -240,15 +261,26 @@ impl Fanout {
             FanoutInput::Routed { req, routes } => self.on_routed(now, req, routes, out),
             FanoutInput::ServerDown { server } => {
                 self.down.insert(server);
-                // What was forwarded there and may not have been pushed: route each copy
-                // again without it.
-                for (_, _, msg, devices, count) in crate::take_matching(&mut self.handed, |h| h.1 == server) {
-                    for d in &devices[..usize::from(count)] {
-                        self.reroute(msg, *d, server, out);
+                // What was forwarded there and not acknowledged: route each copy again
+                // without it, in the order forwarded (then by message and device: the
+                // map's own order is its hashing's).
+                let mut lost: Vec<((MessageId, DeviceKey), Handed)> = Vec::new();
+                self.handed.retain(|&key, h| {
+                    let here = h.server == server;
+                    if here {
+                        lost.push((key, *h));
                     }
+                    !here
+                });
+                lost.sort_unstable_by_key(|&((id, device), h)| (h.at, id, device));
+                for ((_, device), h) in lost {
+                    self.reroute(h.msg.message(UserId::GROUP), device, server, out);
                 }
             }
             FanoutInput::ServerUp { server } => self.down.remove(server),
+            FanoutInput::Acked { id, device } => {
+                self.handed.remove(&(id, device));
+            }
             FanoutInput::Rerouted { msg, route, slot } => {
                 if let Some(server) = route.forward[usize::from(slot.0)] {
                     let device = DeviceKey::of(DeviceId { user: msg.to, slot });
@@ -270,7 +302,8 @@ impl Fanout {
     }
 
     /// Forward `msg` to `server` for the first `count` of `devices`, or route them again if
-    /// the server is known to be down; kept for `retain`.
+    /// the server is known to be down; each device's copy kept until acknowledged, for at
+    /// most `retain`.
     fn forward(
         &mut self,
         now: Time,
@@ -287,7 +320,10 @@ impl Fanout {
             return;
         }
         if !self.retain.is_zero() {
-            self.handed.push_back((now, server, msg, devices, count));
+            let packed = PackedMessage::of(&msg);
+            for &d in &devices[..usize::from(count)] {
+                self.handed.insert((msg.id, d), Handed { at: now, server, msg: packed });
+            }
         }
         out.push(FanoutOutput::Forward { server, msg, devices, count });
     }
@@ -295,8 +331,10 @@ impl Fanout {
     /// Commits due (call once per tick): one `Commit` per owned partition, ascending, whose
     /// committable offset moved since the last.
     pub fn on_tick(&mut self, now: Time, out: &mut Vec<FanoutOutput>) {
-        while self.handed.front().is_some_and(|h| h.0 + self.retain <= now) {
-            self.handed.pop_front();
+        if now >= self.next_sweep_at {
+            self.next_sweep_at = now + HANDED_SWEEP;
+            let retain = self.retain;
+            self.handed.retain(|_, h| h.at + retain > now);
         }
         // Page reads not answered in time: asked again of the next replica.
         while self.page_deadlines.front().is_some_and(|&(due, _)| due <= now) {
@@ -770,6 +808,46 @@ mod tests {
         let out = routed(&mut f, asked[0].0, 1, online(2));
         assert!(matches!(out[..], [FanoutOutput::Reroute { exclude: ServerId(2), .. }]), "{out:?}");
         assert_eq!(f.replayed(), 3);
+    }
+
+    #[test]
+    fn a_copy_its_device_acknowledged_is_not_routed_again() {
+        let mut f = Fanout::new(FanoutConfig { partitions: 2, retain: Duration::from_secs(50) });
+        run(&mut f, FanoutInput::Assigned { partition: 0, offset: 0 });
+        let reads = record(&mut f, 0, 0, 3);
+        let asked = page(&mut f, reads[0], &[SENDER, UserId(4), UserId(5)]);
+        for (req, _, members) in asked {
+            routed(&mut f, req, members.len(), online(2));
+        }
+        // User 4's phone acknowledged its copy; user 5's did not.
+        run(&mut f, FanoutInput::Acked { id: msg().id, device: phone(4) });
+        let out = run(&mut f, FanoutInput::ServerDown { server: ServerId(2) });
+        let again: Vec<UserId> = out
+            .iter()
+            .map(|o| match *o {
+                FanoutOutput::Reroute { msg, .. } => msg.to,
+                _ => panic!("{out:?}"),
+            })
+            .collect();
+        assert_eq!(again, vec![UserId(5)]);
+        assert_eq!(f.replayed(), 1);
+    }
+
+    #[test]
+    fn an_unacknowledged_copy_is_forgotten_after_the_retention() {
+        let mut f = Fanout::new(FanoutConfig { partitions: 2, retain: Duration::from_secs(50) });
+        run(&mut f, FanoutInput::Assigned { partition: 0, offset: 0 });
+        let reads = record(&mut f, 0, 0, 2);
+        let asked = page(&mut f, reads[0], &[SENDER, UserId(4)]);
+        routed(&mut f, asked[0].0, 1, online(2));
+        let mut out = Vec::new();
+        for s in 1..=49 {
+            f.on_tick(Time::from_secs(s), &mut out);
+        }
+        assert_eq!(f.handed.len(), 1, "kept for the retention");
+        f.on_tick(Time::from_secs(51), &mut out);
+        assert!(f.handed.is_empty(), "forgotten within a sweep after it");
+        assert!(run(&mut f, FanoutInput::ServerDown { server: ServerId(2) }).is_empty());
     }
 
     #[test]

@@ -74,9 +74,9 @@ pub fn push_compactly<T>(bucket: &mut Vec<T>, x: T) {
 }
 
 /// Take the entries of `queue` that `matches` out of it, both parts keeping their order
-/// (what a router or server kept for replay when the server it went to goes down). The
-/// queue keeps its buffer: a router's forwards of the last minute, made for them, were
-/// copied to a new one that doubled as it grew.
+/// (what a chat server handed over, kept for replay, when the server it went to goes
+/// down). The queue keeps its buffer rather than being copied to a new one that doubles
+/// as it grows.
 pub(crate) fn take_matching<T: Copy>(
     queue: &mut std::collections::VecDeque<T>,
     matches: impl Fn(&T) -> bool,

@@ -31,7 +31,7 @@ impl ChatMessage {
 /// is not stored: a 1:1 message's is its two users', and a group message keeps its group
 /// in place of the recipient (a member's copy names the member, which the holder gives
 /// back on unpacking). Packed to 4 bytes, so that the two 64-bit fields leave no padding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C, packed(4))]
 pub struct PackedMessage {
     id: MessageId,
@@ -64,6 +64,12 @@ impl PackedMessage {
             }
         };
         PackedMessage { id: msg.id, sent_at: msg.sent_at, from: msg.from, to, client_seq: msg.client_seq }
+    }
+
+    /// The message's id.
+    #[inline]
+    pub fn id(&self) -> MessageId {
+        self.id
     }
 
     /// The message's conversation.

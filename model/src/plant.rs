@@ -58,11 +58,15 @@ pub enum Plant {
     /// it forever, its members never get the message, and nothing it waits on is in flight
     /// (invariant 1).
     FanoutLosesRouteReply,
+    /// A chat server tells the routers and fan-outs a push is acknowledged as it sends it,
+    /// before the device acknowledges it: they forget the forward, and a crash loses what
+    /// its devices had not received (invariant 1).
+    AckedOnPush,
 }
 
 impl Plant {
     /// Every plant, in the order `wasim fuzz --plant list` gives them.
-    pub const ALL: [Plant; 17] = [
+    pub const ALL: [Plant; 18] = [
         Plant::DedupWrongKey,
         Plant::CatchUpUnsorted,
         Plant::CursorSkipsOne,
@@ -80,6 +84,7 @@ impl Plant {
         Plant::StoredReceiptsDropped,
         Plant::GroupCountsDevices,
         Plant::FanoutLosesRouteReply,
+        Plant::AckedOnPush,
     ];
 
     /// The plant's name, as `--plant` takes it.
@@ -102,6 +107,7 @@ impl Plant {
             Plant::StoredReceiptsDropped => "stored-receipts-dropped",
             Plant::GroupCountsDevices => "group-counts-devices",
             Plant::FanoutLosesRouteReply => "fanout-loses-route-reply",
+            Plant::AckedOnPush => "acked-on-push",
         }
     }
 
@@ -125,6 +131,7 @@ impl Plant {
             Plant::StoredReceiptsDropped => 3,
             Plant::GroupCountsDevices => 4,
             Plant::FanoutLosesRouteReply => 1,
+            Plant::AckedOnPush => 1,
         }
     }
 
@@ -152,6 +159,7 @@ impl Plant {
             Plant::FanoutLosesRouteReply => {
                 "the fan-out mislays one route batch's reply in sixteen and waits for it forever"
             }
+            Plant::AckedOnPush => "a chat server tells the routers and fan-outs a push is acknowledged as it sends it",
         }
     }
 

@@ -4,12 +4,14 @@
 //! Offsets are committed only once a record's routing is done (at-least-once).
 //!
 //! A chat server that crashes loses what it had not yet pushed, and what it pushed that no
-//! device acknowledged. The router keeps what it forwarded for as long as a server may
-//! hold a push unacknowledged (its connection timeout and a margin), and when it learns
-//! a server is down (its connections to it reset, or its health checks stop) it routes
-//! those messages again without that server: to the device's new server if the device
-//! already reconnected, else to the inbox, which the device fetches when it does. While
-//! the server is down, what is routed to it goes the same way. Devices show each message
+//! device acknowledged. The router keeps what it forwarded until the server says the
+//! device acknowledged the push (`Acked`), or at most for as long as a server may hold a
+//! push unacknowledged (its connection timeout and a margin: an acknowledgement lost on
+//! its way is not waited for beyond it). When it learns a server is down (its
+//! connections to it reset, or its health checks stop) it routes what it keeps for that
+//! server again without it: to the device's new server if the device already
+//! reconnected, else to the inbox, which the device fetches when it does. While the
+//! server is down, what is routed to it goes the same way. Devices show each message
 //! once, so a message delivered before the crash and replayed is dropped as a repeat.
 //!
 //! A device sends again what it has no ✓ for once it is connected again; the server that
@@ -45,6 +47,9 @@ pub enum RouterInput {
     Assigned { partition: u32, offset: u64 },
     /// A rebalance took `partition` away: this router commits it no more.
     Revoked { partition: u32 },
+    /// A chat server says device `slot` of its recipient acknowledged the push of message
+    /// `id` of `partition`: the forward need not be kept for replay.
+    Acked { partition: u32, id: MessageId, slot: DeviceSlot },
 }
 
 /// Effects a router asks for.
@@ -79,10 +84,9 @@ pub struct RoutedMemory {
     /// record where (ms, key) pairs took 16.
     routed_order: VecDeque<u64>,
     routed_runs: VecDeque<(u32, u32)>,
-    /// Forwards of this partition's records, in the order they were made, kept for replay.
-    /// Made for the forwards of the retention (a queue that doubles is held up to twice
-    /// what it takes).
-    kept: VecDeque<Kept>,
+    /// Forwards of this partition's records not yet acknowledged, kept for replay, by
+    /// (message, device slot) (`kept_key`). Made for the forwards on their way at once.
+    kept: Table<u64, Kept>,
     /// Replays asked of the session store and not answered yet.
     rerouting: Vec<Rerouting>,
 }
@@ -131,7 +135,7 @@ impl RoutedMemory {
     pub fn with_capacity(messages: usize, forwards: usize) -> RoutedMemory {
         RoutedMemory {
             routed_clients: Table::with_capacity(messages),
-            kept: VecDeque::with_capacity(forwards),
+            kept: Table::with_capacity(forwards),
             ..RoutedMemory::default()
         }
     }
@@ -203,10 +207,19 @@ impl RoutedMemory {
     }
 }
 
+/// The key of a forward in `RoutedMemory::kept`: its message and device slot. Ids stay
+/// below 2^63 (a Snowflake's top bit is clear), so the key is never the table's empty
+/// marker.
+#[inline]
+fn kept_key(id: MessageId, slot: DeviceSlot) -> u64 {
+    debug_assert!(id.0 < 1 << 63, "a Snowflake id's top bit is clear");
+    (id.0 << 1) | u64::from(slot.0 & 1)
+}
+
 /// A forward kept for replay: when, to which server and device slot, what (packed: a
 /// router routes 1:1 messages, whose conversation is their two users). 36 bytes, where the
-/// message unpacked made it 48: the card's routers keep 58M forwards for a crash.
-#[derive(Clone, Copy, Debug)]
+/// message unpacked made it 48.
+#[derive(Clone, Copy, Debug, Default)]
 struct Kept {
     at_ms: u32,
     server: ServerId,
@@ -231,6 +244,28 @@ impl Kept {
         self.msg.message(crate::UserId::GROUP)
     }
 }
+
+/// Take the forwards `lost` names out of `kept`, in the order they were made (then by
+/// message and slot: the table's own order is its hashing's).
+fn take_kept(kept: &mut Table<u64, Kept>, lost: impl Fn(&Kept) -> bool) -> Vec<Kept> {
+    let mut taken = Vec::new();
+    if kept.is_empty() {
+        return taken;
+    }
+    kept.retain(|_, k| {
+        let lost = lost(k);
+        if lost {
+            taken.push(*k);
+        }
+        !lost
+    });
+    taken.sort_unstable_by_key(|k| (k.at_ms, k.msg.id(), k.slot));
+    taken
+}
+
+/// How often a router forgets the forwards kept past the retention (an acknowledgement
+/// lost on its way): each is kept for the retention, and at most this much longer.
+const KEPT_SWEEP: Duration = Duration::from_secs(1);
 
 /// Tracks which offsets of one partition are done and how far the commit may advance.
 /// Records are routed concurrently, so they finish out of order; the committed offset is
@@ -298,6 +333,8 @@ pub struct Router {
     trackers: Vec<Option<CommitTracker>>,
     commit_interval: Duration,
     next_commit_at: Time,
+    /// When the forwards kept past the retention are next forgotten.
+    next_sweep_at: Time,
     /// How long forwards are kept for replay (in the partitions' memories).
     retain: Duration,
     /// How long routed messages are remembered, to drop repeats.
@@ -331,6 +368,7 @@ impl Router {
             trackers,
             commit_interval,
             next_commit_at: Time::ZERO,
+            next_sweep_at: Time::ZERO,
             retain: Duration::from_secs(60),
             dedup_window: Some(Duration::from_secs(600)),
             went_down: Vec::new(),
@@ -351,8 +389,6 @@ impl Router {
         self.repeats
     }
 
-    /// Keep forwards for `retain` (default 60 s): at least as long as a chat server holds
-    /// a push unacknowledged before it hands it back itself.
     /// A router restarted `incarnation` times before this start: answers to its
     /// predecessors' route requests are ignored (see `ReqIds`).
     pub fn with_incarnation(mut self, incarnation: u32) -> Router {
@@ -360,6 +396,9 @@ impl Router {
         self
     }
 
+    /// Keep forwards until acknowledged, for at most `retain` (default 60 s; zero: keep
+    /// none): at least as long as a chat server holds a push unacknowledged before it
+    /// hands it back itself.
     pub fn with_retain(mut self, retain: Duration) -> Router {
         self.retain = retain;
         self
@@ -397,7 +436,7 @@ impl Router {
             return;
         }
         if !self.retain.is_zero() {
-            memory.kept.push_back(Kept::new(now, server, slot, &msg));
+            memory.kept.insert(kept_key(msg.id, slot), Kept::new(now, server, slot, &msg));
         }
         out.push(RouterOutput::Forward { server, slot, msg });
     }
@@ -429,7 +468,7 @@ impl Router {
         }
         let went_down = &self.went_down;
         let lost = |k: &Kept| went_down.iter().any(|&(s, at_ms)| s == k.server && at_ms >= k.at_ms);
-        for k in crate::take_matching(&mut memory.kept, lost) {
+        for k in take_kept(&mut memory.kept, lost) {
             self.replayed += 1;
             // About the sessions from before it went down: a device back on it since (it
             // restarted) is routed to it.
@@ -534,7 +573,7 @@ impl Router {
                 // Everything forwarded to it that it may not have delivered, in order.
                 for p in self.owned() {
                     let memory = memories.memory(p);
-                    for k in crate::take_matching(&mut memory.kept, |k| k.server == server) {
+                    for k in take_kept(&mut memory.kept, |k| k.server == server) {
                         self.replayed += 1;
                         let exclude = Exclusion::new(server, now);
                         Self::reroute(memory, Rerouting { msg: k.message(), exclude, slot: k.slot }, out);
@@ -542,6 +581,11 @@ impl Router {
                 }
             }
             RouterInput::ServerUp { server } => self.down.remove(server),
+            RouterInput::Acked { partition, id, slot } => {
+                if self.owns(partition) {
+                    memories.memory(partition).kept.remove(kept_key(id, slot));
+                }
+            }
             RouterInput::Assigned { partition, offset } => {
                 if let Some(t) = self.trackers.get_mut(partition as usize) {
                     *t = Some(CommitTracker::starting_at(offset));
@@ -573,14 +617,17 @@ impl Router {
         }
     }
 
-    /// Forget forwards past the retention and commit progress every commit interval.
-    /// Call once per tick.
+    /// Forget forwards past the retention every `KEPT_SWEEP`, and commit progress every
+    /// commit interval. Call once per tick.
     pub fn handle_timeout(&mut self, now: Time, memories: &mut (impl Memories + ?Sized), out: &mut Vec<RouterOutput>) {
-        let keep_from = now.as_ms().saturating_sub(self.retain.as_millis() as u64);
-        for p in (0..self.trackers.len() as u32).filter(|&p| self.owns(p)) {
-            let kept = &mut memories.memory(p).kept;
-            while kept.front().is_some_and(|k| u64::from(k.at_ms) < keep_from) {
-                kept.pop_front();
+        if now >= self.next_sweep_at {
+            self.next_sweep_at = now + KEPT_SWEEP;
+            let keep_from = now.as_ms().saturating_sub(self.retain.as_millis() as u64);
+            for p in (0..self.trackers.len() as u32).filter(|&p| self.owns(p)) {
+                let kept = &mut memories.memory(p).kept;
+                if !kept.is_empty() {
+                    kept.retain(|_, k| u64::from(k.at_ms) >= keep_from);
+                }
             }
         }
         if now < self.next_commit_at {
@@ -863,6 +910,72 @@ mod tests {
         second.handle(Time::from_secs(3), answer, &mut m, &mut out);
         assert_eq!(out, vec![RouterOutput::Forward { server: ServerId(4), slot: DeviceSlot(0), msg: msg(5) }]);
         assert_eq!(m.rerouting().count(), 0);
+    }
+
+    #[test]
+    fn a_forward_its_device_acknowledged_is_not_replayed() {
+        // Message 5 went to the phone on 9 and the web client on 2; the phone acknowledged.
+        let (mut r, mut m, _) = routed_to_9_and_2();
+        assert_eq!(m.kept(), 2);
+        let mut out = Vec::new();
+        let acked = RouterInput::Acked { partition: 0, id: msg(5).id, slot: DeviceSlot(0) };
+        r.handle(Time::from_ms(80), acked, &mut m, &mut out);
+        assert_eq!(m.kept(), 1);
+        r.handle(Time::from_ms(90), RouterInput::ServerDown { server: ServerId(9) }, &mut m, &mut out);
+        assert!(out.is_empty(), "the phone had it: {out:?}");
+        // The web client's forward, unacknowledged, is replayed when its server goes down.
+        r.handle(Time::from_ms(95), RouterInput::ServerDown { server: ServerId(2) }, &mut m, &mut out);
+        assert_eq!(out, vec![RouterOutput::Reroute { msg: msg(5), exclude: x(2, 95), slot: DeviceSlot(1) }]);
+        assert_eq!((r.replayed(), m.kept()), (1, 0));
+    }
+
+    #[test]
+    fn an_acknowledgement_for_a_partition_not_owned_changes_nothing() {
+        let (mut r, mut m, _) = routed_to_9_and_2();
+        let mut out = Vec::new();
+        r.handle(Time::from_ms(1), RouterInput::Revoked { partition: 0 }, &mut m, &mut out);
+        let acked = RouterInput::Acked { partition: 0, id: msg(5).id, slot: DeviceSlot(0) };
+        r.handle(Time::from_ms(80), acked, &mut m, &mut out);
+        assert_eq!(m.kept(), 2, "the partition's router now deals with it");
+    }
+
+    #[test]
+    fn an_unacknowledged_forward_is_kept_for_the_retention_and_no_more_than_a_sweep_longer() {
+        let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100)).with_retain(Duration::from_secs(50));
+        let mut m = RoutedMemory::default();
+        let req = lookup(&mut r, &mut m, 0, 0, 5);
+        let mut out = Vec::new();
+        let route = Route { forward: [Some(ServerId(9)), None], inbox: false };
+        r.handle(Time::from_secs(1), RouterInput::Routed { req, route }, &mut m, &mut out);
+        for s in 2..=51 {
+            r.handle_timeout(Time::from_secs(s), &mut m, &mut out);
+        }
+        assert_eq!(m.kept(), 1, "kept for the retention");
+        r.handle_timeout(Time::from_secs(52), &mut m, &mut out);
+        assert_eq!(m.kept(), 0, "forgotten within a sweep after it");
+    }
+
+    #[test]
+    fn replays_come_in_the_order_forwarded() {
+        let mut r = Router::new(1, &[(0, 0)], Duration::from_millis(100));
+        let mut m = RoutedMemory::default();
+        let mut out = Vec::new();
+        // Messages to users 7, 3 and 5 forwarded to server 9 at 30, 20 and 10 ms.
+        for (offset, (to, ms)) in [(7, 30), (3, 20), (5, 10)].into_iter().enumerate() {
+            let req = lookup(&mut r, &mut m, 0, offset as u64, to);
+            let route = Route { forward: [Some(ServerId(9)), None], inbox: false };
+            r.handle(Time::from_ms(ms), RouterInput::Routed { req, route }, &mut m, &mut out);
+        }
+        out.clear();
+        r.handle(Time::from_ms(40), RouterInput::ServerDown { server: ServerId(9) }, &mut m, &mut out);
+        let order: Vec<UserId> = out
+            .iter()
+            .map(|o| match o {
+                RouterOutput::Reroute { msg, .. } => msg.to,
+                _ => panic!("{out:?}"),
+            })
+            .collect();
+        assert_eq!(order, vec![UserId(5), UserId(3), UserId(7)]);
     }
 
     #[test]

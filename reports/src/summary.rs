@@ -556,11 +556,11 @@ fn timeline(
     match detect {
         wasim_sim::Detect::Reset => {
             let hop = s.network.in_datacenter_ms.p99();
-            steps.push(step(hop, format!("its host resets every connection: routers and chat servers notice within one datacenter hop; routers route again the {replayed} messages they had forwarded to it in the last {:.0} s", s.forward_retain().as_secs_f64())));
+            steps.push(step(hop, format!("its host resets every connection: routers and chat servers notice within one datacenter hop; routers and fan-outs route again the {replayed} copies they had forwarded to it that no device had acknowledged (each kept at most {:.0} s)", s.forward_retain().as_secs_f64())));
             steps.push(step(s.network.client_server_ms.p99(), format!("its {lost} devices notice within one client link (p99 {:.0} ms) and wait out a backoff of up to {} ms", s.network.client_server_ms.p99(), s.users.reconnect_backoff_ms_base)));
         }
         wasim_sim::Detect::Timeout => {
-            steps.push(step(s.users.ping_timeout_ms as f64, format!("its host is gone: routers and chat servers notice after the {} ms timeout and route again the {replayed} messages they had forwarded to it", s.users.ping_timeout_ms)));
+            steps.push(step(s.users.ping_timeout_ms as f64, format!("its host is gone: routers and chat servers notice after the {} ms timeout; routers and fan-outs route again the {replayed} copies they had forwarded to it that no device had acknowledged", s.users.ping_timeout_ms)));
             steps.push(step(
                 (s.users.heartbeat_interval_ms + s.users.ping_timeout_ms) as f64,
                 format!("its {lost} devices notice within a heartbeat interval and the ping timeout"),

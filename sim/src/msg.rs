@@ -182,6 +182,13 @@ pub enum Msg {
         partition: u32,
         offset: u64,
     },
+    // chat server -> router or fan-out: `device` acknowledged a push of message `id` of
+    // `partition` (what was forwarded for it need not be kept for replay any more).
+    Acked {
+        partition: u32,
+        id: MessageId,
+        device: wasim_model::DeviceKey,
+    },
     // router / chat server -> chat server
     Forward {
         msg: ChatMessage,

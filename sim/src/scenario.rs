@@ -915,17 +915,27 @@ impl Scenario {
     }
 
     /// The forwards a router's memory of one partition keeps at most, expected (see
-    /// `forwards_held`). Its queue is made for them, not grown to them.
+    /// `forwards_on_their_way`). Its table is made for them, not grown to them.
     pub fn forwards_per_partition(&self) -> usize {
-        self.per_partition(self.forwards_held())
+        self.per_partition(
+            self.workload.messages_per_s as f64 * (1.0 + self.users.devices_per_user.web) * self.forward_held_s(),
+        )
     }
 
-    /// The forwards the routers keep at once: those made within the retention
-    /// (`forwards_kept`), a copy for each device.
-    fn forwards_held(&self) -> f64 {
-        self.workload.messages_per_s as f64
-            * (1.0 + self.users.devices_per_user.web)
-            * self.forwards_kept().as_secs_f64()
+    /// How long a forward is kept, expected at most: until its device acknowledges the
+    /// push (a round trip to the device, well within a second), or the retention if that
+    /// is shorter; none when nothing is kept (`forwards_kept`). The few a crash or a cut
+    /// leaves unacknowledged, kept for the retention, are counted with the devices cut off.
+    fn forward_held_s(&self) -> f64 {
+        self.forwards_kept().as_secs_f64().min(FORWARD_ACKED_WITHIN_S)
+    }
+
+    /// The forwards the routers and fan-outs keep at once: those on their way to a device
+    /// and not yet acknowledged (`forward_held_s`), a copy for each device, of 1:1 and
+    /// group messages.
+    fn forwards_on_their_way(&self, group_copies_per_s: f64) -> f64 {
+        (self.workload.messages_per_s as f64 * (1.0 + self.users.devices_per_user.web) + group_copies_per_s)
+            * self.forward_held_s()
     }
 
     /// `total` spread over the Kafka partitions, 5% over for the partitions' spread and the
@@ -1086,6 +1096,7 @@ impl Scenario {
         let run_s = (self.warmup_s + self.duration_s) as f64;
         let per_user_per_s = self.workload.messages_per_s as f64 / users.max(1.0);
         let (mut cut_devices, mut long_cut_messages, mut acks_lost) = (0.0, 0.0, 0.0);
+        let mut crashed_devices = 0.0;
         let (mut stalled_sends, mut failover_sends) = (0.0, 0.0);
         let mut cassandra_down: Vec<(u64, u64)> = Vec::new();
         for fault in &self.faults {
@@ -1129,7 +1140,7 @@ impl Scenario {
                 }
                 Fault::Crash { ref target, at_s, for_s, .. } => {
                     if target.starts_with("chat_server-") {
-                        cut_devices += devices / f64::from(f.chat_servers);
+                        crashed_devices += devices / f64::from(f.chat_servers);
                     } else if target.starts_with("cassandra-") {
                         cassandra_down.push((at_s, at_s + for_s));
                     } else {
@@ -1184,11 +1195,12 @@ impl Scenario {
             queued(devices, f.redis_session_shards),
             queued(presence_ops, f.redis_presence_shards) * (watchers / presence_ops.max(1.0)),
             cut_devices,
+            crashed_devices,
             one_to_one_reads * run_s,
             long_cut_messages,
             acks_lost,
             backlog,
-            self.forwards_held(),
+            self.forwards_on_their_way(online_recipients / run_s.max(1.0)),
             self.routed_remembered(),
             (self.registered_users() - u.concurrent) as f64,
             f64::from(self.groups.active) * self.group_members_max(),
@@ -1213,6 +1225,11 @@ impl Scenario {
         }
     }
 }
+
+/// A forward is acknowledged by its device within this, expected (a round trip to the
+/// device and back: 80 ms at the card's network), but for the few a crash or a cut holds
+/// up (`forward_held_s`).
+const FORWARD_ACKED_WITHIN_S: f64 = 1.0;
 
 /// The share of what the checkers keep per display that a sample of the conversations does
 /// not thin: a margin, now that the sender's views checked as the run goes and the ✓s'
@@ -1253,7 +1270,7 @@ fn seconds_with_at_least(intervals: &[(u64, u64)], need: u32) -> u64 {
 }
 
 /// The terms of the memory estimate.
-const MEMORY_FEATURES: usize = 26;
+const MEMORY_FEATURES: usize = 27;
 
 /// One term of the memory estimate: bytes per unit of its feature, and whether it grows
 /// over the run (rather than being there from the ramp's end).
@@ -1287,11 +1304,12 @@ const MEMORY_TERMS: [MemoryTerm; MEMORY_FEATURES] = [
     held(390.0), // a connect queued behind a Redis shard a fast ramp overloads
     held(420.0), // a subscription queued likewise (its answer waits too)
     held(900.0), // a device cut off: what its server holds for it, its reconnect and catch-up
+    held(400.0), // a device of a chat server that crashed: its reconnect and catch-up (the forwards replayed are only those it had not acknowledged)
     grows(100.0), // a replica read of an inbox entry: the pointer, the fetch's rows, the re-push
     grows(1300.0), // a message for a device cut past the timeout: rerouted, then fetched in a burst
     grows(80.0), // a delivered ACK lost: the push held, pushed again or handed back to the inbox
     grows(130.0), // a request an overloaded tier has not served: its reply waiting in an outbox
-    held(37.8), // a forward a router keeps for replay should its chat server crash: 36 bytes (48 unpacked), in a queue made for them, 5% over
+    held(64.0), // a forward kept for replay (should its chat server crash) until its device acknowledges it: a router's table slot of 44 bytes at 7/8 load, or a fan-out's hash map entry of 56
     held(19.2), // a message a router remembers, to drop its repeats and late copies: a 16-byte slot of a table made for them at 7/8 load, 5% over
     held(200.0), // a registered user offline at the start: its devices, its wake-up timer
     held(40.0), // a group membership: the member list, a group sender entry

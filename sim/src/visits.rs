@@ -150,6 +150,8 @@ impl OpKind {
                 DeviceFrame::ReceiptsHeard { .. } => K::ReceiptsHeard,
             },
             Msg::ToDevice { .. } => return None,
+            // A delete from a router's or fan-out's memory, served without a service time.
+            Msg::Acked { .. } => return None,
             Msg::ReadMembers { .. } => K::MembersPage,
             Msg::MembersRead { .. } => K::MembersRead,
             Msg::RouteGroup { count, .. } => return Some((K::RouteMember, u64::from(*count))),

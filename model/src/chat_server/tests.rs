@@ -221,6 +221,23 @@ fn forward_pushes_and_keeps_the_message_until_the_device_acks() {
 }
 
 #[test]
+fn a_pushs_acknowledgement_goes_to_the_forwarders_when_they_keep_forwards() {
+    let acked = Out::Acked { id: message(9).id, conversation: message(9).conversation, device: bob() };
+    for tell in [false, true] {
+        let mut s =
+            ChatServer::new(ChatServerConfig { acks_to_forwarders: tell, ..ChatServerConfig::new(ServerId(3)) });
+        connect(&mut s, bob());
+        run(&mut s, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
+        let ack = from(bob(), F::DeliveredAck { msg: message(9), at: Time::from_ms(3) });
+        let out = run(&mut s, Time::ZERO, ack);
+        assert_eq!(out.contains(&acked), tell, "{out:?}");
+        // The same ACK again (nothing held for it now) tells nothing more.
+        let out = run(&mut s, Time::ZERO, ack);
+        assert!(!out.contains(&acked), "{out:?}");
+    }
+}
+
+#[test]
 fn a_receipt_for_a_message_minted_here_goes_straight_to_the_sender() {
     let mut s = server(0);
     connect(&mut s, alice());

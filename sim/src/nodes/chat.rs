@@ -53,6 +53,9 @@ impl ChatNode {
         config.replication_factor = s.fleet.cassandra_replication_factor as u8;
         config.connection_timeout = Duration::from_millis(s.users.presence_ttl_ms);
         config.session_reregister = s.fleet.session_reregister;
+        // The routers and fan-outs keep forwards for replay only in a run where a chat
+        // server crashes: only then do they need to hear of the acknowledgements.
+        config.acks_to_forwarders = !s.forwards_kept().is_zero();
         let me = shared.topo.node(NodeKind::ChatServer, i);
         config.incarnation = shared.faults.restarts_by(me, Time(shared.clock.now() * shared.tick_us)) as u32;
         let (fifo, service) = super::queue(
@@ -187,6 +190,11 @@ impl ChatNode {
                 Out::ReadHistory { conversation, before, limit } => {
                     let replica = topo.replicas(conversation).next().expect("a replica");
                     ctx.send(replica, t, Msg::ReadHistory { conversation, before, limit });
+                }
+                Out::Acked { id, conversation, device } => {
+                    let partition = topo.partition(conversation);
+                    let device = wasim_model::DeviceKey::of(device);
+                    ctx.send(shared.consumer(partition, t), t, Msg::Acked { partition, id, device });
                 }
                 Out::WriteStatus { id, conversation, state } => {
                     for replica in topo.replicas(conversation) {

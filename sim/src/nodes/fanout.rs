@@ -98,6 +98,11 @@ impl FanoutNode {
 
 impl Process for FanoutNode {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
+        if let Msg::Acked { id, device, .. } = env.msg {
+            // A delete from the instance's memory: no service time of its own.
+            self.fanout.handle(env.at, In::Acked { id, device }, |_| 0, &mut self.outs);
+            return;
+        }
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
         let groups = &self.shared.groups;
         let shards = self.topo.count(NodeKind::Redis);

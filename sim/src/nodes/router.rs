@@ -129,6 +129,12 @@ impl RouterNode {
 
 impl Process for RouterNode {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
+        if let Msg::Acked { partition, id, device } = env.msg {
+            // A delete from the partition's state store: no service time of its own.
+            let input = In::Acked { partition, id, slot: device.device().slot };
+            self.router.handle(env.at, input, &mut Locked::new(&self.shared.routed), &mut self.outs);
+            return;
+        }
         let done = self.fifo.serve(env.at, self.service.sample_us(&mut ctx.rng));
         if let Msg::Record { partition, offset, msg } = env.msg {
             let mut memory = self.shared.routed[partition as usize].lock().expect("memory lock");
