@@ -834,9 +834,8 @@ impl ChatServer {
                 out.push(Out::Persist { req: self.req_ids.req(key), msg });
             }
             DeviceFrame::DeliveredAck { msg, at } => {
-                let held = self.unacked.count(key);
-                self.unacked.retain(key, |(m, _)| m.id != msg.id);
-                if self.config.acks_to_forwarders && self.unacked.count(key) < held {
+                let dropped = self.unacked.retain(key, |(m, _)| m.id != msg.id);
+                if self.config.acks_to_forwarders && dropped > 0 {
                     out.push(Out::Acked { id: msg.id, conversation: msg.conversation, device });
                 }
                 self.member_receipt(Receipt { msg, state: ReceiptState::Delivered, by: device, at }, out);

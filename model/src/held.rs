@@ -95,10 +95,11 @@ impl<T: Copy + std::fmt::Debug> Held<T> {
         taken
     }
 
-    /// Keep only the items of `key` that `keep` accepts, in their order.
-    pub fn retain(&mut self, key: DeviceKey, mut keep: impl FnMut(&T) -> bool) {
+    /// Keep only the items of `key` that `keep` accepts, in their order; returns how many
+    /// were dropped.
+    pub fn retain(&mut self, key: DeviceKey, mut keep: impl FnMut(&T) -> bool) -> usize {
         let k = u64::from(key.0);
-        let Some(head) = self.heads.get_mut(k) else { return };
+        let Some(head) = self.heads.get_mut(k) else { return 0 };
         // A device in the table holds a first item.
         head.first = head.first.filter(|item| keep(item));
         let mut dropped = usize::from(head.first.is_none());
@@ -119,6 +120,7 @@ impl<T: Copy + std::fmt::Debug> Held<T> {
         if head.first.is_none() {
             self.heads.remove(k);
         }
+        dropped
     }
 
     /// Call `f` on each item of `key`, in order, which it may change.

@@ -917,15 +917,15 @@ impl Scenario {
     /// The forwards a router's memory of one partition keeps at most, expected (see
     /// `forwards_on_their_way`). Its table is made for them, not grown to them.
     pub fn forwards_per_partition(&self) -> usize {
-        self.per_partition(
-            self.workload.messages_per_s as f64 * (1.0 + self.users.devices_per_user.web) * self.forward_held_s(),
-        )
+        // The 1:1 messages' alone: routers route no group message.
+        self.per_partition(self.forwards_on_their_way(0.0))
     }
 
     /// How long a forward is kept, expected at most: until its device acknowledges the
     /// push (a round trip to the device, well within a second), or the retention if that
     /// is shorter; none when nothing is kept (`forwards_kept`). The few a crash or a cut
-    /// leaves unacknowledged, kept for the retention, are counted with the devices cut off.
+    /// leaves unacknowledged, kept for the retention, are counted with the devices cut off
+    /// or crashed.
     fn forward_held_s(&self) -> f64 {
         self.forwards_kept().as_secs_f64().min(FORWARD_ACKED_WITHIN_S)
     }
