@@ -115,3 +115,28 @@ fn the_thread_count_does_not_change_a_byte() {
         }
     }
 }
+
+#[test]
+fn huge_pages_do_not_change_a_byte() {
+    // `wasim` starts itself again with glibc's allocator asking for huge pages unless
+    // GLIBC_TUNABLES is set (src/huge.rs): only the speed may differ.
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_file(dir.path(), "small.toml", SMALL);
+    let run = |tunables: Option<&str>, out: &str| {
+        let out_dir = dir.path().join(out);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wasim"));
+        cmd.args(["scenario", scenario.to_str().unwrap(), "--seed", "5", "--out", out_dir.to_str().unwrap()])
+            .env("WASIM_THREADS", "1");
+        match tunables {
+            Some(t) => cmd.env("GLIBC_TUNABLES", t),
+            None => cmd.env_remove("GLIBC_TUNABLES"),
+        };
+        let o = cmd.output().expect("the wasim binary runs");
+        assert!(o.status.code() == Some(0), "run failed: {}", common::stderr(&o));
+        report_files(&out_dir)
+    };
+    let huge = run(None, "huge");
+    let default_pages = run(Some("glibc.malloc.hugetlb=0"), "default");
+    assert!(!huge.is_empty());
+    assert_eq!(huge, default_pages, "the allocator's pages changed the outputs");
+}
