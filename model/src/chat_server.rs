@@ -852,6 +852,10 @@ impl ChatServer {
                     out.push(Out::ReadHistory { conversation, before: MessageId(u64::MAX), limit: HISTORY_PAGE });
                 }
             }
+            // Media bytes are not the chat server's to carry (the card: "Chat Server never
+            // touches media bytes"): it keeps nothing of them. Only a planted device sends
+            // them; the simulator's frame count names each (invariant 9).
+            DeviceFrame::MediaBytes { .. } => {}
         }
     }
 

@@ -2,7 +2,10 @@
 //! `DeviceFrame`s and consumes `ServerFrame`s; the chat server the reverse. The simulator
 //! carries them as they are.
 
-use crate::{ChatMessage, InboxPos, PresenceUpdate, Receipt, Recipient, ServerId, Time, UserId};
+use crate::{
+    ChatMessage, InboxPos, MediaKey, MediaKind, PresenceUpdate, Receipt, Recipient, ServerId, Time, UserId,
+    FRAME_HEADER_BYTES,
+};
 
 /// A frame a device sends to its chat server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +31,39 @@ pub enum DeviceFrame {
     ReadAck { msg: ChatMessage, at: Time },
     /// The user opened the chat with `target`: watch its presence.
     Subscribe { target: UserId },
+    /// Media bytes on the WebSocket, for the server to relay: never in the card's design,
+    /// which uploads them to the object store (only the planted chat-server relay sends
+    /// these; invariant 9 names every one).
+    MediaBytes { key: MediaKey, bytes: u32 },
+}
+
+impl DeviceFrame {
+    /// The frame's size on the wire: a header and its fields, a media message's thumbnail,
+    /// and any media bytes.
+    #[inline]
+    pub fn wire_bytes(&self) -> u32 {
+        match *self {
+            DeviceFrame::Send { client_seq, .. } => {
+                FRAME_HEADER_BYTES + MediaKind::of_seq(client_seq).map_or(0, MediaKind::thumbnail_bytes)
+            }
+            DeviceFrame::MediaBytes { bytes, .. } => FRAME_HEADER_BYTES.saturating_add(bytes),
+            _ => FRAME_HEADER_BYTES,
+        }
+    }
+}
+
+impl ServerFrame {
+    /// The frame's size on the wire: a header and its fields, and a pushed media message's
+    /// thumbnail.
+    #[inline]
+    pub fn wire_bytes(&self) -> u32 {
+        match self {
+            ServerFrame::Push { msg } => {
+                FRAME_HEADER_BYTES + MediaKind::of_seq(msg.client_seq).map_or(0, MediaKind::thumbnail_bytes)
+            }
+            _ => FRAME_HEADER_BYTES,
+        }
+    }
 }
 
 /// A frame a chat server sends to a device.

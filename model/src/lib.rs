@@ -15,6 +15,7 @@ mod frames;
 mod held;
 mod hint;
 mod ids;
+mod media;
 mod message;
 pub mod plant;
 mod presence;
@@ -40,6 +41,10 @@ pub use hint::prefetch;
 pub use ids::{
     fast_range, ClientMsgId, ConversationId, DeviceId, DeviceKey, DeviceSlot, GroupId, InboxPos, MessageId, ServerId,
     ServersDown, Snowflake, UserId, GROUPS_MAX,
+};
+pub use media::{
+    sign, transfer_time, CdnEdge, EdgeGet, MediaClient, MediaClientConfig, MediaInput, MediaKey, MediaKind,
+    MediaOutput, ObjectMeta, ObjectStore, PutOutcome, CLIENT_SEQ_BITS, FRAME_BYTES_MAX, FRAME_HEADER_BYTES,
 };
 pub use message::{ChatMessage, PackedMessage, Recipient};
 pub use presence::{

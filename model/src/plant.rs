@@ -62,11 +62,15 @@ pub enum Plant {
     /// before the device acknowledges it: they forget the forward, and a crash loses what
     /// its devices had not received (invariant 1).
     AckedOnPush,
+    /// The device puts a media message's bytes on its WebSocket, for its chat server to
+    /// relay, instead of uploading them to the object store: the design the card rejects
+    /// (invariant 9).
+    ChatServerRelaysMedia,
 }
 
 impl Plant {
     /// Every plant, in the order `wasim fuzz --plant list` gives them.
-    pub const ALL: [Plant; 18] = [
+    pub const ALL: [Plant; 19] = [
         Plant::DedupWrongKey,
         Plant::CatchUpUnsorted,
         Plant::CursorSkipsOne,
@@ -85,6 +89,7 @@ impl Plant {
         Plant::GroupCountsDevices,
         Plant::FanoutLosesRouteReply,
         Plant::AckedOnPush,
+        Plant::ChatServerRelaysMedia,
     ];
 
     /// The plant's name, as `--plant` takes it.
@@ -108,6 +113,7 @@ impl Plant {
             Plant::GroupCountsDevices => "group-counts-devices",
             Plant::FanoutLosesRouteReply => "fanout-loses-route-reply",
             Plant::AckedOnPush => "acked-on-push",
+            Plant::ChatServerRelaysMedia => "chat-server-relays-media",
         }
     }
 
@@ -132,6 +138,7 @@ impl Plant {
             Plant::GroupCountsDevices => 4,
             Plant::FanoutLosesRouteReply => 1,
             Plant::AckedOnPush => 1,
+            Plant::ChatServerRelaysMedia => 9,
         }
     }
 
@@ -160,6 +167,7 @@ impl Plant {
                 "the fan-out mislays one route batch's reply in sixteen and waits for it forever"
             }
             Plant::AckedOnPush => "a chat server tells the routers and fan-outs a push is acknowledged as it sends it",
+            Plant::ChatServerRelaysMedia => "the media bytes go through the chat server instead of the object store",
         }
     }
 

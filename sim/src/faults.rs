@@ -193,6 +193,19 @@ pub struct FaultPlan {
     /// Windows in which what reaches a process is lost (a presence shard without its
     /// primary): (process, from, until).
     lost_to: Vec<(NodeIdx, Time, Time)>,
+    /// The media faults: (from, until, what).
+    media: Vec<(Time, Time, MediaFault)>,
+}
+
+/// What a media fault does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MediaFault {
+    /// The object store's ingest is this many times slower.
+    StoreSlow(f64),
+    /// The object store answers 503.
+    StoreDown,
+    /// This CDN edge is lost.
+    EdgeLost(u32),
 }
 
 impl FaultPlan {
@@ -232,6 +245,18 @@ impl FaultPlan {
                     });
                 }
                 Fault::CutNetwork { .. } => {}
+                Fault::ObjectStoreSlow { at_s, for_s, factor } => plan.media.push((
+                    Time::from_secs(at_s),
+                    Time::from_secs(at_s + for_s),
+                    MediaFault::StoreSlow(factor),
+                )),
+                Fault::ObjectStoreDown { at_s, for_s } => {
+                    plan.media.push((Time::from_secs(at_s), Time::from_secs(at_s + for_s), MediaFault::StoreDown))
+                }
+                Fault::CdnEdgeLoss { at_s, for_s, ref target } => {
+                    let edge = crate::limits::cdn_target(s, target).expect("a validated fault names an edge");
+                    plan.media.push((Time::from_secs(at_s), Time::from_secs(at_s + for_s), MediaFault::EdgeLost(edge)));
+                }
                 Fault::Clog { at_s, for_s, ref between, ref and } => {
                     let range = |name: &str| crate::limits::process_set(s, name).expect("validated").range(topo);
                     plan_net.push(NetFault {
@@ -282,6 +307,26 @@ impl FaultPlan {
         plan.router_first = topo.range(NodeKind::Router).0;
         plan.net = Arc::new(plan_net);
         plan
+    }
+
+    /// The media faults active at `t`.
+    fn media_at(&self, t: Time) -> impl Iterator<Item = MediaFault> + '_ {
+        self.media.iter().filter(move |&&(from, until, _)| from <= t && t < until).map(|&(_, _, f)| f)
+    }
+
+    /// How many times slower the object store's ingest is at `t` (1: healthy).
+    pub fn store_slowdown(&self, t: Time) -> f64 {
+        self.media_at(t).fold(1.0, |s, f| if let MediaFault::StoreSlow(x) = f { s * x } else { s })
+    }
+
+    /// Whether the object store answers 503 at `t`.
+    pub fn store_down(&self, t: Time) -> bool {
+        self.media_at(t).any(|f| f == MediaFault::StoreDown)
+    }
+
+    /// Whether CDN edge `edge` is lost at `t`.
+    pub fn edge_lost(&self, edge: u32, t: Time) -> bool {
+        self.media_at(t).any(|f| f == MediaFault::EdgeLost(edge))
     }
 
     /// The network faults, for the latency draws.

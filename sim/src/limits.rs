@@ -217,6 +217,7 @@ pub(crate) fn check(s: &Scenario) -> Result<(), Failure> {
     check_users(s)?;
     check_workload(s)?;
     check_groups(s)?;
+    check_media(s)?;
     check_distributions(s)?;
     check_workers_and_slos(s)?;
     check_faults(s)
@@ -613,6 +614,76 @@ fn check_distributions(s: &Scenario) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The `[media]` section (checked only when media runs, but for its share).
+fn check_media(s: &Scenario) -> Result<(), Failure> {
+    let m = &s.media;
+    share("media.share", m.share)?;
+    if !m.on() {
+        return Ok(());
+    }
+    let shares = m.kinds.shares();
+    for (kind, w) in wasim_model::MediaKind::ALL.iter().zip(shares) {
+        if !(w.is_finite() && w >= 0.0) {
+            return fail(&format!("media.kinds.{}", kind.name()), format!("{w} must be a finite share, at least 0"));
+        }
+    }
+    if shares.iter().sum::<f64>() <= 0.0 {
+        return fail("media.kinds", "the kinds' shares sum to 0: at least one kind must be sent".into());
+    }
+    let kb = crate::scenario::MEDIA_KB_MAX;
+    for (field, d) in [
+        ("media.image_kb", &m.image_kb),
+        ("media.video_kb", &m.video_kb),
+        ("media.audio_kb", &m.audio_kb),
+        ("media.document_kb", &m.document_kb),
+    ] {
+        check_distribution(d, 1.0, kb).map_err(|e| e.replace(" µs", " kB")).or_else(|e| fail(field, e))?;
+    }
+    for (field, d) in [("media.uplink_mbps", &m.uplink_mbps), ("media.downlink_mbps", &m.downlink_mbps)] {
+        check_distribution(d, 1.0, MEDIA_MBPS_MAX)
+            .map_err(|e| e.replace(" µs", " Mbit/s"))
+            .or_else(|e| fail(field, e))?;
+        if d.mean() <= 0.0 {
+            return fail(field, "a link of 0 Mbit/s moves nothing: its mean must be above 0".into());
+        }
+    }
+    for (field, d) in [
+        ("media.presign_us", &m.presign_us),
+        ("media.object_store_us", &m.object_store_us),
+        ("media.cdn_us", &m.cdn_us),
+    ] {
+        check_distribution(d, 1.0, DIST_US_MAX).or_else(|e| fail(field, e))?;
+    }
+    let positive = |field: &str, v: f64, max: f64, what: &str| -> Result<(), Failure> {
+        if !(v.is_finite() && v > 0.0 && v <= max) {
+            return fail(field, format!("{v} must be above 0 and at most {max} ({what})"));
+        }
+        Ok(())
+    };
+    positive("media.encrypt_mb_per_s", m.encrypt_mb_per_s, 100_000.0, "a device's AES speed")?;
+    positive("media.ingest_gbps", m.ingest_gbps, 1e6, "a petabit a second")?;
+    in_range("media.api_servers", m.api_servers.into(), 1, MEDIA_PROCESSES_MAX, "each is a process")?;
+    in_range("media.api_workers", m.api_workers.into(), 1, WORKERS_MAX.into(), "workers of one process")?;
+    in_range("media.object_store_nodes", m.object_store_nodes.into(), 1, MEDIA_PROCESSES_MAX, "each is a process")?;
+    in_range("media.cdn_edges", m.cdn_edges.into(), 1, MEDIA_PROCESSES_MAX, "each is a process")?;
+    in_range("media.attempts_max", m.attempts_max.into(), 1, 100, "a user gives up long before")?;
+    in_range("media.retry_backoff_ms_base", m.retry_backoff_ms_base, 1, 3_600_000, "at most an hour")?;
+    in_range(
+        "media.retry_backoff_ms_max",
+        m.retry_backoff_ms_max,
+        m.retry_backoff_ms_base,
+        3_600_000,
+        "at least the base, at most an hour",
+    )
+    .map_err(|f| f.related(&["media.retry_backoff_ms_base"]))?;
+    in_range("media.timeout_ms", m.timeout_ms, 1, 3_600_000, "at most an hour")
+}
+
+/// The fastest client link, in Mbit/s.
+const MEDIA_MBPS_MAX: u64 = 100_000;
+/// The most processes of a media tier.
+const MEDIA_PROCESSES_MAX: u64 = 1_000;
+
 /// A distribution's parameters are finite, non-negative, ordered, and within `max_us`.
 fn check_distribution(d: &DistConfig, unit_us: f64, max_us: u64) -> Result<(), String> {
     let max = max_us as f64 / unit_us;
@@ -822,6 +893,18 @@ fn check_fault(s: &Scenario, fault: &Fault) -> Result<(), Failure> {
             Ok(())
         }
         Fault::Crash { ref target, .. } => crash_target(s, target).map(|_| ()).map_err(at("target")),
+        Fault::ObjectStoreSlow { factor, .. } => {
+            media_on(s)?;
+            if !(factor.is_finite() && factor > 1.0 && factor <= 1_000.0) {
+                return fail("factor", format!("{factor}; must be above 1 and at most 1,000 (slower is down)"));
+            }
+            Ok(())
+        }
+        Fault::ObjectStoreDown { .. } => media_on(s),
+        Fault::CdnEdgeLoss { ref target, .. } => {
+            media_on(s)?;
+            cdn_target(s, target).map(|_| ()).map_err(at("target"))
+        }
         Fault::RedisDown { ref target, replication_lag_ms, .. } => {
             redis_target(s, target).map_err(at("target"))?;
             in_range(
@@ -847,6 +930,23 @@ pub fn skew_target(s: &Scenario, target: &str) -> Result<(crate::topology::NodeK
             "`{target}`: a skewed clock is modelled on chat servers (\"chat_server-N\": Snowflake ids, timers) and presence shards (\"redis_presence-N\": TTLs, last-seen)"
         )),
         Err(message) => Err(message),
+    }
+}
+
+/// A media fault needs media to run.
+fn media_on(s: &Scenario) -> Result<(), Failure> {
+    if !s.media.on() {
+        return fail("", "needs media: set media.share above 0".into());
+    }
+    Ok(())
+}
+
+/// The CDN edge a `cdn_edge_loss` fault's `target` names (`cdn-N`).
+pub fn cdn_target(s: &Scenario, target: &str) -> Result<u32, String> {
+    let edges = s.media.cdn_edges;
+    match target.strip_prefix("cdn-").and_then(|i| i.parse::<u32>().ok()) {
+        Some(i) if i < edges => Ok(i),
+        _ => Err(format!("`{target}`: no such edge; the edges are cdn-0 to cdn-{}", edges.saturating_sub(1))),
     }
 }
 

@@ -50,6 +50,11 @@ pub struct Latencies {
     /// Send -> a group member's device has it (members online at send): judged against
     /// the same delivery SLO, apart from 1:1.
     pub group_delivery: Histogram<u64>,
+    /// Media: the user taps send -> the upload is stored (encrypt, presign, PUT).
+    pub media_upload: Histogram<u64>,
+    /// Media: the user taps send -> a recipient device can view it (upload, message,
+    /// download), for recipient devices online at the send.
+    pub media_send_to_viewable: Histogram<u64>,
 }
 
 impl Default for Latencies {
@@ -68,6 +73,8 @@ impl Default for Latencies {
             delivery_after: latency_histogram(),
             delivery_after_sender_wait: latency_histogram(),
             group_delivery: latency_histogram(),
+            media_upload: latency_histogram(),
+            media_send_to_viewable: latency_histogram(),
         }
     }
 }
@@ -81,7 +88,7 @@ impl Latencies {
     }
 
     /// Every histogram with its name.
-    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 13] {
+    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 15] {
         [
             ("delivery", &self.delivery),
             ("sent_ack", &self.sent_ack),
@@ -96,14 +103,16 @@ impl Latencies {
             ("delivery_after_faults", &self.delivery_after),
             ("delivery_after_sender_wait", &self.delivery_after_sender_wait),
             ("group_delivery", &self.group_delivery),
+            ("media_upload", &self.media_upload),
+            ("media_send_to_viewable", &self.media_send_to_viewable),
         ]
     }
 
-    fn all(&self) -> [&Histogram<u64>; 13] {
+    fn all(&self) -> [&Histogram<u64>; 15] {
         self.named().map(|(_, h)| h)
     }
 
-    fn all_mut(&mut self) -> [&mut Histogram<u64>; 13] {
+    fn all_mut(&mut self) -> [&mut Histogram<u64>; 15] {
         [
             &mut self.delivery,
             &mut self.sent_ack,
@@ -118,6 +127,8 @@ impl Latencies {
             &mut self.delivery_after,
             &mut self.delivery_after_sender_wait,
             &mut self.group_delivery,
+            &mut self.media_upload,
+            &mut self.media_send_to_viewable,
         ]
     }
 }
@@ -364,6 +375,35 @@ counters! {
         /// Group aggregates completed (every member delivered, or every member read), as
         /// replicas reported them.
         group_aggregates_completed,
+        /// Media sends the users tapped; their messages sent once uploaded; those whose
+        /// upload failed every attempt (failed visibly: no message references them).
+        media_taps,
+        media_sends,
+        media_sends_failed,
+        /// Uploads still under way at the end.
+        media_uploads_pending_end,
+        /// Upload URLs signed; PUTs made; stored; refused (503 while down, 403).
+        media_presigns,
+        media_put_attempts,
+        media_uploads_stored,
+        media_uploads_refused,
+        /// Bytes the object store took in; bytes it holds at the end.
+        media_bytes_ingested,
+        media_bytes_stored,
+        /// Downloads completed by recipient devices, failed every attempt, and their bytes.
+        media_downloads,
+        media_downloads_failed,
+        media_bytes_downloaded,
+        /// CDN edges: requests, hits, fetches from the origin, bytes served.
+        cdn_requests,
+        cdn_hits,
+        cdn_origin_fetches,
+        cdn_bytes_served,
+        /// Frames the chat servers carried (from devices, and pushes to them) and their
+        /// bytes; frames carrying media bytes (invariant 9: none).
+        chat_frames,
+        chat_frame_bytes,
+        chat_frames_with_media_bytes,
         /// Network messages handled by processes.
         events,
     }
@@ -382,6 +422,10 @@ counters! {
         /// Watchers told a user went offline because the presence key expired (a silent
         /// loss: a cut, or a crash whose users took longer than the TTL to come back).
         shown_offline_by_expiry,
+        /// Bytes the object store took in, the CDN edges served, the chat servers carried.
+        media_ingest_bytes,
+        cdn_egress_bytes,
+        chat_frame_bytes,
     }
 }
 

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 use wasim_model::{
-    ChatMessage, ConversationId, DeviceFrame, DeviceId, DeviceKey, GroupId, InboxPos, MessageId, PresenceInput,
-    PresenceUpdate, Receipt, Route, ServerFrame, ServerId, Time, UserId, FORWARD_BATCH_MAX, ROUTE_BATCH_MAX,
+    ChatMessage, ConversationId, DeviceFrame, DeviceId, DeviceKey, GroupId, InboxPos, MediaKey, MessageId, ObjectMeta,
+    PresenceInput, PresenceUpdate, Receipt, Route, ServerFrame, ServerId, Time, UserId, FORWARD_BATCH_MAX,
+    ROUTE_BATCH_MAX,
 };
 
 /// The most heartbeat refreshes one pipelined presence message carries: a chat server
@@ -273,6 +274,55 @@ pub enum Msg {
         id: MessageId,
         conversation: ConversationId,
         state: wasim_model::ReceiptState,
+    },
+    // Media: device <-> API tier, object store and CDN edge; edge <-> origin.
+    /// Sign an upload URL for `key`.
+    Presign {
+        key: MediaKey,
+        token: u32,
+    },
+    /// The URL's signature (`None`: an error, 503).
+    Presigned {
+        key: MediaKey,
+        token: u32,
+        signature: Option<u32>,
+    },
+    /// A PUT of `bytes`, the device's uplink done sending them at `sent_by`.
+    Put {
+        key: MediaKey,
+        token: u32,
+        bytes: u32,
+        signature: u32,
+        tapped_at: Time,
+        sent_by: Time,
+    },
+    /// The PUT's answer: 200 (`stored`) or an error (503, 403).
+    PutDone {
+        key: MediaKey,
+        token: u32,
+        stored: bool,
+    },
+    /// A device's GET of `key` at its edge.
+    CdnGet {
+        key: MediaKey,
+        device: DeviceKey,
+        token: u32,
+    },
+    /// The edge's answer: the object's first byte (`None`: an error).
+    CdnServed {
+        key: MediaKey,
+        device: DeviceKey,
+        token: u32,
+        object: Option<ObjectMeta>,
+    },
+    /// An edge's miss, fetched from the origin.
+    OriginGet {
+        key: MediaKey,
+    },
+    /// The origin's answer (`None`: not found or down).
+    OriginReply {
+        key: MediaKey,
+        object: Option<ObjectMeta>,
     },
 }
 

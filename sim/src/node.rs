@@ -270,6 +270,9 @@ pub(crate) enum Stream {
     /// Service times of the writes that make no reply (message rows' status, group
     /// receipt rows): their draws leave the replies' service times as they were.
     SilentWrites = 9,
+    /// Media: which sends carry media, their kinds, sizes and links, and the media
+    /// model's choices (backoff jitter).
+    Media = 10,
 }
 
 /// Streams reserved per process (more than `Stream` uses, so purposes can be added without

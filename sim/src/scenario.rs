@@ -99,6 +99,8 @@ pub struct Scenario {
     #[serde(default)]
     pub groups: Groups,
     #[serde(default)]
+    pub media: Media,
+    #[serde(default)]
     pub network: Network,
     #[serde(default)]
     pub service_us: ServiceTimes,
@@ -161,6 +163,17 @@ pub enum Fault {
     /// off (ahead if positive): the Snowflake ids it mints carry its time, and its timers
     /// run on it. (Its clock jumps at both ends; ids stay increasing on each server.)
     ClockSkew { at_s: u64, for_s: u64, target: String, skew_ms: i64 },
+    /// From `at_s` for `for_s` seconds the object store takes uploads `factor` times
+    /// slower (its ingest bandwidth divided by it): uploads queue, their messages wait.
+    ObjectStoreSlow { at_s: u64, for_s: u64, factor: f64 },
+    /// From `at_s` for `for_s` seconds the object store answers every request with 503:
+    /// uploads are retried with backoff (their messages wait; a send whose retries run out
+    /// fails visibly), and CDN misses cannot reach the origin.
+    ObjectStoreDown { at_s: u64, for_s: u64 },
+    /// The CDN edge `target` (`cdn-N`) is lost at `at_s` for `for_s` seconds: its cache is
+    /// gone and every request it takes meanwhile is a miss served from the origin (the
+    /// object store); it comes back cold.
+    CdnEdgeLoss { at_s: u64, for_s: u64, target: String },
 }
 
 /// How the peers of a crashed process learn of it.
@@ -186,6 +199,9 @@ impl Fault {
             Fault::RedisDown { .. } => "redis_down",
             Fault::PacketLoss { .. } => "packet_loss",
             Fault::ClockSkew { .. } => "clock_skew",
+            Fault::ObjectStoreSlow { .. } => "object_store_slow",
+            Fault::ObjectStoreDown { .. } => "object_store_down",
+            Fault::CdnEdgeLoss { .. } => "cdn_edge_loss",
         }
     }
 
@@ -204,6 +220,9 @@ impl Fault {
                 format!("{link} links losing {:.1}% of packets", share * 100.0)
             }
             Fault::ClockSkew { ref target, skew_ms, .. } => format!("{target}'s clock {skew_ms:+} ms"),
+            Fault::ObjectStoreSlow { factor, .. } => format!("the object store {factor}x slower"),
+            Fault::ObjectStoreDown { .. } => "the object store (503 to every request)".into(),
+            Fault::CdnEdgeLoss { ref target, .. } => format!("{target} (cache lost, misses to the origin)"),
         }
     }
 
@@ -237,7 +256,10 @@ macro_rules! fault_window {
             | Fault::Clog { at_s, for_s, .. }
             | Fault::Latency { at_s, for_s, .. }
             | Fault::PacketLoss { at_s, for_s, .. }
-            | Fault::ClockSkew { at_s, for_s, .. } => (at_s, for_s),
+            | Fault::ClockSkew { at_s, for_s, .. }
+            | Fault::ObjectStoreSlow { at_s, for_s, .. }
+            | Fault::ObjectStoreDown { at_s, for_s }
+            | Fault::CdnEdgeLoss { at_s, for_s, .. } => (at_s, for_s),
             Fault::RedisDown { at_s, failover_s, .. } => (at_s, failover_s),
         }
     };
@@ -263,6 +285,7 @@ struct FaultFields {
     and: Option<String>,
     link: Option<String>,
     add_ms: Option<f64>,
+    factor: Option<f64>,
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -276,6 +299,9 @@ enum FaultKind {
     RedisDown,
     PacketLoss,
     ClockSkew,
+    ObjectStoreSlow,
+    ObjectStoreDown,
+    CdnEdgeLoss,
 }
 
 impl FaultKind {
@@ -299,6 +325,11 @@ impl FaultKind {
             FaultKind::PacketLoss => {
                 ("packet_loss", &["link", "share"], "`link` (\"client_server\" or \"in_datacenter\") and `share`")
             }
+            FaultKind::ObjectStoreSlow => {
+                ("object_store_slow", &["factor"], "`factor`: how many times slower, e.g. 10")
+            }
+            FaultKind::ObjectStoreDown => ("object_store_down", &[], ""),
+            FaultKind::CdnEdgeLoss => ("cdn_edge_loss", &["target"], "`target`: the edge, e.g. \"cdn-0\""),
             FaultKind::RedisDown => (
                 "redis_down",
                 &["target", "failover_s", "replication_lag_ms"],
@@ -327,6 +358,7 @@ impl TryFrom<FaultFields> for Fault {
             and,
             link,
             add_ms,
+            factor,
         } = f;
         let (name, takes, needs) = kind.keys();
         let redis = matches!(kind, FaultKind::RedisDown);
@@ -343,9 +375,13 @@ impl TryFrom<FaultFields> for Fault {
             ("and", and.is_some()),
             ("link", link.is_some()),
             ("add_ms", add_ms.is_some()),
+            ("factor", factor.is_some()),
         ];
         if let Some((key, _)) = given.iter().find(|&&(key, set)| set && !takes.contains(&key)) {
             let takes: Vec<String> = takes.iter().map(|k| format!("`{k}`")).collect();
+            if takes.is_empty() {
+                return Err(format!("{name} takes `at_s` and `for_s`, nothing else: no `{key}`"));
+            }
             return Err(format!("{name} takes {}, nothing else: no `{key}`", takes.join(" and ")));
         }
         let missing = || format!("{name} needs {needs}");
@@ -377,6 +413,9 @@ impl TryFrom<FaultFields> for Fault {
                 (Some(link), Some(share)) => Fault::PacketLoss { at_s, for_s, link, share },
                 _ => return Err(missing()),
             },
+            FaultKind::ObjectStoreSlow => Fault::ObjectStoreSlow { at_s, for_s, factor: factor.ok_or_else(missing)? },
+            FaultKind::ObjectStoreDown => Fault::ObjectStoreDown { at_s, for_s },
+            FaultKind::CdnEdgeLoss => Fault::CdnEdgeLoss { at_s, for_s, target: target.ok_or_else(missing)? },
             FaultKind::RedisDown => match (target, failover_s) {
                 (Some(target), Some(failover_s)) => Fault::RedisDown {
                     at_s,
@@ -604,6 +643,149 @@ impl Default for Groups {
         Groups { active: 0, members: DistConfig::Constant { value: 64.0 }, messages_per_group_per_s: 1.0 }
     }
 }
+
+/// Media messages: the card's pre-signed upload, object store and CDN. A media send
+/// encrypts on the device, asks the API tier for an upload URL, PUTs the bytes to the
+/// object store and only then sends its message (reference and thumbnail) through the chat
+/// servers; each recipient device that shows it downloads it from its CDN edge.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Media {
+    /// Share of sends, 1:1 and group, that carry media (default 0: none, and no media
+    /// tiers run).
+    pub share: f64,
+    /// Shares of the media kinds among media sends (default image 0.6, video 0.1, audio
+    /// 0.2, document 0.1; they need not sum to 1).
+    pub kinds: MediaKinds,
+    /// Sizes in kB (1,000 bytes) of each kind, after encryption (defaults log-normal:
+    /// image p50 150 p99 1,500; video p50 3,000 p99 16,000; audio p50 60 p99 1,000;
+    /// document p50 300 p99 10,000). At most 2,000,000 kB (2 GB) a file.
+    pub image_kb: DistConfig,
+    pub video_kb: DistConfig,
+    pub audio_kb: DistConfig,
+    pub document_kb: DistConfig,
+    /// A device's uplink and downlink in Mbit/s, drawn per transfer (defaults log-normal
+    /// uplink p50 10 p99 50, downlink p50 40 p99 200).
+    pub uplink_mbps: DistConfig,
+    pub downlink_mbps: DistConfig,
+    /// How fast a device encrypts before uploading, MB/s (default 200).
+    pub encrypt_mb_per_s: f64,
+    /// API servers that sign upload URLs, their workers, and the service time of a
+    /// presign request in µs (defaults 2, 8, exponential mean 500).
+    pub api_servers: u32,
+    pub api_workers: u32,
+    pub presign_us: DistConfig,
+    /// Object-store nodes, and the store's ingest bandwidth in Gbit/s, shared by every
+    /// upload, split evenly over its nodes (defaults 4, 10).
+    pub object_store_nodes: u32,
+    pub ingest_gbps: f64,
+    /// An object-store request's time to first byte in µs (default log-normal p50 20,000
+    /// p99 100,000).
+    pub object_store_us: DistConfig,
+    /// CDN edges (a user's devices download from one, by user), and an edge's service
+    /// time per request in µs (defaults 8, exponential mean 200).
+    pub cdn_edges: u32,
+    pub cdn_us: DistConfig,
+    /// Attempts of an upload (or a download) before it fails visibly (default 5).
+    pub attempts_max: u32,
+    /// Backoff between attempts: exponential with full jitter from this window, doubling
+    /// up to the max (defaults 1,000 and 30,000).
+    pub retry_backoff_ms_base: u64,
+    pub retry_backoff_ms_max: u64,
+    /// How long a device waits for an answer beyond the transfer's own time (default
+    /// 30,000).
+    pub timeout_ms: u64,
+}
+
+/// Shares of the media kinds.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaKinds {
+    pub image: f64,
+    pub video: f64,
+    pub audio: f64,
+    pub document: f64,
+}
+
+impl Default for MediaKinds {
+    fn default() -> Self {
+        MediaKinds { image: 0.6, video: 0.1, audio: 0.2, document: 0.1 }
+    }
+}
+
+impl MediaKinds {
+    /// The shares in `MediaKind::ALL` order.
+    pub fn shares(&self) -> [f64; 4] {
+        [self.image, self.video, self.audio, self.document]
+    }
+}
+
+fn d_lognormal(p50: f64, p99: f64) -> DistConfig {
+    DistConfig::Lognormal { p50, p99 }
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Media {
+            share: 0.0,
+            kinds: MediaKinds::default(),
+            image_kb: d_lognormal(150.0, 1_500.0),
+            video_kb: d_lognormal(3_000.0, 16_000.0),
+            audio_kb: d_lognormal(60.0, 1_000.0),
+            document_kb: d_lognormal(300.0, 10_000.0),
+            uplink_mbps: d_lognormal(10.0, 50.0),
+            downlink_mbps: d_lognormal(40.0, 200.0),
+            encrypt_mb_per_s: 200.0,
+            api_servers: 2,
+            api_workers: 8,
+            presign_us: d_exponential(500.0),
+            object_store_nodes: 4,
+            ingest_gbps: 10.0,
+            object_store_us: d_lognormal(20_000.0, 100_000.0),
+            cdn_edges: 8,
+            cdn_us: d_exponential(200.0),
+            attempts_max: 5,
+            retry_backoff_ms_base: 1_000,
+            retry_backoff_ms_max: 30_000,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Media {
+    /// Whether media runs: a share above zero.
+    pub fn on(&self) -> bool {
+        self.share > 0.0
+    }
+
+    /// The size distribution of a kind, in kB.
+    pub fn size_kb(&self, kind: wasim_model::MediaKind) -> &DistConfig {
+        match kind {
+            wasim_model::MediaKind::Image => &self.image_kb,
+            wasim_model::MediaKind::Video => &self.video_kb,
+            wasim_model::MediaKind::Audio => &self.audio_kb,
+            wasim_model::MediaKind::Document => &self.document_kb,
+        }
+    }
+
+    /// The mean size of a media send in bytes, over the kinds' shares.
+    pub fn mean_bytes(&self) -> f64 {
+        let shares = self.kinds.shares();
+        let total: f64 = shares.iter().sum();
+        wasim_model::MediaKind::ALL
+            .iter()
+            .zip(shares)
+            .map(|(&k, w)| w / total * self.size_kb(k).mean().min(MEDIA_KB_MAX as f64) * 1e3)
+            .sum()
+    }
+}
+
+/// Workers of a CDN edge (an edge serves many requests at once; its service time is per
+/// request).
+pub const CDN_WORKERS: u32 = 256;
+
+/// The largest media file, in kB (WhatsApp's document limit, 2 GB).
+pub const MEDIA_KB_MAX: u64 = 2_000_000;
 
 /// One-way network latency per link class, in milliseconds.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -970,10 +1152,26 @@ impl Scenario {
             f.kafka_brokers,
             f.routers,
             self.fanout_processes(),
+            self.media_processes(crate::topology::NodeKind::Api),
+            self.media_processes(crate::topology::NodeKind::ObjectStore),
+            self.media_processes(crate::topology::NodeKind::Cdn),
         ]
         .into_iter()
         .map(u64::from)
         .sum()
+    }
+
+    /// Processes of a media tier: none without media.
+    pub fn media_processes(&self, kind: crate::topology::NodeKind) -> u32 {
+        use crate::topology::NodeKind;
+        let m = &self.media;
+        match kind {
+            _ if !m.on() => 0,
+            NodeKind::Api => m.api_servers,
+            NodeKind::ObjectStore => m.object_store_nodes,
+            NodeKind::Cdn => m.cdn_edges,
+            _ => 0,
+        }
     }
 
     /// Fan-out instances of the run: none without group traffic.
@@ -1125,6 +1323,8 @@ impl Scenario {
                 // once when it clears (counted like the sends a Cassandra outage holds up).
                 Fault::Clog { for_s, .. } => stalled_sends += self.workload.messages_per_s as f64 * for_s as f64,
                 Fault::Latency { .. } | Fault::PacketLoss { .. } | Fault::ClockSkew { .. } => {}
+                // Uploads held by the store wait in their devices (counted with the media).
+                Fault::ObjectStoreSlow { .. } | Fault::ObjectStoreDown { .. } | Fault::CdnEdgeLoss { .. } => {}
                 // A session shard's commands wait for the failover: the sends of its users
                 // meanwhile (an upper bound: the whole load); a presence shard's are lost.
                 Fault::RedisDown { ref target, failover_s, .. } => {

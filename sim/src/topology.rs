@@ -18,11 +18,15 @@ pub enum NodeKind {
     Kafka,
     Router,
     Fanout,
+    /// The API tier that signs media upload URLs.
+    Api,
+    ObjectStore,
+    Cdn,
 }
 
 impl NodeKind {
     /// All kinds, in network order.
-    pub const ALL: [NodeKind; 8] = [
+    pub const ALL: [NodeKind; 11] = [
         NodeKind::ChatServer,
         NodeKind::ClientShard,
         NodeKind::Redis,
@@ -31,6 +35,9 @@ impl NodeKind {
         NodeKind::Kafka,
         NodeKind::Router,
         NodeKind::Fanout,
+        NodeKind::Api,
+        NodeKind::ObjectStore,
+        NodeKind::Cdn,
     ];
 
     /// What a tier's end-of-run gauge counts, in reports.
@@ -44,6 +51,9 @@ impl NodeKind {
             NodeKind::Kafka => "consumer lag (records)",
             NodeKind::Router => "routes in flight",
             NodeKind::Fanout => "group messages in flight",
+            NodeKind::Api => "presign requests queued",
+            NodeKind::ObjectStore => "objects stored",
+            NodeKind::Cdn => "objects cached",
         }
     }
 
@@ -58,6 +68,9 @@ impl NodeKind {
             NodeKind::Kafka => "kafka",
             NodeKind::Router => "router",
             NodeKind::Fanout => "fanout",
+            NodeKind::Api => "media_api",
+            NodeKind::ObjectStore => "object_store",
+            NodeKind::Cdn => "cdn",
         }
     }
 }
@@ -75,7 +88,7 @@ pub enum Link {
 #[derive(Clone, Debug)]
 pub struct Topology {
     /// First index and count of each kind, in `NodeKind::ALL` order.
-    ranges: [(u16, u16); 8],
+    ranges: [(u16, u16); NodeKind::ALL.len()],
     /// The counts that place users, as divisors by multiplication (a placement is computed
     /// for nearly every message).
     client_shards: StrengthReducedU32,
@@ -102,8 +115,11 @@ impl Topology {
             f.kafka_brokers,
             f.routers,
             s.fanout_processes(),
+            s.media_processes(NodeKind::Api),
+            s.media_processes(NodeKind::ObjectStore),
+            s.media_processes(NodeKind::Cdn),
         ];
-        let mut ranges = [(0u16, 0u16); 8];
+        let mut ranges = [(0u16, 0u16); NodeKind::ALL.len()];
         let mut next = 0u16;
         for (r, &c) in ranges.iter_mut().zip(&counts) {
             *r = (next, c as u16);
@@ -122,7 +138,7 @@ impl Topology {
 
     /// Number of processes.
     pub fn node_count(&self) -> usize {
-        let (first, count) = self.ranges[NodeKind::Fanout as usize];
+        let (first, count) = self.ranges[NodeKind::Cdn as usize];
         usize::from(first + count)
     }
 
@@ -223,6 +239,23 @@ impl Topology {
     /// Partitions of both topics: the brokers keep a log of each.
     pub fn all_partitions(&self) -> u32 {
         self.partitions + self.group_partitions
+    }
+
+    /// The API server that signs the upload URL of a media object (any would do: by key,
+    /// to spread them).
+    pub fn api(&self, key: wasim_model::MediaKey) -> NodeIdx {
+        self.node(NodeKind::Api, fast_range(key.0.wrapping_mul(0x9E37_79B9_7F4A_7C15), self.count(NodeKind::Api)))
+    }
+
+    /// The object-store node that holds a media object (by a hash of its key).
+    pub fn object_store(&self, key: wasim_model::MediaKey) -> NodeIdx {
+        let hash = key.0.wrapping_mul(0xD6E8_FEB8_6659_FD93).rotate_left(29);
+        self.node(NodeKind::ObjectStore, fast_range(hash, self.count(NodeKind::ObjectStore)))
+    }
+
+    /// The CDN edge a user's devices download from (the one nearest them: by user).
+    pub fn cdn_edge(&self, u: UserId) -> NodeIdx {
+        self.node(NodeKind::Cdn, u.0 % self.count(NodeKind::Cdn))
     }
 
     /// The fan-out instance consuming a partition of the group-messages topic.

@@ -127,6 +127,12 @@ ops! {
     MembersRead => Fanout, "members_read";
     /// The session store's answer to a route batch.
     GroupRouted => Fanout, "group_routed";
+    MediaBytes => ChatServer, "media_bytes";
+    Presign => Api, "presign";
+    Put => ObjectStore, "put";
+    OriginGet => ObjectStore, "origin_get";
+    CdnGet => Cdn, "cdn_get";
+    OriginReply => Cdn, "origin_reply";
 }
 
 /// The number of kinds.
@@ -148,7 +154,15 @@ impl OpKind {
                 DeviceFrame::ReadAck { .. } => K::ReadAck,
                 DeviceFrame::Subscribe { .. } => K::Subscribe,
                 DeviceFrame::ReceiptsHeard { .. } => K::ReceiptsHeard,
+                DeviceFrame::MediaBytes { .. } => K::MediaBytes,
             },
+            Msg::Presign { .. } => K::Presign,
+            Msg::Put { .. } => K::Put,
+            Msg::OriginGet { .. } => K::OriginGet,
+            Msg::CdnGet { .. } => K::CdnGet,
+            Msg::OriginReply { .. } => K::OriginReply,
+            // Answers to devices.
+            Msg::Presigned { .. } | Msg::PutDone { .. } | Msg::CdnServed { .. } => return None,
             Msg::ToDevice { .. } => return None,
             // A delete from a router's or fan-out's memory, served without a service time.
             Msg::Acked { .. } => return None,
@@ -625,7 +639,33 @@ fn rates_at(s: &Scenario, t: f64, route_batches: f64) -> Rates {
     if s.groups.active > 0 {
         add_group_rates(s, t, &online, route_batches, &mut r);
     }
+    if s.media.on() {
+        add_media_rates(s, sends, &mut r);
+    }
     r
+}
+
+/// The media operations: a share of the sends (1:1 `one_to_one` and the group sends in
+/// `r`) carries media; each is signed and PUT once (a healthy store), and each device that
+/// is delivered one downloads it from its user's edge. An edge misses an object's first
+/// request (its origin fetch) and hits the rest: a 1:1 message's devices share one edge, a
+/// group message's members spread over the edges (the expected edges reached of `E` by
+/// `n` members is E (1 - (1 - 1/E)^n)).
+fn add_media_rates(s: &Scenario, one_to_one: f64, r: &mut Rates) {
+    use OpKind as K;
+    let m = s.media.share;
+    let taps = r.0[K::Send as usize] * m;
+    r.add(K::Presign, taps);
+    r.add(K::Put, taps);
+    r.add(K::CdnGet, r.0[K::DeliveredAck as usize] * m);
+    let group_sends = (r.0[K::Send as usize] - one_to_one).max(0.0);
+    let edges = f64::from(s.media.cdn_edges);
+    let members = if s.groups.active > 0 { s.groups.members.mean() - 1.0 } else { 0.0 };
+    let reached = members * present_share(s);
+    let group_edges = edges * (1.0 - (1.0 - 1.0 / edges).powf(reached));
+    let misses = m * (one_to_one * present_share(s) + group_sends * group_edges);
+    r.add(K::OriginGet, misses);
+    r.add(K::OriginReply, misses);
 }
 
 /// The group messages' rates at `t` (`Online` at `t`). A group message is sent, stored
@@ -735,6 +775,14 @@ pub fn predicted_load_from(s: &Scenario, rates: &[f64; OP_KINDS]) -> Vec<TierLoa
         (NodeKind::Kafka, f.kafka_brokers, w.kafka, st.kafka.mean()),
         (NodeKind::Router, f.routers, w.router, st.router.mean()),
         (NodeKind::Fanout, s.fanout_processes(), w.fanout, st.fanout.mean()),
+        (NodeKind::Api, s.media_processes(NodeKind::Api), s.media.api_workers, s.media.presign_us.mean()),
+        (
+            NodeKind::ObjectStore,
+            s.media_processes(NodeKind::ObjectStore),
+            crate::nodes::STORE_WORKERS,
+            s.media.object_store_us.mean(),
+        ),
+        (NodeKind::Cdn, s.media_processes(NodeKind::Cdn), crate::scenario::CDN_WORKERS, s.media.cdn_us.mean()),
     ];
     tiers
         .into_iter()

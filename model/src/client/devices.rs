@@ -778,11 +778,31 @@ impl Devices {
     /// the frame to put on its connection, with a fresh client sequence number (which
     /// makes a retried send recognisable).
     pub fn send(&mut self, now: Time, index: usize, to: Recipient) -> Option<(ServerId, DeviceFrame)> {
-        let server = self.server(index)?;
-        let device = self.layout.device(index);
+        self.server(index)?;
+        let client_seq = self.next_seq(index);
+        self.send_numbered(now, index, to, client_seq)
+    }
+
+    /// A fresh client sequence number of the device at `index` (below 2^29: the bits above
+    /// carry a media message's kind, `MediaKind::tag_seq`). A media send takes its number
+    /// when the user taps send, to name its upload, and sends with it once uploaded.
+    pub fn next_seq(&mut self, index: usize) -> u32 {
         let d = &mut self.devices[index];
         let client_seq = d.next_seq;
-        d.next_seq = d.next_seq.wrapping_add(1);
+        d.next_seq = (d.next_seq + 1) & ((1 << crate::CLIENT_SEQ_BITS) - 1);
+        client_seq
+    }
+
+    /// `send` under the client sequence number `client_seq` the device gave it before.
+    pub fn send_numbered(
+        &mut self,
+        now: Time,
+        index: usize,
+        to: Recipient,
+        client_seq: u32,
+    ) -> Option<(ServerId, DeviceFrame)> {
+        let server = self.server(index)?;
+        let device = self.layout.device(index);
         self.sent.on_send(ClientMsgId { sender: device.user, seq: client_seq });
         let epoch = self.devices[index].epoch;
         let pending = UnackedSend { client_seq, to, sent_at: now, epoch, abandoned: false };
@@ -798,19 +818,38 @@ impl Devices {
     /// send is marked abandoned, and left out of availability like one the user closed the
     /// app on).
     pub fn queue_send(&mut self, now: Time, index: usize, to: Recipient) -> Option<bool> {
-        let device = self.layout.device(index);
-        let d = &mut self.devices[index];
+        let d = &self.devices[index];
         if d.state == DeviceState::Closed || d.state.is_connected() {
             return None;
         }
-        let client_seq = d.next_seq;
-        d.next_seq = d.next_seq.wrapping_add(1);
+        let client_seq = self.next_seq(index);
+        self.queue_send_numbered(now, index, to, client_seq)
+    }
+
+    /// `queue_send` under the client sequence number `client_seq` the device gave it before.
+    pub fn queue_send_numbered(&mut self, now: Time, index: usize, to: Recipient, client_seq: u32) -> Option<bool> {
+        let device = self.layout.device(index);
+        let d = &self.devices[index];
+        if d.state == DeviceState::Closed || d.state.is_connected() {
+            return None;
+        }
         let offline = d.network_down();
         self.sent.on_send(ClientMsgId { sender: device.user, seq: client_seq });
         // An epoch no connection has: it goes on the next one accepted.
         let pending = UnackedSend { client_seq, to, sent_at: now, epoch: u32::MAX, abandoned: offline };
         self.unacked_sends.entry(index as u32).or_default().push(pending);
         Some(offline)
+    }
+
+    /// The frame that puts media bytes on the connection of the device at `index` (the
+    /// planted chat-server relay), if it has one.
+    pub fn media_bytes(&self, index: usize, key: crate::MediaKey, bytes: u32) -> Option<(ServerId, DeviceFrame)> {
+        self.server(index).map(|server| (server, DeviceFrame::MediaBytes { key, bytes }))
+    }
+
+    /// Whether the app at `index` is open (a closed app sends nothing).
+    pub fn app_open(&self, index: usize) -> bool {
+        self.devices[index].state != DeviceState::Closed
     }
 
     /// The device's heartbeat is due: it beats on its connection's server, if it has one.

@@ -180,6 +180,10 @@ pub struct Logs {
     /// Retried sends the routers dropped as repeats: (the retry's id, the id its client
     /// message was routed under), sorted. The ✓ of a retry names the retry's id.
     pub aliases: Vec<(MessageId, MessageId)>,
+    /// Media objects stored: (key, when the last byte was stored), sorted.
+    pub media_stored: Vec<(u64, LogMs)>,
+    /// Media messages chat servers accepted: (key, when), sorted.
+    pub media_refs: Vec<(u64, LogMs)>,
 }
 
 impl Logs {
@@ -277,6 +281,8 @@ impl Logs {
             requests_in_transit: merged(parts, |l| &mut l.requests_in_transit),
             sessions: merged(parts, |l| &mut l.sessions),
             aliases: merged(parts, |l| &mut l.aliases),
+            media_stored: merged(parts, |l| &mut l.media_stored),
+            media_refs: merged(parts, |l| &mut l.media_refs),
         }
     }
 
@@ -304,5 +310,7 @@ impl Logs {
         self.catch_ups_blocked.sort_unstable();
         self.catch_ups_blocked.dedup();
         self.aliases.sort_unstable();
+        self.media_stored.sort_unstable();
+        self.media_refs.sort_unstable();
     }
 }

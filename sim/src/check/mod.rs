@@ -1,8 +1,8 @@
 //! Invariant checkers, apart from the code they check. Processes record what they
 //! observed (logs); after the run each checker reads the merged logs and reports
 //! violations. What can be judged as it happens is judged then, and not logged (the
-//! sender's views going back: `Logs::sender_view`). Invariants 1, 2, 3, 5, 6, 7 and 8 of
-//! DESIGN.md are checked here.
+//! sender's views going back: `Logs::sender_view`). Invariants 1, 2, 3, 5, 6, 7, 8 and 9
+//! of DESIGN.md are checked here.
 
 mod logs;
 
@@ -162,6 +162,7 @@ pub fn check_all_with_firsts(logs: &mut Logs, cx: &CheckContext, parallel: bool)
             (6, "routing"),
             (7, "presence"),
             (8, "liveness"),
+            (9, "media"),
         ],
         in_flight: InFlight { bound_ms: cx.in_flight_bound.as_millis() as u64, ..InFlight::default() },
         conversations_checked_one_in: logs.conversations_one_in.max(1),
@@ -189,6 +190,7 @@ pub fn check_all_with_firsts(logs: &mut Logs, cx: &CheckContext, parallel: bool)
         reads_follow_displays(logs, &mut a);
         receipt_liveness(logs, &views, cx, &mut a);
         presence(logs, cx, &mut a);
+        media(logs, &mut a);
         order(&displays, &mut a);
         a
     };
@@ -277,6 +279,24 @@ fn acked_on_a_quorum(logs: &Logs, cx: &CheckContext, r: &mut CheckReport) {
             );
             r.add(violation(1, "no loss", format!("message {id}"), at, detail));
         }
+    }
+}
+
+/// 9. Media: a message references only an upload the object store completed before a chat
+///    server took the message (a failed or abandoned upload is retried or its send fails
+///    visibly; it never goes without its object). The other half, that a chat server
+///    carries no media bytes, is judged frame by frame as they come (`nodes::chat`).
+fn media(logs: &Logs, r: &mut CheckReport) {
+    for &(key, at) in &logs.media_refs {
+        // Sorted by key, then time: the first store of each key comes first.
+        let i = logs.media_stored.partition_point(|&(k, _)| k < key);
+        let stored = logs.media_stored.get(i).filter(|&&(k, _)| k == key).map(|&(_, t)| t);
+        let detail = match stored {
+            Some(t) if t <= at => continue,
+            Some(t) => format!("a chat server took the message at {at}, before its upload completed at {t}"),
+            None => format!("a chat server took the message at {at}; its upload never completed"),
+        };
+        r.add(violation(9, "media", wasim_model::MediaKey(key).to_string(), at, detail));
     }
 }
 

@@ -87,7 +87,11 @@ const GROUP_SENDER_DRAWS: usize = 16;
 /// margin (a Poisson mean of about 3).
 const DUE_PER_TICK_TYPICAL: usize = 256;
 
+mod media;
+
 pub(crate) struct ClientShard {
+    /// Media sends and downloads, when the scenario has media.
+    media: Option<Box<media::MediaSide>>,
     topo: Arc<Topology>,
     pop: Population,
     devices: Devices,
@@ -216,6 +220,7 @@ impl ClientShard {
             cap: Duration::from_millis(s.users.reconnect_backoff_ms_max),
         };
         ClientShard {
+            media: media::MediaSide::new(s, ctx),
             topo: shared.topo.clone(),
             pop,
             devices: Devices::new(
@@ -496,10 +501,10 @@ impl ClientShard {
                     ctx.trace_device(t, "send", device);
                 }
             }
-            DeviceFrame::Subscribe { .. } | DeviceFrame::ReceiptsHeard { .. } => {}
+            DeviceFrame::Subscribe { .. } | DeviceFrame::ReceiptsHeard { .. } | DeviceFrame::MediaBytes { .. } => {}
         }
         let to = self.topo.chat(server);
-        if let DeviceFrame::Send { .. } = frame {
+        if let DeviceFrame::Send { .. } | DeviceFrame::MediaBytes { .. } = frame {
             // A device's sends keep their order on its socket: a conversation's messages
             // (and the retries ahead of new ones) reach the server as they were written.
             ctx.send_ordered(to, t, Msg::Device { device, frame: *frame }, crate::node::OrderKey::Socket(device));
@@ -592,6 +597,9 @@ impl ClientShard {
         if device.slot.0 == 0 {
             let at = t + self.read_delay.sample(&mut self.rng.reads);
             self.reads.schedule(t, at, key, msg);
+        }
+        if self.media.is_some() {
+            self.media_shown(t, device, &msg, online_at_send && !fetched && !waited_in_app, ctx);
         }
     }
 
@@ -833,6 +841,52 @@ impl ClientShard {
         }
     }
 
+    /// The user of the phone at `index` sends a message to `to` at `t` (`seq`: under the
+    /// client sequence number it took before, a media send's once uploaded).
+    fn send_message(&mut self, t: Time, index: usize, to: Recipient, seq: Option<u32>, ctx: &mut Ctx) {
+        // Poisson sends from phones with the app open: a draw that lands on a closed
+        // app is not a send; one that lands on an app without a connection waits in
+        // it for the next (and counts against availability, unless the phone's own
+        // network is what is missing).
+        let sending = match seq {
+            None => self.devices.send(t, index, to),
+            Some(seq) => self.devices.send_numbered(t, index, to, seq),
+        };
+        let sent = match sending {
+            Some((server, frame)) => Some((server, frame)),
+            None => {
+                let queued = match seq {
+                    None => self.devices.queue_send(t, index, to),
+                    Some(seq) => self.devices.queue_send_numbered(t, index, to, seq),
+                };
+                let Some(offline) = queued else { return };
+                ctx.counters.sends_queued += 1;
+                if offline && self.measured(t) {
+                    let c = &mut ctx.counters;
+                    let abandoned =
+                        [&mut c.abandoned_before_faults, &mut c.abandoned_during_faults, &mut c.abandoned_after_faults];
+                    *of_phase(self.phase(t), abandoned) += 1;
+                }
+                None
+            }
+        };
+        ctx.counters.sends += 1;
+        if let Recipient::Group(_) = to {
+            ctx.counters.group_sends += 1;
+            ctx.counters.group_sends_measured += u64::from(self.measured(t));
+        }
+        if self.measured(t) {
+            let c = &mut ctx.counters;
+            c.sends_measured += 1;
+            let sends = [&mut c.sends_before_faults, &mut c.sends_during_faults, &mut c.sends_after_faults];
+            *of_phase(self.phase(t), sends) += 1;
+        }
+        ctx.second(t).sends += 1;
+        if let Some((server, frame)) = sent {
+            self.transmit(t, self.layout().device(index), server, &frame, ctx);
+        }
+    }
+
     fn tick_sends(&mut self, now: Time, ctx: &mut Ctx) {
         // The draws come first (they do not depend on the devices), then the sends.
         let mut due = std::mem::take(&mut self.sends_due);
@@ -849,43 +903,10 @@ impl ClientShard {
         }
         self.draw_group_sends(now, &mut due);
         for &(t, index, to) in &due {
-            // Poisson sends from phones with the app open: a draw that lands on a closed
-            // app is not a send; one that lands on an app without a connection waits in
-            // it for the next (and counts against availability, unless the phone's own
-            // network is what is missing).
-            let sent = match self.devices.send(t, index, to) {
-                Some((server, frame)) => Some((server, frame)),
-                None => match self.devices.queue_send(t, index, to) {
-                    None => continue,
-                    Some(offline) => {
-                        ctx.counters.sends_queued += 1;
-                        if offline && self.measured(t) {
-                            let c = &mut ctx.counters;
-                            let abandoned = [
-                                &mut c.abandoned_before_faults,
-                                &mut c.abandoned_during_faults,
-                                &mut c.abandoned_after_faults,
-                            ];
-                            *of_phase(self.phase(t), abandoned) += 1;
-                        }
-                        None
-                    }
-                },
-            };
-            ctx.counters.sends += 1;
-            if let Recipient::Group(_) = to {
-                ctx.counters.group_sends += 1;
-                ctx.counters.group_sends_measured += u64::from(self.measured(t));
-            }
-            if self.measured(t) {
-                let c = &mut ctx.counters;
-                c.sends_measured += 1;
-                let sends = [&mut c.sends_before_faults, &mut c.sends_during_faults, &mut c.sends_after_faults];
-                *of_phase(self.phase(t), sends) += 1;
-            }
-            ctx.second(t).sends += 1;
-            if let Some((server, frame)) = sent {
-                self.transmit(t, self.layout().device(index), server, &frame, ctx);
+            if self.media.as_mut().is_some_and(|m| m.draws_media()) {
+                self.tap_media(t, index, to, ctx);
+            } else {
+                self.send_message(t, index, to, None, ctx);
             }
         }
         due.clear();
@@ -895,7 +916,10 @@ impl ClientShard {
 
 impl Process for ClientShard {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
-        let Msg::ToDevice { device, ref frame } = env.msg else { unreachable!("client shard got {:?}", env.msg) };
+        let Msg::ToDevice { device, ref frame } = env.msg else {
+            self.media_reply(env.at, &env.msg, ctx);
+            return;
+        };
         if self.cut(device, env.at) {
             return; // lost on the way: the server keeps what it pushed unacknowledged
         }
@@ -922,6 +946,7 @@ impl Process for ClientShard {
         self.tick_heartbeats(now, ctx);
         self.tick_reads(now, ctx);
         self.tick_sends(now, ctx);
+        self.tick_media(now, ctx);
         // At each second's start, hand the histograms of the seconds long past to the run
         // (their events have all ended, but for a rare late one): a large run's shards
         // would otherwise keep one per metric and second each.
@@ -938,6 +963,7 @@ impl Process for ClientShard {
         report.latencies_per_second = Some(std::mem::take(&mut self.latencies_per_second));
         report.receipt_transitions = Some(self.devices.receipt_transitions());
         report.gauge_end = self.devices.sends_in_flight() as u64;
+        report.counters.media_uploads_pending_end = self.media.as_ref().map_or(0, |m| m.uploads_in_flight() as u64);
         // Spells still going at the end.
         let mut open: Vec<(DeviceKey, LogMs, LogMs, wasim_model::ServerId)> =
             self.up_since.iter().map(|(&k, &(since, server))| (k, LogMs::of(since), LogMs(u32::MAX), server)).collect();

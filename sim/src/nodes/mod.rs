@@ -1,11 +1,15 @@
 //! The serve loops: each decodes network messages, calls its model, and puts the model's
 //! effects on the network. No system logic lives here.
 
+mod api;
 pub(crate) mod cassandra;
+mod cdn;
 mod chat;
 mod client;
 mod fanout;
 mod kafka;
+mod object_store;
+pub(crate) use object_store::STORE_WORKERS;
 mod presence;
 mod probe;
 mod redis;
@@ -48,6 +52,9 @@ pub(crate) async fn start(shared: Arc<Shared>, me: NodeIdx) {
         NodeKind::Kafka => run_process(s, me, |_| kafka::KafkaNode::new(&shared, me)).await,
         NodeKind::Router => run_process(s, me, |_| router::RouterNode::new(&shared, me)).await,
         NodeKind::Fanout => run_process(s, me, |_| fanout::FanoutNode::new(&shared, me)).await,
+        NodeKind::Api => run_process(s, me, |_| api::ApiNode::new(&shared)).await,
+        NodeKind::ObjectStore => run_process(s, me, |_| object_store::ObjectStoreNode::new(&shared)).await,
+        NodeKind::Cdn => run_process(s, me, |_| cdn::CdnNode::new(&shared, i)).await,
     }
 }
 

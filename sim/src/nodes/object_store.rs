@@ -1,0 +1,93 @@
+//! Serve loop of an object-store node: PUTs from devices (uploads, pre-signed), GETs from
+//! CDN edges (origin fetches). The store's behaviour is `wasim_model::ObjectStore`; the
+//! fault layer says when it is slow or down.
+
+use crate::check::LogMs;
+use crate::dist::Sampler;
+use crate::infra::Fifo;
+use crate::metrics::NodeReport;
+use crate::msg::{Envelope, Msg};
+use crate::node::{Ctx, Process, Shared};
+use std::sync::Arc;
+use wasim_model::{ObjectStore, PutOutcome, Time};
+
+/// The key the API tier signs upload URLs with and the store checks them by: one per run.
+pub(crate) fn signing_secret(shared: &Shared) -> u64 {
+    shared.scenario.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x6D65_6469_6121
+}
+
+/// A request's overhead (time to first byte) is served by this many workers a node: S3
+/// takes thousands of requests a second per prefix, so requests do not queue behind each
+/// other here; the bytes queue on the ingest bandwidth.
+pub(crate) const STORE_WORKERS: u32 = 1_024;
+
+pub(crate) struct ObjectStoreNode {
+    store: ObjectStore,
+    fifo: Fifo,
+    first_byte: Sampler,
+    shared: Arc<Shared>,
+}
+
+impl ObjectStoreNode {
+    pub fn new(shared: &Arc<Shared>) -> ObjectStoreNode {
+        let m = &shared.scenario.media;
+        let (fifo, first_byte) =
+            super::queue(shared, crate::topology::NodeKind::ObjectStore, STORE_WORKERS, &m.object_store_us);
+        let ingest_bytes_per_s = (m.ingest_gbps * 1e9 / 8.0 / f64::from(m.object_store_nodes)) as u64;
+        ObjectStoreNode {
+            store: ObjectStore::new(signing_secret(shared), ingest_bytes_per_s),
+            fifo,
+            first_byte,
+            shared: shared.clone(),
+        }
+    }
+}
+
+impl Process for ObjectStoreNode {
+    fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
+        let done = self.fifo.serve(env.at, self.first_byte.sample_us(&mut ctx.rng));
+        let down = self.shared.faults.store_down(env.at);
+        match env.msg {
+            Msg::Put { key, token, bytes, signature, tapped_at, sent_by } => {
+                let outcome = if down {
+                    None
+                } else {
+                    let slowdown = self.shared.faults.store_slowdown(env.at);
+                    Some(self.store.put(done, key, bytes, signature, tapped_at, sent_by, slowdown))
+                };
+                let (at, stored) = match outcome {
+                    Some(PutOutcome::Stored(at)) => {
+                        ctx.counters.media_uploads_stored += 1;
+                        ctx.counters.media_bytes_ingested += u64::from(bytes);
+                        ctx.second(at).media_ingest_bytes += u64::from(bytes);
+                        ctx.logs.media_stored.push((key.0, LogMs::of(at)));
+                        (at, true)
+                    }
+                    Some(PutOutcome::Forbidden) | None => {
+                        ctx.counters.media_uploads_refused += 1;
+                        (done, false)
+                    }
+                };
+                ctx.send(env.from, at, Msg::PutDone { key, token, stored });
+            }
+            Msg::OriginGet { key } => {
+                let object = if down { None } else { self.store.get(done, key) };
+                ctx.counters.cdn_origin_fetches += 1;
+                ctx.send(env.from, done, Msg::OriginReply { key, object });
+            }
+            ref other => unreachable!("the object store got {other:?}"),
+        }
+    }
+
+    fn on_tick(&mut self, _now: Time, _ctx: &mut Ctx) {}
+
+    fn queue(&self) -> Option<&Fifo> {
+        Some(&self.fifo)
+    }
+
+    fn finish(&mut self, report: &mut NodeReport) {
+        self.fifo.report_into(report);
+        report.gauge_end = self.store.len() as u64;
+        report.counters.media_bytes_stored += self.store.bytes_stored();
+    }
+}
