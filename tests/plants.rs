@@ -20,6 +20,8 @@ fn swept_on(plant: Plant) -> (&'static str, &'static str) {
         // With the fault walk: the checker must tell a record waiting on a reply delayed
         // by a lossy link (in flight) from one waiting on a reply that is gone.
         Plant::FanoutLosesRouteReply => ("scenarios/small/group-1024.toml", "random"),
+        // Media sends, with their scenario's store outage and edge loss.
+        Plant::ChatServerRelaysMedia => ("scenarios/media-heavy.toml", "scenario"),
         _ => (SCENARIO, "scenario"),
     }
 }
@@ -94,6 +96,7 @@ plant_tests! {
     group_counts_devices: Plant::GroupCountsDevices,
     fanout_loses_route_reply: Plant::FanoutLosesRouteReply,
     acked_on_push: Plant::AckedOnPush,
+    chat_server_relays_media: Plant::ChatServerRelaysMedia,
 }
 
 /// A run that follows a sample of its conversations (as the card's full load does) still

@@ -37,13 +37,21 @@ fn shipped_scenarios_keep_their_invariants_and_their_predicted_load() {
                 &o.checks.violations[..o.checks.violations.len().min(3)]
             );
             // A crashed process's measurements die with it, a failed-over store serves its
-            // held commands at once, and the visit table predicts a healthy fleet: fault
-            // scenarios of processes are judged by their invariants only.
-            if scenario
-                .faults
-                .iter()
-                .any(|f| matches!(f, wasim_sim::Fault::Crash { .. } | wasim_sim::Fault::RedisDown { .. }))
-            {
+            // held commands at once, an object store down refuses uploads that are tried
+            // again, and the visit table predicts a healthy fleet: fault scenarios of
+            // processes are judged by their invariants only (tests/media.rs holds the media
+            // tiers' prediction without faults).
+            if scenario.faults.iter().any(|f| {
+                use wasim_sim::Fault as F;
+                matches!(
+                    f,
+                    F::Crash { .. }
+                        | F::RedisDown { .. }
+                        | F::ObjectStoreDown { .. }
+                        | F::ObjectStoreSlow { .. }
+                        | F::CdnEdgeLoss { .. }
+                )
+            }) {
                 continue;
             }
             let summary = Summary::new(&o, &name);

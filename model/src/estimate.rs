@@ -45,6 +45,11 @@ pub struct EstimateInputs {
     /// Short polling's interval, long polling's proxy timeout, in seconds.
     pub poll_interval_s: f64,
     pub long_poll_timeout_s: f64,
+    /// Share of messages carrying media, their mean size after encryption, and the devices
+    /// that download each (the card names none of these: assumed).
+    pub media_share: f64,
+    pub media_bytes: f64,
+    pub media_downloads: f64,
 }
 
 impl EstimateInputs {
@@ -71,6 +76,9 @@ impl EstimateInputs {
             online_share: 0.5,
             poll_interval_s: 1.0,
             long_poll_timeout_s: 30.0,
+            media_share: 0.1,
+            media_bytes: 500e3,
+            media_downloads: 1.2,
         }
     }
 }
@@ -248,6 +256,9 @@ pub fn estimate(i: &EstimateInputs, against_card: bool) -> Vec<EstimateRow> {
             ),
         ),
     ];
+    if i.media_share > 0.0 {
+        rows.extend(media_rows(i, msgs));
+    }
     if !against_card {
         for r in &mut rows {
             r.flag = None;
@@ -279,6 +290,58 @@ pub fn estimate(i: &EstimateInputs, against_card: bool) -> Vec<EstimateRow> {
         ));
     }
     rows
+}
+
+/// The media pipeline's rows (the card's "Media never touches Chat Servers — S3
+/// pre-signed URL + CDN"; it gives no volumes, so none is checked against it).
+fn media_rows(i: &EstimateInputs, msgs: f64) -> Vec<EstimateRow> {
+    let uploads = msgs * i.media_share;
+    let ingest = uploads * i.media_bytes;
+    let day = ingest * DAY_S;
+    let frame = f64::from(crate::FRAME_HEADER_BYTES);
+    vec![
+        row(
+            "Media uploads",
+            None,
+            uploads,
+            "uploads/s",
+            format!("{} msg/s × {} carrying media (assumed)", si(msgs), i.media_share),
+        ),
+        row(
+            "Object-store ingest",
+            None,
+            ingest,
+            "bytes/s",
+            format!("{} uploads/s × {} a file (assumed mean, encrypted)", si(uploads), si_bytes(i.media_bytes)),
+        ),
+        row("Media storage a day", None, day, "bytes/day", format!("{}/s × 86,400 s", si_bytes(ingest))),
+        row(
+            "Media kept",
+            None,
+            day * 365.0 * i.years,
+            "bytes",
+            format!("{}/day × 365 × {} years (one copy; the store replicates inside)", si_bytes(day), i.years),
+        ),
+        row(
+            "CDN egress",
+            None,
+            ingest * i.media_downloads,
+            "bytes/s",
+            format!("{}/s × {} devices downloading each", si_bytes(ingest), i.media_downloads),
+        ),
+        row(
+            "Chat-server bytes of a media message",
+            None,
+            frame + f64::from(crate::MediaKind::Image.thumbnail_bytes()),
+            "bytes",
+            format!(
+                "a {} frame + a {} thumbnail: the reference, never the {} file",
+                si_bytes(frame),
+                si_bytes(f64::from(crate::MediaKind::Image.thumbnail_bytes())),
+                si_bytes(i.media_bytes)
+            ),
+        ),
+    ]
 }
 
 /// One way of getting messages to devices, from the card's comparison.

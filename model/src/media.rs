@@ -467,10 +467,10 @@ impl ObjectStore {
         }
     }
 
-    /// A PUT of `bytes` arriving at `now`, its client's uplink done sending at `sent_by`:
-    /// the bytes pass the store's ingest after those before them, at its bandwidth divided
-    /// by `slowdown` (1: healthy); the object is stored when both the client has sent its
-    /// last byte and the ingest has taken it.
+    /// A PUT of `bytes` served at `now`, its last byte arriving at `sent_by`: the bytes
+    /// pass the store's ingest after those before them, at its bandwidth divided by
+    /// `slowdown` (1: healthy); the object is stored when both its last byte has arrived
+    /// and the ingest has taken it.
     #[allow(clippy::too_many_arguments)]
     pub fn put(
         &mut self,

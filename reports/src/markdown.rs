@@ -171,6 +171,9 @@ pub fn render_report_md(s: &Summary, plots: &[String]) -> String {
         connected.div_ceil(per_server.max(1))
     );
     o += &sizing(s);
+    if let Some(m) = &s.media {
+        o += &media_section(m);
+    }
     o += "\n## Architecture as run\n\nEvery tier of the simulated fleet and the network messages a second each flow \
           carried in the measuring window ([architecture.svg](architecture.svg)).\n\n```mermaid\n";
     o += &crate::diagram::architecture_mermaid(s);
@@ -203,6 +206,46 @@ pub fn render_report_md(s: &Summary, plots: &[String]) -> String {
 }
 
 /// What a run that checks a sample of its conversations says about it.
+/// The media pipeline's figures.
+fn media_section(m: &crate::summary::MediaSummary) -> String {
+    use wasim_sim::estimate::si_bytes;
+    let gbps = |b: f64| b * 8.0 / 1e9;
+    format!(
+        "\n## Media\n\n{:.0}% of sends carry media: uploaded to the object store by pre-signed URL, referenced in the message, downloaded from a CDN edge.\n\n\
+| Figure | Value |\n|---|---:|\n\
+| media sends tapped | {} |\n| sent once uploaded | {} |\n| failed visibly (every attempt failed) | {} |\n| uploading at the end | {} |\n\
+| PUTs made / refused | {} / {} |\n| downloads / failed | {} / {} |\n\
+| CDN requests / hit ratio / origin fetches | {} / {:.1}% / {} |\n\
+| object-store ingest, mean / peak second | {:.2} / {:.2} Gbit/s ({:.1}% of {:.0} Gbit/s) |\n\
+| CDN egress, mean / peak second | {:.2} / {:.2} Gbit/s |\n\
+| media storage a day (ingest × 86,400 s) | {} |\n| media held at the end | {} |\n\
+| chat-server frames / mean size / with media bytes | {} / {:.0} B / {} |\n",
+        m.share * 100.0,
+        m.tapped,
+        m.sent,
+        m.failed_visibly,
+        m.uploading_at_end,
+        m.put_attempts,
+        m.puts_refused,
+        m.downloads,
+        m.downloads_failed,
+        m.cdn_requests,
+        m.cdn_hit_ratio * 100.0,
+        m.origin_fetches,
+        gbps(m.ingest_bytes_per_s_mean),
+        gbps(m.ingest_bytes_per_s_peak),
+        m.ingest_utilisation * 100.0,
+        gbps(m.ingest_capacity_bytes_per_s),
+        gbps(m.cdn_egress_bytes_per_s_mean),
+        gbps(m.cdn_egress_bytes_per_s_peak),
+        si_bytes(m.storage_bytes_per_day),
+        si_bytes(m.stored_bytes_end as f64),
+        m.chat_frames,
+        m.chat_frame_bytes_mean,
+        m.chat_frames_with_media_bytes
+    )
+}
+
 pub(crate) fn sampled_note(one_in: u32) -> String {
     format!(
         "The checkers followed one conversation in {one_in} (`checks.conversations_one_in`, or chosen so that a large run's logs fit the machine; by a hash of the conversation, each followed whole: its messages, displays, reads, receipts and rows). Presence is checked for one user in as many; routing and liveness for every device."

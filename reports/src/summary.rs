@@ -301,6 +301,9 @@ pub struct Summary {
     /// What the group traffic did (absent without groups).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<GroupSummary>,
+    /// What the media pipeline did (absent without media).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaSummary>,
     /// The nodes each tier needs for the card's full load, with the formulas.
     pub sizing: wasim_sim::Sizing,
     /// Network messages a second between tiers in the window (the architecture diagram).
@@ -342,6 +345,96 @@ pub struct GroupSummary {
 pub const MESSAGE_ROW_BYTES: u64 = 100;
 /// Bytes of an inbox pointer (a message id).
 pub const INBOX_POINTER_BYTES: u64 = 8;
+
+/// The media pipeline's figures: uploads, downloads, the CDN, the bandwidths, and what went
+/// through the chat servers (frames only).
+#[derive(Clone, Debug, Serialize)]
+pub struct MediaSummary {
+    /// Share of sends carrying media (the scenario's).
+    pub share: f64,
+    /// Media sends tapped, their messages sent once uploaded, sends failed visibly (every
+    /// attempt failed: no message references them), uploads still under way at the end.
+    pub tapped: u64,
+    pub sent: u64,
+    pub failed_visibly: u64,
+    pub uploading_at_end: u64,
+    /// PUTs made, and refused (503 while down, 403).
+    pub put_attempts: u64,
+    pub puts_refused: u64,
+    /// Downloads completed, and failed every attempt.
+    pub downloads: u64,
+    pub downloads_failed: u64,
+    /// CDN requests, the share served from an edge's cache, origin fetches.
+    pub cdn_requests: u64,
+    pub cdn_hit_ratio: f64,
+    pub origin_fetches: u64,
+    /// Object-store ingest and CDN egress in the measured window, bytes/s: mean and the
+    /// busiest second.
+    pub ingest_bytes_per_s_mean: f64,
+    pub ingest_bytes_per_s_peak: f64,
+    /// The store's ingest bandwidth (bytes/s) and the window's mean share of it.
+    pub ingest_capacity_bytes_per_s: f64,
+    pub ingest_utilisation: f64,
+    pub cdn_egress_bytes_per_s_mean: f64,
+    pub cdn_egress_bytes_per_s_peak: f64,
+    /// Media bytes a day at the window's ingest rate (bytes/s × 86,400 s), and held at the
+    /// end.
+    pub storage_bytes_per_day: f64,
+    pub stored_bytes_end: u64,
+    /// What the chat servers carried over the run: frames, their mean size, bytes a
+    /// second, and frames carrying media bytes (invariant 9: none).
+    pub chat_frames: u64,
+    pub chat_frame_bytes_mean: f64,
+    pub chat_bytes_per_s: f64,
+    pub chat_frames_with_media_bytes: u64,
+}
+
+impl MediaSummary {
+    fn new(o: &Outcome) -> Option<MediaSummary> {
+        let s = &o.scenario;
+        if !s.media.on() {
+            return None;
+        }
+        let c = &o.counters;
+        let window = &o.per_second[(s.warmup_s as usize).min(o.per_second.len())
+            ..((s.warmup_s + s.duration_s) as usize).min(o.per_second.len())];
+        let mean_peak = |f: fn(&wasim_sim::SecondCounters) -> u64| {
+            let n = window.len().max(1) as f64;
+            let mean = window.iter().map(|x| f(x) as f64).sum::<f64>() / n;
+            let peak = window.iter().map(|x| f(x) as f64).fold(0.0, f64::max);
+            (round3(mean), round3(peak))
+        };
+        let (ingest_mean, ingest_peak) = mean_peak(|x| x.media_ingest_bytes);
+        let (egress_mean, egress_peak) = mean_peak(|x| x.cdn_egress_bytes);
+        let capacity = s.media.ingest_gbps * 1e9 / 8.0;
+        Some(MediaSummary {
+            share: s.media.share,
+            tapped: c.media_taps,
+            sent: c.media_sends,
+            failed_visibly: c.media_sends_failed,
+            uploading_at_end: c.media_uploads_pending_end,
+            put_attempts: c.media_put_attempts,
+            puts_refused: c.media_uploads_refused,
+            downloads: c.media_downloads,
+            downloads_failed: c.media_downloads_failed,
+            cdn_requests: c.cdn_requests,
+            cdn_hit_ratio: round3(c.cdn_hits as f64 / c.cdn_requests.max(1) as f64),
+            origin_fetches: c.cdn_origin_fetches,
+            ingest_bytes_per_s_mean: ingest_mean,
+            ingest_bytes_per_s_peak: ingest_peak,
+            ingest_capacity_bytes_per_s: capacity,
+            ingest_utilisation: round3(ingest_mean / capacity),
+            cdn_egress_bytes_per_s_mean: egress_mean,
+            cdn_egress_bytes_per_s_peak: egress_peak,
+            storage_bytes_per_day: round3(ingest_mean * 86_400.0),
+            stored_bytes_end: c.media_bytes_stored,
+            chat_frames: c.chat_frames,
+            chat_frame_bytes_mean: round3(c.chat_frame_bytes as f64 / c.chat_frames.max(1) as f64),
+            chat_bytes_per_s: round3(c.chat_frame_bytes as f64 / o.simulated_s().max(1) as f64),
+            chat_frames_with_media_bytes: c.chat_frames_with_media_bytes,
+        })
+    }
+}
 
 impl GroupSummary {
     fn new(o: &Outcome, window_s: f64) -> Option<GroupSummary> {
@@ -917,7 +1010,7 @@ impl Summary {
         let rates = predicted_rates(s);
         let predicted = predicted_load_from(s, &rates);
         let l = &o.latencies;
-        let latencies = vec![
+        let mut latencies = vec![
             LatencySummary::new("delivery", "send -> recipient device has it (devices online at send)", &l.delivery),
             LatencySummary::new(
                 "presence",
@@ -944,6 +1037,18 @@ impl Summary {
                 &l.delivery_after_sender_wait,
             ),
         ];
+        if s.media.on() {
+            latencies.push(LatencySummary::new(
+                "media_upload",
+                "media: the user taps send -> the object store has the upload (encrypt, presign, PUT)",
+                &l.media_upload,
+            ));
+            latencies.push(LatencySummary::new(
+                "media_send_to_viewable",
+                "media: the user taps send -> a recipient device can view it (upload, message, CDN download; devices online at send)",
+                &l.media_send_to_viewable,
+            ));
+        }
         // A run without deliveries shows nothing holds; a run in which no watched user
         // changed status simply did not exercise presence.
         let mut slos = vec![
@@ -1012,6 +1117,7 @@ impl Summary {
             redis_outages: redis_outage_reports(o),
             placement_comparison: Vec::new(),
             groups: GroupSummary::new(o, window_s),
+            media: MediaSummary::new(o),
             sizing: wasim_sim::sizing(o, target, wasim_sim::NodeCapacity::default()),
             flows: o
                 .flows

@@ -120,6 +120,49 @@ fn latency_row(o: &mut String, label: &str, l: &LatencySummary) {
 
 /// The summary table: SLO verdicts first, then latencies, throughput and tiers.
 /// The group section: load, the card's task 2.2 milestones, fan-out batching, storage.
+/// Bytes a second as Gbit/s.
+fn gbps(bytes_per_s: f64) -> f64 {
+    bytes_per_s * 8.0 / 1e9
+}
+
+fn render_media(o: &mut String, m: &crate::summary::MediaSummary) {
+    use wasim_sim::estimate::si_bytes;
+    let _ = writeln!(
+        o,
+        "Media: {:.0}% of sends · {} tapped · {} sent once uploaded · {} failed visibly · {} uploading at the end · {} PUTs ({} refused, retried) · {} downloads ({} failed)",
+        m.share * 100.0,
+        m.tapped,
+        m.sent,
+        m.failed_visibly,
+        m.uploading_at_end,
+        m.put_attempts,
+        m.puts_refused,
+        m.downloads,
+        m.downloads_failed
+    );
+    let _ = writeln!(
+        o,
+        "  object store ingest {:.2} Gbit/s mean, {:.2} peak ({:.1}% of its {:.0} Gbit/s) · {}/day at that rate · CDN egress {:.2} Gbit/s mean, {:.2} peak · hit ratio {:.1}% · {} origin fetches",
+        gbps(m.ingest_bytes_per_s_mean),
+        gbps(m.ingest_bytes_per_s_peak),
+        m.ingest_utilisation * 100.0,
+        gbps(m.ingest_capacity_bytes_per_s),
+        si_bytes(m.storage_bytes_per_day),
+        gbps(m.cdn_egress_bytes_per_s_mean),
+        gbps(m.cdn_egress_bytes_per_s_peak),
+        m.cdn_hit_ratio * 100.0,
+        m.origin_fetches
+    );
+    let _ = writeln!(
+        o,
+        "  chat servers carried frames only: {} frames of {:.0} bytes on average ({}/s) · {} with media bytes",
+        m.chat_frames,
+        m.chat_frame_bytes_mean,
+        si_bytes(m.chat_bytes_per_s),
+        m.chat_frames_with_media_bytes
+    );
+}
+
 fn render_groups(o: &mut String, g: &crate::summary::GroupSummary) {
     let st = &g.stats;
     let _ = writeln!(
@@ -244,6 +287,9 @@ pub fn render_summary(s: &Summary) -> String {
         "Lifecycle: {} inbox pointers · {} fetched on reconnect · {} duplicates dropped · {} shown in place above newer ones · {} reconnects · {} ACKs lost, {} re-sent · {} read receipts · {} receipts stored for offline senders · {} heartbeats · {} presence notifications",
         c.inbox_adds, c.fetched, c.duplicates_dropped, c.shown_inserted, c.reconnects, c.acks_lost, c.acks_resent, c.read_receipts, c.receipts_stored, c.heartbeats, c.presence_updates
     );
+    if let Some(m) = &s.media {
+        render_media(&mut o, m);
+    }
     let reached: Vec<String> = s.sometimes.iter().map(|x| format!("{} {}", x.name, x.count)).collect();
     let _ = writeln!(o, "Paths reached: {}", reached.join(" · "));
     let inv = &s.invariants;

@@ -106,6 +106,10 @@ fn perturb_workload(s: &mut Scenario, rng: &mut ChaCha8Rng) {
     if rng.random_bool(1.0 / 3.0) {
         s.users.devices_per_user.web = rng.random_range(0.0..=0.5);
     }
+    // Media, when the scenario has it (one without draws as it always did).
+    if s.media.on() {
+        s.media.share = (s.media.share * rng.random_range(0.5..=1.5)).min(1.0);
+    }
     // A perturbation the limits refuse (a rate or a memory past them) is not made.
     if crate::limits::check(s).is_err() {
         *s = before;
@@ -134,7 +138,19 @@ fn random_fault(s: &Scenario, rng: &mut ChaCha8Rng) -> Fault {
     let one_of =
         |rng: &mut ChaCha8Rng, kind: NodeKind| format!("{}-{}", kind.name(), rng.random_range(0..topo.count(kind)));
     let link = |rng: &mut ChaCha8Rng| if rng.random_bool(0.5) { "client_server" } else { "in_datacenter" }.to_string();
-    match rng.random_range(0..8) {
+    // A scenario with media draws media faults too (one kind in nine); one without draws
+    // as it always did.
+    let kinds = if s.media.on() { 9 } else { 8 };
+    match rng.random_range(0..kinds) {
+        8 => match rng.random_range(0..3) {
+            0 => Fault::ObjectStoreDown { at_s, for_s },
+            1 => Fault::ObjectStoreSlow { at_s, for_s, factor: f64::from(rng.random_range(2..=50_u32)) },
+            _ => Fault::CdnEdgeLoss {
+                at_s,
+                for_s,
+                target: format!("cdn-{}", rng.random_range(0..topo.count(NodeKind::Cdn))),
+            },
+        },
         0 => Fault::CutNetwork { at_s, for_s, users: rng.random_range(1..=(s.users.concurrent / 10).max(1)) },
         1 => Fault::LoseDeliveredAcks { at_s, for_s, share: rng.random_range(0.05..=0.5) },
         2 => {
@@ -371,6 +387,25 @@ mod tests {
             kinds.extend(s.faults.iter().map(|f| f.kind()));
         }
         assert_eq!(kinds.len(), 8, "{kinds:?}");
+    }
+
+    #[test]
+    fn a_scenario_with_media_draws_media_faults_too() {
+        let mut base = small();
+        base.media.share = 0.3;
+        let mut kinds = std::collections::BTreeSet::new();
+        for seed in 0..400 {
+            let s = derive(&base, seed, FaultsMode::Random);
+            crate::limits::check(&s).unwrap_or_else(|f| panic!("seed {seed}: {}: {}", f.field, f.message));
+            let text = toml::to_string(&s).expect("serialises");
+            let back = Scenario::parse(&text, Path::new("derived.toml"), "derived").expect("reads back");
+            assert_eq!(back.faults, s.faults, "seed {seed}");
+            kinds.extend(s.faults.iter().map(|f| f.kind()));
+        }
+        assert_eq!(kinds.len(), 11, "{kinds:?}");
+        for media in ["object_store_down", "object_store_slow", "cdn_edge_loss"] {
+            assert!(kinds.contains(media), "{media} never drawn");
+        }
     }
 
     #[test]

@@ -51,4 +51,4 @@ pub use visits::{
 };
 pub use wasim_model::estimate;
 pub use wasim_model::plant;
-pub use wasim_model::{ReceiptState, SenderEvent, SENDER_TRANSITIONS};
+pub use wasim_model::{ReceiptState, SenderEvent, FRAME_BYTES_MAX, SENDER_TRANSITIONS};

@@ -287,13 +287,15 @@ pub enum Msg {
         token: u32,
         signature: Option<u32>,
     },
-    /// A PUT of `bytes`, the device's uplink done sending them at `sent_by`.
+    /// A PUT of `bytes`: its first byte left the device at `started`, its last leaves at
+    /// `sent_by` (the device's uplink).
     Put {
         key: MediaKey,
         token: u32,
         bytes: u32,
         signature: u32,
         tapped_at: Time,
+        started: Time,
         sent_by: Time,
     },
     /// The PUT's answer: 200 (`stored`) or an error (503, 403).

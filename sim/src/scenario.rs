@@ -1235,8 +1235,25 @@ impl Scenario {
             group_members: if self.groups.active > 0 { self.groups.members.mean() } else { 0.0 },
             group_messages_per_s: self.groups.messages_per_group_per_s,
             online_share: if registered > 0.0 { concurrent / registered } else { 0.0 },
+            media_share: self.media.share,
+            media_bytes: if self.media.on() { self.media.mean_bytes() } else { card.media_bytes },
+            media_downloads: self.media_downloads_per_message(),
             ..card
         }
+    }
+
+    /// The devices that download a media message, expected: every device of a 1:1
+    /// message's recipient, of each member but the sender in a group's.
+    pub fn media_downloads_per_message(&self) -> f64 {
+        let devices = 1.0 + self.users.devices_per_user.web;
+        let one_to_one = self.workload.messages_per_s as f64;
+        let group_sends = f64::from(self.groups.active) * self.groups.messages_per_group_per_s;
+        let members = if self.groups.active > 0 { self.groups.members.mean() - 1.0 } else { 0.0 };
+        let total = one_to_one + group_sends;
+        if total <= 0.0 {
+            return 0.0;
+        }
+        devices * (one_to_one + group_sends * members) / total
     }
 
     pub fn registered_users(&self) -> u64 {
@@ -1412,6 +1429,7 @@ impl Scenario {
             self.workload.messages_per_s as f64 * (1.0 + u.devices_per_user.web),
             online_recipients / run_s.max(1.0),
             failover_sends,
+            per_s(K::Put) * run_s,
         ]
     }
 
@@ -1472,7 +1490,7 @@ fn seconds_with_at_least(intervals: &[(u64, u64)], need: u32) -> u64 {
 }
 
 /// The terms of the memory estimate.
-const MEMORY_FEATURES: usize = 27;
+const MEMORY_FEATURES: usize = 28;
 
 /// One term of the memory estimate: bytes per unit of its feature, and whether it grows
 /// over the run (rather than being there from the ramp's end).
@@ -1522,6 +1540,7 @@ const MEMORY_TERMS: [MemoryTerm; MEMORY_FEATURES] = [
     held(640.0), // a 1:1 message a second to each device: what is on its way at any time (reads pending, pushes, receipts until heard; 830 before the reads' buckets grew by a quarter)
     held(300.0), // a group message a second to each member online: its pushes and reads on their way
     held(1_700.0), // a send during a session shard's failover with re-registration: its routes retried, the devices sent away, their fetches
+    grows(300.0), // a media upload: the object store's entry, the CDN edges' cached copies, the checker's logs of it, its upload and downloads on their way
 ];
 
 /// Bytes at the end of the connect ramp per connect per second of the ramp: the connects

@@ -19,11 +19,13 @@ pub struct NodeCapacity {
     pub redis_memory_bytes: f64,
     /// A Kafka broker's network, bytes/s (10 Gbit/s).
     pub kafka_network_bytes_per_s: f64,
+    /// A CDN edge's egress, bytes/s (100 Gbit/s).
+    pub cdn_edge_bytes_per_s: f64,
 }
 
 impl Default for NodeCapacity {
     fn default() -> Self {
-        NodeCapacity { redis_memory_bytes: 64e9, kafka_network_bytes_per_s: 1.25e9 }
+        NodeCapacity { redis_memory_bytes: 64e9, kafka_network_bytes_per_s: 1.25e9, cdn_edge_bytes_per_s: 12.5e9 }
     }
 }
 
@@ -238,8 +240,77 @@ pub fn sizing(o: &Outcome, target: f64, capacity: NodeCapacity) -> Sizing {
                     ),
                 ));
             }
+            NodeKind::ObjectStore => {
+                // The card's media uploads: its messages at the run's media share, each as
+                // large as the run's were on average; ingest bandwidth per node as the run's.
+                let c = &o.counters;
+                let mean = c.media_bytes_ingested as f64 / c.media_uploads_stored.max(1) as f64;
+                let ingest = (card_msgs + card_group_msgs) * s.media.share * mean;
+                let per_node = s.media.ingest_gbps * 1e9 / 8.0 / f64::from(s.media.object_store_nodes);
+                rows.push(row(
+                    t.kind,
+                    "network",
+                    None,
+                    ingest,
+                    "bytes/s",
+                    per_node * target,
+                    format!(
+                        "ceil(({} + {}) msg/s × {} media (the run's share) × {} an upload (measured) ÷ ({}/s of ingest a node × {target}))",
+                        si(card_msgs),
+                        si(card_group_msgs),
+                        s.media.share,
+                        si_bytes(mean),
+                        si_bytes(per_node)
+                    ),
+                ));
+                let retained = ingest * DAY_S * 365.0 * card.years;
+                rows.push(row(
+                    t.kind,
+                    "storage",
+                    None,
+                    retained,
+                    "bytes",
+                    card.node_bytes * target,
+                    format!(
+                        "{}/day = {}/s × 86,400 s; ceil({}/day × 365 × {} years ÷ ({} a node × {target}))",
+                        si_bytes(ingest * DAY_S),
+                        si_bytes(ingest),
+                        si_bytes(ingest * DAY_S),
+                        card.years,
+                        si_bytes(card.node_bytes)
+                    ),
+                ));
+            }
+            NodeKind::Cdn => {
+                let c = &o.counters;
+                let per_media = c.media_bytes_downloaded as f64 / c.media_sends.max(1) as f64;
+                let egress = (card_msgs + card_group_msgs) * s.media.share * per_media;
+                rows.push(row(
+                    t.kind,
+                    "network",
+                    None,
+                    egress,
+                    "bytes/s",
+                    capacity.cdn_edge_bytes_per_s * target,
+                    format!(
+                        "ceil(({} + {}) msg/s × {} media × {} downloaded a media message (measured: its recipients' devices) ÷ ({}/s an edge × {target}))",
+                        si(card_msgs),
+                        si(card_group_msgs),
+                        s.media.share,
+                        si_bytes(per_media),
+                        si_bytes(capacity.cdn_edge_bytes_per_s)
+                    ),
+                ));
+            }
             _ => {}
         }
+    }
+    if s.media.on() {
+        notes.push(format!(
+            "media rows: the card names no media volume; they take this run's media share ({}) of the card's messages, with the sizes and downloads this run measured; the object store's ingest a node is the scenario's, a CDN edge's egress {}/s (assumed)",
+            s.media.share,
+            si_bytes(capacity.cdn_edge_bytes_per_s)
+        ));
     }
     notes.push(format!(
         "CPU rows: the card's operations a second from the visit table for {} users, {} msg/s and {} groups of {} members at {} msg/s each, on this scenario's behaviour (heartbeat, app closes, devices), times what an operation cost in this run on average (busy time ÷ operations){}",

@@ -48,12 +48,14 @@ impl Process for ObjectStoreNode {
         let done = self.fifo.serve(env.at, self.first_byte.sample_us(&mut ctx.rng));
         let down = self.shared.faults.store_down(env.at);
         match env.msg {
-            Msg::Put { key, token, bytes, signature, tapped_at, sent_by } => {
+            Msg::Put { key, token, bytes, signature, tapped_at, started, sent_by } => {
                 let outcome = if down {
                     None
                 } else {
+                    // The last byte takes the first's trip, after the uplink sent it.
+                    let last_byte = sent_by + env.at.since(started);
                     let slowdown = self.shared.faults.store_slowdown(env.at);
-                    Some(self.store.put(done, key, bytes, signature, tapped_at, sent_by, slowdown))
+                    Some(self.store.put(done, key, bytes, signature, tapped_at, last_byte, slowdown))
                 };
                 let (at, stored) = match outcome {
                     Some(PutOutcome::Stored(at)) => {

@@ -204,7 +204,7 @@ impl ClientShard {
             MediaOutput::Put { key, token, bytes, signature, tapped_at, sent_by } => {
                 ctx.counters.media_put_attempts += 1;
                 if !self.cut(DeviceId::phone(key.client_id().sender), t) {
-                    let put = Msg::Put { key, token, bytes, signature, tapped_at, sent_by };
+                    let put = Msg::Put { key, token, bytes, signature, tapped_at, started: t, sent_by };
                     ctx.send(topo.object_store(key), t, put);
                 }
             }
