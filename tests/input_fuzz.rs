@@ -2,7 +2,7 @@
 //! (exit 2, with a message naming the file, and the line where the mistake has one) or runs
 //! to a verdict (exit 0, or 1 for an SLO or invariant failure).
 //!
-//! A deterministic mutation fuzz of the shipped small scenarios: `MUTANTS` mutants from a
+//! A deterministic mutation fuzz of the shipped small scenarios (media-heavy among them): `MUTANTS` mutants from a
 //! fixed seed on every run of the suite. For a longer hunt, set `WASIM_FUZZ_MUTANTS` and
 //! `WASIM_FUZZ_SEED`; a failure prints the mutant, so it can be replayed by hand.
 
@@ -234,10 +234,11 @@ struct Mutant {
 fn mutants(seed: u64, count: usize) -> Vec<Mutant> {
     let root = common::repo_root();
     let read = |p: &str| std::fs::read_to_string(root.join(p)).expect("shipped scenario");
-    let sources: [(&'static str, String); 3] = [
+    let sources: [(&'static str, String); 4] = [
         ("baseline", read("scenarios/baseline.toml")),
         ("bob-offline-60s", read("scenarios/bob-offline-60s.toml")),
         ("small", SMALL.to_string()),
+        ("media-heavy", read("scenarios/media-heavy.toml")),
     ];
     let hostile = hostile_values();
     let mut rng = Rng(seed);

@@ -179,3 +179,27 @@ fn bad_media_input_names_its_line_and_field() {
     assert_eq!(code, Some(2));
     assert!(err.contains("faults[0].factor"), "{err}");
 }
+
+/// The planted relay (the device puts the media bytes on its WebSocket, skipping the object
+/// store) is named both ways: each frame of bytes a chat server carried, and each message
+/// whose reference has no completed upload.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn a_relay_through_the_chat_servers_is_named_frame_by_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = common::repo_root().join("scenarios/media-heavy.toml");
+    let out = dir.path().join("out");
+    let args =
+        ["scenario", file.to_str().unwrap(), "--plant", "chat-server-relays-media", "--out", out.to_str().unwrap()];
+    let o = wasim(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).expect("summary.json");
+    let c = &summary["counters"];
+    let (frames, sends) = (c["chat_frames_with_media_bytes"].as_u64().unwrap(), c["media_sends"].as_u64().unwrap());
+    assert!(sends > 0 && frames > 0, "{c}");
+    let counts = summary["invariants"]["counts"].as_array().unwrap();
+    let ninth = counts.iter().find(|n| n[0] == 9).expect("invariant 9 named")[1].as_u64().unwrap();
+    // Every relayed frame, and every message that referenced no upload.
+    assert!(ninth >= frames + sends - 10, "{ninth} violations for {frames} frames and {sends} sends");
+}

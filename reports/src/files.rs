@@ -312,6 +312,10 @@ fn timeseries(o: &Outcome) -> io::Result<Vec<u8>> {
     }
     header.extend(o.work_per_second.iter().map(|t| format!("utilisation_{}", t.kind.name())));
     header.extend(["kafka_lag_messages".to_string(), "kafka_lag_group_messages".to_string()]);
+    let media = o.scenario.media.on();
+    if media {
+        header.extend(["media_ingest_bytes".to_string(), "cdn_egress_bytes".to_string()]);
+    }
     header.push("faults_active".into());
     w.write_record(&header)?;
     let utilisation: Vec<Vec<f64>> = o.work_per_second.iter().map(|t| t.utilisation()).collect();
@@ -342,6 +346,9 @@ fn timeseries(o: &Outcome) -> io::Result<Vec<u8>> {
         row.extend(utilisation.iter().map(|u| u.get(i).map_or(String::new(), |u| format!("{u:.4}"))));
         for lag in &o.kafka_lag_per_second {
             row.push(lag.get(i).map_or(String::new(), u64::to_string));
+        }
+        if media {
+            row.extend([s.media_ingest_bytes.to_string(), s.cdn_egress_bytes.to_string()]);
         }
         row.push(faults.join(";"));
         w.write_record(&row)?;

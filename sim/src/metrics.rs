@@ -422,10 +422,9 @@ counters! {
         /// Watchers told a user went offline because the presence key expired (a silent
         /// loss: a cut, or a crash whose users took longer than the TTL to come back).
         shown_offline_by_expiry,
-        /// Bytes the object store took in, the CDN edges served, the chat servers carried.
+        /// Bytes the object store took in (stored in this second), and the CDN edges served.
         media_ingest_bytes,
         cdn_egress_bytes,
-        chat_frame_bytes,
     }
 }
 

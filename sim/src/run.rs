@@ -692,6 +692,8 @@ fn collect(shared: &Shared, scenario: Scenario, seed: u64) -> (Outcome, Logs) {
     let tiers: Vec<TierStats> = NodeKind::ALL
         .iter()
         .filter(|&&k| k != NodeKind::ClientShard)
+        // The media tiers are listed only when the run has media.
+        .filter(|&&k| !matches!(k, NodeKind::Api | NodeKind::ObjectStore | NodeKind::Cdn) || scenario.media.on())
         .map(|&kind| {
             let of_kind: Vec<&NodeReport> = reports.iter().filter(|r| r.kind == kind).collect();
             let util = |r: &NodeReport| r.busy_us as f64 / (window_us * f64::from(r.workers.max(1)));

@@ -826,19 +826,25 @@ impl Devices {
         self.queue_send_numbered(now, index, to, client_seq)
     }
 
-    /// `queue_send` under the client sequence number `client_seq` the device gave it before.
+    /// A media send whose upload completed while the phone at `index` has no connection:
+    /// the message waits in the app, under the client sequence number `client_seq` the
+    /// device gave it at the tap, and goes on the next connection, even if the user closed
+    /// the app meanwhile (the tap wrote it; the upload went on). Returns whether the wait is
+    /// the user's own (the app closed or its network down: the send is marked abandoned,
+    /// and left out of availability, like a send the user closed the app on), or `None`
+    /// when the phone is connected (`send_numbered` sends it).
     pub fn queue_send_numbered(&mut self, now: Time, index: usize, to: Recipient, client_seq: u32) -> Option<bool> {
         let device = self.layout.device(index);
         let d = &self.devices[index];
-        if d.state == DeviceState::Closed || d.state.is_connected() {
+        if d.state.is_connected() {
             return None;
         }
-        let offline = d.network_down();
+        let users_own = d.network_down() || d.state == DeviceState::Closed;
         self.sent.on_send(ClientMsgId { sender: device.user, seq: client_seq });
         // An epoch no connection has: it goes on the next one accepted.
-        let pending = UnackedSend { client_seq, to, sent_at: now, epoch: u32::MAX, abandoned: offline };
+        let pending = UnackedSend { client_seq, to, sent_at: now, epoch: u32::MAX, abandoned: users_own };
         self.unacked_sends.entry(index as u32).or_default().push(pending);
-        Some(offline)
+        Some(users_own)
     }
 
     /// The frame that puts media bytes on the connection of the device at `index` (the

@@ -417,3 +417,33 @@ fn a_device_packs_its_network_flag_and_failures_in_one_byte_and_its_server_in_tw
     assert_eq!(d.take_server(), Some(ServerId(1_023)));
     assert_eq!(d.server(), None);
 }
+
+#[test]
+fn a_media_send_uploaded_while_the_app_is_closed_goes_on_the_next_connection() {
+    let mut r = Rig::new();
+    r.connect(0, PHONE);
+    // The tap numbers the send (tagged with its kind); the app closes during the upload.
+    let seq = crate::MediaKind::Video.tag_seq(r.devices.next_seq(PHONE));
+    r.input(1, PHONE, In::AppClose);
+    let to = Recipient::User(UserId(1));
+    assert_eq!(r.devices.queue_send_numbered(Time::from_ms(2), PHONE, to, seq), Some(true), "the user's own wait");
+    assert_eq!(r.devices.queue_send(Time::from_ms(2), PHONE, to), None, "a draw on a closed app writes nothing");
+    {
+        r.devices.steer(SERVER, Time::ZERO);
+        r.input(3, PHONE, In::AppOpen { settings: SETTINGS })
+    };
+    let epoch = r.epoch(PHONE);
+    let out = r.frame(4, PHONE, ServerFrame::ConnectAccepted { server: SERVER, epoch });
+    let sent: Vec<u32> = out
+        .iter()
+        .filter_map(|o| match o {
+            Out::Frame { frame: DeviceFrame::Send { client_seq, .. }, .. } => Some(*client_seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, vec![seq], "the message with its media reference: {out:?}");
+    assert_eq!(crate::MediaKind::of_seq(seq), Some(crate::MediaKind::Video));
+    // The next send is numbered after it.
+    let (_, next) = r.devices.send(Time::from_ms(5), PHONE, to).expect("connected");
+    assert!(matches!(next, DeviceFrame::Send { client_seq: 1, .. }), "{next:?}");
+}

@@ -67,9 +67,9 @@ impl MediaSide {
             rng: ctx.stream(Stream::Media),
             share: m.share,
             kinds,
-            sizes_kb: MediaKind::ALL.map(|k| m.size_kb(k).clone()),
-            uplink_mbps: m.uplink_mbps.clone(),
-            downlink_mbps: m.downlink_mbps.clone(),
+            sizes_kb: MediaKind::ALL.map(|k| *m.size_kb(k)),
+            uplink_mbps: m.uplink_mbps,
+            downlink_mbps: m.downlink_mbps,
             wakes: BinaryHeap::new(),
             outs: Vec::new(),
         }))
@@ -87,8 +87,8 @@ impl MediaSide {
     }
 
     /// A link's speed in bytes per second.
-    fn draw_link(&mut self, mbps: &DistConfig) -> u32 {
-        (draw_uncapped(mbps, &mut self.rng) * 1e6 / 8.0).clamp(LINK_BYTES_PER_S_MIN, f64::from(u32::MAX)) as u32
+    fn draw_link(&mut self, mbps: DistConfig) -> u32 {
+        (draw_uncapped(&mbps, &mut self.rng) * 1e6 / 8.0).clamp(LINK_BYTES_PER_S_MIN, f64::from(u32::MAX)) as u32
     }
 
     /// Uploads still in flight (tapped, not sent nor failed).
@@ -108,7 +108,7 @@ impl ClientShard {
         let kind = m.draw_kind();
         let kb = draw_uncapped(&m.sizes_kb[kind as usize], &mut m.rng).clamp(1.0, MEDIA_KB_MAX as f64);
         let bytes = (kb * 1e3) as u32;
-        let uplink = m.draw_link(&m.uplink_mbps.clone());
+        let uplink = m.draw_link(m.uplink_mbps);
         let seq = kind.tag_seq(self.devices.next_seq(index));
         let user = self.layout().device(index).user;
         ctx.counters.media_taps += 1;
@@ -130,7 +130,7 @@ impl ClientShard {
         if MediaKind::of_seq(msg.client_seq).is_none() {
             return;
         }
-        let downlink = m.draw_link(&m.downlink_mbps.clone());
+        let downlink = m.draw_link(m.downlink_mbps);
         let input = MediaInput::Shown {
             device: DeviceKey::of(device),
             key: MediaKey::of(msg.client_id()),
