@@ -257,7 +257,7 @@ pub fn estimate(i: &EstimateInputs, against_card: bool) -> Vec<EstimateRow> {
         ),
     ];
     if i.media_share > 0.0 {
-        rows.extend(media_rows(i, msgs));
+        rows.extend(media_rows(i, msgs, against_card));
     }
     if !against_card {
         for r in &mut rows {
@@ -294,7 +294,9 @@ pub fn estimate(i: &EstimateInputs, against_card: bool) -> Vec<EstimateRow> {
 
 /// The media pipeline's rows (the card's "Media never touches Chat Servers — S3
 /// pre-signed URL + CDN"; it gives no volumes, so none is checked against it).
-fn media_rows(i: &EstimateInputs, msgs: f64) -> Vec<EstimateRow> {
+/// `assumed`: the inputs are the card's, which names no media volume (else a scenario's).
+fn media_rows(i: &EstimateInputs, msgs: f64, assumed: bool) -> Vec<EstimateRow> {
+    let said = if assumed { " (assumed: the card gives none)" } else { "" };
     let uploads = msgs * i.media_share;
     let ingest = uploads * i.media_bytes;
     let day = ingest * DAY_S;
@@ -305,14 +307,14 @@ fn media_rows(i: &EstimateInputs, msgs: f64) -> Vec<EstimateRow> {
             None,
             uploads,
             "uploads/s",
-            format!("{} msg/s × {} carrying media (assumed)", si(msgs), i.media_share),
+            format!("{} msg/s × {} carrying media{said}", si(msgs), i.media_share),
         ),
         row(
             "Object-store ingest",
             None,
             ingest,
             "bytes/s",
-            format!("{} uploads/s × {} a file (assumed mean, encrypted)", si(uploads), si_bytes(i.media_bytes)),
+            format!("{} uploads/s × {} a file on average, encrypted{said}", si(uploads), si_bytes(i.media_bytes)),
         ),
         row("Media storage a day", None, day, "bytes/day", format!("{}/s × 86,400 s", si_bytes(ingest))),
         row(
@@ -327,7 +329,7 @@ fn media_rows(i: &EstimateInputs, msgs: f64) -> Vec<EstimateRow> {
             None,
             ingest * i.media_downloads,
             "bytes/s",
-            format!("{}/s × {} devices downloading each", si_bytes(ingest), i.media_downloads),
+            format!("{}/s × {:.2} devices downloading each{said}", si_bytes(ingest), i.media_downloads),
         ),
         row(
             "Chat-server bytes of a media message",
@@ -423,6 +425,26 @@ mod tests {
     }
 
     /// Each row worked out by hand from the card's numbers.
+    #[test]
+    fn media_rows_follow_their_inputs_and_say_what_is_assumed() {
+        let card = estimate(&EstimateInputs::card(), true);
+        let value = |rows: &[EstimateRow], name: &str| rows.iter().find(|r| r.component == name).expect(name).value;
+        let msgs = 100e9 / DAY_S;
+        assert!((value(&card, "Media uploads") - msgs * 0.1).abs() < 1.0);
+        assert!((value(&card, "Object-store ingest") - msgs * 0.1 * 500e3).abs() < 1e3);
+        assert!((value(&card, "Media storage a day") - msgs * 0.1 * 500e3 * DAY_S).abs() < 1e9);
+        assert!((value(&card, "CDN egress") - msgs * 0.1 * 500e3 * 1.2).abs() < 1e3);
+        let said = card.iter().find(|r| r.component == "Media uploads").unwrap();
+        assert!(said.formula.contains("assumed") && said.card.is_none(), "{said:?}");
+        // A scenario's own figures are not called assumed; no media, no media rows.
+        let own = estimate(&EstimateInputs { media_share: 0.4, ..EstimateInputs::card() }, false);
+        assert!(!own.iter().any(|r| r.formula.contains("assumed")));
+        let none = estimate(&EstimateInputs { media_share: 0.0, ..EstimateInputs::card() }, true);
+        assert!(!none.iter().any(|r| r.component.contains("Media")));
+        // The chat server carries a frame and a thumbnail, a hundred times less than a file.
+        assert!(value(&card, "Chat-server bytes of a media message") * 50.0 < 500e3);
+    }
+
     #[test]
     fn the_cards_inputs_give_the_cards_rows_worked_by_hand() {
         let rows = estimate(&EstimateInputs::card(), true);

@@ -38,6 +38,15 @@ pub enum DeviceFrame {
 }
 
 impl DeviceFrame {
+    /// The media bytes the frame carries (none in the card's design).
+    #[inline]
+    pub fn media_bytes(&self) -> u32 {
+        match *self {
+            DeviceFrame::MediaBytes { bytes, .. } => bytes,
+            _ => 0,
+        }
+    }
+
     /// The frame's size on the wire: a header and its fields, a media message's thumbnail,
     /// and any media bytes.
     #[inline]

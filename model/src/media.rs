@@ -73,16 +73,16 @@ impl MediaKind {
         seq | ((self as u32 + 1) << CLIENT_SEQ_BITS)
     }
 
-    /// The media kind a client sequence number carries, if any.
+    /// The media kind a client sequence number carries, if any (devices number their sends
+    /// below 2^29 and tag them with `tag_seq`; the top bits of any other number name no kind).
     #[inline]
     pub fn of_seq(seq: u32) -> Option<MediaKind> {
         match seq >> CLIENT_SEQ_BITS {
-            0 => None,
             1 => Some(MediaKind::Image),
             2 => Some(MediaKind::Video),
             3 => Some(MediaKind::Audio),
             4 => Some(MediaKind::Document),
-            _ => panic!("client sequence {seq:#x} carries no media kind"),
+            _ => None,
         }
     }
 }
@@ -439,8 +439,10 @@ pub struct ObjectMeta {
 /// A PUT's outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PutOutcome {
-    /// Stored at this time (200 OK leaves then).
-    Stored(Time),
+    /// Stored at `at` (200 OK leaves then); the ingest took its bytes from `ingest.0` to
+    /// `ingest.1`; `new`: the first copy of the object (a retried PUT of one the store has,
+    /// or is taking, sends its bytes again but stores nothing more).
+    Stored { at: Time, ingest: (Time, Time), new: bool },
     /// The signature does not match the key (403).
     Forbidden,
 }
@@ -486,18 +488,23 @@ impl ObjectStore {
             return PutOutcome::Forbidden;
         }
         let rate = ((self.ingest_bytes_per_s as f64 / slowdown.max(1.0)) as u64).max(1);
+        // The bytes come through the ingest (again, for a retry: the client sends them again).
         let start = now.max(self.ingest_busy_until);
         self.ingest_busy_until = start + transfer_time(u64::from(bytes), rate);
         let stored_at = self.ingest_busy_until.max(sent_by);
+        let ingest = (start, self.ingest_busy_until);
         match self.objects.get_mut(&key) {
-            // A retried PUT of what is stored: the first copy stands.
-            Some(o) => o.stored_at = o.stored_at.min(stored_at),
+            // A retried PUT of what is stored, or being stored: the first copy stands.
+            Some(o) => {
+                o.stored_at = o.stored_at.min(stored_at);
+                PutOutcome::Stored { at: stored_at, ingest, new: false }
+            }
             None => {
                 self.objects.insert(key, ObjectMeta { bytes, tapped_at, stored_at });
                 self.bytes_stored += u64::from(bytes);
+                PutOutcome::Stored { at: stored_at, ingest, new: true }
             }
         }
-        PutOutcome::Stored(stored_at)
     }
 
     /// A GET at `now`: the object, if stored by then.
@@ -531,18 +538,35 @@ pub enum EdgeGet {
     Joined,
 }
 
-/// One CDN edge: its cache of objects and the requests waiting for an origin fetch. An
-/// object's hit ratio comes from its popularity: the first request at an edge misses, the
-/// others (a group's members, a user's other device) hit.
-#[derive(Debug, Default)]
+/// One CDN edge: its cache of objects (at most `capacity_bytes`, the oldest evicted
+/// first) and the requests waiting for an origin fetch. An object's hit ratio comes from its
+/// popularity: the first request at an edge misses, the others (a group's members, a user's
+/// other device) are served without a fetch of their own.
+#[derive(Debug)]
 pub struct CdnEdge {
     cached: FxHashMap<MediaKey, ObjectMeta>,
+    /// Cached keys, oldest first, for eviction.
+    order: std::collections::VecDeque<MediaKey>,
+    cached_bytes: u64,
+    capacity_bytes: u64,
     waiting: FxHashMap<MediaKey, SmallVec<[(DeviceKey, u32); 2]>>,
     /// Lost (a fault): nothing is cached, every request goes to the origin.
     lost: bool,
 }
 
 impl CdnEdge {
+    /// An empty edge that caches at most `capacity_bytes`.
+    pub fn new(capacity_bytes: u64) -> CdnEdge {
+        CdnEdge {
+            cached: FxHashMap::default(),
+            order: std::collections::VecDeque::new(),
+            cached_bytes: 0,
+            capacity_bytes,
+            waiting: FxHashMap::default(),
+            lost: false,
+        }
+    }
+
     /// A GET from `device` (request `token`).
     pub fn get(&mut self, key: MediaKey, device: DeviceKey, token: u32) -> EdgeGet {
         if let Some(&o) = self.cached.get(&key) {
@@ -564,7 +588,15 @@ impl CdnEdge {
     /// in the order they came. The object is cached unless the edge is lost.
     pub fn origin_answered(&mut self, key: MediaKey, object: Option<ObjectMeta>) -> SmallVec<[(DeviceKey, u32); 2]> {
         if let (Some(o), false) = (object, self.lost) {
-            self.cached.insert(key, o);
+            if u64::from(o.bytes) <= self.capacity_bytes && self.cached.insert(key, o).is_none() {
+                self.order.push_back(key);
+                self.cached_bytes += u64::from(o.bytes);
+                while self.cached_bytes > self.capacity_bytes {
+                    let oldest = self.order.pop_front().expect("cached bytes are of cached keys");
+                    let gone = self.cached.remove(&oldest).expect("the order holds cached keys");
+                    self.cached_bytes -= u64::from(gone.bytes);
+                }
+            }
         }
         self.waiting.remove(&key).unwrap_or_default()
     }
@@ -574,6 +606,8 @@ impl CdnEdge {
     pub fn set_lost(&mut self, lost: bool) {
         if lost {
             self.cached = FxHashMap::default();
+            self.order = std::collections::VecDeque::new();
+            self.cached_bytes = 0;
         }
         self.lost = lost;
     }
@@ -714,25 +748,33 @@ mod tests {
         assert_eq!(s.put(Time::ZERO, key(1), 10, 0, Time::ZERO, Time::ZERO, 1.0), PutOutcome::Forbidden);
         let t = Time::ZERO;
         // Two 1 MB uploads at once through 1 MB/s: the second waits for the first.
-        assert_eq!(s.put(t, key(1), 1_000_000, sign(42, key(1)), t, t, 1.0), PutOutcome::Stored(Time::from_secs(1)));
-        assert_eq!(s.put(t, key(2), 1_000_000, sign(42, key(2)), t, t, 1.0), PutOutcome::Stored(Time::from_secs(2)));
+        let stored = |o: PutOutcome| match o {
+            PutOutcome::Stored { at, .. } => at,
+            PutOutcome::Forbidden => panic!("forbidden"),
+        };
+        assert_eq!(
+            s.put(t, key(1), 1_000_000, sign(42, key(1)), t, t, 1.0),
+            PutOutcome::Stored { at: Time::from_secs(1), ingest: (t, Time::from_secs(1)), new: true }
+        );
+        assert_eq!(stored(s.put(t, key(2), 1_000_000, sign(42, key(2)), t, t, 1.0)), Time::from_secs(2));
         assert_eq!(s.get(Time::from_ms(1_500), key(2)), None, "not stored yet");
         assert!(s.get(Time::from_secs(2), key(2)).is_some());
         // A slow uplink bounds it too; a slowed store halves its rate.
         let late = Time::from_secs(10);
+        assert_eq!(stored(s.put(Time::from_secs(3), key(3), 1_000_000, sign(42, key(3)), t, late, 2.0)), late);
         assert_eq!(
-            s.put(Time::from_secs(3), key(3), 1_000_000, sign(42, key(3)), t, late, 2.0),
-            PutOutcome::Stored(late)
+            stored(s.put(Time::from_secs(20), key(4), 1_000_000, sign(42, key(4)), t, t, 2.0)),
+            Time::from_secs(22)
         );
-        assert_eq!(
-            s.put(Time::from_secs(20), key(4), 1_000_000, sign(42, key(4)), t, t, 2.0),
-            PutOutcome::Stored(Time::from_secs(22))
-        );
+        // A retry of a stored object sends its bytes through the ingest again, stores nothing.
+        let again = s.put(Time::from_secs(30), key(4), 1_000_000, sign(42, key(4)), t, t, 1.0);
+        assert!(matches!(again, PutOutcome::Stored { new: false, .. }), "{again:?}");
+        assert_eq!((s.len(), s.bytes_stored()), (4, 4_000_000));
     }
 
     #[test]
     fn an_edge_coalesces_misses_and_loses_its_cache() {
-        let mut e = CdnEdge::default();
+        let mut e = CdnEdge::new(1_000);
         let key = MediaKey::of(ClientMsgId { sender: UserId(1), seq: MediaKind::Image.tag_seq(1) });
         let o = ObjectMeta { bytes: 5, tapped_at: Time::ZERO, stored_at: Time::ZERO };
         assert_eq!(e.get(key, DeviceKey(1), 1), EdgeGet::FetchOrigin);
@@ -745,5 +787,15 @@ mod tests {
         assert_eq!(e.cached(), 0, "a lost edge caches nothing");
         e.set_lost(false);
         assert_eq!(e.get(key, DeviceKey(3), 5), EdgeGet::FetchOrigin, "back, cold");
+        // Full, it evicts the oldest first.
+        let other = |n| MediaKey::of(ClientMsgId { sender: UserId(2), seq: MediaKind::Image.tag_seq(n) });
+        let big = ObjectMeta { bytes: 400, ..o };
+        for n in 0..3 {
+            e.get(other(n), DeviceKey(1), 1);
+            e.origin_answered(other(n), Some(big));
+        }
+        assert_eq!(e.cached(), 2, "1,000 bytes hold two of 400");
+        assert_eq!(e.get(other(0), DeviceKey(1), 1), EdgeGet::FetchOrigin, "the oldest went");
+        assert_eq!(e.get(other(2), DeviceKey(1), 1), EdgeGet::Hit(big));
     }
 }

@@ -218,7 +218,7 @@ fn media_section(m: &crate::summary::MediaSummary) -> String {
 | CDN requests / hit ratio / origin fetches | {} / {:.1}% / {} |\n\
 | object-store ingest, mean / peak second | {:.2} / {:.2} Gbit/s ({:.1}% of {:.0} Gbit/s) |\n\
 | CDN egress, mean / peak second | {:.2} / {:.2} Gbit/s |\n\
-| media storage a day (ingest × 86,400 s) | {} |\n| media held at the end | {} |\n\
+| media storage a day (objects stored a second × 86,400 s) | {} |\n| media held at the end | {} |\n\
 | chat-server frames / mean size / with media bytes | {} / {:.0} B / {} |\n",
         m.share * 100.0,
         m.tapped,

@@ -364,7 +364,8 @@ pub struct MediaSummary {
     /// Downloads completed, and failed every attempt.
     pub downloads: u64,
     pub downloads_failed: u64,
-    /// CDN requests, the share served from an edge's cache, origin fetches.
+    /// CDN requests, the share served without an origin fetch of their own (from the
+    /// edge's cache, or by a fetch of the object under way), origin fetches.
     pub cdn_requests: u64,
     pub cdn_hit_ratio: f64,
     pub origin_fetches: u64,
@@ -377,8 +378,9 @@ pub struct MediaSummary {
     pub ingest_utilisation: f64,
     pub cdn_egress_bytes_per_s_mean: f64,
     pub cdn_egress_bytes_per_s_peak: f64,
-    /// Media bytes a day at the window's ingest rate (bytes/s × 86,400 s), and held at the
-    /// end.
+    /// Media bytes a day at the window's storage rate (first copies of objects, bytes/s ×
+    /// 86,400 s; a retried PUT's bytes pass the ingest again but are not stored twice), and
+    /// held at the end.
     pub storage_bytes_per_day: f64,
     pub stored_bytes_end: u64,
     /// What the chat servers carried over the run: frames, their mean size, bytes a
@@ -406,6 +408,7 @@ impl MediaSummary {
         };
         let (ingest_mean, ingest_peak) = mean_peak(|x| x.media_ingest_bytes);
         let (egress_mean, egress_peak) = mean_peak(|x| x.cdn_egress_bytes);
+        let (stored_mean, _) = mean_peak(|x| x.media_stored_bytes);
         let capacity = s.media.ingest_gbps * 1e9 / 8.0;
         Some(MediaSummary {
             share: s.media.share,
@@ -426,7 +429,7 @@ impl MediaSummary {
             ingest_utilisation: round3(ingest_mean / capacity),
             cdn_egress_bytes_per_s_mean: egress_mean,
             cdn_egress_bytes_per_s_peak: egress_peak,
-            storage_bytes_per_day: round3(ingest_mean * 86_400.0),
+            storage_bytes_per_day: round3(stored_mean * 86_400.0),
             stored_bytes_end: c.media_bytes_stored,
             chat_frames: c.chat_frames,
             chat_frame_bytes_mean: round3(c.chat_frame_bytes as f64 / c.chat_frames.max(1) as f64),

@@ -142,7 +142,7 @@ fn render_media(o: &mut String, m: &crate::summary::MediaSummary) {
     );
     let _ = writeln!(
         o,
-        "  object store ingest {:.2} Gbit/s mean, {:.2} peak ({:.1}% of its {:.0} Gbit/s) · {}/day at that rate · CDN egress {:.2} Gbit/s mean, {:.2} peak · hit ratio {:.1}% · {} origin fetches",
+        "  object store ingest {:.2} Gbit/s mean, {:.2} peak ({:.1}% of its {:.0} Gbit/s) · storage {}/day · CDN egress {:.2} Gbit/s mean, {:.2} peak · hit ratio {:.1}% · {} origin fetches",
         gbps(m.ingest_bytes_per_s_mean),
         gbps(m.ingest_bytes_per_s_peak),
         m.ingest_utilisation * 100.0,

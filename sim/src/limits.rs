@@ -627,8 +627,12 @@ fn check_media(s: &Scenario) -> Result<(), Failure> {
             return fail(&format!("media.kinds.{}", kind.name()), format!("{w} must be a finite share, at least 0"));
         }
     }
-    if shares.iter().sum::<f64>() <= 0.0 {
-        return fail("media.kinds", "the kinds' shares sum to 0: at least one kind must be sent".into());
+    let sum = shares.iter().sum::<f64>();
+    if !(sum > 0.0 && sum.is_finite()) {
+        return fail(
+            "media.kinds",
+            format!("the kinds' shares sum to {sum}: at least one kind must be sent, and the sum must be finite"),
+        );
     }
     let kb = crate::scenario::MEDIA_KB_MAX;
     for (field, d) in [
@@ -662,6 +666,7 @@ fn check_media(s: &Scenario) -> Result<(), Failure> {
     };
     positive("media.encrypt_mb_per_s", m.encrypt_mb_per_s, 100_000.0, "a device's AES speed")?;
     positive("media.ingest_gbps", m.ingest_gbps, 1e6, "a petabit a second")?;
+    positive("media.cdn_cache_gb", m.cdn_cache_gb, 1e9, "an exabyte an edge")?;
     in_range("media.api_servers", m.api_servers.into(), 1, MEDIA_PROCESSES_MAX, "each is a process")?;
     in_range("media.api_workers", m.api_workers.into(), 1, WORKERS_MAX.into(), "workers of one process")?;
     in_range("media.object_store_nodes", m.object_store_nodes.into(), 1, MEDIA_PROCESSES_MAX, "each is a process")?;
@@ -676,7 +681,16 @@ fn check_media(s: &Scenario) -> Result<(), Failure> {
         "at least the base, at most an hour",
     )
     .map_err(|f| f.related(&["media.retry_backoff_ms_base"]))?;
-    in_range("media.timeout_ms", m.timeout_ms, 1, 3_600_000, "at most an hour")
+    // A device must be able to hear an answer: a round trip at the client link's p99.
+    let round_trip_ms = (2.0 * s.network.client_server_ms.p99()).ceil() as u64;
+    in_range(
+        "media.timeout_ms",
+        m.timeout_ms,
+        round_trip_ms.max(1),
+        3_600_000,
+        "at least a round trip at the client link's p99, or every request times out; at most an hour",
+    )
+    .map_err(|f| f.related(&["network.client_server_ms"]))
 }
 
 /// The fastest client link, in Mbit/s.

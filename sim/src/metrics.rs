@@ -382,19 +382,22 @@ counters! {
         media_sends_failed,
         /// Uploads still under way at the end.
         media_uploads_pending_end,
-        /// Upload URLs signed; PUTs made; stored; refused (503 while down, 403).
+        /// Upload URLs signed; PUTs made; objects stored (first copies); PUTs refused (503
+        /// while down, 403).
         media_presigns,
         media_put_attempts,
         media_uploads_stored,
         media_uploads_refused,
-        /// Bytes the object store took in; bytes it holds at the end.
+        /// Bytes the object store's ingest took in (a retried PUT's again); bytes it holds at
+        /// the end.
         media_bytes_ingested,
         media_bytes_stored,
         /// Downloads completed by recipient devices, failed every attempt, and their bytes.
         media_downloads,
         media_downloads_failed,
         media_bytes_downloaded,
-        /// CDN edges: requests, hits, fetches from the origin, bytes served.
+        /// CDN edges: requests, those served without an origin fetch of their own (cached,
+        /// or waiting on a fetch under way), fetches from the origin, bytes served.
         cdn_requests,
         cdn_hits,
         cdn_origin_fetches,
@@ -422,8 +425,10 @@ counters! {
         /// Watchers told a user went offline because the presence key expired (a silent
         /// loss: a cut, or a crash whose users took longer than the TTL to come back).
         shown_offline_by_expiry,
-        /// Bytes the object store took in (stored in this second), and the CDN edges served.
+        /// Bytes the object store's ingest took in this second (retried PUTs' again), of
+        /// them the first copies of objects (storage), and the bytes the CDN edges served.
         media_ingest_bytes,
+        media_stored_bytes,
         cdn_egress_bytes,
     }
 }

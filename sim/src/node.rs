@@ -270,9 +270,11 @@ pub(crate) enum Stream {
     /// Service times of the writes that make no reply (message rows' status, group
     /// receipt rows): their draws leave the replies' service times as they were.
     SilentWrites = 9,
-    /// Media: which sends carry media, their kinds, sizes and links, and the media
-    /// model's choices (backoff jitter).
+    /// Media: which sends carry media, their kinds, sizes and links.
     Media = 10,
+    /// The media model's choices (backoff jitter): apart from the workload's, so that a
+    /// fault (retries) does not change which sends carry media.
+    MediaRetries = 11,
 }
 
 /// Streams reserved per process (more than `Stream` uses, so purposes can be added without

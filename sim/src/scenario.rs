@@ -682,10 +682,12 @@ pub struct Media {
     /// An object-store request's time to first byte in µs (default log-normal p50 20,000
     /// p99 100,000).
     pub object_store_us: DistConfig,
-    /// CDN edges (a user's devices download from one, by user), and an edge's service
-    /// time per request in µs (defaults 8, exponential mean 200).
+    /// CDN edges (a user's devices download from one, by user), an edge's service time per
+    /// request in µs, and its cache in GB, the oldest object evicted first (defaults 8,
+    /// exponential mean 200, 1,000).
     pub cdn_edges: u32,
     pub cdn_us: DistConfig,
+    pub cdn_cache_gb: f64,
     /// Attempts of an upload (or a download) before it fails visibly (default 5).
     pub attempts_max: u32,
     /// Backoff between attempts: exponential with full jitter from this window, doubling
@@ -744,6 +746,7 @@ impl Default for Media {
             object_store_us: d_lognormal(20_000.0, 100_000.0),
             cdn_edges: 8,
             cdn_us: d_exponential(200.0),
+            cdn_cache_gb: 1_000.0,
             attempts_max: 5,
             retry_backoff_ms_base: 1_000,
             retry_backoff_ms_max: 30_000,

@@ -51,7 +51,7 @@ impl NodeKind {
             NodeKind::Kafka => "consumer lag (records)",
             NodeKind::Router => "routes in flight",
             NodeKind::Fanout => "group messages in flight",
-            NodeKind::Api => "presign requests queued",
+            NodeKind::Api => "upload URLs signed",
             NodeKind::ObjectStore => "objects stored",
             NodeKind::Cdn => "objects cached",
         }

@@ -300,6 +300,35 @@ fn media(logs: &Logs, r: &mut CheckReport) {
     }
 }
 
+/// 9, as it happens: chat server `server` took `frame` from `device` at `t`. A frame that
+/// carries media bytes (of any size), or is larger than a header and a thumbnail
+/// (`FRAME_BYTES_MAX`), breaks the invariant; a media message's reference is logged for
+/// `media` to look its upload up.
+pub(crate) fn frame_carried(
+    logs: &mut Logs,
+    t: Time,
+    device: wasim_model::DeviceId,
+    server: wasim_model::ServerId,
+    frame: &wasim_model::DeviceFrame,
+) {
+    let (media, bytes) = (frame.media_bytes(), frame.wire_bytes());
+    if media > 0 || bytes > wasim_model::FRAME_BYTES_MAX {
+        let detail = format!(
+            "chat server {} took a frame of {bytes} bytes from the device, {media} of them media (by design a frame carries a reference and a thumbnail, at most {} bytes; media bytes go to the object store)",
+            server.0,
+            wasim_model::FRAME_BYTES_MAX
+        );
+        let subject = DeviceKey::of(device).to_string();
+        logs.early.push(violation(9, "media", subject, LogMs::of(t), detail));
+    }
+    if let wasim_model::DeviceFrame::Send { client_seq, .. } = *frame {
+        if wasim_model::MediaKind::of_seq(client_seq).is_some() {
+            let key = wasim_model::ClientMsgId { sender: device.user, seq: client_seq }.key();
+            logs.media_refs.push((key, LogMs::of(t)));
+        }
+    }
+}
+
 /// Whether `t` falls in one of `windows` (each inclusive).
 fn within(windows: &[(Time, Time)], t: Time) -> bool {
     windows.iter().any(|&(from, until)| from <= t && t <= until)

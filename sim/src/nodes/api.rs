@@ -12,13 +12,14 @@ pub(crate) struct ApiNode {
     fifo: Fifo,
     service: Sampler,
     secret: u64,
+    signed: u64,
 }
 
 impl ApiNode {
     pub fn new(shared: &Shared) -> ApiNode {
         let m = &shared.scenario.media;
         let (fifo, service) = super::queue(shared, crate::topology::NodeKind::Api, m.api_workers, &m.presign_us);
-        ApiNode { fifo, service, secret: super::object_store::signing_secret(shared) }
+        ApiNode { fifo, service, secret: super::object_store::signing_secret(shared), signed: 0 }
     }
 }
 
@@ -29,6 +30,7 @@ impl Process for ApiNode {
         let signature = Some(wasim_model::sign(self.secret, key));
         ctx.send(env.from, done, Msg::Presigned { key, token, signature });
         ctx.counters.media_presigns += 1;
+        self.signed += 1;
     }
 
     fn on_tick(&mut self, _now: Time, _ctx: &mut Ctx) {}
@@ -39,5 +41,6 @@ impl Process for ApiNode {
 
     fn finish(&mut self, report: &mut NodeReport) {
         self.fifo.report_into(report);
+        report.gauge_end = self.signed;
     }
 }

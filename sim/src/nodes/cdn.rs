@@ -25,7 +25,15 @@ impl CdnNode {
         let m = &shared.scenario.media;
         let (fifo, service) =
             super::queue(shared, crate::topology::NodeKind::Cdn, crate::scenario::CDN_WORKERS, &m.cdn_us);
-        CdnNode { edge: CdnEdge::default(), index, fifo, service, topo: shared.topo.clone(), shared: shared.clone() }
+        let capacity = (m.cdn_cache_gb * 1e9) as u64;
+        CdnNode {
+            edge: CdnEdge::new(capacity),
+            index,
+            fifo,
+            service,
+            topo: shared.topo.clone(),
+            shared: shared.clone(),
+        }
     }
 
     /// Follow the fault layer: lost (cache gone) or back (cold).
@@ -52,7 +60,8 @@ impl Process for CdnNode {
                         ctx.send(env.from, done, Msg::CdnServed { key, device, token, object: Some(object) });
                     }
                     EdgeGet::FetchOrigin => ctx.send(self.topo.object_store(key), done, Msg::OriginGet { key }),
-                    EdgeGet::Joined => {}
+                    // Served by the fetch under way: no origin fetch of its own.
+                    EdgeGet::Joined => ctx.counters.cdn_hits += 1,
                 }
             }
             Msg::OriginReply { key, object } => {

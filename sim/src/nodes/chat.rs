@@ -216,36 +216,24 @@ impl ChatNode {
     }
 }
 
-/// The server id of this chat server process.
-fn topo_server(topo: &crate::topology::Topology, me: crate::msg::NodeIdx) -> wasim_model::ServerId {
-    topo.chat_server_of(me).expect("a chat server process")
-}
-
 /// A frame a device put on its WebSocket to this server: counted with its bytes, and
-/// judged as it comes (invariant 9: a chat server carries frames, a reference and a
-/// thumbnail at most, never media bytes). A media message's reference is logged for the
-/// check that its upload was complete.
+/// handed to the media check (invariant 9).
 #[inline]
-fn carried(ctx: &mut Ctx, t: Time, device: DeviceId, frame: &wasim_model::DeviceFrame, server: wasim_model::ServerId) {
-    let bytes = frame.wire_bytes();
+fn carried(
+    ctx: &mut Ctx,
+    t: Time,
+    device: DeviceId,
+    frame: &wasim_model::DeviceFrame,
+    me: crate::msg::NodeIdx,
+    topo: &crate::topology::Topology,
+) {
     ctx.counters.chat_frames += 1;
-    ctx.counters.chat_frame_bytes += u64::from(bytes);
-    if bytes > wasim_model::FRAME_BYTES_MAX {
+    ctx.counters.chat_frame_bytes += u64::from(frame.wire_bytes());
+    if frame.media_bytes() > 0 || frame.wire_bytes() > wasim_model::FRAME_BYTES_MAX {
         ctx.counters.chat_frames_with_media_bytes += 1;
-        let detail = format!(
-            "chat server {} carried a frame of {bytes} bytes from the device (at most {} by design: a header and a thumbnail); media bytes go to the object store",
-            server.0,
-            wasim_model::FRAME_BYTES_MAX
-        );
-        let subject = format!("{}", wasim_model::DeviceKey::of(device));
-        ctx.logs.early.push(crate::check::violation(9, "media", subject, crate::check::LogMs::of(t), detail));
     }
-    if let wasim_model::DeviceFrame::Send { client_seq, .. } = *frame {
-        if wasim_model::MediaKind::of_seq(client_seq).is_some() {
-            let key = wasim_model::ClientMsgId { sender: device.user, seq: client_seq }.key();
-            ctx.logs.media_refs.push((key, crate::check::LogMs::of(t)));
-        }
-    }
+    let server = topo.chat_server_of(me).expect("a chat server process");
+    crate::check::frame_carried(&mut ctx.logs, t, device, server, frame);
 }
 
 /// Trace what a server sends a device, for the traced user's messages.
@@ -295,7 +283,7 @@ impl Process for ChatNode {
         }
         let input = match env.msg {
             Msg::Device { device, frame } => {
-                carried(ctx, env.at, device, &frame, topo_server(&self.topo, self.me));
+                carried(ctx, env.at, device, &frame, self.me, &self.topo);
                 In::Frame { device, frame }
             }
             Msg::GroupAggregate { receipt } => In::GroupAggregate { receipt },

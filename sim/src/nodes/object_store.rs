@@ -43,6 +43,28 @@ impl ObjectStoreNode {
     }
 }
 
+impl ObjectStoreNode {
+    /// Book `bytes` taken in by the ingest over `(from, until)` to the seconds it spans, in
+    /// proportion (a large upload on a slow store spans many); `new`: the first copy of its
+    /// object, also booked as storage. What the ingest takes after the run is not booked.
+    fn book_ingest(&self, (from, until): (Time, Time), bytes: u32, new: bool, ctx: &mut Ctx) {
+        let end_us = self.shared.scenario.total_s() * 1_000_000;
+        let (from_us, until_us) = (from.as_us(), until.as_us().max(from.as_us() + 1));
+        let span = (until_us - from_us) as f64;
+        let mut second = from_us / 1_000_000;
+        while second * 1_000_000 < until_us.min(end_us) {
+            let (a, b) = ((second * 1_000_000).max(from_us), ((second + 1) * 1_000_000).min(until_us));
+            let share = (f64::from(bytes) * (b - a) as f64 / span).round() as u64;
+            let s = ctx.second(Time(second * 1_000_000));
+            s.media_ingest_bytes += share;
+            if new {
+                s.media_stored_bytes += share;
+            }
+            second += 1;
+        }
+    }
+}
+
 impl Process for ObjectStoreNode {
     fn on_message(&mut self, env: &Envelope, ctx: &mut Ctx) {
         let done = self.fifo.serve(env.at, self.first_byte.sample_us(&mut ctx.rng));
@@ -58,10 +80,12 @@ impl Process for ObjectStoreNode {
                     Some(self.store.put(done, key, bytes, signature, tapped_at, last_byte, slowdown))
                 };
                 let (at, stored) = match outcome {
-                    Some(PutOutcome::Stored(at)) => {
-                        ctx.counters.media_uploads_stored += 1;
+                    Some(PutOutcome::Stored { at, ingest, new }) => {
                         ctx.counters.media_bytes_ingested += u64::from(bytes);
-                        ctx.second(at).media_ingest_bytes += u64::from(bytes);
+                        self.book_ingest(ingest, bytes, new, ctx);
+                        if new {
+                            ctx.counters.media_uploads_stored += 1;
+                        }
                         ctx.logs.media_stored.push((key.0, LogMs::of(at)));
                         (at, true)
                     }

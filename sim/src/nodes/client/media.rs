@@ -27,7 +27,10 @@ const NO_DEVICE: u32 = u32::MAX;
 
 pub(in crate::nodes) struct MediaSide {
     client: MediaClient,
+    /// The workload's draws (which sends carry media, kinds, sizes, links).
     rng: ChaCha8Rng,
+    /// The model's draws (backoff jitter).
+    retries: ChaCha8Rng,
     share: f64,
     /// The kinds' shares, cumulative and normalised, in `MediaKind::ALL` order.
     kinds: [f64; 4],
@@ -53,6 +56,10 @@ impl MediaSide {
             sum += w / total;
             *k = sum;
         }
+        // The last kind with a share closes the interval (no rounding leaves a gap after it).
+        if let Some(last) = shares.iter().rposition(|&w| w > 0.0) {
+            kinds[last..].fill(1.0);
+        }
         let config = MediaClientConfig {
             backoff: Backoff {
                 base: Duration::from_millis(m.retry_backoff_ms_base),
@@ -65,6 +72,7 @@ impl MediaSide {
         Some(Box::new(MediaSide {
             client: MediaClient::new(config),
             rng: ctx.stream(Stream::Media),
+            retries: ctx.stream(Stream::MediaRetries),
             share: m.share,
             kinds,
             sizes_kb: MediaKind::ALL.map(|k| *m.size_kb(k)),
@@ -82,7 +90,7 @@ impl MediaSide {
 
     fn draw_kind(&mut self) -> MediaKind {
         let x: f64 = self.rng.random();
-        let i = self.kinds.iter().position(|&c| x < c).unwrap_or(3);
+        let i = self.kinds.iter().position(|&c| x < c).expect("the last share closes the interval at 1");
         MediaKind::ALL[i]
     }
 
@@ -182,7 +190,7 @@ impl ClientShard {
     fn media_input(&mut self, t: Time, input: MediaInput, ctx: &mut Ctx) {
         let m = self.media.as_mut().expect("media runs");
         let mut outs = std::mem::take(&mut m.outs);
-        m.client.handle(t, input, &mut m.rng, &mut outs);
+        m.client.handle(t, input, &mut m.retries, &mut outs);
         for out in outs.drain(..) {
             self.apply_media(t, out, ctx);
         }
