@@ -140,7 +140,7 @@ fn media_runs_are_byte_identical_on_one_thread_and_two() {
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         outs.push(out);
     }
-    for f in ["summary.json", "timeseries.csv", "media_send_to_viewable.hgrm", "report.md"] {
+    for f in ["summary.json", "timeseries.csv", "media_send_to_viewable.hgrm", "report.md", "media.svg"] {
         let a = std::fs::read(outs[0].join(f)).unwrap();
         let b = std::fs::read(outs[1].join(f)).unwrap();
         assert!(a == b, "{f} differs between one thread and two");

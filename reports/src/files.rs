@@ -251,6 +251,19 @@ fn plots(o: &Outcome, s: &Summary) -> Vec<(String, String)> {
     ];
     let title = format!("Throughput: {run}");
     plots.push(("throughput.svg".into(), crate::plot::over_time_svg(&title, "per simulated second", &series, &faults)));
+    if o.scenario.media.on() {
+        let gbps = |f: fn(&wasim_sim::SecondCounters) -> u64| -> Vec<f64> {
+            o.per_second.iter().take(seconds).map(|c| f(c) as f64 * 8.0 / 1e9).collect()
+        };
+        let capacity = vec![o.scenario.media.ingest_gbps; seconds.min(o.per_second.len())];
+        let series = [
+            ("object-store ingest".to_string(), gbps(|c| c.media_ingest_bytes)),
+            ("its bandwidth".to_string(), capacity),
+            ("CDN egress".to_string(), gbps(|c| c.cdn_egress_bytes)),
+        ];
+        let title = format!("Media bandwidth: {run}");
+        plots.push(("media.svg".into(), crate::plot::over_time_svg(&title, "Gbit/s", &series, &faults)));
+    }
     if !o.latencies.presence_detection.is_empty() {
         let title = format!("Presence detection (a silent device to shown offline): {run}");
         let svg = crate::plot::histogram_svg(&title, "time to detect (s)", &o.latencies.presence_detection, 40);
