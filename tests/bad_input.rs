@@ -1,17 +1,7 @@
 //! Bad input gets a message naming the file, line and field, and exit code 2; never a panic.
 
 mod common;
-use common::{scenario_file, stderr, wasim};
-
-/// Run a scenario file with `text` and return (exit code, stderr, path shown).
-fn run_bad(text: &str) -> (Option<i32>, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = scenario_file(dir.path(), "bad.toml", text);
-    let out = wasim(&["scenario", path.to_str().unwrap(), "--out", dir.path().join("out").to_str().unwrap()]);
-    let err = stderr(&out);
-    assert!(!err.contains("panicked"), "bad input must not panic: {err}");
-    (out.status.code(), err, path.display().to_string())
-}
+use common::{run_bad, scenario_file, stderr, wasim};
 
 #[test]
 fn malformed_toml_names_the_line() {

@@ -5,7 +5,7 @@
 //! input is refused with its line.
 
 mod common;
-use common::{scenario_file, stderr, wasim};
+use common::{run_bad, stderr, wasim};
 use wasim_reports::Summary;
 use wasim_sim::{Fault, Scenario};
 
@@ -145,16 +145,6 @@ fn media_runs_are_byte_identical_on_one_thread_and_two() {
         let b = std::fs::read(outs[1].join(f)).unwrap();
         assert!(a == b, "{f} differs between one thread and two");
     }
-}
-
-/// Run a bad scenario: (exit code, stderr, path).
-fn run_bad(text: &str) -> (Option<i32>, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = scenario_file(dir.path(), "bad.toml", text);
-    let out = wasim(&["scenario", path.to_str().unwrap(), "--out", dir.path().join("out").to_str().unwrap()]);
-    let err = stderr(&out);
-    assert!(!err.contains("panicked"), "bad input must not panic: {err}");
-    (out.status.code(), err, path.display().to_string())
 }
 
 #[test]

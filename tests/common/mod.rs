@@ -57,6 +57,17 @@ pub fn wasim(args: &[&str]) -> Output {
         .expect("the wasim binary runs")
 }
 
+/// Run a scenario file with `text` that must be refused: (exit code, stderr, the path it
+/// names). A panic fails the test.
+pub fn run_bad(text: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario_file(dir.path(), "bad.toml", text);
+    let out = wasim(&["scenario", path.to_str().unwrap(), "--out", dir.path().join("out").to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "bad input must not panic: {err}");
+    (out.status.code(), err, path.display().to_string())
+}
+
 /// Write `text` to `name` inside `dir` and return its path.
 pub fn scenario_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
