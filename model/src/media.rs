@@ -218,16 +218,17 @@ pub enum MediaOutput {
     /// The upload is complete: send the message (client sequence `seq`) from the device at
     /// `index`.
     Send { index: u32, to: Recipient, seq: u32, tapped_at: Time },
-    /// The upload failed `attempts` times: the send fails visibly (the user sees "not
+    /// The upload failed `attempts_max` times: the send fails visibly (the user sees "not
     /// sent, tap to retry"); no message references it.
     SendFailed { index: u32, key: MediaKey, tapped_at: Time },
     /// The planted chat-server relay: the device puts the media bytes on its WebSocket.
     Inline { index: u32, key: MediaKey, bytes: u32 },
     /// GET the object from the device's CDN edge.
     Get { device: DeviceKey, key: MediaKey, token: u32 },
-    /// The media is viewable on `device` at `at` (its last byte arrived).
+    /// The media is viewable on `device` at `at` (its last byte arrived); the user tapped
+    /// send at `tapped_at`, the device showed the message at `shown_at`.
     Viewable { device: DeviceKey, key: MediaKey, at: Time, tapped_at: Time, shown_at: Time, bytes: u32, live: bool },
-    /// The download failed `attempts` times: the message shows "tap to retry".
+    /// The download failed `attempts_max` times: the message shows "tap to retry".
     DownloadFailed { device: DeviceKey, key: MediaKey },
 }
 
@@ -248,18 +249,6 @@ impl MediaClient {
     /// Uploads in flight (tapped, message not sent yet).
     pub fn uploads_in_flight(&self) -> usize {
         self.uploads.len()
-    }
-
-    /// Downloads in flight.
-    pub fn downloads_in_flight(&self) -> usize {
-        self.downloads.len()
-    }
-
-    /// The uploads in flight, as (key, tapped at), in key order.
-    pub fn pending_uploads(&self) -> Vec<(MediaKey, Time)> {
-        let mut v: Vec<(MediaKey, Time)> = self.uploads.iter().map(|(&k, u)| (k, u.tapped_at)).collect();
-        v.sort_unstable();
-        v
     }
 
     fn token(&mut self) -> u32 {
