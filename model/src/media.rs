@@ -443,6 +443,9 @@ pub struct ObjectStore {
     secret: u64,
     ingest_bytes_per_s: u64,
     ingest_busy_until: Time,
+    /// Windows in which the ingest runs slower, by a factor: (from, until, factor), in
+    /// time order and not overlapping.
+    slow: Vec<(Time, Time, f64)>,
     objects: FxHashMap<MediaKey, ObjectMeta>,
     bytes_stored: u64,
 }
@@ -453,16 +456,45 @@ impl ObjectStore {
             secret,
             ingest_bytes_per_s,
             ingest_busy_until: Time::ZERO,
+            slow: Vec::new(),
             objects: FxHashMap::default(),
             bytes_stored: 0,
         }
     }
 
+    /// The ingest runs `factor` times slower from `from` until `until` (a degraded store:
+    /// the bytes it takes in that window take longer, those before and after do not).
+    /// Windows must come in time order and not overlap.
+    pub fn slow_between(&mut self, from: Time, until: Time, factor: f64) {
+        assert!(self.slow.last().is_none_or(|&(_, end, _)| end <= from), "slow windows in order, apart");
+        self.slow.push((from, until, factor.max(1.0)));
+    }
+
+    /// When the ingest, free from `start`, has taken `bytes`: at its bandwidth, divided by
+    /// a slow window's factor for the part of the transfer inside it.
+    fn ingest_end(&self, start: Time, bytes: u64) -> Time {
+        let rate = self.ingest_bytes_per_s.max(1) as f64;
+        let (mut t, mut left) = (start, bytes as f64);
+        for &(from, until, factor) in self.slow.iter().filter(|w| w.1 > start) {
+            // At the full rate until the window, then slower within it.
+            for (end, r) in [(from, rate), (until, rate / factor)] {
+                if end <= t {
+                    continue;
+                }
+                let can = r * end.since(t).as_secs_f64();
+                if left <= can {
+                    return t + Duration::from_secs_f64(left / r);
+                }
+                left -= can;
+                t = end;
+            }
+        }
+        t + Duration::from_secs_f64(left / rate)
+    }
+
     /// A PUT of `bytes` served at `now`, its last byte arriving at `sent_by`: the bytes
-    /// pass the store's ingest after those before them, at its bandwidth divided by
-    /// `slowdown` (1: healthy); the object is stored when both its last byte has arrived
-    /// and the ingest has taken it.
-    #[allow(clippy::too_many_arguments)]
+    /// pass the store's ingest after those before them (`ingest_end`); the object is
+    /// stored when both its last byte has arrived and the ingest has taken it.
     pub fn put(
         &mut self,
         now: Time,
@@ -471,15 +503,13 @@ impl ObjectStore {
         signature: u32,
         tapped_at: Time,
         sent_by: Time,
-        slowdown: f64,
     ) -> PutOutcome {
         if signature != sign(self.secret, key) {
             return PutOutcome::Forbidden;
         }
-        let rate = ((self.ingest_bytes_per_s as f64 / slowdown.max(1.0)) as u64).max(1);
         // The bytes come through the ingest (again, for a retry: the client sends them again).
         let start = now.max(self.ingest_busy_until);
-        self.ingest_busy_until = start + transfer_time(u64::from(bytes), rate);
+        self.ingest_busy_until = self.ingest_end(start, u64::from(bytes));
         let stored_at = self.ingest_busy_until.max(sent_by);
         let ingest = (start, self.ingest_busy_until);
         match self.objects.get_mut(&key) {
@@ -734,7 +764,7 @@ mod tests {
     fn the_store_refuses_an_unsigned_put_and_shares_its_ingest() {
         let mut s = ObjectStore::new(42, 1_000_000);
         let key = |n| MediaKey::of(ClientMsgId { sender: UserId(1), seq: MediaKind::Image.tag_seq(n) });
-        assert_eq!(s.put(Time::ZERO, key(1), 10, 0, Time::ZERO, Time::ZERO, 1.0), PutOutcome::Forbidden);
+        assert_eq!(s.put(Time::ZERO, key(1), 10, 0, Time::ZERO, Time::ZERO), PutOutcome::Forbidden);
         let t = Time::ZERO;
         // Two 1 MB uploads at once through 1 MB/s: the second waits for the first.
         let stored = |o: PutOutcome| match o {
@@ -742,23 +772,26 @@ mod tests {
             PutOutcome::Forbidden => panic!("forbidden"),
         };
         assert_eq!(
-            s.put(t, key(1), 1_000_000, sign(42, key(1)), t, t, 1.0),
+            s.put(t, key(1), 1_000_000, sign(42, key(1)), t, t),
             PutOutcome::Stored { at: Time::from_secs(1), ingest: (t, Time::from_secs(1)), new: true }
         );
-        assert_eq!(stored(s.put(t, key(2), 1_000_000, sign(42, key(2)), t, t, 1.0)), Time::from_secs(2));
+        assert_eq!(stored(s.put(t, key(2), 1_000_000, sign(42, key(2)), t, t)), Time::from_secs(2));
         assert_eq!(s.get(Time::from_ms(1_500), key(2)), None, "not stored yet");
         assert!(s.get(Time::from_secs(2), key(2)).is_some());
-        // A slow uplink bounds it too; a slowed store halves its rate.
+        // A slow uplink bounds it too.
         let late = Time::from_secs(10);
-        assert_eq!(stored(s.put(Time::from_secs(3), key(3), 1_000_000, sign(42, key(3)), t, late, 2.0)), late);
-        assert_eq!(
-            stored(s.put(Time::from_secs(20), key(4), 1_000_000, sign(42, key(4)), t, t, 2.0)),
-            Time::from_secs(22)
-        );
+        assert_eq!(stored(s.put(Time::from_secs(3), key(3), 1_000_000, sign(42, key(3)), t, late)), late);
+        // Slowed 4x from 20.5 s to 21 s: 0.5 MB at the full rate, 0.125 MB in the slow half
+        // second, the last 0.375 MB at the full rate again.
+        s.slow_between(Time::from_ms(20_500), Time::from_secs(21), 4.0);
+        let at = stored(s.put(Time::from_secs(20), key(4), 1_000_000, sign(42, key(4)), t, t));
+        assert_eq!(at, Time::from_ms(21_375));
+        // Inside a window that ends before the bytes do, and after every window.
+        assert_eq!(stored(s.put(Time::from_secs(25), key(5), 1_000_000, sign(42, key(5)), t, t)), Time::from_secs(26));
         // A retry of a stored object sends its bytes through the ingest again, stores nothing.
-        let again = s.put(Time::from_secs(30), key(4), 1_000_000, sign(42, key(4)), t, t, 1.0);
+        let again = s.put(Time::from_secs(30), key(4), 1_000_000, sign(42, key(4)), t, t);
         assert!(matches!(again, PutOutcome::Stored { new: false, .. }), "{again:?}");
-        assert_eq!((s.len(), s.bytes_stored()), (4, 4_000_000));
+        assert_eq!((s.len(), s.bytes_stored()), (5, 5_000_000));
     }
 
     #[test]

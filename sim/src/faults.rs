@@ -314,9 +314,30 @@ impl FaultPlan {
         self.media.iter().filter(move |&&(from, until, _)| from <= t && t < until).map(|&(_, _, f)| f)
     }
 
-    /// How many times slower the object store's ingest is at `t` (1: healthy).
-    pub fn store_slowdown(&self, t: Time) -> f64 {
-        self.media_at(t).fold(1.0, |s, f| if let MediaFault::StoreSlow(x) = f { s * x } else { s })
+    /// The windows in which the object store's ingest is slower, by their factors: (from,
+    /// until, factor), in time order, overlapping windows' factors multiplied where they
+    /// overlap.
+    pub fn store_slow_windows(&self) -> Vec<(Time, Time, f64)> {
+        let mut edges: Vec<Time> = Vec::new();
+        for &(from, until, f) in &self.media {
+            if let MediaFault::StoreSlow(_) = f {
+                edges.extend([from, until]);
+            }
+        }
+        edges.sort_unstable();
+        edges.dedup();
+        edges
+            .windows(2)
+            .filter_map(|w| {
+                let factor: f64 = self
+                    .media
+                    .iter()
+                    .filter(|&&(from, until, _)| from <= w[0] && w[1] <= until)
+                    .map(|&(_, _, f)| if let MediaFault::StoreSlow(x) = f { x } else { 1.0 })
+                    .product();
+                (factor > 1.0).then_some((w[0], w[1], factor))
+            })
+            .collect()
     }
 
     /// Whether the object store answers 503 at `t`.

@@ -163,8 +163,9 @@ pub enum Fault {
     /// off (ahead if positive): the Snowflake ids it mints carry its time, and its timers
     /// run on it. (Its clock jumps at both ends; ids stay increasing on each server.)
     ClockSkew { at_s: u64, for_s: u64, target: String, skew_ms: i64 },
-    /// From `at_s` for `for_s` seconds the object store takes uploads `factor` times
-    /// slower (its ingest bandwidth divided by it): uploads queue, their messages wait.
+    /// From `at_s` for `for_s` seconds the object store's ingest is `factor` times slower
+    /// (the bytes it takes in then): uploads queue, their messages wait; the backlog drains
+    /// at the full bandwidth after.
     ObjectStoreSlow { at_s: u64, for_s: u64, factor: f64 },
     /// From `at_s` for `for_s` seconds the object store answers every request with 503:
     /// uploads are retried with backoff (their messages wait; a send whose retries run out

@@ -34,12 +34,12 @@ impl ObjectStoreNode {
         let (fifo, first_byte) =
             super::queue(shared, crate::topology::NodeKind::ObjectStore, STORE_WORKERS, &m.object_store_us);
         let ingest_bytes_per_s = (m.ingest_gbps * 1e9 / 8.0 / f64::from(m.object_store_nodes)) as u64;
-        ObjectStoreNode {
-            store: ObjectStore::new(signing_secret(shared), ingest_bytes_per_s),
-            fifo,
-            first_byte,
-            shared: shared.clone(),
+        let mut store = ObjectStore::new(signing_secret(shared), ingest_bytes_per_s);
+        // The fault layer's slow windows: the store's ingest degrades then.
+        for (from, until, factor) in shared.faults.store_slow_windows() {
+            store.slow_between(from, until, factor);
         }
+        ObjectStoreNode { store, fifo, first_byte, shared: shared.clone() }
     }
 }
 
@@ -76,8 +76,7 @@ impl Process for ObjectStoreNode {
                 } else {
                     // The last byte takes the first's trip, after the uplink sent it.
                     let last_byte = sent_by + env.at.since(started);
-                    let slowdown = self.shared.faults.store_slowdown(env.at);
-                    Some(self.store.put(done, key, bytes, signature, tapped_at, last_byte, slowdown))
+                    Some(self.store.put(done, key, bytes, signature, tapped_at, last_byte))
                 };
                 let (at, stored) = match outcome {
                     Some(PutOutcome::Stored { at, ingest, new }) => {
