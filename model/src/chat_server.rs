@@ -587,24 +587,31 @@ impl ChatServer {
                 let previous = previous.filter(|&p| !self.down.contains(p));
                 let Some(job) = self.fetches.get_mut(key) else { return };
                 job.ended = Some((end, parts));
-                // Only a connection still open here takes the device over: the answer of a
-                // session write delayed past its connection's end (a failover held it) must
-                // not take the device from the server it has since connected to.
                 let (device, epoch) = (job.device, job.epoch);
-                let open = self.is_open(device, epoch);
-                let job = self.fetches.get_mut(key).expect("looked up above");
-                if let Some(from) = previous.filter(|_| open) {
-                    // The device moved here while `from` still held it: `from` gives it up and
-                    // hands over what it pushed unacknowledged, and the catch-up waits for
-                    // that, so the device shows those before anything newer.
-                    job.awaits_handover = true;
-                    job.handover_from = from;
-                    let device = job.device;
-                    self.takeovers += 1;
-                    self.awaiting_handover.insert(DeviceKey::of(device), key);
-                    self.takeover_deadlines.push_back((now + self.config.takeover_timeout, key));
-                    let epoch = job.epoch as u8;
-                    out.push(Out::Takeover { server: from, req, device, to: self.config.id, epoch });
+                match previous {
+                    Some(from) if self.is_open(device, epoch) => {
+                        // The device moved here while `from` still held it: `from` gives it up
+                        // and hands over what it pushed unacknowledged, and the catch-up waits
+                        // for that, so the device shows those before anything newer.
+                        let job = self.fetches.get_mut(key).expect("looked up above");
+                        job.awaits_handover = true;
+                        job.handover_from = from;
+                        self.takeovers += 1;
+                        self.awaiting_handover.insert(DeviceKey::of(device), key);
+                        self.takeover_deadlines.push_back((now + self.config.takeover_timeout, key));
+                        out.push(Out::Takeover { server: from, req, device, to: self.config.id, epoch: epoch as u8 });
+                    }
+                    Some(from) => {
+                        // The connection here closed before its session write came back, but
+                        // the device had left `from` holding one (lost silently): `from` still
+                        // gives that up, and what it pushed unacknowledged comes here, where the
+                        // device is gone, and so back to its inbox, rather than waiting for
+                        // `from` to time the dead connection out. Nothing here waits for it,
+                        // and a connection at `from` newer than this one (the device went back
+                        // there while this write was held up) stays (`on_takeover`).
+                        out.push(Out::Takeover { server: from, req, device, to: self.config.id, epoch: epoch as u8 });
+                    }
+                    None => {}
                 }
                 self.try_finish_fetch(now, key, out);
             }

@@ -784,10 +784,11 @@ fn without_reregistration_a_failover_changes_nothing() {
 }
 
 #[test]
-fn a_late_session_answer_takes_over_nothing() {
+fn a_late_session_answer_takes_over_only_an_older_connection() {
     // Bob connected to 6 and closed; he is now back on 5 with a newer connection. The
     // answer to 6's session write, held up by a failover, still names 5 as the previous
-    // server: 6 does not ask 5 for Bob (its own connection is gone).
+    // server: 6 asks 5 (its own connection gone, it waits for nothing), and 5 keeps the
+    // connection newer than the one that asked.
     let (mut five, mut six) = (server(5), server(6));
     let req = connect_req(&mut six, bob());
     run(&mut six, Time::ZERO, from(bob(), F::Disconnect { epoch: 1, receipts_heard: 0 }));
@@ -797,11 +798,43 @@ fn a_late_session_answer_takes_over_nothing() {
         Time::from_secs(1),
         In::InboxEnd { req, end: InboxPos(0), parts: 0, previous: Some(ServerId(5)) },
     );
-    assert!(!out.iter().any(|o| matches!(o, Out::Takeover { .. })), "{out:?}");
-    // And a takeover from an older connection than the one held is answered without it.
-    let out = run(&mut five, Time::from_secs(1), In::Takeover { req: 7, device: bob(), to: ServerId(6), epoch: 1 });
-    assert_eq!(out, vec![Out::TakeoverDone { server: ServerId(6), req: 7, parts: 0 }]);
+    let asked: Vec<&Out> = out.iter().filter(|o| matches!(o, Out::Takeover { .. })).collect();
+    assert_eq!(asked, vec![&Out::Takeover { server: ServerId(5), req, device: bob(), to: ServerId(6), epoch: 1 }]);
+    let out = run(&mut five, Time::from_secs(1), In::Takeover { req, device: bob(), to: ServerId(6), epoch: 1 });
+    assert_eq!(out, vec![Out::TakeoverDone { server: ServerId(6), req, parts: 0 }]);
     assert!(five.is_connected(bob()), "the newer connection stays");
+}
+
+#[test]
+fn a_connection_lost_silently_is_given_up_even_when_the_next_one_closed_at_once() {
+    // Bob's connection to 5 died silently (his network went) with a push on it; he
+    // connected to 6 and closed before 6's session write came back. 6 still asks 5 for
+    // him: 5 gives the dead connection up and hands the push over; 6, where Bob is gone,
+    // routes it again (to his inbox) instead of it waiting for 5's timeout.
+    let (mut five, mut six) = (server(5), server(6));
+    connect(&mut five, bob());
+    run(&mut five, Time::ZERO, In::Forward { msg: message(9), slot: DeviceSlot(0) });
+    let out = run(
+        &mut six,
+        Time::from_secs(1),
+        from(bob(), F::Connect { epoch: 2, cursor: InboxPos(0), hide_last_seen: false }),
+    );
+    let Some(&Out::SessionSet { req, .. }) = out.iter().find(|o| matches!(o, Out::SessionSet { .. })) else { panic!() };
+    run(&mut six, Time::from_secs(1), from(bob(), F::Disconnect { epoch: 2, receipts_heard: 0 }));
+    let out = run(
+        &mut six,
+        Time::from_secs(1),
+        In::InboxEnd { req, end: InboxPos(0), parts: 0, previous: Some(ServerId(5)) },
+    );
+    assert!(
+        out.contains(&Out::Takeover { server: ServerId(5), req, device: bob(), to: ServerId(6), epoch: 2 }),
+        "{out:?}"
+    );
+    let out = run(&mut five, Time::from_secs(1), In::Takeover { req, device: bob(), to: ServerId(6), epoch: 2 });
+    assert!(out.contains(&Out::Handover { server: ServerId(6), req, slot: DeviceSlot(0), msg: message(9) }), "{out:?}");
+    assert!(!five.is_connected(bob()), "the dead connection is given up");
+    let out = run(&mut six, Time::from_secs(1), In::Handover { req, slot: DeviceSlot(0), msg: message(9) });
+    assert!(out.iter().any(|o| matches!(o, Out::Reroute { msg, .. } if *msg == message(9))), "{out:?}");
 }
 
 /// A group message from Alice to group 7, as stored, minted by server `worker`.
