@@ -374,10 +374,16 @@ mod tests {
 
     #[test]
     fn every_schedule_passes_the_scenario_checks_and_every_kind_is_drawn() {
-        let base = small();
+        let kinds = kinds_drawn(&small());
+        assert_eq!(kinds.len(), 8, "{kinds:?}");
+    }
+
+    /// The fault kinds 400 seeds of random schedules on `base` draw, each schedule checked
+    /// as the scenario checks do, and read back from its replay file unchanged.
+    fn kinds_drawn(base: &Scenario) -> std::collections::BTreeSet<&'static str> {
         let mut kinds = std::collections::BTreeSet::new();
         for seed in 0..400 {
-            let s = derive(&base, seed, FaultsMode::Random);
+            let s = derive(base, seed, FaultsMode::Random);
             assert!(!s.faults.is_empty() && s.faults.len() <= RANDOM_FAULTS_MAX, "seed {seed}: {:?}", s.faults);
             crate::limits::check(&s).unwrap_or_else(|f| panic!("seed {seed}: {}: {}", f.field, f.message));
             // Written out and read back, it is the same scenario: the replay file holds.
@@ -386,22 +392,14 @@ mod tests {
             assert_eq!(back.faults, s.faults, "seed {seed}");
             kinds.extend(s.faults.iter().map(|f| f.kind()));
         }
-        assert_eq!(kinds.len(), 8, "{kinds:?}");
+        kinds
     }
 
     #[test]
     fn a_scenario_with_media_draws_media_faults_too() {
         let mut base = small();
         base.media.share = 0.3;
-        let mut kinds = std::collections::BTreeSet::new();
-        for seed in 0..400 {
-            let s = derive(&base, seed, FaultsMode::Random);
-            crate::limits::check(&s).unwrap_or_else(|f| panic!("seed {seed}: {}: {}", f.field, f.message));
-            let text = toml::to_string(&s).expect("serialises");
-            let back = Scenario::parse(&text, Path::new("derived.toml"), "derived").expect("reads back");
-            assert_eq!(back.faults, s.faults, "seed {seed}");
-            kinds.extend(s.faults.iter().map(|f| f.kind()));
-        }
+        let kinds = kinds_drawn(&base);
         assert_eq!(kinds.len(), 11, "{kinds:?}");
         for media in ["object_store_down", "object_store_slow", "cdn_edge_loss"] {
             assert!(kinds.contains(media), "{media} never drawn");

@@ -281,11 +281,11 @@ pub enum Msg {
         key: MediaKey,
         token: u32,
     },
-    /// The URL's signature (`None`: an error, 503).
+    /// The URL's signature.
     Presigned {
         key: MediaKey,
         token: u32,
-        signature: Option<u32>,
+        signature: u32,
     },
     /// A PUT of `bytes`: its first byte left the device at `started`, its last leaves at
     /// `sent_by` (the device's uplink).

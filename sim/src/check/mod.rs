@@ -300,19 +300,21 @@ fn media(logs: &Logs, r: &mut CheckReport) {
     }
 }
 
-/// 9, as it happens: chat server `server` took `frame` from `device` at `t`. A frame that
-/// carries media bytes (of any size), or is larger than a header and a thumbnail
-/// (`FRAME_BYTES_MAX`), breaks the invariant; a media message's reference is logged for
-/// `media` to look its upload up.
+/// 9, as it happens: chat server `server` took `frame` (`bytes` on the wire) from `device`
+/// at `t`. A frame that carries media bytes (of any size), or is larger than a header and
+/// a thumbnail (`FRAME_BYTES_MAX`), breaks the invariant: returns whether it did. A media
+/// message's reference is logged for `media` to look its upload up.
 pub(crate) fn frame_carried(
     logs: &mut Logs,
     t: Time,
     device: wasim_model::DeviceId,
     server: wasim_model::ServerId,
     frame: &wasim_model::DeviceFrame,
-) {
-    let (media, bytes) = (frame.media_bytes(), frame.wire_bytes());
-    if media > 0 || bytes > wasim_model::FRAME_BYTES_MAX {
+    bytes: u32,
+) -> bool {
+    let media = frame.media_bytes();
+    let broken = media > 0 || bytes > wasim_model::FRAME_BYTES_MAX;
+    if broken {
         let detail = format!(
             "chat server {} took a frame of {bytes} bytes from the device, {media} of them media (by design a frame carries a reference and a thumbnail, at most {} bytes; media bytes go to the object store)",
             server.0,
@@ -327,6 +329,7 @@ pub(crate) fn frame_carried(
             logs.media_refs.push((key, LogMs::of(t)));
         }
     }
+    broken
 }
 
 /// Whether `t` falls in one of `windows` (each inclusive).

@@ -219,21 +219,13 @@ impl ChatNode {
 /// A frame a device put on its WebSocket to this server: counted with its bytes, and
 /// handed to the media check (invariant 9).
 #[inline]
-fn carried(
-    ctx: &mut Ctx,
-    t: Time,
-    device: DeviceId,
-    frame: &wasim_model::DeviceFrame,
-    me: crate::msg::NodeIdx,
-    topo: &crate::topology::Topology,
-) {
+fn carried(ctx: &mut Ctx, t: Time, device: DeviceId, frame: &wasim_model::DeviceFrame, server: wasim_model::ServerId) {
+    let bytes = frame.wire_bytes();
     ctx.counters.chat_frames += 1;
-    ctx.counters.chat_frame_bytes += u64::from(frame.wire_bytes());
-    if frame.media_bytes() > 0 || frame.wire_bytes() > wasim_model::FRAME_BYTES_MAX {
+    ctx.counters.chat_frame_bytes += u64::from(bytes);
+    if crate::check::frame_carried(&mut ctx.logs, t, device, server, frame, bytes) {
         ctx.counters.chat_frames_with_media_bytes += 1;
     }
-    let server = topo.chat_server_of(me).expect("a chat server process");
-    crate::check::frame_carried(&mut ctx.logs, t, device, server, frame);
 }
 
 /// Trace what a server sends a device, for the traced user's messages.
@@ -283,7 +275,7 @@ impl Process for ChatNode {
         }
         let input = match env.msg {
             Msg::Device { device, frame } => {
-                carried(ctx, env.at, device, &frame, self.me, &self.topo);
+                carried(ctx, env.at, device, &frame, self.server.id());
                 In::Frame { device, frame }
             }
             Msg::GroupAggregate { receipt } => In::GroupAggregate { receipt },

@@ -598,9 +598,7 @@ impl ClientShard {
             let at = t + self.read_delay.sample(&mut self.rng.reads);
             self.reads.schedule(t, at, key, msg);
         }
-        if self.media.is_some() {
-            self.media_shown(t, device, &msg, online_at_send && !fetched && !waited_in_app, ctx);
-        }
+        self.media_shown(t, device, &msg, online_at_send && !fetched && !waited_in_app, ctx);
     }
 
     fn on_receipt(

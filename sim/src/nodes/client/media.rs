@@ -151,13 +151,9 @@ impl ClientShard {
     /// An answer from the API tier, the object store or a CDN edge.
     pub(super) fn media_reply(&mut self, at: Time, msg: &Msg, ctx: &mut Ctx) {
         let (input, device) = match *msg {
-            Msg::Presigned { key, token, signature } => (
-                match signature {
-                    Some(signature) => MediaInput::Presigned { key, token, signature },
-                    None => MediaInput::UploadRefused { key, token },
-                },
-                DeviceId::phone(key.client_id().sender),
-            ),
+            Msg::Presigned { key, token, signature } => {
+                (MediaInput::Presigned { key, token, signature }, DeviceId::phone(key.client_id().sender))
+            }
             Msg::PutDone { key, token, stored } => (
                 if stored { MediaInput::Uploaded { key, token } } else { MediaInput::UploadRefused { key, token } },
                 DeviceId::phone(key.client_id().sender),
@@ -198,7 +194,6 @@ impl ClientShard {
     }
 
     fn apply_media(&mut self, t: Time, out: MediaOutput, ctx: &mut Ctx) {
-        let topo = self.topo.clone();
         match out {
             MediaOutput::WakeAt { key, device, token, at } => {
                 let m = self.media.as_mut().expect("media runs");
@@ -206,14 +201,14 @@ impl ClientShard {
             }
             MediaOutput::Presign { key, token } => {
                 if !self.cut(DeviceId::phone(key.client_id().sender), t) {
-                    ctx.send(topo.api(key), t, Msg::Presign { key, token });
+                    ctx.send(self.topo.api(key), t, Msg::Presign { key, token });
                 }
             }
             MediaOutput::Put { key, token, bytes, signature, tapped_at, sent_by } => {
                 ctx.counters.media_put_attempts += 1;
                 if !self.cut(DeviceId::phone(key.client_id().sender), t) {
                     let put = Msg::Put { key, token, bytes, signature, tapped_at, started: t, sent_by };
-                    ctx.send(topo.object_store(key), t, put);
+                    ctx.send(self.topo.object_store(key), t, put);
                 }
             }
             MediaOutput::Send { index, to, seq, tapped_at } => {
@@ -231,7 +226,7 @@ impl ClientShard {
             }
             MediaOutput::Get { device, key, token } => {
                 if !self.cut(device.device(), t) {
-                    ctx.send(topo.cdn_edge(device.device().user), t, Msg::CdnGet { key, device, token });
+                    ctx.send(self.topo.cdn_edge(device.device().user), t, Msg::CdnGet { key, device, token });
                 }
             }
             MediaOutput::Viewable { at, tapped_at, bytes, live, .. } => {
