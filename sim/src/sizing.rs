@@ -263,7 +263,10 @@ pub fn sizing(o: &Outcome, target: f64, capacity: NodeCapacity) -> Sizing {
                         si_bytes(per_node)
                     ),
                 ));
-                let retained = ingest * DAY_S * 365.0 * card.years;
+                // Stored once an object (a retried PUT's bytes pass the ingest again only).
+                let stored_mean = c.media_bytes_stored as f64 / c.media_uploads_stored.max(1) as f64;
+                let stored = (card_msgs + card_group_msgs) * s.media.share * stored_mean;
+                let retained = stored * DAY_S * 365.0 * card.years;
                 rows.push(row(
                     t.kind,
                     "storage",
@@ -272,10 +275,11 @@ pub fn sizing(o: &Outcome, target: f64, capacity: NodeCapacity) -> Sizing {
                     "bytes",
                     card.node_bytes * target,
                     format!(
-                        "{}/day = {}/s × 86,400 s; ceil({}/day × 365 × {} years ÷ ({} a node × {target}))",
-                        si_bytes(ingest * DAY_S),
-                        si_bytes(ingest),
-                        si_bytes(ingest * DAY_S),
+                        "{}/day = {}/s stored (an object's bytes once, measured {} an object) × 86,400 s; ceil({}/day × 365 × {} years ÷ ({} a node × {target}))",
+                        si_bytes(stored * DAY_S),
+                        si_bytes(stored),
+                        si_bytes(stored_mean),
+                        si_bytes(stored * DAY_S),
                         card.years,
                         si_bytes(card.node_bytes)
                     ),
